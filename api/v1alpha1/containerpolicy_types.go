@@ -1,0 +1,299 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Condition types and reasons of a ContainerPolicy.
+const (
+	// ConditionActive is True while the policy is in force, False once spec.expires has passed.
+	ConditionActive = "Active"
+
+	// ReasonInForce says the policy has no expiry or has not reached it.
+	ReasonInForce = "InForce"
+	// ReasonExpired says spec.expires has passed; the policy no longer applies.
+	ReasonExpired = "Expired"
+)
+
+// PolicyMode says what gpuwarden does when a policy calls for an action.
+// +kubebuilder:validation:Enum=Enforce;DryRun;NotifyOnly
+type PolicyMode string
+
+// Policy modes.
+const (
+	// ModeEnforce acts: warns, stops and removes containers.
+	ModeEnforce PolicyMode = "Enforce"
+	// ModeDryRun records what it would do ("would stop") and touches nothing.
+	ModeDryRun PolicyMode = "DryRun"
+	// ModeNotifyOnly sends warnings and notices but never stops or removes.
+	ModeNotifyOnly PolicyMode = "NotifyOnly"
+)
+
+// PolicyLimitName names a time limit of a ContainerPolicy that can be lifted in spec.unlimited.
+// +kubebuilder:validation:Enum=idleTimeout;maxRuntime;gpuHoldAfterStop;removeAfterStop;createdNeverStartedTimeout
+type PolicyLimitName string
+
+// Policy limit names.
+const (
+	PolicyLimitIdleTimeout                PolicyLimitName = "idleTimeout"
+	PolicyLimitMaxRuntime                 PolicyLimitName = "maxRuntime"
+	PolicyLimitGPUHoldAfterStop           PolicyLimitName = "gpuHoldAfterStop"
+	PolicyLimitRemoveAfterStop            PolicyLimitName = "removeAfterStop"
+	PolicyLimitCreatedNeverStartedTimeout PolicyLimitName = "createdNeverStartedTimeout"
+)
+
+// PolicySelector says which containers a ContainerPolicy applies to. Every list that is
+// set must match (AND); within a list any entry matches (OR). An empty selector matches
+// every container.
+type PolicySelector struct {
+	// users are owners' login names.
+	// +optional
+	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:items:MaxLength=256
+	// +listType=set
+	Users []string `json:"users,omitempty"`
+
+	// groups are host groups the owner belongs to.
+	// +optional
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=256
+	// +listType=set
+	Groups []string `json:"groups,omitempty"`
+
+	// containerTypes are container types: managed, devcontainer, compose, docker, notebook, adopted, unknown.
+	// +optional
+	// +kubebuilder:validation:MaxItems=7
+	// +listType=set
+	ContainerTypes []ContainerType `json:"containerTypes,omitempty"`
+
+	// labels are container labels that must all be present with these values.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=32
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// KeepAlive lets a user keep an idle container alive by touching a file inside it.
+type KeepAlive struct {
+	// path is the file inside the container whose modification time counts as activity.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=4096
+	// +kubebuilder:validation:Pattern=`^/`
+	Path string `json:"path"`
+
+	// maxAge is how long one touch of the file keeps the container alive.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	MaxAge *metav1.Duration `json:"maxAge,omitempty"`
+}
+
+// HighDemand shortens idle timeouts while most GPUs are allocated.
+type HighDemand struct {
+	// allocatedFraction is the fraction of GPU capacity allocated at or above which demand is high.
+	// +required
+	AllocatedFraction Fraction `json:"allocatedFraction"`
+
+	// timeoutFactor multiplies the idle timeout while demand is high (0.5 halves it).
+	// +required
+	TimeoutFactor Fraction `json:"timeoutFactor"`
+}
+
+// IdlePolicy says when a container counts as idle and what happens then.
+type IdlePolicy struct {
+	// timeout is how long a container may stay idle before it is stopped.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+
+	// gpuUtilizationPercent: a sample is idle only while GPU utilisation is below this.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	GPUUtilizationPercent *int32 `json:"gpuUtilizationPercent,omitempty"`
+
+	// cpuPercent: a sample is idle only while CPU use (100 = one core) is below this.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100000
+	CPUPercent *int32 `json:"cpuPercent,omitempty"`
+
+	// networkBytesPerSecond: a sample is idle only while the network rate over the sample
+	// window (never a cumulative counter) is below this.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	NetworkBytesPerSecond *int64 `json:"networkBytesPerSecond,omitempty"`
+
+	// consecutiveSamples is how many idle samples in a row make a container idle.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	ConsecutiveSamples *int32 `json:"consecutiveSamples,omitempty"`
+
+	// startupGrace is how long after start a container is never idle.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	StartupGrace *metav1.Duration `json:"startupGrace,omitempty"`
+
+	// warnAtFractions are the fractions of the timeout at which the owner is warned.
+	// +optional
+	// +kubebuilder:validation:MaxItems=8
+	// +listType=atomic
+	WarnAtFractions []Fraction `json:"warnAtFractions,omitempty"`
+
+	// keepAlive lets the owner keep the container alive by touching a file.
+	// +optional
+	KeepAlive *KeepAlive `json:"keepAlive,omitempty"`
+
+	// highDemand shortens the timeout while most GPUs are allocated.
+	// +optional
+	HighDemand *HighDemand `json:"highDemand,omitempty"`
+}
+
+// Notify says where warnings and notices go, besides Events and the audit log.
+type Notify struct {
+	// file is a path inside the container where notices are written.
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	// +kubebuilder:validation:Pattern=`^/`
+	File string `json:"file,omitempty"`
+
+	// webhookURL receives a JSON POST for each notice.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && (url(self).getScheme() == 'https' || url(self).getScheme() == 'http')",message="webhookURL must be an http or https URL"
+	WebhookURL string `json:"webhookURL,omitempty"`
+}
+
+// ContainerPolicySpec is what an admin declares about containers over time.
+// +kubebuilder:validation:XValidation:rule="!has(self.unlimited) || (!('idleTimeout' in self.unlimited) || !has(self.idle) || !has(self.idle.timeout))",message="idleTimeout cannot be both set in idle.timeout and named in unlimited",fieldPath=".unlimited"
+// +kubebuilder:validation:XValidation:rule="!has(self.unlimited) || !('maxRuntime' in self.unlimited) || !has(self.maxRuntime)",message="maxRuntime cannot be both set and named in unlimited",fieldPath=".unlimited"
+// +kubebuilder:validation:XValidation:rule="!has(self.unlimited) || !('gpuHoldAfterStop' in self.unlimited) || !has(self.gpuHoldAfterStop)",message="gpuHoldAfterStop cannot be both set and named in unlimited",fieldPath=".unlimited"
+// +kubebuilder:validation:XValidation:rule="!has(self.unlimited) || !('removeAfterStop' in self.unlimited) || !has(self.removeAfterStop)",message="removeAfterStop cannot be both set and named in unlimited",fieldPath=".unlimited"
+// +kubebuilder:validation:XValidation:rule="!has(self.unlimited) || !('createdNeverStartedTimeout' in self.unlimited) || !has(self.createdNeverStartedTimeout)",message="createdNeverStartedTimeout cannot be both set and named in unlimited",fieldPath=".unlimited"
+type ContainerPolicySpec struct {
+	// selector says which containers this policy applies to.
+	// +optional
+	Selector PolicySelector `json:"selector,omitempty"`
+
+	// precedence orders merging: every policy that matches a container is merged field by
+	// field in ascending precedence, so a higher precedence wins for the fields it sets.
+	// +optional
+	// +kubebuilder:default=0
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000000
+	Precedence int32 `json:"precedence"`
+
+	// mode is Enforce, DryRun (record "would stop", touch nothing) or NotifyOnly.
+	// +optional
+	Mode PolicyMode `json:"mode,omitempty"`
+
+	// expires makes the policy a temporary exemption: after this time it no longer applies.
+	// +optional
+	Expires *metav1.Time `json:"expires,omitempty"`
+
+	// idle says when a container is idle and how long it may stay so.
+	// +optional
+	Idle *IdlePolicy `json:"idle,omitempty"`
+
+	// maxRuntime is how long a container may run in all.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	MaxRuntime *metav1.Duration `json:"maxRuntime,omitempty"`
+
+	// runtimeWarnAtFractions are the fractions of maxRuntime at which the owner is warned.
+	// +optional
+	// +kubebuilder:validation:MaxItems=8
+	// +listType=atomic
+	RuntimeWarnAtFractions []Fraction `json:"runtimeWarnAtFractions,omitempty"`
+
+	// stopGracePeriod is the time between SIGTERM and SIGKILL when a container is stopped.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	StopGracePeriod *metav1.Duration `json:"stopGracePeriod,omitempty"`
+
+	// gpuHoldAfterStop is how long a stopped container keeps its GPUs.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	GPUHoldAfterStop *metav1.Duration `json:"gpuHoldAfterStop,omitempty"`
+
+	// removeAfterStop is how long a stopped container is kept before it is removed
+	// (containers labelled gpuwarden.io/protected are never removed).
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	RemoveAfterStop *metav1.Duration `json:"removeAfterStop,omitempty"`
+
+	// createdNeverStartedTimeout is how long a created container may wait to be started
+	// before it is removed.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	CreatedNeverStartedTimeout *metav1.Duration `json:"createdNeverStartedTimeout,omitempty"`
+
+	// notify says where warnings and notices go.
+	// +optional
+	Notify *Notify `json:"notify,omitempty"`
+
+	// unlimited names time limits that are explicitly lifted (distinct from unset, which inherits).
+	// +optional
+	// +kubebuilder:validation:MaxItems=5
+	// +listType=set
+	Unlimited []PolicyLimitName `json:"unlimited,omitempty"`
+}
+
+// ContainerPolicyStatus is what the controllers observed about a ContainerPolicy.
+type ContainerPolicyStatus struct {
+	// observedGeneration is the spec generation the status was computed from.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions: Accepted, Active.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=16
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// ContainerPolicy declares what happens to containers over time.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=cpol,categories=gpuwarden
+// +kubebuilder:printcolumn:name="Precedence",type=integer,JSONPath=`.spec.precedence`
+// +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
+// +kubebuilder:printcolumn:name="Idle",type=string,JSONPath=`.spec.idle.timeout`
+// +kubebuilder:printcolumn:name="Max-Runtime",type=string,JSONPath=`.spec.maxRuntime`
+// +kubebuilder:printcolumn:name="Active",type=string,JSONPath=`.status.conditions[?(@.type=="Active")].status`
+// +kubebuilder:printcolumn:name="Expires",type=date,JSONPath=`.spec.expires`,priority=1
+// +kubebuilder:printcolumn:name="Types",type=string,JSONPath=`.spec.selector.containerTypes`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type ContainerPolicy struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the desired policy.
+	// +required
+	Spec ContainerPolicySpec `json:"spec"`
+
+	// status is observed by the controllers.
+	// +optional
+	Status ContainerPolicyStatus `json:"status,omitempty"`
+}
+
+// ContainerPolicyList is a list of ContainerPolicies.
+// +kubebuilder:object:root=true
+type ContainerPolicyList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []ContainerPolicy `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&ContainerPolicy{}, &ContainerPolicyList{})
+}

@@ -1,0 +1,227 @@
+package v1alpha1
+
+import (
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// AllocationPhase is where a GPUAllocation is in its life.
+// +kubebuilder:validation:Enum=Pending;Bound;Released;Rejected
+type AllocationPhase string
+
+// Allocation phases.
+const (
+	// PhasePending: not yet decided, or waiting for capacity.
+	PhasePending AllocationPhase = "Pending"
+	// PhaseBound: devices are held for the user.
+	PhaseBound AllocationPhase = "Bound"
+	// PhaseReleased: the devices were given back; kept visible for a retention period.
+	PhaseReleased AllocationPhase = "Released"
+	// PhaseRejected: refused for a final reason.
+	PhaseRejected AllocationPhase = "Rejected"
+)
+
+// AllocationSource says who created a GPUAllocation.
+// +kubebuilder:validation:Enum=Gateway;Adopted;Manual
+type AllocationSource string
+
+// Allocation sources.
+const (
+	// SourceGateway: created by the Docker gateway for a container create.
+	SourceGateway AllocationSource = "Gateway"
+	// SourceAdopted: created for a GPU container found running outside the gateway.
+	SourceAdopted AllocationSource = "Adopted"
+	// SourceManual: created by a person with kubectl.
+	SourceManual AllocationSource = "Manual"
+)
+
+// Reasons of a GPUAllocation that is not Bound. The first four are final; NoCapacity is retried.
+const (
+	ReasonQuotaExceeded          = "QuotaExceeded"
+	ReasonContainerLimitExceeded = "ContainerLimitExceeded"
+	ReasonMaxContainersExceeded  = "MaxContainersExceeded"
+	ReasonFullGPUNotAllowed      = "FullGPUNotAllowed"
+	ReasonNoCapacity             = "NoCapacity"
+)
+
+// AllocationRequest is what is asked for: exactly one of gpus, migProfile or devices.
+// +kubebuilder:validation:XValidation:rule="[has(self.gpus), has(self.migProfile), has(self.devices)].filter(x, x).size() == 1",message="exactly one of gpus, migProfile or devices must be set"
+type AllocationRequest struct {
+	// gpus is a number of whole GPUs (or slots) wanted.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=64
+	GPUs *int32 `json:"gpus,omitempty"`
+
+	// migProfile asks for one MIG instance of this profile, e.g. 3g.40gb.
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^[1-9][0-9]*g\.[1-9][0-9]*gb(\+[a-z0-9]+)?$`
+	MIGProfile string `json:"migProfile,omitempty"`
+
+	// devices asks for specific devices by UUID (GPU-… or MIG-…) or index ("0", "1:2").
+	// +optional
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=128
+	// +kubebuilder:validation:items:Pattern=`^(GPU-[0-9a-fA-F-]+|MIG-[0-9a-fA-F/-]+|[0-9]+(:[0-9]+)?)$`
+	// +listType=set
+	Devices []string `json:"devices,omitempty"`
+}
+
+// GPUAllocationSpec is one claim of GPU units by one user for one container.
+// +kubebuilder:validation:XValidation:rule="self.user == oldSelf.user",message="user is immutable",fieldPath=".user"
+// +kubebuilder:validation:XValidation:rule="self.request == oldSelf.request",message="request is immutable",fieldPath=".request"
+// +kubebuilder:validation:XValidation:rule="self.source == oldSelf.source",message="source is immutable",fieldPath=".source"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.nodeName) || (has(self.nodeName) && self.nodeName == oldSelf.nodeName)",message="nodeName is immutable once set",fieldPath=".nodeName"
+type GPUAllocationSpec struct {
+	// user is the login name of the user the GPUs are for.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_][A-Za-z0-9_.@$-]*$`
+	User string `json:"user"`
+
+	// nodeName is the GPU node the allocation is for. Empty: the node whose controller takes it first.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
+	NodeName string `json:"nodeName,omitempty"`
+
+	// request is what is asked for.
+	// +required
+	Request AllocationRequest `json:"request"`
+
+	// containerType is the kind of container the GPUs are for; it selects ContainerPolicies.
+	// +optional
+	// +kubebuilder:default=docker
+	ContainerType ContainerType `json:"containerType,omitempty"`
+
+	// source is who created the allocation: Gateway, Adopted or Manual.
+	// +optional
+	// +kubebuilder:default=Manual
+	Source AllocationSource `json:"source,omitempty"`
+
+	// containerName is the name of the container the GPUs are for, when known.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	ContainerName string `json:"containerName,omitempty"`
+
+	// containerID is the ID of the container the GPUs are for, when known.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[0-9a-f]{12,64}$`
+	ContainerID string `json:"containerID,omitempty"`
+}
+
+// BoundDevice is one device held by an allocation.
+type BoundDevice struct {
+	// index is the index of the physical GPU (the parent's index for a MIG slice).
+	// +required
+	// +kubebuilder:validation:Minimum=0
+	Index int32 `json:"index"`
+
+	// uuid is the device's UUID (GPU-… or MIG-…), as given to NVIDIA_VISIBLE_DEVICES.
+	// +required
+	// +kubebuilder:validation:MaxLength=128
+	UUID string `json:"uuid"`
+
+	// migProfile is the MIG profile, for a MIG slice.
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	MIGProfile string `json:"migProfile,omitempty"`
+
+	// weight is what the device costs in GPU-equivalents.
+	// +required
+	Weight resource.Quantity `json:"weight"`
+}
+
+// GPUAllocationStatus is what the allocation controller decided.
+type GPUAllocationStatus struct {
+	// phase is Pending, Bound, Released or Rejected.
+	// +optional
+	Phase AllocationPhase `json:"phase,omitempty"`
+
+	// devices are the devices held while Bound.
+	// +optional
+	// +kubebuilder:validation:MaxItems=64
+	// +listType=atomic
+	Devices []BoundDevice `json:"devices,omitempty"`
+
+	// gpuEquivalents is the sum of the devices' weights.
+	// +optional
+	GPUEquivalents *resource.Quantity `json:"gpuEquivalents,omitempty"`
+
+	// containerID is the container the devices were attached to.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	ContainerID string `json:"containerID,omitempty"`
+
+	// boundTime is when the devices were bound.
+	// +optional
+	BoundTime *metav1.Time `json:"boundTime,omitempty"`
+
+	// releasedTime is when the devices were released.
+	// +optional
+	ReleasedTime *metav1.Time `json:"releasedTime,omitempty"`
+
+	// reason is a CamelCase reason from a fixed taxonomy when not Bound (QuotaExceeded,
+	// ContainerLimitExceeded, MaxContainersExceeded, FullGPUNotAllowed, NoCapacity) or why it was released.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	Reason string `json:"reason,omitempty"`
+
+	// message explains the reason for people, naming the limit and the object that set it.
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	Message string `json:"message,omitempty"`
+
+	// observedGeneration is the spec generation the status was computed from.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions of the allocation.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=16
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// GPUAllocation is one claim of GPU units by one user, for one container.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=ga,categories=gpuwarden
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase == 'Pending' || self.spec == oldSelf.spec",message="spec is immutable once the allocation is Bound, Released or Rejected",fieldPath=".spec"
+// +kubebuilder:printcolumn:name="User",type=string,JSONPath=`.spec.user`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Devices",type=string,JSONPath=`.status.devices[*].index`
+// +kubebuilder:printcolumn:name="GPU-Eq",type=string,JSONPath=`.status.gpuEquivalents`
+// +kubebuilder:printcolumn:name="Container",type=string,JSONPath=`.spec.containerName`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Node",type=string,JSONPath=`.spec.nodeName`,priority=1
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.reason`,priority=1
+type GPUAllocation struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the claim.
+	// +required
+	Spec GPUAllocationSpec `json:"spec"`
+
+	// status is the decision.
+	// +optional
+	Status GPUAllocationStatus `json:"status,omitempty"`
+}
+
+// GPUAllocationList is a list of GPUAllocations.
+// +kubebuilder:object:root=true
+type GPUAllocationList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []GPUAllocation `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&GPUAllocation{}, &GPUAllocationList{})
+}

@@ -1,0 +1,202 @@
+package v1alpha1
+
+import (
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// SubjectKind says what a quota subject names.
+// +kubebuilder:validation:Enum=User;Group;Everyone
+type SubjectKind string
+
+// Subject kinds.
+const (
+	// SubjectUser matches one host user by login name.
+	SubjectUser SubjectKind = "User"
+	// SubjectGroup matches every member of a host group (the host's group database, so LDAP via NSS works).
+	SubjectGroup SubjectKind = "Group"
+	// SubjectEveryone matches every user.
+	SubjectEveryone SubjectKind = "Everyone"
+)
+
+// QuotaScope says whether limits apply to each subject or to all subjects together.
+// +kubebuilder:validation:Enum=PerUser;Shared
+type QuotaScope string
+
+// Quota scopes.
+const (
+	// ScopePerUser gives each matched user the limits.
+	ScopePerUser QuotaScope = "PerUser"
+	// ScopeShared makes the limits one pool for all matched users together.
+	ScopeShared QuotaScope = "Shared"
+)
+
+// QuotaLimitName names a limit of a GPUQuota; used in spec.unlimited.
+// +kubebuilder:validation:Enum=gpuEquivalents;maxGPUsPerContainer;maxContainers
+type QuotaLimitName string
+
+// Quota limit names.
+const (
+	LimitGPUEquivalents      QuotaLimitName = "gpuEquivalents"
+	LimitMaxGPUsPerContainer QuotaLimitName = "maxGPUsPerContainer"
+	LimitMaxContainers       QuotaLimitName = "maxContainers"
+)
+
+// Subject names the users a GPUQuota applies to.
+// +kubebuilder:validation:XValidation:rule="self.kind == 'Everyone' ? !has(self.name) : has(self.name)",message="name is required for kind User or Group and must be empty for kind Everyone"
+type Subject struct {
+	// kind is User, Group or Everyone.
+	// +required
+	Kind SubjectKind `json:"kind"`
+
+	// name is the user's login name or the group's name. Empty for Everyone.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_][A-Za-z0-9_.@$-]*$`
+	Name string `json:"name,omitempty"`
+}
+
+// QuotaLimits are the limits a GPUQuota sets. A field left unset inherits from
+// quotas of lower precedence; to lift a limit, name it in spec.unlimited.
+// +kubebuilder:validation:XValidation:rule="!has(self.gpuEquivalents) || !quantity(string(self.gpuEquivalents)).isLessThan(quantity('0'))",message="gpuEquivalents must not be negative",fieldPath=".gpuEquivalents"
+type QuotaLimits struct {
+	// gpuEquivalents is how many GPU-equivalents the subject may hold at once: a full GPU
+	// costs 1, a MIG slice its share of the GPU's compute slices (3g on a 7-slice GPU: 3/7).
+	// +optional
+	GPUEquivalents *resource.Quantity `json:"gpuEquivalents,omitempty"`
+
+	// maxGPUsPerContainer caps the GPUs or MIG slices one container may hold.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1024
+	MaxGPUsPerContainer *int32 `json:"maxGPUsPerContainer,omitempty"`
+
+	// maxContainers caps how many GPU containers the subject may have at once.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100000
+	MaxContainers *int32 `json:"maxContainers,omitempty"`
+
+	// allowFullGPU says whether whole (non-MIG) GPUs may be given to the subject.
+	// +optional
+	AllowFullGPU *bool `json:"allowFullGPU,omitempty"`
+}
+
+// GPUQuotaSpec is what an admin declares about how much GPU a set of users may hold.
+// +kubebuilder:validation:XValidation:rule="!has(self.unlimited) || !('gpuEquivalents' in self.unlimited) || !has(self.limits) || !has(self.limits.gpuEquivalents)",message="gpuEquivalents cannot be both set in limits and named in unlimited",fieldPath=".unlimited"
+// +kubebuilder:validation:XValidation:rule="!has(self.unlimited) || !('maxGPUsPerContainer' in self.unlimited) || !has(self.limits) || !has(self.limits.maxGPUsPerContainer)",message="maxGPUsPerContainer cannot be both set in limits and named in unlimited",fieldPath=".unlimited"
+// +kubebuilder:validation:XValidation:rule="!has(self.unlimited) || !('maxContainers' in self.unlimited) || !has(self.limits) || !has(self.limits.maxContainers)",message="maxContainers cannot be both set in limits and named in unlimited",fieldPath=".unlimited"
+// +kubebuilder:validation:XValidation:rule="self.subjects.filter(s, s.kind == 'Everyone').size() == 0 || self.subjects.size() == 1",message="a subject of kind Everyone must be the only subject",fieldPath=".subjects"
+type GPUQuotaSpec struct {
+	// subjects are the users this quota applies to: users, host groups or everyone.
+	// +required
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	// +listType=atomic
+	Subjects []Subject `json:"subjects"`
+
+	// precedence orders merging: every quota that matches a user is merged field by field
+	// in ascending precedence, so a higher precedence wins for the fields it sets.
+	// +optional
+	// +kubebuilder:default=0
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000000
+	Precedence int32 `json:"precedence"`
+
+	// scope is PerUser (each matched user gets the limits) or Shared (one pool for all
+	// matched users together).
+	// +optional
+	// +kubebuilder:default=PerUser
+	Scope QuotaScope `json:"scope,omitempty"`
+
+	// priority orders waiting requests when capacity is short; higher goes first.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000
+	Priority *int32 `json:"priority,omitempty"`
+
+	// limits are the limits this quota sets; unset fields inherit.
+	// +optional
+	Limits QuotaLimits `json:"limits,omitempty"`
+
+	// unlimited names limits that are explicitly lifted (distinct from unset, which inherits).
+	// +optional
+	// +kubebuilder:validation:MaxItems=3
+	// +listType=set
+	Unlimited []QuotaLimitName `json:"unlimited,omitempty"`
+}
+
+// UserUsage is what one user holds under a quota.
+type UserUsage struct {
+	// user is the login name.
+	// +required
+	// +kubebuilder:validation:MaxLength=256
+	User string `json:"user"`
+
+	// gpuEquivalents is the sum of the weights of the user's bound devices.
+	// +optional
+	GPUEquivalents resource.Quantity `json:"gpuEquivalents,omitempty"`
+
+	// containers is how many GPU containers the user holds.
+	// +optional
+	Containers int32 `json:"containers,omitempty"`
+}
+
+// GPUQuotaStatus is what the controllers observed about a GPUQuota.
+type GPUQuotaStatus struct {
+	// observedGeneration is the spec generation the status was computed from.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// usage lists what each matched user holds now.
+	// +optional
+	// +listType=map
+	// +listMapKey=user
+	// +kubebuilder:validation:MaxItems=10000
+	Usage []UserUsage `json:"usage,omitempty"`
+
+	// conditions: Accepted.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=16
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// GPUQuota declares how much GPU a set of users may hold.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,path=gpuquotas,singular=gpuquota,shortName=gq,categories=gpuwarden
+// +kubebuilder:printcolumn:name="Precedence",type=integer,JSONPath=`.spec.precedence`
+// +kubebuilder:printcolumn:name="Scope",type=string,JSONPath=`.spec.scope`
+// +kubebuilder:printcolumn:name="GPU-Eq",type=string,JSONPath=`.spec.limits.gpuEquivalents`
+// +kubebuilder:printcolumn:name="Per-Container",type=integer,JSONPath=`.spec.limits.maxGPUsPerContainer`
+// +kubebuilder:printcolumn:name="Max-Containers",type=integer,JSONPath=`.spec.limits.maxContainers`
+// +kubebuilder:printcolumn:name="Unlimited",type=string,JSONPath=`.spec.unlimited`,priority=1
+// +kubebuilder:printcolumn:name="Subjects",type=string,JSONPath=`.spec.subjects[*].name`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type GPUQuota struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the desired quota.
+	// +required
+	Spec GPUQuotaSpec `json:"spec"`
+
+	// status is observed by the controllers.
+	// +optional
+	Status GPUQuotaStatus `json:"status,omitempty"`
+}
+
+// GPUQuotaList is a list of GPUQuotas.
+// +kubebuilder:object:root=true
+type GPUQuotaList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []GPUQuota `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&GPUQuota{}, &GPUQuotaList{})
+}

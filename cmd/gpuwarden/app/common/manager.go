@@ -1,0 +1,107 @@
+package common
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	"github.com/gpuwarden/gpuwarden/internal/manager"
+)
+
+// ManagerOptions are the flags both `server` and `controller` take for the controller manager.
+type ManagerOptions struct {
+	NodeName               string
+	MetricsBindAddress     string
+	HealthProbeBindAddress string
+	LeaderElect            bool
+}
+
+// AddFlags registers the flags with defaults for the mode.
+func (o *ManagerOptions) AddFlags(fs *pflag.FlagSet, metricsDefault, probeDefault string, leaderElectDefault bool) {
+	fs.StringVar(&o.NodeName, "node-name", "", "name of this GPU node (default: the host name)")
+	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", metricsDefault, `address of the Prometheus /metrics endpoint ("0" turns it off)`)
+	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", probeDefault, `address of /healthz and /readyz ("0" turns them off)`)
+	fs.BoolVar(&o.LeaderElect, "leader-elect", leaderElectDefault, "elect one active controller per node through a Lease")
+}
+
+// Complete fills in the node name from the host name.
+func (o *ManagerOptions) Complete() error {
+	if o.NodeName != "" {
+		return nil
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		return fmt.Errorf("reading the host name for --node-name: %w", err)
+	}
+	o.NodeName = strings.ToLower(host)
+	return nil
+}
+
+// Validate checks the flags.
+func (o *ManagerOptions) Validate() error {
+	if errs := validation.IsDNS1123Subdomain(o.NodeName); len(errs) > 0 {
+		return fmt.Errorf("--node-name %q: %s", o.NodeName, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// Manager returns the manager's options.
+func (o *ManagerOptions) Manager() manager.Options {
+	return manager.Options{
+		NodeName:                o.NodeName,
+		MetricsBindAddress:      o.MetricsBindAddress,
+		HealthProbeBindAddress:  o.HealthProbeBindAddress,
+		LeaderElection:          o.LeaderElect,
+		LeaderElectionNamespace: "kube-system",
+	}
+}
+
+// RunManager starts mgr, calls ready once its caches have synced, and returns when ctx
+// ends (nil) or the manager fails.
+func RunManager(ctx context.Context, mgr ctrl.Manager, ready func()) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- mgr.Start(ctx) }()
+	synced := make(chan bool, 1)
+	go func() { synced <- mgr.GetCache().WaitForCacheSync(ctx) }()
+	select {
+	case ok := <-synced:
+		if ok {
+			ready()
+		}
+	case err := <-errc:
+		return managerExit(err)
+	}
+	return managerExit(<-errc)
+}
+
+func managerExit(err error) error {
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("controller manager: %w", err)
+	}
+	return nil
+}
+
+// RESTConfigFrom reads a kubeconfig file, or the in-cluster configuration when path is empty.
+func RESTConfigFrom(path string) (*rest.Config, error) {
+	if path == "" {
+		return ctrl.GetConfig()
+	}
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("--kubeconfig: %w", err)
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", path)
+	if err != nil {
+		return nil, fmt.Errorf("reading kubeconfig %s: %w", path, err)
+	}
+	return cfg, nil
+}

@@ -1,0 +1,71 @@
+// Package controller is the `gpuwarden controller` command: every controller against an
+// existing API server (k3s, any Kubernetes, or another gpuwarden server).
+package controller
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/common"
+	"github.com/gpuwarden/gpuwarden/internal/manager"
+)
+
+// Options are the flags of `gpuwarden controller`.
+type Options struct {
+	Kubeconfig  string
+	InstallCRDs bool
+	Manager     common.ManagerOptions
+
+	out io.Writer
+}
+
+// NewCommand returns `gpuwarden controller`.
+func NewCommand() *cobra.Command {
+	o := &Options{}
+	cmd := &cobra.Command{
+		Use:   "controller",
+		Short: "Run the controllers against an existing API server",
+		Long: `Run every gpuwarden controller for one GPU node against an existing API server: any
+Kubernetes cluster, k3s, or the API server of a gpuwarden server. The CRDs are installed
+or upgraded first when the credentials allow it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.out = cmd.OutOrStdout()
+			if err := o.Manager.Complete(); err != nil {
+				return err
+			}
+			if err := o.Manager.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig of the API server (default: in-cluster configuration)")
+	fs.BoolVar(&o.InstallCRDs, "install-crds", true, "install or upgrade the CRDs when allowed to")
+	o.Manager.AddFlags(fs, ":9402", ":9403", true)
+	return cmd
+}
+
+// Run runs the controllers until ctx ends.
+func (o *Options) Run(ctx context.Context) error {
+	cfg, err := common.RESTConfigFrom(o.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	if o.InstallCRDs {
+		if err := manager.InstallCRDs(ctx, cfg); err != nil {
+			return fmt.Errorf("installing CRDs: %w", err)
+		}
+	}
+	mgr, err := manager.New(cfg, o.Manager.Manager())
+	if err != nil {
+		return err
+	}
+	return common.RunManager(ctx, mgr, func() {
+		fmt.Fprintf(o.out, "gpuwarden controller is ready: node %s, API server %s\n", o.Manager.NodeName, cfg.Host)
+	})
+}

@@ -1,0 +1,101 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+)
+
+// ContainerPolicyReconciler keeps a ContainerPolicy's conditions in step with its spec and
+// with time: a policy whose spec.expires has passed turns Active=False.
+type ContainerPolicyReconciler struct {
+	Client   client.Client
+	Clock    clock.PassiveClock
+	Recorder recorder.EventRecorder
+}
+
+// +kubebuilder:rbac:groups=gpuwarden.io,resources=containerpolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups=gpuwarden.io,resources=containerpolicies/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile computes the policy's conditions and requeues at the moment it expires.
+func (r *ContainerPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	policy := &gpuwardenv1alpha1.ContainerPolicy{}
+	if err := r.Client.Get(ctx, req.NamespacedName, policy); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	now := r.Clock.Now()
+	active, remaining := activeCondition(policy, now)
+
+	status := policy.Status.DeepCopy()
+	status.ObservedGeneration = policy.Generation
+	meta.SetStatusCondition(&status.Conditions, acceptedCondition(policy.Generation))
+	wasActive := meta.IsStatusConditionTrue(policy.Status.Conditions, gpuwardenv1alpha1.ConditionActive)
+	meta.SetStatusCondition(&status.Conditions, active)
+
+	if !equality.Semantic.DeepEqual(status, &policy.Status) {
+		policy.Status = *status
+		if err := r.Client.Status().Update(ctx, policy); err != nil {
+			return ctrl.Result{}, fmt.Errorf("updating status of ContainerPolicy %s: %w", policy.Name, err)
+		}
+		if wasActive && active.Status == metav1.ConditionFalse {
+			r.Recorder.Eventf(policy, nil, corev1.EventTypeNormal, gpuwardenv1alpha1.ReasonExpired, "Expire", active.Message)
+		}
+	}
+	if remaining > 0 {
+		return ctrl.Result{RequeueAfter: remaining}, nil
+	}
+	return ctrl.Result{}, nil
+}
+
+// activeCondition says whether the policy is in force at now and, if it will expire, how long until then.
+func activeCondition(policy *gpuwardenv1alpha1.ContainerPolicy, now time.Time) (metav1.Condition, time.Duration) {
+	c := metav1.Condition{
+		Type:               gpuwardenv1alpha1.ConditionActive,
+		Status:             metav1.ConditionTrue,
+		Reason:             gpuwardenv1alpha1.ReasonInForce,
+		Message:            "The policy has no expiry",
+		ObservedGeneration: policy.Generation,
+	}
+	if policy.Spec.Expires == nil {
+		return c, 0
+	}
+	expires := policy.Spec.Expires.Time
+	if !now.Before(expires) {
+		c.Status = metav1.ConditionFalse
+		c.Reason = gpuwardenv1alpha1.ReasonExpired
+		c.Message = fmt.Sprintf("The policy expired at %s and no longer applies", expires.UTC().Format(time.RFC3339))
+		return c, 0
+	}
+	c.Message = fmt.Sprintf("The policy is in force until %s", expires.UTC().Format(time.RFC3339))
+	return c, expires.Sub(now)
+}
+
+// SetupWithManager registers the reconciler.
+func (r *ContainerPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	switch {
+	case r.Client == nil:
+		return fmt.Errorf("ContainerPolicyReconciler needs a Client")
+	case r.Clock == nil:
+		return fmt.Errorf("ContainerPolicyReconciler needs a Clock")
+	case r.Recorder == nil:
+		return fmt.Errorf("ContainerPolicyReconciler needs a Recorder")
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&gpuwardenv1alpha1.ContainerPolicy{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Named("containerpolicy").
+		Complete(r)
+}

@@ -1,0 +1,61 @@
+package controlplane
+
+import (
+	"context"
+	"fmt"
+	"net"
+
+	utilerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/kubernetes/cmd/kube-apiserver/app"
+	"k8s.io/kubernetes/cmd/kube-apiserver/app/options"
+)
+
+const (
+	serviceClusterIPRange = "10.96.0.0/12"
+	serviceAccountIssuer  = "https://kubernetes.default.svc"
+)
+
+// apiServerOptions returns kube-apiserver's options for serving on listener, storing in
+// etcdURL and authenticating with the certificates in p. Authorisation is RBAC.
+func apiServerOptions(ctx context.Context, p pki, listener net.Listener, etcdURL string) (options.CompletedOptions, error) {
+	s := options.NewServerRunOptions()
+	if err := s.GenericServerRunOptions.ComponentGlobalsRegistry.Set(); err != nil {
+		return options.CompletedOptions{}, fmt.Errorf("setting component globals: %w", err)
+	}
+	addr := listener.Addr().(*net.TCPAddr)
+	s.SecureServing.Listener = listener
+	s.SecureServing.BindAddress = addr.IP
+	s.SecureServing.BindPort = addr.Port
+	s.SecureServing.ServerCert.CertDirectory = p.dir
+	s.SecureServing.ServerCert.CertKey.CertFile = p.servingCert()
+	s.SecureServing.ServerCert.CertKey.KeyFile = p.servingKey()
+	s.GenericServerRunOptions.AdvertiseAddress = net.ParseIP("127.0.0.1")
+	// A loopback advertise address needs the endpoint reconciler off.
+	s.EndpointReconcilerType = "none"
+	s.ServiceClusterIPRanges = serviceClusterIPRange
+
+	s.Authentication.ClientCert.ClientCA = p.caCert()
+	s.Authentication.ServiceAccounts.KeyFiles = []string{p.serviceAccountKey()}
+	s.Authentication.ServiceAccounts.Issuers = []string{serviceAccountIssuer}
+	s.ServiceAccountSigningKeyFile = p.serviceAccountKey()
+	s.Authorization.Modes = []string{"RBAC"}
+
+	s.Etcd.StorageConfig.Transport.ServerList = []string{etcdURL}
+	// The controllers keep their own informer caches; the API server's watch cache only costs memory here.
+	s.Etcd.EnableWatchCache = false
+	s.Metrics.AllowListMapping = map[string]string{}
+
+	completed, err := s.Complete(ctx)
+	if err != nil {
+		return options.CompletedOptions{}, fmt.Errorf("completing API server options: %w", err)
+	}
+	if errs := completed.Validate(); len(errs) != 0 {
+		return options.CompletedOptions{}, fmt.Errorf("validating API server options: %w", utilerrors.NewAggregate(errs))
+	}
+	return completed, nil
+}
+
+// runAPIServer runs kube-apiserver until ctx is cancelled.
+func runAPIServer(ctx context.Context, opts options.CompletedOptions) error {
+	return app.Run(ctx, opts)
+}

@@ -1,0 +1,237 @@
+package controlplane
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+const (
+	caValidity   = 10 * 365 * 24 * time.Hour
+	leafValidity = 365 * 24 * time.Hour
+	// renewBefore renews a leaf certificate on start when it expires sooner than this.
+	renewBefore = 30 * 24 * time.Hour
+)
+
+// pki holds the paths of the control plane's certificates and keys under DATA_DIR/pki.
+type pki struct {
+	dir string
+}
+
+func (p pki) path(name string) string { return filepath.Join(p.dir, name) }
+
+func (p pki) caCert() string            { return p.path("ca.crt") }
+func (p pki) caKey() string             { return p.path("ca.key") }
+func (p pki) servingCert() string       { return p.path("apiserver.crt") }
+func (p pki) servingKey() string        { return p.path("apiserver.key") }
+func (p pki) adminCert() string         { return p.path("admin.crt") }
+func (p pki) adminKey() string          { return p.path("admin.key") }
+func (p pki) serviceAccountKey() string { return p.path("sa.key") }
+
+// ensure creates whatever is missing: a CA, the API server's serving certificate, an admin
+// client certificate (CN=admin, O=system:masters) and the service-account signing key.
+// Existing files are reused; leaf certificates close to expiry are renewed.
+func (p pki) ensure(now time.Time, servingIPs []net.IP) error {
+	if err := os.MkdirAll(p.dir, 0o700); err != nil {
+		return fmt.Errorf("creating %s: %w", p.dir, err)
+	}
+	caCert, caKey, err := p.ensureCA(now)
+	if err != nil {
+		return err
+	}
+	serving := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "gpuwarden-apiserver"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+			"kubernetes.default.svc.cluster.local"},
+		IPAddresses: servingIPs,
+	}
+	if err := p.ensureLeaf(now, p.servingCert(), p.servingKey(), serving, caCert, caKey); err != nil {
+		return err
+	}
+	admin := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "admin", Organization: []string{"system:masters"}},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if err := p.ensureLeaf(now, p.adminCert(), p.adminKey(), admin, caCert, caKey); err != nil {
+		return err
+	}
+	if _, err := os.Stat(p.serviceAccountKey()); errors.Is(err, os.ErrNotExist) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return fmt.Errorf("generating service-account key: %w", err)
+		}
+		return writeKey(p.serviceAccountKey(), key)
+	} else if err != nil {
+		return fmt.Errorf("reading service-account key: %w", err)
+	}
+	return nil
+}
+
+func (p pki) ensureCA(now time.Time) (*x509.Certificate, crypto.Signer, error) {
+	cert, key, err := loadPair(p.caCert(), p.caKey())
+	if err == nil {
+		return cert, key, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, nil, err
+	}
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("generating CA key: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		Subject:               pkix.Name{CommonName: "gpuwarden-ca"},
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := sign(now, caValidity, tmpl, tmpl, caKey.Public(), caKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := writeKey(p.caKey(), caKey); err != nil {
+		return nil, nil, err
+	}
+	if err := writePEM(p.caCert(), "CERTIFICATE", der, 0o644); err != nil {
+		return nil, nil, err
+	}
+	cert, err = x509.ParseCertificate(der)
+	return cert, caKey, err
+}
+
+// ensureLeaf keeps a certificate signed by the CA at certPath, renewing it when it is
+// missing, close to expiry, signed by another CA, or lacks an IP SAN that is wanted now.
+func (p pki) ensureLeaf(now time.Time, certPath, keyPath string, tmpl, ca *x509.Certificate, caKey crypto.Signer) error {
+	cert, _, err := loadPair(certPath, keyPath)
+	switch {
+	case err == nil && leafStillGood(now, cert, tmpl, ca):
+		return nil
+	case err != nil && !errors.Is(err, os.ErrNotExist):
+		return err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return fmt.Errorf("generating key for %s: %w", certPath, err)
+	}
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment
+	der, err := sign(now, leafValidity, tmpl, ca, key.Public(), caKey)
+	if err != nil {
+		return err
+	}
+	if err := writeKey(keyPath, key); err != nil {
+		return err
+	}
+	return writePEM(certPath, "CERTIFICATE", der, 0o644)
+}
+
+func leafStillGood(now time.Time, cert, want, ca *x509.Certificate) bool {
+	if now.Add(renewBefore).After(cert.NotAfter) || cert.CheckSignatureFrom(ca) != nil {
+		return false
+	}
+	for _, ip := range want.IPAddresses {
+		found := false
+		for _, have := range cert.IPAddresses {
+			found = found || have.Equal(ip)
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+func sign(now time.Time, validity time.Duration, tmpl, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Signer) ([]byte, error) {
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, fmt.Errorf("generating serial number: %w", err)
+	}
+	tmpl.SerialNumber = serial
+	tmpl.NotBefore = now.Add(-time.Hour)
+	tmpl.NotAfter = now.Add(validity)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
+	if err != nil {
+		return nil, fmt.Errorf("signing certificate %q: %w", tmpl.Subject.CommonName, err)
+	}
+	return der, nil
+}
+
+func loadPair(certPath, keyPath string) (*x509.Certificate, crypto.Signer, error) {
+	certPEM, err := os.ReadFile(certPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	keyPEM, err := os.ReadFile(keyPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	cb, _ := pem.Decode(certPEM)
+	if cb == nil {
+		return nil, nil, fmt.Errorf("%s holds no PEM certificate", certPath)
+	}
+	cert, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("parsing %s: %w", certPath, err)
+	}
+	kb, _ := pem.Decode(keyPEM)
+	if kb == nil {
+		return nil, nil, fmt.Errorf("%s holds no PEM key", keyPath)
+	}
+	key, err := x509.ParseECPrivateKey(kb.Bytes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("parsing %s: %w", keyPath, err)
+	}
+	return cert, key, nil
+}
+
+func writeKey(path string, key *ecdsa.PrivateKey) error {
+	der, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return fmt.Errorf("encoding %s: %w", path, err)
+	}
+	return writePEM(path, "EC PRIVATE KEY", der, 0o600)
+}
+
+func writePEM(path, blockType string, der []byte, mode os.FileMode) error {
+	return writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: blockType, Bytes: der}), mode)
+}
+
+// writeFileAtomic writes data to a temporary file beside path and renames it into place,
+// so a crash never leaves a half-written file behind.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,120 @@
+// Package manager builds the controller-runtime manager that runs every gpuwarden
+// controller, the same way in `gpuwarden server` and `gpuwarden controller`.
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/controllers"
+	"github.com/gpuwarden/gpuwarden/internal/crds"
+)
+
+// Options configure the manager.
+type Options struct {
+	// NodeName is the GPU node this manager governs.
+	NodeName string
+	// MetricsBindAddress serves /metrics; "0" turns it off.
+	MetricsBindAddress string
+	// HealthProbeBindAddress serves /healthz and /readyz; "0" turns it off.
+	HealthProbeBindAddress string
+	// LeaderElection makes only one replica per node active.
+	LeaderElection bool
+	// LeaderElectionNamespace holds the leader-election lease.
+	LeaderElectionNamespace string
+	// Clock is the time source of every controller; the real clock when nil.
+	Clock clock.Clock
+	// ExtraReadyChecks are added to /readyz (the embedded control plane adds its own).
+	ExtraReadyChecks map[string]healthz.Checker
+}
+
+// Scheme returns a scheme with the built-in, apiextensions and gpuwarden types.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(apiextensionsv1.AddToScheme(s))
+	utilruntime.Must(gpuwardenv1alpha1.AddToScheme(s))
+	return s
+}
+
+// InstallCRDs installs or upgrades the CRDs through cfg and waits until they are Established.
+func InstallCRDs(ctx context.Context, cfg *rest.Config) error {
+	c, err := client.New(cfg, client.Options{Scheme: Scheme()})
+	if err != nil {
+		return fmt.Errorf("building a client: %w", err)
+	}
+	return crds.Install(ctx, c)
+}
+
+// New builds a manager with every controller registered. The CRDs must be installed first.
+func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
+	if o.NodeName == "" {
+		return nil, errors.New("a node name is required")
+	}
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  Scheme(),
+		Metrics:                 metricsserver.Options{BindAddress: o.MetricsBindAddress},
+		HealthProbeBindAddress:  o.HealthProbeBindAddress,
+		LeaderElection:          o.LeaderElection,
+		LeaderElectionID:        "gpuwarden-" + o.NodeName,
+		LeaderElectionNamespace: o.LeaderElectionNamespace,
+		// The manager stops as soon as it is asked to: leases are released on the way out.
+		LeaderElectionReleaseOnCancel: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating the controller manager: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("informers", cachesSynced(mgr)); err != nil {
+		return nil, err
+	}
+	for name, check := range o.ExtraReadyChecks {
+		if err := mgr.AddReadyzCheck(name, check); err != nil {
+			return nil, err
+		}
+	}
+	if err := (&controllers.GPUQuotaReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the GPUQuota controller: %w", err)
+	}
+	if err := (&controllers.ContainerPolicyReconciler{
+		Client:   mgr.GetClient(),
+		Clock:    o.Clock,
+		Recorder: mgr.GetEventRecorder("gpuwarden-containerpolicy"),
+	}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the ContainerPolicy controller: %w", err)
+	}
+	return mgr, nil
+}
+
+// cachesSynced is ready once the manager's informers have synced.
+func cachesSynced(mgr ctrl.Manager) healthz.Checker {
+	return func(req *http.Request) error {
+		// Answer promptly: a probe must not hang while informers are still listing.
+		ctx, cancel := context.WithTimeout(req.Context(), 200*time.Millisecond)
+		defer cancel()
+		if !mgr.GetCache().WaitForCacheSync(ctx) {
+			return errors.New("informer caches have not synced")
+		}
+		return nil
+	}
+}
