@@ -8,6 +8,8 @@ import (
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app/options"
+
+	"github.com/gpuwarden/gpuwarden/internal/controlplane/pki"
 )
 
 const (
@@ -17,7 +19,7 @@ const (
 
 // apiServerOptions returns kube-apiserver's options for serving on listener, storing in
 // etcdURL and authenticating with the certificates in p. Authorisation is RBAC.
-func apiServerOptions(ctx context.Context, p pki, listener net.Listener, etcdURL string) (options.CompletedOptions, error) {
+func apiServerOptions(ctx context.Context, p pki.PKI, listener net.Listener, etcdURL string) (options.CompletedOptions, error) {
 	s := options.NewServerRunOptions()
 	if err := s.GenericServerRunOptions.ComponentGlobalsRegistry.Set(); err != nil {
 		return options.CompletedOptions{}, fmt.Errorf("setting component globals: %w", err)
@@ -26,18 +28,18 @@ func apiServerOptions(ctx context.Context, p pki, listener net.Listener, etcdURL
 	s.SecureServing.Listener = listener
 	s.SecureServing.BindAddress = addr.IP
 	s.SecureServing.BindPort = addr.Port
-	s.SecureServing.ServerCert.CertDirectory = p.dir
-	s.SecureServing.ServerCert.CertKey.CertFile = p.servingCert()
-	s.SecureServing.ServerCert.CertKey.KeyFile = p.servingKey()
+	s.SecureServing.ServerCert.CertDirectory = p.Dir
+	s.SecureServing.ServerCert.CertKey.CertFile = p.ServingCert()
+	s.SecureServing.ServerCert.CertKey.KeyFile = p.ServingKey()
 	s.GenericServerRunOptions.AdvertiseAddress = net.ParseIP("127.0.0.1")
 	// A loopback advertise address needs the endpoint reconciler off.
 	s.EndpointReconcilerType = "none"
 	s.ServiceClusterIPRanges = serviceClusterIPRange
 
-	s.Authentication.ClientCert.ClientCA = p.caCert()
-	s.Authentication.ServiceAccounts.KeyFiles = []string{p.serviceAccountKey()}
+	s.Authentication.ClientCert.ClientCA = p.CACert()
+	s.Authentication.ServiceAccounts.KeyFiles = []string{p.ServiceAccountKey()}
 	s.Authentication.ServiceAccounts.Issuers = []string{serviceAccountIssuer}
-	s.ServiceAccountSigningKeyFile = p.serviceAccountKey()
+	s.ServiceAccountSigningKeyFile = p.ServiceAccountKey()
 	s.Authorization.Modes = []string{"RBAC"}
 
 	s.Etcd.StorageConfig.Transport.ServerList = []string{etcdURL}

@@ -17,6 +17,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
+
+	"github.com/gpuwarden/gpuwarden/internal/controlplane/pki"
 )
 
 // KubeconfigName is the admin kubeconfig's file name under the data dir.
@@ -83,9 +85,9 @@ func Start(ctx context.Context, o Options) (_ *ControlPlane, retErr error) {
 		}
 	}()
 
-	p := pki{dir: filepath.Join(dataDir, "pki")}
-	if err := p.ensure(time.Now(), []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.96.0.1")}); err != nil {
-		return nil, fmt.Errorf("preparing certificates in %s: %w", p.dir, err)
+	p := pki.PKI{Dir: filepath.Join(dataDir, "pki")}
+	if err := p.Ensure(time.Now(), []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.96.0.1")}); err != nil {
+		return nil, fmt.Errorf("preparing certificates in %s: %w", p.Dir, err)
 	}
 
 	e, etcdURL, err := startEtcd(dataDir)

@@ -6,17 +6,19 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/gpuwarden/gpuwarden/internal/controlplane/pki"
 )
 
 const contextName = "gpuwarden"
 
-func adminRESTConfig(p pki, port int) *rest.Config {
+func adminRESTConfig(p pki.PKI, port int) *rest.Config {
 	return &rest.Config{
 		Host: fmt.Sprintf("https://127.0.0.1:%d", port),
 		TLSClientConfig: rest.TLSClientConfig{
-			CAFile:   p.caCert(),
-			CertFile: p.adminCert(),
-			KeyFile:  p.adminKey(),
+			CAFile:   p.CACert(),
+			CertFile: p.AdminCert(),
+			KeyFile:  p.AdminKey(),
 		},
 		// The controllers talk to an API server in the same process: do not throttle them.
 		QPS:   500,
@@ -44,5 +46,5 @@ func writeKubeconfig(path string, cfg *rest.Config) error {
 	if err != nil {
 		return fmt.Errorf("encoding the kubeconfig: %w", err)
 	}
-	return writeFileAtomic(path, data, 0o600)
+	return pki.WriteFileAtomic(path, data, 0o600)
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gpuwarden/gpuwarden/internal/controlplane"
 	"github.com/gpuwarden/gpuwarden/internal/manager"
+	"github.com/gpuwarden/gpuwarden/internal/scheme"
 )
 
 // Env is a running control plane with the gpuwarden CRDs installed.
@@ -66,7 +67,7 @@ func (e *Env) Config() *rest.Config { return e.ControlPlane.RESTConfig() }
 // Client returns an admin client with the gpuwarden scheme.
 func (e *Env) Client(tb testing.TB) client.Client {
 	tb.Helper()
-	c, err := client.New(e.Config(), client.Options{Scheme: manager.Scheme()})
+	c, err := client.New(e.Config(), client.Options{Scheme: scheme.New()})
 	if err != nil {
 		tb.Fatalf("building a client: %v", err)
 	}

@@ -1,4 +1,5 @@
-package controlplane
+// Package pki creates and keeps the embedded control plane's certificates and keys.
+package pki
 
 import (
 	"crypto"
@@ -24,27 +25,41 @@ const (
 	renewBefore = 30 * 24 * time.Hour
 )
 
-// pki holds the paths of the control plane's certificates and keys under DATA_DIR/pki.
-type pki struct {
-	dir string
+// PKI holds the paths of the control plane's certificates and keys in one directory.
+type PKI struct {
+	// Dir holds the files.
+	Dir string
 }
 
-func (p pki) path(name string) string { return filepath.Join(p.dir, name) }
+func (p PKI) path(name string) string { return filepath.Join(p.Dir, name) }
 
-func (p pki) caCert() string            { return p.path("ca.crt") }
-func (p pki) caKey() string             { return p.path("ca.key") }
-func (p pki) servingCert() string       { return p.path("apiserver.crt") }
-func (p pki) servingKey() string        { return p.path("apiserver.key") }
-func (p pki) adminCert() string         { return p.path("admin.crt") }
-func (p pki) adminKey() string          { return p.path("admin.key") }
-func (p pki) serviceAccountKey() string { return p.path("sa.key") }
+// CACert is the CA certificate.
+func (p PKI) CACert() string { return p.path("ca.crt") }
 
-// ensure creates whatever is missing: a CA, the API server's serving certificate, an admin
+// CAKey is the CA key.
+func (p PKI) CAKey() string { return p.path("ca.key") }
+
+// ServingCert is the API server's serving certificate.
+func (p PKI) ServingCert() string { return p.path("apiserver.crt") }
+
+// ServingKey is the API server's serving key.
+func (p PKI) ServingKey() string { return p.path("apiserver.key") }
+
+// AdminCert is the admin client certificate (CN=admin, O=system:masters).
+func (p PKI) AdminCert() string { return p.path("admin.crt") }
+
+// AdminKey is the admin client key.
+func (p PKI) AdminKey() string { return p.path("admin.key") }
+
+// ServiceAccountKey signs and verifies service-account tokens.
+func (p PKI) ServiceAccountKey() string { return p.path("sa.key") }
+
+// Ensure creates whatever is missing: a CA, the API server's serving certificate, an admin
 // client certificate (CN=admin, O=system:masters) and the service-account signing key.
 // Existing files are reused; leaf certificates close to expiry are renewed.
-func (p pki) ensure(now time.Time, servingIPs []net.IP) error {
-	if err := os.MkdirAll(p.dir, 0o700); err != nil {
-		return fmt.Errorf("creating %s: %w", p.dir, err)
+func (p PKI) Ensure(now time.Time, servingIPs []net.IP) error {
+	if err := os.MkdirAll(p.Dir, 0o700); err != nil {
+		return fmt.Errorf("creating %s: %w", p.Dir, err)
 	}
 	caCert, caKey, err := p.ensureCA(now)
 	if err != nil {
@@ -57,30 +72,30 @@ func (p pki) ensure(now time.Time, servingIPs []net.IP) error {
 			"kubernetes.default.svc.cluster.local"},
 		IPAddresses: servingIPs,
 	}
-	if err := p.ensureLeaf(now, p.servingCert(), p.servingKey(), serving, caCert, caKey); err != nil {
+	if err := p.ensureLeaf(now, p.ServingCert(), p.ServingKey(), serving, caCert, caKey); err != nil {
 		return err
 	}
 	admin := &x509.Certificate{
 		Subject:     pkix.Name{CommonName: "admin", Organization: []string{"system:masters"}},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
-	if err := p.ensureLeaf(now, p.adminCert(), p.adminKey(), admin, caCert, caKey); err != nil {
+	if err := p.ensureLeaf(now, p.AdminCert(), p.AdminKey(), admin, caCert, caKey); err != nil {
 		return err
 	}
-	if _, err := os.Stat(p.serviceAccountKey()); errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(p.ServiceAccountKey()); errors.Is(err, os.ErrNotExist) {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
 			return fmt.Errorf("generating service-account key: %w", err)
 		}
-		return writeKey(p.serviceAccountKey(), key)
+		return writeKey(p.ServiceAccountKey(), key)
 	} else if err != nil {
 		return fmt.Errorf("reading service-account key: %w", err)
 	}
 	return nil
 }
 
-func (p pki) ensureCA(now time.Time) (*x509.Certificate, crypto.Signer, error) {
-	cert, key, err := loadPair(p.caCert(), p.caKey())
+func (p PKI) ensureCA(now time.Time) (*x509.Certificate, crypto.Signer, error) {
+	cert, key, err := loadPair(p.CACert(), p.CAKey())
 	if err == nil {
 		return cert, key, nil
 	}
@@ -101,10 +116,10 @@ func (p pki) ensureCA(now time.Time) (*x509.Certificate, crypto.Signer, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := writeKey(p.caKey(), caKey); err != nil {
+	if err := writeKey(p.CAKey(), caKey); err != nil {
 		return nil, nil, err
 	}
-	if err := writePEM(p.caCert(), "CERTIFICATE", der, 0o644); err != nil {
+	if err := writePEM(p.CACert(), "CERTIFICATE", der, 0o644); err != nil {
 		return nil, nil, err
 	}
 	cert, err = x509.ParseCertificate(der)
@@ -113,7 +128,7 @@ func (p pki) ensureCA(now time.Time) (*x509.Certificate, crypto.Signer, error) {
 
 // ensureLeaf keeps a certificate signed by the CA at certPath, renewing it when it is
 // missing, close to expiry, signed by another CA, or lacks an IP SAN that is wanted now.
-func (p pki) ensureLeaf(now time.Time, certPath, keyPath string, tmpl, ca *x509.Certificate, caKey crypto.Signer) error {
+func (p PKI) ensureLeaf(now time.Time, certPath, keyPath string, tmpl, ca *x509.Certificate, caKey crypto.Signer) error {
 	cert, _, err := loadPair(certPath, keyPath)
 	switch {
 	case err == nil && leafStillGood(now, cert, tmpl, ca):
@@ -204,12 +219,12 @@ func writeKey(path string, key *ecdsa.PrivateKey) error {
 }
 
 func writePEM(path, blockType string, der []byte, mode os.FileMode) error {
-	return writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: blockType, Bytes: der}), mode)
+	return WriteFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: blockType, Bytes: der}), mode)
 }
 
-// writeFileAtomic writes data to a temporary file beside path and renames it into place,
+// WriteFileAtomic writes data to a temporary file beside path and renames it into place,
 // so a crash never leaves a half-written file behind.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)

@@ -1,0 +1,131 @@
+package controllers
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	clocktesting "k8s.io/utils/clock/testing"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/scheme"
+)
+
+var t0 = time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
+
+func newPolicyReconciler(t *testing.T, objs ...client.Object) (*ContainerPolicyReconciler, *clocktesting.FakeClock, *events.FakeRecorder) {
+	t.Helper()
+	c := fake.NewClientBuilder().WithScheme(scheme.New()).WithObjects(objs...).
+		WithStatusSubresource(&gpuwardenv1alpha1.ContainerPolicy{}).Build()
+	clk := clocktesting.NewFakeClock(t0)
+	rec := events.NewFakeRecorder(10)
+	return &ContainerPolicyReconciler{Client: c, Clock: clk, Recorder: rec}, clk, rec
+}
+
+func TestContainerPolicyExpiry(t *testing.T) {
+	expires := metav1.NewTime(t0.Add(90 * time.Minute))
+	p := &gpuwardenv1alpha1.ContainerPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "exam-week", Generation: 3},
+		Spec:       gpuwardenv1alpha1.ContainerPolicySpec{Expires: &expires},
+	}
+	r, clk, rec := newPolicyReconciler(t, p)
+	ctx := context.Background()
+	req := ctrl.Request{NamespacedName: types.NamespacedName{Name: "exam-week"}}
+
+	res, err := r.Reconcile(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RequeueAfter != 90*time.Minute {
+		t.Errorf("RequeueAfter = %s, want exactly the time left (90m)", res.RequeueAfter)
+	}
+	got := get(t, r.Client, "exam-week")
+	wantActive := metav1.Condition{Type: "Active", Status: metav1.ConditionTrue, Reason: "InForce",
+		Message: "The policy is in force until 2026-11-20T10:30:00Z", ObservedGeneration: 3}
+	if diff := cmp.Diff(wantActive, *meta.FindStatusCondition(got.Status.Conditions, "Active"), ignoreTime); diff != "" {
+		t.Errorf("Active condition (-want,+got):\n%s", diff)
+	}
+	if got.Status.ObservedGeneration != 3 || !meta.IsStatusConditionTrue(got.Status.Conditions, "Accepted") {
+		t.Errorf("status = %+v, want Accepted at observedGeneration 3", got.Status)
+	}
+
+	clk.Step(90 * time.Minute)
+	res, err = r.Reconcile(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RequeueAfter != 0 {
+		t.Errorf("an expired policy requeues after %s, want no requeue", res.RequeueAfter)
+	}
+	got = get(t, r.Client, "exam-week")
+	wantActive = metav1.Condition{Type: "Active", Status: metav1.ConditionFalse, Reason: "Expired",
+		Message: "The policy expired at 2026-11-20T10:30:00Z and no longer applies", ObservedGeneration: 3}
+	if diff := cmp.Diff(wantActive, *meta.FindStatusCondition(got.Status.Conditions, "Active"), ignoreTime); diff != "" {
+		t.Errorf("Active condition after expiry (-want,+got):\n%s", diff)
+	}
+	select {
+	case e := <-rec.Events:
+		if e != "Normal Expired The policy expired at 2026-11-20T10:30:00Z and no longer applies" {
+			t.Errorf("event = %q", e)
+		}
+	default:
+		t.Error("no Expired event was recorded")
+	}
+
+	// A further reconcile changes nothing and records nothing.
+	rv := got.ResourceVersion
+	if _, err := r.Reconcile(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if again := get(t, r.Client, "exam-week"); again.ResourceVersion != rv {
+		t.Errorf("an unchanged status was written again (resourceVersion %s -> %s)", rv, again.ResourceVersion)
+	}
+	if len(rec.Events) != 0 {
+		t.Errorf("a second Expired event was recorded: %q", <-rec.Events)
+	}
+}
+
+func TestContainerPolicyWithoutExpiryNeverRequeues(t *testing.T) {
+	p := &gpuwardenv1alpha1.ContainerPolicy{ObjectMeta: metav1.ObjectMeta{Name: "defaults", Generation: 1}}
+	r, _, _ := newPolicyReconciler(t, p)
+	res, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Name: "defaults"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RequeueAfter != 0 {
+		t.Errorf("RequeueAfter = %s, want 0", res.RequeueAfter)
+	}
+	got := get(t, r.Client, "defaults")
+	if !meta.IsStatusConditionTrue(got.Status.Conditions, "Active") {
+		t.Errorf("conditions = %+v, want Active=True", got.Status.Conditions)
+	}
+}
+
+func TestContainerPolicyGoneIsNotAnError(t *testing.T) {
+	r, _, _ := newPolicyReconciler(t)
+	if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Name: "gone"}}); err != nil {
+		t.Errorf("Reconcile of a deleted policy: %v", err)
+	}
+}
+
+var ignoreTime = cmp.FilterPath(func(p cmp.Path) bool { return p.Last().String() == ".LastTransitionTime" }, cmp.Ignore())
+
+func get(t *testing.T, c client.Client, name string) *gpuwardenv1alpha1.ContainerPolicy {
+	t.Helper()
+	p := &gpuwardenv1alpha1.ContainerPolicy{}
+	if err := c.Get(context.Background(), types.NamespacedName{Name: name}, p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+var _ recorder.EventRecorder = &events.FakeRecorder{}
