@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Makes sure a Docker engine is running and the local test image exists. Starts dockerd with
+# --iptables=false --bridge=none (what works on these machines) when none answers, with a
+# test double of nvidia-container-runtime-hook on its PATH so `docker run --gpus` works
+# without a GPU. Idempotent: a second run is quick.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+state=${GPUWARDEN_DOCKER_STATE:-/var/lib/gpuwarden-test/docker}
+image=${GPUWARDEN_TEST_IMAGE:-gpuwarden-test/busybox:latest}
+hookdir=$state/bin
+export DOCKER_HOST=${DOCKER_HOST:-unix:///var/run/docker.sock}
+
+docker_ok() { timeout 10 docker version >/dev/null 2>&1; }
+
+if ! docker_ok; then
+  mkdir -p "$state" "$hookdir"
+  # A stand-in for NVIDIA's hook: records its arguments and succeeds. dockerd registers its
+  # "nvidia" device driver only when an executable of this name is on its PATH at start-up.
+  cat >"$hookdir/nvidia-container-runtime-hook" <<'HOOK'
+#!/bin/sh
+echo "$(date -u +%FT%TZ) $*" >> "${GPUWARDEN_HOOK_LOG:-/var/lib/gpuwarden-test/docker/hook.log}"
+cat >/dev/null
+exit 0
+HOOK
+  chmod +x "$hookdir/nvidia-container-runtime-hook"
+  echo "hack/docker-up.sh: starting dockerd (data root $state/data, log $state/dockerd.log)"
+  PATH="$hookdir:$PATH" nohup dockerd --iptables=false --bridge=none \
+    --data-root "$state/data" --exec-root "$state/exec" --pidfile "$state/dockerd.pid" \
+    >"$state/dockerd.log" 2>&1 &
+  for _ in $(seq 1 120); do
+    docker_ok && break
+    sleep 0.5
+  done
+  docker_ok || { echo "hack/docker-up.sh: dockerd did not come up; see $state/dockerd.log" >&2; tail -20 "$state/dockerd.log" >&2; exit 1; }
+fi
+
+if ! docker image inspect "$image" >/dev/null 2>&1; then
+  echo "hack/docker-up.sh: building $image from busybox-static"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  mkdir -p "$tmp/bin" "$tmp/tmp" "$tmp/workspace"
+  cp /bin/busybox "$tmp/bin/busybox"
+  for applet in $("$tmp/bin/busybox" --list); do
+    [ "$applet" = busybox ] || ln -sf busybox "$tmp/bin/$applet"
+  done
+  tar -C "$tmp" -c . | docker import -c 'CMD ["/bin/sh"]' -c 'ENV PATH=/bin' - "$image" >/dev/null
+fi
+echo "hack/docker-up.sh: Docker $(docker version -f '{{.Server.Version}}') ready; test image $image"

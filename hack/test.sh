@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite: generated-file check, unit, integration (embedded API server) and
+# end-to-end (bin/gpuwarden, kubectl, a real Docker engine). `make test` runs it after
+# building bin/gpuwarden; .ci/run runs `make test`.
+#
+# Packages that link kube-apiserver run without -race so that its ~180 MB tree is compiled
+# once, with the same flags as bin/gpuwarden; every other package runs with -race.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+hack/install-deps.sh
+hack/docker-up.sh
+export GPUWARDEN_BIN=${GPUWARDEN_BIN:-$PWD/bin/gpuwarden}
+export GPUWARDEN_TEST_IMAGE=${GPUWARDEN_TEST_IMAGE:-gpuwarden-test/busybox:latest}
+
+echo "== verify: generated files and formatting"
+make --no-print-directory verify
+
+heavy=$(go list -f '{{.ImportPath}}{{range .Deps}} {{.}}{{end}}' ./... | awk '/ k8s.io\/kubernetes\/cmd\/kube-apiserver\/app / {print $1}')
+light=$(go list ./... | grep -vxF -f <(printf '%s\n' $heavy))
+
+echo "== unit and end-to-end tests (-race)"
+go test -race -count=1 -timeout 20m $light
+echo "== integration tests on the embedded API server"
+go test -count=1 -timeout 20m $heavy

@@ -1,0 +1,209 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+var samples = filepath.Join("..", "..", "config", "samples")
+
+type server struct {
+	*process
+	dataDir    string
+	kubeconfig string
+	probePort  int
+	metricPort int
+}
+
+func startServer(t *testing.T, dataDir, node string, extra ...string) *server {
+	t.Helper()
+	s := &server{dataDir: dataDir, kubeconfig: filepath.Join(dataDir, "admin.kubeconfig"),
+		probePort: freePort(t), metricPort: freePort(t)}
+	args := append([]string{"server", "--data-dir", dataDir, "--api-port", "0", "--node-name", node,
+		"--fake-gpus", "h100-mig",
+		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", s.metricPort),
+		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", s.probePort)}, extra...)
+	s.process = start(t, args...)
+	return s
+}
+
+// TestServerServesAPIsAndKeepsDataAcrossRestart is the README's first command as an admin
+// uses it: start, kubectl get and apply, stop with SIGTERM, start again, everything kept.
+func TestServerServesAPIsAndKeepsDataAcrossRestart(t *testing.T) {
+	requireKubectl(t)
+	dir := t.TempDir()
+
+	s := startServer(t, dir, "gpu01")
+	t.Logf("cold start: ready after %s", s.readyAfter)
+	if !strings.Contains(s.out.String(), "export KUBECONFIG="+s.kubeconfig) {
+		t.Errorf("the server does not say where the kubeconfig is:\n%s", s.out)
+	}
+	fi, err := os.Stat(s.kubeconfig)
+	if err != nil {
+		t.Fatalf("kubeconfig: %v", err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("kubeconfig mode = %v, want 0600", fi.Mode().Perm())
+	}
+
+	out := mustKubectl(t, s.kubeconfig, "get", "gpuquotas,containerpolicies,gpuallocations,gpus")
+	if !strings.Contains(out, "No resources found") {
+		t.Errorf("kubectl get on a new server: %s", out)
+	}
+	if code, body := httpGet(fmt.Sprintf("http://127.0.0.1:%d/readyz", s.probePort)); code != 200 {
+		t.Errorf("/readyz = %d %s", code, body)
+	}
+	mustKubectl(t, s.kubeconfig, "apply", "-f", samples)
+
+	// The controllers run: every quota and policy is marked Accepted.
+	eventually(t, 30*time.Second, "quotas and policies Accepted", func() (bool, string) {
+		out, err := kubectl(t, s.kubeconfig, "", "get", "gpuquotas,containerpolicies", "-o",
+			`jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Accepted")].status}{"\n"}{end}`)
+		return err == nil && strings.Count(out, "=True") == 15, out
+	})
+	// The counter is incremented just after the status write that made them Accepted.
+	eventually(t, 10*time.Second, "/metrics counts the quota reconciles", func() (bool, string) {
+		code, metrics := httpGet(fmt.Sprintf("http://127.0.0.1:%d/metrics", s.metricPort))
+		return code == 200 && reconciled(metrics, "gpuquota") >= 6, fmt.Sprintf("HTTP %d", code)
+	})
+
+	// A bad manifest is refused with the field named.
+	bad := "apiVersion: gpuwarden.io/v1alpha1\nkind: GPUAllocation\nmetadata: {name: greedy}\nspec:\n  user: bob\n  request: {gpus: 2, migProfile: 1g.10gb}\n"
+	out, err = kubectl(t, s.kubeconfig, bad, "apply", "-f", "-")
+	if err == nil || !strings.Contains(out, "spec.request") || !strings.Contains(out, "exactly one of gpus, migProfile or devices") {
+		t.Errorf("kubectl apply of a bad allocation: err=%v\n%s", err, out)
+	}
+	wide := mustKubectl(t, s.kubeconfig, "get", "ga", "-o", "wide")
+	for _, col := range []string{"USER", "PHASE", "DEVICES", "GPU-EQ", "CONTAINER", "AGE", "REASON", "alice-train-1", "alice"} {
+		if !strings.Contains(wide, col) {
+			t.Errorf("kubectl get ga -o wide lacks %q:\n%s", col, wide)
+		}
+	}
+
+	if code := s.stop(t); code != 0 {
+		t.Fatalf("SIGTERM: exit code %d, want 0:\n%s", code, s.out)
+	}
+
+	s = startServer(t, dir, "gpu01")
+	t.Logf("warm start: ready after %s", s.readyAfter)
+	for kind, want := range map[string]int{"gpuquotas": 6, "containerpolicies": 9, "gpuallocations": 1} {
+		names := strings.Fields(mustKubectl(t, s.kubeconfig, "get", kind, "-o", "name"))
+		if len(names) != want {
+			t.Errorf("after a restart there are %d %s, want %d: %v", len(names), kind, want, names)
+		}
+	}
+	user := mustKubectl(t, s.kubeconfig, "get", "ga", "alice-train-1", "-o", "jsonpath={.spec.user}")
+	if user != "alice" {
+		t.Errorf("alice-train-1 after a restart has user %q", user)
+	}
+	if code := s.stop(t); code != 0 {
+		t.Errorf("second SIGTERM: exit code %d", code)
+	}
+}
+
+// TestControllerRunsAgainstAnotherServer runs `gpuwarden controller` for a second node
+// against the API server of a `gpuwarden server` process.
+func TestControllerRunsAgainstAnotherServer(t *testing.T) {
+	requireKubectl(t)
+	s := startServer(t, t.TempDir(), "node-a")
+	metricPort, probePort := freePort(t), freePort(t)
+	c := start(t, "controller", "--kubeconfig", s.kubeconfig, "--node-name", "node-b",
+		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metricPort),
+		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", probePort))
+	if !strings.Contains(c.out.String(), "gpuwarden controller is ready: node node-b") {
+		t.Errorf("controller ready line:\n%s", c.out)
+	}
+	if code, body := httpGet(fmt.Sprintf("http://127.0.0.1:%d/readyz", probePort)); code != 200 {
+		t.Errorf("controller /readyz = %d %s", code, body)
+	}
+	// Leader election is on in controller mode: the node's lease names this process.
+	eventually(t, 30*time.Second, "lease gpuwarden-node-b held", func() (bool, string) {
+		out, err := kubectl(t, s.kubeconfig, "", "get", "lease", "-n", "kube-system", "gpuwarden-node-b", "-o", "jsonpath={.spec.holderIdentity}")
+		return err == nil && out != "", out
+	})
+
+	policy := "apiVersion: gpuwarden.io/v1alpha1\nkind: ContainerPolicy\nmetadata: {name: exam-week}\nspec:\n  expires: \"2020-01-01T00:00:00Z\"\n  idle: {timeout: 2h}\n"
+	if out, err := kubectl(t, s.kubeconfig, policy, "apply", "-f", "-"); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	// The controller process itself reconciled it (its own metrics count the reconcile).
+	eventually(t, 30*time.Second, "the controller process reconciles the policy", func() (bool, string) {
+		_, metrics := httpGet(fmt.Sprintf("http://127.0.0.1:%d/metrics", metricPort))
+		return reconciled(metrics, "containerpolicy") >= 1, "no containerpolicy reconcile in the controller's metrics"
+	})
+	eventually(t, 30*time.Second, "expired policy marked inactive", func() (bool, string) {
+		out, err := kubectl(t, s.kubeconfig, "", "get", "cpol", "exam-week", "-o", `jsonpath={.status.conditions[?(@.type=="Active")].reason}`)
+		return err == nil && out == "Expired", out
+	})
+
+	if code := c.stop(t); code != 0 {
+		t.Errorf("controller SIGTERM: exit code %d:\n%s", code, c.out)
+	}
+	// The lease is given up on the way out, so a replacement takes over at once.
+	eventually(t, 30*time.Second, "lease released", func() (bool, string) {
+		out, err := kubectl(t, s.kubeconfig, "", "get", "lease", "-n", "kube-system", "gpuwarden-node-b", "-o", "jsonpath={.spec.holderIdentity}")
+		return err == nil && out == "", out
+	})
+}
+
+// reconciled returns the success count of a controller's reconcile counter in a scrape.
+func reconciled(metrics, controller string) int {
+	prefix := fmt.Sprintf(`controller_runtime_reconcile_total{controller=%q,result="success"} `, controller)
+	for _, l := range strings.Split(metrics, "\n") {
+		if v, ok := strings.CutPrefix(l, prefix); ok {
+			n, _ := strconv.Atoi(v)
+			return n
+		}
+	}
+	return 0
+}
+
+// TestServerRefusesBadInput checks that mistakes an admin makes get clear errors.
+func TestServerRefusesBadInput(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"unknown fake GPU profile", []string{"server", "--data-dir", t.TempDir(), "--fake-gpus", "tpu"}, []string{"--fake-gpus", `"tpu"`, "dgxa100, h100x8, h100-mig"}},
+		{"node name that is not a DNS name", []string{"server", "--data-dir", t.TempDir(), "--node-name", "GPU_01"}, []string{"--node-name", "GPU_01"}},
+		{"port out of range", []string{"server", "--data-dir", t.TempDir(), "--api-port", "70000"}, []string{"--api-port", "70000"}},
+		{"controller with a missing kubeconfig", []string{"controller", "--kubeconfig", "/nonexistent/kubeconfig", "--node-name", "n"}, []string{"--kubeconfig", "/nonexistent/kubeconfig"}},
+		{"unknown flag", []string{"server", "--gpus", "3"}, []string{"unknown flag: --gpus"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := startNoWait(t, tc.args...)
+			if code := p.wait(t); code == 0 {
+				t.Fatalf("exit code 0, want an error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(p.out.String(), w) {
+					t.Errorf("error output lacks %q:\n%s", w, p.out)
+				}
+			}
+		})
+	}
+}
+
+// TestSecondServerOnOneDataDirIsRefused keeps two servers from sharing (and corrupting) one etcd.
+func TestSecondServerOnOneDataDirIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	s := startServer(t, dir, "gpu01")
+	second := startNoWait(t, "server", "--data-dir", dir, "--api-port", "0", "--metrics-bind-address", "0", "--health-probe-bind-address", "0")
+	if code := second.wait(t); code == 0 {
+		t.Fatal("a second server on the same data dir started")
+	}
+	if !strings.Contains(second.out.String(), "is in use by another gpuwarden server") {
+		t.Errorf("second server's error:\n%s", second.out)
+	}
+	if code, _ := httpGet(fmt.Sprintf("http://127.0.0.1:%d/readyz", s.probePort)); code != 200 {
+		t.Errorf("the first server is no longer ready after the second was refused")
+	}
+	s.stop(t)
+}
