@@ -29,8 +29,10 @@ help: ## Show this help.
 ##@ Development
 
 .PHONY: manifests
-manifests: controller-gen ## Generate the CRDs under config/crd/bases.
+manifests: controller-gen ## Generate the CRDs under config/crd/bases and the controller's ClusterRole.
 	$(CONTROLLER_GEN) crd paths="./api/..." output:crd:artifacts:config=config/crd/bases
+	$(CONTROLLER_GEN) rbac:roleName=gpuwarden-controller paths="./controllers/..." paths="./internal/manager/..." output:rbac:artifacts:config=config/rbac
+	hack/sync-chart.sh
 
 .PHONY: generate
 generate: controller-gen ## Generate deepcopy code.
@@ -46,7 +48,7 @@ vet: ## Run go vet.
 
 .PHONY: verify
 verify: manifests generate ## Fail if generated files or go.mod are stale, or code is unformatted.
-	@git diff --exit-code -- config/crd api || { echo "generated files are stale: run 'make manifests generate' and commit"; exit 1; }
+	@git diff --exit-code -- config/crd config/rbac charts api >/dev/null && test -z "$$(git status --porcelain -- config/crd config/rbac charts api)" || { git status --short -- config/crd config/rbac charts api; echo "generated files are stale: run 'make manifests generate' and commit"; exit 1; }
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt would change: $$(gofmt -l $$(git ls-files '*.go'))"; exit 1; }
 
 .PHONY: test

@@ -48,6 +48,11 @@ func InstallCRDs(ctx context.Context, cfg *rest.Config) error {
 	return crds.Install(ctx, c)
 }
 
+// The manager's own needs: leader election, CRD installation, events.
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=apiextensions.k8s.io,resources=customresourcedefinitions,verbs=get;list;watch;create;update
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+
 // New builds a manager with every controller registered. The CRDs must be installed first.
 func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if o.NodeName == "" {
