@@ -10,7 +10,8 @@ bin=bin/gpuwarden
 idle=${IDLE_SECONDS:-60}
 runs=${RUNS:-3}
 dir=$(mktemp -d)
-trap 'kill $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
+pid=
+trap '[ -n "$pid" ] && kill $pid 2>/dev/null; rm -rf "$dir"' EXIT
 
 start_server() {
   local t0 t1
@@ -23,7 +24,7 @@ start_server() {
     sleep 0.02
   done
   t1=$(date +%s.%N)
-  echo "$t1 - $t0" | bc
+  elapsed=$(echo "$t1 - $t0" | bc)
 }
 
 stop_server() {
@@ -32,19 +33,20 @@ stop_server() {
   kill -TERM $pid
   wait $pid
   t1=$(date +%s.%N)
-  echo "$t1 - $t0" | bc
+  elapsed=$(echo "$t1 - $t0" | bc)
 }
 
 command -v bc >/dev/null || { apt-get install -y -qq bc >/dev/null; }
 printf "binary size:            %s bytes (%s MiB)\n" "$(stat -c %s $bin)" "$(( $(stat -c %s $bin) / 1048576 ))"
-cold=$(start_server)
-printf "start to ready, cold:   %.2f s   (target <= 2.5 s)\n" "$cold"
+start_server
+printf "start to ready, cold:   %.2f s   (target <= 2.5 s)\n" "$elapsed"
 sleep "$idle"
 rss=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
 printf "RSS after %ss idle:     %d kB = %d MiB   (target <= 250 MB)\n" "$idle" "$rss" "$((rss / 1024))"
-printf "SIGTERM to exit:        %.2f s\n" "$(stop_server)"
+stop_server
+printf "SIGTERM to exit:        %.2f s\n" "$elapsed"
 for i in $(seq 1 "$runs"); do
-  warm=$(start_server)
-  printf "start to ready, warm %d: %.2f s   (target <= 2.5 s)\n" "$i" "$warm"
-  stop_server >/dev/null
+  start_server
+  printf "start to ready, warm %d: %.2f s   (target <= 2.5 s)\n" "$i" "$elapsed"
+  stop_server
 done

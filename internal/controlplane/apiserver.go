@@ -17,6 +17,26 @@ const (
 	serviceAccountIssuer  = "https://kubernetes.default.svc"
 )
 
+// servedGroupVersions are the built-in API group versions the embedded server serves.
+var servedGroupVersions = []string{
+	"api/v1",                          // namespaces, events, secrets: kubectl and the controllers
+	"rbac.authorization.k8s.io/v1",    // authorisation
+	"authentication.k8s.io/v1",        // kubectl auth whoami, token reviews
+	"authorization.k8s.io/v1",         // kubectl auth can-i
+	"coordination.k8s.io/v1",          // leader-election leases
+	"events.k8s.io/v1",                // Events on gpuwarden objects
+	"admissionregistration.k8s.io/v1", // the admission plugins watch it
+	"networking.k8s.io/v1",            // the service IP allocator (ServiceCIDR)
+	"apiextensions.k8s.io/v1",         // the CRDs
+	"apiregistration.k8s.io/v1",       // the aggregator
+	"discovery.k8s.io/v1",             // the aggregator's service resolver watches EndpointSlices
+	// The default admission plugins wait for informers on these before the server is ready
+	// (Priority, DefaultStorageClass, RuntimeClass); the bootstrap PriorityClasses live there too.
+	"scheduling.k8s.io/v1",
+	"storage.k8s.io/v1",
+	"node.k8s.io/v1",
+}
+
 // apiServerOptions returns kube-apiserver's options for serving on listener, storing in
 // etcdURL and authenticating with the certificates in p. Authorisation is RBAC.
 func apiServerOptions(ctx context.Context, p pki.PKI, listener net.Listener, etcdURL string) (options.CompletedOptions, error) {
@@ -46,6 +66,15 @@ func apiServerOptions(ctx context.Context, p pki.PKI, listener net.Listener, etc
 	// The controllers keep their own informer caches; the API server's watch cache only costs memory here.
 	s.Etcd.EnableWatchCache = false
 	s.Metrics.AllowListMapping = map[string]string{}
+
+	// Serve only the API groups gpuwarden, kubectl and controller-runtime use: every other
+	// built-in group costs start-up time and memory (storage, OpenAPI) for nothing here.
+	s.APIEnablement.RuntimeConfig = map[string]string{"api/all": "false"}
+	for _, gv := range servedGroupVersions {
+		s.APIEnablement.RuntimeConfig[gv] = "true"
+	}
+	// With one client, priority-and-fairness has nothing to share out; max-in-flight suffices.
+	s.Features.EnablePriorityAndFairness = false
 
 	completed, err := s.Complete(ctx)
 	if err != nil {
