@@ -1,0 +1,193 @@
+// Package events is the `gpuwarden events` command: query and follow the audit log.
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/gpuwarden/gpuwarden/internal/audit"
+)
+
+// EnvFile names the environment variable that overrides the default --file.
+const EnvFile = "GPUWARDEN_AUDIT_LOG"
+
+// Options are the flags of `gpuwarden events`.
+type Options struct {
+	File      string
+	User      string
+	Type      string
+	Container string
+	Since     string
+	Until     string
+	Limit     int
+	JSON      bool
+	Follow    bool
+	Summary   bool
+
+	// Set by Complete.
+	filter audit.Filter
+	color  bool
+	now    func() time.Time
+	// pollInterval is how often --follow looks for new lines.
+	pollInterval time.Duration
+}
+
+// NewCommand returns `gpuwarden events`.
+func NewCommand() *cobra.Command {
+	o := &Options{}
+	cmd := &cobra.Command{
+		Use:   "events",
+		Short: "Query and follow the audit log",
+		Long: `Query the audit log: the live file, rotated files and their .gz archives, in time order.
+Every filter combines with AND. Also reads DS01's older ts/event lines.`,
+		Example: `  gpuwarden events --user alice --type gpu --since 7d
+  gpuwarden events --type lifecycle.idle_stop --container train-1 --json
+  gpuwarden events --summary --since 30d
+  gpuwarden events --follow --type auth`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.Complete(cmd.OutOrStdout()); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	def := os.Getenv(EnvFile)
+	if def == "" {
+		def = audit.DefaultPath
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&o.File, "file", def, "the audit log (env "+EnvFile+")")
+	fs.StringVar(&o.User, "user", "", "only events of this user")
+	fs.StringVar(&o.Type, "type", "", "only events of this type or below it (gpu matches gpu.*, not gpus.*)")
+	fs.StringVar(&o.Container, "container", "", "only events of this container (name or ID)")
+	fs.StringVar(&o.Since, "since", "", "only events at or after this time: RFC 3339, or an age such as 30m, 2h, 7d")
+	fs.StringVar(&o.Until, "until", "", "only events before this time: RFC 3339, or an age such as 30m, 2h, 7d")
+	fs.IntVar(&o.Limit, "limit", 50, "show the last N matching events (0: all)")
+	fs.BoolVar(&o.JSON, "json", false, "print one JSON object per line")
+	fs.BoolVar(&o.Follow, "follow", false, "keep printing new events as they are written, across rotations")
+	fs.BoolVar(&o.Summary, "summary", false, "print counts by type and by user instead of events")
+	return cmd
+}
+
+// Complete parses the times and decides on colour.
+func (o *Options) Complete(out io.Writer) error {
+	if o.now == nil {
+		o.now = time.Now
+	}
+	if o.pollInterval == 0 {
+		o.pollInterval = 200 * time.Millisecond
+	}
+	if o.Limit < 0 {
+		return fmt.Errorf("--limit %d: must be 0 (no limit) or more", o.Limit)
+	}
+	if o.Summary && (o.Follow || o.JSON) {
+		return errors.New("--summary cannot be combined with --follow or --json")
+	}
+	if o.File == "" {
+		return errors.New("--file: an audit log path is required")
+	}
+	o.filter = audit.Filter{User: o.User, Type: strings.TrimSuffix(o.Type, ".*"), Container: o.Container}
+	var err error
+	if o.filter.Since, err = ParseTime(o.Since, o.now()); err != nil {
+		return fmt.Errorf("--since: %w", err)
+	}
+	if o.filter.Until, err = ParseTime(o.Until, o.now()); err != nil {
+		return fmt.Errorf("--until: %w", err)
+	}
+	if !o.filter.Since.IsZero() && !o.filter.Until.IsZero() && !o.filter.Since.Before(o.filter.Until) {
+		return fmt.Errorf("--since %s is not before --until %s", o.Since, o.Until)
+	}
+	if f, ok := out.(*os.File); ok && !o.JSON && os.Getenv("NO_COLOR") == "" {
+		o.color = term.IsTerminal(int(f.Fd()))
+	}
+	return nil
+}
+
+// ParseTime reads RFC 3339 (or a date, 2026-11-20) or an age before now: 90s, 30m, 2h, 7d, 2w.
+func ParseTime(s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	if t, err := time.ParseInLocation("2006-01-02", s, time.Local); err == nil {
+		return t, nil
+	}
+	unit := map[byte]time.Duration{'d': 24 * time.Hour, 'w': 7 * 24 * time.Hour}
+	if u, ok := unit[s[len(s)-1]]; ok {
+		n, err := strconv.ParseFloat(s[:len(s)-1], 64)
+		if err == nil && n >= 0 {
+			return now.Add(-time.Duration(n * float64(u))), nil
+		}
+	} else if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time (2026-11-20T09:00:00Z), a date (2026-11-20) nor an age (30m, 2h, 7d)", s)
+}
+
+// Run prints the matching events, a summary, or follows the log.
+func (o *Options) Run(ctx context.Context, out, errOut io.Writer) error {
+	files, err := audit.Files(o.File)
+	if err != nil {
+		return err
+	}
+	if len(files) == 0 && !o.Follow {
+		fmt.Fprintf(errOut, "No events logged yet: %s does not exist\n", o.File)
+		return nil
+	}
+	p := &printer{out: out, json: o.JSON, color: o.color}
+	var st audit.ReadStats
+	if o.Summary {
+		s := newSummary()
+		st, err = audit.Read(ctx, files, o.filter, func(e *audit.Event) error { s.add(e); return nil })
+		if err == nil {
+			s.print(out)
+		}
+	} else {
+		ring := newRing(o.Limit)
+		st, err = audit.Read(ctx, files, o.filter, func(e *audit.Event) error { ring.add(*e); return nil })
+		if err == nil {
+			err = p.printAll(ring.events())
+		}
+	}
+	if st.Malformed > 0 {
+		fmt.Fprintf(errOut, "gpuwarden events: skipped %d malformed line(s)\n", st.Malformed)
+	}
+	if err != nil || !o.Follow {
+		return err
+	}
+	return o.follow(ctx, p, errOut)
+}
+
+// ring keeps the last n events (all when n is 0).
+type ring struct {
+	n   int
+	buf []audit.Event
+	pos int
+}
+
+func newRing(n int) *ring { return &ring{n: n} }
+
+func (r *ring) add(e audit.Event) {
+	if r.n == 0 || len(r.buf) < r.n {
+		r.buf = append(r.buf, e)
+		return
+	}
+	r.buf[r.pos] = e
+	r.pos = (r.pos + 1) % r.n
+}
+
+func (r *ring) events() []audit.Event {
+	return append(r.buf[r.pos:len(r.buf):len(r.buf)], r.buf[:r.pos]...)
+}

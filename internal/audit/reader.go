@@ -1,0 +1,175 @@
+package audit
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+)
+
+// Files returns the files of the log at path in time order: rotated files (plain or
+// gzip), oldest first, then the live file if it exists.
+func Files(path string) ([]string, error) {
+	files, err := rotatedFiles(path)
+	if err != nil {
+		return nil, fmt.Errorf("listing audit logs beside %s: %w", path, err)
+	}
+	if exists(path) {
+		files = append(files, path)
+	}
+	return files, nil
+}
+
+// ReadStats says what a read skipped.
+type ReadStats struct {
+	// Lines is the number of non-blank lines read.
+	Lines int
+	// Malformed is the number of lines that were not events (including a truncated last line).
+	Malformed int
+}
+
+// Read calls fn for every event in files, in order, that f matches. Blank lines are
+// skipped; malformed lines are counted in the stats and skipped.
+func Read(ctx context.Context, files []string, f Filter, fn func(*Event) error) (ReadStats, error) {
+	var st ReadStats
+	m := f.matcher()
+	for _, name := range files {
+		if err := readFile(ctx, name, m, &st, fn); err != nil {
+			return st, err
+		}
+	}
+	return st, nil
+}
+
+func readFile(ctx context.Context, name string, m *matcher, st *ReadStats, fn func(*Event) error) error {
+	f, err := os.Open(name)
+	if os.IsNotExist(err) {
+		return nil // rotated or compressed away since it was listed
+	}
+	if err != nil {
+		return fmt.Errorf("reading audit log: %w", err)
+	}
+	defer f.Close()
+	var r io.Reader = f
+	if strings.HasSuffix(name, ".gz") {
+		zr, err := gzip.NewReader(f)
+		if err != nil {
+			st.Malformed++
+			return nil
+		}
+		defer zr.Close()
+		r = zr
+	}
+	return scan(ctx, r, m, st, fn)
+}
+
+func scan(ctx context.Context, r io.Reader, m *matcher, st *ReadStats, fn func(*Event) error) error {
+	br := bufio.NewReaderSize(r, 1<<20)
+	for n := 0; ; n++ {
+		if n&0xfff == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		line, tooLong, err := readLine(br)
+		switch {
+		case tooLong:
+			st.Lines++
+			st.Malformed++
+		case len(bytes.TrimSpace(line)) == 0:
+		default:
+			st.Lines++
+			if m.cannotMatch(line) {
+				break
+			}
+			e, ok := parseLine(line)
+			if !ok {
+				st.Malformed++
+				break
+			}
+			if m.match(&e) {
+				if err := fn(&e); err != nil {
+					return err
+				}
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading audit log: %w", err)
+		}
+	}
+}
+
+// readLine returns the next line without its newline. A line longer than the buffer is
+// skipped whole and reported as tooLong. A last line without a newline comes with io.EOF.
+func readLine(br *bufio.Reader) (line []byte, tooLong bool, err error) {
+	line, err = br.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		for err == bufio.ErrBufferFull {
+			_, err = br.ReadSlice('\n')
+		}
+		return nil, true, err
+	}
+	return bytes.TrimSuffix(line, []byte{'\n'}), false, err
+}
+
+// envelope accepts both the v1 envelope and DS01's older ts/event form.
+type envelope struct {
+	Timestamp     string          `json:"timestamp"`
+	TS            string          `json:"ts"`
+	EventType     string          `json:"event_type"`
+	Event         string          `json:"event"`
+	Source        string          `json:"source"`
+	SchemaVersion json.RawMessage `json:"schema_version"`
+	User          string          `json:"user"`
+	Details       map[string]any  `json:"details"`
+	EventID       string          `json:"event_id"`
+	Node          string          `json:"node"`
+}
+
+// parseLine decodes one line of either envelope.
+func parseLine(line []byte) (Event, bool) {
+	var env envelope
+	if err := json.Unmarshal(line, &env); err != nil {
+		return Event{}, false
+	}
+	e := Event{Type: env.EventType, Source: env.Source, User: env.User, Details: env.Details, ID: env.EventID, Node: env.Node}
+	ts := env.Timestamp
+	if e.Type == "" && env.Event != "" {
+		// DS01's older envelope: ts/event with the fields at the top level.
+		e.Type, ts = env.Event, env.TS
+		var all map[string]any
+		if json.Unmarshal(line, &all) == nil {
+			for _, k := range []string{"ts", "event", "user", "source", "schema_version", "event_id", "node"} {
+				delete(all, k)
+			}
+			if len(all) > 0 {
+				e.Details = all
+			}
+		}
+	}
+	if e.Type == "" || ts == "" {
+		return Event{}, false
+	}
+	t, err := parseTime(ts)
+	if err != nil {
+		return Event{}, false
+	}
+	e.Time = t
+	return e, true
+}
+
+// parseTime accepts RFC 3339 with or without a zone (DS01 wrote naive local times in old lines).
+func parseTime(s string) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t.UTC(), nil
+	}
+	t, err := time.ParseInLocation("2006-01-02T15:04:05.999999999", s, time.Local)
+	return t.UTC(), err
+}

@@ -1,0 +1,218 @@
+package audit
+
+// Event types. Constructors below build each one, so call sites cannot misspell a field.
+const (
+	TypeContainerCreate = "container.create"
+	TypeContainerStart  = "container.start"
+	TypeContainerStop   = "container.stop"
+	TypeContainerDie    = "container.die"
+	TypeContainerRemove = "container.remove"
+
+	TypeGPUAllocate = "gpu.allocate"
+	TypeGPUReject   = "gpu.reject"
+	TypeGPURelease  = "gpu.release"
+
+	TypeAuthDenied = "auth.denied"
+
+	TypeLifecycleIdleWarning    = "lifecycle.idle_warning"
+	TypeLifecycleIdleStop       = "lifecycle.idle_stop"
+	TypeLifecycleRuntimeWarning = "lifecycle.runtime_warning"
+	TypeLifecycleRuntimeStop    = "lifecycle.runtime_stop"
+	TypeLifecycleRemove         = "lifecycle.remove"
+
+	TypeDetectionUnmanagedContainer       = "detection.unmanaged_container"
+	TypeDetectionUnmanagedProcess         = "detection.unmanaged_process"
+	TypeDetectionUnmanagedContainerExited = "detection.unmanaged_container_exited"
+	TypeDetectionUnmanagedProcessExited   = "detection.unmanaged_process_exited"
+
+	TypeQuotaCreate  = "quota.create"
+	TypeQuotaUpdate  = "quota.update"
+	TypeQuotaDelete  = "quota.delete"
+	TypePolicyCreate = "policy.create"
+	TypePolicyUpdate = "policy.update"
+	TypePolicyDelete = "policy.delete"
+
+	// TypeAuditDropped records how many events were lost when the writer's memory bound was hit.
+	TypeAuditDropped = "audit.dropped"
+)
+
+// Container identifies a container in an event.
+type Container struct {
+	ID    string
+	Name  string
+	Image string
+	// Type is the container type: managed, devcontainer, compose, docker, notebook, adopted, unknown.
+	Type string
+}
+
+func (c Container) details(d map[string]any) map[string]any {
+	put(d, "container", c.Name)
+	put(d, "container_id", c.ID)
+	put(d, "image", c.Image)
+	put(d, "container_type", c.Type)
+	return d
+}
+
+func put(d map[string]any, k string, v any) {
+	switch v := v.(type) {
+	case string:
+		if v == "" {
+			return
+		}
+	case []string:
+		if len(v) == 0 {
+			return
+		}
+	}
+	d[k] = v
+}
+
+// ContainerAction is what happened to a container.
+type ContainerAction string
+
+// Container actions, as Docker reports them.
+const (
+	ContainerCreate ContainerAction = TypeContainerCreate
+	ContainerStart  ContainerAction = TypeContainerStart
+	ContainerStop   ContainerAction = TypeContainerStop
+	ContainerDie    ContainerAction = TypeContainerDie
+	ContainerRemove ContainerAction = TypeContainerRemove
+)
+
+// ContainerEvent records a container's create, start, stop, die or remove; user is the
+// owner ("" when unknown), reason says why gpuwarden acted, if it did.
+func ContainerEvent(action ContainerAction, user string, c Container, reason string) Event {
+	d := c.details(map[string]any{})
+	put(d, "reason", reason)
+	return Event{Type: string(action), User: user, Details: d}
+}
+
+// Allocation identifies a GPUAllocation in an event.
+type Allocation struct {
+	Name string
+	// Devices are the bound device UUIDs.
+	Devices []string
+	// GPUEquivalents is what the devices cost, e.g. "0.428571".
+	GPUEquivalents string
+	Container      Container
+}
+
+func (a Allocation) details() map[string]any {
+	d := a.Container.details(map[string]any{})
+	put(d, "allocation", a.Name)
+	put(d, "devices", a.Devices)
+	put(d, "gpu_equivalents", a.GPUEquivalents)
+	return d
+}
+
+// GPUAllocate records devices bound to a user.
+func GPUAllocate(user string, a Allocation) Event {
+	return Event{Type: TypeGPUAllocate, User: user, Details: a.details()}
+}
+
+// GPUReject records a refused allocation with its reason (QuotaExceeded, …) and message.
+func GPUReject(user string, a Allocation, reason, message string) Event {
+	d := a.details()
+	put(d, "reason", reason)
+	put(d, "message", message)
+	return Event{Type: TypeGPUReject, User: user, Details: d}
+}
+
+// GPURelease records devices given back and why (container removed, hold expired, …).
+func GPURelease(user string, a Allocation, reason string) Event {
+	d := a.details()
+	put(d, "reason", reason)
+	return Event{Type: TypeGPURelease, User: user, Details: d}
+}
+
+// AuthDenied records an operation refused to user, e.g. on another user's container.
+func AuthDenied(user, operation string, c Container, reason string) Event {
+	d := c.details(map[string]any{})
+	put(d, "operation", operation)
+	put(d, "reason", reason)
+	return Event{Type: TypeAuthDenied, User: user, Details: d}
+}
+
+// LifecycleAction is what the lifecycle controller did or warned about.
+type LifecycleAction string
+
+// Lifecycle actions.
+const (
+	IdleWarning    LifecycleAction = TypeLifecycleIdleWarning
+	IdleStop       LifecycleAction = TypeLifecycleIdleStop
+	RuntimeWarning LifecycleAction = TypeLifecycleRuntimeWarning
+	RuntimeStop    LifecycleAction = TypeLifecycleRuntimeStop
+	Remove         LifecycleAction = TypeLifecycleRemove
+)
+
+// Lifecycle records a warning or an action on a container; policy is the ContainerPolicy
+// that called for it, mode its mode (Enforce, DryRun, NotifyOnly).
+func Lifecycle(action LifecycleAction, user string, c Container, policy, mode, reason string) Event {
+	d := c.details(map[string]any{})
+	put(d, "policy", policy)
+	put(d, "mode", mode)
+	put(d, "reason", reason)
+	return Event{Type: string(action), User: user, Details: d}
+}
+
+// Unmanaged describes GPU use outside any allocation.
+type Unmanaged struct {
+	PID       int
+	Command   string
+	GPU       string // device UUID
+	MemoryMiB int64
+	Container Container
+}
+
+// DetectionKind is what unmanaged GPU use was found, or that it ended.
+type DetectionKind string
+
+// Detection kinds.
+const (
+	UnmanagedContainer       DetectionKind = TypeDetectionUnmanagedContainer
+	UnmanagedProcess         DetectionKind = TypeDetectionUnmanagedProcess
+	UnmanagedContainerExited DetectionKind = TypeDetectionUnmanagedContainerExited
+	UnmanagedProcessExited   DetectionKind = TypeDetectionUnmanagedProcessExited
+)
+
+// Detection records GPU use that belongs to no allocation, or its end.
+func Detection(kind DetectionKind, user string, u Unmanaged) Event {
+	d := u.Container.details(map[string]any{})
+	if u.PID > 0 {
+		d["pid"] = u.PID
+	}
+	put(d, "command", u.Command)
+	put(d, "gpu", u.GPU)
+	if u.MemoryMiB > 0 {
+		d["memory_mib"] = u.MemoryMiB
+	}
+	return Event{Type: string(kind), User: user, Details: d}
+}
+
+// AdminAction is a change an admin made to a quota or policy.
+type AdminAction string
+
+// Admin actions.
+const (
+	QuotaCreate  AdminAction = TypeQuotaCreate
+	QuotaUpdate  AdminAction = TypeQuotaUpdate
+	QuotaDelete  AdminAction = TypeQuotaDelete
+	PolicyCreate AdminAction = TypePolicyCreate
+	PolicyUpdate AdminAction = TypePolicyUpdate
+	PolicyDelete AdminAction = TypePolicyDelete
+)
+
+// AdminChange records who changed which GPUQuota or ContainerPolicy; by is the admin (the
+// object's last manager or the authenticated user), generation the new generation.
+func AdminChange(action AdminAction, by, name string, generation int64) Event {
+	d := map[string]any{"name": name}
+	if generation > 0 {
+		d["generation"] = generation
+	}
+	return Event{Type: string(action), User: by, Details: d}
+}
+
+func droppedEvent(n uint64) Event {
+	return Event{Type: TypeAuditDropped, Details: map[string]any{"dropped": n,
+		"reason": "the audit writer's memory bound was reached while the log could not be written"}}
+}
