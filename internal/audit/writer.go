@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -291,27 +292,61 @@ func (w *Writer) requeue(rest []byte, count int) {
 	w.pendingCount += count
 }
 
-// write appends batch to the live file, rotating first when it is due, and fsyncs.
-// It returns how many bytes reached the file.
+// write appends batch to the live file, rotating whenever the next whole lines would take
+// the file past MaxSize or it is older than MaxAge, and fsyncs. It returns how many bytes
+// reached the file.
 func (w *Writer) write(batch []byte) (int, error) {
-	if err := w.ensureOpen(); err != nil {
-		return 0, err
-	}
-	if !w.midLine && w.size > 0 && (w.size+int64(len(batch)) > w.o.MaxSize || w.o.Clock.Since(w.openedAt) >= w.o.MaxAge) {
-		if err := w.rotate(); err != nil {
-			return 0, err
+	done := 0
+	for done < len(batch) {
+		if err := w.ensureOpen(); err != nil {
+			return done, err
+		}
+		chunk := batch[done:]
+		if !w.midLine {
+			if w.size > 0 && (w.size+int64(firstLineLen(chunk)) > w.o.MaxSize || w.o.Clock.Since(w.openedAt) >= w.o.MaxAge) {
+				if err := w.rotate(); err != nil {
+					return done, err
+				}
+			}
+			chunk = wholeLinesWithin(chunk, w.o.MaxSize-w.size)
+		}
+		n, err := w.f.Write(chunk)
+		w.size += int64(n)
+		done += n
+		if n > 0 {
+			w.midLine = chunk[n-1] != '\n'
+		}
+		if err != nil {
+			return done, fmt.Errorf("writing %s: %w", w.o.Path, err)
 		}
 	}
-	n, err := w.f.Write(batch)
-	w.size += int64(n)
-	w.midLine = n > 0 && batch[n-1] != '\n' || (n == 0 && w.midLine)
-	if err != nil {
-		return n, fmt.Errorf("writing %s: %w", w.o.Path, err)
+	if w.f != nil {
+		if err := w.f.Sync(); err != nil {
+			return done, fmt.Errorf("syncing %s: %w", w.o.Path, err)
+		}
 	}
-	if err := w.f.Sync(); err != nil {
-		return n, fmt.Errorf("syncing %s: %w", w.o.Path, err)
+	return done, nil
+}
+
+func firstLineLen(b []byte) int {
+	if i := bytes.IndexByte(b, '\n'); i >= 0 {
+		return i + 1
 	}
-	return n, nil
+	return len(b)
+}
+
+// wholeLinesWithin returns the longest prefix of b made of whole lines that fits in room
+// bytes, or the first line alone when even that does not fit.
+func wholeLinesWithin(b []byte, room int64) []byte {
+	if int64(len(b)) <= room {
+		return b
+	}
+	if room > 0 {
+		if i := bytes.LastIndexByte(b[:room], '\n'); i >= 0 {
+			return b[:i+1]
+		}
+	}
+	return b[:firstLineLen(b)]
 }
 
 // ensureOpen opens the live file if it is not open, or reopens it when it was moved or
