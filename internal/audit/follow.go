@@ -3,9 +3,12 @@ package audit
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
+	"context"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 // Follower reads the live file as it grows and carries on in the new live file after a
@@ -16,6 +19,7 @@ type Follower struct {
 	f       *os.File
 	r       *bufio.Reader
 	partial []byte
+	firstID string // of the open file, to find it again once rotated and compressed
 	// Stats counts what was read.
 	Stats ReadStats
 }
@@ -25,33 +29,117 @@ func NewFollower(path string, f Filter) *Follower {
 	return &Follower{path: path, m: f.matcher()}
 }
 
+// Open opens the live file now, if it exists, so that lines written from here on are
+// read even if the file is rotated before the first Poll.
+func (fo *Follower) Open() error {
+	if fo.f != nil {
+		return nil
+	}
+	f, err := os.Open(fo.path)
+	if os.IsNotExist(err) {
+		return nil // not written yet, or between rename and reopen
+	}
+	if err != nil {
+		return fmt.Errorf("following %s: %w", fo.path, err)
+	}
+	fo.f, fo.r, fo.partial, fo.firstID = f, bufio.NewReaderSize(f, 1<<16), nil, ""
+	return nil
+}
+
 // Poll reads every complete line available now and calls fn for each matching event.
 func (fo *Follower) Poll(fn func(*Event) error) error {
+	if err := fo.Open(); err != nil || fo.f == nil {
+		return err
+	}
 	for {
-		if fo.f == nil {
-			f, err := os.Open(fo.path)
-			if os.IsNotExist(err) {
-				return nil // not written yet, or between rename and reopen
-			}
-			if err != nil {
-				return fmt.Errorf("following %s: %w", fo.path, err)
-			}
-			fo.f, fo.r, fo.partial = f, bufio.NewReaderSize(f, 1<<16), nil
-		}
 		if err := fo.drain(fn); err != nil {
 			return err
 		}
 		if !fo.rotated() {
 			return nil
 		}
-		// The writer renamed the file between two batches: what it wrote before is read
-		// now, then the new live file from its start.
+		// The writer renamed the file between two batches, perhaps several times since the
+		// last poll: finish the old file, then read the files rotated after it, then carry
+		// on in the live file.
 		if err := fo.drain(fn); err != nil {
 			return err
 		}
+		oldFirst := fo.firstID
 		fo.f.Close()
-		fo.f = nil
+		fo.f, fo.firstID = nil, ""
+		if err := fo.Open(); err != nil {
+			return err
+		}
+		if err := fo.readRotatedAfter(oldFirst, fn); err != nil || fo.f == nil {
+			return err
+		}
 	}
+}
+
+// readRotatedAfter reads the rotated files that came after the one that began with the
+// event oldFirst, up to the file now followed. Files are known by their first event's ID,
+// which survives renaming and compression.
+func (fo *Follower) readRotatedAfter(oldFirst string, fn func(*Event) error) error {
+	if oldFirst == "" {
+		return nil
+	}
+	files, err := rotatedFiles(fo.path)
+	if err != nil {
+		return err
+	}
+	current := ""
+	if fo.f != nil {
+		current = firstEventID(io.NewSectionReader(fo.f, 0, 1<<20), false)
+	}
+	ids := make([]string, len(files))
+	start := -1
+	for i, name := range files {
+		ids[i] = firstEventIDOfFile(name)
+		if ids[i] == oldFirst {
+			start = i + 1
+		}
+	}
+	if start < 0 {
+		return nil // the old file is gone (retention): nothing more can be read of it
+	}
+	for i, name := range files[start:] {
+		if current != "" && ids[start+i] == current {
+			break // rotated after we opened it: the handle reads it
+		}
+		if err := readFile(context.Background(), name, fo.m, &fo.Stats, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// firstEventIDOfFile returns the ID of the first event of a plain or gzip log file, looking
+// for the .gz when the plain file has been compressed away.
+func firstEventIDOfFile(name string) string {
+	f, err := os.Open(name)
+	if os.IsNotExist(err) && !strings.HasSuffix(name, ".gz") {
+		name += ".gz"
+		f, err = os.Open(name)
+	}
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	return firstEventID(f, strings.HasSuffix(name, ".gz"))
+}
+
+func firstEventID(r io.Reader, gz bool) string {
+	if gz {
+		zr, err := gzip.NewReader(r)
+		if err != nil {
+			return ""
+		}
+		defer zr.Close()
+		r = zr
+	}
+	line, _ := bufio.NewReader(r).ReadBytes('\n')
+	e, _ := parseLine(bytes.TrimSpace(line))
+	return e.ID
 }
 
 // Close releases the file.
@@ -93,6 +181,10 @@ func (fo *Follower) drain(fn func(*Event) error) error {
 func (fo *Follower) handle(line []byte, fn func(*Event) error) error {
 	if len(bytes.TrimSpace(line)) == 0 {
 		return nil
+	}
+	if fo.firstID == "" {
+		e, _ := parseLine(line)
+		fo.firstID = e.ID
 	}
 	fo.Stats.Lines++
 	if len(line) > 1<<20 {

@@ -49,8 +49,13 @@ func Read(ctx context.Context, files []string, f Filter, fn func(*Event) error) 
 
 func readFile(ctx context.Context, name string, m *matcher, st *ReadStats, fn func(*Event) error) error {
 	f, err := os.Open(name)
+	if os.IsNotExist(err) && !strings.HasSuffix(name, ".gz") {
+		// Compressed since it was listed: the .gz is complete before the plain file goes.
+		name += ".gz"
+		f, err = os.Open(name)
+	}
 	if os.IsNotExist(err) {
-		return nil // rotated or compressed away since it was listed
+		return nil // removed by retention since it was listed
 	}
 	if err != nil {
 		return fmt.Errorf("reading audit log: %w", err)

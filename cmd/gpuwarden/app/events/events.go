@@ -42,8 +42,9 @@ type Options struct {
 }
 
 // NewCommand returns `gpuwarden events`.
-func NewCommand() *cobra.Command {
-	o := &Options{}
+func NewCommand() *cobra.Command { return newCommand(&Options{}) }
+
+func newCommand(o *Options) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "events",
 		Short: "Query and follow the audit log",
@@ -138,15 +139,18 @@ func ParseTime(s string, now time.Time) (time.Time, error) {
 
 // Run prints the matching events, a summary, or follows the log.
 func (o *Options) Run(ctx context.Context, out, errOut io.Writer) error {
+	p := &printer{out: out, json: o.JSON, color: o.color}
+	if o.Follow {
+		return o.follow(ctx, p, errOut)
+	}
 	files, err := audit.Files(o.File)
 	if err != nil {
 		return err
 	}
-	if len(files) == 0 && !o.Follow {
+	if len(files) == 0 {
 		fmt.Fprintf(errOut, "No events logged yet: %s does not exist\n", o.File)
 		return nil
 	}
-	p := &printer{out: out, json: o.JSON, color: o.color}
 	var st audit.ReadStats
 	if o.Summary {
 		s := newSummary()
@@ -161,13 +165,14 @@ func (o *Options) Run(ctx context.Context, out, errOut io.Writer) error {
 			err = p.printAll(ring.events())
 		}
 	}
-	if st.Malformed > 0 {
-		fmt.Fprintf(errOut, "gpuwarden events: skipped %d malformed line(s)\n", st.Malformed)
+	reportMalformed(errOut, st.Malformed)
+	return err
+}
+
+func reportMalformed(errOut io.Writer, n int) {
+	if n > 0 {
+		fmt.Fprintf(errOut, "gpuwarden events: skipped %d malformed line(s)\n", n)
 	}
-	if err != nil || !o.Follow {
-		return err
-	}
-	return o.follow(ctx, p, errOut)
 }
 
 // ring keeps the last n events (all when n is 0).

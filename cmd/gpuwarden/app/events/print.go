@@ -13,25 +13,64 @@ import (
 )
 
 // follow prints the last matching events of the rotated files and the live file, then
-// new ones as they are written, until ctx ends.
+// new ones as they are written, until ctx ends. The live file is opened before the rotated
+// files are listed, so a rotation in between loses nothing; the events it would show twice
+// are recognised by their IDs.
 func (o *Options) follow(ctx context.Context, p *printer, errOut io.Writer) error {
 	fo := audit.NewFollower(o.File, o.filter)
 	defer fo.Close()
+	if err := fo.Open(); err != nil {
+		return err
+	}
+	files, err := audit.Files(o.File)
+	if err != nil {
+		return err
+	}
+	ring := newRing(o.Limit)
+	seen := map[string]bool{}
+	var rotated []string
+	for _, f := range files {
+		if f != o.File {
+			rotated = append(rotated, f)
+		}
+	}
+	st, err := audit.Read(ctx, rotated, o.filter, func(e *audit.Event) error {
+		ring.add(*e)
+		if e.ID != "" {
+			seen[e.ID] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	first := true
 	t := time.NewTicker(o.pollInterval)
 	defer t.Stop()
 	for {
 		var batch []audit.Event
-		if err := fo.Poll(func(e *audit.Event) error { batch = append(batch, *e); return nil }); err != nil {
+		err := fo.Poll(func(e *audit.Event) error {
+			if first && seen[e.ID] {
+				return nil
+			}
+			batch = append(batch, *e)
+			return nil
+		})
+		if err != nil {
 			return err
+		}
+		if first {
+			for _, e := range batch {
+				ring.add(e)
+			}
+			batch, seen, first = ring.events(), nil, false
 		}
 		if err := p.printAll(batch); err != nil {
 			return err
 		}
 		select {
 		case <-ctx.Done():
-			if fo.Stats.Malformed > 0 {
-				fmt.Fprintf(errOut, "gpuwarden events: skipped %d malformed line(s)\n", fo.Stats.Malformed)
-			}
+			reportMalformed(errOut, st.Malformed+fo.Stats.Malformed)
 			return nil
 		case <-t.C:
 		}

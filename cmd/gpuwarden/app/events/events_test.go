@@ -1,0 +1,284 @@
+package events
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gpuwarden/gpuwarden/internal/audit"
+)
+
+var t0 = time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
+
+func writeLog(t *testing.T, events ...audit.Event) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "events.jsonl")
+	w, err := audit.Open(audit.Options{Path: path, Node: "gpu01", Source: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range events {
+		w.Log(e)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func at(h int, e audit.Event) audit.Event {
+	e.Time = t0.Add(time.Duration(h) * time.Hour)
+	return e
+}
+
+func sample(t *testing.T) string {
+	train := audit.Container{Name: "train", ID: "4f2c0a1b2c3d4e5f", Type: "docker"}
+	nb := audit.Container{Name: "nb", Type: "notebook"}
+	return writeLog(t,
+		at(0, audit.ContainerEvent(audit.ContainerCreate, "alice", train, "")),
+		at(1, audit.GPUAllocate("alice", audit.Allocation{Name: "a1", Devices: []string{"GPU-0"}, GPUEquivalents: "1", Container: train})),
+		at(2, audit.GPUReject("bob", audit.Allocation{Name: "b1", Container: nb}, "QuotaExceeded", "bob holds 2/2 gpu-equivalents (GPUQuota students)")),
+		at(3, audit.GPURelease("alice", audit.Allocation{Name: "a1", Container: train}, "container removed")),
+		at(4, audit.AdminChange(audit.QuotaUpdate, "", "students", 2)),
+	)
+}
+
+// run runs `gpuwarden events args…` with the clock at now and returns stdout and stderr.
+func run(t *testing.T, now time.Time, args ...string) (string, string, error) {
+	t.Helper()
+	o := &Options{now: func() time.Time { return now }}
+	cmd := newCommand(o)
+	var out, errOut bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&errOut)
+	cmd.SetArgs(args)
+	err := cmd.ExecuteContext(context.Background())
+	return out.String(), errOut.String(), err
+}
+
+func TestTable(t *testing.T) {
+	path := sample(t)
+	out, _, err := run(t, t0.Add(5*time.Hour), "--file", path, "--user", "alice", "--type", "gpu", "--since", "4h30m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `TIMESTAMP             TYPE          USER   CONTAINER  DETAILS
+2026-11-20T10:00:00Z  gpu.allocate  alice  train      allocation=a1 container_id=4f2c0a1b2c3d4e5f container_type=docker devices=[GPU-0] gpu_equivalents=1
+2026-11-20T12:00:00Z  gpu.release   alice  train      allocation=a1 container_id=4f2c0a1b2c3d4e5f container_type=docker reason="container removed"
+`
+	if out != want {
+		t.Errorf("got:\n%s\nwant:\n%s", out, want)
+	}
+}
+
+func TestJSONAndLimit(t *testing.T) {
+	path := sample(t)
+	out, _, err := run(t, t0, "--file", path, "--json", "--limit", "2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("--limit 2 printed %d lines:\n%s", len(lines), out)
+	}
+	var last map[string]any
+	if err := json.Unmarshal([]byte(lines[1]), &last); err != nil {
+		t.Fatal(err)
+	}
+	if last["event_type"] != "quota.update" || last["schema_version"] != "1" || last["timestamp"] != "2026-11-20T13:00:00.000000Z" || last["node"] != "gpu01" {
+		t.Errorf("last JSON line = %v", last)
+	}
+	if !strings.Contains(lines[0], `"event_type":"gpu.release"`) {
+		t.Errorf("first of the last two = %s", lines[0])
+	}
+	all, _, _ := run(t, t0, "--file", path, "--json", "--limit", "0")
+	if n := strings.Count(all, "\n"); n != 5 {
+		t.Errorf("--limit 0 printed %d events, want all 5", n)
+	}
+}
+
+func TestSummary(t *testing.T) {
+	path := sample(t)
+	out, _, err := run(t, t0, "--file", path, "--summary")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `5 events from 2026-11-20T09:00:00Z to 2026-11-20T13:00:00Z
+
+TYPE              EVENTS
+container.create  1
+gpu.allocate      1
+gpu.reject        1
+gpu.release       1
+quota.update      1
+
+USER    EVENTS
+alice   3
+bob     1
+system  1
+`
+	if out != want {
+		t.Errorf("got:\n%s\nwant:\n%s", out, want)
+	}
+}
+
+func TestContainerAndUntil(t *testing.T) {
+	path := sample(t)
+	out, _, err := run(t, t0, "--file", path, "--container", "train", "--until", "2026-11-20T11:00:00Z", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(out, "\n"); n != 2 || !strings.Contains(out, "container.create") || !strings.Contains(out, "gpu.allocate") {
+		t.Errorf("got %d events:\n%s", n, out)
+	}
+}
+
+func TestMalformedLinesAreCountedOnStderr(t *testing.T) {
+	path := sample(t)
+	f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString("garbage\n\n{\"truncated\":")
+	f.Close()
+	out, errOut, err := run(t, t0, "--file", path, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Count(out, "\n") != 5 || errOut != "gpuwarden events: skipped 2 malformed line(s)\n" {
+		t.Errorf("stdout:\n%s\nstderr: %q", out, errOut)
+	}
+}
+
+func TestMissingLog(t *testing.T) {
+	_, errOut, err := run(t, t0, "--file", filepath.Join(t.TempDir(), "events.jsonl"))
+	if err != nil || !strings.Contains(errOut, "No events logged yet") {
+		t.Errorf("err=%v stderr=%q", err, errOut)
+	}
+}
+
+func TestBadFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--since", "last tuesday"}, `--since: "last tuesday" is neither`},
+		{[]string{"--until", "-2h"}, `--until: "-2h" is neither`},
+		{[]string{"--limit", "-1"}, "--limit -1"},
+		{[]string{"--summary", "--follow"}, "--summary cannot be combined"},
+		{[]string{"--since", "1h", "--until", "2h"}, "is not before --until"},
+		{[]string{"alice"}, "unknown command"},
+	} {
+		_, _, err := run(t, t0, append([]string{"--file", "/nonexistent/events.jsonl"}, tc.args...)...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: err = %v, want it to contain %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestParseTime(t *testing.T) {
+	now := t0
+	for in, want := range map[string]time.Time{
+		"7d":                   now.Add(-7 * 24 * time.Hour),
+		"2w":                   now.Add(-14 * 24 * time.Hour),
+		"90m":                  now.Add(-90 * time.Minute),
+		"1.5d":                 now.Add(-36 * time.Hour),
+		"2026-11-01T00:00:00Z": time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC),
+	} {
+		got, err := ParseTime(in, now)
+		if err != nil || !got.Equal(want) {
+			t.Errorf("ParseTime(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+}
+
+// syncBuffer is an io.Writer safe for the follow goroutine and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func TestFollowAcrossRotation(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.jsonl")
+	w, err := audit.Open(audit.Options{Path: path, MaxSize: 2 << 10, MaxBackups: 100, FlushInterval: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	for i := range 20 { // history before following: only the last 3 are shown
+		w.Log(audit.Event{Type: "gpu.allocate", User: "alice", Details: map[string]any{"seq": i}})
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	o := &Options{pollInterval: time.Millisecond}
+	cmd := newCommand(o)
+	out := &syncBuffer{}
+	cmd.SetOut(out)
+	cmd.SetErr(out)
+	cmd.SetArgs([]string{"--file", path, "--follow", "--json", "--limit", "3", "--user", "alice"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- cmd.ExecuteContext(ctx) }()
+	waitFor(t, out, `"seq":19}`)
+
+	for i := 20; i < 200; i++ {
+		w.Log(audit.Event{Type: "gpu.allocate", User: "alice", Details: map[string]any{"seq": i}})
+		w.Log(audit.Event{Type: "gpu.allocate", User: "bob"})
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, out, `"seq":199}`)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if w.Stats().Rotations < 3 {
+		t.Fatalf("only %d rotations while following", w.Stats().Rotations)
+	}
+	var seqs []int
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var e struct {
+			User    string         `json:"user"`
+			Details map[string]int `json:"details"`
+		}
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("bad line %q: %v", line, err)
+		}
+		if e.User != "alice" {
+			t.Fatalf("--user alice printed %s's event", e.User)
+		}
+		seqs = append(seqs, e.Details["seq"])
+	}
+	if len(seqs) != 183 || seqs[0] != 17 {
+		t.Fatalf("printed %d events, want 183 from seq 17: %v", len(seqs), seqs)
+	}
+	for i := 1; i < len(seqs); i++ {
+		if seqs[i] != seqs[i-1]+1 {
+			t.Fatalf("seq %d after %d: an event was missed or repeated across a rotation", seqs[i], seqs[i-1])
+		}
+	}
+}
+
+func waitFor(t *testing.T, out *syncBuffer, text string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(out.String(), text) {
+		if time.Now().After(deadline) {
+			t.Fatalf("--follow did not print %s:\n%s", text, out)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
