@@ -61,6 +61,9 @@ func readFile(ctx context.Context, name string, m *matcher, st *ReadStats, fn fu
 		return fmt.Errorf("reading audit log: %w", err)
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Size() >= parallelMin && !strings.HasSuffix(name, ".gz") {
+		return readParallel(ctx, f, fi.Size(), m, st, fn)
+	}
 	var r io.Reader = f
 	if strings.HasSuffix(name, ".gz") {
 		zr, err := gzip.NewReader(f)

@@ -249,3 +249,58 @@ func TestFollowerAcrossRotation(t *testing.T) {
 		t.Errorf("follower saw %d events, want 500", len(seen))
 	}
 }
+
+// TestParallelScanMatchesSequential reads one file sequentially and in parallel chunks and
+// expects the same events in the same order and the same counts.
+func TestParallelScanMatchesSequential(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.jsonl")
+	w, err := Open(Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3000 {
+		w.Log(Event{Type: []string{"gpu.allocate", "container.start", "gpus.legacy"}[i%3], User: fmt.Sprintf("u%d", i%7), Details: map[string]any{"seq": i}})
+		if i%500 == 0 {
+			_ = w.Flush()
+			f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+			f.WriteString("garbage line\n\n")
+			f.Close()
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	read := func(f Filter, limit int) ([]int, ReadStats) {
+		var seqs []int
+		st, err := Read(context.Background(), []string{path}, f, func(e *Event) error {
+			seqs = append(seqs, int(e.Details["seq"].(float64)))
+			if len(seqs) == limit {
+				return errStop
+			}
+			return nil
+		})
+		if err != nil && err != errStop {
+			t.Fatal(err)
+		}
+		return seqs, st
+	}
+	for _, f := range []Filter{{}, {User: "u3", Type: "gpu"}} {
+		seqWant, stWant := read(f, -1)
+		old := parallelMin
+		parallelMin = 1
+		seqGot, stGot := read(f, -1)
+		firstTen, _ := read(f, 10)
+		parallelMin = old
+		if diff := cmp.Diff(seqWant, seqGot); diff != "" || stWant != stGot {
+			t.Errorf("filter %+v: parallel differs (-seq,+par):\n%s\nstats %+v vs %+v", f, diff, stWant, stGot)
+		}
+		if diff := cmp.Diff(seqWant[:10], firstTen); diff != "" {
+			t.Errorf("stopping a parallel read early: (-want,+got):\n%s", diff)
+		}
+		if stWant.Malformed != 6 {
+			t.Errorf("malformed = %d, want 6", stWant.Malformed)
+		}
+	}
+}
+
+var errStop = fmt.Errorf("stop")
