@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Benchmarks of gpuwarden server: binary size, start-to-ready on a cold and a warm data dir,
-# RSS after an idle period, and SIGTERM-to-exit, each printed next to its target. The numbers
-# are for the whole server (control plane, CRDs and controllers), from exec to the ready line.
-# IDLE_SECONDS (default 60) sets the idle period; RUNS (default 3) the warm starts.
+# Benchmarks, each next to its target or a reference measured in the same run:
+#  1. gpuwarden server: binary size, start-to-ready on a cold and a warm data dir, RSS after
+#     an idle period, SIGTERM-to-exit (the whole server, from exec to the ready line).
+#  2. audit writer throughput with group commit, next to writing and fsyncing each event.
+#  3. `gpuwarden events --user U --type gpu --since 7d` over 1,000,000 events, next to jq
+#     running the same filter on the same file.
+# IDLE_SECONDS (default 60) sets the idle period; RUNS (default 3) the warm starts;
+# SKIP_SERVER=1 skips part 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 make --no-print-directory build >/dev/null
@@ -36,7 +40,10 @@ stop_server() {
   elapsed=$(echo "$t1 - $t0" | bc)
 }
 
-command -v bc >/dev/null || { apt-get install -y -qq bc >/dev/null; }
+for tool in bc jq; do
+  command -v $tool >/dev/null || { apt-get update -qq; apt-get install -y -qq $tool >/dev/null; }
+done
+if [ -z "${SKIP_SERVER:-}" ]; then
 printf "binary size:            %s bytes (%s MiB)\n" "$(stat -c %s $bin)" "$(( $(stat -c %s $bin) / 1048576 ))"
 start_server
 printf "start to ready, cold:   %.2f s   (target <= 2.5 s)\n" "$elapsed"
@@ -50,3 +57,32 @@ for i in $(seq 1 "$runs"); do
   printf "start to ready, warm %d: %.2f s   (target <= 2.5 s)\n" "$i" "$elapsed"
   stop_server
 done
+fi
+
+echo
+echo "== audit writer (go test -bench)"
+go test -run XXX -bench 'WriterGroupCommit|WriterSyncPerEvent' -benchtime 2s ./internal/audit/ | grep -E '^Benchmark'
+
+echo
+echo "== query over 1,000,000 events: gpuwarden events vs jq"
+log=$dir/audit/events.jsonl
+go run ./hack/genlog -file "$log" -n 1000000
+printf "log: %s bytes\n" "$(stat -c %s "$log")"
+since=$(date -u -d '7 days ago' +%Y-%m-%dT%H:%M:%S)
+best() { # best wall time of 3 runs of "$@", in seconds
+  local b=999 t0 t1 t
+  for _ in 1 2 3; do
+    t0=$(date +%s.%N); "$@" >/dev/null; t1=$(date +%s.%N)
+    t=$(echo "$t1 - $t0" | bc); (( $(echo "$t < $b" | bc) )) && b=$t
+  done
+  echo "$b"
+}
+jq_filter='select(.user == "user07" and (.event_type == "gpu" or (.event_type | startswith("gpu."))) and .timestamp >= $since)'
+n_jq=$(jq -c --arg since "$since" "$jq_filter" "$log" | wc -l)
+n_gw=$("$bin" events --file "$log" --user user07 --type gpu --since 7d --limit 0 --json | wc -l)
+t_jq=$(best jq -c --arg since "$since" "$jq_filter" "$log")
+t_gw=$(best "$bin" events --file "$log" --user user07 --type gpu --since 7d --limit 0 --json)
+printf "jq:                %.3f s (%d events)\n" "$t_jq" "$n_jq"
+printf "gpuwarden events:  %.3f s (%d events)\n" "$t_gw" "$n_gw"
+printf "speed-up:          %.1fx   (target >= 20x)\n" "$(echo "$t_jq / $t_gw" | bc -l)"
+[ "$n_jq" = "$n_gw" ] || echo "WARNING: jq found $n_jq events, gpuwarden events $n_gw"
