@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/audit"
 )
 
 // ContainerPolicyReconciler keeps a ContainerPolicy's conditions in step with its spec and
@@ -25,6 +26,8 @@ type ContainerPolicyReconciler struct {
 	Client   client.Client
 	Clock    clock.PassiveClock
 	Recorder recorder.EventRecorder
+	// Audit records admin changes to policies.
+	Audit audit.Logger
 }
 
 // +kubebuilder:rbac:groups=gpuwarden.io,resources=containerpolicies,verbs=get;list;watch
@@ -47,10 +50,12 @@ func (r *ContainerPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	meta.SetStatusCondition(&status.Conditions, active)
 
 	if !equality.Semantic.DeepEqual(status, &policy.Status) {
+		observed := policy.Status.ObservedGeneration
 		policy.Status = *status
 		if err := r.Client.Status().Update(ctx, policy); err != nil {
 			return ctrl.Result{}, fmt.Errorf("updating status of ContainerPolicy %s: %w", policy.Name, err)
 		}
+		recordSpecChange(r.Audit, audit.PolicyCreate, audit.PolicyUpdate, policy, observed)
 		if wasActive && active.Status == metav1.ConditionFalse {
 			r.Recorder.Eventf(policy, nil, corev1.EventTypeNormal, gpuwardenv1alpha1.ReasonExpired, "Expire", active.Message)
 		}
@@ -93,6 +98,8 @@ func (r *ContainerPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return fmt.Errorf("ContainerPolicyReconciler needs a Clock")
 	case r.Recorder == nil:
 		return fmt.Errorf("ContainerPolicyReconciler needs a Recorder")
+	case r.Audit == nil:
+		return fmt.Errorf("ContainerPolicyReconciler needs an Audit logger")
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&gpuwardenv1alpha1.ContainerPolicy{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).

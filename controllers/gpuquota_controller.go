@@ -13,11 +13,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/audit"
 )
 
 // GPUQuotaReconciler keeps a GPUQuota's status conditions in step with its spec.
 type GPUQuotaReconciler struct {
 	Client client.Client
+	// Audit records admin changes to quotas.
+	Audit audit.Logger
 }
 
 // +kubebuilder:rbac:groups=gpuwarden.io,resources=gpuquotas,verbs=get;list;watch
@@ -35,17 +38,22 @@ func (r *GPUQuotaReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if equality.Semantic.DeepEqual(status, &quota.Status) {
 		return ctrl.Result{}, nil
 	}
+	observed := quota.Status.ObservedGeneration
 	quota.Status = *status
 	if err := r.Client.Status().Update(ctx, quota); err != nil {
 		return ctrl.Result{}, fmt.Errorf("updating status of GPUQuota %s: %w", quota.Name, err)
 	}
+	recordSpecChange(r.Audit, audit.QuotaCreate, audit.QuotaUpdate, quota, observed)
 	return ctrl.Result{}, nil
 }
 
 // SetupWithManager registers the reconciler.
 func (r *GPUQuotaReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	if r.Client == nil {
+	switch {
+	case r.Client == nil:
 		return fmt.Errorf("GPUQuotaReconciler needs a Client")
+	case r.Audit == nil:
+		return fmt.Errorf("GPUQuotaReconciler needs an Audit logger")
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&gpuwardenv1alpha1.GPUQuota{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).

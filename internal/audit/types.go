@@ -202,14 +202,16 @@ const (
 	PolicyDelete AdminAction = TypePolicyDelete
 )
 
-// AdminChange records who changed which GPUQuota or ContainerPolicy; by is the admin (the
-// object's last manager or the authenticated user), generation the new generation.
-func AdminChange(action AdminAction, by, name string, generation int64) Event {
+// AdminChange records a change to a GPUQuota or ContainerPolicy: its name, new generation
+// and the field manager that wrote it (kubectl-client-side-apply, helm, …). The API server
+// keeps no user name in the object, so the event carries none.
+func AdminChange(action AdminAction, name string, generation int64, manager string) Event {
 	d := map[string]any{"name": name}
 	if generation > 0 {
 		d["generation"] = generation
 	}
-	return Event{Type: string(action), User: by, Details: d}
+	put(d, "manager", manager)
+	return Event{Type: string(action), Details: d}
 }
 
 func droppedEvent(n uint64) Event {

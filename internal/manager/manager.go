@@ -14,9 +14,11 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/gpuwarden/gpuwarden/controllers"
+	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/crds"
 	"github.com/gpuwarden/gpuwarden/internal/scheme"
 )
@@ -35,6 +37,8 @@ type Options struct {
 	LeaderElectionNamespace string
 	// Clock is the time source of every controller; the real clock when nil.
 	Clock clock.Clock
+	// Audit is the audit log; nil records nothing.
+	Audit *audit.Writer
 	// ExtraReadyChecks are added to /readyz (the embedded control plane adds its own).
 	ExtraReadyChecks map[string]healthz.Checker
 }
@@ -85,13 +89,21 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 			return nil, err
 		}
 	}
-	if err := (&controllers.GPUQuotaReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+	var auditLog audit.Logger = audit.Discard
+	if o.Audit != nil {
+		auditLog = o.Audit
+		if err := metrics.Registry.Register(audit.Collector{W: o.Audit}); err != nil {
+			return nil, fmt.Errorf("registering audit metrics: %w", err)
+		}
+	}
+	if err := (&controllers.GPUQuotaReconciler{Client: mgr.GetClient(), Audit: auditLog}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the GPUQuota controller: %w", err)
 	}
 	if err := (&controllers.ContainerPolicyReconciler{
 		Client:   mgr.GetClient(),
 		Clock:    o.Clock,
 		Recorder: mgr.GetEventRecorder("gpuwarden-containerpolicy"),
+		Audit:    auditLog,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the ContainerPolicy controller: %w", err)
 	}

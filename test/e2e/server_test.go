@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -25,6 +26,7 @@ func startServer(t *testing.T, dataDir, node string, extra ...string) *server {
 	s := &server{dataDir: dataDir, kubeconfig: filepath.Join(dataDir, "admin.kubeconfig"),
 		probePort: freePort(t), metricPort: freePort(t)}
 	args := append([]string{"server", "--data-dir", dataDir, "--api-port", "0", "--node-name", node,
+		"--audit-log", filepath.Join(dataDir, "audit", "events.jsonl"),
 		"--fake-gpus", "h100-mig",
 		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", s.metricPort),
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", s.probePort)}, extra...)
@@ -72,6 +74,18 @@ func TestServerServesAPIsAndKeepsDataAcrossRestart(t *testing.T) {
 		return code == 200 && reconciled(metrics, "gpuquota") >= 6, fmt.Sprintf("HTTP %d", code)
 	})
 
+	// Every quota and policy created is in the audit log, and `gpuwarden events` finds them.
+	auditLog := filepath.Join(dir, "audit", "events.jsonl")
+	eventually(t, 10*time.Second, "quota and policy creations audited", func() (bool, string) {
+		out, err := runEvents(t, "--file", auditLog, "--summary")
+		return err == nil && strings.Contains(out, "quota.create   6") && strings.Contains(out, "policy.create  9"), out
+	})
+	out, err = runEvents(t, "--file", auditLog, "--type", "quota", "--json", "--limit", "0")
+	if err != nil || strings.Count(out, `"event_type":"quota.create"`) != 6 || !strings.Contains(out, `"name":"alice-thesis"`) ||
+		!strings.Contains(out, `"node":"gpu01"`) || !strings.Contains(out, `"manager":"kubectl-client-side-apply"`) {
+		t.Errorf("gpuwarden events --type quota: %v\n%s", err, out)
+	}
+
 	// A bad manifest is refused with the field named.
 	bad := "apiVersion: gpuwarden.io/v1alpha1\nkind: GPUAllocation\nmetadata: {name: greedy}\nspec:\n  user: bob\n  request: {gpus: 2, migProfile: 1g.10gb}\n"
 	out, err = kubectl(t, s.kubeconfig, bad, "apply", "-f", "-")
@@ -113,6 +127,7 @@ func TestControllerRunsAgainstAnotherServer(t *testing.T) {
 	s := startServer(t, t.TempDir(), "node-a")
 	metricPort, probePort := freePort(t), freePort(t)
 	c := start(t, "controller", "--kubeconfig", s.kubeconfig, "--node-name", "node-b",
+		"--audit-log", filepath.Join(t.TempDir(), "events.jsonl"),
 		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metricPort),
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", probePort))
 	if !strings.Contains(c.out.String(), "gpuwarden controller is ready: node node-b") {
@@ -195,7 +210,8 @@ func TestServerRefusesBadInput(t *testing.T) {
 func TestSecondServerOnOneDataDirIsRefused(t *testing.T) {
 	dir := t.TempDir()
 	s := startServer(t, dir, "gpu01")
-	second := startNoWait(t, "server", "--data-dir", dir, "--api-port", "0", "--metrics-bind-address", "0", "--health-probe-bind-address", "0")
+	second := startNoWait(t, "server", "--data-dir", dir, "--api-port", "0", "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
+		"--audit-log", filepath.Join(dir, "second.jsonl"))
 	if code := second.wait(t); code == 0 {
 		t.Fatal("a second server on the same data dir started")
 	}
@@ -206,4 +222,11 @@ func TestSecondServerOnOneDataDirIsRefused(t *testing.T) {
 		t.Errorf("the first server is no longer ready after the second was refused")
 	}
 	s.stop(t)
+}
+
+// runEvents runs `gpuwarden events` and returns its combined output.
+func runEvents(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	out, err := exec.Command(binary(t), append([]string{"events"}, args...)...).CombinedOutput()
+	return string(out), err
 }

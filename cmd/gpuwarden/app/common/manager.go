@@ -13,11 +13,13 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/manager"
 )
 
 // ManagerOptions are the flags both `server` and `controller` take for the controller manager.
 type ManagerOptions struct {
+	AuditLog               string
 	NodeName               string
 	MetricsBindAddress     string
 	HealthProbeBindAddress string
@@ -27,6 +29,7 @@ type ManagerOptions struct {
 // AddFlags registers the flags with defaults for the mode.
 func (o *ManagerOptions) AddFlags(fs *pflag.FlagSet, metricsDefault, probeDefault string, leaderElectDefault bool) {
 	fs.StringVar(&o.NodeName, "node-name", "", "name of this GPU node (default: the host name)")
+	fs.StringVar(&o.AuditLog, "audit-log", audit.DefaultPath, "the audit log (JSON Lines, rotated and compressed beside it)")
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", metricsDefault, `address of the Prometheus /metrics endpoint ("0" turns it off)`)
 	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", probeDefault, `address of /healthz and /readyz ("0" turns them off)`)
 	fs.BoolVar(&o.LeaderElect, "leader-elect", leaderElectDefault, "elect one active controller per node through a Lease")
@@ -51,6 +54,23 @@ func (o *ManagerOptions) Validate() error {
 		return fmt.Errorf("--node-name %q: %s", o.NodeName, strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// OpenAudit opens the audit log. Write failures are logged and retried, never fatal.
+func (o *ManagerOptions) OpenAudit() (*audit.Writer, error) {
+	log := ctrl.Log.WithName("audit")
+	w, err := audit.Open(audit.Options{Path: o.AuditLog, Node: o.NodeName, Source: "gpuwarden",
+		OnError: func(err error) {
+			if err != nil {
+				log.Error(err, "The audit log cannot be written; events are kept in memory and retried", "path", o.AuditLog)
+			} else {
+				log.Info("The audit log is written again", "path", o.AuditLog)
+			}
+		}})
+	if err != nil {
+		return nil, fmt.Errorf("--audit-log: %w", err)
+	}
+	return w, nil
 }
 
 // Manager returns the manager's options.

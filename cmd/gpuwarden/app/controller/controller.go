@@ -61,7 +61,14 @@ func (o *Options) Run(ctx context.Context) error {
 			return fmt.Errorf("installing CRDs: %w", err)
 		}
 	}
-	mgr, err := manager.New(cfg, o.Manager.Manager())
+	auditLog, err := o.Manager.OpenAudit()
+	if err != nil {
+		return err
+	}
+	defer auditLog.Close()
+	mo := o.Manager.Manager()
+	mo.Audit = auditLog
+	mgr, err := manager.New(cfg, mo)
 	if err != nil {
 		return err
 	}

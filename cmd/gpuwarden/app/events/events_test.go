@@ -45,7 +45,7 @@ func sample(t *testing.T) string {
 		at(1, audit.GPUAllocate("alice", audit.Allocation{Name: "a1", Devices: []string{"GPU-0"}, GPUEquivalents: "1", Container: train})),
 		at(2, audit.GPUReject("bob", audit.Allocation{Name: "b1", Container: nb}, "QuotaExceeded", "bob holds 2/2 gpu-equivalents (GPUQuota students)")),
 		at(3, audit.GPURelease("alice", audit.Allocation{Name: "a1", Container: train}, "container removed")),
-		at(4, audit.AdminChange(audit.QuotaUpdate, "", "students", 2)),
+		at(4, audit.AdminChange(audit.QuotaUpdate, "students", 2, "kubectl-client-side-apply")),
 	)
 }
 

@@ -127,7 +127,13 @@ func (o *Options) Run(ctx context.Context) error {
 	if err := manager.InstallCRDs(ctx, cfg); err != nil {
 		return fmt.Errorf("installing CRDs: %w", err)
 	}
+	auditLog, err := o.Manager.OpenAudit()
+	if err != nil {
+		return err
+	}
+	defer auditLog.Close()
 	mo := o.Manager.Manager()
+	mo.Audit = auditLog
 	mo.ExtraReadyChecks = map[string]healthz.Checker{"controlplane": controlPlaneUp(cp)}
 	mgr, err := manager.New(cfg, mo)
 	if err != nil {
