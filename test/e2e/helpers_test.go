@@ -5,7 +5,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -47,28 +46,10 @@ func requireKubectl(t *testing.T) {
 	testutil.Require(t, err == nil, "kubectl on PATH: %v", err)
 }
 
-// lockedBuffer collects a process's output for assertions and failure messages.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // process is a running gpuwarden command.
 type process struct {
 	cmd     *exec.Cmd
-	out     *lockedBuffer
+	out     *testutil.SyncBuffer
 	ready   chan struct{}
 	exited  chan struct{}
 	started time.Time
@@ -94,7 +75,7 @@ func startNoWait(t *testing.T, args ...string) *process {
 	t.Helper()
 	cmd := exec.Command(binary(t), args...)
 	pr, pw := io.Pipe()
-	p := &process{cmd: cmd, out: &lockedBuffer{}, ready: make(chan struct{}), exited: make(chan struct{})}
+	p := &process{cmd: cmd, out: &testutil.SyncBuffer{}, ready: make(chan struct{}), exited: make(chan struct{})}
 	cmd.Stdout = pw
 	cmd.Stderr = pw
 	p.started = time.Now()

@@ -7,11 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
 
 var t0 = time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
@@ -195,19 +195,6 @@ func TestParseTime(t *testing.T) {
 	}
 }
 
-// syncBuffer is an io.Writer safe for the follow goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 func TestFollowAcrossRotation(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "events.jsonl")
 	w, err := audit.Open(audit.Options{Path: path, MaxSize: 2 << 10, MaxBackups: 100, FlushInterval: time.Millisecond})
@@ -224,7 +211,7 @@ func TestFollowAcrossRotation(t *testing.T) {
 
 	o := &Options{pollInterval: time.Millisecond}
 	cmd := newCommand(o)
-	out := &syncBuffer{}
+	out := &testutil.SyncBuffer{}
 	cmd.SetOut(out)
 	cmd.SetErr(out)
 	cmd.SetArgs([]string{"--file", path, "--follow", "--json", "--limit", "3", "--user", "alice"})
@@ -272,7 +259,7 @@ func TestFollowAcrossRotation(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, out *syncBuffer, text string) {
+func waitFor(t *testing.T, out *testutil.SyncBuffer, text string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(out.String(), text) {
