@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Makes sure a Docker engine is running and the local test image exists. Starts dockerd with
-# --iptables=false --bridge=none (what works on these machines) when none answers, with a
-# test double of nvidia-container-runtime-hook on its PATH so `docker run --gpus` works
-# without a GPU. Idempotent: a second run is quick.
+# Makes sure the tests' own Docker engine is running and the local test image exists. The
+# engine listens on its own socket (GPUWARDEN_TEST_DOCKER_SOCK, default
+# /run/gpuwarden-test/docker.sock), apart from any system Docker, and is started with
+# --iptables=false --bridge=none (what works on these machines) and a test double of
+# nvidia-container-runtime-hook on its PATH so `docker run --gpus` works without a GPU.
+# Idempotent: a second run is quick. Tests reach it through DOCKER_HOST (hack/test.sh sets it).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 state=${GPUWARDEN_DOCKER_STATE:-/var/lib/gpuwarden-test/docker}
 image=${GPUWARDEN_TEST_IMAGE:-gpuwarden-test/busybox:latest}
 hookdir=$state/bin
-export DOCKER_HOST=${DOCKER_HOST:-unix:///var/run/docker.sock}
+sock=${GPUWARDEN_TEST_DOCKER_SOCK:-/run/gpuwarden-test/docker.sock}
+export DOCKER_HOST=unix://$sock
 
 docker_ok() { timeout 10 docker version >/dev/null 2>&1; }
 
@@ -24,12 +27,25 @@ cat >/dev/null
 exit 0
 HOOK
   chmod +x "$hookdir/nvidia-container-runtime-hook"
+  # A dockerd killed without cleaning up (a stopped session, a reboot) leaves its pid file;
+  # a new dockerd refuses to start while it names a live process, so drop it unless it does.
+  pidfile=$state/dockerd.pid
+  if [ -f "$pidfile" ]; then
+    old=$(cat "$pidfile" 2>/dev/null || true)
+    if [ -z "$old" ] || [ "$(cat /proc/"$old"/comm 2>/dev/null)" != dockerd ] ||
+       grep -q '^State:.*Z' /proc/"$old"/status 2>/dev/null; then
+      rm -f "$pidfile"
+    fi
+  fi
   echo "hack/docker-up.sh: starting dockerd (data root $state/data, log $state/dockerd.log)"
-  PATH="$hookdir:$PATH" nohup dockerd --iptables=false --bridge=none \
-    --data-root "$state/data" --exec-root "$state/exec" --pidfile "$state/dockerd.pid" \
+  mkdir -p "$(dirname "$sock")"
+  PATH="$hookdir:$PATH" nohup dockerd -H "unix://$sock" --iptables=false --bridge=none \
+    --data-root "$state/data" --exec-root "$state/exec" --pidfile "$pidfile" \
     >"$state/dockerd.log" 2>&1 &
+  dockerd_pid=$!
   for _ in $(seq 1 120); do
     docker_ok && break
+    kill -0 "$dockerd_pid" 2>/dev/null || break # it exited: no point waiting
     sleep 0.5
   done
   docker_ok || { echo "hack/docker-up.sh: dockerd did not come up; see $state/dockerd.log" >&2; tail -20 "$state/dockerd.log" >&2; exit 1; }
@@ -46,4 +62,4 @@ if ! docker image inspect "$image" >/dev/null 2>&1; then
   done
   tar -C "$tmp" -c . | docker import -c 'CMD ["/bin/sh"]' -c 'ENV PATH=/bin' - "$image" >/dev/null
 fi
-echo "hack/docker-up.sh: Docker $(docker version -f '{{.Server.Version}}') ready; test image $image"
+echo "hack/docker-up.sh: Docker $(docker version -f '{{.Server.Version}}') ready at $DOCKER_HOST; test image $image"

@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 
 hack/install-deps.sh
 hack/docker-up.sh
+export DOCKER_HOST=unix://${GPUWARDEN_TEST_DOCKER_SOCK:-/run/gpuwarden-test/docker.sock}
 export GPUWARDEN_BIN=${GPUWARDEN_BIN:-$PWD/bin/gpuwarden}
 export GPUWARDEN_TEST_IMAGE=${GPUWARDEN_TEST_IMAGE:-gpuwarden-test/busybox:latest}
 

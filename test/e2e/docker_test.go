@@ -12,6 +12,9 @@ import (
 // TestDockerEngineRunsGPUContainers checks what hack/docker-up.sh sets up for the Docker
 // tests: a real engine, the local test image, and `--gpus` working through the hook double.
 func TestDockerEngineRunsGPUContainers(t *testing.T) {
+	if os.Getenv("DOCKER_HOST") == "" {
+		t.Setenv("DOCKER_HOST", "unix:///run/gpuwarden-test/docker.sock") // hack/docker-up.sh's engine
+	}
 	_, err := exec.LookPath("docker")
 	testutil.Require(t, err == nil, "docker CLI: %v", err)
 	err = exec.Command("docker", "version").Run()
