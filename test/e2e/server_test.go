@@ -230,3 +230,46 @@ func runEvents(t *testing.T, args ...string) (string, error) {
 	out, err := exec.Command(binary(t), append([]string{"events"}, args...)...).CombinedOutput()
 	return string(out), err
 }
+
+// TestAuditLogOnFullDiskIsReportedAndCaughtUp points the audit log at /dev/full (every write
+// fails with ENOSPC): the server keeps working, reports the failure as a Warning Event and a
+// metric, and writes every held event once the path is writable again.
+func TestAuditLogOnFullDiskIsReportedAndCaughtUp(t *testing.T) {
+	requireKubectl(t)
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skip("no /dev/full")
+	}
+	dir := t.TempDir()
+	auditLog := filepath.Join(dir, "events.jsonl")
+	if err := os.Symlink("/dev/full", auditLog); err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, dir, "gpu01", "--audit-log", auditLog)
+	quota := "apiVersion: gpuwarden.io/v1alpha1\nkind: GPUQuota\nmetadata: {name: full-disk}\nspec:\n  subjects: [{kind: Everyone}]\n"
+	if out, err := kubectl(t, s.kubeconfig, quota, "apply", "-f", "-"); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	eventually(t, 30*time.Second, "a Warning event for the audit log", func() (bool, string) {
+		out, err := kubectl(t, s.kubeconfig, "", "get", "events", "-A", "--field-selector", "reason=AuditLogWriteFailed", "-o", "jsonpath={.items[*].message}")
+		return err == nil && strings.Contains(out, "no space left on device"), out
+	})
+	_, metrics := httpGet(fmt.Sprintf("http://127.0.0.1:%d/metrics", s.metricPort))
+	if !strings.Contains(metrics, "gpuwarden_audit_write_failing 1") {
+		t.Errorf("metrics do not show the failing audit log")
+	}
+
+	if err := os.Remove(auditLog); err != nil { // space again: the path is a plain file from now on
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the held event written", func() (bool, string) {
+		out, err := runEvents(t, "--file", auditLog, "--type", "quota", "--json")
+		return err == nil && strings.Contains(out, `"name":"full-disk"`), out
+	})
+	_, metrics = httpGet(fmt.Sprintf("http://127.0.0.1:%d/metrics", s.metricPort))
+	if !strings.Contains(metrics, "gpuwarden_audit_write_failing 0") {
+		t.Errorf("metrics still show the audit log failing after it recovered")
+	}
+	if code := s.stop(t); code != 0 {
+		t.Errorf("SIGTERM: exit %d", code)
+	}
+}

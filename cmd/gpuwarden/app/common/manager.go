@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync/atomic"
 
 	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/manager"
@@ -56,21 +59,42 @@ func (o *ManagerOptions) Validate() error {
 	return nil
 }
 
-// OpenAudit opens the audit log. Write failures are logged and retried, never fatal.
-func (o *ManagerOptions) OpenAudit() (*audit.Writer, error) {
+// AuditLog is the process's audit log and where its write failures are reported.
+type AuditLog struct {
+	*audit.Writer
+	node     string
+	recorder atomic.Pointer[recorder.EventRecorder]
+}
+
+// ReportTo makes write failures Warning Events (reason AuditLogWriteFailed) on this node,
+// once the manager's recorder exists; until then they are logged only.
+func (a *AuditLog) ReportTo(r recorder.EventRecorder) { a.recorder.Store(&r) }
+
+func (a *AuditLog) onError(path string) func(error) {
 	log := ctrl.Log.WithName("audit")
-	w, err := audit.Open(audit.Options{Path: o.AuditLog, Node: o.NodeName, Source: "gpuwarden",
-		OnError: func(err error) {
-			if err != nil {
-				log.Error(err, "The audit log cannot be written; events are kept in memory and retried", "path", o.AuditLog)
-			} else {
-				log.Info("The audit log is written again", "path", o.AuditLog)
-			}
-		}})
+	return func(err error) {
+		if err == nil {
+			log.Info("The audit log is written again", "path", path)
+			return
+		}
+		log.Error(err, "The audit log cannot be written; events are kept in memory and retried", "path", path)
+		if r := a.recorder.Load(); r != nil {
+			node := &corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: a.node}
+			(*r).Eventf(node, nil, corev1.EventTypeWarning, "AuditLogWriteFailed", "WriteAuditLog",
+				"The audit log %s cannot be written; events are kept in memory and retried: %v", path, err)
+		}
+	}
+}
+
+// OpenAudit opens the audit log. Write failures are logged and retried, never fatal.
+func (o *ManagerOptions) OpenAudit() (*AuditLog, error) {
+	a := &AuditLog{node: o.NodeName}
+	w, err := audit.Open(audit.Options{Path: o.AuditLog, Node: o.NodeName, Source: "gpuwarden", OnError: a.onError(o.AuditLog)})
 	if err != nil {
 		return nil, fmt.Errorf("--audit-log: %w", err)
 	}
-	return w, nil
+	a.Writer = w
+	return a, nil
 }
 
 // Manager returns the manager's options.

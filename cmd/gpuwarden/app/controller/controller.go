@@ -67,11 +67,12 @@ func (o *Options) Run(ctx context.Context) error {
 	}
 	defer auditLog.Close()
 	mo := o.Manager.Manager()
-	mo.Audit = auditLog
+	mo.Audit = auditLog.Writer
 	mgr, err := manager.New(cfg, mo)
 	if err != nil {
 		return err
 	}
+	auditLog.ReportTo(mgr.GetEventRecorder("gpuwarden-audit"))
 	return common.RunManager(ctx, mgr, func() {
 		fmt.Fprintf(o.out, "gpuwarden controller is ready: node %s, API server %s\n", o.Manager.NodeName, cfg.Host)
 	})

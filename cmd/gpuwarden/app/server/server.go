@@ -133,12 +133,13 @@ func (o *Options) Run(ctx context.Context) error {
 	}
 	defer auditLog.Close()
 	mo := o.Manager.Manager()
-	mo.Audit = auditLog
+	mo.Audit = auditLog.Writer
 	mo.ExtraReadyChecks = map[string]healthz.Checker{"controlplane": controlPlaneUp(cp)}
 	mgr, err := manager.New(cfg, mo)
 	if err != nil {
 		return err
 	}
+	auditLog.ReportTo(mgr.GetEventRecorder("gpuwarden-audit"))
 
 	mgrCtx, stopMgr := context.WithCancel(ctx)
 	defer stopMgr()
