@@ -42,9 +42,9 @@ func TestServerServesAPIsAndKeepsDataAcrossRestart(t *testing.T) {
 
 	s := startServer(t, dir, "gpu01")
 	t.Logf("cold start: ready after %s", s.readyAfter)
-	if !strings.Contains(s.out.String(), "export KUBECONFIG="+s.kubeconfig) {
-		t.Errorf("the server does not say where the kubeconfig is:\n%s", s.out)
-	}
+	eventually(t, 5*time.Second, "the server says where the kubeconfig is", func() (bool, string) {
+		return strings.Contains(s.out.String(), "export KUBECONFIG="+s.kubeconfig), s.out.String()
+	})
 	fi, err := os.Stat(s.kubeconfig)
 	if err != nil {
 		t.Fatalf("kubeconfig: %v", err)

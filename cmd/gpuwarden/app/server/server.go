@@ -152,9 +152,9 @@ func (o *Options) Run(ctx context.Context) error {
 		}
 	}()
 	err = common.RunManager(mgrCtx, mgr, func() {
-		fmt.Fprintf(o.out, "gpuwarden server is ready in %.2fs: API server https://127.0.0.1:%d, node %s\n",
-			time.Since(start).Seconds(), cp.Port, o.Manager.NodeName)
-		fmt.Fprintf(o.out, "  export KUBECONFIG=%s\n  kubectl get gpus,gpuallocations\n", cp.KubeconfigPath)
+		fmt.Fprintf(o.out, "gpuwarden server is ready in %.2fs: API server https://127.0.0.1:%d, node %s\n"+
+			"  export KUBECONFIG=%s\n  kubectl get gpus,gpuallocations\n",
+			time.Since(start).Seconds(), cp.Port, o.Manager.NodeName, cp.KubeconfigPath)
 	})
 	if err == nil && ctx.Err() == nil {
 		err = fmt.Errorf("the API server stopped: %w", cp.Err())
