@@ -20,6 +20,8 @@ type Follower struct {
 	r       *bufio.Reader
 	partial []byte
 	firstID string // of the open file, to find it again once rotated and compressed
+	// lastFirst is the first event ID of the last rotated file read to its end.
+	lastFirst string
 	// Stats counts what was read.
 	Stats ReadStats
 }
@@ -48,10 +50,16 @@ func (fo *Follower) Open() error {
 
 // Poll reads every complete line available now and calls fn for each matching event.
 func (fo *Follower) Poll(fn func(*Event) error) error {
-	if err := fo.Open(); err != nil || fo.f == nil {
-		return err
-	}
 	for {
+		if fo.f == nil {
+			if err := fo.Open(); err != nil {
+				return err
+			}
+			// Files rotated since the last one read to its end come first.
+			if err := fo.readRotatedAfter(fn); err != nil || fo.f == nil {
+				return err
+			}
+		}
 		if err := fo.drain(fn); err != nil {
 			return err
 		}
@@ -59,28 +67,24 @@ func (fo *Follower) Poll(fn func(*Event) error) error {
 			return nil
 		}
 		// The writer renamed the file between two batches, perhaps several times since the
-		// last poll: finish the old file, then read the files rotated after it, then carry
-		// on in the live file.
+		// last poll: finish the old file; the next turn reads the files rotated after it,
+		// then the live file.
 		if err := fo.drain(fn); err != nil {
 			return err
 		}
-		oldFirst := fo.firstID
+		if fo.firstID != "" {
+			fo.lastFirst = fo.firstID
+		}
 		fo.f.Close()
-		fo.f, fo.firstID = nil, ""
-		if err := fo.Open(); err != nil {
-			return err
-		}
-		if err := fo.readRotatedAfter(oldFirst, fn); err != nil || fo.f == nil {
-			return err
-		}
+		fo.f = nil
 	}
 }
 
 // readRotatedAfter reads the rotated files that came after the one that began with the
-// event oldFirst, up to the file now followed. Files are known by their first event's ID,
+// event lastFirst, up to the file now open. Files are known by their first event's ID,
 // which survives renaming and compression.
-func (fo *Follower) readRotatedAfter(oldFirst string, fn func(*Event) error) error {
-	if oldFirst == "" {
+func (fo *Follower) readRotatedAfter(fn func(*Event) error) error {
+	if fo.lastFirst == "" {
 		return nil
 	}
 	files, err := rotatedFiles(fo.path)
@@ -95,12 +99,12 @@ func (fo *Follower) readRotatedAfter(oldFirst string, fn func(*Event) error) err
 	start := -1
 	for i, name := range files {
 		ids[i] = firstEventIDOfFile(name)
-		if ids[i] == oldFirst {
+		if ids[i] == fo.lastFirst {
 			start = i + 1
 		}
 	}
 	if start < 0 {
-		return nil // the old file is gone (retention): nothing more can be read of it
+		return nil // the last file read is gone (retention): nothing to catch up from
 	}
 	for i, name := range files[start:] {
 		if current != "" && ids[start+i] == current {
@@ -108,6 +112,9 @@ func (fo *Follower) readRotatedAfter(oldFirst string, fn func(*Event) error) err
 		}
 		if err := readFile(context.Background(), name, fo.m, &fo.Stats, fn); err != nil {
 			return err
+		}
+		if ids[start+i] != "" {
+			fo.lastFirst = ids[start+i]
 		}
 	}
 	return nil

@@ -304,3 +304,63 @@ func TestParallelScanMatchesSequential(t *testing.T) {
 }
 
 var errStop = fmt.Errorf("stop")
+
+// TestFollowerCatchesUpOnSeveralRotations renames and creates files by hand, as the writer
+// does, several times between polls and with the live file missing for a while.
+func TestFollowerCatchesUpOnSeveralRotations(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "events.jsonl")
+	n := 0
+	write := func(name string, count int) {
+		t.Helper()
+		f, err := os.OpenFile(name, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o640)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range count {
+			n++
+			e := Event{Time: t0, Type: "test.f", ID: fmt.Sprintf("id-%d", n), Details: map[string]any{"seq": n}}
+			line, _ := e.AppendJSON(nil)
+			f.Write(line)
+		}
+		f.Close()
+	}
+	rotations := 0
+	rotate := func() {
+		t.Helper()
+		rotations++
+		if err := os.Rename(path, rotatedName(path, t0.Add(time.Duration(rotations)*time.Second))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fo := NewFollower(path, Filter{})
+	defer fo.Close()
+	var got []int
+	poll := func() {
+		t.Helper()
+		if err := fo.Poll(func(e *Event) error { got = append(got, int(e.Details["seq"].(float64))); return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(path, 2)
+	poll()
+	write(path, 1)
+	rotate()
+	write(path, 2)
+	rotate()
+	if err := compress(rotatedName(path, t0.Add(2*time.Second)), 0o640); err != nil { // compressed before the poll
+		t.Fatal(err)
+	}
+	write(path, 2)
+	poll()
+	rotate() // the live file is missing at the next poll
+	poll()
+	write(path, 1)
+	rotate()
+	write(path, 3)
+	poll()
+	want := []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want,+got):\n%s", diff)
+	}
+}

@@ -82,7 +82,9 @@ func startNoWait(t *testing.T, args ...string) *process {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting gpuwarden: %v", err)
 	}
+	scanned := make(chan struct{})
 	go func() {
+		defer close(scanned)
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 64*1024), 1024*1024)
 		once := sync.Once{}
@@ -101,6 +103,7 @@ func startNoWait(t *testing.T, args ...string) *process {
 	go func() {
 		_ = cmd.Wait()
 		pw.Close()
+		<-scanned // all output is in p.out before anyone learns that the process exited
 		close(p.exited)
 	}()
 	t.Cleanup(func() {
