@@ -11,6 +11,9 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 DATA_DIR ?= $(shell pwd)/.data
 FAKE_GPUS ?= h100-mig
 
+# go-nvml's cgo wrappers call NVML functions that NVIDIA marks deprecated; the warnings are noise.
+export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
+
 # The API server reports this version to kubectl; the package names it reads are fixed by Kubernetes.
 LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
 	-X k8s.io/component-base/version.gitMajor=1 \

@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 hack/install-deps.sh
 hack/docker-up.sh
 export DOCKER_HOST=unix://${GPUWARDEN_TEST_DOCKER_SOCK:-/run/gpuwarden-test/docker.sock}
+export CGO_CFLAGS=${CGO_CFLAGS:--O2 -g -Wno-deprecated-declarations}
 export GPUWARDEN_BIN=${GPUWARDEN_BIN:-$PWD/bin/gpuwarden}
 export GPUWARDEN_TEST_IMAGE=${GPUWARDEN_TEST_IMAGE:-gpuwarden-test/busybox:latest}
 

@@ -1,0 +1,241 @@
+// Package fakegpu simulates a node's GPUs for --fake-gpus, tests and demos. It is built on
+// go-nvml's own mocks (mock/dgxa100 and pkg/nvml/mock), adding what they lack: MIG device
+// handles, utilisation, processes, temperature, power, and scripted failures.
+package fakegpu
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxa100"
+	"github.com/google/uuid"
+)
+
+// Profiles are the simulated machines New accepts.
+var Profiles = []string{"dgxa100", "h100x8", "h100-mig"}
+
+// MIG is a MIG instance layout: its slices and memory.
+type MIG struct {
+	Slices   int
+	MemoryGB int
+}
+
+// Common MIG profiles of an H100 80GB.
+var (
+	H100MIG1g = MIG{1, 10}
+	H100MIG2g = MIG{2, 20}
+	H100MIG3g = MIG{3, 40}
+	H100MIG4g = MIG{4, 40}
+	H100MIG7g = MIG{7, 80}
+)
+
+// Process is a simulated process on a GPU or MIG instance.
+type Process struct {
+	PID             int
+	UsedMemoryBytes uint64
+}
+
+// Server is a simulated NVML. It implements nvml.Interface; scripting methods change what
+// it reports. Safe for concurrent use.
+type Server struct {
+	*dgxa100.Server
+
+	mu   sync.Mutex
+	gpus []*gpu
+	// procs are the processes by GPU or MIG instance UUID.
+	procs map[string][]Process
+}
+
+type gpu struct {
+	*dgxa100.Device
+	migs     []*migDevice
+	util     nvml.Utilization
+	tempC    uint32
+	powerMW  uint32
+	lost     bool
+	failWith nvml.Return // returned by GetUUID, like a GPU in a bad state
+}
+
+type migDevice struct {
+	mock.Device
+	uuid   string
+	gi, ci int
+	attrs  nvml.DeviceAttributes
+}
+
+// New returns a simulated machine: dgxa100 (8× A100-SXM4-40GB), h100x8 (8× H100 80GB) or
+// h100-mig (8× H100 80GB; GPUs 4–7 partitioned into MIG instances of several profiles).
+func New(profile string) (*Server, error) {
+	s := &Server{Server: dgxa100.New(), procs: map[string][]Process{}}
+	switch profile {
+	case "dgxa100":
+	case "h100x8", "h100-mig":
+		for i := range s.Devices {
+			d := s.Devices[i].(*dgxa100.Device)
+			d.Name = "NVIDIA H100 80GB HBM3"
+			d.Architecture = nvml.DEVICE_ARCH_HOPPER
+			d.CudaComputeCapability = dgxa100.CudaComputeCapability{Major: 9, Minor: 0}
+			d.MemoryInfo = nvml.Memory{Total: 80 << 30, Free: 80 << 30}
+		}
+	default:
+		return nil, fmt.Errorf("unknown fake GPU profile %q; choose one of %s", profile, strings.Join(Profiles, ", "))
+	}
+	for i := range s.Devices {
+		g := &gpu{Device: s.Devices[i].(*dgxa100.Device), tempC: 35, powerMW: 70000}
+		s.gpus = append(s.gpus, g)
+		s.wire(g)
+	}
+	if profile == "h100-mig" {
+		s.Partition(4, H100MIG1g, H100MIG1g, H100MIG1g, H100MIG1g, H100MIG1g, H100MIG1g, H100MIG1g)
+		s.Partition(5, H100MIG3g, H100MIG2g, H100MIG2g)
+		s.Partition(6, H100MIG4g, H100MIG3g)
+		s.Partition(7, H100MIG7g)
+	}
+	s.DeviceGetHandleByIndexFunc = func(i int) (nvml.Device, nvml.Return) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if i < 0 || i >= len(s.gpus) {
+			return nil, nvml.ERROR_INVALID_ARGUMENT
+		}
+		if s.gpus[i].lost {
+			return nil, nvml.ERROR_GPU_IS_LOST
+		}
+		return s.gpus[i], nvml.SUCCESS
+	}
+	return s, nil
+}
+
+// wire adds the calls dgxa100's device mock lacks.
+func (s *Server) wire(g *gpu) {
+	getUUID := g.GetUUIDFunc
+	g.GetUUIDFunc = func() (string, nvml.Return) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if g.lost {
+			return "", nvml.ERROR_GPU_IS_LOST
+		}
+		if g.failWith != nvml.SUCCESS {
+			return "", g.failWith
+		}
+		return getUUID()
+	}
+	g.GetMaxMigDeviceCountFunc = func() (int, nvml.Return) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(g.migs), nvml.SUCCESS
+	}
+	g.GetMigDeviceHandleByIndexFunc = func(j int) (nvml.Device, nvml.Return) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if j < 0 || j >= len(g.migs) {
+			return nil, nvml.ERROR_NOT_FOUND
+		}
+		return g.migs[j], nvml.SUCCESS
+	}
+	g.GetUtilizationRatesFunc = func() (nvml.Utilization, nvml.Return) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return g.util, nvml.SUCCESS
+	}
+	g.GetTemperatureFunc = func(nvml.TemperatureSensors) (uint32, nvml.Return) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return g.tempC, nvml.SUCCESS
+	}
+	g.GetPowerUsageFunc = func() (uint32, nvml.Return) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return g.powerMW, nvml.SUCCESS
+	}
+	g.GetComputeRunningProcessesFunc = func() ([]nvml.ProcessInfo, nvml.Return) {
+		return s.processInfo(g.UUID), nvml.SUCCESS
+	}
+}
+
+func (s *Server) processInfo(uuid string) []nvml.ProcessInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []nvml.ProcessInfo
+	for _, p := range s.procs[uuid] {
+		out = append(out, nvml.ProcessInfo{Pid: uint32(p.PID), UsedGpuMemory: p.UsedMemoryBytes})
+	}
+	return out
+}
+
+// Partition enables MIG on GPU index with the given instances (or disables it with none).
+func (s *Server) Partition(index int, instances ...MIG) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := s.gpus[index]
+	g.migs = nil
+	g.MigMode = nvml.DEVICE_MIG_DISABLE
+	if len(instances) > 0 {
+		g.MigMode = nvml.DEVICE_MIG_ENABLE
+	}
+	for j, in := range instances {
+		m := &migDevice{uuid: "MIG-" + uuid.New().String(), gi: j + 1, ci: 0,
+			attrs: nvml.DeviceAttributes{GpuInstanceSliceCount: uint32(in.Slices), ComputeInstanceSliceCount: uint32(in.Slices),
+				MultiprocessorCount: uint32(in.Slices * 16), MemorySizeMB: uint64(in.MemoryGB) << 10}}
+		m.GetUUIDFunc = func() (string, nvml.Return) { return m.uuid, nvml.SUCCESS }
+		m.GetGpuInstanceIdFunc = func() (int, nvml.Return) { return m.gi, nvml.SUCCESS }
+		m.GetComputeInstanceIdFunc = func() (int, nvml.Return) { return m.ci, nvml.SUCCESS }
+		m.GetAttributesFunc = func() (nvml.DeviceAttributes, nvml.Return) { return m.attrs, nvml.SUCCESS }
+		m.GetComputeRunningProcessesFunc = func() ([]nvml.ProcessInfo, nvml.Return) { return s.processInfo(m.uuid), nvml.SUCCESS }
+		g.migs = append(g.migs, m)
+	}
+}
+
+// UUIDs returns the GPUs' UUIDs by index.
+func (s *Server) UUIDs() []string {
+	var out []string
+	for _, g := range s.gpus {
+		out = append(out, g.UUID)
+	}
+	return out
+}
+
+// MIGUUIDs returns the MIG instance UUIDs of GPU index, in order.
+func (s *Server) MIGUUIDs(index int) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, m := range s.gpus[index].migs {
+		out = append(out, m.uuid)
+	}
+	return out
+}
+
+// SetUtilization sets what GPU index reports as its GPU and memory utilisation.
+func (s *Server) SetUtilization(index int, gpuPercent, memoryPercent uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gpus[index].util = nvml.Utilization{Gpu: gpuPercent, Memory: memoryPercent}
+}
+
+// SetProcesses sets the processes running on a GPU or MIG instance, by UUID.
+func (s *Server) SetProcesses(uuid string, procs ...Process) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(procs) == 0 {
+		delete(s.procs, uuid)
+		return
+	}
+	s.procs[uuid] = append([]Process(nil), procs...)
+}
+
+// Lose makes GPU index fall off the bus (ERROR_GPU_IS_LOST), or come back.
+func (s *Server) Lose(index int, lost bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gpus[index].lost = lost
+}
+
+// Fail makes GPU index answer NVML calls with ret (nvml.SUCCESS restores it).
+func (s *Server) Fail(index int, ret nvml.Return) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gpus[index].failWith = ret
+}

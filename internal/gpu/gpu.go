@@ -1,0 +1,97 @@
+// Package gpu is gpuwarden's view of the GPUs in a node: a small interface shaped for the
+// controllers, an adapter over NVML (github.com/NVIDIA/go-nvml), and the domain types both
+// speak. The simulated GPUs of --fake-gpus live in the fakegpu package.
+package gpu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// MIGMode says whether a GPU is partitioned.
+type MIGMode string
+
+// MIG modes.
+const (
+	MIGEnabled     MIGMode = "Enabled"
+	MIGDisabled    MIGMode = "Disabled"
+	MIGUnsupported MIGMode = "Unsupported"
+)
+
+// Health says whether a GPU can be given out.
+type Health string
+
+// Health values.
+const (
+	Healthy   Health = "Healthy"
+	Unhealthy Health = "Unhealthy" // NVML errors or XID events
+	Lost      Health = "Lost"      // fell off the bus
+)
+
+// Device is one physical GPU.
+type Device struct {
+	Index       int
+	UUID        string
+	Model       string
+	MemoryBytes uint64
+	MIG         MIGMode
+	// TotalSlices is the GPU's number of compute slices (7 on A100 and H100); 0 without MIG.
+	TotalSlices int
+	// Instances are the MIG instances when MIG is enabled.
+	Instances     []MIGInstance
+	Health        Health
+	HealthMessage string
+}
+
+// MIGInstance is one MIG slice of a GPU.
+type MIGInstance struct {
+	UUID              string
+	Profile           string // e.g. 3g.40gb
+	GPUInstanceID     int
+	ComputeInstanceID int
+	// Slices is the instance's compute slices; its weight is Slices/TotalSlices of the GPU.
+	Slices      int
+	MemoryBytes uint64
+}
+
+// Process is a process using a GPU or a MIG instance.
+type Process struct {
+	PID             int
+	UsedMemoryBytes uint64
+	// DeviceUUID is the GPU's UUID, or the MIG instance's.
+	DeviceUUID string
+}
+
+// Sample is a GPU's fast-moving numbers, for metrics.
+type Sample struct {
+	UUID               string
+	UtilizationPercent uint32
+	MemoryUtilPercent  uint32
+	MemoryUsedBytes    uint64
+	TemperatureC       uint32
+	PowerMilliwatts    uint32
+}
+
+// Backend reads the node's GPUs. Implementations are safe for concurrent use.
+type Backend interface {
+	// Devices lists every GPU with its MIG instances and health. A host without an NVIDIA
+	// driver has no GPUs: Devices returns none and ErrNoDriver.
+	Devices(ctx context.Context) ([]Device, error)
+	// Processes lists the processes on every GPU and MIG instance.
+	Processes(ctx context.Context) ([]Process, error)
+	// Samples returns every reachable GPU's current utilisation, memory, temperature, power.
+	Samples(ctx context.Context) ([]Sample, error)
+}
+
+// ErrNoDriver says the NVIDIA driver or library is missing: the node has no usable GPUs.
+var ErrNoDriver = errors.New("no NVIDIA driver: NVML could not be loaded")
+
+// NVMLError is a failed NVML call.
+type NVMLError struct {
+	Op   string
+	Code int
+	Text string
+}
+
+func (e *NVMLError) Error() string { return fmt.Sprintf("nvml %s: %s (code %d)", e.Op, e.Text, e.Code) }

@@ -1,0 +1,293 @@
+package gpu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+)
+
+// NVML is the Backend over a go-nvml library: the real one (nvml.New()) or a mock.
+// It initialises NVML on first use; a host without a driver reports no GPUs and ErrNoDriver
+// instead of failing.
+type NVML struct {
+	lib nvml.Interface
+
+	mu      sync.Mutex
+	inited  bool
+	initErr error
+}
+
+// NewNVML returns a Backend over lib.
+func NewNVML(lib nvml.Interface) *NVML { return &NVML{lib: lib} }
+
+var _ Backend = (*NVML)(nil)
+
+func (n *NVML) init() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.inited {
+		return n.initErr
+	}
+	ret := n.lib.Init()
+	switch ret {
+	case nvml.SUCCESS:
+		n.inited, n.initErr = true, nil
+	case nvml.ERROR_LIBRARY_NOT_FOUND, nvml.ERROR_DRIVER_NOT_LOADED, nvml.ERROR_NO_PERMISSION:
+		// Retried on the next call: a driver may be installed or loaded later.
+		return fmt.Errorf("%w (%s)", ErrNoDriver, nvml.ErrorString(ret))
+	default:
+		return nvmlErr("Init", ret)
+	}
+	return nil
+}
+
+// Shutdown releases NVML.
+func (n *NVML) Shutdown() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.inited {
+		n.lib.Shutdown()
+		n.inited = false
+	}
+}
+
+func nvmlErr(op string, ret nvml.Return) error {
+	return &NVMLError{Op: op, Code: int(ret), Text: nvml.ErrorString(ret)}
+}
+
+// Devices implements Backend.
+func (n *NVML) Devices(ctx context.Context) ([]Device, error) {
+	if err := n.init(); err != nil {
+		return nil, err
+	}
+	count, ret := n.lib.DeviceGetCount()
+	if ret != nvml.SUCCESS {
+		return nil, nvmlErr("DeviceGetCount", ret)
+	}
+	out := make([]Device, 0, count)
+	for i := 0; i < count; i++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		out = append(out, n.device(i))
+	}
+	return out, nil
+}
+
+// device reads one GPU; a GPU that cannot be read is reported with its health, not dropped.
+func (n *NVML) device(index int) Device {
+	d := Device{Index: index, Health: Healthy, MIG: MIGUnsupported}
+	h, ret := n.lib.DeviceGetHandleByIndex(index)
+	if ret == nvml.ERROR_GPU_IS_LOST {
+		d.Health, d.HealthMessage = Lost, "the GPU has fallen off the bus"
+		return d
+	}
+	if ret != nvml.SUCCESS {
+		d.Health, d.HealthMessage = Unhealthy, nvmlErr("DeviceGetHandleByIndex", ret).Error()
+		return d
+	}
+	var errs []error
+	check := func(op string, ret nvml.Return) bool {
+		if ret == nvml.SUCCESS {
+			return true
+		}
+		if ret == nvml.ERROR_GPU_IS_LOST {
+			d.Health = Lost
+		}
+		errs = append(errs, nvmlErr(op, ret))
+		return false
+	}
+	if uuid, ret := h.GetUUID(); check("GetUUID", ret) {
+		d.UUID = uuid
+	}
+	if name, ret := h.GetName(); check("GetName", ret) {
+		d.Model = name
+	}
+	if mem, ret := h.GetMemoryInfo(); check("GetMemoryInfo", ret) {
+		d.MemoryBytes = mem.Total
+	}
+	current, _, ret := h.GetMigMode()
+	switch {
+	case ret == nvml.ERROR_NOT_SUPPORTED:
+	case !check("GetMigMode", ret):
+	case current == nvml.DEVICE_MIG_ENABLE:
+		d.MIG = MIGEnabled
+		d.TotalSlices = totalSlices(h)
+		d.Instances, errs = n.migInstances(h, errs)
+	default:
+		d.MIG = MIGDisabled
+		d.TotalSlices = totalSlices(h)
+	}
+	if len(errs) > 0 {
+		if d.Health == Healthy {
+			d.Health = Unhealthy
+		}
+		d.HealthMessage = errors.Join(errs...).Error()
+	}
+	return d
+}
+
+// totalSlices is the slice count of the GPU's largest GPU-instance profile (7 on A100/H100).
+func totalSlices(h nvml.Device) int {
+	for _, p := range []int{nvml.GPU_INSTANCE_PROFILE_8_SLICE, nvml.GPU_INSTANCE_PROFILE_7_SLICE} {
+		if info, ret := h.GetGpuInstanceProfileInfo(p); ret == nvml.SUCCESS && info.SliceCount > 0 {
+			return int(info.SliceCount)
+		}
+	}
+	return 0
+}
+
+func (n *NVML) migInstances(h nvml.Device, errs []error) ([]MIGInstance, []error) {
+	max, ret := h.GetMaxMigDeviceCount()
+	if ret != nvml.SUCCESS {
+		return nil, append(errs, nvmlErr("GetMaxMigDeviceCount", ret))
+	}
+	var out []MIGInstance
+	for j := 0; j < max; j++ {
+		m, ret := h.GetMigDeviceHandleByIndex(j)
+		if ret == nvml.ERROR_NOT_FOUND || ret == nvml.ERROR_INVALID_ARGUMENT {
+			continue // no instance in this position
+		}
+		if ret != nvml.SUCCESS {
+			errs = append(errs, nvmlErr("GetMigDeviceHandleByIndex", ret))
+			continue
+		}
+		inst := MIGInstance{}
+		uuid, ret := m.GetUUID()
+		if ret != nvml.SUCCESS {
+			errs = append(errs, nvmlErr("GetUUID (MIG)", ret))
+			continue
+		}
+		inst.UUID = uuid
+		if gi, ret := m.GetGpuInstanceId(); ret == nvml.SUCCESS {
+			inst.GPUInstanceID = gi
+		}
+		if ci, ret := m.GetComputeInstanceId(); ret == nvml.SUCCESS {
+			inst.ComputeInstanceID = ci
+		}
+		attrs, ret := m.GetAttributes()
+		if ret != nvml.SUCCESS {
+			errs = append(errs, nvmlErr("GetAttributes (MIG)", ret))
+			continue
+		}
+		inst.Slices = int(attrs.GpuInstanceSliceCount)
+		inst.MemoryBytes = attrs.MemorySizeMB << 20
+		inst.Profile = ProfileName(inst.Slices, attrs.MemorySizeMB)
+		out = append(out, inst)
+	}
+	return out, errs
+}
+
+// ProfileName names a MIG profile the way nvidia-smi does, e.g. 3g.40gb.
+func ProfileName(slices int, memoryMB uint64) string {
+	return fmt.Sprintf("%dg.%dgb", slices, (memoryMB+1023)/1024) // nvidia-smi rounds up: 4864 MB is 1g.5gb
+}
+
+// Processes implements Backend.
+func (n *NVML) Processes(ctx context.Context) ([]Process, error) {
+	devs, err := n.handles(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []Process
+	var errs []error
+	for _, dh := range devs {
+		procs, ret := dh.h.GetComputeRunningProcesses()
+		if ret == nvml.ERROR_NOT_SUPPORTED {
+			continue
+		}
+		if ret != nvml.SUCCESS {
+			errs = append(errs, nvmlErr("GetComputeRunningProcesses", ret))
+			continue
+		}
+		for _, p := range procs {
+			out = append(out, Process{PID: int(p.Pid), UsedMemoryBytes: p.UsedGpuMemory, DeviceUUID: dh.uuid})
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+type handle struct {
+	h    nvml.Device
+	uuid string
+}
+
+// handles returns every reachable GPU and MIG device handle with its UUID.
+func (n *NVML) handles(ctx context.Context) ([]handle, error) {
+	if err := n.init(); err != nil {
+		return nil, err
+	}
+	count, ret := n.lib.DeviceGetCount()
+	if ret != nvml.SUCCESS {
+		return nil, nvmlErr("DeviceGetCount", ret)
+	}
+	var out []handle
+	for i := 0; i < count; i++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		h, ret := n.lib.DeviceGetHandleByIndex(i)
+		if ret != nvml.SUCCESS {
+			continue
+		}
+		uuid, ret := h.GetUUID()
+		if ret != nvml.SUCCESS {
+			continue
+		}
+		out = append(out, handle{h, uuid})
+		if current, _, ret := h.GetMigMode(); ret != nvml.SUCCESS || current != nvml.DEVICE_MIG_ENABLE {
+			continue
+		}
+		max, ret := h.GetMaxMigDeviceCount()
+		if ret != nvml.SUCCESS {
+			continue
+		}
+		for j := 0; j < max; j++ {
+			if m, ret := h.GetMigDeviceHandleByIndex(j); ret == nvml.SUCCESS {
+				if uuid, ret := m.GetUUID(); ret == nvml.SUCCESS {
+					out = append(out, handle{m, uuid})
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// Samples implements Backend.
+func (n *NVML) Samples(ctx context.Context) ([]Sample, error) {
+	if err := n.init(); err != nil {
+		return nil, err
+	}
+	count, ret := n.lib.DeviceGetCount()
+	if ret != nvml.SUCCESS {
+		return nil, nvmlErr("DeviceGetCount", ret)
+	}
+	var out []Sample
+	for i := 0; i < count; i++ {
+		h, ret := n.lib.DeviceGetHandleByIndex(i)
+		if ret != nvml.SUCCESS {
+			continue
+		}
+		s := Sample{}
+		if s.UUID, ret = h.GetUUID(); ret != nvml.SUCCESS {
+			continue
+		}
+		if u, ret := h.GetUtilizationRates(); ret == nvml.SUCCESS {
+			s.UtilizationPercent, s.MemoryUtilPercent = u.Gpu, u.Memory
+		}
+		if m, ret := h.GetMemoryInfo(); ret == nvml.SUCCESS {
+			s.MemoryUsedBytes = m.Used
+		}
+		if t, ret := h.GetTemperature(nvml.TEMPERATURE_GPU); ret == nvml.SUCCESS {
+			s.TemperatureC = t
+		}
+		if p, ret := h.GetPowerUsage(); ret == nvml.SUCCESS {
+			s.PowerMilliwatts = p
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
