@@ -42,6 +42,8 @@ type Device struct {
 	Instances     []MIGInstance
 	Health        Health
 	HealthMessage string
+	// UtilizationPercent is the GPU utilisation when it was read.
+	UtilizationPercent uint32
 }
 
 // MIGInstance is one MIG slice of a GPU.

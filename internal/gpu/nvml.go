@@ -109,6 +109,9 @@ func (n *NVML) device(index int) Device {
 	if mem, ret := h.GetMemoryInfo(); check("GetMemoryInfo", ret) {
 		d.MemoryBytes = mem.Total
 	}
+	if u, ret := h.GetUtilizationRates(); ret == nvml.SUCCESS {
+		d.UtilizationPercent = u.Gpu
+	}
 	current, _, ret := h.GetMigMode()
 	switch {
 	case ret == nvml.ERROR_NOT_SUPPORTED:

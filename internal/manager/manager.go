@@ -20,6 +20,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/controllers"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/crds"
+	"github.com/gpuwarden/gpuwarden/internal/gpu"
 	"github.com/gpuwarden/gpuwarden/internal/scheme"
 )
 
@@ -37,6 +38,8 @@ type Options struct {
 	LeaderElectionNamespace string
 	// Clock is the time source of every controller; the real clock when nil.
 	Clock clock.Clock
+	// GPUs is the node's GPU back end; nil runs no inventory.
+	GPUs gpu.Backend
 	// Audit is the audit log; nil records nothing.
 	Audit *audit.Writer
 	// ExtraReadyChecks are added to /readyz (the embedded control plane adds its own).
@@ -106,6 +109,13 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		Audit:    auditLog,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the ContainerPolicy controller: %w", err)
+	}
+	if o.GPUs != nil {
+		if err := (&controllers.InventoryReconciler{
+			Client: mgr.GetClient(), GPUs: o.GPUs, NodeName: o.NodeName, Clock: o.Clock,
+		}).SetupWithManager(mgr); err != nil {
+			return nil, fmt.Errorf("setting up the inventory controller: %w", err)
+		}
 	}
 	return mgr, nil
 }

@@ -60,6 +60,18 @@ func TestServerServesAPIsAndKeepsDataAcrossRestart(t *testing.T) {
 	if code, body := httpGet(fmt.Sprintf("http://127.0.0.1:%d/readyz", s.probePort)); code != 200 {
 		t.Errorf("/readyz = %d %s", code, body)
 	}
+	// The inventory of the simulated h100-mig machine: 8 GPUs, 4 of them partitioned.
+	eventually(t, 30*time.Second, "8 GPU objects from the fake NVML", func() (bool, string) {
+		out, err := kubectl(t, s.kubeconfig, "", "get", "gpus", "-o", `jsonpath={range .items[*]}{.spec.index}:{.status.migMode}:{.status.health}{" "}{end}`)
+		want := "0:Disabled:Healthy 1:Disabled:Healthy 2:Disabled:Healthy 3:Disabled:Healthy 4:Enabled:Healthy 5:Enabled:Healthy 6:Enabled:Healthy 7:Enabled:Healthy "
+		return err == nil && out == want, out
+	})
+	table := mustKubectl(t, s.kubeconfig, "get", "gpus")
+	for _, col := range []string{"NODE", "INDEX", "MODEL", "MEMORY", "MIG", "HEALTH", "HOLDER", "gpu01-gpu5", "NVIDIA H100 80GB HBM3", "80Gi"} {
+		if !strings.Contains(table, col) {
+			t.Errorf("kubectl get gpus lacks %q:\n%s", col, table)
+		}
+	}
 	mustKubectl(t, s.kubeconfig, "apply", "-f", samples)
 
 	// The controllers run: every quota and policy is marked Accepted.

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -17,12 +19,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/gpu"
+	"github.com/gpuwarden/gpuwarden/internal/gpu/fakegpu"
 	"github.com/gpuwarden/gpuwarden/internal/manager"
 )
 
 // ManagerOptions are the flags both `server` and `controller` take for the controller manager.
 type ManagerOptions struct {
 	AuditLog               string
+	FakeGPUs               string
 	NodeName               string
 	MetricsBindAddress     string
 	HealthProbeBindAddress string
@@ -32,6 +37,7 @@ type ManagerOptions struct {
 // AddFlags registers the flags with defaults for the mode.
 func (o *ManagerOptions) AddFlags(fs *pflag.FlagSet, metricsDefault, probeDefault string, leaderElectDefault bool) {
 	fs.StringVar(&o.NodeName, "node-name", "", "name of this GPU node (default: the host name)")
+	fs.StringVar(&o.FakeGPUs, "fake-gpus", "", "simulate GPUs instead of reading NVML: "+strings.Join(fakegpu.Profiles, ", "))
 	fs.StringVar(&o.AuditLog, "audit-log", audit.DefaultPath, "the audit log (JSON Lines, rotated and compressed beside it)")
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", metricsDefault, `address of the Prometheus /metrics endpoint ("0" turns it off)`)
 	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", probeDefault, `address of /healthz and /readyz ("0" turns them off)`)
@@ -53,10 +59,27 @@ func (o *ManagerOptions) Complete() error {
 
 // Validate checks the flags.
 func (o *ManagerOptions) Validate() error {
-	if errs := validation.IsDNS1123Subdomain(o.NodeName); len(errs) > 0 {
-		return fmt.Errorf("--node-name %q: %s", o.NodeName, strings.Join(errs, "; "))
+	var errs []error
+	if msgs := validation.IsDNS1123Subdomain(o.NodeName); len(msgs) > 0 {
+		errs = append(errs, fmt.Errorf("--node-name %q: %s", o.NodeName, strings.Join(msgs, "; ")))
 	}
-	return nil
+	if o.FakeGPUs != "" && !slices.Contains(fakegpu.Profiles, o.FakeGPUs) {
+		errs = append(errs, fmt.Errorf("--fake-gpus %q: unknown profile; choose one of %s", o.FakeGPUs, strings.Join(fakegpu.Profiles, ", ")))
+	}
+	return errors.Join(errs...)
+}
+
+// GPUs returns the GPU back end: simulated with --fake-gpus, else NVML (a host without a
+// driver has no GPUs).
+func (o *ManagerOptions) GPUs() (gpu.Backend, error) {
+	if o.FakeGPUs == "" {
+		return gpu.NewNVML(nvml.New()), nil
+	}
+	s, err := fakegpu.New(o.FakeGPUs)
+	if err != nil {
+		return nil, fmt.Errorf("--fake-gpus: %w", err)
+	}
+	return gpu.NewNVML(s), nil
 }
 
 // AuditLog is the process's audit log and where its write failures are reported.
@@ -98,14 +121,19 @@ func (o *ManagerOptions) OpenAudit() (*AuditLog, error) {
 }
 
 // Manager returns the manager's options.
-func (o *ManagerOptions) Manager() manager.Options {
+func (o *ManagerOptions) Manager() (manager.Options, error) {
+	gpus, err := o.GPUs()
+	if err != nil {
+		return manager.Options{}, err
+	}
 	return manager.Options{
+		GPUs:                    gpus,
 		NodeName:                o.NodeName,
 		MetricsBindAddress:      o.MetricsBindAddress,
 		HealthProbeBindAddress:  o.HealthProbeBindAddress,
 		LeaderElection:          o.LeaderElect,
 		LeaderElectionNamespace: "kube-system",
-	}
+	}, nil
 }
 
 // RunManager starts mgr, calls ready once its caches have synced, and returns when ctx

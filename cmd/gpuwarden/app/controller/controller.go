@@ -66,7 +66,10 @@ func (o *Options) Run(ctx context.Context) error {
 		return err
 	}
 	defer auditLog.Close()
-	mo := o.Manager.Manager()
+	mo, err := o.Manager.Manager()
+	if err != nil {
+		return err
+	}
 	mo.Audit = auditLog.Writer
 	mgr, err := manager.New(cfg, mo)
 	if err != nil {

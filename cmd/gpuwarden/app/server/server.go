@@ -12,8 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -29,15 +27,11 @@ import (
 // defaultGCPercent is the server's GOGC unless the environment sets one.
 const defaultGCPercent = 50
 
-// FakeGPUProfiles are the simulated GPU sets --fake-gpus accepts.
-var FakeGPUProfiles = []string{"dgxa100", "h100x8", "h100-mig"}
-
 // Options are the flags of `gpuwarden server`.
 type Options struct {
-	DataDir  string
-	APIPort  int
-	FakeGPUs string
-	Manager  common.ManagerOptions
+	DataDir string
+	APIPort int
+	Manager common.ManagerOptions
 
 	out io.Writer
 }
@@ -66,7 +60,6 @@ is written to DATA_DIR/admin.kubeconfig (mode 0600), so kubectl works at once.`,
 	fs := cmd.Flags()
 	fs.StringVar(&o.DataDir, "data-dir", "/var/lib/gpuwarden", "directory for etcd data, certificates and the admin kubeconfig")
 	fs.IntVar(&o.APIPort, "api-port", controlplane.DefaultPort, "port of the API server on 127.0.0.1 (0: any free port)")
-	fs.StringVar(&o.FakeGPUs, "fake-gpus", "", "simulate GPUs instead of reading NVML: "+strings.Join(FakeGPUProfiles, ", "))
 	o.Manager.AddFlags(fs, "127.0.0.1:9402", "127.0.0.1:9403", false)
 	return cmd
 }
@@ -89,9 +82,6 @@ func (o *Options) Validate() error {
 	var errs []error
 	if o.APIPort < 0 || o.APIPort > 65535 {
 		errs = append(errs, fmt.Errorf("--api-port %d: must be between 0 and 65535", o.APIPort))
-	}
-	if o.FakeGPUs != "" && !slices.Contains(FakeGPUProfiles, o.FakeGPUs) {
-		errs = append(errs, fmt.Errorf("--fake-gpus %q: unknown profile; choose one of %s", o.FakeGPUs, strings.Join(FakeGPUProfiles, ", ")))
 	}
 	if err := o.Manager.Validate(); err != nil {
 		errs = append(errs, err)
@@ -132,7 +122,10 @@ func (o *Options) Run(ctx context.Context) error {
 		return err
 	}
 	defer auditLog.Close()
-	mo := o.Manager.Manager()
+	mo, err := o.Manager.Manager()
+	if err != nil {
+		return err
+	}
 	mo.Audit = auditLog.Writer
 	mo.ExtraReadyChecks = map[string]healthz.Checker{"controlplane": controlPlaneUp(cp)}
 	mgr, err := manager.New(cfg, mo)
