@@ -1,0 +1,295 @@
+// Package allocation decides whether and where a GPU request can be placed. It is pure: the
+// inventory, the live allocations, the requester's effective quota and the request go in, a
+// decision comes out, and nothing is read or written on the way.
+package allocation
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Epsilon is the tolerance of gpu-equivalent arithmetic: 7 × 1/7 fits in a quota of 1.
+const Epsilon = 1e-9
+
+// Reasons a request is not placed. The first four are final; NoCapacity waits for a release.
+const (
+	ReasonContainerLimitExceeded = "ContainerLimitExceeded"
+	ReasonFullGPUNotAllowed      = "FullGPUNotAllowed"
+	ReasonMaxContainersExceeded  = "MaxContainersExceeded"
+	ReasonQuotaExceeded          = "QuotaExceeded"
+	ReasonNoCapacity             = "NoCapacity"
+)
+
+// Slot is a unit that can be given out: a whole GPU (MIG disabled) or one MIG instance.
+type Slot struct {
+	GPUIndex int
+	// UUID is the GPU's UUID, or the MIG instance's.
+	UUID string
+	// Profile is the MIG profile ("" for a whole GPU).
+	Profile string
+	// Slices and TotalSlices give the weight of a MIG instance: Slices/TotalSlices.
+	Slices, TotalSlices int
+	// Healthy is false for a GPU with XID/NVML errors or one that fell off the bus.
+	Healthy bool
+	// Foreign is true when processes that belong to no allocation run on it.
+	Foreign bool
+}
+
+// Weight is what the slot costs in gpu-equivalents.
+func (s Slot) Weight() float64 {
+	if s.Profile == "" || s.TotalSlices <= 0 {
+		return 1
+	}
+	return float64(s.Slices) / float64(s.TotalSlices)
+}
+
+// Holding is a live (Bound) allocation.
+type Holding struct {
+	Name  string
+	User  string
+	Slots []string // UUIDs
+	// Weight is the sum of its slots' weights.
+	Weight float64
+}
+
+// Limit is one effective limit and the object that set it.
+type Limit[T any] struct {
+	// Set is false when no object sets the limit (it does not apply).
+	Set bool
+	// Unlimited is true when an object lifts the limit explicitly.
+	Unlimited bool
+	Value     T
+	// From names the object that set it, e.g. GPUQuota students.
+	From string
+}
+
+// limited reports whether the limit applies.
+func (l Limit[T]) limited() bool { return l.Set && !l.Unlimited }
+
+// Quota is a user's effective quota. For a Shared quota, Pool lists every user whose
+// holdings count against it (the requester included).
+type Quota struct {
+	GPUEquivalents      Limit[float64]
+	MaxGPUsPerContainer Limit[int]
+	MaxContainers       Limit[int]
+	AllowFullGPU        Limit[bool]
+	Pool                []string
+}
+
+// Request is what is asked for: exactly one of GPUs, MIGProfile or Devices.
+type Request struct {
+	User       string
+	GPUs       int
+	MIGProfile string
+	// Devices are UUIDs of GPUs or MIG instances.
+	Devices []string
+}
+
+// Decision is the outcome: Slots when placed, else a Reason and a Message for people.
+type Decision struct {
+	Slots   []Slot
+	Reason  string
+	Message string
+}
+
+// Placed reports whether the request got its slots.
+func (d Decision) Placed() bool { return d.Reason == "" }
+
+// Final reports whether the request can never be placed as it stands (NoCapacity can).
+func (d Decision) Final() bool { return d.Reason != "" && d.Reason != ReasonNoCapacity }
+
+// Decide checks, in order: the per-container cap, full-GPU permission, max containers, the
+// gpu-equivalent quota (charging each slot's real weight), then capacity.
+func Decide(inventory []Slot, live []Holding, q Quota, req Request) Decision {
+	want := req.GPUs
+	switch {
+	case req.MIGProfile != "":
+		want = 1
+	case len(req.Devices) > 0:
+		want = len(req.Devices)
+	}
+	if l := q.MaxGPUsPerContainer; l.limited() && want > l.Value {
+		return reject(ReasonContainerLimitExceeded, "%s asked for %s in one container; the limit is %d (%s)",
+			req.User, plural(want, "GPU"), l.Value, l.From)
+	}
+	byUUID := map[string]Slot{}
+	for _, s := range inventory {
+		byUUID[s.UUID] = s
+	}
+	wantsFull := req.GPUs > 0
+	for _, u := range req.Devices {
+		if s, ok := byUUID[u]; ok && s.Profile == "" {
+			wantsFull = true
+		}
+	}
+	if l := q.AllowFullGPU; wantsFull && l.Set && !l.Value {
+		return reject(ReasonFullGPUNotAllowed, "%s may not hold whole GPUs, only MIG slices (%s)", req.User, l.From)
+	}
+	who, holdings, used := usage(live, q, req.User)
+	if l := q.MaxContainers; l.limited() && holdings+1 > l.Value {
+		return reject(ReasonMaxContainersExceeded, "%s holds %d/%d containers (%s)", who, holdings, l.Value, l.From)
+	}
+	cost, ok := requestCost(inventory, byUUID, req, want)
+	if l := q.GPUEquivalents; l.limited() && ok && used+cost > l.Value+Epsilon {
+		return reject(ReasonQuotaExceeded, "%s holds %s/%s gpu-equivalents and asked for %s more (%s)",
+			who, num(used), num(l.Value), num(cost), l.From)
+	}
+	slots, why := place(inventory, live, req, want, byUUID)
+	if slots == nil {
+		return Decision{Reason: ReasonNoCapacity, Message: why}
+	}
+	if l := q.GPUEquivalents; l.limited() && used+weight(slots) > l.Value+Epsilon {
+		// requestCost could not price the request (no such profile left): price what was found
+		return reject(ReasonQuotaExceeded, "%s holds %s/%s gpu-equivalents and asked for %s more (%s)",
+			who, num(used), num(l.Value), num(weight(slots)), l.From)
+	}
+	return Decision{Slots: slots}
+}
+
+// usage is what the requester (or, for a Shared quota, the pool) holds now.
+func usage(live []Holding, q Quota, user string) (who string, containers int, gpuEq float64) {
+	members := map[string]bool{user: true}
+	for _, u := range q.Pool {
+		members[u] = true
+	}
+	for _, h := range live {
+		if members[h.User] {
+			containers++
+			gpuEq += h.Weight
+		}
+	}
+	who = user
+	if len(members) > 1 {
+		who = fmt.Sprintf("the pool of %s shared with %s", user, strings.Join(others(q.Pool, user), ", "))
+	}
+	return who, containers, gpuEq
+}
+
+func others(pool []string, user string) []string {
+	var out []string
+	for _, u := range pool {
+		if u != user {
+			out = append(out, u)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// requestCost prices the request before placement; false when it cannot be priced (an
+// unknown profile or device), in which case the placed slots are priced instead.
+func requestCost(inventory []Slot, byUUID map[string]Slot, req Request, want int) (float64, bool) {
+	switch {
+	case req.MIGProfile != "":
+		for _, s := range inventory {
+			if s.Profile == req.MIGProfile {
+				return s.Weight(), true
+			}
+		}
+		return 0, false
+	case len(req.Devices) > 0:
+		total := 0.0
+		for _, u := range req.Devices {
+			s, ok := byUUID[u]
+			if !ok {
+				return 0, false
+			}
+			total += s.Weight()
+		}
+		return total, true
+	default:
+		return float64(want), true
+	}
+}
+
+// place picks slots: whole GPUs by lowest free index; a MIG profile by best fit (the GPU
+// with the fewest free slices left, then the lowest index); named devices as named. Never
+// an unhealthy slot, one with foreign processes, or one held by a live allocation.
+func place(inventory []Slot, live []Holding, req Request, want int, byUUID map[string]Slot) ([]Slot, string) {
+	held := map[string]bool{}
+	for _, h := range live {
+		for _, u := range h.Slots {
+			held[u] = true
+		}
+	}
+	free := func(s Slot) bool { return s.Healthy && !s.Foreign && !held[s.UUID] }
+	switch {
+	case len(req.Devices) > 0:
+		var out []Slot
+		for _, u := range req.Devices {
+			s, ok := byUUID[u]
+			switch {
+			case !ok:
+				return nil, fmt.Sprintf("no device %s on this node", u)
+			case !s.Healthy:
+				return nil, fmt.Sprintf("device %s is unhealthy", u)
+			case s.Foreign:
+				return nil, fmt.Sprintf("device %s runs processes of no allocation", u)
+			case held[u]:
+				return nil, fmt.Sprintf("device %s is held by another allocation", u)
+			}
+			out = append(out, s)
+		}
+		return out, ""
+	case req.MIGProfile != "":
+		freeSlices := map[int]int{}
+		for _, s := range inventory {
+			if s.Profile != "" && free(s) {
+				freeSlices[s.GPUIndex] += s.Slices
+			}
+		}
+		var best *Slot
+		for i := range inventory {
+			s := inventory[i]
+			if s.Profile != req.MIGProfile || !free(s) {
+				continue
+			}
+			if best == nil || freeSlices[s.GPUIndex] < freeSlices[best.GPUIndex] ||
+				freeSlices[s.GPUIndex] == freeSlices[best.GPUIndex] && s.GPUIndex < best.GPUIndex {
+				best = &inventory[i]
+			}
+		}
+		if best == nil {
+			return nil, fmt.Sprintf("no free MIG instance of profile %s", req.MIGProfile)
+		}
+		return []Slot{*best}, ""
+	default:
+		var whole []Slot
+		for _, s := range inventory {
+			if s.Profile == "" && free(s) {
+				whole = append(whole, s)
+			}
+		}
+		sort.SliceStable(whole, func(i, j int) bool { return whole[i].GPUIndex < whole[j].GPUIndex })
+		if len(whole) < want {
+			return nil, fmt.Sprintf("%s free of %s asked for", plural(len(whole), "whole GPU"), strconv.Itoa(want))
+		}
+		return whole[:want], ""
+	}
+}
+
+func weight(slots []Slot) float64 {
+	w := 0.0
+	for _, s := range slots {
+		w += s.Weight()
+	}
+	return w
+}
+
+func reject(reason, format string, args ...any) Decision {
+	return Decision{Reason: reason, Message: fmt.Sprintf(format, args...)}
+}
+
+// num prints a gpu-equivalent count: 2, 0.43, 1.29.
+func num(f float64) string {
+	return strconv.FormatFloat(float64(int64(f*100+0.5))/100, 'f', -1, 64)
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
