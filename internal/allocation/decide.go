@@ -63,13 +63,16 @@ type Limit[T any] struct {
 	Value     T
 	// From names the object that set it, e.g. GPUQuota students.
 	From string
+	// Shared is true when it comes from a Shared quota: the pool's holdings count, not only
+	// the requester's.
+	Shared bool
 }
 
 // limited reports whether the limit applies.
 func (l Limit[T]) limited() bool { return l.Set && !l.Unlimited }
 
-// Quota is a user's effective quota. For a Shared quota, Pool lists every user whose
-// holdings count against it (the requester included).
+// Quota is a user's effective quota. Pool lists the users whose holdings count against
+// the limits marked Shared (the requester included).
 type Quota struct {
 	GPUEquivalents      Limit[float64]
 	MaxGPUsPerContainer Limit[int]
@@ -127,44 +130,67 @@ func Decide(inventory []Slot, live []Holding, q Quota, req Request) Decision {
 	if l := q.AllowFullGPU; wantsFull && l.Set && !l.Value {
 		return reject(ReasonFullGPUNotAllowed, "%s may not hold whole GPUs, only MIG slices (%s)", req.User, l.From)
 	}
-	who, holdings, used := usage(live, q, req.User)
-	if l := q.MaxContainers; l.limited() && holdings+1 > l.Value {
-		return reject(ReasonMaxContainersExceeded, "%s holds %d/%d containers (%s)", who, holdings, l.Value, l.From)
+	self := usage(live, []string{req.User}, req.User)
+	pool := usage(live, q.Pool, req.User)
+	if l := q.MaxContainers; l.limited() {
+		u := pick(l.Shared, pool, self)
+		if u.containers+1 > l.Value {
+			return reject(ReasonMaxContainersExceeded, "%s holds %d/%d containers (%s)", u.who, u.containers, l.Value, l.From)
+		}
 	}
 	cost, ok := requestCost(inventory, byUUID, req, want)
-	if l := q.GPUEquivalents; l.limited() && ok && used+cost > l.Value+Epsilon {
-		return reject(ReasonQuotaExceeded, "%s holds %s/%s gpu-equivalents and asked for %s more (%s)",
-			who, num(used), num(l.Value), num(cost), l.From)
+	if l := q.GPUEquivalents; l.limited() && ok {
+		u := pick(l.Shared, pool, self)
+		if u.gpuEq+cost > l.Value+Epsilon {
+			return reject(ReasonQuotaExceeded, "%s holds %s/%s gpu-equivalents and asked for %s more (%s)",
+				u.who, num(u.gpuEq), num(l.Value), num(cost), l.From)
+		}
 	}
 	slots, why := place(inventory, live, req, want, byUUID)
 	if slots == nil {
 		return Decision{Reason: ReasonNoCapacity, Message: why}
 	}
-	if l := q.GPUEquivalents; l.limited() && used+weight(slots) > l.Value+Epsilon {
-		// requestCost could not price the request (no such profile left): price what was found
-		return reject(ReasonQuotaExceeded, "%s holds %s/%s gpu-equivalents and asked for %s more (%s)",
-			who, num(used), num(l.Value), num(weight(slots)), l.From)
+	if l := q.GPUEquivalents; l.limited() && !ok {
+		// requestCost could not price the request: price what was found
+		if u := pick(l.Shared, pool, self); u.gpuEq+weight(slots) > l.Value+Epsilon {
+			return reject(ReasonQuotaExceeded, "%s holds %s/%s gpu-equivalents and asked for %s more (%s)",
+				u.who, num(u.gpuEq), num(l.Value), num(weight(slots)), l.From)
+		}
 	}
 	return Decision{Slots: slots}
 }
 
-// usage is what the requester (or, for a Shared quota, the pool) holds now.
-func usage(live []Holding, q Quota, user string) (who string, containers int, gpuEq float64) {
-	members := map[string]bool{user: true}
-	for _, u := range q.Pool {
+// held is what a user or a pool holds now.
+type held struct {
+	who        string
+	containers int
+	gpuEq      float64
+}
+
+func pick(shared bool, pool, self held) held {
+	if shared {
+		return pool
+	}
+	return self
+}
+
+// usage is what the users (the requester always among them) hold now.
+func usage(live []Holding, users []string, requester string) held {
+	members := map[string]bool{requester: true}
+	for _, u := range users {
 		members[u] = true
 	}
-	for _, h := range live {
-		if members[h.User] {
-			containers++
-			gpuEq += h.Weight
+	h := held{who: requester}
+	for _, l := range live {
+		if members[l.User] {
+			h.containers++
+			h.gpuEq += l.Weight
 		}
 	}
-	who = user
 	if len(members) > 1 {
-		who = fmt.Sprintf("the pool of %s shared with %s", user, strings.Join(others(q.Pool, user), ", "))
+		h.who = fmt.Sprintf("the pool of %s shared with %s", requester, strings.Join(others(users, requester), ", "))
 	}
-	return who, containers, gpuEq
+	return h
 }
 
 func others(pool []string, user string) []string {

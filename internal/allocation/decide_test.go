@@ -97,7 +97,7 @@ func TestDecide(t *testing.T) {
 			req: Request{User: "root", GPUs: 4}, want: []string{"GPU-4", "GPU-5", "GPU-6", "GPU-7"}},
 		{name: "no quota at all", inv: inventory(2), req: Request{User: "eve", GPUs: 2}, want: []string{"GPU-0", "GPU-1"}},
 		{name: "shared pool counts everyone in it", inv: inventory(8),
-			q:    Quota{GPUEquivalents: limit(3.0, "GPUQuota lab-pool"), Pool: []string{"alice", "bob", "carol"}},
+			q:    Quota{GPUEquivalents: Limit[float64]{Set: true, Value: 3, From: "GPUQuota lab-pool", Shared: true}, Pool: []string{"alice", "bob", "carol"}},
 			live: []Holding{held("bob", 2, "GPU-0", "GPU-1"), held("mallory", 1, "GPU-2")}, req: Request{User: "alice", GPUs: 2},
 			reason: ReasonQuotaExceeded, msg: "the pool of alice shared with bob, carol holds 2/3 gpu-equivalents and asked for 2 more (GPUQuota lab-pool)"},
 		{name: "no capacity is not final", inv: inventory(2), live: []Holding{held("bob", 1, "GPU-0")}, q: students,

@@ -1,0 +1,143 @@
+package resolve
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+)
+
+// Unlimited is the value of a time limit that a policy lifts explicitly.
+const Unlimited = "unlimited"
+
+// Container is what a container policy is selected by.
+type Container struct {
+	User   string
+	Groups []string
+	Type   gpuwardenv1alpha1.ContainerType
+	Labels map[string]string
+}
+
+// PolicyValue is one effective field of a container policy and the policy that set it.
+type PolicyValue struct {
+	// Path is the field's dotted path, e.g. idle.timeout.
+	Path string
+	// Value is the field's value as JSON decodes it, or Unlimited.
+	Value any
+	// From names the policy, e.g. ContainerPolicy students.
+	From string
+}
+
+// Policy is a container's effective policy: every field set by some matching policy.
+type Policy struct {
+	Values map[string]PolicyValue
+	// Matched are the policies that apply, in merge order; Expired those skipped for expiry.
+	Matched, Expired []string
+}
+
+// Get returns a field's value, and whether any policy set it.
+func (p Policy) Get(path string) (any, bool) {
+	v, ok := p.Values[path]
+	return v.Value, ok
+}
+
+// Sorted returns the values ordered by path.
+func (p Policy) Sorted() []PolicyValue {
+	out := slices.Collect(maps.Values(p.Values))
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out
+}
+
+// unlimitedPaths maps the names usable in spec.unlimited to the fields they lift.
+var unlimitedPaths = map[gpuwardenv1alpha1.PolicyLimitName]string{
+	gpuwardenv1alpha1.PolicyLimitIdleTimeout:                "idle.timeout",
+	gpuwardenv1alpha1.PolicyLimitMaxRuntime:                 "maxRuntime",
+	gpuwardenv1alpha1.PolicyLimitGPUHoldAfterStop:           "gpuHoldAfterStop",
+	gpuwardenv1alpha1.PolicyLimitRemoveAfterStop:            "removeAfterStop",
+	gpuwardenv1alpha1.PolicyLimitCreatedNeverStartedTimeout: "createdNeverStartedTimeout",
+}
+
+// PolicyMatches reports whether p's selector selects c: every list that is set must
+// match, and an empty selector selects every container.
+func PolicyMatches(p *gpuwardenv1alpha1.ContainerPolicy, c Container) bool {
+	s := p.Spec.Selector
+	switch {
+	case len(s.Users) > 0 && !slices.Contains(s.Users, c.User):
+		return false
+	case len(s.Groups) > 0 && !slices.ContainsFunc(s.Groups, func(g string) bool { return slices.Contains(c.Groups, g) }):
+		return false
+	case len(s.ContainerTypes) > 0 && !slices.Contains(s.ContainerTypes, c.Type):
+		return false
+	}
+	for k, v := range s.Labels {
+		if c.Labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// EffectivePolicy merges the policies that select c and have not expired at now, field by
+// field in ascending precedence.
+func EffectivePolicy(policies []gpuwardenv1alpha1.ContainerPolicy, c Container, now time.Time) (Policy, error) {
+	out := Policy{Values: map[string]PolicyValue{}}
+	var matched []*gpuwardenv1alpha1.ContainerPolicy
+	for i := range policies {
+		p := &policies[i]
+		if !PolicyMatches(p, c) {
+			continue
+		}
+		if p.Spec.Expires != nil && !now.Before(p.Spec.Expires.Time) {
+			out.Expired = append(out.Expired, p.Name)
+			continue
+		}
+		matched = append(matched, p)
+	}
+	byPrecedence(matched, func(p *gpuwardenv1alpha1.ContainerPolicy) int32 { return p.Spec.Precedence }, func(p *gpuwardenv1alpha1.ContainerPolicy) string { return p.Name })
+	for _, p := range matched {
+		from := "ContainerPolicy " + p.Name
+		out.Matched = append(out.Matched, p.Name)
+		spec := p.Spec.DeepCopy()
+		// These say where and when the policy applies, not what it sets.
+		spec.Selector, spec.Precedence, spec.Expires, spec.Unlimited = gpuwardenv1alpha1.PolicySelector{}, 0, nil, nil
+		data, err := json.Marshal(spec)
+		if err != nil {
+			return Policy{}, fmt.Errorf("reading ContainerPolicy %s: %w", p.Name, err)
+		}
+		var fields map[string]any
+		if err := json.Unmarshal(data, &fields); err != nil {
+			return Policy{}, fmt.Errorf("reading ContainerPolicy %s: %w", p.Name, err)
+		}
+		delete(fields, "selector")
+		delete(fields, "precedence")
+		flatten("", fields, func(path string, v any) {
+			out.Values[path] = PolicyValue{Path: path, Value: v, From: from}
+		})
+		for _, name := range p.Spec.Unlimited {
+			path := unlimitedPaths[name]
+			out.Values[path] = PolicyValue{Path: path, Value: Unlimited, From: from}
+		}
+	}
+	return out, nil
+}
+
+// flatten calls fn for every leaf of a decoded JSON object; lists are leaves (they replace,
+// never merge).
+func flatten(prefix string, m map[string]any, fn func(string, any)) {
+	for k, v := range m {
+		path := k
+		if prefix != "" {
+			path = prefix + "." + k
+		}
+		if sub, ok := v.(map[string]any); ok && !strings.EqualFold(k, "labels") {
+			flatten(path, sub, fn)
+			continue
+		}
+		fn(path, v)
+	}
+}

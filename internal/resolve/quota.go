@@ -1,0 +1,96 @@
+package resolve
+
+import (
+	"slices"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/allocation"
+)
+
+// Quota is a user's effective quota with where each value came from.
+type Quota struct {
+	allocation.Quota
+	Priority allocation.Limit[int32]
+	// Matched are the quotas that apply, in merge order.
+	Matched []string
+}
+
+// QuotaMatches reports whether q's subjects include the user.
+func QuotaMatches(q *gpuwardenv1alpha1.GPUQuota, user string, groups []string) bool {
+	for _, s := range q.Spec.Subjects {
+		switch s.Kind {
+		case gpuwardenv1alpha1.SubjectEveryone:
+			return true
+		case gpuwardenv1alpha1.SubjectUser:
+			if s.Name == user {
+				return true
+			}
+		case gpuwardenv1alpha1.SubjectGroup:
+			if slices.Contains(groups, s.Name) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// EffectiveQuota merges the quotas that match user in ascending precedence. holders are
+// the users who hold GPUs now, with their groups: those matched by a Shared quota that sets
+// a limit form the pool whose holdings count against it.
+func EffectiveQuota(quotas []gpuwardenv1alpha1.GPUQuota, user string, groups []string, holders map[string][]string) Quota {
+	var matched []*gpuwardenv1alpha1.GPUQuota
+	for i := range quotas {
+		if QuotaMatches(&quotas[i], user, groups) {
+			matched = append(matched, &quotas[i])
+		}
+	}
+	byPrecedence(matched, func(q *gpuwardenv1alpha1.GPUQuota) int32 { return q.Spec.Precedence }, func(q *gpuwardenv1alpha1.GPUQuota) string { return q.Name })
+	var out Quota
+	var shared []*gpuwardenv1alpha1.GPUQuota
+	for _, q := range matched {
+		from := "GPUQuota " + q.Name
+		out.Matched = append(out.Matched, q.Name)
+		isShared := q.Spec.Scope == gpuwardenv1alpha1.ScopeShared
+		unlimited := func(n gpuwardenv1alpha1.QuotaLimitName) bool { return slices.Contains(q.Spec.Unlimited, n) }
+		l := q.Spec.Limits
+		switch {
+		case unlimited(gpuwardenv1alpha1.LimitGPUEquivalents):
+			out.GPUEquivalents = allocation.Limit[float64]{Set: true, Unlimited: true, From: from}
+		case l.GPUEquivalents != nil:
+			out.GPUEquivalents = allocation.Limit[float64]{Set: true, Value: l.GPUEquivalents.AsApproximateFloat64(), From: from, Shared: isShared}
+		}
+		switch {
+		case unlimited(gpuwardenv1alpha1.LimitMaxGPUsPerContainer):
+			out.MaxGPUsPerContainer = allocation.Limit[int]{Set: true, Unlimited: true, From: from}
+		case l.MaxGPUsPerContainer != nil:
+			out.MaxGPUsPerContainer = allocation.Limit[int]{Set: true, Value: int(*l.MaxGPUsPerContainer), From: from}
+		}
+		switch {
+		case unlimited(gpuwardenv1alpha1.LimitMaxContainers):
+			out.MaxContainers = allocation.Limit[int]{Set: true, Unlimited: true, From: from}
+		case l.MaxContainers != nil:
+			out.MaxContainers = allocation.Limit[int]{Set: true, Value: int(*l.MaxContainers), From: from, Shared: isShared}
+		}
+		if l.AllowFullGPU != nil {
+			out.AllowFullGPU = allocation.Limit[bool]{Set: true, Value: *l.AllowFullGPU, From: from}
+		}
+		if q.Spec.Priority != nil {
+			out.Priority = allocation.Limit[int32]{Set: true, Value: *q.Spec.Priority, From: from}
+		}
+		if isShared {
+			shared = append(shared, q)
+		}
+	}
+	if out.GPUEquivalents.Shared || out.MaxContainers.Shared {
+		out.Pool = []string{user}
+		for holder, hg := range holders {
+			for _, q := range shared {
+				if holder != user && QuotaMatches(q, holder, hg) && !slices.Contains(out.Pool, holder) {
+					out.Pool = append(out.Pool, holder)
+				}
+			}
+		}
+		slices.Sort(out.Pool)
+	}
+	return out
+}

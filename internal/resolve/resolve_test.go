@@ -1,0 +1,216 @@
+package resolve
+
+import (
+	"bytes"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/utils/ptr"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/allocation"
+)
+
+// samples decodes config/samples/NAME, the manifests admins start from.
+func samples[T any](t *testing.T, name string) []T {
+	t.Helper()
+	data, err := os.ReadFile("../../config/samples/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	var out []T
+	for {
+		var obj T
+		if err := dec.Decode(&obj); err != nil {
+			break
+		}
+		out = append(out, obj)
+	}
+	if len(out) == 0 {
+		t.Fatalf("no objects in %s", name)
+	}
+	return out
+}
+
+func TestEffectiveQuotaFromSamples(t *testing.T) {
+	quotas := samples[gpuwardenv1alpha1.GPUQuota](t, "gpuquotas.yaml")
+	cases := []struct {
+		user   string
+		groups []string
+		want   Quota
+	}{
+		{"alice", []string{"student"}, Quota{ // her own quota sets one field; every other comes from her group
+			Quota: allocation.Quota{
+				GPUEquivalents:      allocation.Limit[float64]{Set: true, Value: 6, From: "GPUQuota alice-thesis"},
+				MaxGPUsPerContainer: allocation.Limit[int]{Set: true, Value: 2, From: "GPUQuota students"},
+				MaxContainers:       allocation.Limit[int]{Set: true, Value: 3, From: "GPUQuota students"},
+				AllowFullGPU:        allocation.Limit[bool]{Set: true, Value: true, From: "GPUQuota students"},
+			},
+			Priority: allocation.Limit[int32]{Set: true, Value: 10, From: "GPUQuota everyone"},
+			Matched:  []string{"everyone", "students", "alice-thesis"},
+		}},
+		{"root", []string{"admin"}, Quota{
+			Quota: allocation.Quota{
+				GPUEquivalents:      allocation.Limit[float64]{Set: true, Unlimited: true, From: "GPUQuota admins"},
+				MaxGPUsPerContainer: allocation.Limit[int]{Set: true, Unlimited: true, From: "GPUQuota admins"},
+				MaxContainers:       allocation.Limit[int]{Set: true, Value: 10, From: "GPUQuota admins"},
+				AllowFullGPU:        allocation.Limit[bool]{Set: true, Value: true, From: "GPUQuota admins"},
+			},
+			Priority: allocation.Limit[int32]{Set: true, Value: 10, From: "GPUQuota everyone"},
+			Matched:  []string{"everyone", "admins"},
+		}},
+		{"guest", nil, Quota{
+			Quota: allocation.Quota{
+				GPUEquivalents:      allocation.Limit[float64]{Set: true, Value: 2, From: "GPUQuota everyone"},
+				MaxGPUsPerContainer: allocation.Limit[int]{Set: true, Value: 2, From: "GPUQuota everyone"},
+				MaxContainers:       allocation.Limit[int]{Set: true, Value: 3, From: "GPUQuota everyone"},
+				AllowFullGPU:        allocation.Limit[bool]{Set: true, Value: true, From: "GPUQuota everyone"},
+			},
+			Priority: allocation.Limit[int32]{Set: true, Value: 10, From: "GPUQuota everyone"},
+			Matched:  []string{"everyone"},
+		}},
+	}
+	for _, tc := range cases {
+		if diff := cmp.Diff(tc.want, EffectiveQuota(quotas, tc.user, tc.groups, nil)); diff != "" {
+			t.Errorf("%s (-want,+got):\n%s", tc.user, diff)
+		}
+	}
+}
+
+func quota(name string, precedence int32, subjects []gpuwardenv1alpha1.Subject, mutate func(*gpuwardenv1alpha1.GPUQuotaSpec)) gpuwardenv1alpha1.GPUQuota {
+	q := gpuwardenv1alpha1.GPUQuota{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: gpuwardenv1alpha1.GPUQuotaSpec{Subjects: subjects, Precedence: precedence}}
+	mutate(&q.Spec)
+	return q
+}
+
+func TestUnlimitedIsNotUnsetAndLaterObjectsCanLimitAgain(t *testing.T) {
+	group := []gpuwardenv1alpha1.Subject{{Kind: gpuwardenv1alpha1.SubjectGroup, Name: "lab"}}
+	quotas := []gpuwardenv1alpha1.GPUQuota{
+		quota("base", 0, group, func(s *gpuwardenv1alpha1.GPUQuotaSpec) { s.Limits.MaxContainers = ptr.To[int32](2) }),
+		quota("lift", 10, group, func(s *gpuwardenv1alpha1.GPUQuotaSpec) {
+			s.Unlimited = []gpuwardenv1alpha1.QuotaLimitName{gpuwardenv1alpha1.LimitMaxContainers}
+		}),
+		quota("unrelated", 20, group, func(s *gpuwardenv1alpha1.GPUQuotaSpec) { s.Limits.AllowFullGPU = ptr.To(false) }),
+	}
+	got := EffectiveQuota(quotas, "u", []string{"lab"}, nil)
+	if want := (allocation.Limit[int]{Set: true, Unlimited: true, From: "GPUQuota lift"}); got.MaxContainers != want {
+		t.Errorf("maxContainers = %+v, want unlimited from lift (a later object that leaves it unset must not undo it)", got.MaxContainers)
+	}
+	quotas = append(quotas, quota("cap", 30, group, func(s *gpuwardenv1alpha1.GPUQuotaSpec) { s.Limits.MaxContainers = ptr.To[int32](7) }))
+	got = EffectiveQuota(quotas, "u", []string{"lab"}, nil)
+	if want := (allocation.Limit[int]{Set: true, Value: 7, From: "GPUQuota cap"}); got.MaxContainers != want {
+		t.Errorf("maxContainers = %+v, want 7 from cap", got.MaxContainers)
+	}
+	if got.GPUEquivalents.Set {
+		t.Errorf("gpuEquivalents set by no object must not apply: %+v", got.GPUEquivalents)
+	}
+}
+
+func TestSharedQuotaPoolsItsSubjects(t *testing.T) {
+	pool := quota("lab-pool", 50, []gpuwardenv1alpha1.Subject{{Kind: gpuwardenv1alpha1.SubjectGroup, Name: "nlp"}}, func(s *gpuwardenv1alpha1.GPUQuotaSpec) {
+		s.Scope = gpuwardenv1alpha1.ScopeShared
+		s.Limits.GPUEquivalents = ptr.To(resource.MustParse("4"))
+	})
+	holders := map[string][]string{"bob": {"nlp"}, "carol": {"nlp", "student"}, "mallory": {"vision"}}
+	got := EffectiveQuota([]gpuwardenv1alpha1.GPUQuota{pool}, "alice", []string{"nlp"}, holders)
+	if diff := cmp.Diff([]string{"alice", "bob", "carol"}, got.Pool); diff != "" || !got.GPUEquivalents.Shared {
+		t.Errorf("pool (-want,+got):\n%s shared=%v", diff, got.GPUEquivalents.Shared)
+	}
+	live := []allocation.Holding{{User: "bob", Weight: 3, Slots: []string{"a", "b", "c"}}, {User: "mallory", Weight: 4, Slots: []string{"d"}}}
+	slots := []allocation.Slot{{GPUIndex: 0, UUID: "GPU-0", Healthy: true}, {GPUIndex: 1, UUID: "GPU-1", Healthy: true}}
+	d := allocation.Decide(slots, live, got.Quota, allocation.Request{User: "alice", GPUs: 2})
+	if d.Reason != allocation.ReasonQuotaExceeded || d.Message != "the pool of alice shared with bob, carol holds 3/4 gpu-equivalents and asked for 2 more (GPUQuota lab-pool)" {
+		t.Errorf("decision = %+v", d)
+	}
+}
+
+func TestEffectivePolicyFromSamples(t *testing.T) {
+	policies := samples[gpuwardenv1alpha1.ContainerPolicy](t, "containerpolicies.yaml")
+	now := time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
+	get := func(c Container) Policy {
+		t.Helper()
+		p, err := EffectivePolicy(policies, c, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	check := func(p Policy, path string, value any, from string) {
+		t.Helper()
+		if got := p.Values[path]; got.Value != value || got.From != "ContainerPolicy "+from {
+			t.Errorf("%s = %v from %s, want %v from %s", path, got.Value, got.From, value, from)
+		}
+	}
+	researcher := get(Container{User: "r", Groups: []string{"researcher"}, Type: gpuwardenv1alpha1.ContainerTypeManaged})
+	check(researcher, "idle.timeout", "1h0m0s", "researchers")
+	check(researcher, "idle.cpuPercent", float64(3), "researchers")
+	check(researcher, "idle.gpuUtilizationPercent", float64(5), "defaults") // inherited
+	check(researcher, "maxRuntime", "48h0m0s", "researchers")
+	check(researcher, "gpuHoldAfterStop", "15m0s", "defaults")
+	dev := get(Container{User: "s", Groups: []string{"student"}, Type: gpuwardenv1alpha1.ContainerTypeDevcontainer})
+	check(dev, "idle.timeout", Unlimited, "devcontainers")
+	check(dev, "maxRuntime", "168h0m0s", "devcontainers")
+	check(dev, "stopGracePeriod", "30s", "devcontainers")
+	if diff := cmp.Diff([]string{"defaults", "devcontainers"}, dev.Matched); diff != "" {
+		t.Errorf("matched (-want,+got):\n%s", diff)
+	}
+}
+
+func TestExpiredPolicyNoLongerApplies(t *testing.T) {
+	until := metav1.NewTime(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
+	policies := []gpuwardenv1alpha1.ContainerPolicy{
+		{ObjectMeta: metav1.ObjectMeta{Name: "base"}, Spec: gpuwardenv1alpha1.ContainerPolicySpec{MaxRuntime: &metav1.Duration{Duration: 24 * time.Hour}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "deadline-week"}, Spec: gpuwardenv1alpha1.ContainerPolicySpec{
+			Precedence: 100, Expires: &until, Selector: gpuwardenv1alpha1.PolicySelector{Users: []string{"alice"}},
+			Unlimited: []gpuwardenv1alpha1.PolicyLimitName{gpuwardenv1alpha1.PolicyLimitMaxRuntime}}},
+	}
+	alice := Container{User: "alice", Type: gpuwardenv1alpha1.ContainerTypeDocker}
+	before, _ := EffectivePolicy(policies, alice, until.Add(-time.Second))
+	after, _ := EffectivePolicy(policies, alice, until.Time)
+	if v, _ := before.Get("maxRuntime"); v != Unlimited {
+		t.Errorf("before expiry maxRuntime = %v, want unlimited", v)
+	}
+	if v, _ := after.Get("maxRuntime"); v != "24h0m0s" || len(after.Expired) != 1 {
+		t.Errorf("after expiry maxRuntime = %v expired=%v, want 24h0m0s from base", v, after.Expired)
+	}
+	bob, _ := EffectivePolicy(policies, Container{User: "bob"}, until.Add(-time.Hour))
+	if v, _ := bob.Get("maxRuntime"); v != "24h0m0s" {
+		t.Errorf("bob's maxRuntime = %v: the exemption is alice's alone", v)
+	}
+}
+
+func TestLabelSelector(t *testing.T) {
+	p := gpuwardenv1alpha1.ContainerPolicy{Spec: gpuwardenv1alpha1.ContainerPolicySpec{Selector: gpuwardenv1alpha1.PolicySelector{
+		Labels: map[string]string{"gpuwarden.io/protected": "true"}, ContainerTypes: []gpuwardenv1alpha1.ContainerType{"docker"}}}}
+	for _, tc := range []struct {
+		c    Container
+		want bool
+	}{
+		{Container{Type: "docker", Labels: map[string]string{"gpuwarden.io/protected": "true", "x": "y"}}, true},
+		{Container{Type: "docker", Labels: map[string]string{"gpuwarden.io/protected": "false"}}, false},
+		{Container{Type: "compose", Labels: map[string]string{"gpuwarden.io/protected": "true"}}, false},
+	} {
+		if got := PolicyMatches(&p, tc.c); got != tc.want {
+			t.Errorf("PolicyMatches(%+v) = %v", tc.c, got)
+		}
+	}
+}
+
+func TestStaticAndHostGroups(t *testing.T) {
+	if g, _ := (StaticGroups{"alice": {"student"}}).GroupsOf("alice"); len(g) != 1 {
+		t.Errorf("static groups = %v", g)
+	}
+	g, err := HostGroups{}.GroupsOf("root")
+	if err != nil || len(g) == 0 {
+		t.Errorf("root's host groups = %v, %v", g, err)
+	}
+	if g, err := (HostGroups{}).GroupsOf("no-such-user-gpuwarden"); err != nil || g != nil {
+		t.Errorf("an unknown user's groups = %v, %v; want none and no error", g, err)
+	}
+}
