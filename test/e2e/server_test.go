@@ -86,6 +86,19 @@ func TestServerServesAPIsAndKeepsDataAcrossRestart(t *testing.T) {
 		return code == 200 && reconciled(metrics, "gpuquota") >= 6, fmt.Sprintf("HTTP %d", code)
 	})
 
+	// What applies to alice, and where each value comes from.
+	explain, err := exec.Command(binary(t), "explain", "user", "alice", "--groups", "student", "--kubeconfig", s.kubeconfig).CombinedOutput()
+	for _, line := range []string{
+		"gpuEquivalents       6      GPUQuota alice-thesis",
+		"maxGPUsPerContainer  2      GPUQuota students",
+		"idle.timeout                       30m0s                         ContainerPolicy docker",
+		"idle.networkBytesPerSecond         1048576                       ContainerPolicy defaults",
+	} {
+		if err != nil || !strings.Contains(string(explain), line) {
+			t.Errorf("gpuwarden explain user alice lacks %q: %v\n%s", line, err, explain)
+		}
+	}
+
 	// Every quota and policy created is in the audit log, and `gpuwarden events` finds them.
 	auditLog := filepath.Join(dir, "audit", "events.jsonl")
 	eventually(t, 10*time.Second, "quota and policy creations audited", func() (bool, string) {
@@ -202,6 +215,8 @@ func TestServerRefusesBadInput(t *testing.T) {
 		{"port out of range", []string{"server", "--data-dir", t.TempDir(), "--api-port", "70000"}, []string{"--api-port", "70000"}},
 		{"controller with a missing kubeconfig", []string{"controller", "--kubeconfig", "/nonexistent/kubeconfig", "--node-name", "n"}, []string{"--kubeconfig", "/nonexistent/kubeconfig"}},
 		{"unknown flag", []string{"server", "--gpus", "3"}, []string{"unknown flag: --gpus"}},
+		{"explain for an unknown container type", []string{"explain", "user", "alice", "--container-type", "vm"}, []string{`--container-type "vm"`, "devcontainer"}},
+		{"explain without a user", []string{"explain", "user"}, []string{"accepts 1 arg(s), received 0"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,190 @@
+// Package explain is the `gpuwarden explain` command: what applies to a user, and why.
+package explain
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/common"
+	"github.com/gpuwarden/gpuwarden/internal/allocation"
+	"github.com/gpuwarden/gpuwarden/internal/resolve"
+	"github.com/gpuwarden/gpuwarden/internal/scheme"
+)
+
+// Options are the flags of `gpuwarden explain user`.
+type Options struct {
+	Kubeconfig    string
+	Groups        []string
+	GroupsSet     bool
+	ContainerType string
+
+	groups resolve.Groups
+	now    func() time.Time
+}
+
+// NewCommand returns `gpuwarden explain`.
+func NewCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "explain",
+		Short: "Explain what applies to a user, and which object set each value",
+	}
+	cmd.AddCommand(newUserCommand(&Options{}))
+	return cmd
+}
+
+func newUserCommand(o *Options) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "user USER",
+		Short: "Print a user's effective GPU quota and container policy, and where each value comes from",
+		Example: `  gpuwarden explain user alice
+  gpuwarden explain user alice --container-type devcontainer
+  gpuwarden explain user newstudent --groups student   # preview before the account exists`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.GroupsSet = cmd.Flags().Changed("groups")
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			return o.Run(cmd.Context(), c, args[0], cmd.OutOrStdout())
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", defaultKubeconfig(), "kubeconfig of the API server ($KUBECONFIG, else the server's default data dir)")
+	fs.StringSliceVar(&o.Groups, "groups", nil, "the user's groups, instead of looking them up in the host's group database")
+	fs.StringVar(&o.ContainerType, "container-type", string(gpuwardenv1alpha1.ContainerTypeDocker), "the container type to explain the policy for")
+	return cmd
+}
+
+func defaultKubeconfig() string {
+	if k := os.Getenv("KUBECONFIG"); k != "" {
+		return k
+	}
+	return filepath.Join("/var/lib/gpuwarden", "admin.kubeconfig")
+}
+
+// Validate checks the flags.
+func (o *Options) Validate() error {
+	switch gpuwardenv1alpha1.ContainerType(o.ContainerType) {
+	case gpuwardenv1alpha1.ContainerTypeManaged, gpuwardenv1alpha1.ContainerTypeDevcontainer, gpuwardenv1alpha1.ContainerTypeCompose,
+		gpuwardenv1alpha1.ContainerTypeDocker, gpuwardenv1alpha1.ContainerTypeNotebook, gpuwardenv1alpha1.ContainerTypeAdopted,
+		gpuwardenv1alpha1.ContainerTypeUnknown:
+		return nil
+	}
+	return fmt.Errorf("--container-type %q: choose one of managed, devcontainer, compose, docker, notebook, adopted, unknown", o.ContainerType)
+}
+
+func (o *Options) client() (client.Client, error) {
+	cfg, err := common.RESTConfigFrom(o.Kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	return client.New(cfg, client.Options{Scheme: scheme.New()})
+}
+
+// Run prints the explanation for user.
+func (o *Options) Run(ctx context.Context, c client.Client, user string, out io.Writer) error {
+	if o.now == nil {
+		o.now = time.Now
+	}
+	groups := o.Groups
+	source := "given with --groups"
+	if !o.GroupsSet {
+		lookup := o.groups
+		if lookup == nil {
+			lookup = resolve.HostGroups{}
+		}
+		var err error
+		if groups, err = lookup.GroupsOf(user); err != nil {
+			return err
+		}
+		source = "from the host's group database"
+	}
+	var quotas gpuwardenv1alpha1.GPUQuotaList
+	if err := c.List(ctx, &quotas); err != nil {
+		return fmt.Errorf("listing GPU quotas: %w", err)
+	}
+	var policies gpuwardenv1alpha1.ContainerPolicyList
+	if err := c.List(ctx, &policies); err != nil {
+		return fmt.Errorf("listing container policies: %w", err)
+	}
+	q := resolve.EffectiveQuota(quotas.Items, user, groups, nil)
+	p, err := resolve.EffectivePolicy(policies.Items, resolve.Container{User: user, Groups: groups,
+		Type: gpuwardenv1alpha1.ContainerType(o.ContainerType)}, o.now())
+	if err != nil {
+		return err
+	}
+
+	groupText := strings.Join(groups, ", ")
+	if groupText == "" {
+		groupText = "none"
+	}
+	fmt.Fprintf(out, "User %s; groups (%s): %s\n\n", user, source, groupText)
+	fmt.Fprintf(out, "GPU quota, merged from %s\n", list("GPUQuota", q.Matched))
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  LIMIT\tVALUE\tFROM")
+	row(tw, "gpuEquivalents", q.GPUEquivalents, func(v float64) string { return fmt.Sprintf("%g", v) })
+	row(tw, "maxGPUsPerContainer", q.MaxGPUsPerContainer, func(v int) string { return fmt.Sprint(v) })
+	row(tw, "maxContainers", q.MaxContainers, func(v int) string { return fmt.Sprint(v) })
+	row(tw, "allowFullGPU", q.AllowFullGPU, func(v bool) string { return fmt.Sprint(v) })
+	row(tw, "priority", q.Priority, func(v int32) string { return fmt.Sprint(v) })
+	tw.Flush()
+
+	fmt.Fprintf(out, "\nContainer policy for %s containers, merged from %s\n", o.ContainerType, list("ContainerPolicy", p.Matched))
+	if len(p.Expired) > 0 {
+		fmt.Fprintf(out, "  (expired, no longer applied: %s)\n", strings.Join(p.Expired, ", "))
+	}
+	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  FIELD\tVALUE\tFROM")
+	for _, v := range p.Sorted() {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", v.Path, value(v.Value), v.From)
+	}
+	return tw.Flush()
+}
+
+func row[T any](w io.Writer, name string, l allocation.Limit[T], format func(T) string) {
+	switch {
+	case !l.Set:
+		fmt.Fprintf(w, "  %s\tnot limited\tno quota sets it\n", name)
+	case l.Unlimited:
+		fmt.Fprintf(w, "  %s\tunlimited\t%s\n", name, l.From)
+	default:
+		fmt.Fprintf(w, "  %s\t%s\t%s\n", name, format(l.Value), l.From)
+	}
+}
+
+func value(v any) string {
+	switch v := v.(type) {
+	case []any:
+		parts := make([]string, len(v))
+		for i, x := range v {
+			parts[i] = value(x)
+		}
+		return strings.Join(parts, ", ")
+	case float64:
+		return strconv.FormatFloat(v, 'f', -1, 64) // 1048576, not 1.048576e+06
+	default:
+		return fmt.Sprint(v)
+	}
+}
+
+func list(kind string, names []string) string {
+	if len(names) == 0 {
+		return "no " + kind + " (nothing applies)"
+	}
+	return kind + " " + strings.Join(names, ", ")
+}
