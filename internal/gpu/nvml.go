@@ -58,14 +58,23 @@ func nvmlErr(op string, ret nvml.Return) error {
 	return &NVMLError{Op: op, Code: int(ret), Text: nvml.ErrorString(ret)}
 }
 
-// Devices implements Backend.
-func (n *NVML) Devices(ctx context.Context) ([]Device, error) {
+// count initialises NVML if need be and returns the number of GPUs.
+func (n *NVML) count() (int, error) {
 	if err := n.init(); err != nil {
-		return nil, err
+		return 0, err
 	}
 	count, ret := n.lib.DeviceGetCount()
 	if ret != nvml.SUCCESS {
-		return nil, nvmlErr("DeviceGetCount", ret)
+		return 0, nvmlErr("DeviceGetCount", ret)
+	}
+	return count, nil
+}
+
+// Devices implements Backend.
+func (n *NVML) Devices(ctx context.Context) ([]Device, error) {
+	count, err := n.count()
+	if err != nil {
+		return nil, err
 	}
 	out := make([]Device, 0, count)
 	for i := 0; i < count; i++ {
@@ -220,12 +229,9 @@ type handle struct {
 
 // handles returns every reachable GPU and MIG device handle with its UUID.
 func (n *NVML) handles(ctx context.Context) ([]handle, error) {
-	if err := n.init(); err != nil {
+	count, err := n.count()
+	if err != nil {
 		return nil, err
-	}
-	count, ret := n.lib.DeviceGetCount()
-	if ret != nvml.SUCCESS {
-		return nil, nvmlErr("DeviceGetCount", ret)
 	}
 	var out []handle
 	for i := 0; i < count; i++ {
@@ -261,12 +267,9 @@ func (n *NVML) handles(ctx context.Context) ([]handle, error) {
 
 // Samples implements Backend.
 func (n *NVML) Samples(ctx context.Context) ([]Sample, error) {
-	if err := n.init(); err != nil {
+	count, err := n.count()
+	if err != nil {
 		return nil, err
-	}
-	count, ret := n.lib.DeviceGetCount()
-	if ret != nvml.SUCCESS {
-		return nil, nvmlErr("DeviceGetCount", ret)
 	}
 	var out []Sample
 	for i := 0; i < count; i++ {

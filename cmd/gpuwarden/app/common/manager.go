@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	"github.com/gpuwarden/gpuwarden/internal/audit"
@@ -118,6 +119,29 @@ func (o *ManagerOptions) OpenAudit() (*AuditLog, error) {
 	}
 	a.Writer = w
 	return a, nil
+}
+
+// NewManager opens the audit log and builds the manager against cfg with every controller;
+// extraReady checks are added to /readyz. Close the audit log when the manager has stopped.
+func (o *ManagerOptions) NewManager(cfg *rest.Config, extraReady map[string]healthz.Checker) (ctrl.Manager, *AuditLog, error) {
+	auditLog, err := o.OpenAudit()
+	if err != nil {
+		return nil, nil, err
+	}
+	mo, err := o.Manager()
+	if err != nil {
+		auditLog.Close()
+		return nil, nil, err
+	}
+	mo.Audit = auditLog.Writer
+	mo.ExtraReadyChecks = extraReady
+	mgr, err := manager.New(cfg, mo)
+	if err != nil {
+		auditLog.Close()
+		return nil, nil, err
+	}
+	auditLog.ReportTo(mgr.GetEventRecorder("gpuwarden-audit"))
+	return mgr, auditLog, nil
 }
 
 // Manager returns the manager's options.

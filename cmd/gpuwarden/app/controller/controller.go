@@ -61,21 +61,11 @@ func (o *Options) Run(ctx context.Context) error {
 			return fmt.Errorf("installing CRDs: %w", err)
 		}
 	}
-	auditLog, err := o.Manager.OpenAudit()
+	mgr, auditLog, err := o.Manager.NewManager(cfg, nil)
 	if err != nil {
 		return err
 	}
 	defer auditLog.Close()
-	mo, err := o.Manager.Manager()
-	if err != nil {
-		return err
-	}
-	mo.Audit = auditLog.Writer
-	mgr, err := manager.New(cfg, mo)
-	if err != nil {
-		return err
-	}
-	auditLog.ReportTo(mgr.GetEventRecorder("gpuwarden-audit"))
 	return common.RunManager(ctx, mgr, func() {
 		fmt.Fprintf(o.out, "gpuwarden controller is ready: node %s, API server %s\n", o.Manager.NodeName, cfg.Host)
 	})

@@ -117,22 +117,11 @@ func (o *Options) Run(ctx context.Context) error {
 	if err := manager.InstallCRDs(ctx, cfg); err != nil {
 		return fmt.Errorf("installing CRDs: %w", err)
 	}
-	auditLog, err := o.Manager.OpenAudit()
+	mgr, auditLog, err := o.Manager.NewManager(cfg, map[string]healthz.Checker{"controlplane": controlPlaneUp(cp)})
 	if err != nil {
 		return err
 	}
 	defer auditLog.Close()
-	mo, err := o.Manager.Manager()
-	if err != nil {
-		return err
-	}
-	mo.Audit = auditLog.Writer
-	mo.ExtraReadyChecks = map[string]healthz.Checker{"controlplane": controlPlaneUp(cp)}
-	mgr, err := manager.New(cfg, mo)
-	if err != nil {
-		return err
-	}
-	auditLog.ReportTo(mgr.GetEventRecorder("gpuwarden-audit"))
 
 	mgrCtx, stopMgr := context.WithCancel(ctx)
 	defer stopMgr()
