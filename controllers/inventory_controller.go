@@ -112,7 +112,15 @@ func (r *InventoryReconciler) create(ctx context.Context, name string, index int
 // that were written less than SlowInterval ago.
 func (r *InventoryReconciler) writeStatus(ctx context.Context, obj *gpuwardenv1alpha1.GPU, want gpuwardenv1alpha1.GPUStatus) error {
 	have := obj.Status
-	want.Holder = have.Holder // written by the allocation controller
+	// Holders are written by the allocation controller.
+	want.Holder = have.Holder
+	holders := map[string]string{}
+	for _, in := range have.MIGInstances {
+		holders[in.UUID] = in.Holder
+	}
+	for i := range want.MIGInstances {
+		want.MIGInstances[i].Holder = holders[want.MIGInstances[i].UUID]
+	}
 	want.Conditions = have.Conditions
 	want.LastUpdateTime = have.LastUpdateTime
 	now := r.Clock.Now()

@@ -13,6 +13,7 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -21,6 +22,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/crds"
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
+	"github.com/gpuwarden/gpuwarden/internal/resolve"
 	"github.com/gpuwarden/gpuwarden/internal/scheme"
 )
 
@@ -40,8 +42,12 @@ type Options struct {
 	Clock clock.Clock
 	// GPUs is the node's GPU back end; nil runs no inventory.
 	GPUs gpu.Backend
+	// Groups resolves users' host groups; the host's group database when nil.
+	Groups resolve.Groups
 	// Audit is the audit log; nil records nothing.
 	Audit *audit.Writer
+	// SkipNameValidation lets tests run several managers in one process.
+	SkipNameValidation bool
 	// ExtraReadyChecks are added to /readyz (the embedded control plane adds its own).
 	ExtraReadyChecks map[string]healthz.Checker
 }
@@ -77,6 +83,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		LeaderElectionNamespace: o.LeaderElectionNamespace,
 		// The manager stops as soon as it is asked to: leases are released on the way out.
 		LeaderElectionReleaseOnCancel: true,
+		Controller:                    config.Controller{SkipNameValidation: &o.SkipNameValidation},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating the controller manager: %w", err)
@@ -109,6 +116,15 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		Audit:    auditLog,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the ContainerPolicy controller: %w", err)
+	}
+	if o.Groups == nil {
+		o.Groups = resolve.HostGroups{}
+	}
+	if err := (&controllers.AllocationReconciler{
+		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), NodeName: o.NodeName, Groups: o.Groups, Clock: o.Clock,
+		Recorder: mgr.GetEventRecorder("gpuwarden-allocation"), Audit: auditLog,
+	}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the allocation controller: %w", err)
 	}
 	if o.GPUs != nil {
 		if err := (&controllers.InventoryReconciler{

@@ -47,6 +47,14 @@ type Server struct {
 	gpus []*gpu
 	// procs are the processes by GPU or MIG instance UUID.
 	procs map[string][]Process
+	node  string
+}
+
+// namespace seeds the simulated UUIDs.
+var namespace = uuid.MustParse("6f1b3c2e-9a4d-4e57-8b1f-2d7c5a9e0b13")
+
+func (s *Server) stableUUID(what string) string {
+	return uuid.NewSHA1(namespace, []byte(s.node+"/"+what)).String()
 }
 
 type gpu struct {
@@ -68,8 +76,13 @@ type migDevice struct {
 
 // New returns a simulated machine: dgxa100 (8× A100-SXM4-40GB), h100x8 (8× H100 80GB) or
 // h100-mig (8× H100 80GB; GPUs 4–7 partitioned into MIG instances of several profiles).
-func New(profile string) (*Server, error) {
-	s := &Server{Server: dgxa100.New(), procs: map[string][]Process{}}
+// Its UUIDs are random.
+func New(profile string) (*Server, error) { return NewForNode(profile, uuid.NewString()) }
+
+// NewForNode is New with UUIDs derived from the node's name, so they stay the same across
+// restarts (as real GPUs' do) and differ between nodes.
+func NewForNode(profile, node string) (*Server, error) {
+	s := &Server{Server: dgxa100.New(), procs: map[string][]Process{}, node: node}
 	switch profile {
 	case "dgxa100":
 	case "h100x8", "h100-mig":
@@ -85,6 +98,7 @@ func New(profile string) (*Server, error) {
 	}
 	for i := range s.Devices {
 		g := &gpu{Device: s.Devices[i].(*dgxa100.Device), tempC: 35, powerMW: 70000}
+		g.UUID = "GPU-" + s.stableUUID(fmt.Sprintf("gpu/%d", i))
 		s.gpus = append(s.gpus, g)
 		s.wire(g)
 	}
@@ -176,7 +190,7 @@ func (s *Server) Partition(index int, instances ...MIG) {
 		g.MigMode = nvml.DEVICE_MIG_ENABLE
 	}
 	for j, in := range instances {
-		m := &migDevice{uuid: "MIG-" + uuid.New().String(), gi: j + 1, ci: 0,
+		m := &migDevice{uuid: "MIG-" + s.stableUUID(fmt.Sprintf("gpu/%d/mig/%d/%dg", index, j, in.Slices)), gi: j + 1, ci: 0,
 			attrs: nvml.DeviceAttributes{GpuInstanceSliceCount: uint32(in.Slices), ComputeInstanceSliceCount: uint32(in.Slices),
 				MultiprocessorCount: uint32(in.Slices * 16), MemorySizeMB: uint64(in.MemoryGB) << 10}}
 		m.GetUUIDFunc = func() (string, nvml.Return) { return m.uuid, nvml.SUCCESS }

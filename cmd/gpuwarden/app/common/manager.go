@@ -76,7 +76,7 @@ func (o *ManagerOptions) GPUs() (gpu.Backend, error) {
 	if o.FakeGPUs == "" {
 		return gpu.NewNVML(nvml.New()), nil
 	}
-	s, err := fakegpu.New(o.FakeGPUs)
+	s, err := fakegpu.NewForNode(o.FakeGPUs, o.NodeName)
 	if err != nil {
 		return nil, fmt.Errorf("--fake-gpus: %w", err)
 	}

@@ -1,0 +1,330 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/allocation"
+	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/resolve"
+)
+
+const (
+	// LedgerName is the ConfigMap (in LedgerNamespace) that records every live binding.
+	LedgerName = "gpuwarden-ledger"
+	// LedgerKey is its data key.
+	LedgerKey = "ledger.json"
+	// AnnotationRelease asks for an allocation's devices back; its value is the reason.
+	AnnotationRelease = "gpuwarden.io/release"
+	// DefaultRetention is how long released allocations stay visible.
+	DefaultRetention = 24 * time.Hour
+)
+
+// AllocationReconciler binds, rejects and releases GPUAllocations of its node. Every
+// decision is made against the ledger, one object written with optimistic concurrency:
+// no slot is bound twice and no quota exceeded, however many requests and controllers.
+// Allocation statuses, GPU holders and quota usage are derived from the ledger, so a crash
+// between the ledger write and the status writes is repaired by the next pass.
+type AllocationReconciler struct {
+	Client client.Client
+	// Reader reads the ledger from the API server itself, never from a cache: a pass must
+	// start from the latest ledger (the manager's APIReader).
+	Reader          client.Reader
+	NodeName        string
+	LedgerNamespace string
+	Groups          resolve.Groups
+	Clock           clock.PassiveClock
+	Recorder        recorder.EventRecorder
+	Audit           audit.Logger
+	Retention       time.Duration
+}
+
+// +kubebuilder:rbac:groups=gpuwarden.io,resources=gpuallocations,verbs=get;list;watch;update;patch;delete
+// +kubebuilder:rbac:groups=gpuwarden.io,resources=gpuallocations/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=gpuwarden.io,resources=gpuquotas/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update
+
+// Reconcile makes one pass over the node's allocations.
+func (r *AllocationReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
+	var allocs gpuwardenv1alpha1.GPUAllocationList
+	if err := r.Client.List(ctx, &allocs); err != nil {
+		return ctrl.Result{}, fmt.Errorf("listing allocations: %w", err)
+	}
+	var gpus gpuwardenv1alpha1.GPUList
+	if err := r.Client.List(ctx, &gpus, client.MatchingLabels{LabelNode: r.NodeName}); err != nil {
+		return ctrl.Result{}, fmt.Errorf("listing GPUs: %w", err)
+	}
+	var quotas gpuwardenv1alpha1.GPUQuotaList
+	if err := r.Client.List(ctx, &quotas); err != nil {
+		return ctrl.Result{}, fmt.Errorf("listing quotas: %w", err)
+	}
+	cm, ledger, err := r.readLedger(ctx)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	p := &pass{r: r, now: r.Clock.Now(), ledger: ledger, quotas: quotas.Items, groups: map[string][]string{},
+		outcome: map[string]allocation.Decision{}}
+	p.release(allocs.Items)
+	p.decide(ctx, allocs.Items, slotsOf(gpus.Items))
+	if p.changed {
+		if err := r.writeLedger(ctx, cm, p.ledger); err != nil {
+			return ctrl.Result{}, err // a conflict: another pass won; retry on fresh state
+		}
+	}
+	next, err := p.writeStatuses(ctx, allocs.Items)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := p.writeHolders(ctx, gpus.Items); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := p.writeUsage(ctx, quotas.Items); err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{RequeueAfter: next}, nil
+}
+
+// claim gives an allocation without a node to this node, which has just found room for
+// it; the API server lets only one node's claim through (nodeName is immutable once set).
+func (r *AllocationReconciler) claim(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) bool {
+	claimed := a.DeepCopy()
+	claimed.Spec.NodeName = r.NodeName
+	if err := r.Client.Update(ctx, claimed); err != nil {
+		ctrl.LoggerFrom(ctx).V(1).Info("Another node claimed the allocation first", "allocation", a.Name, "reason", err.Error())
+		return false
+	}
+	*a = *claimed
+	return true
+}
+
+func (r *AllocationReconciler) readLedger(ctx context.Context) (*corev1.ConfigMap, allocation.Ledger, error) {
+	cm := &corev1.ConfigMap{}
+	err := r.Reader.Get(ctx, client.ObjectKey{Namespace: r.LedgerNamespace, Name: LedgerName}, cm)
+	if apierrors.IsNotFound(err) {
+		cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: r.LedgerNamespace, Name: LedgerName}}
+		if err := r.Client.Create(ctx, cm); err != nil && !apierrors.IsAlreadyExists(err) {
+			return nil, allocation.Ledger{}, fmt.Errorf("creating the allocation ledger: %w", err)
+		}
+		if err := r.Reader.Get(ctx, client.ObjectKeyFromObject(cm), cm); err != nil {
+			return nil, allocation.Ledger{}, fmt.Errorf("reading the allocation ledger: %w", err)
+		}
+	} else if err != nil {
+		return nil, allocation.Ledger{}, fmt.Errorf("reading the allocation ledger: %w", err)
+	}
+	l, err := allocation.ParseLedger(cm.Data[LedgerKey])
+	return cm, l, err
+}
+
+func (r *AllocationReconciler) writeLedger(ctx context.Context, cm *corev1.ConfigMap, l allocation.Ledger) error {
+	data, err := l.Encode()
+	if err != nil {
+		return err
+	}
+	if cm.Data == nil {
+		cm.Data = map[string]string{}
+	}
+	cm.Data[LedgerKey] = data
+	// Update sends the resourceVersion read: a ledger changed since makes it fail.
+	if err := r.Client.Update(ctx, cm); err != nil {
+		return fmt.Errorf("writing the allocation ledger: %w", err)
+	}
+	return nil
+}
+
+// pass is one reconcile's working state.
+type pass struct {
+	r        *AllocationReconciler
+	now      time.Time
+	ledger   allocation.Ledger
+	quotas   []gpuwardenv1alpha1.GPUQuota
+	groups   map[string][]string
+	outcome  map[string]allocation.Decision
+	released map[string]releaseInfo
+	changed  bool
+}
+
+type releaseInfo struct {
+	binding allocation.Binding
+	reason  string
+}
+
+func (p *pass) groupsOf(ctx context.Context, user string) []string {
+	if g, ok := p.groups[user]; ok {
+		return g
+	}
+	g, err := p.r.Groups.GroupsOf(user)
+	if err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Looking up groups; treating the user as in none", "user", user)
+	}
+	p.groups[user] = g
+	return g
+}
+
+// release drops bindings whose allocation is gone, being deleted, or asked to release.
+func (p *pass) release(allocs []gpuwardenv1alpha1.GPUAllocation) {
+	byName := map[string]*gpuwardenv1alpha1.GPUAllocation{}
+	for i := range allocs {
+		byName[allocs[i].Name] = &allocs[i]
+	}
+	p.released = map[string]releaseInfo{}
+	for name, b := range p.ledger.Bindings {
+		a, ok := byName[name]
+		reason := ""
+		switch {
+		case !ok || a.DeletionTimestamp != nil:
+			reason = "allocation deleted"
+		case a.Annotations[AnnotationRelease] != "":
+			reason = a.Annotations[AnnotationRelease]
+		case a.Status.Phase == gpuwardenv1alpha1.PhaseReleased:
+			reason = a.Status.Reason
+		default:
+			continue
+		}
+		delete(p.ledger.Bindings, name)
+		p.released[name] = releaseInfo{binding: b, reason: reason}
+		p.changed = true
+	}
+}
+
+// decide places this node's waiting allocations, highest priority first, then oldest.
+func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocation, inventory []allocation.Slot) {
+	holders := map[string][]string{}
+	for _, b := range p.ledger.Bindings {
+		holders[b.User] = p.groupsOf(ctx, b.User)
+	}
+	type waiting struct {
+		a        *gpuwardenv1alpha1.GPUAllocation
+		quota    resolve.Quota
+		priority int32
+	}
+	var queue []waiting
+	for i := range allocs {
+		a := &allocs[i]
+		if !p.waits(a) {
+			continue
+		}
+		q := resolve.EffectiveQuota(p.quotas, a.Spec.User, p.groupsOf(ctx, a.Spec.User), holders)
+		queue = append(queue, waiting{a: a, quota: q, priority: q.Priority.Value})
+	}
+	sort.SliceStable(queue, func(i, j int) bool {
+		a, b := queue[i], queue[j]
+		if a.priority != b.priority {
+			return a.priority > b.priority
+		}
+		if !a.a.CreationTimestamp.Equal(&b.a.CreationTimestamp) {
+			return a.a.CreationTimestamp.Before(&b.a.CreationTimestamp)
+		}
+		return a.a.Name < b.a.Name
+	})
+	for _, w := range queue {
+		req := allocation.Request{User: w.a.Spec.User, MIGProfile: w.a.Spec.Request.MIGProfile, Devices: w.a.Spec.Request.Devices}
+		if w.a.Spec.Request.GPUs != nil {
+			req.GPUs = int(*w.a.Spec.Request.GPUs)
+		}
+		d := allocation.Decide(inventory, p.ledger.Holdings(), w.quota.Quota, req)
+		unassigned := w.a.Spec.NodeName == ""
+		if d.Placed() {
+			if unassigned && !p.r.claim(ctx, w.a) {
+				continue
+			}
+			p.ledger.Bind(w.a.Name, w.a.Spec.User, p.r.NodeName, d.Slots, p.now)
+			p.changed = true
+			continue
+		}
+		if unassigned && !d.Final() {
+			// Every node sees it: say the same thing on each, so the status does not flap.
+			d.Message = "waiting for capacity on any GPU node"
+		}
+		p.outcome[w.a.Name] = d
+	}
+}
+
+// waits reports whether a is this node's (or no node's yet) and still to be decided.
+func (p *pass) waits(a *gpuwardenv1alpha1.GPUAllocation) bool {
+	_, bound := p.ledger.Bindings[a.Name]
+	_, released := p.released[a.Name]
+	return (a.Spec.NodeName == p.r.NodeName || a.Spec.NodeName == "") && !bound && !released && a.DeletionTimestamp == nil &&
+		a.Annotations[AnnotationRelease] == "" &&
+		(a.Status.Phase == "" || a.Status.Phase == gpuwardenv1alpha1.PhasePending)
+}
+
+// slotsOf turns GPU objects into slots: a whole GPU when MIG is off, else its instances.
+func slotsOf(gpus []gpuwardenv1alpha1.GPU) []allocation.Slot {
+	var out []allocation.Slot
+	for _, g := range gpus {
+		healthy := g.Status.Health == gpuwardenv1alpha1.HealthHealthy
+		if g.Status.MIGMode != gpuwardenv1alpha1.MIGEnabled {
+			if g.Status.UUID != "" {
+				out = append(out, allocation.Slot{GPUIndex: int(g.Spec.Index), UUID: g.Status.UUID, Healthy: healthy})
+			}
+			continue
+		}
+		for _, in := range g.Status.MIGInstances {
+			slices, total := sliceCount(in.Profile), 7
+			out = append(out, allocation.Slot{GPUIndex: int(g.Spec.Index), UUID: in.UUID, Profile: in.Profile,
+				Slices: slices, TotalSlices: total, Healthy: healthy})
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].GPUIndex < out[j].GPUIndex })
+	return out
+}
+
+// sliceCount reads the slices from a profile name: 3 for 3g.40gb.
+func sliceCount(profile string) int {
+	for i, c := range profile {
+		if c == 'g' {
+			n, _ := strconv.Atoi(profile[:i])
+			return n
+		}
+	}
+	return 0
+}
+
+// SetupWithManager registers the reconciler: one key per node, woken by any change to
+// allocations, quotas or this node's GPUs.
+func (r *AllocationReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	switch {
+	case r.Client == nil || r.Reader == nil || r.NodeName == "" || r.Groups == nil || r.Clock == nil || r.Recorder == nil || r.Audit == nil:
+		return errors.New("AllocationReconciler needs a Client, Reader, NodeName, Groups, Clock, Recorder and Audit")
+	}
+	if r.LedgerNamespace == "" {
+		r.LedgerNamespace = "kube-system"
+	}
+	if r.Retention == 0 {
+		r.Retention = DefaultRetention
+	}
+	node := reconcile.Request{NamespacedName: client.ObjectKey{Name: r.NodeName}}
+	toNode := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request { return []reconcile.Request{node} })
+	start := make(chan event.GenericEvent, 1)
+	start <- event.GenericEvent{Object: &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: r.NodeName}}}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("allocation").
+		Watches(&gpuwardenv1alpha1.GPUAllocation{}, toNode).
+		Watches(&gpuwardenv1alpha1.GPUQuota{}, toNode).
+		Watches(&gpuwardenv1alpha1.GPU{}, toNode).
+		WatchesRawSource(source.Channel(start, &handler.EnqueueRequestForObject{})).
+		Complete(r)
+}
+
+// quantity turns a gpu-equivalent sum into a quantity to the nano.
+func quantity(f float64) *resource.Quantity {
+	return resource.NewScaledQuantity(int64(f*1e9+0.5), resource.Nano)
+}

@@ -1,0 +1,77 @@
+package allocation
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+)
+
+// Binding is one bound allocation in the ledger.
+type Binding struct {
+	User    string    `json:"user"`
+	Node    string    `json:"node"`
+	Slots   []Bound   `json:"slots"`
+	BoundAt time.Time `json:"boundAt"`
+}
+
+// Bound is one slot of a binding.
+type Bound struct {
+	GPUIndex int     `json:"index"`
+	UUID     string  `json:"uuid"`
+	Profile  string  `json:"profile,omitempty"`
+	Weight   float64 `json:"weight"`
+}
+
+// Ledger is the record of every live binding in the cluster, by allocation name. It is
+// stored in one object and written with optimistic concurrency, so two binds (by one
+// controller or by controllers of several nodes) never both land on a slot or a quota.
+type Ledger struct {
+	Bindings map[string]Binding `json:"bindings"`
+}
+
+// ParseLedger decodes a stored ledger; empty data is an empty ledger.
+func ParseLedger(data string) (Ledger, error) {
+	l := Ledger{Bindings: map[string]Binding{}}
+	if data == "" {
+		return l, nil
+	}
+	if err := json.Unmarshal([]byte(data), &l); err != nil {
+		return Ledger{}, fmt.Errorf("decoding the allocation ledger: %w", err)
+	}
+	if l.Bindings == nil {
+		l.Bindings = map[string]Binding{}
+	}
+	return l, nil
+}
+
+// Encode returns the stored form.
+func (l Ledger) Encode() (string, error) {
+	data, err := json.Marshal(l)
+	return string(data), err
+}
+
+// Holdings returns the bindings as live holdings, sorted by name.
+func (l Ledger) Holdings() []Holding {
+	out := make([]Holding, 0, len(l.Bindings))
+	for name, b := range l.Bindings {
+		h := Holding{Name: name, User: b.User}
+		for _, s := range b.Slots {
+			h.Slots = append(h.Slots, s.UUID)
+			h.Weight += s.Weight
+		}
+		out = append(out, h)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Bind records slots for an allocation.
+func (l Ledger) Bind(name, user, node string, slots []Slot, at time.Time) Binding {
+	b := Binding{User: user, Node: node, BoundAt: at.UTC()}
+	for _, s := range slots {
+		b.Slots = append(b.Slots, Bound{GPUIndex: s.GPUIndex, UUID: s.UUID, Profile: s.Profile, Weight: s.Weight()})
+	}
+	l.Bindings[name] = b
+	return b
+}

@@ -1,0 +1,310 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/controllers"
+	"github.com/gpuwarden/gpuwarden/internal/controlplane/controlplanetest"
+	"github.com/gpuwarden/gpuwarden/internal/gpu"
+	"github.com/gpuwarden/gpuwarden/internal/gpu/fakegpu"
+	"github.com/gpuwarden/gpuwarden/internal/manager"
+	"github.com/gpuwarden/gpuwarden/internal/resolve"
+)
+
+// allocationMu keeps allocation tests apart: they share the API server and the ledger.
+var allocationMu sync.Mutex
+
+// cleanSlate removes every allocation, quota, GPU and the ledger.
+func cleanSlate(t *testing.T, c client.Client) {
+	t.Helper()
+	ctx := context.Background()
+	for _, obj := range []client.Object{&gpuwardenv1alpha1.GPUAllocation{}, &gpuwardenv1alpha1.GPUQuota{}, &gpuwardenv1alpha1.GPU{}} {
+		if err := c.DeleteAllOf(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = c.Delete(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: controllers.LedgerName}})
+	eventuallyTrue(t, 30*time.Second, "a clean slate", func() bool {
+		var allocs gpuwardenv1alpha1.GPUAllocationList
+		var gpus gpuwardenv1alpha1.GPUList
+		return c.List(ctx, &allocs) == nil && len(allocs.Items) == 0 && c.List(ctx, &gpus) == nil && len(gpus.Items) == 0
+	})
+}
+
+// runManager runs every controller for node against the shared API server until the
+// returned stop is called (or the test ends).
+func runManager(t *testing.T, node string, groups resolve.Groups) (stop func()) {
+	t.Helper()
+	fake, err := fakegpu.NewForNode("dgxa100", node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mgr, err := manager.New(controlplanetest.Get(t).Config(), manager.Options{
+		NodeName: node, MetricsBindAddress: "0", HealthProbeBindAddress: "0",
+		GPUs: gpu.NewNVML(fake), Groups: groups, SkipNameValidation: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := mgr.Start(ctx); err != nil {
+			t.Errorf("manager %s: %v", node, err)
+		}
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+func eventuallyTrue(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true after %s", what, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func createQuotas(t *testing.T, c client.Client) {
+	t.Helper()
+	for _, q := range []gpuwardenv1alpha1.GPUQuota{
+		{ObjectMeta: metav1.ObjectMeta{Name: "everyone"}, Spec: gpuwardenv1alpha1.GPUQuotaSpec{
+			Subjects: []gpuwardenv1alpha1.Subject{{Kind: gpuwardenv1alpha1.SubjectEveryone}}, Priority: ptr.To[int32](10),
+			Limits: gpuwardenv1alpha1.QuotaLimits{GPUEquivalents: ptr.To(resource.MustParse("2")), MaxGPUsPerContainer: ptr.To[int32](2), MaxContainers: ptr.To[int32](3)}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "vip"}, Spec: gpuwardenv1alpha1.GPUQuotaSpec{
+			Subjects: []gpuwardenv1alpha1.Subject{{Kind: gpuwardenv1alpha1.SubjectGroup, Name: "vip"}}, Precedence: 10, Priority: ptr.To[int32](50)}},
+	} {
+		if err := c.Create(context.Background(), &q); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// burst creates users × each 1-GPU allocations concurrently; node "" lets any node claim them.
+func burst(t *testing.T, c client.Client, prefix, node string, users, each int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for u := range users {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-u%02d-%02d", prefix, u, i)},
+					Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: fmt.Sprintf("u%02d", u), NodeName: node, Request: gpuwardenv1alpha1.AllocationRequest{GPUs: ptr.To[int32](1)}}}
+				if err := c.Create(context.Background(), a); err != nil {
+					t.Errorf("creating %s: %v", a.Name, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// settled waits until every allocation is decided (bound, rejected, or waiting for capacity)
+// and checks the invariants; it returns the allocations.
+func settled(t *testing.T, c client.Client, want int) []gpuwardenv1alpha1.GPUAllocation {
+	t.Helper()
+	var allocs gpuwardenv1alpha1.GPUAllocationList
+	eventuallyTrue(t, 90*time.Second, "every allocation decided", func() bool {
+		if err := c.List(context.Background(), &allocs); err != nil || len(allocs.Items) != want {
+			return false
+		}
+		for _, a := range allocs.Items {
+			if a.Status.Phase == "" || a.Status.Phase == gpuwardenv1alpha1.PhasePending && a.Status.Reason == "" {
+				return false
+			}
+		}
+		return true
+	})
+	checkInvariants(t, allocs.Items)
+	return allocs.Items
+}
+
+// checkInvariants: no device in two Bound allocations; nobody above 2 gpu-equivalents or 3 containers.
+func checkInvariants(t *testing.T, allocs []gpuwardenv1alpha1.GPUAllocation) {
+	t.Helper()
+	holder := map[string]string{}
+	perUser := map[string]int{}
+	for _, a := range allocs {
+		if a.Status.Phase != gpuwardenv1alpha1.PhaseBound {
+			continue
+		}
+		perUser[a.Spec.User]++
+		for _, d := range a.Status.Devices {
+			key := a.Spec.NodeName + "/" + d.UUID
+			if other, ok := holder[key]; ok {
+				t.Errorf("device %s is bound to both %s and %s", key, other, a.Name)
+			}
+			holder[key] = a.Name
+		}
+	}
+	for u, n := range perUser {
+		if n > 2 {
+			t.Errorf("%s holds %d GPUs, over the quota of 2", u, n)
+		}
+	}
+}
+
+func count(allocs []gpuwardenv1alpha1.GPUAllocation, phase gpuwardenv1alpha1.AllocationPhase, reason string) int {
+	n := 0
+	for _, a := range allocs {
+		if a.Status.Phase == phase && (reason == "" || a.Status.Reason == reason) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestConcurrentRequestsBindInPriorityOrder: 300 requests from 20 users against 8 GPUs.
+func TestConcurrentRequestsBindInPriorityOrder(t *testing.T) {
+	allocationMu.Lock()
+	defer allocationMu.Unlock()
+	c := controlplanetest.Get(t).Client(t)
+	cleanSlate(t, c)
+	createQuotas(t, c)
+	groups := resolve.StaticGroups{"u07": {"vip"}, "u13": {"vip"}}
+	runManager(t, "node-a", groups)
+
+	burst(t, c, "burst", "node-a", 20, 15)
+	allocs := settled(t, c, 300)
+	if bound := count(allocs, gpuwardenv1alpha1.PhaseBound, ""); bound != 8 {
+		t.Fatalf("%d bound, want exactly the 8 GPUs", bound)
+	}
+	for _, a := range allocs {
+		if a.Status.Phase == gpuwardenv1alpha1.PhaseRejected && a.Status.Reason != "QuotaExceeded" && a.Status.Reason != "MaxContainersExceeded" {
+			t.Errorf("%s rejected for %s: %s", a.Name, a.Status.Reason, a.Status.Message)
+		}
+	}
+	waiting := count(allocs, gpuwardenv1alpha1.PhasePending, "NoCapacity")
+	if waiting == 0 {
+		t.Fatal("nothing waits for capacity; the test needs a queue")
+	}
+
+	// Release bound allocations one at a time: each freed GPU goes to the first waiting
+	// allocation in priority, then age, order whose user is still within quota.
+	for round := 0; round < 6; round++ {
+		var bound *gpuwardenv1alpha1.GPUAllocation
+		for i := range allocs {
+			if allocs[i].Status.Phase == gpuwardenv1alpha1.PhaseBound {
+				bound = &allocs[i]
+				break
+			}
+		}
+		expect := firstEligible(allocs, groups, bound.Spec.User)
+		if err := c.Delete(context.Background(), bound); err != nil {
+			t.Fatal(err)
+		}
+		eventuallyTrue(t, 30*time.Second, "the next waiting allocation bound", func() bool {
+			a := &gpuwardenv1alpha1.GPUAllocation{}
+			return c.Get(context.Background(), client.ObjectKey{Name: expect}, a) == nil && a.Status.Phase == gpuwardenv1alpha1.PhaseBound
+		})
+		allocs = settled(t, c, 300-round-1)
+		if bound := count(allocs, gpuwardenv1alpha1.PhaseBound, ""); bound != 8 {
+			t.Fatalf("round %d: %d bound, want 8", round, bound)
+		}
+	}
+}
+
+// firstEligible is the waiting allocation that should get the next free GPU: highest
+// priority, then oldest, then by name; its user below quota once released frees theirs.
+func firstEligible(allocs []gpuwardenv1alpha1.GPUAllocation, groups resolve.StaticGroups, releasing string) string {
+	held := map[string]int{}
+	for _, a := range allocs {
+		if a.Status.Phase == gpuwardenv1alpha1.PhaseBound {
+			held[a.Spec.User]++
+		}
+	}
+	held[releasing]--
+	var waiting []gpuwardenv1alpha1.GPUAllocation
+	for _, a := range allocs {
+		if a.Status.Phase == gpuwardenv1alpha1.PhasePending && held[a.Spec.User] < 2 {
+			waiting = append(waiting, a)
+		}
+	}
+	prio := func(a gpuwardenv1alpha1.GPUAllocation) int {
+		if len(groups[a.Spec.User]) > 0 {
+			return 50
+		}
+		return 10
+	}
+	sort.SliceStable(waiting, func(i, j int) bool {
+		a, b := waiting[i], waiting[j]
+		if prio(a) != prio(b) {
+			return prio(a) > prio(b)
+		}
+		if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+			return a.CreationTimestamp.Before(&b.CreationTimestamp)
+		}
+		return a.Name < b.Name
+	})
+	return waiting[0].Name
+}
+
+// TestTwoNodesShareQuotas: two controllers, one API server, shared quotas, allocations
+// that either node may claim.
+func TestTwoNodesShareQuotas(t *testing.T) {
+	allocationMu.Lock()
+	defer allocationMu.Unlock()
+	c := controlplanetest.Get(t).Client(t)
+	cleanSlate(t, c)
+	createQuotas(t, c)
+	runManager(t, "node-a", resolve.StaticGroups{})
+	runManager(t, "node-b", resolve.StaticGroups{})
+
+	burst(t, c, "two", "", 20, 10)
+	allocs := settled(t, c, 200)
+	// 20 users × quota 2 = 40 > 16 GPUs on the two nodes: every GPU is bound.
+	if bound := count(allocs, gpuwardenv1alpha1.PhaseBound, ""); bound != 16 {
+		t.Errorf("%d bound, want the 16 GPUs of both nodes", bound)
+	}
+	nodes := map[string]int{}
+	for _, a := range allocs {
+		if a.Status.Phase == gpuwardenv1alpha1.PhaseBound {
+			nodes[a.Spec.NodeName]++
+		}
+	}
+	if nodes["node-a"] != 8 || nodes["node-b"] != 8 {
+		t.Errorf("bound per node = %v, want 8 each", nodes)
+	}
+}
+
+// TestControllerKilledMidBurst stops the controller while it binds and starts another.
+func TestControllerKilledMidBurst(t *testing.T) {
+	allocationMu.Lock()
+	defer allocationMu.Unlock()
+	c := controlplanetest.Get(t).Client(t)
+	cleanSlate(t, c)
+	createQuotas(t, c)
+	stop := runManager(t, "node-a", resolve.StaticGroups{})
+	go burst(t, c, "kill", "node-a", 20, 8)
+	eventuallyTrue(t, 30*time.Second, "some allocations bound", func() bool {
+		var allocs gpuwardenv1alpha1.GPUAllocationList
+		return c.List(context.Background(), &allocs) == nil && count(allocs.Items, gpuwardenv1alpha1.PhaseBound, "") >= 2
+	})
+	stop()
+	runManager(t, "node-a", resolve.StaticGroups{})
+	// The statuses the first controller left may be stale until the second has made a
+	// pass: wait for all 8 GPUs to be bound, checking the invariants all along.
+	eventuallyTrue(t, 60*time.Second, "all 8 GPUs bound after the restart", func() bool {
+		allocs := settled(t, c, 160)
+		return count(allocs, gpuwardenv1alpha1.PhaseBound, "") == 8
+	})
+}
