@@ -24,6 +24,7 @@ import (
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/allocation"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/gpu"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 )
 
@@ -47,8 +48,11 @@ type AllocationReconciler struct {
 	Client client.Client
 	// Reader reads the ledger from the API server itself, never from a cache: a pass must
 	// start from the latest ledger (the manager's APIReader).
-	Reader          client.Reader
-	NodeName        string
+	Reader   client.Reader
+	NodeName string
+	// GPUs reports the processes on each device: a free device with processes that belong
+	// to no allocation is never given out. Optional.
+	GPUs            gpu.Backend
 	LedgerNamespace string
 	Groups          resolve.Groups
 	Clock           clock.PassiveClock
@@ -83,7 +87,7 @@ func (r *AllocationReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 	p := &pass{r: r, now: r.Clock.Now(), ledger: ledger, quotas: quotas.Items, groups: map[string][]string{},
 		outcome: map[string]allocation.Decision{}}
 	p.release(allocs.Items)
-	p.decide(ctx, allocs.Items, slotsOf(gpus.Items))
+	p.decide(ctx, allocs.Items, r.markForeign(ctx, slotsOf(gpus.Items)))
 	if p.changed {
 		if err := r.writeLedger(ctx, cm, p.ledger); err != nil {
 			return ctrl.Result{}, err // a conflict: another pass won; retry on fresh state
@@ -285,6 +289,26 @@ func slotsOf(gpus []gpuwardenv1alpha1.GPU) []allocation.Slot {
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].GPUIndex < out[j].GPUIndex })
 	return out
+}
+
+// markForeign marks slots with processes on them. Held slots are skipped by the decision
+// anyway, so any process on a free slot is one that belongs to no allocation.
+func (r *AllocationReconciler) markForeign(ctx context.Context, slots []allocation.Slot) []allocation.Slot {
+	if r.GPUs == nil {
+		return slots
+	}
+	procs, err := r.GPUs.Processes(ctx)
+	if err != nil && !errors.Is(err, gpu.ErrNoDriver) {
+		ctrl.LoggerFrom(ctx).Error(err, "Reading GPU processes; deciding without them")
+	}
+	busy := map[string]bool{}
+	for _, pr := range procs {
+		busy[pr.DeviceUUID] = true
+	}
+	for i := range slots {
+		slots[i].Foreign = busy[slots[i].UUID]
+	}
+	return slots
 }
 
 // sliceCount reads the slices from a profile name: 3 for 3g.40gb.

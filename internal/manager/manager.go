@@ -121,7 +121,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		o.Groups = resolve.HostGroups{}
 	}
 	if err := (&controllers.AllocationReconciler{
-		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), NodeName: o.NodeName, Groups: o.Groups, Clock: o.Clock,
+		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), NodeName: o.NodeName, GPUs: o.GPUs, Groups: o.Groups, Clock: o.Clock,
 		Recorder: mgr.GetEventRecorder("gpuwarden-allocation"), Audit: auditLog,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the allocation controller: %w", err)

@@ -47,6 +47,13 @@ func cleanSlate(t *testing.T, c client.Client) {
 // returned stop is called (or the test ends).
 func runManager(t *testing.T, node string, groups resolve.Groups) (stop func()) {
 	t.Helper()
+	stop, _ = runManagerWithGPUs(t, node, groups)
+	return stop
+}
+
+// runManagerWithGPUs is runManager that also returns the node's simulated GPUs.
+func runManagerWithGPUs(t *testing.T, node string, groups resolve.Groups) (stop func(), fake *fakegpu.Server) {
+	t.Helper()
 	fake, err := fakegpu.NewForNode("dgxa100", node)
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +76,7 @@ func runManager(t *testing.T, node string, groups resolve.Groups) (stop func()) 
 	var once sync.Once
 	stop = func() { once.Do(func() { cancel(); <-done }) }
 	t.Cleanup(stop)
-	return stop
+	return stop, fake
 }
 
 func eventuallyTrue(t *testing.T, timeout time.Duration, what string, cond func() bool) {
@@ -307,4 +314,29 @@ func TestControllerKilledMidBurst(t *testing.T) {
 		allocs := settled(t, c, 160)
 		return count(allocs, gpuwardenv1alpha1.PhaseBound, "") == 8
 	})
+}
+
+// TestForeignProcessesKeepAGPUOut: a GPU running a process of no allocation is not given out.
+func TestForeignProcessesKeepAGPUOut(t *testing.T) {
+	allocationMu.Lock()
+	defer allocationMu.Unlock()
+	c := controlplanetest.Get(t).Client(t)
+	cleanSlate(t, c)
+	_, fake := runManagerWithGPUs(t, "node-a", resolve.StaticGroups{})
+	fake.SetProcesses(fake.UUIDs()[0], fakegpu.Process{PID: 4242, UsedMemoryBytes: 1 << 30})
+	eventuallyTrue(t, 30*time.Second, "the inventory", func() bool {
+		var gpus gpuwardenv1alpha1.GPUList
+		return c.List(context.Background(), &gpus) == nil && len(gpus.Items) == 8
+	})
+	a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: "foreign-1"},
+		Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: "alice", NodeName: "node-a", Request: gpuwardenv1alpha1.AllocationRequest{GPUs: ptr.To[int32](1)}}}
+	if err := c.Create(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	eventuallyTrue(t, 30*time.Second, "bound", func() bool {
+		return c.Get(context.Background(), client.ObjectKeyFromObject(a), a) == nil && a.Status.Phase == gpuwardenv1alpha1.PhaseBound
+	})
+	if d := a.Status.Devices; len(d) != 1 || d[0].Index != 1 {
+		t.Errorf("bound %+v; GPU 0 runs a foreign process, want GPU 1", d)
+	}
 }
