@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -30,8 +32,13 @@ const (
 // records every transition as an Event and an audit record, and deletes released
 // allocations past their retention. It returns when the next retention deadline falls.
 func (p *pass) writeStatuses(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocation) (time.Duration, error) {
-	var next time.Duration
+	var (
+		mu   sync.Mutex
+		next time.Duration
+	)
 	present := map[string]bool{}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(statusWriters)
 	for i := range allocs {
 		a := &allocs[i]
 		present[a.Name] = true
@@ -45,27 +52,40 @@ func (p *pass) writeStatuses(ctx context.Context, allocs []gpuwardenv1alpha1.GPU
 		if want.Phase == gpuwardenv1alpha1.PhaseReleased && want.ReleasedTime != nil {
 			left := want.ReleasedTime.Add(p.r.Retention).Sub(p.now)
 			if left <= 0 {
-				if err := p.r.Client.Delete(ctx, a); client.IgnoreNotFound(err) != nil {
-					return 0, fmt.Errorf("deleting released allocation %s: %w", a.Name, err)
-				}
+				g.Go(func() error {
+					if err := p.r.Client.Delete(gctx, a); client.IgnoreNotFound(err) != nil {
+						return fmt.Errorf("deleting released allocation %s: %w", a.Name, err)
+					}
+					return nil
+				})
 				continue
 			}
+			mu.Lock()
 			if next == 0 || left < next {
 				next = left
 			}
+			mu.Unlock()
 		}
 		if equality.Semantic.DeepEqual(want, &a.Status) {
 			continue
 		}
-		before := a.Status.DeepCopy()
-		a.Status = *want
-		if err := p.r.Client.Status().Update(ctx, a); err != nil {
-			if apierrors.IsNotFound(err) {
-				continue
+		// Statuses are independent objects: write them side by side, so that a pass that
+		// binds fifty allocations does not wait for fifty round trips in a row.
+		g.Go(func() error {
+			before := a.Status.DeepCopy()
+			a.Status = *want
+			if err := p.r.Client.Status().Update(gctx, a); err != nil {
+				if apierrors.IsNotFound(err) {
+					return nil
+				}
+				return fmt.Errorf("updating status of allocation %s: %w", a.Name, err)
 			}
-			return 0, fmt.Errorf("updating status of allocation %s: %w", a.Name, err)
-		}
-		p.record(a, before)
+			p.record(a, before)
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return 0, err
 	}
 	// Allocations deleted while bound: nothing left to show, but the audit log keeps them.
 	for name, rel := range p.released {
@@ -75,6 +95,9 @@ func (p *pass) writeStatuses(ctx context.Context, allocs []gpuwardenv1alpha1.GPU
 	}
 	return next, nil
 }
+
+// statusWriters bounds the status writes of one pass in flight at once.
+const statusWriters = 16
 
 // desiredStatus is what a's status should be; false when this node has nothing to say.
 func (p *pass) desiredStatus(a *gpuwardenv1alpha1.GPUAllocation) (*gpuwardenv1alpha1.GPUAllocationStatus, bool) {
@@ -195,6 +218,8 @@ func (p *pass) writeHolders(ctx context.Context, gpus []gpuwardenv1alpha1.GPU) e
 			holder[s.UUID] = name
 		}
 	}
+	eg, gctx := errgroup.WithContext(ctx)
+	eg.SetLimit(statusWriters)
 	for i := range gpus {
 		g := &gpus[i]
 		want := g.Status.DeepCopy()
@@ -216,13 +241,16 @@ func (p *pass) writeHolders(ctx context.Context, gpus []gpuwardenv1alpha1.GPU) e
 		}
 		// A patch: the inventory controller writes the same status, and neither should
 		// have to retry for the other.
-		orig := g.DeepCopy()
-		g.Status = *want
-		if err := p.r.Client.Status().Patch(ctx, g, client.MergeFrom(orig)); err != nil {
-			return fmt.Errorf("updating the holder of GPU %s: %w", g.Name, err)
-		}
+		eg.Go(func() error {
+			orig := g.DeepCopy()
+			g.Status = *want
+			if err := p.r.Client.Status().Patch(gctx, g, client.MergeFrom(orig)); err != nil {
+				return fmt.Errorf("updating the holder of GPU %s: %w", g.Name, err)
+			}
+			return nil
+		})
 	}
-	return nil
+	return eg.Wait()
 }
 
 // writeUsage shows on each quota what each matched user holds now.

@@ -5,6 +5,8 @@
 #  2. audit writer throughput with group commit, next to writing and fsyncing each event.
 #  3. `gpuwarden events --user U --type gpu --since 7d` over 1,000,000 events, next to jq
 #     running the same filter on the same file.
+#  4. allocation create→Bound latency (p50/p99) and binds/s at 50 concurrent requests on the
+#     embedded API server, next to the bare API round trip (create, status write, watch).
 # IDLE_SECONDS (default 60) sets the idle period; RUNS (default 3) the warm starts;
 # SKIP_SERVER=1 skips part 1.
 set -euo pipefail
@@ -86,3 +88,8 @@ printf "jq:                %.3f s (%d events)\n" "$t_jq" "$n_jq"
 printf "gpuwarden events:  %.3f s (%d events)\n" "$t_gw" "$n_gw"
 printf "speed-up:          %.1fx   (target >= 20x)\n" "$(echo "$t_jq / $t_gw" | bc -l)"
 [ "$n_jq" = "$n_gw" ] || echo "WARNING: jq found $n_jq events, gpuwarden events $n_gw"
+
+echo
+echo "== allocation on the embedded API server (50 concurrent requests, 64 simulated GPUs)"
+CGO_CFLAGS=${CGO_CFLAGS:--O2 -g -Wno-deprecated-declarations} go test -run XXX -bench 'BenchmarkAllocation|BenchmarkAPIRoundTrip' -benchtime 1000x ./test/integration/ 2>/dev/null | grep -E '^Benchmark|ns/op'
+echo "targets: p99 < 100 ms, >= 200 binds/s"

@@ -27,7 +27,7 @@ import (
 var allocationMu sync.Mutex
 
 // cleanSlate removes every allocation, quota, GPU and the ledger.
-func cleanSlate(t *testing.T, c client.Client) {
+func cleanSlate(t testing.TB, c client.Client) {
 	t.Helper()
 	ctx := context.Background()
 	for _, obj := range []client.Object{&gpuwardenv1alpha1.GPUAllocation{}, &gpuwardenv1alpha1.GPUQuota{}, &gpuwardenv1alpha1.GPU{}} {
@@ -79,7 +79,7 @@ func runManagerWithGPUs(t *testing.T, node string, groups resolve.Groups) (stop 
 	return stop, fake
 }
 
-func eventuallyTrue(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func eventuallyTrue(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {

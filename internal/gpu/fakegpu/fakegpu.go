@@ -122,6 +122,30 @@ func NewForNode(profile, node string) (*Server, error) {
 	return s, nil
 }
 
+// AddGPUs adds n more whole GPUs of the first GPU's model, for benchmarks that need more
+// room than one machine has.
+func (s *Server) AddGPUs(n int) {
+	s.mu.Lock()
+	first := s.gpus[0].Device
+	for range n {
+		d := dgxa100.NewDevice(len(s.gpus))
+		d.Name, d.Architecture, d.MemoryInfo = first.Name, first.Architecture, first.MemoryInfo
+		g := &gpu{Device: d, tempC: 35, powerMW: 70000}
+		g.UUID = "GPU-" + s.stableUUID(fmt.Sprintf("gpu/%d", len(s.gpus)))
+		s.gpus = append(s.gpus, g)
+	}
+	added := s.gpus[len(s.gpus)-n:]
+	s.mu.Unlock()
+	for _, g := range added {
+		s.wire(g)
+	}
+	s.DeviceGetCountFunc = func() (int, nvml.Return) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.gpus), nvml.SUCCESS
+	}
+}
+
 // wire adds the calls dgxa100's device mock lacks.
 func (s *Server) wire(g *gpu) {
 	getUUID := g.GetUUIDFunc
