@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"path/filepath"
@@ -57,12 +58,20 @@ func startEtcd(dataDir string) (*embed.Etcd, string, error) {
 	return e, clientURL.String(), nil
 }
 
-// freePort asks the kernel for an unused loopback port.
+// freePort finds an unused loopback port for etcd below the kernel's ephemeral range
+// (32768 and up on Linux). Ports handed out for ":0" elsewhere — another program's
+// listener, a test's probe address — then never collide with etcd's between the check
+// here and etcd's own bind.
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
+	const low, high = 20000, 32768
+	for range 100 {
+		port := low + rand.IntN(high-low)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return port, nil
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, fmt.Errorf("no free port for etcd between %d and %d", low, high)
 }
