@@ -154,6 +154,7 @@ func deviceStatus(d gpu.Device) gpuwardenv1alpha1.GPUStatus {
 		HealthMessage: d.HealthMessage,
 		// utilisation is a slow-moving number here: live values are metrics
 		UtilizationPercent: int32(d.UtilizationPercent),
+		LastXID:            int64(d.LastXID),
 	}
 	if d.MemoryBytes > 0 {
 		s.Memory = resource.NewQuantity(int64(d.MemoryBytes), resource.BinarySI)

@@ -118,6 +118,14 @@ func TestInventoryWritesOnlyChanges(t *testing.T) {
 	if !g3.Status.LastUpdateTime.Equal(&metav1.Time{Time: clk.Now()}) {
 		t.Errorf("lastUpdateTime = %v, want %v", g3.Status.LastUpdateTime, clk.Now())
 	}
+
+	// A hardware XID makes a GPU unhealthy at once.
+	s.InjectXID(5, 48)
+	clk.Step(time.Second)
+	reconcileInventory(t, r)
+	if g5 := getGPU(t, r.Client, "gpu01-gpu5"); g5.Status.Health != gpuwardenv1alpha1.HealthUnhealthy || g5.Status.LastXID != 48 {
+		t.Errorf("GPU after XID 48 = %+v", g5.Status)
+	}
 }
 
 // vanishing lists fewer devices than before, like a GPU gone from NVML after a reset.

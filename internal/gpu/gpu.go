@@ -44,6 +44,8 @@ type Device struct {
 	HealthMessage string
 	// UtilizationPercent is the GPU utilisation when it was read.
 	UtilizationPercent uint32
+	// LastXID is the last critical XID error NVML reported for the GPU, 0 if none.
+	LastXID uint64
 }
 
 // MIGInstance is one MIG slice of a GPU.

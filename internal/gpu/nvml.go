@@ -18,7 +18,15 @@ type NVML struct {
 	mu      sync.Mutex
 	inited  bool
 	initErr error
+	// events receives critical XID errors of every registered GPU; nil where unsupported.
+	events     nvml.EventSet
+	registered map[string]bool
+	xids       map[string]uint64 // last critical XID by GPU UUID
 }
+
+// appXIDs are XIDs caused by an application, not the GPU (as NVIDIA's device plugin
+// treats them): they do not make a GPU unhealthy.
+var appXIDs = map[uint64]bool{13: true, 31: true, 43: true, 45: true, 68: true, 109: true}
 
 // NewNVML returns a Backend over lib.
 func NewNVML(lib nvml.Interface) *NVML { return &NVML{lib: lib} }
@@ -35,6 +43,10 @@ func (n *NVML) init() error {
 	switch ret {
 	case nvml.SUCCESS:
 		n.inited, n.initErr = true, nil
+		n.registered, n.xids = map[string]bool{}, map[string]uint64{}
+		if set, ret := n.lib.EventSetCreate(); ret == nvml.SUCCESS {
+			n.events = set
+		}
 	case nvml.ERROR_LIBRARY_NOT_FOUND, nvml.ERROR_DRIVER_NOT_LOADED, nvml.ERROR_NO_PERMISSION:
 		// Retried on the next call: a driver may be installed or loaded later.
 		return fmt.Errorf("%w (%s)", ErrNoDriver, nvml.ErrorString(ret))
@@ -49,6 +61,10 @@ func (n *NVML) Shutdown() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.inited {
+		if n.events != nil {
+			n.events.Free()
+			n.events = nil
+		}
 		n.lib.Shutdown()
 		n.inited = false
 	}
@@ -76,6 +92,7 @@ func (n *NVML) Devices(ctx context.Context) ([]Device, error) {
 	if err != nil {
 		return nil, err
 	}
+	n.drainXIDs()
 	out := make([]Device, 0, count)
 	for i := 0; i < count; i++ {
 		if err := ctx.Err(); err != nil {
@@ -111,6 +128,10 @@ func (n *NVML) device(index int) Device {
 	}
 	if uuid, ret := h.GetUUID(); check("GetUUID", ret) {
 		d.UUID = uuid
+		d.LastXID = n.watchXIDs(h, uuid)
+		if d.LastXID != 0 {
+			errs = append(errs, fmt.Errorf("XID %d reported: the GPU needs a reset", d.LastXID))
+		}
 	}
 	if name, ret := h.GetName(); check("GetName", ret) {
 		d.Model = name
@@ -140,6 +161,40 @@ func (n *NVML) device(index int) Device {
 		d.HealthMessage = errors.Join(errs...).Error()
 	}
 	return d
+}
+
+// watchXIDs registers the GPU for critical XID events once and returns its last one.
+func (n *NVML) watchXIDs(h nvml.Device, uuid string) uint64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.events != nil && !n.registered[uuid] {
+		// Not every GPU supports events: those are simply not watched.
+		_ = h.RegisterEvents(nvml.EventTypeXidCriticalError, n.events)
+		n.registered[uuid] = true
+	}
+	return n.xids[uuid]
+}
+
+// drainXIDs takes every XID event that has arrived, without waiting. A GPU with a
+// hardware XID stays unhealthy until gpuwarden restarts, as after a GPU reset.
+func (n *NVML) drainXIDs() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.events == nil {
+		return
+	}
+	for {
+		data, ret := n.events.Wait(0)
+		if ret != nvml.SUCCESS {
+			return
+		}
+		if data.EventType != nvml.EventTypeXidCriticalError || appXIDs[data.EventData] || data.Device == nil {
+			continue
+		}
+		if uuid, ret := data.Device.GetUUID(); ret == nvml.SUCCESS {
+			n.xids[uuid] = data.EventData
+		}
+	}
 }
 
 // totalSlices is the slice count of the GPU's largest GPU-instance profile (7 on A100/H100).

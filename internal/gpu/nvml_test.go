@@ -168,3 +168,26 @@ func TestProfileName(t *testing.T) {
 		}
 	}
 }
+
+func TestXIDsMakeAGPUUnhealthy(t *testing.T) {
+	s, b := fake(t, "h100x8")
+	if _, err := b.Devices(context.Background()); err != nil { // registers for events
+		t.Fatal(err)
+	}
+	s.InjectXID(6, 79) // fell off the bus
+	s.InjectXID(2, 13) // an application's fault: the GPU is fine
+	devs, err := b.Devices(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if devs[6].Health != gpu.Unhealthy || devs[6].LastXID != 79 || devs[6].HealthMessage != "XID 79 reported: the GPU needs a reset" {
+		t.Errorf("GPU 6 after XID 79 = %+v", devs[6])
+	}
+	if devs[2].Health != gpu.Healthy || devs[2].LastXID != 0 {
+		t.Errorf("GPU 2 after XID 13 = %+v; application XIDs do not make a GPU unhealthy", devs[2])
+	}
+	devs, _ = b.Devices(context.Background())
+	if devs[6].Health != gpu.Unhealthy {
+		t.Errorf("an XID must stay until the GPU is reset (gpuwarden restarts)")
+	}
+}

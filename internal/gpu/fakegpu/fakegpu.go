@@ -48,6 +48,8 @@ type Server struct {
 	// procs are the processes by GPU or MIG instance UUID.
 	procs map[string][]Process
 	node  string
+	// xids are XID events not yet taken by Wait.
+	xids []nvml.EventData
 }
 
 // namespace seeds the simulated UUIDs.
@@ -108,6 +110,20 @@ func NewForNode(profile, node string) (*Server, error) {
 		s.Partition(6, H100MIG4g, H100MIG3g)
 		s.Partition(7, H100MIG7g)
 	}
+	events := &mock.EventSet{
+		WaitFunc: func(uint32) (nvml.EventData, nvml.Return) {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if len(s.xids) == 0 {
+				return nvml.EventData{}, nvml.ERROR_TIMEOUT
+			}
+			e := s.xids[0]
+			s.xids = s.xids[1:]
+			return e, nvml.SUCCESS
+		},
+		FreeFunc: func() nvml.Return { return nvml.SUCCESS },
+	}
+	s.EventSetCreateFunc = func() (nvml.EventSet, nvml.Return) { return events, nvml.SUCCESS }
 	s.DeviceGetHandleByIndexFunc = func(i int) (nvml.Device, nvml.Return) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -160,6 +176,7 @@ func (s *Server) wire(g *gpu) {
 		}
 		return getUUID()
 	}
+	g.RegisterEventsFunc = func(uint64, nvml.EventSet) nvml.Return { return nvml.SUCCESS }
 	g.GetMaxMigDeviceCountFunc = func() (int, nvml.Return) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -269,6 +286,13 @@ func (s *Server) Lose(index int, lost bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.gpus[index].lost = lost
+}
+
+// InjectXID reports a critical XID error on GPU index, as the driver would.
+func (s *Server) InjectXID(index int, xid uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.xids = append(s.xids, nvml.EventData{Device: s.gpus[index], EventType: nvml.EventTypeXidCriticalError, EventData: xid})
 }
 
 // Fail makes GPU index answer NVML calls with ret (nvml.SUCCESS restores it).
