@@ -14,9 +14,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 	"sigs.k8s.io/controller-runtime/pkg/source"
@@ -103,20 +105,27 @@ func (r *AllocationReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 	if err := p.writeUsage(ctx, quotas.Items); err != nil {
 		return ctrl.Result{}, err
 	}
+	if p.retry && (next == 0 || next > claimRetry) {
+		next = claimRetry
+	}
 	return ctrl.Result{RequeueAfter: next}, nil
 }
 
+// claimRetry is how soon a pass whose claim met a stale copy runs again.
+const claimRetry = 50 * time.Millisecond
+
 // claim gives an allocation without a node to this node, which has just found room for
 // it; the API server lets only one node's claim through (nodeName is immutable once set).
-func (r *AllocationReconciler) claim(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) bool {
-	claimed := a.DeepCopy()
-	claimed.Spec.NodeName = r.NodeName
-	if err := r.Client.Update(ctx, claimed); err != nil {
-		ctrl.LoggerFrom(ctx).V(1).Info("Another node claimed the allocation first", "allocation", a.Name, "reason", err.Error())
-		return false
+// A conflict (the cached copy was stale) is not a refusal: the pass is retried shortly.
+func (r *AllocationReconciler) claim(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) (claimed, retry bool) {
+	c := a.DeepCopy()
+	c.Spec.NodeName = r.NodeName
+	if err := r.Client.Update(ctx, c); err != nil {
+		ctrl.LoggerFrom(ctx).V(1).Info("Could not claim the allocation", "allocation", a.Name, "reason", err.Error())
+		return false, apierrors.IsConflict(err)
 	}
-	*a = *claimed
-	return true
+	*a = *c
+	return true, false
 }
 
 func (r *AllocationReconciler) readLedger(ctx context.Context) (*corev1.ConfigMap, allocation.Ledger, error) {
@@ -163,6 +172,8 @@ type pass struct {
 	outcome  map[string]allocation.Decision
 	released map[string]releaseInfo
 	changed  bool
+	// retry asks for another pass soon: a claim met a stale copy.
+	retry bool
 }
 
 type releaseInfo struct {
@@ -246,8 +257,12 @@ func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocat
 		d := allocation.Decide(inventory, p.ledger.Holdings(), w.quota.Quota, req)
 		unassigned := w.a.Spec.NodeName == ""
 		if d.Placed() {
-			if unassigned && !p.r.claim(ctx, w.a) {
-				continue
+			if unassigned {
+				claimed, retry := p.r.claim(ctx, w.a)
+				p.retry = p.retry || retry
+				if !claimed {
+					continue
+				}
 			}
 			p.ledger.Bind(w.a.Name, w.a.Spec.User, p.r.NodeName, d.Slots, p.now)
 			p.changed = true
@@ -339,13 +354,42 @@ func (r *AllocationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	toNode := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request { return []reconcile.Request{node} })
 	start := make(chan event.GenericEvent, 1)
 	start <- event.GenericEvent{Object: &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: r.NodeName}}}
+	// The pass writes statuses itself: only changes that can alter a decision wake it.
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("allocation").
-		Watches(&gpuwardenv1alpha1.GPUAllocation{}, toNode).
-		Watches(&gpuwardenv1alpha1.GPUQuota{}, toNode).
-		Watches(&gpuwardenv1alpha1.GPU{}, toNode).
+		Watches(&gpuwardenv1alpha1.GPUAllocation{}, toNode, builder.WithPredicates(predicate.Or(
+			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, deletionStarted{}))).
+		Watches(&gpuwardenv1alpha1.GPUQuota{}, toNode, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&gpuwardenv1alpha1.GPU{}, toNode, builder.WithPredicates(predicate.Funcs{UpdateFunc: gpuChangedForAllocation})).
 		WatchesRawSource(source.Channel(start, &handler.EnqueueRequestForObject{})).
 		Complete(r)
+}
+
+// deletionStarted passes an update that marks an object for deletion.
+type deletionStarted struct{ predicate.Funcs }
+
+func (deletionStarted) Update(e event.UpdateEvent) bool {
+	return e.ObjectOld.GetDeletionTimestamp() == nil && e.ObjectNew.GetDeletionTimestamp() != nil
+}
+
+// gpuChangedForAllocation passes GPU updates that change what can be given out (identity,
+// health, MIG layout), not the holders the pass writes itself or utilisation.
+func gpuChangedForAllocation(e event.UpdateEvent) bool {
+	o, ok1 := e.ObjectOld.(*gpuwardenv1alpha1.GPU)
+	n, ok2 := e.ObjectNew.(*gpuwardenv1alpha1.GPU)
+	if !ok1 || !ok2 {
+		return true
+	}
+	if o.Status.UUID != n.Status.UUID || o.Status.Health != n.Status.Health || o.Status.MIGMode != n.Status.MIGMode ||
+		len(o.Status.MIGInstances) != len(n.Status.MIGInstances) {
+		return true
+	}
+	for i := range o.Status.MIGInstances {
+		if o.Status.MIGInstances[i].UUID != n.Status.MIGInstances[i].UUID || o.Status.MIGInstances[i].Profile != n.Status.MIGInstances[i].Profile {
+			return true
+		}
+	}
+	return false
 }
 
 // quantity turns a gpu-equivalent sum into a quantity to the nano.

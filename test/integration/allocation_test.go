@@ -277,11 +277,13 @@ func TestTwoNodesShareQuotas(t *testing.T) {
 	runManager(t, "node-b", resolve.StaticGroups{})
 
 	burst(t, c, "two", "", 20, 10)
-	allocs := settled(t, c, 200)
-	// 20 users × quota 2 = 40 > 16 GPUs on the two nodes: every GPU is bound.
-	if bound := count(allocs, gpuwardenv1alpha1.PhaseBound, ""); bound != 16 {
-		t.Errorf("%d bound, want the 16 GPUs of both nodes", bound)
-	}
+	// 20 users × quota 2 = 40 > 16 GPUs on the two nodes: every GPU gets bound. A snapshot
+	// where all are decided can precede a node's retried claim: wait for the 16.
+	var allocs []gpuwardenv1alpha1.GPUAllocation
+	eventuallyTrue(t, 60*time.Second, "the 16 GPUs of both nodes bound", func() bool {
+		allocs = settled(t, c, 200)
+		return count(allocs, gpuwardenv1alpha1.PhaseBound, "") == 16
+	})
 	nodes := map[string]int{}
 	for _, a := range allocs {
 		if a.Status.Phase == gpuwardenv1alpha1.PhaseBound {
