@@ -17,7 +17,7 @@ idle=${IDLE_SECONDS:-60}
 runs=${RUNS:-3}
 dir=$(mktemp -d)
 pid=
-trap '[ -n "$pid" ] && kill $pid 2>/dev/null; rm -rf "$dir"' EXIT
+trap '[ -n "$pid" ] && kill $pid 2>/dev/null; rm -rf "$dir"; true' EXIT
 
 start_server() {
   local t0 t1

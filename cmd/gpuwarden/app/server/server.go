@@ -25,7 +25,7 @@ import (
 )
 
 // defaultGCPercent is the server's GOGC unless the environment sets one.
-const defaultGCPercent = 50
+const defaultGCPercent = 35
 
 // Options are the flags of `gpuwarden server`.
 type Options struct {
@@ -94,7 +94,7 @@ func (o *Options) Validate() error {
 func (o *Options) Run(ctx context.Context) error {
 	start := time.Now()
 	if os.Getenv("GOGC") == "" {
-		// A daemon on a shared machine: trade a little idle GC work for a third less heap.
+		// A daemon on a shared machine: trade a little idle GC work for a smaller heap.
 		debug.SetGCPercent(defaultGCPercent)
 	}
 	log := ctrl.Log.WithName("server")
