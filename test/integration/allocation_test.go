@@ -9,8 +9,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -341,4 +343,67 @@ func TestForeignProcessesKeepAGPUOut(t *testing.T) {
 	if d := a.Status.Devices; len(d) != 1 || d[0].Index != 1 {
 		t.Errorf("bound %+v; GPU 0 runs a foreign process, want GPU 1", d)
 	}
+}
+
+// TestReleaseOnRequestAndRetention: an allocation annotated gpuwarden.io/release gives its
+// GPU back at once and stays visible as Released until the retention period has passed.
+func TestReleaseOnRequestAndRetention(t *testing.T) {
+	allocationMu.Lock()
+	defer allocationMu.Unlock()
+	ctx := context.Background()
+	c := controlplanetest.Get(t).Client(t)
+	cleanSlate(t, c)
+	clk := clocktesting.NewFakeClock(time.Now())
+	fake, err := fakegpu.NewForNode("dgxa100", "node-r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mgr, err := manager.New(controlplanetest.Get(t).Config(), manager.Options{NodeName: "node-r", MetricsBindAddress: "0",
+		HealthProbeBindAddress: "0", GPUs: gpu.NewNVML(fake), Groups: resolve.StaticGroups{}, SkipNameValidation: true, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = mgr.Start(mctx) }()
+	defer func() { cancel(); <-done }()
+
+	newAlloc := func(name string, gpus int32) *gpuwardenv1alpha1.GPUAllocation {
+		a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: "alice", NodeName: "node-r", Request: gpuwardenv1alpha1.AllocationRequest{GPUs: ptr.To(gpus)}}}
+		if err := c.Create(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	phase := func(a *gpuwardenv1alpha1.GPUAllocation, want gpuwardenv1alpha1.AllocationPhase) {
+		t.Helper()
+		eventuallyTrue(t, 30*time.Second, fmt.Sprintf("%s %s", a.Name, want), func() bool {
+			return c.Get(ctx, client.ObjectKeyFromObject(a), a) == nil && a.Status.Phase == want
+		})
+	}
+	big := newAlloc("rel-big", 8)
+	phase(big, gpuwardenv1alpha1.PhaseBound)
+	small := newAlloc("rel-small", 1)
+	phase(small, gpuwardenv1alpha1.PhasePending)
+	if small.Status.Reason != "NoCapacity" {
+		t.Fatalf("small = %+v, want NoCapacity while big holds every GPU", small.Status)
+	}
+
+	big.Annotations = map[string]string{controllers.AnnotationRelease: "job finished"}
+	if err := c.Update(ctx, big); err != nil {
+		t.Fatal(err)
+	}
+	phase(big, gpuwardenv1alpha1.PhaseReleased)
+	if big.Status.Message != "Devices given back: job finished" || big.Status.ReleasedTime == nil {
+		t.Errorf("released status = %+v", big.Status)
+	}
+	phase(small, gpuwardenv1alpha1.PhaseBound)
+
+	// Past the retention period the released allocation is deleted (the next pass sees it).
+	clk.Step(controllers.DefaultRetention + time.Minute)
+	newAlloc("rel-wake", 1)
+	eventuallyTrue(t, 30*time.Second, "the released allocation deleted", func() bool {
+		return apierrors.IsNotFound(c.Get(ctx, client.ObjectKeyFromObject(big), &gpuwardenv1alpha1.GPUAllocation{}))
+	})
 }
