@@ -60,25 +60,30 @@ func runManagerWithGPUs(t *testing.T, node string, groups resolve.Groups) (stop 
 	if err != nil {
 		t.Fatal(err)
 	}
-	mgr, err := manager.New(controlplanetest.Get(t).Config(), manager.Options{
-		NodeName: node, MetricsBindAddress: "0", HealthProbeBindAddress: "0",
-		GPUs: gpu.NewNVML(fake), Groups: groups, SkipNameValidation: true,
-	})
+	return startManager(t, manager.Options{NodeName: node, GPUs: gpu.NewNVML(fake), Groups: groups}), fake
+}
+
+// startManager runs every controller with o (metrics and probes off) against the shared
+// API server until the returned stop is called or the test ends.
+func startManager(tb testing.TB, o manager.Options) (stop func()) {
+	tb.Helper()
+	o.MetricsBindAddress, o.HealthProbeBindAddress, o.SkipNameValidation = "0", "0", true
+	mgr, err := manager.New(controlplanetest.Get(tb).Config(), o)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		if err := mgr.Start(ctx); err != nil {
-			t.Errorf("manager %s: %v", node, err)
+			tb.Errorf("manager %s: %v", o.NodeName, err)
 		}
 	}()
 	var once sync.Once
 	stop = func() { once.Do(func() { cancel(); <-done }) }
-	t.Cleanup(stop)
-	return stop, fake
+	tb.Cleanup(stop)
+	return stop
 }
 
 func eventuallyTrue(t testing.TB, timeout time.Duration, what string, cond func() bool) {
@@ -358,15 +363,7 @@ func TestReleaseOnRequestAndRetention(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mgr, err := manager.New(controlplanetest.Get(t).Config(), manager.Options{NodeName: "node-r", MetricsBindAddress: "0",
-		HealthProbeBindAddress: "0", GPUs: gpu.NewNVML(fake), Groups: resolve.StaticGroups{}, SkipNameValidation: true, Clock: clk})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = mgr.Start(mctx) }()
-	defer func() { cancel(); <-done }()
+	startManager(t, manager.Options{NodeName: "node-r", GPUs: gpu.NewNVML(fake), Groups: resolve.StaticGroups{}, Clock: clk})
 
 	newAlloc := func(name string, gpus int32) *gpuwardenv1alpha1.GPUAllocation {
 		a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: name},

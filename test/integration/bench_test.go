@@ -87,14 +87,9 @@ func BenchmarkAllocation(b *testing.B) {
 		b.Fatal(err)
 	}
 	fake.AddGPUs(56)
-	mgr, err := manager.New(controlplanetest.Get(b).Config(), manager.Options{NodeName: "bench", MetricsBindAddress: "0",
-		HealthProbeBindAddress: "0", GPUs: gpu.NewNVML(fake), Groups: resolve.StaticGroups{}, SkipNameValidation: true})
-	if err != nil {
-		b.Fatal(err)
-	}
+	startManager(b, manager.Options{NodeName: "bench", GPUs: gpu.NewNVML(fake), Groups: resolve.StaticGroups{}})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() { _ = mgr.Start(ctx) }()
 	bw := watchBound(b, ctx)
 	run(b, c, bw, func(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) error { return nil })
 }
