@@ -118,7 +118,9 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		return nil, fmt.Errorf("setting up the ContainerPolicy controller: %w", err)
 	}
 	if o.Groups == nil {
-		o.Groups = resolve.HostGroups{}
+		// Group membership changes rarely; a minute's delay is the price of not asking
+		// NSS (and LDAP behind it) for every user on every pass.
+		o.Groups = &resolve.CachedGroups{Groups: resolve.HostGroups{}, TTL: time.Minute, Clock: o.Clock}
 	}
 	if err := (&controllers.AllocationReconciler{
 		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), NodeName: o.NodeName, GPUs: o.GPUs, Groups: o.Groups, Clock: o.Clock,

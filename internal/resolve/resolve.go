@@ -10,6 +10,10 @@ import (
 	"os/user"
 	"slices"
 	"sort"
+	"sync"
+	"time"
+
+	"k8s.io/utils/clock"
 )
 
 // Groups resolves a user's host groups.
@@ -59,4 +63,42 @@ func byPrecedence[T any](items []T, precedence func(T) int32, name func(T) strin
 		}
 		return name(items[i]) < name(items[j])
 	})
+}
+
+// CachedGroups remembers each user's groups for TTL, so that a pass over hundreds of
+// allocations does not ask NSS (and behind it LDAP) hundreds of times.
+type CachedGroups struct {
+	Groups Groups
+	TTL    time.Duration
+	Clock  clock.PassiveClock
+
+	mu      sync.Mutex
+	entries map[string]cachedGroups
+}
+
+type cachedGroups struct {
+	groups []string
+	at     time.Time
+}
+
+// GroupsOf implements Groups; errors are not cached.
+func (c *CachedGroups) GroupsOf(user string) ([]string, error) {
+	now := c.Clock.Now()
+	c.mu.Lock()
+	e, ok := c.entries[user]
+	c.mu.Unlock()
+	if ok && now.Sub(e.at) < c.TTL {
+		return slices.Clone(e.groups), nil
+	}
+	g, err := c.Groups.GroupsOf(user)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	if c.entries == nil {
+		c.entries = map[string]cachedGroups{}
+	}
+	c.entries[user] = cachedGroups{groups: g, at: now}
+	c.mu.Unlock()
+	return slices.Clone(g), nil
 }

@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
@@ -212,5 +213,29 @@ func TestStaticAndHostGroups(t *testing.T) {
 	}
 	if g, err := (HostGroups{}).GroupsOf("no-such-user-gpuwarden"); err != nil || g != nil {
 		t.Errorf("an unknown user's groups = %v, %v; want none and no error", g, err)
+	}
+}
+
+// countingGroups counts look-ups.
+type countingGroups struct{ n int }
+
+func (c *countingGroups) GroupsOf(string) ([]string, error) { c.n++; return []string{"student"}, nil }
+
+func TestCachedGroups(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC))
+	inner := &countingGroups{}
+	c := &CachedGroups{Groups: inner, TTL: time.Minute, Clock: clk}
+	for range 3 {
+		if g, _ := c.GroupsOf("alice"); len(g) != 1 || g[0] != "student" {
+			t.Fatalf("groups = %v", g)
+		}
+	}
+	if inner.n != 1 {
+		t.Errorf("%d look-ups within the TTL, want 1", inner.n)
+	}
+	clk.Step(time.Minute)
+	c.GroupsOf("alice")
+	if inner.n != 2 {
+		t.Errorf("%d look-ups after the TTL, want 2", inner.n)
 	}
 }
