@@ -89,7 +89,7 @@ func (r *AllocationReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 	p := &pass{r: r, now: r.Clock.Now(), ledger: ledger, quotas: quotas.Items, groups: map[string][]string{},
 		outcome: map[string]allocation.Decision{}}
 	p.release(allocs.Items)
-	p.decide(ctx, allocs.Items, r.markForeign(ctx, slotsOf(gpus.Items)))
+	p.decide(ctx, allocs.Items, gpus.Items)
 	if p.changed {
 		if err := r.writeLedger(ctx, cm, p.ledger); err != nil {
 			return ctrl.Result{}, err // a conflict: another pass won; retry on fresh state
@@ -220,7 +220,7 @@ func (p *pass) release(allocs []gpuwardenv1alpha1.GPUAllocation) {
 }
 
 // decide places this node's waiting allocations, highest priority first, then oldest.
-func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocation, inventory []allocation.Slot) {
+func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocation, gpus []gpuwardenv1alpha1.GPU) {
 	holders := map[string][]string{}
 	for _, b := range p.ledger.Bindings {
 		holders[b.User] = p.groupsOf(ctx, b.User)
@@ -239,6 +239,10 @@ func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocat
 		q := resolve.EffectiveQuota(p.quotas, a.Spec.User, p.groupsOf(ctx, a.Spec.User), holders)
 		queue = append(queue, waiting{a: a, quota: q, priority: q.Priority.Value})
 	}
+	if len(queue) == 0 {
+		return // nothing waits: no need to ask NVML for processes
+	}
+	inventory := p.r.markForeign(ctx, slotsOf(gpus))
 	sort.SliceStable(queue, func(i, j int) bool {
 		a, b := queue[i], queue[j]
 		if a.priority != b.priority {
