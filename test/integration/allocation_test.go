@@ -28,6 +28,17 @@ import (
 // allocationMu keeps allocation tests apart: they share the API server and the ledger.
 var allocationMu sync.Mutex
 
+// allocationTest holds the allocation tests' lock for the test and starts it from a clean
+// slate; it returns an admin client.
+func allocationTest(tb testing.TB) client.Client {
+	tb.Helper()
+	allocationMu.Lock()
+	tb.Cleanup(allocationMu.Unlock)
+	c := controlplanetest.Get(tb).Client(tb)
+	cleanSlate(tb, c)
+	return c
+}
+
 // cleanSlate removes every allocation, quota, GPU and the ledger.
 func cleanSlate(t testing.TB, c client.Client) {
 	t.Helper()
@@ -189,10 +200,7 @@ func count(allocs []gpuwardenv1alpha1.GPUAllocation, phase gpuwardenv1alpha1.All
 
 // TestConcurrentRequestsBindInPriorityOrder: 300 requests from 20 users against 8 GPUs.
 func TestConcurrentRequestsBindInPriorityOrder(t *testing.T) {
-	allocationMu.Lock()
-	defer allocationMu.Unlock()
-	c := controlplanetest.Get(t).Client(t)
-	cleanSlate(t, c)
+	c := allocationTest(t)
 	createQuotas(t, c)
 	groups := resolve.StaticGroups{"u07": {"vip"}, "u13": {"vip"}}
 	runManager(t, "node-a", groups)
@@ -275,10 +283,7 @@ func firstEligible(allocs []gpuwardenv1alpha1.GPUAllocation, groups resolve.Stat
 // TestTwoNodesShareQuotas: two controllers, one API server, shared quotas, allocations
 // that either node may claim.
 func TestTwoNodesShareQuotas(t *testing.T) {
-	allocationMu.Lock()
-	defer allocationMu.Unlock()
-	c := controlplanetest.Get(t).Client(t)
-	cleanSlate(t, c)
+	c := allocationTest(t)
 	createQuotas(t, c)
 	runManager(t, "node-a", resolve.StaticGroups{})
 	runManager(t, "node-b", resolve.StaticGroups{})
@@ -304,10 +309,7 @@ func TestTwoNodesShareQuotas(t *testing.T) {
 
 // TestControllerKilledMidBurst stops the controller while it binds and starts another.
 func TestControllerKilledMidBurst(t *testing.T) {
-	allocationMu.Lock()
-	defer allocationMu.Unlock()
-	c := controlplanetest.Get(t).Client(t)
-	cleanSlate(t, c)
+	c := allocationTest(t)
 	createQuotas(t, c)
 	stop := runManager(t, "node-a", resolve.StaticGroups{})
 	go burst(t, c, "kill", "node-a", 20, 8)
@@ -327,10 +329,7 @@ func TestControllerKilledMidBurst(t *testing.T) {
 
 // TestForeignProcessesKeepAGPUOut: a GPU running a process of no allocation is not given out.
 func TestForeignProcessesKeepAGPUOut(t *testing.T) {
-	allocationMu.Lock()
-	defer allocationMu.Unlock()
-	c := controlplanetest.Get(t).Client(t)
-	cleanSlate(t, c)
+	c := allocationTest(t)
 	_, fake := runManagerWithGPUs(t, "node-a", resolve.StaticGroups{})
 	fake.SetProcesses(fake.UUIDs()[0], fakegpu.Process{PID: 4242, UsedMemoryBytes: 1 << 30})
 	eventuallyTrue(t, 30*time.Second, "the inventory", func() bool {
@@ -353,11 +352,8 @@ func TestForeignProcessesKeepAGPUOut(t *testing.T) {
 // TestReleaseOnRequestAndRetention: an allocation annotated gpuwarden.io/release gives its
 // GPU back at once and stays visible as Released until the retention period has passed.
 func TestReleaseOnRequestAndRetention(t *testing.T) {
-	allocationMu.Lock()
-	defer allocationMu.Unlock()
 	ctx := context.Background()
-	c := controlplanetest.Get(t).Client(t)
-	cleanSlate(t, c)
+	c := allocationTest(t)
 	clk := clocktesting.NewFakeClock(time.Now())
 	fake, err := fakegpu.NewForNode("dgxa100", "node-r")
 	if err != nil {

@@ -72,10 +72,7 @@ func (bw *boundWatcher) expect(name string) <-chan struct{} {
 // p50/p99 and binds/s. BenchmarkAPIRoundTrip is the reference: the same create, a status
 // write by the benchmark itself, and the watch seeing it.
 func BenchmarkAllocation(b *testing.B) {
-	allocationMu.Lock()
-	defer allocationMu.Unlock()
-	c := controlplanetest.Get(b).Client(b)
-	cleanSlate(b, c)
+	c := allocationTest(b)
 	q := &gpuwardenv1alpha1.GPUQuota{ObjectMeta: metav1.ObjectMeta{Name: "bench"}, Spec: gpuwardenv1alpha1.GPUQuotaSpec{
 		Subjects: []gpuwardenv1alpha1.Subject{{Kind: gpuwardenv1alpha1.SubjectEveryone}},
 		Limits:   gpuwardenv1alpha1.QuotaLimits{GPUEquivalents: ptr.To(resource.MustParse("1000"))}}}
@@ -96,10 +93,7 @@ func BenchmarkAllocation(b *testing.B) {
 
 // BenchmarkAPIRoundTrip is BenchmarkAllocation's reference without a controller.
 func BenchmarkAPIRoundTrip(b *testing.B) {
-	allocationMu.Lock()
-	defer allocationMu.Unlock()
-	c := controlplanetest.Get(b).Client(b)
-	cleanSlate(b, c)
+	c := allocationTest(b)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	bw := watchBound(b, ctx)
