@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -258,7 +259,12 @@ func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocat
 		if w.a.Spec.Request.GPUs != nil {
 			req.GPUs = int(*w.a.Spec.Request.GPUs)
 		}
-		d := allocation.Decide(inventory, p.ledger.Holdings(), w.quota.Quota, req)
+		slots := inventory
+		if w.a.Spec.Source == gpuwardenv1alpha1.SourceAdopted {
+			// The processes on an adopted container's devices are its own.
+			slots = ownProcesses(inventory, req.Devices)
+		}
+		d := allocation.Decide(slots, p.ledger.Holdings(), w.quota.Quota, req)
 		unassigned := w.a.Spec.NodeName == ""
 		if d.Placed() {
 			if unassigned {
@@ -328,6 +334,18 @@ func (r *AllocationReconciler) markForeign(ctx context.Context, slots []allocati
 		slots[i].Foreign = busy[slots[i].UUID]
 	}
 	return slots
+}
+
+// ownProcesses returns the inventory with the named devices' processes counted as the
+// requester's own.
+func ownProcesses(inventory []allocation.Slot, devices []string) []allocation.Slot {
+	out := slices.Clone(inventory)
+	for i := range out {
+		if slices.Contains(devices, out[i].UUID) {
+			out[i].Foreign = false
+		}
+	}
+	return out
 }
 
 // sliceCount reads the slices from a profile name: 3 for 3g.40gb.

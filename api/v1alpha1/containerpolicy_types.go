@@ -29,6 +29,19 @@ const (
 	ModeNotifyOnly PolicyMode = "NotifyOnly"
 )
 
+// UnallocatedGPUAction says what happens to a container that uses GPUs no Bound allocation
+// gives it: one adopted over its owner's quota, or one whose owner is unknown.
+// +kubebuilder:validation:Enum=Record;Stop
+type UnallocatedGPUAction string
+
+// Unallocated GPU actions.
+const (
+	// UnallocatedGPURecord reports it (Event, audit record, metric) and leaves it running.
+	UnallocatedGPURecord UnallocatedGPUAction = "Record"
+	// UnallocatedGPUStop reports it and stops the container (as mode allows).
+	UnallocatedGPUStop UnallocatedGPUAction = "Stop"
+)
+
 // PolicyLimitName names a time limit of a ContainerPolicy that can be lifted in spec.unlimited.
 // +kubebuilder:validation:Enum=idleTimeout;maxRuntime;gpuHoldAfterStop;removeAfterStop;createdNeverStartedTimeout
 type PolicyLimitName string
@@ -235,6 +248,12 @@ type ContainerPolicySpec struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
 	CreatedNeverStartedTimeout *metav1.Duration `json:"createdNeverStartedTimeout,omitempty"`
+
+	// onUnallocatedGPU is what happens to a container found using GPUs outside gpuwarden that
+	// cannot be given an allocation (over its owner's quota, or no known owner): Record
+	// (the default) or Stop.
+	// +optional
+	OnUnallocatedGPU UnallocatedGPUAction `json:"onUnallocatedGPU,omitempty"`
 
 	// notify says where warnings and notices go.
 	// +optional

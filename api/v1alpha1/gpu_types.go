@@ -28,6 +28,18 @@ const (
 	HealthUnknown   GPUHealth = "Unknown"
 )
 
+// Condition types and reasons of a GPU.
+const (
+	// ConditionDockerReachable is True while the node's controller sees the Docker engine;
+	// while False, container state on the node is not observed and nothing is released.
+	ConditionDockerReachable = "DockerReachable"
+
+	// ReasonDockerConnected: the events stream is open and the containers listed.
+	ReasonDockerConnected = "Connected"
+	// ReasonDockerUnreachable: the engine cannot be listed or its events stream broke.
+	ReasonDockerUnreachable = "Unreachable"
+)
+
 // GPUSpec identifies a physical GPU on a node.
 // +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable"
 type GPUSpec struct {

@@ -14,6 +14,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -21,7 +22,9 @@ import (
 	"github.com/gpuwarden/gpuwarden/controllers"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/crds"
+	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
+	"github.com/gpuwarden/gpuwarden/internal/proc"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 	"github.com/gpuwarden/gpuwarden/internal/scheme"
 )
@@ -50,6 +53,14 @@ type Options struct {
 	SkipNameValidation bool
 	// ExtraReadyChecks are added to /readyz (the embedded control plane adds its own).
 	ExtraReadyChecks map[string]healthz.Checker
+	// Docker is the node's Docker engine; nil runs no container controllers.
+	Docker docker.Engine
+	// DockerRetry is the first wait before reconnecting to Docker (1 s when zero).
+	DockerRetry time.Duration
+	// Proc is the /proc tree GPU processes are mapped through.
+	Proc proc.FS
+	// ScanInterval is how often GPU processes are checked for unmanaged use (30 s when zero).
+	ScanInterval time.Duration
 }
 
 // InstallCRDs installs or upgrades the CRDs through cfg and waits until they are Established.
@@ -135,7 +146,44 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 			return nil, fmt.Errorf("setting up the inventory controller: %w", err)
 		}
 	}
+	if o.Docker != nil {
+		if err := setupContainers(mgr, o, auditLog); err != nil {
+			return nil, err
+		}
+	}
 	return mgr, nil
+}
+
+// setupContainers registers what watches and acts on the node's Docker containers.
+func setupContainers(mgr ctrl.Manager, o Options, auditLog audit.Logger) error {
+	store := controllers.NewContainerStore()
+	changed := make(chan event.GenericEvent, 1024)
+	retryAfter := o.DockerRetry
+	if retryAfter == 0 {
+		retryAfter = controllers.DefaultDockerRetry
+	}
+	if err := mgr.Add(&controllers.ContainerWatcher{
+		Engine: o.Docker, Store: store, Client: mgr.GetClient(), NodeName: o.NodeName, Clock: o.Clock,
+		Recorder: mgr.GetEventRecorder("gpuwarden-container"), Audit: auditLog, Changed: changed, RetryInterval: retryAfter,
+	}); err != nil {
+		return fmt.Errorf("adding the container watcher: %w", err)
+	}
+	if err := (&controllers.ContainerReconciler{
+		Client: mgr.GetClient(), Engine: o.Docker, Store: store, NodeName: o.NodeName, Groups: o.Groups, Clock: o.Clock,
+		Recorder: mgr.GetEventRecorder("gpuwarden-container"), Audit: auditLog, Proc: o.Proc, Changed: changed,
+	}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the container controller: %w", err)
+	}
+	if o.GPUs == nil {
+		return nil
+	}
+	if err := mgr.Add(&controllers.UnmanagedScanner{
+		Client: mgr.GetClient(), GPUs: o.GPUs, Proc: o.Proc, Store: store, NodeName: o.NodeName,
+		Recorder: mgr.GetEventRecorder("gpuwarden-detection"), Audit: auditLog, Interval: o.ScanInterval,
+	}); err != nil {
+		return fmt.Errorf("adding the unmanaged GPU scanner: %w", err)
+	}
+	return nil
 }
 
 // cachesSynced is ready once the manager's informers have synced.

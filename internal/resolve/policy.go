@@ -141,3 +141,45 @@ func flatten(prefix string, m map[string]any, fn func(string, any)) {
 		fn(path, v)
 	}
 }
+
+// Limit is an effective time limit: Set false when no policy sets it (no limit applies);
+// Unlimited when a policy lifts it explicitly.
+type Limit struct {
+	Duration  time.Duration
+	Set       bool
+	Unlimited bool
+	// From names the policy that set it.
+	From string
+}
+
+// Applies reports whether the limit is in force.
+func (l Limit) Applies() bool { return l.Set && !l.Unlimited }
+
+// Duration returns a time-limit field, e.g. gpuHoldAfterStop or idle.timeout.
+func (p Policy) Duration(path string) Limit {
+	v, ok := p.Values[path]
+	if !ok {
+		return Limit{}
+	}
+	l := Limit{Set: true, From: v.From}
+	s, _ := v.Value.(string)
+	if s == Unlimited {
+		l.Unlimited = true
+		return l
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		// The CRD's pattern admits only durations; anything else is no limit at all.
+		return Limit{}
+	}
+	l.Duration = d
+	return l
+}
+
+// String returns a string field, or def when no policy sets it.
+func (p Policy) String(path, def string) string {
+	if s, ok := p.Values[path].Value.(string); ok && s != "" {
+		return s
+	}
+	return def
+}

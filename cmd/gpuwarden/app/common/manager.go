@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/spf13/pflag"
@@ -19,10 +20,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
+	"github.com/gpuwarden/gpuwarden/controllers"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
 	"github.com/gpuwarden/gpuwarden/internal/gpu/fakegpu"
 	"github.com/gpuwarden/gpuwarden/internal/manager"
+	"github.com/gpuwarden/gpuwarden/internal/proc"
 )
 
 // ManagerOptions are the flags both `server` and `controller` take for the controller manager.
@@ -33,7 +37,13 @@ type ManagerOptions struct {
 	MetricsBindAddress     string
 	HealthProbeBindAddress string
 	LeaderElect            bool
+	DockerHost             string
+	ProcRoot               string
+	ScanInterval           time.Duration
 }
+
+// NoDocker is the --docker-host value that runs no container controllers.
+const NoDocker = "none"
 
 // AddFlags registers the flags with defaults for the mode.
 func (o *ManagerOptions) AddFlags(fs *pflag.FlagSet, metricsDefault, probeDefault string, leaderElectDefault bool) {
@@ -43,6 +53,9 @@ func (o *ManagerOptions) AddFlags(fs *pflag.FlagSet, metricsDefault, probeDefaul
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", metricsDefault, `address of the Prometheus /metrics endpoint ("0" turns it off)`)
 	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", probeDefault, `address of /healthz and /readyz ("0" turns them off)`)
 	fs.BoolVar(&o.LeaderElect, "leader-elect", leaderElectDefault, "elect one active controller per node through a Lease")
+	fs.StringVar(&o.DockerHost, "docker-host", "", `the Docker engine (unix:///var/run/docker.sock, tcp://…; default: $DOCKER_HOST, else the standard socket; "none" watches no containers)`)
+	fs.StringVar(&o.ProcRoot, "proc-root", "/proc", "the /proc tree GPU processes are mapped to containers and users through")
+	fs.DurationVar(&o.ScanInterval, "scan-interval", controllers.DefaultScanInterval, "how often GPU processes are checked for use outside any allocation")
 }
 
 // Complete fills in the node name from the host name.
@@ -63,6 +76,12 @@ func (o *ManagerOptions) Validate() error {
 	var errs []error
 	if msgs := validation.IsDNS1123Subdomain(o.NodeName); len(msgs) > 0 {
 		errs = append(errs, fmt.Errorf("--node-name %q: %s", o.NodeName, strings.Join(msgs, "; ")))
+	}
+	if o.ScanInterval < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("--scan-interval %s: must be at least 100ms", o.ScanInterval))
+	}
+	if fi, err := os.Stat(o.ProcRoot); err != nil || !fi.IsDir() {
+		errs = append(errs, fmt.Errorf("--proc-root %q: not a readable directory", o.ProcRoot))
 	}
 	if o.FakeGPUs != "" && !slices.Contains(fakegpu.Profiles, o.FakeGPUs) {
 		errs = append(errs, fmt.Errorf("--fake-gpus %q: unknown profile; choose one of %s", o.FakeGPUs, strings.Join(fakegpu.Profiles, ", ")))
@@ -150,7 +169,18 @@ func (o *ManagerOptions) Manager() (manager.Options, error) {
 	if err != nil {
 		return manager.Options{}, err
 	}
+	var engine docker.Engine
+	if o.DockerHost != NoDocker {
+		c, err := docker.New(o.DockerHost)
+		if err != nil {
+			return manager.Options{}, fmt.Errorf("--docker-host: %w", err)
+		}
+		engine = c
+	}
 	return manager.Options{
+		Docker:                  engine,
+		Proc:                    proc.FS{Root: o.ProcRoot},
+		ScanInterval:            o.ScanInterval,
 		GPUs:                    gpus,
 		NodeName:                o.NodeName,
 		MetricsBindAddress:      o.MetricsBindAddress,

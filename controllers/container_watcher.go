@@ -1,0 +1,273 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/docker"
+	"github.com/gpuwarden/gpuwarden/internal/labels"
+)
+
+// Event reasons of the Docker connection, on the node's GPUs.
+const (
+	EventDockerUnreachable = "DockerUnreachable"
+	EventDockerConnected   = "DockerConnected"
+)
+
+// ContainerWatcher keeps the ContainerStore in step with the Docker engine: it opens the
+// events stream, then lists every container (so nothing that happens in between is lost),
+// then follows the stream; after any break it does the same again. It records each
+// container's create, start, stop, die and remove in the audit log and hands every changed
+// container to the container controller. A failed list or a broken stream marks the store
+// unsynced: it is never taken as "the containers are gone".
+type ContainerWatcher struct {
+	Engine   docker.Engine
+	Store    *ContainerStore
+	Client   client.Client
+	NodeName string
+	Clock    clock.PassiveClock
+	Recorder recorder.EventRecorder
+	Audit    audit.Logger
+	// Changed receives the ID (as the object name) of every container to look at.
+	Changed chan<- event.GenericEvent
+	// RetryInterval is the first wait before reconnecting; it doubles up to 30 s.
+	RetryInterval time.Duration
+}
+
+// DefaultDockerRetry is the first wait before reconnecting to Docker.
+const DefaultDockerRetry = time.Second
+
+// NeedLeaderElection: only the node's active controller acts on its containers.
+func (w *ContainerWatcher) NeedLeaderElection() bool { return true }
+
+// Start runs until ctx ends.
+func (w *ContainerWatcher) Start(ctx context.Context) error {
+	log := ctrl.LoggerFrom(ctx).WithName("container-watcher")
+	ctx = ctrl.LoggerInto(ctx, log)
+	first, wait, down := true, w.RetryInterval, false
+	for ctx.Err() == nil {
+		err := w.session(ctx, first, func() { first, wait, down = false, w.RetryInterval, false; w.connected(ctx) })
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !down {
+			w.unreachable(ctx, err)
+			down = true
+		}
+		log.Error(err, "Docker engine unreachable; retrying", "in", wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
+	return nil
+}
+
+// session opens the stream, relists and follows the stream until it breaks.
+func (w *ContainerWatcher) session(ctx context.Context, first bool, synced func()) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events, errs, err := w.Engine.Events(ctx)
+	if err != nil {
+		return err
+	}
+	list, err := w.Engine.List(ctx)
+	if err != nil {
+		return err
+	}
+	added, removed, changed := w.Store.replace(list, w.Clock.Now())
+	if !first {
+		// Whatever happened while the stream was down, recorded as the engine shows it now.
+		for _, c := range added {
+			w.record(audit.ContainerCreate, c, "seen after reconnecting to Docker")
+		}
+		for _, c := range removed {
+			w.record(audit.ContainerRemove, c, "removed while Docker was unreachable")
+		}
+		for _, c := range list {
+			if prev, ok := changed[c.ID]; ok && prev.State != c.State {
+				action := audit.ContainerDie
+				if c.State == docker.StateRunning {
+					action = audit.ContainerStart
+				}
+				w.record(action, c, "seen after reconnecting to Docker")
+			}
+		}
+	}
+	synced()
+	w.enqueueAll(ctx, list, removed)
+	for {
+		select {
+		case e, ok := <-events:
+			if !ok {
+				return <-errs
+			}
+			w.handle(ctx, e)
+		case err := <-errs:
+			if err == nil {
+				err = errors.New("the Docker events stream ended")
+			}
+			return err
+		}
+	}
+}
+
+// handle applies one event to the store, records it and passes the container on.
+func (w *ContainerWatcher) handle(ctx context.Context, e docker.Event) {
+	containerEvents.WithLabelValues(e.Action).Inc()
+	var (
+		c       docker.Container
+		existed bool
+	)
+	switch e.Action {
+	case "destroy":
+		c, existed = w.Store.remove(e.ID)
+		w.enqueue(e.ID) // first: a removal frees GPUs, and that should not wait on the record
+		if !existed && e.Time.Before(w.Store.syncedAt()) {
+			return // the listing already showed it gone and it was recorded then
+		}
+	case "exec_create", "exec_start", "exec_die", "exec_detach", "attach", "detach", "resize", "top", "copy",
+		"archive-path", "extract-to-dir", "export", "commit", "health_status":
+		return // nothing the controllers act on
+	default:
+		fresh, err := w.Engine.Inspect(ctx, e.ID)
+		if errors.Is(err, docker.ErrNotFound) {
+			return // removed already; its destroy event follows
+		}
+		if err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "Inspecting a container after an event", "container", e.ID, "action", e.Action)
+			return
+		}
+		c = fresh
+		w.Store.put(c)
+		w.enqueue(e.ID)
+	}
+	if c.ID == "" {
+		c = docker.Container{ID: e.ID, Name: e.Attributes["name"], Image: e.Attributes["image"], Labels: e.Attributes}
+	}
+	if action, ok := map[string]audit.ContainerAction{
+		"create": audit.ContainerCreate, "start": audit.ContainerStart, "stop": audit.ContainerStop,
+		"die": audit.ContainerDie, "destroy": audit.ContainerRemove,
+	}[e.Action]; ok {
+		reason := ""
+		if e.Action == "stop" || e.Action == "destroy" {
+			reason = w.Store.takeNote(e.ID)
+		}
+		w.record(action, c, reason)
+	}
+}
+
+// record writes one container record with its owner ("unknown" when no label names one).
+func (w *ContainerWatcher) record(action audit.ContainerAction, c docker.Container, reason string) {
+	user, _ := labels.Owner(c.Labels)
+	if user == "" {
+		user = labels.OwnerUnknown
+	}
+	w.Audit.Log(audit.ContainerEvent(action, user, containerRef(c), reason))
+}
+
+func containerRef(c docker.Container) audit.Container {
+	return audit.Container{ID: c.ID, Name: c.Name, Image: c.Image, Type: string(labels.ContainerType(c.Labels))}
+}
+
+func (w *ContainerWatcher) enqueue(id string) {
+	w.Changed <- event.GenericEvent{Object: &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: id}}}
+}
+
+// enqueueAll hands on every container, every one seen removed, and every container an
+// allocation of this node names: one removed while gpuwarden was not running shows only there.
+func (w *ContainerWatcher) enqueueAll(ctx context.Context, list, removed []docker.Container) {
+	ids := map[string]bool{}
+	for _, c := range list {
+		ids[c.ID] = true
+	}
+	for _, c := range removed {
+		ids[c.ID] = true
+	}
+	var allocs gpuwardenv1alpha1.GPUAllocationList
+	if err := w.Client.List(ctx, &allocs); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Listing allocations to check their containers")
+	}
+	for _, a := range allocs.Items {
+		if a.Spec.NodeName == w.NodeName {
+			for _, id := range containerIDsOf(&a) {
+				ids[id] = true
+			}
+		}
+	}
+	for id := range ids {
+		w.enqueue(id)
+	}
+}
+
+func (w *ContainerWatcher) connected(ctx context.Context) {
+	dockerUp.Set(1)
+	w.setCondition(ctx, metav1.ConditionTrue, gpuwardenv1alpha1.ReasonDockerConnected, "Containers on this node are observed", corev1.EventTypeNormal, EventDockerConnected)
+}
+
+func (w *ContainerWatcher) unreachable(ctx context.Context, err error) {
+	w.Store.setSynced(false)
+	dockerUp.Set(0)
+	dockerOutages.Inc()
+	msg := fmt.Sprintf("The Docker engine is unreachable (%v); no GPU is released until it is back", err)
+	w.setCondition(ctx, metav1.ConditionFalse, gpuwardenv1alpha1.ReasonDockerUnreachable, msg, corev1.EventTypeWarning, EventDockerUnreachable)
+}
+
+// setCondition shows the Docker connection on each of the node's GPUs, with an Event when
+// it changes.
+func (w *ContainerWatcher) setCondition(ctx context.Context, status metav1.ConditionStatus, reason, msg, eventType, eventReason string) {
+	var gpus gpuwardenv1alpha1.GPUList
+	if err := w.Client.List(ctx, &gpus, client.MatchingLabels{LabelNode: w.NodeName}); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Listing GPUs to show the Docker connection")
+		return
+	}
+	for i := range gpus.Items {
+		g := &gpus.Items[i]
+		changed := false
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			if err := w.Client.Get(ctx, client.ObjectKeyFromObject(g), g); err != nil {
+				return err
+			}
+			changed = meta.SetStatusCondition(&g.Status.Conditions, metav1.Condition{Type: gpuwardenv1alpha1.ConditionDockerReachable,
+				Status: status, Reason: reason, Message: msg, ObservedGeneration: g.Generation})
+			if !changed {
+				return nil
+			}
+			return w.Client.Status().Update(ctx, g)
+		})
+		if err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "Showing the Docker connection on a GPU", "gpu", g.Name)
+			continue
+		}
+		if changed {
+			w.Recorder.Eventf(g, nil, eventType, eventReason, "Observe", "%s", msg)
+		}
+	}
+}
+
+// containerIDsOf returns the container IDs an allocation names.
+func containerIDsOf(a *gpuwardenv1alpha1.GPUAllocation) []string {
+	var out []string
+	for _, id := range []string{a.Status.ContainerID, a.Spec.ContainerID} {
+		if id != "" && (len(out) == 0 || out[0] != id) {
+			out = append(out, id)
+		}
+	}
+	return out
+}

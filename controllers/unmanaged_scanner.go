@@ -1,0 +1,226 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/gpu"
+	"github.com/gpuwarden/gpuwarden/internal/labels"
+	"github.com/gpuwarden/gpuwarden/internal/proc"
+)
+
+// Event reasons of unmanaged GPU use, on the GPU it happens on.
+const (
+	EventUnmanagedGPUUse      = "UnmanagedGPUUse"
+	EventUnmanagedGPUUseEnded = "UnmanagedGPUUseEnded"
+	// DefaultScanInterval is how often GPU processes are checked.
+	DefaultScanInterval = 30 * time.Second
+)
+
+// UnmanagedScanner finds GPU processes (from NVML) that belong to no allocation: not in a
+// container whose Bound allocation holds the device, nor a host process of the user of a
+// Bound allocation without a container that holds it. Each is mapped through
+// /proc/PID/cgroup to a container or to a host user; seen in two scans in a row it becomes
+// a detection.unmanaged_container or detection.unmanaged_process record, an Event on the GPU
+// and a metric, and a *_exited record when it ends. Driver daemons are ignored, and a
+// process seen once (a short probe like nvidia-smi) is never reported.
+type UnmanagedScanner struct {
+	Client   client.Client
+	GPUs     gpu.Backend
+	Proc     proc.FS
+	Store    *ContainerStore
+	NodeName string
+	Recorder recorder.EventRecorder
+	Audit    audit.Logger
+	Interval time.Duration
+
+	pending   map[useKey]bool
+	confirmed map[useKey]finding
+}
+
+type useKey struct {
+	pid    int
+	device string
+}
+
+type finding struct {
+	kind audit.DetectionKind
+	user string
+	u    audit.Unmanaged
+}
+
+// NeedLeaderElection: only the node's active controller reports.
+func (s *UnmanagedScanner) NeedLeaderElection() bool { return true }
+
+// Start scans every Interval until ctx ends.
+func (s *UnmanagedScanner) Start(ctx context.Context) error {
+	if s.Interval <= 0 {
+		s.Interval = DefaultScanInterval
+	}
+	t := time.NewTicker(s.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := s.Scan(ctx); err != nil {
+				ctrl.LoggerFrom(ctx).Error(err, "Scanning GPU processes")
+			}
+		}
+	}
+}
+
+// Scan checks the GPU processes once.
+func (s *UnmanagedScanner) Scan(ctx context.Context) error {
+	if s.pending == nil {
+		s.pending, s.confirmed = map[useKey]bool{}, map[useKey]finding{}
+	}
+	procs, err := s.GPUs.Processes(ctx)
+	if errors.Is(err, gpu.ErrNoDriver) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("listing GPU processes: %w", err)
+	}
+	var allocs gpuwardenv1alpha1.GPUAllocationList
+	if err := s.Client.List(ctx, &allocs); err != nil {
+		return fmt.Errorf("listing allocations: %w", err)
+	}
+	byContainer, byUser := map[string]map[string]bool{}, map[string]map[string]bool{}
+	for _, a := range allocs.Items {
+		if a.Spec.NodeName != s.NodeName || a.Status.Phase != gpuwardenv1alpha1.PhaseBound {
+			continue
+		}
+		holder, key := byContainer, a.Status.ContainerID
+		if key == "" {
+			holder, key = byUser, a.Spec.User
+		}
+		if holder[key] == nil {
+			holder[key] = map[string]bool{}
+		}
+		for _, d := range a.Status.Devices {
+			holder[key][d.UUID] = true
+		}
+	}
+	seen := map[useKey]finding{}
+	for _, gp := range procs {
+		p, err := s.Proc.Read(gp.PID)
+		if err != nil || proc.IsDriverDaemon(p.Command) {
+			continue // ended since NVML listed it, or the driver's own
+		}
+		f := finding{u: audit.Unmanaged{PID: p.PID, Command: p.CmdLine, GPU: gp.DeviceUUID, MemoryMiB: int64(gp.UsedMemoryBytes >> 20)}}
+		if p.ContainerID != "" {
+			if byContainer[p.ContainerID][gp.DeviceUUID] {
+				continue
+			}
+			f.kind = audit.UnmanagedContainer
+			f.u.Container = audit.Container{ID: p.ContainerID}
+			if c, ok, _ := s.Store.Get(p.ContainerID); ok {
+				f.u.Container = containerRef(c)
+				f.user, _ = labels.Owner(c.Labels)
+			}
+			if f.user == "" {
+				f.user = labels.OwnerUnknown
+			}
+		} else {
+			if byUser[p.User][gp.DeviceUUID] {
+				continue
+			}
+			f.kind, f.user = audit.UnmanagedProcess, p.User
+		}
+		seen[useKey{pid: gp.PID, device: gp.DeviceUUID}] = f
+	}
+	gpus := s.gpuObjects(ctx)
+	for k, f := range seen {
+		switch {
+		case s.confirmedHas(k):
+		case s.pending[k]:
+			delete(s.pending, k)
+			s.confirmed[k] = f
+			unmanagedDetections.WithLabelValues(kindLabel(f.kind)).Inc()
+			s.Audit.Log(audit.Detection(f.kind, f.user, f.u))
+			s.event(gpus, k.device, corev1.EventTypeWarning, EventUnmanagedGPUUse, "%s", describe(f, "uses"))
+		default:
+			s.pending[k] = true
+		}
+	}
+	for k := range s.pending {
+		if _, ok := seen[k]; !ok {
+			delete(s.pending, k) // a one-off: never reported
+		}
+	}
+	for k, f := range s.confirmed {
+		if _, ok := seen[k]; ok {
+			continue
+		}
+		delete(s.confirmed, k)
+		kind := audit.UnmanagedProcessExited
+		if f.kind == audit.UnmanagedContainer {
+			kind = audit.UnmanagedContainerExited
+		}
+		s.Audit.Log(audit.Detection(kind, f.user, f.u))
+		s.event(gpus, k.device, corev1.EventTypeNormal, EventUnmanagedGPUUseEnded, "%s", describe(f, "no longer uses"))
+	}
+	counts := map[string]float64{"container": 0, "host": 0}
+	for _, f := range s.confirmed {
+		counts[kindLabel(f.kind)]++
+	}
+	for k, n := range counts {
+		unmanagedProcesses.WithLabelValues(k).Set(n)
+	}
+	return nil
+}
+
+func (s *UnmanagedScanner) confirmedHas(k useKey) bool { _, ok := s.confirmed[k]; return ok }
+
+func kindLabel(k audit.DetectionKind) string {
+	if k == audit.UnmanagedContainer || k == audit.UnmanagedContainerExited {
+		return "container"
+	}
+	return "host"
+}
+
+func describe(f finding, verb string) string {
+	who := fmt.Sprintf("host process %d (%s) of %s", f.u.PID, f.u.Command, f.user)
+	if f.kind == audit.UnmanagedContainer {
+		name := f.u.Container.Name
+		if name == "" {
+			name = f.u.Container.ID[:min(12, len(f.u.Container.ID))]
+		}
+		who = fmt.Sprintf("process %d (%s) in container %s of %s", f.u.PID, f.u.Command, name, f.user)
+	}
+	return fmt.Sprintf("%s %s GPU %s without an allocation", who, verb, f.u.GPU)
+}
+
+// gpuObjects returns the node's GPUs by the UUIDs of the GPU and of its MIG instances.
+func (s *UnmanagedScanner) gpuObjects(ctx context.Context) map[string]*gpuwardenv1alpha1.GPU {
+	var list gpuwardenv1alpha1.GPUList
+	if err := s.Client.List(ctx, &list, client.MatchingLabels{LabelNode: s.NodeName}); err != nil {
+		return nil
+	}
+	out := map[string]*gpuwardenv1alpha1.GPU{}
+	for i := range list.Items {
+		g := &list.Items[i]
+		out[g.Status.UUID] = g
+		for _, in := range g.Status.MIGInstances {
+			out[in.UUID] = g
+		}
+	}
+	return out
+}
+
+func (s *UnmanagedScanner) event(gpus map[string]*gpuwardenv1alpha1.GPU, device, eventType, reason, format string, args ...any) {
+	if g := gpus[device]; g != nil {
+		s.Recorder.Eventf(g, nil, eventType, reason, "Detect", format, args...)
+	}
+}

@@ -1,0 +1,103 @@
+// Package docker is gpuwarden's view of a Docker engine: a small consumer-shaped interface
+// with domain structs in and out, and an adapter over the Docker Engine Go client. No Docker
+// API type leaks past this package.
+package docker
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotFound says the container does not exist (any more).
+var ErrNotFound = errors.New("no such container")
+
+// State is a container's state as the engine reports it.
+type State string
+
+// Container states.
+const (
+	StateCreated    State = "created"
+	StateRunning    State = "running"
+	StatePaused     State = "paused"
+	StateRestarting State = "restarting"
+	StateRemoving   State = "removing"
+	StateExited     State = "exited"
+	StateDead       State = "dead"
+)
+
+// Stopped reports whether a container in this state has run and is no longer running.
+func (s State) Stopped() bool { return s == StateExited || s == StateDead }
+
+// Container is what gpuwarden needs to know about one container.
+type Container struct {
+	ID     string
+	Name   string
+	Image  string
+	Labels map[string]string
+	State  State
+	// Created, StartedAt and FinishedAt are zero when they have not happened.
+	Created, StartedAt, FinishedAt time.Time
+	// PID is the main process's host PID while running.
+	PID int
+	// GPUs are the GPUs the container asks the engine for.
+	GPUs GPURequest
+	// CgroupParent is the container's parent cgroup, when set.
+	CgroupParent string
+}
+
+// NeverStarted reports whether the container was created and never started.
+func (c Container) NeverStarted() bool { return c.State == StateCreated && c.StartedAt.IsZero() }
+
+// GPURequest is how a container asks for GPUs: by device request (`--gpus`) or by
+// NVIDIA_VISIBLE_DEVICES with the nvidia runtime.
+type GPURequest struct {
+	// All: every GPU of the host (`--gpus all`, NVIDIA_VISIBLE_DEVICES=all).
+	All bool
+	// Count: the first Count GPUs (`--gpus 2`), as the engine's nvidia driver gives them.
+	Count int
+	// Devices: GPU or MIG UUIDs, or indices ("0", "1:2").
+	Devices []string
+}
+
+// Any reports whether GPUs are asked for at all.
+func (g GPURequest) Any() bool { return g.All || g.Count > 0 || len(g.Devices) > 0 }
+
+// Event is one container event from the engine's stream.
+type Event struct {
+	// Action is the engine's action: create, start, stop, die, destroy, …
+	Action string
+	ID     string
+	Time   time.Time
+	// Attributes are the container's labels plus name, image and exitCode.
+	Attributes map[string]string
+}
+
+// Stats is one sample of a container's resource use.
+type Stats struct {
+	Read time.Time
+	// CPUNanos is the container's cumulative CPU time; SystemNanos the host's.
+	CPUNanos, SystemNanos uint64
+	OnlineCPUs            uint32
+	// NetworkRxBytes and NetworkTxBytes are cumulative over every interface.
+	NetworkRxBytes, NetworkTxBytes uint64
+}
+
+// Engine is a Docker engine.
+type Engine interface {
+	// List returns every container, in any state, fully inspected.
+	List(ctx context.Context) ([]Container, error)
+	// Inspect returns one container, or ErrNotFound.
+	Inspect(ctx context.Context, id string) (Container, error)
+	// Stop sends SIGTERM, then SIGKILL after grace.
+	Stop(ctx context.Context, id string, grace time.Duration) error
+	// Kill sends a signal (SIGKILL when empty).
+	Kill(ctx context.Context, id, signal string) error
+	// Remove removes a container that is not running (running ones only when force).
+	Remove(ctx context.Context, id string, force bool) error
+	// Events streams container events until ctx ends or the stream breaks; the error
+	// channel then receives why. The stream is open when Events returns without error.
+	Events(ctx context.Context) (<-chan Event, <-chan error, error)
+	// Stats returns one sample of a running container's resource use.
+	Stats(ctx context.Context, id string) (Stats, error)
+}

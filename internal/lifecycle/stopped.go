@@ -1,0 +1,94 @@
+// Package lifecycle decides what is due to a container over time, as its effective
+// ContainerPolicy says. It is pure: the container's state, the policy and the time in; the
+// actions due now and when to look again out.
+package lifecycle
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/gpuwarden/gpuwarden/internal/docker"
+	"github.com/gpuwarden/gpuwarden/internal/resolve"
+)
+
+// Action is something due to a container.
+type Action string
+
+// Actions.
+const (
+	// ReleaseGPUs gives a stopped container's GPUs back.
+	ReleaseGPUs Action = "ReleaseGPUs"
+	// Remove removes the container.
+	Remove Action = "Remove"
+)
+
+// Reasons, as the audit log records them (DS01's names where it had one).
+const (
+	ReasonCreatedNeverStarted = "created_never_started"
+	ReasonHoldExpired         = "hold_expired"
+	ReasonStopped             = "stopped_too_long"
+)
+
+// Due is one action due now.
+type Due struct {
+	Action Action
+	Reason string
+	// Message says why for people, naming the limit and the policy that set it.
+	Message string
+	// Policy is the ContainerPolicy that set the limit.
+	Policy string
+}
+
+// Policy field paths of the limits read here.
+const (
+	pathHold    = "gpuHoldAfterStop"
+	pathRemove  = "removeAfterStop"
+	pathCreated = "createdNeverStartedTimeout"
+)
+
+// NotRunning returns what is due to a container that is not running: removal of one created
+// and never started once createdNeverStartedTimeout has passed; for a stopped one, release of
+// its GPUs (if it holds any) after gpuHoldAfterStop and removal after removeAfterStop.
+// Protected containers are never removed. next is how long until the next limit falls due
+// (0: none will).
+func NotRunning(c docker.Container, p resolve.Policy, holdsGPUs, protected bool, now time.Time) (due []Due, next time.Duration) {
+	wait := func(d time.Duration) {
+		if d > 0 && (next == 0 || d < next) {
+			next = d
+		}
+	}
+	check := func(path string, since time.Time, action Action, reason, what string) {
+		l := p.Duration(path)
+		if !l.Applies() {
+			return
+		}
+		elapsed := now.Sub(since)
+		if elapsed < l.Duration {
+			wait(l.Duration - elapsed)
+			return
+		}
+		due = append(due, Due{Action: action, Reason: reason, Policy: l.From,
+			Message: fmt.Sprintf("%s %s; %s is %s (%s)", what, round(elapsed), path, l.Duration, l.From)})
+	}
+	switch {
+	case c.NeverStarted():
+		if !protected && !c.Created.IsZero() {
+			check(pathCreated, c.Created, Remove, ReasonCreatedNeverStarted, "created and never started for")
+		}
+	case c.State.Stopped() && !c.FinishedAt.IsZero():
+		if holdsGPUs {
+			check(pathHold, c.FinishedAt, ReleaseGPUs, ReasonHoldExpired, "stopped for")
+		}
+		if !protected {
+			check(pathRemove, c.FinishedAt, Remove, ReasonStopped, "stopped for")
+		}
+	}
+	return due, next
+}
+
+func round(d time.Duration) time.Duration {
+	if d > time.Minute {
+		return d.Round(time.Second)
+	}
+	return d.Round(time.Millisecond)
+}
