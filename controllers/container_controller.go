@@ -112,8 +112,8 @@ func (r *ContainerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if live != nil && live.Spec.Source == gpuwardenv1alpha1.SourceAdopted {
-		if err := r.checkAdopted(ctx, c, live, policy); err != nil {
+	if a := adoptedFor(allocs, c.ID); a != nil && c.State == docker.StateRunning {
+		if err := r.checkAdopted(ctx, c, a, policy); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
@@ -216,6 +216,16 @@ func liveAllocation(allocs []gpuwardenv1alpha1.GPUAllocation) *gpuwardenv1alpha1
 	return nil
 }
 
+// adoptedFor returns the allocation adopted for the container, if any.
+func adoptedFor(allocs []gpuwardenv1alpha1.GPUAllocation, id string) *gpuwardenv1alpha1.GPUAllocation {
+	for i := range allocs {
+		if allocs[i].Name == adoptedName(id) && allocs[i].DeletionTimestamp == nil {
+			return &allocs[i]
+		}
+	}
+	return nil
+}
+
 // attach records the container on its allocation.
 func (r *ContainerReconciler) attach(ctx context.Context, c docker.Container, a *gpuwardenv1alpha1.GPUAllocation) error {
 	if a.Status.ContainerID == c.ID {
@@ -306,7 +316,7 @@ func (r *ContainerReconciler) checkAdopted(ctx context.Context, c docker.Contain
 	switch {
 	case a.Spec.User == UnknownUser:
 		reason, msg = ReasonOwnerUnknown, "no label names the owner of the container"
-	case a.Status.Phase == gpuwardenv1alpha1.PhasePending && a.Status.Reason != "":
+	case a.Status.Phase == gpuwardenv1alpha1.PhaseRejected, a.Status.Phase == gpuwardenv1alpha1.PhasePending && a.Status.Reason != "":
 		reason, msg = a.Status.Reason, a.Status.Message
 	default:
 		return nil // bound, or not decided yet

@@ -48,6 +48,9 @@ type ContainerWatcher struct {
 	RetryInterval time.Duration
 }
 
+// conditionRecheck is how often the DockerReachable condition is checked on the node's GPUs.
+const conditionRecheck = 5 * time.Second
+
 // DefaultDockerRetry is the first wait before reconnecting to Docker.
 const DefaultDockerRetry = time.Second
 
@@ -112,8 +115,13 @@ func (w *ContainerWatcher) session(ctx context.Context, first bool, synced func(
 	}
 	synced()
 	w.enqueueAll(ctx, list, removed)
+	// GPUs that appear later (the inventory creates them) get the condition too.
+	recheck := time.NewTicker(conditionRecheck)
+	defer recheck.Stop()
 	for {
 		select {
+		case <-recheck.C:
+			w.connected(ctx)
 		case e, ok := <-events:
 			if !ok {
 				return <-errs

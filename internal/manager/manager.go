@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -113,7 +114,8 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	var auditLog audit.Logger = audit.Discard
 	if o.Audit != nil {
 		auditLog = o.Audit
-		if err := metrics.Registry.Register(audit.Collector{W: o.Audit}); err != nil {
+		// One audit log per process: a second manager (tests run several) reports the first's.
+		if err := metrics.Registry.Register(audit.Collector{W: o.Audit}); err != nil && !errors.As(err, &prometheus.AlreadyRegisteredError{}) {
 			return nil, fmt.Errorf("registering audit metrics: %w", err)
 		}
 	}

@@ -1,0 +1,440 @@
+package integration
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"syscall"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/controllers"
+	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/docker"
+	"github.com/gpuwarden/gpuwarden/internal/gpu"
+	"github.com/gpuwarden/gpuwarden/internal/gpu/fakegpu"
+	"github.com/gpuwarden/gpuwarden/internal/manager"
+	"github.com/gpuwarden/gpuwarden/internal/resolve"
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
+)
+
+// testImage is the busybox image hack/docker-up.sh imports.
+func testImage() string {
+	if im := os.Getenv("GPUWARDEN_TEST_IMAGE"); im != "" {
+		return im
+	}
+	return "gpuwarden-test/busybox:latest"
+}
+
+// dockerHost is the tests' engine (hack/docker-up.sh's, through DOCKER_HOST).
+func dockerHost() string {
+	if h := os.Getenv("DOCKER_HOST"); h != "" {
+		return h
+	}
+	return "unix:///run/gpuwarden-test/docker.sock"
+}
+
+// requireDocker fails (in CI) or skips without a reachable engine and the docker CLI.
+func requireDocker(t testing.TB, host string) *docker.Client {
+	t.Helper()
+	_, err := exec.LookPath("docker")
+	testutil.Require(t, err == nil, "docker CLI: %v", err)
+	eng, err := docker.New(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = eng.List(ctx)
+	testutil.Require(t, err == nil, "a running Docker engine at %s (hack/docker-up.sh): %v", host, err)
+	return eng
+}
+
+// dockerCLI runs the docker CLI against host and returns its trimmed output.
+func dockerCLI(t testing.TB, host string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("docker", args...)
+	cmd.Env = append(os.Environ(), "DOCKER_HOST="+host)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// containerEnv is one container test's world: a manager for node with the Docker
+// controllers, simulated GPUs, an audit log and a host's engine.
+type containerEnv struct {
+	t     *testing.T
+	c     client.Client
+	host  string
+	fake  *fakegpu.Server
+	audit *audit.Writer
+	path  string
+	node  string
+	stop  func()
+}
+
+func newContainerEnv(t *testing.T, host string) *containerEnv {
+	t.Helper()
+	eng := requireDocker(t, host)
+	c := allocationTest(t)
+	t.Cleanup(func() { _ = c.DeleteAllOf(context.Background(), &gpuwardenv1alpha1.ContainerPolicy{}) })
+	e := &containerEnv{t: t, c: c, host: host, node: "dk", path: filepath.Join(t.TempDir(), "events.jsonl")}
+	fake, err := fakegpu.NewForNode("h100x8", e.node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.fake = fake
+	w, err := audit.Open(audit.Options{Path: e.path, Node: e.node, Source: "gpuwarden"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.audit = w
+	e.stop = startManager(t, manager.Options{NodeName: e.node, GPUs: gpu.NewNVML(fake), Groups: resolve.StaticGroups{},
+		Audit: w, Docker: eng, DockerRetry: 200 * time.Millisecond, ScanInterval: 200 * time.Millisecond})
+	t.Cleanup(func() { e.stop(); _ = w.Close() })
+	eventuallyTrue(t, 30*time.Second, "the GPU inventory", func() bool {
+		var gpus gpuwardenv1alpha1.GPUList
+		return c.List(context.Background(), &gpus) == nil && len(gpus.Items) == 8
+	})
+	return e
+}
+
+// run starts a container and returns its ID; it is removed when the test ends.
+func (e *containerEnv) run(args ...string) string {
+	e.t.Helper()
+	id := dockerCLI(e.t, e.host, append([]string{"run", "-d", "--stop-timeout", "1"}, args...)...)
+	e.t.Cleanup(func() { _ = exec.Command("docker", "-H", e.host, "rm", "-f", id).Run() })
+	return id
+}
+
+// allocate creates a Manual allocation of n GPUs for user and waits until it is Bound.
+func (e *containerEnv) allocate(name, user string, n int32) *gpuwardenv1alpha1.GPUAllocation {
+	e.t.Helper()
+	a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: user, NodeName: e.node, Request: gpuwardenv1alpha1.AllocationRequest{GPUs: ptr.To(n)}}}
+	if err := e.c.Create(context.Background(), a); err != nil {
+		e.t.Fatal(err)
+	}
+	return e.waitPhase(name, gpuwardenv1alpha1.PhaseBound)
+}
+
+func (e *containerEnv) get(name string) *gpuwardenv1alpha1.GPUAllocation {
+	a := &gpuwardenv1alpha1.GPUAllocation{}
+	if err := e.c.Get(context.Background(), client.ObjectKey{Name: name}, a); err != nil {
+		return nil
+	}
+	return a
+}
+
+func (e *containerEnv) waitPhase(name string, phase gpuwardenv1alpha1.AllocationPhase) *gpuwardenv1alpha1.GPUAllocation {
+	e.t.Helper()
+	var a *gpuwardenv1alpha1.GPUAllocation
+	eventuallyTrue(e.t, 20*time.Second, "allocation "+name+" "+string(phase), func() bool {
+		a = e.get(name)
+		return a != nil && a.Status.Phase == phase
+	})
+	return a
+}
+
+// events returns the audit records written so far.
+func (e *containerEnv) events(f audit.Filter) []audit.Event {
+	e.t.Helper()
+	if err := e.audit.Flush(); err != nil {
+		e.t.Fatal(err)
+	}
+	var out []audit.Event
+	if _, err := audit.Read(context.Background(), []string{e.path}, f, func(ev *audit.Event) error { out = append(out, *ev); return nil }); err != nil {
+		e.t.Fatal(err)
+	}
+	return out
+}
+
+// waitEvent waits for an audit record of type for container (name or ID) and returns it.
+func (e *containerEnv) waitEvent(typ, container string) audit.Event {
+	e.t.Helper()
+	var got audit.Event
+	eventuallyTrue(e.t, 20*time.Second, typ+" of "+container, func() bool {
+		evs := e.events(audit.Filter{Type: typ, Container: container})
+		if len(evs) > 0 {
+			got = evs[len(evs)-1]
+		}
+		return len(evs) > 0
+	})
+	return got
+}
+
+func (e *containerEnv) exists(id string) bool {
+	return exec.Command("docker", "-H", e.host, "inspect", id).Run() == nil
+}
+
+func (e *containerEnv) policy(name string, spec gpuwardenv1alpha1.ContainerPolicySpec) {
+	e.t.Helper()
+	if err := e.c.Create(context.Background(), &gpuwardenv1alpha1.ContainerPolicy{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: spec}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func duration(d time.Duration) *metav1.Duration { return &metav1.Duration{Duration: d} }
+
+func TestContainerLifecycleBindingAndReleaseOnRemoval(t *testing.T) {
+	e := newContainerEnv(t, dockerHost())
+	a := e.allocate("alice-train", "alice", 1)
+	uuid := a.Status.Devices[0].UUID
+	id := e.run("--name", "alice-train", "--label", "gpuwarden.io/user=alice", "--label", "gpuwarden.io/allocation=alice-train",
+		"--gpus", "device="+uuid, testImage(), "sleep", "3600")
+	eventuallyTrue(t, 20*time.Second, "the container attached to its allocation", func() bool {
+		a := e.get("alice-train")
+		return a != nil && a.Status.ContainerID == id
+	})
+	dockerCLI(t, e.host, "stop", "-t", "0", id)
+	dockerCLI(t, e.host, "rm", id)
+	a = e.waitPhase("alice-train", gpuwardenv1alpha1.PhaseReleased)
+	if !strings.Contains(a.Status.Message, controllers.ReasonContainerRemoved) {
+		t.Errorf("release message %q does not say the container was removed", a.Status.Message)
+	}
+	for _, typ := range []string{audit.TypeContainerCreate, audit.TypeContainerStart, audit.TypeContainerStop, audit.TypeContainerDie, audit.TypeContainerRemove} {
+		ev := e.waitEvent(typ, id)
+		if ev.User != "alice" || ev.Details["container"] != "alice-train" || ev.Details["container_type"] != "docker" {
+			t.Errorf("%s record: user %q, details %v; want alice's docker container alice-train", typ, ev.User, ev.Details)
+		}
+	}
+	rel := e.waitEvent(audit.TypeGPURelease, "")
+	if rel.User != "alice" || rel.Details["reason"] != controllers.ReasonContainerRemoved {
+		t.Errorf("gpu.release record: user %q, details %v", rel.User, rel.Details)
+	}
+}
+
+func TestOwnerAndTypeFromLegacyAndWellKnownLabels(t *testing.T) {
+	e := newContainerEnv(t, dockerHost())
+	for _, tc := range []struct {
+		labels   []string
+		user     string
+		ctype    string
+		nameHint string
+	}{
+		{[]string{"ds01.user=dora", "ds01.container_type=compose"}, "dora", "compose", "ds01"},
+		{[]string{"aime.mlc.USER=erin"}, "erin", "docker", "aime"},
+		{[]string{"devcontainer.local_folder=/home/frank/proj"}, "frank", "devcontainer", "devc"},
+		{[]string{"com.docker.compose.project=web"}, "unknown", "compose", "compose"},
+		{nil, "unknown", "docker", "bare"},
+	} {
+		args := []string{"--name", "owner-" + tc.nameHint}
+		for _, l := range tc.labels {
+			args = append(args, "--label", l)
+		}
+		id := e.run(append(args, testImage(), "sleep", "3600")...)
+		ev := e.waitEvent(audit.TypeContainerStart, id)
+		if ev.User != tc.user || ev.Details["container_type"] != tc.ctype {
+			t.Errorf("labels %v: recorded user %q type %v; want %q %q", tc.labels, ev.User, ev.Details["container_type"], tc.user, tc.ctype)
+		}
+	}
+}
+
+func TestStoppedContainersReleaseAfterHoldAndAreRemoved(t *testing.T) {
+	e := newContainerEnv(t, dockerHost())
+	e.policy("short", gpuwardenv1alpha1.ContainerPolicySpec{Selector: gpuwardenv1alpha1.PolicySelector{Users: []string{"bob"}},
+		GPUHoldAfterStop: duration(time.Second), RemoveAfterStop: duration(3 * time.Second)})
+	a := e.allocate("bob-1", "bob", 1)
+	id := e.run("--name", "bob-1", "--label", "gpuwarden.io/user=bob", "--label", "gpuwarden.io/allocation=bob-1",
+		"--gpus", "device="+a.Status.Devices[0].UUID, testImage(), "sleep", "3600")
+	kept := e.run("--name", "bob-kept", "--label", "gpuwarden.io/user=bob", "--label", "gpuwarden.io/protected=true", testImage(), "sleep", "3600")
+	eventuallyTrue(t, 20*time.Second, "attached", func() bool { return e.get("bob-1").Status.ContainerID == id })
+	dockerCLI(t, e.host, "stop", "-t", "0", id)
+	dockerCLI(t, e.host, "stop", "-t", "0", kept)
+	a = e.waitPhase("bob-1", gpuwardenv1alpha1.PhaseReleased)
+	if !e.exists(id) {
+		t.Fatal("the container was removed before its GPUs were released; want release first, after gpuHoldAfterStop")
+	}
+	if !strings.Contains(a.Status.Message, "hold_expired") || !strings.Contains(a.Status.Message, "ContainerPolicy short") {
+		t.Errorf("release message %q should name hold_expired and the policy", a.Status.Message)
+	}
+	eventuallyTrue(t, 20*time.Second, "the stopped container removed after removeAfterStop", func() bool { return !e.exists(id) })
+	rm := e.waitEvent(audit.TypeLifecycleRemove, id)
+	if rm.User != "bob" || !strings.Contains(rm.Details["reason"].(string), "stopped_too_long") || rm.Details["policy"] != "short" {
+		t.Errorf("lifecycle.remove record: user %q details %v", rm.User, rm.Details)
+	}
+	if ev := e.waitEvent(audit.TypeContainerRemove, id); ev.Details["reason"] != "stopped_too_long" {
+		t.Errorf("container.remove reason %v, want stopped_too_long", ev.Details["reason"])
+	}
+	if !e.exists(kept) {
+		t.Error("a protected container was removed")
+	}
+}
+
+func TestCreatedNeverStartedIsRemoved(t *testing.T) {
+	e := newContainerEnv(t, dockerHost())
+	e.policy("created", gpuwardenv1alpha1.ContainerPolicySpec{CreatedNeverStartedTimeout: duration(time.Second)})
+	id := dockerCLI(t, e.host, "create", "--name", "never-started", "--label", "ds01.user=gina", testImage(), "sleep", "1")
+	t.Cleanup(func() { _ = exec.Command("docker", "-H", e.host, "rm", "-f", id).Run() })
+	eventuallyTrue(t, 20*time.Second, "the never-started container removed", func() bool { return !e.exists(id) })
+	ev := e.waitEvent(audit.TypeLifecycleRemove, id)
+	if ev.User != "gina" || !strings.HasPrefix(ev.Details["reason"].(string), "created_never_started") {
+		t.Errorf("lifecycle.remove record: user %q details %v", ev.User, ev.Details)
+	}
+}
+
+func TestAdoptionOfGPUContainersMadeOutsideGPUWarden(t *testing.T) {
+	e := newContainerEnv(t, dockerHost())
+	createQuotas(t, e.c) // everyone: 2 gpu-equivalents, 2 per container, 3 containers
+	e.policy("stop-unallocated", gpuwardenv1alpha1.ContainerPolicySpec{Selector: gpuwardenv1alpha1.PolicySelector{Users: []string{"hank"}},
+		OnUnallocatedGPU: gpuwardenv1alpha1.UnallocatedGPUStop, StopGracePeriod: duration(time.Second)})
+	uuids := e.fake.UUIDs()
+
+	ok := e.run("--label", "ds01.user=hank", "--gpus", "device="+uuids[5], testImage(), "sleep", "3600")
+	a := e.waitPhase("adopted-"+ok[:12], gpuwardenv1alpha1.PhaseBound)
+	if a.Spec.Source != gpuwardenv1alpha1.SourceAdopted || a.Spec.User != "hank" || a.Status.Devices[0].UUID != uuids[5] || a.Status.ContainerID != ok {
+		t.Errorf("adopted allocation: %+v %+v", a.Spec, a.Status)
+	}
+
+	// Two more GPUs by count (the first two): over hank's 2 gpu-equivalents.
+	over := e.run("--label", "ds01.user=hank", "--gpus", "2", testImage(), "sleep", "3600")
+	r := e.waitPhase("adopted-"+over[:12], gpuwardenv1alpha1.PhaseRejected)
+	if r.Status.Reason != gpuwardenv1alpha1.ReasonQuotaExceeded || strings.Join(r.Spec.Request.Devices, ",") != uuids[0]+","+uuids[1] {
+		t.Errorf("over-quota adoption: reason %q devices %v", r.Status.Reason, r.Spec.Request.Devices)
+	}
+	det := e.waitEvent(audit.TypeDetectionUnmanagedContainer, over)
+	if det.User != "hank" {
+		t.Errorf("detection record user %q, want hank", det.User)
+	}
+	eventuallyTrue(t, 20*time.Second, "the over-quota container stopped as its policy says", func() bool {
+		return dockerCLI(t, e.host, "inspect", "-f", "{{.State.Running}}", over) == "false"
+	})
+
+	// No owner at all: adopted as "unknown" and reported, but left running (Record).
+	anon := e.run("--gpus", "device=3", testImage(), "sleep", "3600")
+	u := e.waitPhase("adopted-"+anon[:12], gpuwardenv1alpha1.PhaseBound)
+	if u.Spec.User != controllers.UnknownUser || u.Status.Devices[0].UUID != uuids[3] {
+		t.Errorf("unowned adoption: user %q devices %+v", u.Spec.User, u.Status.Devices)
+	}
+	e.waitEvent(audit.TypeDetectionUnmanagedContainer, anon)
+	if dockerCLI(t, e.host, "inspect", "-f", "{{.State.Running}}", anon) != "true" {
+		t.Error("an unowned container was stopped; the default is to record only")
+	}
+
+	// Removing an adopted container releases its devices.
+	dockerCLI(t, e.host, "rm", "-f", ok)
+	eventuallyTrue(t, 20*time.Second, "the adopted allocation released", func() bool {
+		a := e.get("adopted-" + ok[:12])
+		return a == nil || a.Status.Phase == gpuwardenv1alpha1.PhaseReleased
+	})
+}
+
+func TestUnmanagedGPUProcessesAreDetected(t *testing.T) {
+	e := newContainerEnv(t, dockerHost())
+	uuids := e.fake.UUIDs()
+	// A container using GPU 6 without asking gpuwarden; the fake NVML reports its real PID.
+	id := e.run("--name", "sneaky", "--label", "gpuwarden.io/user=ivan", testImage(), "sleep", "3600")
+	pid, err := strconv.Atoi(dockerCLI(t, e.host, "inspect", "-f", "{{.State.Pid}}", id))
+	if err != nil || pid == 0 {
+		t.Fatalf("container PID: %v", err)
+	}
+	e.fake.SetProcesses(uuids[6], fakegpu.Process{PID: pid, UsedMemoryBytes: 512 << 20})
+	// A host process: this test itself, on GPU 7.
+	e.fake.SetProcesses(uuids[7], fakegpu.Process{PID: os.Getpid(), UsedMemoryBytes: 1 << 30})
+	// A bound container's own process on its own device is not reported.
+	a := e.allocate("judy-1", "judy", 1)
+	own := e.run("--name", "judy-1", "--label", "gpuwarden.io/user=judy", "--label", "gpuwarden.io/allocation=judy-1",
+		"--gpus", "device="+a.Status.Devices[0].UUID, testImage(), "sleep", "3600")
+	eventuallyTrue(t, 20*time.Second, "attached", func() bool { return e.get("judy-1").Status.ContainerID == own })
+	ownPID, _ := strconv.Atoi(dockerCLI(t, e.host, "inspect", "-f", "{{.State.Pid}}", own))
+	e.fake.SetProcesses(a.Status.Devices[0].UUID, fakegpu.Process{PID: ownPID})
+
+	c := e.waitEvent(audit.TypeDetectionUnmanagedContainer, id)
+	if c.User != "ivan" || c.Details["container"] != "sneaky" || c.Details["gpu"] != uuids[6] || c.Details["pid"] != float64(pid) {
+		t.Errorf("unmanaged container record: user %q details %v", c.User, c.Details)
+	}
+	h := e.waitEvent(audit.TypeDetectionUnmanagedProcess, "")
+	if h.Details["pid"] != float64(os.Getpid()) || h.Details["gpu"] != uuids[7] || h.User == "" {
+		t.Errorf("unmanaged host process record: user %q details %v", h.User, h.Details)
+	}
+	e.fake.SetProcesses(uuids[6])
+	e.fake.SetProcesses(uuids[7])
+	e.waitEvent(audit.TypeDetectionUnmanagedContainerExited, id)
+	e.waitEvent(audit.TypeDetectionUnmanagedProcessExited, "")
+	if evs := e.events(audit.Filter{Type: "detection", Container: own}); len(evs) > 0 {
+		t.Errorf("a bound container's own GPU process was reported: %v", evs)
+	}
+}
+
+// TestDockerOutageReleasesNothing stops a Docker engine of its own mid-test (the shared one
+// serves other tests) and starts it again.
+func TestDockerOutageReleasesNothing(t *testing.T) {
+	state := "/var/lib/gpuwarden-test/outage"
+	sock := "/run/gpuwarden-test/outage.sock"
+	up := func() {
+		cmd := exec.Command("bash", "../../hack/docker-up.sh")
+		cmd.Env = append(os.Environ(), "GPUWARDEN_TEST_DOCKER_SOCK="+sock, "GPUWARDEN_DOCKER_STATE="+state)
+		out, err := cmd.CombinedOutput()
+		testutil.Require(t, err == nil, "a second Docker engine from hack/docker-up.sh: %v\n%s", err, out)
+	}
+	down := func() {
+		data, err := os.ReadFile(filepath.Join(state, "dockerd.pid"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+		p, err := os.FindProcess(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = p.Signal(os.Interrupt)
+		eventuallyTrue(t, 30*time.Second, "dockerd stopped", func() bool {
+			status, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+			return p.Signal(syscall.Signal(0)) != nil || err != nil || strings.Contains(string(status), "State:\tZ")
+		})
+	}
+	up()
+	t.Cleanup(down)
+	host := "unix://" + sock
+	e := newContainerEnv(t, host)
+	a := e.allocate("kim-1", "kim", 1)
+	id := e.run("--name", "kim-1", "--label", "gpuwarden.io/user=kim", "--label", "gpuwarden.io/allocation=kim-1",
+		"--gpus", "device="+a.Status.Devices[0].UUID, testImage(), "sleep", "3600")
+	eventuallyTrue(t, 20*time.Second, "attached", func() bool { return e.get("kim-1").Status.ContainerID == id })
+	reachable := func(want metav1.ConditionStatus) func() bool {
+		return func() bool {
+			var g gpuwardenv1alpha1.GPU
+			if e.c.Get(context.Background(), client.ObjectKey{Name: e.node + "-gpu0"}, &g) != nil {
+				return false
+			}
+			cond := meta.FindStatusCondition(g.Status.Conditions, gpuwardenv1alpha1.ConditionDockerReachable)
+			return cond != nil && cond.Status == want
+		}
+	}
+	eventuallyTrue(t, 20*time.Second, "DockerReachable True", reachable(metav1.ConditionTrue))
+
+	down()
+	eventuallyTrue(t, 20*time.Second, "DockerReachable False during the outage", reachable(metav1.ConditionFalse))
+	// Several reconnect attempts fail meanwhile; none may release anything.
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if got := e.get("kim-1"); got.Status.Phase != gpuwardenv1alpha1.PhaseBound || got.Annotations[controllers.AnnotationRelease] != "" {
+			t.Fatalf("allocation changed during the Docker outage: %s %v", got.Status.Phase, got.Annotations)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	up()
+	eventuallyTrue(t, 30*time.Second, "DockerReachable True after the engine is back", reachable(metav1.ConditionTrue))
+	// The engine stopped the container on its way down: the relist records it.
+	ev := e.waitEvent(audit.TypeContainerDie, id)
+	if ev.User != "kim" {
+		t.Errorf("resync record user %q, want kim", ev.User)
+	}
+	if got := e.get("kim-1"); got.Status.Phase != gpuwardenv1alpha1.PhaseBound {
+		t.Fatalf("allocation %s after the resync; a stopped container keeps its GPUs without a hold policy", got.Status.Phase)
+	}
+	dockerCLI(t, host, "rm", id)
+	e.waitPhase("kim-1", gpuwardenv1alpha1.PhaseReleased)
+}
