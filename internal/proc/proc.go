@@ -126,4 +126,17 @@ var driverDaemons = map[string]bool{
 }
 
 // IsDriverDaemon reports whether a command is a driver daemon (persistenced, Xorg, dcgm, …).
-func IsDriverDaemon(command string) bool { return driverDaemons[command] }
+// The kernel cuts comm at 15 bytes, so a 15-byte name matches a daemon it is the start of.
+func IsDriverDaemon(command string) bool {
+	if driverDaemons[command] {
+		return true
+	}
+	if len(command) == 15 {
+		for d := range driverDaemons {
+			if strings.HasPrefix(d, command) {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,163 @@
+package docker
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/moby/moby/api/types/container"
+
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
+)
+
+func requests(r []container.DeviceRequest) *container.HostConfig {
+	return &container.HostConfig{Resources: container.Resources{DeviceRequests: r}}
+}
+
+func TestFromInspect(t *testing.T) {
+	base := func(hc *container.HostConfig, env ...string) container.InspectResponse {
+		return container.InspectResponse{ID: "abc", Name: "/train", Created: "2026-11-22T10:00:00.5Z",
+			State:  &container.State{Status: "exited", Pid: 0, StartedAt: "2026-11-22T10:00:01Z", FinishedAt: "2026-11-22T11:00:00Z"},
+			Config: &container.Config{Image: "pytorch", Labels: map[string]string{"ds01.user": "alice"}, Env: env}, HostConfig: hc}
+	}
+	tests := []struct {
+		name string
+		in   container.InspectResponse
+		want GPURequest
+	}{
+		{"no GPUs", base(&container.HostConfig{}), GPURequest{}},
+		{"--gpus all", base(requests([]container.DeviceRequest{{Count: -1, Capabilities: [][]string{{"gpu"}}}})), GPURequest{All: true}},
+		{"--gpus 2", base(requests([]container.DeviceRequest{{Count: 2, Capabilities: [][]string{{"gpu"}}}})), GPURequest{Count: 2}},
+		{"--gpus device=UUIDs", base(requests([]container.DeviceRequest{{Driver: "nvidia", DeviceIDs: []string{"GPU-1", "MIG-2"}}})),
+			GPURequest{Devices: []string{"GPU-1", "MIG-2"}}},
+		{"comma-joined IDs", base(requests([]container.DeviceRequest{{Capabilities: [][]string{{"gpu"}}, DeviceIDs: []string{"0,1"}}})),
+			GPURequest{Devices: []string{"0", "1"}}},
+		{"other device driver", base(requests([]container.DeviceRequest{{Driver: "amd", Count: 1}})), GPURequest{}},
+		{"nvidia runtime with NVIDIA_VISIBLE_DEVICES", base(&container.HostConfig{Runtime: "nvidia"}, "A=b", "NVIDIA_VISIBLE_DEVICES=GPU-1,GPU-2"),
+			GPURequest{Devices: []string{"GPU-1", "GPU-2"}}},
+		{"nvidia runtime, all", base(&container.HostConfig{Runtime: "nvidia"}, "NVIDIA_VISIBLE_DEVICES=all"), GPURequest{All: true}},
+		{"nvidia runtime, void", base(&container.HostConfig{Runtime: "nvidia"}, "NVIDIA_VISIBLE_DEVICES=void"), GPURequest{}},
+		{"runc ignores the variable", base(&container.HostConfig{Runtime: "runc"}, "NVIDIA_VISIBLE_DEVICES=all"), GPURequest{}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := fromInspect(tc.in)
+			if diff := cmp.Diff(tc.want, got.GPUs); diff != "" {
+				t.Errorf("GPUs (-want,+got):\n%s", diff)
+			}
+			if got.Name != "train" || got.State != StateExited || got.Labels["ds01.user"] != "alice" || got.Image != "pytorch" ||
+				!got.Created.Equal(time.Date(2026, 11, 22, 10, 0, 0, 5e8, time.UTC)) || got.FinishedAt.Hour() != 11 {
+				t.Errorf("translation: %+v", got)
+			}
+		})
+	}
+	never := fromInspect(container.InspectResponse{ID: "x", State: &container.State{Status: "created", StartedAt: "0001-01-01T00:00:00Z"}})
+	if !never.NeverStarted() || !never.StartedAt.IsZero() || never.Labels == nil {
+		t.Errorf("created container: %+v", never)
+	}
+}
+
+// TestClientAgainstARealEngine drives the adapter through a container's life on the
+// tests' Docker engine (hack/docker-up.sh).
+func TestClientAgainstARealEngine(t *testing.T) {
+	host := os.Getenv("DOCKER_HOST")
+	if host == "" {
+		host = "unix:///run/gpuwarden-test/docker.sock"
+	}
+	c, err := New(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	events, errs, err := c.Events(ctx)
+	testutil.Require(t, err == nil, "a running Docker engine at %s (hack/docker-up.sh): %v", host, err)
+	image := os.Getenv("GPUWARDEN_TEST_IMAGE")
+	if image == "" {
+		image = "gpuwarden-test/busybox:latest"
+	}
+	out, err := exec.Command("docker", "-H", host, "run", "-d", "--label", "gpuwarden.io/user=alice", "--gpus", `"device=GPU-a,GPU-b"`,
+		image, "sleep", "3600").CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker run: %v\n%s", err, out)
+	}
+	id := strings.TrimSpace(string(out))
+	defer func() { _ = exec.Command("docker", "-H", host, "rm", "-f", id).Run() }()
+
+	got, err := c.Inspect(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != StateRunning || got.PID == 0 || got.Labels["gpuwarden.io/user"] != "alice" ||
+		strings.Join(got.GPUs.Devices, ",") != "GPU-a,GPU-b" || got.StartedAt.IsZero() {
+		t.Errorf("inspect: %+v", got)
+	}
+	list, err := c.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, l := range list {
+		found = found || l.ID == id
+	}
+	if !found {
+		t.Error("List does not include the running container")
+	}
+	if _, err := c.Stats(ctx, id); err != nil {
+		t.Errorf("stats: %v", err)
+	}
+	if err := c.Stop(ctx, id, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Remove(ctx, id, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Inspect(ctx, id); !errors.Is(err, ErrNotFound) {
+		t.Errorf("inspect after remove: %v, want ErrNotFound", err)
+	}
+	if err := c.Remove(ctx, id, false); !errors.Is(err, ErrNotFound) {
+		t.Errorf("remove twice: %v, want ErrNotFound", err)
+	}
+	var seen []string
+	for !strings.Contains(strings.Join(seen, " "), "destroy") {
+		select {
+		case e := <-events:
+			if e.ID == id {
+				seen = append(seen, e.Action)
+			}
+		case err := <-errs:
+			t.Fatalf("events stream: %v", err)
+		case <-ctx.Done():
+			t.Fatalf("events seen: %v; no destroy", seen)
+		}
+	}
+	if want := "create start kill die stop destroy"; strings.Join(seen, " ") != want {
+		t.Logf("events %v (want at least %s)", seen, want)
+	}
+	for _, a := range []string{"create", "start", "die", "destroy"} {
+		if !strings.Contains(strings.Join(seen, " "), a) {
+			t.Errorf("no %s event among %v", a, seen)
+		}
+	}
+}
+
+func TestUnreachableEngine(t *testing.T) {
+	c, err := New("unix:///nonexistent/docker.sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, _, err := c.Events(ctx); err == nil {
+		t.Error("Events on an unreachable engine: no error")
+	}
+	if _, err := c.List(ctx); err == nil || errors.Is(err, ErrNotFound) {
+		t.Errorf("List on an unreachable engine: %v; want an error that is not ErrNotFound", err)
+	}
+}
