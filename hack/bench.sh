@@ -7,8 +7,12 @@
 #     running the same filter on the same file.
 #  4. allocation create→Bound latency (p50/p99) and binds/s at 50 concurrent requests on the
 #     embedded API server, next to the bare API round trip (create, status write, watch).
+#  5. `docker rm` to the allocation Released (p50/p99), next to the engine's own destroy event
+#     reaching a bare events client.
+#  6. CPU of `gpuwarden server` watching 200 idle containers over CPU_SECONDS (default 600),
+#     next to a server that watches no Docker engine, run at the same time, and dockerd.
 # IDLE_SECONDS (default 60) sets the idle period; RUNS (default 3) the warm starts;
-# SKIP_SERVER=1 skips part 1.
+# SKIP_SERVER=1 skips part 1; SKIP_CPU=1 part 6.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 make --no-print-directory build >/dev/null
@@ -93,3 +97,47 @@ echo
 echo "== allocation on the embedded API server (50 concurrent requests, 64 simulated GPUs)"
 CGO_CFLAGS=${CGO_CFLAGS:--O2 -g -Wno-deprecated-declarations} go test -run XXX -bench 'BenchmarkAllocation|BenchmarkAPIRoundTrip' -benchtime 1000x ./test/integration/ 2>/dev/null | grep -E '^Benchmark|ns/op'
 echo "targets: p99 < 100 ms, >= 200 binds/s"
+
+echo
+echo "== docker rm to allocation Released (real engine, embedded API server)"
+CGO_CFLAGS=${CGO_CFLAGS:--O2 -g -Wno-deprecated-declarations} go test -run XXX -bench 'BenchmarkDockerRemoveToReleased' -benchtime 100x ./test/integration/ 2>/dev/null | grep -E '^Benchmark'
+echo "target: p99 < 1 s (DS01: up to an hour)"
+
+if [ -z "${SKIP_CPU:-}" ]; then
+echo
+cpu_seconds=${CPU_SECONDS:-600}
+echo "== CPU over ${cpu_seconds}s with 200 idle containers"
+sock=/run/gpuwarden-test/bench.sock
+GPUWARDEN_TEST_DOCKER_SOCK=$sock GPUWARDEN_DOCKER_STATE=/var/lib/gpuwarden-test/bench hack/docker-up.sh >/dev/null
+export DOCKER_HOST=unix://$sock
+docker rm -f $(docker ps -aq) >/dev/null 2>&1 || true
+seq 1 200 | xargs -P 4 -I{} docker run -d --name idle-{} --label gpuwarden.io/user=user$(( RANDOM % 20 )) \
+  gpuwarden-test/busybox:latest sleep 1000000 >/dev/null
+ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
+serve() { # name, docker host
+  "$bin" server --data-dir "$dir/$1" --api-port 0 --metrics-bind-address 0 --health-probe-bind-address 0 \
+    --fake-gpus h100x8 --docker-host "$2" --audit-log "$dir/$1.jsonl" >"$dir/$1.out" 2>&1 &
+  echo $!
+}
+watched=$(serve watched "$DOCKER_HOST")
+ref=$(serve reference none)
+until [ "$(grep -l "is ready" "$dir/watched.out" "$dir/reference.out" 2>/dev/null | wc -l)" -eq 2 ]; do
+  kill -0 $watched 2>/dev/null && kill -0 $ref 2>/dev/null || { cat "$dir"/*.out; exit 1; }
+  sleep 0.2
+done
+sleep 10 # let start-up settle: the first relist of 200 containers is not idle work
+dockerd_pid=$(cat /var/lib/gpuwarden-test/bench/dockerd.pid)
+w0=$(ticks $watched); r0=$(ticks $ref); d0=$(ticks $dockerd_pid)
+sleep "$cpu_seconds"
+w1=$(ticks $watched); r1=$(ticks $ref); d1=$(ticks $dockerd_pid)
+hz=$(getconf CLK_TCK)
+pct() { echo "scale=3; 100 * ($1) / $hz / $cpu_seconds" | bc; }
+printf "gpuwarden server watching 200 containers: %s%% of a core\n" "$(pct "$w1 - $w0")"
+printf "reference server, no Docker:              %s%% of a core\n" "$(pct "$r1 - $r0")"
+printf "difference (the container controllers):   %s%% of a core\n" "$(pct "($w1 - $w0) - ($r1 - $r0)")"
+printf "dockerd itself:                           %s%% of a core\n" "$(pct "$d1 - $d0")"
+grep -q "Docker engine unreachable" "$dir/watched.out" && echo "WARNING: the watched server could not reach Docker"
+kill $watched $ref; wait $watched $ref 2>/dev/null || true
+docker rm -f $(docker ps -aq) >/dev/null 2>&1 || true
+kill "$dockerd_pid"
+fi

@@ -25,13 +25,17 @@ import (
 
 const benchWorkers = 50
 
-// boundWatcher tells waiters when an allocation is first seen Bound.
+// boundWatcher tells waiters when an allocation is first seen in a phase (Bound).
 type boundWatcher struct {
 	mu      sync.Mutex
 	waiters map[string]chan struct{}
 }
 
 func watchBound(b *testing.B, ctx context.Context) *boundWatcher {
+	return watchPhase(b, ctx, gpuwardenv1alpha1.PhaseBound)
+}
+
+func watchPhase(b *testing.B, ctx context.Context, phase gpuwardenv1alpha1.AllocationPhase) *boundWatcher {
 	b.Helper()
 	c, err := client.NewWithWatch(controlplanetest.Get(b).Config(), client.Options{Scheme: scheme.New()})
 	if err != nil {
@@ -45,7 +49,7 @@ func watchBound(b *testing.B, ctx context.Context) *boundWatcher {
 	go func() {
 		for ev := range w.ResultChan() {
 			a, ok := ev.Object.(*gpuwardenv1alpha1.GPUAllocation)
-			if !ok || ev.Type == watch.Deleted || a.Status.Phase != gpuwardenv1alpha1.PhaseBound {
+			if !ok || ev.Type == watch.Deleted || a.Status.Phase != phase {
 				continue
 			}
 			bw.mu.Lock()

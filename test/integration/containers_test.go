@@ -35,12 +35,23 @@ func testImage() string {
 	return "gpuwarden-test/busybox:latest"
 }
 
-// dockerHost is the tests' engine (hack/docker-up.sh's, through DOCKER_HOST).
-func dockerHost() string {
-	if h := os.Getenv("DOCKER_HOST"); h != "" {
-		return h
-	}
-	return "unix:///run/gpuwarden-test/docker.sock"
+// The container tests' own Docker engine, started by hack/docker-up.sh beside the shared
+// one: every gpuwarden watching an engine acts on all of its containers, so these tests must
+// not share one with the end-to-end tests' servers (which run at the same time), and one of
+// them stops and restarts it.
+const (
+	engineSock  = "/run/gpuwarden-test/integration.sock"
+	engineState = "/var/lib/gpuwarden-test/integration"
+)
+
+// dockerHost makes sure the container tests' engine runs and returns its address.
+func dockerHost(t testing.TB) string {
+	t.Helper()
+	cmd := exec.Command("bash", "../../hack/docker-up.sh")
+	cmd.Env = append(os.Environ(), "GPUWARDEN_TEST_DOCKER_SOCK="+engineSock, "GPUWARDEN_DOCKER_STATE="+engineState)
+	out, err := cmd.CombinedOutput()
+	testutil.Require(t, err == nil, "a Docker engine from hack/docker-up.sh: %v\n%s", err, out)
+	return "unix://" + engineSock
 }
 
 // requireDocker fails (in CI) or skips without a reachable engine and the docker CLI.
@@ -74,7 +85,7 @@ func dockerCLI(t testing.TB, host string, args ...string) string {
 // containerEnv is one container test's world: a manager for node with the Docker
 // controllers, simulated GPUs, an audit log and a host's engine.
 type containerEnv struct {
-	t     *testing.T
+	t     testing.TB
 	c     client.Client
 	host  string
 	fake  *fakegpu.Server
@@ -84,7 +95,7 @@ type containerEnv struct {
 	stop  func()
 }
 
-func newContainerEnv(t *testing.T, host string) *containerEnv {
+func newContainerEnv(t testing.TB, host string) *containerEnv {
 	t.Helper()
 	eng := requireDocker(t, host)
 	c := allocationTest(t)
@@ -188,7 +199,7 @@ func (e *containerEnv) policy(name string, spec gpuwardenv1alpha1.ContainerPolic
 func duration(d time.Duration) *metav1.Duration { return &metav1.Duration{Duration: d} }
 
 func TestContainerLifecycleBindingAndReleaseOnRemoval(t *testing.T) {
-	e := newContainerEnv(t, dockerHost())
+	e := newContainerEnv(t, dockerHost(t))
 	a := e.allocate("alice-train", "alice", 1)
 	uuid := a.Status.Devices[0].UUID
 	id := e.run("--name", "alice-train", "--label", "gpuwarden.io/user=alice", "--label", "gpuwarden.io/allocation=alice-train",
@@ -216,7 +227,7 @@ func TestContainerLifecycleBindingAndReleaseOnRemoval(t *testing.T) {
 }
 
 func TestOwnerAndTypeFromLegacyAndWellKnownLabels(t *testing.T) {
-	e := newContainerEnv(t, dockerHost())
+	e := newContainerEnv(t, dockerHost(t))
 	for _, tc := range []struct {
 		labels   []string
 		user     string
@@ -242,7 +253,7 @@ func TestOwnerAndTypeFromLegacyAndWellKnownLabels(t *testing.T) {
 }
 
 func TestStoppedContainersReleaseAfterHoldAndAreRemoved(t *testing.T) {
-	e := newContainerEnv(t, dockerHost())
+	e := newContainerEnv(t, dockerHost(t))
 	e.policy("short", gpuwardenv1alpha1.ContainerPolicySpec{Selector: gpuwardenv1alpha1.PolicySelector{Users: []string{"bob"}},
 		GPUHoldAfterStop: duration(time.Second), RemoveAfterStop: duration(3 * time.Second)})
 	a := e.allocate("bob-1", "bob", 1)
@@ -273,8 +284,9 @@ func TestStoppedContainersReleaseAfterHoldAndAreRemoved(t *testing.T) {
 }
 
 func TestCreatedNeverStartedIsRemoved(t *testing.T) {
-	e := newContainerEnv(t, dockerHost())
-	e.policy("created", gpuwardenv1alpha1.ContainerPolicySpec{CreatedNeverStartedTimeout: duration(time.Second)})
+	e := newContainerEnv(t, dockerHost(t))
+	e.policy("created", gpuwardenv1alpha1.ContainerPolicySpec{Selector: gpuwardenv1alpha1.PolicySelector{Users: []string{"gina"}},
+		CreatedNeverStartedTimeout: duration(time.Second)})
 	id := dockerCLI(t, e.host, "create", "--name", "never-started", "--label", "ds01.user=gina", testImage(), "sleep", "1")
 	t.Cleanup(func() { _ = exec.Command("docker", "-H", e.host, "rm", "-f", id).Run() })
 	eventuallyTrue(t, 20*time.Second, "the never-started container removed", func() bool { return !e.exists(id) })
@@ -285,7 +297,7 @@ func TestCreatedNeverStartedIsRemoved(t *testing.T) {
 }
 
 func TestAdoptionOfGPUContainersMadeOutsideGPUWarden(t *testing.T) {
-	e := newContainerEnv(t, dockerHost())
+	e := newContainerEnv(t, dockerHost(t))
 	createQuotas(t, e.c) // everyone: 2 gpu-equivalents, 2 per container, 3 containers
 	e.policy("stop-unallocated", gpuwardenv1alpha1.ContainerPolicySpec{Selector: gpuwardenv1alpha1.PolicySelector{Users: []string{"hank"}},
 		OnUnallocatedGPU: gpuwardenv1alpha1.UnallocatedGPUStop, StopGracePeriod: duration(time.Second)})
@@ -331,7 +343,7 @@ func TestAdoptionOfGPUContainersMadeOutsideGPUWarden(t *testing.T) {
 }
 
 func TestUnmanagedGPUProcessesAreDetected(t *testing.T) {
-	e := newContainerEnv(t, dockerHost())
+	e := newContainerEnv(t, dockerHost(t))
 	uuids := e.fake.UUIDs()
 	// A container using GPU 6 without asking gpuwarden; the fake NVML reports its real PID.
 	id := e.run("--name", "sneaky", "--label", "gpuwarden.io/user=ivan", testImage(), "sleep", "3600")
@@ -367,19 +379,13 @@ func TestUnmanagedGPUProcessesAreDetected(t *testing.T) {
 	}
 }
 
-// TestDockerOutageReleasesNothing stops a Docker engine of its own mid-test (the shared one
-// serves other tests) and starts it again.
+// TestDockerOutageReleasesNothing stops the container tests' engine mid-test and starts it
+// again.
 func TestDockerOutageReleasesNothing(t *testing.T) {
-	state := "/var/lib/gpuwarden-test/outage"
-	sock := "/run/gpuwarden-test/outage.sock"
-	up := func() {
-		cmd := exec.Command("bash", "../../hack/docker-up.sh")
-		cmd.Env = append(os.Environ(), "GPUWARDEN_TEST_DOCKER_SOCK="+sock, "GPUWARDEN_DOCKER_STATE="+state)
-		out, err := cmd.CombinedOutput()
-		testutil.Require(t, err == nil, "a second Docker engine from hack/docker-up.sh: %v\n%s", err, out)
-	}
+	host := dockerHost(t)
+	up := func() { dockerHost(t) }
 	down := func() {
-		data, err := os.ReadFile(filepath.Join(state, "dockerd.pid"))
+		data, err := os.ReadFile(filepath.Join(engineState, "dockerd.pid"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -394,9 +400,7 @@ func TestDockerOutageReleasesNothing(t *testing.T) {
 			return p.Signal(syscall.Signal(0)) != nil || err != nil || strings.Contains(string(status), "State:\tZ")
 		})
 	}
-	up()
-	t.Cleanup(down)
-	host := "unix://" + sock
+	t.Cleanup(up) // whatever happens, later tests find the engine running
 	e := newContainerEnv(t, host)
 	a := e.allocate("kim-1", "kim", 1)
 	id := e.run("--name", "kim-1", "--label", "gpuwarden.io/user=kim", "--label", "gpuwarden.io/allocation=kim-1",
