@@ -49,7 +49,7 @@ type ContainerWatcher struct {
 }
 
 // conditionRecheck is how often the DockerReachable condition is checked on the node's GPUs.
-const conditionRecheck = 5 * time.Second
+const conditionRecheck = 2 * time.Second
 
 // DefaultDockerRetry is the first wait before reconnecting to Docker.
 const DefaultDockerRetry = time.Second

@@ -215,6 +215,10 @@ func TestServerRefusesBadInput(t *testing.T) {
 		{"port out of range", []string{"server", "--data-dir", t.TempDir(), "--api-port", "70000"}, []string{"--api-port", "70000"}},
 		{"controller with a missing kubeconfig", []string{"controller", "--kubeconfig", "/nonexistent/kubeconfig", "--node-name", "n"}, []string{"--kubeconfig", "/nonexistent/kubeconfig"}},
 		{"unknown flag", []string{"server", "--gpus", "3"}, []string{"unknown flag: --gpus"}},
+		{"Docker host that is not a socket or TCP address", []string{"server", "--data-dir", t.TempDir(), "--docker-host", "/var/run/docker.sock"},
+			[]string{"--docker-host", `"/var/run/docker.sock"`, "unix://"}},
+		{"scan interval too short", []string{"server", "--data-dir", t.TempDir(), "--scan-interval", "1ms"}, []string{"--scan-interval", "at least 100ms"}},
+		{"missing /proc root", []string{"controller", "--kubeconfig", "/dev/null", "--node-name", "n", "--proc-root", "/nonexistent"}, []string{"--proc-root", "/nonexistent"}},
 		{"explain for an unknown container type", []string{"explain", "user", "alice", "--container-type", "vm"}, []string{`--container-type "vm"`, "devcontainer"}},
 		{"explain without a user", []string{"explain", "user"}, []string{"accepts 1 arg(s), received 0"}},
 	}

@@ -77,6 +77,9 @@ func (o *ManagerOptions) Validate() error {
 	if msgs := validation.IsDNS1123Subdomain(o.NodeName); len(msgs) > 0 {
 		errs = append(errs, fmt.Errorf("--node-name %q: %s", o.NodeName, strings.Join(msgs, "; ")))
 	}
+	if h := o.DockerHost; h != "" && h != NoDocker && !strings.HasPrefix(h, "unix://") && !strings.HasPrefix(h, "tcp://") {
+		errs = append(errs, fmt.Errorf("--docker-host %q: want unix:///path/to/docker.sock, tcp://host:port or %q", h, NoDocker))
+	}
 	if o.ScanInterval < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("--scan-interval %s: must be at least 100ms", o.ScanInterval))
 	}
