@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
@@ -64,7 +65,7 @@ func (r *InventoryReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ct
 	for i := range existing.Items {
 		byName[existing.Items[i].Name] = &existing.Items[i]
 	}
-	seen := map[string]bool{}
+	seen, retry := map[string]bool{}, false
 	for _, d := range devices {
 		name := GPUName(r.NodeName, d.Index)
 		seen[name] = true
@@ -78,7 +79,11 @@ func (r *InventoryReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ct
 		if d.Health == gpu.Lost {
 			want = lostStatus(obj.Status, d.HealthMessage)
 		}
-		if err := r.writeStatus(ctx, obj, want); err != nil {
+		if err := r.writeStatus(ctx, obj, want); apierrors.IsConflict(err) {
+			// Other controllers write parts of the status (holders, conditions): not an
+			// error, only a stale copy; look again shortly.
+			retry = true
+		} else if err != nil {
 			return ctrl.Result{}, err
 		}
 	}
@@ -91,8 +96,14 @@ func (r *InventoryReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ct
 			}
 		}
 	}
+	if retry {
+		return ctrl.Result{RequeueAfter: conflictRetry}, nil
+	}
 	return ctrl.Result{RequeueAfter: r.Interval}, nil
 }
+
+// conflictRetry is how soon a pass that met a stale copy runs again.
+const conflictRetry = 100 * time.Millisecond
 
 // GPUName is the GPU object's name: <node>-gpu<index>.
 func GPUName(node string, index int) string { return fmt.Sprintf("%s-gpu%d", node, index) }

@@ -92,7 +92,16 @@ type containerEnv struct {
 	audit *audit.Writer
 	path  string
 	node  string
+	opts  manager.Options
 	stop  func()
+}
+
+// restart stops the manager and starts a new one, as after a crash or an upgrade.
+func (e *containerEnv) restart(meanwhile func()) {
+	e.t.Helper()
+	e.stop()
+	meanwhile()
+	e.stop = startManager(e.t, e.opts)
 }
 
 func newContainerEnv(t testing.TB, host string) *containerEnv {
@@ -111,8 +120,9 @@ func newContainerEnv(t testing.TB, host string) *containerEnv {
 		t.Fatal(err)
 	}
 	e.audit = w
-	e.stop = startManager(t, manager.Options{NodeName: e.node, GPUs: gpu.NewNVML(fake), Groups: resolve.StaticGroups{},
-		Audit: w, Docker: eng, DockerRetry: 200 * time.Millisecond, ScanInterval: 200 * time.Millisecond})
+	e.opts = manager.Options{NodeName: e.node, GPUs: gpu.NewNVML(fake), Groups: resolve.StaticGroups{},
+		Audit: w, Docker: eng, DockerRetry: 200 * time.Millisecond, ScanInterval: 200 * time.Millisecond}
+	e.stop = startManager(t, e.opts)
 	t.Cleanup(func() { e.stop(); _ = w.Close() })
 	eventuallyTrue(t, 30*time.Second, "the GPU inventory", func() bool {
 		var gpus gpuwardenv1alpha1.GPUList
@@ -224,6 +234,23 @@ func TestContainerLifecycleBindingAndReleaseOnRemoval(t *testing.T) {
 	if rel.User != "alice" || rel.Details["reason"] != controllers.ReasonContainerRemoved {
 		t.Errorf("gpu.release record: user %q, details %v", rel.User, rel.Details)
 	}
+}
+
+// TestContainerRemovedWhileGPUWardenWasDown: no event is ever seen for the removal, yet the
+// relist on start finds the allocation's container gone and releases it.
+func TestContainerRemovedWhileGPUWardenWasDown(t *testing.T) {
+	e := newContainerEnv(t, dockerHost(t))
+	a := e.allocate("nora-1", "nora", 1)
+	id := e.run("--label", "gpuwarden.io/user=nora", "--label", "gpuwarden.io/allocation=nora-1",
+		"--gpus", "device="+a.Status.Devices[0].UUID, testImage(), "sleep", "3600")
+	eventuallyTrue(t, 20*time.Second, "attached", func() bool { return e.get("nora-1").Status.ContainerID == id })
+	e.restart(func() {
+		dockerCLI(t, e.host, "rm", "-f", id)
+		if got := e.get("nora-1"); got.Status.Phase != gpuwardenv1alpha1.PhaseBound {
+			t.Fatalf("released with no controller running: %s", got.Status.Phase)
+		}
+	})
+	e.waitPhase("nora-1", gpuwardenv1alpha1.PhaseReleased)
 }
 
 func TestOwnerAndTypeFromLegacyAndWellKnownLabels(t *testing.T) {
