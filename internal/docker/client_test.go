@@ -3,7 +3,6 @@ package docker
 import (
 	"context"
 	"errors"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -65,10 +64,7 @@ func TestFromInspect(t *testing.T) {
 // TestClientAgainstARealEngine drives the adapter through a container's life on the
 // tests' Docker engine (hack/docker-up.sh).
 func TestClientAgainstARealEngine(t *testing.T) {
-	host := os.Getenv("DOCKER_HOST")
-	if host == "" {
-		host = "unix:///run/gpuwarden-test/docker.sock"
-	}
+	host := testutil.DockerHost()
 	c, err := New(host)
 	if err != nil {
 		t.Fatal(err)
@@ -78,10 +74,7 @@ func TestClientAgainstARealEngine(t *testing.T) {
 	defer cancel()
 	events, errs, err := c.Events(ctx)
 	testutil.Require(t, err == nil, "a running Docker engine at %s (hack/docker-up.sh): %v", host, err)
-	image := os.Getenv("GPUWARDEN_TEST_IMAGE")
-	if image == "" {
-		image = "gpuwarden-test/busybox:latest"
-	}
+	image := testutil.DockerImage()
 	out, err := exec.Command("docker", "-H", host, "run", "-d", "--label", "gpuwarden.io/user=alice", "--gpus", `"device=GPU-a,GPU-b"`,
 		image, "sleep", "3600").CombinedOutput()
 	if err != nil {

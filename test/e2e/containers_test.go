@@ -16,9 +16,7 @@ import (
 // in CI) without one.
 func dockerE2E(t *testing.T) func(args ...string) string {
 	t.Helper()
-	if os.Getenv("DOCKER_HOST") == "" {
-		t.Setenv("DOCKER_HOST", "unix:///run/gpuwarden-test/docker.sock")
-	}
+	t.Setenv("DOCKER_HOST", testutil.DockerHost())
 	err := exec.Command("docker", "version").Run()
 	testutil.Require(t, err == nil, "a running Docker engine (hack/docker-up.sh): %v", err)
 	return func(args ...string) string {
@@ -56,7 +54,7 @@ spec: {user: lee, nodeName: e2e-docker, request: {gpus: 1}}
 	uuid = strings.TrimPrefix(uuid, "Bound ")
 	name := fmt.Sprintf("lee-train-%d", time.Now().UnixNano())
 	id := docker("run", "-d", "--name", name, "--label", "gpuwarden.io/user=lee", "--label", "gpuwarden.io/allocation=lee-train",
-		"--gpus", "device="+uuid, "gpuwarden-test/busybox:latest", "sleep", "3600")
+		"--gpus", "device="+uuid, testutil.DockerImage(), "sleep", "3600")
 	defer exec.Command("docker", "rm", "-f", id).Run()
 	eventually(t, 30*time.Second, "the container attached", func() (bool, string) {
 		got := mustKubectl(t, s.kubeconfig, "get", "ga", "lee-train", "-o", "jsonpath={.status.containerID}")
@@ -81,7 +79,7 @@ spec: {user: lee, nodeName: e2e-docker, request: {gpus: 1}}
 	})
 
 	// A GPU container started directly against the engine is adopted for what it uses.
-	sneaky := docker("run", "-d", "--label", "ds01.user=mia", "--gpus", "device=1", "gpuwarden-test/busybox:latest", "sleep", "3600")
+	sneaky := docker("run", "-d", "--label", "ds01.user=mia", "--gpus", "device=1", testutil.DockerImage(), "sleep", "3600")
 	defer exec.Command("docker", "rm", "-f", sneaky).Run()
 	eventually(t, 30*time.Second, "the adopted allocation", func() (bool, string) {
 		got, _ := kubectl(t, s.kubeconfig, "", "get", "ga", "adopted-"+sneaky[:12], "-o", "jsonpath={.spec.source} {.spec.user} {.status.phase} {.status.devices[*].index}")

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -12,17 +11,12 @@ import (
 // TestDockerEngineRunsGPUContainers checks what hack/docker-up.sh sets up for the Docker
 // tests: a real engine, the local test image, and `--gpus` working through the hook double.
 func TestDockerEngineRunsGPUContainers(t *testing.T) {
-	if os.Getenv("DOCKER_HOST") == "" {
-		t.Setenv("DOCKER_HOST", "unix:///run/gpuwarden-test/docker.sock") // hack/docker-up.sh's engine
-	}
+	t.Setenv("DOCKER_HOST", testutil.DockerHost()) // hack/docker-up.sh's engine
 	_, err := exec.LookPath("docker")
 	testutil.Require(t, err == nil, "docker CLI: %v", err)
 	err = exec.Command("docker", "version").Run()
 	testutil.Require(t, err == nil, "a running Docker engine (hack/docker-up.sh): %v", err)
-	image := os.Getenv("GPUWARDEN_TEST_IMAGE")
-	if image == "" {
-		image = "gpuwarden-test/busybox:latest"
-	}
+	image := testutil.DockerImage()
 	out, err := exec.Command("docker", "run", "--rm", "--gpus", `"device=GPU-1111,GPU-2222"`, image,
 		"sh", "-c", "echo $NVIDIA_VISIBLE_DEVICES").CombinedOutput()
 	if err != nil {

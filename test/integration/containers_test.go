@@ -28,12 +28,7 @@ import (
 )
 
 // testImage is the busybox image hack/docker-up.sh imports.
-func testImage() string {
-	if im := os.Getenv("GPUWARDEN_TEST_IMAGE"); im != "" {
-		return im
-	}
-	return "gpuwarden-test/busybox:latest"
-}
+func testImage() string { return testutil.DockerImage() }
 
 // The container tests' own Docker engine, started by hack/docker-up.sh beside the shared
 // one: every gpuwarden watching an engine acts on all of its containers, so these tests must
