@@ -124,7 +124,9 @@ func (p *pass) desiredStatus(a *gpuwardenv1alpha1.GPUAllocation) (*gpuwardenv1al
 		}
 		return nil, false
 	}
-	if rel, released := p.released[a.Name]; released || a.Annotations[AnnotationRelease] != "" && a.Status.Phase == gpuwardenv1alpha1.PhaseBound {
+	// A waiting allocation asked to release (its container is gone) stops waiting.
+	asked := a.Annotations[AnnotationRelease] != "" && a.Status.Phase != gpuwardenv1alpha1.PhaseReleased && a.Status.Phase != gpuwardenv1alpha1.PhaseRejected
+	if rel, released := p.released[a.Name]; released || asked {
 		reason := rel.reason
 		if reason == "" {
 			reason = a.Annotations[AnnotationRelease]

@@ -248,6 +248,24 @@ func TestContainerRemovedWhileGPUWardenWasDown(t *testing.T) {
 	e.waitPhase("nora-1", gpuwardenv1alpha1.PhaseReleased)
 }
 
+// TestWaitingAllocationOfARemovedContainerStopsWaiting: an allocation still waiting for
+// capacity is released, not left queued, when its container goes.
+func TestWaitingAllocationOfARemovedContainerStopsWaiting(t *testing.T) {
+	e := newContainerEnv(t, dockerHost(t))
+	a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: "olga-big"},
+		Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: "olga", NodeName: e.node, Request: gpuwardenv1alpha1.AllocationRequest{GPUs: ptr.To[int32](9)}}}
+	if err := e.c.Create(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	eventuallyTrue(t, 20*time.Second, "waiting for capacity", func() bool {
+		return e.get("olga-big").Status.Reason == gpuwardenv1alpha1.ReasonNoCapacity
+	})
+	id := e.run("--label", "gpuwarden.io/user=olga", "--label", "gpuwarden.io/allocation=olga-big", testImage(), "sleep", "3600")
+	eventuallyTrue(t, 20*time.Second, "attached", func() bool { return e.get("olga-big").Status.ContainerID == id })
+	dockerCLI(t, e.host, "rm", "-f", id)
+	e.waitPhase("olga-big", gpuwardenv1alpha1.PhaseReleased)
+}
+
 func TestOwnerAndTypeFromLegacyAndWellKnownLabels(t *testing.T) {
 	e := newContainerEnv(t, dockerHost(t))
 	for _, tc := range []struct {
