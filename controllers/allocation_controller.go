@@ -62,6 +62,8 @@ type AllocationReconciler struct {
 	Recorder        recorder.EventRecorder
 	Audit           audit.Logger
 	Retention       time.Duration
+
+	derived *derivedWriter
 }
 
 // +kubebuilder:rbac:groups=gpuwarden.io,resources=gpuallocations,verbs=get;list;watch;update;patch;delete
@@ -100,12 +102,7 @@ func (r *AllocationReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := p.writeHolders(ctx, gpus.Items); err != nil {
-		return ctrl.Result{}, err
-	}
-	if err := p.writeUsage(ctx, quotas.Items); err != nil {
-		return ctrl.Result{}, err
-	}
+	r.derived.set(p.ledger, p.desiredUsage(quotas.Items))
 	if p.retry && (next == 0 || next > claimRetry) {
 		next = claimRetry
 	}
@@ -371,6 +368,10 @@ func (r *AllocationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	if r.Retention == 0 {
 		r.Retention = DefaultRetention
+	}
+	r.derived = newDerivedWriter(r.Client, r.NodeName)
+	if err := mgr.Add(r.derived); err != nil {
+		return fmt.Errorf("adding the writer of GPU holders and quota usage: %w", err)
 	}
 	node := reconcile.Request{NamespacedName: client.ObjectKey{Name: r.NodeName}}
 	toNode := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request { return []reconcile.Request{node} })

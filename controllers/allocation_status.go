@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
@@ -97,7 +99,7 @@ func (p *pass) writeStatuses(ctx context.Context, allocs []gpuwardenv1alpha1.GPU
 }
 
 // statusWriters bounds the status writes of one pass in flight at once.
-const statusWriters = 16
+const statusWriters = 64
 
 // desiredStatus is what a's status should be; false when this node has nothing to say.
 func (p *pass) desiredStatus(a *gpuwardenv1alpha1.GPUAllocation) (*gpuwardenv1alpha1.GPUAllocationStatus, bool) {
@@ -212,18 +214,84 @@ func allocationRef(name string, b allocation.Binding) audit.Allocation {
 	return ref
 }
 
-// writeHolders names on each of this node's GPUs (and MIG instances) the allocation holding it.
-func (p *pass) writeHolders(ctx context.Context, gpus []gpuwardenv1alpha1.GPU) error {
+// derivedWriter shows what the ledger implies on other objects: on each of the node's GPUs
+// (and MIG instances) the allocation holding it, and on each GPUQuota what its users hold.
+// It runs beside the allocation passes, from the latest pass's view, and coalesces bursts:
+// these are for people reading `kubectl get`, and writing them inside every pass would
+// double the writes that binding needs.
+type derivedWriter struct {
+	client client.Client
+	node   string
+	// every is the least time between two rounds of writes.
+	every time.Duration
+
+	mu     sync.Mutex
+	holder map[string]string // device UUID → allocation
+	usage  map[string][]gpuwardenv1alpha1.UserUsage
+	dirty  chan struct{}
+}
+
+func newDerivedWriter(c client.Client, node string) *derivedWriter {
+	return &derivedWriter{client: c, node: node, every: 200 * time.Millisecond, dirty: make(chan struct{}, 1)}
+}
+
+// set records the holders a pass's ledger shows and the quota usage it implies.
+func (h *derivedWriter) set(l allocation.Ledger, usage map[string][]gpuwardenv1alpha1.UserUsage) {
 	holder := map[string]string{}
-	for name, b := range p.ledger.Bindings {
+	for name, b := range l.Bindings {
 		for _, s := range b.Slots {
 			holder[s.UUID] = name
 		}
 	}
+	h.mu.Lock()
+	h.holder, h.usage = holder, usage
+	h.mu.Unlock()
+	h.poke()
+}
+
+func (h *derivedWriter) poke() {
+	select {
+	case h.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// NeedLeaderElection: only the node's active controller writes.
+func (h *derivedWriter) NeedLeaderElection() bool { return true }
+
+// Start writes holders whenever they change, at most once per every.
+func (h *derivedWriter) Start(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-h.dirty:
+		}
+		h.mu.Lock()
+		holder, usage := h.holder, h.usage
+		h.mu.Unlock()
+		err := errors.Join(h.writeHolders(ctx, holder), h.writeUsage(ctx, usage))
+		if err != nil && ctx.Err() == nil {
+			ctrl.LoggerFrom(ctx).V(1).Info("Writing GPU holders and quota usage; trying again", "reason", err.Error())
+			h.poke()
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(h.every):
+		}
+	}
+}
+
+func (h *derivedWriter) writeHolders(ctx context.Context, holder map[string]string) error {
+	var gpus gpuwardenv1alpha1.GPUList
+	if err := h.client.List(ctx, &gpus, client.MatchingLabels{LabelNode: h.node}); err != nil {
+		return fmt.Errorf("listing GPUs: %w", err)
+	}
 	eg, gctx := errgroup.WithContext(ctx)
 	eg.SetLimit(statusWriters)
-	for i := range gpus {
-		g := &gpus[i]
+	for i := range gpus.Items {
+		g := &gpus.Items[i]
 		want := g.Status.DeepCopy()
 		want.Holder = holder[g.Status.UUID]
 		var names []string
@@ -246,7 +314,7 @@ func (p *pass) writeHolders(ctx context.Context, gpus []gpuwardenv1alpha1.GPU) e
 		eg.Go(func() error {
 			orig := g.DeepCopy()
 			g.Status = *want
-			if err := p.r.Client.Status().Patch(gctx, g, client.MergeFrom(orig)); err != nil {
+			if err := h.client.Status().Patch(gctx, g, client.MergeFrom(orig)); err != nil {
 				return fmt.Errorf("updating the holder of GPU %s: %w", g.Name, err)
 			}
 			return nil
@@ -255,8 +323,29 @@ func (p *pass) writeHolders(ctx context.Context, gpus []gpuwardenv1alpha1.GPU) e
 	return eg.Wait()
 }
 
-// writeUsage shows on each quota what each matched user holds now.
-func (p *pass) writeUsage(ctx context.Context, quotas []gpuwardenv1alpha1.GPUQuota) error {
+func (h *derivedWriter) writeUsage(ctx context.Context, usage map[string][]gpuwardenv1alpha1.UserUsage) error {
+	var quotas gpuwardenv1alpha1.GPUQuotaList
+	if err := h.client.List(ctx, &quotas); err != nil {
+		return fmt.Errorf("listing quotas: %w", err)
+	}
+	var errs []error
+	for i := range quotas.Items {
+		q := &quotas.Items[i]
+		want, known := usage[q.Name]
+		if !known || equality.Semantic.DeepEqual(want, q.Status.Usage) || len(want) == 0 && len(q.Status.Usage) == 0 {
+			continue // a quota the last pass did not see waits for the next
+		}
+		orig := q.DeepCopy()
+		q.Status.Usage = want
+		if err := h.client.Status().Patch(ctx, q, client.MergeFrom(orig)); client.IgnoreNotFound(err) != nil {
+			errs = append(errs, fmt.Errorf("updating the usage of GPUQuota %s: %w", q.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// desiredUsage is what each quota should show each matched user holds now, by quota name.
+func (p *pass) desiredUsage(quotas []gpuwardenv1alpha1.GPUQuota) map[string][]gpuwardenv1alpha1.UserUsage {
 	type use struct {
 		eq         float64
 		containers int32
@@ -273,6 +362,7 @@ func (p *pass) writeUsage(ctx context.Context, quotas []gpuwardenv1alpha1.GPUQuo
 			u.eq += s.Weight
 		}
 	}
+	out := map[string][]gpuwardenv1alpha1.UserUsage{}
 	for i := range quotas {
 		q := &quotas[i]
 		var usage []gpuwardenv1alpha1.UserUsage
@@ -282,14 +372,7 @@ func (p *pass) writeUsage(ctx context.Context, quotas []gpuwardenv1alpha1.GPUQuo
 			}
 		}
 		sort.Slice(usage, func(i, j int) bool { return usage[i].User < usage[j].User })
-		if equality.Semantic.DeepEqual(usage, q.Status.Usage) || len(usage) == 0 && len(q.Status.Usage) == 0 {
-			continue
-		}
-		orig := q.DeepCopy()
-		q.Status.Usage = usage
-		if err := p.r.Client.Status().Patch(ctx, q, client.MergeFrom(orig)); err != nil {
-			return fmt.Errorf("updating the usage of GPUQuota %s: %w", q.Name, err)
-		}
+		out[q.Name] = usage
 	}
-	return nil
+	return out
 }

@@ -213,9 +213,18 @@ func TestContainerLifecycleBindingAndReleaseOnRemoval(t *testing.T) {
 		a := e.get("alice-train")
 		return a != nil && a.Status.ContainerID == id
 	})
+	holder := func() string {
+		var g gpuwardenv1alpha1.GPU
+		if err := e.c.Get(context.Background(), client.ObjectKey{Name: controllers.GPUName(e.node, int(a.Status.Devices[0].Index))}, &g); err != nil {
+			return err.Error()
+		}
+		return g.Status.Holder
+	}
+	eventuallyTrue(t, 20*time.Second, "the GPU shows its holder", func() bool { return holder() == "alice-train" })
 	dockerCLI(t, e.host, "stop", "-t", "0", id)
 	dockerCLI(t, e.host, "rm", id)
 	a = e.waitPhase("alice-train", gpuwardenv1alpha1.PhaseReleased)
+	eventuallyTrue(t, 20*time.Second, "the GPU shows no holder", func() bool { return holder() == "" })
 	if !strings.Contains(a.Status.Message, controllers.ReasonContainerRemoved) {
 		t.Errorf("release message %q does not say the container was removed", a.Status.Message)
 	}
@@ -355,6 +364,18 @@ func TestAdoptionOfGPUContainersMadeOutsideGPUWarden(t *testing.T) {
 	if r.Status.Reason != gpuwardenv1alpha1.ReasonQuotaExceeded || strings.Join(r.Spec.Request.Devices, ",") != uuids[0]+","+uuids[1] {
 		t.Errorf("over-quota adoption: reason %q devices %v", r.Status.Reason, r.Spec.Request.Devices)
 	}
+	eventuallyTrue(t, 20*time.Second, "the quota shows what hank holds", func() bool {
+		var q gpuwardenv1alpha1.GPUQuota
+		if e.c.Get(context.Background(), client.ObjectKey{Name: "everyone"}, &q) != nil {
+			return false
+		}
+		for _, u := range q.Status.Usage {
+			if u.User == "hank" {
+				return u.GPUEquivalents.String() == "1" && u.Containers == 1
+			}
+		}
+		return false
+	})
 	det := e.waitEvent(audit.TypeDetectionUnmanagedContainer, over)
 	if det.User != "hank" {
 		t.Errorf("detection record user %q, want hank", det.User)
