@@ -118,7 +118,7 @@ func TestServerServesAPIsAndKeepsDataAcrossRestart(t *testing.T) {
 		t.Errorf("kubectl apply of a bad allocation: err=%v\n%s", err, out)
 	}
 	wide := mustKubectl(t, s.kubeconfig, "get", "ga", "-o", "wide")
-	for _, col := range []string{"USER", "PHASE", "DEVICES", "GPU-EQ", "CONTAINER", "AGE", "REASON", "alice-train-1", "alice"} {
+	for _, col := range []string{"USER", "PHASE", "DEVICES", "GPU-EQ", "CONTAINER", "AGE", "REASON", "CONTAINER-ID", "SOURCE", "alice-train-1", "alice"} {
 		if !strings.Contains(wide, col) {
 			t.Errorf("kubectl get ga -o wide lacks %q:\n%s", col, wide)
 		}
