@@ -1,7 +1,11 @@
 package controllers
 
 import (
+	"context"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 )
@@ -17,6 +21,19 @@ func recordSpecChange(log audit.Logger, create, update audit.AdminAction, obj me
 		action = create
 	}
 	log.Log(audit.AdminChange(action, obj.GetName(), obj.GetGeneration(), lastSpecManager(obj)))
+}
+
+// getOrRecordDeletion reads obj by name; when it is gone, which a reconcile only sees after a
+// deletion, it records the deletion and reports false.
+func getOrRecordDeletion(ctx context.Context, c client.Client, log audit.Logger, action audit.AdminAction, name string, obj client.Object) (bool, error) {
+	err := c.Get(ctx, client.ObjectKey{Name: name}, obj)
+	if apierrors.IsNotFound(err) {
+		if log != nil {
+			log.Log(audit.AdminChange(action, name, 0, ""))
+		}
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // lastSpecManager is the field manager of the newest write to the object other than status.

@@ -37,8 +37,8 @@ type ContainerPolicyReconciler struct {
 // Reconcile computes the policy's conditions and requeues at the moment it expires.
 func (r *ContainerPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	policy := &gpuwardenv1alpha1.ContainerPolicy{}
-	if err := r.Client.Get(ctx, req.NamespacedName, policy); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+	if found, err := getOrRecordDeletion(ctx, r.Client, r.Audit, audit.PolicyDelete, req.Name, policy); !found {
+		return ctrl.Result{}, err
 	}
 	now := r.Clock.Now()
 	active, remaining := activeCondition(policy, now)

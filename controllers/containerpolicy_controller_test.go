@@ -155,11 +155,18 @@ func TestPolicyChangesAreAudited(t *testing.T) {
 	if _, err := r.Reconcile(ctx, req); err != nil {
 		t.Fatal(err)
 	}
+	if err := r.Client.Delete(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Reconcile(ctx, req); err != nil {
+		t.Fatal(err)
+	}
 	// The fake client keeps no managedFields, so the manager is checked in
 	// TestLastSpecManager and, through the real API server, end to end.
 	want := []audit.Event{
 		audit.AdminChange(audit.PolicyCreate, "students", 1, ""),
 		audit.AdminChange(audit.PolicyUpdate, "students", 2, ""),
+		audit.AdminChange(audit.PolicyDelete, "students", 0, ""),
 	}
 	if diff := cmp.Diff(want, r.Audit.(*auditLog).events); diff != "" {
 		t.Errorf("audit events (-want,+got):\n%s", diff)

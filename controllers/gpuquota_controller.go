@@ -29,8 +29,8 @@ type GPUQuotaReconciler struct {
 // Reconcile marks the quota Accepted for its current generation.
 func (r *GPUQuotaReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	quota := &gpuwardenv1alpha1.GPUQuota{}
-	if err := r.Client.Get(ctx, req.NamespacedName, quota); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+	if found, err := getOrRecordDeletion(ctx, r.Client, r.Audit, audit.QuotaDelete, req.Name, quota); !found {
+		return ctrl.Result{}, err
 	}
 	status := quota.Status.DeepCopy()
 	status.ObservedGeneration = quota.Generation

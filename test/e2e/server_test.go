@@ -140,6 +140,12 @@ func TestServerServesAPIsAndKeepsDataAcrossRestart(t *testing.T) {
 	if user != "alice" {
 		t.Errorf("alice-train-1 after a restart has user %q", user)
 	}
+	// Deleting a quota is an admin change too.
+	mustKubectl(t, s.kubeconfig, "delete", "gq", "alice-thesis")
+	eventually(t, 10*time.Second, "the quota's deletion audited", func() (bool, string) {
+		out, err := runEvents(t, "--file", auditLog, "--type", "quota.delete", "--json")
+		return err == nil && strings.Contains(out, `"name":"alice-thesis"`), out
+	})
 	if code := s.stop(t); code != 0 {
 		t.Errorf("second SIGTERM: exit code %d", code)
 	}

@@ -71,7 +71,29 @@ func runManagerWithGPUs(t *testing.T, node string, groups resolve.Groups) (stop 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return startManager(t, manager.Options{NodeName: node, GPUs: gpu.NewNVML(fake), Groups: groups}), fake
+	stop = startManager(t, manager.Options{NodeName: node, GPUs: gpu.NewNVML(fake), Groups: groups})
+	waitInventory(t, node, len(fake.UUIDs()))
+	return stop, fake
+}
+
+// waitInventory waits until node's n GPUs are known (UUID and health): requests made before
+// then wait for capacity, which is right but not what the tests measure.
+func waitInventory(t testing.TB, node string, n int) {
+	t.Helper()
+	c := controlplanetest.Get(t).Client(t)
+	eventuallyTrue(t, 30*time.Second, fmt.Sprintf("%d GPUs of %s in the inventory", n, node), func() bool {
+		var gpus gpuwardenv1alpha1.GPUList
+		if c.List(context.Background(), &gpus, client.MatchingLabels{controllers.LabelNode: node}) != nil {
+			return false
+		}
+		known := 0
+		for _, g := range gpus.Items {
+			if g.Status.UUID != "" && g.Status.Health == gpuwardenv1alpha1.HealthHealthy {
+				known++
+			}
+		}
+		return known == n
+	})
 }
 
 // startManager runs every controller with o (metrics and probes off) against the shared
