@@ -100,7 +100,7 @@ echo "targets: p99 < 100 ms, >= 200 binds/s"
 
 echo
 echo "== docker rm to allocation Released (real engine, embedded API server)"
-CGO_CFLAGS=${CGO_CFLAGS:--O2 -g -Wno-deprecated-declarations} go test -run XXX -bench 'BenchmarkDockerRemoveToReleased' -benchtime 100x ./test/integration/ 2>/dev/null | grep -E '^Benchmark'
+CGO_CFLAGS=${CGO_CFLAGS:--O2 -g -Wno-deprecated-declarations} go test -run XXX -bench 'BenchmarkDockerRemoveToReleased' -benchtime 100x ./test/integration/ 2>/dev/null | grep -E '^Benchmark|ns/op'
 echo "target: p99 < 1 s (DS01: up to an hour)"
 
 if [ -z "${SKIP_CPU:-}" ]; then
