@@ -89,5 +89,9 @@ spec: {user: lee, nodeName: e2e-docker, request: {gpus: 1}}
 		out := mustKubectl(t, s.kubeconfig, "get", "gpus", "-o", `jsonpath={.items[*].status.conditions[?(@.type=="DockerReachable")].status}`)
 		return out == strings.TrimSpace(strings.Repeat("True ", 8)), out
 	})
+	eventually(t, 30*time.Second, "Docker metrics", func() (bool, string) {
+		_, body := httpGet(fmt.Sprintf("http://127.0.0.1:%d/metrics", s.metricPort))
+		return strings.Contains(body, "gpuwarden_docker_up 1") && strings.Contains(body, `gpuwarden_docker_container_events_total{action="destroy"}`), body
+	})
 	s.stop(t)
 }
