@@ -68,6 +68,7 @@ func TestCRDInstallWithoutWriteRights(t *testing.T) {
 		if err := admin.Create(ctx, o); err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { _ = admin.Delete(ctx, o) })
 	}
 	// Make one CRD differ so that Install would want to write it.
 	crd := &apiextensionsv1.CustomResourceDefinition{}
