@@ -95,7 +95,7 @@ func (r *ContainerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{}, r.gone(ctx, id)
 	}
 	ctx = ctrl.LoggerInto(ctx, ctrl.LoggerFrom(ctx).WithValues("container", c.Name, "id", id[:min(12, len(id))]))
-	owner := r.owner(c)
+	owner := r.owner(ctx, c)
 	allocs, err := r.attached(ctx, c, owner)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -439,10 +439,10 @@ func (r *ContainerReconciler) policy(ctx context.Context, c docker.Container, ow
 	return resolve.EffectivePolicy(list.Items, resolve.Container{User: owner, Groups: groups, Type: labels.ContainerType(c.Labels), Labels: c.Labels}, r.Clock.Now())
 }
 
-// owner names the container's owner from its labels, else the user of its main process
-// when that is not root; "" when neither tells.
-func (r *ContainerReconciler) owner(c docker.Container) string {
-	if u, _ := labels.Owner(c.Labels); u != "" {
+// owner names the container's owner from its labels (or the allocation they name), else the
+// user of its main process when that is not root; "" when none tells.
+func (r *ContainerReconciler) owner(ctx context.Context, c docker.Container) string {
+	if u := labelledOwner(ctx, r.Client, c); u != "" {
 		return u
 	}
 	if c.PID > 0 {

@@ -98,10 +98,10 @@ func (w *ContainerWatcher) session(ctx context.Context, first bool, synced func(
 	if !first {
 		// Whatever happened while the stream was down, recorded as the engine shows it now.
 		for _, c := range added {
-			w.record(audit.ContainerCreate, c, "seen after reconnecting to Docker")
+			w.record(ctx, audit.ContainerCreate, c, "seen after reconnecting to Docker")
 		}
 		for _, c := range removed {
-			w.record(audit.ContainerRemove, c, "removed while Docker was unreachable")
+			w.record(ctx, audit.ContainerRemove, c, "removed while Docker was unreachable")
 		}
 		for _, c := range list {
 			if prev, ok := changed[c.ID]; ok && prev.State != c.State {
@@ -109,7 +109,7 @@ func (w *ContainerWatcher) session(ctx context.Context, first bool, synced func(
 				if c.State == docker.StateRunning {
 					action = audit.ContainerStart
 				}
-				w.record(action, c, "seen after reconnecting to Docker")
+				w.record(ctx, action, c, "seen after reconnecting to Docker")
 			}
 		}
 	}
@@ -177,17 +177,32 @@ func (w *ContainerWatcher) handle(ctx context.Context, e docker.Event) {
 		if e.Action == "stop" || e.Action == "destroy" {
 			reason = w.Store.takeNote(e.ID)
 		}
-		w.record(action, c, reason)
+		w.record(ctx, action, c, reason)
 	}
 }
 
 // record writes one container record with its owner ("unknown" when no label names one).
-func (w *ContainerWatcher) record(action audit.ContainerAction, c docker.Container, reason string) {
-	user, _ := labels.Owner(c.Labels)
+func (w *ContainerWatcher) record(ctx context.Context, action audit.ContainerAction, c docker.Container, reason string) {
+	user := labelledOwner(ctx, w.Client, c)
 	if user == "" {
 		user = labels.OwnerUnknown
 	}
 	w.Audit.Log(audit.ContainerEvent(action, user, containerRef(c), reason))
+}
+
+// labelledOwner is the owner the container's labels name, else the user of the allocation
+// its gpuwarden.io/allocation label names; "" when neither does.
+func labelledOwner(ctx context.Context, r client.Reader, c docker.Container) string {
+	if u, _ := labels.Owner(c.Labels); u != "" {
+		return u
+	}
+	if name := c.Labels[labels.Allocation]; name != "" {
+		var a gpuwardenv1alpha1.GPUAllocation
+		if err := r.Get(ctx, client.ObjectKey{Name: name}, &a); err == nil {
+			return a.Spec.User
+		}
+	}
+	return ""
 }
 
 func containerRef(c docker.Container) audit.Container {

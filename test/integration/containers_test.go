@@ -275,6 +275,22 @@ func TestWaitingAllocationOfARemovedContainerStopsWaiting(t *testing.T) {
 	e.waitPhase("olga-big", gpuwardenv1alpha1.PhaseReleased)
 }
 
+// TestAllocationLabelAloneNamesTheOwner: a container that carries only the allocation
+// label belongs to the allocation's user, for its records and for the policies that select it.
+func TestAllocationLabelAloneNamesTheOwner(t *testing.T) {
+	e := newContainerEnv(t, dockerHost(t))
+	e.policy("pat-hold", gpuwardenv1alpha1.ContainerPolicySpec{Selector: gpuwardenv1alpha1.PolicySelector{Users: []string{"pat"}},
+		GPUHoldAfterStop: duration(time.Second)})
+	a := e.allocate("pat-1", "pat", 1)
+	id := e.run("--label", "gpuwarden.io/allocation=pat-1", "--gpus", "device="+a.Status.Devices[0].UUID, testImage(), "sleep", "3600")
+	if ev := e.waitEvent(audit.TypeContainerStart, id); ev.User != "pat" {
+		t.Errorf("container.start user %q, want pat (the allocation's user)", ev.User)
+	}
+	eventuallyTrue(t, 20*time.Second, "attached", func() bool { return e.get("pat-1").Status.ContainerID == id })
+	dockerCLI(t, e.host, "stop", "-t", "0", id)
+	e.waitPhase("pat-1", gpuwardenv1alpha1.PhaseReleased)
+}
+
 func TestOwnerAndTypeFromLegacyAndWellKnownLabels(t *testing.T) {
 	e := newContainerEnv(t, dockerHost(t))
 	for _, tc := range []struct {
