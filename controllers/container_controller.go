@@ -132,19 +132,12 @@ func (r *ContainerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 
 // gone releases what a removed container held.
 func (r *ContainerReconciler) gone(ctx context.Context, id string) error {
-	var allocs gpuwardenv1alpha1.GPUAllocationList
-	if err := r.Client.List(ctx, &allocs, client.MatchingFields{IndexContainerID: id}); err != nil {
-		return fmt.Errorf("listing allocations of container %s: %w", id, err)
-	}
-	items := allocs.Items
-	if last, ok := r.Store.Gone(id); ok && last.Labels[labels.Allocation] != "" {
-		a := gpuwardenv1alpha1.GPUAllocation{}
-		err := r.Client.Get(ctx, client.ObjectKey{Name: last.Labels[labels.Allocation]}, &a)
-		if err == nil && !slices.ContainsFunc(items, func(b gpuwardenv1alpha1.GPUAllocation) bool { return b.Name == a.Name }) {
-			items = append(items, a)
-		} else if client.IgnoreNotFound(err) != nil {
-			return fmt.Errorf("reading allocation %s: %w", last.Labels[labels.Allocation], err)
-		}
+	last, _ := r.Store.Gone(id)
+	last.ID = id
+	owner, _ := labels.Owner(last.Labels)
+	items, err := r.attached(ctx, last, owner)
+	if err != nil {
+		return err
 	}
 	for i := range items {
 		a := &items[i]
@@ -168,36 +161,35 @@ func (r *ContainerReconciler) gone(ctx context.Context, id string) error {
 	return nil
 }
 
-// attached returns the allocations a container belongs to: the one its label names, the one
-// adopted for it, and any that name its ID.
+// attached returns the allocations a container belongs to: those that name its ID (the
+// one adopted for it among them) and the one its label names, if that is for the same
+// owner and no other container's.
 func (r *ContainerReconciler) attached(ctx context.Context, c docker.Container, owner string) ([]gpuwardenv1alpha1.GPUAllocation, error) {
 	var list gpuwardenv1alpha1.GPUAllocationList
 	if err := r.Client.List(ctx, &list, client.MatchingFields{IndexContainerID: c.ID}); err != nil {
-		return nil, fmt.Errorf("listing allocations of container %s: %w", c.Name, err)
+		return nil, fmt.Errorf("listing allocations of container %s: %w", c.ID, err)
 	}
 	out := list.Items
-	for _, name := range []string{c.Labels[labels.Allocation], adoptedName(c.ID)} {
-		if name == "" || slices.ContainsFunc(out, func(a gpuwardenv1alpha1.GPUAllocation) bool { return a.Name == name }) {
-			continue
-		}
-		var a gpuwardenv1alpha1.GPUAllocation
-		err := r.Client.Get(ctx, client.ObjectKey{Name: name}, &a)
-		if apierrors.IsNotFound(err) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("reading allocation %s: %w", name, err)
-		}
-		// A label is a claim, not proof: the allocation must be for this container's owner
-		// and not already another container's.
-		if a.Status.ContainerID != "" && a.Status.ContainerID != c.ID || a.Spec.ContainerID != "" && a.Spec.ContainerID != c.ID ||
-			owner != "" && a.Spec.User != owner {
-			ctrl.LoggerFrom(ctx).Info("Not attaching a container to an allocation that is another container's or user's", "allocation", name, "owner", owner)
-			continue
-		}
-		out = append(out, a)
+	name := c.Labels[labels.Allocation]
+	if name == "" || slices.ContainsFunc(out, func(a gpuwardenv1alpha1.GPUAllocation) bool { return a.Name == name }) {
+		return out, nil
 	}
-	return out, nil
+	var a gpuwardenv1alpha1.GPUAllocation
+	err := r.Client.Get(ctx, client.ObjectKey{Name: name}, &a)
+	if apierrors.IsNotFound(err) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading allocation %s: %w", name, err)
+	}
+	// A label is a claim, not proof: the allocation must be for this container's owner and
+	// not already another container's.
+	if a.Status.ContainerID != "" && a.Status.ContainerID != c.ID || a.Spec.ContainerID != "" && a.Spec.ContainerID != c.ID ||
+		owner != "" && a.Spec.User != owner {
+		ctrl.LoggerFrom(ctx).Info("Not attaching a container to an allocation that is another container's or user's", "allocation", name, "owner", owner)
+		return out, nil
+	}
+	return append(out, a), nil
 }
 
 // isLive reports whether an allocation holds or waits for devices.
@@ -343,7 +335,7 @@ func (r *ContainerReconciler) act(ctx context.Context, c docker.Container, owner
 	switch d.Action {
 	case lifecycle.ReleaseGPUs:
 		if mode == string(gpuwardenv1alpha1.ModeDryRun) {
-			r.wouldAct(c, owner, a, p, mode, "release its GPUs", d)
+			r.wouldAct(ctx, c, owner, a, p, mode, "release its GPUs", d)
 			return nil
 		}
 		containerActions.WithLabelValues("release", mode).Inc()
@@ -351,7 +343,7 @@ func (r *ContainerReconciler) act(ctx context.Context, c docker.Container, owner
 		return r.release(ctx, a, d.Reason+": "+d.Message)
 	case lifecycle.Remove:
 		if mode != string(gpuwardenv1alpha1.ModeEnforce) {
-			r.wouldAct(c, owner, a, p, mode, "remove it", d)
+			r.wouldAct(ctx, c, owner, a, p, mode, "remove it", d)
 			return nil
 		}
 		r.Store.note(c.ID, d.Reason)
@@ -375,7 +367,7 @@ func (r *ContainerReconciler) stop(ctx context.Context, c docker.Container, owne
 		return nil
 	}
 	if mode != string(gpuwardenv1alpha1.ModeEnforce) {
-		r.wouldAct(c, owner, a, p, mode, "stop it", lifecycle.Due{Reason: reason, Message: reason})
+		r.wouldAct(ctx, c, owner, a, p, mode, "stop it", lifecycle.Due{Reason: reason, Message: reason})
 		return nil
 	}
 	grace := DefaultStopGracePeriod
@@ -392,7 +384,7 @@ func (r *ContainerReconciler) stop(ctx context.Context, c docker.Container, owne
 }
 
 // wouldAct records, once, what a DryRun or NotifyOnly policy kept gpuwarden from doing.
-func (r *ContainerReconciler) wouldAct(c docker.Container, owner string, a *gpuwardenv1alpha1.GPUAllocation, p resolve.Policy, mode, what string, d lifecycle.Due) {
+func (r *ContainerReconciler) wouldAct(ctx context.Context, c docker.Container, owner string, a *gpuwardenv1alpha1.GPUAllocation, p resolve.Policy, mode, what string, d lifecycle.Due) {
 	if !r.once(c.ID, "would/"+string(d.Action)+"/"+d.Reason) {
 		return
 	}
@@ -402,7 +394,7 @@ func (r *ContainerReconciler) wouldAct(c docker.Container, owner string, a *gpuw
 		from = p.Values["mode"].From
 	}
 	r.Audit.Log(audit.Lifecycle(audit.Remove, ownerOrUnknown(owner), containerRef(c), policyName(from), mode, "would "+what+": "+d.Message))
-	r.eventOn(context.Background(), a, from, corev1.EventTypeNormal, EventWouldAct, "DryRun", "Would %s container %s of %s (mode %s): %s", what, c.Name, ownerOrUnknown(owner), mode, d.Message)
+	r.eventOn(ctx, a, from, corev1.EventTypeNormal, EventWouldAct, "DryRun", "Would %s container %s of %s (mode %s): %s", what, c.Name, ownerOrUnknown(owner), mode, d.Message)
 }
 
 // eventOn records an Event on the allocation when there is one, else on the policy that

@@ -291,6 +291,25 @@ func TestAllocationLabelAloneNamesTheOwner(t *testing.T) {
 	e.waitPhase("pat-1", gpuwardenv1alpha1.PhaseReleased)
 }
 
+// TestLabelClaimingAnotherUsersAllocationReleasesNothing: a container that names someone
+// else's allocation in its label is not attached to it, and removing it frees nothing.
+func TestLabelClaimingAnotherUsersAllocationReleasesNothing(t *testing.T) {
+	e := newContainerEnv(t, dockerHost(t))
+	e.allocate("quinn-1", "quinn", 1)
+	id := e.run("--label", "gpuwarden.io/user=mallory", "--label", "gpuwarden.io/allocation=quinn-1", testImage(), "sleep", "3600")
+	e.waitEvent(audit.TypeContainerStart, id)
+	dockerCLI(t, e.host, "rm", "-f", id)
+	e.waitEvent(audit.TypeContainerRemove, id)
+	// The removal has been handled once the store forgot it; give the controller that long.
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if a := e.get("quinn-1"); a.Status.Phase != gpuwardenv1alpha1.PhaseBound || a.Status.ContainerID != "" || a.Annotations[controllers.AnnotationRelease] != "" {
+			t.Fatalf("another user's container changed quinn-1: phase %s, container %q, annotations %v", a.Status.Phase, a.Status.ContainerID, a.Annotations)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func TestOwnerAndTypeFromLegacyAndWellKnownLabels(t *testing.T) {
 	e := newContainerEnv(t, dockerHost(t))
 	for _, tc := range []struct {
