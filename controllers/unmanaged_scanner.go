@@ -93,8 +93,10 @@ func (s *UnmanagedScanner) Scan(ctx context.Context) error {
 		return fmt.Errorf("listing GPU processes: %w", err)
 	}
 	var allocs gpuwardenv1alpha1.GPUAllocationList
-	if err := s.Client.List(ctx, &allocs); err != nil {
-		return fmt.Errorf("listing allocations: %w", err)
+	if len(procs) > 0 { // an idle node needs no look at the allocations
+		if err := s.Client.List(ctx, &allocs); err != nil {
+			return fmt.Errorf("listing allocations: %w", err)
+		}
 	}
 	byContainer, byUser := map[string]map[string]bool{}, map[string]map[string]bool{}
 	for _, a := range allocs.Items {
@@ -140,7 +142,14 @@ func (s *UnmanagedScanner) Scan(ctx context.Context) error {
 		}
 		seen[useKey{pid: gp.PID, device: gp.DeviceUUID}] = f
 	}
-	gpus := s.gpuObjects(ctx)
+	// The GPU objects are read only when there is something to say on one.
+	var gpus map[string]*gpuwardenv1alpha1.GPU
+	gpuOf := func(device string) *gpuwardenv1alpha1.GPU {
+		if gpus == nil {
+			gpus = s.gpuObjects(ctx)
+		}
+		return gpus[device]
+	}
 	for k, f := range seen {
 		switch {
 		case s.confirmedHas(k):
@@ -149,7 +158,7 @@ func (s *UnmanagedScanner) Scan(ctx context.Context) error {
 			s.confirmed[k] = f
 			unmanagedDetections.WithLabelValues(kindLabel(f.kind)).Inc()
 			s.Audit.Log(audit.Detection(f.kind, f.user, f.u))
-			s.event(gpus, k.device, corev1.EventTypeWarning, EventUnmanagedGPUUse, "%s", describe(f, "uses"))
+			s.event(gpuOf(k.device), corev1.EventTypeWarning, EventUnmanagedGPUUse, "%s", describe(f, "uses"))
 		default:
 			s.pending[k] = true
 		}
@@ -169,7 +178,7 @@ func (s *UnmanagedScanner) Scan(ctx context.Context) error {
 			kind = audit.UnmanagedContainerExited
 		}
 		s.Audit.Log(audit.Detection(kind, f.user, f.u))
-		s.event(gpus, k.device, corev1.EventTypeNormal, EventUnmanagedGPUUseEnded, "%s", describe(f, "no longer uses"))
+		s.event(gpuOf(k.device), corev1.EventTypeNormal, EventUnmanagedGPUUseEnded, "%s", describe(f, "no longer uses"))
 	}
 	counts := map[string]float64{"container": 0, "host": 0}
 	for _, f := range s.confirmed {
@@ -205,10 +214,10 @@ func describe(f finding, verb string) string {
 // gpuObjects returns the node's GPUs by the UUIDs of the GPU and of its MIG instances.
 func (s *UnmanagedScanner) gpuObjects(ctx context.Context) map[string]*gpuwardenv1alpha1.GPU {
 	var list gpuwardenv1alpha1.GPUList
-	if err := s.Client.List(ctx, &list, client.MatchingLabels{LabelNode: s.NodeName}); err != nil {
-		return nil
-	}
 	out := map[string]*gpuwardenv1alpha1.GPU{}
+	if err := s.Client.List(ctx, &list, client.MatchingLabels{LabelNode: s.NodeName}); err != nil {
+		return out // the records still go out; only the Events lack a GPU to stand on
+	}
 	for i := range list.Items {
 		g := &list.Items[i]
 		out[g.Status.UUID] = g
@@ -219,8 +228,8 @@ func (s *UnmanagedScanner) gpuObjects(ctx context.Context) map[string]*gpuwarden
 	return out
 }
 
-func (s *UnmanagedScanner) event(gpus map[string]*gpuwardenv1alpha1.GPU, device, eventType, reason, format string, args ...any) {
-	if g := gpus[device]; g != nil {
+func (s *UnmanagedScanner) event(g *gpuwardenv1alpha1.GPU, eventType, reason, format string, args ...any) {
+	if g != nil {
 		s.Recorder.Eventf(g, nil, eventType, reason, "Detect", format, args...)
 	}
 }
