@@ -244,9 +244,12 @@ func (h *derivedWriter) set(l allocation.Ledger, usage map[string][]gpuwardenv1a
 		}
 	}
 	h.mu.Lock()
+	same := h.holder != nil && equality.Semantic.DeepEqual(holder, h.holder) && equality.Semantic.DeepEqual(usage, h.usage)
 	h.holder, h.usage = holder, usage
 	h.mu.Unlock()
-	h.poke()
+	if !same { // a pass that changed nothing has nothing to show
+		h.poke()
+	}
 }
 
 func (h *derivedWriter) poke() {
