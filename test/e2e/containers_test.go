@@ -17,7 +17,9 @@ import (
 func dockerE2E(t *testing.T) func(args ...string) string {
 	t.Helper()
 	t.Setenv("DOCKER_HOST", testutil.DockerHost())
-	err := exec.Command("docker", "version").Run()
+	_, err := exec.LookPath("docker")
+	testutil.Require(t, err == nil, "docker CLI: %v", err)
+	err = exec.Command("docker", "version").Run()
 	testutil.Require(t, err == nil, "a running Docker engine (hack/docker-up.sh): %v", err)
 	return func(args ...string) string {
 		t.Helper()
