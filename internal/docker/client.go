@@ -3,6 +3,7 @@ package docker
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -48,7 +49,7 @@ func (c *Client) List(ctx context.Context) ([]Container, error) {
 	out := make([]Container, 0, len(res.Items))
 	for _, s := range res.Items {
 		ct, err := c.Inspect(ctx, s.ID)
-		if err == ErrNotFound {
+		if errors.Is(err, ErrNotFound) {
 			continue
 		}
 		if err != nil {
@@ -62,11 +63,8 @@ func (c *Client) List(ctx context.Context) ([]Container, error) {
 // Inspect returns one container.
 func (c *Client) Inspect(ctx context.Context, id string) (Container, error) {
 	res, err := c.api.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
-	if cerrdefs.IsNotFound(err) {
-		return Container{}, ErrNotFound
-	}
 	if err != nil {
-		return Container{}, fmt.Errorf("inspecting container %s: %w", short(id), err)
+		return Container{}, c.wrap("inspecting", id, err)
 	}
 	return fromInspect(res.Container), nil
 }
