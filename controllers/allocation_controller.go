@@ -7,9 +7,11 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -28,6 +30,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/allocation"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
+	"github.com/gpuwarden/gpuwarden/internal/provenance"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 )
 
@@ -64,6 +67,8 @@ type AllocationReconciler struct {
 	Retention       time.Duration
 
 	derived *derivedWriter
+	// written is the resourceVersion of each allocation's last status written by a pass.
+	written sync.Map
 }
 
 // +kubebuilder:rbac:groups=gpuwarden.io,resources=gpuallocations,verbs=get;list;watch;update;patch;delete
@@ -90,19 +95,22 @@ func (r *AllocationReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 		return ctrl.Result{}, err
 	}
 	p := &pass{r: r, now: r.Clock.Now(), ledger: ledger, quotas: quotas.Items, groups: map[string][]string{},
-		outcome: map[string]allocation.Decision{}}
+		outcome: map[string]allocation.Decision{}, bound: map[string]allocation.Binding{}}
 	p.release(allocs.Items)
 	p.decide(ctx, allocs.Items, gpus.Items)
 	if p.changed {
 		if err := r.writeLedger(ctx, cm, p.ledger); err != nil {
 			return ctrl.Result{}, err // a conflict: another pass won; retry on fresh state
 		}
+		// The ledger changed: that is the decision, recorded once whatever happens to the
+		// status writes that show it.
+		p.auditLedgerChange(allocs.Items)
 	}
+	r.derived.set(p.ledger, p.desiredUsage(quotas.Items))
 	next, err := p.writeStatuses(ctx, allocs.Items)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	r.derived.set(p.ledger, p.desiredUsage(quotas.Items))
 	if p.retry && (next == 0 || next > claimRetry) {
 		next = claimRetry
 	}
@@ -169,9 +177,16 @@ type pass struct {
 	groups   map[string][]string
 	outcome  map[string]allocation.Decision
 	released map[string]releaseInfo
-	changed  bool
+	// bound are the bindings this pass made.
+	bound   map[string]allocation.Binding
+	changed bool
 	// retry asks for another pass soon: a claim met a stale copy.
 	retry bool
+	// complete is this node's whole inventory from the GPU back end, read once per pass
+	// when a request does not fit (see unsatisfiable).
+	complete []allocation.Slot
+	// key signs what gpuwarden makes itself (read when first needed).
+	key []byte
 }
 
 type releaseInfo struct {
@@ -205,10 +220,10 @@ func (p *pass) release(allocs []gpuwardenv1alpha1.GPUAllocation) {
 		case !ok || a.DeletionTimestamp != nil:
 			reason = "allocation deleted"
 		case a.Annotations[AnnotationRelease] != "":
-			reason = a.Annotations[AnnotationRelease]
-		case a.Status.Phase == gpuwardenv1alpha1.PhaseReleased:
-			reason = a.Status.Reason
+			reason = releaseReason(a)
 		default:
+			// Whatever the status says (someone may have written Released there), the
+			// ledger holds the binding: it stands.
 			continue
 		}
 		delete(p.ledger.Bindings, name)
@@ -252,6 +267,19 @@ func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocat
 		return a.a.Name < b.a.Name
 	})
 	for _, w := range queue {
+		if provenance.NeedsSignature(w.a) {
+			signed, err := p.signed(ctx, w.a)
+			if err != nil {
+				ctrl.LoggerFrom(ctx).Error(err, "Checking an allocation's signature; deciding it later", "allocation", w.a.Name)
+				p.retry = true
+				continue
+			}
+			if !signed {
+				p.outcome[w.a.Name] = allocation.Decision{Reason: gpuwardenv1alpha1.ReasonSourceNotAllowed, Message: fmt.Sprintf(
+					"source %s is set only by gpuwarden itself, and gpuwarden did not make this allocation; create it without a source (Manual)", w.a.Spec.Source)}
+				continue
+			}
+		}
 		req := allocation.Request{User: w.a.Spec.User, MIGProfile: w.a.Spec.Request.MIGProfile, Devices: w.a.Spec.Request.Devices}
 		if w.a.Spec.Request.GPUs != nil {
 			req.GPUs = int(*w.a.Spec.Request.GPUs)
@@ -263,6 +291,11 @@ func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocat
 		}
 		d := allocation.Decide(slots, p.ledger.Holdings(), w.quota.Quota, req)
 		unassigned := w.a.Spec.NodeName == ""
+		if !d.Placed() && !d.Final() {
+			if why := p.unsatisfiable(ctx, req, unassigned); why != "" {
+				d = allocation.Decision{Reason: allocation.ReasonUnsatisfiable, Message: why}
+			}
+		}
 		if d.Placed() {
 			if unassigned {
 				claimed, retry := p.r.claim(ctx, w.a)
@@ -271,7 +304,7 @@ func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocat
 					continue
 				}
 			}
-			p.ledger.Bind(w.a.Name, w.a.Spec.User, p.r.NodeName, d.Slots, p.now)
+			p.bound[w.a.Name] = p.ledger.Bind(w.a.Name, w.a.Spec.User, p.r.NodeName, d.Slots, p.now)
 			p.changed = true
 			continue
 		}
@@ -283,13 +316,81 @@ func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocat
 	}
 }
 
-// waits reports whether a is this node's (or no node's yet) and still to be decided.
+// signed reports whether gpuwarden made a (its signature matches its spec).
+func (p *pass) signed(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) (bool, error) {
+	if p.key == nil {
+		key, err := signingKey(ctx, p.r.Reader, p.r.Client, p.r.LedgerNamespace)
+		if err != nil {
+			return false, err
+		}
+		p.key = key
+	}
+	return provenance.Verify(p.key, a), nil
+}
+
+// unsatisfiable says why req can never be met — on this node, or for a request not yet
+// given a node, on any node — or "" when it can, or when that is not known. This node's
+// inventory is read from the GPU back end itself, complete, never from GPU objects that may
+// still be being written.
+func (p *pass) unsatisfiable(ctx context.Context, req allocation.Request, anyNode bool) string {
+	if p.complete == nil {
+		p.complete = []allocation.Slot{}
+		if p.r.GPUs == nil {
+			return ""
+		}
+		devices, err := p.r.GPUs.Devices(ctx)
+		if err != nil || len(devices) == 0 {
+			return "" // nothing known for sure: keep waiting
+		}
+		gpus := make([]gpuwardenv1alpha1.GPU, 0, len(devices))
+		for _, d := range devices {
+			gpus = append(gpus, gpuwardenv1alpha1.GPU{Spec: gpuwardenv1alpha1.GPUSpec{Index: int32(d.Index)}, Status: deviceStatus(d)})
+		}
+		p.complete = slotsOf(gpus)
+	}
+	if len(p.complete) == 0 {
+		return ""
+	}
+	why := allocation.Unsatisfiable(p.complete, req, p.r.NodeName)
+	if why == "" || !anyNode {
+		return why
+	}
+	var all gpuwardenv1alpha1.GPUList
+	if err := p.r.Client.List(ctx, &all); err != nil {
+		return ""
+	}
+	byNode := map[string][]gpuwardenv1alpha1.GPU{}
+	for _, g := range all.Items {
+		if n := g.Labels[LabelNode]; n != p.r.NodeName {
+			byNode[n] = append(byNode[n], g)
+		}
+	}
+	for node, gpus := range byNode {
+		if allocation.Unsatisfiable(slotsOf(gpus), req, node) == "" {
+			return "" // another node may meet it
+		}
+	}
+	if len(byNode) > 0 {
+		why += fmt.Sprintf(", nor can any of the %d other GPU nodes", len(byNode))
+	}
+	return why
+}
+
+// waits reports whether a is this node's (or no node's yet) and still to be decided. A
+// status that says Bound while the ledger holds no binding was never this controller's
+// decision (someone else wrote it): the request is decided as if new.
 func (p *pass) waits(a *gpuwardenv1alpha1.GPUAllocation) bool {
 	_, bound := p.ledger.Bindings[a.Name]
 	_, released := p.released[a.Name]
 	return (a.Spec.NodeName == p.r.NodeName || a.Spec.NodeName == "") && !bound && !released && a.DeletionTimestamp == nil &&
 		a.Annotations[AnnotationRelease] == "" &&
-		(a.Status.Phase == "" || a.Status.Phase == gpuwardenv1alpha1.PhasePending)
+		(a.Status.Phase == "" || a.Status.Phase == gpuwardenv1alpha1.PhasePending || a.Status.Phase == gpuwardenv1alpha1.PhaseBound)
+}
+
+// releaseReason is the reason a's release annotation gives, bounded: it is user-supplied
+// and ends up in a status message.
+func releaseReason(a *gpuwardenv1alpha1.GPUAllocation) string {
+	return truncate(a.Annotations[AnnotationRelease], maxUserText)
 }
 
 // slotsOf turns GPU objects into slots: a whole GPU when MIG is off, else its instances.
@@ -380,12 +481,34 @@ func (r *AllocationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	// The pass writes statuses itself: only changes that can alter a decision wake it.
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("allocation").
-		Watches(&gpuwardenv1alpha1.GPUAllocation{}, toNode, builder.WithPredicates(predicate.Or(
-			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, deletionStarted{}))).
+		Watches(&gpuwardenv1alpha1.GPUAllocation{}, toNode, builder.WithPredicates(predicate.Or[client.Object](
+			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, deletionStarted{},
+			predicate.Funcs{UpdateFunc: r.statusChangedByOthers}))).
 		Watches(&gpuwardenv1alpha1.GPUQuota{}, toNode, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&gpuwardenv1alpha1.GPU{}, toNode, builder.WithPredicates(predicate.Funcs{UpdateFunc: gpuChangedForAllocation})).
+		// Holders and usage are the ledger's to say: whoever else writes them is overwritten.
+		Watches(&gpuwardenv1alpha1.GPU{}, r.derived.onChange(), builder.WithPredicates(predicate.Funcs{UpdateFunc: holdersChanged})).
+		Watches(&gpuwardenv1alpha1.GPUQuota{}, r.derived.onChange(), builder.WithPredicates(predicate.Funcs{UpdateFunc: usageChanged})).
 		WatchesRawSource(source.Channel(start, &handler.EnqueueRequestForObject{})).
 		Complete(r)
+}
+
+// statusChangedByOthers passes an update that changes what an allocation's status says
+// about its devices when the change is not this controller's own write: a status is the
+// ledger's to say, and someone else's is put back at once.
+func (r *AllocationReconciler) statusChangedByOthers(e event.UpdateEvent) bool {
+	o, ok1 := e.ObjectOld.(*gpuwardenv1alpha1.GPUAllocation)
+	n, ok2 := e.ObjectNew.(*gpuwardenv1alpha1.GPUAllocation)
+	if !ok1 || !ok2 {
+		return true
+	}
+	if rv, ours := r.written.Load(n.Name); ours && rv == n.ResourceVersion {
+		return false
+	}
+	a, b := o.Status, n.Status
+	return a.Phase != b.Phase || a.Reason != b.Reason || a.Message != b.Message ||
+		!equality.Semantic.DeepEqual(a.Devices, b.Devices) || !equality.Semantic.DeepEqual(a.GPUEquivalents, b.GPUEquivalents) ||
+		!equality.Semantic.DeepEqual(a.BoundTime, b.BoundTime) || !equality.Semantic.DeepEqual(a.ReleasedTime, b.ReleasedTime)
 }
 
 // deletionStarted passes an update that marks an object for deletion.
@@ -413,6 +536,28 @@ func gpuChangedForAllocation(e event.UpdateEvent) bool {
 		}
 	}
 	return false
+}
+
+// holdersChanged passes GPU updates that change a holder.
+func holdersChanged(e event.UpdateEvent) bool {
+	o, ok1 := e.ObjectOld.(*gpuwardenv1alpha1.GPU)
+	n, ok2 := e.ObjectNew.(*gpuwardenv1alpha1.GPU)
+	if !ok1 || !ok2 || o.Status.Holder != n.Status.Holder || len(o.Status.MIGInstances) != len(n.Status.MIGInstances) {
+		return true
+	}
+	for i := range o.Status.MIGInstances {
+		if o.Status.MIGInstances[i].Holder != n.Status.MIGInstances[i].Holder {
+			return true
+		}
+	}
+	return false
+}
+
+// usageChanged passes GPUQuota updates that change the usage shown.
+func usageChanged(e event.UpdateEvent) bool {
+	o, ok1 := e.ObjectOld.(*gpuwardenv1alpha1.GPUQuota)
+	n, ok2 := e.ObjectNew.(*gpuwardenv1alpha1.GPUQuota)
+	return !ok1 || !ok2 || !equality.Semantic.DeepEqual(o.Status.Usage, n.Status.Usage)
 }
 
 // quantity turns a gpu-equivalent sum into a quantity to the nano.

@@ -14,8 +14,12 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/allocation"
@@ -31,19 +35,25 @@ const (
 )
 
 // writeStatuses derives each allocation's status from the ledger and this pass's decisions,
-// records every transition as an Event and an audit record, and deletes released
-// allocations past their retention. It returns when the next retention deadline falls.
+// records every transition as an Event (and a rejection as an audit record), and deletes
+// released allocations past their retention. One write that fails (a conflict, a message
+// the API refuses) does not stop the others; the pass reports the failures together and is
+// retried. It returns when the next retention deadline falls.
 func (p *pass) writeStatuses(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocation) (time.Duration, error) {
 	var (
 		mu   sync.Mutex
 		next time.Duration
+		errs []error
 	)
-	present := map[string]bool{}
-	g, gctx := errgroup.WithContext(ctx)
+	fail := func(err error) {
+		mu.Lock()
+		errs = append(errs, err)
+		mu.Unlock()
+	}
+	var g errgroup.Group
 	g.SetLimit(statusWriters)
 	for i := range allocs {
 		a := &allocs[i]
-		present[a.Name] = true
 		if a.DeletionTimestamp != nil {
 			continue
 		}
@@ -55,9 +65,11 @@ func (p *pass) writeStatuses(ctx context.Context, allocs []gpuwardenv1alpha1.GPU
 			left := want.ReleasedTime.Add(p.r.Retention).Sub(p.now)
 			if left <= 0 {
 				g.Go(func() error {
-					if err := p.r.Client.Delete(gctx, a); client.IgnoreNotFound(err) != nil {
-						return fmt.Errorf("deleting released allocation %s: %w", a.Name, err)
+					if err := p.r.Client.Delete(ctx, a); client.IgnoreNotFound(err) != nil {
+						fail(fmt.Errorf("deleting released allocation %s: %w", a.Name, err))
+						return nil
 					}
+					p.r.written.Delete(a.Name)
 					return nil
 				})
 				continue
@@ -76,26 +88,52 @@ func (p *pass) writeStatuses(ctx context.Context, allocs []gpuwardenv1alpha1.GPU
 		g.Go(func() error {
 			before := a.Status.DeepCopy()
 			a.Status = *want
-			if err := p.r.Client.Status().Update(gctx, a); err != nil {
-				if apierrors.IsNotFound(err) {
-					return nil
+			if err := p.r.Client.Status().Update(ctx, a); err != nil {
+				if !apierrors.IsNotFound(err) {
+					fail(fmt.Errorf("updating status of allocation %s: %w", a.Name, err))
 				}
-				return fmt.Errorf("updating status of allocation %s: %w", a.Name, err)
+				return nil
 			}
+			p.r.written.Store(a.Name, a.ResourceVersion)
 			p.record(a, before)
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return 0, err
+	_ = g.Wait()
+	return next, errors.Join(errs...)
+}
+
+// auditLedgerChange records the bindings and releases this pass wrote to the ledger: each
+// decision once, from the ledger change itself.
+func (p *pass) auditLedgerChange(allocs []gpuwardenv1alpha1.GPUAllocation) {
+	byName := map[string]*gpuwardenv1alpha1.GPUAllocation{}
+	for i := range allocs {
+		byName[allocs[i].Name] = &allocs[i]
 	}
-	// Allocations deleted while bound: nothing left to show, but the audit log keeps them.
-	for name, rel := range p.released {
-		if !present[name] {
-			p.r.Audit.Log(audit.GPURelease(rel.binding.User, allocationRef(name, rel.binding), rel.reason))
+	refOf := func(name string, b allocation.Binding) audit.Allocation {
+		ref := allocationRef(name, b)
+		if a := byName[name]; a != nil {
+			ref.Container = audit.Container{Name: a.Spec.ContainerName, ID: a.Spec.ContainerID, Type: string(a.Spec.ContainerType)}
 		}
+		return ref
 	}
-	return next, nil
+	for _, name := range sortedKeys(p.released) {
+		rel := p.released[name]
+		p.r.Audit.Log(audit.GPURelease(rel.binding.User, refOf(name, rel.binding), rel.reason))
+	}
+	for _, name := range sortedKeys(p.bound) {
+		b := p.bound[name]
+		p.r.Audit.Log(audit.GPUAllocate(b.User, refOf(name, b)))
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // statusWriters bounds the status writes of one pass in flight at once.
@@ -131,7 +169,7 @@ func (p *pass) desiredStatus(a *gpuwardenv1alpha1.GPUAllocation) (*gpuwardenv1al
 	if rel, released := p.released[a.Name]; released || asked {
 		reason := rel.reason
 		if reason == "" {
-			reason = a.Annotations[AnnotationRelease]
+			reason = releaseReason(a)
 		}
 		at := metav1.NewTime(p.now)
 		want.Phase, want.Reason, want.Message, want.ReleasedTime = gpuwardenv1alpha1.PhaseReleased, "Released", "Devices given back: "+reason, &at
@@ -140,17 +178,25 @@ func (p *pass) desiredStatus(a *gpuwardenv1alpha1.GPUAllocation) (*gpuwardenv1al
 	if d, ok := p.outcome[a.Name]; ok {
 		return decided(want, d), true
 	}
-	if a.Status.Phase == "" {
-		want.Phase = gpuwardenv1alpha1.PhasePending
+	if a.Status.Phase == "" || a.Status.Phase == gpuwardenv1alpha1.PhaseBound {
+		// Not in the ledger, so not bound, whatever was written here.
+		want.Phase, want.Reason, want.Message = gpuwardenv1alpha1.PhasePending, "", ""
+		unbound(want)
 		return want, true
 	}
 	return want, true
 }
 
+// unbound clears what only a bound allocation shows.
+func unbound(s *gpuwardenv1alpha1.GPUAllocationStatus) {
+	s.Devices, s.GPUEquivalents, s.BoundTime, s.ReleasedTime = nil, nil, nil, nil
+}
+
 // decided is the status of a request that was not placed: Rejected for a final reason,
 // else Pending with the reason it waits.
 func decided(want *gpuwardenv1alpha1.GPUAllocationStatus, d allocation.Decision) *gpuwardenv1alpha1.GPUAllocationStatus {
-	want.Phase, want.Reason, want.Message = gpuwardenv1alpha1.PhasePending, d.Reason, d.Message
+	want.Phase, want.Reason, want.Message = gpuwardenv1alpha1.PhasePending, d.Reason, truncate(d.Message, maxMessage)
+	unbound(want)
 	if d.Final() {
 		want.Phase = gpuwardenv1alpha1.PhaseRejected
 	}
@@ -178,7 +224,6 @@ func (p *pass) record(a *gpuwardenv1alpha1.GPUAllocation, before *gpuwardenv1alp
 		}
 		p.r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, EventBound, "Bind", "Bound GPU %s (%s gpu-equivalents) for %s",
 			strings.Join(idx, ", "), ref.GPUEquivalents, a.Spec.User)
-		p.r.Audit.Log(audit.GPUAllocate(a.Spec.User, ref))
 	case gpuwardenv1alpha1.PhaseRejected:
 		p.r.Recorder.Eventf(a, nil, corev1.EventTypeWarning, s.Reason, "Reject", "%s", s.Message)
 		p.r.Audit.Log(audit.GPUReject(a.Spec.User, ref, s.Reason, s.Message))
@@ -187,12 +232,11 @@ func (p *pass) record(a *gpuwardenv1alpha1.GPUAllocation, before *gpuwardenv1alp
 			p.r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, EventWaiting, "Wait", "%s: %s", s.Reason, s.Message)
 		}
 	case gpuwardenv1alpha1.PhaseReleased:
-		if rel, ok := p.released[a.Name]; ok {
-			ref = allocationRef(a.Name, rel.binding)
-			ref.Container = audit.Container{Name: a.Spec.ContainerName, ID: a.Spec.ContainerID, Type: string(a.Spec.ContainerType)}
-		}
 		p.r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, EventReleased, "Release", "%s", s.Message)
-		p.r.Audit.Log(audit.GPURelease(a.Spec.User, ref, strings.TrimPrefix(s.Message, "Devices given back: ")))
+		if _, fromLedger := p.released[a.Name]; !fromLedger {
+			// A request released while it waited: no ledger change records it.
+			p.r.Audit.Log(audit.GPURelease(a.Spec.User, ref, releaseReason(a)))
+		}
 	}
 }
 
@@ -259,6 +303,14 @@ func (h *derivedWriter) poke() {
 	}
 }
 
+// onChange is a handler that, instead of queueing a pass, has the writer compare what is
+// shown with the ledger again (and put it back if someone else changed it).
+func (h *derivedWriter) onChange() handler.EventHandler {
+	return handler.Funcs{UpdateFunc: func(context.Context, event.UpdateEvent, workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		h.poke()
+	}}
+}
+
 // NeedLeaderElection: only the node's active controller writes.
 func (h *derivedWriter) NeedLeaderElection() bool { return true }
 
@@ -273,6 +325,9 @@ func (h *derivedWriter) Start(ctx context.Context) error {
 		h.mu.Lock()
 		holder, usage := h.holder, h.usage
 		h.mu.Unlock()
+		if holder == nil {
+			continue // no pass has read the ledger yet: nothing to compare with
+		}
 		err := errors.Join(h.writeHolders(ctx, holder), h.writeUsage(ctx, usage))
 		if err != nil && ctx.Err() == nil {
 			ctrl.LoggerFrom(ctx).V(1).Info("Writing GPU holders and quota usage; trying again", "reason", err.Error())

@@ -29,6 +29,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/labels"
 	"github.com/gpuwarden/gpuwarden/internal/lifecycle"
 	"github.com/gpuwarden/gpuwarden/internal/proc"
+	"github.com/gpuwarden/gpuwarden/internal/provenance"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 )
 
@@ -50,6 +51,9 @@ const (
 	IndexContainerID = "gpuwarden.io/containerID"
 	// ReasonContainerRemoved is the release reason of an allocation whose container is gone.
 	ReasonContainerRemoved = "container removed"
+	// AnnotationAdoptedStart records, on an adopted allocation, the container start it was
+	// made for: one adoption per start, however often the container is looked at.
+	AnnotationAdoptedStart = "gpuwarden.io/adopted-for-start"
 	// DefaultStopGracePeriod is the SIGTERM → SIGKILL wait when no policy sets one.
 	DefaultStopGracePeriod = 60 * time.Second
 )
@@ -60,7 +64,11 @@ const (
 // or stopped too long, and adopts GPU containers made outside gpuwarden. It acts only on a
 // synced ContainerStore: a Docker outage releases nothing.
 type ContainerReconciler struct {
-	Client   client.Client
+	Client client.Client
+	// Reader reads the signing key beside the ledger from the API server itself.
+	Reader client.Reader
+	// LedgerNamespace holds the allocation ledger (kube-system when empty).
+	LedgerNamespace string
 	Engine   docker.Engine
 	Store    *ContainerStore
 	NodeName string
@@ -95,9 +103,12 @@ func (r *ContainerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{}, r.gone(ctx, id)
 	}
 	ctx = ctrl.LoggerInto(ctx, ctrl.LoggerFrom(ctx).WithValues("container", c.Name, "id", id[:min(12, len(id))]))
-	owner := r.owner(ctx, c)
+	owner := r.owner(c)
 	allocs, err := r.attached(ctx, c, owner)
 	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.carryAdoptionToFirstStart(ctx, c, allocs); err != nil {
 		return ctrl.Result{}, err
 	}
 	live := liveAllocation(allocs)
@@ -111,6 +122,11 @@ func (r *ContainerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	policy, err := r.policy(ctx, c, owner)
 	if err != nil {
 		return ctrl.Result{}, err
+	}
+	if live != nil {
+		if err := r.checkWithinAllocation(ctx, c, owner, live, policy); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 	if a := adoptedFor(allocs, c.ID); a != nil && c.State == docker.StateRunning {
 		if err := r.checkAdopted(ctx, c, a, policy); err != nil {
@@ -182,10 +198,10 @@ func (r *ContainerReconciler) attached(ctx context.Context, c docker.Container, 
 	if err != nil {
 		return nil, fmt.Errorf("reading allocation %s: %w", name, err)
 	}
-	// A label is a claim, not proof: the allocation must be for this container's owner and
-	// not already another container's.
+	// A label is a claim, not proof: the allocation must be for this container's known
+	// owner and not already another container's.
 	if a.Status.ContainerID != "" && a.Status.ContainerID != c.ID || a.Spec.ContainerID != "" && a.Spec.ContainerID != c.ID ||
-		owner != "" && a.Spec.User != owner {
+		owner == "" || a.Spec.User != owner {
 		ctrl.LoggerFrom(ctx).Info("Not attaching a container to an allocation that is another container's or user's", "allocation", name, "owner", owner)
 		return out, nil
 	}
@@ -252,12 +268,47 @@ func (r *ContainerReconciler) wantsAdoption(c docker.Container, allocs []gpuward
 		return false
 	}
 	for _, a := range allocs {
-		if !c.StartedAt.After(a.CreationTimestamp.Time) {
+		if a.Name == adoptedName(c.ID) && a.Annotations[AnnotationAdoptedStart] != "" {
+			if a.Annotations[AnnotationAdoptedStart] == startedAt(c) {
+				return false // adopted for this very start: that decision stands
+			}
+			continue
+		}
+		// Creation times have whole seconds: one made in the second the container started
+		// was made after the start.
+		if !c.StartedAt.Truncate(time.Second).After(a.CreationTimestamp.Time) {
 			return false // decided since the container last started: that decision stands
 		}
 	}
 	return true
 }
+
+// carryAdoptionToFirstStart: an adoption made while the container was created but not yet
+// started (docker run creates, then starts) is the decision for its first start too; the
+// allocation is marked with that start instead of being made anew.
+func (r *ContainerReconciler) carryAdoptionToFirstStart(ctx context.Context, c docker.Container, allocs []gpuwardenv1alpha1.GPUAllocation) error {
+	if c.StartedAt.IsZero() {
+		return nil
+	}
+	for i := range allocs {
+		a := &allocs[i]
+		if a.Name != adoptedName(c.ID) || a.Annotations[AnnotationAdoptedStart] != neverStarted {
+			continue
+		}
+		orig := a.DeepCopy()
+		a.Annotations[AnnotationAdoptedStart] = startedAt(c)
+		if err := r.Client.Patch(ctx, a, client.MergeFrom(orig)); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("recording the start of adopted container %s: %w", c.Name, err)
+		}
+	}
+	return nil
+}
+
+// neverStarted is startedAt of a container that was never started.
+var neverStarted = time.Time{}.UTC().Format(time.RFC3339Nano)
+
+// startedAt is the container's last start, as recorded on the allocation adopted for it.
+func startedAt(c docker.Container) string { return c.StartedAt.UTC().Format(time.RFC3339Nano) }
 
 // adopt creates an Adopted allocation for the devices a container really uses; it goes
 // through the same checks as any other.
@@ -286,14 +337,23 @@ func (r *ContainerReconciler) adopt(ctx context.Context, c docker.Container, own
 		owner = UnknownUser
 	}
 	a := &gpuwardenv1alpha1.GPUAllocation{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{LabelNode: r.NodeName}},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{LabelNode: r.NodeName},
+			Annotations: map[string]string{AnnotationAdoptedStart: startedAt(c)}},
 		Spec: gpuwardenv1alpha1.GPUAllocationSpec{
 			User: owner, NodeName: r.NodeName, Request: gpuwardenv1alpha1.AllocationRequest{Devices: devices},
 			ContainerType: labels.ContainerType(c.Labels), Source: gpuwardenv1alpha1.SourceAdopted,
 			ContainerName: truncate(c.Name, 256), ContainerID: c.ID,
 		},
 	}
-	if err := r.Client.Create(ctx, a); err != nil && !apierrors.IsAlreadyExists(err) {
+	key, err := signingKey(ctx, r.Reader, r.Client, r.LedgerNamespace)
+	if err != nil {
+		return err
+	}
+	a.Annotations[provenance.Annotation] = provenance.Sign(key, a)
+	if err := r.Client.Create(ctx, a); err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			return nil // adopted by an earlier look at this container
+		}
 		return fmt.Errorf("creating adopted allocation %s: %w", name, err)
 	}
 	r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, EventAdopted, "Adopt", "Adopted container %s of %s, which uses %s outside gpuwarden",
@@ -431,10 +491,10 @@ func (r *ContainerReconciler) policy(ctx context.Context, c docker.Container, ow
 	return resolve.EffectivePolicy(list.Items, resolve.Container{User: owner, Groups: groups, Type: labels.ContainerType(c.Labels), Labels: c.Labels}, r.Clock.Now())
 }
 
-// owner names the container's owner from its labels (or the allocation they name), else the
-// user of its main process when that is not root; "" when none tells.
-func (r *ContainerReconciler) owner(ctx context.Context, c docker.Container) string {
-	if u := labelledOwner(ctx, r.Client, c); u != "" {
+// owner names the container's owner from its labels, else the user of its main process
+// when that is not root; "" when none tells. Never from the allocation a label names.
+func (r *ContainerReconciler) owner(c docker.Container) string {
+	if u := labelledOwner(c); u != "" {
 		return u
 	}
 	if c.PID > 0 {
@@ -543,19 +603,16 @@ func ownerOrUnknown(u string) string {
 // policyName turns "ContainerPolicy x" into "x".
 func policyName(from string) string { return strings.TrimPrefix(from, "ContainerPolicy ") }
 
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
-}
 
 // SetupWithManager registers the controller, fed by the watcher and by changes to the
 // allocations that name a container.
 func (r *ContainerReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	if r.Client == nil || r.Engine == nil || r.Store == nil || r.NodeName == "" || r.Groups == nil || r.Clock == nil ||
+	if r.LedgerNamespace == "" {
+		r.LedgerNamespace = "kube-system"
+	}
+	if r.Client == nil || r.Reader == nil || r.Engine == nil || r.Store == nil || r.NodeName == "" || r.Groups == nil || r.Clock == nil ||
 		r.Recorder == nil || r.Audit == nil || r.Changed == nil {
-		return errors.New("ContainerReconciler needs a Client, Engine, Store, NodeName, Groups, Clock, Recorder, Audit and Changed")
+		return errors.New("ContainerReconciler needs a Client, Reader, Engine, Store, NodeName, Groups, Clock, Recorder, Audit and Changed")
 	}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &gpuwardenv1alpha1.GPUAllocation{}, IndexContainerID,
 		func(o client.Object) []string { return containerIDsOf(o.(*gpuwardenv1alpha1.GPUAllocation)) }); err != nil {

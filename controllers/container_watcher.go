@@ -183,26 +183,18 @@ func (w *ContainerWatcher) handle(ctx context.Context, e docker.Event) {
 
 // record writes one container record with its owner ("unknown" when no label names one).
 func (w *ContainerWatcher) record(ctx context.Context, action audit.ContainerAction, c docker.Container, reason string) {
-	user := labelledOwner(ctx, w.Client, c)
+	user := labelledOwner(c)
 	if user == "" {
 		user = labels.OwnerUnknown
 	}
 	w.Audit.Log(audit.ContainerEvent(action, user, containerRef(c), reason))
 }
 
-// labelledOwner is the owner the container's labels name, else the user of the allocation
-// its gpuwarden.io/allocation label names; "" when neither does.
-func labelledOwner(ctx context.Context, r client.Reader, c docker.Container) string {
-	if u, _ := labels.Owner(c.Labels); u != "" {
-		return u
-	}
-	if name := c.Labels[labels.Allocation]; name != "" {
-		var a gpuwardenv1alpha1.GPUAllocation
-		if err := r.Get(ctx, client.ObjectKey{Name: name}, &a); err == nil {
-			return a.Spec.User
-		}
-	}
-	return ""
+// labelledOwner is the owner the container's labels name; "" when none does. The
+// allocation a label names never makes its user the owner: a claim is not proof.
+func labelledOwner(c docker.Container) string {
+	u, _ := labels.Owner(c.Labels)
+	return u
 }
 
 func containerRef(c docker.Container) audit.Container {

@@ -18,6 +18,7 @@ import (
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/resolve"
 )
 
 // ContainerPolicyReconciler keeps a ContainerPolicy's conditions in step with its spec and
@@ -45,7 +46,12 @@ func (r *ContainerPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 
 	status := policy.Status.DeepCopy()
 	status.ObservedGeneration = policy.Generation
-	meta.SetStatusCondition(&status.Conditions, acceptedCondition(policy.Generation))
+	accepted := acceptedCondition(policy.Generation)
+	if err := resolve.PolicyProblem(policy); err != nil {
+		accepted.Status, accepted.Reason = metav1.ConditionFalse, gpuwardenv1alpha1.ReasonInvalidSpec
+		accepted.Message = truncate("The policy is skipped until fixed: "+err.Error(), maxMessage)
+	}
+	meta.SetStatusCondition(&status.Conditions, accepted)
 	wasActive := meta.IsStatusConditionTrue(policy.Status.Conditions, gpuwardenv1alpha1.ConditionActive)
 	meta.SetStatusCondition(&status.Conditions, active)
 

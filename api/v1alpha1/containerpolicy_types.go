@@ -96,9 +96,7 @@ type KeepAlive struct {
 
 	// maxAge is how long one touch of the file keeps the container alive.
 	// +optional
-	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
-	MaxAge *metav1.Duration `json:"maxAge,omitempty"`
+	MaxAge *Duration `json:"maxAge,omitempty"`
 }
 
 // HighDemand shortens idle timeouts while most GPUs are allocated.
@@ -116,9 +114,7 @@ type HighDemand struct {
 type IdlePolicy struct {
 	// timeout is how long a container may stay idle before it is stopped.
 	// +optional
-	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
-	Timeout *metav1.Duration `json:"timeout,omitempty"`
+	Timeout *Duration `json:"timeout,omitempty"`
 
 	// gpuUtilizationPercent: a sample is idle only while GPU utilisation is below this.
 	// +optional
@@ -146,9 +142,7 @@ type IdlePolicy struct {
 
 	// startupGrace is how long after start a container is never idle.
 	// +optional
-	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
-	StartupGrace *metav1.Duration `json:"startupGrace,omitempty"`
+	StartupGrace *Duration `json:"startupGrace,omitempty"`
 
 	// warnAtFractions are the fractions of the timeout at which the owner is warned.
 	// +optional
@@ -213,9 +207,7 @@ type ContainerPolicySpec struct {
 
 	// maxRuntime is how long a container may run in all.
 	// +optional
-	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
-	MaxRuntime *metav1.Duration `json:"maxRuntime,omitempty"`
+	MaxRuntime *Duration `json:"maxRuntime,omitempty"`
 
 	// runtimeWarnAtFractions are the fractions of maxRuntime at which the owner is warned.
 	// +optional
@@ -225,29 +217,21 @@ type ContainerPolicySpec struct {
 
 	// stopGracePeriod is the time between SIGTERM and SIGKILL when a container is stopped.
 	// +optional
-	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
-	StopGracePeriod *metav1.Duration `json:"stopGracePeriod,omitempty"`
+	StopGracePeriod *Duration `json:"stopGracePeriod,omitempty"`
 
 	// gpuHoldAfterStop is how long a stopped container keeps its GPUs.
 	// +optional
-	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
-	GPUHoldAfterStop *metav1.Duration `json:"gpuHoldAfterStop,omitempty"`
+	GPUHoldAfterStop *Duration `json:"gpuHoldAfterStop,omitempty"`
 
 	// removeAfterStop is how long a stopped container is kept before it is removed
 	// (containers labelled gpuwarden.io/protected are never removed).
 	// +optional
-	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
-	RemoveAfterStop *metav1.Duration `json:"removeAfterStop,omitempty"`
+	RemoveAfterStop *Duration `json:"removeAfterStop,omitempty"`
 
 	// createdNeverStartedTimeout is how long a created container may wait to be started
 	// before it is removed.
 	// +optional
-	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
-	CreatedNeverStartedTimeout *metav1.Duration `json:"createdNeverStartedTimeout,omitempty"`
+	CreatedNeverStartedTimeout *Duration `json:"createdNeverStartedTimeout,omitempty"`
 
 	// onUnallocatedGPU is what happens to a container found using GPUs outside gpuwarden that
 	// cannot be given an allocation (over its owner's quota, or no known owner): Record

@@ -35,8 +35,13 @@ const (
 	SourceManual AllocationSource = "Manual"
 )
 
-// Reasons of a GPUAllocation that is not Bound. The first four are final; NoCapacity is retried.
+// Reasons of a GPUAllocation that is not Bound. All but NoCapacity are final; NoCapacity is retried.
 const (
+	// ReasonUnsatisfiable: no GPU node could ever meet the request as asked (more GPUs than
+	// any node has, a MIG profile no GPU offers, a device that does not exist or one named twice).
+	ReasonUnsatisfiable = "Unsatisfiable"
+	// ReasonSourceNotAllowed: source Adopted or Gateway on an allocation gpuwarden did not make.
+	ReasonSourceNotAllowed = "SourceNotAllowed"
 	ReasonQuotaExceeded          = "QuotaExceeded"
 	ReasonContainerLimitExceeded = "ContainerLimitExceeded"
 	ReasonMaxContainersExceeded  = "MaxContainersExceeded"
@@ -166,7 +171,8 @@ type GPUAllocationStatus struct {
 	ReleasedTime *metav1.Time `json:"releasedTime,omitempty"`
 
 	// reason is a CamelCase reason from a fixed taxonomy when not Bound (QuotaExceeded,
-	// ContainerLimitExceeded, MaxContainersExceeded, FullGPUNotAllowed, NoCapacity) or why it was released.
+	// ContainerLimitExceeded, MaxContainersExceeded, FullGPUNotAllowed, Unsatisfiable,
+	// SourceNotAllowed, NoCapacity) or why it was released.
 	// +optional
 	// +kubebuilder:validation:MaxLength=64
 	Reason string `json:"reason,omitempty"`

@@ -140,7 +140,7 @@ func (in *ContainerPolicySpec) DeepCopyInto(out *ContainerPolicySpec) {
 	}
 	if in.MaxRuntime != nil {
 		in, out := &in.MaxRuntime, &out.MaxRuntime
-		*out = new(v1.Duration)
+		*out = new(Duration)
 		**out = **in
 	}
 	if in.RuntimeWarnAtFractions != nil {
@@ -150,22 +150,22 @@ func (in *ContainerPolicySpec) DeepCopyInto(out *ContainerPolicySpec) {
 	}
 	if in.StopGracePeriod != nil {
 		in, out := &in.StopGracePeriod, &out.StopGracePeriod
-		*out = new(v1.Duration)
+		*out = new(Duration)
 		**out = **in
 	}
 	if in.GPUHoldAfterStop != nil {
 		in, out := &in.GPUHoldAfterStop, &out.GPUHoldAfterStop
-		*out = new(v1.Duration)
+		*out = new(Duration)
 		**out = **in
 	}
 	if in.RemoveAfterStop != nil {
 		in, out := &in.RemoveAfterStop, &out.RemoveAfterStop
-		*out = new(v1.Duration)
+		*out = new(Duration)
 		**out = **in
 	}
 	if in.CreatedNeverStartedTimeout != nil {
 		in, out := &in.CreatedNeverStartedTimeout, &out.CreatedNeverStartedTimeout
-		*out = new(v1.Duration)
+		*out = new(Duration)
 		**out = **in
 	}
 	if in.Notify != nil {
@@ -580,7 +580,7 @@ func (in *IdlePolicy) DeepCopyInto(out *IdlePolicy) {
 	*out = *in
 	if in.Timeout != nil {
 		in, out := &in.Timeout, &out.Timeout
-		*out = new(v1.Duration)
+		*out = new(Duration)
 		**out = **in
 	}
 	if in.GPUUtilizationPercent != nil {
@@ -605,7 +605,7 @@ func (in *IdlePolicy) DeepCopyInto(out *IdlePolicy) {
 	}
 	if in.StartupGrace != nil {
 		in, out := &in.StartupGrace, &out.StartupGrace
-		*out = new(v1.Duration)
+		*out = new(Duration)
 		**out = **in
 	}
 	if in.WarnAtFractions != nil {
@@ -640,7 +640,7 @@ func (in *KeepAlive) DeepCopyInto(out *KeepAlive) {
 	*out = *in
 	if in.MaxAge != nil {
 		in, out := &in.MaxAge, &out.MaxAge
-		*out = new(v1.Duration)
+		*out = new(Duration)
 		**out = **in
 	}
 }

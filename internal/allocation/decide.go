@@ -13,7 +13,8 @@ import (
 // Epsilon is the tolerance of gpu-equivalent arithmetic: 7 × 1/7 fits in a quota of 1.
 const Epsilon = 1e-9
 
-// Reasons a request is not placed. The first four are final; NoCapacity waits for a release.
+// Reasons a request is not placed. All but NoCapacity are final (ReasonUnsatisfiable too);
+// NoCapacity waits for a release.
 const (
 	ReasonContainerLimitExceeded = "ContainerLimitExceeded"
 	ReasonFullGPUNotAllowed      = "FullGPUNotAllowed"
@@ -106,6 +107,15 @@ func (d Decision) Final() bool { return d.Reason != "" && d.Reason != ReasonNoCa
 // Decide checks, in order: the per-container cap, full-GPU permission, max containers, the
 // gpu-equivalent quota (charging each slot's real weight), then capacity.
 func Decide(inventory []Slot, live []Holding, q Quota, req Request) Decision {
+	if len(req.Devices) > 0 {
+		uuids, missing, twice := ResolveDevices(inventory, req.Devices)
+		if len(twice) > 0 {
+			return reject(ReasonUnsatisfiable, "the request names the same device more than once (%s)", strings.Join(twice, ", "))
+		}
+		if len(missing) == 0 {
+			req.Devices = uuids // indices named as UUIDs from here on
+		}
+	}
 	want := req.GPUs
 	switch {
 	case req.MIGProfile != "":
@@ -308,9 +318,13 @@ func reject(reason, format string, args ...any) Decision {
 	return Decision{Reason: reason, Message: fmt.Sprintf(format, args...)}
 }
 
-// num prints a gpu-equivalent count: 2, 0.43, 1.29.
+// num prints a gpu-equivalent count: 2, 0.43, 1.29; a tiny one in full (0.000000001),
+// never as 0.
 func num(f float64) string {
-	return strconv.FormatFloat(float64(int64(f*100+0.5))/100, 'f', -1, 64)
+	if s := strconv.FormatFloat(float64(int64(f*100+0.5))/100, 'f', -1, 64); s != "0" || f < Epsilon/2 {
+		return s
+	}
+	return strconv.FormatFloat(float64(int64(f*1e9+0.5))/1e9, 'f', -1, 64)
 }
 
 func plural(n int, what string) string {

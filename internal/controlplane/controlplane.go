@@ -50,6 +50,8 @@ type ControlPlane struct {
 	KubeconfigPath string
 	// Port is the port the API server serves on.
 	Port int
+	// EtcdEndpoint is etcd's client URL (a Unix socket inside the data dir).
+	EtcdEndpoint string
 
 	restConfig *rest.Config
 	etcd       *embed.Etcd
@@ -74,6 +76,11 @@ func Start(ctx context.Context, o Options) (_ *ControlPlane, retErr error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating data dir: %w", err)
 	}
+	// The data dir holds etcd's socket, the CA key and the admin kubeconfig: only
+	// gpuwarden's own user may enter it, whatever mode it had before.
+	if err := os.Chmod(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("restricting data dir %s to its owner: %w", dataDir, err)
+	}
 	lock, err := lockDataDir(dataDir)
 	if err != nil {
 		return nil, err
@@ -95,6 +102,7 @@ func Start(ctx context.Context, o Options) (_ *ControlPlane, retErr error) {
 		return nil, err
 	}
 	cp.etcd = e
+	cp.EtcdEndpoint = etcdURL
 
 	listener, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", o.Port))
 	if err != nil {

@@ -2,8 +2,6 @@ package controlplane
 
 import (
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"net/url"
 	"path/filepath"
 	"time"
@@ -14,27 +12,36 @@ import (
 // etcdReadyTimeout bounds how long a start waits for etcd (replaying a large WAL can take a while).
 const etcdReadyTimeout = 2 * time.Minute
 
-// startEtcd starts a single-member etcd on loopback with its data under dataDir/etcd.
-// It returns the client URL the API server should use.
+// EtcdSocketName is etcd's client socket under the data dir.
+const EtcdSocketName = "etcd.sock"
+
+// maxSocketPath is the longest path a Unix socket may have on Linux (sun_path less its NUL).
+const maxSocketPath = 107
+
+// unusedPeerURL is what etcd records as its own peer address. etcd requires one, but a
+// single member never dials peers and nothing listens there: gpuwarden's etcd has no peer
+// endpoint at all.
+var unusedPeerURL = url.URL{Scheme: "http", Host: "127.0.0.1:2380"}
+
+// startEtcd starts a single-member etcd with its data under dataDir/etcd. Its only
+// endpoint is a Unix socket inside dataDir (mode 0700): no TCP port, so no other local
+// user can reach it, and no port is chosen and raced for. It returns the client URL the
+// API server should use.
 func startEtcd(dataDir string) (*embed.Etcd, string, error) {
-	clientPort, err := freePort()
-	if err != nil {
-		return nil, "", err
+	sock := filepath.Join(dataDir, EtcdSocketName)
+	if len(sock) > maxSocketPath {
+		return nil, "", fmt.Errorf("the data dir path %s is too long for etcd's socket %s (%d bytes; at most %d): choose a shorter --data-dir",
+			dataDir, sock, len(sock), maxSocketPath)
 	}
-	peerPort, err := freePort()
-	if err != nil {
-		return nil, "", err
-	}
-	clientURL := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", clientPort)}
-	peerURL := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", peerPort)}
+	clientURL := url.URL{Scheme: "unix", Path: sock}
 
 	cfg := embed.NewConfig()
 	cfg.Name = "gpuwarden"
 	cfg.Dir = filepath.Join(dataDir, "etcd")
 	cfg.ListenClientUrls = []url.URL{clientURL}
 	cfg.AdvertiseClientUrls = []url.URL{clientURL}
-	cfg.ListenPeerUrls = []url.URL{peerURL}
-	cfg.AdvertisePeerUrls = []url.URL{peerURL}
+	cfg.ListenPeerUrls = nil
+	cfg.AdvertisePeerUrls = []url.URL{unusedPeerURL}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	cfg.LogLevel = "warn"
 	cfg.LogOutputs = []string{filepath.Join(dataDir, "etcd.log")}
@@ -56,22 +63,4 @@ func startEtcd(dataDir string) (*embed.Etcd, string, error) {
 		return nil, "", fmt.Errorf("etcd in %s was not ready after %s", cfg.Dir, etcdReadyTimeout)
 	}
 	return e, clientURL.String(), nil
-}
-
-// freePort finds an unused loopback port for etcd below the kernel's ephemeral range
-// (32768 and up on Linux). Ports handed out for ":0" elsewhere — another program's
-// listener, a test's probe address — then never collide with etcd's between the check
-// here and etcd's own bind.
-func freePort() (int, error) {
-	const low, high = 20000, 32768
-	for range 100 {
-		port := low + rand.IntN(high-low)
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			continue
-		}
-		l.Close()
-		return port, nil
-	}
-	return 0, fmt.Errorf("no free port for etcd between %d and %d", low, high)
 }

@@ -28,7 +28,10 @@ func policy(t *testing.T, specs ...gpuwardenv1alpha1.ContainerPolicySpec) resolv
 	return p
 }
 
-func d(x time.Duration) *metav1.Duration { return &metav1.Duration{Duration: x} }
+func d(x time.Duration) *gpuwardenv1alpha1.Duration {
+	v := gpuwardenv1alpha1.Duration(x.String())
+	return &v
+}
 
 func TestNotRunning(t *testing.T) {
 	defaults := gpuwardenv1alpha1.ContainerPolicySpec{GPUHoldAfterStop: d(15 * time.Minute), RemoveAfterStop: d(30 * time.Minute),

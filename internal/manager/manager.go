@@ -171,7 +171,7 @@ func setupContainers(mgr ctrl.Manager, o Options, auditLog audit.Logger) error {
 		return fmt.Errorf("adding the container watcher: %w", err)
 	}
 	if err := (&controllers.ContainerReconciler{
-		Client: mgr.GetClient(), Engine: o.Docker, Store: store, NodeName: o.NodeName, Groups: o.Groups, Clock: o.Clock,
+		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Engine: o.Docker, Store: store, NodeName: o.NodeName, Groups: o.Groups, Clock: o.Clock,
 		Recorder: mgr.GetEventRecorder("gpuwarden-container"), Audit: auditLog, Proc: o.Proc, Changed: changed,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the container controller: %w", err)

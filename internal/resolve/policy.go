@@ -36,8 +36,9 @@ type PolicyValue struct {
 // Policy is a container's effective policy: every field set by some matching policy.
 type Policy struct {
 	Values map[string]PolicyValue
-	// Matched are the policies that apply, in merge order; Expired those skipped for expiry.
-	Matched, Expired []string
+	// Matched are the policies that apply, in merge order; Expired those skipped for
+	// expiry; Unusable those skipped because a stored value cannot be read (PolicyProblem).
+	Matched, Expired, Unusable []string
 }
 
 // Get returns a field's value, and whether any policy set it.
@@ -92,6 +93,10 @@ func EffectivePolicy(policies []gpuwardenv1alpha1.ContainerPolicy, c Container, 
 		if !PolicyMatches(p, c) {
 			continue
 		}
+		if PolicyProblem(p) != nil {
+			out.Unusable = append(out.Unusable, p.Name)
+			continue
+		}
 		if p.Spec.Expires != nil && !now.Before(p.Spec.Expires.Time) {
 			out.Expired = append(out.Expired, p.Name)
 			continue
@@ -118,6 +123,11 @@ func EffectivePolicy(policies []gpuwardenv1alpha1.ContainerPolicy, c Container, 
 		flatten("", fields, func(path string, v any) {
 			out.Values[path] = PolicyValue{Path: path, Value: v, From: from}
 		})
+		for _, f := range durationFields(&p.Spec) {
+			// Shown in Go's own form (30m0s), whatever form the admin wrote.
+			d, _ := ParseDuration(*f.value)
+			out.Values[f.path] = PolicyValue{Path: f.path, Value: d.String(), From: from}
+		}
 		for _, name := range p.Spec.Unlimited {
 			path := unlimitedPaths[name]
 			out.Values[path] = PolicyValue{Path: path, Value: Unlimited, From: from}
@@ -167,9 +177,9 @@ func (p Policy) Duration(path string) Limit {
 		l.Unlimited = true
 		return l
 	}
-	d, err := time.ParseDuration(s)
+	d, err := ParseDuration(gpuwardenv1alpha1.Duration(s))
 	if err != nil {
-		// The CRD's pattern admits only durations; anything else is no limit at all.
+		// EffectivePolicy skips policies with unreadable durations: this is not reached.
 		return Limit{}
 	}
 	l.Duration = d

@@ -166,7 +166,7 @@ func TestEffectivePolicyFromSamples(t *testing.T) {
 func TestExpiredPolicyNoLongerApplies(t *testing.T) {
 	until := metav1.NewTime(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
 	policies := []gpuwardenv1alpha1.ContainerPolicy{
-		{ObjectMeta: metav1.ObjectMeta{Name: "base"}, Spec: gpuwardenv1alpha1.ContainerPolicySpec{MaxRuntime: &metav1.Duration{Duration: 24 * time.Hour}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "base"}, Spec: gpuwardenv1alpha1.ContainerPolicySpec{MaxRuntime: func() *gpuwardenv1alpha1.Duration { d := gpuwardenv1alpha1.Duration("24h"); return &d }()}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "deadline-week"}, Spec: gpuwardenv1alpha1.ContainerPolicySpec{
 			Precedence: 100, Expires: &until, Selector: gpuwardenv1alpha1.PolicySelector{Users: []string{"alice"}},
 			Unlimited: []gpuwardenv1alpha1.PolicyLimitName{gpuwardenv1alpha1.PolicyLimitMaxRuntime}}},

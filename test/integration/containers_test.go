@@ -201,7 +201,10 @@ func (e *containerEnv) policy(name string, spec gpuwardenv1alpha1.ContainerPolic
 	}
 }
 
-func duration(d time.Duration) *metav1.Duration { return &metav1.Duration{Duration: d} }
+func duration(d time.Duration) *gpuwardenv1alpha1.Duration {
+	v := gpuwardenv1alpha1.Duration(d.String())
+	return &v
+}
 
 func TestContainerLifecycleBindingAndReleaseOnRemoval(t *testing.T) {
 	e := newContainerEnv(t, dockerHost(t))
@@ -261,8 +264,9 @@ func TestContainerRemovedWhileGPUWardenWasDown(t *testing.T) {
 // capacity is released, not left queued, when its container goes.
 func TestWaitingAllocationOfARemovedContainerStopsWaiting(t *testing.T) {
 	e := newContainerEnv(t, dockerHost(t))
+	e.allocate("olga-fill", "filler", 8) // every GPU held: olga's request waits
 	a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: "olga-big"},
-		Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: "olga", NodeName: e.node, Request: gpuwardenv1alpha1.AllocationRequest{GPUs: ptr.To[int32](9)}}}
+		Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: "olga", NodeName: e.node, Request: gpuwardenv1alpha1.AllocationRequest{GPUs: ptr.To[int32](1)}}}
 	if err := e.c.Create(context.Background(), a); err != nil {
 		t.Fatal(err)
 	}
@@ -275,20 +279,32 @@ func TestWaitingAllocationOfARemovedContainerStopsWaiting(t *testing.T) {
 	e.waitPhase("olga-big", gpuwardenv1alpha1.PhaseReleased)
 }
 
-// TestAllocationLabelAloneNamesTheOwner: a container that carries only the allocation
-// label belongs to the allocation's user, for its records and for the policies that select it.
-func TestAllocationLabelAloneNamesTheOwner(t *testing.T) {
+// TestAllocationLabelAloneNamesNoOwner: a container that carries only the allocation label
+// does not become the owner of the allocation it names: its records say "unknown", it is not
+// attached, and removing it releases nothing.
+func TestAllocationLabelAloneNamesNoOwner(t *testing.T) {
 	e := newContainerEnv(t, dockerHost(t))
-	e.policy("pat-hold", gpuwardenv1alpha1.ContainerPolicySpec{Selector: gpuwardenv1alpha1.PolicySelector{Users: []string{"pat"}},
-		GPUHoldAfterStop: duration(time.Second)})
 	a := e.allocate("pat-1", "pat", 1)
 	id := e.run("--label", "gpuwarden.io/allocation=pat-1", "--gpus", "device="+a.Status.Devices[0].UUID, testImage(), "sleep", "3600")
-	if ev := e.waitEvent(audit.TypeContainerStart, id); ev.User != "pat" {
-		t.Errorf("container.start user %q, want pat (the allocation's user)", ev.User)
+	if ev := e.waitEvent(audit.TypeContainerStart, id); ev.User != "unknown" {
+		t.Errorf("container.start user %q, want unknown (a label naming an allocation is no owner)", ev.User)
 	}
-	eventuallyTrue(t, 20*time.Second, "attached", func() bool { return e.get("pat-1").Status.ContainerID == id })
-	dockerCLI(t, e.host, "stop", "-t", "0", id)
-	e.waitPhase("pat-1", gpuwardenv1alpha1.PhaseReleased)
+	dockerCLI(t, e.host, "rm", "-f", id)
+	e.waitEvent(audit.TypeContainerRemove, id)
+	consistently(t, 3*time.Second, "pat-1 stays Bound and unattached", func() bool {
+		got := e.get("pat-1")
+		return got.Status.Phase == gpuwardenv1alpha1.PhaseBound && got.Status.ContainerID == ""
+	})
+}
+
+// consistently fails the test if cond turns false within d.
+func consistently(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if !cond() {
+			t.Fatalf("%s: turned false", what)
+		}
+	}
 }
 
 // TestLabelClaimingAnotherUsersAllocationReleasesNothing: a container that names someone

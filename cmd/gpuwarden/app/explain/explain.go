@@ -145,6 +145,9 @@ func (o *Options) Run(ctx context.Context, c client.Client, user string, out io.
 	tw.Flush()
 
 	fmt.Fprintf(out, "\nContainer policy for %s containers, merged from %s\n", o.ContainerType, list("ContainerPolicy", p.Matched))
+	if len(p.Unusable) > 0 {
+		fmt.Fprintf(out, "  (skipped, a stored value cannot be read; see their Accepted condition: %s)\n", strings.Join(p.Unusable, ", "))
+	}
 	if len(p.Expired) > 0 {
 		fmt.Fprintf(out, "  (expired, no longer applied: %s)\n", strings.Join(p.Expired, ", "))
 	}

@@ -1,0 +1,80 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/docker"
+	"github.com/gpuwarden/gpuwarden/internal/resolve"
+)
+
+// ReasonOverAllocation: a container attached to an allocation uses devices it does not give.
+const ReasonOverAllocation = "OverAllocation"
+
+// beyondAllocation returns the devices (UUIDs of this node's slots) a container uses that
+// its allocation does not give it: with --gpus all, another device, or more devices than
+// allocated. A Pending allocation gives none.
+func beyondAllocation(uses []string, a *gpuwardenv1alpha1.GPUAllocation) []string {
+	given := map[string]bool{}
+	if a.Status.Phase == gpuwardenv1alpha1.PhaseBound {
+		for _, d := range a.Status.Devices {
+			given[d.UUID] = true
+		}
+	}
+	var extra []string
+	for _, u := range uses {
+		if !given[u] {
+			extra = append(extra, u)
+		}
+	}
+	return extra
+}
+
+// checkWithinAllocation reports a running container that uses more than its allocation
+// gives, once per allocation state, and stops it when the policy's onUnallocatedGPU says
+// so — exactly as for a container with no allocation at all.
+func (r *ContainerReconciler) checkWithinAllocation(ctx context.Context, c docker.Container, owner string, a *gpuwardenv1alpha1.GPUAllocation, p resolve.Policy) error {
+	if c.State != docker.StateRunning || !c.GPUs.Any() {
+		return nil
+	}
+	var gpus gpuwardenv1alpha1.GPUList
+	if err := r.Client.List(ctx, &gpus, client.MatchingLabels{LabelNode: r.NodeName}); err != nil {
+		return fmt.Errorf("listing GPUs: %w", err)
+	}
+	uses := devicesOf(c.GPUs, gpus.Items)
+	extra := beyondAllocation(uses, a)
+	if len(extra) == 0 {
+		return nil
+	}
+	var given []string
+	for _, d := range a.Status.Devices {
+		given = append(given, d.UUID)
+	}
+	slices.Sort(extra)
+	if !r.once(c.ID, fmt.Sprintf("over/%s/%s/%s", a.UID, a.Status.Phase, strings.Join(extra, ","))) {
+		return nil
+	}
+	gives := "no device (it is " + string(a.Status.Phase) + ")"
+	if len(given) > 0 {
+		gives = strings.Join(given, ",")
+	}
+	msg := fmt.Sprintf("uses %s beyond allocation %s, which gives %s", strings.Join(extra, ","), a.Name, gives)
+	action := p.String("onUnallocatedGPU", string(gpuwardenv1alpha1.UnallocatedGPURecord))
+	mode := p.String("mode", string(gpuwardenv1alpha1.ModeEnforce))
+	unallocatedGPUContainers.WithLabelValues(ReasonOverAllocation).Inc()
+	r.Recorder.Eventf(a, nil, corev1.EventTypeWarning, EventUnallocatedGPU, "Detect", "Container %s %s (%s); policy: %s",
+		c.Name, msg, ReasonOverAllocation, action)
+	user := ownerOrUnknown(owner)
+	r.Audit.Log(audit.Detection(audit.UnmanagedContainer, user, audit.Unmanaged{PID: c.PID, GPU: strings.Join(extra, ","), Container: containerRef(c)}))
+	if action != string(gpuwardenv1alpha1.UnallocatedGPUStop) {
+		return nil
+	}
+	return r.stop(ctx, c, user, a, p, mode, "over_allocation: "+msg)
+}

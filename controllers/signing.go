@@ -1,0 +1,53 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/gpuwarden/gpuwarden/internal/provenance"
+)
+
+// LedgerSigningKey is the ledger object's key holding the key that signs the allocations
+// gpuwarden makes itself (source Adopted or Gateway). Only gpuwarden and admins read it.
+const LedgerSigningKey = "signingKey"
+
+// signingKey returns the signing key kept beside the ledger, creating the ledger object or
+// the key when missing. r must read the API server itself, not a cache.
+func signingKey(ctx context.Context, r client.Reader, c client.Client, namespace string) ([]byte, error) {
+	for range 5 {
+		cm := &corev1.ConfigMap{}
+		err := r.Get(ctx, client.ObjectKey{Namespace: namespace, Name: LedgerName}, cm)
+		if err != nil && !apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("reading the allocation ledger: %w", err)
+		}
+		if err == nil && cm.Data[LedgerSigningKey] != "" {
+			return provenance.ParseKey(cm.Data[LedgerSigningKey])
+		}
+		key, kerr := provenance.NewKey()
+		if kerr != nil {
+			return nil, kerr
+		}
+		if apierrors.IsNotFound(err) {
+			cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: LedgerName},
+				Data: map[string]string{LedgerSigningKey: key}}
+			err = c.Create(ctx, cm)
+		} else {
+			if cm.Data == nil {
+				cm.Data = map[string]string{}
+			}
+			cm.Data[LedgerSigningKey] = key
+			err = c.Update(ctx, cm)
+		}
+		if err != nil && !apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("storing the signing key: %w", err)
+		}
+		// Written, or someone else was first: read what is stored now.
+	}
+	return nil, errors.New("the allocation ledger kept changing while its signing key was stored")
+}

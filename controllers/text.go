@@ -1,0 +1,25 @@
+package controllers
+
+import "unicode/utf8"
+
+const (
+	// maxMessage bounds a status or condition message built from user-supplied text; the
+	// API refuses messages over 4096 bytes, and a refused status write must never happen.
+	maxMessage = 1024
+	// maxUserText bounds one user-supplied string (a release reason, a container name)
+	// quoted in a message.
+	maxUserText = 256
+)
+
+// truncate cuts s to at most n bytes on a character boundary, marking the cut with "…".
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const mark = "…"
+	cut := max(n-len(mark), 0)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + mark
+}

@@ -1,0 +1,136 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/uuid"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/controlplane/controlplanetest"
+	"github.com/gpuwarden/gpuwarden/internal/manager"
+	"github.com/gpuwarden/gpuwarden/internal/resolve"
+)
+
+// durationPaths are every duration field of a ContainerPolicy, as YAML that sets one to %s.
+var durationPaths = map[string]string{
+	"spec.maxRuntime":                 "maxRuntime: %q",
+	"spec.stopGracePeriod":            "stopGracePeriod: %q",
+	"spec.gpuHoldAfterStop":           "gpuHoldAfterStop: %q",
+	"spec.removeAfterStop":            "removeAfterStop: %q",
+	"spec.createdNeverStartedTimeout": "createdNeverStartedTimeout: %q",
+	"spec.idle.timeout":               "idle: {timeout: %q}",
+	"spec.idle.startupGrace":          "idle: {startupGrace: %q}",
+	"spec.idle.keepAlive.maxAge":      "idle: {keepAlive: {path: /workspace/.keep, maxAge: %q}}",
+}
+
+// TestEveryDurationFieldRefusesWhatGoCannotRepresent: the API server refuses, with the field
+// named, every duration Go's time.Duration cannot hold (or that is not a duration), and
+// accepts the everyday ones; what it accepts the controllers can always read.
+func TestEveryDurationFieldRefusesWhatGoCannotRepresent(t *testing.T) {
+	c := controlplanetest.Get(t).Client(t)
+	ctx := context.Background()
+	refused := []string{"99999999999h", "2562048h", "100000h", "9223372036854775807ns", "1h1h1h1h1h", "-5m", "30 minutes", "5", "h", ""}
+	accepted := []string{"30m", "24h", "1h30m", "1.5h", "90s", "250ms", "99999h", "99999h9999999m999999999s999999999999ms"}
+	for path, tmpl := range durationPaths {
+		for _, v := range refused {
+			t.Run(fmt.Sprintf("%s=%q refused", path, v), func(t *testing.T) {
+				u := object(t, policy(fmt.Sprintf(tmpl, v)))
+				err := c.Create(ctx, u)
+				if err == nil {
+					_ = c.Delete(ctx, u)
+					t.Fatalf("accepted")
+				}
+				if !strings.Contains(err.Error(), path) {
+					t.Errorf("the error does not name %s: %v", path, err)
+				}
+			})
+		}
+		for _, v := range accepted {
+			t.Run(fmt.Sprintf("%s=%q accepted", path, v), func(t *testing.T) {
+				u := object(t, policy(fmt.Sprintf(tmpl, v)))
+				if err := c.Create(ctx, u); err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				defer c.Delete(ctx, u)
+				var p gpuwardenv1alpha1.ContainerPolicy
+				if err := c.Get(ctx, client.ObjectKey{Name: u.GetName()}, &p); err != nil {
+					t.Fatalf("reading it back: %v", err)
+				}
+				if err := resolve.PolicyProblem(&p); err != nil {
+					t.Errorf("accepted by the API server but unusable: %v", err)
+				}
+			})
+		}
+	}
+}
+
+// TestStoredPolicyGoCannotReadIsSkipped: a policy with a duration that overflows Go's, in
+// storage from before the CRD refused it, neither stops the informers nor the manager's
+// start: it gets Accepted=False naming the field, and every other policy stays in force.
+func TestStoredPolicyGoCannotReadIsSkipped(t *testing.T) {
+	env := controlplanetest.Get(t)
+	c := env.Client(t)
+	ctx := context.Background()
+
+	etcd, err := clientv3.New(clientv3.Config{Endpoints: []string{env.ControlPlane.EtcdEndpoint}, DialTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatalf("connecting to etcd: %v", err)
+	}
+	defer etcd.Close()
+	const bad = "stored-overflow"
+	stored := fmt.Sprintf(`{"apiVersion":"gpuwarden.io/v1alpha1","kind":"ContainerPolicy","metadata":{"name":%q,"uid":%q,"generation":1,"creationTimestamp":%q},"spec":{"precedence":0,"maxRuntime":"99999999999h","idle":{"timeout":"30m"}}}`,
+		bad, uuid.NewUUID(), time.Now().UTC().Format(time.RFC3339))
+	if _, err := etcd.Put(ctx, "/registry/gpuwarden.io/containerpolicies/"+bad, stored); err != nil {
+		t.Fatalf("storing the policy: %v", err)
+	}
+	t.Cleanup(func() { _, _ = etcd.Delete(context.Background(), "/registry/gpuwarden.io/containerpolicies/"+bad) })
+
+	good := &gpuwardenv1alpha1.ContainerPolicy{ObjectMeta: metav1.ObjectMeta{Name: "stored-overflow-neighbour"},
+		Spec: gpuwardenv1alpha1.ContainerPolicySpec{Selector: gpuwardenv1alpha1.PolicySelector{Users: []string{"stored-probe"}}, MaxRuntime: duration(2 * time.Hour)}}
+	if err := c.Create(ctx, good); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Delete(context.Background(), good) })
+
+	var list gpuwardenv1alpha1.ContainerPolicyList
+	if err := c.List(ctx, &list); err != nil {
+		t.Fatalf("listing policies with the unreadable one stored: %v", err)
+	}
+	startManager(t, manager.Options{NodeName: "durations"})
+	condition := func(name string) *metav1.Condition {
+		var p gpuwardenv1alpha1.ContainerPolicy
+		if c.Get(ctx, client.ObjectKey{Name: name}, &p) != nil {
+			return nil
+		}
+		return meta.FindStatusCondition(p.Status.Conditions, gpuwardenv1alpha1.ConditionAccepted)
+	}
+	eventuallyTrue(t, 30*time.Second, "the stored policy is marked unusable", func() bool {
+		a := condition(bad)
+		return a != nil && a.Status == metav1.ConditionFalse && a.Reason == gpuwardenv1alpha1.ReasonInvalidSpec
+	})
+	if a := condition(bad); !strings.Contains(a.Message, "spec.maxRuntime") || !strings.Contains(a.Message, "99999999999h") {
+		t.Errorf("the condition does not say which value is wrong: %q", a.Message)
+	}
+	eventuallyTrue(t, 30*time.Second, "its neighbour is accepted", func() bool {
+		a := condition(good.Name)
+		return a != nil && a.Status == metav1.ConditionTrue
+	})
+	if err := c.List(ctx, &list); err != nil {
+		t.Fatal(err)
+	}
+	eff, err := resolve.EffectivePolicy(list.Items, resolve.Container{User: "stored-probe", Type: gpuwardenv1alpha1.ContainerTypeDocker}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := eff.Get("maxRuntime"); v != "2h0m0s" || !strings.Contains(strings.Join(eff.Unusable, ","), bad) {
+		t.Errorf("effective maxRuntime = %v (unusable %v), want 2h0m0s from the neighbour and %s skipped", v, eff.Unusable, bad)
+	}
+}
