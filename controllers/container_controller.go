@@ -69,13 +69,13 @@ type ContainerReconciler struct {
 	Reader client.Reader
 	// LedgerNamespace holds the allocation ledger (kube-system when empty).
 	LedgerNamespace string
-	Engine   docker.Engine
-	Store    *ContainerStore
-	NodeName string
-	Groups   resolve.Groups
-	Clock    clock.PassiveClock
-	Recorder recorder.EventRecorder
-	Audit    audit.Logger
+	Engine          docker.Engine
+	Store           *ContainerStore
+	NodeName        string
+	Groups          resolve.Groups
+	Clock           clock.PassiveClock
+	Recorder        recorder.EventRecorder
+	Audit           audit.Logger
 	// Proc reads a container's main process when no label names its owner.
 	Proc proc.FS
 	// Changed is the ContainerWatcher's channel of containers to look at.
@@ -602,7 +602,6 @@ func ownerOrUnknown(u string) string {
 
 // policyName turns "ContainerPolicy x" into "x".
 func policyName(from string) string { return strings.TrimPrefix(from, "ContainerPolicy ") }
-
 
 // SetupWithManager registers the controller, fed by the watcher and by changes to the
 // allocations that name a container.

@@ -41,7 +41,7 @@ const (
 	// any node has, a MIG profile no GPU offers, a device that does not exist or one named twice).
 	ReasonUnsatisfiable = "Unsatisfiable"
 	// ReasonSourceNotAllowed: source Adopted or Gateway on an allocation gpuwarden did not make.
-	ReasonSourceNotAllowed = "SourceNotAllowed"
+	ReasonSourceNotAllowed       = "SourceNotAllowed"
 	ReasonQuotaExceeded          = "QuotaExceeded"
 	ReasonContainerLimitExceeded = "ContainerLimitExceeded"
 	ReasonMaxContainersExceeded  = "MaxContainersExceeded"

@@ -148,7 +148,7 @@ func probeEtcd(port string) (string, error) {
 	base := "http://127.0.0.1:" + port
 	var reached []string
 	for _, call := range []struct{ path, body, what string }{
-		{"/v3/kv/range", `{"key":"Lw==","range_end":"MA=="}`, "read every key"},                // "/" to "0": all of /registry
+		{"/v3/kv/range", `{"key":"Lw==","range_end":"MA=="}`, "read every key"},                  // "/" to "0": all of /registry
 		{"/v3/kv/put", `{"key":"L3JlZ2lzdHJ5L3B3bmVk","value":"eA=="}`, "wrote /registry/pwned"}, // "/registry/pwned"
 	} {
 		resp, err := c.Post(base+call.path, "application/json", strings.NewReader(call.body))
