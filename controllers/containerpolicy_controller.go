@@ -29,6 +29,10 @@ type ContainerPolicyReconciler struct {
 	Recorder recorder.EventRecorder
 	// Audit records admin changes to policies.
 	Audit audit.Logger
+	// AllowLocalWebhooks lets notify.webhookURL target loopback and link-local addresses.
+	AllowLocalWebhooks bool
+	// Resolver looks webhook host names up; none when nil.
+	Resolver resolve.Resolver
 }
 
 // +kubebuilder:rbac:groups=gpuwarden.io,resources=containerpolicies,verbs=get;list;watch
@@ -52,6 +56,11 @@ func (r *ContainerPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 		accepted.Message = truncate("The policy is skipped until fixed: "+err.Error(), maxMessage)
 	}
 	meta.SetStatusCondition(&status.Conditions, accepted)
+	if c, ok := r.webhookCondition(ctx, policy); ok {
+		meta.SetStatusCondition(&status.Conditions, c)
+	} else {
+		meta.RemoveStatusCondition(&status.Conditions, gpuwardenv1alpha1.ConditionWebhookAllowed)
+	}
 	wasActive := meta.IsStatusConditionTrue(policy.Status.Conditions, gpuwardenv1alpha1.ConditionActive)
 	meta.SetStatusCondition(&status.Conditions, active)
 
@@ -70,6 +79,26 @@ func (r *ContainerPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 		return ctrl.Result{RequeueAfter: remaining}, nil
 	}
 	return ctrl.Result{}, nil
+}
+
+// webhookCondition says whether notices may go to the policy's webhook; false when it has none.
+func (r *ContainerPolicyReconciler) webhookCondition(ctx context.Context, policy *gpuwardenv1alpha1.ContainerPolicy) (metav1.Condition, bool) {
+	if policy.Spec.Notify == nil || policy.Spec.Notify.WebhookURL == "" {
+		return metav1.Condition{}, false
+	}
+	c := metav1.Condition{Type: gpuwardenv1alpha1.ConditionWebhookAllowed, Status: metav1.ConditionTrue,
+		Reason: gpuwardenv1alpha1.ReasonWebhookAllowed, Message: "Notices are posted to the webhook", ObservedGeneration: policy.Generation}
+	lookup, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	err := resolve.WebhookProblem(lookup, policy.Spec.Notify.WebhookURL, r.Resolver)
+	switch {
+	case err != nil && r.AllowLocalWebhooks:
+		c.Message = truncate("Allowed by --allow-local-webhooks: "+err.Error(), maxMessage)
+	case err != nil:
+		c.Status, c.Reason = metav1.ConditionFalse, gpuwardenv1alpha1.ReasonLocalAddress
+		c.Message = truncate("No notice is posted: "+err.Error()+"; start gpuwarden with --allow-local-webhooks to allow it", maxMessage)
+	}
+	return c, true
 }
 
 // activeCondition says whether the policy is in force at now and, if it will expire, how long until then.

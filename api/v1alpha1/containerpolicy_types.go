@@ -13,6 +13,14 @@ const (
 	ReasonInForce = "InForce"
 	// ReasonExpired says spec.expires has passed; the policy no longer applies.
 	ReasonExpired = "Expired"
+
+	// ConditionWebhookAllowed is False when spec.notify.webhookURL targets an address
+	// notices are not sent to (loopback or link-local, without --allow-local-webhooks).
+	ConditionWebhookAllowed = "WebhookAllowed"
+	// ReasonWebhookAllowed says notices may be sent to the webhook.
+	ReasonWebhookAllowed = "Allowed"
+	// ReasonLocalAddress says the webhook targets a loopback or link-local address.
+	ReasonLocalAddress = "LocalAddress"
 )
 
 // PolicyMode says what gpuwarden does when a policy calls for an action.
@@ -62,14 +70,18 @@ type PolicySelector struct {
 	// users are owners' login names.
 	// +optional
 	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:items:MinLength=1
 	// +kubebuilder:validation:items:MaxLength=256
+	// +kubebuilder:validation:items:Pattern=`^[A-Za-z0-9_][A-Za-z0-9_.@$-]*$`
 	// +listType=set
 	Users []string `json:"users,omitempty"`
 
 	// groups are host groups the owner belongs to.
 	// +optional
 	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MinLength=1
 	// +kubebuilder:validation:items:MaxLength=256
+	// +kubebuilder:validation:items:Pattern=`^[A-Za-z0-9_][A-Za-z0-9_.@$-]*$`
 	// +listType=set
 	Groups []string `json:"groups,omitempty"`
 
@@ -167,7 +179,9 @@ type Notify struct {
 	// +kubebuilder:validation:Pattern=`^/`
 	File string `json:"file,omitempty"`
 
-	// webhookURL receives a JSON POST for each notice.
+	// webhookURL receives a JSON POST for each notice. A loopback or link-local address
+	// (localhost, 127.0.0.0/8, ::1, 169.254.0.0/16, fe80::/10) is refused unless gpuwarden
+	// runs with --allow-local-webhooks: condition WebhookAllowed says which.
 	// +optional
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="isURL(self) && (url(self).getScheme() == 'https' || url(self).getScheme() == 'http')",message="webhookURL must be an http or https URL"

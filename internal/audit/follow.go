@@ -194,8 +194,8 @@ func (fo *Follower) handle(line []byte, fn func(*Event) error) error {
 		fo.firstID = e.ID
 	}
 	fo.Stats.Lines++
-	if len(line) > 1<<20 {
-		fo.Stats.Malformed++
+	if len(line) > MaxLineSize {
+		fo.Stats.TooLong++
 		return nil
 	}
 	if fo.m.cannotMatch(line) {

@@ -81,6 +81,7 @@ func readParallel(ctx context.Context, f *os.File, size int64, m *matcher, st *R
 	for _, r := range results {
 		st.Lines += r.st.Lines
 		st.Malformed += r.st.Malformed
+		st.TooLong += r.st.TooLong
 		if ferr == nil && r.err != nil && !errors.Is(r.err, context.Canceled) {
 			ferr = r.err
 		}

@@ -32,7 +32,12 @@ type ReadStats struct {
 	Lines int
 	// Malformed is the number of lines that were not events (including a truncated last line).
 	Malformed int
+	// TooLong is the number of lines over MaxLineSize, skipped unread.
+	TooLong int
 }
+
+// MaxLineSize is the longest line the readers decode; a longer one is counted as TooLong.
+const MaxLineSize = 1 << 20
 
 // Read calls fn for every event in files, in order, that f matches. Blank lines are
 // skipped; malformed lines are counted in the stats and skipped.
@@ -48,6 +53,10 @@ func Read(ctx context.Context, files []string, f Filter, fn func(*Event) error) 
 }
 
 func readFile(ctx context.Context, name string, m *matcher, st *ReadStats, fn func(*Event) error) error {
+	// Before opening: opening a FIFO waits for a writer.
+	if fi, err := os.Stat(name); err == nil && !fi.Mode().IsRegular() {
+		return notRegular(name, fi.Mode())
+	}
 	f, err := os.Open(name)
 	if os.IsNotExist(err) && !strings.HasSuffix(name, ".gz") {
 		// Compressed since it was listed: the .gz is complete before the plain file goes.
@@ -61,7 +70,14 @@ func readFile(ctx context.Context, name string, m *matcher, st *ReadStats, fn fu
 		return fmt.Errorf("reading audit log: %w", err)
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err == nil && fi.Size() >= parallelMin && !strings.HasSuffix(name, ".gz") {
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("reading audit log: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return notRegular(name, fi.Mode())
+	}
+	if fi.Size() >= parallelMin && !strings.HasSuffix(name, ".gz") {
 		return readParallel(ctx, f, fi.Size(), m, st, fn)
 	}
 	var r io.Reader = f
@@ -78,7 +94,7 @@ func readFile(ctx context.Context, name string, m *matcher, st *ReadStats, fn fu
 }
 
 func scan(ctx context.Context, r io.Reader, m *matcher, st *ReadStats, fn func(*Event) error) error {
-	br := bufio.NewReaderSize(r, 1<<20)
+	br := bufio.NewReaderSize(r, MaxLineSize)
 	for n := 0; ; n++ {
 		if n&0xfff == 0 && ctx.Err() != nil {
 			return ctx.Err()
@@ -87,7 +103,7 @@ func scan(ctx context.Context, r io.Reader, m *matcher, st *ReadStats, fn func(*
 		switch {
 		case tooLong:
 			st.Lines++
-			st.Malformed++
+			st.TooLong++
 		case len(bytes.TrimSpace(line)) == 0:
 		default:
 			st.Lines++
@@ -125,6 +141,29 @@ func readLine(br *bufio.Reader) (line []byte, tooLong bool, err error) {
 		return nil, true, err
 	}
 	return bytes.TrimSuffix(line, []byte{'\n'}), false, err
+}
+
+// notRegular refuses a FIFO or a device (/dev/zero): it never ends; only --follow reads those.
+func notRegular(name string, m os.FileMode) error {
+	return fmt.Errorf("%s is not a regular file (%s): an audit log is a file; use --follow to read a stream", name, fileKind(m))
+}
+
+// fileKind names what a file that is not regular is.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m&os.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&os.ModeCharDevice != 0:
+		return "a character device"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m.IsDir():
+		return "a directory"
+	default:
+		return m.Type().String()
+	}
 }
 
 // envelope accepts both the v1 envelope and DS01's older ts/event form.

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"k8s.io/utils/clock"
@@ -145,6 +146,16 @@ func Open(o Options) (*Writer, error) {
 		return nil, errors.New("audit log: sizes, ages, counts and intervals must not be negative")
 	case filepath.Ext(o.Path) == "":
 		return nil, fmt.Errorf("audit log %q: the file name needs an extension such as .jsonl", o.Path)
+	}
+	// What no retry can fix is refused at once: a directory others can write to, a link.
+	if err := os.MkdirAll(filepath.Dir(o.Path), 0o750); err != nil {
+		return nil, fmt.Errorf("creating the audit log directory: %w", err)
+	}
+	if err := safeDir(filepath.Dir(o.Path)); err != nil {
+		return nil, err
+	}
+	if fi, err := os.Lstat(o.Path); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		return nil, fmt.Errorf("the audit log %s is a symbolic link: %w; it must be a file of its own", o.Path, syscall.ELOOP)
 	}
 	w := &Writer{o: o, flushReq: make(chan chan error), stop: make(chan struct{}), done: make(chan struct{})}
 	if err := w.openLive(); err != nil {
@@ -364,6 +375,26 @@ func (w *Writer) ensureOpen() error {
 	return nil
 }
 
+// safeDir refuses a log directory that another user could write to: whoever can write
+// there can replace the log, or plant a link where the next rotated file goes.
+func safeDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("the audit log directory: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	switch euid := uint32(os.Geteuid()); {
+	case fi.Mode().Perm()&0o022 != 0:
+		return fmt.Errorf("the audit log directory %s is writable by others (mode %04o): make it writable by its owner only (chmod go-w)", dir, fi.Mode().Perm())
+	case st.Uid != euid && st.Uid != 0:
+		return fmt.Errorf("the audit log directory %s belongs to uid %d, not to gpuwarden (uid %d) or root: its owner could replace the log", dir, st.Uid, euid)
+	}
+	return nil
+}
+
 func moved(f logFile, path string) bool {
 	open, err := f.Stat()
 	if err != nil {
@@ -377,7 +408,11 @@ func (w *Writer) openLive() error {
 	if err := os.MkdirAll(filepath.Dir(w.o.Path), 0o750); err != nil {
 		return fmt.Errorf("creating the audit log directory: %w", err)
 	}
-	f, err := w.o.openFile(w.o.Path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, w.o.FileMode)
+	if err := safeDir(filepath.Dir(w.o.Path)); err != nil {
+		return err
+	}
+	// O_NOFOLLOW: a symlink put where the log goes is refused, not written through.
+	f, err := w.o.openFile(w.o.Path, os.O_CREATE|os.O_WRONLY|os.O_APPEND|syscall.O_NOFOLLOW, w.o.FileMode)
 	if err != nil {
 		return fmt.Errorf("opening %s: %w", w.o.Path, err)
 	}

@@ -280,17 +280,20 @@ func TestRealFullDisk(t *testing.T) {
 	}
 	dir := t.TempDir()
 	path := filepath.Join(dir, "events.jsonl")
-	if err := os.Symlink("/dev/full", path); err != nil {
-		t.Fatal(err)
-	}
-	w := openTest(t, Options{Path: path})
+	// While the disk is "full", opening the log gets /dev/full (a link there would be refused).
+	var full atomic.Bool
+	full.Store(true)
+	w := openTest(t, Options{Path: path, openFile: func(name string, flag int, perm os.FileMode) (logFile, error) {
+		if full.Load() {
+			return os.OpenFile("/dev/full", os.O_WRONLY, 0)
+		}
+		return os.OpenFile(name, flag, perm)
+	}})
 	w.Log(Event{Type: "test.devfull", User: "alice"})
 	if err := w.Flush(); !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("Flush to /dev/full = %v, want ENOSPC", err)
 	}
-	if err := os.Remove(path); err != nil {
-		t.Fatal(err)
-	}
+	full.Store(false)
 	w.Log(Event{Type: "test.devfull", User: "bob"})
 	if err := w.Flush(); err != nil {
 		t.Fatalf("Flush after the path became a real file: %v", err)
@@ -386,4 +389,31 @@ func gunzippedSize(t *testing.T, path string) int64 {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestLinksAndOpenDirectoriesAreRefused: a symlink where the log goes is not written
+// through, and a log directory another user can write to is refused, with the reason.
+func TestLinksAndOpenDirectoriesAreRefused(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "elsewhere")
+	path := filepath.Join(dir, "events.jsonl")
+	if err := os.Symlink(target, path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(Options{Path: path, Node: "gpu01"}); err == nil || !errors.Is(err, syscall.ELOOP) {
+		t.Errorf("Open through a symlink: %v, want ELOOP", err)
+	}
+	if _, err := os.Stat(target); !os.IsNotExist(err) {
+		t.Errorf("the link's target was created: %v", err)
+	}
+	open := filepath.Join(dir, "open")
+	if err := os.Mkdir(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(Options{Path: filepath.Join(open, "events.jsonl"), Node: "gpu01"}); err == nil || !strings.Contains(err.Error(), "writable by others (mode 0777)") {
+		t.Errorf("Open in a world-writable directory: %v", err)
+	}
 }

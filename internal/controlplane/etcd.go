@@ -3,10 +3,15 @@ package controlplane
 import (
 	"fmt"
 	"net/url"
+	"os"
 	"path/filepath"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/gpuwarden/gpuwarden/internal/fatal"
 )
 
 // etcdReadyTimeout bounds how long a start waits for etcd (replaying a large WAL can take a while).
@@ -45,12 +50,18 @@ func startEtcd(dataDir string) (*embed.Etcd, string, error) {
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	cfg.LogLevel = "warn"
 	cfg.LogOutputs = []string{filepath.Join(dataDir, "etcd.log")}
+	lg, closeLog, err := etcdLogger(cfg.LogOutputs[0])
+	if err != nil {
+		return nil, "", err
+	}
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(lg)
 	// A single member never holds an election against anyone: short ticks make it ready sooner.
 	cfg.TickMs = 10
 	cfg.ElectionMs = 100
 
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
+		closeLog()
 		return nil, "", fmt.Errorf("starting etcd in %s: %w", cfg.Dir, err)
 	}
 	select {
@@ -63,4 +74,22 @@ func startEtcd(dataDir string) (*embed.Etcd, string, error) {
 		return nil, "", fmt.Errorf("etcd in %s was not ready after %s", cfg.Dir, etcdReadyTimeout)
 	}
 	return e, clientURL.String(), nil
+}
+
+// etcdLogger writes etcd's warnings and errors to path and, when etcd gives up (a full
+// disk, a corrupt WAL), its last words to gpuwarden's own log (stderr) as well; the audit
+// log is flushed before the process exits.
+func etcdLogger(path string) (*zap.Logger, func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening etcd's log: %w", err)
+	}
+	enc := zap.NewProductionEncoderConfig()
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	core := zapcore.NewTee(
+		zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.AddSync(f), zapcore.WarnLevel),
+		zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.Lock(os.Stderr), zapcore.DPanicLevel),
+	)
+	lg := zap.New(core, zap.AddCaller(), zap.WithFatalHook(fatal.ExitHook{}), zap.WithPanicHook(fatal.PanicHook{})).Named("etcd")
+	return lg, func() { _ = lg.Sync(); f.Close() }, nil
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"time"
 
@@ -62,6 +63,8 @@ type Options struct {
 	Proc proc.FS
 	// ScanInterval is how often GPU processes are checked for unmanaged use (30 s when zero).
 	ScanInterval time.Duration
+	// AllowLocalWebhooks lets policies post notices to loopback and link-local addresses.
+	AllowLocalWebhooks bool
 }
 
 // InstallCRDs installs or upgrades the CRDs through cfg and waits until they are Established.
@@ -127,6 +130,8 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		Clock:    o.Clock,
 		Recorder: mgr.GetEventRecorder("gpuwarden-containerpolicy"),
 		Audit:    auditLog,
+		// Host names are looked up too: a name may point at the machine itself.
+		AllowLocalWebhooks: o.AllowLocalWebhooks, Resolver: net.DefaultResolver,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the ContainerPolicy controller: %w", err)
 	}

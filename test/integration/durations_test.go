@@ -134,3 +134,40 @@ func TestStoredPolicyGoCannotReadIsSkipped(t *testing.T) {
 		t.Errorf("effective maxRuntime = %v (unusable %v), want 2h0m0s from the neighbour and %s skipped", v, eff.Unusable, bad)
 	}
 }
+
+// TestWebhookToThisMachineIsNotUsed: a policy whose webhook targets a loopback or
+// link-local address says so in condition WebhookAllowed; an outside one is allowed.
+func TestWebhookToThisMachineIsNotUsed(t *testing.T) {
+	c := controlplanetest.Get(t).Client(t)
+	ctx := context.Background()
+	startManager(t, manager.Options{NodeName: "webhooks"})
+	for name, tc := range map[string]struct {
+		url  string
+		want metav1.ConditionStatus
+	}{
+		"hook-loopback":  {"http://127.0.0.1:9000/hook", metav1.ConditionFalse},
+		"hook-localhost": {"http://localhost/hook", metav1.ConditionFalse},
+		"hook-metadata":  {"http://169.254.169.254/latest/meta-data", metav1.ConditionFalse},
+		"hook-outside":   {"https://203.0.113.7/hook", metav1.ConditionTrue},
+	} {
+		p := &gpuwardenv1alpha1.ContainerPolicy{ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: gpuwardenv1alpha1.ContainerPolicySpec{Selector: gpuwardenv1alpha1.PolicySelector{Users: []string{"nobody-" + name}},
+				Notify: &gpuwardenv1alpha1.Notify{WebhookURL: tc.url}}}
+		if err := c.Create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Delete(context.Background(), p) })
+		var cond *metav1.Condition
+		eventuallyTrue(t, 30*time.Second, name+" has WebhookAllowed", func() bool {
+			var got gpuwardenv1alpha1.ContainerPolicy
+			if c.Get(ctx, client.ObjectKey{Name: name}, &got) != nil {
+				return false
+			}
+			cond = meta.FindStatusCondition(got.Status.Conditions, gpuwardenv1alpha1.ConditionWebhookAllowed)
+			return cond != nil
+		})
+		if cond.Status != tc.want || tc.want == metav1.ConditionFalse && !strings.Contains(cond.Message, "--allow-local-webhooks") {
+			t.Errorf("%s (%s): %s %s %q", name, tc.url, cond.Status, cond.Reason, cond.Message)
+		}
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
-	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/common"
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/controller"
@@ -39,7 +38,7 @@ GPUAllocations; controllers make Docker and the GPUs match what is declared.`,
 // Execute runs the command line and returns the process exit code.
 func Execute() int {
 	cmd := NewCommand()
-	if err := cmd.ExecuteContext(ctrl.SetupSignalHandler()); err != nil {
+	if err := cmd.ExecuteContext(common.SignalContext()); err != nil {
 		fmt.Fprintf(os.Stderr, "Error: %v\n", err)
 		return 1
 	}

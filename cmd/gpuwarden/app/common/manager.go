@@ -23,6 +23,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/controllers"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
+	"github.com/gpuwarden/gpuwarden/internal/fatal"
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
 	"github.com/gpuwarden/gpuwarden/internal/gpu/fakegpu"
 	"github.com/gpuwarden/gpuwarden/internal/manager"
@@ -40,6 +41,7 @@ type ManagerOptions struct {
 	DockerHost             string
 	ProcRoot               string
 	ScanInterval           time.Duration
+	AllowLocalWebhooks     bool
 }
 
 // NoDocker is the --docker-host value that runs no container controllers.
@@ -55,6 +57,7 @@ func (o *ManagerOptions) AddFlags(fs *pflag.FlagSet, metricsDefault, probeDefaul
 	fs.BoolVar(&o.LeaderElect, "leader-elect", leaderElectDefault, "elect one active controller per node through a Lease")
 	fs.StringVar(&o.DockerHost, "docker-host", "", `the Docker engine (unix:///var/run/docker.sock, tcp://…; default: $DOCKER_HOST, else the standard socket; "none" watches no containers)`)
 	fs.StringVar(&o.ProcRoot, "proc-root", "/proc", "the /proc tree GPU processes are mapped to containers and users through")
+	fs.BoolVar(&o.AllowLocalWebhooks, "allow-local-webhooks", false, "let ContainerPolicies post notices to loopback and link-local addresses (refused by default)")
 	fs.DurationVar(&o.ScanInterval, "scan-interval", controllers.DefaultScanInterval, "how often GPU processes are checked for use outside any allocation")
 }
 
@@ -76,6 +79,10 @@ func (o *ManagerOptions) Validate() error {
 	var errs []error
 	if msgs := validation.IsDNS1123Subdomain(o.NodeName); len(msgs) > 0 {
 		errs = append(errs, fmt.Errorf("--node-name %q: %s", o.NodeName, strings.Join(msgs, "; ")))
+	} else if len(o.NodeName) > validation.LabelValueMaxLength {
+		// It labels every GPU object of the node.
+		errs = append(errs, fmt.Errorf("--node-name %q: %d characters; a node name may have at most %d (it is a label value)",
+			o.NodeName, len(o.NodeName), validation.LabelValueMaxLength))
 	}
 	if h := o.DockerHost; h != "" && h != NoDocker && !strings.HasPrefix(h, "unix://") && !strings.HasPrefix(h, "tcp://") {
 		errs = append(errs, fmt.Errorf("--docker-host %q: want unix:///path/to/docker.sock, tcp://host:port or %q", h, NoDocker))
@@ -110,6 +117,16 @@ type AuditLog struct {
 	*audit.Writer
 	node     string
 	recorder atomic.Pointer[recorder.EventRecorder]
+	// unregister stops flushing on a fatal exit once the log is closed.
+	unregister func()
+}
+
+// Close flushes and closes the log.
+func (a *AuditLog) Close() error {
+	if a.unregister != nil {
+		a.unregister()
+	}
+	return a.Writer.Close()
 }
 
 // ReportTo makes write failures Warning Events (reason AuditLogWriteFailed) on this node,
@@ -140,6 +157,9 @@ func (o *ManagerOptions) OpenAudit() (*AuditLog, error) {
 		return nil, fmt.Errorf("--audit-log: %w", err)
 	}
 	a.Writer = w
+	// A library that gives up (etcd on a full disk) exits the process: what the audit log
+	// holds is written first.
+	a.unregister = fatal.OnExit(func() { _ = w.Flush() })
 	return a, nil
 }
 
@@ -184,6 +204,7 @@ func (o *ManagerOptions) Manager() (manager.Options, error) {
 		Docker:                  engine,
 		Proc:                    proc.FS{Root: o.ProcRoot},
 		ScanInterval:            o.ScanInterval,
+		AllowLocalWebhooks:      o.AllowLocalWebhooks,
 		GPUs:                    gpus,
 		NodeName:                o.NodeName,
 		MetricsBindAddress:      o.MetricsBindAddress,

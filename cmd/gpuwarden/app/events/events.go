@@ -165,13 +165,16 @@ func (o *Options) Run(ctx context.Context, out, errOut io.Writer) error {
 			err = p.printAll(ring.events())
 		}
 	}
-	reportMalformed(errOut, st.Malformed)
+	reportSkipped(errOut, st)
 	return err
 }
 
-func reportMalformed(errOut io.Writer, n int) {
-	if n > 0 {
-		fmt.Fprintf(errOut, "gpuwarden events: skipped %d malformed line(s)\n", n)
+func reportSkipped(errOut io.Writer, st audit.ReadStats) {
+	if st.Malformed > 0 {
+		fmt.Fprintf(errOut, "gpuwarden events: skipped %d malformed line(s)\n", st.Malformed)
+	}
+	if st.TooLong > 0 {
+		fmt.Fprintf(errOut, "gpuwarden events: skipped %d line(s) too long (over %d bytes)\n", st.TooLong, audit.MaxLineSize)
 	}
 }
 

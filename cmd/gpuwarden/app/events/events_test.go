@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -267,5 +268,42 @@ func waitFor(t *testing.T, out *testutil.SyncBuffer, text string) {
 			t.Fatalf("--follow did not print %s:\n%s", text, out)
 		}
 		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// TestNonRegularFilesAreRefused: a FIFO or a device never ends; reading one without
+// --follow would hang or never finish, so it is refused with what it is.
+func TestNonRegularFilesAreRefused(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "events.jsonl")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{fifo: "a named pipe", "/dev/zero": "a character device", t.TempDir(): "a directory"} {
+		_, _, err := run(t, t0, "--file", path)
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") || !strings.Contains(err.Error(), want) {
+			t.Errorf("--file %s: %v, want refused as %s", path, err, want)
+		}
+	}
+}
+
+// TestLineOverTheCapIsTooLongNotMalformed: a line over the length cap is reported as too
+// long; a line that is not JSON as malformed; the events around them are read.
+func TestLineOverTheCapIsTooLongNotMalformed(t *testing.T) {
+	path := sample(t)
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(strings.Repeat("x", audit.MaxLineSize+10) + "\n" + "not json\n")
+	f.Close()
+	out, errOut, err := run(t, t0.Add(24*time.Hour), "--file", path, "--limit", "0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(errOut, "skipped 1 line(s) too long") || !strings.Contains(errOut, "skipped 1 malformed line(s)") {
+		t.Errorf("stderr = %q, want one too long and one malformed", errOut)
+	}
+	if strings.Count(out, "\n") < 5 {
+		t.Errorf("the events around them are missing:\n%s", out)
 	}
 }

@@ -70,7 +70,7 @@ func (o *Options) follow(ctx context.Context, p *printer, errOut io.Writer) erro
 		}
 		select {
 		case <-ctx.Done():
-			reportMalformed(errOut, st.Malformed+fo.Stats.Malformed)
+			reportSkipped(errOut, audit.ReadStats{Malformed: st.Malformed + fo.Stats.Malformed, TooLong: st.TooLong + fo.Stats.TooLong})
 			return nil
 		case <-t.C:
 		}
