@@ -244,7 +244,7 @@ func (r *ContainerReconciler) attach(ctx context.Context, c docker.Container, a 
 	if err := r.Client.Status().Patch(ctx, a, client.MergeFrom(orig)); err != nil {
 		return client.IgnoreNotFound(err)
 	}
-	r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, EventAttached, "Attach", "Container %s (%s) uses this allocation", c.Name, c.ID[:12])
+	r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, EventAttached, "Attach", "Container %s (%s) uses this allocation", shownName(c), c.ID[:12])
 	return nil
 }
 
@@ -357,7 +357,7 @@ func (r *ContainerReconciler) adopt(ctx context.Context, c docker.Container, own
 		return fmt.Errorf("creating adopted allocation %s: %w", name, err)
 	}
 	r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, EventAdopted, "Adopt", "Adopted container %s of %s, which uses %s outside gpuwarden",
-		c.Name, owner, strings.Join(devices, ","))
+		shownName(c), owner, strings.Join(devices, ","))
 	return nil
 }
 
@@ -381,7 +381,7 @@ func (r *ContainerReconciler) checkAdopted(ctx context.Context, c docker.Contain
 	mode := p.String("mode", string(gpuwardenv1alpha1.ModeEnforce))
 	unallocatedGPUContainers.WithLabelValues(reason).Inc()
 	r.Recorder.Eventf(a, nil, corev1.EventTypeWarning, EventUnallocatedGPU, "Detect", "Container %s uses %s without an allocation: %s (%s); policy: %s",
-		c.Name, strings.Join(a.Spec.Request.Devices, ","), msg, reason, action)
+		shownName(c), strings.Join(a.Spec.Request.Devices, ","), msg, reason, action)
 	r.Audit.Log(audit.Detection(audit.UnmanagedContainer, a.Spec.User, audit.Unmanaged{PID: c.PID, GPU: strings.Join(a.Spec.Request.Devices, ","), Container: containerRef(c)}))
 	if action != string(gpuwardenv1alpha1.UnallocatedGPUStop) || c.State != docker.StateRunning {
 		return nil
@@ -399,7 +399,7 @@ func (r *ContainerReconciler) act(ctx context.Context, c docker.Container, owner
 			return nil
 		}
 		containerActions.WithLabelValues("release", mode).Inc()
-		r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, EventReleaseAsked, "Release", "Releasing the GPUs of container %s: %s", c.Name, d.Message)
+		r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, EventReleaseAsked, "Release", "Releasing the GPUs of container %s: %s", shownName(c), d.Message)
 		return r.release(ctx, a, d.Reason+": "+d.Message)
 	case lifecycle.Remove:
 		if mode != string(gpuwardenv1alpha1.ModeEnforce) {
@@ -416,7 +416,7 @@ func (r *ContainerReconciler) act(ctx context.Context, c docker.Container, owner
 		}
 		containerActions.WithLabelValues("remove", mode).Inc()
 		r.Audit.Log(audit.Lifecycle(audit.Remove, ownerOrUnknown(owner), containerRef(c), policyName(d.Policy), mode, d.Reason+": "+d.Message))
-		r.eventOn(ctx, a, d.Policy, corev1.EventTypeNormal, EventRemoved, "Remove", "Removed container %s of %s: %s", c.Name, ownerOrUnknown(owner), d.Message)
+		r.eventOn(ctx, a, d.Policy, corev1.EventTypeNormal, EventRemoved, "Remove", "Removed container %s of %s: %s", shownName(c), ownerOrUnknown(owner), d.Message)
 	}
 	return nil
 }
@@ -439,7 +439,7 @@ func (r *ContainerReconciler) stop(ctx context.Context, c docker.Container, owne
 		return err
 	}
 	containerActions.WithLabelValues("stop", mode).Inc()
-	r.eventOn(ctx, a, "", corev1.EventTypeWarning, EventStopped, "Stop", "Stopped container %s of %s: %s", c.Name, owner, reason)
+	r.eventOn(ctx, a, "", corev1.EventTypeWarning, EventStopped, "Stop", "Stopped container %s of %s: %s", shownName(c), owner, reason)
 	return nil
 }
 
@@ -454,7 +454,7 @@ func (r *ContainerReconciler) wouldAct(ctx context.Context, c docker.Container, 
 		from = p.Values["mode"].From
 	}
 	r.Audit.Log(audit.Lifecycle(audit.Remove, ownerOrUnknown(owner), containerRef(c), policyName(from), mode, "would "+what+": "+d.Message))
-	r.eventOn(ctx, a, from, corev1.EventTypeNormal, EventWouldAct, "DryRun", "Would %s container %s of %s (mode %s): %s", what, c.Name, ownerOrUnknown(owner), mode, d.Message)
+	r.eventOn(ctx, a, from, corev1.EventTypeNormal, EventWouldAct, "DryRun", "Would %s container %s of %s (mode %s): %s", what, shownName(c), ownerOrUnknown(owner), mode, d.Message)
 }
 
 // eventOn records an Event on the allocation when there is one, else on the policy that

@@ -70,7 +70,7 @@ func (r *ContainerReconciler) checkWithinAllocation(ctx context.Context, c docke
 	mode := p.String("mode", string(gpuwardenv1alpha1.ModeEnforce))
 	unallocatedGPUContainers.WithLabelValues(ReasonOverAllocation).Inc()
 	r.Recorder.Eventf(a, nil, corev1.EventTypeWarning, EventUnallocatedGPU, "Detect", "Container %s %s (%s); policy: %s",
-		c.Name, msg, ReasonOverAllocation, action)
+		shownName(c), msg, ReasonOverAllocation, action)
 	user := ownerOrUnknown(owner)
 	r.Audit.Log(audit.Detection(audit.UnmanagedContainer, user, audit.Unmanaged{PID: c.PID, GPU: strings.Join(extra, ","), Container: containerRef(c)}))
 	if action != string(gpuwardenv1alpha1.UnallocatedGPUStop) {

@@ -1,6 +1,10 @@
 package controllers
 
-import "unicode/utf8"
+import (
+	"unicode/utf8"
+
+	"github.com/gpuwarden/gpuwarden/internal/docker"
+)
 
 const (
 	// maxMessage bounds a status or condition message built from user-supplied text; the
@@ -23,3 +27,7 @@ func truncate(s string, n int) string {
 	}
 	return s[:cut] + mark
 }
+
+// shownName is a container's name as Events and messages show it: Docker does not bound
+// names, and an Event whose note is too long is dropped.
+func shownName(c docker.Container) string { return truncate(c.Name, maxUserText) }

@@ -5,3 +5,4 @@ cd "$(dirname "$0")/.."
 rm -f charts/gpuwarden/crds/*.yaml
 cp config/crd/bases/*.yaml charts/gpuwarden/crds/
 { echo "# Generated from config/rbac/role.yaml by hack/sync-chart.sh. DO NOT EDIT."; cat config/rbac/role.yaml; } > charts/gpuwarden/templates/clusterrole.yaml
+{ echo "# Generated from config/rbac/user_role.yaml by hack/sync-chart.sh. DO NOT EDIT."; cat config/rbac/user_role.yaml; } > charts/gpuwarden/templates/userrole.yaml

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
 
 var samples = filepath.Join("..", "..", "config", "samples")
@@ -268,19 +270,23 @@ func runEvents(t *testing.T, args ...string) (string, error) {
 	return string(out), err
 }
 
-// TestAuditLogOnFullDiskIsReportedAndCaughtUp points the audit log at /dev/full (every write
-// fails with ENOSPC): the server keeps working, reports the failure as a Warning Event and a
-// metric, and writes every held event once the path is writable again.
+// TestAuditLogOnFullDiskIsReportedAndCaughtUp puts the audit log on a full disk (a small
+// tmpfs filled up: every write fails with ENOSPC): the server keeps working, reports the
+// failure as a Warning Event and a metric, and writes every held event once there is space.
 func TestAuditLogOnFullDiskIsReportedAndCaughtUp(t *testing.T) {
 	requireKubectl(t)
-	if _, err := os.Stat("/dev/full"); err != nil {
-		t.Skip("no /dev/full")
-	}
+	testutil.Require(t, os.Geteuid() == 0, "root, to mount a small tmpfs for the audit log")
 	dir := t.TempDir()
-	auditLog := filepath.Join(dir, "events.jsonl")
-	if err := os.Symlink("/dev/full", auditLog); err != nil {
+	logDir := filepath.Join(dir, "auditfs")
+	if err := os.Mkdir(logDir, 0o750); err != nil {
 		t.Fatal(err)
 	}
+	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m,mode=0750", "tmpfs", logDir).CombinedOutput()
+	testutil.Require(t, err == nil, "mounting a tmpfs: %v %s", err, out)
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", logDir).Run() })
+	filler := filepath.Join(logDir, "filler")
+	_ = exec.Command("dd", "if=/dev/zero", "of="+filler, "bs=4k").Run() // fails when the disk is full, as meant
+	auditLog := filepath.Join(logDir, "events.jsonl")
 	s := startServer(t, dir, "gpu01", "--audit-log", auditLog)
 	quota := "apiVersion: gpuwarden.io/v1alpha1\nkind: GPUQuota\nmetadata: {name: full-disk}\nspec:\n  subjects: [{kind: Everyone}]\n"
 	if out, err := kubectl(t, s.kubeconfig, quota, "apply", "-f", "-"); err != nil {
@@ -295,7 +301,7 @@ func TestAuditLogOnFullDiskIsReportedAndCaughtUp(t *testing.T) {
 		t.Errorf("metrics do not show the failing audit log")
 	}
 
-	if err := os.Remove(auditLog); err != nil { // space again: the path is a plain file from now on
+	if err := os.Remove(filler); err != nil { // space again
 		t.Fatal(err)
 	}
 	eventually(t, 30*time.Second, "the held event written", func() (bool, string) {

@@ -3,12 +3,19 @@ package integration
 import (
 	"context"
 	"testing"
+	"time"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/config/rbac"
 	"github.com/gpuwarden/gpuwarden/internal/controlplane/controlplanetest"
 	"github.com/gpuwarden/gpuwarden/internal/crds"
 	"github.com/gpuwarden/gpuwarden/internal/scheme"
@@ -89,5 +96,52 @@ func TestCRDInstallWithoutWriteRights(t *testing.T) {
 	}
 	if err := crds.Install(ctx, reader); err != nil {
 		t.Errorf("Install with read-only rights and CRDs present: %v", err)
+	}
+}
+
+// TestUserRoleCannotWriteStatuses: the ClusterRole a user's kubeconfig gets lets them read
+// everything and create allocations, never write a status (those are the ledger's) nor
+// change quotas, policies or GPUs.
+func TestUserRoleCannotWriteStatuses(t *testing.T) {
+	env := controlplanetest.Get(t)
+	admin := env.Client(t)
+	ctx := context.Background()
+	role := &rbacv1.ClusterRole{}
+	if err := yaml.Unmarshal(rbac.UserRole, role); err != nil {
+		t.Fatal(err)
+	}
+	for _, obj := range []client.Object{role, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "gpuwarden-user-carol"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{Kind: "User", APIGroup: "rbac.authorization.k8s.io", Name: "carol"}},
+	}} {
+		if err := admin.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = admin.Delete(context.Background(), obj) })
+	}
+	cfg := env.Config()
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "carol"}
+	carol, err := client.New(cfg, client.Options{Scheme: scheme.New()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: "carol-rbac"},
+		Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: "carol", Request: gpuwardenv1alpha1.AllocationRequest{GPUs: ptr.To[int32](1)}}}
+	eventuallyTrue(t, 10*time.Second, "carol may create an allocation", func() bool { return carol.Create(ctx, a) == nil })
+	t.Cleanup(func() { _ = admin.Delete(context.Background(), a) })
+	var list gpuwardenv1alpha1.GPUQuotaList
+	if err := carol.List(ctx, &list); err != nil {
+		t.Errorf("carol cannot read quotas: %v", err)
+	}
+	orig := a.DeepCopy()
+	a.Status.Phase = gpuwardenv1alpha1.PhaseBound
+	if err := carol.Status().Patch(ctx, a, client.MergeFrom(orig)); !apierrors.IsForbidden(err) {
+		t.Errorf("carol writing an allocation's status: %v, want Forbidden", err)
+	}
+	q := &gpuwardenv1alpha1.GPUQuota{ObjectMeta: metav1.ObjectMeta{Name: "carol-own"},
+		Spec: gpuwardenv1alpha1.GPUQuotaSpec{Subjects: []gpuwardenv1alpha1.Subject{{Kind: gpuwardenv1alpha1.SubjectUser, Name: "carol"}}}}
+	if err := carol.Create(ctx, q); !apierrors.IsForbidden(err) {
+		t.Errorf("carol creating a quota: %v, want Forbidden", err)
 	}
 }
