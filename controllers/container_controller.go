@@ -398,7 +398,7 @@ func (r *ContainerReconciler) act(ctx context.Context, c docker.Container, owner
 			r.wouldAct(ctx, c, owner, a, p, mode, "release its GPUs", d)
 			return nil
 		}
-		containerActions.WithLabelValues("release", mode).Inc()
+		containerActions.WithLabelValues(string(d.Action), mode).Inc()
 		r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, EventReleaseAsked, "Release", "Releasing the GPUs of container %s: %s", shownName(c), d.Message)
 		return r.release(ctx, a, d.Reason+": "+d.Message)
 	case lifecycle.Remove:
@@ -414,7 +414,7 @@ func (r *ContainerReconciler) act(ctx context.Context, c docker.Container, owner
 		if err != nil {
 			return err
 		}
-		containerActions.WithLabelValues("remove", mode).Inc()
+		containerActions.WithLabelValues(string(d.Action), mode).Inc()
 		r.Audit.Log(audit.Lifecycle(audit.Remove, ownerOrUnknown(owner), containerRef(c), policyName(d.Policy), mode, d.Reason+": "+d.Message))
 		r.eventOn(ctx, a, d.Policy, corev1.EventTypeNormal, EventRemoved, "Remove", "Removed container %s of %s: %s", shownName(c), ownerOrUnknown(owner), d.Message)
 	}
@@ -427,7 +427,7 @@ func (r *ContainerReconciler) stop(ctx context.Context, c docker.Container, owne
 		return nil
 	}
 	if mode != string(gpuwardenv1alpha1.ModeEnforce) {
-		r.wouldAct(ctx, c, owner, a, p, mode, "stop it", lifecycle.Due{Reason: reason, Message: reason})
+		r.wouldAct(ctx, c, owner, a, p, mode, "stop it", lifecycle.Due{Action: lifecycle.Stop, Reason: reason, Message: reason})
 		return nil
 	}
 	grace := DefaultStopGracePeriod
@@ -438,7 +438,7 @@ func (r *ContainerReconciler) stop(ctx context.Context, c docker.Container, owne
 	if err := r.Engine.Stop(ctx, c.ID, grace); err != nil && !errors.Is(err, docker.ErrNotFound) {
 		return err
 	}
-	containerActions.WithLabelValues("stop", mode).Inc()
+	containerActions.WithLabelValues(string(lifecycle.Stop), mode).Inc()
 	r.eventOn(ctx, a, "", corev1.EventTypeWarning, EventStopped, "Stop", "Stopped container %s of %s: %s", shownName(c), owner, reason)
 	return nil
 }
@@ -448,13 +448,18 @@ func (r *ContainerReconciler) wouldAct(ctx context.Context, c docker.Container, 
 	if !r.once(c.ID, "would/"+string(d.Action)+"/"+d.Reason) {
 		return
 	}
-	containerActions.WithLabelValues(strings.ToLower(string(d.Action)), mode).Inc()
+	containerActions.WithLabelValues(string(d.Action), mode).Inc()
 	from := d.Policy
 	if from == "" {
 		from = p.Values["mode"].From
 	}
-	r.Audit.Log(audit.Lifecycle(audit.Remove, ownerOrUnknown(owner), containerRef(c), policyName(from), mode, "would "+what+": "+d.Message))
+	r.Audit.Log(audit.Lifecycle(wouldRecord[d.Action], ownerOrUnknown(owner), containerRef(c), policyName(from), mode, "would "+what+": "+d.Message))
 	r.eventOn(ctx, a, from, corev1.EventTypeNormal, EventWouldAct, "DryRun", "Would %s container %s of %s (mode %s): %s", what, shownName(c), ownerOrUnknown(owner), mode, d.Message)
+}
+
+// wouldRecord is the audit record of an action a DryRun or NotifyOnly policy held back.
+var wouldRecord = map[lifecycle.Action]audit.LifecycleAction{
+	lifecycle.Remove: audit.WouldRemove, lifecycle.ReleaseGPUs: audit.WouldRelease, lifecycle.Stop: audit.WouldStop,
 }
 
 // eventOn records an Event on the allocation when there is one, else on the policy that

@@ -146,7 +146,7 @@ func (w *ContainerWatcher) handle(ctx context.Context, e docker.Event) {
 	switch e.Action {
 	case "destroy":
 		c, existed = w.Store.remove(e.ID)
-		w.enqueue(e.ID) // first: a removal frees GPUs, and that should not wait on the record
+		w.enqueue(ctx, e.ID) // first: a removal frees GPUs, and that should not wait on the record
 		if !existed && e.Time.Before(w.Store.syncedAt()) {
 			return // the listing already showed it gone and it was recorded then
 		}
@@ -164,7 +164,7 @@ func (w *ContainerWatcher) handle(ctx context.Context, e docker.Event) {
 		}
 		c = fresh
 		w.Store.put(c)
-		w.enqueue(e.ID)
+		w.enqueue(ctx, e.ID)
 	}
 	if c.ID == "" {
 		c = docker.Container{ID: e.ID, Name: e.Attributes["name"], Image: e.Attributes["image"], Labels: e.Attributes}
@@ -201,8 +201,13 @@ func containerRef(c docker.Container) audit.Container {
 	return audit.Container{ID: c.ID, Name: c.Name, Image: c.Image, Type: string(labels.ContainerType(c.Labels))}
 }
 
-func (w *ContainerWatcher) enqueue(id string) {
-	w.Changed <- event.GenericEvent{Object: &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: id}}}
+// enqueue hands a container to the container controller; it gives up when ctx ends, so a
+// full queue never keeps the watcher from stopping.
+func (w *ContainerWatcher) enqueue(ctx context.Context, id string) {
+	select {
+	case w.Changed <- event.GenericEvent{Object: &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: id}}}:
+	case <-ctx.Done():
+	}
 }
 
 // enqueueAll hands on every container, every one seen removed, and every container an
@@ -227,7 +232,7 @@ func (w *ContainerWatcher) enqueueAll(ctx context.Context, list, removed []docke
 		}
 	}
 	for id := range ids {
-		w.enqueue(id)
+		w.enqueue(ctx, id)
 	}
 }
 

@@ -19,6 +19,10 @@ const (
 	TypeLifecycleRuntimeWarning = "lifecycle.runtime_warning"
 	TypeLifecycleRuntimeStop    = "lifecycle.runtime_stop"
 	TypeLifecycleRemove         = "lifecycle.remove"
+	// A DryRun or NotifyOnly policy's record of what it kept gpuwarden from doing.
+	TypeLifecycleWouldRemove  = "lifecycle.would_remove"
+	TypeLifecycleWouldRelease = "lifecycle.would_release"
+	TypeLifecycleWouldStop    = "lifecycle.would_stop"
 
 	TypeDetectionUnmanagedContainer       = "detection.unmanaged_container"
 	TypeDetectionUnmanagedProcess         = "detection.unmanaged_process"
@@ -143,6 +147,9 @@ const (
 	RuntimeWarning LifecycleAction = TypeLifecycleRuntimeWarning
 	RuntimeStop    LifecycleAction = TypeLifecycleRuntimeStop
 	Remove         LifecycleAction = TypeLifecycleRemove
+	WouldRemove    LifecycleAction = TypeLifecycleWouldRemove
+	WouldRelease   LifecycleAction = TypeLifecycleWouldRelease
+	WouldStop      LifecycleAction = TypeLifecycleWouldStop
 )
 
 // Lifecycle records a warning or an action on a container; policy is the ContainerPolicy

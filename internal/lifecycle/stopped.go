@@ -11,15 +11,18 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 )
 
-// Action is something due to a container.
+// Action is something due to a container. Its value is the one vocabulary of actions in
+// metrics (gpuwarden_lifecycle_actions_total{action}) and records, whatever the mode.
 type Action string
 
 // Actions.
 const (
 	// ReleaseGPUs gives a stopped container's GPUs back.
-	ReleaseGPUs Action = "ReleaseGPUs"
+	ReleaseGPUs Action = "release"
 	// Remove removes the container.
-	Remove Action = "Remove"
+	Remove Action = "remove"
+	// Stop stops a running container.
+	Stop Action = "stop"
 )
 
 // Reasons, as the audit log records them (DS01's names where it had one).

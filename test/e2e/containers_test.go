@@ -49,7 +49,7 @@ spec: {user: lee, nodeName: e2e-docker, request: {gpus: 1}}
 		t.Fatal(err)
 	}
 	var uuid string
-	eventually(t, 30*time.Second, "lee-train Bound", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "lee-train Bound", func() (bool, string) {
 		uuid = mustKubectl(t, s.kubeconfig, "get", "ga", "lee-train", "-o", "jsonpath={.status.phase} {.status.devices[0].uuid}")
 		return strings.HasPrefix(uuid, "Bound GPU-"), uuid
 	})
@@ -58,16 +58,16 @@ spec: {user: lee, nodeName: e2e-docker, request: {gpus: 1}}
 	id := docker("run", "-d", "--name", name, "--label", "gpuwarden.io/user=lee", "--label", "gpuwarden.io/allocation=lee-train",
 		"--gpus", "device="+uuid, testutil.DockerImage(), "sleep", "3600")
 	defer exec.Command("docker", "rm", "-f", id).Run()
-	eventually(t, 30*time.Second, "the container attached", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "the container attached", func() (bool, string) {
 		got := mustKubectl(t, s.kubeconfig, "get", "ga", "lee-train", "-o", "jsonpath={.status.containerID}")
 		return got == id, got
 	})
 	docker("rm", "-f", id)
-	eventually(t, 30*time.Second, "lee-train Released", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "lee-train Released", func() (bool, string) {
 		got := mustKubectl(t, s.kubeconfig, "get", "ga", "lee-train", "-o", "jsonpath={.status.phase}: {.status.message}")
 		return got == "Released: Devices given back: container removed", got
 	})
-	eventually(t, 30*time.Second, "the container's life in gpuwarden events", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "the container's life in gpuwarden events", func() (bool, string) {
 		out, err := runEvents(t, "--file", audit, "--container", name, "--user", "lee", "--json", "--limit", "0")
 		if err != nil {
 			return false, out
@@ -83,15 +83,15 @@ spec: {user: lee, nodeName: e2e-docker, request: {gpus: 1}}
 	// A GPU container started directly against the engine is adopted for what it uses.
 	sneaky := docker("run", "-d", "--label", "ds01.user=mia", "--gpus", "device=1", testutil.DockerImage(), "sleep", "3600")
 	defer exec.Command("docker", "rm", "-f", sneaky).Run()
-	eventually(t, 30*time.Second, "the adopted allocation", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "the adopted allocation", func() (bool, string) {
 		got, _ := kubectl(t, s.kubeconfig, "", "get", "ga", "adopted-"+sneaky[:12], "-o", "jsonpath={.spec.source} {.spec.user} {.status.phase} {.status.devices[*].index}")
 		return got == "Adopted mia Bound 1", got
 	})
-	eventually(t, 30*time.Second, "DockerReachable on the GPUs", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "DockerReachable on the GPUs", func() (bool, string) {
 		out := mustKubectl(t, s.kubeconfig, "get", "gpus", "-o", `jsonpath={.items[*].status.conditions[?(@.type=="DockerReachable")].status}`)
 		return out == strings.TrimSpace(strings.Repeat("True ", 8)), out
 	})
-	eventually(t, 30*time.Second, "Docker metrics", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "Docker metrics", func() (bool, string) {
 		_, body := httpGet(fmt.Sprintf("http://127.0.0.1:%d/metrics", s.metricPort))
 		return strings.Contains(body, "gpuwarden_docker_up 1") && strings.Contains(body, `gpuwarden_docker_container_events_total{action="destroy"}`), body
 	})

@@ -25,7 +25,6 @@ import (
 const (
 	startTimeout = 90 * time.Second
 	stopTimeout  = 30 * time.Second
-	pollInterval = 100 * time.Millisecond
 )
 
 func binary(t *testing.T) string {
@@ -181,23 +180,6 @@ func withoutSkewWarning(s string) string {
 		}
 	}
 	return strings.Join(keep, "\n")
-}
-
-// eventually polls cond until it returns true or the timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last string
-	for {
-		var ok bool
-		if ok, last = cond(); ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after %s; last: %s", what, timeout, last)
-		}
-		time.Sleep(pollInterval)
-	}
 }
 
 func httpGet(url string) (int, string) {

@@ -61,7 +61,7 @@ func TestLocalUserReachesNeitherEtcdNorSecrets(t *testing.T) {
 	s := start(t, "server", "--data-dir", dataDir, "--api-port", "0", "--node-name", "sec01",
 		"--fake-gpus", "dgxa100", "--docker-host", "none", "--audit-log", auditLog,
 		"--metrics-bind-address", "0", "--health-probe-bind-address", "0")
-	eventually(t, 10*time.Second, "the audit log exists", func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, "the audit log exists", func() (bool, string) {
 		_, err := os.Stat(auditLog)
 		return err == nil, fmt.Sprint(err)
 	})

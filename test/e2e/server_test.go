@@ -44,7 +44,7 @@ func TestServerServesAPIsAndKeepsDataAcrossRestart(t *testing.T) {
 
 	s := startServer(t, dir, "gpu01")
 	t.Logf("cold start: ready after %s", s.readyAfter)
-	eventually(t, 5*time.Second, "the server says where the kubeconfig is", func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, "the server says where the kubeconfig is", func() (bool, string) {
 		return strings.Contains(s.out.String(), "export KUBECONFIG="+s.kubeconfig), s.out.String()
 	})
 	fi, err := os.Stat(s.kubeconfig)
@@ -63,7 +63,7 @@ func TestServerServesAPIsAndKeepsDataAcrossRestart(t *testing.T) {
 		t.Errorf("/readyz = %d %s", code, body)
 	}
 	// The inventory of the simulated h100-mig machine: 8 GPUs, 4 of them partitioned.
-	eventually(t, 30*time.Second, "8 GPU objects from the fake NVML", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "8 GPU objects from the fake NVML", func() (bool, string) {
 		out, err := kubectl(t, s.kubeconfig, "", "get", "gpus", "-o", `jsonpath={range .items[*]}{.spec.index}:{.status.migMode}:{.status.health}{" "}{end}`)
 		want := "0:Disabled:Healthy 1:Disabled:Healthy 2:Disabled:Healthy 3:Disabled:Healthy 4:Enabled:Healthy 5:Enabled:Healthy 6:Enabled:Healthy 7:Enabled:Healthy "
 		return err == nil && out == want, out
@@ -77,13 +77,13 @@ func TestServerServesAPIsAndKeepsDataAcrossRestart(t *testing.T) {
 	mustKubectl(t, s.kubeconfig, "apply", "-f", samples)
 
 	// The controllers run: every quota and policy is marked Accepted.
-	eventually(t, 30*time.Second, "quotas and policies Accepted", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "quotas and policies Accepted", func() (bool, string) {
 		out, err := kubectl(t, s.kubeconfig, "", "get", "gpuquotas,containerpolicies", "-o",
 			`jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Accepted")].status}{"\n"}{end}`)
 		return err == nil && strings.Count(out, "=True") == 15, out
 	})
 	// The counter is incremented just after the status write that made them Accepted.
-	eventually(t, 10*time.Second, "/metrics counts the quota reconciles", func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, "/metrics counts the quota reconciles", func() (bool, string) {
 		code, metrics := httpGet(fmt.Sprintf("http://127.0.0.1:%d/metrics", s.metricPort))
 		return code == 200 && reconciled(metrics, "gpuquota") >= 6, fmt.Sprintf("HTTP %d", code)
 	})
@@ -103,7 +103,7 @@ func TestServerServesAPIsAndKeepsDataAcrossRestart(t *testing.T) {
 
 	// Every quota and policy created is in the audit log, and `gpuwarden events` finds them.
 	auditLog := filepath.Join(dir, "audit", "events.jsonl")
-	eventually(t, 10*time.Second, "quota and policy creations audited", func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, "quota and policy creations audited", func() (bool, string) {
 		out, err := runEvents(t, "--file", auditLog, "--summary")
 		return err == nil && strings.Contains(out, "quota.create   6") && strings.Contains(out, "policy.create  9"), out
 	})
@@ -144,7 +144,7 @@ func TestServerServesAPIsAndKeepsDataAcrossRestart(t *testing.T) {
 	}
 	// Deleting a quota is an admin change too.
 	mustKubectl(t, s.kubeconfig, "delete", "gq", "alice-thesis")
-	eventually(t, 10*time.Second, "the quota's deletion audited", func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, "the quota's deletion audited", func() (bool, string) {
 		out, err := runEvents(t, "--file", auditLog, "--type", "quota.delete", "--json")
 		return err == nil && strings.Contains(out, `"name":"alice-thesis"`), out
 	})
@@ -170,7 +170,7 @@ func TestControllerRunsAgainstAnotherServer(t *testing.T) {
 		t.Errorf("controller /readyz = %d %s", code, body)
 	}
 	// Leader election is on in controller mode: the node's lease names this process.
-	eventually(t, 30*time.Second, "lease gpuwarden-node-b held", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "lease gpuwarden-node-b held", func() (bool, string) {
 		out, err := kubectl(t, s.kubeconfig, "", "get", "lease", "-n", "kube-system", "gpuwarden-node-b", "-o", "jsonpath={.spec.holderIdentity}")
 		return err == nil && out != "", out
 	})
@@ -180,11 +180,11 @@ func TestControllerRunsAgainstAnotherServer(t *testing.T) {
 		t.Fatalf("apply: %v\n%s", err, out)
 	}
 	// The controller process itself reconciled it (its own metrics count the reconcile).
-	eventually(t, 30*time.Second, "the controller process reconciles the policy", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "the controller process reconciles the policy", func() (bool, string) {
 		_, metrics := httpGet(fmt.Sprintf("http://127.0.0.1:%d/metrics", metricPort))
 		return reconciled(metrics, "containerpolicy") >= 1, "no containerpolicy reconcile in the controller's metrics"
 	})
-	eventually(t, 30*time.Second, "expired policy marked inactive", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "expired policy marked inactive", func() (bool, string) {
 		out, err := kubectl(t, s.kubeconfig, "", "get", "cpol", "exam-week", "-o", `jsonpath={.status.conditions[?(@.type=="Active")].reason}`)
 		return err == nil && out == "Expired", out
 	})
@@ -193,7 +193,7 @@ func TestControllerRunsAgainstAnotherServer(t *testing.T) {
 		t.Errorf("controller SIGTERM: exit code %d:\n%s", code, c.out)
 	}
 	// The lease is given up on the way out, so a replacement takes over at once.
-	eventually(t, 30*time.Second, "lease released", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "lease released", func() (bool, string) {
 		out, err := kubectl(t, s.kubeconfig, "", "get", "lease", "-n", "kube-system", "gpuwarden-node-b", "-o", "jsonpath={.spec.holderIdentity}")
 		return err == nil && out == "", out
 	})
@@ -292,7 +292,7 @@ func TestAuditLogOnFullDiskIsReportedAndCaughtUp(t *testing.T) {
 	if out, err := kubectl(t, s.kubeconfig, quota, "apply", "-f", "-"); err != nil {
 		t.Fatalf("apply: %v\n%s", err, out)
 	}
-	eventually(t, 30*time.Second, "a Warning event for the audit log", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "a Warning event for the audit log", func() (bool, string) {
 		out, err := kubectl(t, s.kubeconfig, "", "get", "events", "-A", "--field-selector", "reason=AuditLogWriteFailed", "-o", "jsonpath={.items[*].message}")
 		return err == nil && strings.Contains(out, "no space left on device"), out
 	})
@@ -304,7 +304,7 @@ func TestAuditLogOnFullDiskIsReportedAndCaughtUp(t *testing.T) {
 	if err := os.Remove(filler); err != nil { // space again
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "the held event written", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "the held event written", func() (bool, string) {
 		out, err := runEvents(t, "--file", auditLog, "--type", "quota", "--json")
 		return err == nil && strings.Contains(out, `"name":"full-disk"`), out
 	})

@@ -23,6 +23,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/gpu/fakegpu"
 	"github.com/gpuwarden/gpuwarden/internal/manager"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
 
 // allocationMu keeps allocation tests apart: they share the API server and the ledger.
@@ -49,7 +50,7 @@ func cleanSlate(t testing.TB, c client.Client) {
 		}
 	}
 	_ = c.Delete(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: controllers.LedgerName}})
-	eventuallyTrue(t, 30*time.Second, "a clean slate", func() bool {
+	testutil.Eventually(t, 30*time.Second, "a clean slate", func() bool {
 		var allocs gpuwardenv1alpha1.GPUAllocationList
 		var gpus gpuwardenv1alpha1.GPUList
 		return c.List(ctx, &allocs) == nil && len(allocs.Items) == 0 && c.List(ctx, &gpus) == nil && len(gpus.Items) == 0
@@ -81,7 +82,7 @@ func runManagerWithGPUs(t *testing.T, node string, groups resolve.Groups) (stop 
 func waitInventory(t testing.TB, node string, n int) {
 	t.Helper()
 	c := controlplanetest.Get(t).Client(t)
-	eventuallyTrue(t, 30*time.Second, fmt.Sprintf("%d GPUs of %s in the inventory", n, node), func() bool {
+	testutil.Eventually(t, 30*time.Second, fmt.Sprintf("%d GPUs of %s in the inventory", n, node), func() bool {
 		var gpus gpuwardenv1alpha1.GPUList
 		if c.List(context.Background(), &gpus, client.MatchingLabels{controllers.LabelNode: node}) != nil {
 			return false
@@ -117,17 +118,6 @@ func startManager(tb testing.TB, o manager.Options) (stop func()) {
 	stop = func() { once.Do(func() { cancel(); <-done }) }
 	tb.Cleanup(stop)
 	return stop
-}
-
-func eventuallyTrue(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after %s", what, timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func createQuotas(t *testing.T, c client.Client) {
@@ -170,7 +160,7 @@ func burst(t *testing.T, c client.Client, prefix, node string, users, each int) 
 func settled(t *testing.T, c client.Client, want int) []gpuwardenv1alpha1.GPUAllocation {
 	t.Helper()
 	var allocs gpuwardenv1alpha1.GPUAllocationList
-	eventuallyTrue(t, 90*time.Second, "every allocation decided", func() bool {
+	testutil.Eventually(t, 90*time.Second, "every allocation decided", func() bool {
 		if err := c.List(context.Background(), &allocs); err != nil || len(allocs.Items) != want {
 			return false
 		}
@@ -256,7 +246,7 @@ func TestConcurrentRequestsBindInPriorityOrder(t *testing.T) {
 		if err := c.Delete(context.Background(), bound); err != nil {
 			t.Fatal(err)
 		}
-		eventuallyTrue(t, 30*time.Second, "the next waiting allocation bound", func() bool {
+		testutil.Eventually(t, 30*time.Second, "the next waiting allocation bound", func() bool {
 			a := &gpuwardenv1alpha1.GPUAllocation{}
 			return c.Get(context.Background(), client.ObjectKey{Name: expect}, a) == nil && a.Status.Phase == gpuwardenv1alpha1.PhaseBound
 		})
@@ -314,7 +304,7 @@ func TestTwoNodesShareQuotas(t *testing.T) {
 	// 20 users × quota 2 = 40 > 16 GPUs on the two nodes: every GPU gets bound. A snapshot
 	// where all are decided can precede a node's retried claim: wait for the 16.
 	var allocs []gpuwardenv1alpha1.GPUAllocation
-	eventuallyTrue(t, 60*time.Second, "the 16 GPUs of both nodes bound", func() bool {
+	testutil.Eventually(t, 60*time.Second, "the 16 GPUs of both nodes bound", func() bool {
 		allocs = settled(t, c, 200)
 		return count(allocs, gpuwardenv1alpha1.PhaseBound, "") == 16
 	})
@@ -335,7 +325,7 @@ func TestControllerKilledMidBurst(t *testing.T) {
 	createQuotas(t, c)
 	stop := runManager(t, "node-a", resolve.StaticGroups{})
 	go burst(t, c, "kill", "node-a", 20, 8)
-	eventuallyTrue(t, 30*time.Second, "some allocations bound", func() bool {
+	testutil.Eventually(t, 30*time.Second, "some allocations bound", func() bool {
 		var allocs gpuwardenv1alpha1.GPUAllocationList
 		return c.List(context.Background(), &allocs) == nil && count(allocs.Items, gpuwardenv1alpha1.PhaseBound, "") >= 2
 	})
@@ -343,7 +333,7 @@ func TestControllerKilledMidBurst(t *testing.T) {
 	runManager(t, "node-a", resolve.StaticGroups{})
 	// The statuses the first controller left may be stale until the second has made a
 	// pass: wait for all 8 GPUs to be bound, checking the invariants all along.
-	eventuallyTrue(t, 60*time.Second, "all 8 GPUs bound after the restart", func() bool {
+	testutil.Eventually(t, 60*time.Second, "all 8 GPUs bound after the restart", func() bool {
 		allocs := settled(t, c, 160)
 		return count(allocs, gpuwardenv1alpha1.PhaseBound, "") == 8
 	})
@@ -354,7 +344,7 @@ func TestForeignProcessesKeepAGPUOut(t *testing.T) {
 	c := allocationTest(t)
 	_, fake := runManagerWithGPUs(t, "node-a", resolve.StaticGroups{})
 	fake.SetProcesses(fake.UUIDs()[0], fakegpu.Process{PID: 4242, UsedMemoryBytes: 1 << 30})
-	eventuallyTrue(t, 30*time.Second, "the inventory", func() bool {
+	testutil.Eventually(t, 30*time.Second, "the inventory", func() bool {
 		var gpus gpuwardenv1alpha1.GPUList
 		return c.List(context.Background(), &gpus) == nil && len(gpus.Items) == 8
 	})
@@ -363,7 +353,7 @@ func TestForeignProcessesKeepAGPUOut(t *testing.T) {
 	if err := c.Create(context.Background(), a); err != nil {
 		t.Fatal(err)
 	}
-	eventuallyTrue(t, 30*time.Second, "bound", func() bool {
+	testutil.Eventually(t, 30*time.Second, "bound", func() bool {
 		return c.Get(context.Background(), client.ObjectKeyFromObject(a), a) == nil && a.Status.Phase == gpuwardenv1alpha1.PhaseBound
 	})
 	if d := a.Status.Devices; len(d) != 1 || d[0].Index != 1 {
@@ -393,7 +383,7 @@ func TestReleaseOnRequestAndRetention(t *testing.T) {
 	}
 	phase := func(a *gpuwardenv1alpha1.GPUAllocation, want gpuwardenv1alpha1.AllocationPhase) {
 		t.Helper()
-		eventuallyTrue(t, 30*time.Second, fmt.Sprintf("%s %s", a.Name, want), func() bool {
+		testutil.Eventually(t, 30*time.Second, fmt.Sprintf("%s %s", a.Name, want), func() bool {
 			return c.Get(ctx, client.ObjectKeyFromObject(a), a) == nil && a.Status.Phase == want
 		})
 	}
@@ -418,7 +408,7 @@ func TestReleaseOnRequestAndRetention(t *testing.T) {
 	// Past the retention period the released allocation is deleted (the next pass sees it).
 	clk.Step(controllers.DefaultRetention + time.Minute)
 	newAlloc("rel-wake", 1)
-	eventuallyTrue(t, 30*time.Second, "the released allocation deleted", func() bool {
+	testutil.Eventually(t, 30*time.Second, "the released allocation deleted", func() bool {
 		return apierrors.IsNotFound(c.Get(ctx, client.ObjectKeyFromObject(big), &gpuwardenv1alpha1.GPUAllocation{}))
 	})
 }

@@ -11,6 +11,7 @@ import (
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
 
 // BenchmarkDockerRemoveToReleased: a container attached to a Bound allocation is removed
@@ -43,7 +44,7 @@ func BenchmarkDockerRemoveToReleased(b *testing.B) {
 		a := e.allocate(name, "bench", 1)
 		id := e.run("--label", "gpuwarden.io/user=bench", "--label", "gpuwarden.io/allocation="+name,
 			"--gpus", "device="+a.Status.Devices[0].UUID, testImage(), "sleep", "3600")
-		eventuallyTrue(b, 20*time.Second, "attached", func() bool { return e.get(name).Status.ContainerID == id })
+		testutil.Eventually(b, 20*time.Second, "attached", func() bool { return e.get(name).Status.ContainerID == id })
 		done := released.expect(name)
 		b.StartTimer()
 		t0 := time.Now()

@@ -119,7 +119,7 @@ func newContainerEnv(t testing.TB, host string) *containerEnv {
 		Audit: w, Docker: eng, DockerRetry: 200 * time.Millisecond, ScanInterval: 200 * time.Millisecond}
 	e.stop = startManager(t, e.opts)
 	t.Cleanup(func() { e.stop(); _ = w.Close() })
-	eventuallyTrue(t, 30*time.Second, "the GPU inventory", func() bool {
+	testutil.Eventually(t, 30*time.Second, "the GPU inventory", func() bool {
 		var gpus gpuwardenv1alpha1.GPUList
 		return c.List(context.Background(), &gpus) == nil && len(gpus.Items) == 8
 	})
@@ -145,10 +145,21 @@ func (e *containerEnv) allocate(name, user string, n int32) *gpuwardenv1alpha1.G
 	return e.waitPhase(name, gpuwardenv1alpha1.PhaseBound)
 }
 
-func (e *containerEnv) get(name string) *gpuwardenv1alpha1.GPUAllocation {
+// lookup reads an allocation; an error (not found among them) is the caller's to judge.
+func (e *containerEnv) lookup(name string) (*gpuwardenv1alpha1.GPUAllocation, error) {
 	a := &gpuwardenv1alpha1.GPUAllocation{}
 	if err := e.c.Get(context.Background(), client.ObjectKey{Name: name}, a); err != nil {
-		return nil
+		return nil, err
+	}
+	return a, nil
+}
+
+// get reads an allocation that must exist; the test fails, saying why, when it does not.
+func (e *containerEnv) get(name string) *gpuwardenv1alpha1.GPUAllocation {
+	e.t.Helper()
+	a, err := e.lookup(name)
+	if err != nil {
+		e.t.Fatalf("reading allocation %s: %v", name, err)
 	}
 	return a
 }
@@ -156,9 +167,13 @@ func (e *containerEnv) get(name string) *gpuwardenv1alpha1.GPUAllocation {
 func (e *containerEnv) waitPhase(name string, phase gpuwardenv1alpha1.AllocationPhase) *gpuwardenv1alpha1.GPUAllocation {
 	e.t.Helper()
 	var a *gpuwardenv1alpha1.GPUAllocation
-	eventuallyTrue(e.t, 20*time.Second, "allocation "+name+" "+string(phase), func() bool {
-		a = e.get(name)
-		return a != nil && a.Status.Phase == phase
+	testutil.Eventually(e.t, 20*time.Second, "allocation "+name+" "+string(phase), func() (bool, string) {
+		got, err := e.lookup(name)
+		if err != nil {
+			return false, err.Error()
+		}
+		a = got
+		return a.Status.Phase == phase, fmt.Sprintf("phase %q reason %q: %s", a.Status.Phase, a.Status.Reason, a.Status.Message)
 	})
 	return a
 }
@@ -180,7 +195,7 @@ func (e *containerEnv) events(f audit.Filter) []audit.Event {
 func (e *containerEnv) waitEvent(typ, container string) audit.Event {
 	e.t.Helper()
 	var got audit.Event
-	eventuallyTrue(e.t, 20*time.Second, typ+" of "+container, func() bool {
+	testutil.Eventually(e.t, 20*time.Second, typ+" of "+container, func() bool {
 		evs := e.events(audit.Filter{Type: typ, Container: container})
 		if len(evs) > 0 {
 			got = evs[len(evs)-1]
@@ -212,7 +227,7 @@ func TestContainerLifecycleBindingAndReleaseOnRemoval(t *testing.T) {
 	uuid := a.Status.Devices[0].UUID
 	id := e.run("--name", "alice-train", "--label", "gpuwarden.io/user=alice", "--label", "gpuwarden.io/allocation=alice-train",
 		"--gpus", "device="+uuid, testImage(), "sleep", "3600")
-	eventuallyTrue(t, 20*time.Second, "the container attached to its allocation", func() bool {
+	testutil.Eventually(t, 20*time.Second, "the container attached to its allocation", func() bool {
 		a := e.get("alice-train")
 		return a != nil && a.Status.ContainerID == id
 	})
@@ -223,11 +238,11 @@ func TestContainerLifecycleBindingAndReleaseOnRemoval(t *testing.T) {
 		}
 		return g.Status.Holder
 	}
-	eventuallyTrue(t, 20*time.Second, "the GPU shows its holder", func() bool { return holder() == "alice-train" })
+	testutil.Eventually(t, 20*time.Second, "the GPU shows its holder", func() bool { return holder() == "alice-train" })
 	dockerCLI(t, e.host, "stop", "-t", "0", id)
 	dockerCLI(t, e.host, "rm", id)
 	a = e.waitPhase("alice-train", gpuwardenv1alpha1.PhaseReleased)
-	eventuallyTrue(t, 20*time.Second, "the GPU shows no holder", func() bool { return holder() == "" })
+	testutil.Eventually(t, 20*time.Second, "the GPU shows no holder", func() bool { return holder() == "" })
 	if !strings.Contains(a.Status.Message, controllers.ReasonContainerRemoved) {
 		t.Errorf("release message %q does not say the container was removed", a.Status.Message)
 	}
@@ -250,7 +265,7 @@ func TestContainerRemovedWhileGPUWardenWasDown(t *testing.T) {
 	a := e.allocate("nora-1", "nora", 1)
 	id := e.run("--label", "gpuwarden.io/user=nora", "--label", "gpuwarden.io/allocation=nora-1",
 		"--gpus", "device="+a.Status.Devices[0].UUID, testImage(), "sleep", "3600")
-	eventuallyTrue(t, 20*time.Second, "attached", func() bool { return e.get("nora-1").Status.ContainerID == id })
+	testutil.Eventually(t, 20*time.Second, "attached", func() bool { return e.get("nora-1").Status.ContainerID == id })
 	e.restart(func() {
 		dockerCLI(t, e.host, "rm", "-f", id)
 		if got := e.get("nora-1"); got.Status.Phase != gpuwardenv1alpha1.PhaseBound {
@@ -270,11 +285,11 @@ func TestWaitingAllocationOfARemovedContainerStopsWaiting(t *testing.T) {
 	if err := e.c.Create(context.Background(), a); err != nil {
 		t.Fatal(err)
 	}
-	eventuallyTrue(t, 20*time.Second, "waiting for capacity", func() bool {
+	testutil.Eventually(t, 20*time.Second, "waiting for capacity", func() bool {
 		return e.get("olga-big").Status.Reason == gpuwardenv1alpha1.ReasonNoCapacity
 	})
 	id := e.run("--label", "gpuwarden.io/user=olga", "--label", "gpuwarden.io/allocation=olga-big", testImage(), "sleep", "3600")
-	eventuallyTrue(t, 20*time.Second, "attached", func() bool { return e.get("olga-big").Status.ContainerID == id })
+	testutil.Eventually(t, 20*time.Second, "attached", func() bool { return e.get("olga-big").Status.ContainerID == id })
 	dockerCLI(t, e.host, "rm", "-f", id)
 	e.waitPhase("olga-big", gpuwardenv1alpha1.PhaseReleased)
 }
@@ -291,20 +306,10 @@ func TestAllocationLabelAloneNamesNoOwner(t *testing.T) {
 	}
 	dockerCLI(t, e.host, "rm", "-f", id)
 	e.waitEvent(audit.TypeContainerRemove, id)
-	consistently(t, 3*time.Second, "pat-1 stays Bound and unattached", func() bool {
+	testutil.Consistently(t, 3*time.Second, "pat-1 stays Bound and unattached", func() bool {
 		got := e.get("pat-1")
 		return got.Status.Phase == gpuwardenv1alpha1.PhaseBound && got.Status.ContainerID == ""
 	})
-}
-
-// consistently fails the test if cond turns false within d.
-func consistently(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		if !cond() {
-			t.Fatalf("%s: turned false", what)
-		}
-	}
 }
 
 // TestLabelClaimingAnotherUsersAllocationReleasesNothing: a container that names someone
@@ -360,7 +365,7 @@ func TestStoppedContainersReleaseAfterHoldAndAreRemoved(t *testing.T) {
 	id := e.run("--name", "bob-1", "--label", "gpuwarden.io/user=bob", "--label", "gpuwarden.io/allocation=bob-1",
 		"--gpus", "device="+a.Status.Devices[0].UUID, testImage(), "sleep", "3600")
 	kept := e.run("--name", "bob-kept", "--label", "gpuwarden.io/user=bob", "--label", "gpuwarden.io/protected=true", testImage(), "sleep", "3600")
-	eventuallyTrue(t, 20*time.Second, "attached", func() bool { return e.get("bob-1").Status.ContainerID == id })
+	testutil.Eventually(t, 20*time.Second, "attached", func() bool { return e.get("bob-1").Status.ContainerID == id })
 	dockerCLI(t, e.host, "stop", "-t", "0", id)
 	dockerCLI(t, e.host, "stop", "-t", "0", kept)
 	a = e.waitPhase("bob-1", gpuwardenv1alpha1.PhaseReleased)
@@ -370,7 +375,7 @@ func TestStoppedContainersReleaseAfterHoldAndAreRemoved(t *testing.T) {
 	if !strings.Contains(a.Status.Message, "hold_expired") || !strings.Contains(a.Status.Message, "ContainerPolicy short") {
 		t.Errorf("release message %q should name hold_expired and the policy", a.Status.Message)
 	}
-	eventuallyTrue(t, 20*time.Second, "the stopped container removed after removeAfterStop", func() bool { return !e.exists(id) })
+	testutil.Eventually(t, 20*time.Second, "the stopped container removed after removeAfterStop", func() bool { return !e.exists(id) })
 	rm := e.waitEvent(audit.TypeLifecycleRemove, id)
 	if rm.User != "bob" || !strings.Contains(rm.Details["reason"].(string), "stopped_too_long") || rm.Details["policy"] != "short" {
 		t.Errorf("lifecycle.remove record: user %q details %v", rm.User, rm.Details)
@@ -389,7 +394,7 @@ func TestCreatedNeverStartedIsRemoved(t *testing.T) {
 		CreatedNeverStartedTimeout: duration(time.Second)})
 	id := dockerCLI(t, e.host, "create", "--name", "never-started", "--label", "ds01.user=gina", testImage(), "sleep", "1")
 	t.Cleanup(func() { _ = exec.Command("docker", "-H", e.host, "rm", "-f", id).Run() })
-	eventuallyTrue(t, 20*time.Second, "the never-started container removed", func() bool { return !e.exists(id) })
+	testutil.Eventually(t, 20*time.Second, "the never-started container removed", func() bool { return !e.exists(id) })
 	ev := e.waitEvent(audit.TypeLifecycleRemove, id)
 	if ev.User != "gina" || !strings.HasPrefix(ev.Details["reason"].(string), "created_never_started") {
 		t.Errorf("lifecycle.remove record: user %q details %v", ev.User, ev.Details)
@@ -415,7 +420,7 @@ func TestAdoptionOfGPUContainersMadeOutsideGPUWarden(t *testing.T) {
 	if r.Status.Reason != gpuwardenv1alpha1.ReasonQuotaExceeded || strings.Join(r.Spec.Request.Devices, ",") != uuids[0]+","+uuids[1] {
 		t.Errorf("over-quota adoption: reason %q devices %v", r.Status.Reason, r.Spec.Request.Devices)
 	}
-	eventuallyTrue(t, 20*time.Second, "the quota shows what hank holds", func() bool {
+	testutil.Eventually(t, 20*time.Second, "the quota shows what hank holds", func() bool {
 		var q gpuwardenv1alpha1.GPUQuota
 		if e.c.Get(context.Background(), client.ObjectKey{Name: "everyone"}, &q) != nil {
 			return false
@@ -431,7 +436,7 @@ func TestAdoptionOfGPUContainersMadeOutsideGPUWarden(t *testing.T) {
 	if det.User != "hank" {
 		t.Errorf("detection record user %q, want hank", det.User)
 	}
-	eventuallyTrue(t, 20*time.Second, "the over-quota container stopped as its policy says", func() bool {
+	testutil.Eventually(t, 20*time.Second, "the over-quota container stopped as its policy says", func() bool {
 		return dockerCLI(t, e.host, "inspect", "-f", "{{.State.Running}}", over) == "false"
 	})
 
@@ -448,7 +453,7 @@ func TestAdoptionOfGPUContainersMadeOutsideGPUWarden(t *testing.T) {
 
 	// Removing an adopted container releases its devices.
 	dockerCLI(t, e.host, "rm", "-f", ok)
-	eventuallyTrue(t, 20*time.Second, "the adopted allocation released", func() bool {
+	testutil.Eventually(t, 20*time.Second, "the adopted allocation released", func() bool {
 		a := e.get("adopted-" + ok[:12])
 		return a == nil || a.Status.Phase == gpuwardenv1alpha1.PhaseReleased
 	})
@@ -470,7 +475,7 @@ func TestUnmanagedGPUProcessesAreDetected(t *testing.T) {
 	a := e.allocate("judy-1", "judy", 1)
 	own := e.run("--name", "judy-1", "--label", "gpuwarden.io/user=judy", "--label", "gpuwarden.io/allocation=judy-1",
 		"--gpus", "device="+a.Status.Devices[0].UUID, testImage(), "sleep", "3600")
-	eventuallyTrue(t, 20*time.Second, "attached", func() bool { return e.get("judy-1").Status.ContainerID == own })
+	testutil.Eventually(t, 20*time.Second, "attached", func() bool { return e.get("judy-1").Status.ContainerID == own })
 	ownPID, _ := strconv.Atoi(dockerCLI(t, e.host, "inspect", "-f", "{{.State.Pid}}", own))
 	e.fake.SetProcesses(a.Status.Devices[0].UUID, fakegpu.Process{PID: ownPID})
 
@@ -507,7 +512,7 @@ func TestDockerOutageReleasesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 		_ = p.Signal(os.Interrupt)
-		eventuallyTrue(t, 30*time.Second, "dockerd stopped", func() bool {
+		testutil.Eventually(t, 30*time.Second, "dockerd stopped", func() bool {
 			status, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 			return p.Signal(syscall.Signal(0)) != nil || err != nil || strings.Contains(string(status), "State:\tZ")
 		})
@@ -517,7 +522,7 @@ func TestDockerOutageReleasesNothing(t *testing.T) {
 	a := e.allocate("kim-1", "kim", 1)
 	id := e.run("--name", "kim-1", "--label", "gpuwarden.io/user=kim", "--label", "gpuwarden.io/allocation=kim-1",
 		"--gpus", "device="+a.Status.Devices[0].UUID, testImage(), "sleep", "3600")
-	eventuallyTrue(t, 20*time.Second, "attached", func() bool { return e.get("kim-1").Status.ContainerID == id })
+	testutil.Eventually(t, 20*time.Second, "attached", func() bool { return e.get("kim-1").Status.ContainerID == id })
 	reachable := func(want metav1.ConditionStatus) func() bool {
 		return func() bool {
 			var g gpuwardenv1alpha1.GPU
@@ -528,10 +533,10 @@ func TestDockerOutageReleasesNothing(t *testing.T) {
 			return cond != nil && cond.Status == want
 		}
 	}
-	eventuallyTrue(t, 20*time.Second, "DockerReachable True", reachable(metav1.ConditionTrue))
+	testutil.Eventually(t, 20*time.Second, "DockerReachable True", reachable(metav1.ConditionTrue))
 
 	down()
-	eventuallyTrue(t, 20*time.Second, "DockerReachable False during the outage", reachable(metav1.ConditionFalse))
+	testutil.Eventually(t, 20*time.Second, "DockerReachable False during the outage", reachable(metav1.ConditionFalse))
 	// Several reconnect attempts fail meanwhile; none may release anything.
 	deadline := time.Now().Add(2 * time.Second)
 	for time.Now().Before(deadline) {
@@ -542,7 +547,7 @@ func TestDockerOutageReleasesNothing(t *testing.T) {
 	}
 
 	up()
-	eventuallyTrue(t, 30*time.Second, "DockerReachable True after the engine is back", reachable(metav1.ConditionTrue))
+	testutil.Eventually(t, 30*time.Second, "DockerReachable True after the engine is back", reachable(metav1.ConditionTrue))
 	// The engine stopped the container on its way down: the relist records it.
 	ev := e.waitEvent(audit.TypeContainerDie, id)
 	if ev.User != "kim" {

@@ -19,6 +19,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/controlplane/controlplanetest"
 	"github.com/gpuwarden/gpuwarden/internal/crds"
 	"github.com/gpuwarden/gpuwarden/internal/scheme"
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
 
 // TestCRDInstallIsIdempotentAndUpgrades checks that installing unchanged CRDs writes
@@ -128,7 +129,7 @@ func TestUserRoleCannotWriteStatuses(t *testing.T) {
 	}
 	a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: "carol-rbac"},
 		Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: "carol", Request: gpuwardenv1alpha1.AllocationRequest{GPUs: ptr.To[int32](1)}}}
-	eventuallyTrue(t, 10*time.Second, "carol may create an allocation", func() bool { return carol.Create(ctx, a) == nil })
+	testutil.Eventually(t, 10*time.Second, "carol may create an allocation", func() bool { return carol.Create(ctx, a) == nil })
 	t.Cleanup(func() { _ = admin.Delete(context.Background(), a) })
 	var list gpuwardenv1alpha1.GPUQuotaList
 	if err := carol.List(ctx, &list); err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/controlplane/controlplanetest"
 	"github.com/gpuwarden/gpuwarden/internal/manager"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
 
 // durationPaths are every duration field of a ContainerPolicy, as YAML that sets one to %s.
@@ -112,14 +113,14 @@ func TestStoredPolicyGoCannotReadIsSkipped(t *testing.T) {
 		}
 		return meta.FindStatusCondition(p.Status.Conditions, gpuwardenv1alpha1.ConditionAccepted)
 	}
-	eventuallyTrue(t, 30*time.Second, "the stored policy is marked unusable", func() bool {
+	testutil.Eventually(t, 30*time.Second, "the stored policy is marked unusable", func() bool {
 		a := condition(bad)
 		return a != nil && a.Status == metav1.ConditionFalse && a.Reason == gpuwardenv1alpha1.ReasonInvalidSpec
 	})
 	if a := condition(bad); !strings.Contains(a.Message, "spec.maxRuntime") || !strings.Contains(a.Message, "99999999999h") {
 		t.Errorf("the condition does not say which value is wrong: %q", a.Message)
 	}
-	eventuallyTrue(t, 30*time.Second, "its neighbour is accepted", func() bool {
+	testutil.Eventually(t, 30*time.Second, "its neighbour is accepted", func() bool {
 		a := condition(good.Name)
 		return a != nil && a.Status == metav1.ConditionTrue
 	})
@@ -158,7 +159,7 @@ func TestWebhookToThisMachineIsNotUsed(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = c.Delete(context.Background(), p) })
 		var cond *metav1.Condition
-		eventuallyTrue(t, 30*time.Second, name+" has WebhookAllowed", func() bool {
+		testutil.Eventually(t, 30*time.Second, name+" has WebhookAllowed", func() bool {
 			var got gpuwardenv1alpha1.ContainerPolicy
 			if c.Get(ctx, client.ObjectKey{Name: name}, &got) != nil {
 				return false

@@ -15,6 +15,7 @@ import (
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/controllers"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
 
 // records returns the audit records of type typ for allocation name.
@@ -59,7 +60,7 @@ func TestForgedStatusesAreOverwrittenFromTheLedger(t *testing.T) {
 	e.allocate("forge-fill", "filler", 7)
 	e.create("forge-pending", "fay", gpuwardenv1alpha1.AllocationRequest{GPUs: ptr.To[int32](1)}, "")
 	e.create("forge-rejected", "fay", gpuwardenv1alpha1.AllocationRequest{GPUs: ptr.To[int32](9)}, "")
-	eventuallyTrue(t, 20*time.Second, "forge-pending waits", func() bool {
+	testutil.Eventually(t, 20*time.Second, "forge-pending waits", func() bool {
 		return e.get("forge-pending").Status.Reason == gpuwardenv1alpha1.ReasonNoCapacity
 	})
 	e.waitPhase("forge-rejected", gpuwardenv1alpha1.PhaseRejected)
@@ -84,19 +85,19 @@ func TestForgedStatusesAreOverwrittenFromTheLedger(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	eventuallyTrue(t, 20*time.Second, "forge-bound Bound again on its real device", func() bool {
+	testutil.Eventually(t, 20*time.Second, "forge-bound Bound again on its real device", func() bool {
 		a := e.get("forge-bound")
 		return a.Status.Phase == gpuwardenv1alpha1.PhaseBound && len(a.Status.Devices) == 1 && a.Status.Devices[0].UUID == real
 	})
-	eventuallyTrue(t, 20*time.Second, "forge-pending Pending again, holding nothing", func() bool {
+	testutil.Eventually(t, 20*time.Second, "forge-pending Pending again, holding nothing", func() bool {
 		a := e.get("forge-pending")
 		return a.Status.Phase == gpuwardenv1alpha1.PhasePending && len(a.Status.Devices) == 0 && a.Status.Reason == gpuwardenv1alpha1.ReasonNoCapacity
 	})
-	eventuallyTrue(t, 20*time.Second, "forge-rejected Rejected again, holding nothing", func() bool {
+	testutil.Eventually(t, 20*time.Second, "forge-rejected Rejected again, holding nothing", func() bool {
 		a := e.get("forge-rejected")
 		return a.Status.Phase == gpuwardenv1alpha1.PhaseRejected && len(a.Status.Devices) == 0
 	})
-	eventuallyTrue(t, 20*time.Second, "GPU 7's holder put back", func() bool {
+	testutil.Eventually(t, 20*time.Second, "GPU 7's holder put back", func() bool {
 		var g gpuwardenv1alpha1.GPU
 		return e.c.Get(context.Background(), client.ObjectKey{Name: gpu.Name}, &g) == nil && g.Status.Holder == holder
 	})
@@ -114,7 +115,7 @@ func TestOneFailingStatusStopsNothing(t *testing.T) {
 	e.allocate("short-reason", "lena", 1)
 	e.allocate("fill", "filler", 6)
 	e.create("next", "nick", gpuwardenv1alpha1.AllocationRequest{Devices: []string{long.Status.Devices[0].UUID}}, "")
-	eventuallyTrue(t, 20*time.Second, "next waits for the device", func() bool {
+	testutil.Eventually(t, 20*time.Second, "next waits for the device", func() bool {
 		return e.get("next").Status.Reason == gpuwardenv1alpha1.ReasonNoCapacity
 	})
 	for name, reason := range map[string]string{"long-reason": strings.Repeat("x", 5000), "short-reason": "done"} {
@@ -214,7 +215,7 @@ func TestAdoptedOverQuotaIsDecidedOnce(t *testing.T) {
 	a := e.waitPhase(name, gpuwardenv1alpha1.PhaseRejected)
 	e.waitEvent(audit.TypeDetectionUnmanagedContainer, id)
 	// The container is looked at again on every change of its allocation and on relists.
-	consistently(t, 3*time.Second, name+" keeps its first decision", func() bool { return e.get(name).UID == a.UID })
+	testutil.Consistently(t, 3*time.Second, name+" keeps its first decision", func() bool { return e.get(name).UID == a.UID })
 	if n := len(e.records(audit.TypeGPUReject, name)); n != 1 {
 		t.Errorf("%d gpu.reject records, want 1", n)
 	}
@@ -252,7 +253,7 @@ func TestContainerTakingMoreThanItsAllocationIsReported(t *testing.T) {
 	if ev.User != "otto" || strings.Count(ev.Details["gpu"].(string), "GPU-") != 7 {
 		t.Errorf("detection record: user %q gpu %v, want otto and the 7 GPUs beyond the allocation", ev.User, ev.Details["gpu"])
 	}
-	eventuallyTrue(t, 20*time.Second, "the container stopped", func() bool {
+	testutil.Eventually(t, 20*time.Second, "the container stopped", func() bool {
 		return strings.TrimSpace(dockerCLI(t, e.host, "inspect", "-f", "{{.State.Running}}", id)) == "false"
 	})
 }

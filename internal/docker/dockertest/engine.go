@@ -1,0 +1,196 @@
+// Package dockertest is an in-memory docker.Engine for unit tests, safe for concurrent use:
+// containers are put in by the test, stopping and removing them changes their state and
+// emits the events a real engine would, and every call that acts is recorded.
+package dockertest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/gpuwarden/gpuwarden/internal/docker"
+)
+
+// Engine is a fake Docker engine.
+type Engine struct {
+	mu         sync.Mutex
+	containers map[string]docker.Container
+	subs       map[int]chan docker.Event
+	nextSub    int
+	calls      []string
+	// Now stamps events and state changes; time.Now when nil.
+	Now func() time.Time
+	// ListErr, when set, fails List (an engine that is down).
+	ListErr error
+}
+
+var _ docker.Engine = (*Engine)(nil)
+
+// New returns an engine holding containers.
+func New(containers ...docker.Container) *Engine {
+	e := &Engine{containers: map[string]docker.Container{}, subs: map[int]chan docker.Event{}}
+	for _, c := range containers {
+		e.containers[c.ID] = c
+	}
+	return e
+}
+
+func (e *Engine) now() time.Time {
+	if e.Now != nil {
+		return e.Now()
+	}
+	return time.Now()
+}
+
+// Put adds or replaces a container and emits action (e.g. "create", "start") for it.
+func (e *Engine) Put(c docker.Container, action string) {
+	e.mu.Lock()
+	e.containers[c.ID] = c
+	e.mu.Unlock()
+	if action != "" {
+		e.Emit(docker.Event{Action: action, ID: c.ID, Time: e.now()})
+	}
+}
+
+// Emit sends an event to every open Events stream (dropped for a stream that is full).
+func (e *Engine) Emit(ev docker.Event) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, ch := range e.subs {
+		select {
+		case ch <- ev:
+		default:
+		}
+	}
+}
+
+// Calls returns the acting calls made so far ("stop ID 1s", "remove ID", "kill ID SIGKILL").
+func (e *Engine) Calls() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.calls)
+}
+
+// Container returns a container's current state.
+func (e *Engine) Container(id string) (docker.Container, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c, ok := e.containers[id]
+	return c, ok
+}
+
+// List returns every container, in ID order.
+func (e *Engine) List(context.Context) ([]docker.Container, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ListErr != nil {
+		return nil, e.ListErr
+	}
+	var out []docker.Container
+	for _, id := range slices.Sorted(maps.Keys(e.containers)) {
+		out = append(out, e.containers[id])
+	}
+	return out, nil
+}
+
+// Inspect returns one container.
+func (e *Engine) Inspect(_ context.Context, id string) (docker.Container, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c, ok := e.containers[id]
+	if !ok {
+		return docker.Container{}, fmt.Errorf("container %s: %w", id, docker.ErrNotFound)
+	}
+	return c, nil
+}
+
+// Stop stops a container: it exits, and "stop" and "die" are emitted.
+func (e *Engine) Stop(_ context.Context, id string, grace time.Duration) error {
+	if err := e.act(id, fmt.Sprintf("stop %s %s", id, grace), func(c *docker.Container) {
+		c.State, c.FinishedAt, c.PID = docker.StateExited, e.now(), 0
+	}); err != nil {
+		return err
+	}
+	e.Emit(docker.Event{Action: "stop", ID: id, Time: e.now()})
+	e.Emit(docker.Event{Action: "die", ID: id, Time: e.now()})
+	return nil
+}
+
+// Kill sends a signal; SIGKILL (or KILL) stops the container.
+func (e *Engine) Kill(_ context.Context, id, signal string) error {
+	stops := signal == "SIGKILL" || signal == "KILL" || signal == ""
+	if err := e.act(id, fmt.Sprintf("kill %s %s", id, signal), func(c *docker.Container) {
+		if stops {
+			c.State, c.FinishedAt, c.PID = docker.StateExited, e.now(), 0
+		}
+	}); err != nil {
+		return err
+	}
+	if stops {
+		e.Emit(docker.Event{Action: "die", ID: id, Time: e.now()})
+	}
+	return nil
+}
+
+// Remove deletes a container (a running one only with force) and emits "destroy".
+func (e *Engine) Remove(_ context.Context, id string, force bool) error {
+	e.mu.Lock()
+	c, ok := e.containers[id]
+	e.calls = append(e.calls, fmt.Sprintf("remove %s", id))
+	switch {
+	case !ok:
+		e.mu.Unlock()
+		return fmt.Errorf("container %s: %w", id, docker.ErrNotFound)
+	case c.State == docker.StateRunning && !force:
+		e.mu.Unlock()
+		return errors.New("cannot remove a running container without force")
+	}
+	delete(e.containers, id)
+	e.mu.Unlock()
+	e.Emit(docker.Event{Action: "destroy", ID: id, Time: e.now(), Attributes: map[string]string{"name": c.Name}})
+	return nil
+}
+
+// Events streams events until ctx ends.
+func (e *Engine) Events(ctx context.Context) (<-chan docker.Event, <-chan error, error) {
+	ch := make(chan docker.Event, 256)
+	errs := make(chan error, 1)
+	e.mu.Lock()
+	id := e.nextSub
+	e.nextSub++
+	e.subs[id] = ch
+	e.mu.Unlock()
+	go func() {
+		<-ctx.Done()
+		e.mu.Lock()
+		delete(e.subs, id)
+		e.mu.Unlock()
+		errs <- ctx.Err()
+	}()
+	return ch, errs, nil
+}
+
+// Stats returns zero counters stamped now.
+func (e *Engine) Stats(_ context.Context, id string) (docker.Stats, error) {
+	if _, err := e.Inspect(context.Background(), id); err != nil {
+		return docker.Stats{}, err
+	}
+	return docker.Stats{Read: e.now()}, nil
+}
+
+func (e *Engine) act(id, call string, change func(*docker.Container)) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.calls = append(e.calls, call)
+	c, ok := e.containers[id]
+	if !ok {
+		return fmt.Errorf("container %s: %w", id, docker.ErrNotFound)
+	}
+	change(&c)
+	e.containers[id] = c
+	return nil
+}
