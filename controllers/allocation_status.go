@@ -155,7 +155,7 @@ func (p *pass) desiredStatus(a *gpuwardenv1alpha1.GPUAllocation) (*gpuwardenv1al
 			want.Devices = append(want.Devices, gpuwardenv1alpha1.BoundDevice{Index: int32(s.GPUIndex), UUID: s.UUID, MIGProfile: s.Profile, Weight: *quantity(s.Weight)})
 			total += s.Weight
 		}
-		want.GPUEquivalents = quantity(total)
+		want.GPUEquivalents, want.GPUEquivalentsRounded = quantity(total), allocation.FormatEquivalents(total)
 		return want, true
 	}
 	if a.Spec.NodeName != p.r.NodeName {
@@ -189,7 +189,7 @@ func (p *pass) desiredStatus(a *gpuwardenv1alpha1.GPUAllocation) (*gpuwardenv1al
 
 // unbound clears what only a bound allocation shows.
 func unbound(s *gpuwardenv1alpha1.GPUAllocationStatus) {
-	s.Devices, s.GPUEquivalents, s.BoundTime, s.ReleasedTime = nil, nil, nil, nil
+	s.Devices, s.GPUEquivalents, s.GPUEquivalentsRounded, s.BoundTime, s.ReleasedTime = nil, nil, "", nil, nil
 }
 
 // decided is the status of a request that was not placed: Rejected for a final reason,
@@ -426,7 +426,8 @@ func (p *pass) desiredUsage(quotas []gpuwardenv1alpha1.GPUQuota) map[string][]gp
 		var usage []gpuwardenv1alpha1.UserUsage
 		for user, u := range byUser {
 			if resolve.QuotaMatches(q, user, p.groups[user]) {
-				usage = append(usage, gpuwardenv1alpha1.UserUsage{User: user, GPUEquivalents: *quantity(u.eq), Containers: u.containers})
+				usage = append(usage, gpuwardenv1alpha1.UserUsage{User: user, GPUEquivalents: *quantity(u.eq),
+					GPUEquivalentsRounded: allocation.FormatEquivalents(u.eq), Containers: u.containers})
 			}
 		}
 		sort.Slice(usage, func(i, j int) bool { return usage[i].User < usage[j].User })

@@ -20,6 +20,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/labels"
+	"github.com/gpuwarden/gpuwarden/internal/logging"
 )
 
 // Event reasons of the Docker connection, on the node's GPUs.
@@ -62,16 +63,29 @@ func (w *ContainerWatcher) Start(ctx context.Context) error {
 	log := ctrl.LoggerFrom(ctx).WithName("container-watcher")
 	ctx = ctrl.LoggerInto(ctx, log)
 	first, wait, down := true, w.RetryInterval, false
+	var since, said time.Time // when the outage began, when it was last logged
 	for ctx.Err() == nil {
-		err := w.session(ctx, first, func() { first, wait, down = false, w.RetryInterval, false; w.connected(ctx) })
+		err := w.session(ctx, first, func() {
+			if down || first {
+				w.sayConnected(ctx, since)
+			}
+			first, wait, down = false, w.RetryInterval, false
+			w.connected(ctx)
+		})
 		if ctx.Err() != nil {
 			return nil
 		}
+		now := w.Clock.Now()
 		if !down {
 			w.unreachable(ctx, err)
-			down = true
+			down, since, said = true, now, now
+			logging.Warning(log, "container-watcher", "The Docker engine is unreachable; no container is governed and no GPU is released until it is back. "+
+				"Start the Docker engine, or run gpuwarden with --docker-host none to govern no containers", "error", err.Error())
+		} else if now.Sub(said) >= outageReminder {
+			said = now
+			logging.Warning(log, "container-watcher", "The Docker engine is still unreachable", "for", now.Sub(since).Round(time.Second).String(), "error", err.Error())
 		}
-		log.Error(err, "Docker engine unreachable; retrying", "in", wait)
+		log.V(1).Info("Retrying the Docker engine", "in", wait, "error", err.Error())
 		select {
 		case <-ctx.Done():
 			return nil
@@ -80,6 +94,19 @@ func (w *ContainerWatcher) Start(ctx context.Context) error {
 		wait = min(2*wait, 30*time.Second)
 	}
 	return nil
+}
+
+// outageReminder is how often at most an outage that goes on is logged again.
+const outageReminder = time.Minute
+
+// sayConnected logs the connection: after an outage, how long it lasted.
+func (w *ContainerWatcher) sayConnected(ctx context.Context, since time.Time) {
+	log := ctrl.LoggerFrom(ctx)
+	if since.IsZero() {
+		log.Info("Connected to the Docker engine")
+		return
+	}
+	log.Info("Connected to the Docker engine again", "after", w.Clock.Since(since).Round(time.Second).String())
 }
 
 // session opens the stream, relists and follows the stream until it breaks.
@@ -155,16 +182,19 @@ func (w *ContainerWatcher) handle(ctx context.Context, e docker.Event) {
 		return // nothing the controllers act on
 	default:
 		fresh, err := w.Engine.Inspect(ctx, e.ID)
-		if errors.Is(err, docker.ErrNotFound) {
-			return // removed already; its destroy event follows
-		}
-		if err != nil {
+		switch {
+		case errors.Is(err, docker.ErrNotFound):
+			// Removed already (docker stop, then rm at once); its destroy event follows. The
+			// event still happened: record it with what was last known of the container.
+			c, _, _ = w.Store.Get(e.ID)
+		case err != nil:
 			ctrl.LoggerFrom(ctx).Error(err, "Inspecting a container after an event", "container", e.ID, "action", e.Action)
 			return
+		default:
+			c = fresh
+			w.Store.put(c)
+			w.enqueue(ctx, e.ID)
 		}
-		c = fresh
-		w.Store.put(c)
-		w.enqueue(ctx, e.ID)
 	}
 	if c.ID == "" {
 		c = docker.Container{ID: e.ID, Name: e.Attributes["name"], Image: e.Attributes["image"], Labels: e.Attributes}

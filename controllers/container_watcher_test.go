@@ -2,9 +2,15 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/go-logr/logr/funcr"
+	ctrl "sigs.k8s.io/controller-runtime"
 
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -46,5 +52,59 @@ func TestWatcherStopsWithTheQueueFull(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the watcher did not return after its context ended, with the queue full")
+	}
+}
+
+// TestDockerOutageIsSaidOnceThenEveryMinute: an engine that cannot be reached is one
+// warning with what to do, then a reminder at most once a minute, never an error per
+// retry; the connection, when it comes, is said too.
+func TestDockerOutageIsSaidOnceThenEveryMinute(t *testing.T) {
+	var mu sync.Mutex
+	var lines []string
+	log := funcr.New(func(prefix, args string) {
+		mu.Lock()
+		defer mu.Unlock()
+		lines = append(lines, prefix+" "+args)
+	}, funcr.Options{Verbosity: 0})
+	said := func(what string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, l := range lines {
+			if strings.Contains(l, what) {
+				n++
+			}
+		}
+		return n
+	}
+	eng := dockertest.New()
+	eng.ListErr = errors.New("Cannot connect to the Docker daemon at unix:///var/run/docker.sock")
+	clk := clocktesting.NewFakeClock(time.Now())
+	var rec recorder.EventRecorder = events.NewFakeRecorder(100)
+	w := &ContainerWatcher{Engine: eng, Store: NewContainerStore(),
+		Client:   fake.NewClientBuilder().WithScheme(scheme.New()).Build(),
+		NodeName: "n", Clock: clk, Recorder: rec, Audit: &auditLog{},
+		Changed: make(chan event.GenericEvent, 16), RetryInterval: time.Millisecond}
+	ctx, cancel := context.WithCancel(ctrl.LoggerInto(context.Background(), log))
+	defer cancel()
+	done := make(chan struct{})
+	go func() { defer close(done); _ = w.Start(ctx) }()
+
+	testutil.Eventually(t, 5*time.Second, "the outage is said", func() bool { return said("WARNING: The Docker engine is unreachable") == 1 })
+	time.Sleep(50 * time.Millisecond) // dozens of retries
+	if n := said("unreachable"); n != 1 {
+		t.Errorf("the outage was said %d times in its first minute, want once:\n%s", n, strings.Join(lines, "\n"))
+	}
+	if said("--docker-host none") != 1 {
+		t.Errorf("the warning does not say what to do:\n%s", strings.Join(lines, "\n"))
+	}
+	clk.Step(61 * time.Second)
+	testutil.Eventually(t, 5*time.Second, "a reminder after a minute", func() bool { return said("still unreachable") == 1 })
+	eng.SetListErr(nil)
+	testutil.Eventually(t, 5*time.Second, "the connection is said", func() bool { return said("Connected to the Docker engine again") == 1 })
+	cancel()
+	<-done
+	if n := said("Retrying"); n != 0 {
+		t.Errorf("%d retry lines at the default verbosity, want none", n)
 	}
 }

@@ -157,6 +157,12 @@ type GPUAllocationStatus struct {
 	// +optional
 	GPUEquivalents *resource.Quantity `json:"gpuEquivalents,omitempty"`
 
+	// gpuEquivalentsRounded is gpuEquivalents for people, to two decimals ("0.43" for a
+	// 3g slice), as kubectl get shows it; gpuEquivalents stays exact for machines.
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	GPUEquivalentsRounded string `json:"gpuEquivalentsRounded,omitempty"`
+
 	// containerID is the container the devices were attached to.
 	// +optional
 	// +kubebuilder:validation:MaxLength=64
@@ -202,7 +208,7 @@ type GPUAllocationStatus struct {
 // +kubebuilder:printcolumn:name="User",type=string,JSONPath=`.spec.user`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Devices",type=string,JSONPath=`.status.devices[*].index`
-// +kubebuilder:printcolumn:name="GPU-Eq",type=string,JSONPath=`.status.gpuEquivalents`
+// +kubebuilder:printcolumn:name="GPU-Eq",type=string,JSONPath=`.status.gpuEquivalentsRounded`
 // +kubebuilder:printcolumn:name="Container",type=string,JSONPath=`.spec.containerName`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:printcolumn:name="Node",type=string,JSONPath=`.spec.nodeName`,priority=1

@@ -138,6 +138,11 @@ type UserUsage struct {
 	// +optional
 	GPUEquivalents resource.Quantity `json:"gpuEquivalents,omitempty"`
 
+	// gpuEquivalentsRounded is gpuEquivalents for people, to two decimals ("0.43").
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	GPUEquivalentsRounded string `json:"gpuEquivalentsRounded,omitempty"`
+
 	// containers is how many GPU containers the user holds.
 	// +optional
 	Containers int32 `json:"containers,omitempty"`

@@ -318,8 +318,10 @@ func reject(reason, format string, args ...any) Decision {
 	return Decision{Reason: reason, Message: fmt.Sprintf(format, args...)}
 }
 
-// num prints a gpu-equivalent count: 2, 0.43, 1.29; a tiny one in full (0.000000001),
-// never as 0.
+// FormatEquivalents prints a gpu-equivalent count for people: 2, 0.43, 1.29; a tiny one
+// in full (0.000000001), never as 0.
+func FormatEquivalents(f float64) string { return num(f) }
+
 func num(f float64) string {
 	if s := strconv.FormatFloat(float64(int64(f*100+0.5))/100, 'f', -1, 64); s != "0" || f < Epsilon/2 {
 		return s

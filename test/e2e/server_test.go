@@ -119,6 +119,19 @@ func TestServerServesAPIsAndKeepsDataAcrossRestart(t *testing.T) {
 	if err == nil || !strings.Contains(out, "spec.request") || !strings.Contains(out, "exactly one of gpus, migProfile or devices") {
 		t.Errorf("kubectl apply of a bad allocation: err=%v\n%s", err, out)
 	}
+	// A 3g slice costs 3/7: kubectl shows 0.43, the Quantity stays exact.
+	slice := "apiVersion: gpuwarden.io/v1alpha1\nkind: GPUAllocation\nmetadata: {name: slice-3g}\nspec:\n  user: carl\n  request: {migProfile: 3g.40gb}\n"
+	if out, err := kubectl(t, s.kubeconfig, slice, "apply", "-f", "-"); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	testutil.Eventually(t, 30*time.Second, "the slice bound", func() (bool, string) {
+		out, _ := kubectl(t, s.kubeconfig, "", "get", "ga", "slice-3g")
+		return strings.Contains(out, "Bound") && strings.Contains(out, " 0.43 "), out
+	})
+	if exact := mustKubectl(t, s.kubeconfig, "get", "ga", "slice-3g", "-o", "jsonpath={.status.gpuEquivalents}"); exact != "428571429n" {
+		t.Errorf("status.gpuEquivalents = %q, want the exact 428571429n", exact)
+	}
+	mustKubectl(t, s.kubeconfig, "delete", "ga", "slice-3g")
 	wide := mustKubectl(t, s.kubeconfig, "get", "ga", "-o", "wide")
 	for _, col := range []string{"USER", "PHASE", "DEVICES", "GPU-EQ", "CONTAINER", "AGE", "REASON", "CONTAINER-ID", "SOURCE", "alice-train-1", "alice"} {
 		if !strings.Contains(wide, col) {

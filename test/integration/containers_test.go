@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -455,8 +456,8 @@ func TestAdoptionOfGPUContainersMadeOutsideGPUWarden(t *testing.T) {
 	// Removing an adopted container releases its devices.
 	dockerCLI(t, e.host, "rm", "-f", ok)
 	testutil.Eventually(t, 20*time.Second, "the adopted allocation released", func() bool {
-		a := e.get("adopted-" + ok[:12])
-		return a == nil || a.Status.Phase == gpuwardenv1alpha1.PhaseReleased
+		a, err := e.lookup("adopted-" + ok[:12])
+		return apierrors.IsNotFound(err) || err == nil && a.Status.Phase == gpuwardenv1alpha1.PhaseReleased
 	})
 }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/common"
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/controller"
@@ -17,6 +18,9 @@ import (
 
 // NewCommand returns the gpuwarden root command.
 func NewCommand() *cobra.Command {
+	// Cobra adds the process-wide flag set to every command; Kubernetes libraries register
+	// their own flags there (--version), which are not gpuwarden's. Start from an empty one.
+	pflag.CommandLine = pflag.NewFlagSet(os.Args[0], pflag.ExitOnError)
 	var verbosity int
 	cmd := &cobra.Command{
 		Use:   "gpuwarden",

@@ -24,8 +24,15 @@ type Engine struct {
 	calls      []string
 	// Now stamps events and state changes; time.Now when nil.
 	Now func() time.Time
-	// ListErr, when set, fails List (an engine that is down).
+	// ListErr, when set, fails List (an engine that is down); SetListErr changes it later.
 	ListErr error
+}
+
+// SetListErr makes List fail with err (nil: work again), safe while the engine is in use.
+func (e *Engine) SetListErr(err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.ListErr = err
 }
 
 var _ docker.Engine = (*Engine)(nil)

@@ -3,15 +3,26 @@
 package common
 
 import (
+	"github.com/go-logr/zapr"
 	"go.uber.org/zap/zapcore"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/gpuwarden/gpuwarden/internal/logging"
 )
 
-// SetupLogging sends gpuwarden's own logs to stderr; verbosity raises the detail.
+// SetupLogging sends gpuwarden's own logs to stderr; verbosity raises the detail. Stack
+// traces are for programming errors (DPanic and up), or for every error from -v 2: an
+// outage or a refusal is said in one line.
 func SetupLogging(verbosity int) {
 	level := zapcore.Level(-verbosity)
-	ctrl.SetLogger(zap.New(zap.Level(level), zap.ConsoleEncoder(func(c *zapcore.EncoderConfig) {
+	stacks := zapcore.DPanicLevel
+	if verbosity >= 2 {
+		stacks = zapcore.ErrorLevel
+	}
+	raw := zap.NewRaw(zap.Level(level), zap.StacktraceLevel(stacks), zap.ConsoleEncoder(func(c *zapcore.EncoderConfig) {
 		c.EncodeTime = zapcore.RFC3339TimeEncoder
-	})))
+	}))
+	ctrl.SetLogger(zapr.NewLogger(raw))
+	logging.SetWarner(raw)
 }
