@@ -99,8 +99,10 @@ func (r *AllocationReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 	p.release(allocs.Items)
 	p.decide(ctx, allocs.Items, gpus.Items)
 	if p.changed {
-		if err := r.writeLedger(ctx, cm, p.ledger); err != nil {
-			return ctrl.Result{}, err // a conflict: another pass won; retry on fresh state
+		if err := r.writeLedger(ctx, cm, p.ledger); apierrors.IsConflict(err) {
+			return ctrl.Result{RequeueAfter: claimRetry}, nil // another pass won: decide again on fresh state
+		} else if err != nil {
+			return ctrl.Result{}, err
 		}
 		// The ledger changed: that is the decision, recorded once whatever happens to the
 		// status writes that show it.

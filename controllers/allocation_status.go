@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -41,9 +42,10 @@ const (
 // retried. It returns when the next retention deadline falls.
 func (p *pass) writeStatuses(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocation) (time.Duration, error) {
 	var (
-		mu   sync.Mutex
-		next time.Duration
-		errs []error
+		mu       sync.Mutex
+		next     time.Duration
+		errs     []error
+		conflict atomic.Bool
 	)
 	fail := func(err error) {
 		mu.Lock()
@@ -89,7 +91,12 @@ func (p *pass) writeStatuses(ctx context.Context, allocs []gpuwardenv1alpha1.GPU
 			before := a.Status.DeepCopy()
 			a.Status = *want
 			if err := p.r.Client.Status().Update(ctx, a); err != nil {
-				if !apierrors.IsNotFound(err) {
+				switch {
+				case apierrors.IsConflict(err):
+					// Someone else wrote it since (the container controller attaching a
+					// container): a quick retry on the fresh copy, not an error.
+					conflict.Store(true)
+				case !apierrors.IsNotFound(err):
 					fail(fmt.Errorf("updating status of allocation %s: %w", a.Name, err))
 				}
 				return nil
@@ -100,6 +107,7 @@ func (p *pass) writeStatuses(ctx context.Context, allocs []gpuwardenv1alpha1.GPU
 		})
 	}
 	_ = g.Wait()
+	p.retry = p.retry || conflict.Load()
 	return next, errors.Join(errs...)
 }
 
