@@ -137,7 +137,8 @@ func (r *ContainerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{}, nil
 	}
 	bound := live != nil && live.Status.Phase == gpuwardenv1alpha1.PhaseBound && live.Annotations[AnnotationRelease] == ""
-	due, next := lifecycle.NotRunning(c, policy, bound, labels.IsProtected(c.Labels), r.Clock.Now())
+	due, next := lifecycle.NotRunning(lifecycle.Container{NeverStarted: c.NeverStarted(), Stopped: c.State.Stopped(),
+		Created: c.Created, FinishedAt: c.FinishedAt, HoldsGPUs: bound, Protected: labels.IsProtected(c.Labels)}, policy, r.Clock.Now())
 	for _, d := range due {
 		if err := r.act(ctx, c, owner, live, policy, d); err != nil {
 			return ctrl.Result{}, err

@@ -14,11 +14,13 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 
 	"github.com/gpuwarden/gpuwarden/config/crd"
+	"github.com/gpuwarden/gpuwarden/internal/scheme"
 )
 
 // establishTimeout bounds the wait for the CRDs to be Established.
@@ -133,4 +135,13 @@ func waitEstablished(ctx context.Context, c client.Client, name string) error {
 		return fmt.Errorf("waiting for CRD %s: %w (last: %v)", name, err, last)
 	}
 	return nil
+}
+
+// InstallWith installs or upgrades the CRDs through cfg and waits until they are Established.
+func InstallWith(ctx context.Context, cfg *rest.Config) error {
+	c, err := client.New(cfg, client.Options{Scheme: scheme.New()})
+	if err != nil {
+		return fmt.Errorf("building a client: %w", err)
+	}
+	return Install(ctx, c)
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 )
 
@@ -42,6 +41,20 @@ type Due struct {
 	Policy string
 }
 
+// Container is what the rules read of a container, whatever engine runs it.
+type Container struct {
+	// NeverStarted is true for one created and never started.
+	NeverStarted bool
+	// Stopped is true for one that exited or died.
+	Stopped bool
+	// Created and FinishedAt are when it was created and when it last stopped.
+	Created, FinishedAt time.Time
+	// HoldsGPUs is true while a Bound allocation gives it devices.
+	HoldsGPUs bool
+	// Protected containers are never removed.
+	Protected bool
+}
+
 // Policy field paths of the limits read here.
 const (
 	pathHold    = "gpuHoldAfterStop"
@@ -54,7 +67,7 @@ const (
 // its GPUs (if it holds any) after gpuHoldAfterStop and removal after removeAfterStop.
 // Protected containers are never removed. next is how long until the next limit falls due
 // (0: none will).
-func NotRunning(c docker.Container, p resolve.Policy, holdsGPUs, protected bool, now time.Time) (due []Due, next time.Duration) {
+func NotRunning(c Container, p resolve.Policy, now time.Time) (due []Due, next time.Duration) {
 	wait := func(d time.Duration) {
 		if d > 0 && (next == 0 || d < next) {
 			next = d
@@ -74,15 +87,15 @@ func NotRunning(c docker.Container, p resolve.Policy, holdsGPUs, protected bool,
 			Message: fmt.Sprintf("%s %s; %s is %s (%s)", what, round(elapsed), path, l.Duration, l.From)})
 	}
 	switch {
-	case c.NeverStarted():
-		if !protected && !c.Created.IsZero() {
+	case c.NeverStarted:
+		if !c.Protected && !c.Created.IsZero() {
 			check(pathCreated, c.Created, Remove, ReasonCreatedNeverStarted, "created and never started for")
 		}
-	case c.State.Stopped() && !c.FinishedAt.IsZero():
-		if holdsGPUs {
+	case c.Stopped && !c.FinishedAt.IsZero():
+		if c.HoldsGPUs {
 			check(pathHold, c.FinishedAt, ReleaseGPUs, ReasonHoldExpired, "stopped for")
 		}
-		if !protected {
+		if !c.Protected {
 			check(pathRemove, c.FinishedAt, Remove, ReasonStopped, "stopped for")
 		}
 	}

@@ -8,7 +8,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
-	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 )
 
@@ -36,15 +35,15 @@ func d(x time.Duration) *gpuwardenv1alpha1.Duration {
 func TestNotRunning(t *testing.T) {
 	defaults := gpuwardenv1alpha1.ContainerPolicySpec{GPUHoldAfterStop: d(15 * time.Minute), RemoveAfterStop: d(30 * time.Minute),
 		CreatedNeverStartedTimeout: d(30 * time.Minute)}
-	stopped := func(ago time.Duration) docker.Container {
-		return docker.Container{State: docker.StateExited, Created: now.Add(-time.Hour - ago), StartedAt: now.Add(-time.Hour), FinishedAt: now.Add(-ago)}
+	stopped := func(ago time.Duration) Container {
+		return Container{Stopped: true, Created: now.Add(-time.Hour - ago), FinishedAt: now.Add(-ago)}
 	}
-	created := func(ago time.Duration) docker.Container {
-		return docker.Container{State: docker.StateCreated, Created: now.Add(-ago)}
+	created := func(ago time.Duration) Container {
+		return Container{NeverStarted: true, Created: now.Add(-ago)}
 	}
 	tests := []struct {
 		name      string
-		c         docker.Container
+		c         Container
 		specs     []gpuwardenv1alpha1.ContainerPolicySpec
 		holds     bool
 		protected bool
@@ -66,12 +65,14 @@ func TestNotRunning(t *testing.T) {
 		{"created, not yet due", created(10 * time.Minute), []gpuwardenv1alpha1.ContainerPolicySpec{defaults}, true, false, nil, 20 * time.Minute},
 		{"created and never started past the timeout", created(31 * time.Minute), []gpuwardenv1alpha1.ContainerPolicySpec{defaults}, true, false, []Action{Remove}, 0},
 		{"created, protected", created(31 * time.Minute), []gpuwardenv1alpha1.ContainerPolicySpec{defaults}, true, true, nil, 0},
-		{"stopped with no finish time: skipped", docker.Container{State: docker.StateExited}, []gpuwardenv1alpha1.ContainerPolicySpec{defaults}, true, false, nil, 0},
-		{"running: nothing", docker.Container{State: docker.StateRunning, StartedAt: now.Add(-time.Hour)}, []gpuwardenv1alpha1.ContainerPolicySpec{defaults}, true, false, nil, 0},
+		{"stopped with no finish time: skipped", Container{Stopped: true}, []gpuwardenv1alpha1.ContainerPolicySpec{defaults}, true, false, nil, 0},
+		{"running: nothing", Container{}, []gpuwardenv1alpha1.ContainerPolicySpec{defaults}, true, false, nil, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			due, next := NotRunning(tc.c, policy(t, tc.specs...), tc.holds, tc.protected, now)
+			c := tc.c
+			c.HoldsGPUs, c.Protected = tc.holds, tc.protected
+			due, next := NotRunning(c, policy(t, tc.specs...), now)
 			var got []Action
 			for _, d := range due {
 				got = append(got, d.Action)
@@ -87,8 +88,8 @@ func TestNotRunning(t *testing.T) {
 }
 
 func TestMessagesNameTheLimitAndPolicy(t *testing.T) {
-	c := docker.Container{State: docker.StateExited, StartedAt: now.Add(-2 * time.Hour), FinishedAt: now.Add(-16 * time.Minute)}
-	due, _ := NotRunning(c, policy(t, gpuwardenv1alpha1.ContainerPolicySpec{GPUHoldAfterStop: d(15 * time.Minute)}), true, false, now)
+	c := Container{Stopped: true, FinishedAt: now.Add(-16 * time.Minute), HoldsGPUs: true}
+	due, _ := NotRunning(c, policy(t, gpuwardenv1alpha1.ContainerPolicySpec{GPUHoldAfterStop: d(15 * time.Minute)}), now)
 	want := []Due{{Action: ReleaseGPUs, Reason: ReasonHoldExpired, Policy: "ContainerPolicy base",
 		Message: "stopped for 16m0s; gpuHoldAfterStop is 15m0s (ContainerPolicy base)"}}
 	if diff := cmp.Diff(want, due); diff != "" {

@@ -18,6 +18,7 @@ import (
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/controllers"
+	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/controlplane/controlplanetest"
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
 	"github.com/gpuwarden/gpuwarden/internal/gpu/fakegpu"
@@ -72,7 +73,7 @@ func runManagerWithGPUs(t *testing.T, node string, groups resolve.Groups) (stop 
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop = startManager(t, manager.Options{NodeName: node, GPUs: gpu.NewNVML(fake), Groups: groups})
+	stop = startManager(t, controllers.Options{NodeName: node, GPUs: gpu.NewNVML(fake), Groups: groups})
 	waitInventory(t, node, len(fake.UUIDs()))
 	return stop, fake
 }
@@ -99,11 +100,17 @@ func waitInventory(t testing.TB, node string, n int) {
 
 // startManager runs every controller with o (metrics and probes off) against the shared
 // API server until the returned stop is called or the test ends.
-func startManager(tb testing.TB, o manager.Options) (stop func()) {
+func startManager(tb testing.TB, o controllers.Options) (stop func()) {
 	tb.Helper()
-	o.MetricsBindAddress, o.HealthProbeBindAddress, o.SkipNameValidation = "0", "0", true
-	mgr, err := manager.New(controlplanetest.Get(tb).Config(), o)
+	mo := manager.Options{NodeName: o.NodeName, MetricsBindAddress: "0", HealthProbeBindAddress: "0", SkipNameValidation: true}
+	if w, ok := o.Audit.(*audit.Writer); ok {
+		mo.Audit = w
+	}
+	mgr, err := manager.New(controlplanetest.Get(tb).Config(), mo)
 	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := controllers.Setup(mgr, o); err != nil {
 		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -371,7 +378,7 @@ func TestReleaseOnRequestAndRetention(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	startManager(t, manager.Options{NodeName: "node-r", GPUs: gpu.NewNVML(fake), Groups: resolve.StaticGroups{}, Clock: clk})
+	startManager(t, controllers.Options{NodeName: "node-r", GPUs: gpu.NewNVML(fake), Groups: resolve.StaticGroups{}, Clock: clk})
 
 	newAlloc := func(name string, gpus int32) *gpuwardenv1alpha1.GPUAllocation {
 		a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: name},

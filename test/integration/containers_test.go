@@ -24,7 +24,6 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
 	"github.com/gpuwarden/gpuwarden/internal/gpu/fakegpu"
-	"github.com/gpuwarden/gpuwarden/internal/manager"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
@@ -89,7 +88,7 @@ type containerEnv struct {
 	audit *audit.Writer
 	path  string
 	node  string
-	opts  manager.Options
+	opts  controllers.Options
 	stop  func()
 }
 
@@ -117,7 +116,7 @@ func newContainerEnv(t testing.TB, host string) *containerEnv {
 		t.Fatal(err)
 	}
 	e.audit = w
-	e.opts = manager.Options{NodeName: e.node, GPUs: gpu.NewNVML(fake), Groups: resolve.StaticGroups{},
+	e.opts = controllers.Options{NodeName: e.node, GPUs: gpu.NewNVML(fake), Groups: resolve.StaticGroups{},
 		Audit: w, Docker: eng, DockerRetry: 200 * time.Millisecond, ScanInterval: 200 * time.Millisecond}
 	e.stop = startManager(t, e.opts)
 	t.Cleanup(func() { e.stop(); _ = w.Close() })

@@ -14,8 +14,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/controllers"
 	"github.com/gpuwarden/gpuwarden/internal/controlplane/controlplanetest"
-	"github.com/gpuwarden/gpuwarden/internal/manager"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
@@ -105,7 +105,7 @@ func TestStoredPolicyGoCannotReadIsSkipped(t *testing.T) {
 	if err := c.List(ctx, &list); err != nil {
 		t.Fatalf("listing policies with the unreadable one stored: %v", err)
 	}
-	startManager(t, manager.Options{NodeName: "durations"})
+	startManager(t, controllers.Options{NodeName: "durations"})
 	condition := func(name string) *metav1.Condition {
 		var p gpuwardenv1alpha1.ContainerPolicy
 		if c.Get(ctx, client.ObjectKey{Name: name}, &p) != nil {
@@ -141,7 +141,7 @@ func TestStoredPolicyGoCannotReadIsSkipped(t *testing.T) {
 func TestWebhookToThisMachineIsNotUsed(t *testing.T) {
 	c := controlplanetest.Get(t).Client(t)
 	ctx := context.Background()
-	startManager(t, manager.Options{NodeName: "webhooks"})
+	startManager(t, controllers.Options{NodeName: "webhooks"})
 	for name, tc := range map[string]struct {
 		url  string
 		want metav1.ConditionStatus

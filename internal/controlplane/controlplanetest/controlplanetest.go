@@ -14,7 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/gpuwarden/gpuwarden/internal/controlplane"
-	"github.com/gpuwarden/gpuwarden/internal/manager"
+	"github.com/gpuwarden/gpuwarden/internal/crds"
 	"github.com/gpuwarden/gpuwarden/internal/scheme"
 )
 
@@ -44,7 +44,7 @@ func Main(m *testing.M) int {
 		return 1
 	}
 	defer cp.Stop()
-	if err := manager.InstallCRDs(ctx, cp.RESTConfig()); err != nil {
+	if err := crds.InstallWith(ctx, cp.RESTConfig()); err != nil {
 		fmt.Fprintln(os.Stderr, "controlplanetest: installing CRDs:", err)
 		return 1
 	}

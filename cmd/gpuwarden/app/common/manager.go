@@ -58,7 +58,7 @@ func (o *ManagerOptions) AddFlags(fs *pflag.FlagSet, metricsDefault, probeDefaul
 	fs.StringVar(&o.DockerHost, "docker-host", "", `the Docker engine (unix:///var/run/docker.sock, tcp://…; default: $DOCKER_HOST, else the standard socket; "none" watches no containers)`)
 	fs.StringVar(&o.ProcRoot, "proc-root", "/proc", "the /proc tree GPU processes are mapped to containers and users through")
 	fs.BoolVar(&o.AllowLocalWebhooks, "allow-local-webhooks", false, "let ContainerPolicies post notices to loopback and link-local addresses (refused by default)")
-	fs.DurationVar(&o.ScanInterval, "scan-interval", controllers.DefaultScanInterval, "how often GPU processes are checked for use outside any allocation")
+	fs.DurationVar(&o.ScanInterval, "scan-interval", controllers.DefaultOptions().ScanInterval, "how often GPU processes are checked for use outside any allocation")
 }
 
 // Complete fills in the node name from the host name.
@@ -163,21 +163,32 @@ func (o *ManagerOptions) OpenAudit() (*AuditLog, error) {
 	return a, nil
 }
 
-// NewManager opens the audit log and builds the manager against cfg with every controller;
-// extraReady checks are added to /readyz. Close the audit log when the manager has stopped.
+// NewManager opens the audit log, builds the manager against cfg and registers every
+// controller on it; extraReady checks are added to /readyz. Close the audit log when the
+// manager has stopped.
 func (o *ManagerOptions) NewManager(cfg *rest.Config, extraReady map[string]healthz.Checker) (ctrl.Manager, *AuditLog, error) {
 	auditLog, err := o.OpenAudit()
 	if err != nil {
 		return nil, nil, err
 	}
-	mo, err := o.Manager()
+	co, err := o.Controllers()
 	if err != nil {
 		auditLog.Close()
 		return nil, nil, err
 	}
-	mo.Audit = auditLog.Writer
-	mo.ExtraReadyChecks = extraReady
-	mgr, err := manager.New(cfg, mo)
+	co.Audit = auditLog.Writer
+	mgr, err := manager.New(cfg, manager.Options{
+		NodeName:                o.NodeName,
+		MetricsBindAddress:      o.MetricsBindAddress,
+		HealthProbeBindAddress:  o.HealthProbeBindAddress,
+		LeaderElection:          o.LeaderElect,
+		LeaderElectionNamespace: "kube-system",
+		Audit:                   auditLog.Writer,
+		ExtraReadyChecks:        extraReady,
+	})
+	if err == nil {
+		err = controllers.Setup(mgr, co)
+	}
 	if err != nil {
 		auditLog.Close()
 		return nil, nil, err
@@ -186,31 +197,27 @@ func (o *ManagerOptions) NewManager(cfg *rest.Config, extraReady map[string]heal
 	return mgr, auditLog, nil
 }
 
-// Manager returns the manager's options.
-func (o *ManagerOptions) Manager() (manager.Options, error) {
+// Controllers returns the controllers' options from the flags.
+func (o *ManagerOptions) Controllers() (controllers.Options, error) {
 	gpus, err := o.GPUs()
 	if err != nil {
-		return manager.Options{}, err
+		return controllers.Options{}, err
 	}
 	var engine docker.Engine
 	if o.DockerHost != NoDocker {
 		c, err := docker.New(o.DockerHost)
 		if err != nil {
-			return manager.Options{}, fmt.Errorf("--docker-host: %w", err)
+			return controllers.Options{}, fmt.Errorf("--docker-host: %w", err)
 		}
 		engine = c
 	}
-	return manager.Options{
-		Docker:                  engine,
-		Proc:                    proc.FS{Root: o.ProcRoot},
-		ScanInterval:            o.ScanInterval,
-		AllowLocalWebhooks:      o.AllowLocalWebhooks,
-		GPUs:                    gpus,
-		NodeName:                o.NodeName,
-		MetricsBindAddress:      o.MetricsBindAddress,
-		HealthProbeBindAddress:  o.HealthProbeBindAddress,
-		LeaderElection:          o.LeaderElect,
-		LeaderElectionNamespace: "kube-system",
+	return controllers.Options{
+		NodeName:           o.NodeName,
+		Docker:             engine,
+		Proc:               proc.FS{Root: o.ProcRoot},
+		ScanInterval:       o.ScanInterval,
+		AllowLocalWebhooks: o.AllowLocalWebhooks,
+		GPUs:               gpus,
 	}, nil
 }
 

@@ -10,7 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/common"
-	"github.com/gpuwarden/gpuwarden/internal/manager"
+	"github.com/gpuwarden/gpuwarden/internal/crds"
 )
 
 // Options are the flags of `gpuwarden controller`.
@@ -57,7 +57,7 @@ func (o *Options) Run(ctx context.Context) error {
 		return err
 	}
 	if o.InstallCRDs {
-		if err := manager.InstallCRDs(ctx, cfg); err != nil {
+		if err := crds.InstallWith(ctx, cfg); err != nil {
 			return fmt.Errorf("installing CRDs: %w", err)
 		}
 	}

@@ -21,7 +21,7 @@ import (
 
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/common"
 	"github.com/gpuwarden/gpuwarden/internal/controlplane"
-	"github.com/gpuwarden/gpuwarden/internal/manager"
+	"github.com/gpuwarden/gpuwarden/internal/crds"
 )
 
 // defaultGCPercent is the server's GOGC unless the environment sets one.
@@ -114,7 +114,7 @@ func (o *Options) Run(ctx context.Context) error {
 		log.Info("Stopped")
 	}()
 	cfg := cp.RESTConfig()
-	if err := manager.InstallCRDs(ctx, cfg); err != nil {
+	if err := crds.InstallWith(ctx, cfg); err != nil {
 		return fmt.Errorf("installing CRDs: %w", err)
 	}
 	mgr, auditLog, err := o.Manager.NewManager(cfg, map[string]healthz.Checker{"controlplane": controlPlaneUp(cp)})

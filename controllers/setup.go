@@ -1,0 +1,124 @@
+package controllers
+
+import (
+	"fmt"
+	"net"
+	"time"
+
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+
+	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/docker"
+	"github.com/gpuwarden/gpuwarden/internal/gpu"
+	"github.com/gpuwarden/gpuwarden/internal/proc"
+	"github.com/gpuwarden/gpuwarden/internal/resolve"
+)
+
+// Options are what every controller of one node needs.
+type Options struct {
+	// NodeName is the GPU node the controllers govern.
+	NodeName string
+	// Clock is the time source of every controller; the real clock when nil.
+	Clock clock.Clock
+	// GPUs is the node's GPU back end; nil runs no inventory.
+	GPUs gpu.Backend
+	// Groups resolves users' host groups; the host's group database (cached) when nil.
+	Groups resolve.Groups
+	// Audit is the audit log; nil records nothing.
+	Audit audit.Logger
+	// Docker is the node's Docker engine; nil runs no container controllers.
+	Docker docker.Engine
+	// DockerRetry is the first wait before reconnecting to Docker.
+	DockerRetry time.Duration
+	// Proc is the /proc tree GPU processes are mapped through.
+	Proc proc.FS
+	// ScanInterval is how often GPU processes are checked for unmanaged use.
+	ScanInterval time.Duration
+	// AllowLocalWebhooks lets policies post notices to loopback and link-local addresses.
+	AllowLocalWebhooks bool
+}
+
+// DefaultOptions are the defaults of the fields a command line sets.
+func DefaultOptions() Options {
+	return Options{DockerRetry: DefaultDockerRetry, ScanInterval: DefaultScanInterval, Proc: proc.FS{Root: "/proc"}}
+}
+
+// Setup registers every controller of a node with mgr.
+func Setup(mgr ctrl.Manager, o Options) error {
+	if o.NodeName == "" {
+		return fmt.Errorf("a node name is required")
+	}
+	def := DefaultOptions()
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	if o.Audit == nil {
+		o.Audit = audit.Discard
+	}
+	if o.DockerRetry == 0 {
+		o.DockerRetry = def.DockerRetry
+	}
+	if o.ScanInterval == 0 {
+		o.ScanInterval = def.ScanInterval
+	}
+	if o.Groups == nil {
+		// Group membership changes rarely; a minute's delay is the price of not asking
+		// NSS (and LDAP behind it) for every user on every pass.
+		o.Groups = &resolve.CachedGroups{Groups: resolve.HostGroups{}, TTL: time.Minute, Clock: o.Clock}
+	}
+	if err := (&GPUQuotaReconciler{Client: mgr.GetClient(), Audit: o.Audit}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the GPUQuota controller: %w", err)
+	}
+	if err := (&ContainerPolicyReconciler{
+		Client: mgr.GetClient(), Clock: o.Clock, Recorder: mgr.GetEventRecorder("gpuwarden-containerpolicy"), Audit: o.Audit,
+		// Host names are looked up too: a name may point at the machine itself.
+		AllowLocalWebhooks: o.AllowLocalWebhooks, Resolver: net.DefaultResolver,
+	}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the ContainerPolicy controller: %w", err)
+	}
+	if err := (&AllocationReconciler{
+		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), NodeName: o.NodeName, GPUs: o.GPUs, Groups: o.Groups, Clock: o.Clock,
+		Recorder: mgr.GetEventRecorder("gpuwarden-allocation"), Audit: o.Audit,
+	}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the allocation controller: %w", err)
+	}
+	if o.GPUs != nil {
+		if err := (&InventoryReconciler{Client: mgr.GetClient(), GPUs: o.GPUs, NodeName: o.NodeName, Clock: o.Clock}).SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("setting up the inventory controller: %w", err)
+		}
+	}
+	if o.Docker != nil {
+		return setupContainers(mgr, o)
+	}
+	return nil
+}
+
+// setupContainers registers what watches and acts on the node's Docker containers.
+func setupContainers(mgr ctrl.Manager, o Options) error {
+	store := NewContainerStore()
+	changed := make(chan event.GenericEvent, 1024)
+	if err := mgr.Add(&ContainerWatcher{
+		Engine: o.Docker, Store: store, Client: mgr.GetClient(), NodeName: o.NodeName, Clock: o.Clock,
+		Recorder: mgr.GetEventRecorder("gpuwarden-container"), Audit: o.Audit, Changed: changed, RetryInterval: o.DockerRetry,
+	}); err != nil {
+		return fmt.Errorf("adding the container watcher: %w", err)
+	}
+	if err := (&ContainerReconciler{
+		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Engine: o.Docker, Store: store, NodeName: o.NodeName, Groups: o.Groups, Clock: o.Clock,
+		Recorder: mgr.GetEventRecorder("gpuwarden-container"), Audit: o.Audit, Proc: o.Proc, Changed: changed,
+	}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the container controller: %w", err)
+	}
+	if o.GPUs == nil {
+		return nil
+	}
+	if err := mgr.Add(&UnmanagedScanner{
+		Client: mgr.GetClient(), GPUs: o.GPUs, Proc: o.Proc, Store: store, NodeName: o.NodeName,
+		Recorder: mgr.GetEventRecorder("gpuwarden-detection"), Audit: o.Audit, Interval: o.ScanInterval,
+	}); err != nil {
+		return fmt.Errorf("adding the unmanaged GPU scanner: %w", err)
+	}
+	return nil
+}
