@@ -39,8 +39,6 @@ const (
 	LedgerName = "gpuwarden-ledger"
 	// LedgerKey is its data key.
 	LedgerKey = "ledger.json"
-	// AnnotationRelease asks for an allocation's devices back; its value is the reason.
-	AnnotationRelease = "gpuwarden.io/release"
 	// DefaultRetention is how long released allocations stay visible.
 	DefaultRetention = 24 * time.Hour
 )
@@ -83,7 +81,7 @@ func (r *AllocationReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 		return ctrl.Result{}, fmt.Errorf("listing allocations: %w", err)
 	}
 	var gpus gpuwardenv1alpha1.GPUList
-	if err := r.Client.List(ctx, &gpus, client.MatchingLabels{LabelNode: r.NodeName}); err != nil {
+	if err := r.Client.List(ctx, &gpus, client.MatchingLabels{gpuwardenv1alpha1.LabelNode: r.NodeName}); err != nil {
 		return ctrl.Result{}, fmt.Errorf("listing GPUs: %w", err)
 	}
 	var quotas gpuwardenv1alpha1.GPUQuotaList
@@ -221,7 +219,7 @@ func (p *pass) release(allocs []gpuwardenv1alpha1.GPUAllocation) {
 		switch {
 		case !ok || a.DeletionTimestamp != nil:
 			reason = "allocation deleted"
-		case a.Annotations[AnnotationRelease] != "":
+		case a.Annotations[gpuwardenv1alpha1.AnnotationRelease] != "":
 			reason = releaseReason(a)
 		default:
 			// Whatever the status says (someone may have written Released there), the
@@ -363,7 +361,7 @@ func (p *pass) unsatisfiable(ctx context.Context, req allocation.Request, anyNod
 	}
 	byNode := map[string][]gpuwardenv1alpha1.GPU{}
 	for _, g := range all.Items {
-		if n := g.Labels[LabelNode]; n != p.r.NodeName {
+		if n := g.Labels[gpuwardenv1alpha1.LabelNode]; n != p.r.NodeName {
 			byNode[n] = append(byNode[n], g)
 		}
 	}
@@ -385,14 +383,14 @@ func (p *pass) waits(a *gpuwardenv1alpha1.GPUAllocation) bool {
 	_, bound := p.ledger.Bindings[a.Name]
 	_, released := p.released[a.Name]
 	return (a.Spec.NodeName == p.r.NodeName || a.Spec.NodeName == "") && !bound && !released && a.DeletionTimestamp == nil &&
-		a.Annotations[AnnotationRelease] == "" &&
+		a.Annotations[gpuwardenv1alpha1.AnnotationRelease] == "" &&
 		(a.Status.Phase == "" || a.Status.Phase == gpuwardenv1alpha1.PhasePending || a.Status.Phase == gpuwardenv1alpha1.PhaseBound)
 }
 
 // releaseReason is the reason a's release annotation gives, bounded: it is user-supplied
 // and ends up in a status message.
 func releaseReason(a *gpuwardenv1alpha1.GPUAllocation) string {
-	return truncate(a.Annotations[AnnotationRelease], maxUserText)
+	return truncate(a.Annotations[gpuwardenv1alpha1.AnnotationRelease], maxUserText)
 }
 
 // slotsOf turns GPU objects into slots: a whole GPU when MIG is off, else its instances.

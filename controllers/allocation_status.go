@@ -173,7 +173,7 @@ func (p *pass) desiredStatus(a *gpuwardenv1alpha1.GPUAllocation) (*gpuwardenv1al
 		return nil, false
 	}
 	// A waiting allocation asked to release (its container is gone) stops waiting.
-	asked := a.Annotations[AnnotationRelease] != "" && a.Status.Phase != gpuwardenv1alpha1.PhaseReleased && a.Status.Phase != gpuwardenv1alpha1.PhaseRejected
+	asked := a.Annotations[gpuwardenv1alpha1.AnnotationRelease] != "" && a.Status.Phase != gpuwardenv1alpha1.PhaseReleased && a.Status.Phase != gpuwardenv1alpha1.PhaseRejected
 	if rel, released := p.released[a.Name]; released || asked {
 		reason := rel.reason
 		if reason == "" {
@@ -351,7 +351,7 @@ func (h *derivedWriter) Start(ctx context.Context) error {
 
 func (h *derivedWriter) writeHolders(ctx context.Context, holder map[string]string) error {
 	var gpus gpuwardenv1alpha1.GPUList
-	if err := h.client.List(ctx, &gpus, client.MatchingLabels{LabelNode: h.node}); err != nil {
+	if err := h.client.List(ctx, &gpus, client.MatchingLabels{gpuwardenv1alpha1.LabelNode: h.node}); err != nil {
 		return fmt.Errorf("listing GPUs: %w", err)
 	}
 	eg, gctx := errgroup.WithContext(ctx)

@@ -28,7 +28,6 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/labels"
 	"github.com/gpuwarden/gpuwarden/internal/lifecycle"
-	"github.com/gpuwarden/gpuwarden/internal/proc"
 	"github.com/gpuwarden/gpuwarden/internal/provenance"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 )
@@ -45,15 +44,10 @@ const (
 
 	// ReasonOwnerUnknown: no label names the owner of an adopted container.
 	ReasonOwnerUnknown = "OwnerUnknown"
-	// UnknownUser owns adopted containers whose owner nothing names.
-	UnknownUser = "unknown"
 	// IndexContainerID indexes GPUAllocations by the container IDs they name.
 	IndexContainerID = "gpuwarden.io/containerID"
 	// ReasonContainerRemoved is the release reason of an allocation whose container is gone.
 	ReasonContainerRemoved = "container removed"
-	// AnnotationAdoptedStart records, on an adopted allocation, the container start it was
-	// made for: one adoption per start, however often the container is looked at.
-	AnnotationAdoptedStart = "gpuwarden.io/adopted-for-start"
 	// DefaultStopGracePeriod is the SIGTERM → SIGKILL wait when no policy sets one.
 	DefaultStopGracePeriod = 60 * time.Second
 )
@@ -76,8 +70,8 @@ type ContainerReconciler struct {
 	Clock           clock.PassiveClock
 	Recorder        recorder.EventRecorder
 	Audit           audit.Logger
-	// Proc reads a container's main process when no label names its owner.
-	Proc proc.FS
+	// Owners says who owns a container (shared with the watcher and the scanner).
+	Owners *Owners
 	// Changed is the ContainerWatcher's channel of containers to look at.
 	Changed <-chan event.GenericEvent
 
@@ -103,7 +97,7 @@ func (r *ContainerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{}, r.gone(ctx, id)
 	}
 	ctx = ctrl.LoggerInto(ctx, ctrl.LoggerFrom(ctx).WithValues("container", c.Name, "id", id[:min(12, len(id))]))
-	owner := r.owner(c)
+	owner := r.Owners.Of(c)
 	allocs, err := r.attached(ctx, c, owner)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -136,7 +130,7 @@ func (r *ContainerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if c.State == docker.StateRunning || c.State == docker.StateRestarting || c.State == docker.StatePaused {
 		return ctrl.Result{}, nil
 	}
-	bound := live != nil && live.Status.Phase == gpuwardenv1alpha1.PhaseBound && live.Annotations[AnnotationRelease] == ""
+	bound := live != nil && live.Status.Phase == gpuwardenv1alpha1.PhaseBound && live.Annotations[gpuwardenv1alpha1.AnnotationRelease] == ""
 	due, next := lifecycle.NotRunning(lifecycle.Container{NeverStarted: c.NeverStarted(), Stopped: c.State.Stopped(),
 		Created: c.Created, FinishedAt: c.FinishedAt, HoldsGPUs: bound, Protected: labels.IsProtected(c.Labels)}, policy, r.Clock.Now())
 	for _, d := range due {
@@ -151,7 +145,7 @@ func (r *ContainerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 func (r *ContainerReconciler) gone(ctx context.Context, id string) error {
 	last, _ := r.Store.Gone(id)
 	last.ID = id
-	owner, _ := labels.Owner(last.Labels)
+	owner := r.Owners.Of(last)
 	items, err := r.attached(ctx, last, owner)
 	if err != nil {
 		return err
@@ -174,6 +168,7 @@ func (r *ContainerReconciler) gone(ctx context.Context, id string) error {
 		}
 	}
 	r.Store.Forget(id)
+	r.Owners.Forget(id)
 	r.forget(id)
 	return nil
 }
@@ -187,7 +182,7 @@ func (r *ContainerReconciler) attached(ctx context.Context, c docker.Container, 
 		return nil, fmt.Errorf("listing allocations of container %s: %w", c.ID, err)
 	}
 	out := list.Items
-	name := c.Labels[labels.Allocation]
+	name := c.Labels[gpuwardenv1alpha1.LabelAllocation]
 	if name == "" || slices.ContainsFunc(out, func(a gpuwardenv1alpha1.GPUAllocation) bool { return a.Name == name }) {
 		return out, nil
 	}
@@ -211,7 +206,7 @@ func (r *ContainerReconciler) attached(ctx context.Context, c docker.Container, 
 
 // isLive reports whether an allocation holds or waits for devices.
 func isLive(a *gpuwardenv1alpha1.GPUAllocation) bool {
-	return a.DeletionTimestamp == nil && a.Annotations[AnnotationRelease] == "" &&
+	return a.DeletionTimestamp == nil && a.Annotations[gpuwardenv1alpha1.AnnotationRelease] == "" &&
 		(a.Status.Phase == "" || a.Status.Phase == gpuwardenv1alpha1.PhasePending || a.Status.Phase == gpuwardenv1alpha1.PhaseBound)
 }
 
@@ -255,7 +250,7 @@ func (r *ContainerReconciler) release(ctx context.Context, a *gpuwardenv1alpha1.
 	if a.Annotations == nil {
 		a.Annotations = map[string]string{}
 	}
-	a.Annotations[AnnotationRelease] = reason
+	a.Annotations[gpuwardenv1alpha1.AnnotationRelease] = reason
 	if err := r.Client.Patch(ctx, a, client.MergeFrom(orig)); err != nil {
 		return client.IgnoreNotFound(err)
 	}
@@ -269,8 +264,8 @@ func (r *ContainerReconciler) wantsAdoption(c docker.Container, allocs []gpuward
 		return false
 	}
 	for _, a := range allocs {
-		if a.Name == adoptedName(c.ID) && a.Annotations[AnnotationAdoptedStart] != "" {
-			if a.Annotations[AnnotationAdoptedStart] == startedAt(c) {
+		if a.Name == adoptedName(c.ID) && a.Annotations[gpuwardenv1alpha1.AnnotationAdoptedForStart] != "" {
+			if a.Annotations[gpuwardenv1alpha1.AnnotationAdoptedForStart] == startedAt(c) {
 				return false // adopted for this very start: that decision stands
 			}
 			continue
@@ -293,11 +288,11 @@ func (r *ContainerReconciler) carryAdoptionToFirstStart(ctx context.Context, c d
 	}
 	for i := range allocs {
 		a := &allocs[i]
-		if a.Name != adoptedName(c.ID) || a.Annotations[AnnotationAdoptedStart] != neverStarted {
+		if a.Name != adoptedName(c.ID) || a.Annotations[gpuwardenv1alpha1.AnnotationAdoptedForStart] != neverStarted {
 			continue
 		}
 		orig := a.DeepCopy()
-		a.Annotations[AnnotationAdoptedStart] = startedAt(c)
+		a.Annotations[gpuwardenv1alpha1.AnnotationAdoptedForStart] = startedAt(c)
 		if err := r.Client.Patch(ctx, a, client.MergeFrom(orig)); client.IgnoreNotFound(err) != nil {
 			return fmt.Errorf("recording the start of adopted container %s: %w", c.Name, err)
 		}
@@ -326,7 +321,7 @@ func (r *ContainerReconciler) adopt(ctx context.Context, c docker.Container, own
 		}
 	}
 	var gpus gpuwardenv1alpha1.GPUList
-	if err := r.Client.List(ctx, &gpus, client.MatchingLabels{LabelNode: r.NodeName}); err != nil {
+	if err := r.Client.List(ctx, &gpus, client.MatchingLabels{gpuwardenv1alpha1.LabelNode: r.NodeName}); err != nil {
 		return fmt.Errorf("listing GPUs: %w", err)
 	}
 	devices := devicesOf(c.GPUs, gpus.Items)
@@ -335,11 +330,11 @@ func (r *ContainerReconciler) adopt(ctx context.Context, c docker.Container, own
 		return nil
 	}
 	if owner == "" {
-		owner = UnknownUser
+		owner = gpuwardenv1alpha1.UnknownUser
 	}
 	a := &gpuwardenv1alpha1.GPUAllocation{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{LabelNode: r.NodeName},
-			Annotations: map[string]string{AnnotationAdoptedStart: startedAt(c)}},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{gpuwardenv1alpha1.LabelNode: r.NodeName},
+			Annotations: map[string]string{gpuwardenv1alpha1.AnnotationAdoptedForStart: startedAt(c)}},
 		Spec: gpuwardenv1alpha1.GPUAllocationSpec{
 			User: owner, NodeName: r.NodeName, Request: gpuwardenv1alpha1.AllocationRequest{Devices: devices},
 			ContainerType: labels.ContainerType(c.Labels), Source: gpuwardenv1alpha1.SourceAdopted,
@@ -350,7 +345,7 @@ func (r *ContainerReconciler) adopt(ctx context.Context, c docker.Container, own
 	if err != nil {
 		return err
 	}
-	a.Annotations[provenance.Annotation] = provenance.Sign(key, a)
+	a.Annotations[gpuwardenv1alpha1.AnnotationSignature] = provenance.Sign(key, a)
 	if err := r.Client.Create(ctx, a); err != nil {
 		if apierrors.IsAlreadyExists(err) {
 			return nil // adopted by an earlier look at this container
@@ -367,7 +362,7 @@ func (r *ContainerReconciler) adopt(ctx context.Context, c docker.Container, own
 func (r *ContainerReconciler) checkAdopted(ctx context.Context, c docker.Container, a *gpuwardenv1alpha1.GPUAllocation, p resolve.Policy) error {
 	reason, msg := "", ""
 	switch {
-	case a.Spec.User == UnknownUser:
+	case a.Spec.User == gpuwardenv1alpha1.UnknownUser:
 		reason, msg = ReasonOwnerUnknown, "no label names the owner of the container"
 	case a.Status.Phase == gpuwardenv1alpha1.PhaseRejected, a.Status.Phase == gpuwardenv1alpha1.PhasePending && a.Status.Reason != "":
 		reason, msg = a.Status.Reason, a.Status.Message
@@ -497,20 +492,6 @@ func (r *ContainerReconciler) policy(ctx context.Context, c docker.Container, ow
 	return resolve.EffectivePolicy(list.Items, resolve.Container{User: owner, Groups: groups, Type: labels.ContainerType(c.Labels), Labels: c.Labels}, r.Clock.Now())
 }
 
-// owner names the container's owner from its labels, else the user of its main process
-// when that is not root; "" when none tells. Never from the allocation a label names.
-func (r *ContainerReconciler) owner(c docker.Container) string {
-	if u := labelledOwner(c); u != "" {
-		return u
-	}
-	if c.PID > 0 {
-		if p, err := r.Proc.Read(c.PID); err == nil && p.UID != "0" && p.UID != "" && p.User != p.UID {
-			return p.User
-		}
-	}
-	return ""
-}
-
 func (r *ContainerReconciler) once(id, what string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -599,13 +580,6 @@ func devicesOf(req docker.GPURequest, gpus []gpuwardenv1alpha1.GPU) []string {
 // adoptedName is the name of the allocation adopted for a container.
 func adoptedName(id string) string { return "adopted-" + id[:min(12, len(id))] }
 
-func ownerOrUnknown(u string) string {
-	if u == "" {
-		return UnknownUser
-	}
-	return u
-}
-
 // policyName turns "ContainerPolicy x" into "x".
 func policyName(from string) string { return strings.TrimPrefix(from, "ContainerPolicy ") }
 
@@ -615,9 +589,9 @@ func (r *ContainerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.LedgerNamespace == "" {
 		r.LedgerNamespace = "kube-system"
 	}
-	if r.Client == nil || r.Reader == nil || r.Engine == nil || r.Store == nil || r.NodeName == "" || r.Groups == nil || r.Clock == nil ||
+	if r.Client == nil || r.Reader == nil || r.Engine == nil || r.Store == nil || r.Owners == nil || r.NodeName == "" || r.Groups == nil || r.Clock == nil ||
 		r.Recorder == nil || r.Audit == nil || r.Changed == nil {
-		return errors.New("ContainerReconciler needs a Client, Reader, Engine, Store, NodeName, Groups, Clock, Recorder, Audit and Changed")
+		return errors.New("ContainerReconciler needs a Client, Reader, Engine, Owners, Store, NodeName, Groups, Clock, Recorder, Audit and Changed")
 	}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &gpuwardenv1alpha1.GPUAllocation{}, IndexContainerID,
 		func(o client.Object) []string { return containerIDsOf(o.(*gpuwardenv1alpha1.GPUAllocation)) }); err != nil {

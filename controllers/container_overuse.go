@@ -45,7 +45,7 @@ func (r *ContainerReconciler) checkWithinAllocation(ctx context.Context, c docke
 		return nil
 	}
 	var gpus gpuwardenv1alpha1.GPUList
-	if err := r.Client.List(ctx, &gpus, client.MatchingLabels{LabelNode: r.NodeName}); err != nil {
+	if err := r.Client.List(ctx, &gpus, client.MatchingLabels{gpuwardenv1alpha1.LabelNode: r.NodeName}); err != nil {
 		return fmt.Errorf("listing GPUs: %w", err)
 	}
 	uses := devicesOf(c.GPUs, gpus.Items)

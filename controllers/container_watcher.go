@@ -43,6 +43,8 @@ type ContainerWatcher struct {
 	Clock    clock.PassiveClock
 	Recorder recorder.EventRecorder
 	Audit    audit.Logger
+	// Owners says who owns a container (shared with the container controller).
+	Owners *Owners
 	// Changed receives the ID (as the object name) of every container to look at.
 	Changed chan<- event.GenericEvent
 	// RetryInterval is the first wait before reconnecting; it doubles up to 30 s.
@@ -60,6 +62,9 @@ func (w *ContainerWatcher) NeedLeaderElection() bool { return true }
 
 // Start runs until ctx ends.
 func (w *ContainerWatcher) Start(ctx context.Context) error {
+	if w.Owners == nil {
+		w.Owners = &Owners{}
+	}
 	log := ctrl.LoggerFrom(ctx).WithName("container-watcher")
 	ctx = ctrl.LoggerInto(ctx, log)
 	first, wait, down := true, w.RetryInterval, false
@@ -173,10 +178,18 @@ func (w *ContainerWatcher) handle(ctx context.Context, e docker.Event) {
 	switch e.Action {
 	case "destroy":
 		c, existed = w.Store.remove(e.ID)
-		w.enqueue(ctx, e.ID) // first: a removal frees GPUs, and that should not wait on the record
 		if !existed && e.Time.Before(w.Store.syncedAt()) {
+			w.enqueue(ctx, e.ID)
 			return // the listing already showed it gone and it was recorded then
 		}
+		if c.ID == "" {
+			c = docker.Container{ID: e.ID, Name: e.Attributes["name"], Image: e.Attributes["image"], Labels: e.Attributes}
+		}
+		// Recorded (in memory, at once) before the hand-off, which frees the GPUs and
+		// forgets the owner.
+		w.record(ctx, audit.ContainerRemove, c, w.Store.takeNote(e.ID))
+		w.enqueue(ctx, e.ID)
+		return
 	case "exec_create", "exec_start", "exec_die", "exec_detach", "attach", "detach", "resize", "top", "copy",
 		"archive-path", "extract-to-dir", "export", "commit", "health_status":
 		return // nothing the controllers act on
@@ -211,20 +224,9 @@ func (w *ContainerWatcher) handle(ctx context.Context, e docker.Event) {
 	}
 }
 
-// record writes one container record with its owner ("unknown" when no label names one).
-func (w *ContainerWatcher) record(ctx context.Context, action audit.ContainerAction, c docker.Container, reason string) {
-	user := labelledOwner(c)
-	if user == "" {
-		user = labels.OwnerUnknown
-	}
-	w.Audit.Log(audit.ContainerEvent(action, user, containerRef(c), reason))
-}
-
-// labelledOwner is the owner the container's labels name; "" when none does. The
-// allocation a label names never makes its user the owner: a claim is not proof.
-func labelledOwner(c docker.Container) string {
-	u, _ := labels.Owner(c.Labels)
-	return u
+// record writes one container record with its owner (Owners; "unknown" when nothing tells).
+func (w *ContainerWatcher) record(_ context.Context, action audit.ContainerAction, c docker.Container, reason string) {
+	w.Audit.Log(audit.ContainerEvent(action, w.Owners.OrUnknown(c), containerRef(c), reason))
 }
 
 func containerRef(c docker.Container) audit.Container {
@@ -283,7 +285,7 @@ func (w *ContainerWatcher) unreachable(ctx context.Context, err error) {
 // it changes.
 func (w *ContainerWatcher) setCondition(ctx context.Context, status metav1.ConditionStatus, reason, msg, eventType, eventReason string) {
 	var gpus gpuwardenv1alpha1.GPUList
-	if err := w.Client.List(ctx, &gpus, client.MatchingLabels{LabelNode: w.NodeName}); err != nil {
+	if err := w.Client.List(ctx, &gpus, client.MatchingLabels{gpuwardenv1alpha1.LabelNode: w.NodeName}); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Listing GPUs to show the Docker connection")
 		return
 	}

@@ -22,9 +22,6 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
 )
 
-// LabelNode names the node of a GPU object.
-const LabelNode = "gpuwarden.io/node"
-
 // Defaults of InventoryReconciler.
 const (
 	DefaultInventoryInterval = 10 * time.Second
@@ -58,7 +55,7 @@ func (r *InventoryReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ct
 		return ctrl.Result{}, fmt.Errorf("reading GPUs: %w", err)
 	}
 	var existing gpuwardenv1alpha1.GPUList
-	if err := r.Client.List(ctx, &existing, client.MatchingLabels{LabelNode: r.NodeName}); err != nil {
+	if err := r.Client.List(ctx, &existing, client.MatchingLabels{gpuwardenv1alpha1.LabelNode: r.NodeName}); err != nil {
 		return ctrl.Result{}, fmt.Errorf("listing GPU objects: %w", err)
 	}
 	byName := map[string]*gpuwardenv1alpha1.GPU{}
@@ -110,7 +107,7 @@ func GPUName(node string, index int) string { return fmt.Sprintf("%s-gpu%d", nod
 
 func (r *InventoryReconciler) create(ctx context.Context, name string, index int) (*gpuwardenv1alpha1.GPU, error) {
 	obj := &gpuwardenv1alpha1.GPU{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{LabelNode: r.NodeName}},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{gpuwardenv1alpha1.LabelNode: r.NodeName}},
 		Spec:       gpuwardenv1alpha1.GPUSpec{NodeName: r.NodeName, Index: int32(index)},
 	}
 	if err := r.Client.Create(ctx, obj); err != nil {
@@ -224,7 +221,7 @@ func (r *InventoryReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("inventory").
 		Watches(&gpuwardenv1alpha1.GPU{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-			if o.GetLabels()[LabelNode] != r.NodeName {
+			if o.GetLabels()[gpuwardenv1alpha1.LabelNode] != r.NodeName {
 				return nil
 			}
 			return []reconcile.Request{node}

@@ -62,7 +62,7 @@ func TestInventoryCreatesOneGPUPerDevice(t *testing.T) {
 		t.Fatalf("%d GPU objects, want 8", len(list.Items))
 	}
 	g0 := getGPU(t, r.Client, "gpu01-gpu0")
-	if g0.Spec != (gpuwardenv1alpha1.GPUSpec{NodeName: "gpu01", Index: 0}) || g0.Labels[LabelNode] != "gpu01" {
+	if g0.Spec != (gpuwardenv1alpha1.GPUSpec{NodeName: "gpu01", Index: 0}) || g0.Labels[gpuwardenv1alpha1.LabelNode] != "gpu01" {
 		t.Errorf("gpu0 = %+v %v", g0.Spec, g0.Labels)
 	}
 	if g0.Status.UUID != s.UUIDs()[0] || g0.Status.Model != "NVIDIA H100 80GB HBM3" || g0.Status.Memory.String() != "80Gi" ||

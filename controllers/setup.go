@@ -98,16 +98,17 @@ func Setup(mgr ctrl.Manager, o Options) error {
 // setupContainers registers what watches and acts on the node's Docker containers.
 func setupContainers(mgr ctrl.Manager, o Options) error {
 	store := NewContainerStore()
+	owners := &Owners{Proc: o.Proc}
 	changed := make(chan event.GenericEvent, 1024)
 	if err := mgr.Add(&ContainerWatcher{
 		Engine: o.Docker, Store: store, Client: mgr.GetClient(), NodeName: o.NodeName, Clock: o.Clock,
-		Recorder: mgr.GetEventRecorder("gpuwarden-container"), Audit: o.Audit, Changed: changed, RetryInterval: o.DockerRetry,
+		Recorder: mgr.GetEventRecorder("gpuwarden-container"), Audit: o.Audit, Owners: owners, Changed: changed, RetryInterval: o.DockerRetry,
 	}); err != nil {
 		return fmt.Errorf("adding the container watcher: %w", err)
 	}
 	if err := (&ContainerReconciler{
 		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Engine: o.Docker, Store: store, NodeName: o.NodeName, Groups: o.Groups, Clock: o.Clock,
-		Recorder: mgr.GetEventRecorder("gpuwarden-container"), Audit: o.Audit, Proc: o.Proc, Changed: changed,
+		Recorder: mgr.GetEventRecorder("gpuwarden-container"), Audit: o.Audit, Owners: owners, Changed: changed,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the container controller: %w", err)
 	}
@@ -115,7 +116,7 @@ func setupContainers(mgr ctrl.Manager, o Options) error {
 		return nil
 	}
 	if err := mgr.Add(&UnmanagedScanner{
-		Client: mgr.GetClient(), GPUs: o.GPUs, Proc: o.Proc, Store: store, NodeName: o.NodeName,
+		Client: mgr.GetClient(), GPUs: o.GPUs, Proc: o.Proc, Owners: owners, Store: store, NodeName: o.NodeName,
 		Recorder: mgr.GetEventRecorder("gpuwarden-detection"), Audit: o.Audit, Interval: o.ScanInterval,
 	}); err != nil {
 		return fmt.Errorf("adding the unmanaged GPU scanner: %w", err)

@@ -14,7 +14,6 @@ import (
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
-	"github.com/gpuwarden/gpuwarden/internal/labels"
 	"github.com/gpuwarden/gpuwarden/internal/proc"
 )
 
@@ -34,9 +33,11 @@ const (
 // and a metric, and a *_exited record when it ends. Driver daemons are ignored, and a
 // process seen once (a short probe like nvidia-smi) is never reported.
 type UnmanagedScanner struct {
-	Client   client.Client
-	GPUs     gpu.Backend
-	Proc     proc.FS
+	Client client.Client
+	GPUs   gpu.Backend
+	Proc   proc.FS
+	// Owners says who owns a container (shared with the container controllers).
+	Owners   *Owners
 	Store    *ContainerStore
 	NodeName string
 	Recorder recorder.EventRecorder
@@ -63,6 +64,9 @@ func (s *UnmanagedScanner) NeedLeaderElection() bool { return true }
 
 // Start scans every Interval until ctx ends.
 func (s *UnmanagedScanner) Start(ctx context.Context) error {
+	if s.Owners == nil {
+		s.Owners = &Owners{Proc: s.Proc}
+	}
 	if s.Interval <= 0 {
 		s.Interval = DefaultScanInterval
 	}
@@ -129,11 +133,9 @@ func (s *UnmanagedScanner) Scan(ctx context.Context) error {
 			f.u.Container = audit.Container{ID: p.ContainerID}
 			if c, ok, _ := s.Store.Get(p.ContainerID); ok {
 				f.u.Container = containerRef(c)
-				f.user, _ = labels.Owner(c.Labels)
+				f.user = s.Owners.Of(c)
 			}
-			if f.user == "" {
-				f.user = labels.OwnerUnknown
-			}
+			f.user = ownerOrUnknown(f.user)
 		} else {
 			if byUser[p.User][gp.DeviceUUID] {
 				continue
@@ -215,7 +217,7 @@ func describe(f finding, verb string) string {
 func (s *UnmanagedScanner) gpuObjects(ctx context.Context) map[string]*gpuwardenv1alpha1.GPU {
 	var list gpuwardenv1alpha1.GPUList
 	out := map[string]*gpuwardenv1alpha1.GPU{}
-	if err := s.Client.List(ctx, &list, client.MatchingLabels{LabelNode: s.NodeName}); err != nil {
+	if err := s.Client.List(ctx, &list, client.MatchingLabels{gpuwardenv1alpha1.LabelNode: s.NodeName}); err != nil {
 		return out // the records still go out; only the Events lack a GPU to stand on
 	}
 	for i := range list.Items {

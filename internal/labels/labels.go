@@ -10,15 +10,6 @@ import (
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 )
 
-// gpuwarden's labels.
-const (
-	User       = "gpuwarden.io/user"
-	Allocation = "gpuwarden.io/allocation"
-	Type       = "gpuwarden.io/type"
-	Managed    = "gpuwarden.io/managed"
-	Protected  = "gpuwarden.io/protected"
-)
-
 // Labels of DS01 and the tools around it.
 const (
 	DS01User          = "ds01.user"
@@ -52,7 +43,7 @@ var userName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.@$-]*$`)
 // when no label does. A name that is not a valid login name is ignored.
 func Owner(l map[string]string) (user, method string) {
 	for _, c := range []struct{ key, method string }{
-		{User, OwnerGPUWarden}, {DS01User, OwnerDS01}, {AIMEUser, OwnerAIME}, {JupyterUser, OwnerJupyter},
+		{gpuwardenv1alpha1.LabelUser, OwnerGPUWarden}, {DS01User, OwnerDS01}, {AIMEUser, OwnerAIME}, {JupyterUser, OwnerJupyter},
 	} {
 		if u := strings.TrimSpace(l[c.key]); validUser(u) {
 			return u, c.method
@@ -85,7 +76,7 @@ func homeUser(dir string) string {
 // ContainerType returns the container's type: gpuwarden's label, DS01's, then what
 // well-known labels show (devcontainer, compose, notebook), else docker.
 func ContainerType(l map[string]string) gpuwardenv1alpha1.ContainerType {
-	for _, key := range []string{Type, DS01ContainerType} {
+	for _, key := range []string{gpuwardenv1alpha1.LabelContainerType, DS01ContainerType} {
 		if t, ok := knownType(l[key]); ok {
 			return t
 		}
@@ -97,7 +88,7 @@ func ContainerType(l map[string]string) gpuwardenv1alpha1.ContainerType {
 		return gpuwardenv1alpha1.ContainerTypeCompose
 	case l[JupyterUser] != "":
 		return gpuwardenv1alpha1.ContainerTypeNotebook
-	case l[Managed] == "true" || l[DS01Managed] == "true":
+	case l[gpuwardenv1alpha1.LabelManaged] == "true" || l[DS01Managed] == "true":
 		return gpuwardenv1alpha1.ContainerTypeManaged
 	}
 	return gpuwardenv1alpha1.ContainerTypeDocker
@@ -122,7 +113,7 @@ func knownType(v string) (gpuwardenv1alpha1.ContainerType, bool) {
 // IsProtected reports whether the container must never be stopped or removed by gpuwarden
 // (gpuwarden.io/protected, or DS01's protected and monitoring labels).
 func IsProtected(l map[string]string) bool {
-	return isTrue(l[Protected]) || isTrue(l[DS01Protected]) || isTrue(l[DS01Monitoring])
+	return isTrue(l[gpuwardenv1alpha1.LabelProtected]) || isTrue(l[DS01Protected]) || isTrue(l[DS01Monitoring])
 }
 
 func isTrue(v string) bool {

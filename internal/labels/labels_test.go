@@ -12,15 +12,15 @@ func TestOwner(t *testing.T) {
 		labels     map[string]string
 		user, from string
 	}{
-		{"gpuwarden label first", map[string]string{User: "alice", DS01User: "bob"}, "alice", OwnerGPUWarden},
+		{"gpuwarden label first", map[string]string{gpuwardenv1alpha1.LabelUser: "alice", DS01User: "bob"}, "alice", OwnerGPUWarden},
 		{"DS01 label", map[string]string{DS01User: "bob", AIMEUser: "carol"}, "bob", OwnerDS01},
 		{"AIME label", map[string]string{AIMEUser: "carol"}, "carol", OwnerAIME},
 		{"JupyterHub", map[string]string{JupyterUser: "dave"}, "dave", OwnerJupyter},
 		{"devcontainer folder", map[string]string{DevcontainerDir: "/home/erin/projects/x"}, "erin", OwnerDevcontainer},
 		{"devcontainer folder outside /home", map[string]string{DevcontainerDir: "/srv/x"}, "", OwnerUnknown},
 		{"compose working dir", map[string]string{ComposeProject: "web", ComposeWorkingDir: "/home/frank/web"}, "frank", OwnerCompose},
-		{"invalid user name skipped", map[string]string{User: "../etc", DS01User: "gina"}, "gina", OwnerDS01},
-		{"blank label skipped", map[string]string{User: " ", AIMEUser: "hank"}, "hank", OwnerAIME},
+		{"invalid user name skipped", map[string]string{gpuwardenv1alpha1.LabelUser: "../etc", DS01User: "gina"}, "gina", OwnerDS01},
+		{"blank label skipped", map[string]string{gpuwardenv1alpha1.LabelUser: " ", AIMEUser: "hank"}, "hank", OwnerAIME},
 		{"nothing", map[string]string{"other": "x"}, "", OwnerUnknown},
 		{"nil labels", nil, "", OwnerUnknown},
 	}
@@ -40,10 +40,10 @@ func TestContainerType(t *testing.T) {
 		labels map[string]string
 		want   gpuwardenv1alpha1.ContainerType
 	}{
-		{"gpuwarden label", map[string]string{Type: "notebook", DS01ContainerType: "compose"}, gpuwardenv1alpha1.ContainerTypeNotebook},
+		{"gpuwarden label", map[string]string{gpuwardenv1alpha1.LabelContainerType: "notebook", DS01ContainerType: "compose"}, gpuwardenv1alpha1.ContainerTypeNotebook},
 		{"DS01 label", map[string]string{DS01ContainerType: "devcontainer"}, gpuwardenv1alpha1.ContainerTypeDevcontainer},
 		{"DS01 interface names are managed", map[string]string{DS01ContainerType: "atomic"}, gpuwardenv1alpha1.ContainerTypeManaged},
-		{"unknown label value falls through", map[string]string{Type: "weird", ComposeProject: "p"}, gpuwardenv1alpha1.ContainerTypeCompose},
+		{"unknown label value falls through", map[string]string{gpuwardenv1alpha1.LabelContainerType: "weird", ComposeProject: "p"}, gpuwardenv1alpha1.ContainerTypeCompose},
 		{"devcontainer metadata", map[string]string{DevcontainerMeta: "[]"}, gpuwardenv1alpha1.ContainerTypeDevcontainer},
 		{"compose project", map[string]string{ComposeProject: "web"}, gpuwardenv1alpha1.ContainerTypeCompose},
 		{"jupyter", map[string]string{JupyterUser: "x"}, gpuwardenv1alpha1.ContainerTypeNotebook},
@@ -64,10 +64,10 @@ func TestIsProtected(t *testing.T) {
 		labels map[string]string
 		want   bool
 	}{
-		{map[string]string{Protected: "true"}, true},
+		{map[string]string{gpuwardenv1alpha1.LabelProtected: "true"}, true},
 		{map[string]string{DS01Protected: "True"}, true},
 		{map[string]string{DS01Monitoring: "true"}, true},
-		{map[string]string{Protected: "false"}, false},
+		{map[string]string{gpuwardenv1alpha1.LabelProtected: "false"}, false},
 		{nil, false},
 	} {
 		if got := IsProtected(tc.labels); got != tc.want {

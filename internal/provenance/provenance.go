@@ -16,9 +16,6 @@ import (
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 )
 
-// Annotation holds the signature on an allocation gpuwarden made.
-const Annotation = "gpuwarden.io/signature"
-
 // KeySize is the size of a signing key in bytes.
 const KeySize = 32
 
@@ -64,7 +61,7 @@ func Sign(key []byte, a *gpuwardenv1alpha1.GPUAllocation) string {
 
 // Verify reports whether a carries a valid signature under key.
 func Verify(key []byte, a *gpuwardenv1alpha1.GPUAllocation) bool {
-	got := a.Annotations[Annotation]
+	got := a.Annotations[gpuwardenv1alpha1.AnnotationSignature]
 	return got != "" && hmac.Equal([]byte(got), []byte(Sign(key, a)))
 }
 

@@ -23,7 +23,7 @@ func TestSignatureCoversWhatIsGivenAndToWhom(t *testing.T) {
 	if Verify(key, a) {
 		t.Fatal("an unsigned allocation verifies")
 	}
-	a.Annotations = map[string]string{Annotation: Sign(key, a)}
+	a.Annotations = map[string]string{gpuwardenv1alpha1.AnnotationSignature: Sign(key, a)}
 	if !Verify(key, a) {
 		t.Fatal("a signed allocation does not verify")
 	}

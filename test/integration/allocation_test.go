@@ -85,7 +85,7 @@ func waitInventory(t testing.TB, node string, n int) {
 	c := controlplanetest.Get(t).Client(t)
 	testutil.Eventually(t, 30*time.Second, fmt.Sprintf("%d GPUs of %s in the inventory", n, node), func() bool {
 		var gpus gpuwardenv1alpha1.GPUList
-		if c.List(context.Background(), &gpus, client.MatchingLabels{controllers.LabelNode: node}) != nil {
+		if c.List(context.Background(), &gpus, client.MatchingLabels{gpuwardenv1alpha1.LabelNode: node}) != nil {
 			return false
 		}
 		known := 0
@@ -402,7 +402,7 @@ func TestReleaseOnRequestAndRetention(t *testing.T) {
 		t.Fatalf("small = %+v, want NoCapacity while big holds every GPU", small.Status)
 	}
 
-	big.Annotations = map[string]string{controllers.AnnotationRelease: "job finished"}
+	big.Annotations = map[string]string{gpuwardenv1alpha1.AnnotationRelease: "job finished"}
 	if err := c.Update(ctx, big); err != nil {
 		t.Fatal(err)
 	}

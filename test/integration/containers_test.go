@@ -325,7 +325,7 @@ func TestLabelClaimingAnotherUsersAllocationReleasesNothing(t *testing.T) {
 	// The removal has been handled once the store forgot it; give the controller that long.
 	deadline := time.Now().Add(2 * time.Second)
 	for time.Now().Before(deadline) {
-		if a := e.get("quinn-1"); a.Status.Phase != gpuwardenv1alpha1.PhaseBound || a.Status.ContainerID != "" || a.Annotations[controllers.AnnotationRelease] != "" {
+		if a := e.get("quinn-1"); a.Status.Phase != gpuwardenv1alpha1.PhaseBound || a.Status.ContainerID != "" || a.Annotations[gpuwardenv1alpha1.AnnotationRelease] != "" {
 			t.Fatalf("another user's container changed quinn-1: phase %s, container %q, annotations %v", a.Status.Phase, a.Status.ContainerID, a.Annotations)
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -444,7 +444,7 @@ func TestAdoptionOfGPUContainersMadeOutsideGPUWarden(t *testing.T) {
 	// No owner at all: adopted as "unknown" and reported, but left running (Record).
 	anon := e.run("--gpus", "device=3", testImage(), "sleep", "3600")
 	u := e.waitPhase("adopted-"+anon[:12], gpuwardenv1alpha1.PhaseBound)
-	if u.Spec.User != controllers.UnknownUser || u.Status.Devices[0].UUID != uuids[3] {
+	if u.Spec.User != gpuwardenv1alpha1.UnknownUser || u.Status.Devices[0].UUID != uuids[3] {
 		t.Errorf("unowned adoption: user %q devices %+v", u.Spec.User, u.Status.Devices)
 	}
 	e.waitEvent(audit.TypeDetectionUnmanagedContainer, anon)
@@ -541,7 +541,7 @@ func TestDockerOutageReleasesNothing(t *testing.T) {
 	// Several reconnect attempts fail meanwhile; none may release anything.
 	deadline := time.Now().Add(2 * time.Second)
 	for time.Now().Before(deadline) {
-		if got := e.get("kim-1"); got.Status.Phase != gpuwardenv1alpha1.PhaseBound || got.Annotations[controllers.AnnotationRelease] != "" {
+		if got := e.get("kim-1"); got.Status.Phase != gpuwardenv1alpha1.PhaseBound || got.Annotations[gpuwardenv1alpha1.AnnotationRelease] != "" {
 			t.Fatalf("allocation changed during the Docker outage: %s %v", got.Status.Phase, got.Annotations)
 		}
 		time.Sleep(100 * time.Millisecond)

@@ -121,7 +121,7 @@ func TestOneFailingStatusStopsNothing(t *testing.T) {
 	for name, reason := range map[string]string{"long-reason": strings.Repeat("x", 5000), "short-reason": "done"} {
 		a := e.get(name)
 		orig := a.DeepCopy()
-		a.Annotations = map[string]string{controllers.AnnotationRelease: reason}
+		a.Annotations = map[string]string{gpuwardenv1alpha1.AnnotationRelease: reason}
 		if err := e.c.Patch(context.Background(), a, client.MergeFrom(orig)); err != nil {
 			t.Fatal(err)
 		}

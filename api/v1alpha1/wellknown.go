@@ -1,0 +1,29 @@
+package v1alpha1
+
+// Labels and annotations gpuwarden sets or reads, and the values they share. Declared once
+// here; every package (and the CLI's messages) uses these names.
+const (
+	// LabelNode names the GPU node of a GPU object or an adopted allocation.
+	LabelNode = "gpuwarden.io/node"
+	// LabelUser on a container names its owner.
+	LabelUser = "gpuwarden.io/user"
+	// LabelAllocation on a container names the GPUAllocation it uses (a claim, checked).
+	LabelAllocation = "gpuwarden.io/allocation"
+	// LabelContainerType on a container names its type (a ContainerType).
+	LabelContainerType = "gpuwarden.io/type"
+	// LabelManaged on a container says gpuwarden made it.
+	LabelManaged = "gpuwarden.io/managed"
+	// LabelProtected on a container ("true") keeps it from ever being removed.
+	LabelProtected = "gpuwarden.io/protected"
+
+	// AnnotationRelease on an allocation asks for its devices back; its value is the reason.
+	AnnotationRelease = "gpuwarden.io/release"
+	// AnnotationAdoptedForStart on an adopted allocation records the container start it
+	// was made for: one adoption per start.
+	AnnotationAdoptedForStart = "gpuwarden.io/adopted-for-start"
+	// AnnotationSignature on an allocation gpuwarden made itself proves it did.
+	AnnotationSignature = "gpuwarden.io/signature"
+
+	// UnknownUser owns what no label names an owner of.
+	UnknownUser = "unknown"
+)
