@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
-	"strconv"
 	"sync"
 	"time"
 
@@ -255,16 +253,9 @@ func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocat
 	if len(queue) == 0 {
 		return // nothing waits: no need to ask NVML for processes
 	}
-	inventory := p.r.markForeign(ctx, slotsOf(gpus))
-	sort.SliceStable(queue, func(i, j int) bool {
-		a, b := queue[i], queue[j]
-		if a.priority != b.priority {
-			return a.priority > b.priority
-		}
-		if !a.a.CreationTimestamp.Equal(&b.a.CreationTimestamp) {
-			return a.a.CreationTimestamp.Before(&b.a.CreationTimestamp)
-		}
-		return a.a.Name < b.a.Name
+	inventory := p.r.markForeign(ctx, allocation.SlotsOf(gpus))
+	allocation.SortQueue(queue, func(w waiting) allocation.Queued {
+		return allocation.Queued{Name: w.a.Name, Priority: w.priority, Created: w.a.CreationTimestamp.Time}
 	})
 	for _, w := range queue {
 		if provenance.NeedsSignature(w.a) {
@@ -346,7 +337,7 @@ func (p *pass) unsatisfiable(ctx context.Context, req allocation.Request, anyNod
 		for _, d := range devices {
 			gpus = append(gpus, gpuwardenv1alpha1.GPU{Spec: gpuwardenv1alpha1.GPUSpec{Index: int32(d.Index)}, Status: deviceStatus(d)})
 		}
-		p.complete = slotsOf(gpus)
+		p.complete = allocation.SlotsOf(gpus)
 	}
 	if len(p.complete) == 0 {
 		return ""
@@ -366,7 +357,7 @@ func (p *pass) unsatisfiable(ctx context.Context, req allocation.Request, anyNod
 		}
 	}
 	for node, gpus := range byNode {
-		if allocation.Unsatisfiable(slotsOf(gpus), req, node) == "" {
+		if allocation.Unsatisfiable(allocation.SlotsOf(gpus), req, node) == "" {
 			return "" // another node may meet it
 		}
 	}
@@ -391,27 +382,6 @@ func (p *pass) waits(a *gpuwardenv1alpha1.GPUAllocation) bool {
 // and ends up in a status message.
 func releaseReason(a *gpuwardenv1alpha1.GPUAllocation) string {
 	return truncate(a.Annotations[gpuwardenv1alpha1.AnnotationRelease], maxUserText)
-}
-
-// slotsOf turns GPU objects into slots: a whole GPU when MIG is off, else its instances.
-func slotsOf(gpus []gpuwardenv1alpha1.GPU) []allocation.Slot {
-	var out []allocation.Slot
-	for _, g := range gpus {
-		healthy := g.Status.Health == gpuwardenv1alpha1.HealthHealthy
-		if g.Status.MIGMode != gpuwardenv1alpha1.MIGEnabled {
-			if g.Status.UUID != "" {
-				out = append(out, allocation.Slot{GPUIndex: int(g.Spec.Index), UUID: g.Status.UUID, Healthy: healthy})
-			}
-			continue
-		}
-		for _, in := range g.Status.MIGInstances {
-			slices, total := sliceCount(in.Profile), 7
-			out = append(out, allocation.Slot{GPUIndex: int(g.Spec.Index), UUID: in.UUID, Profile: in.Profile,
-				Slices: slices, TotalSlices: total, Healthy: healthy})
-		}
-	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].GPUIndex < out[j].GPUIndex })
-	return out
 }
 
 // markForeign marks slots with processes on them. Held slots are skipped by the decision
@@ -444,17 +414,6 @@ func ownProcesses(inventory []allocation.Slot, devices []string) []allocation.Sl
 		}
 	}
 	return out
-}
-
-// sliceCount reads the slices from a profile name: 3 for 3g.40gb.
-func sliceCount(profile string) int {
-	for i, c := range profile {
-		if c == 'g' {
-			n, _ := strconv.Atoi(profile[:i])
-			return n
-		}
-	}
-	return 0
 }
 
 // SetupWithManager registers the reconciler: one key per node, woken by any change to

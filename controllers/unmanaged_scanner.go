@@ -13,6 +13,7 @@ import (
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/detect"
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
 	"github.com/gpuwarden/gpuwarden/internal/proc"
 )
@@ -44,8 +45,7 @@ type UnmanagedScanner struct {
 	Audit    audit.Logger
 	Interval time.Duration
 
-	pending   map[useKey]bool
-	confirmed map[useKey]finding
+	sightings detect.Tracker[useKey, finding]
 }
 
 type useKey struct {
@@ -86,9 +86,6 @@ func (s *UnmanagedScanner) Start(ctx context.Context) error {
 
 // Scan checks the GPU processes once.
 func (s *UnmanagedScanner) Scan(ctx context.Context) error {
-	if s.pending == nil {
-		s.pending, s.confirmed = map[useKey]bool{}, map[useKey]finding{}
-	}
 	procs, err := s.GPUs.Processes(ctx)
 	if errors.Is(err, gpu.ErrNoDriver) {
 		return nil
@@ -152,29 +149,13 @@ func (s *UnmanagedScanner) Scan(ctx context.Context) error {
 		}
 		return gpus[device]
 	}
-	for k, f := range seen {
-		switch {
-		case s.confirmedHas(k):
-		case s.pending[k]:
-			delete(s.pending, k)
-			s.confirmed[k] = f
-			unmanagedDetections.WithLabelValues(kindLabel(f.kind)).Inc()
-			s.Audit.Log(audit.Detection(f.kind, f.user, f.u))
-			s.event(gpuOf(k.device), corev1.EventTypeWarning, EventUnmanagedGPUUse, "%s", describe(f, "uses"))
-		default:
-			s.pending[k] = true
-		}
+	started, ended := s.sightings.Observe(seen)
+	for k, f := range started {
+		unmanagedDetections.WithLabelValues(kindLabel(f.kind)).Inc()
+		s.Audit.Log(audit.Detection(f.kind, f.user, f.u))
+		s.event(gpuOf(k.device), corev1.EventTypeWarning, EventUnmanagedGPUUse, "%s", describe(f, "uses"))
 	}
-	for k := range s.pending {
-		if _, ok := seen[k]; !ok {
-			delete(s.pending, k) // a one-off: never reported
-		}
-	}
-	for k, f := range s.confirmed {
-		if _, ok := seen[k]; ok {
-			continue
-		}
-		delete(s.confirmed, k)
+	for k, f := range ended {
 		kind := audit.UnmanagedProcessExited
 		if f.kind == audit.UnmanagedContainer {
 			kind = audit.UnmanagedContainerExited
@@ -183,7 +164,7 @@ func (s *UnmanagedScanner) Scan(ctx context.Context) error {
 		s.event(gpuOf(k.device), corev1.EventTypeNormal, EventUnmanagedGPUUseEnded, "%s", describe(f, "no longer uses"))
 	}
 	counts := map[string]float64{"container": 0, "host": 0}
-	for _, f := range s.confirmed {
+	for _, f := range s.sightings.Confirmed() {
 		counts[kindLabel(f.kind)]++
 	}
 	for k, n := range counts {
@@ -191,8 +172,6 @@ func (s *UnmanagedScanner) Scan(ctx context.Context) error {
 	}
 	return nil
 }
-
-func (s *UnmanagedScanner) confirmedHas(k useKey) bool { _, ok := s.confirmed[k]; return ok }
 
 func kindLabel(k audit.DetectionKind) string {
 	if k == audit.UnmanagedContainer || k == audit.UnmanagedContainerExited {

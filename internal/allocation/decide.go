@@ -26,12 +26,15 @@ const (
 // Slot is a unit that can be given out: a whole GPU (MIG disabled) or one MIG instance.
 type Slot struct {
 	GPUIndex int
+	// GPUUUID is the UUID of the GPU the slot is (or is on).
+	GPUUUID string
 	// UUID is the GPU's UUID, or the MIG instance's.
 	UUID string
 	// Profile is the MIG profile ("" for a whole GPU).
 	Profile string
-	// Slices and TotalSlices give the weight of a MIG instance: Slices/TotalSlices.
-	Slices, TotalSlices int
+	// Share is what a MIG instance costs in gpu-equivalents, as the GPU object records it
+	// (3/7 for a 3g slice of a 7-slice GPU); a whole GPU costs 1.
+	Share float64
 	// Healthy is false for a GPU with XID/NVML errors or one that fell off the bus.
 	Healthy bool
 	// Foreign is true when processes that belong to no allocation run on it.
@@ -40,10 +43,10 @@ type Slot struct {
 
 // Weight is what the slot costs in gpu-equivalents.
 func (s Slot) Weight() float64 {
-	if s.Profile == "" || s.TotalSlices <= 0 {
+	if s.Profile == "" || s.Share <= 0 {
 		return 1
 	}
-	return float64(s.Slices) / float64(s.TotalSlices)
+	return s.Share
 }
 
 // Holding is a live (Bound) allocation.
@@ -270,10 +273,10 @@ func place(inventory []Slot, live []Holding, req Request, want int, byUUID map[s
 		}
 		return out, ""
 	case req.MIGProfile != "":
-		freeSlices := map[int]int{}
+		freeSlices := map[int]float64{} // the free share of each partitioned GPU
 		for _, s := range inventory {
 			if s.Profile != "" && free(s) {
-				freeSlices[s.GPUIndex] += s.Slices
+				freeSlices[s.GPUIndex] += s.Weight()
 			}
 		}
 		var best *Slot

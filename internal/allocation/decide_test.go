@@ -17,7 +17,7 @@ func inventory(wholes int, migs ...[]int) []Slot {
 		idx := wholes + g
 		for j, slices := range layout {
 			out = append(out, Slot{GPUIndex: idx, UUID: fmt.Sprintf("MIG-%d-%d", idx, j),
-				Profile: fmt.Sprintf("%dg.%dgb", slices, slices*10), Slices: slices, TotalSlices: 7, Healthy: true})
+				Profile: fmt.Sprintf("%dg.%dgb", slices, slices*10), Share: float64(slices) / 7, Healthy: true})
 		}
 	}
 	return out
@@ -127,18 +127,6 @@ func TestDecide(t *testing.T) {
 				t.Errorf("Placed=%v Final=%v for reason %q", d.Placed(), d.Final(), d.Reason)
 			}
 		})
-	}
-}
-
-func TestWeights(t *testing.T) {
-	for slices, want := range map[int]float64{1: 1.0 / 7, 2: 2.0 / 7, 3: 3.0 / 7, 4: 4.0 / 7, 7: 1} {
-		s := Slot{Profile: "x", Slices: slices, TotalSlices: 7}
-		if got := s.Weight(); got < want-Epsilon || got > want+Epsilon {
-			t.Errorf("%dg weighs %v, want %v", slices, got, want)
-		}
-	}
-	if (Slot{}).Weight() != 1 {
-		t.Errorf("a whole GPU must weigh 1")
 	}
 }
 

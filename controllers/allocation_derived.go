@@ -1,0 +1,202 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/allocation"
+	"github.com/gpuwarden/gpuwarden/internal/resolve"
+)
+
+// derivedWriter shows what the ledger implies on other objects: on each of the node's GPUs
+// (and MIG instances) the allocation holding it, and on each GPUQuota what its users hold.
+// It runs beside the allocation passes, from the latest pass's view, and coalesces bursts:
+// these are for people reading `kubectl get`, and writing them inside every pass would
+// double the writes that binding needs.
+type derivedWriter struct {
+	client client.Client
+	node   string
+	// every is the least time between two rounds of writes.
+	every time.Duration
+
+	mu     sync.Mutex
+	holder map[string]string // device UUID → allocation
+	usage  map[string][]gpuwardenv1alpha1.UserUsage
+	dirty  chan struct{}
+}
+
+func newDerivedWriter(c client.Client, node string) *derivedWriter {
+	return &derivedWriter{client: c, node: node, every: 200 * time.Millisecond, dirty: make(chan struct{}, 1)}
+}
+
+// set records the holders a pass's ledger shows and the quota usage it implies.
+func (h *derivedWriter) set(l allocation.Ledger, usage map[string][]gpuwardenv1alpha1.UserUsage) {
+	holder := map[string]string{}
+	for name, b := range l.Bindings {
+		for _, s := range b.Slots {
+			holder[s.UUID] = name
+		}
+	}
+	h.mu.Lock()
+	same := h.holder != nil && equality.Semantic.DeepEqual(holder, h.holder) && equality.Semantic.DeepEqual(usage, h.usage)
+	h.holder, h.usage = holder, usage
+	h.mu.Unlock()
+	if !same { // a pass that changed nothing has nothing to show
+		h.poke()
+	}
+}
+
+func (h *derivedWriter) poke() {
+	select {
+	case h.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// onChange is a handler that, instead of queueing a pass, has the writer compare what is
+// shown with the ledger again (and put it back if someone else changed it).
+func (h *derivedWriter) onChange() handler.EventHandler {
+	return handler.Funcs{UpdateFunc: func(context.Context, event.UpdateEvent, workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		h.poke()
+	}}
+}
+
+// NeedLeaderElection: only the node's active controller writes.
+func (h *derivedWriter) NeedLeaderElection() bool { return true }
+
+// Start writes holders whenever they change, at most once per every.
+func (h *derivedWriter) Start(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-h.dirty:
+		}
+		h.mu.Lock()
+		holder, usage := h.holder, h.usage
+		h.mu.Unlock()
+		if holder == nil {
+			continue // no pass has read the ledger yet: nothing to compare with
+		}
+		err := errors.Join(h.writeHolders(ctx, holder), h.writeUsage(ctx, usage))
+		if err != nil && ctx.Err() == nil {
+			ctrl.LoggerFrom(ctx).V(1).Info("Writing GPU holders and quota usage; trying again", "reason", err.Error())
+			h.poke()
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(h.every):
+		}
+	}
+}
+
+func (h *derivedWriter) writeHolders(ctx context.Context, holder map[string]string) error {
+	var gpus gpuwardenv1alpha1.GPUList
+	if err := h.client.List(ctx, &gpus, client.MatchingLabels{gpuwardenv1alpha1.LabelNode: h.node}); err != nil {
+		return fmt.Errorf("listing GPUs: %w", err)
+	}
+	eg, gctx := errgroup.WithContext(ctx)
+	eg.SetLimit(statusWriters)
+	for i := range gpus.Items {
+		g := &gpus.Items[i]
+		want := g.Status.DeepCopy()
+		want.Holder = holder[g.Status.UUID]
+		var names []string
+		for j := range want.MIGInstances {
+			in := &want.MIGInstances[j]
+			in.Holder = holder[in.UUID]
+			if in.Holder != "" {
+				names = append(names, in.Holder)
+			}
+		}
+		if len(want.MIGInstances) > 0 {
+			sort.Strings(names)
+			want.Holder = strings.Join(names, ",")
+		}
+		if equality.Semantic.DeepEqual(want, &g.Status) {
+			continue
+		}
+		// A patch: the inventory controller writes the same status, and neither should
+		// have to retry for the other.
+		eg.Go(func() error {
+			orig := g.DeepCopy()
+			g.Status = *want
+			if err := h.client.Status().Patch(gctx, g, client.MergeFrom(orig)); err != nil {
+				return fmt.Errorf("updating the holder of GPU %s: %w", g.Name, err)
+			}
+			return nil
+		})
+	}
+	return eg.Wait()
+}
+
+func (h *derivedWriter) writeUsage(ctx context.Context, usage map[string][]gpuwardenv1alpha1.UserUsage) error {
+	var quotas gpuwardenv1alpha1.GPUQuotaList
+	if err := h.client.List(ctx, &quotas); err != nil {
+		return fmt.Errorf("listing quotas: %w", err)
+	}
+	var errs []error
+	for i := range quotas.Items {
+		q := &quotas.Items[i]
+		want, known := usage[q.Name]
+		if !known || equality.Semantic.DeepEqual(want, q.Status.Usage) || len(want) == 0 && len(q.Status.Usage) == 0 {
+			continue // a quota the last pass did not see waits for the next
+		}
+		orig := q.DeepCopy()
+		q.Status.Usage = want
+		if err := h.client.Status().Patch(ctx, q, client.MergeFrom(orig)); client.IgnoreNotFound(err) != nil {
+			errs = append(errs, fmt.Errorf("updating the usage of GPUQuota %s: %w", q.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// desiredUsage is what each quota should show each matched user holds now, by quota name.
+func (p *pass) desiredUsage(quotas []gpuwardenv1alpha1.GPUQuota) map[string][]gpuwardenv1alpha1.UserUsage {
+	type use struct {
+		eq         float64
+		containers int32
+	}
+	byUser := map[string]*use{}
+	for _, b := range p.ledger.Bindings {
+		u := byUser[b.User]
+		if u == nil {
+			u = &use{}
+			byUser[b.User] = u
+		}
+		u.containers++
+		for _, s := range b.Slots {
+			u.eq += s.Weight
+		}
+	}
+	out := map[string][]gpuwardenv1alpha1.UserUsage{}
+	for i := range quotas {
+		q := &quotas[i]
+		var usage []gpuwardenv1alpha1.UserUsage
+		for user, u := range byUser {
+			if resolve.QuotaMatches(q, user, p.groups[user]) {
+				usage = append(usage, gpuwardenv1alpha1.UserUsage{User: user, GPUEquivalents: *quantity(u.eq),
+					GPUEquivalentsRounded: allocation.FormatEquivalents(u.eq), Containers: u.containers})
+			}
+		}
+		sort.Slice(usage, func(i, j int) bool { return usage[i].User < usage[j].User })
+		out[q.Name] = usage
+	}
+	return out
+}
