@@ -6,6 +6,8 @@ SHELL := /usr/bin/env bash -o pipefail
 LOCALBIN ?= $(shell pwd)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
+STATICCHECK ?= $(LOCALBIN)/staticcheck
+STATICCHECK_VERSION ?= v0.8.2
 KUBE_VERSION ?= v1.37.1
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 DATA_DIR ?= $(shell pwd)/.data
@@ -49,8 +51,13 @@ fmt: ## Run go fmt.
 vet: ## Run go vet.
 	go vet ./...
 
+.PHONY: lint
+lint: staticcheck ## go vet and staticcheck (pinned, staticcheck.conf); the layering and %w rules are tests in test/arch.
+	go vet ./...
+	$(STATICCHECK) ./...
+
 .PHONY: verify
-verify: manifests generate ## Fail if generated files or go.mod are stale, or code is unformatted.
+verify: manifests generate lint ## Fail if generated files or go.mod are stale, code is unformatted, or lint finds something.
 	@git diff --exit-code -- config/crd config/rbac charts api >/dev/null && test -z "$$(git status --porcelain -- config/crd config/rbac charts api)" || { git status --short -- config/crd config/rbac charts api; echo "generated files are stale: run 'make manifests generate' and commit"; exit 1; }
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt would change: $$(gofmt -l $$(git ls-files '*.go'))"; exit 1; }
 
@@ -73,6 +80,11 @@ run: build ## Run gpuwarden server on the embedded control plane (fake GPUs wher
 	hack/run.sh
 
 ##@ Tools
+
+.PHONY: staticcheck
+staticcheck: $(STATICCHECK) ## Install staticcheck into ./bin.
+$(STATICCHECK):
+	GOBIN=$(LOCALBIN) go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 .PHONY: controller-gen
 controller-gen: $(CONTROLLER_GEN) ## Install controller-gen into ./bin.

@@ -14,6 +14,7 @@ var (
 	GroupVersion = schema.GroupVersion{Group: "gpuwarden.io", Version: "v1alpha1"}
 
 	// SchemeBuilder adds the types of this API to a scheme.
+	//lint:ignore SA1019 kubebuilder's scaffold for API packages; replacing it is for a later API version.
 	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}
 
 	// AddToScheme adds the types of this API to a scheme.

@@ -2,7 +2,11 @@
 package arch
 
 import (
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -49,5 +53,52 @@ func TestLayers(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestErrorsAreWrapped: an error passed to fmt.Errorf is wrapped with %w, so that callers
+// can still tell what it was (errors.Is, apierrors.IsConflict).
+func TestErrorsAreWrapped(t *testing.T) {
+	top, err := exec.Command("git", "rev-parse", "--show-toplevel").Output()
+	if err != nil {
+		t.Fatalf("git rev-parse: %v", err)
+	}
+	root := strings.TrimSpace(string(top))
+	out, err := exec.Command("git", "-C", root, "ls-files", "*.go").Output()
+	if err != nil {
+		t.Fatalf("git ls-files: %v", err)
+	}
+	fset := token.NewFileSet()
+	for _, name := range strings.Fields(string(out)) {
+		if strings.HasSuffix(name, "_test.go") || strings.HasPrefix(name, "api/") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, filepath.Join(root, name), nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ast.Inspect(f, func(n ast.Node) bool {
+			call, ok := n.(*ast.CallExpr)
+			if !ok || len(call.Args) < 2 {
+				return true
+			}
+			sel, ok := call.Fun.(*ast.SelectorExpr)
+			if !ok || sel.Sel.Name != "Errorf" {
+				return true
+			}
+			if pkg, ok := sel.X.(*ast.Ident); !ok || pkg.Name != "fmt" {
+				return true
+			}
+			format, ok := call.Args[0].(*ast.BasicLit)
+			if !ok {
+				return true
+			}
+			for _, a := range call.Args[1:] {
+				if id, ok := a.(*ast.Ident); ok && (id.Name == "err" || strings.HasSuffix(id.Name, "Err")) && !strings.Contains(format.Value, "%w") {
+					t.Errorf("%s: fmt.Errorf(%s, …%s…) does not wrap the error with %%w", fset.Position(call.Pos()), format.Value, id.Name)
+				}
+			}
+			return true
+		})
 	}
 }
