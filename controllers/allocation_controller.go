@@ -284,7 +284,7 @@ func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocat
 		unassigned := w.a.Spec.NodeName == ""
 		if !d.Placed() && !d.Final() {
 			if why := p.unsatisfiable(ctx, req, unassigned); why != "" {
-				d = allocation.Decision{Reason: allocation.ReasonUnsatisfiable, Message: why}
+				d = allocation.Decision{Reason: gpuwardenv1alpha1.ReasonUnsatisfiable, Message: why}
 			}
 		}
 		if d.Placed() {

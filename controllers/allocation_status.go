@@ -22,13 +22,6 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 )
 
-// Event reasons of GPUAllocations besides the rejection reasons.
-const (
-	EventBound    = "Bound"
-	EventWaiting  = "Waiting"
-	EventReleased = "Released"
-)
-
 // writeStatuses derives each allocation's status from the ledger and this pass's decisions,
 // records every transition as an Event (and a rejection as an audit record), and deletes
 // released allocations past their retention. One write that fails (a conflict, a message

@@ -32,22 +32,9 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 )
 
-// Event reasons of the container controller.
 const (
-	EventAttached       = "Attached"
-	EventAdopted        = "Adopted"
-	EventUnallocatedGPU = "UnallocatedGPU"
-	EventRemoved        = "ContainerRemoved"
-	EventStopped        = "ContainerStopped"
-	EventWouldAct       = "WouldAct"
-	EventReleaseAsked   = "ReleaseRequested"
-
-	// ReasonOwnerUnknown: no label names the owner of an adopted container.
-	ReasonOwnerUnknown = "OwnerUnknown"
 	// IndexContainerID indexes GPUAllocations by the container IDs they name.
 	IndexContainerID = "gpuwarden.io/containerID"
-	// ReasonContainerRemoved is the release reason of an allocation whose container is gone.
-	ReasonContainerRemoved = "container removed"
 	// DefaultStopGracePeriod is the SIGTERM → SIGKILL wait when no policy sets one.
 	DefaultStopGracePeriod = 60 * time.Second
 )

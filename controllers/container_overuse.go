@@ -15,9 +15,6 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 )
 
-// ReasonOverAllocation: a container attached to an allocation uses devices it does not give.
-const ReasonOverAllocation = "OverAllocation"
-
 // beyondAllocation returns the devices (UUIDs of this node's slots) a container uses that
 // its allocation does not give it: with --gpus all, another device, or more devices than
 // allocated. A Pending allocation gives none.

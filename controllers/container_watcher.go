@@ -23,12 +23,6 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/logging"
 )
 
-// Event reasons of the Docker connection, on the node's GPUs.
-const (
-	EventDockerUnreachable = "DockerUnreachable"
-	EventDockerConnected   = "DockerConnected"
-)
-
 // ContainerWatcher keeps the ContainerStore in step with the Docker engine: it opens the
 // events stream, then lists every container (so nothing that happens in between is lost),
 // then follows the stream; after any break it does the same again. It records each

@@ -18,13 +18,8 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/proc"
 )
 
-// Event reasons of unmanaged GPU use, on the GPU it happens on.
-const (
-	EventUnmanagedGPUUse      = "UnmanagedGPUUse"
-	EventUnmanagedGPUUseEnded = "UnmanagedGPUUseEnded"
-	// DefaultScanInterval is how often GPU processes are checked.
-	DefaultScanInterval = 30 * time.Second
-)
+// DefaultScanInterval is how often GPU processes are checked.
+const DefaultScanInterval = 30 * time.Second
 
 // UnmanagedScanner finds GPU processes (from NVML) that belong to no allocation: not in a
 // container whose Bound allocation holds the device, nor a host process of the user of a

@@ -8,20 +8,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 )
 
 // Epsilon is the tolerance of gpu-equivalent arithmetic: 7 × 1/7 fits in a quota of 1.
 const Epsilon = 1e-9
-
-// Reasons a request is not placed. All but NoCapacity are final (ReasonUnsatisfiable too);
-// NoCapacity waits for a release.
-const (
-	ReasonContainerLimitExceeded = "ContainerLimitExceeded"
-	ReasonFullGPUNotAllowed      = "FullGPUNotAllowed"
-	ReasonMaxContainersExceeded  = "MaxContainersExceeded"
-	ReasonQuotaExceeded          = "QuotaExceeded"
-	ReasonNoCapacity             = "NoCapacity"
-)
 
 // Slot is a unit that can be given out: a whole GPU (MIG disabled) or one MIG instance.
 type Slot struct {
@@ -105,7 +97,9 @@ type Decision struct {
 func (d Decision) Placed() bool { return d.Reason == "" }
 
 // Final reports whether the request can never be placed as it stands (NoCapacity can).
-func (d Decision) Final() bool { return d.Reason != "" && d.Reason != ReasonNoCapacity }
+func (d Decision) Final() bool {
+	return d.Reason != "" && d.Reason != gpuwardenv1alpha1.ReasonNoCapacity
+}
 
 // Decide checks, in order: the per-container cap, full-GPU permission, max containers, the
 // gpu-equivalent quota (charging each slot's real weight), then capacity.
@@ -113,7 +107,7 @@ func Decide(inventory []Slot, live []Holding, q Quota, req Request) Decision {
 	if len(req.Devices) > 0 {
 		uuids, missing, twice := ResolveDevices(inventory, req.Devices)
 		if len(twice) > 0 {
-			return reject(ReasonUnsatisfiable, "the request names the same device more than once (%s)", strings.Join(twice, ", "))
+			return reject(gpuwardenv1alpha1.ReasonUnsatisfiable, "the request names the same device more than once (%s)", strings.Join(twice, ", "))
 		}
 		if len(missing) == 0 {
 			req.Devices = uuids // indices named as UUIDs from here on
@@ -127,7 +121,7 @@ func Decide(inventory []Slot, live []Holding, q Quota, req Request) Decision {
 		want = len(req.Devices)
 	}
 	if l := q.MaxGPUsPerContainer; l.limited() && want > l.Value {
-		return reject(ReasonContainerLimitExceeded, "%s asked for %s in one container; the limit is %d (%s)",
+		return reject(gpuwardenv1alpha1.ReasonContainerLimitExceeded, "%s asked for %s in one container; the limit is %d (%s)",
 			req.User, plural(want, "GPU"), l.Value, l.From)
 	}
 	byUUID := map[string]Slot{}
@@ -141,32 +135,32 @@ func Decide(inventory []Slot, live []Holding, q Quota, req Request) Decision {
 		}
 	}
 	if l := q.AllowFullGPU; wantsFull && l.Set && !l.Value {
-		return reject(ReasonFullGPUNotAllowed, "%s may not hold whole GPUs, only MIG slices (%s)", req.User, l.From)
+		return reject(gpuwardenv1alpha1.ReasonFullGPUNotAllowed, "%s may not hold whole GPUs, only MIG slices (%s)", req.User, l.From)
 	}
 	self := usage(live, []string{req.User}, req.User)
 	pool := usage(live, q.Pool, req.User)
 	if l := q.MaxContainers; l.limited() {
 		u := pick(l.Shared, pool, self)
 		if u.containers+1 > l.Value {
-			return reject(ReasonMaxContainersExceeded, "%s holds %d/%d containers (%s)", u.who, u.containers, l.Value, l.From)
+			return reject(gpuwardenv1alpha1.ReasonMaxContainersExceeded, "%s holds %d/%d containers (%s)", u.who, u.containers, l.Value, l.From)
 		}
 	}
 	cost, ok := requestCost(inventory, byUUID, req, want)
 	if l := q.GPUEquivalents; l.limited() && ok {
 		u := pick(l.Shared, pool, self)
 		if u.gpuEq+cost > l.Value+Epsilon {
-			return reject(ReasonQuotaExceeded, "%s holds %s/%s gpu-equivalents and asked for %s more (%s)",
+			return reject(gpuwardenv1alpha1.ReasonQuotaExceeded, "%s holds %s/%s gpu-equivalents and asked for %s more (%s)",
 				u.who, num(u.gpuEq), num(l.Value), num(cost), l.From)
 		}
 	}
 	slots, why := place(inventory, live, req, want, byUUID)
 	if slots == nil {
-		return Decision{Reason: ReasonNoCapacity, Message: why}
+		return Decision{Reason: gpuwardenv1alpha1.ReasonNoCapacity, Message: why}
 	}
 	if l := q.GPUEquivalents; l.limited() && !ok {
 		// requestCost could not price the request: price what was found
 		if u := pick(l.Shared, pool, self); u.gpuEq+weight(slots) > l.Value+Epsilon {
-			return reject(ReasonQuotaExceeded, "%s holds %s/%s gpu-equivalents and asked for %s more (%s)",
+			return reject(gpuwardenv1alpha1.ReasonQuotaExceeded, "%s holds %s/%s gpu-equivalents and asked for %s more (%s)",
 				u.who, num(u.gpuEq), num(l.Value), num(weight(slots)), l.From)
 		}
 	}

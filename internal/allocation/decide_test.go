@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 )
 
 // inventory builds a node: whole GPUs 0..wholes-1, then one 7-slice GPU per MIG layout.
@@ -64,25 +66,25 @@ func TestDecide(t *testing.T) {
 		}(), live: []Holding{held("bob", 1, "GPU-0")}, q: students, req: Request{User: "alice", GPUs: 2},
 			want: []string{"GPU-3", "GPU-4"}},
 		{name: "per-container cap comes first", inv: inventory(8), live: []Holding{held("alice", 2, "GPU-0", "GPU-1")}, q: students,
-			req: Request{User: "alice", GPUs: 3}, reason: ReasonContainerLimitExceeded,
+			req: Request{User: "alice", GPUs: 3}, reason: gpuwardenv1alpha1.ReasonContainerLimitExceeded,
 			msg: "alice asked for 3 GPUs in one container; the limit is 2 (GPUQuota students)"},
 		{name: "full GPU not allowed", inv: inventory(2, []int{1, 1}), q: Quota{AllowFullGPU: limit(false, "GPUQuota mig-only")},
-			req: Request{User: "carol", GPUs: 1}, reason: ReasonFullGPUNotAllowed,
+			req: Request{User: "carol", GPUs: 1}, reason: gpuwardenv1alpha1.ReasonFullGPUNotAllowed,
 			msg: "carol may not hold whole GPUs, only MIG slices (GPUQuota mig-only)"},
 		{name: "full GPU not allowed by device", inv: inventory(2), q: Quota{AllowFullGPU: limit(false, "GPUQuota mig-only")},
-			req: Request{User: "carol", Devices: []string{"GPU-1"}}, reason: ReasonFullGPUNotAllowed,
+			req: Request{User: "carol", Devices: []string{"GPU-1"}}, reason: gpuwardenv1alpha1.ReasonFullGPUNotAllowed,
 			msg: "carol may not hold whole GPUs, only MIG slices (GPUQuota mig-only)"},
 		{name: "MIG slice allowed without full GPUs", inv: inventory(2, []int{1, 1}), q: Quota{AllowFullGPU: limit(false, "GPUQuota mig-only")},
 			req: Request{User: "carol", MIGProfile: "1g.10gb"}, want: []string{"MIG-2-0"}},
 		{name: "max containers", inv: inventory(8), q: students,
 			live: []Holding{held("alice", 0.14, "MIG-a"), held("alice", 0.14, "MIG-b"), held("alice", 0.14, "MIG-c")},
-			req:  Request{User: "alice", GPUs: 1}, reason: ReasonMaxContainersExceeded, msg: "alice holds 3/3 containers (GPUQuota students)"},
+			req:  Request{User: "alice", GPUs: 1}, reason: gpuwardenv1alpha1.ReasonMaxContainersExceeded, msg: "alice holds 3/3 containers (GPUQuota students)"},
 		{name: "gpu-equivalent quota", inv: inventory(8), q: students, live: []Holding{held("alice", 2, "GPU-0", "GPU-1")},
-			req: Request{User: "alice", GPUs: 1}, reason: ReasonQuotaExceeded,
+			req: Request{User: "alice", GPUs: 1}, reason: gpuwardenv1alpha1.ReasonQuotaExceeded,
 			msg: "alice holds 2/2 gpu-equivalents and asked for 1 more (GPUQuota students)"},
 		{name: "quota charges the MIG weight", inv: inventory(1, []int{3, 2, 2}), q: students,
 			live: []Holding{held("alice", 1, "GPU-0"), held("alice", 5.0/7, "MIG-x")},
-			req:  Request{User: "alice", MIGProfile: "3g.30gb"}, reason: ReasonQuotaExceeded,
+			req:  Request{User: "alice", MIGProfile: "3g.30gb"}, reason: gpuwardenv1alpha1.ReasonQuotaExceeded,
 			msg: "alice holds 1.71/2 gpu-equivalents and asked for 0.43 more (GPUQuota students)"},
 		{name: "seven 1/7 slices fill a quota of 1 exactly", inv: inventory(0, []int{1, 1, 1, 1, 1, 1, 1}),
 			q: Quota{GPUEquivalents: limit(1.0, "GPUQuota tiny")}, live: func() []Holding {
@@ -99,20 +101,20 @@ func TestDecide(t *testing.T) {
 		{name: "shared pool counts everyone in it", inv: inventory(8),
 			q:    Quota{GPUEquivalents: Limit[float64]{Set: true, Value: 3, From: "GPUQuota lab-pool", Shared: true}, Pool: []string{"alice", "bob", "carol"}},
 			live: []Holding{held("bob", 2, "GPU-0", "GPU-1"), held("mallory", 1, "GPU-2")}, req: Request{User: "alice", GPUs: 2},
-			reason: ReasonQuotaExceeded, msg: "the pool of alice shared with bob, carol holds 2/3 gpu-equivalents and asked for 2 more (GPUQuota lab-pool)"},
+			reason: gpuwardenv1alpha1.ReasonQuotaExceeded, msg: "the pool of alice shared with bob, carol holds 2/3 gpu-equivalents and asked for 2 more (GPUQuota lab-pool)"},
 		{name: "no capacity is not final", inv: inventory(2), live: []Holding{held("bob", 1, "GPU-0")}, q: students,
-			req: Request{User: "alice", GPUs: 2}, reason: ReasonNoCapacity, msg: "1 whole GPU free of 2 asked for"},
+			req: Request{User: "alice", GPUs: 2}, reason: gpuwardenv1alpha1.ReasonNoCapacity, msg: "1 whole GPU free of 2 asked for"},
 		{name: "MIG best fit packs the fuller GPU", inv: inventory(0, []int{1, 1, 1, 1, 1, 1, 1}, []int{1, 1, 1, 1, 1, 1, 1}),
 			live: []Holding{held("bob", 5.0/7, "MIG-1-0", "MIG-1-1", "MIG-1-2", "MIG-1-3", "MIG-1-4")},
 			req:  Request{User: "alice", MIGProfile: "1g.10gb"}, want: []string{"MIG-1-5"}},
 		{name: "unknown MIG profile waits", inv: inventory(1, []int{7}), req: Request{User: "alice", MIGProfile: "2g.20gb"},
-			reason: ReasonNoCapacity, msg: "no free MIG instance of profile 2g.20gb"},
+			reason: gpuwardenv1alpha1.ReasonNoCapacity, msg: "no free MIG instance of profile 2g.20gb"},
 		{name: "named devices", inv: inventory(4), req: Request{User: "alice", Devices: []string{"GPU-3", "GPU-1"}},
 			want: []string{"GPU-3", "GPU-1"}},
 		{name: "named device held", inv: inventory(4), live: []Holding{held("bob", 1, "GPU-3")}, req: Request{User: "alice", Devices: []string{"GPU-3"}},
-			reason: ReasonNoCapacity, msg: "device GPU-3 is held by another allocation"},
+			reason: gpuwardenv1alpha1.ReasonNoCapacity, msg: "device GPU-3 is held by another allocation"},
 		{name: "named device unknown", inv: inventory(1), req: Request{User: "alice", Devices: []string{"GPU-9"}},
-			reason: ReasonNoCapacity, msg: "no device GPU-9 on this node"},
+			reason: gpuwardenv1alpha1.ReasonNoCapacity, msg: "no device GPU-9 on this node"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -123,7 +125,7 @@ func TestDecide(t *testing.T) {
 			if diff := cmp.Diff(tc.want, uuids(d.Slots)); diff != "" {
 				t.Errorf("slots (-want,+got):\n%s", diff)
 			}
-			if d.Placed() != (tc.reason == "") || d.Final() != (tc.reason != "" && tc.reason != ReasonNoCapacity) {
+			if d.Placed() != (tc.reason == "") || d.Final() != (tc.reason != "" && tc.reason != gpuwardenv1alpha1.ReasonNoCapacity) {
 				t.Errorf("Placed=%v Final=%v for reason %q", d.Placed(), d.Final(), d.Reason)
 			}
 		})

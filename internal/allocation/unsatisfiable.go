@@ -8,11 +8,6 @@ import (
 	"strings"
 )
 
-// ReasonUnsatisfiable says no state of the inventory could ever meet the request as asked:
-// more GPUs than there are, a MIG profile no GPU offers, a device that does not exist, or
-// one device named twice. It is final.
-const ReasonUnsatisfiable = "Unsatisfiable"
-
 // ResolveDevices turns the devices a request names — UUIDs, GPU indices ("3") or MIG
 // instances by GPU index and position ("4:0", in the GPU's instance order) — into the UUIDs
 // of inventory slots. It returns, in order, what it resolved, the names that match no slot,

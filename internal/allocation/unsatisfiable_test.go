@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 )
 
 func TestUnsatisfiable(t *testing.T) {
@@ -50,15 +52,15 @@ func TestDecideResolvesIndicesAndRefusesDuplicates(t *testing.T) {
 		t.Errorf("slots (-want +got):\n%s", diff)
 	}
 	d = Decide(node, nil, Quota{}, Request{User: "a", Devices: []string{"GPU-1", "1"}})
-	if d.Reason != ReasonUnsatisfiable || !d.Final() {
-		t.Errorf("the same device twice: %+v, want a final %s", d, ReasonUnsatisfiable)
+	if d.Reason != gpuwardenv1alpha1.ReasonUnsatisfiable || !d.Final() {
+		t.Errorf("the same device twice: %+v, want a final %s", d, gpuwardenv1alpha1.ReasonUnsatisfiable)
 	}
 }
 
 func TestQuotaMessageShowsATinyLimit(t *testing.T) {
 	q := Quota{GPUEquivalents: limit(1e-9, "GPUQuota tiny")}
 	d := Decide(inventory(1), nil, q, Request{User: "a", GPUs: 1})
-	if d.Reason != ReasonQuotaExceeded || !strings.Contains(d.Message, "0/0.000000001 gpu-equivalents") {
+	if d.Reason != gpuwardenv1alpha1.ReasonQuotaExceeded || !strings.Contains(d.Message, "0/0.000000001 gpu-equivalents") {
 		t.Errorf("decision = %+v, want the real limit in the message", d)
 	}
 	for f, want := range map[float64]string{0: "0", 2: "2", 3.0 / 7: "0.43", 1e-9: "0.000000001", 0.004: "0.004"} {

@@ -126,7 +126,7 @@ func TestSharedQuotaPoolsItsSubjects(t *testing.T) {
 	live := []allocation.Holding{{User: "bob", Weight: 3, Slots: []string{"a", "b", "c"}}, {User: "mallory", Weight: 4, Slots: []string{"d"}}}
 	slots := []allocation.Slot{{GPUIndex: 0, UUID: "GPU-0", Healthy: true}, {GPUIndex: 1, UUID: "GPU-1", Healthy: true}}
 	d := allocation.Decide(slots, live, got.Quota, allocation.Request{User: "alice", GPUs: 2})
-	if d.Reason != allocation.ReasonQuotaExceeded || d.Message != "the pool of alice shared with bob, carol holds 3/4 gpu-equivalents and asked for 2 more (GPUQuota lab-pool)" {
+	if d.Reason != gpuwardenv1alpha1.ReasonQuotaExceeded || d.Message != "the pool of alice shared with bob, carol holds 3/4 gpu-equivalents and asked for 2 more (GPUQuota lab-pool)" {
 		t.Errorf("decision = %+v", d)
 	}
 }
