@@ -17,11 +17,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
+	"k8s.io/client-go/tools/events"
+
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/docker/dockertest"
 	"github.com/gpuwarden/gpuwarden/internal/scheme"
 	"github.com/gpuwarden/gpuwarden/internal/testutil"
-	"k8s.io/client-go/tools/events"
 )
 
 // TestWatcherStopsWithTheQueueFull: with nobody taking containers off the hand-off channel

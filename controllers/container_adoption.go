@@ -1,0 +1,228 @@
+package controllers
+
+// Adoption: GPU containers made outside gpuwarden get an allocation for the devices they
+// really use, once per start, checked like any request.
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/docker"
+	"github.com/gpuwarden/gpuwarden/internal/labels"
+	"github.com/gpuwarden/gpuwarden/internal/provenance"
+	"github.com/gpuwarden/gpuwarden/internal/resolve"
+)
+
+// adoptedFor returns the allocation adopted for the container, if any.
+func adoptedFor(allocs []gpuwardenv1alpha1.GPUAllocation, id string) *gpuwardenv1alpha1.GPUAllocation {
+	for i := range allocs {
+		if allocs[i].Name == adoptedName(id) && allocs[i].DeletionTimestamp == nil {
+			return &allocs[i]
+		}
+	}
+	return nil
+}
+
+// wantsAdoption: a GPU container with no live allocation that is running (or created and
+// never started) and has not been looked at since it last started.
+func (r *ContainerReconciler) wantsAdoption(c docker.Container, allocs []gpuwardenv1alpha1.GPUAllocation) bool {
+	if !c.GPUs.Any() || c.State != docker.StateRunning && !c.NeverStarted() {
+		return false
+	}
+	for _, a := range allocs {
+		if a.Name == adoptedName(c.ID) && a.Annotations[gpuwardenv1alpha1.AnnotationAdoptedForStart] != "" {
+			if a.Annotations[gpuwardenv1alpha1.AnnotationAdoptedForStart] == startedAt(c) {
+				return false // adopted for this very start: that decision stands
+			}
+			continue
+		}
+		// Creation times have whole seconds: one made in the second the container started
+		// was made after the start.
+		if !c.StartedAt.Truncate(time.Second).After(a.CreationTimestamp.Time) {
+			return false // decided since the container last started: that decision stands
+		}
+	}
+	return true
+}
+
+// carryAdoptionToFirstStart: an adoption made while the container was created but not yet
+// started (docker run creates, then starts) is the decision for its first start too; the
+// allocation is marked with that start instead of being made anew.
+func (r *ContainerReconciler) carryAdoptionToFirstStart(ctx context.Context, c docker.Container, allocs []gpuwardenv1alpha1.GPUAllocation) error {
+	if c.StartedAt.IsZero() {
+		return nil
+	}
+	for i := range allocs {
+		a := &allocs[i]
+		if a.Name != adoptedName(c.ID) || a.Annotations[gpuwardenv1alpha1.AnnotationAdoptedForStart] != neverStarted {
+			continue
+		}
+		orig := a.DeepCopy()
+		a.Annotations[gpuwardenv1alpha1.AnnotationAdoptedForStart] = startedAt(c)
+		if err := r.Client.Patch(ctx, a, client.MergeFrom(orig)); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("recording the start of adopted container %s: %w", c.Name, err)
+		}
+	}
+	return nil
+}
+
+// neverStarted is startedAt of a container that was never started.
+var neverStarted = time.Time{}.UTC().Format(time.RFC3339Nano)
+
+// startedAt is the container's last start, as recorded on the allocation adopted for it.
+func startedAt(c docker.Container) string { return c.StartedAt.UTC().Format(time.RFC3339Nano) }
+
+// adopt creates an Adopted allocation for the devices a container really uses; it goes
+// through the same checks as any other.
+func (r *ContainerReconciler) adopt(ctx context.Context, c docker.Container, owner string, allocs []gpuwardenv1alpha1.GPUAllocation) error {
+	name := adoptedName(c.ID)
+	for i := range allocs {
+		if allocs[i].Name == name {
+			// An earlier adoption, from before the container last started: start afresh.
+			// Its deletion wakes this controller again, which then adopts anew.
+			if err := r.Client.Delete(ctx, &allocs[i]); client.IgnoreNotFound(err) != nil {
+				return fmt.Errorf("replacing adopted allocation %s: %w", name, err)
+			}
+			return nil
+		}
+	}
+	var gpus gpuwardenv1alpha1.GPUList
+	if err := r.Client.List(ctx, &gpus, client.MatchingLabels{gpuwardenv1alpha1.LabelNode: r.NodeName}); err != nil {
+		return fmt.Errorf("listing GPUs: %w", err)
+	}
+	devices := devicesOf(c.GPUs, gpus.Items)
+	if len(devices) == 0 {
+		ctrl.LoggerFrom(ctx).Info("A GPU container asks for no device this node has; not adopting it", "request", fmt.Sprintf("%+v", c.GPUs))
+		return nil
+	}
+	if owner == "" {
+		owner = gpuwardenv1alpha1.UnknownUser
+	}
+	a := &gpuwardenv1alpha1.GPUAllocation{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{gpuwardenv1alpha1.LabelNode: r.NodeName},
+			Annotations: map[string]string{gpuwardenv1alpha1.AnnotationAdoptedForStart: startedAt(c)}},
+		Spec: gpuwardenv1alpha1.GPUAllocationSpec{
+			User: owner, NodeName: r.NodeName, Request: gpuwardenv1alpha1.AllocationRequest{Devices: devices},
+			ContainerType: labels.ContainerType(c.Labels), Source: gpuwardenv1alpha1.SourceAdopted,
+			ContainerName: truncate(c.Name, 256), ContainerID: c.ID,
+		},
+	}
+	key, err := signingKey(ctx, r.Reader, r.Client, r.LedgerNamespace)
+	if err != nil {
+		return err
+	}
+	a.Annotations[gpuwardenv1alpha1.AnnotationSignature] = provenance.Sign(key, a)
+	if err := r.Client.Create(ctx, a); err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			return nil // adopted by an earlier look at this container
+		}
+		return fmt.Errorf("creating adopted allocation %s: %w", name, err)
+	}
+	r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, EventAdopted, "Adopt", "Adopted container %s of %s, which uses %s outside gpuwarden",
+		shownName(c), owner, strings.Join(devices, ","))
+	return nil
+}
+
+// checkAdopted reports an adopted container that could not be given its devices (or has no
+// known owner) once, and stops it when the policy says so.
+func (r *ContainerReconciler) checkAdopted(ctx context.Context, c docker.Container, a *gpuwardenv1alpha1.GPUAllocation, p resolve.Policy) error {
+	reason, msg := "", ""
+	switch {
+	case a.Spec.User == gpuwardenv1alpha1.UnknownUser:
+		reason, msg = ReasonOwnerUnknown, "no label names the owner of the container"
+	case a.Status.Phase == gpuwardenv1alpha1.PhaseRejected, a.Status.Phase == gpuwardenv1alpha1.PhasePending && a.Status.Reason != "":
+		reason, msg = a.Status.Reason, a.Status.Message
+	default:
+		return nil // bound, or not decided yet
+	}
+	key := "unallocated/" + string(a.UID)
+	if !r.once(c.ID, key) {
+		return nil
+	}
+	action := p.String("onUnallocatedGPU", string(gpuwardenv1alpha1.UnallocatedGPURecord))
+	mode := p.String("mode", string(gpuwardenv1alpha1.ModeEnforce))
+	unallocatedGPUContainers.WithLabelValues(reason).Inc()
+	r.Recorder.Eventf(a, nil, corev1.EventTypeWarning, EventUnallocatedGPU, "Detect", "Container %s uses %s without an allocation: %s (%s); policy: %s",
+		shownName(c), strings.Join(a.Spec.Request.Devices, ","), msg, reason, action)
+	r.Audit.Log(audit.Detection(audit.UnmanagedContainer, a.Spec.User, audit.Unmanaged{PID: c.PID, GPU: strings.Join(a.Spec.Request.Devices, ","), Container: containerRef(c)}))
+	if action != string(gpuwardenv1alpha1.UnallocatedGPUStop) || c.State != docker.StateRunning {
+		return nil
+	}
+	return r.stop(ctx, c, a.Spec.User, a, p, mode, "unallocated_gpu: "+msg)
+}
+
+// devicesOf turns a container's GPU request into the UUIDs of this node's slots it uses:
+// named UUIDs and indices as named, the first N GPUs for a count, every slot for "all". A
+// GPU partitioned into MIG instances stands for all of its instances.
+func devicesOf(req docker.GPURequest, gpus []gpuwardenv1alpha1.GPU) []string {
+	byIndex := map[string]*gpuwardenv1alpha1.GPU{}
+	byUUID := map[string]*gpuwardenv1alpha1.GPU{}
+	for i := range gpus {
+		g := &gpus[i]
+		byIndex[strconv.Itoa(int(g.Spec.Index))] = g
+		byUUID[g.Status.UUID] = g
+	}
+	slotsOfGPU := func(g *gpuwardenv1alpha1.GPU) []string {
+		if g.Status.MIGMode == gpuwardenv1alpha1.MIGEnabled {
+			var out []string
+			for _, in := range g.Status.MIGInstances {
+				out = append(out, in.UUID)
+			}
+			return out
+		}
+		return []string{g.Status.UUID}
+	}
+	var out []string
+	add := func(ids ...string) {
+		for _, id := range ids {
+			if id != "" && !slices.Contains(out, id) {
+				out = append(out, id)
+			}
+		}
+	}
+	switch {
+	case req.All:
+		slices.SortFunc(gpus, func(a, b gpuwardenv1alpha1.GPU) int { return int(a.Spec.Index - b.Spec.Index) })
+		for i := range gpus {
+			add(slotsOfGPU(&gpus[i])...)
+		}
+	case req.Count > 0:
+		for i := 0; i < req.Count; i++ {
+			if g := byIndex[strconv.Itoa(i)]; g != nil {
+				add(slotsOfGPU(g)...)
+			}
+		}
+	default:
+		for _, d := range req.Devices {
+			gi, mi, isMIG := strings.Cut(d, ":")
+			switch {
+			case byUUID[d] != nil:
+				add(slotsOfGPU(byUUID[d])...)
+			case strings.HasPrefix(d, "MIG-"):
+				add(d)
+			case isMIG && byIndex[gi] != nil:
+				if n, err := strconv.Atoi(mi); err == nil && n < len(byIndex[gi].Status.MIGInstances) {
+					add(byIndex[gi].Status.MIGInstances[n].UUID)
+				}
+			case byIndex[d] != nil:
+				add(slotsOfGPU(byIndex[d])...)
+			}
+		}
+	}
+	return out
+}
+
+// adoptedName is the name of the allocation adopted for a container.
+func adoptedName(id string) string { return "adopted-" + id[:min(12, len(id))] }

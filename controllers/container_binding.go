@@ -1,0 +1,124 @@
+package controllers
+
+// Binding and release: which allocations a container belongs to, attaching it, and giving
+// its devices back when it is gone.
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/docker"
+)
+
+// gone releases what a removed container held.
+func (r *ContainerReconciler) gone(ctx context.Context, id string) error {
+	last, _ := r.Store.Gone(id)
+	last.ID = id
+	owner := r.Owners.Of(last)
+	items, err := r.attached(ctx, last, owner)
+	if err != nil {
+		return err
+	}
+	for i := range items {
+		a := &items[i]
+		if a.Spec.NodeName != r.NodeName && a.Spec.NodeName != "" {
+			continue
+		}
+		switch {
+		case a.Spec.Source == gpuwardenv1alpha1.SourceAdopted && a.Status.Phase != gpuwardenv1alpha1.PhaseBound:
+			// Adopted for this container alone and holding nothing: it has nothing left to say.
+			if err := r.Client.Delete(ctx, a); client.IgnoreNotFound(err) != nil {
+				return fmt.Errorf("deleting adopted allocation %s: %w", a.Name, err)
+			}
+		case isLive(a):
+			if err := r.release(ctx, a, ReasonContainerRemoved); err != nil {
+				return err
+			}
+		}
+	}
+	r.Store.Forget(id)
+	r.Owners.Forget(id)
+	r.forget(id)
+	return nil
+}
+
+// attached returns the allocations a container belongs to: those that name its ID (the
+// one adopted for it among them) and the one its label names, if that is for the same
+// owner and no other container's.
+func (r *ContainerReconciler) attached(ctx context.Context, c docker.Container, owner string) ([]gpuwardenv1alpha1.GPUAllocation, error) {
+	var list gpuwardenv1alpha1.GPUAllocationList
+	if err := r.Client.List(ctx, &list, client.MatchingFields{IndexContainerID: c.ID}); err != nil {
+		return nil, fmt.Errorf("listing allocations of container %s: %w", c.ID, err)
+	}
+	out := list.Items
+	name := c.Labels[gpuwardenv1alpha1.LabelAllocation]
+	if name == "" || slices.ContainsFunc(out, func(a gpuwardenv1alpha1.GPUAllocation) bool { return a.Name == name }) {
+		return out, nil
+	}
+	var a gpuwardenv1alpha1.GPUAllocation
+	err := r.Client.Get(ctx, client.ObjectKey{Name: name}, &a)
+	if apierrors.IsNotFound(err) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading allocation %s: %w", name, err)
+	}
+	// A label is a claim, not proof: the allocation must be for this container's known
+	// owner and not already another container's.
+	if a.Status.ContainerID != "" && a.Status.ContainerID != c.ID || a.Spec.ContainerID != "" && a.Spec.ContainerID != c.ID ||
+		owner == "" || a.Spec.User != owner {
+		ctrl.LoggerFrom(ctx).Info("Not attaching a container to an allocation that is another container's or user's", "allocation", name, "owner", owner)
+		return out, nil
+	}
+	return append(out, a), nil
+}
+
+// isLive reports whether an allocation holds or waits for devices.
+func isLive(a *gpuwardenv1alpha1.GPUAllocation) bool {
+	return a.DeletionTimestamp == nil && a.Annotations[gpuwardenv1alpha1.AnnotationRelease] == "" &&
+		(a.Status.Phase == "" || a.Status.Phase == gpuwardenv1alpha1.PhasePending || a.Status.Phase == gpuwardenv1alpha1.PhaseBound)
+}
+
+// liveAllocation returns the allocation that holds or waits for devices for the container.
+func liveAllocation(allocs []gpuwardenv1alpha1.GPUAllocation) *gpuwardenv1alpha1.GPUAllocation {
+	for i := range allocs {
+		if isLive(&allocs[i]) {
+			return &allocs[i]
+		}
+	}
+	return nil
+}
+
+// attach records the container on its allocation.
+func (r *ContainerReconciler) attach(ctx context.Context, c docker.Container, a *gpuwardenv1alpha1.GPUAllocation) error {
+	if a.Status.ContainerID == c.ID {
+		return nil
+	}
+	orig := a.DeepCopy()
+	a.Status.ContainerID = c.ID
+	if err := r.Client.Status().Patch(ctx, a, client.MergeFrom(orig)); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, EventAttached, "Attach", "Container %s (%s) uses this allocation", shownName(c), c.ID[:12])
+	return nil
+}
+
+// release asks the allocation controller for the devices back.
+func (r *ContainerReconciler) release(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, reason string) error {
+	orig := a.DeepCopy()
+	if a.Annotations == nil {
+		a.Annotations = map[string]string{}
+	}
+	a.Annotations[gpuwardenv1alpha1.AnnotationRelease] = reason
+	if err := r.Client.Patch(ctx, a, client.MergeFrom(orig)); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	return nil
+}
