@@ -2,27 +2,18 @@ package controllers
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/event"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/predicate"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
-	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/allocation"
@@ -307,66 +298,6 @@ func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocat
 	}
 }
 
-// signed reports whether gpuwarden made a (its signature matches its spec).
-func (p *pass) signed(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) (bool, error) {
-	if p.key == nil {
-		key, err := signingKey(ctx, p.r.Reader, p.r.Client, p.r.LedgerNamespace)
-		if err != nil {
-			return false, err
-		}
-		p.key = key
-	}
-	return provenance.Verify(p.key, a), nil
-}
-
-// unsatisfiable says why req can never be met — on this node, or for a request not yet
-// given a node, on any node — or "" when it can, or when that is not known. This node's
-// inventory is read from the GPU back end itself, complete, never from GPU objects that may
-// still be being written.
-func (p *pass) unsatisfiable(ctx context.Context, req allocation.Request, anyNode bool) string {
-	if p.complete == nil {
-		p.complete = []allocation.Slot{}
-		if p.r.GPUs == nil {
-			return ""
-		}
-		devices, err := p.r.GPUs.Devices(ctx)
-		if err != nil || len(devices) == 0 {
-			return "" // nothing known for sure: keep waiting
-		}
-		gpus := make([]gpuwardenv1alpha1.GPU, 0, len(devices))
-		for _, d := range devices {
-			gpus = append(gpus, gpuwardenv1alpha1.GPU{Spec: gpuwardenv1alpha1.GPUSpec{Index: int32(d.Index)}, Status: deviceStatus(d)})
-		}
-		p.complete = allocation.SlotsOf(gpus)
-	}
-	if len(p.complete) == 0 {
-		return ""
-	}
-	why := allocation.Unsatisfiable(p.complete, req, p.r.NodeName)
-	if why == "" || !anyNode {
-		return why
-	}
-	var all gpuwardenv1alpha1.GPUList
-	if err := p.r.Client.List(ctx, &all); err != nil {
-		return ""
-	}
-	byNode := map[string][]gpuwardenv1alpha1.GPU{}
-	for _, g := range all.Items {
-		if n := g.Labels[gpuwardenv1alpha1.LabelNode]; n != p.r.NodeName {
-			byNode[n] = append(byNode[n], g)
-		}
-	}
-	for node, gpus := range byNode {
-		if allocation.Unsatisfiable(allocation.SlotsOf(gpus), req, node) == "" {
-			return "" // another node may meet it
-		}
-	}
-	if len(byNode) > 0 {
-		why += fmt.Sprintf(", nor can any of the %d other GPU nodes", len(byNode))
-	}
-	return why
-}
-
 // waits reports whether a is this node's (or no node's yet) and still to be decided. A
 // status that says Bound while the ledger holds no binding was never this controller's
 // decision (someone else wrote it): the request is decided as if new.
@@ -382,141 +313,6 @@ func (p *pass) waits(a *gpuwardenv1alpha1.GPUAllocation) bool {
 // and ends up in a status message.
 func releaseReason(a *gpuwardenv1alpha1.GPUAllocation) string {
 	return truncate(a.Annotations[gpuwardenv1alpha1.AnnotationRelease], maxUserText)
-}
-
-// markForeign marks slots with processes on them. Held slots are skipped by the decision
-// anyway, so any process on a free slot is one that belongs to no allocation.
-func (r *AllocationReconciler) markForeign(ctx context.Context, slots []allocation.Slot) []allocation.Slot {
-	if r.GPUs == nil {
-		return slots
-	}
-	procs, err := r.GPUs.Processes(ctx)
-	if err != nil && !errors.Is(err, gpu.ErrNoDriver) {
-		ctrl.LoggerFrom(ctx).Error(err, "Reading GPU processes; deciding without them")
-	}
-	busy := map[string]bool{}
-	for _, pr := range procs {
-		busy[pr.DeviceUUID] = true
-	}
-	for i := range slots {
-		slots[i].Foreign = busy[slots[i].UUID]
-	}
-	return slots
-}
-
-// ownProcesses returns the inventory with the named devices' processes counted as the
-// requester's own.
-func ownProcesses(inventory []allocation.Slot, devices []string) []allocation.Slot {
-	out := slices.Clone(inventory)
-	for i := range out {
-		if slices.Contains(devices, out[i].UUID) {
-			out[i].Foreign = false
-		}
-	}
-	return out
-}
-
-// SetupWithManager registers the reconciler: one key per node, woken by any change to
-// allocations, quotas or this node's GPUs.
-func (r *AllocationReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	switch {
-	case r.Client == nil || r.Reader == nil || r.NodeName == "" || r.Groups == nil || r.Clock == nil || r.Recorder == nil || r.Audit == nil:
-		return errors.New("AllocationReconciler needs a Client, Reader, NodeName, Groups, Clock, Recorder and Audit")
-	}
-	if r.LedgerNamespace == "" {
-		r.LedgerNamespace = "kube-system"
-	}
-	if r.Retention == 0 {
-		r.Retention = DefaultRetention
-	}
-	r.derived = newDerivedWriter(r.Client, r.NodeName)
-	if err := mgr.Add(r.derived); err != nil {
-		return fmt.Errorf("adding the writer of GPU holders and quota usage: %w", err)
-	}
-	node := reconcile.Request{NamespacedName: client.ObjectKey{Name: r.NodeName}}
-	toNode := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request { return []reconcile.Request{node} })
-	start := make(chan event.GenericEvent, 1)
-	start <- event.GenericEvent{Object: &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: r.NodeName}}}
-	// The pass writes statuses itself: only changes that can alter a decision wake it.
-	return ctrl.NewControllerManagedBy(mgr).
-		Named("allocation").
-		Watches(&gpuwardenv1alpha1.GPUAllocation{}, toNode, builder.WithPredicates(predicate.Or[client.Object](
-			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, deletionStarted{},
-			predicate.Funcs{UpdateFunc: r.statusChangedByOthers}))).
-		Watches(&gpuwardenv1alpha1.GPUQuota{}, toNode, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Watches(&gpuwardenv1alpha1.GPU{}, toNode, builder.WithPredicates(predicate.Funcs{UpdateFunc: gpuChangedForAllocation})).
-		// Holders and usage are the ledger's to say: whoever else writes them is overwritten.
-		Watches(&gpuwardenv1alpha1.GPU{}, r.derived.onChange(), builder.WithPredicates(predicate.Funcs{UpdateFunc: holdersChanged})).
-		Watches(&gpuwardenv1alpha1.GPUQuota{}, r.derived.onChange(), builder.WithPredicates(predicate.Funcs{UpdateFunc: usageChanged})).
-		WatchesRawSource(source.Channel(start, &handler.EnqueueRequestForObject{})).
-		Complete(r)
-}
-
-// statusChangedByOthers passes an update that changes what an allocation's status says
-// about its devices when the change is not this controller's own write: a status is the
-// ledger's to say, and someone else's is put back at once.
-func (r *AllocationReconciler) statusChangedByOthers(e event.UpdateEvent) bool {
-	o, ok1 := e.ObjectOld.(*gpuwardenv1alpha1.GPUAllocation)
-	n, ok2 := e.ObjectNew.(*gpuwardenv1alpha1.GPUAllocation)
-	if !ok1 || !ok2 {
-		return true
-	}
-	if rv, ours := r.written.Load(n.Name); ours && rv == n.ResourceVersion {
-		return false
-	}
-	a, b := o.Status, n.Status
-	return a.Phase != b.Phase || a.Reason != b.Reason || a.Message != b.Message ||
-		!equality.Semantic.DeepEqual(a.Devices, b.Devices) || !equality.Semantic.DeepEqual(a.GPUEquivalents, b.GPUEquivalents) ||
-		!equality.Semantic.DeepEqual(a.BoundTime, b.BoundTime) || !equality.Semantic.DeepEqual(a.ReleasedTime, b.ReleasedTime)
-}
-
-// deletionStarted passes an update that marks an object for deletion.
-type deletionStarted struct{ predicate.Funcs }
-
-func (deletionStarted) Update(e event.UpdateEvent) bool {
-	return e.ObjectOld.GetDeletionTimestamp() == nil && e.ObjectNew.GetDeletionTimestamp() != nil
-}
-
-// gpuChangedForAllocation passes GPU updates that change what can be given out (identity,
-// health, MIG layout), not the holders the pass writes itself or utilisation.
-func gpuChangedForAllocation(e event.UpdateEvent) bool {
-	o, ok1 := e.ObjectOld.(*gpuwardenv1alpha1.GPU)
-	n, ok2 := e.ObjectNew.(*gpuwardenv1alpha1.GPU)
-	if !ok1 || !ok2 {
-		return true
-	}
-	if o.Status.UUID != n.Status.UUID || o.Status.Health != n.Status.Health || o.Status.MIGMode != n.Status.MIGMode ||
-		len(o.Status.MIGInstances) != len(n.Status.MIGInstances) {
-		return true
-	}
-	for i := range o.Status.MIGInstances {
-		if o.Status.MIGInstances[i].UUID != n.Status.MIGInstances[i].UUID || o.Status.MIGInstances[i].Profile != n.Status.MIGInstances[i].Profile {
-			return true
-		}
-	}
-	return false
-}
-
-// holdersChanged passes GPU updates that change a holder.
-func holdersChanged(e event.UpdateEvent) bool {
-	o, ok1 := e.ObjectOld.(*gpuwardenv1alpha1.GPU)
-	n, ok2 := e.ObjectNew.(*gpuwardenv1alpha1.GPU)
-	if !ok1 || !ok2 || o.Status.Holder != n.Status.Holder || len(o.Status.MIGInstances) != len(n.Status.MIGInstances) {
-		return true
-	}
-	for i := range o.Status.MIGInstances {
-		if o.Status.MIGInstances[i].Holder != n.Status.MIGInstances[i].Holder {
-			return true
-		}
-	}
-	return false
-}
-
-// usageChanged passes GPUQuota updates that change the usage shown.
-func usageChanged(e event.UpdateEvent) bool {
-	o, ok1 := e.ObjectOld.(*gpuwardenv1alpha1.GPUQuota)
-	n, ok2 := e.ObjectNew.(*gpuwardenv1alpha1.GPUQuota)
-	return !ok1 || !ok2 || !equality.Semantic.DeepEqual(o.Status.Usage, n.Status.Usage)
 }
 
 // quantity turns a gpu-equivalent sum into a quantity to the nano.

@@ -1,0 +1,110 @@
+package controllers
+
+// What a pass checks besides the decision itself: that gpuwarden made what says it did, that
+// a request can ever be met, which devices run processes of no allocation.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/allocation"
+	"github.com/gpuwarden/gpuwarden/internal/gpu"
+	"github.com/gpuwarden/gpuwarden/internal/provenance"
+)
+
+// signed reports whether gpuwarden made a (its signature matches its spec).
+func (p *pass) signed(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) (bool, error) {
+	if p.key == nil {
+		key, err := signingKey(ctx, p.r.Reader, p.r.Client, p.r.LedgerNamespace)
+		if err != nil {
+			return false, err
+		}
+		p.key = key
+	}
+	return provenance.Verify(p.key, a), nil
+}
+
+// unsatisfiable says why req can never be met — on this node, or for a request not yet
+// given a node, on any node — or "" when it can, or when that is not known. This node's
+// inventory is read from the GPU back end itself, complete, never from GPU objects that may
+// still be being written.
+func (p *pass) unsatisfiable(ctx context.Context, req allocation.Request, anyNode bool) string {
+	if p.complete == nil {
+		p.complete = []allocation.Slot{}
+		if p.r.GPUs == nil {
+			return ""
+		}
+		devices, err := p.r.GPUs.Devices(ctx)
+		if err != nil || len(devices) == 0 {
+			return "" // nothing known for sure: keep waiting
+		}
+		gpus := make([]gpuwardenv1alpha1.GPU, 0, len(devices))
+		for _, d := range devices {
+			gpus = append(gpus, gpuwardenv1alpha1.GPU{Spec: gpuwardenv1alpha1.GPUSpec{Index: int32(d.Index)}, Status: deviceStatus(d)})
+		}
+		p.complete = allocation.SlotsOf(gpus)
+	}
+	if len(p.complete) == 0 {
+		return ""
+	}
+	why := allocation.Unsatisfiable(p.complete, req, p.r.NodeName)
+	if why == "" || !anyNode {
+		return why
+	}
+	var all gpuwardenv1alpha1.GPUList
+	if err := p.r.Client.List(ctx, &all); err != nil {
+		return ""
+	}
+	byNode := map[string][]gpuwardenv1alpha1.GPU{}
+	for _, g := range all.Items {
+		if n := g.Labels[gpuwardenv1alpha1.LabelNode]; n != p.r.NodeName {
+			byNode[n] = append(byNode[n], g)
+		}
+	}
+	for node, gpus := range byNode {
+		if allocation.Unsatisfiable(allocation.SlotsOf(gpus), req, node) == "" {
+			return "" // another node may meet it
+		}
+	}
+	if len(byNode) > 0 {
+		why += fmt.Sprintf(", nor can any of the %d other GPU nodes", len(byNode))
+	}
+	return why
+}
+
+// markForeign marks slots with processes on them. Held slots are skipped by the decision
+// anyway, so any process on a free slot is one that belongs to no allocation.
+func (r *AllocationReconciler) markForeign(ctx context.Context, slots []allocation.Slot) []allocation.Slot {
+	if r.GPUs == nil {
+		return slots
+	}
+	procs, err := r.GPUs.Processes(ctx)
+	if err != nil && !errors.Is(err, gpu.ErrNoDriver) {
+		ctrl.LoggerFrom(ctx).Error(err, "Reading GPU processes; deciding without them")
+	}
+	busy := map[string]bool{}
+	for _, pr := range procs {
+		busy[pr.DeviceUUID] = true
+	}
+	for i := range slots {
+		slots[i].Foreign = busy[slots[i].UUID]
+	}
+	return slots
+}
+
+// ownProcesses returns the inventory with the named devices' processes counted as the
+// requester's own.
+func ownProcesses(inventory []allocation.Slot, devices []string) []allocation.Slot {
+	out := slices.Clone(inventory)
+	for i := range out {
+		if slices.Contains(devices, out[i].UUID) {
+			out[i].Foreign = false
+		}
+	}
+	return out
+}

@@ -1,0 +1,125 @@
+package controllers
+
+// What wakes an allocation pass, and what has the holders and usage compared again.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+)
+
+// SetupWithManager registers the reconciler: one key per node, woken by any change to
+// allocations, quotas or this node's GPUs.
+func (r *AllocationReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	switch {
+	case r.Client == nil || r.Reader == nil || r.NodeName == "" || r.Groups == nil || r.Clock == nil || r.Recorder == nil || r.Audit == nil:
+		return errors.New("AllocationReconciler needs a Client, Reader, NodeName, Groups, Clock, Recorder and Audit")
+	}
+	if r.LedgerNamespace == "" {
+		r.LedgerNamespace = "kube-system"
+	}
+	if r.Retention == 0 {
+		r.Retention = DefaultRetention
+	}
+	r.derived = newDerivedWriter(r.Client, r.NodeName)
+	if err := mgr.Add(r.derived); err != nil {
+		return fmt.Errorf("adding the writer of GPU holders and quota usage: %w", err)
+	}
+	node := reconcile.Request{NamespacedName: client.ObjectKey{Name: r.NodeName}}
+	toNode := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request { return []reconcile.Request{node} })
+	start := make(chan event.GenericEvent, 1)
+	start <- event.GenericEvent{Object: &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: r.NodeName}}}
+	// The pass writes statuses itself: only changes that can alter a decision wake it.
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("allocation").
+		Watches(&gpuwardenv1alpha1.GPUAllocation{}, toNode, builder.WithPredicates(predicate.Or[client.Object](
+			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, deletionStarted{},
+			predicate.Funcs{UpdateFunc: r.statusChangedByOthers}))).
+		Watches(&gpuwardenv1alpha1.GPUQuota{}, toNode, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&gpuwardenv1alpha1.GPU{}, toNode, builder.WithPredicates(predicate.Funcs{UpdateFunc: gpuChangedForAllocation})).
+		// Holders and usage are the ledger's to say: whoever else writes them is overwritten.
+		Watches(&gpuwardenv1alpha1.GPU{}, r.derived.onChange(), builder.WithPredicates(predicate.Funcs{UpdateFunc: holdersChanged})).
+		Watches(&gpuwardenv1alpha1.GPUQuota{}, r.derived.onChange(), builder.WithPredicates(predicate.Funcs{UpdateFunc: usageChanged})).
+		WatchesRawSource(source.Channel(start, &handler.EnqueueRequestForObject{})).
+		Complete(r)
+}
+
+// statusChangedByOthers passes an update that changes what an allocation's status says
+// about its devices when the change is not this controller's own write: a status is the
+// ledger's to say, and someone else's is put back at once.
+func (r *AllocationReconciler) statusChangedByOthers(e event.UpdateEvent) bool {
+	o, ok1 := e.ObjectOld.(*gpuwardenv1alpha1.GPUAllocation)
+	n, ok2 := e.ObjectNew.(*gpuwardenv1alpha1.GPUAllocation)
+	if !ok1 || !ok2 {
+		return true
+	}
+	if rv, ours := r.written.Load(n.Name); ours && rv == n.ResourceVersion {
+		return false
+	}
+	a, b := o.Status, n.Status
+	return a.Phase != b.Phase || a.Reason != b.Reason || a.Message != b.Message ||
+		!equality.Semantic.DeepEqual(a.Devices, b.Devices) || !equality.Semantic.DeepEqual(a.GPUEquivalents, b.GPUEquivalents) ||
+		!equality.Semantic.DeepEqual(a.BoundTime, b.BoundTime) || !equality.Semantic.DeepEqual(a.ReleasedTime, b.ReleasedTime)
+}
+
+// deletionStarted passes an update that marks an object for deletion.
+type deletionStarted struct{ predicate.Funcs }
+
+func (deletionStarted) Update(e event.UpdateEvent) bool {
+	return e.ObjectOld.GetDeletionTimestamp() == nil && e.ObjectNew.GetDeletionTimestamp() != nil
+}
+
+// gpuChangedForAllocation passes GPU updates that change what can be given out (identity,
+// health, MIG layout), not the holders the pass writes itself or utilisation.
+func gpuChangedForAllocation(e event.UpdateEvent) bool {
+	o, ok1 := e.ObjectOld.(*gpuwardenv1alpha1.GPU)
+	n, ok2 := e.ObjectNew.(*gpuwardenv1alpha1.GPU)
+	if !ok1 || !ok2 {
+		return true
+	}
+	if o.Status.UUID != n.Status.UUID || o.Status.Health != n.Status.Health || o.Status.MIGMode != n.Status.MIGMode ||
+		len(o.Status.MIGInstances) != len(n.Status.MIGInstances) {
+		return true
+	}
+	for i := range o.Status.MIGInstances {
+		if o.Status.MIGInstances[i].UUID != n.Status.MIGInstances[i].UUID || o.Status.MIGInstances[i].Profile != n.Status.MIGInstances[i].Profile {
+			return true
+		}
+	}
+	return false
+}
+
+// holdersChanged passes GPU updates that change a holder.
+func holdersChanged(e event.UpdateEvent) bool {
+	o, ok1 := e.ObjectOld.(*gpuwardenv1alpha1.GPU)
+	n, ok2 := e.ObjectNew.(*gpuwardenv1alpha1.GPU)
+	if !ok1 || !ok2 || o.Status.Holder != n.Status.Holder || len(o.Status.MIGInstances) != len(n.Status.MIGInstances) {
+		return true
+	}
+	for i := range o.Status.MIGInstances {
+		if o.Status.MIGInstances[i].Holder != n.Status.MIGInstances[i].Holder {
+			return true
+		}
+	}
+	return false
+}
+
+// usageChanged passes GPUQuota updates that change the usage shown.
+func usageChanged(e event.UpdateEvent) bool {
+	o, ok1 := e.ObjectOld.(*gpuwardenv1alpha1.GPUQuota)
+	n, ok2 := e.ObjectNew.(*gpuwardenv1alpha1.GPUQuota)
+	return !ok1 || !ok2 || !equality.Semantic.DeepEqual(o.Status.Usage, n.Status.Usage)
+}
