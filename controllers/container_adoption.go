@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/allocation"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/labels"
@@ -167,57 +168,43 @@ func (r *ContainerReconciler) checkAdopted(ctx context.Context, c docker.Contain
 // named UUIDs and indices as named, the first N GPUs for a count, every slot for "all". A
 // GPU partitioned into MIG instances stands for all of its instances.
 func devicesOf(req docker.GPURequest, gpus []gpuwardenv1alpha1.GPU) []string {
-	byIndex := map[string]*gpuwardenv1alpha1.GPU{}
-	byUUID := map[string]*gpuwardenv1alpha1.GPU{}
-	for i := range gpus {
-		g := &gpus[i]
-		byIndex[strconv.Itoa(int(g.Spec.Index))] = g
-		byUUID[g.Status.UUID] = g
-	}
-	slotsOfGPU := func(g *gpuwardenv1alpha1.GPU) []string {
-		if g.Status.MIGMode == gpuwardenv1alpha1.MIGEnabled {
-			var out []string
-			for _, in := range g.Status.MIGInstances {
-				out = append(out, in.UUID)
-			}
-			return out
-		}
-		return []string{g.Status.UUID}
-	}
+	slots := allocation.SlotsOf(gpus) // index order; a partitioned GPU as its instances
 	var out []string
-	add := func(ids ...string) {
-		for _, id := range ids {
-			if id != "" && !slices.Contains(out, id) {
-				out = append(out, id)
+	add := func(match func(allocation.Slot) bool) {
+		for _, s := range slots {
+			if match(s) && !slices.Contains(out, s.UUID) {
+				out = append(out, s.UUID)
 			}
 		}
 	}
 	switch {
 	case req.All:
-		slices.SortFunc(gpus, func(a, b gpuwardenv1alpha1.GPU) int { return int(a.Spec.Index - b.Spec.Index) })
-		for i := range gpus {
-			add(slotsOfGPU(&gpus[i])...)
-		}
+		add(func(allocation.Slot) bool { return true })
 	case req.Count > 0:
-		for i := 0; i < req.Count; i++ {
-			if g := byIndex[strconv.Itoa(i)]; g != nil {
-				add(slotsOfGPU(g)...)
-			}
-		}
+		add(func(s allocation.Slot) bool { return s.GPUIndex < req.Count })
 	default:
 		for _, d := range req.Devices {
 			gi, mi, isMIG := strings.Cut(d, ":")
+			g, gerr := strconv.Atoi(gi)
+			m, merr := strconv.Atoi(mi)
 			switch {
-			case byUUID[d] != nil:
-				add(slotsOfGPU(byUUID[d])...)
-			case strings.HasPrefix(d, "MIG-"):
-				add(d)
-			case isMIG && byIndex[gi] != nil:
-				if n, err := strconv.Atoi(mi); err == nil && n < len(byIndex[gi].Status.MIGInstances) {
-					add(byIndex[gi].Status.MIGInstances[n].UUID)
+			case isMIG && gerr == nil && merr == nil:
+				n := -1
+				add(func(s allocation.Slot) bool {
+					if s.GPUIndex != g || s.Profile == "" {
+						return false
+					}
+					n++
+					return n == m
+				})
+			case gerr == nil && !isMIG:
+				add(func(s allocation.Slot) bool { return s.GPUIndex == g })
+			case strings.HasPrefix(d, "MIG-") && !slices.ContainsFunc(slots, func(s allocation.Slot) bool { return s.UUID == d }):
+				if !slices.Contains(out, d) {
+					out = append(out, d) // an instance the inventory does not show (yet): as named
 				}
-			case byIndex[d] != nil:
-				add(slotsOfGPU(byIndex[d])...)
+			default:
+				add(func(s allocation.Slot) bool { return s.UUID == d || s.GPUUUID == d })
 			}
 		}
 	}
