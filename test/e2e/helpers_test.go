@@ -192,3 +192,16 @@ func httpGet(url string) (int, string) {
 	body, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(body)
 }
+
+// mountTmpfs mounts a tmpfs of the given options (size=…) on dir, made if missing, until the
+// test ends: a small disk that fills up for real. It needs root.
+func mountTmpfs(t *testing.T, dir, options string) {
+	t.Helper()
+	testutil.Require(t, os.Geteuid() == 0, "root, to mount a small tmpfs")
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("mount", "-t", "tmpfs", "-o", options, "tmpfs", dir).CombinedOutput()
+	testutil.Require(t, err == nil, "mounting a tmpfs on %s: %v %s", dir, err, out)
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
+}

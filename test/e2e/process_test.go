@@ -9,8 +9,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
 
 // TestSIGHUPStopsCleanly: a hang-up (a closed terminal, a reload) stops the server as
@@ -52,15 +50,9 @@ func TestNodeNameOverALabelValueIsRefused(t *testing.T) {
 // its own log and the audit log (on another disk) keeps what was accepted.
 func TestEtcdOutOfDiskFailsLoudly(t *testing.T) {
 	requireKubectl(t)
-	testutil.Require(t, os.Geteuid() == 0, "root, to mount a small tmpfs for etcd")
 	base := t.TempDir()
 	dataDir := filepath.Join(base, "data")
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=160m", "tmpfs", dataDir).CombinedOutput()
-	testutil.Require(t, err == nil, "mounting a tmpfs: %v %s", err, out)
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", dataDir).Run() })
+	mountTmpfs(t, dataDir, "size=160m")
 	auditLog := filepath.Join(base, "log", "events.jsonl")
 	p := start(t, "server", "--data-dir", dataDir, "--api-port", "0", "--node-name", "full01", "--fake-gpus", "dgxa100",
 		"--docker-host", "none", "--audit-log", auditLog, "--metrics-bind-address", "0", "--health-probe-bind-address", "0")

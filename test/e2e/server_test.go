@@ -288,15 +288,9 @@ func runEvents(t *testing.T, args ...string) (string, error) {
 // failure as a Warning Event and a metric, and writes every held event once there is space.
 func TestAuditLogOnFullDiskIsReportedAndCaughtUp(t *testing.T) {
 	requireKubectl(t)
-	testutil.Require(t, os.Geteuid() == 0, "root, to mount a small tmpfs for the audit log")
 	dir := t.TempDir()
 	logDir := filepath.Join(dir, "auditfs")
-	if err := os.Mkdir(logDir, 0o750); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m,mode=0750", "tmpfs", logDir).CombinedOutput()
-	testutil.Require(t, err == nil, "mounting a tmpfs: %v %s", err, out)
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", logDir).Run() })
+	mountTmpfs(t, logDir, "size=1m,mode=0750")
 	filler := filepath.Join(logDir, "filler")
 	_ = exec.Command("dd", "if=/dev/zero", "of="+filler, "bs=4k").Run() // fails when the disk is full, as meant
 	auditLog := filepath.Join(logDir, "events.jsonl")
