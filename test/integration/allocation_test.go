@@ -127,7 +127,7 @@ func startManager(tb testing.TB, o controllers.Options) (stop func()) {
 	return stop
 }
 
-func createQuotas(t *testing.T, c client.Client) {
+func createQuotas(t testing.TB, c client.Client) {
 	t.Helper()
 	for _, q := range []gpuwardenv1alpha1.GPUQuota{
 		{ObjectMeta: metav1.ObjectMeta{Name: "everyone"}, Spec: gpuwardenv1alpha1.GPUQuotaSpec{

@@ -404,7 +404,7 @@ func TestCreatedNeverStartedIsRemoved(t *testing.T) {
 
 func TestAdoptionOfGPUContainersMadeOutsideGPUWarden(t *testing.T) {
 	e := newContainerEnv(t, dockerHost(t))
-	createQuotas(t, e.c) // everyone: 2 gpu-equivalents, 2 per container, 3 containers
+	e.createQuotas() // everyone: 2 gpu-equivalents, 2 per container, 3 containers
 	e.policy("stop-unallocated", gpuwardenv1alpha1.ContainerPolicySpec{Selector: gpuwardenv1alpha1.PolicySelector{Users: []string{"hank"}},
 		OnUnallocatedGPU: gpuwardenv1alpha1.UnallocatedGPUStop, StopGracePeriod: duration(time.Second)})
 	uuids := e.fake.UUIDs()

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -36,6 +37,27 @@ func (e *containerEnv) create(name, user string, req gpuwardenv1alpha1.Allocatio
 	if err := e.c.Create(context.Background(), a); err != nil {
 		e.t.Fatal(err)
 	}
+}
+
+// accepted waits until the running controllers have seen the quota: once the quota
+// controller has, the allocation controller (same cache) has too.
+func (e *containerEnv) accepted(quotas ...string) {
+	e.t.Helper()
+	for _, name := range quotas {
+		testutil.Eventually(e.t, 20*time.Second, "quota "+name+" accepted", func() bool {
+			var got gpuwardenv1alpha1.GPUQuota
+			return e.c.Get(context.Background(), client.ObjectKey{Name: name}, &got) == nil &&
+				meta.IsStatusConditionTrue(got.Status.Conditions, gpuwardenv1alpha1.ConditionAccepted)
+		})
+	}
+}
+
+// createQuotas creates the shared test quotas while the controllers run, and waits until
+// they are in force.
+func (e *containerEnv) createQuotas() {
+	e.t.Helper()
+	createQuotas(e.t, e.c)
+	e.accepted("everyone", "vip")
 }
 
 // forge writes a status as someone other than the controller would.
@@ -181,6 +203,7 @@ func TestRequestsThatCanNeverBeMetAreRejected(t *testing.T) {
 	if err := e.c.Create(context.Background(), q); err != nil {
 		t.Fatal(err)
 	}
+	e.accepted(q.Name)
 	e.create("tiny-1", "tim", gpuwardenv1alpha1.AllocationRequest{GPUs: ptr.To[int32](1)}, "")
 	if a := e.waitPhase("tiny-1", gpuwardenv1alpha1.PhaseRejected); !strings.Contains(a.Status.Message, "0/0.000000001") {
 		t.Errorf("quota message %q does not show the real limit", a.Status.Message)
@@ -209,7 +232,7 @@ func TestHandMadeAdoptedOrGatewayAllocationIsRefused(t *testing.T) {
 // record, one Adopted Event and one detection record, however often it is looked at.
 func TestAdoptedOverQuotaIsDecidedOnce(t *testing.T) {
 	e := newContainerEnv(t, dockerHost(t))
-	createQuotas(t, e.c) // everyone: 2 gpu-equivalents
+	e.createQuotas() // everyone: 2 gpu-equivalents
 	id := e.run("--label", "ds01.user=olaf", "--gpus", "3", testImage(), "sleep", "3600")
 	name := "adopted-" + id[:12]
 	a := e.waitPhase(name, gpuwardenv1alpha1.PhaseRejected)
