@@ -54,7 +54,7 @@ type AllocationReconciler struct {
 	Retention       time.Duration
 
 	derived *derivedWriter
-	// written is the resourceVersion of each allocation's last status written by a pass.
+	// written is each allocation's last status written by a pass.
 	written sync.Map
 }
 

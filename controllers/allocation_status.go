@@ -77,6 +77,8 @@ func (p *pass) writeStatuses(ctx context.Context, allocs []gpuwardenv1alpha1.GPU
 		g.Go(func() error {
 			before := a.Status.DeepCopy()
 			a.Status = *want
+			// Known before the write returns: its watch event may come first.
+			p.r.written.Store(a.Name, want.DeepCopy())
 			if err := p.r.Client.Status().Update(ctx, a); err != nil {
 				switch {
 				case apierrors.IsConflict(err):
@@ -88,7 +90,6 @@ func (p *pass) writeStatuses(ctx context.Context, allocs []gpuwardenv1alpha1.GPU
 				}
 				return nil
 			}
-			p.r.written.Store(a.Name, a.ResourceVersion)
 			p.record(a, before)
 			return nil
 		})
@@ -142,7 +143,7 @@ func (p *pass) desiredStatus(a *gpuwardenv1alpha1.GPUAllocation) (*gpuwardenv1al
 		if b.Node != p.r.NodeName {
 			return nil, false
 		}
-		at := metav1.NewTime(b.BoundAt)
+		at := metav1.NewTime(b.BoundAt).Rfc3339Copy() // as stored: a finer time would differ on every pass
 		want.Phase, want.Reason, want.Message, want.BoundTime, want.ReleasedTime = gpuwardenv1alpha1.PhaseBound, "", "", &at, nil
 		want.Devices, want.GPUEquivalents = nil, quantity(0)
 		total := 0.0
@@ -166,7 +167,7 @@ func (p *pass) desiredStatus(a *gpuwardenv1alpha1.GPUAllocation) (*gpuwardenv1al
 		if reason == "" {
 			reason = releaseReason(a)
 		}
-		at := metav1.NewTime(p.now)
+		at := metav1.NewTime(p.now).Rfc3339Copy()
 		want.Phase, want.Reason, want.Message, want.ReleasedTime = gpuwardenv1alpha1.PhaseReleased, "Released", "Devices given back: "+reason, &at
 		return want, true
 	}

@@ -66,8 +66,8 @@ func (r *AllocationReconciler) statusChangedByOthers(e event.UpdateEvent) bool {
 	if !ok1 || !ok2 {
 		return true
 	}
-	if rv, ours := r.written.Load(n.Name); ours && rv == n.ResourceVersion {
-		return false
+	if w, ours := r.written.Load(n.Name); ours && equality.Semantic.DeepEqual(w, &n.Status) {
+		return false // what a pass wrote
 	}
 	a, b := o.Status, n.Status
 	return a.Phase != b.Phase || a.Reason != b.Reason || a.Message != b.Message ||
