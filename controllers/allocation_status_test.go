@@ -1,10 +1,12 @@
 package controllers
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -15,7 +17,7 @@ import (
 // TestDesiredStatusComesFromTheLedger: what each allocation's status should say, from the
 // ledger and the pass's decisions alone — whatever the status said before.
 func TestDesiredStatusComesFromTheLedger(t *testing.T) {
-	boundAt := t0.Add(-time.Hour)
+	boundAt := t0.Add(-time.Hour + 123456789*time.Nanosecond) // the ledger keeps nanoseconds, a status seconds
 	ledger := allocation.Ledger{Bindings: map[string]allocation.Binding{
 		"mine":   {User: "ann", Node: "n1", BoundAt: boundAt, Slots: []allocation.Bound{{GPUIndex: 4, UUID: "MIG-4a", Profile: "3g.40gb", Weight: 3.0 / 7}}},
 		"theirs": {User: "ann", Node: "n2", BoundAt: boundAt, Slots: []allocation.Bound{{GPUIndex: 0, UUID: "GPU-x", Weight: 1}}},
@@ -45,7 +47,7 @@ func TestDesiredStatusComesFromTheLedger(t *testing.T) {
 		{"bound here, forged devices put back", alloc("mine", "n1", forged, nil), true, gpuwardenv1alpha1.PhaseBound, "",
 			func(t *testing.T, s *gpuwardenv1alpha1.GPUAllocationStatus) {
 				if len(s.Devices) != 1 || s.Devices[0].UUID != "MIG-4a" || s.GPUEquivalentsRounded != "0.43" || s.GPUEquivalents.String() != "428571429n" ||
-					!s.BoundTime.Time.Equal(boundAt) || s.ObservedGeneration != 2 {
+					!s.BoundTime.Time.Equal(boundAt.Truncate(time.Second)) || s.ObservedGeneration != 2 {
 					t.Errorf("status %+v", s)
 				}
 			}},
@@ -96,5 +98,31 @@ func TestDesiredStatusComesFromTheLedger(t *testing.T) {
 				tc.check(t, got)
 			}
 		})
+	}
+}
+
+// TestDesiredStatusOfAnUnchangedBindingIsWhatIsStored: a pass computes, for a binding that
+// has not changed, exactly the status the API server stores (times to the second), so it
+// writes nothing.
+func TestDesiredStatusOfAnUnchangedBindingIsWhatIsStored(t *testing.T) {
+	at := t0.Add(987654321 * time.Nanosecond)
+	p := &pass{r: &AllocationReconciler{NodeName: "n1"}, now: t0, outcome: map[string]allocation.Decision{},
+		ledger: allocation.Ledger{Bindings: map[string]allocation.Binding{"a": {User: "ann", Node: "n1", BoundAt: at,
+			Slots: []allocation.Bound{{GPUIndex: 0, UUID: "GPU-0", Weight: 1}}}}}}
+	a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: "a"}, Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: "ann", NodeName: "n1"}}
+	first, _ := p.desiredStatus(a)
+	// What comes back from the API server: the same status through JSON.
+	data, err := json.Marshal(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stored gpuwardenv1alpha1.GPUAllocationStatus
+	if err := json.Unmarshal(data, &stored); err != nil {
+		t.Fatal(err)
+	}
+	a.Status = stored
+	again, _ := p.desiredStatus(a)
+	if !equality.Semantic.DeepEqual(again, &a.Status) {
+		t.Errorf("an unchanged binding would be written again:\nwant %+v\nhave %+v", again, a.Status)
 	}
 }
