@@ -31,8 +31,8 @@ func (p *pass) signed(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) (
 
 // unsatisfiable says why req can never be met — on this node, or for a request not yet
 // given a node, on any node — or "" when it can, or when that is not known. This node's
-// inventory is read from the GPU back end itself, complete, never from GPU objects that may
-// still be being written.
+// inventory is what the GPU back end lists (complete, unlike GPU objects still being
+// written) together with the GPU objects of GPUs it no longer lists (lost, maybe back later).
 func (p *pass) unsatisfiable(ctx context.Context, req allocation.Request, anyNode bool) string {
 	if p.complete == nil {
 		p.complete = []allocation.Slot{}
@@ -48,6 +48,13 @@ func (p *pass) unsatisfiable(ctx context.Context, req allocation.Request, anyNod
 			gpus = append(gpus, gpuwardenv1alpha1.GPU{Spec: gpuwardenv1alpha1.GPUSpec{Index: int32(d.Index)}, Status: deviceStatus(d)})
 		}
 		p.complete = allocation.SlotsOf(gpus)
+		// A GPU that fell off the bus is not listed, but its object stays: what it offered
+		// may come back, so it still counts as there.
+		for _, s := range allocation.SlotsOf(p.nodeGPUs) {
+			if !slices.ContainsFunc(p.complete, func(c allocation.Slot) bool { return c.UUID == s.UUID }) {
+				p.complete = append(p.complete, s)
+			}
+		}
 	}
 	if len(p.complete) == 0 {
 		return ""

@@ -174,6 +174,8 @@ type pass struct {
 	// complete is this node's whole inventory from the GPU back end, read once per pass
 	// when a request does not fit (see unsatisfiable).
 	complete []allocation.Slot
+	// nodeGPUs are this node's GPU objects (they remember GPUs NVML no longer lists).
+	nodeGPUs []gpuwardenv1alpha1.GPU
 	// key signs what gpuwarden makes itself (read when first needed).
 	key []byte
 }
@@ -223,6 +225,7 @@ func (p *pass) release(allocs []gpuwardenv1alpha1.GPUAllocation) {
 
 // decide places this node's waiting allocations, highest priority first, then oldest.
 func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocation, gpus []gpuwardenv1alpha1.GPU) {
+	p.nodeGPUs = gpus
 	holders := map[string][]string{}
 	for _, b := range p.ledger.Bindings {
 		holders[b.User] = p.groupsOf(ctx, b.User)
