@@ -35,19 +35,10 @@ func (p *pass) signed(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) (
 // written) together with the GPU objects of GPUs it no longer lists (lost, maybe back later).
 func (p *pass) unsatisfiable(ctx context.Context, req allocation.Request, anyNode bool) string {
 	if p.complete == nil {
-		p.complete = []allocation.Slot{}
-		if p.r.GPUs == nil {
-			return ""
+		p.complete = append([]allocation.Slot{}, p.r.listedSlots(ctx)...)
+		if len(p.complete) == 0 {
+			return "" // the back end lists nothing for sure: keep waiting
 		}
-		devices, err := p.r.GPUs.Devices(ctx)
-		if err != nil || len(devices) == 0 {
-			return "" // nothing known for sure: keep waiting
-		}
-		gpus := make([]gpuwardenv1alpha1.GPU, 0, len(devices))
-		for _, d := range devices {
-			gpus = append(gpus, gpuwardenv1alpha1.GPU{Spec: gpuwardenv1alpha1.GPUSpec{Index: int32(d.Index)}, Status: deviceStatus(d)})
-		}
-		p.complete = allocation.SlotsOf(gpus)
 		// A GPU that fell off the bus is not listed, but its object stays: what it offered
 		// may come back, so it still counts as there.
 		for _, s := range allocation.SlotsOf(p.nodeGPUs) {
@@ -82,6 +73,29 @@ func (p *pass) unsatisfiable(ctx context.Context, req allocation.Request, anyNod
 		why += fmt.Sprintf(", nor can any of the %d other GPU nodes", len(byNode))
 	}
 	return why
+}
+
+// listedSlots are the slots of every device the GPU back end lists (none when it cannot
+// say), read at most once per DefaultInventoryInterval: waiting requests make every pass
+// ask, and the inventory changes far more slowly than passes run.
+func (r *AllocationReconciler) listedSlots(ctx context.Context) []allocation.Slot {
+	if r.GPUs == nil {
+		return nil
+	}
+	r.listedMu.Lock()
+	defer r.listedMu.Unlock()
+	if now := r.Clock.Now(); r.listedAt.IsZero() || now.Sub(r.listedAt) >= DefaultInventoryInterval {
+		devices, err := r.GPUs.Devices(ctx)
+		if err != nil {
+			return nil // nothing known for sure: keep waiting, and ask again next time
+		}
+		gpus := make([]gpuwardenv1alpha1.GPU, 0, len(devices))
+		for _, d := range devices {
+			gpus = append(gpus, gpuwardenv1alpha1.GPU{Spec: gpuwardenv1alpha1.GPUSpec{Index: int32(d.Index)}, Status: deviceStatus(d)})
+		}
+		r.listed, r.listedAt = allocation.SlotsOf(gpus), now
+	}
+	return r.listed
 }
 
 // markForeign marks slots with processes on them. Held slots are skipped by the decision

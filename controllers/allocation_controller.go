@@ -56,6 +56,11 @@ type AllocationReconciler struct {
 	derived *derivedWriter
 	// written is each allocation's last status written by a pass.
 	written sync.Map
+
+	// listed caches the devices the GPU back end lists (listedSlots).
+	listedMu sync.Mutex
+	listed   []allocation.Slot
+	listedAt time.Time
 }
 
 // +kubebuilder:rbac:groups=gpuwarden.io,resources=gpuallocations,verbs=get;list;watch;update;patch;delete
@@ -171,8 +176,8 @@ type pass struct {
 	changed bool
 	// retry asks for another pass soon: a claim met a stale copy.
 	retry bool
-	// complete is this node's whole inventory from the GPU back end, read once per pass
-	// when a request does not fit (see unsatisfiable).
+	// complete is this node's whole inventory (listed devices and lost GPUs' objects),
+	// gathered once per pass when a request does not fit (see unsatisfiable).
 	complete []allocation.Slot
 	// nodeGPUs are this node's GPU objects (they remember GPUs NVML no longer lists).
 	nodeGPUs []gpuwardenv1alpha1.GPU
