@@ -19,6 +19,12 @@ import (
 
 // signed reports whether gpuwarden made a (its signature matches its spec).
 func (p *pass) signed(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) (bool, error) {
+	if p.key == nil && p.storedKey != "" {
+		// Beside the ledger this pass has read already.
+		if key, err := provenance.ParseKey(p.storedKey); err == nil {
+			p.key = key
+		}
+	}
 	if p.key == nil {
 		key, err := signingKey(ctx, p.r.Reader, p.r.Client, p.r.LedgerNamespace)
 		if err != nil {

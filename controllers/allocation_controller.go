@@ -86,7 +86,7 @@ func (r *AllocationReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	p := &pass{r: r, now: r.Clock.Now(), ledger: ledger, quotas: quotas.Items, groups: map[string][]string{},
+	p := &pass{r: r, now: r.Clock.Now(), ledger: ledger, storedKey: cm.Data[LedgerSigningKey], quotas: quotas.Items, groups: map[string][]string{},
 		outcome: map[string]allocation.Decision{}, bound: map[string]allocation.Binding{}}
 	p.release(allocs.Items)
 	p.decide(ctx, allocs.Items, gpus.Items)
@@ -181,6 +181,8 @@ type pass struct {
 	complete []allocation.Slot
 	// nodeGPUs are this node's GPU objects (they remember GPUs NVML no longer lists).
 	nodeGPUs []gpuwardenv1alpha1.GPU
+	// storedKey is the signing key as the ledger object read for this pass holds it.
+	storedKey string
 	// key signs what gpuwarden makes itself (read when first needed).
 	key []byte
 }
