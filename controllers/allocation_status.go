@@ -169,6 +169,7 @@ func (p *pass) desiredStatus(a *gpuwardenv1alpha1.GPUAllocation) (*gpuwardenv1al
 		}
 		at := metav1.NewTime(p.now).Rfc3339Copy()
 		want.Phase, want.Reason, want.Message, want.ReleasedTime = gpuwardenv1alpha1.PhaseReleased, "Released", "Devices given back: "+reason, &at
+		want.Idle, want.Runtime = nil, nil // nothing runs on them any more
 		return want, true
 	}
 	if d, ok := p.outcome[a.Name]; ok {
@@ -186,6 +187,7 @@ func (p *pass) desiredStatus(a *gpuwardenv1alpha1.GPUAllocation) (*gpuwardenv1al
 // unbound clears what only a bound allocation shows.
 func unbound(s *gpuwardenv1alpha1.GPUAllocationStatus) {
 	s.Devices, s.GPUEquivalents, s.GPUEquivalentsRounded, s.BoundTime, s.ReleasedTime = nil, nil, "", nil, nil
+	s.Idle, s.Runtime = nil, nil
 }
 
 // decided is the status of a request that was not placed: Rejected for a final reason,

@@ -161,7 +161,7 @@ func (r *ContainerReconciler) checkAdopted(ctx context.Context, c docker.Contain
 	if action != string(gpuwardenv1alpha1.UnallocatedGPUStop) || c.State != docker.StateRunning {
 		return nil
 	}
-	return r.stop(ctx, c, a.Spec.User, a, p, mode, "unallocated_gpu: "+msg)
+	return r.stop(ctx, c, a.Spec.User, a, p, mode, EventStopped, "unallocated_gpu: "+msg)
 }
 
 // devicesOf turns a container's GPU request into the UUIDs of this node's slots it uses:

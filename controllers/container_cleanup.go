@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -52,8 +53,9 @@ func (r *ContainerReconciler) act(ctx context.Context, c docker.Container, owner
 	return nil
 }
 
-// stop stops a container, SIGKILL after the policy's stopGracePeriod.
-func (r *ContainerReconciler) stop(ctx context.Context, c docker.Container, owner string, a *gpuwardenv1alpha1.GPUAllocation, p resolve.Policy, mode, reason string) error {
+// stop stops a container, SIGKILL after the policy's stopGracePeriod, with an Event of
+// eventReason.
+func (r *ContainerReconciler) stop(ctx context.Context, c docker.Container, owner string, a *gpuwardenv1alpha1.GPUAllocation, p resolve.Policy, mode, eventReason, reason string) error {
 	if labels.IsProtected(c.Labels) {
 		return nil
 	}
@@ -71,7 +73,7 @@ func (r *ContainerReconciler) stop(ctx context.Context, c docker.Container, owne
 		return err
 	}
 	containerActions.WithLabelValues(string(lifecycle.Stop), mode).Inc()
-	r.eventOn(ctx, a, "", corev1.EventTypeWarning, EventStopped, "Stop", "Stopped container %s of %s: %s", shownName(c), owner, reason)
+	r.eventOn(ctx, a, "", corev1.EventTypeWarning, eventReason, "Stop", "Stopped container %s of %s at %s: %s", shownName(c), ownerOrUnknown(owner), r.Clock.Now().UTC().Format(time.RFC3339), reason)
 	return nil
 }
 

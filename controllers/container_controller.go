@@ -152,6 +152,13 @@ func (r *ContainerReconciler) once(id, what string) bool {
 	return true
 }
 
+// unreport lets one thing be said again.
+func (r *ContainerReconciler) unreport(id, what string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.reported, id+"/"+what)
+}
+
 func (r *ContainerReconciler) forget(id string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

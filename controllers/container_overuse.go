@@ -73,5 +73,5 @@ func (r *ContainerReconciler) checkWithinAllocation(ctx context.Context, c docke
 	if action != string(gpuwardenv1alpha1.UnallocatedGPUStop) {
 		return nil
 	}
-	return r.stop(ctx, c, user, a, p, mode, "over_allocation: "+msg)
+	return r.stop(ctx, c, user, a, p, mode, EventStopped, "over_allocation: "+msg)
 }

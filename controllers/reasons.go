@@ -40,3 +40,12 @@ const (
 
 // ReasonOverAllocation: a container attached to an allocation uses devices it does not give.
 const ReasonOverAllocation = "OverAllocation"
+
+// Event reasons of idle and runtime reclaim, on the allocation.
+const (
+	EventIdleWarning    = "IdleWarning"
+	EventIdleNotice     = "IdleNotice"
+	EventIdleStopped    = "IdleStopped"
+	EventRuntimeWarning = "RuntimeWarning"
+	EventRuntimeStopped = "RuntimeStopped"
+)

@@ -36,13 +36,15 @@ type Options struct {
 	Proc proc.FS
 	// ScanInterval is how often GPU processes are checked for unmanaged use.
 	ScanInterval time.Duration
+	// SampleInterval is how often running GPU containers are sampled for idle detection.
+	SampleInterval time.Duration
 	// AllowLocalWebhooks lets policies post notices to loopback and link-local addresses.
 	AllowLocalWebhooks bool
 }
 
 // DefaultOptions are the defaults of the fields a command line sets.
 func DefaultOptions() Options {
-	return Options{DockerRetry: DefaultDockerRetry, ScanInterval: DefaultScanInterval, Proc: proc.FS{Root: "/proc"}}
+	return Options{DockerRetry: DefaultDockerRetry, ScanInterval: DefaultScanInterval, SampleInterval: DefaultSampleInterval, Proc: proc.FS{Root: "/proc"}}
 }
 
 // Setup registers every controller of a node with mgr.
@@ -62,6 +64,9 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	}
 	if o.ScanInterval == 0 {
 		o.ScanInterval = def.ScanInterval
+	}
+	if o.SampleInterval == 0 {
+		o.SampleInterval = def.SampleInterval
 	}
 	if o.Groups == nil {
 		// Group membership changes rarely; a minute's delay is the price of not asking
@@ -106,11 +111,24 @@ func setupContainers(mgr ctrl.Manager, o Options) error {
 	}); err != nil {
 		return fmt.Errorf("adding the container watcher: %w", err)
 	}
-	if err := (&ContainerReconciler{
+	containers := &ContainerReconciler{
 		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Engine: o.Docker, Store: store, NodeName: o.NodeName, Groups: o.Groups, Clock: o.Clock,
 		Recorder: mgr.GetEventRecorder("gpuwarden-container"), Audit: o.Audit, Owners: owners, Changed: changed,
-	}).SetupWithManager(mgr); err != nil {
+	}
+	if err := containers.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the container controller: %w", err)
+	}
+	notifier := &Notifier{Engine: o.Docker, AllowLocal: o.AllowLocalWebhooks, Resolver: net.DefaultResolver}
+	reclaim := &Reclaimer{Containers: containers, Notifier: notifier}
+	if err := mgr.Add(notifier); err != nil {
+		return fmt.Errorf("adding the notifier: %w", err)
+	}
+	if err := mgr.Add(&Sampler{Client: mgr.GetClient(), Engine: o.Docker, GPUs: o.GPUs, Proc: o.Proc, Store: store, NodeName: o.NodeName,
+		Clock: o.Clock, Interval: o.SampleInterval, Reclaim: reclaim}); err != nil {
+		return fmt.Errorf("adding the sampler: %w", err)
+	}
+	if err := mgr.AddMetricsServerExtraHandler(ExplainPath, &Explainer{Reclaim: reclaim, Store: store, Interval: o.SampleInterval}); err != nil {
+		return fmt.Errorf("serving %s: %w", ExplainPath, err)
 	}
 	if o.GPUs == nil {
 		return nil

@@ -198,6 +198,51 @@ type GPUAllocationStatus struct {
 	// +listMapKey=type
 	// +kubebuilder:validation:MaxItems=16
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// idle is the idle state of the allocation's running container, kept here so that a
+	// restart of gpuwarden neither resets a streak nor repeats a warning.
+	// +optional
+	Idle *IdleStatus `json:"idle,omitempty"`
+
+	// runtime is the max-runtime state of the allocation's container.
+	// +optional
+	Runtime *RuntimeStatus `json:"runtime,omitempty"`
+}
+
+// IdleStatus is a container's current run of idle samples.
+type IdleStatus struct {
+	// since is the time of the first idle sample of the current run.
+	// +optional
+	Since *metav1.Time `json:"since,omitempty"`
+
+	// samples is how many idle samples in a row were seen, counted up to the policy's
+	// consecutiveSamples; the idle time counts once it is reached.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Samples int32 `json:"samples,omitempty"`
+
+	// sent are the notices already given in this run: fractions of the timeout warned at
+	// ("0.8"), "info" (an exempt container's notice) and "stop".
+	// +optional
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=16
+	// +listType=atomic
+	Sent []string `json:"sent,omitempty"`
+}
+
+// RuntimeStatus is a container's run against its maximum runtime.
+type RuntimeStatus struct {
+	// since is when the runtime started: the binding or the container's first start,
+	// whichever was earlier (a restart does not reset it).
+	// +optional
+	Since *metav1.Time `json:"since,omitempty"`
+
+	// sent are the fractions of the maximum runtime warned at, and "stop".
+	// +optional
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=16
+	// +listType=atomic
+	Sent []string `json:"sent,omitempty"`
 }
 
 // GPUAllocation is one claim of GPU units by one user, for one container.
@@ -210,6 +255,7 @@ type GPUAllocationStatus struct {
 // +kubebuilder:printcolumn:name="Devices",type=string,JSONPath=`.status.devices[*].index`
 // +kubebuilder:printcolumn:name="GPU-Eq",type=string,JSONPath=`.status.gpuEquivalentsRounded`
 // +kubebuilder:printcolumn:name="Container",type=string,JSONPath=`.spec.containerName`
+// +kubebuilder:printcolumn:name="Idle",type=date,JSONPath=`.status.idle.since`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:printcolumn:name="Node",type=string,JSONPath=`.spec.nodeName`,priority=1
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.reason`,priority=1

@@ -1,10 +1,13 @@
 package docker
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	pathpkg "path"
 	"strings"
 	"time"
 
@@ -159,6 +162,36 @@ func (c *Client) Stats(ctx context.Context, id string) (Stats, error) {
 		out.NetworkTxBytes += n.TxBytes
 	}
 	return out, nil
+}
+
+// ModTime implements Engine.
+func (c *Client) ModTime(ctx context.Context, id, path string) (time.Time, error) {
+	res, err := c.api.ContainerStatPath(ctx, id, client.ContainerStatPathOptions{Path: path})
+	if err != nil {
+		return time.Time{}, c.wrap("reading "+path+" of", id, err)
+	}
+	return res.Stat.Mtime, nil
+}
+
+// WriteFile implements Engine.
+func (c *Client) WriteFile(ctx context.Context, id, path string, content []byte, uid, gid int) error {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	hdr := &tar.Header{Name: pathpkg.Base(path), Mode: 0o644, Size: int64(len(content)), Uid: uid, Gid: gid, ModTime: time.Now(), Typeflag: tar.TypeReg}
+	if err := tw.WriteHeader(hdr); err != nil {
+		return fmt.Errorf("packing %s: %w", path, err)
+	}
+	if _, err := tw.Write(content); err != nil {
+		return fmt.Errorf("packing %s: %w", path, err)
+	}
+	if err := tw.Close(); err != nil {
+		return fmt.Errorf("packing %s: %w", path, err)
+	}
+	_, err := c.api.CopyToContainer(ctx, id, client.CopyToContainerOptions{DestinationPath: pathpkg.Dir(path), Content: &buf, CopyUIDGID: true})
+	if err != nil {
+		return c.wrap("writing "+path+" into", id, err)
+	}
+	return nil
 }
 
 // fromInspect translates the engine's answer.

@@ -98,6 +98,14 @@ type Engine interface {
 	// Events streams container events until ctx ends or the stream breaks; the error
 	// channel then receives why. The stream is open when Events returns without error.
 	Events(ctx context.Context) (<-chan Event, <-chan error, error)
-	// Stats returns one sample of a running container's resource use.
+	// Stats returns one sample of a running container's resource use, without the
+	// engine's wait for a second sample.
 	Stats(ctx context.Context, id string) (Stats, error)
+	// ModTime returns when a file inside a container was last modified (ErrNotFound when
+	// the container or the file does not exist), through the engine's archive API: the
+	// container needs no tools.
+	ModTime(ctx context.Context, id, path string) (time.Time, error)
+	// WriteFile writes a file inside a container (mode 0644, owned by uid:gid), through
+	// the engine's archive API; its directory must exist.
+	WriteFile(ctx context.Context, id, path string, content []byte, uid, gid int) error
 }

@@ -67,14 +67,27 @@ type Process struct {
 	DeviceUUID string
 }
 
-// Sample is a GPU's fast-moving numbers, for metrics.
+// Sample is a GPU's or a MIG instance's fast-moving numbers.
 type Sample struct {
-	UUID               string
+	UUID string
+	// Parent is the GPU's UUID for a MIG instance, empty for a whole GPU.
+	Parent string
+	// UtilizationKnown is false where NVML gives no utilisation (MIG instances).
+	UtilizationKnown   bool
 	UtilizationPercent uint32
 	MemoryUtilPercent  uint32
 	MemoryUsedBytes    uint64
+	MemoryTotalBytes   uint64
 	TemperatureC       uint32
 	PowerMilliwatts    uint32
+	// Processes are NVML's per-process utilisation samples, where it has them.
+	Processes []ProcessUtilization
+}
+
+// ProcessUtilization is one process's share of a GPU's utilisation.
+type ProcessUtilization struct {
+	PID       int
+	SMPercent uint32
 }
 
 // Backend reads the node's GPUs. Implementations are safe for concurrent use.
@@ -84,7 +97,8 @@ type Backend interface {
 	Devices(ctx context.Context) ([]Device, error)
 	// Processes lists the processes on every GPU and MIG instance.
 	Processes(ctx context.Context) ([]Process, error)
-	// Samples returns every reachable GPU's current utilisation, memory, temperature, power.
+	// Samples returns every reachable GPU's and MIG instance's current utilisation, memory,
+	// temperature and power, and per-process utilisation where NVML has it.
 	Samples(ctx context.Context) ([]Sample, error)
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
@@ -280,6 +281,8 @@ func (n *NVML) Processes(ctx context.Context) ([]Process, error) {
 type handle struct {
 	h    nvml.Device
 	uuid string
+	// parent is the GPU's UUID for a MIG instance.
+	parent string
 }
 
 // handles returns every reachable GPU and MIG device handle with its UUID.
@@ -301,7 +304,8 @@ func (n *NVML) handles(ctx context.Context) ([]handle, error) {
 		if ret != nvml.SUCCESS {
 			continue
 		}
-		out = append(out, handle{h, uuid})
+		out = append(out, handle{h: h, uuid: uuid})
+		gpuUUID := uuid
 		if current, _, ret := h.GetMigMode(); ret != nvml.SUCCESS || current != nvml.DEVICE_MIG_ENABLE {
 			continue
 		}
@@ -312,7 +316,7 @@ func (n *NVML) handles(ctx context.Context) ([]handle, error) {
 		for j := 0; j < max; j++ {
 			if m, ret := h.GetMigDeviceHandleByIndex(j); ret == nvml.SUCCESS {
 				if uuid, ret := m.GetUUID(); ret == nvml.SUCCESS {
-					out = append(out, handle{m, uuid})
+					out = append(out, handle{h: m, uuid: uuid, parent: gpuUUID})
 				}
 			}
 		}
@@ -322,25 +326,23 @@ func (n *NVML) handles(ctx context.Context) ([]handle, error) {
 
 // Samples implements Backend.
 func (n *NVML) Samples(ctx context.Context) ([]Sample, error) {
-	count, err := n.count()
+	devs, err := n.handles(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var out []Sample
-	for i := 0; i < count; i++ {
-		h, ret := n.lib.DeviceGetHandleByIndex(i)
-		if ret != nvml.SUCCESS {
-			continue
+	out := make([]Sample, 0, len(devs))
+	for _, dh := range devs {
+		h := dh.h
+		s := Sample{UUID: dh.uuid, Parent: dh.parent}
+		if m, ret := h.GetMemoryInfo(); ret == nvml.SUCCESS {
+			s.MemoryUsedBytes, s.MemoryTotalBytes = m.Used, m.Total
 		}
-		s := Sample{}
-		if s.UUID, ret = h.GetUUID(); ret != nvml.SUCCESS {
+		if dh.parent != "" {
+			out = append(out, s) // NVML has nothing more for a MIG instance
 			continue
 		}
 		if u, ret := h.GetUtilizationRates(); ret == nvml.SUCCESS {
-			s.UtilizationPercent, s.MemoryUtilPercent = u.Gpu, u.Memory
-		}
-		if m, ret := h.GetMemoryInfo(); ret == nvml.SUCCESS {
-			s.MemoryUsedBytes = m.Used
+			s.UtilizationKnown, s.UtilizationPercent, s.MemoryUtilPercent = true, u.Gpu, u.Memory
 		}
 		if t, ret := h.GetTemperature(nvml.TEMPERATURE_GPU); ret == nvml.SUCCESS {
 			s.TemperatureC = t
@@ -348,7 +350,29 @@ func (n *NVML) Samples(ctx context.Context) ([]Sample, error) {
 		if p, ret := h.GetPowerUsage(); ret == nvml.SUCCESS {
 			s.PowerMilliwatts = p
 		}
+		s.Processes = processUtilization(h)
 		out = append(out, s)
 	}
 	return out, nil
+}
+
+// processUtilization is each process's latest per-process sample on a GPU (NVML keeps
+// several per process in its buffer), ordered by PID; nil where NVML has none.
+func processUtilization(h nvml.Device) []ProcessUtilization {
+	samples, ret := h.GetProcessUtilization(0)
+	if ret != nvml.SUCCESS {
+		return nil
+	}
+	latest := map[uint32]nvml.ProcessUtilizationSample{}
+	for _, p := range samples {
+		if cur, ok := latest[p.Pid]; !ok || p.TimeStamp >= cur.TimeStamp {
+			latest[p.Pid] = p
+		}
+	}
+	out := make([]ProcessUtilization, 0, len(latest))
+	for pid, p := range latest {
+		out = append(out, ProcessUtilization{PID: int(pid), SMPercent: p.SmUtil})
+	}
+	slices.SortFunc(out, func(a, b ProcessUtilization) int { return a.PID - b.PID })
+	return out
 }

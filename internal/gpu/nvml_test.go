@@ -130,8 +130,13 @@ func TestProcessesAndSamples(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(samples) != 8 || samples[0].UtilizationPercent != 93 || samples[0].MemoryUtilPercent != 40 || samples[0].TemperatureC == 0 {
+	if len(samples) != 8+7+3+2+1 || samples[0].UtilizationPercent != 93 || samples[0].MemoryUtilPercent != 40 || samples[0].TemperatureC == 0 || !samples[0].UtilizationKnown {
 		t.Errorf("samples[0] = %+v of %d", samples[0], len(samples))
+	}
+	for _, sm := range samples {
+		if sm.UUID == mig && (sm.UtilizationKnown || sm.Parent != s.UUIDs()[4] || sm.MemoryTotalBytes != 10<<30) {
+			t.Errorf("MIG sample = %+v; NVML gives a MIG instance's memory, no utilisation", sm)
+		}
 	}
 }
 

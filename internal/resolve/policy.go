@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -36,6 +37,9 @@ type PolicyValue struct {
 // Policy is a container's effective policy: every field set by some matching policy.
 type Policy struct {
 	Values map[string]PolicyValue
+	// Lifted are the values an `unlimited` replaced, by path: what would apply without the
+	// exemption.
+	Lifted map[string]PolicyValue
 	// Matched are the policies that apply, in merge order; Expired those skipped for
 	// expiry; Unusable those skipped because a stored value cannot be read (PolicyProblem).
 	Matched, Expired, Unusable []string
@@ -86,7 +90,7 @@ func PolicyMatches(p *gpuwardenv1alpha1.ContainerPolicy, c Container) bool {
 // EffectivePolicy merges the policies that select c and have not expired at now, field by
 // field in ascending precedence.
 func EffectivePolicy(policies []gpuwardenv1alpha1.ContainerPolicy, c Container, now time.Time) (Policy, error) {
-	out := Policy{Values: map[string]PolicyValue{}}
+	out := Policy{Values: map[string]PolicyValue{}, Lifted: map[string]PolicyValue{}}
 	var matched []*gpuwardenv1alpha1.ContainerPolicy
 	for i := range policies {
 		p := &policies[i]
@@ -122,6 +126,7 @@ func EffectivePolicy(policies []gpuwardenv1alpha1.ContainerPolicy, c Container, 
 		delete(fields, "precedence")
 		flatten("", fields, func(path string, v any) {
 			out.Values[path] = PolicyValue{Path: path, Value: v, From: from}
+			delete(out.Lifted, path) // set again above the exemption
 		})
 		for _, f := range durationFields(&p.Spec) {
 			// Shown in Go's own form (30m0s), whatever form the admin wrote.
@@ -130,6 +135,9 @@ func EffectivePolicy(policies []gpuwardenv1alpha1.ContainerPolicy, c Container, 
 		}
 		for _, name := range p.Spec.Unlimited {
 			path := unlimitedPaths[name]
+			if prev, ok := out.Values[path]; ok && prev.Value != Unlimited {
+				out.Lifted[path] = prev
+			}
 			out.Values[path] = PolicyValue{Path: path, Value: Unlimited, From: from}
 		}
 	}
@@ -166,8 +174,13 @@ type Limit struct {
 func (l Limit) Applies() bool { return l.Set && !l.Unlimited }
 
 // Duration returns a time-limit field, e.g. gpuHoldAfterStop or idle.timeout.
-func (p Policy) Duration(path string) Limit {
-	v, ok := p.Values[path]
+func (p Policy) Duration(path string) Limit { return durationOf(p.Values, path) }
+
+// LiftedDuration returns the time limit an `unlimited` replaced; Set false when none did.
+func (p Policy) LiftedDuration(path string) Limit { return durationOf(p.Lifted, path) }
+
+func durationOf(values map[string]PolicyValue, path string) Limit {
+	v, ok := values[path]
 	if !ok {
 		return Limit{}
 	}
@@ -192,4 +205,21 @@ func (p Policy) String(path, def string) string {
 		return s
 	}
 	return def
+}
+
+// FormatValue shows a policy value for people: lists joined by commas, numbers in full
+// (1048576, not 1.048576e+06).
+func FormatValue(v any) string {
+	switch v := v.(type) {
+	case []any:
+		parts := make([]string, len(v))
+		for i, x := range v {
+			parts[i] = FormatValue(x)
+		}
+		return strings.Join(parts, ", ")
+	case float64:
+		return strconv.FormatFloat(v, 'f', -1, 64)
+	default:
+		return fmt.Sprint(v)
+	}
 }

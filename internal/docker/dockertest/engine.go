@@ -22,6 +22,8 @@ type Engine struct {
 	subs       map[int]chan docker.Event
 	nextSub    int
 	calls      []string
+	files      map[string]file // by container ID and path
+	stats      map[string]docker.Stats
 	// Now stamps events and state changes; time.Now when nil.
 	Now func() time.Time
 	// ListErr, when set, fails List (an engine that is down); SetListErr changes it later.
@@ -39,7 +41,7 @@ var _ docker.Engine = (*Engine)(nil)
 
 // New returns an engine holding containers.
 func New(containers ...docker.Container) *Engine {
-	e := &Engine{containers: map[string]docker.Container{}, subs: map[int]chan docker.Event{}}
+	e := &Engine{containers: map[string]docker.Container{}, subs: map[int]chan docker.Event{}, files: map[string]file{}, stats: map[string]docker.Stats{}}
 	for _, c := range containers {
 		e.containers[c.ID] = c
 	}
@@ -181,12 +183,67 @@ func (e *Engine) Events(ctx context.Context) (<-chan docker.Event, <-chan error,
 	return ch, errs, nil
 }
 
-// Stats returns zero counters stamped now.
+// Stats returns the counters SetStats gave the container (zero ones otherwise), stamped now.
 func (e *Engine) Stats(_ context.Context, id string) (docker.Stats, error) {
 	if _, err := e.Inspect(context.Background(), id); err != nil {
 		return docker.Stats{}, err
 	}
-	return docker.Stats{Read: e.now()}, nil
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := e.stats[id]
+	s.Read = e.now()
+	return s, nil
+}
+
+// SetStats sets the cumulative counters Stats reports for a container.
+func (e *Engine) SetStats(id string, s docker.Stats) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.stats[id] = s
+}
+
+type file struct {
+	content  []byte
+	modified time.Time
+	uid, gid int
+}
+
+// Touch creates or modifies a file inside a container at the given time.
+func (e *Engine) Touch(id, path string, at time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	f := e.files[id+":"+path]
+	f.modified = at
+	e.files[id+":"+path] = f
+}
+
+// File returns a file's content inside a container, false when it was never written.
+func (e *Engine) File(id, path string) ([]byte, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	f, ok := e.files[id+":"+path]
+	return f.content, ok
+}
+
+// ModTime implements docker.Engine.
+func (e *Engine) ModTime(_ context.Context, id, path string) (time.Time, error) {
+	if _, err := e.Inspect(context.Background(), id); err != nil {
+		return time.Time{}, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	f, ok := e.files[id+":"+path]
+	if !ok {
+		return time.Time{}, fmt.Errorf("%s in container %s: %w", path, id, docker.ErrNotFound)
+	}
+	return f.modified, nil
+}
+
+// WriteFile implements docker.Engine.
+func (e *Engine) WriteFile(_ context.Context, id, path string, content []byte, uid, gid int) error {
+	return e.act(id, "write "+id+" "+path, func(*docker.Container) {
+		e.files[id+":"+path] = file{content: append([]byte(nil), content...), modified: e.now(), uid: uid, gid: gid}
+	})
 }
 
 func (e *Engine) act(id, call string, change func(*docker.Container)) error {

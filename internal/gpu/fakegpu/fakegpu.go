@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
@@ -36,6 +37,10 @@ var (
 type Process struct {
 	PID             int
 	UsedMemoryBytes uint64
+	// Utilization is the process's SM utilisation when HasUtilization (NVML's per-process
+	// samples); without it NVML has no sample for the process.
+	Utilization    uint32
+	HasUtilization bool
 }
 
 // Server is a simulated NVML. It implements nvml.Interface; scripting methods change what
@@ -65,15 +70,18 @@ type gpu struct {
 	util     nvml.Utilization
 	tempC    uint32
 	powerMW  uint32
+	memUsed  uint64
 	lost     bool
+	lastXID  uint64      // the control file's last xid, reported once per change
 	failWith nvml.Return // returned by GetUUID, like a GPU in a bad state
 }
 
 type migDevice struct {
 	mock.Device
 	uuid   string
-	gi, ci int
-	attrs  nvml.DeviceAttributes
+	gi, ci  int
+	attrs   nvml.DeviceAttributes
+	memUsed uint64
 }
 
 // New returns a simulated machine: dgxa100 (8× A100-SXM4-40GB), h100x8 (8× H100 80GB) or
@@ -208,6 +216,27 @@ func (s *Server) wire(g *gpu) {
 	g.GetComputeRunningProcessesFunc = func() ([]nvml.ProcessInfo, nvml.Return) {
 		return s.processInfo(g.UUID), nvml.SUCCESS
 	}
+	g.GetMemoryInfoFunc = func() (nvml.Memory, nvml.Return) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		total := g.MemoryInfo.Total
+		used := min(g.memUsed, total)
+		return nvml.Memory{Total: total, Used: used, Free: total - used}, nvml.SUCCESS
+	}
+	g.GetProcessUtilizationFunc = func(uint64) ([]nvml.ProcessUtilizationSample, nvml.Return) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		var out []nvml.ProcessUtilizationSample
+		for _, p := range s.procs[g.UUID] {
+			if p.HasUtilization {
+				out = append(out, nvml.ProcessUtilizationSample{Pid: uint32(p.PID), SmUtil: p.Utilization, TimeStamp: uint64(time.Now().UnixMicro())})
+			}
+		}
+		if len(out) == 0 {
+			return nil, nvml.ERROR_NOT_FOUND // as NVML answers when it has no sample
+		}
+		return out, nvml.SUCCESS
+	}
 }
 
 func (s *Server) processInfo(uuid string) []nvml.ProcessInfo {
@@ -239,6 +268,16 @@ func (s *Server) Partition(index int, instances ...MIG) {
 		m.GetComputeInstanceIdFunc = func() (int, nvml.Return) { return m.ci, nvml.SUCCESS }
 		m.GetAttributesFunc = func() (nvml.DeviceAttributes, nvml.Return) { return m.attrs, nvml.SUCCESS }
 		m.GetComputeRunningProcessesFunc = func() ([]nvml.ProcessInfo, nvml.Return) { return s.processInfo(m.uuid), nvml.SUCCESS }
+		m.GetMemoryInfoFunc = func() (nvml.Memory, nvml.Return) {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			total := m.attrs.MemorySizeMB << 20
+			used := min(m.memUsed, total)
+			return nvml.Memory{Total: total, Used: used, Free: total - used}, nvml.SUCCESS
+		}
+		// NVML gives no utilisation, temperature or power for a MIG instance.
+		m.GetUtilizationRatesFunc = func() (nvml.Utilization, nvml.Return) { return nvml.Utilization{}, nvml.ERROR_NOT_SUPPORTED }
+		m.GetProcessUtilizationFunc = func(uint64) ([]nvml.ProcessUtilizationSample, nvml.Return) { return nil, nvml.ERROR_NOT_SUPPORTED }
 		g.migs = append(g.migs, m)
 	}
 }

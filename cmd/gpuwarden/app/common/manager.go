@@ -41,7 +41,13 @@ type ManagerOptions struct {
 	DockerHost             string
 	ProcRoot               string
 	ScanInterval           time.Duration
+	SampleInterval         time.Duration
 	AllowLocalWebhooks     bool
+	// FakeGPUsControl is the control file the simulated GPUs re-read (DESIGN.md §3.2).
+	FakeGPUsControl string
+
+	// fake is the simulated machine of --fake-gpus, once GPUs has built it.
+	fake *fakegpu.Server
 }
 
 // NoDocker is the --docker-host value that runs no container controllers.
@@ -58,6 +64,8 @@ func (o *ManagerOptions) AddFlags(fs *pflag.FlagSet, metricsDefault, probeDefaul
 	fs.StringVar(&o.DockerHost, "docker-host", "", `the Docker engine (unix:///var/run/docker.sock, tcp://…; default: $DOCKER_HOST, else the standard socket; "none" watches no containers)`)
 	fs.StringVar(&o.ProcRoot, "proc-root", "/proc", "the /proc tree GPU processes are mapped to containers and users through")
 	fs.BoolVar(&o.AllowLocalWebhooks, "allow-local-webhooks", false, "let ContainerPolicies post notices to loopback and link-local addresses (refused by default)")
+	fs.StringVar(&o.FakeGPUsControl, "fake-gpus-control", "", "with --fake-gpus: a YAML or JSON file the simulated GPUs re-read when it changes (utilization, memoryUsedMiB, temperature, power, lost, xid, processes; see the README)")
+	fs.DurationVar(&o.SampleInterval, "sample-interval", controllers.DefaultOptions().SampleInterval, "how often running GPU containers are sampled for idle detection (at least 1s)")
 	fs.DurationVar(&o.ScanInterval, "scan-interval", controllers.DefaultOptions().ScanInterval, "how often GPU processes are checked for use outside any allocation")
 }
 
@@ -90,6 +98,12 @@ func (o *ManagerOptions) Validate() error {
 	if o.ScanInterval < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("--scan-interval %s: must be at least 100ms", o.ScanInterval))
 	}
+	if o.SampleInterval < time.Second {
+		errs = append(errs, fmt.Errorf("--sample-interval %s: must be at least 1s", o.SampleInterval))
+	}
+	if o.FakeGPUsControl != "" && o.FakeGPUs == "" {
+		errs = append(errs, fmt.Errorf("--fake-gpus-control %q: drives simulated GPUs only; give --fake-gpus too", o.FakeGPUsControl))
+	}
 	if fi, err := os.Stat(o.ProcRoot); err != nil || !fi.IsDir() {
 		errs = append(errs, fmt.Errorf("--proc-root %q: not a readable directory", o.ProcRoot))
 	}
@@ -109,8 +123,40 @@ func (o *ManagerOptions) GPUs() (gpu.Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--fake-gpus: %w", err)
 	}
+	if o.FakeGPUsControl != "" {
+		// Read before the first inventory, so that it never sees the defaults first; a
+		// file that cannot be used stops the start with what is wrong in it.
+		if err := s.ApplyFile(o.FakeGPUsControl); err != nil {
+			return nil, fmt.Errorf("--fake-gpus-control: %w", err)
+		}
+	}
+	o.fake = s
 	return gpu.NewNVML(s), nil
 }
+
+// controlWatcher re-reads the fake GPU control file while the manager runs, on every
+// replica (it is the simulated hardware, not a decision).
+type controlWatcher struct {
+	fake *fakegpu.Server
+	path string
+}
+
+func (w controlWatcher) NeedLeaderElection() bool { return false }
+
+func (w controlWatcher) Start(ctx context.Context) error {
+	log := ctrl.Log.WithName("fake-gpus")
+	w.fake.WatchControl(ctx, w.path, controlPoll, func(err error) {
+		if err != nil {
+			log.Error(err, "The fake GPU control file cannot be used; the GPUs keep what they reported")
+			return
+		}
+		log.Info("The fake GPU control file is applied again", "path", w.path)
+	})
+	return nil
+}
+
+// controlPoll is how often the control file is looked at.
+const controlPoll = 200 * time.Millisecond
 
 // AuditLog is the process's audit log and where its write failures are reported.
 type AuditLog struct {
@@ -189,6 +235,9 @@ func (o *ManagerOptions) NewManager(cfg *rest.Config, extraReady map[string]heal
 	if err == nil {
 		err = controllers.Setup(mgr, co)
 	}
+	if err == nil && o.fake != nil && o.FakeGPUsControl != "" {
+		err = mgr.Add(controlWatcher{fake: o.fake, path: o.FakeGPUsControl})
+	}
 	if err != nil {
 		auditLog.Close()
 		return nil, nil, err
@@ -216,6 +265,7 @@ func (o *ManagerOptions) Controllers() (controllers.Options, error) {
 		Docker:             engine,
 		Proc:               proc.FS{Root: o.ProcRoot},
 		ScanInterval:       o.ScanInterval,
+		SampleInterval:     o.SampleInterval,
 		AllowLocalWebhooks: o.AllowLocalWebhooks,
 		GPUs:               gpus,
 	}, nil

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -154,7 +153,7 @@ func (o *Options) Run(ctx context.Context, c client.Client, user string, out io.
 	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  FIELD\tVALUE\tFROM")
 	for _, v := range p.Sorted() {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\n", v.Path, value(v.Value), v.From)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", v.Path, resolve.FormatValue(v.Value), v.From)
 	}
 	return tw.Flush()
 }
@@ -167,21 +166,6 @@ func row[T any](w io.Writer, name string, l allocation.Limit[T], format func(T) 
 		fmt.Fprintf(w, "  %s\tunlimited\t%s\n", name, l.From)
 	default:
 		fmt.Fprintf(w, "  %s\t%s\t%s\n", name, format(l.Value), l.From)
-	}
-}
-
-func value(v any) string {
-	switch v := v.(type) {
-	case []any:
-		parts := make([]string, len(v))
-		for i, x := range v {
-			parts[i] = value(x)
-		}
-		return strings.Join(parts, ", ")
-	case float64:
-		return strconv.FormatFloat(v, 'f', -1, 64) // 1048576, not 1.048576e+06
-	default:
-		return fmt.Sprint(v)
 	}
 }
 

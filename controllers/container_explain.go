@@ -1,0 +1,185 @@
+package controllers
+
+// `gpuwarden explain container C`: the node's controller explains a container from what
+// it has sampled, served beside /metrics at ExplainPath.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/gpuwarden/gpuwarden/internal/docker"
+	"github.com/gpuwarden/gpuwarden/internal/labels"
+	"github.com/gpuwarden/gpuwarden/internal/lifecycle"
+	"github.com/gpuwarden/gpuwarden/internal/resolve"
+)
+
+// ExplainPath serves the explanation of the container named by ?name= (a name or an ID
+// prefix), as plain text.
+const ExplainPath = "/explain/container"
+
+// Explainer answers ExplainPath.
+type Explainer struct {
+	Reclaim  *Reclaimer
+	Store    *ContainerStore
+	Interval time.Duration
+}
+
+func (e *Explainer) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	name := strings.TrimPrefix(req.URL.Query().Get("name"), "/")
+	if name == "" {
+		http.Error(w, "name a container: ?name=NAME or an ID prefix", http.StatusBadRequest)
+		return
+	}
+	c, err := e.find(name)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	e.explain(req.Context(), w, c)
+}
+
+func (e *Explainer) find(name string) (docker.Container, error) {
+	if !e.Store.Synced() {
+		return docker.Container{}, fmt.Errorf("the Docker engine is not reachable now; containers cannot be looked up")
+	}
+	var matches []docker.Container
+	for _, c := range e.Store.All() {
+		if strings.TrimPrefix(c.Name, "/") == name || c.ID == name {
+			return c, nil
+		}
+		if len(name) >= 4 && strings.HasPrefix(c.ID, name) {
+			matches = append(matches, c)
+		}
+	}
+	switch len(matches) {
+	case 0:
+		return docker.Container{}, fmt.Errorf("no container %q on this node", name)
+	case 1:
+		return matches[0], nil
+	}
+	return docker.Container{}, fmt.Errorf("%q matches %d containers; give more of the ID", name, len(matches))
+}
+
+func (e *Explainer) explain(ctx context.Context, w io.Writer, c docker.Container) {
+	cr := e.Reclaim.Containers
+	obs, sampled := e.Reclaim.observed(c.ID)
+	owner := cr.Owners.Of(c)
+	policy := obs.Policy
+	if !sampled {
+		p, err := cr.policy(ctx, c, owner)
+		if err != nil {
+			fmt.Fprintf(w, "Reading the container's policy: %v\n", err)
+			return
+		}
+		policy = p
+	}
+	fmt.Fprintf(w, "Container %s (%s) of %s, type %s, %s", shownName(c), c.ID[:min(12, len(c.ID))], ownerOrUnknown(owner), labels.ContainerType(c.Labels), c.State)
+	if c.State == docker.StateRunning && !c.StartedAt.IsZero() {
+		fmt.Fprintf(w, " since %s", c.StartedAt.UTC().Format(time.RFC3339))
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "\nEffective policy, merged from %s\n", listOr(policy.Matched, "no ContainerPolicy (nothing applies)"))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  FIELD\tVALUE\tFROM")
+	for _, v := range policy.Sorted() {
+		fmt.Fprintf(tw, "  %s\t%v\t%s\n", v.Path, resolve.FormatValue(v.Value), v.From)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	switch {
+	case labels.IsProtected(c.Labels):
+		fmt.Fprintln(w, "Never idle- or runtime-stopped: the container is labelled protected.")
+		return
+	case c.State != docker.StateRunning:
+		fmt.Fprintf(w, "Not sampled: the container is %s; the stopped-container rules (gpuHoldAfterStop, removeAfterStop) apply.\n", c.State)
+		return
+	case !sampled:
+		fmt.Fprintf(w, "Not sampled: it holds no GPU through a Bound allocation (or has not been sampled yet; samples come every %s). Containers that hold no GPU are never idle- or runtime-stopped.\n", e.Interval)
+		return
+	}
+	e.explainSamples(w, obs)
+}
+
+func (e *Explainer) explainSamples(w io.Writer, obs observation) {
+	rules := obs.Rules
+	fmt.Fprintf(w, "Last samples (every %s):\n", e.Interval)
+	for _, s := range obs.Samples {
+		v, signals := lifecycle.Judge(s, rules.Idle)
+		if rules.Idle.StartupGrace > 0 && s.Time.Sub(obs.Container.StartedAt) < rules.Idle.StartupGrace {
+			v = lifecycle.InGrace
+		}
+		fmt.Fprintf(w, "  %s  %-7s %s\n", s.Time.UTC().Format("15:04:05"), v, lifecycle.Describe(signals))
+		for _, sig := range signals {
+			if sig.Active() {
+				fmt.Fprintf(w, "           %s is at or above its threshold: the container is busy\n", sig.Name)
+			}
+		}
+	}
+	res := obs.Last
+	fmt.Fprintln(w)
+	timeout := rules.Idle.Timeout
+	switch {
+	case timeout.Unlimited:
+		fmt.Fprintf(w, "Idle: never stopped for idling: %s lifts the idle timeout.\n", timeout.From)
+	case !timeout.Applies():
+		fmt.Fprintln(w, "Idle: never stopped for idling: no policy sets idle.timeout.")
+	case res.Verdict == lifecycle.InGrace:
+		fmt.Fprintf(w, "Idle: in its start-up grace of %s until %s; nothing is counted before.\n", rules.Idle.StartupGrace,
+			obs.Container.StartedAt.Add(rules.Idle.StartupGrace).UTC().Format(time.RFC3339))
+	case res.State.Since.IsZero():
+		fmt.Fprintf(w, "Idle: active now; if it goes idle, it needs %d idle samples in a row, then %s of idling (%s) before a stop.\n",
+			max(rules.Idle.Consecutive, 1), timeout.Duration, timeout.From)
+	case !res.Counting(rules.Idle):
+		fmt.Fprintf(w, "Idle: %d of %d idle samples in a row since %s; the idle time counts once there are %d.\n",
+			res.State.Samples, max(rules.Idle.Consecutive, 1), res.State.Since.UTC().Format(time.RFC3339), max(rules.Idle.Consecutive, 1))
+	default:
+		fmt.Fprintf(w, "Idle: idle since %s, for %s; timeout %s (%s)", res.State.Since.UTC().Format(time.RFC3339), res.IdleFor.Round(time.Second), res.Timeout, timeout.From)
+		if res.HighDemand {
+			fmt.Fprintf(w, ", shortened from %s: %.0f%% of the node's GPU capacity is allocated", timeout.Duration, obs.Demand*100)
+		}
+		fmt.Fprintln(w, ".")
+		for _, f := range rules.Idle.WarnAt {
+			at := res.State.Since.Add(time.Duration(float64(res.Timeout) * f))
+			state := "due at " + at.UTC().Format(time.RFC3339)
+			if res.State.Warned(f) {
+				state = "sent"
+			}
+			fmt.Fprintf(w, "  warning at %.0f%%: %s\n", f*100, state)
+		}
+		switch {
+		case !res.KeepAliveUntil.IsZero():
+			fmt.Fprintf(w, "  stop: postponed by the keep-alive file %s until %s\n", rules.Idle.KeepAlivePath, res.KeepAliveUntil.UTC().Format(time.RFC3339))
+		case rules.Mode != lifecycle.ModeEnforce:
+			fmt.Fprintf(w, "  stop: due at %s, but mode %s never stops (it records what it would do)\n", res.StopAt.UTC().Format(time.RFC3339), rules.Mode)
+		default:
+			fmt.Fprintf(w, "  stop: at %s unless it becomes busy\n", res.StopAt.UTC().Format(time.RFC3339))
+		}
+	}
+	max := rules.Runtime.Max
+	switch {
+	case max.Unlimited:
+		fmt.Fprintf(w, "Runtime: no maximum: %s lifts it.\n", max.From)
+	case !max.Applies():
+		fmt.Fprintln(w, "Runtime: no maximum: no policy sets maxRuntime.")
+	default:
+		fmt.Fprintf(w, "Runtime: since %s (the binding or the first start, whichever was earlier); maximum %s (%s): stop at %s",
+			obs.Runtime.UTC().Format(time.RFC3339), max.Duration, max.From, obs.Runtime.Add(max.Duration).UTC().Format(time.RFC3339))
+		if rules.Mode != lifecycle.ModeEnforce {
+			fmt.Fprintf(w, " (mode %s: not stopped)", rules.Mode)
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+func listOr(names []string, none string) string {
+	if len(names) == 0 {
+		return none
+	}
+	return "ContainerPolicy " + strings.Join(names, ", ")
+}

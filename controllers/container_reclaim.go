@@ -1,0 +1,282 @@
+package controllers
+
+// Idle and runtime reclaim: each sample of a running GPU container goes through the pure
+// rules of internal/lifecycle; their state is kept in the allocation's status (written only
+// when it changes, before anything is said or done, so a restart repeats nothing), and what
+// is due is said and done as the policy's mode allows.
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/docker"
+	"github.com/gpuwarden/gpuwarden/internal/labels"
+	"github.com/gpuwarden/gpuwarden/internal/lifecycle"
+	"github.com/gpuwarden/gpuwarden/internal/resolve"
+)
+
+// verdictExempt counts containers no idle rule can stop (protected, or no idle timeout).
+const verdictExempt lifecycle.Verdict = "exempt"
+
+// samplesKept is how many samples of each container explain shows.
+const samplesKept = 5
+
+// Reclaimer applies the idle and runtime rules to sampled containers.
+type Reclaimer struct {
+	Containers *ContainerReconciler
+	Notifier   *Notifier
+
+	mu   sync.Mutex
+	seen map[string]*observation // by container ID, for explain
+}
+
+// observation is what explain shows of a container.
+type observation struct {
+	Container docker.Container
+	Owner     string
+	Policy    resolve.Policy
+	Rules     lifecycle.Rules
+	Samples   []lifecycle.Sample
+	Last      lifecycle.IdleResult
+	Protected bool
+	Runtime   time.Time // runtime counted since
+	Demand    float64
+	At        time.Time
+}
+
+// Observe applies the rules to one sample of c, held through a, and returns the verdict.
+func (r *Reclaimer) Observe(ctx context.Context, c docker.Container, a *gpuwardenv1alpha1.GPUAllocation, s lifecycle.Sample, demand float64) lifecycle.Verdict {
+	cr := r.Containers
+	log := ctrl.LoggerFrom(ctx).WithValues("container", c.Name, "allocation", a.Name)
+	owner := cr.Owners.Of(c)
+	policy, err := cr.policy(ctx, c, owner)
+	if err != nil {
+		log.Error(err, "Reading the container's policy; not judged this round")
+		return lifecycle.NoVerdict
+	}
+	rules := lifecycle.RulesFrom(policy)
+	obs := &observation{Container: c, Owner: owner, Policy: policy, Rules: rules, Demand: demand, At: s.Time, Protected: labels.IsProtected(c.Labels)}
+	defer r.remember(obs, s)
+	if obs.Protected {
+		return verdictExempt
+	}
+	state := idleStateOf(a.Status.Idle)
+	res := lifecycle.ObserveIdle(state, s, rules, lifecycle.Running{StartedAt: c.StartedAt, AllocatedFraction: demand,
+		KeepAlive: func() (time.Time, bool) {
+			t, err := cr.Engine.ModTime(ctx, c.ID, rules.Idle.KeepAlivePath)
+			return t, err == nil
+		}})
+	obs.Last = res
+	since := runtimeSince(a, c)
+	obs.Runtime = since
+	rstate, rnotices, _ := lifecycle.ObserveRuntime(runtimeStateOf(a.Status.Runtime), since, rules, s.Time)
+	if err := r.saveState(ctx, a, res.State, since, rstate); err != nil {
+		log.Error(err, "Keeping the idle state in the allocation's status; nothing is said or done this round")
+		return res.Verdict
+	}
+	for _, n := range append(res.Notices, rnotices...) {
+		r.carryOut(ctx, c, owner, a, policy, n)
+	}
+	if !rules.Idle.Timeout.Applies() {
+		return verdictExempt
+	}
+	return res.Verdict
+}
+
+func (r *Reclaimer) remember(obs *observation, s lifecycle.Sample) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.seen == nil {
+		r.seen = map[string]*observation{}
+	}
+	if old := r.seen[obs.Container.ID]; old != nil {
+		obs.Samples = old.Samples
+	}
+	obs.Samples = append(obs.Samples, s)
+	if len(obs.Samples) > samplesKept {
+		obs.Samples = obs.Samples[len(obs.Samples)-samplesKept:]
+	}
+	r.seen[obs.Container.ID] = obs
+}
+
+// Forget drops what is remembered of containers not in keep.
+func (r *Reclaimer) Forget(keep map[string]bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id := range r.seen {
+		if !keep[id] {
+			delete(r.seen, id)
+		}
+	}
+}
+
+func (r *Reclaimer) observed(id string) (observation, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	o, ok := r.seen[id]
+	if !ok {
+		return observation{}, false
+	}
+	return *o, true
+}
+
+// runtimeSince is when c's runtime counts from: the allocation's binding or the container's
+// first start, whichever is earlier; kept in the status so a restart does not reset it.
+func runtimeSince(a *gpuwardenv1alpha1.GPUAllocation, c docker.Container) time.Time {
+	var out time.Time
+	earlier := func(t time.Time) {
+		if !t.IsZero() && (out.IsZero() || t.Before(out)) {
+			out = t
+		}
+	}
+	if a.Status.Runtime != nil && a.Status.Runtime.Since != nil {
+		earlier(a.Status.Runtime.Since.Time)
+	}
+	if a.Status.BoundTime != nil {
+		earlier(a.Status.BoundTime.Time)
+	}
+	earlier(c.StartedAt)
+	return out.Truncate(time.Second)
+}
+
+func idleStateOf(s *gpuwardenv1alpha1.IdleStatus) lifecycle.IdleState {
+	if s == nil {
+		return lifecycle.IdleState{}
+	}
+	out := lifecycle.IdleState{Samples: int(s.Samples), Sent: slices.Clone(s.Sent)}
+	if s.Since != nil {
+		out.Since = s.Since.Time
+	}
+	return out
+}
+
+func runtimeStateOf(s *gpuwardenv1alpha1.RuntimeStatus) lifecycle.RuntimeState {
+	if s == nil {
+		return lifecycle.RuntimeState{}
+	}
+	return lifecycle.RuntimeState{Sent: slices.Clone(s.Sent)}
+}
+
+// saveState writes the idle and runtime state into a's status when it changed.
+func (r *Reclaimer) saveState(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, idle lifecycle.IdleState, since time.Time, rt lifecycle.RuntimeState) error {
+	var wantIdle *gpuwardenv1alpha1.IdleStatus
+	if !idle.Since.IsZero() || idle.Samples > 0 || len(idle.Sent) > 0 {
+		wantIdle = &gpuwardenv1alpha1.IdleStatus{Samples: int32(idle.Samples), Sent: idle.Sent}
+		if !idle.Since.IsZero() {
+			t := metav1.NewTime(idle.Since).Rfc3339Copy()
+			wantIdle.Since = &t
+		}
+	}
+	var wantRuntime *gpuwardenv1alpha1.RuntimeStatus
+	if !since.IsZero() {
+		t := metav1.NewTime(since).Rfc3339Copy()
+		wantRuntime = &gpuwardenv1alpha1.RuntimeStatus{Since: &t, Sent: rt.Sent}
+	}
+	if sameIdle(a.Status.Idle, wantIdle) && sameRuntime(a.Status.Runtime, wantRuntime) {
+		return nil
+	}
+	orig := a.DeepCopy()
+	a.Status.Idle, a.Status.Runtime = wantIdle, wantRuntime
+	return r.Containers.Client.Status().Patch(ctx, a, client.MergeFrom(orig))
+}
+
+func sameIdle(a, b *gpuwardenv1alpha1.IdleStatus) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Samples == b.Samples && slices.Equal(a.Sent, b.Sent) && sameTime(a.Since, b.Since)
+}
+
+func sameRuntime(a, b *gpuwardenv1alpha1.RuntimeStatus) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return slices.Equal(a.Sent, b.Sent) && sameTime(a.Since, b.Since)
+}
+
+func sameTime(a, b *metav1.Time) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Unix() == b.Unix()
+}
+
+// noticeRecords are the audit records and Event reasons of each notice kind.
+var noticeRecords = map[string]struct {
+	record audit.LifecycleAction
+	event  string
+	reason string // the audit record's reason code
+}{
+	lifecycle.IdleWarning:    {audit.IdleWarning, EventIdleWarning, "idle"},
+	lifecycle.IdleInfo:       {audit.IdleWarning, EventIdleNotice, "idle_exempt"},
+	lifecycle.IdleStop:       {audit.IdleStop, EventIdleStopped, "idle"},
+	lifecycle.RuntimeWarning: {audit.RuntimeWarning, EventRuntimeWarning, "max_runtime"},
+	lifecycle.RuntimeStop:    {audit.RuntimeStop, EventRuntimeStopped, "max_runtime"},
+}
+
+// carryOut says and does what one notice calls for, as the mode allows: DryRun records it
+// and touches nothing; NotifyOnly tells the owner and never stops; Enforce does both.
+func (r *Reclaimer) carryOut(ctx context.Context, c docker.Container, owner string, a *gpuwardenv1alpha1.GPUAllocation, policy resolve.Policy, n lifecycle.Notice) {
+	cr := r.Containers
+	mode := policy.String("mode", lifecycle.ModeEnforce)
+	user := ownerOrUnknown(owner)
+	rec := noticeRecords[n.Kind]
+	lifecycleNotices.WithLabelValues(n.Kind, mode).Inc()
+	if n.Kind == lifecycle.IdleStop || n.Kind == lifecycle.RuntimeStop {
+		// Held back by DryRun and NotifyOnly: stop records "would stop" for those, once per
+		// idle run (the rules' state says when), not once per container.
+		cr.unreport(c.ID, "would/"+string(lifecycle.Stop)+"/"+rec.reason)
+		if err := cr.stop(ctx, c, owner, a, policy, mode, rec.event, rec.reason+": "+n.Message); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "Stopping an idle or over-time container; tried again at the next sample")
+			r.unmarkStop(ctx, a, n.Kind)
+			return
+		}
+		if mode == lifecycle.ModeEnforce {
+			stopDelaySeconds.WithLabelValues(rec.reason).Observe(max(0, cr.Clock.Since(n.Deadline).Seconds()))
+			cr.Audit.Log(audit.Lifecycle(rec.record, user, containerRef(c), policyName(n.Policy), mode, rec.reason+": stopped: "+n.Message))
+		}
+		if mode != lifecycle.ModeDryRun {
+			r.Notifier.Tell(ctx, noticeFor(c, user, a, policy, n, cr.NodeName, cr.Clock.Now()))
+		}
+		return
+	}
+	text := n.Message
+	if !n.StopAt.IsZero() {
+		text += " (stop at " + n.StopAt.UTC().Format(time.RFC3339) + ")"
+	}
+	eventType := corev1.EventTypeWarning
+	if n.Kind == lifecycle.IdleInfo {
+		eventType = corev1.EventTypeNormal
+	}
+	cr.Audit.Log(audit.Lifecycle(rec.record, user, containerRef(c), policyName(n.Policy), mode, rec.reason+": "+text))
+	cr.Recorder.Eventf(a, nil, eventType, rec.event, "Notify", "Container %s of %s: %s", shownName(c), user, truncate(text, maxMessage))
+	if mode != lifecycle.ModeDryRun {
+		r.Notifier.Tell(ctx, noticeFor(c, user, a, policy, n, cr.NodeName, cr.Clock.Now()))
+	}
+}
+
+// unmarkStop forgets a stop that failed, so the next sample tries again.
+func (r *Reclaimer) unmarkStop(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, kind string) {
+	orig := a.DeepCopy()
+	drop := func(sent []string) []string {
+		return slices.DeleteFunc(slices.Clone(sent), func(s string) bool { return s == lifecycle.SentStop })
+	}
+	switch {
+	case kind == lifecycle.IdleStop && a.Status.Idle != nil:
+		a.Status.Idle.Sent = drop(a.Status.Idle.Sent)
+	case kind == lifecycle.RuntimeStop && a.Status.Runtime != nil:
+		a.Status.Runtime.Sent = drop(a.Status.Runtime.Sent)
+	default:
+		return
+	}
+	_ = r.Containers.Client.Status().Patch(ctx, a, client.MergeFrom(orig))
+}

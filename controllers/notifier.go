@@ -1,0 +1,216 @@
+package controllers
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os/user"
+	"strconv"
+	"strings"
+	"time"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/docker"
+	"github.com/gpuwarden/gpuwarden/internal/lifecycle"
+	"github.com/gpuwarden/gpuwarden/internal/resolve"
+)
+
+// Notice is what a warning or a stop tells a container's owner, besides the Event and the
+// audit record: a file written into the container and a JSON POST to the policy's webhook.
+type Notice struct {
+	// Type is the audit record's type, e.g. lifecycle.idle_warning.
+	Type        string     `json:"type"`
+	Node        string     `json:"node"`
+	User        string     `json:"user"`
+	Container   string     `json:"container"`
+	ContainerID string     `json:"containerID"`
+	Allocation  string     `json:"allocation"`
+	Policy      string     `json:"policy,omitempty"`
+	Mode        string     `json:"mode"`
+	Message     string     `json:"message"`
+	StopAt      *time.Time `json:"stopAt,omitempty"`
+	Time        time.Time  `json:"time"`
+	// KeepAlive is the file that keeps an idle container alive, when the policy has one.
+	KeepAlive string `json:"keepAlive,omitempty"`
+
+	file, webhook string
+}
+
+func noticeFor(c docker.Container, user string, a *gpuwardenv1alpha1.GPUAllocation, p resolve.Policy, n lifecycle.Notice, node string, now time.Time) Notice {
+	out := Notice{Type: string(noticeRecords[n.Kind].record), Node: node, User: user, Container: shownName(c), ContainerID: c.ID,
+		Allocation: a.Name, Policy: policyName(n.Policy), Mode: p.String("mode", lifecycle.ModeEnforce), Message: n.Message, Time: now.UTC(),
+		file: p.String("notify.file", ""), webhook: p.String("notify.webhookURL", "")}
+	if !n.StopAt.IsZero() {
+		t := n.StopAt.UTC()
+		out.StopAt = &t
+	}
+	if strings.HasPrefix(n.Kind, "idle") {
+		out.KeepAlive = p.String("idle.keepAlive.path", "")
+	}
+	return out
+}
+
+// Text is the notice as the file inside the container says it.
+func (n Notice) Text() string {
+	var b strings.Builder
+	title := map[string]string{"lifecycle.idle_warning": "WARNING", "lifecycle.runtime_warning": "WARNING",
+		"lifecycle.idle_stop": "STOPPED", "lifecycle.runtime_stop": "STOPPED"}[n.Type]
+	if strings.Contains(n.Message, "For information only") {
+		title = "NOTICE"
+	}
+	fmt.Fprintf(&b, "--- gpuwarden %s %s ---\n", title, n.Time.Format(time.RFC3339))
+	fmt.Fprintf(&b, "Container %s of %s (allocation %s, node %s)\n%s\n", n.Container, n.User, n.Allocation, n.Node, n.Message)
+	if n.StopAt != nil && title == "WARNING" {
+		fmt.Fprintf(&b, "It will be stopped at %s.\n", n.StopAt.Format(time.RFC3339))
+	}
+	if n.KeepAlive != "" && title == "WARNING" {
+		fmt.Fprintf(&b, "To keep it running, make it busy or touch %s.\n", n.KeepAlive)
+	}
+	if n.Mode != lifecycle.ModeEnforce {
+		fmt.Fprintf(&b, "(Policy mode %s: nothing is stopped.)\n", n.Mode)
+	}
+	return b.String()
+}
+
+// webhookQueue bounds the notices waiting to be posted; beyond it they are dropped (and
+// logged), never waited for.
+const webhookQueue = 1024
+
+// Notifier delivers notices: the file through the engine's archive API at once, the
+// webhook from a queue with a short timeout and retries, so that neither a slow endpoint
+// nor a full queue ever blocks a reconcile.
+type Notifier struct {
+	Engine docker.Engine
+	// HTTP posts webhooks; one with a 5 s timeout when nil.
+	HTTP *http.Client
+	// AllowLocal lets webhooks target loopback and link-local addresses.
+	AllowLocal bool
+	Resolver   resolve.Resolver
+	// Attempts is how many times a webhook is tried (3 when 0), Backoff the first wait
+	// between tries (1 s when 0), doubling.
+	Attempts int
+	Backoff  time.Duration
+
+	queue chan Notice
+}
+
+func (n *Notifier) init() {
+	if n.queue == nil {
+		n.queue = make(chan Notice, webhookQueue)
+	}
+	if n.HTTP == nil {
+		// Redirects are not followed: one could lead to an address notices must not reach.
+		n.HTTP = &http.Client{Timeout: 5 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	}
+	if n.Attempts == 0 {
+		n.Attempts = 3
+	}
+	if n.Backoff == 0 {
+		n.Backoff = time.Second
+	}
+}
+
+// Tell delivers a notice.
+func (n *Notifier) Tell(ctx context.Context, notice Notice) {
+	n.init()
+	log := ctrl.LoggerFrom(ctx)
+	if notice.file != "" {
+		uid, gid := ids(notice.User)
+		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := n.Engine.WriteFile(fctx, notice.ContainerID, notice.file, []byte(notice.Text()), uid, gid)
+		cancel()
+		if err != nil {
+			log.Info("Writing the notice file into the container", "file", notice.file, "error", err.Error())
+		}
+	}
+	if notice.webhook == "" {
+		return
+	}
+	select {
+	case n.queue <- notice:
+	default:
+		log.Info("Too many notices waiting for their webhook; this one is dropped", "webhook", notice.webhook, "type", notice.Type)
+	}
+}
+
+// ids are a login's user and group IDs, root's when it has none here.
+func ids(login string) (int, int) {
+	u, err := user.Lookup(login)
+	if err != nil {
+		return 0, 0
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return uid, gid
+}
+
+// NeedLeaderElection: it only drains what the active controller queued.
+func (n *Notifier) NeedLeaderElection() bool { return false }
+
+// Start posts queued webhooks until ctx ends.
+func (n *Notifier) Start(ctx context.Context) error {
+	n.init()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case notice := <-n.queue:
+			n.post(ctx, notice)
+		}
+	}
+}
+
+func (n *Notifier) post(ctx context.Context, notice Notice) {
+	log := ctrl.Log.WithName("notifier").WithValues("webhook", notice.webhook, "type", notice.Type, "container", notice.Container)
+	if !n.AllowLocal {
+		if err := resolve.WebhookProblem(ctx, notice.webhook, n.Resolver); err != nil {
+			log.Info("Not posting the notice", "reason", err.Error())
+			return
+		}
+	}
+	body, err := json.Marshal(notice)
+	if err != nil {
+		return
+	}
+	wait := n.Backoff
+	for attempt := 1; ; attempt++ {
+		err := n.postOnce(ctx, notice.webhook, body)
+		if err == nil {
+			webhookPosts.WithLabelValues("ok").Inc()
+			return
+		}
+		if attempt >= n.Attempts {
+			webhookPosts.WithLabelValues("failed").Inc()
+			log.Info("Posting the notice failed; given up", "attempts", attempt, "error", err.Error())
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
+}
+
+func (n *Notifier) postOnce(ctx context.Context, url string, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "gpuwarden")
+	res, err := n.HTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	if res.StatusCode >= 300 {
+		return fmt.Errorf("%s answered %s", url, res.Status)
+	}
+	return nil
+}

@@ -1,0 +1,329 @@
+package lifecycle
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/resolve"
+)
+
+func i32(v int32) *int32 { return &v }
+func i64(v int64) *int64 { return &v }
+
+// lab is the sample manifests' default policy, cut to what the idle rules read.
+func lab() gpuwardenv1alpha1.ContainerPolicySpec {
+	return gpuwardenv1alpha1.ContainerPolicySpec{
+		Mode: gpuwardenv1alpha1.ModeEnforce,
+		Idle: &gpuwardenv1alpha1.IdlePolicy{
+			Timeout: d(30 * time.Minute), GPUUtilizationPercent: i32(5), CPUPercent: i32(2), NetworkBytesPerSecond: i64(10000),
+			ConsecutiveSamples: i32(3), StartupGrace: d(10 * time.Minute), WarnAtFractions: []gpuwardenv1alpha1.Fraction{"0.8", "0.95"},
+		},
+		MaxRuntime: d(24 * time.Hour), RuntimeWarnAtFractions: []gpuwardenv1alpha1.Fraction{"0.75", "0.9"},
+	}
+}
+
+var started = now.Add(-time.Hour)
+
+func idleSample(at time.Time) Sample {
+	return Sample{Time: at, GPUKnown: true, GPUPercent: 0, HasRates: true, CPUPercent: 0.5, NetworkBytesPerSecond: 100}
+}
+
+func busySample(at time.Time) Sample {
+	s := idleSample(at)
+	s.GPUPercent = 90
+	return s
+}
+
+// simulate feeds a sample each minute from `from` for n minutes and returns every result.
+func simulate(st IdleState, r Rules, c Running, from time.Time, n int, sample func(i int, at time.Time) Sample) []IdleResult {
+	var out []IdleResult
+	for i := range n {
+		res := ObserveIdle(st, sample(i, from.Add(time.Duration(i)*time.Minute)), r, c)
+		st = res.State
+		out = append(out, res)
+	}
+	return out
+}
+
+func notices(results []IdleResult) (kinds []string, at []int) {
+	for i, r := range results {
+		for _, n := range r.Notices {
+			kinds = append(kinds, n.Kind)
+			at = append(at, i)
+		}
+	}
+	return kinds, at
+}
+
+func TestThresholdBoundaries(t *testing.T) {
+	r := RulesFrom(policy(t, lab())).Idle
+	for _, tc := range []struct {
+		name string
+		s    Sample
+		want Verdict
+	}{
+		{"all below", idleSample(now), Idle},
+		{"gpu exactly at 5%", func() Sample { s := idleSample(now); s.GPUPercent = 5; return s }(), Active},
+		{"gpu just below", func() Sample { s := idleSample(now); s.GPUPercent = 4.99; return s }(), Idle},
+		{"cpu exactly at 2%", func() Sample { s := idleSample(now); s.CPUPercent = 2; return s }(), Active},
+		{"cpu just below", func() Sample { s := idleSample(now); s.CPUPercent = 1.99; return s }(), Idle},
+		{"network exactly at 10000 B/s", func() Sample { s := idleSample(now); s.NetworkBytesPerSecond = 10000; return s }(), Active},
+		{"network just below", func() Sample { s := idleSample(now); s.NetworkBytesPerSecond = 9999; return s }(), Idle},
+		{"2% GPU but 15% CPU", func() Sample { s := idleSample(now); s.GPUPercent = 2; s.CPUPercent = 15; return s }(), Active},
+		{"only the network", func() Sample { s := idleSample(now); s.NetworkBytesPerSecond = 5e6; return s }(), Active},
+		{"no window yet, nothing active", func() Sample { s := idleSample(now); s.HasRates = false; return s }(), NoVerdict},
+		{"no window yet, GPU busy", func() Sample { s := busySample(now); s.HasRates = false; return s }(), Active},
+		{"MIG: memory unchanged", Sample{Time: now, HasRates: true, GPUMemoryBytes: 5 << 30, PrevGPUMemoryBytes: 5 << 30, HasPrevGPUMemory: true}, Idle},
+		{"MIG: memory changed", Sample{Time: now, HasRates: true, GPUMemoryBytes: 6 << 30, PrevGPUMemoryBytes: 5 << 30, HasPrevGPUMemory: true}, Active},
+		{"MIG: no earlier memory", Sample{Time: now, HasRates: true, GPUMemoryBytes: 5 << 30}, NoVerdict},
+	} {
+		got, signals := Judge(tc.s, r)
+		if got != tc.want {
+			t.Errorf("%s: %s (%s), want %s", tc.name, got, Describe(signals), tc.want)
+		}
+	}
+	_, signals := Judge(Sample{Time: now, HasRates: true, GPUMemoryBytes: 5 << 30, PrevGPUMemoryBytes: 5 << 30, HasPrevGPUMemory: true}, r)
+	if !strings.Contains(Describe(signals), "NVML gives no utilisation for a MIG instance") {
+		t.Errorf("an unknown GPU signal must say so: %s", Describe(signals))
+	}
+}
+
+func TestIdleStreakWarningsAndStop(t *testing.T) {
+	r := RulesFrom(policy(t, lab()))
+	res := simulate(IdleState{}, r, Running{StartedAt: started}, now, 40, func(_ int, at time.Time) Sample { return idleSample(at) })
+	if res[1].Counting(r.Idle) || !res[2].Counting(r.Idle) {
+		t.Errorf("the idle time counts from the 3rd idle sample in a row: %v %v", res[1].State, res[2].State)
+	}
+	if res[2].IdleFor != 2*time.Minute || !res[2].State.Since.Equal(now) {
+		t.Errorf("idle time is counted from the first idle sample: %s since %s", res[2].IdleFor, res[2].State.Since)
+	}
+	kinds, at := notices(res)
+	// 0.8 × 30m = 24m, 0.95 × 30m = 28.5m → the sample at 29m, the stop at 30m.
+	want := []string{IdleWarning, IdleWarning, IdleStop}
+	if strings.Join(kinds, ",") != strings.Join(want, ",") || at[0] != 24 || at[1] != 29 || at[2] != 30 {
+		t.Fatalf("notices %v at minutes %v; want %v at 24, 29, 30", kinds, at, want)
+	}
+	stop := res[30].Notices[0]
+	if stop.Held || !stop.Deadline.Equal(now.Add(30*time.Minute)) || !strings.Contains(stop.Message, "ContainerPolicy base") {
+		t.Errorf("stop = %+v", stop)
+	}
+	if w := res[24].Notices[0]; !w.StopAt.Equal(now.Add(30*time.Minute)) || !strings.Contains(w.Message, "80%") {
+		t.Errorf("first warning = %+v", w)
+	}
+	if len(res[35].Notices) != 0 {
+		t.Errorf("a stop is given once")
+	}
+}
+
+func TestActivityResetsAndRearms(t *testing.T) {
+	r := RulesFrom(policy(t, lab()))
+	res := simulate(IdleState{}, r, Running{StartedAt: started}, now, 70, func(i int, at time.Time) Sample {
+		if i == 26 {
+			return busySample(at) // after the first warning
+		}
+		return idleSample(at)
+	})
+	kinds, at := notices(res)
+	// Warned at 24; busy at 26 resets; a new run from 27: warnings at 51 and 56, stop at 57.
+	if strings.Join(kinds, ",") != "idle_warning,idle_warning,idle_warning,idle_stop" || at[0] != 24 || at[1] != 51 || at[2] != 56 || at[3] != 57 {
+		t.Errorf("notices %v at %v", kinds, at)
+	}
+	if !res[26].State.Since.IsZero() || res[26].State.Samples != 0 || len(res[26].State.Sent) != 0 {
+		t.Errorf("an active sample resets the state: %+v", res[26].State)
+	}
+}
+
+func TestStartupGrace(t *testing.T) {
+	r := RulesFrom(policy(t, lab()))
+	justStarted := Running{StartedAt: now}
+	res := simulate(IdleState{}, r, justStarted, now, 45, func(_ int, at time.Time) Sample { return idleSample(at) })
+	for i := range 10 {
+		if res[i].Verdict != InGrace || !res[i].State.Since.IsZero() {
+			t.Fatalf("minute %d in the 10-minute grace: %s %+v", i, res[i].Verdict, res[i].State)
+		}
+	}
+	if !res[10].State.Since.Equal(now.Add(10 * time.Minute)) {
+		t.Errorf("counting starts after the grace: %+v", res[10].State)
+	}
+	_, at := notices(res)
+	if len(at) != 3 || at[2] != 40 {
+		t.Errorf("stop at minute %v; want 40 (grace 10 + timeout 30)", at)
+	}
+}
+
+func TestKeepAlive(t *testing.T) {
+	spec := lab()
+	spec.Idle.KeepAlive = &gpuwardenv1alpha1.KeepAlive{Path: "/workspace/.keep-alive", MaxAge: d(time.Hour)}
+	r := RulesFrom(policy(t, spec))
+	for _, tc := range []struct {
+		name    string
+		touched time.Time
+		exists  bool
+		stopAt  int
+	}{
+		{"fresh: the stop waits for it to age", now.Add(10 * time.Minute), true, 70},
+		{"stale", now.Add(-2 * time.Hour), true, 30},
+		{"missing", time.Time{}, false, 30},
+	} {
+		calls := 0
+		c := Running{StartedAt: started, KeepAlive: func() (time.Time, bool) { calls++; return tc.touched, tc.exists }}
+		res := simulate(IdleState{}, r, c, now, 90, func(_ int, at time.Time) Sample { return idleSample(at) })
+		kinds, at := notices(res)
+		if len(kinds) != 3 || kinds[2] != IdleStop || at[2] != tc.stopAt {
+			t.Errorf("%s: notices %v at %v; want the stop at %d", tc.name, kinds, at, tc.stopAt)
+		}
+		if calls == 0 || calls > 41 {
+			t.Errorf("%s: the keep-alive file was read %d times; only while a stop is due", tc.name, calls)
+		}
+		if tc.exists && tc.stopAt == 70 && !res[50].KeepAliveUntil.Equal(now.Add(70*time.Minute)) {
+			t.Errorf("%s: keep-alive until %s", tc.name, res[50].KeepAliveUntil)
+		}
+	}
+}
+
+func TestHighDemandShortensTheTimeout(t *testing.T) {
+	spec := lab()
+	spec.Idle.HighDemand = &gpuwardenv1alpha1.HighDemand{AllocatedFraction: "0.8", TimeoutFactor: "0.5"}
+	r := RulesFrom(policy(t, spec))
+	for _, tc := range []struct {
+		allocated float64
+		stopAt    int
+	}{{0.79, 30}, {0.8, 15}, {1, 15}} {
+		res := simulate(IdleState{}, r, Running{StartedAt: started, AllocatedFraction: tc.allocated}, now, 40, func(_ int, at time.Time) Sample { return idleSample(at) })
+		kinds, at := notices(res)
+		if kinds[len(kinds)-1] != IdleStop || at[len(at)-1] != tc.stopAt {
+			t.Errorf("allocated %g: notices %v at %v; want the stop at %d", tc.allocated, kinds, at, tc.stopAt)
+		}
+		if tc.stopAt == 15 && !strings.Contains(res[at[0]].Notices[0].Message, "shortened from 30m0s") {
+			t.Errorf("a warning under high demand says so: %s", res[at[0]].Notices[0].Message)
+		}
+	}
+}
+
+func TestModesHoldTheStopBack(t *testing.T) {
+	for _, mode := range []gpuwardenv1alpha1.PolicyMode{gpuwardenv1alpha1.ModeDryRun, gpuwardenv1alpha1.ModeNotifyOnly} {
+		spec := lab()
+		spec.Mode = mode
+		r := RulesFrom(policy(t, spec))
+		res := simulate(IdleState{}, r, Running{StartedAt: started}, now, 60, func(_ int, at time.Time) Sample { return idleSample(at) })
+		kinds, at := notices(res)
+		if strings.Join(kinds, ",") != "idle_warning,idle_warning,idle_stop" || at[2] != 30 || !res[30].Notices[0].Held {
+			t.Errorf("%s: notices %v at %v (held %v): the same decisions, the stop held back, once", mode, kinds, at, res[30].Notices)
+		}
+	}
+}
+
+func TestExemptionWithExpiry(t *testing.T) {
+	expires := metav1.NewTime(now.Add(45 * time.Minute))
+	list := []gpuwardenv1alpha1.ContainerPolicy{
+		{ObjectMeta: metav1.ObjectMeta{Name: "base"}, Spec: lab()},
+		{ObjectMeta: metav1.ObjectMeta{Name: "thesis-deadline"}, Spec: gpuwardenv1alpha1.ContainerPolicySpec{Precedence: 50, Expires: &expires,
+			Unlimited: []gpuwardenv1alpha1.PolicyLimitName{gpuwardenv1alpha1.PolicyLimitIdleTimeout}}},
+	}
+	st := IdleState{}
+	var kinds []string
+	var at []int
+	for i := range 80 {
+		tm := now.Add(time.Duration(i) * time.Minute)
+		p, err := resolve.EffectivePolicy(list, resolve.Container{User: "alice"}, tm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := ObserveIdle(st, idleSample(tm), RulesFrom(p), Running{StartedAt: started})
+		st = res.State
+		for _, n := range res.Notices {
+			kinds, at = append(kinds, n.Kind), append(at, i)
+		}
+	}
+	// Exempt: one notice at 24 minutes (0.8 × the lifted 30m), no stop; at 45 the exemption
+	// expires, the container has been idle 45m > 30m: stopped then.
+	if strings.Join(kinds, ",") != "idle_notice,idle_stop" || at[0] != 24 || at[1] != 45 {
+		t.Errorf("notices %v at %v", kinds, at)
+	}
+}
+
+func TestDevcontainerNeverIdleStoppedButRuntimeLimited(t *testing.T) {
+	list := []gpuwardenv1alpha1.ContainerPolicy{
+		{ObjectMeta: metav1.ObjectMeta{Name: "defaults"}, Spec: lab()},
+		{ObjectMeta: metav1.ObjectMeta{Name: "devcontainers"}, Spec: gpuwardenv1alpha1.ContainerPolicySpec{Precedence: 20,
+			Selector: gpuwardenv1alpha1.PolicySelector{ContainerTypes: []gpuwardenv1alpha1.ContainerType{gpuwardenv1alpha1.ContainerTypeDevcontainer}},
+			MaxRuntime: d(168 * time.Hour), Unlimited: []gpuwardenv1alpha1.PolicyLimitName{gpuwardenv1alpha1.PolicyLimitIdleTimeout}}},
+	}
+	p, err := resolve.EffectivePolicy(list, resolve.Container{User: "alice", Type: gpuwardenv1alpha1.ContainerTypeDevcontainer}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := RulesFrom(p)
+	res := simulate(IdleState{}, r, Running{StartedAt: started}, now, 300, func(_ int, at time.Time) Sample { return idleSample(at) })
+	kinds, _ := notices(res)
+	if strings.Join(kinds, ",") != IdleInfo {
+		t.Errorf("a devcontainer idle for 5 hours gets %v; want one notice for information and no stop", kinds)
+	}
+	since := now.Add(-100 * time.Hour)
+	var all []string
+	st := RuntimeState{}
+	for h := 100; h <= 170; h++ {
+		var n []Notice
+		st, n, _ = ObserveRuntime(st, since, r, since.Add(time.Duration(h)*time.Hour))
+		for _, x := range n {
+			all = append(all, x.Kind+"@"+num(float64(h)))
+		}
+	}
+	// 0.75 × 168h = 126h, 0.9 × 168h = 151.2h → 152h, stop at 168h.
+	if strings.Join(all, ",") != "runtime_warning@126,runtime_warning@152,runtime_stop@168" {
+		t.Errorf("runtime notices %v", all)
+	}
+}
+
+func TestRuntimeNext(t *testing.T) {
+	r := RulesFrom(policy(t, lab()))
+	since := now.Add(-10 * time.Hour)
+	st, n, next := ObserveRuntime(RuntimeState{}, since, r, now)
+	if len(n) != 0 || next != 8*time.Hour || len(st.Sent) != 0 {
+		t.Errorf("at 10h of 24h: notices %v, next %s; want the 0.75 warning in 8h", n, next)
+	}
+	// A restart of gpuwarden mid-way: the warnings already given are not given again.
+	st, n, _ = ObserveRuntime(RuntimeState{Sent: []string{"0.75"}}, since, r, now.Add(9*time.Hour))
+	if len(n) != 0 || len(st.Sent) != 1 {
+		t.Errorf("a warning given before a restart came again: %v", n)
+	}
+}
+
+func TestRestartMidStreak(t *testing.T) {
+	r := RulesFrom(policy(t, lab()))
+	c := Running{StartedAt: started}
+	first := simulate(IdleState{}, r, c, now, 26, func(_ int, at time.Time) Sample { return idleSample(at) })
+	kinds, _ := notices(first)
+	if len(kinds) != 1 {
+		t.Fatalf("before the restart: %v", kinds)
+	}
+	// What the allocation's status keeps; the restarted process has no earlier sample, so
+	// its first one has no window.
+	kept := first[len(first)-1].State
+	second := simulate(kept, r, c, now.Add(27*time.Minute), 10, func(i int, at time.Time) Sample {
+		s := idleSample(at)
+		s.HasRates = i > 0
+		return s
+	})
+	kinds, at := notices(second)
+	// The first warning is not repeated; the 0.95 one at 29m (index 2); the stop at 30m.
+	if strings.Join(kinds, ",") != "idle_warning,idle_stop" || at[0] != 2 || at[1] != 3 {
+		t.Errorf("after the restart: %v at %v", kinds, at)
+	}
+	if !second[0].State.Since.Equal(now) {
+		t.Errorf("the restart reset the idle start: %s", second[0].State.Since)
+	}
+}
+
+func TestAContainerRestartStartsAfresh(t *testing.T) {
+	r := RulesFrom(policy(t, lab()))
+	old := IdleState{Since: now.Add(-2 * time.Hour), Samples: 3, Sent: []string{"0.8", "stop"}}
+	res := ObserveIdle(old, idleSample(now.Add(11*time.Minute)), r, Running{StartedAt: now})
+	if !res.State.Since.Equal(now.Add(11*time.Minute)) || res.State.Samples != 1 || len(res.State.Sent) != 0 {
+		t.Errorf("a container started again keeps its old run: %+v", res.State)
+	}
+}
