@@ -8,6 +8,7 @@ package controllers
 import (
 	"context"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -37,6 +38,17 @@ type Reclaimer struct {
 
 	mu   sync.Mutex
 	seen map[string]*observation // by container ID, for explain
+	// saved is the state last written to each allocation (by name) and the version the
+	// write made: a cache that has not seen the write yet is not taken for the truth (it
+	// would repeat a warning).
+	saved map[string]savedState
+}
+
+type savedState struct {
+	version         int64
+	idle            *gpuwardenv1alpha1.IdleStatus
+	runtime         *gpuwardenv1alpha1.RuntimeStatus
+	containerStatus string
 }
 
 // observation is what explain shows of a container.
@@ -69,6 +81,7 @@ func (r *Reclaimer) Observe(ctx context.Context, c docker.Container, a *gpuwarde
 	if obs.Protected {
 		return verdictExempt
 	}
+	a = r.fresh(a)
 	state := idleStateOf(a.Status.Idle)
 	res := lifecycle.ObserveIdle(state, s, rules, lifecycle.Running{StartedAt: c.StartedAt, AllocatedFraction: demand,
 		KeepAlive: func() (time.Time, bool) {
@@ -108,13 +121,18 @@ func (r *Reclaimer) remember(obs *observation, s lifecycle.Sample) {
 	r.seen[obs.Container.ID] = obs
 }
 
-// Forget drops what is remembered of containers not in keep.
+// Forget drops what is remembered of containers not in keep (by ID).
 func (r *Reclaimer) Forget(keep map[string]bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for id := range r.seen {
 		if !keep[id] {
 			delete(r.seen, id)
+		}
+	}
+	for name, st := range r.saved {
+		if !keep[st.containerStatus] {
+			delete(r.saved, name)
 		}
 	}
 }
@@ -127,6 +145,33 @@ func (r *Reclaimer) observed(id string) (observation, bool) {
 		return observation{}, false
 	}
 	return *o, true
+}
+
+// fresh returns a with the state this process last wrote when the cache is older.
+func (r *Reclaimer) fresh(a *gpuwardenv1alpha1.GPUAllocation) *gpuwardenv1alpha1.GPUAllocation {
+	r.mu.Lock()
+	saved, ok := r.saved[a.Name]
+	r.mu.Unlock()
+	v, err := strconv.ParseInt(a.ResourceVersion, 10, 64)
+	if !ok || err != nil || v >= saved.version || saved.containerStatus != a.Status.ContainerID {
+		return a
+	}
+	a = a.DeepCopy()
+	a.Status.Idle, a.Status.Runtime = saved.idle.DeepCopy(), saved.runtime.DeepCopy()
+	return a
+}
+
+func (r *Reclaimer) rememberSaved(a *gpuwardenv1alpha1.GPUAllocation) {
+	v, err := strconv.ParseInt(a.ResourceVersion, 10, 64)
+	if err != nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.saved == nil {
+		r.saved = map[string]savedState{}
+	}
+	r.saved[a.Name] = savedState{version: v, idle: a.Status.Idle.DeepCopy(), runtime: a.Status.Runtime.DeepCopy(), containerStatus: a.Status.ContainerID}
 }
 
 // runtimeSince is when c's runtime counts from: the allocation's binding or the container's
@@ -172,7 +217,7 @@ func (r *Reclaimer) saveState(ctx context.Context, a *gpuwardenv1alpha1.GPUAlloc
 	if !idle.Since.IsZero() || idle.Samples > 0 || len(idle.Sent) > 0 {
 		wantIdle = &gpuwardenv1alpha1.IdleStatus{Samples: int32(idle.Samples), Sent: idle.Sent}
 		if !idle.Since.IsZero() {
-			t := metav1.NewTime(idle.Since).Rfc3339Copy()
+			t := metav1.NewMicroTime(idle.Since.Truncate(time.Microsecond))
 			wantIdle.Since = &t
 		}
 	}
@@ -186,14 +231,18 @@ func (r *Reclaimer) saveState(ctx context.Context, a *gpuwardenv1alpha1.GPUAlloc
 	}
 	orig := a.DeepCopy()
 	a.Status.Idle, a.Status.Runtime = wantIdle, wantRuntime
-	return r.Containers.Client.Status().Patch(ctx, a, client.MergeFrom(orig))
+	if err := r.Containers.Client.Status().Patch(ctx, a, client.MergeFrom(orig)); err != nil {
+		return err
+	}
+	r.rememberSaved(a)
+	return nil
 }
 
 func sameIdle(a, b *gpuwardenv1alpha1.IdleStatus) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
-	return a.Samples == b.Samples && slices.Equal(a.Sent, b.Sent) && sameTime(a.Since, b.Since)
+	return a.Samples == b.Samples && slices.Equal(a.Sent, b.Sent) && sameMicroTime(a.Since, b.Since)
 }
 
 func sameRuntime(a, b *gpuwardenv1alpha1.RuntimeStatus) bool {
@@ -201,6 +250,13 @@ func sameRuntime(a, b *gpuwardenv1alpha1.RuntimeStatus) bool {
 		return a == b
 	}
 	return slices.Equal(a.Sent, b.Sent) && sameTime(a.Since, b.Since)
+}
+
+func sameMicroTime(a, b *metav1.MicroTime) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Equal(b)
 }
 
 func sameTime(a, b *metav1.Time) bool {
@@ -278,5 +334,7 @@ func (r *Reclaimer) unmarkStop(ctx context.Context, a *gpuwardenv1alpha1.GPUAllo
 	default:
 		return
 	}
-	_ = r.Containers.Client.Status().Patch(ctx, a, client.MergeFrom(orig))
+	if r.Containers.Client.Status().Patch(ctx, a, client.MergeFrom(orig)) == nil {
+		r.rememberSaved(a)
+	}
 }

@@ -213,7 +213,7 @@ type GPUAllocationStatus struct {
 type IdleStatus struct {
 	// since is the time of the first idle sample of the current run.
 	// +optional
-	Since *metav1.Time `json:"since,omitempty"`
+	Since *metav1.MicroTime `json:"since,omitempty"`
 
 	// samples is how many idle samples in a row were seen, counted up to the policy's
 	// consecutiveSamples; the idle time counts once it is reached.

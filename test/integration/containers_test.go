@@ -102,6 +102,12 @@ func (e *containerEnv) restart(meanwhile func()) {
 
 func newContainerEnv(t testing.TB, host string) *containerEnv {
 	t.Helper()
+	return newContainerEnvWith(t, host, nil)
+}
+
+// newContainerEnvWith is newContainerEnv with the controllers' options changed by tune.
+func newContainerEnvWith(t testing.TB, host string, tune func(*controllers.Options)) *containerEnv {
+	t.Helper()
 	eng := requireDocker(t, host)
 	c := allocationTest(t)
 	t.Cleanup(func() { _ = c.DeleteAllOf(context.Background(), &gpuwardenv1alpha1.ContainerPolicy{}) })
@@ -118,6 +124,9 @@ func newContainerEnv(t testing.TB, host string) *containerEnv {
 	e.audit = w
 	e.opts = controllers.Options{NodeName: e.node, GPUs: gpu.NewNVML(fake), Groups: resolve.StaticGroups{},
 		Audit: w, Docker: eng, DockerRetry: 200 * time.Millisecond, ScanInterval: 200 * time.Millisecond}
+	if tune != nil {
+		tune(&e.opts)
+	}
 	e.stop = startManager(t, e.opts)
 	t.Cleanup(func() { e.stop(); _ = w.Close() })
 	testutil.Eventually(t, 30*time.Second, "the GPU inventory", func() bool {
