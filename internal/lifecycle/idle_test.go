@@ -250,7 +250,7 @@ func TestDevcontainerNeverIdleStoppedButRuntimeLimited(t *testing.T) {
 	list := []gpuwardenv1alpha1.ContainerPolicy{
 		{ObjectMeta: metav1.ObjectMeta{Name: "defaults"}, Spec: lab()},
 		{ObjectMeta: metav1.ObjectMeta{Name: "devcontainers"}, Spec: gpuwardenv1alpha1.ContainerPolicySpec{Precedence: 20,
-			Selector: gpuwardenv1alpha1.PolicySelector{ContainerTypes: []gpuwardenv1alpha1.ContainerType{gpuwardenv1alpha1.ContainerTypeDevcontainer}},
+			Selector:   gpuwardenv1alpha1.PolicySelector{ContainerTypes: []gpuwardenv1alpha1.ContainerType{gpuwardenv1alpha1.ContainerTypeDevcontainer}},
 			MaxRuntime: d(168 * time.Hour), Unlimited: []gpuwardenv1alpha1.PolicyLimitName{gpuwardenv1alpha1.PolicyLimitIdleTimeout}}},
 	}
 	p, err := resolve.EffectivePolicy(list, resolve.Container{User: "alice", Type: gpuwardenv1alpha1.ContainerTypeDevcontainer}, now)

@@ -37,7 +37,7 @@ type IdleRules struct {
 	Timeout resolve.Limit
 	// Lifted is the timeout an `unlimited: [idleTimeout]` replaced, for the informational
 	// notice an exempt container gets.
-	Lifted resolve.Limit
+	Lifted            resolve.Limit
 	GPU, CPU, Network Threshold
 	// Consecutive is how many idle samples in a row make a container idle.
 	Consecutive int

@@ -78,7 +78,7 @@ type gpu struct {
 
 type migDevice struct {
 	mock.Device
-	uuid   string
+	uuid    string
 	gi, ci  int
 	attrs   nvml.DeviceAttributes
 	memUsed uint64
