@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +18,7 @@ import (
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/common"
+	"github.com/gpuwarden/gpuwarden/controllers"
 	"github.com/gpuwarden/gpuwarden/internal/allocation"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 	"github.com/gpuwarden/gpuwarden/internal/scheme"
@@ -38,8 +41,56 @@ func NewCommand() *cobra.Command {
 		Use:   "explain",
 		Short: "Explain what applies to a user, and which object set each value",
 	}
-	cmd.AddCommand(newUserCommand(&Options{}))
+	cmd.AddCommand(newUserCommand(&Options{}), newContainerCommand())
 	return cmd
+}
+
+// DefaultServer is where `explain container` asks: the server's /metrics listener.
+const DefaultServer = "http://127.0.0.1:9402"
+
+func newContainerCommand() *cobra.Command {
+	server := DefaultServer
+	cmd := &cobra.Command{
+		Use:   "container CONTAINER",
+		Short: "Explain a container: its effective policy, its last samples, its idle time, and when it will be warned and stopped (or why never)",
+		Example: `  gpuwarden explain container alice-notebook
+  gpuwarden explain container 4f2c1a9e --server http://gpu01:9402`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return explainContainer(cmd.Context(), server, args[0], cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().StringVar(&server, "server", server, "the node's gpuwarden, at its --metrics-bind-address, that samples the container")
+	return cmd
+}
+
+func explainContainer(ctx context.Context, server, name string, out io.Writer) error {
+	u, err := url.Parse(server)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("--server %q: want http://HOST:PORT, the node's --metrics-bind-address", server)
+	}
+	u.Path = controllers.ExplainPath
+	u.RawQuery = url.Values{"name": {name}}.Encode()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return err
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("asking gpuwarden at %s (is it running there? --server names it): %w", server, err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("reading the answer of %s: %w", server, err)
+	}
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("container %q: %s", name, strings.TrimSpace(string(body)))
+	}
+	_, err = out.Write(body)
+	return err
 }
 
 func newUserCommand(o *Options) *cobra.Command {

@@ -1,0 +1,96 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
+)
+
+// TestIdleReclaimThroughTheBinary is a lab's idle notebook with the built binary: GPUs
+// driven by --fake-gpus-control, samples every second, `explain container` saying why a
+// busy container is left alone and when an idle one will be stopped, the Idle column of
+// `kubectl get ga`, and the stop.
+func TestIdleReclaimThroughTheBinary(t *testing.T) {
+	requireKubectl(t)
+	docker := dockerE2E(t)
+	dir := t.TempDir()
+	control := filepath.Join(dir, "gpus.yaml")
+	if err := os.WriteFile(control, []byte(`devices: {"0": {utilization: 97}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, dir, "e2e-idle", "--docker-host", os.Getenv("DOCKER_HOST"),
+		"--fake-gpus-control", control, "--sample-interval", "1s")
+	audit := filepath.Join(dir, "audit", "events.jsonl")
+	if _, err := kubectl(t, s.kubeconfig, `apiVersion: gpuwarden.io/v1alpha1
+kind: ContainerPolicy
+metadata: {name: notebooks}
+spec:
+  selector: {users: [mia]}
+  idle: {timeout: 10s, gpuUtilizationPercent: 5, cpuPercent: 10, consecutiveSamples: 2, warnAtFractions: ["0.5"]}
+  stopGracePeriod: 1s
+  notify: {file: /gpuwarden-notice}
+---
+apiVersion: gpuwarden.io/v1alpha1
+kind: GPUAllocation
+metadata: {name: mia-nb}
+spec: {user: mia, nodeName: e2e-idle, request: {devices: ["0"]}}
+`, "apply", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	var uuid string
+	testutil.Eventually(t, 30*time.Second, "mia-nb Bound", func() (bool, string) {
+		uuid = mustKubectl(t, s.kubeconfig, "get", "ga", "mia-nb", "-o", "jsonpath={.status.phase} {.status.devices[0].uuid}")
+		return strings.HasPrefix(uuid, "Bound GPU-"), uuid
+	})
+	uuid = strings.TrimPrefix(uuid, "Bound ")
+	name := fmt.Sprintf("mia-nb-%d", time.Now().UnixNano())
+	id := docker("run", "-d", "--name", name, "--label", "gpuwarden.io/user=mia", "--label", "gpuwarden.io/allocation=mia-nb",
+		"--gpus", "device="+uuid, testutil.DockerImage(), "sleep", "3600")
+	defer exec.Command("docker", "rm", "-f", id).Run()
+	server := fmt.Sprintf("--server=http://127.0.0.1:%d", s.metricPort)
+	explain := func() string {
+		out, err := exec.Command(binary(t), "explain", "container", name, server).CombinedOutput()
+		if err != nil {
+			return fmt.Sprintf("error %v: %s", err, out)
+		}
+		return string(out)
+	}
+	testutil.Eventually(t, 30*time.Second, "explain says the busy GPU keeps it active", func() (bool, string) {
+		out := explain()
+		return strings.Contains(out, "gpu% 97 ≥ 5 (active)") && strings.Contains(out, "Idle: active now"), out
+	})
+	// The control file makes the GPU idle.
+	if err := os.WriteFile(control, []byte(`devices: {"0": {utilization: 0}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 30*time.Second, "explain says when it will be stopped", func() (bool, string) {
+		out := explain()
+		return strings.Contains(out, "Idle: idle since") && strings.Contains(out, "stop: at"), out
+	})
+	testutil.Eventually(t, 30*time.Second, "the Idle column", func() (bool, string) {
+		out := mustKubectl(t, s.kubeconfig, "get", "ga", "mia-nb")
+		return strings.Contains(out, "IDLE") && !strings.Contains(out, "<none>"), out
+	})
+	testutil.Eventually(t, 60*time.Second, "the idle container stopped", func() (bool, string) {
+		state := docker("inspect", "-f", "{{.State.Status}}", id)
+		return state == "exited", state
+	})
+	out, err := runEvents(t, "--file", audit, "--container", name, "--json", "--limit", "0")
+	if err != nil {
+		t.Fatal(out)
+	}
+	for _, typ := range []string{"lifecycle.idle_warning", "lifecycle.idle_stop"} {
+		if strings.Count(out, `"event_type":"`+typ+`"`) != 1 {
+			t.Errorf("want one %s record:\n%s", typ, out)
+		}
+	}
+	if out, err := exec.Command(binary(t), "explain", "container", "no-such-container", server).CombinedOutput(); err == nil || !strings.Contains(string(out), `no container "no-such-container" on this node`) {
+		t.Errorf("explain of a container that does not exist: %v\n%s", err, out)
+	}
+}
