@@ -2,6 +2,8 @@
 # Benchmarks, each next to its target or a reference measured in the same run:
 #  1. gpuwarden server: binary size, start-to-ready on a cold and a warm data dir, RSS after
 #     an idle period, SIGTERM-to-exit (the whole server, from exec to the ready line).
+#  1b. idle reclaim over a seeded lab week (GPU-hours idle beyond the timeout: none / hourly
+#      sweep / gpuwarden), and the cost of one sample round with 200 containers.
 #  2. audit writer throughput with group commit, next to writing and fsyncing each event.
 #  3. `gpuwarden events --user U --type gpu --since 7d` over 1,000,000 events, next to jq
 #     running the same filter on the same file.
@@ -66,6 +68,11 @@ done
 fi
 
 echo
+echo "== idle reclaim over a seeded lab week (40 users, 8 GPUs): no policy, hourly sweep, gpuwarden at 60 s"
+go test -run XXX -bench 'BenchmarkLabWeek' -benchtime 1x ./internal/lifecycle/labweek/ | grep -E '^Benchmark'
+echo "== one sample round over 200 running GPU containers, next to its stats calls and GPU read alone"
+go test -run XXX -bench 'BenchmarkSampleRound' -benchtime 50x ./controllers/ | grep -E '^Benchmark'
+
 echo "== audit writer (go test -bench)"
 go test -run XXX -bench 'WriterGroupCommit|WriterSyncPerEvent' -benchtime 2s ./internal/audit/ | grep -E '^Benchmark'
 

@@ -1,0 +1,159 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/client-go/tools/events"
+	clocktesting "k8s.io/utils/clock/testing"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/docker"
+	"github.com/gpuwarden/gpuwarden/internal/docker/dockertest"
+	"github.com/gpuwarden/gpuwarden/internal/gpu"
+	"github.com/gpuwarden/gpuwarden/internal/gpu/fakegpu"
+	"github.com/gpuwarden/gpuwarden/internal/lifecycle"
+	"github.com/gpuwarden/gpuwarden/internal/resolve"
+	"github.com/gpuwarden/gpuwarden/internal/scheme"
+)
+
+// samplerWorld is n running containers, each holding GPU i through a Bound allocation.
+type samplerWorld struct {
+	s      *Sampler
+	engine *dockertest.Engine
+	clock  *clocktesting.FakeClock
+	fake   *fakegpu.Server
+	ids    []string
+}
+
+func newSamplerWorld(tb testing.TB, n int, policies ...client.Object) *samplerWorld {
+	tb.Helper()
+	fk, err := fakegpu.NewForNode("h100x8", "n1")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if n > 8 {
+		fk.AddGPUs(n - 8)
+	}
+	clk := clocktesting.NewFakeClock(t0)
+	var objs []client.Object
+	var containers []docker.Container
+	w := &samplerWorld{clock: clk, fake: fk}
+	for i := range n {
+		id := fmt.Sprintf("%064x", i+1)
+		w.ids = append(w.ids, id)
+		name := fmt.Sprintf("nb-%d", i)
+		containers = append(containers, docker.Container{ID: id, Name: name, State: docker.StateRunning, StartedAt: t0.Add(-time.Hour),
+			Labels: map[string]string{gpuwardenv1alpha1.LabelUser: "alice", gpuwardenv1alpha1.LabelAllocation: name}})
+		bound := metav1.NewTime(t0.Add(-time.Hour))
+		objs = append(objs, &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: "alice", NodeName: "n1"},
+			Status: gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhaseBound, ContainerID: id, BoundTime: &bound,
+				GPUEquivalents: resource.NewQuantity(1, resource.DecimalSI),
+				Devices:        []gpuwardenv1alpha1.BoundDevice{{Index: int32(i), UUID: fk.UUIDs()[i], Weight: resource.MustParse("1")}}}})
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme.New()).WithObjects(append(objs, policies...)...).
+		WithStatusSubresource(&gpuwardenv1alpha1.GPUAllocation{}).Build()
+	eng := dockertest.New(containers...)
+	eng.Now = clk.Now
+	store := NewContainerStore()
+	list, _ := eng.List(context.Background())
+	store.replace(list, t0)
+	cr := &ContainerReconciler{Client: c, Reader: c, Engine: eng, Store: store, NodeName: "n1", Groups: resolve.StaticGroups{},
+		Clock: clk, Recorder: events.NewFakeRecorder(10000), Audit: &auditLog{}, Owners: &Owners{}}
+	w.engine = eng
+	w.s = &Sampler{Client: c, Engine: eng, GPUs: gpu.NewNVML(fk), Store: store, NodeName: "n1", Clock: clk, Interval: time.Minute,
+		Reclaim: &Reclaimer{Containers: cr, Notifier: &Notifier{Engine: eng}}}
+	return w
+}
+
+func (w *samplerWorld) round(tb testing.TB) {
+	tb.Helper()
+	if err := w.s.Round(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func TestSamplerTakesRatesOverTheWindow(t *testing.T) {
+	w := newSamplerWorld(t, 2)
+	w.round(t) // the first sample: no window yet
+	o, _ := w.s.Reclaim.observed(w.ids[0])
+	if o.Samples[0].HasRates {
+		t.Errorf("a first sample has rates: %+v", o.Samples[0])
+	}
+	// Over one minute: container 0 used 90 s of CPU (150 %), container 1 received 1.2 MB.
+	w.engine.SetStats(w.ids[0], docker.Stats{CPUNanos: 90e9, NetworkRxBytes: 1 << 40})
+	w.engine.SetStats(w.ids[1], docker.Stats{NetworkRxBytes: 1200000})
+	// Counters jump from the first sample's zero: the CPU total of container 0 and the
+	// cumulative bytes of container 1 both come from one minute here.
+	w.clock.Step(time.Minute)
+	w.round(t)
+	o0, _ := w.s.Reclaim.observed(w.ids[0])
+	o1, _ := w.s.Reclaim.observed(w.ids[1])
+	s0, s1 := o0.Samples[1], o1.Samples[1]
+	if !s0.HasRates || s0.CPUPercent != 150 {
+		t.Errorf("container 0: CPU %.1f%%, want 150 (90 s of CPU in 60 s)", s0.CPUPercent)
+	}
+	if s1.NetworkBytesPerSecond != 20000 || s1.CPUPercent != 0 {
+		t.Errorf("container 1: %.0f B/s, CPU %.1f%%; want 20000 B/s over the window", s1.NetworkBytesPerSecond, s1.CPUPercent)
+	}
+	// The same cumulative counters a minute later are no traffic at all: a rate, not a total.
+	w.clock.Step(time.Minute)
+	w.round(t)
+	o1, _ = w.s.Reclaim.observed(w.ids[1])
+	if got := o1.Samples[2].NetworkBytesPerSecond; got != 0 {
+		t.Errorf("unchanged counters read as %.0f B/s", got)
+	}
+	if !o1.Samples[2].GPUKnown || o1.Samples[2].GPUPercent != 0 {
+		t.Errorf("GPU signal %+v", o1.Samples[2])
+	}
+	w.fake.SetUtilization(1, 64, 0)
+	w.clock.Step(time.Minute)
+	w.round(t)
+	o1, _ = w.s.Reclaim.observed(w.ids[1])
+	if v, _ := lifecycle.Judge(o1.Samples[3], o1.Rules.Idle); o1.Samples[3].GPUPercent != 64 || v != lifecycle.Active {
+		t.Errorf("GPU 1 at 64%%: sample %+v, verdict %s", o1.Samples[3], v)
+	}
+}
+
+// BenchmarkSampleRound is one sample round over 200 running GPU containers (fake engine,
+// fake GPUs, in-memory API), next to the reference: the 200 one-shot stats calls and the
+// GPU read a round cannot do without.
+func BenchmarkSampleRound(b *testing.B) {
+	policy := &gpuwardenv1alpha1.ContainerPolicy{ObjectMeta: metav1.ObjectMeta{Name: "defaults"},
+		Spec: gpuwardenv1alpha1.ContainerPolicySpec{Idle: &gpuwardenv1alpha1.IdlePolicy{Timeout: ptrDuration("9999h")}}}
+	w := newSamplerWorld(b, 200, policy)
+	for range 5 { // past the first samples' state writes: a steady round, as most are
+		w.clock.Step(time.Minute)
+		w.round(b)
+	}
+	b.Run("round", func(b *testing.B) {
+		for b.Loop() {
+			w.clock.Step(time.Minute)
+			w.round(b)
+		}
+	})
+	b.Run("reference", func(b *testing.B) {
+		for b.Loop() {
+			for _, id := range w.ids {
+				if _, err := w.engine.Stats(context.Background(), id); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if _, err := w.s.GPUs.Samples(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func ptrDuration(s string) *gpuwardenv1alpha1.Duration {
+	d := gpuwardenv1alpha1.Duration(s)
+	return &d
+}
