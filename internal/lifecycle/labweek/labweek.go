@@ -54,7 +54,7 @@ func Generate(seed uint64, users, gpus int) Trace {
 			}
 			tr.Containers = append(tr.Containers, c)
 		case u%10 == 1: // training: a long run with dips, then left idle a while
-			start := r.IntN(3*24*60)
+			start := r.IntN(3 * 24 * 60)
 			run := (24 + r.IntN(36)) * 60
 			c := Container{User: user, Kind: "training", Start: start, CPUOnly: map[int]bool{}}
 			for i := 0; i < run && start+i < Week; i++ {

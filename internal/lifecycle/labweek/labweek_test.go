@@ -13,7 +13,10 @@ import (
 
 // rules are the sample manifests' defaults (config/samples/containerpolicies.yaml).
 func rules(t testing.TB) lifecycle.Rules {
-	d := func(x time.Duration) *gpuwardenv1alpha1.Duration { v := gpuwardenv1alpha1.Duration(x.String()); return &v }
+	d := func(x time.Duration) *gpuwardenv1alpha1.Duration {
+		v := gpuwardenv1alpha1.Duration(x.String())
+		return &v
+	}
 	i32 := func(v int32) *int32 { return &v }
 	i64 := func(v int64) *int64 { return &v }
 	spec := gpuwardenv1alpha1.ContainerPolicySpec{Mode: gpuwardenv1alpha1.ModeEnforce, Idle: &gpuwardenv1alpha1.IdlePolicy{
