@@ -31,6 +31,27 @@ func dockerE2E(t *testing.T) func(args ...string) string {
 	}
 }
 
+// boundContainer applies manifests holding allocation alloc of user, waits until it is
+// Bound and runs a container of user attached to it (removed when the test ends). It
+// returns the container's name and ID.
+func boundContainer(t *testing.T, s *server, docker func(...string) string, user, alloc, manifests string) (name, id string) {
+	t.Helper()
+	if _, err := kubectl(t, s.kubeconfig, manifests, "apply", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	var uuid string
+	testutil.Eventually(t, 30*time.Second, alloc+" Bound", func() (bool, string) {
+		uuid = mustKubectl(t, s.kubeconfig, "get", "ga", alloc, "-o", "jsonpath={.status.phase} {.status.devices[0].uuid}")
+		return strings.HasPrefix(uuid, "Bound GPU-"), uuid
+	})
+	uuid = strings.TrimPrefix(uuid, "Bound ")
+	name = fmt.Sprintf("%s-%d", alloc, time.Now().UnixNano())
+	id = docker("run", "-d", "--name", name, "--label", "gpuwarden.io/user="+user, "--label", "gpuwarden.io/allocation="+alloc,
+		"--gpus", "device="+uuid, testutil.DockerImage(), "sleep", "3600")
+	t.Cleanup(func() { _ = exec.Command("docker", "rm", "-f", id).Run() })
+	return name, id
+}
+
 // TestServerGovernsDockerContainers is an admin's and a researcher's day with the built
 // binary: a GPU allocation used by a container, the container's life in `gpuwarden events`,
 // its GPUs released the moment it is removed, and a GPU container started behind
@@ -41,23 +62,11 @@ func TestServerGovernsDockerContainers(t *testing.T) {
 	dir := t.TempDir()
 	s := startServer(t, dir, "e2e-docker", "--docker-host", os.Getenv("DOCKER_HOST"))
 	audit := filepath.Join(dir, "audit", "events.jsonl")
-	if _, err := kubectl(t, s.kubeconfig, `apiVersion: gpuwarden.io/v1alpha1
+	name, id := boundContainer(t, s, docker, "lee", "lee-train", `apiVersion: gpuwarden.io/v1alpha1
 kind: GPUAllocation
 metadata: {name: lee-train}
 spec: {user: lee, nodeName: e2e-docker, request: {gpus: 1}}
-`, "apply", "-f", "-"); err != nil {
-		t.Fatal(err)
-	}
-	var uuid string
-	testutil.Eventually(t, 30*time.Second, "lee-train Bound", func() (bool, string) {
-		uuid = mustKubectl(t, s.kubeconfig, "get", "ga", "lee-train", "-o", "jsonpath={.status.phase} {.status.devices[0].uuid}")
-		return strings.HasPrefix(uuid, "Bound GPU-"), uuid
-	})
-	uuid = strings.TrimPrefix(uuid, "Bound ")
-	name := fmt.Sprintf("lee-train-%d", time.Now().UnixNano())
-	id := docker("run", "-d", "--name", name, "--label", "gpuwarden.io/user=lee", "--label", "gpuwarden.io/allocation=lee-train",
-		"--gpus", "device="+uuid, testutil.DockerImage(), "sleep", "3600")
-	defer exec.Command("docker", "rm", "-f", id).Run()
+`)
 	testutil.Eventually(t, 30*time.Second, "the container attached", func() (bool, string) {
 		got := mustKubectl(t, s.kubeconfig, "get", "ga", "lee-train", "-o", "jsonpath={.status.containerID}")
 		return got == id, got

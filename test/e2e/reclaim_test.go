@@ -27,7 +27,7 @@ func TestIdleReclaimThroughTheBinary(t *testing.T) {
 	s := startServer(t, dir, "e2e-idle", "--docker-host", os.Getenv("DOCKER_HOST"),
 		"--fake-gpus-control", control, "--sample-interval", "1s")
 	audit := filepath.Join(dir, "audit", "events.jsonl")
-	if _, err := kubectl(t, s.kubeconfig, `apiVersion: gpuwarden.io/v1alpha1
+	name, id := boundContainer(t, s, docker, "mia", "mia-nb", `apiVersion: gpuwarden.io/v1alpha1
 kind: ContainerPolicy
 metadata: {name: notebooks}
 spec:
@@ -40,19 +40,7 @@ apiVersion: gpuwarden.io/v1alpha1
 kind: GPUAllocation
 metadata: {name: mia-nb}
 spec: {user: mia, nodeName: e2e-idle, request: {devices: ["0"]}}
-`, "apply", "-f", "-"); err != nil {
-		t.Fatal(err)
-	}
-	var uuid string
-	testutil.Eventually(t, 30*time.Second, "mia-nb Bound", func() (bool, string) {
-		uuid = mustKubectl(t, s.kubeconfig, "get", "ga", "mia-nb", "-o", "jsonpath={.status.phase} {.status.devices[0].uuid}")
-		return strings.HasPrefix(uuid, "Bound GPU-"), uuid
-	})
-	uuid = strings.TrimPrefix(uuid, "Bound ")
-	name := fmt.Sprintf("mia-nb-%d", time.Now().UnixNano())
-	id := docker("run", "-d", "--name", name, "--label", "gpuwarden.io/user=mia", "--label", "gpuwarden.io/allocation=mia-nb",
-		"--gpus", "device="+uuid, testutil.DockerImage(), "sleep", "3600")
-	defer exec.Command("docker", "rm", "-f", id).Run()
+`)
 	server := fmt.Sprintf("--server=http://127.0.0.1:%d", s.metricPort)
 	explain := func() string {
 		out, err := exec.Command(binary(t), "explain", "container", name, server).CombinedOutput()
@@ -73,6 +61,7 @@ spec: {user: mia, nodeName: e2e-idle, request: {devices: ["0"]}}
 		out := explain()
 		return strings.Contains(out, "Idle: idle since") && strings.Contains(out, "stop: at"), out
 	})
+	t.Logf("gpuwarden explain container %s:\n%s", name, explain())
 	testutil.Eventually(t, 30*time.Second, "the Idle column", func() (bool, string) {
 		out := mustKubectl(t, s.kubeconfig, "get", "ga", "mia-nb")
 		return strings.Contains(out, "IDLE") && !strings.Contains(out, "<none>"), out
