@@ -50,7 +50,7 @@ type counters struct {
 	gpuMemory        uint64
 	hasGPUMemory     bool
 	startedAt        time.Time
-	cpuOK, networkOK bool
+	cpuOK            bool
 }
 
 // NeedLeaderElection: only the active controller of a node acts on its containers.
@@ -123,11 +123,11 @@ func (s *Sampler) Round(ctx context.Context) error {
 		})
 	}
 	_ = g.Wait()
-	s.forgetExcept(list)
 	keep := map[string]bool{}
 	for _, h := range list {
 		keep[h.c.ID] = true
 	}
+	s.forgetExcept(keep)
 	s.Reclaim.Forget(keep)
 	states := map[lifecycle.Verdict]int{}
 	for i, h := range list {
@@ -166,11 +166,14 @@ func (s *Sampler) gpuSamples(ctx context.Context) map[string]gpu.Sample {
 // sample is one container's sample: rates over the window since its previous one.
 func (s *Sampler) sample(ctx context.Context, h held, gpus map[string]gpu.Sample, now time.Time) lifecycle.Sample {
 	out := lifecycle.Sample{Time: now}
-	out.GPUKnown, out.GPUPercent, out.GPUMemoryBytes = s.gpuSignal(h, gpus)
-	cur := counters{at: now, startedAt: h.c.StartedAt, gpuMemory: out.GPUMemoryBytes, hasGPUMemory: !out.GPUKnown}
+	var readable bool
+	out.GPUKnown, readable, out.GPUPercent, out.GPUMemoryBytes = s.gpuSignal(h, gpus)
+	// A device NVML could not read this round (lost, failing, NVML down) has no memory to
+	// compare: the GPU signal is then neither idle nor active, never "unchanged".
+	cur := counters{at: now, startedAt: h.c.StartedAt, gpuMemory: out.GPUMemoryBytes, hasGPUMemory: !out.GPUKnown && readable}
 	st, err := s.Engine.Stats(ctx, h.c.ID)
 	if err == nil {
-		cur.cpuNanos, cur.netB, cur.cpuOK, cur.networkOK = st.CPUNanos, st.NetworkRxBytes+st.NetworkTxBytes, true, true
+		cur.cpuNanos, cur.netB, cur.cpuOK = st.CPUNanos, st.NetworkRxBytes+st.NetworkTxBytes, true
 		if !st.Read.IsZero() {
 			cur.at = st.Read
 		}
@@ -201,24 +204,24 @@ func (s *Sampler) sample(ctx context.Context, h held, gpus map[string]gpu.Sample
 // gpuSignal is the container's GPU utilisation over the devices it holds (the busiest
 // one), or unknown with their memory use where NVML gives no utilisation (MIG instances).
 // On a GPU that processes of others use too, the container's own per-process utilisation
-// counts, where NVML has it.
-func (s *Sampler) gpuSignal(h held, gpus map[string]gpu.Sample) (known bool, percent float64, memory uint64) {
-	known = len(h.a.Status.Devices) > 0
+// counts, where NVML has it. readable is false when some device has no sample this round.
+func (s *Sampler) gpuSignal(h held, gpus map[string]gpu.Sample) (known, readable bool, percent float64, memory uint64) {
+	known, readable = len(h.a.Status.Devices) > 0, true
 	for _, d := range h.a.Status.Devices {
 		x, ok := gpus[d.UUID]
+		readable = readable && ok
+		memory += x.MemoryUsedBytes
 		if !ok || !x.UtilizationKnown {
 			known = false
-			memory += x.MemoryUsedBytes
 			continue
 		}
-		memory += x.MemoryUsedBytes
 		util := float64(x.UtilizationPercent)
 		if own, shared := s.ownShare(h.c.ID, x.Processes); shared {
 			util = own
 		}
 		percent = max(percent, util)
 	}
-	return known, percent, memory
+	return known, readable, percent, memory
 }
 
 // ownShare sums the per-process utilisation of the container's processes; shared is true
@@ -236,11 +239,7 @@ func (s *Sampler) ownShare(id string, procs []gpu.ProcessUtilization) (own float
 }
 
 // forgetExcept drops the counters of containers no longer sampled.
-func (s *Sampler) forgetExcept(list []held) {
-	keep := map[string]bool{}
-	for _, h := range list {
-		keep[h.c.ID] = true
-	}
+func (s *Sampler) forgetExcept(keep map[string]bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for id := range s.prev {

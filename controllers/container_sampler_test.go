@@ -157,3 +157,20 @@ func ptrDuration(s string) *gpuwardenv1alpha1.Duration {
 	d := gpuwardenv1alpha1.Duration(s)
 	return &d
 }
+
+// TestAGPUNVMLCannotReadIsNeverIdle: a held GPU with no sample (lost, NVML failing) gives
+// no memory to compare, so the container is neither idle nor active, however long it lasts.
+func TestAGPUNVMLCannotReadIsNeverIdle(t *testing.T) {
+	w := newSamplerWorld(t, 1)
+	w.fake.SetUtilization(0, 90, 0)
+	w.fake.Lose(0, true)
+	for i := range 5 {
+		w.clock.Step(time.Minute)
+		w.round(t)
+		o, _ := w.s.Reclaim.observed(w.ids[0])
+		last := o.Samples[len(o.Samples)-1]
+		if v, _ := lifecycle.Judge(last, o.Rules.Idle); v == lifecycle.Idle {
+			t.Fatalf("round %d: a GPU NVML cannot read counts as idle: %+v", i, last)
+		}
+	}
+}

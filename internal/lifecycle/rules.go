@@ -65,13 +65,11 @@ type Rules struct {
 	Mode    string
 	Idle    IdleRules
 	Runtime RuntimeRules
-	// ModeFrom names the policy that set the mode.
-	ModeFrom string
 }
 
 // RulesFrom reads the running-container rules of an effective policy.
 func RulesFrom(p resolve.Policy) Rules {
-	r := Rules{Mode: p.String("mode", ModeEnforce), ModeFrom: p.Values["mode"].From}
+	r := Rules{Mode: p.String("mode", ModeEnforce)}
 	r.Idle.Timeout = p.Duration("idle.timeout")
 	r.Idle.Lifted = p.LiftedDuration("idle.timeout")
 	r.Idle.GPU = threshold(p, "idle.gpuUtilizationPercent", DefaultGPUPercent)
