@@ -45,12 +45,12 @@ type Sampler struct {
 
 // counters are the cumulative numbers a rate is taken over.
 type counters struct {
-	at               time.Time
-	cpuNanos, netB   uint64
-	gpuMemory        uint64
-	hasGPUMemory     bool
-	startedAt        time.Time
-	cpuOK            bool
+	at             time.Time
+	cpuNanos, netB uint64
+	gpuMemory      uint64
+	hasGPUMemory   bool
+	startedAt      time.Time
+	cpuOK          bool
 }
 
 // NeedLeaderElection: only the active controller of a node acts on its containers.
