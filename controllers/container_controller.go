@@ -127,6 +127,11 @@ func (r *ContainerReconciler) policy(ctx context.Context, c docker.Container, ow
 	if err := r.Client.List(ctx, &list); err != nil {
 		return resolve.Policy{}, fmt.Errorf("listing container policies: %w", err)
 	}
+	return r.policyAmong(ctx, list.Items, c, owner)
+}
+
+// policyAmong is the container's effective policy among policies, listed once by the caller.
+func (r *ContainerReconciler) policyAmong(ctx context.Context, policies []gpuwardenv1alpha1.ContainerPolicy, c docker.Container, owner string) (resolve.Policy, error) {
 	var groups []string
 	if owner != "" {
 		g, err := r.Groups.GroupsOf(owner)
@@ -135,7 +140,7 @@ func (r *ContainerReconciler) policy(ctx context.Context, c docker.Container, ow
 		}
 		groups = g
 	}
-	return resolve.EffectivePolicy(list.Items, resolve.Container{User: owner, Groups: groups, Type: labels.ContainerType(c.Labels), Labels: c.Labels}, r.Clock.Now())
+	return resolve.EffectivePolicy(policies, resolve.Container{User: owner, Groups: groups, Type: labels.ContainerType(c.Labels), Labels: c.Labels}, r.Clock.Now())
 }
 
 func (r *ContainerReconciler) once(id, what string) bool {

@@ -54,31 +54,29 @@ type savedState struct {
 // observation is what explain shows of a container.
 type observation struct {
 	Container docker.Container
-	Owner     string
 	Policy    resolve.Policy
 	Rules     lifecycle.Rules
 	Samples   []lifecycle.Sample
 	Last      lifecycle.IdleResult
-	Protected bool
 	Runtime   time.Time // runtime counted since
 	Demand    float64
-	At        time.Time
 }
 
-// Observe applies the rules to one sample of c, held through a, and returns the verdict.
-func (r *Reclaimer) Observe(ctx context.Context, c docker.Container, a *gpuwardenv1alpha1.GPUAllocation, s lifecycle.Sample, demand float64) lifecycle.Verdict {
+// Observe applies the rules to one sample of c, held through a, and returns the verdict;
+// policies are the ContainerPolicies, listed once for the round.
+func (r *Reclaimer) Observe(ctx context.Context, c docker.Container, a *gpuwardenv1alpha1.GPUAllocation, s lifecycle.Sample, demand float64, policies []gpuwardenv1alpha1.ContainerPolicy) lifecycle.Verdict {
 	cr := r.Containers
 	log := ctrl.LoggerFrom(ctx).WithValues("container", c.Name, "allocation", a.Name)
 	owner := cr.Owners.Of(c)
-	policy, err := cr.policy(ctx, c, owner)
+	policy, err := cr.policyAmong(ctx, policies, c, owner)
 	if err != nil {
 		log.Error(err, "Reading the container's policy; not judged this round")
 		return lifecycle.NoVerdict
 	}
 	rules := lifecycle.RulesFrom(policy)
-	obs := &observation{Container: c, Owner: owner, Policy: policy, Rules: rules, Demand: demand, At: s.Time, Protected: labels.IsProtected(c.Labels)}
+	obs := &observation{Container: c, Policy: policy, Rules: rules, Demand: demand}
 	defer r.remember(obs, s)
-	if obs.Protected {
+	if labels.IsProtected(c.Labels) {
 		return verdictExempt
 	}
 	a = r.fresh(a)

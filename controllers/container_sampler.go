@@ -129,9 +129,13 @@ func (s *Sampler) Round(ctx context.Context) error {
 	}
 	s.forgetExcept(keep)
 	s.Reclaim.Forget(keep)
+	var policies gpuwardenv1alpha1.ContainerPolicyList
+	if err := s.Client.List(ctx, &policies); err != nil {
+		return err
+	}
 	states := map[lifecycle.Verdict]int{}
 	for i, h := range list {
-		states[s.Reclaim.Observe(ctx, h.c, h.a, samples[i], demand)]++
+		states[s.Reclaim.Observe(ctx, h.c, h.a, samples[i], demand, policies.Items)]++
 	}
 	for _, v := range []lifecycle.Verdict{lifecycle.Active, lifecycle.Idle, lifecycle.NoVerdict, lifecycle.InGrace, verdictExempt} {
 		containersByIdleState.WithLabelValues(string(v)).Set(float64(states[v]))
