@@ -9,13 +9,11 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/labels"
 	"github.com/gpuwarden/gpuwarden/internal/lifecycle"
-	"github.com/gpuwarden/gpuwarden/internal/resolve"
 )
 
 // ExplainPath serves the explanation of the container named by ?name= (a name or an ID
@@ -85,12 +83,7 @@ func (e *Explainer) explain(ctx context.Context, w io.Writer, c docker.Container
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "\nEffective policy, merged from %s\n", listOr(policy.Matched, "no ContainerPolicy (nothing applies)"))
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  FIELD\tVALUE\tFROM")
-	for _, v := range policy.Sorted() {
-		fmt.Fprintf(tw, "  %s\t%v\t%s\n", v.Path, resolve.FormatValue(v.Value), v.From)
-	}
-	tw.Flush()
+	_ = policy.WriteTable(w)
 	fmt.Fprintln(w)
 	switch {
 	case labels.IsProtected(c.Labels):
@@ -111,7 +104,7 @@ func (e *Explainer) explainSamples(w io.Writer, obs observation) {
 	fmt.Fprintf(w, "Last samples (every %s):\n", e.Interval)
 	for _, s := range obs.Samples {
 		v, signals := lifecycle.Judge(s, rules.Idle)
-		if rules.Idle.StartupGrace > 0 && s.Time.Sub(obs.Container.StartedAt) < rules.Idle.StartupGrace {
+		if lifecycle.InStartupGrace(rules.Idle, obs.Container.StartedAt, s.Time) {
 			v = lifecycle.InGrace
 		}
 		fmt.Fprintf(w, "  %s  %-7s %s\n", s.Time.UTC().Format("15:04:05"), v, lifecycle.Describe(signals))
@@ -161,15 +154,15 @@ func (e *Explainer) explainSamples(w io.Writer, obs observation) {
 			fmt.Fprintf(w, "  stop: at %s unless it becomes busy\n", res.StopAt.UTC().Format(time.RFC3339))
 		}
 	}
-	max := rules.Runtime.Max
+	limit := rules.Runtime.Max
 	switch {
-	case max.Unlimited:
-		fmt.Fprintf(w, "Runtime: no maximum: %s lifts it.\n", max.From)
-	case !max.Applies():
+	case limit.Unlimited:
+		fmt.Fprintf(w, "Runtime: no maximum: %s lifts it.\n", limit.From)
+	case !limit.Applies():
 		fmt.Fprintln(w, "Runtime: no maximum: no policy sets maxRuntime.")
 	default:
 		fmt.Fprintf(w, "Runtime: since %s (the binding or the first start, whichever was earlier); maximum %s (%s): stop at %s",
-			obs.Runtime.UTC().Format(time.RFC3339), max.Duration, max.From, obs.Runtime.Add(max.Duration).UTC().Format(time.RFC3339))
+			obs.Runtime.UTC().Format(time.RFC3339), limit.Duration, limit.From, obs.Runtime.Add(limit.Duration).UTC().Format(time.RFC3339))
 		if rules.Mode != lifecycle.ModeEnforce {
 			fmt.Fprintf(w, " (mode %s: not stopped)", rules.Mode)
 		}

@@ -217,7 +217,7 @@ func ObserveIdle(st IdleState, s Sample, r Rules, c Running) IdleResult {
 	if !c.StartedAt.IsZero() && st.Since.Before(c.StartedAt) {
 		res.State = IdleState{} // a run from before the container's last start
 	}
-	if rules.StartupGrace > 0 && s.Time.Sub(c.StartedAt) < rules.StartupGrace {
+	if InStartupGrace(rules, c.StartedAt, s.Time) {
 		res.Verdict, res.State = InGrace, IdleState{}
 		_, res.Signals = Judge(s, rules)
 		return res
@@ -301,6 +301,11 @@ func ObserveIdle(st IdleState, s Sample, r Rules, c Running) IdleResult {
 	res.Notices = append(res.Notices, Notice{Kind: IdleStop, StopAt: s.Time, Deadline: deadline, Policy: timeout.From, Held: r.Mode != ModeEnforce,
 		Message: fmt.Sprintf("Idle for %s, past its idle timeout of %s%s set by %s", roundMin(res.IdleFor), res.Timeout, demand, policyOr(timeout.From))})
 	return res
+}
+
+// InStartupGrace reports whether at falls within startupGrace of the container's start.
+func InStartupGrace(r IdleRules, startedAt, at time.Time) bool {
+	return r.StartupGrace > 0 && at.Sub(startedAt) < r.StartupGrace
 }
 
 func frac(d time.Duration, f float64) time.Duration { return time.Duration(float64(d) * f) }

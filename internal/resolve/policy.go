@@ -3,11 +3,13 @@ package resolve
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
@@ -222,4 +224,21 @@ func FormatValue(v any) string {
 	default:
 		return fmt.Sprint(v)
 	}
+}
+
+// WriteTable writes the policies skipped (unusable, expired) and a FIELD VALUE FROM table of
+// the effective values, for people.
+func (p Policy) WriteTable(w io.Writer) error {
+	if len(p.Unusable) > 0 {
+		fmt.Fprintf(w, "  (skipped, a stored value cannot be read; see their Accepted condition: %s)\n", strings.Join(p.Unusable, ", "))
+	}
+	if len(p.Expired) > 0 {
+		fmt.Fprintf(w, "  (expired, no longer applied: %s)\n", strings.Join(p.Expired, ", "))
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  FIELD\tVALUE\tFROM")
+	for _, v := range p.Sorted() {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", v.Path, FormatValue(v.Value), v.From)
+	}
+	return tw.Flush()
 }

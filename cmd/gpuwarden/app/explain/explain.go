@@ -195,18 +195,7 @@ func (o *Options) Run(ctx context.Context, c client.Client, user string, out io.
 	tw.Flush()
 
 	fmt.Fprintf(out, "\nContainer policy for %s containers, merged from %s\n", o.ContainerType, list("ContainerPolicy", p.Matched))
-	if len(p.Unusable) > 0 {
-		fmt.Fprintf(out, "  (skipped, a stored value cannot be read; see their Accepted condition: %s)\n", strings.Join(p.Unusable, ", "))
-	}
-	if len(p.Expired) > 0 {
-		fmt.Fprintf(out, "  (expired, no longer applied: %s)\n", strings.Join(p.Expired, ", "))
-	}
-	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  FIELD\tVALUE\tFROM")
-	for _, v := range p.Sorted() {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\n", v.Path, resolve.FormatValue(v.Value), v.From)
-	}
-	return tw.Flush()
+	return p.WriteTable(out)
 }
 
 func row[T any](w io.Writer, name string, l allocation.Limit[T], format func(T) string) {
