@@ -14,6 +14,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/lifecycle"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
@@ -37,13 +38,24 @@ type Notice struct {
 	// KeepAlive is the file that keeps an idle container alive, when the policy has one.
 	KeepAlive string `json:"keepAlive,omitempty"`
 
-	file, webhook string
+	// title heads the notice file: WARNING, NOTICE, STOPPED or WOULD STOP.
+	file, webhook, title string
+}
+
+// noticeTitles head the notice file by kind.
+var noticeTitles = map[string]string{
+	lifecycle.IdleWarning: "WARNING", lifecycle.RuntimeWarning: "WARNING", lifecycle.IdleInfo: "NOTICE",
+	lifecycle.IdleStop: "STOPPED", lifecycle.RuntimeStop: "STOPPED",
 }
 
 func noticeFor(c docker.Container, user string, a *gpuwardenv1alpha1.GPUAllocation, p resolve.Policy, n lifecycle.Notice, node string, now time.Time) Notice {
 	out := Notice{Type: string(noticeRecords[n.Kind].record), Node: node, User: user, Container: shownName(c), ContainerID: c.ID,
 		Allocation: a.Name, Policy: policyName(n.Policy), Mode: p.String("mode", lifecycle.ModeEnforce), Message: n.Message, Time: now.UTC(),
-		file: p.String("notify.file", ""), webhook: p.String("notify.webhookURL", "")}
+		file: p.String("notify.file", ""), webhook: p.String("notify.webhookURL", ""), title: noticeTitles[n.Kind]}
+	if n.Held {
+		// A stop the mode held back: the owner is told what would have happened.
+		out.Type, out.title = string(audit.WouldStop), "WOULD STOP"
+	}
 	if !n.StopAt.IsZero() {
 		t := n.StopAt.UTC()
 		out.StopAt = &t
@@ -57,11 +69,7 @@ func noticeFor(c docker.Container, user string, a *gpuwardenv1alpha1.GPUAllocati
 // Text is the notice as the file inside the container says it.
 func (n Notice) Text() string {
 	var b strings.Builder
-	title := map[string]string{"lifecycle.idle_warning": "WARNING", "lifecycle.runtime_warning": "WARNING",
-		"lifecycle.idle_stop": "STOPPED", "lifecycle.runtime_stop": "STOPPED"}[n.Type]
-	if strings.Contains(n.Message, "For information only") {
-		title = "NOTICE"
-	}
+	title := n.title
 	fmt.Fprintf(&b, "--- gpuwarden %s %s ---\n", title, n.Time.Format(time.RFC3339))
 	fmt.Fprintf(&b, "Container %s of %s (allocation %s, node %s)\n%s\n", n.Container, n.User, n.Allocation, n.Node, n.Message)
 	if n.StopAt != nil && title == "WARNING" {

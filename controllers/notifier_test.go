@@ -1,0 +1,44 @@
+package controllers
+
+import (
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/docker"
+	"github.com/gpuwarden/gpuwarden/internal/lifecycle"
+	"github.com/gpuwarden/gpuwarden/internal/resolve"
+)
+
+func TestNoticesSayWhatHappens(t *testing.T) {
+	c := docker.Container{ID: "abc", Name: "nb"}
+	a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: "nb"}}
+	p := func(mode string) resolve.Policy {
+		return resolve.Policy{Values: map[string]resolve.PolicyValue{"mode": {Value: mode}, "idle.keepAlive.path": {Value: "/workspace/.keep-alive"}}}
+	}
+	for _, tc := range []struct {
+		n          lifecycle.Notice
+		mode       string
+		typ, title string
+	}{
+		{lifecycle.Notice{Kind: lifecycle.IdleWarning, StopAt: t0, Message: "Idle for 24m"}, lifecycle.ModeEnforce, audit.TypeLifecycleIdleWarning, "WARNING"},
+		{lifecycle.Notice{Kind: lifecycle.IdleInfo, Message: "For information only"}, lifecycle.ModeEnforce, audit.TypeLifecycleIdleWarning, "NOTICE"},
+		{lifecycle.Notice{Kind: lifecycle.IdleStop, StopAt: t0}, lifecycle.ModeEnforce, audit.TypeLifecycleIdleStop, "STOPPED"},
+		{lifecycle.Notice{Kind: lifecycle.IdleStop, StopAt: t0, Held: true}, lifecycle.ModeNotifyOnly, audit.TypeLifecycleWouldStop, "WOULD STOP"},
+	} {
+		got := noticeFor(c, "alice", a, p(tc.mode), tc.n, "n1", t0)
+		text := got.Text()
+		if got.Type != tc.typ || !strings.HasPrefix(text, "--- gpuwarden "+tc.title+" ") {
+			t.Errorf("%s (held %v): type %s, text:\n%s", tc.n.Kind, tc.n.Held, got.Type, text)
+		}
+		if tc.title == "WARNING" && !strings.Contains(text, "touch /workspace/.keep-alive") {
+			t.Errorf("an idle warning says how to keep the container:\n%s", text)
+		}
+		if tc.n.Held && !strings.Contains(text, "nothing is stopped") {
+			t.Errorf("a held stop says nothing was stopped:\n%s", text)
+		}
+	}
+}
