@@ -9,6 +9,7 @@ import (
 	"os/user"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -103,10 +104,14 @@ type Notifier struct {
 	Attempts int
 	Backoff  time.Duration
 
+	once  sync.Once
 	queue chan Notice
 }
 
-func (n *Notifier) init() {
+// init fills in the defaults, once: Start and Tell may come first, side by side.
+func (n *Notifier) init() { n.once.Do(n.defaults) }
+
+func (n *Notifier) defaults() {
 	if n.queue == nil {
 		n.queue = make(chan Notice, webhookQueue)
 	}
