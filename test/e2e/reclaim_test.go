@@ -70,15 +70,20 @@ spec: {user: mia, nodeName: e2e-idle, request: {devices: ["0"]}}
 		state := docker("inspect", "-f", "{{.State.Status}}", id)
 		return state == "exited", state
 	})
-	out, err := runEvents(t, "--file", audit, "--container", name, "--json", "--limit", "0")
-	if err != nil {
-		t.Fatal(out)
-	}
-	for _, typ := range []string{"lifecycle.idle_warning", "lifecycle.idle_stop"} {
-		if strings.Count(out, `"event_type":"`+typ+`"`) != 1 {
-			t.Errorf("want one %s record:\n%s", typ, out)
+	// The stop is recorded once the engine has said the container stopped, so the record
+	// can trail what `docker inspect` shows by a moment.
+	testutil.Eventually(t, 10*time.Second, "one idle warning and one idle stop in the audit log", func() (bool, string) {
+		out, err := runEvents(t, "--file", audit, "--container", name, "--json", "--limit", "0")
+		if err != nil {
+			return false, out
 		}
-	}
+		for _, typ := range []string{"lifecycle.idle_warning", "lifecycle.idle_stop"} {
+			if strings.Count(out, `"event_type":"`+typ+`"`) != 1 {
+				return false, out
+			}
+		}
+		return true, out
+	})
 	if out, err := exec.Command(binary(t), "explain", "container", "no-such-container", server).CombinedOutput(); err == nil || !strings.Contains(string(out), `no container "no-such-container" on this node`) {
 		t.Errorf("explain of a container that does not exist: %v\n%s", err, out)
 	}
