@@ -52,6 +52,8 @@ type AllocationReconciler struct {
 	Recorder        recorder.EventRecorder
 	Audit           audit.Logger
 	Retention       time.Duration
+	// Quotas receives each holder's and waiter's effective quota, for the metrics; optional.
+	Quotas *QuotaBook
 
 	derived *derivedWriter
 	// written is each allocation's last status written by a pass.
@@ -243,13 +245,25 @@ func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocat
 		priority int32
 	}
 	var queue []waiting
+	quotas := map[string]allocation.Limit[float64]{}
+	for user, groups := range holders {
+		if q := resolve.EffectiveQuota(p.quotas, user, groups, holders); q.GPUEquivalents.Set {
+			quotas[user] = q.GPUEquivalents
+		}
+	}
 	for i := range allocs {
 		a := &allocs[i]
 		if !p.waits(a) {
 			continue
 		}
 		q := resolve.EffectiveQuota(p.quotas, a.Spec.User, p.groupsOf(ctx, a.Spec.User), holders)
+		if q.GPUEquivalents.Set {
+			quotas[a.Spec.User] = q.GPUEquivalents
+		}
 		queue = append(queue, waiting{a: a, quota: q, priority: q.Priority.Value})
+	}
+	if p.r.Quotas != nil {
+		p.r.Quotas.Set(quotas)
 	}
 	if len(queue) == 0 {
 		return // nothing waits: no need to ask NVML for processes

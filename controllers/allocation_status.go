@@ -225,6 +225,7 @@ func (p *pass) record(a *gpuwardenv1alpha1.GPUAllocation, before *gpuwardenv1alp
 	case gpuwardenv1alpha1.PhaseRejected:
 		p.r.Recorder.Eventf(a, nil, corev1.EventTypeWarning, s.Reason, "Reject", "%s", s.Message)
 		p.r.Audit.Log(audit.GPUReject(a.Spec.User, ref, s.Reason, s.Message))
+		allocationRejections.WithLabelValues(s.Reason).Inc()
 	case gpuwardenv1alpha1.PhasePending:
 		if s.Reason != "" {
 			p.r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, EventWaiting, "Wait", "%s: %s", s.Reason, s.Message)

@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
 var (
@@ -35,8 +34,3 @@ var (
 		Help: "Unmanaged GPU processes detected, by kind (container, host).",
 	}, []string{"kind"})
 )
-
-func init() {
-	metrics.Registry.MustRegister(dockerUp, dockerOutages, containerEvents, containerActions, unallocatedGPUContainers,
-		unmanagedProcesses, unmanagedDetections)
-}

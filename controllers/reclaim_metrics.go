@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
 var (
@@ -29,7 +28,3 @@ var (
 		Help: "Notices posted to policies' webhooks, by result (ok, failed).",
 	}, []string{"result"})
 )
-
-func init() {
-	metrics.Registry.MustRegister(containersByIdleState, lifecycleNotices, stopDelaySeconds, sampleRoundSeconds, webhookPosts)
-}

@@ -5,15 +5,18 @@ import (
 	"net"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
 	"github.com/gpuwarden/gpuwarden/internal/proc"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
+	"github.com/gpuwarden/gpuwarden/internal/telemetry"
 )
 
 // Options are what every controller of one node needs.
@@ -38,6 +41,9 @@ type Options struct {
 	ScanInterval time.Duration
 	// SampleInterval is how often running GPU containers are sampled for idle detection.
 	SampleInterval time.Duration
+	// TelemetryInterval is how often the GPUs are read for the metrics; by default the
+	// shorter of telemetry.DefaultInterval and SampleInterval.
+	TelemetryInterval time.Duration
 	// AllowLocalWebhooks lets policies post notices to loopback and link-local addresses.
 	AllowLocalWebhooks bool
 }
@@ -68,10 +74,31 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	if o.SampleInterval == 0 {
 		o.SampleInterval = def.SampleInterval
 	}
+	if o.TelemetryInterval == 0 {
+		o.TelemetryInterval = min(telemetry.DefaultInterval, o.SampleInterval)
+	}
+	if o.GPUs != nil {
+		o.GPUs = telemetry.Instrumented{Backend: o.GPUs}
+	}
 	if o.Groups == nil {
 		// Group membership changes rarely; a minute's delay is the price of not asking
 		// NSS (and LDAP behind it) for every user on every pass.
 		o.Groups = &resolve.CachedGroups{Groups: resolve.HostGroups{}, TTL: time.Minute, Clock: o.Clock}
+	}
+	if err := registerProcessMetrics(metrics.Registry); err != nil {
+		return err
+	}
+	gov := &Governance{Client: mgr.GetCache(), NodeName: o.NodeName, Clock: o.Clock, Quotas: &QuotaBook{}}
+	collectors := []prometheus.Collector{gov}
+	if o.GPUs != nil {
+		sampler := &telemetry.Sampler{GPUs: o.GPUs, Interval: o.TelemetryInterval, Clock: o.Clock}
+		if err := mgr.Add(sampler); err != nil {
+			return fmt.Errorf("adding the GPU telemetry sampler: %w", err)
+		}
+		collectors = append(collectors, &telemetry.Collector{Sampler: sampler, Node: o.NodeName, Holders: gov.Holders})
+	}
+	if err := mgr.Add(&registered{collectors: collectors}); err != nil {
+		return fmt.Errorf("adding the metrics: %w", err)
 	}
 	if err := (&GPUQuotaReconciler{Client: mgr.GetClient(), Audit: o.Audit}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the GPUQuota controller: %w", err)
@@ -85,7 +112,7 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	}
 	if err := (&AllocationReconciler{
 		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), NodeName: o.NodeName, GPUs: o.GPUs, Groups: o.Groups, Clock: o.Clock,
-		Recorder: mgr.GetEventRecorder("gpuwarden-allocation"), Audit: o.Audit,
+		Recorder: mgr.GetEventRecorder("gpuwarden-allocation"), Audit: o.Audit, Quotas: gov.Quotas,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the allocation controller: %w", err)
 	}
@@ -95,13 +122,13 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		}
 	}
 	if o.Docker != nil {
-		return setupContainers(mgr, o)
+		return setupContainers(mgr, o, gov)
 	}
 	return nil
 }
 
 // setupContainers registers what watches and acts on the node's Docker containers.
-func setupContainers(mgr ctrl.Manager, o Options) error {
+func setupContainers(mgr ctrl.Manager, o Options, gov *Governance) error {
 	store := NewContainerStore()
 	owners := &Owners{Proc: o.Proc}
 	changed := make(chan event.GenericEvent, 1024)
@@ -120,6 +147,7 @@ func setupContainers(mgr ctrl.Manager, o Options) error {
 	}
 	notifier := &Notifier{Engine: o.Docker, AllowLocal: o.AllowLocalWebhooks, Resolver: net.DefaultResolver}
 	reclaim := &Reclaimer{Containers: containers, Notifier: notifier}
+	gov.Store, gov.Reclaim = store, reclaim
 	if err := mgr.Add(notifier); err != nil {
 		return fmt.Errorf("adding the notifier: %w", err)
 	}

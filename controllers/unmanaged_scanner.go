@@ -159,8 +159,10 @@ func (s *UnmanagedScanner) Scan(ctx context.Context) error {
 		s.event(gpuOf(k.device), corev1.EventTypeNormal, EventUnmanagedGPUUseEnded, "%s", describe(f, "no longer uses"))
 	}
 	counts := map[string]float64{"container": 0, "host": 0}
+	unmanagedByHolder.Reset()
 	for _, f := range s.sightings.Confirmed() {
 		counts[kindLabel(f.kind)]++
+		unmanagedByHolder.WithLabelValues(kindLabel(f.kind), f.user, f.u.Container.Name, f.u.GPU).Inc()
 	}
 	for k, n := range counts {
 		unmanagedProcesses.WithLabelValues(k).Set(n)

@@ -82,6 +82,50 @@ type Sample struct {
 	PowerMilliwatts    uint32
 	// Processes are NVML's per-process utilisation samples, where it has them.
 	Processes []ProcessUtilization
+	// Telemetry is what the metrics export beyond the numbers above.
+	Telemetry Telemetry
+}
+
+// Opt is a value NVML may not have: OK is false where the call is not supported (or
+// failed), and such a value is never exported.
+type Opt[T any] struct {
+	V  T
+	OK bool
+}
+
+// Some is a value NVML gave.
+func Some[T any](v T) Opt[T] { return Opt[T]{V: v, OK: true} }
+
+// Telemetry is a device's slower-moving numbers, read for the metrics (dcgm-exporter's
+// default counters). A MIG instance has only Info.
+type Telemetry struct {
+	Info                  DeviceInfo
+	Temperature           Opt[uint32] // °C
+	Power                 Opt[uint32] // mW
+	MemoryTemperature     Opt[uint32] // °C
+	SMClockMHz            Opt[uint32]
+	MemoryClockMHz        Opt[uint32]
+	EnergyMillijoules     Opt[uint64] // since the driver loaded
+	PCIeReplays           Opt[uint64]
+	ECCCorrected          Opt[uint64] // volatile totals
+	ECCUncorrected        Opt[uint64]
+	RemappedCorrectable   Opt[uint64]
+	RemappedUncorrectable Opt[uint64]
+	RemapFailure          Opt[bool]
+	// LastXID is the last XID of any kind NVML reported for the GPU, 0 if none.
+	LastXID uint64
+}
+
+// DeviceInfo is what names a device in the metrics.
+type DeviceInfo struct {
+	Index         int    // the physical GPU's index (the parent's for a MIG instance)
+	Minor         int    // /dev/nvidia<minor>; -1 where unknown
+	PCIBusID      string // e.g. 00000000:3B:00.0
+	Model         string
+	DriverVersion string
+	// MIGProfile and GPUInstanceID are set for a MIG instance.
+	MIGProfile    string
+	GPUInstanceID int
 }
 
 // ProcessUtilization is one process's share of a GPU's utilisation.

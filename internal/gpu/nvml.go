@@ -2,6 +2,7 @@ package gpu
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -22,7 +23,11 @@ type NVML struct {
 	// events receives critical XID errors of every registered GPU; nil where unsupported.
 	events     nvml.EventSet
 	registered map[string]bool
-	xids       map[string]uint64 // last critical XID by GPU UUID
+	xids       map[string]uint64 // last hardware XID by GPU UUID
+	anyXIDs    map[string]uint64 // last XID of any kind by GPU UUID, for the metrics
+	// info is what names each device in the metrics (it does not change), by UUID.
+	info   map[string]DeviceInfo
+	driver string
 }
 
 // appXIDs are XIDs caused by an application, not the GPU (as NVIDIA's device plugin
@@ -44,7 +49,10 @@ func (n *NVML) init() error {
 	switch ret {
 	case nvml.SUCCESS:
 		n.inited, n.initErr = true, nil
-		n.registered, n.xids = map[string]bool{}, map[string]uint64{}
+		n.registered, n.xids, n.anyXIDs, n.info = map[string]bool{}, map[string]uint64{}, map[string]uint64{}, map[string]DeviceInfo{}
+		if v, ret := n.lib.SystemGetDriverVersion(); ret == nvml.SUCCESS {
+			n.driver = v
+		}
 		if set, ret := n.lib.EventSetCreate(); ret == nvml.SUCCESS {
 			n.events = set
 		}
@@ -189,11 +197,14 @@ func (n *NVML) drainXIDs() {
 		if ret != nvml.SUCCESS {
 			return
 		}
-		if data.EventType != nvml.EventTypeXidCriticalError || appXIDs[data.EventData] || data.Device == nil {
+		if data.EventType != nvml.EventTypeXidCriticalError || data.Device == nil {
 			continue
 		}
 		if uuid, ret := data.Device.GetUUID(); ret == nvml.SUCCESS {
-			n.xids[uuid] = data.EventData
+			n.anyXIDs[uuid] = data.EventData
+			if !appXIDs[data.EventData] {
+				n.xids[uuid] = data.EventData
+			}
 		}
 	}
 }
@@ -281,8 +292,9 @@ func (n *NVML) Processes(ctx context.Context) ([]Process, error) {
 type handle struct {
 	h    nvml.Device
 	uuid string
-	// parent is the GPU's UUID for a MIG instance.
+	// parent is the GPU's UUID for a MIG instance, and index the physical GPU's index.
 	parent string
+	index  int
 }
 
 // handles returns every reachable GPU and MIG device handle with its UUID.
@@ -304,7 +316,7 @@ func (n *NVML) handles(ctx context.Context) ([]handle, error) {
 		if ret != nvml.SUCCESS {
 			continue
 		}
-		out = append(out, handle{h: h, uuid: uuid})
+		out = append(out, handle{h: h, uuid: uuid, index: i})
 		gpuUUID := uuid
 		if current, _, ret := h.GetMigMode(); ret != nvml.SUCCESS || current != nvml.DEVICE_MIG_ENABLE {
 			continue
@@ -316,7 +328,7 @@ func (n *NVML) handles(ctx context.Context) ([]handle, error) {
 		for j := 0; j < max; j++ {
 			if m, ret := h.GetMigDeviceHandleByIndex(j); ret == nvml.SUCCESS {
 				if uuid, ret := m.GetUUID(); ret == nvml.SUCCESS {
-					out = append(out, handle{h: m, uuid: uuid, parent: gpuUUID})
+					out = append(out, handle{h: m, uuid: uuid, parent: gpuUUID, index: i})
 				}
 			}
 		}
@@ -330,10 +342,12 @@ func (n *NVML) Samples(ctx context.Context) ([]Sample, error) {
 	if err != nil {
 		return nil, err
 	}
+	n.drainXIDs()
 	out := make([]Sample, 0, len(devs))
 	for _, dh := range devs {
 		h := dh.h
 		s := Sample{UUID: dh.uuid, Parent: dh.parent}
+		s.Telemetry.Info = n.deviceInfo(dh)
 		if m, ret := h.GetMemoryInfo(); ret == nvml.SUCCESS {
 			s.MemoryUsedBytes, s.MemoryTotalBytes = m.Used, m.Total
 		}
@@ -345,15 +359,117 @@ func (n *NVML) Samples(ctx context.Context) ([]Sample, error) {
 			s.UtilizationKnown, s.UtilizationPercent, s.MemoryUtilPercent = true, u.Gpu, u.Memory
 		}
 		if t, ret := h.GetTemperature(nvml.TEMPERATURE_GPU); ret == nvml.SUCCESS {
-			s.TemperatureC = t
+			s.TemperatureC, s.Telemetry.Temperature = t, Some(t)
 		}
 		if p, ret := h.GetPowerUsage(); ret == nvml.SUCCESS {
-			s.PowerMilliwatts = p
+			s.PowerMilliwatts, s.Telemetry.Power = p, Some(p)
 		}
 		s.Processes = processUtilization(h)
+		n.telemetry(h, dh.uuid, &s.Telemetry)
 		out = append(out, s)
 	}
 	return out, nil
+}
+
+// memoryTempUnsupported is the value NVML's field API gives where a GPU has no memory
+// sensor (dcgm-exporter shows it as 9223372036854775794): never exported.
+const memoryTempUnsupported = 1 << 40
+
+// telemetry reads a whole GPU's slower-moving numbers; what NVML does not support stays
+// unset.
+func (n *NVML) telemetry(h nvml.Device, uuid string, t *Telemetry) {
+	if v, ret := h.GetClockInfo(nvml.CLOCK_SM); ret == nvml.SUCCESS {
+		t.SMClockMHz = Some(v)
+	}
+	if v, ret := h.GetClockInfo(nvml.CLOCK_MEM); ret == nvml.SUCCESS {
+		t.MemoryClockMHz = Some(v)
+	}
+	if v, ret := h.GetTotalEnergyConsumption(); ret == nvml.SUCCESS {
+		t.EnergyMillijoules = Some(v)
+	}
+	if v, ret := h.GetPcieReplayCounter(); ret == nvml.SUCCESS && v >= 0 {
+		t.PCIeReplays = Some(uint64(v))
+	}
+	if v, ret := h.GetTotalEccErrors(nvml.MEMORY_ERROR_TYPE_CORRECTED, nvml.VOLATILE_ECC); ret == nvml.SUCCESS {
+		t.ECCCorrected = Some(v)
+	}
+	if v, ret := h.GetTotalEccErrors(nvml.MEMORY_ERROR_TYPE_UNCORRECTED, nvml.VOLATILE_ECC); ret == nvml.SUCCESS {
+		t.ECCUncorrected = Some(v)
+	}
+	if corr, unc, _, failed, ret := h.GetRemappedRows(); ret == nvml.SUCCESS && corr >= 0 && unc >= 0 {
+		t.RemappedCorrectable, t.RemappedUncorrectable, t.RemapFailure = Some(uint64(corr)), Some(uint64(unc)), Some(failed)
+	}
+	fields := []nvml.FieldValue{{FieldId: nvml.FI_DEV_MEMORY_TEMP}}
+	if ret := h.GetFieldValues(fields); ret == nvml.SUCCESS && nvml.Return(fields[0].NvmlReturn) == nvml.SUCCESS {
+		if v, ok := fieldUint(fields[0]); ok && v < memoryTempUnsupported {
+			t.MemoryTemperature = Some(uint32(v))
+		}
+	}
+	n.mu.Lock()
+	t.LastXID = n.anyXIDs[uuid]
+	n.mu.Unlock()
+}
+
+// fieldUint reads an unsigned field value.
+func fieldUint(f nvml.FieldValue) (uint64, bool) {
+	switch nvml.ValueType(f.ValueType) {
+	case nvml.VALUE_TYPE_UNSIGNED_INT:
+		return uint64(binary.LittleEndian.Uint32(f.Value[:4])), true
+	case nvml.VALUE_TYPE_UNSIGNED_LONG, nvml.VALUE_TYPE_UNSIGNED_LONG_LONG:
+		return binary.LittleEndian.Uint64(f.Value[:]), true
+	}
+	return 0, false
+}
+
+// deviceInfo is what names a device in the metrics, read once per device.
+func (n *NVML) deviceInfo(dh handle) DeviceInfo {
+	n.mu.Lock()
+	info, ok := n.info[dh.uuid]
+	driver := n.driver
+	n.mu.Unlock()
+	if ok {
+		return info
+	}
+	info = DeviceInfo{Index: dh.index, Minor: -1, DriverVersion: driver}
+	if dh.parent != "" {
+		if gi, ret := dh.h.GetGpuInstanceId(); ret == nvml.SUCCESS {
+			info.GPUInstanceID = gi
+		}
+		if attrs, ret := dh.h.GetAttributes(); ret == nvml.SUCCESS {
+			info.MIGProfile = ProfileName(int(attrs.GpuInstanceSliceCount), attrs.MemorySizeMB)
+		}
+		// The rest names the physical GPU, as dcgm-exporter's MIG series do.
+		if parent, ret := dh.h.GetDeviceHandleFromMigDeviceHandle(); ret == nvml.SUCCESS {
+			dh.h = parent
+		}
+	}
+	if name, ret := dh.h.GetName(); ret == nvml.SUCCESS {
+		info.Model = name
+	}
+	if minor, ret := dh.h.GetMinorNumber(); ret == nvml.SUCCESS {
+		info.Minor = minor
+	}
+	if pci, ret := dh.h.GetPciInfo(); ret == nvml.SUCCESS {
+		info.PCIBusID = cString(pci.BusId[:])
+	}
+	n.mu.Lock()
+	if n.info != nil {
+		n.info[dh.uuid] = info
+	}
+	n.mu.Unlock()
+	return info
+}
+
+// cString is a NUL-terminated C string.
+func cString(b []int8) string {
+	out := make([]byte, 0, len(b))
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		out = append(out, byte(c))
+	}
+	return string(out)
 }
 
 // processUtilization is each process's latest per-process sample on a GPU (NVML keeps

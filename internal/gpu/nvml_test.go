@@ -196,3 +196,31 @@ func TestXIDsMakeAGPUUnhealthy(t *testing.T) {
 		t.Errorf("an XID must stay until the GPU is reset (gpuwarden restarts)")
 	}
 }
+
+func TestTelemetryNamesDevicesTheWayDCGMDoes(t *testing.T) {
+	s, b := fake(t, "h100-mig")
+	if _, err := b.Devices(context.Background()); err != nil { // registers for events
+		t.Fatal(err)
+	}
+	s.InjectXID(1, 13) // the metrics show every XID, application ones too
+	samples, err := b.Samples(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	byUUID := map[string]gpu.Sample{}
+	for _, sm := range samples {
+		byUUID[sm.UUID] = sm
+	}
+	g1 := byUUID[s.UUIDs()[1]].Telemetry
+	if g1.LastXID != 13 || g1.Info.Index != 1 || g1.Info.Minor != 1 || g1.Info.DriverVersion == "" || !g1.MemoryTemperature.OK || !g1.ECCUncorrected.OK {
+		t.Errorf("GPU 1 telemetry = %+v", g1)
+	}
+	mig := byUUID[s.MIGUUIDs(5)[0]].Telemetry
+	want := gpu.DeviceInfo{Index: 5, Minor: 5, PCIBusID: "00000000:05:00.0", Model: "NVIDIA H100 80GB HBM3", DriverVersion: g1.Info.DriverVersion, MIGProfile: "3g.40gb", GPUInstanceID: 1}
+	if diff := cmp.Diff(want, mig.Info); diff != "" {
+		t.Errorf("MIG 5:0 info (-want,+got):\n%s", diff)
+	}
+	if mig.Temperature.OK || mig.SMClockMHz.OK || mig.EnergyMillijoules.OK {
+		t.Errorf("MIG 5:0 telemetry = %+v; NVML reports those for the GPU only", mig)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
 	"github.com/gpuwarden/gpuwarden/internal/gpu/fakegpu"
@@ -60,8 +61,13 @@ func TestControlFileDrivesTheGPUs(t *testing.T) {
 	got := sampleOf(t, b, s.UUIDs()[0])
 	want := gpu.Sample{UUID: s.UUIDs()[0], UtilizationKnown: true, UtilizationPercent: 97, MemoryUtilPercent: 40,
 		MemoryUsedBytes: 30000 << 20, MemoryTotalBytes: 80 << 30, TemperatureC: 91, PowerMilliwatts: 650000}
-	if diff := cmp.Diff(want, got); diff != "" {
+	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(gpu.Sample{}, "Telemetry")); diff != "" {
 		t.Errorf("GPU 0 (-want,+got):\n%s", diff)
+	}
+	tel := got.Telemetry
+	if tel.Temperature != gpu.Some[uint32](91) || tel.Power != gpu.Some[uint32](650000) || tel.SMClockMHz != gpu.Some[uint32](1980) ||
+		!tel.EnergyMillijoules.OK || tel.Info.Model != "NVIDIA H100 80GB HBM3" || tel.Info.PCIBusID != "00000000:00:00.0" {
+		t.Errorf("GPU 0 telemetry = %+v", tel)
 	}
 	if m := sampleOf(t, b, s.MIGUUIDs(4)[0]); m.MemoryUsedBytes != 5000<<20 || m.UtilizationKnown {
 		t.Errorf("MIG 4:0 = %+v", m)

@@ -74,6 +74,25 @@ type gpu struct {
 	lost     bool
 	lastXID  uint64      // the control file's last xid, reported once per change
 	failWith nvml.Return // returned by GetUUID, like a GPU in a bad state
+	// energyMJ is the energy drawn so far at the reported power, as of energyAt.
+	energyMJ float64
+	energyAt time.Time
+	// smMHz and memMHz are the clocks the GPU reports.
+	smMHz, memMHz uint32
+}
+
+// Clocks of the simulated models (boost SM clock, memory clock), in MHz.
+var clocks = map[string][2]uint32{"NVIDIA H100 80GB HBM3": {1980, 2619}}
+
+// memoryTempC is what every simulated GPU's memory sensor reads.
+const memoryTempC = 40
+
+func newGPU(d *dgxa100.Device) *gpu {
+	c, ok := clocks[d.Name]
+	if !ok {
+		c = [2]uint32{1410, 1215} // A100
+	}
+	return &gpu{Device: d, tempC: 35, powerMW: 70000, smMHz: c[0], memMHz: c[1], energyAt: time.Now()}
 }
 
 type migDevice struct {
@@ -107,7 +126,7 @@ func NewForNode(profile, node string) (*Server, error) {
 		return nil, fmt.Errorf("unknown fake GPU profile %q; choose one of %s", profile, strings.Join(Profiles, ", "))
 	}
 	for i := range s.Devices {
-		g := &gpu{Device: s.Devices[i].(*dgxa100.Device), tempC: 35, powerMW: 70000}
+		g := newGPU(s.Devices[i].(*dgxa100.Device))
 		g.UUID = "GPU-" + s.stableUUID(fmt.Sprintf("gpu/%d", i))
 		s.gpus = append(s.gpus, g)
 		s.wire(g)
@@ -154,7 +173,7 @@ func (s *Server) AddGPUs(n int) {
 	for range n {
 		d := dgxa100.NewDevice(len(s.gpus))
 		d.Name, d.Architecture, d.MemoryInfo = first.Name, first.Architecture, first.MemoryInfo
-		g := &gpu{Device: d, tempC: 35, powerMW: 70000}
+		g := newGPU(d)
 		g.UUID = "GPU-" + s.stableUUID(fmt.Sprintf("gpu/%d", len(s.gpus)))
 		s.gpus = append(s.gpus, g)
 	}
@@ -213,6 +232,44 @@ func (s *Server) wire(g *gpu) {
 		defer s.mu.Unlock()
 		return g.powerMW, nvml.SUCCESS
 	}
+	g.GetTotalEnergyConsumptionFunc = func() (uint64, nvml.Return) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		g.drawEnergy()
+		return uint64(g.energyMJ), nvml.SUCCESS
+	}
+	g.GetClockInfoFunc = func(t nvml.ClockType) (uint32, nvml.Return) {
+		switch t {
+		case nvml.CLOCK_SM, nvml.CLOCK_GRAPHICS:
+			return g.smMHz, nvml.SUCCESS
+		case nvml.CLOCK_MEM:
+			return g.memMHz, nvml.SUCCESS
+		}
+		return 0, nvml.ERROR_NOT_SUPPORTED
+	}
+	g.GetFieldValuesFunc = func(values []nvml.FieldValue) nvml.Return {
+		for i := range values {
+			values[i].NvmlReturn = uint32(nvml.ERROR_NOT_SUPPORTED)
+			if values[i].FieldId == nvml.FI_DEV_MEMORY_TEMP {
+				values[i].NvmlReturn, values[i].ValueType = uint32(nvml.SUCCESS), uint32(nvml.VALUE_TYPE_UNSIGNED_INT)
+				values[i].Value = [8]byte{memoryTempC}
+			}
+		}
+		return nvml.SUCCESS
+	}
+	// A healthy GPU: no ECC errors, no replays, no remapped rows.
+	g.GetTotalEccErrorsFunc = func(nvml.MemoryErrorType, nvml.EccCounterType) (uint64, nvml.Return) { return 0, nvml.SUCCESS }
+	g.GetPcieReplayCounterFunc = func() (int, nvml.Return) { return 0, nvml.SUCCESS }
+	g.GetRemappedRowsFunc = func() (int, int, bool, bool, nvml.Return) { return 0, 0, false, false, nvml.SUCCESS }
+	g.GetPciInfoFunc = func() (nvml.PciInfo, nvml.Return) {
+		p := nvml.PciInfo{PciDeviceId: 0x233010DE}
+		for i, c := range "0000" + g.PciBusID { // NVML's form: 00000000:3B:00.0
+			if i < len(p.BusId)-1 {
+				p.BusId[i] = int8(c)
+			}
+		}
+		return p, nvml.SUCCESS
+	}
 	g.GetComputeRunningProcessesFunc = func() ([]nvml.ProcessInfo, nvml.Return) {
 		return s.processInfo(g.UUID), nvml.SUCCESS
 	}
@@ -237,6 +294,13 @@ func (s *Server) wire(g *gpu) {
 		}
 		return out, nvml.SUCCESS
 	}
+}
+
+// drawEnergy adds the energy drawn at the current power since the last reading; s.mu held.
+func (g *gpu) drawEnergy() {
+	now := time.Now()
+	g.energyMJ += float64(g.powerMW) * now.Sub(g.energyAt).Seconds() // mW × s = mJ
+	g.energyAt = now
 }
 
 func (s *Server) processInfo(uuid string) []nvml.ProcessInfo {
@@ -276,6 +340,7 @@ func (s *Server) Partition(index int, instances ...MIG) {
 			return nvml.Memory{Total: total, Used: used, Free: total - used}, nvml.SUCCESS
 		}
 		// NVML gives no utilisation, temperature or power for a MIG instance.
+		m.GetDeviceHandleFromMigDeviceHandleFunc = func() (nvml.Device, nvml.Return) { return g, nvml.SUCCESS }
 		m.GetUtilizationRatesFunc = func() (nvml.Utilization, nvml.Return) { return nvml.Utilization{}, nvml.ERROR_NOT_SUPPORTED }
 		m.GetProcessUtilizationFunc = func(uint64) ([]nvml.ProcessUtilizationSample, nvml.Return) { return nil, nvml.ERROR_NOT_SUPPORTED }
 		g.migs = append(g.migs, m)

@@ -42,6 +42,7 @@ type ManagerOptions struct {
 	ProcRoot               string
 	ScanInterval           time.Duration
 	SampleInterval         time.Duration
+	TelemetryInterval      time.Duration
 	AllowLocalWebhooks     bool
 	// FakeGPUsControl is the control file the simulated GPUs re-read (DESIGN.md §3.2).
 	FakeGPUsControl string
@@ -66,6 +67,7 @@ func (o *ManagerOptions) AddFlags(fs *pflag.FlagSet, metricsDefault, probeDefaul
 	fs.BoolVar(&o.AllowLocalWebhooks, "allow-local-webhooks", false, "let ContainerPolicies post notices to loopback and link-local addresses (refused by default)")
 	fs.StringVar(&o.FakeGPUsControl, "fake-gpus-control", "", "with --fake-gpus: a YAML or JSON file the simulated GPUs re-read when it changes (utilization, memoryUsedMiB, temperature, power, lost, xid, processes; see the README)")
 	fs.DurationVar(&o.SampleInterval, "sample-interval", controllers.DefaultOptions().SampleInterval, "how often running GPU containers are sampled for idle detection (at least 1s)")
+	fs.DurationVar(&o.TelemetryInterval, "telemetry-interval", 0, "how often the GPUs are read for /metrics (default: 15s, or --sample-interval when shorter); a scrape serves the last reading")
 	fs.DurationVar(&o.ScanInterval, "scan-interval", controllers.DefaultOptions().ScanInterval, "how often GPU processes are checked for use outside any allocation")
 }
 
@@ -100,6 +102,9 @@ func (o *ManagerOptions) Validate() error {
 	}
 	if o.SampleInterval < time.Second {
 		errs = append(errs, fmt.Errorf("--sample-interval %s: must be at least 1s", o.SampleInterval))
+	}
+	if o.TelemetryInterval != 0 && o.TelemetryInterval < time.Second {
+		errs = append(errs, fmt.Errorf("--telemetry-interval %s: must be at least 1s", o.TelemetryInterval))
 	}
 	if o.FakeGPUsControl != "" && o.FakeGPUs == "" {
 		errs = append(errs, fmt.Errorf("--fake-gpus-control %q: drives simulated GPUs only; give --fake-gpus too", o.FakeGPUsControl))
@@ -266,6 +271,7 @@ func (o *ManagerOptions) Controllers() (controllers.Options, error) {
 		Proc:               proc.FS{Root: o.ProcRoot},
 		ScanInterval:       o.ScanInterval,
 		SampleInterval:     o.SampleInterval,
+		TelemetryInterval:  o.TelemetryInterval,
 		AllowLocalWebhooks: o.AllowLocalWebhooks,
 		GPUs:               gpus,
 	}, nil

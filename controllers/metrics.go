@@ -1,0 +1,99 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gpuwarden/gpuwarden/internal/telemetry"
+)
+
+var (
+	allocationRejections = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gpuwarden_allocation_rejections_total",
+		Help: "GPUAllocations rejected, by reason (QuotaExceeded, ContainerLimitExceeded, MaxContainersExceeded, FullGPUNotAllowed, Unsatisfiable, SourceNotAllowed, …).",
+	}, []string{"reason"})
+	unmanagedByHolder = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "gpuwarden_unmanaged_gpu_process",
+		Help: "GPU processes that belong to no allocation (seen in two scans in a row), by kind (container, host), user, container and GPU.",
+	}, []string{"kind", "user", "container", "UUID"})
+	scrapeSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "gpuwarden_scrape_duration_seconds",
+		Help:    "Time gpuwarden's own collectors took to render a scrape of /metrics (served from memory: no NVML or Docker call).",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 3, 10),
+	})
+)
+
+// processMetrics are the collectors shared by every manager of the process.
+func processMetrics() []prometheus.Collector {
+	return append([]prometheus.Collector{
+		dockerUp, dockerOutages, containerEvents, containerActions, unallocatedGPUContainers, unmanagedProcesses, unmanagedDetections,
+		containersByIdleState, lifecycleNotices, stopDelaySeconds, sampleRoundSeconds, webhookPosts,
+		allocationRejections, unmanagedByHolder, scrapeSeconds,
+	}, telemetry.Metrics()...)
+}
+
+// registerProcessMetrics registers the process-wide collectors once; a second manager in
+// the same process (tests run several) shares them.
+func registerProcessMetrics(reg prometheus.Registerer) error {
+	for _, c := range append(processMetrics(), live) {
+		if err := reg.Register(c); err != nil && !errors.As(err, &prometheus.AlreadyRegisteredError{}) {
+			return fmt.Errorf("registering metrics: %w", err)
+		}
+	}
+	return nil
+}
+
+// live are the collectors of the managers running in this process. It is registered once
+// and unchecked (it describes nothing): dcgm-exporter's MIG series carry labels its whole-GPU
+// series do not.
+var live = &liveCollectors{}
+
+type liveCollectors struct {
+	mu  sync.Mutex
+	set map[*registered]bool
+}
+
+func (l *liveCollectors) Describe(chan<- *prometheus.Desc) {}
+
+func (l *liveCollectors) Collect(ch chan<- prometheus.Metric) {
+	start := time.Now()
+	l.mu.Lock()
+	list := make([]*registered, 0, len(l.set))
+	for r := range l.set {
+		list = append(list, r)
+	}
+	l.mu.Unlock()
+	for _, r := range list {
+		for _, c := range r.collectors {
+			c.Collect(ch)
+		}
+	}
+	scrapeSeconds.Observe(time.Since(start).Seconds())
+}
+
+// registered serves one manager's collectors while it runs, so that the series of a
+// stopped manager never linger.
+type registered struct {
+	collectors []prometheus.Collector
+}
+
+func (r *registered) NeedLeaderElection() bool { return false }
+
+func (r *registered) Start(ctx context.Context) error {
+	live.mu.Lock()
+	if live.set == nil {
+		live.set = map[*registered]bool{}
+	}
+	live.set[r] = true
+	live.mu.Unlock()
+	<-ctx.Done()
+	live.mu.Lock()
+	delete(live.set, r)
+	live.mu.Unlock()
+	return nil
+}
