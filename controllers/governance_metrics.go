@@ -42,7 +42,7 @@ var (
 		"GPU-equivalents bound on this node.", nil, nil)
 	healthDesc = prometheus.NewDesc("gpuwarden_gpu_health",
 		"1 for each GPU of this node, labelled with its health (Healthy, Unhealthy, Lost, Unknown) and why.",
-		[]string{"gpu", "UUID", "modelName", "health", "message"}, nil)
+		[]string{"gpu", "UUID", "health", "message"}, nil)
 	containerUtilDesc = prometheus.NewDesc("gpuwarden_container_gpu_utilization_percent",
 		"GPU utilisation of a running GPU container at its last sample, where NVML gives one (not on MIG).",
 		[]string{"user", "container", "allocation"}, nil)
@@ -193,7 +193,7 @@ func (g *Governance) Collect(ch chan<- prometheus.Metric) {
 			capacity++
 		}
 		ch <- prometheus.MustNewConstMetric(healthDesc, prometheus.GaugeValue, 1,
-			strconv.Itoa(int(gp.Spec.Index)), gp.Status.UUID, gp.Status.Model, string(gp.Status.Health), gp.Status.HealthMessage)
+			strconv.Itoa(int(gp.Spec.Index)), gp.Status.UUID, string(gp.Status.Health), gp.Status.HealthMessage)
 	}
 	ch <- prometheus.MustNewConstMetric(capacityDesc, prometheus.GaugeValue, float64(capacity))
 	ch <- prometheus.MustNewConstMetric(allocatedDesc, prometheus.GaugeValue, allocated)

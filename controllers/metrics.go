@@ -9,6 +9,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/lifecycle"
+
 	"github.com/gpuwarden/gpuwarden/internal/telemetry"
 )
 
@@ -37,9 +40,42 @@ func processMetrics() []prometheus.Collector {
 	}, telemetry.Metrics()...)
 }
 
+// initSeries creates the series of every known label value at zero, so that rate() and
+// increase() see the first event and dashboards show a 0, not "no data".
+func initSeries() {
+	modes := []string{string(gpuwardenv1alpha1.ModeEnforce), string(gpuwardenv1alpha1.ModeDryRun), string(gpuwardenv1alpha1.ModeNotifyOnly)}
+	for _, mode := range modes {
+		for _, action := range []lifecycle.Action{lifecycle.Stop, lifecycle.Remove, lifecycle.ReleaseGPUs} {
+			containerActions.WithLabelValues(string(action), mode)
+		}
+		for _, kind := range []string{lifecycle.IdleWarning, lifecycle.IdleInfo, lifecycle.IdleStop, lifecycle.RuntimeWarning, lifecycle.RuntimeStop} {
+			lifecycleNotices.WithLabelValues(kind, mode)
+		}
+	}
+	for _, reason := range []string{gpuwardenv1alpha1.ReasonQuotaExceeded, gpuwardenv1alpha1.ReasonContainerLimitExceeded,
+		gpuwardenv1alpha1.ReasonMaxContainersExceeded, gpuwardenv1alpha1.ReasonFullGPUNotAllowed, gpuwardenv1alpha1.ReasonUnsatisfiable,
+		gpuwardenv1alpha1.ReasonSourceNotAllowed, gpuwardenv1alpha1.ReasonNoCapacity} {
+		allocationRejections.WithLabelValues(reason)
+		unallocatedGPUContainers.WithLabelValues(reason)
+	}
+	for _, kind := range []string{"container", "host"} {
+		unmanagedProcesses.WithLabelValues(kind)
+		unmanagedDetections.WithLabelValues(kind)
+	}
+	for _, reason := range []string{"idle", "max_runtime"} {
+		stopDelaySeconds.WithLabelValues(reason)
+	}
+	for _, result := range []string{"ok", "failed"} {
+		webhookPosts.WithLabelValues(result)
+	}
+}
+
+var initOnce sync.Once
+
 // registerProcessMetrics registers the process-wide collectors once; a second manager in
 // the same process (tests run several) shares them.
 func registerProcessMetrics(reg prometheus.Registerer) error {
+	initOnce.Do(initSeries)
 	for _, c := range append(processMetrics(), live) {
 		if err := reg.Register(c); err != nil && !errors.As(err, &prometheus.AlreadyRegisteredError{}) {
 			return fmt.Errorf("registering metrics: %w", err)

@@ -4,7 +4,9 @@
 # a second run only checks.
 set -euo pipefail
 
-packages=(docker.io busybox-static)
+# prometheus (promtool), prometheus-alertmanager (amtool, alertmanager) and python3-aiosmtpd
+# (an SMTP sink) are for the metrics and alerting tests.
+packages=(docker.io busybox-static prometheus prometheus-alertmanager python3-aiosmtpd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

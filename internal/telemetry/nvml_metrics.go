@@ -21,8 +21,15 @@ var (
 	}, []string{"call"})
 )
 
-// Metrics are the collectors of this package that are not per manager.
-func Metrics() []prometheus.Collector { return []prometheus.Collector{nvmlCallSeconds, nvmlErrors} }
+// Metrics are the collectors of this package that are not per manager, with a zero series
+// for every call.
+func Metrics() []prometheus.Collector {
+	for _, call := range []string{"devices", "processes", "samples"} {
+		nvmlCallSeconds.WithLabelValues(call)
+		nvmlErrors.WithLabelValues(call)
+	}
+	return []prometheus.Collector{nvmlCallSeconds, nvmlErrors}
+}
 
 // Instrumented measures every read of a GPU back end.
 type Instrumented struct{ gpu.Backend }

@@ -3,6 +3,7 @@ package testutil
 
 import (
 	"os"
+	"os/exec"
 	"testing"
 )
 
@@ -23,4 +24,13 @@ func Require(tb testing.TB, ok bool, format string, args ...any) {
 		tb.Fatalf("missing test dependency (CI=true, so this fails instead of skipping): "+format, args...)
 	}
 	tb.Skipf("missing test dependency: "+format, args...)
+}
+
+// Tool returns the path of an executable the test needs, skipping (or, in CI, failing)
+// when it is not installed (hack/install-deps.sh installs them).
+func Tool(tb testing.TB, name string) string {
+	tb.Helper()
+	path, err := exec.LookPath(name)
+	Require(tb, err == nil, "%s is not installed (run hack/install-deps.sh)", name)
+	return path
 }

@@ -189,7 +189,7 @@ func (s *Server) Apply(c Control) error {
 		d := devices[g]
 		g.util = nvml.Utilization{Gpu: deref(d.Utilization, 0), Memory: deref(d.MemoryUtilization, 0)}
 		g.tempC = deref(d.Temperature, 35)
-		g.drawEnergy() // what was drawn so far, at the power reported until now
+		s.drawEnergy(g) // what was drawn so far, at the power reported until now
 		g.powerMW = deref(d.Power, 70) * 1000
 		g.memUsed = deref(d.MemoryUsedMiB, 0) << 20
 		g.lost = d.Lost

@@ -55,6 +55,18 @@ type Server struct {
 	node  string
 	// xids are XID events not yet taken by Wait.
 	xids []nvml.EventData
+	// now is the clock the energy counters run on.
+	now func() time.Time
+}
+
+// SetClock makes the energy counters run on now (tests); they restart from zero.
+func (s *Server) SetClock(now func() time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.now = now
+	for _, g := range s.gpus {
+		g.energyMJ, g.energyAt = 0, now()
+	}
 }
 
 // namespace seeds the simulated UUIDs.
@@ -111,7 +123,7 @@ func New(profile string) (*Server, error) { return NewForNode(profile, uuid.NewS
 // NewForNode is New with UUIDs derived from the node's name, so they stay the same across
 // restarts (as real GPUs' do) and differ between nodes.
 func NewForNode(profile, node string) (*Server, error) {
-	s := &Server{Server: dgxa100.New(), procs: map[string][]Process{}, node: node}
+	s := &Server{Server: dgxa100.New(), procs: map[string][]Process{}, node: node, now: time.Now}
 	switch profile {
 	case "dgxa100":
 	case "h100x8", "h100-mig":
@@ -235,7 +247,7 @@ func (s *Server) wire(g *gpu) {
 	g.GetTotalEnergyConsumptionFunc = func() (uint64, nvml.Return) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		g.drawEnergy()
+		s.drawEnergy(g)
 		return uint64(g.energyMJ), nvml.SUCCESS
 	}
 	g.GetClockInfoFunc = func(t nvml.ClockType) (uint32, nvml.Return) {
@@ -296,9 +308,9 @@ func (s *Server) wire(g *gpu) {
 	}
 }
 
-// drawEnergy adds the energy drawn at the current power since the last reading; s.mu held.
-func (g *gpu) drawEnergy() {
-	now := time.Now()
+// drawEnergy adds the energy g drew at its current power since the last reading; s.mu held.
+func (s *Server) drawEnergy(g *gpu) {
+	now := s.now()
 	g.energyMJ += float64(g.powerMW) * now.Sub(g.energyAt).Seconds() // mW × s = mJ
 	g.energyAt = now
 }

@@ -1,0 +1,346 @@
+package controllers
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clocktesting "k8s.io/utils/clock/testing"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/allocation"
+	"github.com/gpuwarden/gpuwarden/internal/docker"
+	"github.com/gpuwarden/gpuwarden/internal/gpu"
+	"github.com/gpuwarden/gpuwarden/internal/gpu/fakegpu"
+	"github.com/gpuwarden/gpuwarden/internal/lifecycle"
+	"github.com/gpuwarden/gpuwarden/internal/resolve"
+	"github.com/gpuwarden/gpuwarden/internal/scheme"
+	"github.com/gpuwarden/gpuwarden/internal/telemetry"
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+// GoldenExposition is the golden file of /metrics; config/grafana's and config/prometheus'
+// tests look every metric they use up in it.
+const GoldenExposition = "testdata/metrics.golden.prom"
+
+// metricsWorld is node n1 with the h100-mig fake GPUs: mia's notebook holds GPU 0 (busy,
+// hot), bo's job a 1g.10gb slice of GPU 4, cy waits, di was refused, GPU 2 has an XID.
+type metricsWorld struct {
+	fake    *fakegpu.Server
+	clock   *clocktesting.FakeClock
+	sampler *telemetry.Sampler
+	gov     *Governance
+	calls   *countingGPUs
+}
+
+// countingGPUs counts the back end's calls.
+type countingGPUs struct {
+	gpu.Backend
+	calls int
+}
+
+func (c *countingGPUs) Samples(ctx context.Context) ([]gpu.Sample, error) {
+	c.calls++
+	return c.Backend.Samples(ctx)
+}
+
+func newMetricsWorld(tb testing.TB) *metricsWorld {
+	tb.Helper()
+	fk, err := fakegpu.NewForNode("h100-mig", "n1")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	clk := clocktesting.NewFakeClock(t0)
+	fk.SetClock(clk.Now)
+	ctl, err := fakegpu.ParseControl([]byte(`devices:
+  "0": {utilization: 97, memoryUtilization: 40, memoryUsedMiB: 30000, temperature: 91, power: 650}
+  "2": {xid: 79}
+  "4:1": {memoryUsedMiB: 5000}
+`))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	backend := gpu.NewNVML(fk)
+	if _, err := backend.Devices(context.Background()); err != nil { // registers for XID events
+		tb.Fatal(err)
+	}
+	if err := fk.Apply(ctl); err != nil {
+		tb.Fatal(err)
+	}
+	clk.Step(10 * time.Second) // 10 s at 650 W on GPU 0
+	objs := []client.Object{}
+	for i, uuid := range fk.UUIDs() {
+		g := &gpuwardenv1alpha1.GPU{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("n1-gpu-%d", i), Labels: map[string]string{gpuwardenv1alpha1.LabelNode: "n1"}},
+			Spec:   gpuwardenv1alpha1.GPUSpec{NodeName: "n1", Index: int32(i)},
+			Status: gpuwardenv1alpha1.GPUStatus{UUID: uuid, Model: "NVIDIA H100 80GB HBM3", Health: gpuwardenv1alpha1.HealthHealthy}}
+		if i == 2 {
+			g.Status.Health, g.Status.HealthMessage = gpuwardenv1alpha1.HealthUnhealthy, "XID 79 reported: the GPU needs a reset"
+		}
+		for j, m := range fk.MIGUUIDs(i) {
+			g.Status.MIGInstances = append(g.Status.MIGInstances, gpuwardenv1alpha1.MIGInstance{UUID: m, Profile: "1g.10gb", GPUInstanceID: int32(j + 1)})
+		}
+		objs = append(objs, g)
+	}
+	bound := func(name, user, container string, eq string, dev gpuwardenv1alpha1.BoundDevice) *gpuwardenv1alpha1.GPUAllocation {
+		q := resource.MustParse(eq)
+		return &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: metav1.NewTime(t0.Add(-time.Hour))},
+			Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: user, NodeName: "n1"},
+			Status: gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhaseBound, ContainerID: container, GPUEquivalents: &q,
+				Devices: []gpuwardenv1alpha1.BoundDevice{dev}}}
+	}
+	objs = append(objs,
+		bound("mia-nb", "mia", "c1", "1", gpuwardenv1alpha1.BoundDevice{Index: 0, UUID: fk.UUIDs()[0], Weight: resource.MustParse("1")}),
+		bound("bo-job", "bo", "c2", "0.142857", gpuwardenv1alpha1.BoundDevice{Index: 4, UUID: fk.MIGUUIDs(4)[1], MIGProfile: "1g.10gb", Weight: resource.MustParse("0.142857")}),
+		&gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: "cy-wait", CreationTimestamp: metav1.NewTime(t0.Add(-5 * time.Minute))},
+			Spec:   gpuwardenv1alpha1.GPUAllocationSpec{User: "cy", NodeName: "n1"},
+			Status: gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhasePending, Reason: gpuwardenv1alpha1.ReasonNoCapacity}},
+		&gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: "di-big"},
+			Spec:   gpuwardenv1alpha1.GPUAllocationSpec{User: "di", NodeName: "n1"},
+			Status: gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhaseRejected, Reason: gpuwardenv1alpha1.ReasonQuotaExceeded}},
+		// Another node's allocation is that node's to report.
+		bound("far", "eve", "c9", "1", gpuwardenv1alpha1.BoundDevice{Index: 0, UUID: "GPU-elsewhere", Weight: resource.MustParse("1")}),
+	)
+	objs[len(objs)-1].(*gpuwardenv1alpha1.GPUAllocation).Spec.NodeName = "n2"
+	c := fake.NewClientBuilder().WithScheme(scheme.New()).WithObjects(objs...).Build()
+	store := NewContainerStore()
+	store.replace([]docker.Container{
+		{ID: "c1", Name: "mia-notebook", State: docker.StateRunning},
+		{ID: "c2", Name: "bo-train", State: docker.StateRunning},
+	}, t0)
+	reclaim := &Reclaimer{}
+	idle := lifecycle.Rules{Idle: lifecycle.IdleRules{Timeout: resolve.Limit{Set: true, Duration: 30 * time.Minute}}}
+	reclaim.remember(&observation{Container: docker.Container{ID: "c1"}, Rules: idle, Last: lifecycle.IdleResult{Verdict: lifecycle.Active}},
+		lifecycle.Sample{Time: t0, GPUKnown: true, GPUPercent: 97})
+	reclaim.remember(&observation{Container: docker.Container{ID: "c2"}, Rules: idle, Last: lifecycle.IdleResult{Verdict: lifecycle.Idle, IdleFor: 20 * time.Minute}},
+		lifecycle.Sample{Time: t0, GPUMemoryBytes: 5000 << 20})
+	quotas := &QuotaBook{}
+	quotas.Set(map[string]allocation.Limit[float64]{"mia": {Set: true, Value: 2}, "bo": {Set: true, Unlimited: true}})
+	calls := &countingGPUs{Backend: backend}
+	w := &metricsWorld{fake: fk, clock: clk, calls: calls,
+		sampler: &telemetry.Sampler{GPUs: calls, Interval: 15 * time.Second, Clock: clk},
+		gov:     &Governance{Client: c, NodeName: "n1", Clock: clk, Quotas: quotas, Store: store, Reclaim: reclaim}}
+	w.sampler.Round(context.Background())
+	return w
+}
+
+func (w *metricsWorld) registry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(w.gov, &telemetry.Collector{Sampler: w.sampler, Node: "n1", Holders: w.gov.Holders})
+	return reg
+}
+
+// exposition is the text /metrics serves for reg.
+func exposition(tb testing.TB, reg prometheus.Gatherer, normalise bool) string {
+	tb.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var buf bytes.Buffer
+	for _, mf := range families {
+		if normalise {
+			zero(mf)
+		}
+		if _, err := expfmt.MetricFamilyToText(&buf, mf); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return buf.String()
+}
+
+// zero clears what depends on other tests or on timing: the process-wide counters and
+// histograms are in the golden file by name, type and labels.
+func zero(mf *dto.MetricFamily) {
+	for _, m := range mf.Metric {
+		switch {
+		case m.Counter != nil:
+			m.Counter.Value, m.Counter.CreatedTimestamp = new(float64), nil
+		case m.Gauge != nil:
+			m.Gauge.Value = new(float64)
+		case m.Histogram != nil:
+			m.Histogram.SampleCount, m.Histogram.SampleSum, m.Histogram.CreatedTimestamp = new(uint64), new(float64), nil
+			for _, b := range m.Histogram.Bucket {
+				b.CumulativeCount = new(uint64)
+			}
+		}
+	}
+}
+
+var goVersion = regexp.MustCompile(`goversion="[^"]*"`)
+
+func TestMetricsExpositionGolden(t *testing.T) {
+	w := newMetricsWorld(t)
+	got := exposition(t, w.registry(), false)
+	// The process-wide series as a fresh process has them (other tests add children).
+	process := prometheus.NewRegistry()
+	for _, c := range processMetrics() {
+		if v, ok := c.(interface{ Reset() }); ok {
+			v.Reset()
+		}
+	}
+	initSeries()
+	telemetry.Metrics()
+	process.MustRegister(processMetrics()...)
+	got += exposition(t, process, true)
+	got = goVersion.ReplaceAllString(got, `goversion="go"`)
+	if *update {
+		if err := os.WriteFile(GoldenExposition, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(GoldenExposition)
+	if err != nil {
+		t.Fatalf("%v (go test ./controllers -run Golden -update writes it)", err)
+	}
+	if diff := cmp.Diff(string(want), got); diff != "" {
+		t.Errorf("/metrics (-golden,+got); go test ./controllers -run Golden -update rewrites it:\n%s", diff)
+	}
+	gpu0, gpu4 := w.fake.UUIDs()[0], w.fake.UUIDs()[4]
+	base := func(index, uuid string) []string {
+		return []string{"gpu", index, "UUID", uuid, "pci_bus_id", "00000000:0" + index + ":00.0", "device", "nvidia" + index,
+			"modelName", "NVIDIA H100 80GB HBM3", "Hostname", "n1", "DCGM_FI_DRIVER_VERSION", "550.54.15"}
+	}
+	mia := []string{"user", "mia", "container", "mia-notebook", "allocation", "mia-nb"}
+	bo := []string{"user", "bo", "container", "bo-train", "allocation", "bo-job"}
+	mig := []string{"GPU_I_PROFILE", "1g.10gb", "GPU_I_ID", "2"}
+	for _, want := range []string{
+		// A held GPU names its holder; a whole GPU carries no GPU_I_* labels.
+		series("DCGM_FI_DEV_GPU_UTIL", "97", append(base("0", gpu0), mia...)...),
+		series("DCGM_FI_DEV_POWER_USAGE", "650", append(base("0", gpu0), mia...)...),
+		series("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "6.5e+06", append(base("0", gpu0), mia...)...), // 650 W for 10 s
+		series("DCGM_FI_DEV_GPU_TEMP", "91", append(base("0", gpu0), mia...)...),
+		// A held MIG slice: its memory, the physical GPU's UUID and index, GPU_I_* and the holder.
+		series("DCGM_FI_DEV_FB_USED", "5000", append(append(base("4", gpu4), mig...), bo...)...),
+		series("DCGM_FI_DEV_XID_ERRORS", "79", append(base("2", w.fake.UUIDs()[2]), "err_code", "79", "err_msg", "GPU has fallen off the bus")...),
+		series("gpuwarden_gpu_allocated", "1", append([]string{"gpu", "4", "UUID", w.fake.MIGUUIDs(4)[1], "GPU_I_PROFILE", "1g.10gb", "GPU_I_ID", "2"}, bo...)...),
+		series("gpuwarden_allocation_queue_oldest_wait_seconds", "310"), // created 5 min before t0, read 10 s after
+		series("gpuwarden_user_gpu_equivalents_quota", "+Inf", "user", "bo"),
+		series("gpuwarden_container_idle_seconds", "1200", append(bo, "state", "idle")...),
+		series("gpuwarden_container_gpu_utilization_percent", "97", mia...),
+		series("gpuwarden_gpu_equivalents_capacity", "7"),
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	for _, absent := range []string{"DCGM_FI_DEV_GPU_UTIL{" + labelText(append(base("4", gpu4), mig...)...), "GPU-elsewhere", `user="eve"`} {
+		if strings.Contains(got, absent) {
+			t.Errorf("/metrics has %s: no utilisation is made up for a MIG instance, and another node's allocations are not this node's", absent)
+		}
+	}
+	promtool := testutil.Tool(t, "promtool")
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = bytes.NewReader([]byte(got))
+	out, err := cmd.CombinedOutput()
+	if err != nil && cmd.ProcessState.ExitCode() != 3 { // 3: lint problems only
+		t.Fatalf("promtool check metrics: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		// dcgm-exporter's names, types and labels (UUID, modelName, …; counters without
+		// _total) are the contract its dashboards rely on; gpuwarden's own follow the
+		// Prometheus conventions.
+		if line != "" && !strings.HasPrefix(line, "DCGM_") {
+			t.Errorf("promtool check metrics: %s", line)
+		}
+	}
+}
+
+// labelText is the exposition of label pairs, sorted by name as client_golang writes them.
+func labelText(kv ...string) string {
+	pairs := make([]string, 0, len(kv)/2)
+	for i := 0; i+1 < len(kv); i += 2 {
+		pairs = append(pairs, kv[i]+"=\""+kv[i+1]+"\"")
+	}
+	slices.Sort(pairs)
+	return strings.Join(pairs, ",")
+}
+
+// series is one line of the exposition.
+func series(name, value string, kv ...string) string {
+	if len(kv) == 0 {
+		return name + " " + value + "\n"
+	}
+	return name + "{" + labelText(kv...) + "} " + value + "\n"
+}
+
+func TestAScrapeCallsNeitherNVMLNorDocker(t *testing.T) {
+	w := newMetricsWorld(t)
+	reg := w.registry()
+	before := w.calls.calls
+	for range 3 {
+		exposition(t, reg, false)
+	}
+	if w.calls.calls != before {
+		t.Errorf("3 scrapes made %d NVML reads; a scrape serves the last reading", w.calls.calls-before)
+	}
+	// The Governance has no Docker engine at all: only the container store it is given.
+}
+
+func TestAHungNVMLCallLeavesMetricsServedAndStale(t *testing.T) {
+	fk, err := fakegpu.NewForNode("h100x8", "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := clocktesting.NewFakeClock(t0)
+	hang := &hangingGPUs{Backend: gpu.NewNVML(fk), release: make(chan struct{}), entered: make(chan struct{}, 1)}
+	s := &telemetry.Sampler{GPUs: hang, Interval: 15 * time.Second, Clock: clk}
+	s.Round(context.Background()) // a first reading
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(&telemetry.Collector{Sampler: s, Node: "n1"})
+	hang.hang.Store(true)
+	done := make(chan struct{})
+	go func() { s.Round(context.Background()); close(done) }()
+	<-hang.entered
+	clk.Step(2 * time.Minute)
+	scraped := make(chan string, 1)
+	go func() { scraped <- exposition(t, reg, false) }()
+	var out string
+	select {
+	case out = <-scraped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("/metrics hangs while an NVML call does")
+	}
+	if !strings.Contains(out, "gpuwarden_gpu_sample_age_seconds 120\n") || !strings.Contains(out, "DCGM_FI_DEV_GPU_TEMP{") {
+		t.Errorf("while NVML hangs, /metrics must serve the last reading and say it is 120 s old:\n%s", out)
+	}
+	close(hang.release)
+	<-done
+	if out := exposition(t, reg, false); !strings.Contains(out, "gpuwarden_gpu_sample_age_seconds 0\n") {
+		t.Errorf("after the call returns the reading is fresh again:\n%s", out)
+	}
+}
+
+// hangingGPUs blocks Samples, once hang is set, until release is closed.
+type hangingGPUs struct {
+	gpu.Backend
+	hang    atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (h *hangingGPUs) Samples(ctx context.Context) ([]gpu.Sample, error) {
+	if h.hang.Load() {
+		h.entered <- struct{}{}
+		<-h.release
+	}
+	return h.Backend.Samples(ctx)
+}
