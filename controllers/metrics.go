@@ -34,7 +34,7 @@ var (
 // processMetrics are the collectors shared by every manager of the process.
 func processMetrics() []prometheus.Collector {
 	return append([]prometheus.Collector{
-		dockerUp, dockerOutages, containerEvents, containerActions, unallocatedGPUContainers, unmanagedProcesses, unmanagedDetections,
+		dockerOutages, containerEvents, containerActions, unallocatedGPUContainers, unmanagedProcesses, unmanagedDetections,
 		containersByIdleState, lifecycleNotices, stopDelaySeconds, sampleRoundSeconds, webhookPosts,
 		allocationRejections, unmanagedByHolder, scrapeSeconds,
 	}, telemetry.Metrics()...)

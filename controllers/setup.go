@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"time"
@@ -129,6 +130,10 @@ func Setup(mgr ctrl.Manager, o Options) error {
 
 // setupContainers registers what watches and acts on the node's Docker containers.
 func setupContainers(mgr ctrl.Manager, o Options, gov *Governance) error {
+	// Only where a Docker engine is configured: its absence is no outage.
+	if err := metrics.Registry.Register(dockerUp); err != nil && !errors.As(err, &prometheus.AlreadyRegisteredError{}) {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
 	store := NewContainerStore()
 	owners := &Owners{Proc: o.Proc}
 	changed := make(chan event.GenericEvent, 1024)

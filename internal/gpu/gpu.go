@@ -112,8 +112,10 @@ type Telemetry struct {
 	RemappedCorrectable   Opt[uint64]
 	RemappedUncorrectable Opt[uint64]
 	RemapFailure          Opt[bool]
-	// LastXID is the last XID of any kind NVML reported for the GPU, 0 if none.
+	// LastXID is the last XID of any kind NVML reported for the GPU, 0 if none, and XIDs
+	// how many were reported since gpuwarden started.
 	LastXID uint64
+	XIDs    uint64
 }
 
 // DeviceInfo is what names a device in the metrics.

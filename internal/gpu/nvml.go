@@ -25,6 +25,7 @@ type NVML struct {
 	registered map[string]bool
 	xids       map[string]uint64 // last hardware XID by GPU UUID
 	anyXIDs    map[string]uint64 // last XID of any kind by GPU UUID, for the metrics
+	xidCounts  map[string]uint64 // XIDs of any kind reported, by GPU UUID
 	// info is what names each device in the metrics (it does not change), by UUID.
 	info   map[string]DeviceInfo
 	driver string
@@ -49,7 +50,7 @@ func (n *NVML) init() error {
 	switch ret {
 	case nvml.SUCCESS:
 		n.inited, n.initErr = true, nil
-		n.registered, n.xids, n.anyXIDs, n.info = map[string]bool{}, map[string]uint64{}, map[string]uint64{}, map[string]DeviceInfo{}
+		n.registered, n.xids, n.anyXIDs, n.xidCounts, n.info = map[string]bool{}, map[string]uint64{}, map[string]uint64{}, map[string]uint64{}, map[string]DeviceInfo{}
 		if v, ret := n.lib.SystemGetDriverVersion(); ret == nvml.SUCCESS {
 			n.driver = v
 		}
@@ -202,6 +203,7 @@ func (n *NVML) drainXIDs() {
 		}
 		if uuid, ret := data.Device.GetUUID(); ret == nvml.SUCCESS {
 			n.anyXIDs[uuid] = data.EventData
+			n.xidCounts[uuid]++
 			if !appXIDs[data.EventData] {
 				n.xids[uuid] = data.EventData
 			}
@@ -406,7 +408,7 @@ func (n *NVML) telemetry(h nvml.Device, uuid string, t *Telemetry) {
 		}
 	}
 	n.mu.Lock()
-	t.LastXID = n.anyXIDs[uuid]
+	t.LastXID, t.XIDs = n.anyXIDs[uuid], n.xidCounts[uuid]
 	n.mu.Unlock()
 }
 

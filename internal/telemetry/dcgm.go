@@ -75,6 +75,11 @@ var fields = []*field{
 		}},
 }
 
+// xidCount counts XIDs, so that a repeat of the same XID is seen too (DCGM_FI_DEV_XID_ERRORS
+// holds only the last one's code).
+var xidCountDesc = prometheus.NewDesc("gpuwarden_gpu_xid_errors_total", "XID errors NVML reported for the GPU since gpuwarden started.",
+	[]string{"gpu", "UUID"}, nil)
+
 // xidField is DCGM_FI_DEV_XID_ERRORS: the last XID, with its code and meaning as labels.
 var xidField = &field{name: "DCGM_FI_DEV_XID_ERRORS", help: "Value of the last XID error encountered.", typ: prometheus.GaugeValue}
 
@@ -168,5 +173,6 @@ func collectDevice(ch chan<- prometheus.Metric, s *gpu.Sample, node string, h *H
 		xid := s.Telemetry.LastXID
 		ch <- prometheus.MustNewConstMetric(xidField.descs[0][held], xidField.typ, float64(xid),
 			append(labels, strconv.FormatUint(xid, 10), xidMessages[xid])...)
+		ch <- prometheus.MustNewConstMetric(xidCountDesc, prometheus.CounterValue, float64(s.Telemetry.XIDs), labels[0], labels[1])
 	}
 }
