@@ -65,6 +65,9 @@ func initSeries() {
 	for _, reason := range []string{"idle", "max_runtime"} {
 		stopDelaySeconds.WithLabelValues(reason)
 	}
+	for _, v := range []lifecycle.Verdict{lifecycle.Active, lifecycle.Idle, lifecycle.NoVerdict, lifecycle.InGrace, verdictExempt} {
+		containersByIdleState.WithLabelValues(string(v))
+	}
 	for _, result := range []string{"ok", "failed"} {
 		webhookPosts.WithLabelValues(result)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -26,6 +27,7 @@ import (
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/allocation"
+	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
 	"github.com/gpuwarden/gpuwarden/internal/gpu/fakegpu"
@@ -199,7 +201,13 @@ func TestMetricsExpositionGolden(t *testing.T) {
 	}
 	initSeries()
 	telemetry.Metrics()
-	process.MustRegister(processMetrics()...)
+	unmanagedByHolder.WithLabelValues("container", "fay", "fay-miner", w.fake.UUIDs()[5]) // one use, as a scan finds it
+	log, err := audit.Open(audit.Options{Path: filepath.Join(t.TempDir(), "events.jsonl"), Node: "n1", Source: "gpuwarden"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	process.MustRegister(append(processMetrics(), dockerUp, audit.Collector{W: log})...)
 	got += exposition(t, process, true)
 	got = goVersion.ReplaceAllString(got, `goversion="go"`)
 	if *update {
