@@ -298,8 +298,8 @@ func TestNVIDIADashboardSeriesExist(t *testing.T) {
 
 func TestMetricNames(t *testing.T) {
 	for expr, want := range map[string][]string{
-		`sum by (user) (sum_over_time(gpuwarden_user_gpu_equivalents[59m59s:1m])) / 60`:            {"gpuwarden_user_gpu_equivalents"},
-		`DCGM_FI_DEV_GPU_UTIL{allocation!="", user=~"a|b"} < 5`:                                     {"DCGM_FI_DEV_GPU_UTIL"},
+		`sum by (user) (sum_over_time(gpuwarden_user_gpu_equivalents[59m59s:1m])) / 60`:                {"gpuwarden_user_gpu_equivalents"},
+		`DCGM_FI_DEV_GPU_UTIL{allocation!="", user=~"a|b"} < 5`:                                        {"DCGM_FI_DEV_GPU_UTIL"},
 		`a_metric >= on(user, instance) group_left(x) b_metric or increase(c_total[10m]) > 0 unless d`: {"a_metric", "b_metric", "c_total", "d"},
 	} {
 		if got := metricNames(expr); !slices.Equal(got, want) {
