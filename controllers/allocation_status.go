@@ -119,7 +119,11 @@ func (p *pass) auditLedgerChange(allocs []gpuwardenv1alpha1.GPUAllocation) {
 	}
 	for _, name := range sortedKeys(p.bound) {
 		b := p.bound[name]
-		p.r.Audit.Log(audit.GPUAllocate(b.User, refOf(name, b)))
+		ref := refOf(name, b)
+		if a := byName[name]; a != nil && !a.CreationTimestamp.IsZero() {
+			ref.Wait = p.r.Clock.Now().Sub(a.CreationTimestamp.Time)
+		}
+		p.r.Audit.Log(audit.GPUAllocate(b.User, ref))
 	}
 }
 

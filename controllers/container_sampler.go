@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
 	"github.com/gpuwarden/gpuwarden/internal/lifecycle"
@@ -38,6 +39,10 @@ type Sampler struct {
 	Clock    clock.Clock
 	Interval time.Duration
 	Reclaim  *Reclaimer
+	// Audit receives the gpu.usage records; nil records nothing.
+	Audit audit.Logger
+
+	usage usageBook
 
 	mu   sync.Mutex
 	prev map[string]counters // by container ID
@@ -129,13 +134,20 @@ func (s *Sampler) Round(ctx context.Context) error {
 	}
 	s.forgetExcept(keep)
 	s.Reclaim.Forget(keep)
+	lg := s.Audit
+	if lg == nil {
+		lg = audit.Discard
+	}
+	s.usage.forget(keep, lg)
 	var policies gpuwardenv1alpha1.ContainerPolicyList
 	if err := s.Client.List(ctx, &policies); err != nil {
 		return err
 	}
 	states := map[lifecycle.Verdict]int{}
 	for i, h := range list {
-		states[s.Reclaim.Observe(ctx, h.c, h.a, samples[i], demand, policies.Items)]++
+		v := s.Reclaim.Observe(ctx, h.c, h.a, samples[i], demand, policies.Items)
+		states[v]++
+		s.usage.add(h, samples[i], v, s.Interval, lg)
 	}
 	for _, v := range []lifecycle.Verdict{lifecycle.Active, lifecycle.Idle, lifecycle.NoVerdict, lifecycle.InGrace, verdictExempt} {
 		containersByIdleState.WithLabelValues(string(v)).Set(float64(states[v]))

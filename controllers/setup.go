@@ -157,7 +157,7 @@ func setupContainers(mgr ctrl.Manager, o Options, gov *Governance) error {
 		return fmt.Errorf("adding the notifier: %w", err)
 	}
 	if err := mgr.Add(&Sampler{Client: mgr.GetClient(), Engine: o.Docker, GPUs: o.GPUs, Proc: o.Proc, Store: store, NodeName: o.NodeName,
-		Clock: o.Clock, Interval: o.SampleInterval, Reclaim: reclaim}); err != nil {
+		Clock: o.Clock, Interval: o.SampleInterval, Reclaim: reclaim, Audit: o.Audit}); err != nil {
 		return fmt.Errorf("adding the sampler: %w", err)
 	}
 	if err := mgr.AddMetricsServerExtraHandler(ExplainPath, &Explainer{Reclaim: reclaim, Store: store, Interval: o.SampleInterval}); err != nil {

@@ -1,5 +1,7 @@
 package audit
 
+import "time"
+
 // Event types. Constructors below build each one, so call sites cannot misspell a field.
 const (
 	TypeContainerCreate = "container.create"
@@ -11,6 +13,9 @@ const (
 	TypeGPUAllocate = "gpu.allocate"
 	TypeGPUReject   = "gpu.reject"
 	TypeGPURelease  = "gpu.release"
+	// TypeGPUUsage is an allocation's GPU use over a stretch of time (at most an hour): what
+	// `gpuwarden report` counts as used and idle.
+	TypeGPUUsage = "gpu.usage"
 
 	TypeAuthDenied = "auth.denied"
 
@@ -99,6 +104,8 @@ type Allocation struct {
 	// GPUEquivalents is what the devices cost, e.g. "0.428571".
 	GPUEquivalents string
 	Container      Container
+	// Wait is how long the request waited before it was bound (gpu.allocate).
+	Wait time.Duration
 }
 
 func (a Allocation) details() map[string]any {
@@ -106,12 +113,35 @@ func (a Allocation) details() map[string]any {
 	put(d, "allocation", a.Name)
 	put(d, "devices", a.Devices)
 	put(d, "gpu_equivalents", a.GPUEquivalents)
+	if a.Wait > 0 {
+		d["wait_seconds"] = a.Wait.Round(time.Millisecond).Seconds()
+	}
 	return d
 }
 
 // GPUAllocate records devices bound to a user.
 func GPUAllocate(user string, a Allocation) Event {
 	return Event{Type: TypeGPUAllocate, User: user, Details: a.details()}
+}
+
+// Usage is an allocation's GPU use over Window, in gpu-equivalent seconds.
+type Usage struct {
+	Window time.Duration
+	// Used is utilisation × gpu-equivalents over the time NVML gave a utilisation
+	// (UtilizationKnown of the Window); MIG slices have none.
+	Used, UtilizationKnown time.Duration
+	// Idle is gpu-equivalents × the time the lifecycle rules judged the container idle.
+	Idle time.Duration
+}
+
+// GPUUsage records an allocation's use of its GPUs over a stretch of time.
+func GPUUsage(user string, a Allocation, u Usage) Event {
+	d := a.details()
+	d["window_seconds"] = u.Window.Round(time.Millisecond).Seconds()
+	d["used_gpu_seconds"] = u.Used.Round(time.Millisecond).Seconds()
+	d["utilization_known_seconds"] = u.UtilizationKnown.Round(time.Millisecond).Seconds()
+	d["idle_gpu_seconds"] = u.Idle.Round(time.Millisecond).Seconds()
+	return Event{Type: TypeGPUUsage, User: user, Details: d}
 }
 
 // GPUReject records a refused allocation with its reason (QuotaExceeded, …) and message.
