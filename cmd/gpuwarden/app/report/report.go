@@ -1,0 +1,174 @@
+// Package report is `gpuwarden report`: GPU-hours allocated, used and idle per user, what
+// the lifecycle rules stopped and gave back, refusals and waits, from the audit log.
+package report
+
+import (
+	"context"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/events"
+	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/report"
+)
+
+// Options are the command's flags.
+type Options struct {
+	File  string
+	Since string
+	Until string
+	CSV   bool
+	User  string
+
+	now func() time.Time
+}
+
+// NewCommand returns `gpuwarden report`.
+func NewCommand() *cobra.Command {
+	o := &Options{}
+	cmd := &cobra.Command{
+		Use:   "report",
+		Short: "GPU-hours allocated and used per user, from the audit log",
+		Long: `Report, per user, over a period (default: the last 30 days):
+  ALLOCATED GPU-H  gpu-equivalents × time bound (gpu.allocate to gpu.release)
+  USED GPU-H       gpu-equivalents × GPU utilisation, where NVML gives one (not on MIG slices)
+  USED %           used over allocated time with a known utilisation
+  IDLE GPU-H       gpu-equivalents × time the lifecycle rules judged the container idle
+  IDLE/RUNTIME STOPS  containers the lifecycle rules stopped
+  RECLAIMED GPU-H  what those stops gave back: gpu-equivalents × time from the release to
+                   the end of the period, at most 24 h per stop
+  REJECTED         requests refused (reasons below the table)
+  BINDS, MEAN/MAX WAIT  requests bound and how long they waited
+Used and idle time come from the gpu.usage records gpuwarden writes every hour.`,
+		Example: `  gpuwarden report --since 30d
+  gpuwarden report --since 2026-11-01 --until 2026-12-01 --csv > november.csv`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return o.Run(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	def := os.Getenv(events.EnvFile)
+	if def == "" {
+		def = audit.DefaultPath
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&o.File, "file", def, "the audit log (env "+events.EnvFile+")")
+	fs.StringVar(&o.Since, "since", "30d", "start of the period: RFC 3339, a date, or an age such as 7d")
+	fs.StringVar(&o.Until, "until", "", "end of the period (default: now): RFC 3339, a date, or an age")
+	fs.StringVar(&o.User, "user", "", "only this user")
+	fs.BoolVar(&o.CSV, "csv", false, "print CSV (one row per user, no total)")
+	return cmd
+}
+
+// Run reads the audit log and prints the report.
+func (o *Options) Run(ctx context.Context, out, errOut io.Writer) error {
+	if o.now == nil {
+		o.now = time.Now
+	}
+	now := o.now()
+	since, err := events.ParseTime(o.Since, now)
+	if err != nil {
+		return fmt.Errorf("--since: %w", err)
+	}
+	until, err := events.ParseTime(o.Until, now)
+	if err != nil {
+		return fmt.Errorf("--until: %w", err)
+	}
+	if until.IsZero() {
+		until = now
+	}
+	if !since.Before(until) {
+		return fmt.Errorf("--since %s is not before --until %s", since.Format(time.RFC3339), until.Format(time.RFC3339))
+	}
+	if o.File == "" {
+		return errors.New("--file: an audit log path is required")
+	}
+	files, err := audit.Files(o.File)
+	if err != nil {
+		return err
+	}
+	if len(files) == 0 {
+		return fmt.Errorf("no audit log at %s (see --file)", o.File)
+	}
+	b := &report.Builder{Since: since, Until: until}
+	// Everything before the end: allocations bound before the period count from its start.
+	if _, err := audit.Read(ctx, files, audit.Filter{Until: until, User: o.User}, func(e *audit.Event) error { b.Add(e); return nil }); err != nil {
+		return err
+	}
+	r := b.Report(now)
+	if o.CSV {
+		return writeCSV(out, r)
+	}
+	return writeTable(out, r, o.File)
+}
+
+func hours(f float64) string { return strconv.FormatFloat(f, 'f', 2, 64) }
+
+func percent(r report.Row) string {
+	if r.UtilizationKnownHours <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f%%", 100*r.UsedGPUHours/r.UtilizationKnownHours)
+}
+
+func wait(d time.Duration) string {
+	if d == 0 {
+		return "-"
+	}
+	return d.Round(time.Second).String()
+}
+
+func writeTable(out io.Writer, r report.Report, file string) error {
+	fmt.Fprintf(out, "GPU usage from %s to %s (%s), from %s\n\n", r.Since.UTC().Format(time.RFC3339), r.Until.UTC().Format(time.RFC3339),
+		r.Until.Sub(r.Since).Round(time.Minute), file)
+	if len(r.Rows) == 0 {
+		fmt.Fprintln(out, "No GPU use in this period.")
+		return nil
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "USER\tALLOCATED GPU-H\tUSED GPU-H\tUSED %\tIDLE GPU-H\tIDLE STOPS\tRUNTIME STOPS\tRECLAIMED GPU-H\tREJECTED\tBINDS\tMEAN WAIT\tMAX WAIT")
+	for _, row := range append(r.Rows, r.Total) {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%d\t%d\t%s\t%s\n", row.User, hours(row.AllocatedGPUHours), hours(row.UsedGPUHours),
+			percent(row), hours(row.IdleGPUHours), row.IdleStops, row.RuntimeStops, hours(row.ReclaimedGPUHours), row.Rejections,
+			row.Binds, wait(row.MeanWait()), wait(row.MaxWait))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(r.Rejections) > 0 {
+		reasons := make([]string, 0, len(r.Rejections))
+		for k := range r.Rejections {
+			reasons = append(reasons, k)
+		}
+		sort.Strings(reasons)
+		fmt.Fprint(out, "\nRefused requests by reason:")
+		for _, k := range reasons {
+			fmt.Fprintf(out, " %s %d", k, r.Rejections[k])
+		}
+		fmt.Fprintln(out)
+	}
+	return nil
+}
+
+func writeCSV(out io.Writer, r report.Report) error {
+	w := csv.NewWriter(out)
+	_ = w.Write([]string{"user", "allocated_gpu_hours", "used_gpu_hours", "utilization_known_gpu_hours", "idle_gpu_hours", "idle_stops",
+		"runtime_stops", "reclaimed_gpu_hours", "rejections", "binds", "mean_wait_seconds", "max_wait_seconds", "since", "until"})
+	for _, row := range r.Rows {
+		_ = w.Write([]string{row.User, hours(row.AllocatedGPUHours), hours(row.UsedGPUHours), hours(row.UtilizationKnownHours),
+			hours(row.IdleGPUHours), strconv.Itoa(row.IdleStops), strconv.Itoa(row.RuntimeStops), hours(row.ReclaimedGPUHours),
+			strconv.Itoa(row.Rejections), strconv.Itoa(row.Binds), strconv.FormatFloat(row.MeanWait().Seconds(), 'f', 0, 64),
+			strconv.FormatFloat(row.MaxWait.Seconds(), 'f', 0, 64), r.Since.UTC().Format(time.RFC3339), r.Until.UTC().Format(time.RFC3339)})
+	}
+	w.Flush()
+	return w.Error()
+}

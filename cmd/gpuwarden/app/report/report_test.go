@@ -1,0 +1,101 @@
+package report
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gpuwarden/gpuwarden/internal/audit"
+)
+
+var now = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+
+func logOf(t *testing.T, events ...audit.Event) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "events.jsonl")
+	w, err := audit.Open(audit.Options{Path: path, Node: "lab1", Source: "gpuwarden"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range events {
+		w.Log(e)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func run(t *testing.T, o *Options) (string, error) {
+	t.Helper()
+	o.now = func() time.Time { return now }
+	var out, errOut bytes.Buffer
+	err := o.Run(context.Background(), &out, &errOut)
+	return out.String() + errOut.String(), err
+}
+
+func TestReportCommand(t *testing.T) {
+	a := audit.Allocation{Name: "mia-nb", GPUEquivalents: "1", Container: audit.Container{Name: "mia-nb", ID: "c1"}, Wait: 90 * time.Second}
+	bind, use, rel := audit.GPUAllocate("mia", a), audit.GPUUsage("mia", a, audit.Usage{Window: time.Hour, Used: 30 * time.Minute, UtilizationKnown: time.Hour, Idle: 15 * time.Minute}), audit.GPURelease("mia", a, "container removed")
+	bind.Time, use.Time, rel.Time = now.Add(-3*time.Hour), now.Add(-2*time.Hour), now.Add(-time.Hour)
+	rej := audit.GPUReject("bo", audit.Allocation{Name: "bo-big"}, "QuotaExceeded", "over quota")
+	rej.Time = now.Add(-30 * time.Minute)
+	path := logOf(t, bind, use, rel, rej)
+
+	out, err := run(t, &Options{File: path, Since: "1d"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"GPU usage from 2026-11-30T12:00:00Z to 2026-12-01T12:00:00Z (24h0m0s)", "ALLOCATED GPU-H", "Refused requests by reason: QuotaExceeded 1"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	mia := regexpFields(out, "mia")
+	if strings.Join(mia, " ") != "mia 2.00 0.50 50% 0.25 0 0 0.00 0 1 1m30s 1m30s" {
+		t.Errorf("mia's row = %v:\n%s", mia, out)
+	}
+	csv, err := run(t, &Options{File: path, Since: "1d", CSV: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(csv), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "user,allocated_gpu_hours,used_gpu_hours") || !strings.HasPrefix(lines[1], "mia,2.00,0.50,1.00,0.25,0,0,0.00,0,1,90,90,") ||
+		!strings.HasPrefix(lines[2], "bo,0.00,0.00,0.00,0.00,0,0,0.00,1,0,0,0,") {
+		t.Errorf("CSV:\n%s", csv)
+	}
+	// The period narrows what counts: an hour ago until now holds none of mia's GPU time.
+	out, _ = run(t, &Options{File: path, Since: "1h", User: "mia"})
+	if !strings.Contains(out, "No GPU use in this period.") {
+		t.Errorf("--since 1h --user mia:\n%s", out)
+	}
+}
+
+func regexpFields(out, user string) []string {
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[0] == user {
+			return f
+		}
+	}
+	return nil
+}
+
+func TestReportRefusesWhatItCannotUse(t *testing.T) {
+	path := logOf(t)
+	for _, tc := range []struct {
+		o    Options
+		want string
+	}{
+		{Options{File: path, Since: "yesterday"}, `--since: "yesterday" is neither an RFC 3339 time`},
+		{Options{File: path, Since: "1d", Until: "2d"}, "--since 2026-11-30T12:00:00Z is not before --until 2026-11-29T12:00:00Z"},
+		{Options{File: filepath.Join(t.TempDir(), "none.jsonl"), Since: "1d"}, "no audit log at"},
+		{Options{File: "", Since: "1d"}, "--file: an audit log path is required"},
+	} {
+		if _, err := run(t, &tc.o); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v; want %q", tc.o, err, tc.want)
+		}
+	}
+}
