@@ -5,6 +5,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -24,6 +27,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/allocation"
@@ -351,4 +355,107 @@ func (h *hangingGPUs) Samples(ctx context.Context) ([]gpu.Sample, error) {
 		<-h.release
 	}
 	return h.Backend.Samples(ctx)
+}
+
+// BenchmarkScrape is one scrape of /metrics on a node with 8 GPUs in 56 MIG instances and
+// 200 running GPU containers (200 Bound allocations over the 56 slices), through promhttp,
+// next to the same scrape of a bare controller-runtime registry (Go, process and
+// controller-runtime's own series). The target is a p99 under 20 ms.
+func BenchmarkScrape(b *testing.B) {
+	fk, err := fakegpu.NewForNode("h100x8", "n1")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range 8 {
+		fk.Partition(i, fakegpu.H100MIG1g, fakegpu.H100MIG1g, fakegpu.H100MIG1g, fakegpu.H100MIG1g, fakegpu.H100MIG1g, fakegpu.H100MIG1g, fakegpu.H100MIG1g)
+	}
+	clk := clocktesting.NewFakeClock(t0)
+	var slots []gpuwardenv1alpha1.BoundDevice
+	var objs []client.Object
+	for i, uuid := range fk.UUIDs() {
+		g := &gpuwardenv1alpha1.GPU{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("n1-gpu-%d", i), Labels: map[string]string{gpuwardenv1alpha1.LabelNode: "n1"}},
+			Spec: gpuwardenv1alpha1.GPUSpec{NodeName: "n1", Index: int32(i)}, Status: gpuwardenv1alpha1.GPUStatus{UUID: uuid, Health: gpuwardenv1alpha1.HealthHealthy}}
+		for j, m := range fk.MIGUUIDs(i) {
+			g.Status.MIGInstances = append(g.Status.MIGInstances, gpuwardenv1alpha1.MIGInstance{UUID: m, Profile: "1g.10gb", GPUInstanceID: int32(j + 1)})
+			slots = append(slots, gpuwardenv1alpha1.BoundDevice{Index: int32(i), UUID: m, MIGProfile: "1g.10gb", Weight: resource.MustParse("0.142857")})
+		}
+		objs = append(objs, g)
+	}
+	store := NewContainerStore()
+	var containers []docker.Container
+	reclaim := &Reclaimer{}
+	idle := lifecycle.Rules{Idle: lifecycle.IdleRules{Timeout: resolve.Limit{Set: true, Duration: 30 * time.Minute}}}
+	for i := range 200 {
+		id, name := fmt.Sprintf("%064x", i+1), fmt.Sprintf("nb-%d", i)
+		q := resource.MustParse("0.142857")
+		objs = append(objs, &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: fmt.Sprintf("user%02d", i%40), NodeName: "n1"},
+			Status: gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhaseBound, ContainerID: id, GPUEquivalents: &q,
+				Devices: []gpuwardenv1alpha1.BoundDevice{slots[i%len(slots)]}}})
+		containers = append(containers, docker.Container{ID: id, Name: name, State: docker.StateRunning})
+		reclaim.remember(&observation{Container: docker.Container{ID: id}, Rules: idle, Last: lifecycle.IdleResult{Verdict: lifecycle.Idle, IdleFor: time.Minute}},
+			lifecycle.Sample{Time: t0, GPUMemoryBytes: 1 << 30})
+	}
+	store.replace(containers, t0)
+	c := &cacheReader{}
+	for _, o := range objs {
+		switch o := o.(type) {
+		case *gpuwardenv1alpha1.GPU:
+			c.gpus = append(c.gpus, *o)
+		case *gpuwardenv1alpha1.GPUAllocation:
+			c.allocs = append(c.allocs, *o)
+		}
+	}
+	sampler := &telemetry.Sampler{GPUs: gpu.NewNVML(fk), Interval: 15 * time.Second, Clock: clk}
+	sampler.Round(context.Background())
+	quotas := &QuotaBook{}
+	gov := &Governance{Client: c, NodeName: "n1", Clock: clk, Quotas: quotas, Store: store, Reclaim: reclaim}
+	ours := prometheus.NewRegistry()
+	initSeries()
+	ours.MustRegister(append(processMetrics(), gov, &telemetry.Collector{Sampler: sampler, Node: "n1", Holders: gov.Holders})...)
+	for name, g := range map[string]prometheus.Gatherer{
+		"gpuwarden":               prometheus.Gatherers{crmetrics.Registry, ours},
+		"bare-controller-runtime": crmetrics.Registry,
+	} {
+		b.Run(name, func(b *testing.B) {
+			h := promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorHandling: promhttp.HTTPErrorOnError})
+			var took []time.Duration
+			size := 0
+			for b.Loop() {
+				rec := httptest.NewRecorder()
+				start := time.Now()
+				h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+				took = append(took, time.Since(start))
+				if rec.Code != http.StatusOK {
+					b.Fatalf("scrape: %d %s", rec.Code, rec.Body)
+				}
+				size = rec.Body.Len()
+			}
+			slices.Sort(took)
+			b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(took[len(took)*99/100].Microseconds())/1000, "p99-ms")
+			b.ReportMetric(float64(size)/1024, "KiB/scrape")
+		})
+	}
+}
+
+// cacheReader lists objects held in memory without copying them, as the manager's cache
+// does with client.UnsafeDisableDeepCopy (the fake client's JSON round trip would be most of
+// a benchmark's time).
+type cacheReader struct {
+	client.Reader
+	gpus   []gpuwardenv1alpha1.GPU
+	allocs []gpuwardenv1alpha1.GPUAllocation
+}
+
+func (c *cacheReader) List(_ context.Context, list client.ObjectList, _ ...client.ListOption) error {
+	switch l := list.(type) {
+	case *gpuwardenv1alpha1.GPUList:
+		l.Items = append(l.Items[:0], c.gpus...)
+	case *gpuwardenv1alpha1.GPUAllocationList:
+		l.Items = append(l.Items[:0], c.allocs...)
+	default:
+		return fmt.Errorf("cacheReader lists no %T", list)
+	}
+	return nil
 }

@@ -43,7 +43,7 @@ type Options struct {
 	// SampleInterval is how often running GPU containers are sampled for idle detection.
 	SampleInterval time.Duration
 	// TelemetryInterval is how often the GPUs are read for the metrics; by default the
-	// shorter of telemetry.DefaultInterval and SampleInterval.
+	// shorter of telemetry.DefaultInterval and SampleInterval; negative: never (no /metrics).
 	TelemetryInterval time.Duration
 	// AllowLocalWebhooks lets policies post notices to loopback and link-local addresses.
 	AllowLocalWebhooks bool
@@ -91,7 +91,7 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	}
 	gov := &Governance{Client: mgr.GetCache(), NodeName: o.NodeName, Clock: o.Clock, Quotas: &QuotaBook{}}
 	collectors := []prometheus.Collector{gov}
-	if o.GPUs != nil {
+	if o.GPUs != nil && o.TelemetryInterval > 0 {
 		sampler := &telemetry.Sampler{GPUs: o.GPUs, Interval: o.TelemetryInterval, Clock: o.Clock}
 		if err := mgr.Add(sampler); err != nil {
 			return fmt.Errorf("adding the GPU telemetry sampler: %w", err)

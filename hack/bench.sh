@@ -13,8 +13,11 @@
 #     reaching a bare events client.
 #  6. CPU of `gpuwarden server` watching 200 idle containers over CPU_SECONDS (default 600),
 #     next to a server that watches no Docker engine, run at the same time, and dockerd.
+#  7. /metrics: one scrape with 8 GPUs, 56 MIG instances and 200 containers (p50/p99), next
+#     to a bare controller-runtime registry; the server's CPU scraped every 15 s over
+#     METRICS_CPU_SECONDS (default 300), next to the same server with metrics off.
 # IDLE_SECONDS (default 60) sets the idle period; RUNS (default 3) the warm starts;
-# SKIP_SERVER=1 skips part 1; SKIP_CPU=1 part 6.
+# SKIP_SERVER=1 skips part 1; SKIP_CPU=1 parts 6 and 7.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 make --no-print-directory build >/dev/null
@@ -73,6 +76,10 @@ go test -run XXX -bench 'BenchmarkLabWeek' -benchtime 1x ./internal/lifecycle/la
 echo "== one sample round over 200 running GPU containers, next to its stats calls and GPU read alone"
 go test -run XXX -bench 'BenchmarkSampleRound' -benchtime 50x ./controllers/ | grep -E '^Benchmark'
 
+echo "== /metrics with 8 GPUs in 56 MIG instances and 200 running GPU containers, next to a bare controller-runtime registry"
+go test -run XXX -bench 'BenchmarkScrape' -benchtime 500x ./controllers/ | grep -E '^Benchmark'
+echo "target: p99 < 20 ms"
+echo
 echo "== audit writer (go test -bench)"
 go test -run XXX -bench 'WriterGroupCommit|WriterSyncPerEvent' -benchtime 2s ./internal/audit/ | grep -E '^Benchmark'
 
@@ -147,4 +154,29 @@ grep -q "Docker engine unreachable" "$dir/watched.out" && echo "WARNING: the wat
 kill $watched $ref; wait $watched $ref 2>/dev/null || true
 docker rm -f $(docker ps -aq) >/dev/null 2>&1 || true
 kill "$dockerd_pid"
+fi
+
+if [ -z "${SKIP_CPU:-}" ]; then
+echo
+metrics_seconds=${METRICS_CPU_SECONDS:-300}
+echo "== CPU over ${metrics_seconds}s scraped every 15 s, next to the same server with metrics off (h100-mig, no Docker)"
+mport=$(( 20000 + RANDOM % 20000 ))
+"$bin" server --data-dir "$dir/scraped" --api-port 0 --metrics-bind-address "127.0.0.1:$mport" --health-probe-bind-address 0 \
+  --fake-gpus h100-mig --docker-host none --audit-log "$dir/scraped.jsonl" >"$dir/scraped.out" 2>&1 &
+scraped=$!
+"$bin" server --data-dir "$dir/dark" --api-port 0 --metrics-bind-address 0 --health-probe-bind-address 0 \
+  --fake-gpus h100-mig --docker-host none --audit-log "$dir/dark.jsonl" >"$dir/dark.out" 2>&1 &
+dark=$!
+until [ "$(grep -l "is ready" "$dir/scraped.out" "$dir/dark.out" 2>/dev/null | wc -l)" -eq 2 ]; do
+  kill -0 $scraped 2>/dev/null && kill -0 $dark 2>/dev/null || { cat "$dir"/scraped.out "$dir"/dark.out; exit 1; }
+  sleep 0.2
+done
+sleep 10
+s0=$(ticks $scraped); k0=$(ticks $dark); t_end=$(( $(date +%s) + metrics_seconds ))
+while [ "$(date +%s)" -lt "$t_end" ]; do curl -sf "127.0.0.1:$mport/metrics" >/dev/null; sleep 15; done
+s1=$(ticks $scraped); k1=$(ticks $dark)
+hz=$(getconf CLK_TCK)
+printf "scraped every 15 s:   %s%% of a core\n" "$(echo "scale=3; 100 * ($s1 - $s0) / $hz / $metrics_seconds" | bc)"
+printf "metrics off:          %s%% of a core\n" "$(echo "scale=3; 100 * ($k1 - $k0) / $hz / $metrics_seconds" | bc)"
+kill $scraped $dark; wait $scraped $dark 2>/dev/null || true
 fi

@@ -265,13 +265,17 @@ func (o *ManagerOptions) Controllers() (controllers.Options, error) {
 		}
 		engine = c
 	}
+	telemetry := o.TelemetryInterval
+	if o.MetricsBindAddress == "0" {
+		telemetry = -1 // nobody scrapes: the GPUs are not read for metrics
+	}
 	return controllers.Options{
 		NodeName:           o.NodeName,
 		Docker:             engine,
 		Proc:               proc.FS{Root: o.ProcRoot},
 		ScanInterval:       o.ScanInterval,
 		SampleInterval:     o.SampleInterval,
-		TelemetryInterval:  o.TelemetryInterval,
+		TelemetryInterval:  telemetry,
 		AllowLocalWebhooks: o.AllowLocalWebhooks,
 		GPUs:               gpus,
 	}, nil
