@@ -254,9 +254,9 @@ func TestMetricsExpositionGolden(t *testing.T) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
-	for _, absent := range []string{"DCGM_FI_DEV_GPU_UTIL{" + labelText(append(base("4", gpu4), mig...)...), "GPU-elsewhere", `user="eve"`} {
+	for _, absent := range []string{"DCGM_FI_DEV_GPU_UTIL{" + labelText(append(base("4", gpu4), mig...)...), series("DCGM_FI_DEV_GPU_UTIL", "0", base("4", gpu4)...), "GPU-elsewhere", `user="eve"`} {
 		if strings.Contains(got, absent) {
-			t.Errorf("/metrics has %s: no utilisation is made up for a MIG instance, and another node's allocations are not this node's", absent)
+			t.Errorf("/metrics has %s: no utilisation is made up for a MIG instance or a partitioned GPU, and another node's allocations are not this node's", absent)
 		}
 	}
 	promtool := testutil.Tool(t, "promtool")

@@ -167,6 +167,9 @@ func (s *Server) Apply(c Control) error {
 			migs[t.mig] = d
 			continue
 		}
+		if len(t.gpu.migs) > 0 && (d.Utilization != nil || d.MemoryUtilization != nil) {
+			errs = append(errs, fmt.Errorf("devices[%q]: GPU %d is partitioned into MIG instances, for which NVML reports no utilisation; set memoryUsedMiB on its instances (%q)", name, t.gpu.Index, fmt.Sprintf("%d:0", t.gpu.Index)))
+		}
 		devices[t.gpu] = d
 	}
 	procs := map[string][]Process{}

@@ -122,6 +122,7 @@ func TestBadControlFiles(t *testing.T) {
 		{`devices: {"9": {utilization: 1}}`, `there is no GPU 9 (the machine has 8)`},
 		{`devices: {"4:7": {memoryUsedMiB: 1}}`, `GPU 4 has 7 MIG instances`},
 		{`devices: {"4:0": {utilization: 50}}`, `a MIG instance takes only memoryUsedMiB`},
+		{`devices: {"5": {utilization: 50}}`, `devices["5"]: GPU 5 is partitioned into MIG instances, for which NVML reports no utilisation; set memoryUsedMiB on its instances ("5:0")`},
 		{`devices: {"GPU-nope": {}}`, `not a GPU index, MIG instance (4:0) or UUID`},
 		{`processes: [{device: "0"}]`, `processes[0].pid: 0 is not a process ID`},
 		{`devices: [1, 2]`, `cannot unmarshal`},

@@ -232,6 +232,9 @@ func (s *Server) wire(g *gpu) {
 	g.GetUtilizationRatesFunc = func() (nvml.Utilization, nvml.Return) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
+		if len(g.migs) > 0 {
+			return nvml.Utilization{}, nvml.ERROR_NOT_SUPPORTED // as NVML answers for a partitioned GPU
+		}
 		return g.util, nvml.SUCCESS
 	}
 	g.GetTemperatureFunc = func(nvml.TemperatureSensors) (uint32, nvml.Return) {
