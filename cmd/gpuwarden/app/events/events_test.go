@@ -19,18 +19,7 @@ var t0 = time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
 
 func writeLog(t *testing.T, events ...audit.Event) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "events.jsonl")
-	w, err := audit.Open(audit.Options{Path: path, Node: "gpu01", Source: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range events {
-		w.Log(e)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return testutil.AuditLog(t, events...)
 }
 
 func at(h int, e audit.Event) audit.Event {

@@ -9,25 +9,10 @@ import (
 	"time"
 
 	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
 
 var now = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
-
-func logOf(t *testing.T, events ...audit.Event) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "events.jsonl")
-	w, err := audit.Open(audit.Options{Path: path, Node: "lab1", Source: "gpuwarden"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range events {
-		w.Log(e)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
 
 func run(t *testing.T, o *Options) (string, error) {
 	t.Helper()
@@ -43,7 +28,7 @@ func TestReportCommand(t *testing.T) {
 	bind.Time, use.Time, rel.Time = now.Add(-3*time.Hour), now.Add(-2*time.Hour), now.Add(-time.Hour)
 	rej := audit.GPUReject("bo", audit.Allocation{Name: "bo-big"}, "QuotaExceeded", "over quota")
 	rej.Time = now.Add(-30 * time.Minute)
-	path := logOf(t, bind, use, rel, rej)
+	path := testutil.AuditLog(t, bind, use, rel, rej)
 
 	out, err := run(t, &Options{File: path, Since: "1d"})
 	if err != nil {
@@ -84,7 +69,7 @@ func regexpFields(out, user string) []string {
 }
 
 func TestReportRefusesWhatItCannotUse(t *testing.T) {
-	path := logOf(t)
+	path := testutil.AuditLog(t)
 	for _, tc := range []struct {
 		o    Options
 		want string
