@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -83,6 +84,23 @@ spec: {user: mia, nodeName: e2e-idle, request: {devices: ["0"]}}
 			}
 		}
 		return true, out
+	})
+	// The report counts the stop, the GPU time held and, once the sampler has let the
+	// stopped container go, its idle time.
+	testutil.Eventually(t, 20*time.Second, "gpuwarden report shows mia's idle stop and idle GPU time", func() (bool, string) {
+		out, err := exec.Command(binary(t), "report", "--file", audit, "--since", "1h", "--csv").CombinedOutput()
+		if err != nil {
+			return false, string(out)
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			f := strings.Split(line, ",")
+			if len(f) > 6 && f[0] == "mia" {
+				allocated, _ := strconv.ParseFloat(f[1], 64)
+				idle, _ := strconv.ParseFloat(f[4], 64)
+				return allocated > 0 && idle > 0 && f[5] == "1", string(out) // idle stops
+			}
+		}
+		return false, string(out)
 	})
 	if out, err := exec.Command(binary(t), "explain", "container", "no-such-container", server).CombinedOutput(); err == nil || !strings.Contains(string(out), `no container "no-such-container" on this node`) {
 		t.Errorf("explain of a container that does not exist: %v\n%s", err, out)

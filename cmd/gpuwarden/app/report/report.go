@@ -111,7 +111,10 @@ func (o *Options) Run(ctx context.Context, out, errOut io.Writer) error {
 	return writeTable(out, r, o.File)
 }
 
+// hours is a number of GPU-hours for people (the table) and, more precisely, for machines.
 func hours(f float64) string { return strconv.FormatFloat(f, 'f', 2, 64) }
+
+func preciseHours(f float64) string { return strconv.FormatFloat(f, 'f', 4, 64) }
 
 func percent(r report.Row) string {
 	if r.UtilizationKnownHours <= 0 {
@@ -164,8 +167,8 @@ func writeCSV(out io.Writer, r report.Report) error {
 	_ = w.Write([]string{"user", "allocated_gpu_hours", "used_gpu_hours", "utilization_known_gpu_hours", "idle_gpu_hours", "idle_stops",
 		"runtime_stops", "reclaimed_gpu_hours", "rejections", "binds", "mean_wait_seconds", "max_wait_seconds", "since", "until"})
 	for _, row := range r.Rows {
-		_ = w.Write([]string{row.User, hours(row.AllocatedGPUHours), hours(row.UsedGPUHours), hours(row.UtilizationKnownHours),
-			hours(row.IdleGPUHours), strconv.Itoa(row.IdleStops), strconv.Itoa(row.RuntimeStops), hours(row.ReclaimedGPUHours),
+		_ = w.Write([]string{row.User, preciseHours(row.AllocatedGPUHours), preciseHours(row.UsedGPUHours), preciseHours(row.UtilizationKnownHours),
+			preciseHours(row.IdleGPUHours), strconv.Itoa(row.IdleStops), strconv.Itoa(row.RuntimeStops), preciseHours(row.ReclaimedGPUHours),
 			strconv.Itoa(row.Rejections), strconv.Itoa(row.Binds), strconv.FormatFloat(row.MeanWait().Seconds(), 'f', 0, 64),
 			strconv.FormatFloat(row.MaxWait.Seconds(), 'f', 0, 64), r.Since.UTC().Format(time.RFC3339), r.Until.UTC().Format(time.RFC3339)})
 	}

@@ -48,8 +48,8 @@ func TestReportCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(csv), "\n")
-	if len(lines) != 3 || !strings.HasPrefix(lines[0], "user,allocated_gpu_hours,used_gpu_hours") || !strings.HasPrefix(lines[1], "mia,2.00,0.50,1.00,0.25,0,0,0.00,0,1,90,90,") ||
-		!strings.HasPrefix(lines[2], "bo,0.00,0.00,0.00,0.00,0,0,0.00,1,0,0,0,") {
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "user,allocated_gpu_hours,used_gpu_hours") || !strings.HasPrefix(lines[1], "mia,2.0000,0.5000,1.0000,0.2500,0,0,0.0000,0,1,90,90,") ||
+		!strings.HasPrefix(lines[2], "bo,0.0000,0.0000,0.0000,0.0000,0,0,0.0000,1,0,0,0,") {
 		t.Errorf("CSV:\n%s", csv)
 	}
 	// The period narrows what counts: an hour ago until now holds none of mia's GPU time.
