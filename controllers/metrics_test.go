@@ -459,3 +459,38 @@ func (c *cacheReader) List(_ context.Context, list client.ObjectList, _ ...clien
 	}
 	return nil
 }
+
+// Series go with what they describe: a released allocation's, a stopped container's and a
+// GPU that fell off the bus.
+func TestSeriesOfWhatIsGoneAreDeleted(t *testing.T) {
+	w := newMetricsWorld(t)
+	reg := w.registry()
+	before := exposition(t, reg, false)
+	for _, want := range []string{`allocation="mia-nb"`, `gpuwarden_container_idle_seconds{allocation="bo-job"`, `DCGM_FI_DEV_GPU_TEMP{DCGM_FI_DRIVER_VERSION="550.54.15",Hostname="n1",UUID="` + w.fake.UUIDs()[3]} {
+		if !strings.Contains(before, want) {
+			t.Fatalf("the world lacks %s:\n%s", want, before)
+		}
+	}
+	ctx := context.Background()
+	a := &gpuwardenv1alpha1.GPUAllocation{}
+	if err := w.gov.Client.(client.Client).Get(ctx, client.ObjectKey{Name: "mia-nb"}, a); err != nil {
+		t.Fatal(err)
+	}
+	a.Status.Phase = gpuwardenv1alpha1.PhaseReleased
+	if err := w.gov.Client.(client.Client).Update(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	w.gov.Reclaim.Forget(map[string]bool{"c1": true}) // bo's container stopped: the sampler forgets it
+	w.fake.Lose(3, true)
+	w.sampler.Round(ctx)
+	after := exposition(t, reg, false)
+	for _, line := range strings.Split(after, "\n") {
+		if strings.Contains(line, `allocation="mia-nb"`) || (strings.HasPrefix(line, "DCGM_") && strings.Contains(line, `gpu="3"`)) {
+			t.Errorf("/metrics still has %s", line)
+		}
+	}
+	// The lost GPU stays in gpuwarden_gpu_health, which says so once the inventory has seen it.
+	if strings.Contains(after, `gpuwarden_container_idle_seconds{allocation="bo-job"`) {
+		t.Errorf("a stopped container's idle series is still there")
+	}
+}
