@@ -69,6 +69,16 @@ func (c *countingGPUs) Samples(ctx context.Context) ([]gpu.Sample, error) {
 	return c.Backend.Samples(ctx)
 }
 
+func (c *countingGPUs) Devices(ctx context.Context) ([]gpu.Device, error) {
+	c.calls++
+	return c.Backend.Devices(ctx)
+}
+
+func (c *countingGPUs) Processes(ctx context.Context) ([]gpu.Process, error) {
+	c.calls++
+	return c.Backend.Processes(ctx)
+}
+
 func newMetricsWorld(tb testing.TB) *metricsWorld {
 	tb.Helper()
 	fk, err := fakegpu.NewForNode("h100-mig", "n1")
@@ -304,7 +314,7 @@ func TestAScrapeCallsNeitherNVMLNorDocker(t *testing.T) {
 	if w.calls.calls != before {
 		t.Errorf("3 scrapes made %d NVML reads; a scrape serves the last reading", w.calls.calls-before)
 	}
-	// The Governance has no Docker engine at all: only the container store it is given.
+	// Nor Docker: the Governance has no engine, only the container store the watcher fills.
 }
 
 func TestAHungNVMLCallLeavesMetricsServedAndStale(t *testing.T) {
