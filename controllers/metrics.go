@@ -12,6 +12,7 @@ import (
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/lifecycle"
 
+	"github.com/gpuwarden/gpuwarden/internal/gateway"
 	"github.com/gpuwarden/gpuwarden/internal/telemetry"
 )
 
@@ -37,7 +38,7 @@ func processMetrics() []prometheus.Collector {
 		dockerOutages, containerEvents, containerActions, unallocatedGPUContainers, unmanagedProcesses, unmanagedDetections,
 		containersByIdleState, lifecycleNotices, stopDelaySeconds, sampleRoundSeconds, webhookPosts,
 		allocationRejections, unmanagedByHolder, scrapeSeconds,
-	}, telemetry.Metrics()...)
+	}, append(telemetry.Metrics(), gateway.Metrics()...)...)
 }
 
 // initSeries creates the series of every known label value at zero, so that rate() and

@@ -47,6 +47,8 @@ type Options struct {
 	TelemetryInterval time.Duration
 	// AllowLocalWebhooks lets policies post notices to loopback and link-local addresses.
 	AllowLocalWebhooks bool
+	// Gateway serves the Docker API in front of Docker when its Socket is set.
+	Gateway GatewayOptions
 }
 
 // DefaultOptions are the defaults of the fields a command line sets.
@@ -162,6 +164,11 @@ func setupContainers(mgr ctrl.Manager, o Options, gov *Governance) error {
 	}
 	if err := mgr.AddMetricsServerExtraHandler(ExplainPath, &Explainer{Reclaim: reclaim, Store: store, Interval: o.SampleInterval}); err != nil {
 		return fmt.Errorf("serving %s: %w", ExplainPath, err)
+	}
+	if o.Gateway.Socket != "" {
+		if err := setupGateway(mgr, o); err != nil {
+			return err
+		}
 	}
 	if o.GPUs == nil {
 		return nil

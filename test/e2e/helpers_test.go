@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -72,6 +73,10 @@ func start(t *testing.T, args ...string) *process {
 
 func startNoWait(t *testing.T, args ...string) *process {
 	t.Helper()
+	if len(args) > 0 && (args[0] == "server" || args[0] == "controller") && !slices.Contains(args, "--gateway-socket") {
+		// Each server its own gateway socket: the default one is the machine's.
+		args = append(args, "--gateway-socket", filepath.Join(t.TempDir(), "docker.sock"))
+	}
 	cmd := exec.Command(binary(t), args...)
 	pr, pw := io.Pipe()
 	p := &process{cmd: cmd, out: &testutil.SyncBuffer{}, ready: make(chan struct{}), exited: make(chan struct{})}

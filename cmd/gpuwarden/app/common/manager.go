@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -24,6 +26,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/fatal"
+	"github.com/gpuwarden/gpuwarden/internal/gateway"
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
 	"github.com/gpuwarden/gpuwarden/internal/gpu/fakegpu"
 	"github.com/gpuwarden/gpuwarden/internal/manager"
@@ -46,6 +49,11 @@ type ManagerOptions struct {
 	AllowLocalWebhooks     bool
 	// FakeGPUsControl is the control file the simulated GPUs re-read (DESIGN.md §3.2).
 	FakeGPUsControl string
+	// The Docker gateway.
+	GatewaySocket      string
+	GatewayAdminGroup  string
+	GatewayAllowMounts []string
+	GatewayBindWait    time.Duration
 
 	// fake is the simulated machine of --fake-gpus, once GPUs has built it.
 	fake *fakegpu.Server
@@ -68,6 +76,10 @@ func (o *ManagerOptions) AddFlags(fs *pflag.FlagSet, metricsDefault, probeDefaul
 	fs.StringVar(&o.FakeGPUsControl, "fake-gpus-control", "", "with --fake-gpus: a YAML or JSON file the simulated GPUs re-read when it changes (utilization, memoryUsedMiB, temperature, power, lost, xid, processes; see the README)")
 	fs.DurationVar(&o.SampleInterval, "sample-interval", controllers.DefaultOptions().SampleInterval, "how often running GPU containers are sampled for idle detection (at least 1s)")
 	fs.DurationVar(&o.TelemetryInterval, "telemetry-interval", 0, "how often the GPUs are read for /metrics (default: 15s, or --sample-interval when shorter); a scrape serves the last reading")
+	fs.StringVar(&o.GatewaySocket, "gateway-socket", gateway.DefaultSocket, `the Docker gateway's Unix socket (mode 0666; users set DOCKER_HOST=unix://… to it); "" serves none`)
+	fs.StringVar(&o.GatewayAdminGroup, "gateway-admin-group", gateway.DefaultAdminGroup, "the host group whose members (and root) see and manage every container through the gateway")
+	fs.StringSliceVar(&o.GatewayAllowMounts, "gateway-allow-mount", nil, "a host path prefix anyone may bind-mount through the gateway, beside their home directory (repeatable)")
+	fs.DurationVar(&o.GatewayBindWait, "gateway-bind-wait", controllers.DefaultGatewayBindWait, "how long a create through the gateway waits for a GPU to free before giving up")
 	fs.DurationVar(&o.ScanInterval, "scan-interval", controllers.DefaultOptions().ScanInterval, "how often GPU processes are checked for use outside any allocation")
 }
 
@@ -105,6 +117,14 @@ func (o *ManagerOptions) Validate() error {
 	}
 	if o.TelemetryInterval != 0 && o.TelemetryInterval < time.Second {
 		errs = append(errs, fmt.Errorf("--telemetry-interval %s: must be at least 1s", o.TelemetryInterval))
+	}
+	for _, m := range o.GatewayAllowMounts {
+		if !filepath.IsAbs(m) || filepath.Clean(m) == "/" {
+			errs = append(errs, fmt.Errorf("--gateway-allow-mount %q: want an absolute path below / (a prefix users may bind-mount)", m))
+		}
+	}
+	if o.GatewayBindWait < 0 {
+		errs = append(errs, fmt.Errorf("--gateway-bind-wait %s: must not be negative", o.GatewayBindWait))
 	}
 	if o.FakeGPUsControl != "" && o.FakeGPUs == "" {
 		errs = append(errs, fmt.Errorf("--fake-gpus-control %q: drives simulated GPUs only; give --fake-gpus too", o.FakeGPUsControl))
@@ -258,12 +278,21 @@ func (o *ManagerOptions) Controllers() (controllers.Options, error) {
 		return controllers.Options{}, err
 	}
 	var engine docker.Engine
+	var gw controllers.GatewayOptions
 	if o.DockerHost != NoDocker {
 		c, err := docker.New(o.DockerHost)
 		if err != nil {
 			return controllers.Options{}, fmt.Errorf("--docker-host: %w", err)
 		}
 		engine = c
+		if o.GatewaySocket != "" {
+			dial, err := dialer(o.DockerHost)
+			if err != nil {
+				return controllers.Options{}, err
+			}
+			gw = controllers.GatewayOptions{Socket: o.GatewaySocket, DialDocker: dial, AdminGroup: o.GatewayAdminGroup,
+				AllowMounts: o.GatewayAllowMounts, BindWait: o.GatewayBindWait}
+		}
 	}
 	telemetry := o.TelemetryInterval
 	if o.MetricsBindAddress == "0" {
@@ -276,6 +305,7 @@ func (o *ManagerOptions) Controllers() (controllers.Options, error) {
 		ScanInterval:       o.ScanInterval,
 		SampleInterval:     o.SampleInterval,
 		TelemetryInterval:  telemetry,
+		Gateway:            gw,
 		AllowLocalWebhooks: o.AllowLocalWebhooks,
 		GPUs:               gpus,
 	}, nil
@@ -321,4 +351,23 @@ func RESTConfigFrom(path string) (*rest.Config, error) {
 		return nil, fmt.Errorf("reading kubeconfig %s: %w", path, err)
 	}
 	return cfg, nil
+}
+
+// dialer reaches the Docker engine at host (--docker-host; $DOCKER_HOST, else the standard
+// socket, when empty) for the gateway.
+func dialer(host string) (func(ctx context.Context) (net.Conn, error), error) {
+	if host == "" {
+		host = os.Getenv("DOCKER_HOST")
+	}
+	if host == "" {
+		host = "unix:///var/run/docker.sock"
+	}
+	var d net.Dialer
+	if p, ok := strings.CutPrefix(host, "unix://"); ok {
+		return func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "unix", p) }, nil
+	}
+	if a, ok := strings.CutPrefix(host, "tcp://"); ok {
+		return func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", a) }, nil
+	}
+	return nil, fmt.Errorf("--docker-host %q: the gateway fronts unix:// and tcp:// engines", host)
 }

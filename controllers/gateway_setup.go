@@ -1,0 +1,52 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	"github.com/gpuwarden/gpuwarden/internal/gateway"
+)
+
+// EventAccessDenied is the reason of the Event a refused gateway request raises.
+const EventAccessDenied = "AccessDenied"
+
+// GatewayOptions configure the Docker gateway.
+type GatewayOptions struct {
+	// Socket is the Unix socket served; empty serves none.
+	Socket string
+	// DialDocker reaches the engine the gateway fronts.
+	DialDocker func(ctx context.Context) (net.Conn, error)
+	// AdminGroup's members (and root) are the gateway's admins.
+	AdminGroup string
+	// AllowMounts are host path prefixes anyone may bind-mount beside their home.
+	AllowMounts []string
+	// BindWait is how long a create waits for a GPU to free.
+	BindWait time.Duration
+}
+
+func setupGateway(mgr ctrl.Manager, o Options) error {
+	g := o.Gateway
+	if g.DialDocker == nil {
+		return fmt.Errorf("the gateway needs a Docker engine to front")
+	}
+	recorder := mgr.GetEventRecorder("gpuwarden-gateway")
+	node := &corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: o.NodeName}
+	srv := &gateway.Server{
+		Socket: g.Socket, Dial: g.DialDocker, AdminGroup: g.AdminGroup, AllowMounts: g.AllowMounts, Audit: o.Audit,
+		Denied: func(c gateway.Caller, operation, owner, reason string) {
+			recorder.Eventf(node, nil, corev1.EventTypeWarning, EventAccessDenied, "Deny", "Docker gateway refused %s to %s: %s", operation, c.Name, reason)
+		},
+	}
+	if o.GPUs != nil {
+		srv.GPUs = &GatewayAllocator{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), NodeName: o.NodeName, Clock: o.Clock, BindWait: g.BindWait}
+	}
+	if err := mgr.Add(srv); err != nil {
+		return fmt.Errorf("adding the Docker gateway: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,317 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/audit"
+)
+
+// fakeEngine answers like a Docker engine and records what reached it.
+type fakeEngine struct {
+	mu         sync.Mutex
+	got        []string // "METHOD path" of every request
+	bodies     []string
+	containers map[string]map[string]string // labels by ID and name
+}
+
+func (e *fakeEngine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	e.mu.Lock()
+	e.got = append(e.got, r.Method+" "+r.URL.Path)
+	e.bodies = append(e.bodies, string(body))
+	e.mu.Unlock()
+	p := strings.TrimPrefix(r.URL.Path, "/v1.41")
+	switch {
+	case strings.HasSuffix(p, "/json") && strings.HasPrefix(p, "/containers/") && p != "/containers/json":
+		id := strings.Split(p, "/")[2]
+		l, ok := e.containers[id]
+		if !ok {
+			http.Error(w, `{"message":"No such container"}`, http.StatusNotFound)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"Id": "full-" + id, "Name": "/" + id, "Config": map[string]any{"Labels": l}})
+	case p == "/containers/json":
+		var list []map[string]any
+		for id, l := range e.containers {
+			list = append(list, map[string]any{"Id": id, "Labels": l})
+		}
+		_ = json.NewEncoder(w).Encode(list)
+	case p == "/containers/create":
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprint(w, `{"Id":"new","Warnings":[]}`)
+	default:
+		fmt.Fprint(w, `{}`)
+	}
+}
+
+func (e *fakeEngine) reached() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.got...)
+}
+
+func (e *fakeEngine) lastBody() map[string]any {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var m map[string]any
+	_ = json.Unmarshal([]byte(e.bodies[len(e.bodies)-1]), &m)
+	return m
+}
+
+// fakeGPUs binds every request to GPU-0 and GPU-1, or refuses it.
+type fakeGPUs struct {
+	refuse   string
+	asked    []GPURequest
+	released []string
+}
+
+func (f *fakeGPUs) Allocate(_ context.Context, _ string, req GPURequest, _ string, _ gpuwardenv1alpha1.ContainerType) (string, []string, error) {
+	f.asked = append(f.asked, req)
+	if f.refuse != "" {
+		return "", nil, &AllocationError{Status: http.StatusForbidden, Message: f.refuse}
+	}
+	return "gateway-1", []string{"GPU-0"}, nil
+}
+
+func (f *fakeGPUs) Release(_ context.Context, name string) { f.released = append(f.released, name) }
+
+type memAudit struct {
+	mu     sync.Mutex
+	events []audit.Event
+}
+
+func (m *memAudit) Log(e audit.Event) { m.mu.Lock(); m.events = append(m.events, e); m.mu.Unlock() }
+
+type world struct {
+	s      *Server
+	engine *fakeEngine
+	gpus   *fakeGPUs
+	audit  *memAudit
+	home   string
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	dir := t.TempDir()
+	engine := &fakeEngine{containers: map[string]map[string]string{
+		"alice-nb":  {gpuwardenv1alpha1.LabelUser: "alice"},
+		"bob-job":   {gpuwardenv1alpha1.LabelUser: "bob"},
+		"alice-svc": {gpuwardenv1alpha1.LabelUser: "alice", gpuwardenv1alpha1.LabelProtected: "true"},
+	}}
+	sock := filepath.Join(dir, "engine.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &httptest.Server{Listener: l, Config: &http.Server{Handler: engine}}
+	hs.Start()
+	t.Cleanup(hs.Close)
+	home := filepath.Join(dir, "home", "alice")
+	if err := os.MkdirAll(home, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/etc", filepath.Join(home, "etc-link")); err != nil {
+		t.Fatal(err)
+	}
+	w := &world{engine: engine, gpus: &fakeGPUs{}, audit: &memAudit{}, home: home}
+	var d net.Dialer
+	w.s = &Server{Dial: func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "unix", sock) },
+		AdminGroup: DefaultAdminGroup, AllowMounts: []string{"/data/shared"}, GPUs: w.gpus, Audit: w.audit}
+	w.s.up = newUpstream(w.s.Dial)
+	return w
+}
+
+// do sends a request as alice (or as who), the way the socket would have named her.
+func (w *world) do(who Caller, method, target, body string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(method, target, strings.NewReader(body))
+	r = r.WithContext(context.WithValue(r.Context(), callerKey{}, who))
+	rec := httptest.NewRecorder()
+	w.s.ServeHTTP(rec, r)
+	return rec
+}
+
+func (w *world) alice() Caller { return Caller{UID: 1000, Name: "alice", Home: w.home} }
+
+func TestOwnersOnlyTouchTheirOwnContainers(t *testing.T) {
+	w := newWorld(t)
+	bob := Caller{UID: 1001, Name: "bob", Home: "/home/bob"}
+	for _, op := range []struct{ method, path string }{
+		{"GET", "/v1.41/containers/alice-nb/json"}, {"GET", "/v1.41/containers/alice-nb/logs"}, {"POST", "/v1.41/containers/alice-nb/exec"},
+		{"POST", "/v1.41/containers/alice-nb/stop"}, {"DELETE", "/v1.41/containers/alice-nb"}, {"GET", "/v1.41/containers/alice-nb/archive"},
+		{"GET", "/v1.41/containers/alice-nb/export"}, {"POST", "/containers/alice-nb/kill"},
+	} {
+		rec := w.do(bob, op.method, op.path, "{}")
+		if rec.Code != http.StatusForbidden || !strings.Contains(rec.Body.String(), "belongs to alice, not to bob") {
+			t.Errorf("bob %s %s: %d %s", op.method, op.path, rec.Code, rec.Body)
+		}
+	}
+	if n := len(w.audit.events); n != 8 || w.audit.events[0].Type != audit.TypeAuthDenied || w.audit.events[0].User != "bob" {
+		t.Errorf("%d audit records, first %+v; want one auth.denied per refusal, as bob", n, w.audit.events[:min(n, 1)])
+	}
+	if rec := w.do(w.alice(), "POST", "/v1.41/containers/alice-nb/stop", ""); rec.Code != http.StatusOK {
+		t.Errorf("alice stops her own: %d %s", rec.Code, rec.Body)
+	}
+	// Forwarded by its full ID, so that a name taken over meanwhile cannot redirect it.
+	if got := w.engine.reached(); got[len(got)-1] != "POST /v1.41/containers/full-alice-nb/stop" {
+		t.Errorf("forwarded as %s", got[len(got)-1])
+	}
+	if rec := w.do(w.alice(), "POST", "/v1.41/containers/alice-svc/stop", ""); rec.Code != http.StatusForbidden || !strings.Contains(rec.Body.String(), "protected") {
+		t.Errorf("a protected container: %d %s", rec.Code, rec.Body)
+	}
+	rec := w.do(bob, "GET", "/v1.41/containers/json?all=1", "")
+	if strings.Contains(rec.Body.String(), "alice") || !strings.Contains(rec.Body.String(), "bob-job") {
+		t.Errorf("bob's list: %s", rec.Body)
+	}
+	if rec := w.do(Caller{Name: "root", Admin: true}, "GET", "/v1.41/containers/json", ""); !strings.Contains(rec.Body.String(), "alice-nb") {
+		t.Errorf("an admin sees everything: %s", rec.Body)
+	}
+}
+
+// Hostile and malformed requests: each refused (or made harmless), and none forwarded raw.
+func TestHostileRequestsAreRefused(t *testing.T) {
+	w := newWorld(t)
+	for _, tc := range []struct {
+		name, method, path, body, want string
+	}{
+		{"privileged", "POST", "/v1.41/containers/create", `{"Image":"x","HostConfig":{"Privileged":true}}`, "privileged container is refused"},
+		{"privileged, lower-case key", "POST", "/v1.41/containers/create", `{"Image":"x","HostConfig":{"privileged":true}}`, "privileged"},
+		{"privileged, the last duplicate wins", "POST", "/v1.41/containers/create", `{"Image":"x","HostConfig":{"Privileged":false,"Privileged":true}}`, "privileged"},
+		{"privileged, escaped key", "POST", "/v1.41/containers/create", `{"Image":"x","HostConfig":{"Privil\u0065ged":true}}`, "privileged"},
+		{"host PID", "POST", "/v1.41/containers/create", `{"Image":"x","HostConfig":{"PidMode":"host"}}`, "PID namespace"},
+		{"host network", "POST", "/v1.41/containers/create", `{"Image":"x","HostConfig":{"NetworkMode":"host"}}`, "network namespace"},
+		{"host IPC", "POST", "/v1.41/containers/create", `{"Image":"x","HostConfig":{"IpcMode":"host"}}`, "IPC namespace"},
+		{"host UTS", "POST", "/v1.41/containers/create", `{"Image":"x","HostConfig":{"UTSMode":"host"}}`, "UTS namespace"},
+		{"host user namespace", "POST", "/v1.41/containers/create", `{"Image":"x","HostConfig":{"UsernsMode":"host"}}`, "user namespace"},
+		{"another's network namespace", "POST", "/v1.41/containers/create", `{"Image":"x","HostConfig":{"NetworkMode":"container:bob-job"}}`, "belongs to bob"},
+		{"capabilities", "POST", "/v1.41/containers/create", `{"Image":"x","HostConfig":{"CapAdd":["SYS_ADMIN"]}}`, "SYS_ADMIN"},
+		{"a host device", "POST", "/v1.41/containers/create", `{"Image":"x","HostConfig":{"Devices":[{"PathOnHost":"/dev/sda","PathInContainer":"/dev/sda"}]}}`, "/dev/sda"},
+		{"device cgroup rules", "POST", "/v1.41/containers/create", `{"Image":"x","HostConfig":{"DeviceCgroupRules":["a *:* rwm"]}}`, "cgroup rules"},
+		{"seccomp unconfined", "POST", "/v1.41/containers/create", `{"Image":"x","HostConfig":{"SecurityOpt":["seccomp=unconfined"]}}`, "security option"},
+		{"apparmor unconfined", "POST", "/v1.41/containers/create", `{"Image":"x","HostConfig":{"SecurityOpt":["apparmor:unconfined"]}}`, "security option"},
+		{"cgroup parent", "POST", "/v1.41/containers/create", `{"Image":"x","HostConfig":{"CgroupParent":"system.slice"}}`, "cgroup parent"},
+		{"bind /etc", "POST", "/v1.41/containers/create", `{"Image":"x","HostConfig":{"Binds":["/etc:/x"]}}`, "bind mount of /etc"},
+		{"bind with traversal", "POST", "/v1.41/containers/create", `{"Image":"x","HostConfig":{"Binds":["` + w.home + `/../../../etc:/x"]}}`, "is refused"},
+		{"bind through a link in the home", "POST", "/v1.41/containers/create", `{"Image":"x","HostConfig":{"Binds":["` + w.home + `/etc-link:/x"]}}`, "is refused"},
+		{"bind mount /", "POST", "/v1.41/containers/create", `{"Image":"x","HostConfig":{"Mounts":[{"Type":"bind","Source":"/","Target":"/host"}]}}`, "bind mount of /"},
+		{"bind a prefix look-alike", "POST", "/v1.41/containers/create", `{"Image":"x","HostConfig":{"Binds":["/data/shared-secrets:/x"]}}`, "is refused"},
+		{"volume bound to a host path", "POST", "/v1.41/containers/create", `{"Image":"x","HostConfig":{"Mounts":[{"Type":"volume","Target":"/x","VolumeOptions":{"DriverConfig":{"Name":"local","Options":{"type":"none","o":"bind","device":"/etc"}}}}]}}`, "volume driver options"},
+		{"volume driver", "POST", "/v1.41/containers/create", `{"Image":"x","HostConfig":{"VolumeDriver":"evil"}}`, "volume driver"},
+		{"a runtime", "POST", "/v1.41/containers/create", `{"Image":"x","HostConfig":{"Runtime":"kata-host"}}`, "runtime"},
+		{"volumes from another's container", "POST", "/v1.41/containers/create", `{"Image":"x","HostConfig":{"VolumesFrom":["bob-job"]}}`, "belongs to bob"},
+		{"not JSON", "POST", "/v1.41/containers/create", `{"Image":`, "not valid JSON"},
+		{"an empty body", "POST", "/v1.41/containers/create", ``, "needs a body"},
+		{"a body over 1 MiB", "POST", "/v1.41/containers/create", `{"Image":"x","Env":["` + strings.Repeat("A", maxBody) + `"]}`, "over 1048576 bytes"},
+		{"GPUs asked two ways", "POST", "/v1.41/containers/create", `{"Image":"x","Env":["NVIDIA_VISIBLE_DEVICES=0"],"HostConfig":{"DeviceRequests":[{"Count":1,"Capabilities":[["gpu"]]}]}}`, "2 ways"},
+		{"a non-GPU device request", "POST", "/v1.41/containers/create", `{"Image":"x","HostConfig":{"DeviceRequests":[{"Count":1,"Capabilities":[["tpu"]]}]}}`, "only GPUs"},
+		{"a CDI device that is no GPU", "POST", "/v1.41/containers/create", `{"Image":"x","HostConfig":{"DeviceRequests":[{"Driver":"cdi","DeviceIDs":["vendor.com/disk=0"]}]}}`, "CDI device"},
+		{"a privileged exec", "POST", "/v1.41/containers/alice-nb/exec", `{"Cmd":["sh"],"Privileged":true}`, "privileged exec"},
+		{"an update adding devices", "POST", "/v1.41/containers/alice-nb/update", `{"Devices":[{"PathOnHost":"/dev/sda"}]}`, "may not add devices"},
+		{"a build on the host network", "POST", "/v1.41/build?networkmode=host", ``, "a build on network"},
+		{"swarm", "POST", "/v1.41/swarm/init", `{}`, "for gpuwarden admins"},
+		{"plugins", "POST", "/v1.41/plugins/pull", `{}`, "for gpuwarden admins"},
+		{"system df", "GET", "/v1.41/system/df", ``, "for gpuwarden admins"},
+		{"container prune", "POST", "/v1.41/containers/prune", ``, "for gpuwarden admins"},
+		{"an unknown container endpoint", "POST", "/v1.41/containers/alice-nb/checkpoints", ``, "not allowed"},
+		{"attach over a web socket", "GET", "/v1.41/containers/alice-nb/attach/ws", ``, "not allowed"},
+		{"path traversal", "GET", "/v1.41/containers/alice-nb/../bob-job/json", ``, "canonical"},
+		{"a doubled slash", "GET", "//v1.41/containers/bob-job/json", ``, "canonical"},
+		{"an odd version prefix", "GET", "/v1.41abc/containers/bob-job/json", ``, "for gpuwarden admins"},
+		{"an unversioned inspect of another's", "GET", "/containers/bob-job/json", ``, "belongs to bob"},
+		{"forced image removal", "DELETE", "/v1.41/images/busybox?force=1", ``, "by force"},
+		{"a volume with driver options", "POST", "/v1.41/volumes/create", `{"Name":"v","DriverOpts":{"device":"/etc","o":"bind"}}`, "options are for admins"},
+		{"removing another's volume", "DELETE", "/v1.41/volumes/bobs", ``, "does not belong to alice"},
+	} {
+		before := len(w.engine.reached())
+		rec := w.do(w.alice(), tc.method, tc.path, tc.body)
+		if rec.Code < 400 || !strings.Contains(rec.Body.String(), tc.want) {
+			t.Errorf("%s: %d %s; want a refusal saying %q", tc.name, rec.Code, strings.TrimSpace(rec.Body.String()), tc.want)
+		}
+		for _, r := range w.engine.reached()[before:] {
+			if !strings.HasPrefix(r, "GET ") { // an inspection, to learn the owner
+				t.Errorf("%s: forwarded %s to the engine", tc.name, r)
+			}
+		}
+	}
+	// Still serving.
+	if rec := w.do(w.alice(), "GET", "/_ping", ""); rec.Code != http.StatusOK {
+		t.Errorf("ping after the hostile requests: %d", rec.Code)
+	}
+}
+
+func TestCreateGetsOwnerLabelsAndBoundGPUs(t *testing.T) {
+	w := newWorld(t)
+	rec := w.do(w.alice(), "POST", "/v1.41/containers/create?name=nb",
+		`{"Image":"x","Labels":{"gpuwarden.io/user":"bob","gpuwarden.io/protected":"true","ds01.user":"bob","mine":"yes"},
+		  "HostConfig":{"Binds":["`+w.home+`/work:/work"],"DeviceRequests":[{"Driver":"","Count":1,"Capabilities":[["gpu"]]}]}}`)
+	if rec.Code != http.StatusCreated {
+		t.Fatalf("create: %d %s", rec.Code, rec.Body)
+	}
+	body := w.engine.lastBody()
+	labels := body["Labels"].(map[string]any)
+	if labels["gpuwarden.io/user"] != "alice" || labels["gpuwarden.io/protected"] != nil || labels["ds01.user"] != nil || labels["mine"] != "yes" ||
+		labels["gpuwarden.io/allocation"] != "gateway-1" || labels["gpuwarden.io/type"] != "docker" {
+		t.Errorf("labels forwarded: %v", labels)
+	}
+	hc := body["HostConfig"].(map[string]any)
+	dr := hc["DeviceRequests"].([]any)
+	if len(dr) != 1 || fmt.Sprint(dr[0].(map[string]any)["DeviceIDs"]) != "[GPU-0]" {
+		t.Errorf("device requests forwarded: %v", dr)
+	}
+	if fmt.Sprint(body["Env"]) != "[NVIDIA_VISIBLE_DEVICES=GPU-0]" {
+		t.Errorf("env forwarded: %v", body["Env"])
+	}
+	// A container without GPUs gets none, whatever its image says.
+	w.do(w.alice(), "POST", "/v1.41/containers/create", `{"Image":"nvidia/cuda"}`)
+	if fmt.Sprint(w.engine.lastBody()["Env"]) != "[NVIDIA_VISIBLE_DEVICES=void]" {
+		t.Errorf("env of a GPU-less create: %v", w.engine.lastBody()["Env"])
+	}
+	// A refused allocation answers at once with the allocator's words.
+	w.gpus.refuse = "no GPU for you: 2 of 2 gpu-equivalents in use (GPUQuota students)"
+	rec = w.do(w.alice(), "POST", "/v1.41/containers/create", `{"Image":"x","HostConfig":{"DeviceRequests":[{"Count":1,"Capabilities":[["gpu"]]}]}}`)
+	if rec.Code != http.StatusForbidden || !strings.Contains(rec.Body.String(), "GPUQuota students") {
+		t.Errorf("over quota: %d %s", rec.Code, rec.Body)
+	}
+}
+
+func TestEveryGPUFormIsOneRequest(t *testing.T) {
+	for _, tc := range []struct {
+		name, body string
+		want       GPURequest
+	}{
+		{"--gpus 2", `{"HostConfig":{"DeviceRequests":[{"Count":2,"Capabilities":[["gpu"]]}]}}`, GPURequest{Count: 2}},
+		{"--gpus all", `{"HostConfig":{"DeviceRequests":[{"Count":-1,"Capabilities":[["gpu"]]}]}}`, GPURequest{All: true}},
+		{"--gpus device=0,GPU-abc", `{"HostConfig":{"DeviceRequests":[{"DeviceIDs":["0","GPU-abc"],"Capabilities":[["gpu"]]}]}}`, GPURequest{Devices: []string{"0", "GPU-abc"}}},
+		{"compose, neither count nor ids", `{"HostConfig":{"DeviceRequests":[{"Driver":"nvidia","Capabilities":[["gpu"]]}]}}`, GPURequest{All: true}},
+		{"CDI", `{"HostConfig":{"DeviceRequests":[{"Driver":"cdi","DeviceIDs":["nvidia.com/gpu=0"]}]}}`, GPURequest{Devices: []string{"0"}}},
+		{"nvidia runtime", `{"Env":["NVIDIA_VISIBLE_DEVICES=all"],"HostConfig":{"Runtime":"nvidia"}}`, GPURequest{All: true}},
+		{"/dev/nvidia1", `{"HostConfig":{"Devices":[{"PathOnHost":"/dev/nvidia1"},{"PathOnHost":"/dev/nvidiactl"}]}}`, GPURequest{Devices: []string{"1"}}},
+		{"none", `{"Env":["NVIDIA_VISIBLE_DEVICES=void"]}`, GPURequest{}},
+	} {
+		var req struct {
+			Env        []string
+			HostConfig json.RawMessage
+		}
+		_ = json.Unmarshal([]byte(tc.body), &req)
+		w := newWorld(t)
+		w.do(w.alice(), "POST", "/v1.41/containers/create", `{"Image":"x",`+strings.TrimPrefix(tc.body, "{"))
+		var got GPURequest
+		if len(w.gpus.asked) > 0 {
+			got = w.gpus.asked[0]
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%s: asked %+v, want %+v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,291 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/moby/moby/api/types/container"
+
+	"github.com/gpuwarden/gpuwarden/internal/labels"
+)
+
+// OwnerLabel is the label the gateway sets on what a caller creates.
+const OwnerLabel = "gpuwarden.io/user"
+
+// listContainers lists only the caller's containers: the engine's answer, filtered by owner.
+func (s *Server) listContainers(w http.ResponseWriter, r *http.Request, c Caller, rt route) error {
+	resp, err := s.up.get(r.Context(), r.URL.Path+"?"+r.URL.RawQuery)
+	if err != nil {
+		return fmt.Errorf("the Docker engine behind the gateway is unreachable: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		copyResponse(w, resp)
+		return nil
+	}
+	var list []json.RawMessage
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		return fmt.Errorf("reading the engine's container list: %w", err)
+	}
+	out := make([]json.RawMessage, 0, len(list))
+	for _, item := range list {
+		var ct struct{ Labels map[string]string }
+		if json.Unmarshal(item, &ct) == nil {
+			if owner, _ := labels.Owner(ct.Labels); owner == c.Name {
+				out = append(out, item)
+			}
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(out)
+}
+
+// createExec checks an exec's body (no privileged exec) and forwards it re-encoded.
+func (s *Server) createExec(w http.ResponseWriter, r *http.Request, _ Caller, p string) error {
+	b, err := readJSONBody(r)
+	if err != nil {
+		return err
+	}
+	var req container.ExecCreateRequest
+	if err := decodeJSON(b, &req); err != nil {
+		return err
+	}
+	if req.Privileged {
+		return refused("a privileged exec is refused")
+	}
+	return s.forwardJSON(w, r, p, req)
+}
+
+// forwardJSON forwards v, re-encoded: what was checked is what the engine gets.
+func (s *Server) forwardJSON(w http.ResponseWriter, r *http.Request, p string, v any) error {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	r.Header.Set("Content-Type", "application/json")
+	s.up.forward(w, r, p, r.URL.RawQuery, bytes.NewReader(body), int64(len(body)))
+	return nil
+}
+
+// checkedUpdate refuses an update that would add devices.
+func (s *Server) checkedUpdate(w http.ResponseWriter, r *http.Request, p string) error {
+	if strings.HasSuffix(p, "/rename") {
+		s.up.forward(w, r, p, r.URL.RawQuery, nil, 0)
+		return nil
+	}
+	b, err := readJSONBody(r)
+	if err != nil {
+		return err
+	}
+	var req container.UpdateConfig
+	if err := decodeJSON(b, &req); err != nil {
+		return err
+	}
+	if len(req.Devices) > 0 || len(req.DeviceRequests) > 0 || len(req.DeviceCgroupRules) > 0 || req.CgroupParent != "" {
+		return refused("an update may not add devices, device rules or a cgroup parent")
+	}
+	return s.forwardJSON(w, r, p, req)
+}
+
+// onExec serves an exec of one of the caller's containers.
+func (s *Server) onExec(w http.ResponseWriter, r *http.Request, c Caller, rt route) error {
+	resp, err := s.up.get(r.Context(), rt.version+"/exec/"+url.PathEscape(rt.id)+"/json")
+	if err != nil {
+		return fmt.Errorf("the Docker engine behind the gateway is unreachable: %w", err)
+	}
+	var ex struct{ ContainerID string }
+	decodeErr := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&ex)
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound || decodeErr != nil || ex.ContainerID == "" {
+		return &refusal{status: http.StatusNotFound, msg: "No such exec instance: " + rt.id}
+	}
+	if _, err := s.owned(r.Context(), c, route{version: rt.version, id: ex.ContainerID}, ex.ContainerID); err != nil {
+		return err
+	}
+	if rt.kind == startExec {
+		b, err := readJSONBody(r)
+		if err != nil {
+			return err
+		}
+		var req container.ExecStartRequest
+		if err := decodeJSON(b, &req); err != nil {
+			return err
+		}
+		body, _ := json.Marshal(req)
+		s.up.hijack(w, r, r.URL.Path, r.URL.RawQuery, body, &s.streams)
+		return nil
+	}
+	s.up.forward(w, r, r.URL.Path, r.URL.RawQuery, nil, 0)
+	return nil
+}
+
+// events streams only the caller's containers' events (and image events).
+func (s *Server) events(w http.ResponseWriter, r *http.Request, c Caller, _ route) error {
+	resp, err := s.up.get(r.Context(), r.URL.Path+"?"+r.URL.RawQuery)
+	if err != nil {
+		return fmt.Errorf("the Docker engine behind the gateway is unreachable: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		copyResponse(w, resp)
+		return nil
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	f, _ := w.(http.Flusher)
+	if f != nil {
+		f.Flush()
+	}
+	dec := json.NewDecoder(bufio.NewReader(resp.Body))
+	for {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil
+		}
+		var ev struct {
+			Type  string
+			Actor struct{ Attributes map[string]string }
+		}
+		if json.Unmarshal(raw, &ev) != nil {
+			continue
+		}
+		owner, _ := labels.Owner(ev.Actor.Attributes)
+		if ev.Type != "image" && owner != c.Name {
+			continue
+		}
+		if _, err := w.Write(append(raw, '\n')); err != nil {
+			return nil
+		}
+		if f != nil {
+			f.Flush()
+		}
+	}
+}
+
+// build refuses builds on the host's network and forwards the build context as it comes.
+func (s *Server) build(w http.ResponseWriter, r *http.Request, _ Caller, _ route) error {
+	q := r.URL.Query()
+	if m := q.Get("networkmode"); m == "host" || strings.HasPrefix(m, "container:") {
+		return refused("a build on network %q is refused", m)
+	}
+	if q.Get("cgroupparent") != "" {
+		return refused("a build with a cgroup parent is refused")
+	}
+	s.up.forward(w, r, r.URL.Path, r.URL.RawQuery, r.Body, r.ContentLength)
+	return nil
+}
+
+// createOwned creates a network or volume labelled with its owner; driver options (a
+// volume bound onto a host path) are for admins.
+func (s *Server) createOwned(w http.ResponseWriter, r *http.Request, c Caller, rt route) error {
+	b, err := readJSONBody(r)
+	if err != nil {
+		return err
+	}
+	var req map[string]any
+	if err := decodeJSON(b, &req); err != nil {
+		return err
+	}
+	if req == nil {
+		req = map[string]any{}
+	}
+	for k, v := range req {
+		opts := strings.EqualFold(k, "DriverOpts") || strings.EqualFold(k, "Options") || strings.EqualFold(k, "ConfigFrom")
+		if m, ok := v.(map[string]any); opts && v != nil && (!ok || len(m) > 0) {
+			return refused("%s options are for admins", rt.object)
+		}
+	}
+	lbl := map[string]any{}
+	for k, v := range req {
+		if strings.EqualFold(k, "Labels") {
+			if m, ok := v.(map[string]any); ok {
+				for lk, lv := range m {
+					lbl[lk] = lv
+				}
+			}
+			delete(req, k)
+		}
+	}
+	lbl[OwnerLabel] = c.Name
+	req["Labels"] = lbl
+	return s.forwardJSON(w, r, r.URL.Path, req)
+}
+
+// onOwned serves an operation on one of the caller's volumes or networks.
+func (s *Server) onOwned(w http.ResponseWriter, r *http.Request, c Caller, rt route) error {
+	resp, err := s.up.get(r.Context(), rt.version+"/"+rt.object+"s/"+url.PathEscape(rt.id))
+	if err != nil {
+		return fmt.Errorf("the Docker engine behind the gateway is unreachable: %w", err)
+	}
+	var obj struct{ Labels map[string]string }
+	decodeErr := json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&obj)
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound || decodeErr != nil {
+		return &refusal{status: http.StatusNotFound, msg: fmt.Sprintf("No such %s: %s", rt.object, rt.id)}
+	}
+	if owner := obj.Labels[OwnerLabel]; owner != c.Name {
+		return &refusal{status: http.StatusForbidden, owner: owner, msg: fmt.Sprintf("%s %s does not belong to %s", rt.object, rt.id, c.Name)}
+	}
+	if strings.HasSuffix(rt.rest, "/connect") {
+		return s.connect(w, r, c, rt)
+	}
+	s.up.forward(w, r, r.URL.Path, r.URL.RawQuery, nil, 0)
+	return nil
+}
+
+// connect connects one of the caller's containers to one of their networks.
+func (s *Server) connect(w http.ResponseWriter, r *http.Request, c Caller, rt route) error {
+	b, err := readJSONBody(r)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		Container      string
+		EndpointConfig json.RawMessage `json:",omitempty"`
+	}
+	if err := decodeJSON(b, &req); err != nil {
+		return err
+	}
+	id, err := s.owned(r.Context(), c, route{version: rt.version}, req.Container)
+	if err != nil {
+		return err
+	}
+	req.Container = id
+	return s.forwardJSON(w, r, r.URL.Path, req)
+}
+
+// listVolumes lists only the caller's volumes.
+func (s *Server) listVolumes(w http.ResponseWriter, r *http.Request, c Caller, _ route) error {
+	resp, err := s.up.get(r.Context(), r.URL.Path+"?"+r.URL.RawQuery)
+	if err != nil {
+		return fmt.Errorf("the Docker engine behind the gateway is unreachable: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		copyResponse(w, resp)
+		return nil
+	}
+	var list struct {
+		Volumes  []json.RawMessage
+		Warnings []string
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		return fmt.Errorf("reading the engine's volume list: %w", err)
+	}
+	own := list.Volumes[:0]
+	for _, v := range list.Volumes {
+		var vol struct{ Labels map[string]string }
+		if json.Unmarshal(v, &vol) == nil && vol.Labels[OwnerLabel] == c.Name {
+			own = append(own, v)
+		}
+	}
+	list.Volumes = own
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(list)
+}

@@ -1,0 +1,162 @@
+package gateway
+
+import (
+	"net/http"
+	"path"
+	"regexp"
+	"strings"
+)
+
+// kind is what the gateway does with a request.
+type kind int
+
+const (
+	refuse        kind = iota // not on the allow-list
+	pass                      // harmless to anyone: forwarded as is
+	adminOnly                 // forwarded for admins, refused for users
+	listContainer             // GET /containers/json, filtered to the caller's own
+	createContainer
+	onContainer     // names a container: the caller must own it
+	attachContainer // names a container and takes over the connection
+	createExec      // names a container; the body is checked
+	onExec          // names an exec: the caller must own its container
+	startExec       // names an exec and takes over the connection
+	events          // filtered to the caller's own containers
+	build           // the query is checked
+	createOwned     // networks and volumes: owner label set, options checked
+	onOwned         // a network or volume: the caller must own it
+	listVolumes     // filtered to the caller's own
+)
+
+// route is a classified request.
+type route struct {
+	kind  kind
+	class string // for the metrics
+	// version is the /vN.M prefix, kept when forwarding; rest the path after it.
+	version, rest string
+	// id is the container, exec, network or volume the path names; object its kind.
+	id, object string
+	// write: an operation that changes the container (refused on a protected one).
+	write bool
+}
+
+var versionPrefix = regexp.MustCompile(`^/v[0-9]+\.[0-9]+(/.*)$`)
+
+// containerOps are the container endpoints on the allow-list, by method; write says the
+// operation changes the container.
+var containerOps = map[string]map[string]bool{
+	http.MethodGet:  {"json": false, "logs": false, "top": false, "stats": false, "changes": false, "export": false, "archive": false},
+	http.MethodHead: {"archive": false},
+	http.MethodPut:  {"archive": true},
+	http.MethodPost: {"start": true, "stop": true, "restart": true, "kill": true, "pause": true, "unpause": true, "update": true,
+		"rename": true, "wait": false, "resize": false, "attach": false, "exec": false},
+}
+
+// classify puts a request on the allow-list, or refuses it with why.
+func classify(method, p string) (route, string) {
+	if p != path.Clean(p) || strings.Contains(p, "//") {
+		return route{class: "other"}, "the path " + p + " is not in canonical form"
+	}
+	r := route{rest: p}
+	if m := versionPrefix.FindStringSubmatch(p); m != nil {
+		r.version, r.rest = strings.TrimSuffix(p, m[1]), m[1]
+	}
+	parts := strings.Split(strings.TrimPrefix(r.rest, "/"), "/")
+	switch {
+	case r.rest == "/_ping" && (method == http.MethodGet || method == http.MethodHead),
+		(r.rest == "/version" || r.rest == "/info") && method == http.MethodGet:
+		r.kind, r.class = pass, "ping"
+	case parts[0] == "containers":
+		return classifyContainer(method, parts, r)
+	case parts[0] == "exec" && len(parts) == 3:
+		r.class, r.id, r.object = "exec", parts[1], "exec"
+		switch {
+		case method == http.MethodPost && parts[2] == "start":
+			r.kind = startExec
+		case method == http.MethodPost && parts[2] == "resize", method == http.MethodGet && parts[2] == "json":
+			r.kind = onExec
+		default:
+			return r, "exec endpoint " + method + " " + r.rest + " is not allowed"
+		}
+	case parts[0] == "images":
+		r.class = "image"
+		switch {
+		case method == http.MethodGet, method == http.MethodHead:
+			r.kind = pass // list, inspect, history, save (get), search
+		case method == http.MethodPost && (r.rest == "/images/create" || r.rest == "/images/load" || strings.HasSuffix(r.rest, "/tag") || strings.HasSuffix(r.rest, "/push")):
+			r.kind = pass
+		case method == http.MethodDelete:
+			r.kind = pass // an image in use by another's container cannot be removed; force is refused below
+		case r.rest == "/images/prune":
+			r.kind = adminOnly
+		default:
+			return r, "image endpoint " + method + " " + r.rest + " is not allowed"
+		}
+	case r.rest == "/build" && method == http.MethodPost:
+		r.kind, r.class = build, "build"
+	case r.rest == "/events" && method == http.MethodGet:
+		r.kind, r.class = events, "events"
+	case parts[0] == "distribution" && method == http.MethodGet:
+		r.kind, r.class = pass, "image"
+	case parts[0] == "networks" || parts[0] == "volumes":
+		return classifyOwned(method, parts, r)
+	default:
+		r.kind, r.class = adminOnly, "other" // swarm, plugins, system df, prune, session, …
+	}
+	return r, ""
+}
+
+func classifyContainer(method string, parts []string, r route) (route, string) {
+	r.class = "container"
+	switch {
+	case len(parts) == 2 && parts[1] == "json" && method == http.MethodGet:
+		r.kind, r.class = listContainer, "list"
+	case len(parts) == 2 && parts[1] == "create" && method == http.MethodPost:
+		r.kind, r.class = createContainer, "create"
+	case len(parts) == 2 && parts[1] == "prune":
+		r.kind = adminOnly
+	case len(parts) == 2 && method == http.MethodDelete:
+		r.kind, r.id, r.object, r.write = onContainer, parts[1], "container", true
+	case len(parts) == 3:
+		write, ok := containerOps[method][parts[2]]
+		if !ok {
+			return r, "container endpoint " + method + " " + r.rest + " is not allowed"
+		}
+		r.kind, r.id, r.object, r.write = onContainer, parts[1], "container", write
+		switch parts[2] {
+		case "attach":
+			r.kind = attachContainer
+		case "exec":
+			r.kind, r.class = createExec, "exec"
+		}
+	default:
+		return r, "container endpoint " + method + " " + r.rest + " is not allowed"
+	}
+	return r, ""
+}
+
+func classifyOwned(method string, parts []string, r route) (route, string) {
+	r.class, r.object = strings.TrimSuffix(parts[0], "s"), strings.TrimSuffix(parts[0], "s")
+	switch {
+	case len(parts) == 1 && method == http.MethodGet:
+		r.kind = pass
+		if parts[0] == "volumes" {
+			r.kind = listVolumes
+		}
+	case len(parts) == 2 && parts[1] == "create" && method == http.MethodPost:
+		r.kind = createOwned
+	case len(parts) == 2 && parts[1] == "prune":
+		r.kind = adminOnly
+	case len(parts) == 2 && method == http.MethodGet:
+		r.kind, r.id = pass, parts[1]
+		if parts[0] == "volumes" {
+			r.kind = onOwned
+		}
+	case len(parts) == 2 && method == http.MethodDelete,
+		len(parts) == 3 && method == http.MethodPost && (parts[2] == "connect" || parts[2] == "disconnect"):
+		r.kind, r.id, r.write = onOwned, parts[1], true
+	default:
+		return r, r.class + " endpoint " + method + " " + r.rest + " is not allowed"
+	}
+	return r, ""
+}

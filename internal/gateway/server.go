@@ -1,0 +1,333 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/labels"
+)
+
+// DefaultSocket is where the gateway listens by default.
+const DefaultSocket = "/run/gpuwarden/docker.sock"
+
+// DefaultAdminGroup is the host group whose members are the gateway's admins.
+const DefaultAdminGroup = "gpuwarden-admin"
+
+// maxBody bounds a JSON request body the gateway decodes; a larger one is refused whole.
+const maxBody = 1 << 20
+
+// Server is the gateway. Start serves until its context ends.
+type Server struct {
+	// Socket is the Unix socket served (mode 0666: the kernel says who calls).
+	Socket string
+	// Dial reaches the real engine.
+	Dial func(ctx context.Context) (net.Conn, error)
+	// AdminGroup's members (and root) are admins.
+	AdminGroup string
+	// AllowMounts are host path prefixes anyone may bind-mount, beside their home.
+	AllowMounts []string
+	// GPUs gets a create's GPUs; nil refuses GPU requests.
+	GPUs Allocator
+	// Audit receives auth.denied records.
+	Audit audit.Logger
+	// Denied is told of every refusal (an Event); optional.
+	Denied func(c Caller, operation, owner, reason string)
+
+	up      *upstream
+	streams sync.WaitGroup
+}
+
+// NeedLeaderElection: the gateway serves on every replica's host.
+func (s *Server) NeedLeaderElection() bool { return false }
+
+// Start listens on the socket and serves until ctx ends.
+func (s *Server) Start(ctx context.Context) error {
+	l, err := s.listen()
+	if err != nil {
+		return err
+	}
+	s.up = newUpstream(s.Dial)
+	hs := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 30 * time.Second,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			caller, err := peer(c, s.AdminGroup)
+			if err != nil {
+				ctrl.Log.WithName("gateway").Info("Refusing a connection whose caller is unknown", "error", err.Error())
+				return context.WithValue(ctx, callerKey{}, Caller{UID: -1})
+			}
+			return context.WithValue(ctx, callerKey{}, caller)
+		},
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(l) }()
+	ctrl.Log.WithName("gateway").Info("Serving the Docker API", "socket", s.Socket)
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		return fmt.Errorf("serving the gateway at %s: %w", s.Socket, err)
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = hs.Shutdown(shutdown)
+	_ = os.Remove(s.Socket)
+	return nil
+}
+
+// listen makes the socket: a stale one (nobody answering) is replaced; a live one is
+// another gateway's and an error.
+func (s *Server) listen() (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(s.Socket), 0o755); err != nil {
+		return nil, fmt.Errorf("--gateway-socket %s: %w", s.Socket, err)
+	}
+	if c, err := net.DialTimeout("unix", s.Socket, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("--gateway-socket %s: another process serves it already", s.Socket)
+	}
+	_ = os.Remove(s.Socket)
+	l, err := net.Listen("unix", s.Socket)
+	if err != nil {
+		return nil, fmt.Errorf("--gateway-socket %s: %w", s.Socket, err)
+	}
+	if err := os.Chmod(s.Socket, 0o666); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("--gateway-socket %s: %w", s.Socket, err)
+	}
+	return l, nil
+}
+
+// refusal is a request the gateway will not forward, and why.
+type refusal struct {
+	status int
+	msg    string
+	owner  string
+}
+
+func (e *refusal) Error() string { return e.msg }
+
+func refused(format string, args ...any) *refusal {
+	return &refusal{status: http.StatusForbidden, msg: fmt.Sprintf(format, args...)}
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	caller, ok := callerOf(r.Context())
+	if !ok || caller.UID < 0 {
+		writeError(w, http.StatusForbidden, "gpuwarden gateway: who is calling cannot be told from the socket; refused")
+		return
+	}
+	rt, why := classify(r.Method, r.URL.Path)
+	if why == "" && rt.kind == adminOnly && !caller.Admin {
+		why = fmt.Sprintf("%s %s is for gpuwarden admins (group %s) only", r.Method, r.URL.Path, s.AdminGroup)
+	}
+	if why == "" && rt.kind == refuse {
+		why = fmt.Sprintf("%s %s is not an endpoint the gateway serves", r.Method, r.URL.Path)
+	}
+	if why != "" {
+		s.deny(w, caller, rt, r.Method+" "+r.URL.Path, &refusal{status: http.StatusForbidden, msg: why})
+		return
+	}
+	outcome := "allowed"
+	err := s.handle(w, r, caller, rt)
+	var rf *refusal
+	switch {
+	case errors.As(err, &rf):
+		s.deny(w, caller, rt, r.Method+" "+r.URL.Path, rf)
+		return
+	case err != nil:
+		outcome = "failed"
+		writeError(w, http.StatusBadRequest, err.Error())
+	}
+	requests.WithLabelValues(rt.class, outcome, caller.Kind()).Inc()
+}
+
+// deny answers a refusal and records it.
+func (s *Server) deny(w http.ResponseWriter, c Caller, rt route, op string, rf *refusal) {
+	requests.WithLabelValues(rt.class, "refused", c.Kind()).Inc()
+	msg := "gpuwarden: " + rf.msg
+	writeError(w, rf.status, msg)
+	if s.Audit != nil {
+		s.Audit.Log(audit.AuthDenied(c.Name, op, audit.Container{ID: rt.id}, ownerNote(rf.owner)+rf.msg))
+	}
+	if s.Denied != nil {
+		s.Denied(c, op, rf.owner, rf.msg)
+	}
+}
+
+func ownerNote(owner string) string {
+	if owner == "" {
+		return ""
+	}
+	return "owner " + owner + ": "
+}
+
+// handle serves an allowed request.
+func (s *Server) handle(w http.ResponseWriter, r *http.Request, c Caller, rt route) error {
+	if c.Admin && rt.kind != createContainer {
+		return s.forwardAsIs(w, r, rt)
+	}
+	switch rt.kind {
+	case pass:
+		if r.Method == http.MethodDelete && rt.class == "image" && isTrue(r.URL.Query().Get("force")) {
+			return refused("removing an image by force is for admins")
+		}
+		return s.forwardAsIs(w, r, rt)
+	case listContainer:
+		return s.listContainers(w, r, c, rt)
+	case createContainer:
+		return s.createContainer(w, r, c, rt)
+	case onContainer, attachContainer, createExec:
+		return s.onContainer(w, r, c, rt)
+	case onExec, startExec:
+		return s.onExec(w, r, c, rt)
+	case events:
+		return s.events(w, r, c, rt)
+	case build:
+		return s.build(w, r, c, rt)
+	case createOwned:
+		return s.createOwned(w, r, c, rt)
+	case onOwned:
+		return s.onOwned(w, r, c, rt)
+	case listVolumes:
+		return s.listVolumes(w, r, c, rt)
+	}
+	return refused("%s %s is not an endpoint the gateway serves", r.Method, r.URL.Path)
+}
+
+func isTrue(v string) bool { return v == "1" || strings.EqualFold(v, "true") }
+
+// forwardAsIs forwards what needs no check; a streamed body (an image tar, an archive) is
+// passed on as it comes, a JSON body is bounded.
+func (s *Server) forwardAsIs(w http.ResponseWriter, r *http.Request, rt route) error {
+	if wantsHijack(r, rt) {
+		body, err := readJSONBody(r)
+		if err != nil {
+			return err
+		}
+		s.up.hijack(w, r, r.URL.Path, r.URL.RawQuery, body, &s.streams)
+		return nil
+	}
+	s.up.forward(w, r, r.URL.Path, r.URL.RawQuery, r.Body, r.ContentLength)
+	return nil
+}
+
+func wantsHijack(r *http.Request, rt route) bool {
+	return rt.kind == attachContainer || rt.kind == startExec || strings.EqualFold(r.Header.Get("Upgrade"), "tcp") ||
+		strings.EqualFold(r.Header.Get("Upgrade"), "h2c")
+}
+
+// readJSONBody reads a small JSON body whole; one over maxBody is refused, never cut.
+func readJSONBody(r *http.Request) ([]byte, error) {
+	if r.Body == nil {
+		return nil, nil
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading the request body: %w", err)
+	}
+	if len(b) > maxBody {
+		return nil, &refusal{status: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("a request body over %d bytes is refused", maxBody)}
+	}
+	return b, nil
+}
+
+// decodeJSON decodes a body as the engine does (encoding/json: keys case-insensitive, the
+// last duplicate wins); an empty body is v's zero value.
+func decodeJSON(b []byte, v any) error {
+	if len(strings.TrimSpace(string(b))) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return &refusal{status: http.StatusBadRequest, msg: "the request body is not valid JSON for this endpoint: " + err.Error()}
+	}
+	return nil
+}
+
+// inspected is what the gateway needs of a container.
+type inspected struct {
+	ID     string `json:"Id"`
+	Name   string
+	Config struct{ Labels map[string]string }
+}
+
+// container inspects a container through the engine; found is false when it does not exist.
+func (s *Server) container(ctx context.Context, version, id string) (inspected, bool, error) {
+	resp, err := s.up.get(ctx, version+"/containers/"+url.PathEscape(id)+"/json")
+	if err != nil {
+		return inspected{}, false, fmt.Errorf("the Docker engine behind the gateway is unreachable: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return inspected{}, false, nil
+	}
+	if resp.StatusCode != http.StatusOK {
+		return inspected{}, false, fmt.Errorf("inspecting container %s: engine answered %s", id, resp.Status)
+	}
+	var c inspected
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&c); err != nil {
+		return inspected{}, false, fmt.Errorf("inspecting container %s: %w", id, err)
+	}
+	return c, true, nil
+}
+
+// owned checks that the caller may act on a container, and returns its full ID.
+func (s *Server) owned(ctx context.Context, c Caller, rt route, id string) (string, error) {
+	ct, found, err := s.container(ctx, rt.version, id)
+	if err != nil {
+		return "", err
+	}
+	if !found {
+		return "", &refusal{status: http.StatusNotFound, msg: "No such container: " + id}
+	}
+	owner, _ := labels.Owner(ct.Config.Labels)
+	if owner != c.Name {
+		who := owner
+		if who == "" {
+			who = "nobody gpuwarden knows"
+		}
+		return "", &refusal{status: http.StatusForbidden, owner: owner, msg: fmt.Sprintf("container %s belongs to %s, not to %s", strings.TrimPrefix(ct.Name, "/"), who, c.Name)}
+	}
+	if rt.write && labels.IsProtected(ct.Config.Labels) {
+		return "", &refusal{status: http.StatusForbidden, owner: owner, msg: fmt.Sprintf("container %s is protected", strings.TrimPrefix(ct.Name, "/"))}
+	}
+	return ct.ID, nil
+}
+
+// onContainer serves an operation on one of the caller's containers, addressed by its full
+// ID so that a name taken over meanwhile cannot redirect it.
+func (s *Server) onContainer(w http.ResponseWriter, r *http.Request, c Caller, rt route) error {
+	id, err := s.owned(r.Context(), c, rt, rt.id)
+	if err != nil {
+		return err
+	}
+	p := rt.version + "/containers/" + id
+	if i := strings.Index(strings.TrimPrefix(rt.rest, "/containers/"), "/"); i >= 0 {
+		p += strings.TrimPrefix(rt.rest, "/containers/")[i:]
+	}
+	switch rt.kind {
+	case attachContainer:
+		s.up.hijack(w, r, p, r.URL.RawQuery, nil, &s.streams)
+		return nil
+	case createExec:
+		return s.createExec(w, r, c, p)
+	}
+	if r.Method == http.MethodPost && (strings.HasSuffix(p, "/update") || strings.HasSuffix(p, "/rename")) {
+		return s.checkedUpdate(w, r, p)
+	}
+	s.up.forward(w, r, p, r.URL.RawQuery, r.Body, r.ContentLength)
+	return nil
+}
