@@ -1,0 +1,150 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
+)
+
+// gatewayUser makes an unprivileged login with a home directory, once per machine.
+func gatewayUser(t *testing.T, name string) {
+	t.Helper()
+	if exec.Command("id", name).Run() == nil {
+		return
+	}
+	if out, err := exec.Command("useradd", "-m", "-s", "/bin/sh", name).CombinedOutput(); err != nil {
+		t.Fatalf("useradd %s: %v\n%s", name, err, out)
+	}
+}
+
+// as runs the real docker CLI as user against the gateway; stdin may be empty.
+func as(user, sock, stdin string, args ...string) (string, error) {
+	cmd := exec.Command("runuser", append([]string{"-u", user, "--", "env", "DOCKER_HOST=unix://" + sock, "HOME=/home/" + user, "docker"}, args...)...)
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	done := make(chan struct{})
+	var out []byte
+	var err error
+	go func() { out, err = cmd.CombinedOutput(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		return string(out), fmt.Errorf("docker %s as %s: no answer after 60s", strings.Join(args, " "), user)
+	}
+	return strings.TrimSpace(string(out)), err
+}
+
+// TestGatewayAsTwoUsers is two researchers on one server with the plain docker CLI and no
+// docker group: GPUs through --gpus, the quota's refusal at once, owner labels that cannot
+// be spoofed, each seeing and touching only their own containers, what would reach the
+// host refused, and streams that work.
+func TestGatewayAsTwoUsers(t *testing.T) {
+	requireKubectl(t)
+	dockerE2E(t)
+	testutil.Require(t, os.Geteuid() == 0, "the gateway test creates Linux users and needs root")
+	_, err := exec.LookPath("runuser")
+	testutil.Require(t, err == nil, "runuser (util-linux) is not installed")
+	alice, bob := "gwalice", "gwbob"
+	gatewayUser(t, alice)
+	gatewayUser(t, bob)
+	sockDir, err := os.MkdirTemp("", "gpuwarden-gw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	if err := os.Chmod(sockDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(sockDir, "docker.sock")
+	dir := t.TempDir()
+	s := startServer(t, dir, "e2e-gw", "--docker-host", os.Getenv("DOCKER_HOST"), "--gateway-socket", sock, "--gateway-bind-wait", "2s")
+	auditLog := filepath.Join(dir, "audit", "events.jsonl")
+	if _, err := kubectl(t, s.kubeconfig, `apiVersion: gpuwarden.io/v1alpha1
+kind: GPUQuota
+metadata: {name: gw-users}
+spec:
+  subjects: [{kind: User, name: gwalice}, {kind: User, name: gwbob}]
+  limits: {gpuEquivalents: "1", maxGPUsPerContainer: 1}
+`, "apply", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	image := testutil.DockerImage()
+	t.Cleanup(func() {
+		for _, n := range []string{"gw-a-nb", "gw-b-nb"} {
+			_ = exec.Command("docker", "rm", "-f", n).Run()
+		}
+	})
+
+	// A GPU through --gpus: an allocation bound to alice, its UUID in the container.
+	out, err := as(alice, sock, "", "run", "--rm", "--gpus", "1", image, "sh", "-c", "echo GPU=$NVIDIA_VISIBLE_DEVICES")
+	if err != nil || !strings.HasPrefix(out, "GPU=GPU-") {
+		t.Fatalf("docker run --gpus 1 as %s: %v\n%s", alice, err, out)
+	}
+	// Over the per-container cap: refused at once, saying why.
+	start := time.Now()
+	out, err = as(alice, sock, "", "run", "--rm", "--gpus", "2", image, "true")
+	if err == nil || !strings.Contains(out, "no GPU for you") || !strings.Contains(out, "gw-users") || time.Since(start) > 20*time.Second {
+		t.Errorf("docker run --gpus 2 over the cap: %v after %s\n%s", err, time.Since(start), out)
+	}
+	// Spoofed owner labels are overwritten.
+	if out, err := as(alice, sock, "", "run", "-d", "--name", "gw-a-nb", "--label", "gpuwarden.io/user="+bob, image, "sleep", "600"); err != nil {
+		t.Fatalf("docker run -d: %v\n%s", err, out)
+	}
+	if out, _ := as(alice, sock, "", "inspect", "-f", `{{index .Config.Labels "gpuwarden.io/user"}}`, "gw-a-nb"); out != alice {
+		t.Errorf("owner label of alice's container = %q, want %s", out, alice)
+	}
+	if out, err := as(bob, sock, "", "run", "-d", "--name", "gw-b-nb", image, "sleep", "600"); err != nil {
+		t.Fatalf("bob's docker run -d: %v\n%s", err, out)
+	}
+	// Each sees only their own.
+	if out, _ := as(bob, sock, "", "ps", "-a", "--format", "{{.Names}}"); strings.Contains(out, "gw-a-nb") || !strings.Contains(out, "gw-b-nb") {
+		t.Errorf("bob's docker ps:\n%s", out)
+	}
+	// Bob's every operation on alice's container is refused, naming the owner, and audited.
+	for _, op := range [][]string{{"inspect", "gw-a-nb"}, {"logs", "gw-a-nb"}, {"exec", "gw-a-nb", "id"}, {"stop", "gw-a-nb"},
+		{"rm", "-f", "gw-a-nb"}, {"cp", "gw-a-nb:/etc/hostname", "/tmp/x"}, {"export", "gw-a-nb"}} {
+		out, err := as(bob, sock, "", op...)
+		if err == nil || !strings.Contains(out, "belongs to "+alice) {
+			t.Errorf("bob: docker %s: %v\n%s", strings.Join(op, " "), err, out)
+		}
+	}
+	events, err := runEvents(t, "--file", auditLog, "--type", "auth.denied", "--user", bob, "--json", "--limit", "0")
+	if err != nil || strings.Count(events, `"event_type":"auth.denied"`) < 7 {
+		t.Errorf("auth.denied records for bob: %v\n%s", err, events)
+	}
+	// What would reach the host is refused.
+	for _, args := range [][]string{{"--privileged"}, {"--pid", "host"}, {"--network", "host"}, {"-v", "/etc:/host-etc"}, {"--cap-add", "SYS_ADMIN"}} {
+		out, err := as(alice, sock, "", append(append([]string{"run", "--rm"}, args...), image, "true")...)
+		if err == nil || !strings.Contains(out, "gpuwarden:") {
+			t.Errorf("docker run %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	if out, err := as(alice, sock, "", "run", "--rm", "-v", "/home/"+alice+":/work", image, "ls", "/work"); err != nil {
+		t.Errorf("a bind mount of the caller's home: %v\n%s", err, out)
+	}
+	// Streams: stdin's end reaches the container (half-close), logs, attach-style run.
+	if out, err := as(alice, sock, "line one\nline two\n", "exec", "-i", "gw-a-nb", "cat"); err != nil || out != "line one\nline two" {
+		t.Errorf("docker exec -i with stdin piped: %v %q", err, out)
+	}
+	if out, err := as(alice, sock, "", "run", "--rm", image, "sh", "-c", "echo out; echo err >&2"); err != nil || !strings.Contains(out, "out") || !strings.Contains(out, "err") {
+		t.Errorf("docker run attached: %v %q", err, out)
+	}
+	if out, err := as(alice, sock, "", "logs", "gw-a-nb"); err != nil {
+		t.Errorf("docker logs: %v %q", err, out)
+	}
+	// Events: bob's stream holds none of alice's containers.
+	since := time.Now().Add(-5 * time.Minute).Unix()
+	if out, err := as(bob, sock, "", "events", "--since", fmt.Sprint(since), "--until", fmt.Sprint(time.Now().Unix()), "--format", "{{.Actor.Attributes.name}}"); err != nil ||
+		strings.Contains(out, "gw-a-nb") || !strings.Contains(out, "gw-b-nb") {
+		t.Errorf("bob's docker events: %v\n%s", err, out)
+	}
+}
