@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
 
 	"github.com/gpuwarden/gpuwarden/internal/labels"
 )
@@ -232,14 +233,14 @@ func (s *Server) onOwned(w http.ResponseWriter, r *http.Request, c Caller, rt ro
 	if owner := obj.Labels[OwnerLabel]; owner != c.Name {
 		return &refusal{status: http.StatusForbidden, owner: owner, msg: fmt.Sprintf("%s %s does not belong to %s", rt.object, rt.id, c.Name)}
 	}
-	if strings.HasSuffix(rt.rest, "/connect") {
+	if strings.HasSuffix(rt.rest, "/connect") || strings.HasSuffix(rt.rest, "/disconnect") {
 		return s.connect(w, r, c, rt)
 	}
 	s.up.forward(w, r, r.URL.Path, r.URL.RawQuery, nil, 0)
 	return nil
 }
 
-// connect connects one of the caller's containers to one of their networks.
+// connect connects (or disconnects) one of the caller's containers to one of their networks.
 func (s *Server) connect(w http.ResponseWriter, r *http.Request, c Caller, rt route) error {
 	b, err := readJSONBody(r)
 	if err != nil {
@@ -247,7 +248,8 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request, c Caller, rt ro
 	}
 	var req struct {
 		Container      string
-		EndpointConfig json.RawMessage `json:",omitempty"`
+		EndpointConfig *network.EndpointSettings `json:",omitempty"`
+		Force          bool                      `json:",omitempty"`
 	}
 	if err := decodeJSON(b, &req); err != nil {
 		return err

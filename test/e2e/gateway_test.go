@@ -141,6 +141,40 @@ spec:
 	if out, err := as(alice, sock, "", "logs", "gw-a-nb"); err != nil {
 		t.Errorf("docker logs: %v %q", err, out)
 	}
+	// docker-compose (Debian's) with a GPU service: compose's device reservation becomes an
+	// allocation, and the network it makes is alice's.
+	compose, err := exec.LookPath("docker-compose")
+	testutil.Require(t, err == nil, "docker-compose is not installed (run hack/install-deps.sh)")
+	proj := filepath.Join("/home", alice, "gwproj")
+	if err := os.MkdirAll(proj, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(proj, "docker-compose.yml"), []byte(`version: "3.8"
+services:
+  train:
+    image: `+image+`
+    command: sh -c 'echo GPU=$$NVIDIA_VISIBLE_DEVICES'
+    deploy:
+      resources:
+        reservations:
+          devices: [{capabilities: [gpu], count: 1}]
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_ = exec.Command("chown", "-R", alice, proj).Run()
+	composeAs := func(args ...string) (string, error) {
+		cmd := exec.Command("runuser", append([]string{"-u", alice, "--", "env", "DOCKER_HOST=unix://" + sock, "HOME=/home/" + alice, compose}, args...)...)
+		cmd.Dir = proj
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	t.Cleanup(func() { _, _ = composeAs("down") })
+	if out, err := composeAs("up", "--no-color"); err != nil || !strings.Contains(out, "GPU=GPU-") {
+		t.Errorf("docker-compose up with a GPU service: %v\n%s", err, out)
+	}
+	if out, err := composeAs("down"); err != nil {
+		t.Errorf("docker-compose down: %v\n%s", err, out)
+	}
 	// Events: bob's stream holds none of alice's containers.
 	since := time.Now().Add(-5 * time.Minute).Unix()
 	if out, err := as(bob, sock, "", "events", "--since", fmt.Sprint(since), "--until", fmt.Sprint(time.Now().Unix()), "--format", "{{.Actor.Attributes.name}}"); err != nil ||
