@@ -102,7 +102,7 @@ type world struct {
 	home   string
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t testing.TB) *world {
 	t.Helper()
 	dir := t.TempDir()
 	engine := &fakeEngine{containers: map[string]map[string]string{

@@ -1,0 +1,62 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+
+	"github.com/moby/moby/api/types/container"
+)
+
+// FuzzCreateChecker: whatever a create body holds, the checker neither panics nor lets
+// through a request that, decoded again from what would be forwarded, is privileged, uses
+// a host namespace or adds capabilities.
+func FuzzCreateChecker(f *testing.F) {
+	for _, seed := range []string{
+		`{"Image":"x","HostConfig":{"Privileged":true}}`,
+		`{"Image":"x","HostConfig":{"privileged":false,"Privileged":true}}`,
+		`{"Image":"x","HostConfig":{"Privil\u0065ged":true}}`,
+		`{"Image":"x","HostConfig":{"PidMode":"host","Binds":["/etc:/x"]}}`,
+		`{"Image":"x","HostConfig":{"DeviceRequests":[{"Count":-1,"Capabilities":[["gpu"]]}]}}`,
+		`{"Image":"x","Env":["NVIDIA_VISIBLE_DEVICES=all"],"HostConfig":{"Runtime":"nvidia"}}`,
+		`{"Image":"x","HostConfig":{"Mounts":[{"Type":"bind","Source":"/home/alice/../../etc","Target":"/x"}]}}`,
+		`{}`, `[]`, `null`, `{"HostConfig":null}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	w := newWorld(f)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var req container.CreateRequest
+		if decodeJSON(body, &req) != nil {
+			return
+		}
+		if req.Config == nil {
+			req.Config = &container.Config{}
+		}
+		if req.HostConfig == nil {
+			req.HostConfig = &container.HostConfig{}
+		}
+		if w.s.checkHost(context.Background(), w.alice(), route{version: "/v1.41"}, req.HostConfig) != nil {
+			return
+		}
+		if _, err := gpuRequest(req.Config, req.HostConfig); err != nil {
+			return
+		}
+		w.s.setLabels(w.alice(), req.Config)
+		out, err := json.Marshal(req)
+		if err != nil {
+			t.Fatalf("re-encoding a checked request: %v", err)
+		}
+		var again container.CreateRequest
+		if err := json.Unmarshal(out, &again); err != nil {
+			t.Fatalf("the engine could not decode what the gateway forwards: %v\n%s", err, out)
+		}
+		hc := again.HostConfig
+		if hc != nil && (hc.Privileged || hc.PidMode == "host" || hc.NetworkMode == "host" || hc.IpcMode == "host" || len(hc.CapAdd) > 0) {
+			t.Fatalf("forwarded a request the checker should refuse: %s", out)
+		}
+		if again.Config != nil && again.Config.Labels["gpuwarden.io/user"] != "alice" {
+			t.Fatalf("forwarded without the caller's owner label: %s", out)
+		}
+	})
+}
