@@ -16,6 +16,10 @@
 #  7. /metrics: one scrape with 8 GPUs, 56 MIG instances and 200 containers (p50/p99), next
 #     to a bare controller-runtime registry; the server's CPU scraped every 15 s over
 #     METRICS_CPU_SECONDS (default 300), next to the same server with metrics off.
+#  8. the Docker gateway: `docker run --rm` through it vs straight at the engine (target
+#     ratio <= 1.15), `docker ps -a` with 200 containers (<= 1.2), `docker run --gpus 1 --rm`
+#     through it vs `docker run --rm` straight, and bytes/s of `docker exec … cat` of 256 MiB
+#     (>= 0.8). GATEWAY_RUNS (default 20) sets the runs; SKIP_GATEWAY=1 skips it.
 # IDLE_SECONDS (default 60) sets the idle period; RUNS (default 3) the warm starts;
 # SKIP_SERVER=1 skips part 1; SKIP_CPU=1 parts 6 and 7.
 set -euo pipefail
@@ -179,4 +183,61 @@ hz=$(getconf CLK_TCK)
 printf "scraped every 15 s:   %s%% of a core\n" "$(echo "scale=3; 100 * ($s1 - $s0) / $hz / $metrics_seconds" | bc)"
 printf "metrics off:          %s%% of a core\n" "$(echo "scale=3; 100 * ($k1 - $k0) / $hz / $metrics_seconds" | bc)"
 kill $scraped $dark; wait $scraped $dark 2>/dev/null || true
+fi
+
+if [ -z "${SKIP_GATEWAY:-}" ]; then
+echo
+echo "== the Docker gateway vs the engine itself"
+sock=/run/gpuwarden-test/bench.sock
+GPUWARDEN_TEST_DOCKER_SOCK=$sock GPUWARDEN_DOCKER_STATE=/var/lib/gpuwarden-test/bench hack/docker-up.sh >/dev/null
+engine=unix://$sock
+gw=$dir/gw/docker.sock
+mkdir -p "$dir/gw"
+"$bin" server --data-dir "$dir/gwserver" --api-port 0 --metrics-bind-address 0 --health-probe-bind-address 0 \
+  --fake-gpus h100x8 --docker-host "$engine" --gateway-socket "$gw" --audit-log "$dir/gw.jsonl" >"$dir/gw.out" 2>&1 &
+gwpid=$!
+until grep -q "is ready" "$dir/gw.out"; do kill -0 $gwpid 2>/dev/null || { cat "$dir/gw.out"; exit 1; }; sleep 0.2; done
+sleep 2
+runs=${GATEWAY_RUNS:-20}
+img=gpuwarden-test/busybox:latest
+# Through the gateway as an unprivileged user (its checks run), straight as root; both
+# through runuser, so that its own cost is on both sides.
+id gwbench >/dev/null 2>&1 || useradd -m gwbench
+who_for() { [ "$1" = "$engine" ] && echo root || echo gwbench; }
+timed() { # host, runs, docker args…
+  local host=$1 n=$2; shift 2
+  local t0 t1 who
+  who=$(who_for "$host")
+  t0=$(date +%s.%N)
+  for _ in $(seq "$n"); do runuser -u "$who" -- env DOCKER_HOST="$host" HOME=/tmp docker "$@" >/dev/null; done
+  t1=$(date +%s.%N)
+  echo "($t1 - $t0) / $n" | bc -l
+}
+direct=$(timed "$engine" "$runs" run --rm $img true)
+through=$(timed "unix://$gw" "$runs" run --rm $img true)
+printf "docker run --rm:         direct %.3f s, gateway %.3f s, ratio %.2f (target <= 1.15)\n" "$direct" "$through" "$(echo "$through / $direct" | bc -l)"
+gpu=$(timed "unix://$gw" "$runs" run --rm --gpus 1 $img true)
+printf "docker run --gpus 1 --rm through the gateway: %.3f s, vs docker run --rm direct: ratio %.2f\n" "$gpu" "$(echo "$gpu / $direct" | bc -l)"
+DOCKER_HOST=$engine docker rm -f $(DOCKER_HOST=$engine docker ps -aq) >/dev/null 2>&1 || true
+seq 1 200 | xargs -P 4 -I{} runuser -u gwbench -- env DOCKER_HOST="unix://$gw" HOME=/tmp docker create --name ps-{} $img true >/dev/null
+direct=$(timed "$engine" "$runs" ps -a)
+through=$(timed "unix://$gw" "$runs" ps -a)
+printf "docker ps -a, 200:       direct %.3f s, gateway %.3f s, ratio %.2f (target <= 1.2)\n" "$direct" "$through" "$(echo "$through / $direct" | bc -l)"
+DOCKER_HOST=$engine docker rm -f $(DOCKER_HOST=$engine docker ps -aq) >/dev/null 2>&1 || true
+runuser -u gwbench -- env DOCKER_HOST="unix://$gw" HOME=/tmp docker run -d --name cat-src $img sleep 3600 >/dev/null
+bytes=$((256 << 20))
+stream() { # host
+  local t0 t1
+  t0=$(date +%s.%N)
+  runuser -u "$(who_for "$1")" -- env DOCKER_HOST="$1" HOME=/tmp docker exec cat-src sh -c "head -c $bytes /dev/zero" | wc -c >/dev/null
+  t1=$(date +%s.%N)
+  echo "$bytes / ($t1 - $t0)" | bc -l
+}
+direct=$(stream "$engine")
+through=$(stream "unix://$gw")
+printf "docker exec cat, 256 MiB: direct %.0f MB/s, gateway %.0f MB/s, ratio %.2f (target >= 0.8)\n" \
+  "$(echo "$direct / 1000000" | bc -l)" "$(echo "$through / 1000000" | bc -l)" "$(echo "$through / $direct" | bc -l)"
+DOCKER_HOST=$engine docker rm -f cat-src >/dev/null 2>&1 || true
+kill $gwpid; wait $gwpid 2>/dev/null || true
+kill "$(cat /var/lib/gpuwarden-test/bench/dockerd.pid)" 2>/dev/null || true
 fi
