@@ -94,6 +94,7 @@ func (s *Server) createContainer(w http.ResponseWriter, r *http.Request, c Calle
 	if err != nil {
 		return err
 	}
+	resourceDefaults(req.HostConfig)
 	ctype := s.setLabels(c, req.Config)
 	name := r.URL.Query().Get("name")
 	var allocation string
@@ -141,6 +142,24 @@ func (s *Server) createContainer(w http.ResponseWriter, r *http.Request, c Calle
 	}
 	copyResponse(w, resp)
 	return nil
+}
+
+// Resource defaults for a create that sets none: a /dev/shm large enough for data loaders
+// (Docker's 64 MiB breaks PyTorch's workers) and a bound on processes (a fork bomb stays in
+// its container).
+const (
+	DefaultShmSize   = 1 << 30
+	DefaultPidsLimit = 8192
+)
+
+func resourceDefaults(hc *container.HostConfig) {
+	if hc.ShmSize == 0 && hc.IpcMode != "shareable" && !strings.HasPrefix(string(hc.IpcMode), "container:") {
+		hc.ShmSize = DefaultShmSize
+	}
+	if hc.PidsLimit == nil || *hc.PidsLimit == 0 {
+		n := int64(DefaultPidsLimit)
+		hc.PidsLimit = &n
+	}
 }
 
 // setLabels drops the caller's owner, type and protection labels and sets the gateway's;

@@ -272,6 +272,9 @@ func TestCreateGetsOwnerLabelsAndBoundGPUs(t *testing.T) {
 	if fmt.Sprint(body["Env"]) != "[NVIDIA_VISIBLE_DEVICES=GPU-0]" {
 		t.Errorf("env forwarded: %v", body["Env"])
 	}
+	if hc["ShmSize"] != float64(DefaultShmSize) || hc["PidsLimit"] != float64(DefaultPidsLimit) {
+		t.Errorf("resource defaults forwarded: shm %v, pids %v", hc["ShmSize"], hc["PidsLimit"])
+	}
 	// A container without GPUs gets none, whatever its image says.
 	w.do(w.alice(), "POST", "/v1.41/containers/create", `{"Image":"nvidia/cuda"}`)
 	if fmt.Sprint(w.engine.lastBody()["Env"]) != "[NVIDIA_VISIBLE_DEVICES=void]" {

@@ -66,7 +66,7 @@ func TestGatewayAsTwoUsers(t *testing.T) {
 	}
 	sock := filepath.Join(sockDir, "docker.sock")
 	dir := t.TempDir()
-	s := startServer(t, dir, "e2e-gw", "--docker-host", os.Getenv("DOCKER_HOST"), "--gateway-socket", sock, "--gateway-bind-wait", "2s")
+	s := startServer(t, dir, "e2e-gw", "--docker-host", os.Getenv("DOCKER_HOST"), "--gateway-socket", sock, "--gateway-bind-wait", "8s")
 	auditLog := filepath.Join(dir, "audit", "events.jsonl")
 	if _, err := kubectl(t, s.kubeconfig, `apiVersion: gpuwarden.io/v1alpha1
 kind: GPUQuota
@@ -94,6 +94,40 @@ spec:
 	out, err = as(alice, sock, "", "run", "--rm", "--gpus", "2", image, "true")
 	if err == nil || !strings.Contains(out, "no GPU for you") || !strings.Contains(out, "gw-users") || time.Since(start) > 20*time.Second {
 		t.Errorf("docker run --gpus 2 over the cap: %v after %s\n%s", err, time.Since(start), out)
+	}
+	// When every whole GPU is held, a request waits: it gives up after --gateway-bind-wait
+	// with its place in the queue, and succeeds when a GPU frees meanwhile.
+	if _, err := kubectl(t, s.kubeconfig, `apiVersion: gpuwarden.io/v1alpha1
+kind: GPUQuota
+metadata: {name: gw-holder}
+spec:
+  subjects: [{kind: User, name: gwholder}]
+  limits: {gpuEquivalents: "8", maxGPUsPerContainer: 8}
+---
+apiVersion: gpuwarden.io/v1alpha1
+kind: GPUAllocation
+metadata: {name: gw-hold-all}
+spec: {user: gwholder, nodeName: e2e-gw, request: {gpus: 4}}
+`, "apply", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 30*time.Second, "gw-hold-all Bound", func() (bool, string) {
+		out := mustKubectl(t, s.kubeconfig, "get", "ga", "gw-hold-all", "-o", "jsonpath={.status.phase}")
+		return out == "Bound", out
+	})
+	out, err = as(alice, sock, "", "run", "--rm", "--gpus", "1", image, "true")
+	if err == nil || !strings.Contains(out, "no GPU free after waiting 8s") || !strings.Contains(out, "number 1 of 1") {
+		t.Errorf("a request while every GPU is held: %v\n%s", err, out)
+	}
+	waited := make(chan string, 1)
+	go func() {
+		out, err := as(alice, sock, "", "run", "--rm", "--gpus", "1", image, "sh", "-c", "echo GPU=$NVIDIA_VISIBLE_DEVICES")
+		waited <- fmt.Sprintf("%v %s", err, out)
+	}()
+	time.Sleep(2 * time.Second)
+	mustKubectl(t, s.kubeconfig, "delete", "ga", "gw-hold-all")
+	if got := <-waited; !strings.HasPrefix(got, "<nil> GPU=GPU-") {
+		t.Errorf("a request that waited for a GPU to free: %s", got)
 	}
 	// Spoofed owner labels are overwritten.
 	if out, err := as(alice, sock, "", "run", "-d", "--name", "gw-a-nb", "--label", "gpuwarden.io/user="+bob, image, "sleep", "600"); err != nil {
@@ -141,6 +175,19 @@ spec:
 	}
 	if out, err := as(alice, sock, "", "logs", "gw-a-nb"); err != nil {
 		t.Errorf("docker logs: %v %q", err, out)
+	}
+	// docker logs -f follows until the container ends; docker exec -it on a terminal.
+	if out, err := as(alice, sock, "", "run", "-d", "--name", "gw-a-talk", image, "sh", "-c", "echo first; sleep 1; echo second"); err != nil {
+		t.Fatalf("docker run -d: %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("docker", "rm", "-f", "gw-a-talk").Run() })
+	if out, err := as(alice, sock, "", "logs", "-f", "gw-a-talk"); err != nil || out != "first\nsecond" {
+		t.Errorf("docker logs -f: %v %q", err, out)
+	}
+	tty := exec.Command("runuser", "-u", alice, "--", "env", "DOCKER_HOST=unix://"+sock, "HOME=/home/"+alice,
+		"script", "-qec", "docker exec -it gw-a-nb sh -c 'test -t 0 && echo tty-ok'", "/dev/null")
+	if out, err := tty.CombinedOutput(); err != nil || !strings.Contains(string(out), "tty-ok") {
+		t.Errorf("docker exec -it on a terminal: %v %q", err, out)
 	}
 	// docker-compose (Debian's) with a GPU service: compose's device reservation becomes an
 	// allocation, and the network it makes is alice's.
