@@ -13,23 +13,32 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
 
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/labels"
 )
 
-// OwnerLabel is the label the gateway sets on what a caller creates.
-const OwnerLabel = "gpuwarden.io/user"
+// passIfNotOK asks the engine for what the caller asked and returns the answer when it is
+// a 200 to filter; any other answer goes to the caller as it is (and nil is returned).
+func (s *Server) passIfNotOK(w http.ResponseWriter, r *http.Request) (*http.Response, error) {
+	resp, err := s.up.get(r.Context(), r.URL.Path+"?"+r.URL.RawQuery)
+	if err != nil {
+		return nil, fmt.Errorf("the Docker engine behind the gateway is unreachable: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		copyResponse(w, resp)
+		return nil, nil
+	}
+	return resp, nil
+}
 
 // listContainers lists only the caller's containers: the engine's answer, filtered by owner.
 func (s *Server) listContainers(w http.ResponseWriter, r *http.Request, c Caller, rt route) error {
-	resp, err := s.up.get(r.Context(), r.URL.Path+"?"+r.URL.RawQuery)
-	if err != nil {
-		return fmt.Errorf("the Docker engine behind the gateway is unreachable: %w", err)
+	resp, err := s.passIfNotOK(w, r)
+	if resp == nil || err != nil {
+		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		copyResponse(w, resp)
-		return nil
-	}
 	var list []json.RawMessage
 	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
 		return fmt.Errorf("reading the engine's container list: %w", err)
@@ -128,15 +137,11 @@ func (s *Server) onExec(w http.ResponseWriter, r *http.Request, c Caller, rt rou
 
 // events streams only the caller's containers' events (and image events).
 func (s *Server) events(w http.ResponseWriter, r *http.Request, c Caller, _ route) error {
-	resp, err := s.up.get(r.Context(), r.URL.Path+"?"+r.URL.RawQuery)
-	if err != nil {
-		return fmt.Errorf("the Docker engine behind the gateway is unreachable: %w", err)
+	resp, err := s.passIfNotOK(w, r)
+	if resp == nil || err != nil {
+		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		copyResponse(w, resp)
-		return nil
-	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	f, _ := w.(http.Flusher)
@@ -213,7 +218,7 @@ func (s *Server) createOwned(w http.ResponseWriter, r *http.Request, c Caller, r
 			delete(req, k)
 		}
 	}
-	lbl[OwnerLabel] = c.Name
+	lbl[gpuwardenv1alpha1.LabelUser] = c.Name
 	req["Labels"] = lbl
 	return s.forwardJSON(w, r, r.URL.Path, req)
 }
@@ -230,7 +235,7 @@ func (s *Server) onOwned(w http.ResponseWriter, r *http.Request, c Caller, rt ro
 	if resp.StatusCode == http.StatusNotFound || decodeErr != nil {
 		return &refusal{status: http.StatusNotFound, msg: fmt.Sprintf("No such %s: %s", rt.object, rt.id)}
 	}
-	if owner := obj.Labels[OwnerLabel]; owner != c.Name {
+	if owner := obj.Labels[gpuwardenv1alpha1.LabelUser]; owner != c.Name {
 		return &refusal{status: http.StatusForbidden, owner: owner, msg: fmt.Sprintf("%s %s does not belong to %s", rt.object, rt.id, c.Name)}
 	}
 	if strings.HasSuffix(rt.rest, "/connect") || strings.HasSuffix(rt.rest, "/disconnect") {
@@ -264,15 +269,11 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request, c Caller, rt ro
 
 // listVolumes lists only the caller's volumes.
 func (s *Server) listVolumes(w http.ResponseWriter, r *http.Request, c Caller, _ route) error {
-	resp, err := s.up.get(r.Context(), r.URL.Path+"?"+r.URL.RawQuery)
-	if err != nil {
-		return fmt.Errorf("the Docker engine behind the gateway is unreachable: %w", err)
+	resp, err := s.passIfNotOK(w, r)
+	if resp == nil || err != nil {
+		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		copyResponse(w, resp)
-		return nil
-	}
 	var list struct {
 		Volumes  []json.RawMessage
 		Warnings []string
@@ -283,7 +284,7 @@ func (s *Server) listVolumes(w http.ResponseWriter, r *http.Request, c Caller, _
 	own := list.Volumes[:0]
 	for _, v := range list.Volumes {
 		var vol struct{ Labels map[string]string }
-		if json.Unmarshal(v, &vol) == nil && vol.Labels[OwnerLabel] == c.Name {
+		if json.Unmarshal(v, &vol) == nil && vol.Labels[gpuwardenv1alpha1.LabelUser] == c.Name {
 			own = append(own, v)
 		}
 	}
