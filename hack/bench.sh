@@ -191,8 +191,9 @@ echo "== the Docker gateway vs the engine itself"
 sock=/run/gpuwarden-test/bench.sock
 GPUWARDEN_TEST_DOCKER_SOCK=$sock GPUWARDEN_DOCKER_STATE=/var/lib/gpuwarden-test/bench hack/docker-up.sh >/dev/null
 engine=unix://$sock
-gw=$dir/gw/docker.sock
-mkdir -p "$dir/gw"
+gwdir=$(mktemp -d) # reachable by the unprivileged user the runs go as
+chmod 755 "$gwdir"
+gw=$gwdir/docker.sock
 "$bin" server --data-dir "$dir/gwserver" --api-port 0 --metrics-bind-address 0 --health-probe-bind-address 0 \
   --fake-gpus h100x8 --docker-host "$engine" --gateway-socket "$gw" --audit-log "$dir/gw.jsonl" >"$dir/gw.out" 2>&1 &
 gwpid=$!
@@ -239,5 +240,6 @@ printf "docker exec cat, 256 MiB: direct %.0f MB/s, gateway %.0f MB/s, ratio %.2
   "$(echo "$direct / 1000000" | bc -l)" "$(echo "$through / 1000000" | bc -l)" "$(echo "$through / $direct" | bc -l)"
 DOCKER_HOST=$engine docker rm -f cat-src >/dev/null 2>&1 || true
 kill $gwpid; wait $gwpid 2>/dev/null || true
+rm -rf "$gwdir"
 kill "$(cat /var/lib/gpuwarden-test/bench/dockerd.pid)" 2>/dev/null || true
 fi
