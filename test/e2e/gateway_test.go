@@ -223,6 +223,24 @@ services:
 	if out, err := composeAs("down"); err != nil {
 		t.Errorf("docker-compose down: %v\n%s", err, out)
 	}
+	// An image build (the classic builder: this docker CLI has no buildx), and its image run.
+	ctxDir := filepath.Join("/home", alice, "gwimage")
+	if err := os.MkdirAll(ctxDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte("FROM "+image+"\nRUN echo built > /built\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_ = exec.Command("chown", "-R", alice, ctxDir).Run()
+	t.Cleanup(func() { _ = exec.Command("docker", "rmi", "-f", "gwalice/built:e2e").Run() })
+	if out, err := as(alice, sock, "", "build", "-t", "gwalice/built:e2e", ctxDir); err != nil {
+		t.Errorf("docker build: %v\n%s", err, out)
+	} else if out, err := as(alice, sock, "", "run", "--rm", "gwalice/built:e2e", "cat", "/built"); err != nil || out != "built" {
+		t.Errorf("running the built image: %v %q", err, out)
+	}
+	if out, err := as(alice, sock, "", "build", "--network", "host", "-t", "gwalice/host:e2e", ctxDir); err == nil || !strings.Contains(out, "gpuwarden:") {
+		t.Errorf("docker build --network host: %v\n%s", err, out)
+	}
 	// Events: bob's stream holds none of alice's containers.
 	since := time.Now().Add(-5 * time.Minute).Unix()
 	if out, err := as(bob, sock, "", "events", "--since", fmt.Sprint(since), "--until", fmt.Sprint(time.Now().Unix()), "--format", "{{.Actor.Attributes.name}}"); err != nil ||
