@@ -48,6 +48,10 @@ func (e *fakeEngine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			list = append(list, map[string]any{"Id": id, "Labels": l})
 		}
 		_ = json.NewEncoder(w).Encode(list)
+	case p == "/networks":
+		fmt.Fprint(w, `[{"Name":"bridge","Labels":{}},{"Name":"alicenet","Labels":{"gpuwarden.io/user":"alice"}},{"Name":"bobnet","Labels":{"gpuwarden.io/user":"bob"}}]`)
+	case p == "/networks/bobnet":
+		fmt.Fprint(w, `{"Name":"bobnet","Labels":{"gpuwarden.io/user":"bob"}}`)
 	case p == "/containers/create":
 		w.WriteHeader(http.StatusCreated)
 		fmt.Fprint(w, `{"Id":"new","Warnings":[]}`)
@@ -173,6 +177,17 @@ func TestOwnersOnlyTouchTheirOwnContainers(t *testing.T) {
 	rec := w.do(bob, "GET", "/v1.41/containers/json?all=1", "")
 	if strings.Contains(rec.Body.String(), "alice") || !strings.Contains(rec.Body.String(), "bob-job") {
 		t.Errorf("bob's list: %s", rec.Body)
+	}
+	// Networks: the caller's and the engine's own, never another user's.
+	if rec := w.do(w.alice(), "GET", "/v1.41/networks", ""); strings.Contains(rec.Body.String(), "bobnet") ||
+		!strings.Contains(rec.Body.String(), "alicenet") || !strings.Contains(rec.Body.String(), "bridge") {
+		t.Errorf("alice's network list: %s", rec.Body)
+	}
+	if rec := w.do(w.alice(), "GET", "/v1.41/networks/bobnet", ""); rec.Code != http.StatusForbidden {
+		t.Errorf("alice inspects bob's network: %d %s", rec.Code, rec.Body)
+	}
+	if rec := w.do(w.alice(), "GET", "/v1.41/networks/bridge", ""); rec.Code != http.StatusOK {
+		t.Errorf("alice inspects the engine's bridge network: %d %s", rec.Code, rec.Body)
 	}
 	if rec := w.do(Caller{Name: "root", Admin: true}, "GET", "/v1.41/containers/json", ""); !strings.Contains(rec.Body.String(), "alice-nb") {
 		t.Errorf("an admin sees everything: %s", rec.Body)

@@ -235,7 +235,13 @@ func (s *Server) onOwned(w http.ResponseWriter, r *http.Request, c Caller, rt ro
 	if resp.StatusCode == http.StatusNotFound || decodeErr != nil {
 		return &refusal{status: http.StatusNotFound, msg: fmt.Sprintf("No such %s: %s", rt.object, rt.id)}
 	}
-	if owner := obj.Labels[gpuwardenv1alpha1.LabelUser]; owner != c.Name {
+	owner := obj.Labels[gpuwardenv1alpha1.LabelUser]
+	// The engine's own networks (bridge, host, none) and compose's have no owner: readable.
+	if rt.object == "network" && owner == "" && !rt.write {
+		s.up.forward(w, r, r.URL.Path, r.URL.RawQuery, nil, 0)
+		return nil
+	}
+	if owner != c.Name {
 		return &refusal{status: http.StatusForbidden, owner: owner, msg: fmt.Sprintf("%s %s does not belong to %s", rt.object, rt.id, c.Name)}
 	}
 	if strings.HasSuffix(rt.rest, "/connect") || strings.HasSuffix(rt.rest, "/disconnect") {
@@ -281,14 +287,37 @@ func (s *Server) listVolumes(w http.ResponseWriter, r *http.Request, c Caller, _
 	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
 		return fmt.Errorf("reading the engine's volume list: %w", err)
 	}
-	own := list.Volumes[:0]
-	for _, v := range list.Volumes {
-		var vol struct{ Labels map[string]string }
-		if json.Unmarshal(v, &vol) == nil && vol.Labels[gpuwardenv1alpha1.LabelUser] == c.Name {
-			own = append(own, v)
-		}
-	}
-	list.Volumes = own
+	list.Volumes = ownedItems(list.Volumes, c, false)
 	w.Header().Set("Content-Type", "application/json")
 	return json.NewEncoder(w).Encode(list)
+}
+
+// listNetworks lists the caller's networks and the engine's own.
+func (s *Server) listNetworks(w http.ResponseWriter, r *http.Request, c Caller, _ route) error {
+	resp, err := s.passIfNotOK(w, r)
+	if resp == nil || err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var list []json.RawMessage
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		return fmt.Errorf("reading the engine's network list: %w", err)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(ownedItems(list, c, true))
+}
+
+// ownedItems keeps the caller's objects (by owner label), and unowned ones when asked.
+func ownedItems(list []json.RawMessage, c Caller, unowned bool) []json.RawMessage {
+	out := make([]json.RawMessage, 0, len(list))
+	for _, item := range list {
+		var obj struct{ Labels map[string]string }
+		if json.Unmarshal(item, &obj) != nil {
+			continue
+		}
+		if owner := obj.Labels[gpuwardenv1alpha1.LabelUser]; owner == c.Name || unowned && owner == "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }

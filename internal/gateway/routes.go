@@ -26,6 +26,7 @@ const (
 	createOwned     // networks and volumes: owner label set, options checked
 	onOwned         // a network or volume: the caller must own it
 	listVolumes     // filtered to the caller's own
+	listNetworks    // filtered to the caller's own and the engine's (bridge, host, none)
 )
 
 // route is a classified request.
@@ -139,7 +140,7 @@ func classifyOwned(method string, parts []string, r route) (route, string) {
 	r.class, r.object = strings.TrimSuffix(parts[0], "s"), strings.TrimSuffix(parts[0], "s")
 	switch {
 	case len(parts) == 1 && method == http.MethodGet:
-		r.kind = pass
+		r.kind = listNetworks
 		if parts[0] == "volumes" {
 			r.kind = listVolumes
 		}
@@ -148,10 +149,7 @@ func classifyOwned(method string, parts []string, r route) (route, string) {
 	case len(parts) == 2 && parts[1] == "prune":
 		r.kind = adminOnly
 	case len(parts) == 2 && method == http.MethodGet:
-		r.kind, r.id = pass, parts[1]
-		if parts[0] == "volumes" {
-			r.kind = onOwned
-		}
+		r.kind, r.id = onOwned, parts[1]
 	case len(parts) == 2 && method == http.MethodDelete,
 		len(parts) == 3 && method == http.MethodPost && (parts[2] == "connect" || parts[2] == "disconnect"):
 		r.kind, r.id, r.write = onOwned, parts[1], true

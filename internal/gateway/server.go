@@ -210,6 +210,8 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, c Caller, rt rou
 		return s.onOwned(w, r, c, rt)
 	case listVolumes:
 		return s.listVolumes(w, r, c, rt)
+	case listNetworks:
+		return s.listNetworks(w, r, c, rt)
 	}
 	return refused("%s %s is not an endpoint the gateway serves", r.Method, r.URL.Path)
 }
