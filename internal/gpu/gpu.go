@@ -67,7 +67,8 @@ type Process struct {
 	DeviceUUID string
 }
 
-// Sample is a GPU's or a MIG instance's fast-moving numbers.
+// Sample is a GPU's or a MIG instance's fast-moving numbers (temperature and power are in
+// Telemetry, where NVML may not have them).
 type Sample struct {
 	UUID string
 	// Parent is the GPU's UUID for a MIG instance, empty for a whole GPU.
@@ -78,8 +79,6 @@ type Sample struct {
 	MemoryUtilPercent  uint32
 	MemoryUsedBytes    uint64
 	MemoryTotalBytes   uint64
-	TemperatureC       uint32
-	PowerMilliwatts    uint32
 	// Processes are NVML's per-process utilisation samples, where it has them.
 	Processes []ProcessUtilization
 	// Telemetry is what the metrics export beyond the numbers above.

@@ -361,10 +361,10 @@ func (n *NVML) Samples(ctx context.Context) ([]Sample, error) {
 			s.UtilizationKnown, s.UtilizationPercent, s.MemoryUtilPercent = true, u.Gpu, u.Memory
 		}
 		if t, ret := h.GetTemperature(nvml.TEMPERATURE_GPU); ret == nvml.SUCCESS {
-			s.TemperatureC, s.Telemetry.Temperature = t, Some(t)
+			s.Telemetry.Temperature = Some(t)
 		}
 		if p, ret := h.GetPowerUsage(); ret == nvml.SUCCESS {
-			s.PowerMilliwatts, s.Telemetry.Power = p, Some(p)
+			s.Telemetry.Power = Some(p)
 		}
 		s.Processes = processUtilization(h)
 		n.telemetry(h, dh.uuid, &s.Telemetry)

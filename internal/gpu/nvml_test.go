@@ -130,7 +130,7 @@ func TestProcessesAndSamples(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(samples) != 8+7+3+2+1 || samples[0].UtilizationPercent != 93 || samples[0].MemoryUtilPercent != 40 || samples[0].TemperatureC == 0 || !samples[0].UtilizationKnown {
+	if len(samples) != 8+7+3+2+1 || samples[0].UtilizationPercent != 93 || samples[0].MemoryUtilPercent != 40 || samples[0].Telemetry.Temperature.V == 0 || !samples[0].UtilizationKnown {
 		t.Errorf("samples[0] = %+v of %d", samples[0], len(samples))
 	}
 	for _, sm := range samples {

@@ -1,11 +1,8 @@
 package telemetry
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/gpuwarden/gpuwarden/internal/gpu"
 )
 
 var (
@@ -38,10 +35,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(sampleAgeDesc, prometheus.GaugeValue, age.Seconds())
 	ch <- prometheus.MustNewConstMetric(sampleIntervalDesc, prometheus.GaugeValue, c.Sampler.Interval.Seconds())
 	up := 1.0
-	if snap.Err != nil || snap.At.IsZero() {
-		up = 0
-	}
-	if errors.Is(snap.Err, gpu.ErrNoDriver) && len(snap.Samples) == 0 {
+	if snap.Err != nil || snap.At.IsZero() { // failing, no driver, or not read yet
 		up = 0
 	}
 	ch <- prometheus.MustNewConstMetric(nvmlUpDesc, prometheus.GaugeValue, up)

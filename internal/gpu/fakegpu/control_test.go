@@ -60,7 +60,7 @@ func TestControlFileDrivesTheGPUs(t *testing.T) {
 	}
 	got := sampleOf(t, b, s.UUIDs()[0])
 	want := gpu.Sample{UUID: s.UUIDs()[0], UtilizationKnown: true, UtilizationPercent: 97, MemoryUtilPercent: 40,
-		MemoryUsedBytes: 30000 << 20, MemoryTotalBytes: 80 << 30, TemperatureC: 91, PowerMilliwatts: 650000}
+		MemoryUsedBytes: 30000 << 20, MemoryTotalBytes: 80 << 30}
 	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(gpu.Sample{}, "Telemetry")); diff != "" {
 		t.Errorf("GPU 0 (-want,+got):\n%s", diff)
 	}
@@ -72,7 +72,7 @@ func TestControlFileDrivesTheGPUs(t *testing.T) {
 	if m := sampleOf(t, b, s.MIGUUIDs(4)[0]); m.MemoryUsedBytes != 5000<<20 || m.UtilizationKnown {
 		t.Errorf("MIG 4:0 = %+v", m)
 	}
-	if d := sampleOf(t, b, s.UUIDs()[1]); d.TemperatureC != 35 || d.PowerMilliwatts != 70000 || d.UtilizationPercent != 0 {
+	if d := sampleOf(t, b, s.UUIDs()[1]); d.Telemetry.Temperature.V != 35 || d.Telemetry.Power.V != 70000 || d.UtilizationPercent != 0 {
 		t.Errorf("GPU 1, not named, = %+v; want the defaults", d)
 	}
 	devs, _ := b.Devices(context.Background())
@@ -92,7 +92,7 @@ func TestControlFileDrivesTheGPUs(t *testing.T) {
 	if devs[2].Health != gpu.Healthy {
 		t.Errorf("GPU 2 after the file no longer names it: %s", devs[2].Health)
 	}
-	if d := sampleOf(t, b, s.UUIDs()[0]); d.UtilizationPercent != 0 || d.TemperatureC != 35 {
+	if d := sampleOf(t, b, s.UUIDs()[0]); d.UtilizationPercent != 0 || d.Telemetry.Temperature.V != 35 {
 		t.Errorf("GPU 0 after an empty file = %+v", d)
 	}
 }
