@@ -2,7 +2,6 @@ package telemetry
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
-
 )
 
 var (
