@@ -33,7 +33,16 @@ func (s *Server) passIfNotOK(w http.ResponseWriter, r *http.Request) (*http.Resp
 }
 
 // listContainers lists only the caller's containers: the engine's answer, filtered by owner.
-func (s *Server) listContainers(w http.ResponseWriter, r *http.Request, c Caller, rt route) error {
+func (s *Server) listContainers(w http.ResponseWriter, r *http.Request, c Caller, _ route) error {
+	return s.filterList(w, r, "container", func(l map[string]string) bool {
+		owner, _ := labels.Owner(l)
+		return owner == c.Name
+	})
+}
+
+// filterList answers a list the engine gives as a JSON array with the items keep accepts
+// by their labels.
+func (s *Server) filterList(w http.ResponseWriter, r *http.Request, what string, keep func(map[string]string) bool) error {
 	resp, err := s.passIfNotOK(w, r)
 	if resp == nil || err != nil {
 		return err
@@ -41,19 +50,10 @@ func (s *Server) listContainers(w http.ResponseWriter, r *http.Request, c Caller
 	defer resp.Body.Close()
 	var list []json.RawMessage
 	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
-		return fmt.Errorf("reading the engine's container list: %w", err)
-	}
-	out := make([]json.RawMessage, 0, len(list))
-	for _, item := range list {
-		var ct struct{ Labels map[string]string }
-		if json.Unmarshal(item, &ct) == nil {
-			if owner, _ := labels.Owner(ct.Labels); owner == c.Name {
-				out = append(out, item)
-			}
-		}
+		return fmt.Errorf("reading the engine's %s list: %w", what, err)
 	}
 	w.Header().Set("Content-Type", "application/json")
-	return json.NewEncoder(w).Encode(out)
+	return json.NewEncoder(w).Encode(keepItems(list, keep))
 }
 
 // createExec checks an exec's body (no privileged exec) and forwards it re-encoded.
@@ -128,7 +128,7 @@ func (s *Server) onExec(w http.ResponseWriter, r *http.Request, c Caller, rt rou
 			return err
 		}
 		body, _ := json.Marshal(req)
-		s.up.hijack(w, r, r.URL.Path, r.URL.RawQuery, body, &s.streams)
+		s.up.hijack(w, r, r.URL.Path, r.URL.RawQuery, body)
 		return nil
 	}
 	s.up.forward(w, r, r.URL.Path, r.URL.RawQuery, nil, 0)
@@ -287,35 +287,25 @@ func (s *Server) listVolumes(w http.ResponseWriter, r *http.Request, c Caller, _
 	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
 		return fmt.Errorf("reading the engine's volume list: %w", err)
 	}
-	list.Volumes = ownedItems(list.Volumes, c, false)
+	list.Volumes = keepItems(list.Volumes, func(l map[string]string) bool { return l[gpuwardenv1alpha1.LabelUser] == c.Name })
 	w.Header().Set("Content-Type", "application/json")
 	return json.NewEncoder(w).Encode(list)
 }
 
-// listNetworks lists the caller's networks and the engine's own.
+// listNetworks lists the caller's networks and the engine's own (no owner).
 func (s *Server) listNetworks(w http.ResponseWriter, r *http.Request, c Caller, _ route) error {
-	resp, err := s.passIfNotOK(w, r)
-	if resp == nil || err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	var list []json.RawMessage
-	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
-		return fmt.Errorf("reading the engine's network list: %w", err)
-	}
-	w.Header().Set("Content-Type", "application/json")
-	return json.NewEncoder(w).Encode(ownedItems(list, c, true))
+	return s.filterList(w, r, "network", func(l map[string]string) bool {
+		owner := l[gpuwardenv1alpha1.LabelUser]
+		return owner == c.Name || owner == ""
+	})
 }
 
-// ownedItems keeps the caller's objects (by owner label), and unowned ones when asked.
-func ownedItems(list []json.RawMessage, c Caller, unowned bool) []json.RawMessage {
+// keepItems keeps the items whose labels keep accepts.
+func keepItems(list []json.RawMessage, keep func(map[string]string) bool) []json.RawMessage {
 	out := make([]json.RawMessage, 0, len(list))
 	for _, item := range list {
 		var obj struct{ Labels map[string]string }
-		if json.Unmarshal(item, &obj) != nil {
-			continue
-		}
-		if owner := obj.Labels[gpuwardenv1alpha1.LabelUser]; owner == c.Name || unowned && owner == "" {
+		if json.Unmarshal(item, &obj) == nil && keep(obj.Labels) {
 			out = append(out, item)
 		}
 	}

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -113,7 +112,7 @@ func (u *upstream) get(ctx context.Context, path string) (*http.Response, error)
 // the engine's 101 UPGRADED or raw 200 stream is spliced to the caller both ways, each
 // half closed when its side ends, so stdin's EOF reaches the container. Bytes either side
 // had buffered when the connection was taken over are passed on first.
-func (u *upstream) hijack(w http.ResponseWriter, r *http.Request, path, query string, body []byte, streams *sync.WaitGroup) {
+func (u *upstream) hijack(w http.ResponseWriter, r *http.Request, path, query string, body []byte) {
 	eng, err := u.dial(r.Context())
 	if err != nil {
 		writeError(w, http.StatusBadGateway, "the Docker engine behind the gateway is unreachable: "+err.Error())
@@ -167,8 +166,6 @@ func (u *upstream) hijack(w http.ResponseWriter, r *http.Request, path, query st
 	if err := cbuf.Flush(); err != nil {
 		return
 	}
-	streams.Add(1)
-	defer streams.Done()
 	openStreams.Inc()
 	defer openStreams.Dec()
 	done := make(chan struct{}, 2)

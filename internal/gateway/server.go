@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -47,8 +46,7 @@ type Server struct {
 	// Denied is told of every refusal (an Event); optional.
 	Denied func(c Caller, operation, owner, reason string)
 
-	up      *upstream
-	streams sync.WaitGroup
+	up *upstream
 	// peerOf tells who is at the other end of a connection; the kernel (peer) when nil.
 	peerOf func(net.Conn) (Caller, error)
 }
@@ -226,7 +224,7 @@ func (s *Server) forwardAsIs(w http.ResponseWriter, r *http.Request, rt route) e
 		if err != nil {
 			return err
 		}
-		s.up.hijack(w, r, r.URL.Path, r.URL.RawQuery, body, &s.streams)
+		s.up.hijack(w, r, r.URL.Path, r.URL.RawQuery, body)
 		return nil
 	}
 	s.up.forward(w, r, r.URL.Path, r.URL.RawQuery, r.Body, r.ContentLength)
@@ -328,7 +326,7 @@ func (s *Server) onContainer(w http.ResponseWriter, r *http.Request, c Caller, r
 	}
 	switch rt.kind {
 	case attachContainer:
-		s.up.hijack(w, r, p, r.URL.RawQuery, nil, &s.streams)
+		s.up.hijack(w, r, p, r.URL.RawQuery, nil)
 		return nil
 	case createExec:
 		return s.createExec(w, r, c, p)
