@@ -26,6 +26,8 @@ import (
 const (
 	// LedgerName is the ConfigMap (in LedgerNamespace) that records every live binding.
 	LedgerName = "gpuwarden-ledger"
+	// DefaultLedgerNamespace holds the ledger (and its signing key) unless a controller is told otherwise.
+	DefaultLedgerNamespace = "kube-system"
 	// LedgerKey is its data key.
 	LedgerKey = "ledger.json"
 	// DefaultRetention is how long released allocations stay visible.

@@ -29,7 +29,7 @@ func (r *AllocationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return errors.New("AllocationReconciler needs a Client, Reader, NodeName, Groups, Clock, Recorder and Audit")
 	}
 	if r.LedgerNamespace == "" {
-		r.LedgerNamespace = "kube-system"
+		r.LedgerNamespace = DefaultLedgerNamespace
 	}
 	if r.Retention == 0 {
 		r.Retention = DefaultRetention

@@ -178,7 +178,7 @@ func (r *ContainerReconciler) forget(id string) {
 // allocations that name a container.
 func (r *ContainerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.LedgerNamespace == "" {
-		r.LedgerNamespace = "kube-system"
+		r.LedgerNamespace = DefaultLedgerNamespace
 	}
 	if r.Client == nil || r.Reader == nil || r.Engine == nil || r.Store == nil || r.Owners == nil || r.NodeName == "" || r.Groups == nil || r.Clock == nil ||
 		r.Recorder == nil || r.Audit == nil || r.Changed == nil {

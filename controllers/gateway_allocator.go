@@ -56,7 +56,7 @@ func (g *GatewayAllocator) Allocate(ctx context.Context, user string, req gatewa
 	}
 	ns := g.LedgerNamespace
 	if ns == "" {
-		ns = "kube-system" // as the allocation and container controllers
+		ns = DefaultLedgerNamespace
 	}
 	key, err := signingKey(ctx, g.Reader, g.Client, ns)
 	if err != nil {
