@@ -211,13 +211,7 @@ func (p *pass) record(a *gpuwardenv1alpha1.GPUAllocation, before *gpuwardenv1alp
 	if s.Phase == before.Phase && s.Reason == before.Reason {
 		return
 	}
-	ref := audit.Allocation{Name: a.Name, Container: audit.Container{Name: a.Spec.ContainerName, ID: a.Spec.ContainerID, Type: string(a.Spec.ContainerType)}}
-	for _, d := range s.Devices {
-		ref.Devices = append(ref.Devices, d.UUID)
-	}
-	if s.GPUEquivalents != nil {
-		ref.GPUEquivalents = s.GPUEquivalents.AsDec().String()
-	}
+	ref := statusRef(a, audit.Container{Name: a.Spec.ContainerName, ID: a.Spec.ContainerID, Type: string(a.Spec.ContainerType)})
 	switch s.Phase {
 	case gpuwardenv1alpha1.PhaseBound:
 		var idx []string
@@ -248,6 +242,19 @@ func profileSuffix(profile string) string {
 		return ""
 	}
 	return " (" + profile + ")"
+}
+
+// statusRef is an allocation's audit reference from its status: the devices it holds and
+// what they cost, with container c.
+func statusRef(a *gpuwardenv1alpha1.GPUAllocation, c audit.Container) audit.Allocation {
+	ref := audit.Allocation{Name: a.Name, Container: c}
+	for _, d := range a.Status.Devices {
+		ref.Devices = append(ref.Devices, d.UUID)
+	}
+	if a.Status.GPUEquivalents != nil {
+		ref.GPUEquivalents = a.Status.GPUEquivalents.AsDec().String()
+	}
+	return ref
 }
 
 func allocationRef(name string, b allocation.Binding) audit.Allocation {

@@ -88,13 +88,4 @@ func (b *usageBook) flush(id string, lg audit.Logger) {
 	lg.Log(audit.GPUUsage(cur.user, cur.ref, cur.u))
 }
 
-func usageRef(h held) audit.Allocation {
-	ref := audit.Allocation{Name: h.a.Name, Container: containerRef(h.c)}
-	if h.a.Status.GPUEquivalents != nil {
-		ref.GPUEquivalents = h.a.Status.GPUEquivalents.AsDec().String()
-	}
-	for _, d := range h.a.Status.Devices {
-		ref.Devices = append(ref.Devices, d.UUID)
-	}
-	return ref
-}
+func usageRef(h held) audit.Allocation { return statusRef(h.a, containerRef(h.c)) }
