@@ -123,24 +123,16 @@ func (r *ContainerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 
 // policy is the container's effective ContainerPolicy.
 func (r *ContainerReconciler) policy(ctx context.Context, c docker.Container, owner string) (resolve.Policy, error) {
-	var list gpuwardenv1alpha1.ContainerPolicyList
-	if err := r.Client.List(ctx, &list); err != nil {
-		return resolve.Policy{}, fmt.Errorf("listing container policies: %w", err)
-	}
-	return r.policyAmong(ctx, list.Items, c, owner)
+	return r.policies().Effective(ctx, owner, c.Labels)
 }
 
 // policyAmong is the container's effective policy among policies, listed once by the caller.
 func (r *ContainerReconciler) policyAmong(ctx context.Context, policies []gpuwardenv1alpha1.ContainerPolicy, c docker.Container, owner string) (resolve.Policy, error) {
-	var groups []string
-	if owner != "" {
-		g, err := r.Groups.GroupsOf(owner)
-		if err != nil {
-			ctrl.LoggerFrom(ctx).Error(err, "Looking up groups; treating the user as in none", "user", owner)
-		}
-		groups = g
-	}
-	return resolve.EffectivePolicy(policies, resolve.Container{User: owner, Groups: groups, Type: labels.ContainerType(c.Labels), Labels: c.Labels}, r.Clock.Now())
+	return r.policies().Among(ctx, policies, owner, c.Labels)
+}
+
+func (r *ContainerReconciler) policies() Policies {
+	return Policies{Client: r.Client, Groups: r.Groups, Clock: r.Clock}
 }
 
 func (r *ContainerReconciler) once(id, what string) bool {

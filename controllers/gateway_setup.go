@@ -38,6 +38,7 @@ func setupGateway(mgr ctrl.Manager, o Options) error {
 	node := &corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: o.NodeName}
 	srv := &gateway.Server{
 		Socket: g.Socket, Dial: g.DialDocker, AdminGroup: g.AdminGroup, AllowMounts: g.AllowMounts, Audit: o.Audit,
+		Policies: Policies{Client: mgr.GetClient(), Groups: o.Groups, Clock: o.Clock},
 		Denied: func(c gateway.Caller, operation, owner, reason string) {
 			recorder.Eventf(node, nil, corev1.EventTypeWarning, EventAccessDenied, "Deny", "Docker gateway refused %s to %s: %s", operation, c.Name, reason)
 		},

@@ -15,6 +15,17 @@ sock=${GPUWARDEN_TEST_DOCKER_SOCK:-/run/gpuwarden-test/docker.sock}
 export DOCKER_HOST=unix://$sock
 
 docker_ok() { timeout 10 docker version >/dev/null 2>&1; }
+# The engine must know a runtime named nvidia (tests create containers with --runtime nvidia,
+# one of the GPU request forms): here it is plain runc, beside the hook's test double.
+has_nvidia_runtime() { timeout 10 docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q '"nvidia"'; }
+
+pidfile=$state/dockerd.pid
+if docker_ok && ! has_nvidia_runtime && [ -f "$pidfile" ]; then
+  echo "hack/docker-up.sh: restarting the test dockerd to register the nvidia runtime"
+  old=$(cat "$pidfile")
+  kill "$old" 2>/dev/null || true
+  for _ in $(seq 1 60); do kill -0 "$old" 2>/dev/null || break; sleep 0.5; done
+fi
 
 if ! docker_ok; then
   mkdir -p "$state" "$hookdir"
@@ -29,7 +40,6 @@ HOOK
   chmod +x "$hookdir/nvidia-container-runtime-hook"
   # A dockerd killed without cleaning up (a stopped session, a reboot) leaves its pid file;
   # a new dockerd refuses to start while it names a live process, so drop it unless it does.
-  pidfile=$state/dockerd.pid
   if [ -f "$pidfile" ]; then
     old=$(cat "$pidfile" 2>/dev/null || true)
     if [ -z "$old" ] || [ "$(cat /proc/"$old"/comm 2>/dev/null)" != dockerd ] ||
@@ -41,6 +51,7 @@ HOOK
   mkdir -p "$(dirname "$sock")"
   PATH="$hookdir:$PATH" nohup dockerd -H "unix://$sock" --iptables=false --bridge=none \
     --data-root "$state/data" --exec-root "$state/exec" --pidfile "$pidfile" \
+    --add-runtime "nvidia=$(command -v runc)" \
     >"$state/dockerd.log" 2>&1 &
   dockerd_pid=$!
   for _ in $(seq 1 120); do

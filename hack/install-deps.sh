@@ -18,3 +18,15 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 command -v kubectl >/dev/null || echo "hack/install-deps.sh: warning: kubectl is not on PATH; end-to-end tests need it" >&2
+
+# The devcontainer CLI (what VS Code runs to make a devcontainer), pinned, for the gateway's
+# devcontainer test; somewhere the test's unprivileged users can run it.
+devcontainer_version=0.89.0
+devcontainer_dir=${GPUWARDEN_DEVCONTAINER_DIR:-/opt/gpuwarden-test/devcontainer-cli}
+if [ "$("$devcontainer_dir/node_modules/.bin/devcontainer" --version 2>/dev/null)" != "$devcontainer_version" ]; then
+  command -v npm >/dev/null || { apt-get install -y -qq --no-install-recommends npm >/dev/null; }
+  echo "hack/install-deps.sh: installing @devcontainers/cli@$devcontainer_version in $devcontainer_dir"
+  mkdir -p "$devcontainer_dir"
+  npm install --prefix "$devcontainer_dir" --no-audit --no-fund --silent "@devcontainers/cli@$devcontainer_version"
+  chmod -R a+rX "$devcontainer_dir"
+fi

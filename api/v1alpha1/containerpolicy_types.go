@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -257,11 +258,57 @@ type ContainerPolicySpec struct {
 	// +optional
 	Notify *Notify `json:"notify,omitempty"`
 
+	// resources are what a container created through the Docker gateway gets where its
+	// create asks for nothing, and the most it may ask for.
+	// +optional
+	Resources *ContainerResources `json:"resources,omitempty"`
+
 	// unlimited names time limits that are explicitly lifted (distinct from unset, which inherits).
 	// +optional
 	// +kubebuilder:validation:MaxItems=5
 	// +listType=set
 	Unlimited []PolicyLimitName `json:"unlimited,omitempty"`
+}
+
+// ContainerResources are a container's CPU, memory, /dev/shm and process limits. The
+// defaults (cpus, memory, shmSize, pidsLimit) apply where a create sets none; the maxima
+// refuse a create or update that asks for more, and apply as the limit where a create sets
+// none and no default is given.
+// +kubebuilder:validation:XValidation:rule="!has(self.cpus) || !has(self.maxCPUs) || quantity(string(self.cpus)).compareTo(quantity(string(self.maxCPUs))) <= 0",message="cpus is more than maxCPUs",fieldPath=".cpus"
+// +kubebuilder:validation:XValidation:rule="!has(self.memory) || !has(self.maxMemory) || quantity(string(self.memory)).compareTo(quantity(string(self.maxMemory))) <= 0",message="memory is more than maxMemory",fieldPath=".memory"
+type ContainerResources struct {
+	// cpus is the CPU limit (docker --cpus, e.g. 8 or 500m) of a container whose create sets none.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="cpus must be more than 0"
+	CPUs *resource.Quantity `json:"cpus,omitempty"`
+
+	// memory is the memory limit (docker --memory, e.g. 32Gi) of a container whose create sets none.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).compareTo(quantity('4Mi')) >= 0",message="memory must be at least 4Mi"
+	Memory *resource.Quantity `json:"memory,omitempty"`
+
+	// shmSize is the size of /dev/shm (docker --shm-size) where a create sets none; the
+	// gateway's own default is 1Gi (Docker's 64Mi breaks data loaders).
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="shmSize must be more than 0"
+	ShmSize *resource.Quantity `json:"shmSize,omitempty"`
+
+	// pidsLimit bounds a container's processes (docker --pids-limit) where a create sets
+	// none; the gateway's own default is 8192.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=4194304
+	PidsLimit *int64 `json:"pidsLimit,omitempty"`
+
+	// maxCPUs is the most CPUs a container may ask for.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="maxCPUs must be more than 0"
+	MaxCPUs *resource.Quantity `json:"maxCPUs,omitempty"`
+
+	// maxMemory is the most memory a container may ask for.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).compareTo(quantity('4Mi')) >= 0",message="maxMemory must be at least 4Mi"
+	MaxMemory *resource.Quantity `json:"maxMemory,omitempty"`
 }
 
 // ContainerPolicyStatus is what the controllers observed about a ContainerPolicy.

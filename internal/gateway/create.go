@@ -94,8 +94,10 @@ func (s *Server) createContainer(w http.ResponseWriter, r *http.Request, c Calle
 	if err != nil {
 		return err
 	}
-	resourceDefaults(req.HostConfig)
 	ctype := s.setLabels(c, req.Config)
+	if err := s.applyResources(r.Context(), c, req.Config.Labels, req.HostConfig); err != nil {
+		return err
+	}
 	name := r.URL.Query().Get("name")
 	var allocation string
 	if gpus.Any() {
@@ -116,6 +118,11 @@ func (s *Server) createContainer(w http.ResponseWriter, r *http.Request, c Calle
 		bindGPUs(req.Config, req.HostConfig, uuids)
 		req.Config.Labels[gpuwardenv1alpha1.LabelAllocation] = allocation
 	} else {
+		for _, d := range req.HostConfig.Devices {
+			if nvidiaAux.MatchString(d.PathOnHost) {
+				return refused("device %s is refused for a container without GPUs: ask for GPUs with --gpus, and the driver's devices come with them", d.PathOnHost)
+			}
+		}
 		// An image may ask the nvidia runtime for every GPU (CUDA images set
 		// NVIDIA_VISIBLE_DEVICES=all): a container without an allocation gets none.
 		setEnv(req.Config, "NVIDIA_VISIBLE_DEVICES", "void")
@@ -142,24 +149,6 @@ func (s *Server) createContainer(w http.ResponseWriter, r *http.Request, c Calle
 	}
 	copyResponse(w, resp)
 	return nil
-}
-
-// Resource defaults for a create that sets none: a /dev/shm large enough for data loaders
-// (Docker's 64 MiB breaks PyTorch's workers) and a bound on processes (a fork bomb stays in
-// its container).
-const (
-	DefaultShmSize   = 1 << 30
-	DefaultPidsLimit = 8192
-)
-
-func resourceDefaults(hc *container.HostConfig) {
-	if hc.ShmSize == 0 && hc.IpcMode != "shareable" && !strings.HasPrefix(string(hc.IpcMode), "container:") {
-		hc.ShmSize = DefaultShmSize
-	}
-	if hc.PidsLimit == nil || *hc.PidsLimit == 0 {
-		n := int64(DefaultPidsLimit)
-		hc.PidsLimit = &n
-	}
 }
 
 // setLabels drops the caller's owner, type and protection labels and sets the gateway's;

@@ -83,8 +83,9 @@ func (s *Server) forwardJSON(w http.ResponseWriter, r *http.Request, p string, v
 	return nil
 }
 
-// checkedUpdate refuses an update that would add devices.
-func (s *Server) checkedUpdate(w http.ResponseWriter, r *http.Request, p string) error {
+// checkedUpdate refuses an update that would add devices or take the container over its
+// policy's CPU or memory maxima.
+func (s *Server) checkedUpdate(w http.ResponseWriter, r *http.Request, p string, lbl map[string]string) error {
 	if strings.HasSuffix(p, "/rename") {
 		s.up.forward(w, r, p, r.URL.RawQuery, nil, 0)
 		return nil
@@ -99,6 +100,9 @@ func (s *Server) checkedUpdate(w http.ResponseWriter, r *http.Request, p string)
 	}
 	if len(req.Devices) > 0 || len(req.DeviceRequests) > 0 || len(req.DeviceCgroupRules) > 0 || req.CgroupParent != "" {
 		return refused("an update may not add devices, device rules or a cgroup parent")
+	}
+	if err := s.checkUpdate(r.Context(), lbl, req.Resources); err != nil {
+		return err
 	}
 	return s.forwardJSON(w, r, p, req)
 }
@@ -265,11 +269,11 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request, c Caller, rt ro
 	if err := decodeJSON(b, &req); err != nil {
 		return err
 	}
-	id, err := s.owned(r.Context(), c, route{version: rt.version}, req.Container)
+	ct, err := s.owned(r.Context(), c, route{version: rt.version}, req.Container)
 	if err != nil {
 		return err
 	}
-	req.Container = id
+	req.Container = ct.ID
 	return s.forwardJSON(w, r, r.URL.Path, req)
 }
 

@@ -41,6 +41,9 @@ type Server struct {
 	AllowMounts []string
 	// GPUs gets a create's GPUs; nil refuses GPU requests.
 	GPUs Allocator
+	// Policies give a container's resource defaults and maxima; the gateway's own
+	// defaults only when nil.
+	Policies Policies
 	// Audit receives auth.denied records.
 	Audit audit.Logger
 	// Denied is told of every refusal (an Event); optional.
@@ -290,14 +293,15 @@ func (s *Server) container(ctx context.Context, version, id string) (inspected, 
 	return c, true, nil
 }
 
-// owned checks that the caller may act on a container, and returns its full ID.
-func (s *Server) owned(ctx context.Context, c Caller, rt route, id string) (string, error) {
+// owned checks that the caller may act on a container, and returns it (its full ID and
+// labels).
+func (s *Server) owned(ctx context.Context, c Caller, rt route, id string) (inspected, error) {
 	ct, found, err := s.container(ctx, rt.version, id)
 	if err != nil {
-		return "", err
+		return inspected{}, err
 	}
 	if !found {
-		return "", &refusal{status: http.StatusNotFound, msg: "No such container: " + id}
+		return inspected{}, &refusal{status: http.StatusNotFound, msg: "No such container: " + id}
 	}
 	owner, _ := labels.Owner(ct.Config.Labels)
 	if owner != c.Name {
@@ -305,22 +309,22 @@ func (s *Server) owned(ctx context.Context, c Caller, rt route, id string) (stri
 		if who == "" {
 			who = "nobody gpuwarden knows"
 		}
-		return "", &refusal{status: http.StatusForbidden, owner: owner, msg: fmt.Sprintf("container %s belongs to %s, not to %s", strings.TrimPrefix(ct.Name, "/"), who, c.Name)}
+		return inspected{}, &refusal{status: http.StatusForbidden, owner: owner, msg: fmt.Sprintf("container %s belongs to %s, not to %s", strings.TrimPrefix(ct.Name, "/"), who, c.Name)}
 	}
 	if rt.write && labels.IsProtected(ct.Config.Labels) {
-		return "", &refusal{status: http.StatusForbidden, owner: owner, msg: fmt.Sprintf("container %s is protected", strings.TrimPrefix(ct.Name, "/"))}
+		return inspected{}, &refusal{status: http.StatusForbidden, owner: owner, msg: fmt.Sprintf("container %s is protected", strings.TrimPrefix(ct.Name, "/"))}
 	}
-	return ct.ID, nil
+	return ct, nil
 }
 
 // onContainer serves an operation on one of the caller's containers, addressed by its full
 // ID so that a name taken over meanwhile cannot redirect it.
 func (s *Server) onContainer(w http.ResponseWriter, r *http.Request, c Caller, rt route) error {
-	id, err := s.owned(r.Context(), c, rt, rt.id)
+	ct, err := s.owned(r.Context(), c, rt, rt.id)
 	if err != nil {
 		return err
 	}
-	p := rt.version + "/containers/" + id
+	p := rt.version + "/containers/" + ct.ID
 	if i := strings.Index(strings.TrimPrefix(rt.rest, "/containers/"), "/"); i >= 0 {
 		p += strings.TrimPrefix(rt.rest, "/containers/")[i:]
 	}
@@ -332,7 +336,7 @@ func (s *Server) onContainer(w http.ResponseWriter, r *http.Request, c Caller, r
 		return s.createExec(w, r, c, p)
 	}
 	if r.Method == http.MethodPost && (strings.HasSuffix(p, "/update") || strings.HasSuffix(p, "/rename")) {
-		return s.checkedUpdate(w, r, p)
+		return s.checkedUpdate(w, r, p, ct.Config.Labels)
 	}
 	s.up.forward(w, r, p, r.URL.RawQuery, r.Body, r.ContentLength)
 	return nil

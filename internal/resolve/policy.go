@@ -12,6 +12,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/resource"
+
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 )
 
@@ -241,4 +243,33 @@ func (p Policy) WriteTable(w io.Writer) error {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\n", v.Path, FormatValue(v.Value), v.From)
 	}
 	return tw.Flush()
+}
+
+// Quantity returns a quantity field, e.g. resources.memory, and the policy that set it; ok
+// is false when no policy sets it (or its stored value is not a quantity).
+func (p Policy) Quantity(path string) (q resource.Quantity, from string, ok bool) {
+	v, set := p.Values[path]
+	if !set {
+		return q, "", false
+	}
+	switch x := v.Value.(type) {
+	case string:
+		parsed, err := resource.ParseQuantity(x)
+		if err != nil {
+			return q, "", false
+		}
+		return parsed, v.From, true
+	case float64:
+		return *resource.NewMilliQuantity(int64(x*1000), resource.DecimalSI), v.From, true
+	}
+	return q, "", false
+}
+
+// Int returns an integer field, e.g. resources.pidsLimit, and the policy that set it.
+func (p Policy) Int(path string) (n int64, from string, ok bool) {
+	v, set := p.Values[path]
+	if x, isNum := v.Value.(float64); set && isNum {
+		return int64(x), v.From, true
+	}
+	return 0, "", false
 }

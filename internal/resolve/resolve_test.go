@@ -154,6 +154,14 @@ func TestEffectivePolicyFromSamples(t *testing.T) {
 	check(researcher, "idle.gpuUtilizationPercent", float64(5), "defaults") // inherited
 	check(researcher, "maxRuntime", "48h0m0s", "researchers")
 	check(researcher, "gpuHoldAfterStop", "15m0s", "defaults")
+	check(researcher, "resources.memory", "64Gi", "researcher-resources")
+	check(researcher, "resources.pidsLimit", float64(4096), "defaults") // inherited within resources
+	if q, from, ok := researcher.Quantity("resources.maxCPUs"); !ok || q.Value() != 48 || from != "ContainerPolicy researcher-resources" {
+		t.Errorf("resources.maxCPUs = %v from %s (%v), want 48 from researcher-resources", q.String(), from, ok)
+	}
+	if n, _, ok := researcher.Int("resources.pidsLimit"); !ok || n != 4096 {
+		t.Errorf("resources.pidsLimit = %d (%v), want 4096", n, ok)
+	}
 	dev := get(Container{User: "s", Groups: []string{"student"}, Type: gpuwardenv1alpha1.ContainerTypeDevcontainer})
 	check(dev, "idle.timeout", Unlimited, "devcontainers")
 	check(dev, "maxRuntime", "168h0m0s", "devcontainers")

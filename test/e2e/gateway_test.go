@@ -43,19 +43,18 @@ func as(user, sock, stdin string, args ...string) (string, error) {
 	return strings.TrimSpace(string(out)), err
 }
 
-// TestGatewayAsTwoUsers is two researchers on one server with the plain docker CLI and no
-// docker group: GPUs through --gpus, the quota's refusal at once, owner labels that cannot
-// be spoofed, each seeing and touching only their own containers, what would reach the
-// host refused, and streams that work.
-func TestGatewayAsTwoUsers(t *testing.T) {
+// gatewayServer starts gpuwarden server with the gateway on a socket anyone may reach, for
+// the named users (made once per machine); it returns the server, the socket and its dir.
+func gatewayServer(t *testing.T, node string, users []string, args ...string) (*server, string, string) {
+	t.Helper()
 	requireKubectl(t)
 	dockerE2E(t)
 	testutil.Require(t, os.Geteuid() == 0, "the gateway test creates Linux users and needs root")
 	_, err := exec.LookPath("runuser")
 	testutil.Require(t, err == nil, "runuser (util-linux) is not installed")
-	alice, bob := "gwalice", "gwbob"
-	gatewayUser(t, alice)
-	gatewayUser(t, bob)
+	for _, u := range users {
+		gatewayUser(t, u)
+	}
 	sockDir, err := os.MkdirTemp("", "gpuwarden-gw")
 	if err != nil {
 		t.Fatal(err)
@@ -66,7 +65,17 @@ func TestGatewayAsTwoUsers(t *testing.T) {
 	}
 	sock := filepath.Join(sockDir, "docker.sock")
 	dir := t.TempDir()
-	s := startServer(t, dir, "e2e-gw", "--docker-host", os.Getenv("DOCKER_HOST"), "--gateway-socket", sock, "--gateway-bind-wait", "8s")
+	s := startServer(t, dir, node, append([]string{"--docker-host", os.Getenv("DOCKER_HOST"), "--gateway-socket", sock}, args...)...)
+	return s, sock, dir
+}
+
+// TestGatewayAsTwoUsers is two researchers on one server with the plain docker CLI and no
+// docker group: GPUs through --gpus, the quota's refusal at once, owner labels that cannot
+// be spoofed, each seeing and touching only their own containers, what would reach the
+// host refused, and streams that work.
+func TestGatewayAsTwoUsers(t *testing.T) {
+	alice, bob := "gwalice", "gwbob"
+	s, sock, dir := gatewayServer(t, "e2e-gw", []string{alice, bob}, "--gateway-bind-wait", "8s")
 	auditLog := filepath.Join(dir, "audit", "events.jsonl")
 	if _, err := kubectl(t, s.kubeconfig, `apiVersion: gpuwarden.io/v1alpha1
 kind: GPUQuota
