@@ -83,7 +83,7 @@ func TestUpdateOverTheMaximumIsRefused(t *testing.T) {
 	w := newWorld(t)
 	w.s.Policies = staticPolicies{"resources.maxMemory": "16Gi", "resources.maxCPUs": "2"}
 	for body, want := range map[string]string{
-		`{"Memory":68719476736}`: "memory 64Gi is over",
+		`{"Memory":68719476736}`:  "memory 64Gi is over",
 		`{"NanoCpus":8000000000}`: "8 CPUs are over",
 	} {
 		if rec := w.do(w.alice(), "POST", "/v1.41/containers/alice-nb/update", body); rec.Code != http.StatusForbidden || !strings.Contains(rec.Body.String(), want) {
