@@ -27,6 +27,8 @@ type GatewayOptions struct {
 	AllowMounts []string
 	// BindWait is how long a create waits for a GPU to free.
 	BindWait time.Duration
+	// Kubeconfigs issues callers their own kubeconfigs; nil issues none.
+	Kubeconfigs func(user string, admin bool, validity time.Duration) ([]byte, error)
 }
 
 func setupGateway(mgr ctrl.Manager, o Options) error {
@@ -38,7 +40,8 @@ func setupGateway(mgr ctrl.Manager, o Options) error {
 	node := &corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: o.NodeName}
 	srv := &gateway.Server{
 		Socket: g.Socket, Dial: g.DialDocker, AdminGroup: g.AdminGroup, AllowMounts: g.AllowMounts, Audit: o.Audit,
-		Policies: Policies{Client: mgr.GetClient(), Groups: o.Groups, Clock: o.Clock},
+		Policies:    Policies{Client: mgr.GetClient(), Groups: o.Groups, Clock: o.Clock},
+		Kubeconfigs: g.Kubeconfigs,
 		Denied: func(c gateway.Caller, operation, owner, reason string) {
 			recorder.Eventf(node, nil, corev1.EventTypeWarning, EventAccessDenied, "Deny", "Docker gateway refused %s to %s: %s", operation, c.Name, reason)
 		},

@@ -24,6 +24,9 @@ import (
 // KubeconfigName is the admin kubeconfig's file name under the data dir.
 const KubeconfigName = "admin.kubeconfig"
 
+// PKIDir is the directory of the certificates inside the data dir.
+const PKIDir = "pki"
+
 // DefaultPort is the API server's default port.
 const DefaultPort = 16443
 
@@ -52,6 +55,8 @@ type ControlPlane struct {
 	Port int
 	// EtcdEndpoint is etcd's client URL (a Unix socket inside the data dir).
 	EtcdEndpoint string
+	// PKI holds the CA and certificates, in the data dir.
+	PKI pki.PKI
 
 	restConfig *rest.Config
 	etcd       *embed.Etcd
@@ -92,7 +97,8 @@ func Start(ctx context.Context, o Options) (_ *ControlPlane, retErr error) {
 		}
 	}()
 
-	p := pki.PKI{Dir: filepath.Join(dataDir, "pki")}
+	p := pki.PKI{Dir: filepath.Join(dataDir, PKIDir)}
+	cp.PKI = p
 	if err := p.Ensure(time.Now(), []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.96.0.1")}); err != nil {
 		return nil, fmt.Errorf("preparing certificates in %s: %w", p.Dir, err)
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
@@ -331,5 +332,33 @@ func TestEveryGPUFormIsOneRequest(t *testing.T) {
 		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
 			t.Errorf("%s: asked %+v, want %+v", tc.name, got, tc.want)
 		}
+	}
+}
+
+func TestKubeconfigForTheCaller(t *testing.T) {
+	w := newWorld(t)
+	if rec := w.do(w.alice(), "GET", KubeconfigPath, ""); rec.Code != http.StatusNotFound || !strings.Contains(rec.Body.String(), "issues no kubeconfigs") {
+		t.Errorf("without an issuer: %d %s", rec.Code, rec.Body)
+	}
+	w.s.Kubeconfigs = func(user string, admin bool, validity time.Duration) ([]byte, error) {
+		return []byte(fmt.Sprintf("user=%s admin=%v validity=%s", user, admin, validity)), nil
+	}
+	if rec := w.do(w.alice(), "GET", KubeconfigPath+"?days=2", ""); rec.Code != http.StatusOK || rec.Body.String() != "user=alice admin=false validity=48h0m0s" {
+		t.Errorf("alice's: %d %s", rec.Code, rec.Body)
+	}
+	root := Caller{UID: 0, Name: "root", Admin: true}
+	if rec := w.do(root, "GET", KubeconfigPath, ""); rec.Body.String() != "user=root admin=true validity=168h0m0s" {
+		t.Errorf("an admin's: %d %s", rec.Code, rec.Body)
+	}
+	for _, q := range []string{"?days=0", "?days=31", "?days=x", "?user=bob&days=1000"} {
+		if rec := w.do(w.alice(), "GET", KubeconfigPath+q, ""); rec.Code != http.StatusBadRequest {
+			t.Errorf("%s: %d %s", q, rec.Code, rec.Body)
+		}
+	}
+	if rec := w.do(w.alice(), "GET", KubeconfigPath+"?user=bob", ""); rec.Body.String() != "user=alice admin=false validity=168h0m0s" {
+		t.Errorf("asking for bob's: %d %s", rec.Code, rec.Body)
+	}
+	if rec := w.do(w.alice(), "GET", "/v1.41"+KubeconfigPath, ""); rec.Code < 400 {
+		t.Errorf("a versioned kubeconfig path: %d", rec.Code)
 	}
 }

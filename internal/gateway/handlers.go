@@ -8,7 +8,9 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
@@ -314,4 +316,29 @@ func keepItems(list []json.RawMessage, keep func(map[string]string) bool) []json
 		}
 	}
 	return out
+}
+
+// MaxKubeconfigDays bounds the validity of a kubeconfig the gateway hands out.
+const MaxKubeconfigDays = 30
+
+// kubeconfig hands the caller a kubeconfig of their own: who they are is the kernel's word.
+func (s *Server) kubeconfig(w http.ResponseWriter, r *http.Request, c Caller) error {
+	if s.Kubeconfigs == nil {
+		return &refusal{status: http.StatusNotFound, msg: "this gpuwarden issues no kubeconfigs (only `gpuwarden server` holds a CA; ask your admin)"}
+	}
+	days := 7
+	if v := r.URL.Query().Get("days"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxKubeconfigDays {
+			return &refusal{status: http.StatusBadRequest, msg: fmt.Sprintf("days=%q: a kubeconfig lasts 1 to %d days", v, MaxKubeconfigDays)}
+		}
+		days = n
+	}
+	data, err := s.Kubeconfigs(c.Name, c.Admin, time.Duration(days)*24*time.Hour)
+	if err != nil {
+		return fmt.Errorf("issuing a kubeconfig for %s: %w", c.Name, err)
+	}
+	w.Header().Set("Content-Type", "application/yaml")
+	_, _ = w.Write(data)
+	return nil
 }

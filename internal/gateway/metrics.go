@@ -9,7 +9,7 @@ import (
 var (
 	requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gpuwarden_gateway_requests_total",
-		Help: "Requests to the Docker gateway, by endpoint class (ping, info, list, create, container, exec, image, build, network, volume, events, other), outcome (allowed, refused, failed) and caller kind (user, admin).",
+		Help: "Requests to the Docker gateway, by endpoint class (ping, list, create, container, exec, image, build, network, volume, events, kubeconfig, other), outcome (allowed, refused, failed) and caller kind (user, admin).",
 	}, []string{"class", "outcome", "caller"})
 	allocationWait = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "gpuwarden_gateway_allocation_wait_seconds",

@@ -27,7 +27,11 @@ const (
 	onOwned         // a network or volume: the caller must own it
 	listVolumes     // filtered to the caller's own
 	listNetworks    // filtered to the caller's own and the engine's (bridge, host, none)
+	kubeconfig      // gpuwarden's own: a kubeconfig for the caller
 )
+
+// KubeconfigPath is where the gateway hands callers a kubeconfig of their own.
+const KubeconfigPath = "/gpuwarden/kubeconfig"
 
 // route is a classified request.
 type route struct {
@@ -67,6 +71,8 @@ func classify(method, p string) (route, string) {
 	case r.rest == "/_ping" && (method == http.MethodGet || method == http.MethodHead),
 		(r.rest == "/version" || r.rest == "/info") && method == http.MethodGet:
 		r.kind, r.class = pass, "ping"
+	case r.rest == KubeconfigPath && r.version == "" && method == http.MethodGet:
+		r.kind, r.class = kubeconfig, "kubeconfig"
 	case parts[0] == "containers":
 		return classifyContainer(method, parts, r)
 	case parts[0] == "exec" && len(parts) == 3:

@@ -46,6 +46,9 @@ type Server struct {
 	Policies Policies
 	// Audit receives auth.denied records.
 	Audit audit.Logger
+	// Kubeconfigs issues a caller a kubeconfig of their own (an admin's when the caller is
+	// an admin), valid for the days asked; nil where the gateway cannot (no CA at hand).
+	Kubeconfigs func(user string, admin bool, validity time.Duration) ([]byte, error)
 	// Denied is told of every refusal (an Event); optional.
 	Denied func(c Caller, operation, owner, reason string)
 
@@ -184,6 +187,9 @@ func ownerNote(owner string) string {
 
 // handle serves an allowed request.
 func (s *Server) handle(w http.ResponseWriter, r *http.Request, c Caller, rt route) error {
+	if rt.kind == kubeconfig {
+		return s.kubeconfig(w, r, c)
+	}
 	if c.Admin && rt.kind != createContainer {
 		return s.forwardAsIs(w, r, rt)
 	}

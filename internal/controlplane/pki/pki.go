@@ -211,11 +211,19 @@ func loadPair(certPath, keyPath string) (*x509.Certificate, crypto.Signer, error
 }
 
 func writeKey(path string, key *ecdsa.PrivateKey) error {
-	der, err := x509.MarshalECPrivateKey(key)
+	data, err := encodeKey(key)
 	if err != nil {
 		return fmt.Errorf("encoding %s: %w", path, err)
 	}
-	return writePEM(path, "EC PRIVATE KEY", der, 0o600)
+	return WriteFileAtomic(path, data, 0o600)
+}
+
+func encodeKey(key *ecdsa.PrivateKey) ([]byte, error) {
+	der, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), nil
 }
 
 func writePEM(path, blockType string, der []byte, mode os.FileMode) error {
@@ -249,4 +257,38 @@ func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return nil
+}
+
+// MaxClientValidity bounds a client certificate IssueClient signs.
+const MaxClientValidity = 365 * 24 * time.Hour
+
+// IssueClient signs a client certificate for user (CN) in groups (O) with the CA, valid for
+// validity from now; it returns the certificate and a new key, PEM-encoded. The API server
+// takes CN as the user name and each O as a group.
+func (p PKI) IssueClient(now time.Time, user string, groups []string, validity time.Duration) (certPEM, keyPEM []byte, err error) {
+	if validity <= 0 || validity > MaxClientValidity {
+		return nil, nil, fmt.Errorf("a client certificate's validity must be more than 0 and at most %s, not %s", MaxClientValidity, validity)
+	}
+	ca, caKey, err := loadPair(p.CACert(), p.CAKey())
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading the CA (%s): %w", p.Dir, err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("generating a key for %s: %w", user, err)
+	}
+	tmpl := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: user, Organization: groups},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := sign(now, validity, tmpl, ca, key.Public(), caKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	keyPEM, err = encodeKey(key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("encoding the key for %s: %w", user, err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), keyPEM, nil
 }

@@ -54,6 +54,9 @@ type ManagerOptions struct {
 	GatewayAdminGroup  string
 	GatewayAllowMounts []string
 	GatewayBindWait    time.Duration
+	// Kubeconfigs issues callers of the gateway their own kubeconfigs; set by `server`,
+	// which holds the control plane's CA.
+	Kubeconfigs func(user string, admin bool, validity time.Duration) ([]byte, error)
 
 	// fake is the simulated machine of --fake-gpus, once GPUs has built it.
 	fake *fakegpu.Server
@@ -291,7 +294,7 @@ func (o *ManagerOptions) Controllers() (controllers.Options, error) {
 				return controllers.Options{}, err
 			}
 			gw = controllers.GatewayOptions{Socket: o.GatewaySocket, DialDocker: dial, AdminGroup: o.GatewayAdminGroup,
-				AllowMounts: o.GatewayAllowMounts, BindWait: o.GatewayBindWait}
+				AllowMounts: o.GatewayAllowMounts, BindWait: o.GatewayBindWait, Kubeconfigs: o.Kubeconfigs}
 		}
 	}
 	telemetry := o.TelemetryInterval

@@ -16,12 +16,16 @@ import (
 
 	"github.com/spf13/cobra"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/common"
+	"github.com/gpuwarden/gpuwarden/internal/access"
 	"github.com/gpuwarden/gpuwarden/internal/controlplane"
 	"github.com/gpuwarden/gpuwarden/internal/crds"
+	"github.com/gpuwarden/gpuwarden/internal/scheme"
 )
 
 // defaultGCPercent is the server's GOGC unless the environment sets one.
@@ -117,6 +121,14 @@ func (o *Options) Run(ctx context.Context) error {
 	if err := crds.InstallWith(ctx, cfg); err != nil {
 		return fmt.Errorf("installing CRDs: %w", err)
 	}
+	admin, err := client.New(cfg, client.Options{Scheme: scheme.New()})
+	if err != nil {
+		return fmt.Errorf("connecting to the API server: %w", err)
+	}
+	if err := access.Install(ctx, admin); err != nil {
+		return fmt.Errorf("installing users' access rules: %w", err)
+	}
+	o.Manager.Kubeconfigs = access.Issuer{PKI: cp.PKI, Server: cfg.Host, Clock: clock.RealClock{}}.Kubeconfig
 	mgr, auditLog, err := o.Manager.NewManager(cfg, map[string]healthz.Checker{"controlplane": controlPlaneUp(cp)})
 	if err != nil {
 		return err

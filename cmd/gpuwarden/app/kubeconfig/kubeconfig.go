@@ -1,0 +1,132 @@
+// Package kubeconfig is the `gpuwarden kubeconfig` command: a kubeconfig of a user's own,
+// from the gateway (for the caller, as the kernel names them) or from the CA (for an admin
+// issuing one to anyone).
+package kubeconfig
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/clock"
+
+	"github.com/gpuwarden/gpuwarden/internal/access"
+	"github.com/gpuwarden/gpuwarden/internal/controlplane"
+	"github.com/gpuwarden/gpuwarden/internal/controlplane/pki"
+	"github.com/gpuwarden/gpuwarden/internal/gateway"
+)
+
+// Options are the command's flags.
+type Options struct {
+	User, DataDir, Server, Socket, Output string
+	Admin                                 bool
+	Days                                  int
+}
+
+// NewCommand returns `gpuwarden kubeconfig`.
+func NewCommand() *cobra.Command {
+	o := &Options{}
+	cmd := &cobra.Command{
+		Use:   "kubeconfig",
+		Short: "Print a kubeconfig of your own (or, as an admin, one for --user)",
+		Long: `Without --user, asks gpuwarden (through the gateway socket, which knows who you are from
+the kernel) for a kubeconfig of your own: you may read quotas, policies, GPUs and
+allocations, and create or delete your own GPUAllocations.
+
+With --user, signs one for that user with the control plane's CA in --data-dir (root only);
+--admin makes it an admin's (group gpuwarden:admins).`,
+		Example: `  gpuwarden kubeconfig -o ~/.kube/config
+  sudo gpuwarden kubeconfig --user alice --days 30 -o /home/alice/.kube/config`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			data, err := o.Run(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if o.Output == "" || o.Output == "-" {
+				_, err = cmd.OutOrStdout().Write(data)
+				return err
+			}
+			if err := os.MkdirAll(filepath.Dir(o.Output), 0o700); err != nil {
+				return fmt.Errorf("-o %s: %w", o.Output, err)
+			}
+			return pki.WriteFileAtomic(o.Output, data, 0o600)
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&o.User, "user", "", "issue for this user with the CA in --data-dir (an admin's task); empty: ask the gateway for your own")
+	fs.BoolVar(&o.Admin, "admin", false, "with --user: an admin's kubeconfig (group gpuwarden:admins)")
+	fs.IntVar(&o.Days, "days", int(access.DefaultValidity/(24*time.Hour)), "how many days the kubeconfig lasts")
+	fs.StringVar(&o.DataDir, "data-dir", "/var/lib/gpuwarden", "with --user: the server's data directory (its CA)")
+	fs.StringVar(&o.Server, "server", "", "with --user: the API server's URL (default: the one in DATA_DIR/admin.kubeconfig)")
+	fs.StringVar(&o.Socket, "gateway-socket", gateway.DefaultSocket, "without --user: the gateway's socket")
+	fs.StringVarP(&o.Output, "output", "o", "", "write the kubeconfig here (mode 0600) instead of to stdout")
+	return cmd
+}
+
+// Run returns the kubeconfig.
+func (o *Options) Run(ctx context.Context) ([]byte, error) {
+	if o.Days < 1 {
+		return nil, fmt.Errorf("--days %d: a kubeconfig lasts at least a day", o.Days)
+	}
+	if o.User == "" {
+		if o.Admin {
+			return nil, errors.New("--admin needs --user: the gateway issues admins' kubeconfigs to admins by itself")
+		}
+		return o.fromGateway(ctx)
+	}
+	server := o.Server
+	if server == "" {
+		cfg, err := clientcmd.LoadFromFile(filepath.Join(o.DataDir, controlplane.KubeconfigName))
+		if err != nil {
+			return nil, fmt.Errorf("reading the API server's address (or give --server): %w", err)
+		}
+		for _, c := range cfg.Clusters {
+			server = c.Server
+		}
+	}
+	i := access.Issuer{PKI: pki.PKI{Dir: filepath.Join(o.DataDir, controlplane.PKIDir)}, Server: server, Clock: clock.RealClock{}}
+	return i.Kubeconfig(o.User, o.Admin, time.Duration(o.Days)*24*time.Hour)
+}
+
+func (o *Options) fromGateway(ctx context.Context) ([]byte, error) {
+	var d net.Dialer
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return d.DialContext(ctx, "unix", o.Socket) },
+	}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://gpuwarden%s?days=%d", gateway.KubeconfigPath, o.Days), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("asking gpuwarden at %s: %w", o.Socket, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("reading gpuwarden's answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("gpuwarden at %s refused: %s", o.Socket, gatewayMessage(body))
+	}
+	return body, nil
+}
+
+// gatewayMessage is the message of a Docker-style error body.
+func gatewayMessage(body []byte) string {
+	var e struct{ Message string }
+	if json.Unmarshal(body, &e) == nil && e.Message != "" {
+		return e.Message
+	}
+	return string(body)
+}

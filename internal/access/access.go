@@ -1,0 +1,117 @@
+// Package access decides who may do what through the API server: the groups users' and
+// admins' kubeconfigs carry, the RBAC that grants them, the admission policy that keeps a
+// user to their own GPUAllocations, and the kubeconfigs themselves.
+package access
+
+import (
+	"context"
+	"fmt"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/gpuwarden/gpuwarden/config/rbac"
+)
+
+// The groups a kubeconfig from `gpuwarden kubeconfig` carries.
+const (
+	UsersGroup  = "gpuwarden:users"
+	AdminsGroup = "gpuwarden:admins"
+)
+
+// OwnAllocationsPolicy is the ValidatingAdmissionPolicy that keeps users to their own
+// GPUAllocations.
+const OwnAllocationsPolicy = "gpuwarden-own-allocations"
+
+// Objects are what Install writes: the user ClusterRole and its binding to UsersGroup, the
+// admins' binding to cluster-admin, and the admission policy with its binding.
+func Objects() ([]client.Object, error) {
+	role := &rbacv1.ClusterRole{}
+	if err := yaml.Unmarshal(rbac.UserRole, role); err != nil {
+		return nil, fmt.Errorf("reading the user ClusterRole: %w", err)
+	}
+	bind := func(name, role, group string) *rbacv1.ClusterRoleBinding {
+		return &rbacv1.ClusterRoleBinding{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRoleBinding"},
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: group}},
+		}
+	}
+	return []client.Object{
+		role,
+		bind("gpuwarden-users", role.Name, UsersGroup),
+		bind("gpuwarden-admins", "cluster-admin", AdminsGroup),
+		ownAllocations(),
+		&admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingAdmissionPolicyBinding"},
+			ObjectMeta: metav1.ObjectMeta{Name: OwnAllocationsPolicy},
+			Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+				PolicyName:        OwnAllocationsPolicy,
+				ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
+			},
+		},
+	}, nil
+}
+
+// ownAllocations refuses a member of UsersGroup (not also an admin) creating, changing or
+// deleting a GPUAllocation whose spec.user is someone else.
+func ownAllocations() *admissionregistrationv1.ValidatingAdmissionPolicy {
+	subject := `(request.operation == 'DELETE' ? oldObject : object).spec.user`
+	return &admissionregistrationv1.ValidatingAdmissionPolicy{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingAdmissionPolicy"},
+		ObjectMeta: metav1.ObjectMeta{Name: OwnAllocationsPolicy},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
+			MatchConstraints: &admissionregistrationv1.MatchResources{
+				ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+					RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+						Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update, admissionregistrationv1.Delete},
+						Rule: admissionregistrationv1.Rule{
+							APIGroups: []string{"gpuwarden.io"}, APIVersions: []string{"*"}, Resources: []string{"gpuallocations", "gpuallocations/status"},
+							Scope: ptr.To(admissionregistrationv1.AllScopes),
+						},
+					},
+				}},
+			},
+			MatchConditions: []admissionregistrationv1.MatchCondition{{
+				Name:       "gpuwarden-users",
+				Expression: fmt.Sprintf("'%s' in request.userInfo.groups && !('%s' in request.userInfo.groups)", UsersGroup, AdminsGroup),
+			}},
+			Validations: []admissionregistrationv1.Validation{{
+				Expression: subject + ` == request.userInfo.username`,
+				MessageExpression: `'user ' + request.userInfo.username + ' may ' + request.operation.lowerAscii() + ` +
+					`' only their own GPUAllocations; ' + request.name + ' is for ' + ` + subject,
+				Reason: ptr.To(metav1.StatusReasonForbidden),
+			}},
+		},
+	}
+}
+
+// Install creates or updates the objects; fields the objects do not set are left alone.
+func Install(ctx context.Context, c client.Client) error {
+	objs, err := Objects()
+	if err != nil {
+		return err
+	}
+	for _, obj := range objs {
+		want := obj.DeepCopyObject().(client.Object)
+		err := c.Create(ctx, obj)
+		if apierrors.IsAlreadyExists(err) {
+			existing := want.DeepCopyObject().(client.Object)
+			if err = c.Get(ctx, client.ObjectKeyFromObject(want), existing); err == nil {
+				want.SetResourceVersion(existing.GetResourceVersion())
+				err = c.Update(ctx, want)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("installing %s %s: %w", want.GetObjectKind().GroupVersionKind().Kind, want.GetName(), err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,135 @@
+package integration
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	clocktesting "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/access"
+	"github.com/gpuwarden/gpuwarden/internal/controlplane/controlplanetest"
+	"github.com/gpuwarden/gpuwarden/internal/controlplane/pki"
+	"github.com/gpuwarden/gpuwarden/internal/scheme"
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
+)
+
+// kubeconfigClient is a client from a kubeconfig the Issuer wrote, as the user would use it.
+func kubeconfigClient(t *testing.T, issuer access.Issuer, user string, admin bool) client.Client {
+	t.Helper()
+	data, err := issuer.Kubeconfig(user, admin, access.DefaultValidity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme.New()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func userAllocation(name, user string) *gpuwardenv1alpha1.GPUAllocation {
+	return &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: user, Request: gpuwardenv1alpha1.AllocationRequest{GPUs: ptr.To[int32](1)}}}
+}
+
+// TestUserKubeconfigsKeepUsersToTheirOwn: through the real API server, a user's kubeconfig
+// lists allocations and creates and deletes its own, and is refused another's allocations and
+// any change to quotas; an admin's may do both.
+func TestUserKubeconfigsKeepUsersToTheirOwn(t *testing.T) {
+	env := controlplanetest.Get(t)
+	admin := env.Client(t)
+	ctx := context.Background()
+	if err := access.Install(ctx, admin); err != nil {
+		t.Fatal(err)
+	}
+	if err := access.Install(ctx, admin); err != nil {
+		t.Fatalf("installing a second time: %v", err)
+	}
+	issuer := access.Issuer{PKI: pki.PKI{Dir: filepath.Join(env.DataDir, "pki")}, Server: env.Config().Host, Clock: clocktesting.NewFakePassiveClock(time.Now())}
+	dora := kubeconfigClient(t, issuer, "dora", false)
+	ed := kubeconfigClient(t, issuer, "ed", true)
+
+	others := userAllocation("frank-own", "frank")
+	if err := admin.Create(ctx, others); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = admin.Delete(context.Background(), others) })
+
+	// The policy is enforced once the API server has read it.
+	testutil.Eventually(t, 20*time.Second, "dora refused an allocation for frank, naming why", func() (bool, string) {
+		err := dora.Create(ctx, userAllocation("dora-for-frank", "frank"))
+		if err == nil {
+			_ = admin.Delete(ctx, userAllocation("dora-for-frank", "frank"))
+			return false, "created"
+		}
+		return apierrors.IsForbidden(err) || apierrors.IsInvalid(err), err.Error()
+	})
+	err := dora.Create(ctx, userAllocation("dora-for-frank-2", "frank"))
+	if err == nil || !strings.Contains(err.Error(), "user dora may create only their own GPUAllocations; dora-for-frank-2 is for frank") {
+		t.Errorf("dora creating frank's allocation: %v", err)
+	}
+	mine := userAllocation("dora-own", "dora")
+	if err := dora.Create(ctx, mine); err != nil {
+		t.Errorf("dora creating her own allocation: %v", err)
+	}
+	var list gpuwardenv1alpha1.GPUAllocationList
+	if err := dora.List(ctx, &list); err != nil || len(list.Items) == 0 {
+		t.Errorf("dora listing allocations: %v (%d)", err, len(list.Items))
+	}
+	if err := dora.Delete(ctx, others); err == nil || !strings.Contains(err.Error(), "may delete only their own") {
+		t.Errorf("dora deleting frank's allocation: %v", err)
+	}
+	if err := dora.Delete(ctx, mine); err != nil {
+		t.Errorf("dora deleting her own allocation: %v", err)
+	}
+	q := &gpuwardenv1alpha1.GPUQuota{ObjectMeta: metav1.ObjectMeta{Name: "dora-quota"},
+		Spec: gpuwardenv1alpha1.GPUQuotaSpec{Subjects: []gpuwardenv1alpha1.Subject{{Kind: gpuwardenv1alpha1.SubjectUser, Name: "dora"}}}}
+	if err := dora.Create(ctx, q); !apierrors.IsForbidden(err) {
+		t.Errorf("dora creating a quota: %v, want Forbidden", err)
+	}
+	if err := admin.Create(ctx, q); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = admin.Delete(context.Background(), q) })
+	patched := q.DeepCopy()
+	patched.Spec.Precedence = 99
+	if err := dora.Patch(ctx, patched, client.MergeFrom(q)); !apierrors.IsForbidden(err) {
+		t.Errorf("dora editing a quota: %v, want Forbidden", err)
+	}
+	if err := dora.Delete(ctx, q); !apierrors.IsForbidden(err) {
+		t.Errorf("dora deleting a quota: %v, want Forbidden", err)
+	}
+	// An admin's kubeconfig acts for anyone.
+	forFrank := userAllocation("ed-for-frank", "frank")
+	if err := ed.Create(ctx, forFrank); err != nil {
+		t.Errorf("admin ed creating frank's allocation: %v", err)
+	}
+	if err := ed.Delete(ctx, forFrank); err != nil {
+		t.Errorf("admin ed deleting it: %v", err)
+	}
+	if err := ed.Patch(ctx, patched, client.MergeFrom(q)); err != nil {
+		t.Errorf("admin ed editing a quota: %v", err)
+	}
+	// Names the API server would read as more than a user are refused.
+	for _, bad := range []string{"system:kube-controller-manager", "a/b", "", strings.Repeat("x", 65)} {
+		if _, err := issuer.Kubeconfig(bad, false, time.Hour); err == nil {
+			t.Errorf("a kubeconfig for %q was issued", bad)
+		}
+	}
+	if _, err := issuer.Kubeconfig("dora", false, 2*pki.MaxClientValidity); err == nil {
+		t.Errorf("a kubeconfig valid for two years was issued")
+	}
+}
