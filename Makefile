@@ -75,6 +75,14 @@ bench: ## Run the benchmarks.
 build: ## Build bin/gpuwarden.
 	go build -ldflags "$(LDFLAGS)" -o $(LOCALBIN)/gpuwarden ./cmd/gpuwarden
 
+.PHONY: install
+install: build ## Install gpuwarden on this server: binary, systemd unit, directories, samples, profile script (hack/install.sh).
+	hack/install.sh
+
+.PHONY: uninstall
+uninstall: ## Remove what make install installed; the data dir is kept (hack/install.sh --uninstall --purge removes it).
+	hack/install.sh --uninstall
+
 .PHONY: run
 run: build ## Run gpuwarden server on the embedded control plane (fake GPUs where none exist).
 	hack/run.sh

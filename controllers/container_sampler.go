@@ -16,6 +16,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
 	"github.com/gpuwarden/gpuwarden/internal/lifecycle"
 	"github.com/gpuwarden/gpuwarden/internal/proc"
+	"github.com/gpuwarden/gpuwarden/internal/watchdog"
 )
 
 // DefaultSampleInterval is how often running GPU containers are sampled.
@@ -41,6 +42,8 @@ type Sampler struct {
 	Reclaim  *Reclaimer
 	// Audit receives the gpu.usage records; nil records nothing.
 	Audit audit.Logger
+	// Heartbeat beats at the start and after each round; optional.
+	Heartbeat *watchdog.Heartbeat
 
 	usage usageBook
 
@@ -64,6 +67,7 @@ func (s *Sampler) NeedLeaderElection() bool { return true }
 // Start samples until ctx ends.
 func (s *Sampler) Start(ctx context.Context) error {
 	next := s.Clock.Now().Add(s.Interval)
+	s.beat()
 	for {
 		t := s.Clock.NewTimer(max(0, next.Sub(s.Clock.Now())))
 		select {
@@ -78,6 +82,13 @@ func (s *Sampler) Start(ctx context.Context) error {
 		if err := s.Round(ctx); err != nil && ctx.Err() == nil {
 			ctrl.Log.WithName("sampler").Error(err, "Sampling containers")
 		}
+		s.beat() // a round that failed still finished: the sampler is not stuck
+	}
+}
+
+func (s *Sampler) beat() {
+	if s.Heartbeat != nil {
+		s.Heartbeat.Beat()
 	}
 }
 

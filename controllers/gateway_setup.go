@@ -27,6 +27,8 @@ type GatewayOptions struct {
 	AllowMounts []string
 	// BindWait is how long a create waits for a GPU to free.
 	BindWait time.Duration
+	// Listening is called once the socket listens; optional.
+	Listening func()
 	// Kubeconfigs issues callers their own kubeconfigs; nil issues none.
 	Kubeconfigs func(user string, admin bool, validity time.Duration) ([]byte, error)
 }
@@ -42,6 +44,7 @@ func setupGateway(mgr ctrl.Manager, o Options) error {
 		Socket: g.Socket, Dial: g.DialDocker, AdminGroup: g.AdminGroup, AllowMounts: g.AllowMounts, Audit: o.Audit,
 		Policies:    Policies{Client: mgr.GetClient(), Groups: o.Groups, Clock: o.Clock},
 		Kubeconfigs: g.Kubeconfigs,
+		Listening:   g.Listening,
 		Denied: func(c gateway.Caller, operation, owner, reason string) {
 			recorder.Eventf(node, nil, corev1.EventTypeWarning, EventAccessDenied, "Deny", "Docker gateway refused %s to %s: %s", operation, c.Name, reason)
 		},

@@ -18,6 +18,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/proc"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 	"github.com/gpuwarden/gpuwarden/internal/telemetry"
+	"github.com/gpuwarden/gpuwarden/internal/watchdog"
 )
 
 // Options are what every controller of one node needs.
@@ -49,6 +50,9 @@ type Options struct {
 	AllowLocalWebhooks bool
 	// Gateway serves the Docker API in front of Docker when its Socket is set.
 	Gateway GatewayOptions
+	// Health receives the checks of the parts whose wedging should restart the process
+	// (the Docker engine answering, the sampler's rounds); optional.
+	Health *watchdog.Health
 }
 
 // DefaultOptions are the defaults of the fields a command line sets.
@@ -136,6 +140,9 @@ func setupContainers(mgr ctrl.Manager, o Options, gov *Governance) error {
 	if err := metrics.Registry.Register(dockerUp); err != nil && !errors.As(err, &prometheus.AlreadyRegisteredError{}) {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
+	if o.Health != nil {
+		o.Health.Add("docker", watchdog.Responds(o.Docker.Ping))
+	}
 	store := NewContainerStore()
 	owners := &Owners{Proc: o.Proc}
 	changed := make(chan event.GenericEvent, 1024)
@@ -158,8 +165,14 @@ func setupContainers(mgr ctrl.Manager, o Options, gov *Governance) error {
 	if err := mgr.Add(notifier); err != nil {
 		return fmt.Errorf("adding the notifier: %w", err)
 	}
-	if err := mgr.Add(&Sampler{Client: mgr.GetClient(), Engine: o.Docker, GPUs: o.GPUs, Proc: o.Proc, Store: store, NodeName: o.NodeName,
-		Clock: o.Clock, Interval: o.SampleInterval, Reclaim: reclaim, Audit: o.Audit}); err != nil {
+	sampler := &Sampler{Client: mgr.GetClient(), Engine: o.Docker, GPUs: o.GPUs, Proc: o.Proc, Store: store, NodeName: o.NodeName,
+		Clock: o.Clock, Interval: o.SampleInterval, Reclaim: reclaim, Audit: o.Audit,
+		// A round that has not finished in three intervals (and a minute) is stuck.
+		Heartbeat: &watchdog.Heartbeat{Clock: o.Clock, MaxAge: 3*o.SampleInterval + time.Minute}}
+	if o.Health != nil {
+		o.Health.Add("sampler", sampler.Heartbeat.Check)
+	}
+	if err := mgr.Add(sampler); err != nil {
 		return fmt.Errorf("adding the sampler: %w", err)
 	}
 	if err := mgr.AddMetricsServerExtraHandler(ExplainPath, &Explainer{Reclaim: reclaim, Store: store, Interval: o.SampleInterval}); err != nil {

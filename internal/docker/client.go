@@ -42,6 +42,12 @@ func New(host string) (*Client, error) {
 // Close releases the client's connections.
 func (c *Client) Close() error { return c.api.Close() }
 
+// Ping asks the engine whether it answers.
+func (c *Client) Ping(ctx context.Context) error {
+	_, err := c.api.Ping(ctx, client.PingOptions{})
+	return err
+}
+
 // List returns every container, fully inspected. A container removed between the list and
 // its inspection is left out.
 func (c *Client) List(ctx context.Context) ([]Container, error) {

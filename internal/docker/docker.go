@@ -108,4 +108,6 @@ type Engine interface {
 	// WriteFile writes a file inside a container (mode 0644, owned by uid:gid), through
 	// the engine's archive API; its directory must exist.
 	WriteFile(ctx context.Context, id, path string, content []byte, uid, gid int) error
+	// Ping asks the engine whether it answers.
+	Ping(ctx context.Context) error
 }

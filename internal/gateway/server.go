@@ -49,6 +49,8 @@ type Server struct {
 	// Kubeconfigs issues a caller a kubeconfig of their own (an admin's when the caller is
 	// an admin), valid for the days asked; nil where the gateway cannot (no CA at hand).
 	Kubeconfigs func(user string, admin bool, validity time.Duration) ([]byte, error)
+	// Listening is called once the socket listens; optional.
+	Listening func()
 	// Denied is told of every refusal (an Event); optional.
 	Denied func(c Caller, operation, owner, reason string)
 
@@ -86,6 +88,9 @@ func (s *Server) Start(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(l) }()
 	ctrl.Log.WithName("gateway").Info("Serving the Docker API", "socket", s.Socket)
+	if s.Listening != nil {
+		s.Listening()
+	}
 	select {
 	case <-ctx.Done():
 	case err := <-errc:

@@ -9,8 +9,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/spf13/pflag"
@@ -18,7 +21,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
@@ -31,6 +36,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/gpu/fakegpu"
 	"github.com/gpuwarden/gpuwarden/internal/manager"
 	"github.com/gpuwarden/gpuwarden/internal/proc"
+	"github.com/gpuwarden/gpuwarden/internal/watchdog"
 )
 
 // ManagerOptions are the flags both `server` and `controller` take for the controller manager.
@@ -57,6 +63,11 @@ type ManagerOptions struct {
 	// Kubeconfigs issues callers of the gateway their own kubeconfigs; set by `server`,
 	// which holds the control plane's CA.
 	Kubeconfigs func(user string, admin bool, validity time.Duration) ([]byte, error)
+
+	// health is what the systemd watchdog is pinged for; gatewayUp is closed once the
+	// gateway listens (nil: no gateway).
+	health    *watchdog.Health
+	gatewayUp chan struct{}
 
 	// fake is the simulated machine of --fake-gpus, once GPUs has built it.
 	fake *fakegpu.Server
@@ -293,15 +304,20 @@ func (o *ManagerOptions) Controllers() (controllers.Options, error) {
 			if err != nil {
 				return controllers.Options{}, err
 			}
+			o.gatewayUp = make(chan struct{})
+			up := o.gatewayUp
 			gw = controllers.GatewayOptions{Socket: o.GatewaySocket, DialDocker: dial, AdminGroup: o.GatewayAdminGroup,
-				AllowMounts: o.GatewayAllowMounts, BindWait: o.GatewayBindWait, Kubeconfigs: o.Kubeconfigs}
+				AllowMounts: o.GatewayAllowMounts, BindWait: o.GatewayBindWait, Kubeconfigs: o.Kubeconfigs,
+				Listening: sync.OnceFunc(func() { close(up) })}
 		}
 	}
 	telemetry := o.TelemetryInterval
 	if o.MetricsBindAddress == "0" {
 		telemetry = -1 // nobody scrapes: the GPUs are not read for metrics
 	}
+	o.health = &watchdog.Health{}
 	return controllers.Options{
+		Health:             o.health,
 		NodeName:           o.NodeName,
 		Docker:             engine,
 		Proc:               proc.FS{Root: o.ProcRoot},
@@ -314,24 +330,47 @@ func (o *ManagerOptions) Controllers() (controllers.Options, error) {
 	}, nil
 }
 
-// RunManager starts mgr, calls ready once its caches have synced, and returns when ctx
+// Run starts mgr, calls ready once its caches have synced and the gateway listens (and
+// tells systemd, then pings its watchdog while every part answers), and returns when ctx
 // ends (nil) or the manager fails.
-func RunManager(ctx context.Context, mgr ctrl.Manager, ready func()) error {
+func (o *ManagerOptions) Run(ctx context.Context, mgr ctrl.Manager, ready func()) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	health := o.health
+	if health == nil {
+		health = &watchdog.Health{}
+	}
+	health.Add("api", func(ctx context.Context) error {
+		return mgr.GetAPIReader().List(ctx, &gpuwardenv1alpha1.GPUQuotaList{}, client.Limit(1))
+	})
+	notifier := &watchdog.Notifier{Health: health, Clock: clock.RealClock{}, Log: ctrl.Log.WithName("watchdog")}
 	errc := make(chan error, 1)
 	go func() { errc <- mgr.Start(ctx) }()
-	synced := make(chan bool, 1)
-	go func() { synced <- mgr.GetCache().WaitForCacheSync(ctx) }()
+	up := make(chan bool, 1)
+	go func() {
+		ok := mgr.GetCache().WaitForCacheSync(ctx)
+		if ok && o.gatewayUp != nil {
+			select {
+			case <-o.gatewayUp:
+			case <-ctx.Done():
+				ok = false
+			}
+		}
+		up <- ok
+	}()
 	select {
-	case ok := <-synced:
+	case ok := <-up:
 		if ok {
 			ready()
+			notifier.Ready()
+			go notifier.Run(ctx)
 		}
 	case err := <-errc:
 		return managerExit(err)
 	}
-	return managerExit(<-errc)
+	err := <-errc
+	notifier.Stopping()
+	return managerExit(err)
 }
 
 func managerExit(err error) error {

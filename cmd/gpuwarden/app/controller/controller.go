@@ -66,7 +66,7 @@ func (o *Options) Run(ctx context.Context) error {
 		return err
 	}
 	defer auditLog.Close()
-	return common.RunManager(ctx, mgr, func() {
+	return o.Manager.Run(ctx, mgr, func() {
 		fmt.Fprintf(o.out, "gpuwarden controller is ready: node %s, API server %s\n", o.Manager.NodeName, cfg.Host)
 	})
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/controlplane"
 	"github.com/gpuwarden/gpuwarden/internal/crds"
 	"github.com/gpuwarden/gpuwarden/internal/scheme"
+	"github.com/gpuwarden/gpuwarden/internal/watchdog"
 )
 
 // defaultGCPercent is the server's GOGC unless the environment sets one.
@@ -108,7 +109,9 @@ func (o *Options) Run(ctx context.Context) error {
 	}
 	defer closeLog()
 
+	restoreNotify := watchdog.Withhold() // the API server's READY is not gpuwarden's
 	cp, err := controlplane.Start(ctx, controlplane.Options{DataDir: o.DataDir, Port: o.APIPort})
+	restoreNotify()
 	if err != nil {
 		return fmt.Errorf("starting the control plane: %w", err)
 	}
@@ -145,7 +148,7 @@ func (o *Options) Run(ctx context.Context) error {
 		case <-mgrCtx.Done():
 		}
 	}()
-	err = common.RunManager(mgrCtx, mgr, func() {
+	err = o.Manager.Run(mgrCtx, mgr, func() {
 		fmt.Fprintf(o.out, "gpuwarden server is ready in %.2fs: API server https://127.0.0.1:%d, node %s\n"+
 			"  export KUBECONFIG=%s\n  kubectl get gpus,gpuallocations\n",
 			time.Since(start).Seconds(), cp.Port, o.Manager.NodeName, cp.KubeconfigPath)
