@@ -10,6 +10,9 @@ STATICCHECK ?= $(LOCALBIN)/staticcheck
 STATICCHECK_VERSION ?= v0.8.2
 KUBE_VERSION ?= v1.37.1
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+# The commit's own date, so a rebuild of the same commit is the same binary.
+BUILD_DATE ?= $(shell TZ=UTC git log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ 2>/dev/null || echo unknown)
 DATA_DIR ?= $(shell pwd)/.data
 FAKE_GPUS ?= h100-mig
 
@@ -20,7 +23,9 @@ export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
 	-X k8s.io/component-base/version.gitMajor=1 \
 	-X k8s.io/component-base/version.gitMinor=37 \
-	-X github.com/gpuwarden/gpuwarden/internal/version.Version=$(VERSION)
+	-X github.com/gpuwarden/gpuwarden/internal/version.Version=$(VERSION) \
+	-X github.com/gpuwarden/gpuwarden/internal/version.Commit=$(COMMIT) \
+	-X github.com/gpuwarden/gpuwarden/internal/version.Date=$(BUILD_DATE)
 
 .PHONY: all
 all: build
