@@ -12,6 +12,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/controller"
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/events"
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/explain"
+	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/importer"
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/kubeconfig"
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/report"
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/server"
@@ -37,7 +38,7 @@ GPUAllocations; controllers make Docker and the GPUs match what is declared.`,
 		},
 	}
 	cmd.PersistentFlags().IntVarP(&verbosity, "v", "v", 0, "log verbosity (0: what happened; higher: more detail)")
-	cmd.AddCommand(server.NewCommand(), controller.NewCommand(), events.NewCommand(), explain.NewCommand(), kubeconfig.NewCommand(), report.NewCommand(), version.NewCommand())
+	cmd.AddCommand(server.NewCommand(), controller.NewCommand(), events.NewCommand(), explain.NewCommand(), kubeconfig.NewCommand(), importer.NewCommand(), report.NewCommand(), version.NewCommand())
 	return cmd
 }
 
