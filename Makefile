@@ -8,6 +8,8 @@ CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 STATICCHECK ?= $(LOCALBIN)/staticcheck
 STATICCHECK_VERSION ?= v0.8.2
+HELM ?= $(LOCALBIN)/helm
+HELM_VERSION ?= v3.22.0
 KUBE_VERSION ?= v1.37.1
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
@@ -61,9 +63,13 @@ lint: staticcheck ## go vet and staticcheck (pinned, staticcheck.conf); the laye
 	go vet ./...
 	$(STATICCHECK) ./...
 
+.PHONY: docs
+docs: ## Generate docs/reference (the API from the CRDs, the CLI from its commands).
+	go run ./hack/gendocs docs/reference
+
 .PHONY: verify
-verify: manifests generate lint ## Fail if generated files or go.mod are stale, code is unformatted, or lint finds something.
-	@git diff --exit-code -- config/crd config/rbac charts api >/dev/null && test -z "$$(git status --porcelain -- config/crd config/rbac charts api)" || { git status --short -- config/crd config/rbac charts api; echo "generated files are stale: run 'make manifests generate' and commit"; exit 1; }
+verify: manifests generate docs lint ## Fail if generated files or go.mod are stale, code is unformatted, or lint finds something.
+	@git diff --exit-code -- config/crd config/rbac charts api docs/reference >/dev/null && test -z "$$(git status --porcelain -- config/crd config/rbac charts api docs/reference)" || { git status --short -- config/crd config/rbac charts api docs/reference; echo "generated files are stale: run 'make manifests generate docs' and commit"; exit 1; }
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt would change: $$(gofmt -l $$(git ls-files '*.go'))"; exit 1; }
 
 .PHONY: test
@@ -98,6 +104,11 @@ run: build ## Run gpuwarden server on the embedded control plane (fake GPUs wher
 staticcheck: $(STATICCHECK) ## Install staticcheck into ./bin.
 $(STATICCHECK):
 	GOBIN=$(LOCALBIN) go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+.PHONY: helm
+helm: $(HELM) ## Install helm (for the chart's lint and template tests) into ./bin.
+$(HELM):
+	GOBIN=$(LOCALBIN) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
 .PHONY: controller-gen
 controller-gen: $(CONTROLLER_GEN) ## Install controller-gen into ./bin.

@@ -15,6 +15,11 @@ export CGO_CFLAGS=${CGO_CFLAGS:--O2 -g -Wno-deprecated-declarations}
 export GPUWARDEN_BIN=${GPUWARDEN_BIN:-$PWD/bin/gpuwarden}
 export GPUWARDEN_TEST_IMAGE=${GPUWARDEN_TEST_IMAGE:-gpuwarden-test/busybox:latest}
 
+# helm for the chart's tests: built from the Go module proxy into ./bin (cached there and in
+# the Go build cache after the first, minutes-long, build).
+make --no-print-directory helm >/dev/null
+export GPUWARDEN_HELM=${GPUWARDEN_HELM:-$PWD/bin/helm}
+
 echo "== verify: generated files and formatting"
 make --no-print-directory verify
 

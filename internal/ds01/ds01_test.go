@@ -38,7 +38,6 @@ func split(res Result) ([]gpuwardenv1alpha1.GPUQuota, []gpuwardenv1alpha1.Contai
 	return qs, ps
 }
 
-
 // limit shows an effective quota limit: its value, or unlimited, or unset.
 func limit[T any](set, unlimited bool, v T) string {
 	switch {
