@@ -76,9 +76,13 @@ verify: manifests generate docs lint ## Fail if generated files or go.mod are st
 test: build ## Run the whole suite: unit, integration (embedded API server, real Docker) and end-to-end.
 	hack/test.sh
 
+.PHONY: test-chaos
+test-chaos: build ## The chaos suite alone, 20 fault rounds (GPUWARDEN_CHAOS_ROUNDS, GPUWARDEN_CHAOS_SEED); make test runs 4.
+	GPUWARDEN_CHAOS_ROUNDS=$${GPUWARDEN_CHAOS_ROUNDS:-20} hack/test.sh -chaos
+
 .PHONY: bench
-bench: ## Run the benchmarks.
-	hack/bench.sh
+bench: ## Run every benchmark and write docs/benchmarks.md (QUICK=1: briefly, to check the report).
+	BENCH_QUICK=$(QUICK) hack/bench.sh
 
 ##@ Build
 

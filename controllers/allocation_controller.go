@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -58,6 +59,8 @@ type AllocationReconciler struct {
 	Quotas *QuotaBook
 
 	derived *derivedWriter
+	// auditedAgain: this process has recorded again what its predecessor may have lost.
+	auditedAgain atomic.Bool
 	// written is each allocation's last status written by a pass.
 	written sync.Map
 
@@ -92,6 +95,9 @@ func (r *AllocationReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 	}
 	p := &pass{r: r, now: r.Clock.Now(), ledger: ledger, storedKey: cm.Data[LedgerSigningKey], quotas: quotas.Items, groups: map[string][]string{},
 		outcome: map[string]allocation.Decision{}, bound: map[string]allocation.Binding{}}
+	if r.auditedAgain.CompareAndSwap(false, true) {
+		p.auditAgain(allocs.Items)
+	}
 	p.release(allocs.Items)
 	p.decide(ctx, allocs.Items, gpus.Items)
 	if p.changed {

@@ -109,13 +109,15 @@ func (p *pass) auditLedgerChange(allocs []gpuwardenv1alpha1.GPUAllocation) {
 	refOf := func(name string, b allocation.Binding) audit.Allocation {
 		ref := allocationRef(name, b)
 		if a := byName[name]; a != nil {
-			ref.Container = audit.Container{Name: a.Spec.ContainerName, ID: a.Spec.ContainerID, Type: string(a.Spec.ContainerType)}
+			ref.Container = containerOf(a)
 		}
 		return ref
 	}
 	for _, name := range sortedKeys(p.released) {
 		rel := p.released[name]
-		p.r.Audit.Log(audit.GPURelease(rel.binding.User, refOf(name, rel.binding), rel.reason))
+		e := audit.GPURelease(rel.binding.User, refOf(name, rel.binding), rel.reason)
+		e.ID, e.Time = audit.DecisionID("release", name, rel.binding.BoundAt), p.now
+		p.r.Audit.Log(e)
 	}
 	for _, name := range sortedKeys(p.bound) {
 		b := p.bound[name]
@@ -123,7 +125,42 @@ func (p *pass) auditLedgerChange(allocs []gpuwardenv1alpha1.GPUAllocation) {
 		if a := byName[name]; a != nil && !a.CreationTimestamp.IsZero() {
 			ref.Wait = p.r.Clock.Now().Sub(a.CreationTimestamp.Time)
 		}
-		p.r.Audit.Log(audit.GPUAllocate(b.User, ref))
+		e := audit.GPUAllocate(b.User, ref)
+		e.ID, e.Time = audit.DecisionID("allocate", name, b.BoundAt), b.BoundAt
+		p.r.Audit.Log(e)
+	}
+}
+
+// auditAgain records once more, under the same event IDs and times, every decision of this
+// node that the ledger and the retained statuses still show: the bindings and the releases.
+// A process killed before its audit writer flushed lost those records; readers keep each
+// decision once. It runs on the first pass of each process.
+func (p *pass) auditAgain(allocs []gpuwardenv1alpha1.GPUAllocation) {
+	recovered := func(e audit.Event) audit.Event {
+		e.Details["recovered"] = true
+		return e
+	}
+	for _, name := range sortedKeys(p.ledger.Bindings) {
+		b := p.ledger.Bindings[name]
+		if b.Node != p.r.NodeName {
+			continue
+		}
+		e := recovered(audit.GPUAllocate(b.User, allocationRef(name, b)))
+		e.ID, e.Time = audit.DecisionID("allocate", name, b.BoundAt), b.BoundAt
+		p.r.Audit.Log(e)
+	}
+	for i := range allocs {
+		a := &allocs[i]
+		if a.Spec.NodeName != p.r.NodeName || a.Status.Phase != gpuwardenv1alpha1.PhaseReleased || a.Status.ReleasedTime == nil {
+			continue
+		}
+		bound := a.CreationTimestamp.Time // released while it waited
+		if a.Status.BoundTime != nil {
+			bound = a.Status.BoundTime.Time
+		}
+		e := recovered(audit.GPURelease(a.Spec.User, statusRef(a, containerOf(a)), releaseReason(a)))
+		e.ID, e.Time = audit.DecisionID("release", a.Name, bound), a.Status.ReleasedTime.Time
+		p.r.Audit.Log(e)
 	}
 }
 
@@ -211,7 +248,7 @@ func (p *pass) record(a *gpuwardenv1alpha1.GPUAllocation, before *gpuwardenv1alp
 	if s.Phase == before.Phase && s.Reason == before.Reason {
 		return
 	}
-	ref := statusRef(a, audit.Container{Name: a.Spec.ContainerName, ID: a.Spec.ContainerID, Type: string(a.Spec.ContainerType)})
+	ref := statusRef(a, containerOf(a))
 	switch s.Phase {
 	case gpuwardenv1alpha1.PhaseBound:
 		var idx []string
@@ -232,7 +269,12 @@ func (p *pass) record(a *gpuwardenv1alpha1.GPUAllocation, before *gpuwardenv1alp
 		p.r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, EventReleased, "Release", "%s", s.Message)
 		if _, fromLedger := p.released[a.Name]; !fromLedger {
 			// A request released while it waited: no ledger change records it.
-			p.r.Audit.Log(audit.GPURelease(a.Spec.User, ref, releaseReason(a)))
+			e := audit.GPURelease(a.Spec.User, ref, releaseReason(a))
+			e.ID = audit.DecisionID("release", a.Name, a.CreationTimestamp.Time)
+			if s.ReleasedTime != nil {
+				e.Time = s.ReleasedTime.Time
+			}
+			p.r.Audit.Log(e)
 		}
 	}
 }
@@ -242,6 +284,11 @@ func profileSuffix(profile string) string {
 		return ""
 	}
 	return " (" + profile + ")"
+}
+
+// containerOf is the container an allocation's spec names, for the audit log.
+func containerOf(a *gpuwardenv1alpha1.GPUAllocation) audit.Container {
+	return audit.Container{Name: a.Spec.ContainerName, ID: a.Spec.ContainerID, Type: string(a.Spec.ContainerType)}
 }
 
 // statusRef is an allocation's audit reference from its status: the devices it holds and

@@ -20,6 +20,11 @@ export GPUWARDEN_TEST_IMAGE=${GPUWARDEN_TEST_IMAGE:-gpuwarden-test/busybox:lates
 make --no-print-directory helm >/dev/null
 export GPUWARDEN_HELM=${GPUWARDEN_HELM:-$PWD/bin/helm}
 
+if [ "${1:-}" = -chaos ]; then
+  echo "== the chaos suite ($GPUWARDEN_CHAOS_ROUNDS rounds)"
+  exec go test -count=1 -timeout 60m -v -run TestChaos ./test/chaos/
+fi
+
 echo "== verify: generated files and formatting"
 make --no-print-directory verify
 
@@ -33,3 +38,23 @@ echo "== unit and end-to-end tests (-race)"
 go test -race -count=1 -timeout 20m $light
 echo "== integration tests on the embedded API server"
 go test -count=1 -timeout 20m $heavy
+
+# Every parser's fuzz target, briefly (GPUWARDEN_FUZZTIME, default 3s each): new inputs that
+# break one fail the run and are kept under the package's testdata/fuzz.
+echo "== fuzz targets (${GPUWARDEN_FUZZTIME:-3s} each)"
+for target in ./internal/gateway:FuzzCreateChecker ./internal/gateway:FuzzClassify ./internal/audit:FuzzReader \
+  ./internal/proc:FuzzContainerFromCgroup ./internal/gpu/fakegpu:FuzzParseControl ./internal/resolve:FuzzParseDuration \
+  ./internal/ds01:FuzzConvert; do
+  go test "${target%%:*}" -run XXX -fuzz "^${target##*:}\$" -fuzztime "${GPUWARDEN_FUZZTIME:-3s}" >/tmp/gpuwarden-fuzz.log 2>&1 ||
+    { cat /tmp/gpuwarden-fuzz.log; echo "fuzz target ${target##*:} failed"; exit 1; }
+  echo "ok  ${target##*:}"
+done
+
+# make bench's quick mode: every benchmark briefly, to check that the report is produced.
+echo "== benchmarks, quick mode (the report's table is produced)"
+report=$(mktemp --suffix .md)
+BENCH_QUICK=1 BENCH_REPORT=$report hack/bench.sh >/tmp/gpuwarden-bench-quick.log 2>&1 ||
+  { tail -50 /tmp/gpuwarden-bench-quick.log; echo "make bench QUICK=1 failed"; exit 1; }
+rows=$(grep -c '^| `\|^| [A-Z/]' "$report" || true)
+[ "$rows" -ge 10 ] || { cat "$report"; echo "the benchmark report has $rows rows"; exit 1; }
+echo "ok  benchmark report: $rows rows"

@@ -6,10 +6,13 @@ package audit
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
+	"unicode"
 )
 
 // SchemaVersion is the envelope version written, DS01's schema v1.
@@ -78,6 +81,18 @@ func NewID() string {
 	return hex.EncodeToString(b[:])
 }
 
+// DecisionID is the event ID of one allocation decision (kind allocate or release, of the
+// binding made at bound): the same each time the decision is recorded — again after a crash
+// lost the first record's flush — so that readers keep it once.
+func DecisionID(kind, allocation string, bound time.Time) string {
+	h := sha256.Sum256([]byte(kind + "\x00" + allocation + "\x00" + strconv.FormatInt(bound.Unix(), 10)))
+	return hex.EncodeToString(h[:16])
+}
+
+// decision says whether an event type is an allocation decision, recorded again after a
+// crash under its DecisionID.
+func decision(t string) bool { return t == TypeGPUAllocate || t == TypeGPURelease }
+
 // Container returns the container named in the event's details ("container" or
 // "container_name"), or "".
 func (e *Event) Container() string {
@@ -87,4 +102,18 @@ func (e *Event) Container() string {
 		}
 	}
 	return ""
+}
+
+// Printable is s as it may be shown on a terminal: control characters (escape sequences,
+// tabs that would break a table), bidirectional overrides and other invisible runes written
+// as Go escapes. An audit log holds what users chose (names, labels); printing it must not
+// let them drive the reader's terminal.
+func Printable(s string) string {
+	for _, r := range s {
+		if !unicode.IsGraphic(r) || r == '\t' || unicode.Is(unicode.Cf, r) {
+			q := strconv.QuoteToGraphic(s)
+			return q[1 : len(q)-1]
+		}
+	}
+	return s
 }

@@ -34,16 +34,31 @@ type ReadStats struct {
 	Malformed int
 	// TooLong is the number of lines over MaxLineSize, skipped unread.
 	TooLong int
+	// Duplicates is the number of decisions recorded again (after a crash) and passed once.
+	Duplicates int
 }
 
 // MaxLineSize is the longest line the readers decode; a longer one is counted as TooLong.
 const MaxLineSize = 1 << 20
 
 // Read calls fn for every event in files, in order, that f matches. Blank lines are
-// skipped; malformed lines are counted in the stats and skipped.
+// skipped; malformed lines are counted in the stats and skipped; an allocation decision
+// recorded again after a crash (the same event ID) is passed once.
 func Read(ctx context.Context, files []string, f Filter, fn func(*Event) error) (ReadStats, error) {
 	var st ReadStats
 	m := f.matcher()
+	seen := map[string]bool{}
+	inner := fn
+	fn = func(e *Event) error {
+		if decision(e.Type) && e.ID != "" {
+			if seen[e.ID] {
+				st.Duplicates++
+				return nil
+			}
+			seen[e.ID] = true
+		}
+		return inner(e)
+	}
 	for _, name := range files {
 		if err := readFile(ctx, name, m, &st, fn); err != nil {
 			return st, err

@@ -417,3 +417,48 @@ func TestLinksAndOpenDirectoriesAreRefused(t *testing.T) {
 		t.Errorf("Open in a world-writable directory: %v", err)
 	}
 }
+
+// TestDecisionsRecordedAgainAreReadOnce: a decision recorded again after a crash (same
+// DecisionID) is passed once by Read; other events with equal IDs are not touched.
+func TestDecisionsRecordedAgainAreReadOnce(t *testing.T) {
+	bound := time.Date(2026, 12, 2, 9, 0, 0, 123, time.UTC)
+	id := DecisionID("allocate", "alice-1", bound)
+	if id != DecisionID("allocate", "alice-1", bound.Add(500*time.Millisecond)) || id == DecisionID("release", "alice-1", bound) ||
+		id == DecisionID("allocate", "alice-2", bound) || id == DecisionID("allocate", "alice-1", bound.Add(time.Second)) {
+		t.Errorf("DecisionID is not one per decision (kind, allocation, bound second)")
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "events.jsonl")
+	var b []byte
+	for _, e := range []Event{
+		{Time: bound, Type: TypeGPUAllocate, User: "alice", ID: id, Details: map[string]any{"allocation": "alice-1"}},
+		{Time: bound, Type: TypeContainerStart, User: "alice", ID: "same"},
+		{Time: bound, Type: TypeContainerStart, User: "alice", ID: "same"},
+		{Time: bound, Type: TypeGPUAllocate, User: "alice", ID: id, Details: map[string]any{"allocation": "alice-1", "recovered": true}},
+	} {
+		b, _ = e.AppendJSON(b)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	st, err := Read(context.Background(), []string{path}, Filter{}, func(e *Event) error { got = append(got, e.Type); return nil })
+	if err != nil || len(got) != 3 || st.Duplicates != 1 {
+		t.Errorf("read %v (%+v, %v), want the allocation once and both container events", got, st, err)
+	}
+}
+
+func TestPrintable(t *testing.T) {
+	for in, want := range map[string]string{
+		"alice":            "alice",
+		"héllo wörld":      "héllo wörld",
+		"\x1b]0;pwned\x07": `\x1b]0;pwned\a`,
+		"alice\u202egnp":   `alice\u202egnp`,
+		"a\tb":             `a\tb`,
+		"line\nbreak":      `line\nbreak`,
+	} {
+		if got := Printable(in); got != want {
+			t.Errorf("Printable(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

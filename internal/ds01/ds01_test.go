@@ -178,3 +178,28 @@ func TestPublishedDS01Configuration(t *testing.T) {
 		}
 	}
 }
+
+// FuzzConvert: whatever resource-limits.yaml holds, the import returns manifests or an error
+// naming the file, never a panic.
+func FuzzConvert(f *testing.F) {
+	seed, _ := os.ReadFile("testdata/resource-limits.yaml")
+	f.Add(seed)
+	for _, s := range []string{"", "defaults: 5", "groups: {a: {max_gpu_equivalents: [1]}}", "defaults: {memory: 1zb, max_cpus: -3}", "container_types: {docker: {idle_timeout_h: nope}}", "groups:\n  x:\n    members: [\"a b\", 7]\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		path := filepath.Join(t.TempDir(), "rl.yaml")
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		res, err := Convert(Sources{Limits: path}, now)
+		if err != nil && !strings.Contains(err.Error(), "--limits") {
+			t.Errorf("an error that names no file: %v", err)
+		}
+		for _, o := range res.Objects {
+			if o.GetName() == "" {
+				t.Errorf("an object without a name: %#v", o)
+			}
+		}
+	})
+}

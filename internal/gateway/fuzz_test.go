@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/moby/moby/api/types/container"
@@ -57,6 +58,21 @@ func FuzzCreateChecker(f *testing.F) {
 		}
 		if again.Config != nil && again.Config.Labels["gpuwarden.io/user"] != "alice" {
 			t.Fatalf("forwarded without the caller's owner label: %s", out)
+		}
+	})
+}
+
+// FuzzClassify: any method and path is classified without panicking, and no path that is
+// not in canonical form reaches the allow-list.
+func FuzzClassify(f *testing.F) {
+	for _, p := range []string{"/v1.41/containers/json", "/containers/x/../y/json", "//v1.41/_ping", "/v1.41abc/exec/1/start", "/gpuwarden/kubeconfig", "/v1.41/containers/a/archive", ""} {
+		f.Add("GET", p)
+		f.Add("POST", p)
+	}
+	f.Fuzz(func(t *testing.T, method, p string) {
+		rt, why := classify(method, p)
+		if why == "" && rt.kind != refuse && (strings.Contains(p, "/../") || strings.HasSuffix(p, "/..") || strings.Contains(p, "//") || strings.Contains(p, "/./")) {
+			t.Errorf("%s %q classified %+v", method, p, rt)
 		}
 	})
 }

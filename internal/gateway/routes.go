@@ -59,7 +59,7 @@ var containerOps = map[string]map[string]bool{
 
 // classify puts a request on the allow-list, or refuses it with why.
 func classify(method, p string) (route, string) {
-	if p != path.Clean(p) || strings.Contains(p, "//") {
+	if !strings.HasPrefix(p, "/") || p != path.Clean(p) || strings.Contains(p, "//") {
 		return route{class: "other"}, "the path " + p + " is not in canonical form"
 	}
 	r := route{rest: p}

@@ -2,7 +2,9 @@ package resolve
 
 import (
 	"bytes"
+	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -246,4 +248,21 @@ func TestCachedGroups(t *testing.T) {
 	if inner.n != 2 {
 		t.Errorf("%d look-ups after the TTL, want 2", inner.n)
 	}
+}
+
+// FuzzParseDuration: a policy duration either parses to a non-negative duration or is an
+// error naming it; never a panic.
+func FuzzParseDuration(f *testing.F) {
+	for _, s := range []string{"30m", "1h30m", "-1h", "99999999999h", "1.5h", "", "5", "1e3s", "µs"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		d, err := ParseDuration(gpuwardenv1alpha1.Duration(s))
+		if err == nil && d < 0 {
+			t.Errorf("%q parsed to %s", s, d)
+		}
+		if err != nil && !strings.Contains(err.Error(), fmt.Sprintf("%q", s)) {
+			t.Errorf("the error for %q does not name it: %v", s, err)
+		}
+	})
 }

@@ -13,15 +13,7 @@ import (
 )
 
 // gatewayUser makes an unprivileged login with a home directory, once per machine.
-func gatewayUser(t *testing.T, name string) {
-	t.Helper()
-	if exec.Command("id", name).Run() == nil {
-		return
-	}
-	if out, err := exec.Command("useradd", "-m", "-s", "/bin/sh", name).CombinedOutput(); err != nil {
-		t.Fatalf("useradd %s: %v\n%s", name, err, out)
-	}
-}
+func gatewayUser(t *testing.T, name string) { testutil.LinuxUser(t, name) }
 
 // as runs the real docker CLI as user against the gateway; stdin may be empty.
 func as(user, sock, stdin string, args ...string) (string, error) {

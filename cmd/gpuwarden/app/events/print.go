@@ -115,7 +115,7 @@ func (p *printer) printAll(events []audit.Event) error {
 			container = "-"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Time.UTC().Format("2006-01-02T15:04:05Z"),
-			p.paint(e.Type), user, container, details(e))
+			p.paint(audit.Printable(e.Type)), audit.Printable(user), audit.Printable(container), details(e))
 	}
 	return tw.Flush()
 }
@@ -135,7 +135,7 @@ func details(e *audit.Event) string {
 		if strings.ContainsAny(v, " \t") {
 			v = fmt.Sprintf("%q", v)
 		}
-		parts = append(parts, k+"="+v)
+		parts = append(parts, audit.Printable(k)+"="+audit.Printable(v))
 	}
 	return strings.Join(parts, " ")
 }
@@ -219,6 +219,6 @@ func printCounts(w io.Writer, title string, counts map[string]int) {
 	})
 	fmt.Fprintf(w, "%s\tEVENTS\n", title)
 	for _, k := range keys {
-		fmt.Fprintf(w, "%s\t%d\n", k, counts[k])
+		fmt.Fprintf(w, "%s\t%d\n", audit.Printable(k), counts[k])
 	}
 }

@@ -140,7 +140,7 @@ func writeTable(out io.Writer, r report.Report, file string) error {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "USER\tALLOCATED GPU-H\tUSED GPU-H\tUSED %\tIDLE GPU-H\tIDLE STOPS\tRUNTIME STOPS\tRECLAIMED GPU-H\tREJECTED\tBINDS\tMEAN WAIT\tMAX WAIT")
 	for _, row := range append(r.Rows, r.Total) {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%d\t%d\t%s\t%s\n", row.User, hours(row.AllocatedGPUHours), hours(row.UsedGPUHours),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%d\t%d\t%s\t%s\n", audit.Printable(row.User), hours(row.AllocatedGPUHours), hours(row.UsedGPUHours),
 			percent(row), hours(row.IdleGPUHours), row.IdleStops, row.RuntimeStops, hours(row.ReclaimedGPUHours), row.Rejections,
 			row.Binds, wait(row.MeanWait()), wait(row.MaxWait))
 	}
@@ -155,7 +155,7 @@ func writeTable(out io.Writer, r report.Report, file string) error {
 		sort.Strings(reasons)
 		fmt.Fprint(out, "\nRefused requests by reason:")
 		for _, k := range reasons {
-			fmt.Fprintf(out, " %s %d", k, r.Rejections[k])
+			fmt.Fprintf(out, " %s %d", audit.Printable(k), r.Rejections[k])
 		}
 		fmt.Fprintln(out)
 	}

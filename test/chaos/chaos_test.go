@@ -1,0 +1,454 @@
+// Package chaos runs gpuwarden under a churn of users' GPU containers through the gateway
+// (a real Docker engine, fake GPUs) while faults are injected — gpuwarden killed with
+// SIGKILL at random moments and restarted, a GPU lost from NVML, the audit log's disk full —
+// and checks from the outside, after each fault and at the end, what gpuwarden promises.
+//
+// GPUWARDEN_CHAOS_ROUNDS sets the number of fault rounds (default 4, as CI runs it; `make
+// test-chaos` runs 20); GPUWARDEN_CHAOS_SEED replays a run.
+package chaos
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
+)
+
+const quotaPerUser = 2 // gpu-equivalents each user may hold
+
+func binary(t *testing.T) string {
+	b := os.Getenv("GPUWARDEN_BIN")
+	if b == "" {
+		b, _ = filepath.Abs("../../bin/gpuwarden")
+	}
+	_, err := os.Stat(b)
+	testutil.Require(t, err == nil, "bin/gpuwarden is not built (make build)")
+	return b
+}
+
+// server is one gpuwarden server process, restarted on the same data dir.
+type server struct {
+	t    *testing.T
+	args []string
+	cmd  *exec.Cmd
+	out  *testutil.SyncBuffer
+	done chan struct{}
+	kc   string
+}
+
+func (s *server) start() {
+	s.t.Helper()
+	s.out = &testutil.SyncBuffer{}
+	s.cmd = exec.Command(binary(s.t), s.args...)
+	pr, pw, _ := os.Pipe()
+	s.cmd.Stdout, s.cmd.Stderr = pw, pw
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	pw.Close()
+	ready := make(chan struct{})
+	s.done = make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		once := sync.Once{}
+		for sc.Scan() {
+			fmt.Fprintln(s.out, sc.Text())
+			if strings.Contains(sc.Text(), " is ready") {
+				once.Do(func() { close(ready) })
+			}
+		}
+	}()
+	go func() { _ = s.cmd.Wait(); close(s.done) }()
+	select {
+	case <-ready:
+	case <-s.done:
+		s.t.Fatalf("gpuwarden exited before it was ready:\n%s", s.out)
+	case <-time.After(2 * time.Minute):
+		s.t.Fatalf("gpuwarden not ready after 2m:\n%s", s.out)
+	}
+}
+
+// kill9 kills the process with SIGKILL: nothing of it runs after, no shutdown, no flush.
+func (s *server) kill9() {
+	_ = s.cmd.Process.Signal(syscall.SIGKILL)
+	<-s.done
+}
+
+func (s *server) kubectl(stdin string, args ...string) (string, error) {
+	cmd := exec.Command("kubectl", append([]string{"--kubeconfig", s.kc}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.Output()
+	return string(out), err
+}
+
+type allocation struct {
+	Metadata struct{ Name string }
+	Spec     struct {
+		User     string
+		NodeName string
+	}
+	Status struct {
+		Phase          string
+		ContainerID    string
+		GPUEquivalents string
+		Devices        []struct{ UUID string }
+	}
+}
+
+func (s *server) allocations() ([]allocation, error) {
+	out, err := s.kubectl("", "get", "ga", "-o", "json")
+	if err != nil {
+		return nil, err
+	}
+	var list struct{ Items []allocation }
+	return list.Items, json.Unmarshal([]byte(out), &list)
+}
+
+// counts of what the suite did and checked, for the note.
+type counts struct {
+	mu sync.Mutex
+	m  map[string]int
+}
+
+func (c *counts) add(k string, n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]int{}
+	}
+	c.m[k] += n
+}
+
+func (c *counts) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var keys []string
+	for k := range c.m {
+		keys = append(keys, k)
+	}
+	sortStrings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "  %-40s %d\n", k, c.m[k])
+	}
+	return b.String()
+}
+
+func sortStrings(s []string) {
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && s[j] < s[j-1]; j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+}
+
+func TestChaos(t *testing.T) {
+	for _, tool := range []string{"kubectl", "runuser", "docker", "mount"} {
+		_, err := exec.LookPath(tool)
+		testutil.Require(t, err == nil, "%s is not installed", tool)
+	}
+	testutil.Require(t, os.Geteuid() == 0, "the chaos suite creates Linux users and mounts a tmpfs: it needs root")
+	testutil.Require(t, exec.Command("docker", "version").Run() == nil, "no Docker engine at DOCKER_HOST (hack/docker-up.sh)")
+	rounds := 4
+	if v := os.Getenv("GPUWARDEN_CHAOS_ROUNDS"); v != "" {
+		rounds, _ = strconv.Atoi(v)
+	}
+	seed := time.Now().UnixNano()
+	if v := os.Getenv("GPUWARDEN_CHAOS_SEED"); v != "" {
+		seed, _ = strconv.ParseInt(v, 10, 64)
+	}
+	rng := rand.New(rand.NewSource(seed))
+	t.Logf("chaos: %d rounds, GPUWARDEN_CHAOS_SEED=%d", rounds, seed)
+	var c counts
+
+	users := []string{"chaosa", "chaosb", "chaosc"}
+	for _, u := range users {
+		testutil.LinuxUser(t, u)
+	}
+	// Under /tmp itself: the users must reach the gateway socket (t.TempDir's parent is 0700).
+	dir, err := os.MkdirTemp("", "gpuwarden-chaos")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	gw := filepath.Join(dir, "gw")
+	auditDir := filepath.Join(dir, "audit")
+	for _, d := range []string{gw, auditDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The audit log on a small disk of its own, to fill.
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=16m,mode=0750", "tmpfs", auditDir).CombinedOutput(); err != nil {
+		testutil.Require(t, false, "mounting a tmpfs for the audit log: %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", auditDir).Run() })
+	control := filepath.Join(dir, "gpus.yaml")
+	_ = os.WriteFile(control, nil, 0o644)
+	sock := filepath.Join(gw, "docker.sock")
+	auditLog := filepath.Join(auditDir, "events.jsonl")
+	data := filepath.Join(dir, "data")
+	s := &server{t: t, kc: filepath.Join(data, "admin.kubeconfig"), args: []string{"server", "--data-dir", data, "--api-port", "0",
+		"--node-name", "chaos", "--fake-gpus", "h100x8", "--fake-gpus-control", control, "--docker-host", os.Getenv("DOCKER_HOST"),
+		"--gateway-socket", sock, "--gateway-bind-wait", "2s", "--audit-log", auditLog,
+		"--metrics-bind-address", "0", "--health-probe-bind-address", "0"}}
+	s.start()
+	t.Cleanup(func() {
+		select {
+		case <-s.done:
+		default:
+			s.kill9()
+		}
+		if t.Failed() {
+			t.Logf("gpuwarden's last output:\n%s", s.out)
+		}
+	})
+	quota := fmt.Sprintf("apiVersion: gpuwarden.io/v1alpha1\nkind: GPUQuota\nmetadata: {name: chaos}\nspec: {subjects: [{kind: Everyone}], limits: {gpuEquivalents: \"%d\", maxGPUsPerContainer: 1}}\n", quotaPerUser)
+	if out, err := s.kubectl(quota, "apply", "-f", "-"); err != nil {
+		t.Fatalf("kubectl apply: %v %s", err, out)
+	}
+	image := testutil.DockerImage()
+	t.Cleanup(func() {
+		out, _ := exec.Command("docker", "ps", "-aq", "--filter", "name=chaos-").Output()
+		for _, id := range strings.Fields(string(out)) {
+			_ = exec.Command("docker", "rm", "-f", id).Run()
+		}
+	})
+
+	// The churn: each user creates GPU containers through the gateway and removes them.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var seq atomic.Int64
+	var lastFailure atomic.Value
+	for i, u := range users {
+		wg.Add(1)
+		r := rand.New(rand.NewSource(seed + int64(i)))
+		go func() {
+			defer wg.Done()
+			var mine []string
+			docker := func(args ...string) (string, error) {
+				cmd := exec.Command("runuser", append([]string{"-u", u, "--", "env", "DOCKER_HOST=unix://" + sock, "HOME=/home/" + u, "docker"}, args...)...)
+				out, err := cmd.CombinedOutput()
+				return strings.TrimSpace(string(out)), err
+			}
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if len(mine) < 3 && r.Intn(3) > 0 {
+					name := fmt.Sprintf("chaos-%s-%d", u, seq.Add(1))
+					out, err := docker("run", "-d", "--gpus", "1", "--name", name, image, "sleep", "600")
+					switch {
+					case err == nil:
+						mine = append(mine, name)
+						c.add("churn: GPU containers created", 1)
+					case strings.Contains(out, "gpuwarden"):
+						c.add("churn: creates refused or given up (quota, capacity)", 1)
+						_ = exec.Command("docker", "rm", "-f", name).Run()
+					default:
+						c.add("churn: creates failed (gpuwarden down)", 1)
+						lastFailure.Store(out)
+						_ = exec.Command("docker", "rm", "-f", name).Run()
+					}
+				} else if len(mine) > 0 {
+					k := r.Intn(len(mine))
+					if _, err := docker("rm", "-f", mine[k]); err == nil {
+						c.add("churn: containers removed", 1)
+						mine = append(mine[:k], mine[k+1:]...)
+					}
+				}
+				time.Sleep(time.Duration(200+r.Intn(800)) * time.Millisecond)
+			}
+		}()
+	}
+	defer func() { close(stop); wg.Wait() }()
+
+	check := func(when string) {
+		t.Helper()
+		checkInvariants(t, s, auditLog, users, &c, when)
+	}
+	faults := []string{"kill -9 gpuwarden", "lose a GPU in NVML", "fill the audit log's disk", "kill -9 gpuwarden"}
+	for round := 1; round <= rounds; round++ {
+		time.Sleep(time.Duration(1000+rng.Intn(3000)) * time.Millisecond)
+		fault := faults[rng.Intn(len(faults))]
+		if round == 1 {
+			fault = "kill -9 gpuwarden" // every run kills at least once
+		}
+		c.add("fault: "+fault, 1)
+		switch fault {
+		case "kill -9 gpuwarden":
+			s.kill9()
+			time.Sleep(time.Duration(rng.Intn(2000)) * time.Millisecond)
+			s.start()
+		case "lose a GPU in NVML":
+			_ = os.WriteFile(control, []byte(fmt.Sprintf("devices: {\"%d\": {lost: true}}\n", rng.Intn(8))), 0o644)
+			time.Sleep(3 * time.Second)
+			check(fmt.Sprintf("round %d, a GPU lost", round))
+			_ = os.WriteFile(control, nil, 0o644)
+		case "fill the audit log's disk":
+			fill := filepath.Join(auditDir, "filler")
+			_ = exec.Command("dd", "if=/dev/zero", "of="+fill, "bs=1M", "count=64").Run() // until ENOSPC
+			time.Sleep(3 * time.Second)
+			os.Remove(fill)
+		}
+		check(fmt.Sprintf("round %d, after %s", round, fault))
+	}
+	close(stop)
+	wg.Wait()
+	stop = make(chan struct{}) // the deferred close
+	check("the end")
+	t.Logf("chaos: what ran and what was checked (seed %d):\n%s", seed, c.String())
+	if f, ok := lastFailure.Load().(string); ok {
+		t.Logf("the last create that failed while gpuwarden was down said: %s", f)
+	}
+	c.mu.Lock()
+	created := c.m["churn: GPU containers created"]
+	c.mu.Unlock()
+	if created == 0 {
+		t.Errorf("the churn created no GPU container: nothing was exercised")
+	}
+}
+
+// checkInvariants checks, from the outside, what gpuwarden promises.
+func checkInvariants(t *testing.T, s *server, auditLog string, users []string, c *counts, when string) {
+	t.Helper()
+	// 1. No device bound to two live allocations; 2. no user over the quota. Both at once,
+	// from one listing, repeatedly while it settles.
+	allocs, err := s.allocations()
+	if err != nil {
+		t.Fatalf("%s: listing allocations: %v", when, err)
+	}
+	holder := map[string]string{}
+	held := map[string]float64{}
+	for _, a := range allocs {
+		if a.Status.Phase != "Bound" {
+			continue
+		}
+		for _, d := range a.Status.Devices {
+			if other, ok := holder[d.UUID]; ok {
+				t.Errorf("%s: GPU %s bound to %s and %s", when, d.UUID, other, a.Metadata.Name)
+			}
+			holder[d.UUID] = a.Metadata.Name
+		}
+		eq, _ := strconv.ParseFloat(a.Status.GPUEquivalents, 64)
+		held[a.Spec.User] += eq
+	}
+	c.add("invariant: no GPU bound twice (allocations checked)", len(allocs))
+	for u, h := range held {
+		if h > quotaPerUser {
+			t.Errorf("%s: %s holds %g gpu-equivalents, over the quota of %d", when, u, h, quotaPerUser)
+		}
+	}
+	c.add("invariant: no quota exceeded (users checked)", len(users))
+	// 3. Every running GPU container has a Bound allocation (once gpuwarden has caught up).
+	testutil.Eventually(t, 60*time.Second, when+": every running GPU container has a Bound allocation", func() (bool, string) {
+		out, err := exec.Command("docker", "ps", "--filter", "name=chaos-", "--format", `{{.ID}} {{.Label "gpuwarden.io/allocation"}}`).Output()
+		if err != nil {
+			return false, err.Error()
+		}
+		allocs, err := s.allocations()
+		if err != nil {
+			return false, err.Error()
+		}
+		bound := map[string]allocation{}
+		for _, a := range allocs {
+			if a.Status.Phase == "Bound" {
+				bound[a.Metadata.Name] = a
+			}
+		}
+		n := 0
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			f := strings.Fields(l)
+			if len(f) < 2 {
+				continue
+			}
+			n++
+			a, ok := bound[f[1]]
+			if !ok || !strings.HasPrefix(a.Status.ContainerID, f[0]) {
+				return false, fmt.Sprintf("container %s: allocation %s is not Bound to it", f[0], f[1])
+			}
+		}
+		c.add("invariant: running GPU containers with a Bound allocation", n)
+		return true, ""
+	})
+	// 4. The audit log: no torn line; each allocation's bind and release recorded exactly once
+	// once de-duplicated by event_id (a record may be written twice across a crash, never
+	// two different records of one decision).
+	testutil.Eventually(t, 30*time.Second, when+": the audit log holds each decision once", func() (bool, string) {
+		f, err := os.ReadFile(auditLog)
+		if err != nil {
+			return false, err.Error()
+		}
+		ids := map[string]map[string]bool{} // "type allocation" → event ids
+		lines := bytes.Split(bytes.TrimSuffix(f, []byte("\n")), []byte("\n"))
+		for i, l := range lines {
+			var e struct {
+				EventID    string `json:"event_id"`
+				EventType  string `json:"event_type"`
+				Allocation string `json:"allocation"`
+				Details    struct {
+					Allocation string `json:"allocation"`
+				} `json:"details"`
+			}
+			if err := json.Unmarshal(l, &e); err != nil {
+				t.Errorf("%s: audit line %d is torn or not JSON: %q", when, i+1, l)
+				return true, ""
+			}
+			if e.EventType != "gpu.allocate" && e.EventType != "gpu.release" {
+				continue
+			}
+			name := e.Allocation
+			if name == "" {
+				name = e.Details.Allocation
+			}
+			k := e.EventType + " " + name
+			if ids[k] == nil {
+				ids[k] = map[string]bool{}
+			}
+			ids[k][e.EventID] = true
+		}
+		c.add("invariant: audit lines parsed", len(lines))
+		allocs, err := s.allocations()
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, a := range allocs {
+			if a.Status.Phase == "Bound" || a.Status.Phase == "Released" {
+				if n := len(ids["gpu.allocate "+a.Metadata.Name]); n != 1 {
+					return false, fmt.Sprintf("%s: %d gpu.allocate records (by event_id)", a.Metadata.Name, n)
+				}
+			}
+			if a.Status.Phase == "Released" {
+				if n := len(ids["gpu.release "+a.Metadata.Name]); n != 1 {
+					return false, fmt.Sprintf("%s: %d gpu.release records (by event_id)", a.Metadata.Name, n)
+				}
+			}
+		}
+		for k, v := range ids {
+			if len(v) > 1 {
+				return false, fmt.Sprintf("%s recorded as %d different events", k, len(v))
+			}
+		}
+		c.add("invariant: decisions recorded exactly once (allocations checked)", len(allocs))
+		return true, ""
+	})
+}
