@@ -102,10 +102,12 @@ func (r *AllocationReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 	p.decide(ctx, allocs.Items, gpus.Items)
 	if p.changed {
 		if err := r.writeLedger(ctx, cm, p.ledger); apierrors.IsConflict(err) {
+			ledgerWrites.WithLabelValues("conflict").Inc()
 			return ctrl.Result{RequeueAfter: claimRetry}, nil // another pass won: decide again on fresh state
 		} else if err != nil {
 			return ctrl.Result{}, err
 		}
+		ledgerWrites.WithLabelValues("written").Inc()
 		// The ledger changed: that is the decision, recorded once whatever happens to the
 		// status writes that show it.
 		p.auditLedgerChange(allocs.Items)

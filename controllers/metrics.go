@@ -17,6 +17,10 @@ import (
 )
 
 var (
+	ledgerWrites = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gpuwarden_ledger_writes_total",
+		Help: "Writes of the allocation ledger by this node's passes, by result: written, or conflict (another pass wrote it first; the pass decides again).",
+	}, []string{"result"})
 	allocationRejections = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gpuwarden_allocation_rejections_total",
 		Help: "GPUAllocations rejected, by reason (QuotaExceeded, ContainerLimitExceeded, MaxContainersExceeded, FullGPUNotAllowed, Unsatisfiable, SourceNotAllowed, …).",
@@ -37,13 +41,16 @@ func processMetrics() []prometheus.Collector {
 	return append([]prometheus.Collector{
 		dockerOutages, containerEvents, containerActions, unallocatedGPUContainers, unmanagedProcesses, unmanagedDetections,
 		containersByIdleState, lifecycleNotices, stopDelaySeconds, sampleRoundSeconds, webhookPosts,
-		allocationRejections, unmanagedByHolder, scrapeSeconds,
+		allocationRejections, unmanagedByHolder, scrapeSeconds, ledgerWrites,
 	}, append(telemetry.Metrics(), gateway.Metrics()...)...)
 }
 
 // initSeries creates the series of every known label value at zero, so that rate() and
 // increase() see the first event and dashboards show a 0, not "no data".
 func initSeries() {
+	for _, r := range []string{"written", "conflict"} {
+		ledgerWrites.WithLabelValues(r)
+	}
 	modes := []string{string(gpuwardenv1alpha1.ModeEnforce), string(gpuwardenv1alpha1.ModeDryRun), string(gpuwardenv1alpha1.ModeNotifyOnly)}
 	for _, mode := range modes {
 		for _, action := range []lifecycle.Action{lifecycle.Stop, lifecycle.Remove, lifecycle.ReleaseGPUs} {

@@ -51,34 +51,34 @@ type server struct {
 
 func (s *server) start() {
 	s.t.Helper()
-	s.out = &testutil.SyncBuffer{}
-	s.cmd = exec.Command(binary(s.t), s.args...)
+	// Fresh ones per process: the previous process's reader may still be writing to its own.
+	out, done, ready := &testutil.SyncBuffer{}, make(chan struct{}), make(chan struct{})
+	cmd := exec.Command(binary(s.t), s.args...)
 	pr, pw, _ := os.Pipe()
-	s.cmd.Stdout, s.cmd.Stderr = pw, pw
-	if err := s.cmd.Start(); err != nil {
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
 		s.t.Fatal(err)
 	}
 	pw.Close()
-	ready := make(chan struct{})
-	s.done = make(chan struct{})
+	s.out, s.done, s.cmd = out, done, cmd
 	go func() {
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		once := sync.Once{}
 		for sc.Scan() {
-			fmt.Fprintln(s.out, sc.Text())
+			fmt.Fprintln(out, sc.Text())
 			if strings.Contains(sc.Text(), " is ready") {
 				once.Do(func() { close(ready) })
 			}
 		}
 	}()
-	go func() { _ = s.cmd.Wait(); close(s.done) }()
+	go func() { _ = cmd.Wait(); close(done) }()
 	select {
 	case <-ready:
-	case <-s.done:
-		s.t.Fatalf("gpuwarden exited before it was ready:\n%s", s.out)
+	case <-done:
+		s.t.Fatalf("gpuwarden exited before it was ready:\n%s", out)
 	case <-time.After(2 * time.Minute):
-		s.t.Fatalf("gpuwarden not ready after 2m:\n%s", s.out)
+		s.t.Fatalf("gpuwarden not ready after 2m:\n%s", out)
 	}
 }
 
