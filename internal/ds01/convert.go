@@ -167,11 +167,15 @@ func groupSelector(g group, fromFiles bool, w *warnings) (gpuwardenv1alpha1.Poli
 	return gpuwardenv1alpha1.PolicySelector{Users: users}, subjects
 }
 
-var userName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.@$-]*$`)
+var (
+	userName   = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.@$-]*$`)
+	notDNS     = regexp.MustCompile(`[^a-z0-9.-]+`)
+	dockerSize = regexp.MustCompile(`^([0-9]+(\.[0-9]+)?)([kmgt]?)b?$`)
+)
 
 func dnsName(s string) string {
 	s = strings.ToLower(s)
-	s = regexp.MustCompile(`[^a-z0-9.-]+`).ReplaceAllString(s, "-")
+	s = notDNS.ReplaceAllString(s, "-")
 	return strings.Trim(s, "-.")
 }
 
@@ -480,7 +484,7 @@ func quantity(x any, w *warnings, key string, bytes bool) (resource.Quantity, bo
 		return resource.Quantity{}, false
 	}
 	s := strings.ToLower(strings.TrimSpace(fmt.Sprint(x)))
-	m := regexp.MustCompile(`^([0-9]+(\.[0-9]+)?)([kmgt]?)b?$`).FindStringSubmatch(s)
+	m := dockerSize.FindStringSubmatch(s)
 	if m == nil {
 		w.add(key, "%v is not a size gpuwarden can read; not carried over", x)
 		return resource.Quantity{}, false
