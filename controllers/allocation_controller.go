@@ -7,10 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -59,6 +57,7 @@ type AllocationReconciler struct {
 	Quotas *QuotaBook
 
 	derived *derivedWriter
+	ledgers *ledgerStore
 	// auditedAgain: this process has recorded again what its predecessor may have lost.
 	auditedAgain atomic.Bool
 	// written is each allocation's last status written by a pass.
@@ -75,23 +74,33 @@ type AllocationReconciler struct {
 // +kubebuilder:rbac:groups=gpuwarden.io,resources=gpuquotas/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update
 
-// Reconcile makes one pass over the node's allocations.
+// Reconcile makes one pass over the node's allocations. A pass that would refuse a request
+// for good on the ledger as this node last wrote it decides again on the stored one: a
+// refusal must not rest on a copy another node may have changed since.
 func (r *AllocationReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
+	res, stale, err := r.reconcile(ctx, false)
+	if stale {
+		res, _, err = r.reconcile(ctx, true)
+	}
+	return res, err
+}
+
+func (r *AllocationReconciler) reconcile(ctx context.Context, fresh bool) (_ ctrl.Result, stale bool, _ error) {
 	var allocs gpuwardenv1alpha1.GPUAllocationList
 	if err := r.Client.List(ctx, &allocs); err != nil {
-		return ctrl.Result{}, fmt.Errorf("listing allocations: %w", err)
+		return ctrl.Result{}, false, fmt.Errorf("listing allocations: %w", err)
 	}
 	var gpus gpuwardenv1alpha1.GPUList
 	if err := r.Client.List(ctx, &gpus, client.MatchingLabels{gpuwardenv1alpha1.LabelNode: r.NodeName}); err != nil {
-		return ctrl.Result{}, fmt.Errorf("listing GPUs: %w", err)
+		return ctrl.Result{}, false, fmt.Errorf("listing GPUs: %w", err)
 	}
 	var quotas gpuwardenv1alpha1.GPUQuotaList
 	if err := r.Client.List(ctx, &quotas); err != nil {
-		return ctrl.Result{}, fmt.Errorf("listing quotas: %w", err)
+		return ctrl.Result{}, false, fmt.Errorf("listing quotas: %w", err)
 	}
-	cm, ledger, err := r.readLedger(ctx)
+	cm, ledger, remembered, err := r.ledgers.read(ctx, fresh)
 	if err != nil {
-		return ctrl.Result{}, err
+		return ctrl.Result{}, false, err
 	}
 	p := &pass{r: r, now: r.Clock.Now(), ledger: ledger, storedKey: cm.Data[LedgerSigningKey], quotas: quotas.Items, groups: map[string][]string{},
 		outcome: map[string]allocation.Decision{}, bound: map[string]allocation.Binding{}}
@@ -100,12 +109,15 @@ func (r *AllocationReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 	}
 	p.release(allocs.Items)
 	p.decide(ctx, allocs.Items, gpus.Items)
+	if remembered && p.refuses() {
+		return ctrl.Result{}, true, nil
+	}
 	if p.changed {
-		if err := r.writeLedger(ctx, cm, p.ledger); apierrors.IsConflict(err) {
+		if err := r.ledgers.write(ctx, cm, p.ledger); apierrors.IsConflict(err) {
 			ledgerWrites.WithLabelValues("conflict").Inc()
-			return ctrl.Result{RequeueAfter: claimRetry}, nil // another pass won: decide again on fresh state
+			return ctrl.Result{RequeueAfter: claimRetry}, false, nil // another pass won: decide again on fresh state
 		} else if err != nil {
-			return ctrl.Result{}, err
+			return ctrl.Result{}, false, err
 		}
 		ledgerWrites.WithLabelValues("written").Inc()
 		// The ledger changed: that is the decision, recorded once whatever happens to the
@@ -115,12 +127,12 @@ func (r *AllocationReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 	r.derived.set(p.ledger, p.desiredUsage(quotas.Items))
 	next, err := p.writeStatuses(ctx, allocs.Items)
 	if err != nil {
-		return ctrl.Result{}, err
+		return ctrl.Result{}, false, err
 	}
 	if p.retry && (next == 0 || next > claimRetry) {
 		next = claimRetry
 	}
-	return ctrl.Result{RequeueAfter: next}, nil
+	return ctrl.Result{RequeueAfter: next}, false, nil
 }
 
 // claimRetry is how soon a pass whose claim met a stale copy runs again.
@@ -138,40 +150,6 @@ func (r *AllocationReconciler) claim(ctx context.Context, a *gpuwardenv1alpha1.G
 	}
 	*a = *c
 	return true, false
-}
-
-func (r *AllocationReconciler) readLedger(ctx context.Context) (*corev1.ConfigMap, allocation.Ledger, error) {
-	cm := &corev1.ConfigMap{}
-	err := r.Reader.Get(ctx, client.ObjectKey{Namespace: r.LedgerNamespace, Name: LedgerName}, cm)
-	if apierrors.IsNotFound(err) {
-		cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: r.LedgerNamespace, Name: LedgerName}}
-		if err := r.Client.Create(ctx, cm); err != nil && !apierrors.IsAlreadyExists(err) {
-			return nil, allocation.Ledger{}, fmt.Errorf("creating the allocation ledger: %w", err)
-		}
-		if err := r.Reader.Get(ctx, client.ObjectKeyFromObject(cm), cm); err != nil {
-			return nil, allocation.Ledger{}, fmt.Errorf("reading the allocation ledger: %w", err)
-		}
-	} else if err != nil {
-		return nil, allocation.Ledger{}, fmt.Errorf("reading the allocation ledger: %w", err)
-	}
-	l, err := allocation.ParseLedger(cm.Data[LedgerKey])
-	return cm, l, err
-}
-
-func (r *AllocationReconciler) writeLedger(ctx context.Context, cm *corev1.ConfigMap, l allocation.Ledger) error {
-	data, err := l.Encode()
-	if err != nil {
-		return err
-	}
-	if cm.Data == nil {
-		cm.Data = map[string]string{}
-	}
-	cm.Data[LedgerKey] = data
-	// Update sends the resourceVersion read: a ledger changed since makes it fail.
-	if err := r.Client.Update(ctx, cm); err != nil {
-		return fmt.Errorf("writing the allocation ledger: %w", err)
-	}
-	return nil
 }
 
 // pass is one reconcile's working state.
@@ -330,6 +308,16 @@ func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocat
 		}
 		p.outcome[w.a.Name] = d
 	}
+}
+
+// refuses reports whether the pass refuses a request for good.
+func (p *pass) refuses() bool {
+	for _, d := range p.outcome {
+		if d.Final() {
+			return true
+		}
+	}
+	return false
 }
 
 // waits reports whether a is this node's (or no node's yet) and still to be decided. A

@@ -41,7 +41,7 @@ type derivedWriter struct {
 }
 
 func newDerivedWriter(c client.Client, node string) *derivedWriter {
-	return &derivedWriter{client: c, node: node, every: 200 * time.Millisecond, dirty: make(chan struct{}, 1)}
+	return &derivedWriter{client: c, node: node, every: time.Second, dirty: make(chan struct{}, 1)}
 }
 
 // set records the holders a pass's ledger shows and the quota usage it implies.

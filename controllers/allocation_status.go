@@ -69,7 +69,7 @@ func (p *pass) writeStatuses(ctx context.Context, allocs []gpuwardenv1alpha1.GPU
 			}
 			mu.Unlock()
 		}
-		if equality.Semantic.DeepEqual(want, &a.Status) {
+		if equality.Semantic.DeepEqual(want, &a.Status) || p.r.alreadyWritten(a, want) {
 			continue
 		}
 		// Statuses are independent objects: write them side by side, so that a pass that
@@ -78,8 +78,10 @@ func (p *pass) writeStatuses(ctx context.Context, allocs []gpuwardenv1alpha1.GPU
 			before := a.Status.DeepCopy()
 			a.Status = *want
 			// Known before the write returns: its watch event may come first.
-			p.r.written.Store(a.Name, want.DeepCopy())
+			w := &writtenStatus{from: a.ResourceVersion, status: want.DeepCopy()}
+			p.r.written.Store(a.Name, w)
 			if err := p.r.Client.Status().Update(ctx, a); err != nil {
+				p.r.written.CompareAndDelete(a.Name, w)
 				switch {
 				case apierrors.IsConflict(err):
 					// Someone else wrote it since (the container controller attaching a

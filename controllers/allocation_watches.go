@@ -34,6 +34,7 @@ func (r *AllocationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Retention == 0 {
 		r.Retention = DefaultRetention
 	}
+	r.ledgers = newLedgerStore(r.Client, r.Reader, r.LedgerNamespace)
 	r.derived = newDerivedWriter(r.Client, r.NodeName)
 	if err := mgr.Add(r.derived); err != nil {
 		return fmt.Errorf("adding the writer of GPU holders and quota usage: %w", err)
@@ -66,7 +67,7 @@ func (r *AllocationReconciler) statusChangedByOthers(e event.UpdateEvent) bool {
 	if !ok1 || !ok2 {
 		return true
 	}
-	if w, ours := r.written.Load(n.Name); ours && equality.Semantic.DeepEqual(w, &n.Status) {
+	if w, ours := r.written.Load(n.Name); ours && equality.Semantic.DeepEqual(w.(*writtenStatus).status, &n.Status) {
 		return false // what a pass wrote
 	}
 	a, b := o.Status, n.Status
@@ -122,4 +123,22 @@ func usageChanged(e event.UpdateEvent) bool {
 	o, ok1 := e.ObjectOld.(*gpuwardenv1alpha1.GPUQuota)
 	n, ok2 := e.ObjectNew.(*gpuwardenv1alpha1.GPUQuota)
 	return !ok1 || !ok2 || !equality.Semantic.DeepEqual(o.Status.Usage, n.Status.Usage)
+}
+
+// writtenStatus is the status a pass last wrote to an allocation, and the version of the
+// object it wrote over.
+type writtenStatus struct {
+	from   string
+	status *gpuwardenv1alpha1.GPUAllocationStatus
+}
+
+// alreadyWritten reports whether want is what a pass wrote over this very version of a: the
+// cache has not caught up with the write yet, and writing it again would only conflict.
+func (r *AllocationReconciler) alreadyWritten(a *gpuwardenv1alpha1.GPUAllocation, want *gpuwardenv1alpha1.GPUAllocationStatus) bool {
+	v, ok := r.written.Load(a.Name)
+	if !ok {
+		return false
+	}
+	w := v.(*writtenStatus)
+	return w.from == a.ResourceVersion && equality.Semantic.DeepEqual(w.status, want)
 }

@@ -47,15 +47,12 @@ const MaxLineSize = 1 << 20
 func Read(ctx context.Context, files []string, f Filter, fn func(*Event) error) (ReadStats, error) {
 	var st ReadStats
 	m := f.matcher()
-	seen := map[string]bool{}
+	seen := NewDecisions(0)
 	inner := fn
 	fn = func(e *Event) error {
-		if decision(e.Type) && e.ID != "" {
-			if seen[e.ID] {
-				st.Duplicates++
-				return nil
-			}
-			seen[e.ID] = true
+		if seen.Again(e) {
+			st.Duplicates++
+			return nil
 		}
 		return inner(e)
 	}

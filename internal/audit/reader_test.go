@@ -364,3 +364,20 @@ func TestFollowerCatchesUpOnSeveralRotations(t *testing.T) {
 		t.Errorf("(-want,+got):\n%s", diff)
 	}
 }
+
+func TestDecisionsRemembersTheLastLimit(t *testing.T) {
+	d := NewDecisions(2)
+	ev := func(id string) *Event { return &Event{Type: TypeGPUAllocate, ID: id} }
+	for _, c := range []struct {
+		id    string
+		again bool
+	}{{"a", false}, {"a", true}, {"b", false}, {"c", false}, {"a", false}, {"c", true}} {
+		if got := d.Again(ev(c.id)); got != c.again {
+			t.Fatalf("Again(%s) = %v, want %v", c.id, got, c.again)
+		}
+	}
+	other := &Event{Type: "container.start", ID: "x"}
+	if first, second := d.Again(other), d.Again(other); first || second {
+		t.Fatal("an event that is not a decision was taken for a repeat")
+	}
+}

@@ -10,6 +10,10 @@ import (
 	"net/http"
 	"time"
 
+	"k8s.io/apimachinery/pkg/fields"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -41,6 +45,9 @@ type Options struct {
 	SkipNameValidation bool
 	// ExtraReadyChecks are added to /readyz (the embedded control plane adds its own).
 	ExtraReadyChecks map[string]healthz.Checker
+	// Watched narrows the informer of a kind to one object: the allocation ledger's
+	// ConfigMap, so that a controller does not watch every ConfigMap in the cluster.
+	Watched map[client.Object]client.ObjectKey
 }
 
 // The manager's own needs: leader election, CRD installation, events.
@@ -56,6 +63,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme.New(),
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsBindAddress},
+		Cache:                   cache.Options{ByObject: byObject(o.Watched)},
 		HealthProbeBindAddress:  o.HealthProbeBindAddress,
 		LeaderElection:          o.LeaderElection,
 		LeaderElectionID:        "gpuwarden-" + o.NodeName,
@@ -98,4 +106,13 @@ func cachesSynced(mgr ctrl.Manager) healthz.Checker {
 		}
 		return nil
 	}
+}
+
+// byObject scopes each kind's informer to the one object named.
+func byObject(watched map[client.Object]client.ObjectKey) map[client.Object]cache.ByObject {
+	out := map[client.Object]cache.ByObject{}
+	for obj, key := range watched {
+		out[obj] = cache.ByObject{Namespaces: map[string]cache.Config{key.Namespace: {}}, Field: fields.OneTermEqualSelector("metadata.name", key.Name)}
+	}
+	return out
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/client-go/rest"
+
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -102,11 +104,17 @@ func waitInventory(t testing.TB, node string, n int) {
 // API server until the returned stop is called or the test ends.
 func startManager(tb testing.TB, o controllers.Options) (stop func()) {
 	tb.Helper()
-	mo := manager.Options{NodeName: o.NodeName, MetricsBindAddress: "0", HealthProbeBindAddress: "0", SkipNameValidation: true}
+	return startManagerWith(tb, controlplanetest.Get(tb).Config(), o)
+}
+
+// startManagerWith is startManager talking to the API server through cfg.
+func startManagerWith(tb testing.TB, cfg *rest.Config, o controllers.Options) (stop func()) {
+	tb.Helper()
+	mo := manager.Options{NodeName: o.NodeName, MetricsBindAddress: "0", HealthProbeBindAddress: "0", SkipNameValidation: true, Watched: controllers.Watched()}
 	if w, ok := o.Audit.(*audit.Writer); ok {
 		mo.Audit = w
 	}
-	mgr, err := manager.New(controlplanetest.Get(tb).Config(), mo)
+	mgr, err := manager.New(cfg, mo)
 	if err != nil {
 		tb.Fatal(err)
 	}

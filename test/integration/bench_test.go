@@ -3,14 +3,17 @@ package integration
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -74,8 +77,15 @@ func (bw *boundWatcher) expect(name string) <-chan struct{} {
 // BenchmarkAllocation: 50 workers each create a 1-GPU allocation, wait for it to be Bound,
 // delete it, and go again, against 64 simulated GPUs. Reported: create→Bound latency
 // p50/p99 and binds/s. BenchmarkAPIRoundTrip is the reference: the same create, a status
-// write by the benchmark itself, and the watch seeing it.
-func BenchmarkAllocation(b *testing.B) {
+// write by the benchmark itself, and the watch seeing it. The -One variants make one
+// request at a time; BenchmarkAPIRoundTripUnthrottled is the reference without the client
+// rate limits the controller runs with.
+func BenchmarkAllocation(b *testing.B) { benchAllocation(b, benchWorkers) }
+
+// BenchmarkAllocationOne is BenchmarkAllocation one request at a time.
+func BenchmarkAllocationOne(b *testing.B) { benchAllocation(b, 1) }
+
+func benchAllocation(b *testing.B, workers int) {
 	c := allocationTest(b)
 	q := &gpuwardenv1alpha1.GPUQuota{ObjectMeta: metav1.ObjectMeta{Name: "bench"}, Spec: gpuwardenv1alpha1.GPUQuotaSpec{
 		Subjects: []gpuwardenv1alpha1.Subject{{Kind: gpuwardenv1alpha1.SubjectEveryone}},
@@ -88,26 +98,67 @@ func BenchmarkAllocation(b *testing.B) {
 		b.Fatal(err)
 	}
 	fake.AddGPUs(56)
-	startManager(b, controllers.Options{NodeName: "bench", GPUs: gpu.NewNVML(fake), Groups: resolve.StaticGroups{}})
+	writes := &writeCounter{}
+	cfg := rest.CopyConfig(controlplanetest.Get(b).Config())
+	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { writes.next = rt; return writes }
+	stop := startManagerWith(b, cfg, controllers.Options{NodeName: "bench", GPUs: gpu.NewNVML(fake), Groups: resolve.StaticGroups{}})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	bw := watchBound(b, ctx)
-	run(b, c, bw, func(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) error { return nil })
+	before := writes.n.Load()
+	binds := run(b, c, bw, workers, func(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) error { return nil })
+	stop() // its last writes (the final releases) count too
+	if binds > 0 {
+		// The benchmark's own create and delete, and every write of the controller: the
+		// reference makes three (create, status, delete).
+		b.ReportMetric(2+float64(writes.n.Load()-before)/float64(binds), "writes/bind")
+	}
 }
 
-// BenchmarkAPIRoundTrip is BenchmarkAllocation's reference without a controller.
-func BenchmarkAPIRoundTrip(b *testing.B) {
+// writeCounter counts the requests that write (neither GET nor a watch) through it.
+type writeCounter struct {
+	next http.RoundTripper
+	n    atomic.Int64
+}
+
+func (w *writeCounter) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method != http.MethodGet {
+		w.n.Add(1)
+	}
+	return w.next.RoundTrip(r)
+}
+
+// BenchmarkAPIRoundTrip is BenchmarkAllocation's reference without a controller, with the
+// client limits the controller uses (the embedded control plane's admin config).
+func BenchmarkAPIRoundTrip(b *testing.B) { benchRoundTrip(b, benchWorkers, false) }
+
+// BenchmarkAPIRoundTripOne is the reference one request at a time.
+func BenchmarkAPIRoundTripOne(b *testing.B) { benchRoundTrip(b, 1, false) }
+
+// BenchmarkAPIRoundTripUnthrottled is the reference with no client rate limit at all.
+func BenchmarkAPIRoundTripUnthrottled(b *testing.B) { benchRoundTrip(b, benchWorkers, true) }
+
+func benchRoundTrip(b *testing.B, workers int, unthrottled bool) {
 	c := allocationTest(b)
+	if unthrottled {
+		cfg := rest.CopyConfig(controlplanetest.Get(b).Config())
+		cfg.QPS, cfg.Burst = -1, 0
+		var err error
+		if c, err = client.New(cfg, client.Options{Scheme: scheme.New()}); err != nil {
+			b.Fatal(err)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	bw := watchBound(b, ctx)
-	run(b, c, bw, func(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) error {
+	_ = run(b, c, bw, workers, func(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) error {
 		a.Status.Phase = gpuwardenv1alpha1.PhaseBound
 		return c.Status().Update(ctx, a)
 	})
 }
 
-func run(b *testing.B, c client.Client, bw *boundWatcher, afterCreate func(context.Context, *gpuwardenv1alpha1.GPUAllocation) error) {
+// run measures; it returns the number of binds seen.
+func run(b *testing.B, c client.Client, bw *boundWatcher, workers int, afterCreate func(context.Context, *gpuwardenv1alpha1.GPUAllocation) error) int {
 	ctx := context.Background()
 	var mu sync.Mutex
 	var lat []time.Duration
@@ -115,7 +166,7 @@ func run(b *testing.B, c client.Client, bw *boundWatcher, afterCreate func(conte
 	b.ResetTimer()
 	start := time.Now()
 	var wg sync.WaitGroup
-	for w := range benchWorkers {
+	for w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -162,10 +213,11 @@ func run(b *testing.B, c client.Client, bw *boundWatcher, afterCreate func(conte
 	elapsed := time.Since(start)
 	b.StopTimer()
 	if len(lat) == 0 {
-		return
+		return 0
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 	b.ReportMetric(float64(len(lat))/elapsed.Seconds(), "binds/s")
+	return len(lat)
 }

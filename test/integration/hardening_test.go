@@ -97,9 +97,10 @@ func TestForgedStatusesAreOverwrittenFromTheLedger(t *testing.T) {
 		})
 	}
 	var gpu gpuwardenv1alpha1.GPU
-	if err := e.c.Get(context.Background(), client.ObjectKey{Name: controllers.GPUName(e.node, 7)}, &gpu); err != nil {
-		t.Fatal(err)
-	}
+	// Holders are written beside the passes, a moment after the binding.
+	testutil.Eventually(t, 20*time.Second, "GPU 7 shows its holder", func() bool {
+		return e.c.Get(context.Background(), client.ObjectKey{Name: controllers.GPUName(e.node, 7)}, &gpu) == nil && gpu.Status.Holder != ""
+	})
 	holder := gpu.Status.Holder
 	orig := gpu.DeepCopy()
 	gpu.Status.Holder = "forged-holder"

@@ -270,6 +270,7 @@ func (o *ManagerOptions) NewManager(cfg *rest.Config, extraReady map[string]heal
 		LeaderElectionNamespace: "kube-system",
 		Audit:                   auditLog.Writer,
 		ExtraReadyChecks:        extraReady,
+		Watched:                 controllers.Watched(),
 	})
 	if err == nil {
 		err = controllers.Setup(mgr, co)

@@ -296,3 +296,52 @@ func TestLineOverTheCapIsTooLongNotMalformed(t *testing.T) {
 		t.Errorf("the events around them are missing:\n%s", out)
 	}
 }
+
+// TestFollowPrintsARecoveredDecisionOnce: a server restarted after a crash records again
+// the decisions its predecessor may have lost (same event ID); a follower that printed the
+// first prints neither the copy in the history nor the one written while following.
+func TestFollowPrintsARecoveredDecisionOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.jsonl")
+	w, err := audit.Open(audit.Options{Path: path, FlushInterval: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	bound := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+	decision := func(name string, recovered bool) audit.Event {
+		e := audit.GPUAllocate("alice", audit.Allocation{Name: name})
+		e.ID, e.Time = audit.DecisionID("allocate", name, bound), bound
+		if recovered {
+			e.Details["recovered"] = true
+		}
+		return e
+	}
+	w.Log(decision("a", false))
+	w.Log(decision("a", true)) // already in the history twice
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	o := &Options{pollInterval: time.Millisecond}
+	cmd := newCommand(o)
+	out := &testutil.SyncBuffer{}
+	cmd.SetOut(out)
+	cmd.SetErr(out)
+	cmd.SetArgs([]string{"--file", path, "--follow", "--json"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- cmd.ExecuteContext(ctx) }()
+	waitFor(t, out, `"allocation":"a"`)
+	w.Log(decision("a", true)) // a restart while following
+	w.Log(decision("b", false))
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, out, `"allocation":"b"`)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(out.String(), `"allocation":"a"`); n != 1 {
+		t.Fatalf("allocation a's decision printed %d times, want once:\n%s", n, out)
+	}
+}

@@ -15,7 +15,7 @@ import (
 // follow prints the last matching events of the rotated files and the live file, then
 // new ones as they are written, until ctx ends. The live file is opened before the rotated
 // files are listed, so a rotation in between loses nothing; the events it would show twice
-// are recognised by their IDs.
+// are recognised by their IDs, and so is a decision recorded again by a restarted server.
 func (o *Options) follow(ctx context.Context, p *printer, errOut io.Writer) error {
 	fo := audit.NewFollower(o.File, o.filter)
 	defer fo.Close()
@@ -28,6 +28,7 @@ func (o *Options) follow(ctx context.Context, p *printer, errOut io.Writer) erro
 	}
 	ring := newRing(o.Limit)
 	seen := map[string]bool{}
+	decisions := audit.NewDecisions(audit.FollowedDecisions)
 	var rotated []string
 	for _, f := range files {
 		if f != o.File {
@@ -35,6 +36,7 @@ func (o *Options) follow(ctx context.Context, p *printer, errOut io.Writer) erro
 		}
 	}
 	st, err := audit.Read(ctx, rotated, o.filter, func(e *audit.Event) error {
+		decisions.Again(e)
 		ring.add(*e)
 		if e.ID != "" {
 			seen[e.ID] = true
@@ -50,7 +52,7 @@ func (o *Options) follow(ctx context.Context, p *printer, errOut io.Writer) erro
 	for {
 		var batch []audit.Event
 		err := fo.Poll(func(e *audit.Event) error {
-			if first && seen[e.ID] {
+			if first && seen[e.ID] || decisions.Again(e) {
 				return nil
 			}
 			batch = append(batch, *e)
