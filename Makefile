@@ -80,6 +80,10 @@ test: build ## Run the whole suite: unit, integration (embedded API server, real
 test-chaos: build ## The chaos suite alone, 20 fault rounds (GPUWARDEN_CHAOS_ROUNDS, GPUWARDEN_CHAOS_SEED); make test runs 4.
 	GPUWARDEN_CHAOS_ROUNDS=$${GPUWARDEN_CHAOS_ROUNDS:-20} hack/test.sh -chaos
 
+.PHONY: soak
+soak: build ## An hour of churn (GPUWARDEN_SOAK), goroutines/heap/RSS/fds sampled each minute, into docs/soak.md; make test runs a minute.
+	GPUWARDEN_SOAK=$${GPUWARDEN_SOAK:-1h} GPUWARDEN_SOAK_EVERY=$${GPUWARDEN_SOAK_EVERY:-1m} GPUWARDEN_SOAK_REPORT=$${GPUWARDEN_SOAK_REPORT:-$(CURDIR)/docs/soak.md} hack/test.sh -soak
+
 .PHONY: bench
 bench: ## Run every benchmark and write docs/benchmarks.md (QUICK=1: briefly, to check the report).
 	BENCH_QUICK=$(QUICK) hack/bench.sh

@@ -76,7 +76,7 @@ write_report() {
     echo "|---|---|---|---|---|"
     awk -F'\t' '{ printf "| %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5 }' "$rows"
     echo
-    echo "Not measured by this script: the chaos suite's rounds (\`make test-chaos\`) and the soak."
+    echo "Not measured by this script: the chaos suite's rounds (\`make test-chaos\`) and the soak (\`make soak\`, \`docs/soak.md\`)."
   } >"$report"
   echo "report: $report"
 }

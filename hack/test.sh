@@ -24,6 +24,10 @@ if [ "${1:-}" = -chaos ]; then
   echo "== the chaos suite ($GPUWARDEN_CHAOS_ROUNDS rounds)"
   exec go test -count=1 -timeout 60m -v -run TestChaos ./test/chaos/
 fi
+if [ "${1:-}" = -soak ]; then
+  echo "== the soak ($GPUWARDEN_SOAK, sampled every $GPUWARDEN_SOAK_EVERY)"
+  exec go test -count=1 -timeout 0 -v -run TestSoak ./test/chaos/
+fi
 
 echo "== verify: generated files and formatting"
 make --no-print-directory verify

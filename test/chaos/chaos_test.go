@@ -20,7 +20,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -99,14 +98,18 @@ func (s *server) kubectl(stdin string, args ...string) (string, error) {
 type allocation struct {
 	Metadata struct{ Name string }
 	Spec     struct {
-		User     string
-		NodeName string
+		User          string
+		NodeName      string
+		ContainerName string
 	}
 	Status struct {
 		Phase          string
 		ContainerID    string
 		GPUEquivalents string
-		Devices        []struct{ UUID string }
+		Devices        []struct {
+			UUID  string
+			Index int
+		}
 	}
 }
 
@@ -150,12 +153,6 @@ func (c *counts) String() string {
 }
 
 func TestChaos(t *testing.T) {
-	for _, tool := range []string{"kubectl", "runuser", "docker", "mount"} {
-		_, err := exec.LookPath(tool)
-		testutil.Require(t, err == nil, "%s is not installed", tool)
-	}
-	testutil.Require(t, os.Geteuid() == 0, "the chaos suite creates Linux users and mounts a tmpfs: it needs root")
-	testutil.Require(t, exec.Command("docker", "version").Run() == nil, "no Docker engine at DOCKER_HOST (hack/docker-up.sh)")
 	rounds := 4
 	if v := os.Getenv("GPUWARDEN_CHAOS_ROUNDS"); v != "" {
 		rounds, _ = strconv.Atoi(v)
@@ -166,151 +163,47 @@ func TestChaos(t *testing.T) {
 	}
 	rng := rand.New(rand.NewSource(seed))
 	t.Logf("chaos: %d rounds, GPUWARDEN_CHAOS_SEED=%d", rounds, seed)
-	var c counts
+	// An engine of its own, to restart.
+	r := newRig(t, rigOptions{prefix: "chaos", ownEngine: true, idle: true})
+	c := &r.counts
+	stopChurn := r.churn(seed)
+	defer stopChurn()
 
-	users := []string{"chaosa", "chaosb", "chaosc"}
-	for _, u := range users {
-		testutil.LinuxUser(t, u)
-	}
-	// Under /tmp itself: the users must reach the gateway socket (t.TempDir's parent is 0700).
-	dir, err := os.MkdirTemp("", "gpuwarden-chaos")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	gw := filepath.Join(dir, "gw")
-	auditDir := filepath.Join(dir, "audit")
-	for _, d := range []string{gw, auditDir} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	// The audit log on a small disk of its own, to fill.
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=16m,mode=0750", "tmpfs", auditDir).CombinedOutput(); err != nil {
-		testutil.Require(t, false, "mounting a tmpfs for the audit log: %v %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", auditDir).Run() })
-	control := filepath.Join(dir, "gpus.yaml")
-	_ = os.WriteFile(control, nil, 0o644)
-	sock := filepath.Join(gw, "docker.sock")
-	auditLog := filepath.Join(auditDir, "events.jsonl")
-	data := filepath.Join(dir, "data")
-	s := &server{t: t, kc: filepath.Join(data, "admin.kubeconfig"), args: []string{"server", "--data-dir", data, "--api-port", "0",
-		"--node-name", "chaos", "--fake-gpus", "h100x8", "--fake-gpus-control", control, "--docker-host", os.Getenv("DOCKER_HOST"),
-		"--gateway-socket", sock, "--gateway-bind-wait", "2s", "--audit-log", auditLog,
-		"--metrics-bind-address", "0", "--health-probe-bind-address", "0"}}
-	s.start()
-	t.Cleanup(func() {
-		select {
-		case <-s.done:
-		default:
-			s.kill9()
-		}
-		if t.Failed() {
-			t.Logf("gpuwarden's last output:\n%s", s.out)
-		}
-	})
-	quota := fmt.Sprintf("apiVersion: gpuwarden.io/v1alpha1\nkind: GPUQuota\nmetadata: {name: chaos}\nspec: {subjects: [{kind: Everyone}], limits: {gpuEquivalents: \"%d\", maxGPUsPerContainer: 1}}\n", quotaPerUser)
-	if out, err := s.kubectl(quota, "apply", "-f", "-"); err != nil {
-		t.Fatalf("kubectl apply: %v %s", err, out)
-	}
-	image := testutil.DockerImage()
-	t.Cleanup(func() {
-		out, _ := exec.Command("docker", "ps", "-aq", "--filter", "name=chaos-").Output()
-		for _, id := range strings.Fields(string(out)) {
-			_ = exec.Command("docker", "rm", "-f", id).Run()
-		}
-	})
-
-	// The churn: each user creates GPU containers through the gateway and removes them.
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var seq atomic.Int64
-	var lastFailure atomic.Value
-	for i, u := range users {
-		wg.Add(1)
-		r := rand.New(rand.NewSource(seed + int64(i)))
-		go func() {
-			defer wg.Done()
-			var mine []string
-			docker := func(args ...string) (string, error) {
-				cmd := exec.Command("runuser", append([]string{"-u", u, "--", "env", "DOCKER_HOST=unix://" + sock, "HOME=/home/" + u, "docker"}, args...)...)
-				out, err := cmd.CombinedOutput()
-				return strings.TrimSpace(string(out)), err
-			}
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if len(mine) < 3 && r.Intn(3) > 0 {
-					name := fmt.Sprintf("chaos-%s-%d", u, seq.Add(1))
-					out, err := docker("run", "-d", "--gpus", "1", "--name", name, image, "sleep", "600")
-					switch {
-					case err == nil:
-						mine = append(mine, name)
-						c.add("churn: GPU containers created", 1)
-					case strings.Contains(out, "gpuwarden"):
-						c.add("churn: creates refused or given up (quota, capacity)", 1)
-						_ = exec.Command("docker", "rm", "-f", name).Run()
-					default:
-						c.add("churn: creates failed (gpuwarden down)", 1)
-						lastFailure.Store(out)
-						_ = exec.Command("docker", "rm", "-f", name).Run()
-					}
-				} else if len(mine) > 0 {
-					k := r.Intn(len(mine))
-					if _, err := docker("rm", "-f", mine[k]); err == nil {
-						c.add("churn: containers removed", 1)
-						mine = append(mine[:k], mine[k+1:]...)
-					}
-				}
-				time.Sleep(time.Duration(200+r.Intn(800)) * time.Millisecond)
-			}
-		}()
-	}
-	defer func() { close(stop); wg.Wait() }()
-
-	check := func(when string) {
-		t.Helper()
-		checkInvariants(t, s, auditLog, users, &c, when)
-	}
-	faults := []string{"kill -9 gpuwarden", "lose a GPU in NVML", "fill the audit log's disk", "kill -9 gpuwarden"}
+	faults := []string{"kill -9 gpuwarden", "lose a GPU in NVML", "fill the audit log's disk", "kill -9 gpuwarden", "restart dockerd"}
 	for round := 1; round <= rounds; round++ {
 		time.Sleep(time.Duration(1000+rng.Intn(3000)) * time.Millisecond)
 		fault := faults[rng.Intn(len(faults))]
-		if round == 1 {
+		switch round {
+		case 1:
 			fault = "kill -9 gpuwarden" // every run kills at least once
+		case 2:
+			fault = "restart dockerd" // and restarts the engine at least once
 		}
 		c.add("fault: "+fault, 1)
 		switch fault {
 		case "kill -9 gpuwarden":
-			s.kill9()
+			r.s.kill9()
 			time.Sleep(time.Duration(rng.Intn(2000)) * time.Millisecond)
-			s.start()
+			r.s.start()
 		case "lose a GPU in NVML":
-			_ = os.WriteFile(control, []byte(fmt.Sprintf("devices: {\"%d\": {lost: true}}\n", rng.Intn(8))), 0o644)
+			r.writeControl(rng.Intn(8))
 			time.Sleep(3 * time.Second)
-			check(fmt.Sprintf("round %d, a GPU lost", round))
-			_ = os.WriteFile(control, nil, 0o644)
+			r.check(fmt.Sprintf("round %d, a GPU lost", round))
+			r.writeControl(-1)
 		case "fill the audit log's disk":
-			fill := filepath.Join(auditDir, "filler")
+			fill := filepath.Join(r.auditDir, "filler")
 			_ = exec.Command("dd", "if=/dev/zero", "of="+fill, "bs=1M", "count=64").Run() // until ENOSPC
 			time.Sleep(3 * time.Second)
 			os.Remove(fill)
+		case "restart dockerd":
+			r.restartEngine(fmt.Sprintf("round %d", round))
 		}
-		check(fmt.Sprintf("round %d, after %s", round, fault))
+		r.check(fmt.Sprintf("round %d, after %s", round, fault))
 	}
-	close(stop)
-	wg.Wait()
-	stop = make(chan struct{}) // the deferred close
-	check("the end")
+	stopChurn()
+	r.check("the end")
 	t.Logf("chaos: what ran and what was checked (seed %d):\n%s", seed, c.String())
-	if f, ok := lastFailure.Load().(string); ok {
+	if f, ok := r.lastFailure.Load().(string); ok {
 		t.Logf("the last create that failed while gpuwarden was down said: %s", f)
 	}
 	c.mu.Lock()
@@ -321,8 +214,9 @@ func TestChaos(t *testing.T) {
 	}
 }
 
-// checkInvariants checks, from the outside, what gpuwarden promises.
-func checkInvariants(t *testing.T, s *server, auditLog string, users []string, c *counts, when string) {
+// check checks, from the outside, what gpuwarden promises.
+func (r *rig) check(when string) {
+	t, s, auditLog, users, c := r.t, r.s, r.auditLog, r.users, &r.counts
 	t.Helper()
 	// 1. No device bound to two live allocations; 2. no user over the quota. Both at once,
 	// from one listing, repeatedly while it settles.
@@ -354,7 +248,7 @@ func checkInvariants(t *testing.T, s *server, auditLog string, users []string, c
 	c.add("invariant: no quota exceeded (users checked)", len(users))
 	// 3. Every running GPU container has a Bound allocation (once gpuwarden has caught up).
 	testutil.Eventually(t, 60*time.Second, when+": every running GPU container has a Bound allocation", func() (bool, string) {
-		out, err := exec.Command("docker", "ps", "--filter", "name=chaos-", "--format", `{{.ID}} {{.Label "gpuwarden.io/allocation"}}`).Output()
+		out, err := r.docker("ps", "--filter", "name="+r.prefix+"-", "--format", `{{.ID}} {{.Label "gpuwarden.io/allocation"}}`).Output()
 		if err != nil {
 			return false, err.Error()
 		}
@@ -444,4 +338,47 @@ func checkInvariants(t *testing.T, s *server, auditLog string, users []string, c
 		c.add("invariant: decisions recorded exactly once (allocations checked)", len(allocs))
 		return true, ""
 	})
+	if r.idle {
+		r.checkNoBusyStopped(when)
+	}
+}
+
+// checkNoBusyStopped: every container an idle rule stopped held an idle GPU (index
+// busyGPUs and up); none on a busy one.
+func (r *rig) checkNoBusyStopped(when string) {
+	t := r.t
+	t.Helper()
+	data, err := os.ReadFile(r.auditLog)
+	if err != nil {
+		t.Fatalf("%s: %v", when, err)
+	}
+	stopped := map[string]bool{}
+	for _, l := range bytes.Split(data, []byte("\n")) {
+		var e struct {
+			EventType string `json:"event_type"`
+			Details   struct {
+				Container string `json:"container"`
+			} `json:"details"`
+		}
+		if json.Unmarshal(l, &e) == nil && e.EventType == "lifecycle.idle_stop" {
+			stopped[strings.TrimPrefix(e.Details.Container, "/")] = true
+		}
+	}
+	allocs, err := r.s.allocations()
+	if err != nil {
+		t.Fatalf("%s: listing allocations: %v", when, err)
+	}
+	n := 0
+	for _, a := range allocs {
+		if !stopped[strings.TrimPrefix(a.Spec.ContainerName, "/")] {
+			continue
+		}
+		n++
+		for _, d := range a.Status.Devices {
+			if d.Index < busyGPUs {
+				t.Errorf("%s: container %s was stopped as idle on GPU %d, which was busy (utilisation 97%%)", when, a.Spec.ContainerName, d.Index)
+			}
+		}
+	}
+	r.counts.add("invariant: idle stops, each on an idle GPU (stops checked)", n)
 }
