@@ -112,7 +112,7 @@ func (h *derivedWriter) writeHolders(ctx context.Context, holder map[string]stri
 		return fmt.Errorf("listing GPUs: %w", err)
 	}
 	eg, gctx := errgroup.WithContext(ctx)
-	eg.SetLimit(statusWriters)
+	eg.SetLimit(holderWriters)
 	for i := range gpus.Items {
 		g := &gpus.Items[i]
 		want := g.Status.DeepCopy()
@@ -200,3 +200,7 @@ func (p *pass) desiredUsage(quotas []gpuwardenv1alpha1.GPUQuota) map[string][]gp
 	}
 	return out
 }
+
+// holderWriters bounds the holder writes in flight at once: they are for people reading
+// `kubectl get`, and a round of them must not crowd out the writes that bind.
+const holderWriters = 4

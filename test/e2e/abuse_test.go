@@ -75,6 +75,10 @@ func TestAbuse(t *testing.T) {
 		{"the wrong apiVersion", "apiVersion: gpuwarden.io/v9\nkind: GPUQuota\n" + meta("t23") + every, "gpuwarden.io/v9"},
 		{"a kind that does not exist", "apiVersion: gpuwarden.io/v1alpha1\nkind: GPUQuotaa\n" + meta("t24") + every, "GPUQuotaa"},
 		{"YAML that does not parse", q + meta("t25") + "spec: {subjects: [\n", "yaml"},
+		{"an idle GPU threshold of 150%", p + meta("t26") + "spec: {idle: {gpuUtilizationPercent: 150}}\n", "gpuUtilizationPercent"},
+		{"shell in a MIG profile", a + meta("t27") + "spec: {user: alice, request: {migProfile: \"1g.10gb; reboot\"}}\n", "migProfile"},
+		{"a quota subject of kind Robot", q + meta("t28") + "spec: {subjects: [{kind: Robot}]}\n", "kind"},
+		{"a memory default over its maximum", p + meta("t29") + "spec: {resources: {memory: 2Gi, maxMemory: 1Gi}}\n", "memory"},
 		{"a billion-laughs alias bomb", "a: &a [\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n", ""},
 	}
 	for _, m := range manifests {
