@@ -43,6 +43,8 @@ type Options struct {
 	ScanInterval time.Duration
 	// SampleInterval is how often running GPU containers are sampled for idle detection.
 	SampleInterval time.Duration
+	// Retention is how long released allocations stay visible (DefaultRetention when 0).
+	Retention time.Duration
 	// TelemetryInterval is how often the GPUs are read for the metrics; by default the
 	// shorter of telemetry.DefaultInterval and SampleInterval; negative: never (no /metrics).
 	TelemetryInterval time.Duration
@@ -57,7 +59,7 @@ type Options struct {
 
 // DefaultOptions are the defaults of the fields a command line sets.
 func DefaultOptions() Options {
-	return Options{DockerRetry: DefaultDockerRetry, ScanInterval: DefaultScanInterval, SampleInterval: DefaultSampleInterval, Proc: proc.FS{Root: "/proc"}}
+	return Options{DockerRetry: DefaultDockerRetry, ScanInterval: DefaultScanInterval, SampleInterval: DefaultSampleInterval, Retention: DefaultRetention, Proc: proc.FS{Root: "/proc"}}
 }
 
 // Setup registers every controller of a node with mgr.
@@ -119,7 +121,7 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	}
 	if err := (&AllocationReconciler{
 		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), NodeName: o.NodeName, GPUs: o.GPUs, Groups: o.Groups, Clock: o.Clock,
-		Recorder: mgr.GetEventRecorder("gpuwarden-allocation"), Audit: o.Audit, Quotas: gov.Quotas,
+		Recorder: mgr.GetEventRecorder("gpuwarden-allocation"), Audit: o.Audit, Quotas: gov.Quotas, Retention: o.Retention,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the allocation controller: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"time"
 
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app"
@@ -39,8 +40,11 @@ var servedGroupVersions = []string{
 
 // apiServerOptions returns kube-apiserver's options for serving on listener, storing in
 // etcdURL and authenticating with the certificates in p. Authorisation is RBAC.
-func apiServerOptions(ctx context.Context, p pki.PKI, listener net.Listener, etcdURL string) (options.CompletedOptions, error) {
+func apiServerOptions(ctx context.Context, p pki.PKI, listener net.Listener, etcdURL string, eventTTL time.Duration) (options.CompletedOptions, error) {
 	s := options.NewServerRunOptions()
+	if eventTTL > 0 {
+		s.EventTTL = eventTTL
+	}
 	if err := s.GenericServerRunOptions.ComponentGlobalsRegistry.Set(); err != nil {
 		return options.CompletedOptions{}, fmt.Errorf("setting component globals: %w", err)
 	}

@@ -45,6 +45,8 @@ type Options struct {
 	DataDir string
 	// Port is the API server's port on 127.0.0.1; 0 picks a free one.
 	Port int
+	// EventTTL is how long Kubernetes Events are kept; the API server's default (1h) when 0.
+	EventTTL time.Duration
 }
 
 // ControlPlane is a running embedded etcd and kube-apiserver.
@@ -118,7 +120,7 @@ func Start(ctx context.Context, o Options) (_ *ControlPlane, retErr error) {
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	cp.cancel = cancel
-	completed, err := apiServerOptions(runCtx, p, listener, etcdURL)
+	completed, err := apiServerOptions(runCtx, p, listener, etcdURL, o.EventTTL)
 	if err != nil {
 		listener.Close()
 		close(cp.done)

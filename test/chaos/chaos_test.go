@@ -104,6 +104,7 @@ type allocation struct {
 	}
 	Status struct {
 		Phase          string
+		BoundTime      time.Time
 		ContainerID    string
 		GPUEquivalents string
 		Devices        []struct {
@@ -275,6 +276,35 @@ func (r *rig) check(when string) {
 			}
 		}
 		c.add("invariant: running GPU containers with a Bound allocation", n)
+		return true, ""
+	})
+	// 3b. And no allocation is left holding a GPU for a container that is gone (bound more
+	// than 10 s ago: a create through the gateway binds before the container exists).
+	testutil.Eventually(t, 60*time.Second, when+": no Bound allocation outlives its container", func() (bool, string) {
+		out, err := r.docker("ps", "-a", "--filter", "name="+r.prefix+"-", "--format", "{{.Names}}").Output()
+		if err != nil {
+			return false, err.Error()
+		}
+		exists := map[string]bool{}
+		for _, name := range strings.Fields(string(out)) {
+			exists[name] = true
+		}
+		allocs, err := s.allocations()
+		if err != nil {
+			return false, err.Error()
+		}
+		n := 0
+		for _, a := range allocs {
+			name := strings.TrimPrefix(a.Spec.ContainerName, "/")
+			if a.Status.Phase != "Bound" || !strings.HasPrefix(name, r.prefix+"-") || time.Since(a.Status.BoundTime) < 10*time.Second {
+				continue
+			}
+			n++
+			if !exists[name] {
+				return false, fmt.Sprintf("%s is Bound for container %s, which is gone", a.Metadata.Name, name)
+			}
+		}
+		c.add("invariant: Bound allocations whose container exists", n)
 		return true, ""
 	})
 	// 4. The audit log: no torn line; each allocation's bind and release recorded exactly once

@@ -28,6 +28,8 @@ type rigOptions struct {
 	// busy and the rest idle, so that idle containers are stopped during the run and
 	// the check can tell whether a busy one ever was.
 	idle bool
+	// serverArgs are more flags for gpuwarden server.
+	serverArgs []string
 }
 
 // busyGPUs are the GPUs (by index) the fake reports busy in a rig with idle set.
@@ -104,6 +106,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		"--node-name", o.prefix, "--fake-gpus", "h100x8", "--fake-gpus-control", r.control, "--docker-host", r.engine,
 		"--gateway-socket", r.sock, "--gateway-bind-wait", "2s", "--audit-log", r.auditLog,
 		"--metrics-bind-address", metrics, "--health-probe-bind-address", "0", "--sample-interval", "1s"}}
+	r.s.args = append(r.s.args, o.serverArgs...)
 	r.s.start()
 	t.Cleanup(func() {
 		select {
@@ -273,12 +276,12 @@ func (r *rig) churn(seed int64) (stop func()) {
 					case err == nil:
 						mine = append(mine, name)
 						c.add("churn: GPU containers created", 1)
-					case strings.Contains(out, "gpuwarden"):
-						c.add("churn: creates refused or given up (quota, capacity)", 1)
-						_ = r.docker("rm", "-f", name).Run()
 					default:
-						c.add("churn: creates failed (gpuwarden or the engine down)", 1)
-						r.lastFailure.Store(out)
+						why := refusal(out)
+						c.add("churn: creates not done: "+why, 1)
+						if strings.HasPrefix(why, "down") {
+							r.lastFailure.Store(out)
+						}
 						_ = r.docker("rm", "-f", name).Run()
 					}
 				} else if len(mine) > 0 {
@@ -294,4 +297,25 @@ func (r *rig) churn(seed int64) (stop func()) {
 	}
 	var once sync.Once
 	return func() { once.Do(func() { close(done); wg.Wait() }) }
+}
+
+// refusal is why a create was not done, for the counts: gpuwarden's refusal (quota,
+// capacity), gpuwarden or the engine down, or the message's last line.
+func refusal(out string) string {
+	for _, k := range []string{"QuotaExceeded", "NoCapacity", "MaxContainers"} {
+		if strings.Contains(out, k) {
+			return "refused, " + k
+		}
+	}
+	for _, k := range []string{"Cannot connect", "unreachable", "error during connect", "connection refused", "EOF"} {
+		if strings.Contains(out, k) {
+			return "down (gpuwarden or the engine)"
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	last := lines[len(lines)-1]
+	if len(last) > 100 {
+		last = last[:100]
+	}
+	return "other: " + last
 }

@@ -55,7 +55,11 @@ func TestSoak(t *testing.T) {
 		prefix = v // a long soak beside the suite's short one
 	}
 	// An engine of its own: its container count is the soak's alone.
-	r := newRig(t, rigOptions{prefix: prefix, ownEngine: true, metrics: addr})
+	// Released allocations and Events are kept for a while by design, and memory grows
+	// with them until the first have aged out: short retentions, so that within the
+	// soak the stored objects level off and what is left to grow is gpuwarden's own.
+	r := newRig(t, rigOptions{prefix: prefix, ownEngine: true, metrics: addr,
+		serverArgs: []string{"--allocation-retention", "2m", "--event-ttl", "5m"}})
 	stop := r.churn(time.Now().UnixNano())
 	defer stop()
 
@@ -63,6 +67,8 @@ func TestSoak(t *testing.T) {
 		at         time.Duration
 		values     []float64
 		containers int
+		// stored allocations and Events
+		allocations, events int
 	}
 	var samples []sample
 	start := time.Now()
@@ -80,6 +86,12 @@ func TestSoak(t *testing.T) {
 		}
 		out, _ := r.docker("ps", "-q", "--filter", "name="+prefix+"-").Output()
 		s.containers = len(strings.Fields(string(out)))
+		if allocs, err := r.s.kubectl("", "get", "ga", "-o", "name"); err == nil {
+			s.allocations = len(strings.Fields(allocs))
+		}
+		if events, err := r.s.kubectl("", "get", "events", "-A", "-o", "name"); err == nil {
+			s.events = len(strings.Fields(events))
+		}
 		samples = append(samples, s)
 		if time.Since(start) >= duration {
 			break
@@ -89,14 +101,14 @@ func TestSoak(t *testing.T) {
 	r.check("the end of the soak")
 
 	var b strings.Builder
-	fmt.Fprintf(&b, "Soak: %s of churn (3 users, GPU containers through the gateway), sampled every %s.\n\n%s\n", duration, every, r.counts.String())
-	b.WriteString("| time | running GPU containers |")
+	fmt.Fprintf(&b, "Soak: %s of churn (3 users, GPU containers through the gateway), sampled every %s; released allocations kept 2m, Events 5m.\n\n```\n%s```\n\n", duration, every, r.counts.String())
+	b.WriteString("| time | running GPU containers | allocations stored | Events stored |")
 	for _, s := range soakSeries {
 		b.WriteString(" " + s.title + " |")
 	}
-	b.WriteString("\n|---|---|" + strings.Repeat("---|", len(soakSeries)) + "\n")
+	b.WriteString("\n|---|---|---|---|" + strings.Repeat("---|", len(soakSeries)) + "\n")
 	for _, s := range samples {
-		fmt.Fprintf(&b, "| %s | %d |", s.at, s.containers)
+		fmt.Fprintf(&b, "| %s | %d | %d | %d |", s.at, s.containers, s.allocations, s.events)
 		for i, v := range s.values {
 			if strings.Contains(soakSeries[i].title, "MiB") {
 				fmt.Fprintf(&b, " %.1f |", v/(1<<20))

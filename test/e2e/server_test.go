@@ -241,6 +241,8 @@ func TestServerRefusesBadInput(t *testing.T) {
 		{"Docker host that is not a socket or TCP address", []string{"server", "--data-dir", t.TempDir(), "--docker-host", "/var/run/docker.sock"},
 			[]string{"--docker-host", `"/var/run/docker.sock"`, "unix://"}},
 		{"scan interval too short", []string{"server", "--data-dir", t.TempDir(), "--scan-interval", "1ms"}, []string{"--scan-interval", "at least 100ms"}},
+		{"allocation retention too short", []string{"server", "--data-dir", t.TempDir(), "--allocation-retention", "5s"}, []string{"--allocation-retention", "at least 1m"}},
+		{"event TTL too short", []string{"server", "--data-dir", t.TempDir(), "--event-ttl", "1s"}, []string{"--event-ttl", "at least 1m"}},
 		{"sample interval too short", []string{"server", "--data-dir", t.TempDir(), "--sample-interval", "500ms"}, []string{"--sample-interval", "at least 1s"}},
 		{"control file without fake GPUs", []string{"server", "--data-dir", t.TempDir(), "--fake-gpus-control", "/tmp/x.yaml"}, []string{"--fake-gpus-control", "give --fake-gpus too"}},
 		{"control file that cannot be used", []string{"server", "--data-dir", t.TempDir(), "--fake-gpus", "h100x8", "--fake-gpus-control", "/etc/hostname"}, []string{"--fake-gpus-control"}},

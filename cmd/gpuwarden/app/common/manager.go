@@ -51,6 +51,7 @@ type ManagerOptions struct {
 	ProcRoot               string
 	ScanInterval           time.Duration
 	SampleInterval         time.Duration
+	AllocationRetention    time.Duration
 	TelemetryInterval      time.Duration
 	AllowLocalWebhooks     bool
 	// FakeGPUsControl is the control file the simulated GPUs re-read (DESIGN.md §3.2).
@@ -89,6 +90,7 @@ func (o *ManagerOptions) AddFlags(fs *pflag.FlagSet, metricsDefault, probeDefaul
 	fs.BoolVar(&o.AllowLocalWebhooks, "allow-local-webhooks", false, "let ContainerPolicies post notices to loopback and link-local addresses (refused by default)")
 	fs.StringVar(&o.FakeGPUsControl, "fake-gpus-control", "", "with --fake-gpus: a YAML or JSON file the simulated GPUs re-read when it changes (utilization, memoryUsedMiB, temperature, power, lost, xid, processes; see the README)")
 	fs.DurationVar(&o.SampleInterval, "sample-interval", controllers.DefaultOptions().SampleInterval, "how often running GPU containers are sampled for idle detection (at least 1s)")
+	fs.DurationVar(&o.AllocationRetention, "allocation-retention", controllers.DefaultOptions().Retention, "how long released allocations stay visible (kubectl get ga) before they are deleted; at least 1m")
 	fs.DurationVar(&o.TelemetryInterval, "telemetry-interval", 0, "how often the GPUs are read for /metrics (default: 15s, or --sample-interval when shorter); a scrape serves the last reading")
 	fs.StringVar(&o.GatewaySocket, "gateway-socket", gateway.DefaultSocket, `the Docker gateway's Unix socket (mode 0666; users set DOCKER_HOST=unix://… to it); "" serves none`)
 	fs.StringVar(&o.GatewayAdminGroup, "gateway-admin-group", gateway.DefaultAdminGroup, "the host group whose members (and root) see and manage every container through the gateway")
@@ -128,6 +130,9 @@ func (o *ManagerOptions) Validate() error {
 	}
 	if o.SampleInterval < time.Second {
 		errs = append(errs, fmt.Errorf("--sample-interval %s: must be at least 1s", o.SampleInterval))
+	}
+	if o.AllocationRetention < time.Minute {
+		errs = append(errs, fmt.Errorf("--allocation-retention %s: must be at least 1m", o.AllocationRetention))
 	}
 	if o.TelemetryInterval != 0 && o.TelemetryInterval < time.Second {
 		errs = append(errs, fmt.Errorf("--telemetry-interval %s: must be at least 1s", o.TelemetryInterval))
@@ -324,6 +329,7 @@ func (o *ManagerOptions) Controllers() (controllers.Options, error) {
 		Proc:               proc.FS{Root: o.ProcRoot},
 		ScanInterval:       o.ScanInterval,
 		SampleInterval:     o.SampleInterval,
+		Retention:          o.AllocationRetention,
 		TelemetryInterval:  telemetry,
 		Gateway:            gw,
 		AllowLocalWebhooks: o.AllowLocalWebhooks,

@@ -36,6 +36,8 @@ const defaultGCPercent = 35
 type Options struct {
 	DataDir string
 	APIPort int
+	// EventTTL is how long the embedded API server keeps Kubernetes Events.
+	EventTTL time.Duration
 	Manager common.ManagerOptions
 
 	out io.Writer
@@ -65,6 +67,7 @@ is written to DATA_DIR/admin.kubeconfig (mode 0600), so kubectl works at once.`,
 	fs := cmd.Flags()
 	fs.StringVar(&o.DataDir, "data-dir", "/var/lib/gpuwarden", "directory for etcd data, certificates and the admin kubeconfig")
 	fs.IntVar(&o.APIPort, "api-port", controlplane.DefaultPort, "port of the API server on 127.0.0.1 (0: any free port)")
+	fs.DurationVar(&o.EventTTL, "event-ttl", time.Hour, "how long the embedded API server keeps Kubernetes Events (kubectl get events); at least 1m")
 	o.Manager.AddFlags(fs, "127.0.0.1:9402", "127.0.0.1:9403", false)
 	return cmd
 }
@@ -85,6 +88,9 @@ func (o *Options) Complete() error {
 // Validate checks the flags.
 func (o *Options) Validate() error {
 	var errs []error
+	if o.EventTTL < time.Minute {
+		errs = append(errs, fmt.Errorf("--event-ttl %s: must be at least 1m", o.EventTTL))
+	}
 	if o.APIPort < 0 || o.APIPort > 65535 {
 		errs = append(errs, fmt.Errorf("--api-port %d: must be between 0 and 65535", o.APIPort))
 	}
@@ -110,7 +116,7 @@ func (o *Options) Run(ctx context.Context) error {
 	defer closeLog()
 
 	restoreNotify := watchdog.Withhold() // the API server's READY is not gpuwarden's
-	cp, err := controlplane.Start(ctx, controlplane.Options{DataDir: o.DataDir, Port: o.APIPort})
+	cp, err := controlplane.Start(ctx, controlplane.Options{DataDir: o.DataDir, Port: o.APIPort, EventTTL: o.EventTTL})
 	restoreNotify()
 	if err != nil {
 		return fmt.Errorf("starting the control plane: %w", err)
