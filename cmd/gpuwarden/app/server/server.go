@@ -38,7 +38,7 @@ type Options struct {
 	APIPort int
 	// EventTTL is how long the embedded API server keeps Kubernetes Events.
 	EventTTL time.Duration
-	Manager common.ManagerOptions
+	Manager  common.ManagerOptions
 
 	out io.Writer
 }
