@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -102,8 +103,22 @@ func readFile(ctx context.Context, name string, m *matcher, st *ReadStats, fn fu
 		defer zr.Close()
 		r = zr
 	}
-	return scan(ctx, r, m, st, fn)
+	err = scan(ctx, r, m, st, fn)
+	var rerr readError
+	if errors.As(err, &rerr) {
+		if strings.HasSuffix(name, ".gz") {
+			return fmt.Errorf("reading audit log %s: %w (the compressed file is truncated or damaged; the events before the damage were read)", name, rerr.err)
+		}
+		return fmt.Errorf("reading audit log %s: %w", name, rerr.err)
+	}
+	return err
 }
+
+// readError is a failure to read the file itself (not one of fn's errors).
+type readError struct{ err error }
+
+func (e readError) Error() string { return "reading audit log: " + e.err.Error() }
+func (e readError) Unwrap() error { return e.err }
 
 func scan(ctx context.Context, r io.Reader, m *matcher, st *ReadStats, fn func(*Event) error) error {
 	br := bufio.NewReaderSize(r, MaxLineSize)
@@ -137,7 +152,7 @@ func scan(ctx context.Context, r io.Reader, m *matcher, st *ReadStats, fn func(*
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("reading audit log: %w", err)
+			return readError{err}
 		}
 	}
 }

@@ -1,6 +1,8 @@
 package audit
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"fmt"
 	"os"
@@ -379,5 +381,28 @@ func TestDecisionsRemembersTheLastLimit(t *testing.T) {
 	other := &Event{Type: "container.start", ID: "x"}
 	if first, second := d.Again(other), d.Again(other); first || second {
 		t.Fatal("an event that is not a decision was taken for a repeat")
+	}
+}
+
+// TestDamagedGzipNamesTheFile: a compressed file cut short is reported with its name and
+// what is wrong with it, after the events before the damage.
+func TestDamagedGzipNamesTheFile(t *testing.T) {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	for i := range 200 {
+		fmt.Fprintf(zw, `{"timestamp":"2026-12-01T00:00:%02d.000000Z","event_type":"gpu.allocate","user":"u%d"}`+"\n", i%60, i)
+	}
+	_ = zw.Close()
+	path := filepath.Join(t.TempDir(), "events-1.jsonl.gz")
+	if err := os.WriteFile(path, buf.Bytes()[:buf.Len()-20], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	_, err := Read(context.Background(), []string{path}, Filter{}, func(*Event) error { n++; return nil })
+	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "truncated or damaged") {
+		t.Fatalf("err = %v, want one naming %s as truncated or damaged", err, path)
+	}
+	if n == 0 {
+		t.Fatal("no event before the damage was read")
 	}
 }
