@@ -199,15 +199,7 @@ func TestFollowAcrossRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	o := &Options{pollInterval: time.Millisecond}
-	cmd := newCommand(o)
-	out := &testutil.SyncBuffer{}
-	cmd.SetOut(out)
-	cmd.SetErr(out)
-	cmd.SetArgs([]string{"--file", path, "--follow", "--json", "--limit", "3", "--user", "alice"})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- cmd.ExecuteContext(ctx) }()
+	out, cancel, done := follow(path, "--limit", "3", "--user", "alice")
 	waitFor(t, out, `"seq":19}`)
 
 	for i := 20; i < 200; i++ {
@@ -321,15 +313,7 @@ func TestFollowPrintsARecoveredDecisionOnce(t *testing.T) {
 	if err := w.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	o := &Options{pollInterval: time.Millisecond}
-	cmd := newCommand(o)
-	out := &testutil.SyncBuffer{}
-	cmd.SetOut(out)
-	cmd.SetErr(out)
-	cmd.SetArgs([]string{"--file", path, "--follow", "--json"})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- cmd.ExecuteContext(ctx) }()
+	out, cancel, done := follow(path)
 	waitFor(t, out, `"allocation":"a"`)
 	w.Log(decision("a", true)) // a restart while following
 	w.Log(decision("b", false))
@@ -344,4 +328,18 @@ func TestFollowPrintsARecoveredDecisionOnce(t *testing.T) {
 	if n := strings.Count(out.String(), `"allocation":"a"`); n != 1 {
 		t.Fatalf("allocation a's decision printed %d times, want once:\n%s", n, out)
 	}
+}
+
+// follow runs `gpuwarden events --file path --follow --json args…` until cancel; done
+// gives its error.
+func follow(path string, args ...string) (*testutil.SyncBuffer, context.CancelFunc, <-chan error) {
+	cmd := newCommand(&Options{pollInterval: time.Millisecond})
+	out := &testutil.SyncBuffer{}
+	cmd.SetOut(out)
+	cmd.SetErr(out)
+	cmd.SetArgs(append([]string{"--file", path, "--follow", "--json"}, args...))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- cmd.ExecuteContext(ctx) }()
+	return out, cancel, done
 }
