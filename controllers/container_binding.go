@@ -112,12 +112,17 @@ func (r *ContainerReconciler) attach(ctx context.Context, c docker.Container, a 
 
 // release asks the allocation controller for the devices back.
 func (r *ContainerReconciler) release(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, reason string) error {
+	return askRelease(ctx, r.Client, a, reason)
+}
+
+// askRelease annotates a with the reason its devices are to be given back.
+func askRelease(ctx context.Context, c client.Client, a *gpuwardenv1alpha1.GPUAllocation, reason string) error {
 	orig := a.DeepCopy()
 	if a.Annotations == nil {
 		a.Annotations = map[string]string{}
 	}
 	a.Annotations[gpuwardenv1alpha1.AnnotationRelease] = reason
-	if err := r.Client.Patch(ctx, a, client.MergeFrom(orig)); err != nil {
+	if err := c.Patch(ctx, a, client.MergeFrom(orig)); err != nil {
 		return client.IgnoreNotFound(err)
 	}
 	return nil

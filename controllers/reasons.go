@@ -49,3 +49,7 @@ const (
 	EventRuntimeWarning = "RuntimeWarning"
 	EventRuntimeStopped = "RuntimeStopped"
 )
+
+// ReasonNeverCreated is the release reason of a gateway allocation whose container was
+// never created.
+const ReasonNeverCreated = "its container was never created (the create through the gateway did not complete)"

@@ -184,6 +184,10 @@ func setupContainers(mgr ctrl.Manager, o Options, gov *Governance) error {
 		if err := setupGateway(mgr, o); err != nil {
 			return err
 		}
+		if err := mgr.Add(&GatewayStrays{Client: mgr.GetClient(), Store: store, NodeName: o.NodeName, Clock: o.Clock,
+			After: o.Gateway.BindWait + time.Minute, Interval: 10 * time.Second}); err != nil {
+			return fmt.Errorf("adding the sweep of gateway allocations without a container: %w", err)
+		}
 	}
 	if o.GPUs == nil {
 		return nil

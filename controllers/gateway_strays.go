@@ -1,0 +1,90 @@
+package controllers
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+)
+
+// GatewayStrays gives back the GPUs of gateway allocations whose container was never
+// created. The gateway allocates before it forwards a create, and gives the allocation
+// back when the create fails; a process killed in between, or a create the engine never
+// answered, leaves an allocation no container will release. An allocation older than After
+// without a container, and with no container of its name on the engine, is released — only
+// while the engine is in view (a container unseen during an outage may well exist).
+type GatewayStrays struct {
+	Client   client.Client
+	Store    *ContainerStore
+	NodeName string
+	Clock    clock.PassiveClock
+	// After is how long an allocation may wait for its container: the gateway's bind wait
+	// and the create itself.
+	After time.Duration
+	// Interval is the time between two sweeps.
+	Interval time.Duration
+}
+
+// NeedLeaderElection: only the node's active controller releases.
+func (g *GatewayStrays) NeedLeaderElection() bool { return true }
+
+// Start sweeps every Interval until ctx ends.
+func (g *GatewayStrays) Start(ctx context.Context) error {
+	t := time.NewTicker(g.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := g.Sweep(ctx); err != nil && ctx.Err() == nil {
+				ctrl.LoggerFrom(ctx).Error(err, "Looking for gateway allocations without a container")
+			}
+		}
+	}
+}
+
+// Sweep releases the stray allocations once.
+func (g *GatewayStrays) Sweep(ctx context.Context) error {
+	if !g.Store.Synced() {
+		return nil
+	}
+	names := map[string]bool{}
+	for _, c := range g.Store.All() {
+		names[strings.TrimPrefix(c.Name, "/")] = true
+	}
+	var allocs gpuwardenv1alpha1.GPUAllocationList
+	if err := g.Client.List(ctx, &allocs); err != nil {
+		return err
+	}
+	for i := range allocs.Items {
+		a := &allocs.Items[i]
+		if !g.stray(a, names) {
+			continue
+		}
+		if err := askRelease(ctx, g.Client, a, ReasonNeverCreated); err != nil {
+			return err
+		}
+		ctrl.LoggerFrom(ctx).Info("Released the GPUs of a gateway allocation whose container was never created", "allocation", a.Name, "container", a.Spec.ContainerName)
+	}
+	return nil
+}
+
+func (g *GatewayStrays) stray(a *gpuwardenv1alpha1.GPUAllocation, containers map[string]bool) bool {
+	switch {
+	case a.Spec.Source != gpuwardenv1alpha1.SourceGateway || a.Spec.NodeName != g.NodeName || a.DeletionTimestamp != nil:
+		return false
+	case a.Status.ContainerID != "" || a.Annotations[gpuwardenv1alpha1.AnnotationRelease] != "":
+		return false // its container was seen (and is followed), or it is being released
+	case a.Status.Phase != "" && a.Status.Phase != gpuwardenv1alpha1.PhasePending && a.Status.Phase != gpuwardenv1alpha1.PhaseBound:
+		return false
+	case g.Clock.Since(a.CreationTimestamp.Time) < g.After:
+		return false
+	}
+	return !containers[strings.TrimPrefix(a.Spec.ContainerName, "/")]
+}

@@ -1,0 +1,76 @@
+package controllers
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clocktesting "k8s.io/utils/clock/testing"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/docker"
+	"github.com/gpuwarden/gpuwarden/internal/scheme"
+)
+
+// TestGatewayStraysReleasesOnlyAllocationsWhoseContainerNeverCame: an old gateway
+// allocation without a container, with none of its name on the engine, is released; a
+// young one, one whose container exists (seen or not yet attached), a Manual one, another
+// node's, and any at all while the engine is out of view are left alone.
+func TestGatewayStraysReleasesOnlyAllocationsWhoseContainerNeverCame(t *testing.T) {
+	now := time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC)
+	alloc := func(name, container string, age time.Duration, mod func(*gpuwardenv1alpha1.GPUAllocation)) *gpuwardenv1alpha1.GPUAllocation {
+		a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: metav1.NewTime(now.Add(-age))},
+			Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: "alice", NodeName: "n1", Source: gpuwardenv1alpha1.SourceGateway, ContainerName: container},
+			Status: gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhaseBound}}
+		if mod != nil {
+			mod(a)
+		}
+		return a
+	}
+	objs := []client.Object{
+		alloc("stray", "never-made", 10*time.Minute, nil),
+		alloc("stray-pending", "never-made-2", 10*time.Minute, func(a *gpuwardenv1alpha1.GPUAllocation) { a.Status.Phase = gpuwardenv1alpha1.PhasePending }),
+		alloc("young", "being-made", 30*time.Second, nil),
+		alloc("exists", "made", 10*time.Minute, nil),
+		alloc("attached", "gone-but-followed", 10*time.Minute, func(a *gpuwardenv1alpha1.GPUAllocation) { a.Status.ContainerID = "abc" }),
+		alloc("manual", "", 10*time.Minute, func(a *gpuwardenv1alpha1.GPUAllocation) { a.Spec.Source = gpuwardenv1alpha1.SourceManual }),
+		alloc("other-node", "never-made-3", 10*time.Minute, func(a *gpuwardenv1alpha1.GPUAllocation) { a.Spec.NodeName = "n2" }),
+		alloc("released", "never-made-4", 10*time.Minute, func(a *gpuwardenv1alpha1.GPUAllocation) { a.Status.Phase = gpuwardenv1alpha1.PhaseReleased }),
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme.New()).WithObjects(objs...).WithStatusSubresource(objs...).Build()
+	store := NewContainerStore()
+	store.replace([]docker.Container{{ID: "1", Name: "/made", State: docker.StateRunning}}, now)
+	g := &GatewayStrays{Client: c, Store: store, NodeName: "n1", Clock: clocktesting.NewFakePassiveClock(now), After: 4 * time.Minute}
+	released := func() map[string]string {
+		var list gpuwardenv1alpha1.GPUAllocationList
+		if err := c.List(context.Background(), &list); err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, a := range list.Items {
+			if r := a.Annotations[gpuwardenv1alpha1.AnnotationRelease]; r != "" {
+				out[a.Name] = r
+			}
+		}
+		return out
+	}
+
+	store.setSynced(false) // the engine out of view: nothing is known to be missing
+	if err := g.Sweep(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := released(); len(got) != 0 {
+		t.Fatalf("released during an outage: %v", got)
+	}
+	store.setSynced(true)
+	if err := g.Sweep(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := released()
+	if len(got) != 2 || got["stray"] != ReasonNeverCreated || got["stray-pending"] != ReasonNeverCreated {
+		t.Fatalf("released %v, want stray and stray-pending with %q", got, ReasonNeverCreated)
+	}
+}
