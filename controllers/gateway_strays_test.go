@@ -23,7 +23,7 @@ func TestGatewayStraysReleasesOnlyAllocationsWhoseContainerNeverCame(t *testing.
 	now := time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC)
 	alloc := func(name, container string, age time.Duration, mod func(*gpuwardenv1alpha1.GPUAllocation)) *gpuwardenv1alpha1.GPUAllocation {
 		a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: metav1.NewTime(now.Add(-age))},
-			Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: "alice", NodeName: "n1", Source: gpuwardenv1alpha1.SourceGateway, ContainerName: container},
+			Spec:   gpuwardenv1alpha1.GPUAllocationSpec{User: "alice", NodeName: "n1", Source: gpuwardenv1alpha1.SourceGateway, ContainerName: container},
 			Status: gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhaseBound}}
 		if mod != nil {
 			mod(a)
