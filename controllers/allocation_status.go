@@ -270,9 +270,15 @@ func (p *pass) record(a *gpuwardenv1alpha1.GPUAllocation, before *gpuwardenv1alp
 	case gpuwardenv1alpha1.PhaseReleased:
 		p.r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, EventReleased, "Release", "%s", s.Message)
 		if _, fromLedger := p.released[a.Name]; !fromLedger {
-			// A request released while it waited: no ledger change records it.
+			// A request released while it waited: no ledger change records it. Or one whose
+			// ledger release was recorded by an earlier pass whose status write did not
+			// land: the same decision, so the same ID (bound time as stored, as auditAgain).
 			e := audit.GPURelease(a.Spec.User, ref, releaseReason(a))
-			e.ID = audit.DecisionID("release", a.Name, a.CreationTimestamp.Time)
+			bound := a.CreationTimestamp.Time
+			if s.BoundTime != nil {
+				bound = s.BoundTime.Time
+			}
+			e.ID = audit.DecisionID("release", a.Name, bound)
 			if s.ReleasedTime != nil {
 				e.Time = s.ReleasedTime.Time
 			}

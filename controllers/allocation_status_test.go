@@ -9,9 +9,11 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/allocation"
+	"github.com/gpuwarden/gpuwarden/internal/audit"
 )
 
 // TestDesiredStatusComesFromTheLedger: what each allocation's status should say, from the
@@ -124,5 +126,24 @@ func TestDesiredStatusOfAnUnchangedBindingIsWhatIsStored(t *testing.T) {
 	again, _ := p.desiredStatus(a)
 	if !equality.Semantic.DeepEqual(again, &a.Status) {
 		t.Errorf("an unchanged binding would be written again:\nwant %+v\nhave %+v", again, a.Status)
+	}
+}
+
+// TestAReleaseRecordedTwiceHasOneID: a pass that released a binding from the ledger records
+// the release (ID from the bound time); if its status write did not land, a later pass
+// writes Released from the release annotation and records it again — under the same ID,
+// so that readers keep it once.
+func TestAReleaseRecordedTwiceHasOneID(t *testing.T) {
+	log := &auditLog{}
+	p := &pass{r: &AllocationReconciler{NodeName: "n1", Audit: log, Recorder: events.NewFakeRecorder(10)}, now: t0,
+		released: map[string]releaseInfo{}}
+	boundAt := metav1.NewTime(t0.Add(-time.Hour).Truncate(time.Second))
+	a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: "r", CreationTimestamp: metav1.NewTime(t0.Add(-2 * time.Hour))},
+		Spec:   gpuwardenv1alpha1.GPUAllocationSpec{User: "ann", NodeName: "n1"},
+		Status: gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhaseReleased, BoundTime: &boundAt, ReleasedTime: &metav1.Time{Time: t0}}}
+	p.record(a, &gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhaseBound, BoundTime: &boundAt})
+	want := audit.DecisionID("release", "r", t0.Add(-time.Hour+300*time.Millisecond)) // as the ledger keeps it, finer
+	if len(log.events) != 1 || log.events[0].ID != want {
+		t.Fatalf("recorded %+v, want one gpu.release with ID %s (the ledger release's)", log.events, want)
 	}
 }

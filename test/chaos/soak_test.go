@@ -98,7 +98,8 @@ func TestSoak(t *testing.T) {
 		}
 	}
 	stop()
-	r.check("the end of the soak")
+	// The samples are reported first: a failed check below must not lose them.
+	defer r.check("the end of the soak")
 
 	var b strings.Builder
 	fmt.Fprintf(&b, "Soak: %s of churn (3 users, GPU containers through the gateway), sampled every %s; released allocations kept 2m, Events 5m.\n\n```\n%s```\n\n", duration, every, r.counts.String())
