@@ -35,15 +35,20 @@ func (g *GatewayStrays) NeedLeaderElection() bool { return true }
 
 // Start sweeps every Interval until ctx ends.
 func (g *GatewayStrays) Start(ctx context.Context) error {
-	t := time.NewTicker(g.Interval)
+	return periodically(ctx, g.Interval, g.Sweep, "Looking for gateway allocations without a container")
+}
+
+// periodically runs fn every interval until ctx ends, logging its errors as what.
+func periodically(ctx context.Context, interval time.Duration, fn func(context.Context) error, what string) error {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			if err := g.Sweep(ctx); err != nil && ctx.Err() == nil {
-				ctrl.LoggerFrom(ctx).Error(err, "Looking for gateway allocations without a container")
+			if err := fn(ctx); err != nil && ctx.Err() == nil {
+				ctrl.LoggerFrom(ctx).Error(err, what)
 			}
 		}
 	}

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
@@ -65,18 +64,7 @@ func (s *UnmanagedScanner) Start(ctx context.Context) error {
 	if s.Interval <= 0 {
 		s.Interval = DefaultScanInterval
 	}
-	t := time.NewTicker(s.Interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			if err := s.Scan(ctx); err != nil {
-				ctrl.LoggerFrom(ctx).Error(err, "Scanning GPU processes")
-			}
-		}
-	}
+	return periodically(ctx, s.Interval, s.Scan, "Scanning GPU processes")
 }
 
 // Scan checks the GPU processes once.
