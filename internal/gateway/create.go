@@ -403,3 +403,20 @@ func bindGPUs(cfg *container.Config, hc *container.HostConfig, uuids []string) {
 	hc.Devices = devs
 	setEnv(cfg, "NVIDIA_VISIBLE_DEVICES", strings.Join(uuids, ","))
 }
+
+// bindSources are the host paths a container's bind mounts name (Binds with an absolute
+// source, and Mounts of type bind).
+func bindSources(hc *container.HostConfig) []string {
+	var out []string
+	for _, b := range hc.Binds {
+		if src, _, _ := strings.Cut(b, ":"); strings.HasPrefix(src, "/") {
+			out = append(out, src)
+		}
+	}
+	for _, m := range hc.Mounts {
+		if m.Type == mount.TypeBind {
+			out = append(out, m.Source)
+		}
+	}
+	return out
+}

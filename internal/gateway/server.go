@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/moby/moby/api/types/container"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/gpuwarden/gpuwarden/internal/audit"
@@ -281,7 +282,13 @@ func decodeJSON(b []byte, v any) error {
 type inspected struct {
 	ID     string `json:"Id"`
 	Name   string
-	Config struct{ Labels map[string]string }
+	Config struct {
+		Labels map[string]string
+		User   string
+	}
+	// HostConfig is what the create declared: its mounts and devices are checked again at
+	// every start.
+	HostConfig container.HostConfig
 }
 
 // container inspects a container through the engine; found is false when it does not exist.
@@ -345,6 +352,11 @@ func (s *Server) onContainer(w http.ResponseWriter, r *http.Request, c Caller, r
 		return nil
 	case createExec:
 		return s.createExec(w, r, c, p)
+	}
+	if isStart(r.Method, p) {
+		if err := s.checkStart(r.Context(), c, ct); err != nil {
+			return err
+		}
 	}
 	if r.Method == http.MethodPost && (strings.HasSuffix(p, "/update") || strings.HasSuffix(p, "/rename")) {
 		return s.checkedUpdate(w, r, p, ct.Config.Labels)
