@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 	"unicode"
+	"unicode/utf8"
 )
 
 // SchemaVersion is the envelope version written, DS01's schema v1.
@@ -106,9 +107,13 @@ func (e *Event) Container() string {
 
 // Printable is s as it may be shown on a terminal: control characters (escape sequences,
 // tabs that would break a table), bidirectional overrides and other invisible runes written
-// as Go escapes. An audit log holds what users chose (names, labels); printing it must not
-// let them drive the reader's terminal.
+// as Go escapes, and so are bytes that are not UTF-8. An audit log holds what users chose
+// (names, labels); printing it must not let them drive the reader's terminal.
 func Printable(s string) string {
+	if !utf8.ValidString(s) {
+		q := strconv.QuoteToGraphic(s)
+		return q[1 : len(q)-1]
+	}
 	for _, r := range s {
 		if !unicode.IsGraphic(r) || r == '\t' || unicode.Is(unicode.Cf, r) {
 			q := strconv.QuoteToGraphic(s)

@@ -456,6 +456,8 @@ func TestPrintable(t *testing.T) {
 		"alice\u202egnp":   `alice\u202egnp`,
 		"a\tb":             `a\tb`,
 		"line\nbreak":      `line\nbreak`,
+		"bad\xffutf8":      `bad\xffutf8`,
+		"cr\rnul\x00":      `cr\rnul\x00`,
 	} {
 		if got := Printable(in); got != want {
 			t.Errorf("Printable(%q) = %q, want %q", in, got, want)

@@ -92,7 +92,8 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 			return nil, fmt.Errorf("registering audit metrics: %w", err)
 		}
 	}
-	return mgr, nil
+	// Every Event message is escaped, whichever controller records it.
+	return escapingManager{Manager: mgr}, nil
 }
 
 // cachesSynced is ready once the manager's informers have synced.
