@@ -43,6 +43,23 @@ type Allocator interface {
 	Allocate(ctx context.Context, user string, req GPURequest, containerName string, t gpuwardenv1alpha1.ContainerType) (name string, uuids []string, err error)
 	// Release gives an allocation back (its container could not be created).
 	Release(ctx context.Context, name string)
+	// Reacquire holds a GPU container's devices for its owner again before it starts: its
+	// allocation when that is still Bound to exactly those devices for that user, else a new
+	// allocation for exactly those devices, attached to the container by its ID and waited
+	// for like a create. It returns the allocation's name, or an *AllocationError saying
+	// why not (the devices held by another allocation, a limit, no capacity in time).
+	Reacquire(ctx context.Context, user string, c Starting) (name string, err error)
+}
+
+// Starting is a GPU container about to start again, as its create left it.
+type Starting struct {
+	// ID and Name are the container's.
+	ID, Name string
+	// Allocation is the allocation its label names (from its create).
+	Allocation string
+	// Devices are the device UUIDs its create was bound to.
+	Devices []string
+	Type    gpuwardenv1alpha1.ContainerType
 }
 
 // AllocationError is a GPU request the allocator refused or gave up waiting on.
@@ -87,6 +104,15 @@ func (s *Server) createContainer(w http.ResponseWriter, r *http.Request, c Calle
 	}
 	if !c.Admin {
 		if err := s.checkHost(r.Context(), c, rt, req.HostConfig); err != nil {
+			return err
+		}
+		if err := s.checkEndpoints(r.Context(), c, rt, req.NetworkingConfig); err != nil {
+			return err
+		}
+		if err := checkEnv(req.Config); err != nil {
+			return err
+		}
+		if err := s.forceUser(r.Context(), c, req.Config, req.HostConfig); err != nil {
 			return err
 		}
 	}
@@ -153,6 +179,9 @@ func (s *Server) createContainer(w http.ResponseWriter, r *http.Request, c Calle
 
 // setLabels drops the caller's owner, type and protection labels and sets the gateway's;
 // it returns the container's type, from what well-known labels (devcontainer, compose) say.
+// A type other than docker is the caller's claim (labels anyone can add to `docker run`):
+// it is marked gpuwarden.io/type-claimed, so that policies see it as docker unless the
+// admin grants claimed types more.
 func (s *Server) setLabels(c Caller, cfg *container.Config) gpuwardenv1alpha1.ContainerType {
 	if cfg.Labels == nil {
 		cfg.Labels = map[string]string{}
@@ -172,82 +201,10 @@ func (s *Server) setLabels(c Caller, cfg *container.Config) gpuwardenv1alpha1.Co
 	cfg.Labels[gpuwardenv1alpha1.LabelUser] = c.Name
 	cfg.Labels[gpuwardenv1alpha1.LabelManaged] = "true"
 	cfg.Labels[gpuwardenv1alpha1.LabelContainerType] = string(t)
+	if t != gpuwardenv1alpha1.ContainerTypeDocker {
+		cfg.Labels[gpuwardenv1alpha1.LabelTypeClaimed] = "true"
+	}
 	return t
-}
-
-// checkHost refuses what would reach the host or other users' containers.
-func (s *Server) checkHost(ctx context.Context, c Caller, rt route, hc *container.HostConfig) error {
-	if hc.Privileged {
-		return refused("a privileged container is refused")
-	}
-	for _, ns := range []struct{ name, mode string }{
-		{"PID", string(hc.PidMode)}, {"IPC", string(hc.IpcMode)}, {"network", string(hc.NetworkMode)}, {"UTS", string(hc.UTSMode)}, {"user", string(hc.UsernsMode)},
-	} {
-		if ns.mode == "host" {
-			return refused("the host's %s namespace is refused", ns.name)
-		}
-		if other, ok := strings.CutPrefix(ns.mode, "container:"); ok {
-			if _, err := s.owned(ctx, c, route{version: rt.version}, other); err != nil {
-				return refused("joining the %s namespace of container %s: %s", ns.name, other, err.Error())
-			}
-		}
-	}
-	if len(hc.CapAdd) > 0 {
-		return refused("added capabilities (%s) are refused", strings.Join(hc.CapAdd, ", "))
-	}
-	for _, d := range hc.Devices {
-		if !nvidiaDevice.MatchString(d.PathOnHost) && !nvidiaAux.MatchString(d.PathOnHost) {
-			return refused("device %s is refused: only GPUs, through an allocation", d.PathOnHost)
-		}
-	}
-	if len(hc.DeviceCgroupRules) > 0 {
-		return refused("device cgroup rules are refused")
-	}
-	for _, o := range hc.SecurityOpt {
-		lo := strings.ToLower(o)
-		if strings.Contains(lo, "unconfined") || strings.Contains(lo, "label=disable") || strings.Contains(lo, "label:disable") {
-			return refused("security option %q is refused", o)
-		}
-	}
-	if hc.CgroupParent != "" {
-		return refused("a cgroup parent (%s) is refused", hc.CgroupParent)
-	}
-	if hc.Runtime != "" && hc.Runtime != "runc" && hc.Runtime != "nvidia" {
-		return refused("runtime %q is refused", hc.Runtime)
-	}
-	if hc.VolumeDriver != "" {
-		return refused("volume driver %q is refused", hc.VolumeDriver)
-	}
-	for _, v := range hc.VolumesFrom {
-		other, _, _ := strings.Cut(v, ":")
-		if _, err := s.owned(ctx, c, route{version: rt.version}, other); err != nil {
-			return refused("volumes from container %s: %s", other, err.Error())
-		}
-	}
-	for _, b := range hc.Binds {
-		src, _, _ := strings.Cut(b, ":")
-		if strings.HasPrefix(src, "/") {
-			if err := s.mountable(c, src); err != nil {
-				return err
-			}
-		}
-	}
-	for _, m := range hc.Mounts {
-		switch m.Type {
-		case mount.TypeBind:
-			if err := s.mountable(c, m.Source); err != nil {
-				return err
-			}
-		case mount.TypeVolume:
-			if m.VolumeOptions != nil && m.VolumeOptions.DriverConfig != nil && (m.VolumeOptions.DriverConfig.Name != "" || len(m.VolumeOptions.DriverConfig.Options) > 0) {
-				return refused("volume driver options on mount %s are refused", m.Target)
-			}
-		case mount.TypeTmpfs, "":
-		default:
-			return refused("a %s mount is refused", m.Type)
-		}
-	}
-	return nil
 }
 
 // mountable refuses a host path outside the caller's home and the allowed prefixes, after
@@ -291,6 +248,18 @@ func resolved(p string) string {
 		rest = filepath.Join(filepath.Base(cur), rest)
 		cur = parent
 	}
+}
+
+// checkEnv refuses the NVIDIA variables that reach past the container's own GPUs (MIG
+// configuration and monitoring of the whole GPU); NVIDIA_VISIBLE_DEVICES is set from the
+// allocation.
+func checkEnv(cfg *container.Config) error {
+	for _, k := range []string{"NVIDIA_MIG_CONFIG_DEVICES", "NVIDIA_MIG_MONITOR_DEVICES"} {
+		if v, ok := env(cfg, k); ok && v != "" {
+			return refused("%s is refused: MIG configuration and monitoring are for admins", k)
+		}
+	}
+	return nil
 }
 
 // gpuRequest reads every form a create can ask for GPUs in: device requests (--gpus,

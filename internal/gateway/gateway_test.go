@@ -25,6 +25,11 @@ type fakeEngine struct {
 	got        []string // "METHOD path" of every request
 	bodies     []string
 	containers map[string]map[string]string // labels by ID and name
+	// objects are volumes and networks by "volumes/NAME" or "networks/NAME": their labels.
+	objects map[string]map[string]string
+	// inspect overrides a container's inspection (by the ID or name asked): its JSON, with
+	// the ID, name and labels filled in where it leaves them out.
+	inspect map[string]string
 }
 
 func (e *fakeEngine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -38,6 +43,18 @@ func (e *fakeEngine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case strings.HasSuffix(p, "/json") && strings.HasPrefix(p, "/containers/") && p != "/containers/json":
 		id := strings.Split(p, "/")[2]
 		l, ok := e.containers[id]
+		if raw, over := e.inspect[id]; over {
+			var m map[string]any
+			_ = json.Unmarshal([]byte(raw), &m)
+			if m["Id"] == nil {
+				m["Id"], m["Name"] = "full-"+id, "/"+id
+			}
+			if cfg, _ := m["Config"].(map[string]any); cfg != nil && cfg["Labels"] == nil {
+				cfg["Labels"] = l
+			}
+			_ = json.NewEncoder(w).Encode(m)
+			return
+		}
 		if !ok {
 			http.Error(w, `{"message":"No such container"}`, http.StatusNotFound)
 			return
@@ -49,6 +66,26 @@ func (e *fakeEngine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			list = append(list, map[string]any{"Id": id, "Labels": l})
 		}
 		_ = json.NewEncoder(w).Encode(list)
+	case e.object(p) != nil:
+		_ = json.NewEncoder(w).Encode(map[string]any{"Labels": e.object(p)})
+	case strings.HasPrefix(p, "/volumes/") && r.Method == http.MethodGet, strings.HasPrefix(p, "/networks/") && p != "/networks/bobnet" && p != "/networks/bridge" && r.Method == http.MethodGet:
+		http.Error(w, `{"message":"not found"}`, http.StatusNotFound)
+	case p == "/volumes/create":
+		var v struct {
+			Name   string
+			Labels map[string]string
+		}
+		_ = json.Unmarshal(body, &v)
+		e.mu.Lock()
+		if e.objects == nil {
+			e.objects = map[string]map[string]string{}
+		}
+		if e.objects["volumes/"+v.Name] == nil {
+			e.objects["volumes/"+v.Name] = v.Labels
+		}
+		e.mu.Unlock()
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprint(w, `{}`)
 	case p == "/networks":
 		fmt.Fprint(w, `[{"Name":"bridge","Labels":{}},{"Name":"alicenet","Labels":{"gpuwarden.io/user":"alice"}},{"Name":"bobnet","Labels":{"gpuwarden.io/user":"bob"}}]`)
 	case p == "/networks/bobnet":
@@ -59,6 +96,12 @@ func (e *fakeEngine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		fmt.Fprint(w, `{}`)
 	}
+}
+
+func (e *fakeEngine) object(p string) map[string]string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.objects[strings.TrimPrefix(p, "/")]
 }
 
 func (e *fakeEngine) reached() []string {
@@ -80,6 +123,21 @@ type fakeGPUs struct {
 	refuse   string
 	asked    []GPURequest
 	released []string
+	// reacquired are the starts checked; refuseStart refuses them (503 when unavailable).
+	reacquired  []Starting
+	refuseStart string
+	unavailable bool
+}
+
+func (f *fakeGPUs) Reacquire(_ context.Context, user string, c Starting) (string, error) {
+	f.reacquired = append(f.reacquired, c)
+	switch {
+	case f.refuseStart != "" && f.unavailable:
+		return "", &AllocationError{Status: http.StatusServiceUnavailable, Message: f.refuseStart}
+	case f.refuseStart != "":
+		return "", &AllocationError{Status: http.StatusForbidden, Message: f.refuseStart}
+	}
+	return "gateway-2", nil
 }
 
 func (f *fakeGPUs) Allocate(_ context.Context, _ string, req GPURequest, _ string, _ gpuwardenv1alpha1.ContainerType) (string, []string, error) {
@@ -114,6 +172,9 @@ func newWorld(t testing.TB) *world {
 		"alice-nb":  {gpuwardenv1alpha1.LabelUser: "alice"},
 		"bob-job":   {gpuwardenv1alpha1.LabelUser: "bob"},
 		"alice-svc": {gpuwardenv1alpha1.LabelUser: "alice", gpuwardenv1alpha1.LabelProtected: "true"},
+	}, objects: map[string]map[string]string{
+		"volumes/bobs": {gpuwardenv1alpha1.LabelUser: "bob"}, "volumes/alicevol": {gpuwardenv1alpha1.LabelUser: "alice"},
+		"networks/alicenet": {gpuwardenv1alpha1.LabelUser: "alice"}, "networks/adminnet": {"team": "ops"},
 	}}
 	sock := filepath.Join(dir, "engine.sock")
 	l, err := net.Listen("unix", sock)
@@ -285,7 +346,7 @@ func TestCreateGetsOwnerLabelsAndBoundGPUs(t *testing.T) {
 	if len(dr) != 1 || fmt.Sprint(dr[0].(map[string]any)["DeviceIDs"]) != "[GPU-0]" {
 		t.Errorf("device requests forwarded: %v", dr)
 	}
-	if fmt.Sprint(body["Env"]) != "[NVIDIA_VISIBLE_DEVICES=GPU-0]" {
+	if fmt.Sprint(body["Env"]) != "[HOME=/tmp USER=alice NVIDIA_VISIBLE_DEVICES=GPU-0]" {
 		t.Errorf("env forwarded: %v", body["Env"])
 	}
 	if hc["ShmSize"] != float64(DefaultShmSize) || hc["PidsLimit"] != float64(DefaultPidsLimit) {
@@ -293,7 +354,7 @@ func TestCreateGetsOwnerLabelsAndBoundGPUs(t *testing.T) {
 	}
 	// A container without GPUs gets none, whatever its image says.
 	w.do(w.alice(), "POST", "/v1.41/containers/create", `{"Image":"nvidia/cuda"}`)
-	if fmt.Sprint(w.engine.lastBody()["Env"]) != "[NVIDIA_VISIBLE_DEVICES=void]" {
+	if fmt.Sprint(w.engine.lastBody()["Env"]) != "[HOME=/tmp USER=alice NVIDIA_VISIBLE_DEVICES=void]" {
 		t.Errorf("env of a GPU-less create: %v", w.engine.lastBody()["Env"])
 	}
 	// A refused allocation answers at once with the allocator's words.

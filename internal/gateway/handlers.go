@@ -58,8 +58,8 @@ func (s *Server) filterList(w http.ResponseWriter, r *http.Request, what string,
 	return json.NewEncoder(w).Encode(keepItems(list, keep))
 }
 
-// createExec checks an exec's body (no privileged exec) and forwards it re-encoded.
-func (s *Server) createExec(w http.ResponseWriter, r *http.Request, _ Caller, p string) error {
+// createExec checks an exec's body (no privileged exec, the caller's own user) and forwards it re-encoded.
+func (s *Server) createExec(w http.ResponseWriter, r *http.Request, c Caller, p string) error {
 	b, err := readJSONBody(r)
 	if err != nil {
 		return err
@@ -70,6 +70,11 @@ func (s *Server) createExec(w http.ResponseWriter, r *http.Request, _ Caller, p 
 	}
 	if req.Privileged {
 		return refused("a privileged exec is refused")
+	}
+	// Empty is the caller's own too: a container created before the gateway forced its user
+	// may still run as root.
+	if req.User, err = s.checkUser(r.Context(), c, req.User, "an exec"); err != nil {
+		return err
 	}
 	return s.forwardJSON(w, r, p, req)
 }
@@ -87,7 +92,7 @@ func (s *Server) forwardJSON(w http.ResponseWriter, r *http.Request, p string, v
 
 // checkedUpdate refuses an update that would add devices or take the container over its
 // policy's CPU or memory maxima.
-func (s *Server) checkedUpdate(w http.ResponseWriter, r *http.Request, p string, lbl map[string]string) error {
+func (s *Server) checkedUpdate(w http.ResponseWriter, r *http.Request, c Caller, p string, lbl map[string]string) error {
 	if strings.HasSuffix(p, "/rename") {
 		s.up.forward(w, r, p, r.URL.RawQuery, nil, 0)
 		return nil
@@ -102,6 +107,9 @@ func (s *Server) checkedUpdate(w http.ResponseWriter, r *http.Request, p string,
 	}
 	if len(req.Devices) > 0 || len(req.DeviceRequests) > 0 || len(req.DeviceCgroupRules) > 0 || req.CgroupParent != "" {
 		return refused("an update may not add devices, device rules or a cgroup parent")
+	}
+	if err := checkResources(c, &req.Resources); err != nil {
+		return err
 	}
 	if err := s.checkUpdate(r.Context(), lbl, req.Resources); err != nil {
 		return err
@@ -231,17 +239,14 @@ func (s *Server) createOwned(w http.ResponseWriter, r *http.Request, c Caller, r
 
 // onOwned serves an operation on one of the caller's volumes or networks.
 func (s *Server) onOwned(w http.ResponseWriter, r *http.Request, c Caller, rt route) error {
-	resp, err := s.up.get(r.Context(), rt.version+"/"+rt.object+"s/"+url.PathEscape(rt.id))
+	lbl, found, err := s.objectLabels(r.Context(), rt.version, rt.object, rt.id)
 	if err != nil {
-		return fmt.Errorf("the Docker engine behind the gateway is unreachable: %w", err)
+		return err
 	}
-	var obj struct{ Labels map[string]string }
-	decodeErr := json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&obj)
-	resp.Body.Close()
-	if resp.StatusCode == http.StatusNotFound || decodeErr != nil {
+	if !found {
 		return &refusal{status: http.StatusNotFound, msg: fmt.Sprintf("No such %s: %s", rt.object, rt.id)}
 	}
-	owner := obj.Labels[gpuwardenv1alpha1.LabelUser]
+	owner := lbl[gpuwardenv1alpha1.LabelUser]
 	// The engine's own networks (bridge, host, none) and compose's have no owner: readable.
 	if rt.object == "network" && owner == "" && !rt.write {
 		s.up.forward(w, r, r.URL.Path, r.URL.RawQuery, nil, 0)

@@ -16,6 +16,8 @@ import (
 // Caller is who is at the other end of a connection, as the kernel says at connect(2).
 type Caller struct {
 	UID, GID int
+	// PID is the calling process at connect(2): its resource limits bound a create's ulimits.
+	PID int
 	// Groups are the caller's supplementary group IDs (SO_PEERGROUPS).
 	Groups []int
 	// Name is the login name of UID; Home its home directory.
@@ -63,7 +65,7 @@ func peer(conn net.Conn, adminGroup string) (Caller, error) {
 	if opErr != nil {
 		return Caller{}, fmt.Errorf("reading the peer's credentials: %w", opErr)
 	}
-	c := Caller{UID: int(cred.Uid), GID: int(cred.Gid), Groups: groups}
+	c := Caller{UID: int(cred.Uid), GID: int(cred.Gid), PID: int(cred.Pid), Groups: groups}
 	u, err := user.LookupId(strconv.Itoa(c.UID))
 	if err != nil {
 		return Caller{}, fmt.Errorf("uid %d has no login name: %w", c.UID, err)

@@ -108,6 +108,30 @@ func (u *upstream) get(ctx context.Context, path string) (*http.Response, error)
 	return u.client.Do(req)
 }
 
+// post sends the engine a JSON request of the gateway's own (making a volume for its caller);
+// an answer other than 2xx is an error with the engine's message.
+func (u *upstream) post(ctx context.Context, path string, v any) error {
+	b, err := jsonMarshal(v)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://docker"+path, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := u.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+		return fmt.Errorf("engine answered %s: %s", resp.Status, strings.TrimSpace(string(msg)))
+	}
+	return nil
+}
+
 // hijack forwards a request whose answer takes over the connection (attach, exec start):
 // the engine's 101 UPGRADED or raw 200 stream is spliced to the caller both ways, each
 // half closed when its side ends, so stdin's EOF reaches the container. Bytes either side
@@ -138,15 +162,9 @@ func (u *upstream) hijack(w http.ResponseWriter, r *http.Request, path, query st
 		writeError(w, http.StatusBadGateway, err.Error())
 		return
 	}
-	if resp.StatusCode != http.StatusSwitchingProtocols && resp.StatusCode != http.StatusOK {
+	if !rawStream(resp) {
 		defer resp.Body.Close()
 		copyResponse(w, resp) // an error, or a detached exec: an ordinary answer
-		return
-	}
-	if resp.StatusCode == http.StatusOK && resp.ContentLength >= 0 && resp.Header.Get("Content-Type") != "application/vnd.docker.raw-stream" &&
-		resp.Header.Get("Content-Type") != "application/vnd.docker.multiplexed-stream" {
-		defer resp.Body.Close()
-		copyResponse(w, resp)
 		return
 	}
 	hj, ok := w.(http.Hijacker)
@@ -181,6 +199,15 @@ func (u *upstream) hijack(w http.ResponseWriter, r *http.Request, path, query st
 	}()
 	<-done
 	<-done
+}
+
+// rawStream tells whether the engine's answer took the connection over: 101 UPGRADED, or a 200
+// of a raw-stream media type (attach and exec start without Upgrade). Anything else is an
+// ordinary answer and is never spliced.
+func rawStream(resp *http.Response) bool {
+	ct := resp.Header.Get("Content-Type")
+	raw := ct == "application/vnd.docker.raw-stream" || ct == "application/vnd.docker.multiplexed-stream"
+	return resp.StatusCode == http.StatusSwitchingProtocols || resp.StatusCode == http.StatusOK && raw
 }
 
 // bufferedOf is what a reader already holds, without reading more.

@@ -119,6 +119,10 @@ func (l limits) check(r container.Resources) error {
 		return refused("memory %s is over the most a container may have, %s, set by %s (spec.resources.maxMemory)",
 			formatBytes(r.Memory), formatBytes(l.maxMemory.value), l.maxMemory.from)
 	}
+	if r.PidsLimit != nil && *r.PidsLimit > l.pids.value {
+		return refused("a limit of %d processes is over the most a container may have, %d, set by %s (spec.resources.pidsLimit)",
+			*r.PidsLimit, l.pids.value, l.pids.from)
+	}
 	return nil
 }
 

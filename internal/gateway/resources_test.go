@@ -60,8 +60,10 @@ func TestResourceDefaultsAndMaxima(t *testing.T) {
 				if rec.Code != http.StatusForbidden || !strings.Contains(rec.Body.String(), tc.refusing) {
 					t.Errorf("%d %s; want a refusal saying %q", rec.Code, strings.TrimSpace(rec.Body.String()), tc.refusing)
 				}
-				if len(w.engine.reached()) != before {
-					t.Errorf("a refused create reached the engine: %v", w.engine.reached()[before:])
+				for _, r := range w.engine.reached()[before:] {
+					if !strings.HasPrefix(r, "GET ") { // /info, for the engine's user namespaces
+						t.Errorf("a refused create reached the engine: %s", r)
+					}
 				}
 				return
 			}

@@ -43,6 +43,8 @@ type route struct {
 	id, object string
 	// write: an operation that changes the container (refused on a protected one).
 	write bool
+	// link is the alias of a legacy link removed from the container (DELETE …/{id}/{alias}).
+	link string
 }
 
 var versionPrefix = regexp.MustCompile(`^/v[0-9]+\.[0-9]+(/.*)$`)
@@ -124,6 +126,9 @@ func classifyContainer(method string, parts []string, r route) (route, string) {
 		r.kind = adminOnly
 	case len(parts) == 2 && method == http.MethodDelete:
 		r.kind, r.id, r.object, r.write = onContainer, parts[1], "container", true
+	case len(parts) == 3 && method == http.MethodDelete:
+		// A legacy link's removal (docker rm --link PARENT/ALIAS): the parent must be the caller's.
+		r.kind, r.id, r.object, r.write, r.link = onContainer, parts[1], "container", true, parts[2]
 	case len(parts) == 3:
 		write, ok := containerOps[method][parts[2]]
 		if !ok {

@@ -17,6 +17,7 @@ import (
 	"github.com/moby/moby/api/types/container"
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/labels"
 )
@@ -40,6 +41,9 @@ type Server struct {
 	AdminGroup string
 	// AllowMounts are host path prefixes anyone may bind-mount, beside their home.
 	AllowMounts []string
+	// RootGroup's members may run containers as any user, root included: container root is
+	// host root unless the engine remaps user namespaces, so this equals the docker group.
+	RootGroup string
 	// GPUs gets a create's GPUs; nil refuses GPU requests.
 	GPUs Allocator
 	// Policies give a container's resource defaults and maxima; the gateway's own
@@ -54,8 +58,12 @@ type Server struct {
 	Listening func()
 	// Denied is told of every refusal (an Event); optional.
 	Denied func(c Caller, operation, owner, reason string)
+	// Limits cap connections and requests, per user and in all, and time idle ones out.
+	Limits Limits
 
 	up *upstream
+	// engine is what the engine says of itself (user namespaces, default runtime).
+	engine engineInfo
 	// peerOf tells who is at the other end of a connection; the kernel (peer) when nil.
 	peerOf func(net.Conn) (Caller, error)
 }
@@ -70,10 +78,13 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.up = newUpstream(s.Dial)
+	l, lim := s.limit(l)
 	hs := &http.Server{
-		Handler:           s,
-		ReadHeaderTimeout: 30 * time.Second,
+		Handler:           lim.limitRequests(s),
+		ReadHeaderTimeout: lim.lim.HeaderTimeout,
+		IdleTimeout:       lim.lim.IdleTimeout,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			c = unwrapConn(c)
 			who := s.peerOf
 			if who == nil {
 				who = func(c net.Conn) (Caller, error) { return peer(c, s.AdminGroup) }
@@ -88,7 +99,9 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(l) }()
-	ctrl.Log.WithName("gateway").Info("Serving the Docker API", "socket", s.Socket)
+	ctrl.Log.WithName("gateway").Info("Serving the Docker API", "socket", s.Socket, "maxConnections", lim.lim.Conns,
+		"maxConnectionsPerUser", lim.lim.ConnsPerUser, "maxRequestsPerUser", lim.lim.RequestsPerUser,
+		"idleTimeout", lim.lim.IdleTimeout.String(), "headerTimeout", lim.lim.HeaderTimeout.String())
 	if s.Listening != nil {
 		s.Listening()
 	}
@@ -154,7 +167,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		why = fmt.Sprintf("%s %s is not an endpoint the gateway serves", r.Method, r.URL.Path)
 	}
 	if why != "" {
-		s.deny(w, caller, rt, r.Method+" "+r.URL.Path, &refusal{status: http.StatusForbidden, msg: why})
+		status := http.StatusForbidden
+		if rt.kind == adminOnly && swarmPath(rt.rest) {
+			// As a non-swarm engine answers (clients take a swarm leave's 503 as done).
+			status, why = http.StatusServiceUnavailable, "This node is not part of a swarm for gateway users: "+why
+		}
+		s.deny(w, caller, rt, r.Method+" "+r.URL.Path, &refusal{status: status, msg: why})
 		return
 	}
 	outcome := "allowed"
@@ -229,6 +247,16 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, c Caller, rt rou
 	return refused("%s %s is not an endpoint the gateway serves", r.Method, r.URL.Path)
 }
 
+// swarmPath tells whether a path is one of swarm mode's endpoints.
+func swarmPath(p string) bool {
+	first, _, _ := strings.Cut(strings.TrimPrefix(p, "/"), "/")
+	switch first {
+	case "swarm", "services", "nodes", "tasks", "secrets", "configs":
+		return true
+	}
+	return false
+}
+
 func isTrue(v string) bool { return v == "1" || strings.EqualFold(v, "true") }
 
 // forwardAsIs forwards what needs no check; a streamed body (an image tar, an archive) is
@@ -246,9 +274,11 @@ func (s *Server) forwardAsIs(w http.ResponseWriter, r *http.Request, rt route) e
 	return nil
 }
 
-func wantsHijack(r *http.Request, rt route) bool {
-	return rt.kind == attachContainer || rt.kind == startExec || strings.EqualFold(r.Header.Get("Upgrade"), "tcp") ||
-		strings.EqualFold(r.Header.Get("Upgrade"), "h2c")
+// wantsHijack: only attach and exec start may become raw streams. An Upgrade header on any
+// other endpoint is dropped (it is hop-by-hop) and the request forwarded as a plain one, so a
+// streaming answer can never become a raw connection to the engine.
+func wantsHijack(_ *http.Request, rt route) bool {
+	return rt.kind == attachContainer || rt.kind == startExec
 }
 
 // readJSONBody reads a small JSON body whole; one over maxBody is refused, never cut.
@@ -291,6 +321,30 @@ type inspected struct {
 	HostConfig container.HostConfig
 }
 
+// labelUser is the owner label of containers, volumes and networks.
+const labelUser = gpuwardenv1alpha1.LabelUser
+
+// objectLabels inspects a volume or network through the engine; found is false when it does
+// not exist.
+func (s *Server) objectLabels(ctx context.Context, version, object, id string) (map[string]string, bool, error) {
+	resp, err := s.up.get(ctx, version+"/"+object+"s/"+url.PathEscape(id))
+	if err != nil {
+		return nil, false, fmt.Errorf("the Docker engine behind the gateway is unreachable: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return nil, false, nil
+	}
+	var obj struct{ Labels map[string]string }
+	if resp.StatusCode != http.StatusOK {
+		return nil, false, fmt.Errorf("inspecting %s %s: engine answered %s", object, id, resp.Status)
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&obj); err != nil {
+		return nil, false, fmt.Errorf("inspecting %s %s: %w", object, id, err)
+	}
+	return obj.Labels, true, nil
+}
+
 // container inspects a container through the engine; found is false when it does not exist.
 func (s *Server) container(ctx context.Context, version, id string) (inspected, bool, error) {
 	resp, err := s.up.get(ctx, version+"/containers/"+url.PathEscape(id)+"/json")
@@ -322,6 +376,11 @@ func (s *Server) owned(ctx context.Context, c Caller, rt route, id string) (insp
 		return inspected{}, &refusal{status: http.StatusNotFound, msg: "No such container: " + id}
 	}
 	owner, _ := labels.Owner(ct.Config.Labels)
+	if owner != c.Name && id != ct.ID && id != strings.TrimPrefix(ct.Name, "/") && !c.Admin {
+		// An ID prefix resolves among the caller's own containers only: another's is not
+		// there for them, as the engine would answer, and its owner is not told.
+		return inspected{}, &refusal{status: http.StatusNotFound, msg: "No such container: " + id}
+	}
 	if owner != c.Name {
 		who := owner
 		if who == "" {
@@ -342,6 +401,14 @@ func (s *Server) onContainer(w http.ResponseWriter, r *http.Request, c Caller, r
 	if err != nil {
 		return err
 	}
+	if rt.link != "" {
+		if !isTrue(r.URL.Query().Get("link")) {
+			return refused("%s %s is not an endpoint the gateway serves", r.Method, r.URL.Path)
+		}
+		// The engine names a link by its parent's name, not its ID.
+		s.up.forward(w, r, rt.version+"/containers/"+strings.TrimPrefix(ct.Name, "/")+"/"+rt.link, r.URL.RawQuery, nil, 0)
+		return nil
+	}
 	p := rt.version + "/containers/" + ct.ID
 	if i := strings.Index(strings.TrimPrefix(rt.rest, "/containers/"), "/"); i >= 0 {
 		p += strings.TrimPrefix(rt.rest, "/containers/")[i:]
@@ -359,7 +426,7 @@ func (s *Server) onContainer(w http.ResponseWriter, r *http.Request, c Caller, r
 		}
 	}
 	if r.Method == http.MethodPost && (strings.HasSuffix(p, "/update") || strings.HasSuffix(p, "/rename")) {
-		return s.checkedUpdate(w, r, p, ct.Config.Labels)
+		return s.checkedUpdate(w, r, c, p, ct.Config.Labels)
 	}
 	s.up.forward(w, r, p, r.URL.RawQuery, r.Body, r.ContentLength)
 	return nil

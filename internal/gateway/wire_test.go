@@ -59,7 +59,7 @@ func TestRawRequestsOnTheSocket(t *testing.T) {
 			fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", maxBody+10, `{"Image":"`+strings.Repeat("a", maxBody)+`"}`), "413"},
 		{"a Content-Length shorter than the body", "POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nContent-Length: 10\r\n\r\n" + privileged, "400"},
 		{"an unversioned privileged create", "POST /containers/create HTTP/1.1\r\nHost: d\r\nContent-Length: " + fmt.Sprint(len(privileged)) + "\r\n\r\n" + privileged, "403"},
-		{"an HTTP/1.0 request to swarm", "POST /swarm/init HTTP/1.0\r\n\r\n", "403"},
+		{"an HTTP/1.0 request to swarm", "POST /swarm/init HTTP/1.0\r\n\r\n", "503"},
 	} {
 		if got := raw(tc.req); !strings.HasPrefix(got, tc.want) {
 			t.Errorf("%s: %s; want %s", tc.name, got, tc.want)
