@@ -11,9 +11,11 @@ import (
 	"strings"
 	"time"
 
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/labels"
 	"github.com/gpuwarden/gpuwarden/internal/lifecycle"
+	"github.com/gpuwarden/gpuwarden/internal/resolve"
 )
 
 // ExplainPath serves the explanation of the container named by ?name= (a name or an ID
@@ -82,6 +84,9 @@ func (e *Explainer) explain(ctx context.Context, w io.Writer, c docker.Container
 		fmt.Fprintf(w, " since %s", c.StartedAt.UTC().Format(time.RFC3339))
 	}
 	fmt.Fprintln(w)
+	if labels.TypeClaimed(c.Labels) {
+		explainClaim(w, c.Labels, policy)
+	}
 	fmt.Fprintf(w, "\nEffective policy, merged from %s\n", listOr(policy.Matched, "no ContainerPolicy (nothing applies)"))
 	_ = policy.WriteTable(w)
 	fmt.Fprintln(w)
@@ -175,4 +180,21 @@ func listOr(names []string, none string) string {
 		return none
 	}
 	return "ContainerPolicy " + strings.Join(names, ", ")
+}
+
+// explainClaim says that the container's type is its owner's claim, and what that gives.
+func explainClaim(w io.Writer, l map[string]string, policy resolve.Policy) {
+	by := labels.TypeLabel(l)
+	if by == "" {
+		by = "its owner's labels"
+	} else {
+		by = "label " + by
+	}
+	fmt.Fprintf(w, "The type %s was claimed by %s on a create through the Docker gateway (%s=true): ", labels.ContainerType(l), by, gpuwardenv1alpha1.LabelTypeClaimed)
+	if len(policy.TrustClaim) == 0 {
+		fmt.Fprintf(w, "every policy treats the container as %s, so it gets %s containers' limits.\n", resolve.ClaimedTypeSeenAs, resolve.ClaimedTypeSeenAs)
+		return
+	}
+	fmt.Fprintf(w, "ContainerPolicy %s grants claimed %s containers their limits; every other policy treats it as %s.\n",
+		strings.Join(policy.TrustClaim, ", "), labels.ContainerType(l), resolve.ClaimedTypeSeenAs)
 }

@@ -39,5 +39,5 @@ func (p Policies) Among(ctx context.Context, policies []gpuwardenv1alpha1.Contai
 		}
 		groups = g
 	}
-	return resolve.EffectivePolicy(policies, resolve.Container{User: owner, Groups: groups, Type: labels.ContainerType(l), Labels: l}, p.Clock.Now())
+	return resolve.EffectivePolicy(policies, resolve.Container{User: owner, Groups: groups, Type: labels.ContainerType(l), Labels: l, Claimed: labels.TypeClaimed(l)}, p.Clock.Now())
 }

@@ -15,6 +15,12 @@ const (
 	LabelManaged = "gpuwarden.io/managed"
 	// LabelProtected on a container ("true") keeps it from ever being removed.
 	LabelProtected = "gpuwarden.io/protected"
+	// LabelTypeClaimed on a container ("true") says its type (LabelContainerType) comes
+	// from labels its owner chose (devcontainer.local_folder, com.docker.compose.project)
+	// on a create through the Docker gateway: a ContainerPolicy takes that type at its word
+	// only where its selector.labels name this label; every other policy sees the
+	// container as docker, the type of a create that claims none.
+	LabelTypeClaimed = "gpuwarden.io/type-claimed"
 
 	// AnnotationRelease on an allocation asks for its devices back; its value is the reason.
 	AnnotationRelease = "gpuwarden.io/release"

@@ -94,6 +94,30 @@ func ContainerType(l map[string]string) gpuwardenv1alpha1.ContainerType {
 	return gpuwardenv1alpha1.ContainerTypeDocker
 }
 
+// TypeClaimed reports whether the container's type is one its owner claimed by label on a
+// create through the Docker gateway (gpuwarden.io/type-claimed), not one an admin or a
+// member of the docker group set: policies take it at its word only where they say so.
+func TypeClaimed(l map[string]string) bool {
+	return isTrue(l[gpuwardenv1alpha1.LabelTypeClaimed])
+}
+
+// TypeLabel returns the label that gives the container its type as the well-known labels
+// show it (devcontainer.local_folder, com.docker.compose.project, …), ignoring
+// gpuwarden's and DS01's own type labels; "" when none does (a docker container).
+func TypeLabel(l map[string]string) string {
+	for _, key := range []string{DevcontainerDir, DevcontainerMeta, ComposeProject, JupyterUser} {
+		if l[key] != "" {
+			return key
+		}
+	}
+	for _, key := range []string{gpuwardenv1alpha1.LabelManaged, DS01Managed} {
+		if l[key] == "true" {
+			return key
+		}
+	}
+	return ""
+}
+
 // knownType maps a label value to a container type; DS01's interface names (atomic,
 // orchestration, api) were its managed containers.
 func knownType(v string) (gpuwardenv1alpha1.ContainerType, bool) {

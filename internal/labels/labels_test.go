@@ -59,6 +59,21 @@ func TestContainerType(t *testing.T) {
 	}
 }
 
+func TestTypeClaimedAndTypeLabel(t *testing.T) {
+	if !TypeClaimed(map[string]string{gpuwardenv1alpha1.LabelTypeClaimed: "true"}) || TypeClaimed(map[string]string{DevcontainerDir: "/home/a/p"}) {
+		t.Error("TypeClaimed reads gpuwarden.io/type-claimed only")
+	}
+	for want, l := range map[string]map[string]string{
+		DevcontainerDir: {DevcontainerDir: "/home/a/p", gpuwardenv1alpha1.LabelContainerType: "devcontainer"},
+		ComposeProject:  {ComposeProject: "web"},
+		"":              {gpuwardenv1alpha1.LabelContainerType: "docker"},
+	} {
+		if got := TypeLabel(l); got != want {
+			t.Errorf("TypeLabel(%v) = %q, want %q", l, got, want)
+		}
+	}
+}
+
 func TestIsProtected(t *testing.T) {
 	for _, tc := range []struct {
 		labels map[string]string

@@ -26,6 +26,31 @@ type Container struct {
 	Groups []string
 	Type   gpuwardenv1alpha1.ContainerType
 	Labels map[string]string
+	// Claimed says Type is one the owner claimed by label on a create through the gateway
+	// (gpuwarden.io/type-claimed): see PolicyMatches.
+	Claimed bool
+}
+
+// ClaimedTypeSeenAs is the type a policy sees a container of a claimed type as, unless
+// its selector names gpuwarden.io/type-claimed: the type of a create that claims none, so
+// that a label its owner chose lifts no limit beyond what every container gets.
+const ClaimedTypeSeenAs = gpuwardenv1alpha1.ContainerTypeDocker
+
+// TrustsClaimedType reports whether p takes a claimed container type at its word: its
+// selector.labels ask for gpuwarden.io/type-claimed "true", so the admin wrote it for
+// containers whose type their owners claimed.
+func TrustsClaimedType(p *gpuwardenv1alpha1.ContainerPolicy) bool {
+	v, ok := p.Spec.Selector.Labels[gpuwardenv1alpha1.LabelTypeClaimed]
+	return ok && v == "true"
+}
+
+// TypeFor is the container type p selects c by: c's own, or ClaimedTypeSeenAs when c's
+// type is claimed and p does not trust claims.
+func TypeFor(p *gpuwardenv1alpha1.ContainerPolicy, c Container) gpuwardenv1alpha1.ContainerType {
+	if c.Claimed && !TrustsClaimedType(p) {
+		return ClaimedTypeSeenAs
+	}
+	return c.Type
 }
 
 // PolicyValue is one effective field of a container policy and the policy that set it.
@@ -47,6 +72,9 @@ type Policy struct {
 	// Matched are the policies that apply, in merge order; Expired those skipped for
 	// expiry; Unusable those skipped because a stored value cannot be read (PolicyProblem).
 	Matched, Expired, Unusable []string
+	// TrustClaim are the matched policies that took a claimed container type at its word
+	// (TrustsClaimedType); every other policy saw the container as ClaimedTypeSeenAs.
+	TrustClaim []string
 }
 
 // Get returns a field's value, and whether any policy set it.
@@ -72,7 +100,8 @@ var unlimitedPaths = map[gpuwardenv1alpha1.PolicyLimitName]string{
 }
 
 // PolicyMatches reports whether p's selector selects c: every list that is set must
-// match, and an empty selector selects every container.
+// match, and an empty selector selects every container. A type c's owner claimed by label
+// (c.Claimed) is matched as ClaimedTypeSeenAs unless p trusts claims (TrustsClaimedType).
 func PolicyMatches(p *gpuwardenv1alpha1.ContainerPolicy, c Container) bool {
 	s := p.Spec.Selector
 	switch {
@@ -80,7 +109,7 @@ func PolicyMatches(p *gpuwardenv1alpha1.ContainerPolicy, c Container) bool {
 		return false
 	case len(s.Groups) > 0 && !slices.ContainsFunc(s.Groups, func(g string) bool { return slices.Contains(c.Groups, g) }):
 		return false
-	case len(s.ContainerTypes) > 0 && !slices.Contains(s.ContainerTypes, c.Type):
+	case len(s.ContainerTypes) > 0 && !slices.Contains(s.ContainerTypes, TypeFor(p, c)):
 		return false
 	}
 	for k, v := range s.Labels {
@@ -115,6 +144,9 @@ func EffectivePolicy(policies []gpuwardenv1alpha1.ContainerPolicy, c Container, 
 	for _, p := range matched {
 		from := "ContainerPolicy " + p.Name
 		out.Matched = append(out.Matched, p.Name)
+		if c.Claimed && TrustsClaimedType(p) {
+			out.TrustClaim = append(out.TrustClaim, p.Name)
+		}
 		spec := p.Spec.DeepCopy()
 		// These say where and when the policy applies, not what it sets.
 		spec.Selector, spec.Precedence, spec.Expires, spec.Unlimited = gpuwardenv1alpha1.PolicySelector{}, 0, nil, nil

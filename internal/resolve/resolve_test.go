@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -170,6 +171,88 @@ func TestEffectivePolicyFromSamples(t *testing.T) {
 	check(dev, "stopGracePeriod", "30s", "devcontainers")
 	if diff := cmp.Diff([]string{"defaults", "devcontainers"}, dev.Matched); diff != "" {
 		t.Errorf("matched (-want,+got):\n%s", diff)
+	}
+
+	// The same type claimed by its owner's label through the gateway lifts nothing
+	// beyond docker's limits, except what the admin grants claimed devcontainers.
+	claimedLabels := map[string]string{gpuwardenv1alpha1.LabelTypeClaimed: "true", "devcontainer.local_folder": "/home/s/p"}
+	claimed := get(Container{User: "s", Groups: []string{"student"}, Type: gpuwardenv1alpha1.ContainerTypeDevcontainer, Claimed: true, Labels: claimedLabels})
+	check(claimed, "idle.timeout", "4h0m0s", "devcontainers-claimed")
+	check(claimed, "maxRuntime", "72h0m0s", "devcontainers-claimed")
+	if diff := cmp.Diff([]string{"defaults", "docker", "devcontainers-claimed"}, claimed.Matched); diff != "" {
+		t.Errorf("claimed: matched (-want,+got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"devcontainers-claimed"}, claimed.TrustClaim); diff != "" {
+		t.Errorf("claimed: trusted by (-want,+got):\n%s", diff)
+	}
+	// Without the admin's grant for claimed devcontainers: exactly docker's.
+	var noGrant []gpuwardenv1alpha1.ContainerPolicy
+	for _, p := range policies {
+		if p.Name != "devcontainers-claimed" {
+			noGrant = append(noGrant, p)
+		}
+	}
+	asDocker, err := EffectivePolicy(noGrant, Container{User: "s", Groups: []string{"student"}, Type: gpuwardenv1alpha1.ContainerTypeDocker}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claimedNoGrant, err := EffectivePolicy(noGrant, Container{User: "s", Groups: []string{"student"}, Type: gpuwardenv1alpha1.ContainerTypeDevcontainer, Claimed: true, Labels: claimedLabels}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(claimedNoGrant, "idle.timeout", "30m0s", "docker")
+	if diff := cmp.Diff(asDocker.Values, claimedNoGrant.Values); diff != "" {
+		t.Errorf("a claimed devcontainer without a grant differs from docker (-docker,+claimed):\n%s", diff)
+	}
+	// The grant applies to claimed containers only: an unclaimed devcontainer (made by a
+	// member of the docker group, or an admin) is governed as before.
+	if slices.Contains(dev.Matched, "devcontainers-claimed") {
+		t.Errorf("the claimed-devcontainer grant applies to an unclaimed devcontainer: %v", dev.Matched)
+	}
+}
+
+func TestClaimedTypeLiftsNothing(t *testing.T) {
+	d := func(s string) *gpuwardenv1alpha1.Duration { v := gpuwardenv1alpha1.Duration(s); return &v }
+	notify := gpuwardenv1alpha1.ModeNotifyOnly
+	policies := []gpuwardenv1alpha1.ContainerPolicy{
+		{ObjectMeta: metav1.ObjectMeta{Name: "docker"}, Spec: gpuwardenv1alpha1.ContainerPolicySpec{
+			Selector: gpuwardenv1alpha1.PolicySelector{ContainerTypes: []gpuwardenv1alpha1.ContainerType{"docker"}},
+			Idle:     &gpuwardenv1alpha1.IdlePolicy{Timeout: d("30m")}, MaxRuntime: d("24h")}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "compose-lenient"}, Spec: gpuwardenv1alpha1.ContainerPolicySpec{
+			Selector:   gpuwardenv1alpha1.PolicySelector{ContainerTypes: []gpuwardenv1alpha1.ContainerType{"compose", "devcontainer"}},
+			Precedence: 10, Mode: notify, Unlimited: []gpuwardenv1alpha1.PolicyLimitName{"idleTimeout", "maxRuntime"}}},
+		// A grant names the claim; a forged one (another value) is no grant.
+		{ObjectMeta: metav1.ObjectMeta{Name: "forged"}, Spec: gpuwardenv1alpha1.ContainerPolicySpec{
+			Selector:   gpuwardenv1alpha1.PolicySelector{ContainerTypes: []gpuwardenv1alpha1.ContainerType{"compose"}, Labels: map[string]string{gpuwardenv1alpha1.LabelTypeClaimed: "yes"}},
+			Precedence: 20, Unlimited: []gpuwardenv1alpha1.PolicyLimitName{"idleTimeout"}}},
+	}
+	now := time.Now()
+	for _, typ := range []gpuwardenv1alpha1.ContainerType{"compose", "devcontainer"} {
+		c := Container{User: "u", Type: typ, Claimed: true, Labels: map[string]string{gpuwardenv1alpha1.LabelTypeClaimed: "true"}}
+		p, err := EffectivePolicy(policies, c, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, _ := p.Get("idle.timeout"); v != "30m0s" {
+			t.Errorf("claimed %s: idle.timeout = %v, want docker's 30m0s", typ, v)
+		}
+		if v, _ := p.Get("maxRuntime"); v != "24h0m0s" {
+			t.Errorf("claimed %s: maxRuntime = %v, want docker's 24h0m0s", typ, v)
+		}
+		if v, ok := p.Get("mode"); ok {
+			t.Errorf("claimed %s: mode = %v, want none (the lenient policy does not apply)", typ, v)
+		}
+		// The same type not claimed is governed by its type's policy.
+		c.Claimed = false
+		p, _ = EffectivePolicy(policies, c, now)
+		if v, _ := p.Get("idle.timeout"); v != Unlimited {
+			t.Errorf("unclaimed %s: idle.timeout = %v, want unlimited", typ, v)
+		}
+	}
+	// A policy without a type in its selector is not about types: it applies either way.
+	all := gpuwardenv1alpha1.ContainerPolicy{ObjectMeta: metav1.ObjectMeta{Name: "all"}}
+	if !PolicyMatches(&all, Container{Type: "devcontainer", Claimed: true}) {
+		t.Error("a policy for every container does not select a claimed devcontainer")
 	}
 }
 
