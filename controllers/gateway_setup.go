@@ -23,6 +23,8 @@ type GatewayOptions struct {
 	DialDocker func(ctx context.Context) (net.Conn, error)
 	// AdminGroup's members (and root) are the gateway's admins.
 	AdminGroup string
+	// RootGroup's members' containers may run as any user (docker-group equivalent).
+	RootGroup string
 	// AllowMounts are host path prefixes anyone may bind-mount beside their home.
 	AllowMounts []string
 	// BindWait is how long a create waits for a GPU to free.
@@ -31,6 +33,8 @@ type GatewayOptions struct {
 	Listening func()
 	// Kubeconfigs issues callers their own kubeconfigs; nil issues none.
 	Kubeconfigs func(user string, admin bool, validity time.Duration) ([]byte, error)
+	// Limits cap connections and requests per user and in all; zero fields take defaults.
+	Limits gateway.Limits
 }
 
 func setupGateway(mgr ctrl.Manager, o Options) error {
@@ -41,10 +45,11 @@ func setupGateway(mgr ctrl.Manager, o Options) error {
 	recorder := mgr.GetEventRecorder("gpuwarden-gateway")
 	node := &corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: o.NodeName}
 	srv := &gateway.Server{
-		Socket: g.Socket, Dial: g.DialDocker, AdminGroup: g.AdminGroup, AllowMounts: g.AllowMounts, Audit: o.Audit,
+		Socket: g.Socket, Dial: g.DialDocker, AdminGroup: g.AdminGroup, RootGroup: g.RootGroup, AllowMounts: g.AllowMounts, Audit: o.Audit,
 		Policies:    Policies{Client: mgr.GetClient(), Groups: o.Groups, Clock: o.Clock},
 		Kubeconfigs: g.Kubeconfigs,
 		Listening:   g.Listening,
+		Limits:      g.Limits,
 		Denied: func(c gateway.Caller, operation, owner, reason string) {
 			recorder.Eventf(node, nil, corev1.EventTypeWarning, EventAccessDenied, "Deny", "Docker gateway refused %s to %s: %s", operation, c.Name, reason)
 		},

@@ -62,15 +62,19 @@ HOOK
   docker_ok || { echo "hack/docker-up.sh: dockerd did not come up; see $state/dockerd.log" >&2; tail -20 "$state/dockerd.log" >&2; exit 1; }
 fi
 
-if ! docker image inspect "$image" >/dev/null 2>&1; then
+# The image's revision: an older one is built again (2: /tmp is world-writable, as in real
+# images, since containers through the gateway run as their caller's uid).
+revision=2
+if [ "$(docker image inspect -f '{{index .Config.Labels "gpuwarden.test-image"}}' "$image" 2>/dev/null)" != "$revision" ]; then
   echo "hack/docker-up.sh: building $image from busybox-static"
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
   mkdir -p "$tmp/bin" "$tmp/tmp" "$tmp/workspace"
+  chmod 1777 "$tmp/tmp"
   cp /bin/busybox "$tmp/bin/busybox"
   for applet in $("$tmp/bin/busybox" --list); do
     [ "$applet" = busybox ] || ln -sf busybox "$tmp/bin/$applet"
   done
-  tar -C "$tmp" -c . | docker import -c 'CMD ["/bin/sh"]' -c 'ENV PATH=/bin' - "$image" >/dev/null
+  tar -C "$tmp" -c . | docker import -c 'CMD ["/bin/sh"]' -c 'ENV PATH=/bin' -c "LABEL gpuwarden.test-image=$revision" - "$image" >/dev/null
 fi
 echo "hack/docker-up.sh: Docker $(docker version -f '{{.Server.Version}}') ready at $DOCKER_HOST; test image $image"

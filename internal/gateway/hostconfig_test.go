@@ -155,6 +155,12 @@ func TestStartChecksAgain(t *testing.T) {
 	if rec := w.do(alice, "POST", "/v1.41/containers/alice-nb/start", ""); rec.Code >= 300 {
 		t.Errorf("starting a checked container: %d %s", rec.Code, rec.Body)
 	}
+	// The engine mounts bind sources again, as root, for docker cp: refused on such a container.
+	for _, m := range []string{"GET", "HEAD", "PUT"} {
+		if rec := w.do(alice, m, "/v1.41/containers/alice-nb/archive?path=/d", ""); rec.Code != http.StatusForbidden {
+			t.Errorf("%s archive of a container with bind mounts: %d %s", m, rec.Code, rec.Body)
+		}
+	}
 	// The directory replaced by a link to / since the create.
 	if err := os.Remove(filepath.Join(w.home, "d")); err != nil {
 		t.Fatal(err)

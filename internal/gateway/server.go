@@ -58,6 +58,9 @@ type Server struct {
 	Listening func()
 	// Denied is told of every refusal (an Event); optional.
 	Denied func(c Caller, operation, owner, reason string)
+	// ImageOwners is the file where the gateway records who made which image name (see
+	// images.go); empty keeps the record in memory only.
+	ImageOwners string
 	// Limits cap connections and requests, per user and in all, and time idle ones out.
 	Limits Limits
 
@@ -66,6 +69,8 @@ type Server struct {
 	engine engineInfo
 	// peerOf tells who is at the other end of a connection; the kernel (peer) when nil.
 	peerOf func(net.Conn) (Caller, error)
+	// imgs is the record of image owners, read on first use.
+	imgs imageState
 }
 
 // NeedLeaderElection: the gateway serves on every replica's host.
@@ -235,6 +240,10 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, c Caller, rt rou
 		return s.events(w, r, c, rt)
 	case build:
 		return s.build(w, r, c, rt)
+	case onImage:
+		return s.onImage(w, r, c, rt)
+	case commitImage:
+		return s.commit(w, r, c, rt)
 	case createOwned:
 		return s.createOwned(w, r, c, rt)
 	case onOwned:
@@ -424,6 +433,11 @@ func (s *Server) onContainer(w http.ResponseWriter, r *http.Request, c Caller, r
 		if err := s.checkStart(r.Context(), c, ct); err != nil {
 			return err
 		}
+	}
+	if strings.HasSuffix(p, "/archive") && len(bindSources(&ct.HostConfig)) > 0 && !s.anyUser(r.Context(), c) {
+		// The engine mounts a container's bind sources again, as root, to copy in or out:
+		// a directory swapped for a link to / since would be read or written as root.
+		return refused("docker cp on container %s is refused: it has bind mounts, which the engine would mount again as root for the copy; copy through the mounted directory on the host, or with docker exec (… tar)", strings.TrimPrefix(ct.Name, "/"))
 	}
 	if r.Method == http.MethodPost && (strings.HasSuffix(p, "/update") || strings.HasSuffix(p, "/rename")) {
 		return s.checkedUpdate(w, r, c, p, ct.Config.Labels)

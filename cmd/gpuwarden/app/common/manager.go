@@ -59,8 +59,11 @@ type ManagerOptions struct {
 	// The Docker gateway.
 	GatewaySocket      string
 	GatewayAdminGroup  string
+	GatewayRootGroup   string
 	GatewayAllowMounts []string
 	GatewayBindWait    time.Duration
+	// GatewayLimits cap connections and requests per user and in all.
+	GatewayLimits gateway.Limits
 	// Kubeconfigs issues callers of the gateway their own kubeconfigs; set by `server`,
 	// which holds the control plane's CA.
 	Kubeconfigs func(user string, admin bool, validity time.Duration) ([]byte, error)
@@ -94,8 +97,13 @@ func (o *ManagerOptions) AddFlags(fs *pflag.FlagSet, metricsDefault, probeDefaul
 	fs.DurationVar(&o.TelemetryInterval, "telemetry-interval", 0, "how often the GPUs are read for /metrics (default: 15s, or --sample-interval when shorter); a scrape serves the last reading")
 	fs.StringVar(&o.GatewaySocket, "gateway-socket", gateway.DefaultSocket, `the Docker gateway's Unix socket (mode 0666; users set DOCKER_HOST=unix://… to it); "" serves none`)
 	fs.StringVar(&o.GatewayAdminGroup, "gateway-admin-group", gateway.DefaultAdminGroup, "the host group whose members (and root) see and manage every container through the gateway")
+	fs.StringVar(&o.GatewayRootGroup, "gateway-root-group", "", "a host group whose members' containers may run as any user, root included: on an engine without user-namespace remapping this equals membership of the docker group (default: none; everyone's containers run as their own uid)")
 	fs.StringSliceVar(&o.GatewayAllowMounts, "gateway-allow-mount", nil, "a host path prefix anyone may bind-mount through the gateway, beside their home directory (repeatable)")
 	fs.DurationVar(&o.GatewayBindWait, "gateway-bind-wait", controllers.DefaultGatewayBindWait, "how long a create through the gateway waits for a GPU to free before giving up")
+	fs.IntVar(&o.GatewayLimits.ConnsPerUser, "gateway-max-connections-per-user", gateway.DefaultMaxConnsPerUser, "connections one user may hold open to the gateway at once; one more is answered 429 and closed")
+	fs.IntVar(&o.GatewayLimits.RequestsPerUser, "gateway-max-requests-per-user", gateway.DefaultMaxRequestsPerUser, "requests of one user the gateway serves at once (open attach, exec, logs -f and events streams count); one more is answered 429")
+	fs.IntVar(&o.GatewayLimits.Conns, "gateway-max-connections", 0, "connections all users together may hold open to the gateway (default: from RLIMIT_NOFILE, leaving a quarter of the descriptors, at least 1024, to etcd, the API server and the controllers)")
+	fs.DurationVar(&o.GatewayLimits.IdleTimeout, "gateway-idle-timeout", gateway.DefaultIdleTimeout, "how long the gateway keeps a connection open that sends no next request (at least 1s)")
 	fs.DurationVar(&o.ScanInterval, "scan-interval", controllers.DefaultOptions().ScanInterval, "how often GPU processes are checked for use outside any allocation")
 }
 
@@ -144,6 +152,18 @@ func (o *ManagerOptions) Validate() error {
 	}
 	if o.GatewayBindWait < 0 {
 		errs = append(errs, fmt.Errorf("--gateway-bind-wait %s: must not be negative", o.GatewayBindWait))
+	}
+	if l := o.GatewayLimits.ConnsPerUser; l < 1 {
+		errs = append(errs, fmt.Errorf("--gateway-max-connections-per-user %d: must be at least 1", l))
+	}
+	if l := o.GatewayLimits.RequestsPerUser; l < 1 {
+		errs = append(errs, fmt.Errorf("--gateway-max-requests-per-user %d: must be at least 1", l))
+	}
+	if l := o.GatewayLimits.Conns; l < 0 {
+		errs = append(errs, fmt.Errorf("--gateway-max-connections %d: must not be negative (0: from RLIMIT_NOFILE)", l))
+	}
+	if l := o.GatewayLimits.IdleTimeout; l < time.Second {
+		errs = append(errs, fmt.Errorf("--gateway-idle-timeout %s: must be at least 1s", l))
 	}
 	if o.FakeGPUsControl != "" && o.FakeGPUs == "" {
 		errs = append(errs, fmt.Errorf("--fake-gpus-control %q: drives simulated GPUs only; give --fake-gpus too", o.FakeGPUsControl))
@@ -312,8 +332,8 @@ func (o *ManagerOptions) Controllers() (controllers.Options, error) {
 			}
 			o.gatewayUp = make(chan struct{})
 			up := o.gatewayUp
-			gw = controllers.GatewayOptions{Socket: o.GatewaySocket, DialDocker: dial, AdminGroup: o.GatewayAdminGroup,
-				AllowMounts: o.GatewayAllowMounts, BindWait: o.GatewayBindWait, Kubeconfigs: o.Kubeconfigs,
+			gw = controllers.GatewayOptions{Socket: o.GatewaySocket, DialDocker: dial, AdminGroup: o.GatewayAdminGroup, RootGroup: o.GatewayRootGroup,
+				AllowMounts: o.GatewayAllowMounts, BindWait: o.GatewayBindWait, Kubeconfigs: o.Kubeconfigs, Limits: o.GatewayLimits,
 				Listening: sync.OnceFunc(func() { close(up) })}
 		}
 	}
