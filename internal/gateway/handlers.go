@@ -14,6 +14,7 @@ import (
 
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/api/types/volume"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/labels"
@@ -188,53 +189,54 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, c Caller, _ rout
 	}
 }
 
-// build refuses builds on the host's network and forwards the build context as it comes.
-func (s *Server) build(w http.ResponseWriter, r *http.Request, _ Caller, _ route) error {
-	q := r.URL.Query()
-	if m := q.Get("networkmode"); m == "host" || strings.HasPrefix(m, "container:") {
-		return refused("a build on network %q is refused", m)
-	}
-	if q.Get("cgroupparent") != "" {
-		return refused("a build with a cgroup parent is refused")
-	}
-	s.up.forward(w, r, r.URL.Path, r.URL.RawQuery, r.Body, r.ContentLength)
-	return nil
-}
-
-// createOwned creates a network or volume labelled with its owner; driver options (a
-// volume bound onto a host path) are for admins.
+// createOwned creates a network or volume labelled with its owner, decoded as the engine
+// decodes it and forwarded re-encoded; what reaches past the caller's own (driver options, a
+// volume bound onto a host path, other drivers, address ranges that could shadow the host's
+// routes, swarm networks) is for admins.
 func (s *Server) createOwned(w http.ResponseWriter, r *http.Request, c Caller, rt route) error {
 	b, err := readJSONBody(r)
 	if err != nil {
 		return err
 	}
-	var req map[string]any
+	if rt.object == "volume" {
+		var req volume.CreateRequest
+		if err := decodeJSON(b, &req); err != nil {
+			return err
+		}
+		if len(req.DriverOpts) > 0 || req.ClusterVolumeSpec != nil {
+			return refused("volume options are for admins")
+		}
+		if req.Driver != "" && req.Driver != "local" {
+			return refused("volume driver %q is for admins: the local driver is allowed", req.Driver)
+		}
+		req.Labels = ownerLabels(req.Labels, c)
+		return s.forwardJSON(w, r, r.URL.Path, req)
+	}
+	var req network.CreateRequest
 	if err := decodeJSON(b, &req); err != nil {
 		return err
 	}
-	if req == nil {
-		req = map[string]any{}
+	switch {
+	case len(req.Options) > 0 || req.ConfigFrom != nil:
+		return refused("network options are for admins")
+	case req.Driver != "" && req.Driver != "bridge":
+		return refused("network driver %q is for admins: bridge networks are allowed", req.Driver)
+	case req.Ingress || req.ConfigOnly || req.Scope != "" && req.Scope != "local":
+		return refused("swarm and config-only networks are for admins")
+	case req.IPAM != nil && (req.IPAM.Driver != "" && req.IPAM.Driver != "default" || len(req.IPAM.Options) > 0 || len(req.IPAM.Config) > 0):
+		return refused("network address settings (--subnet, --ip-range, --gateway, IPAM drivers) are for admins: a range of your choosing could shadow the host's own routes")
 	}
-	for k, v := range req {
-		opts := strings.EqualFold(k, "DriverOpts") || strings.EqualFold(k, "Options") || strings.EqualFold(k, "ConfigFrom")
-		if m, ok := v.(map[string]any); opts && v != nil && (!ok || len(m) > 0) {
-			return refused("%s options are for admins", rt.object)
-		}
-	}
-	lbl := map[string]any{}
-	for k, v := range req {
-		if strings.EqualFold(k, "Labels") {
-			if m, ok := v.(map[string]any); ok {
-				for lk, lv := range m {
-					lbl[lk] = lv
-				}
-			}
-			delete(req, k)
-		}
-	}
-	lbl[gpuwardenv1alpha1.LabelUser] = c.Name
-	req["Labels"] = lbl
+	req.Labels = ownerLabels(req.Labels, c)
 	return s.forwardJSON(w, r, r.URL.Path, req)
+}
+
+// ownerLabels are a new volume's or network's labels: the caller's own, with the owner set.
+func ownerLabels(l map[string]string, c Caller) map[string]string {
+	if l == nil {
+		l = map[string]string{}
+	}
+	l[gpuwardenv1alpha1.LabelUser] = c.Name
+	return l
 }
 
 // onOwned serves an operation on one of the caller's volumes or networks.

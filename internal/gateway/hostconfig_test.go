@@ -213,3 +213,28 @@ func TestSmallLeaks(t *testing.T) {
 		t.Errorf("removing a link of bob's: %d %s", rec.Code, rec.Body)
 	}
 }
+
+// Volumes and networks a user makes are theirs, and reach nothing past them.
+func TestVolumeAndNetworkCreates(t *testing.T) {
+	w := newWorld(t)
+	for _, tc := range []struct{ name, path, body, want string }{
+		{"a volume bound onto /etc", "/v1.41/volumes/create", `{"Name":"v","DriverOpts":{"type":"none","o":"bind","device":"/etc"}}`, "volume options"},
+		{"a volume driver", "/v1.41/volumes/create", `{"Name":"v","Driver":"nfs"}`, "volume driver"},
+		{"a lower-case duplicate driver key", "/v1.41/volumes/create", `{"Name":"v","Driver":"local","driver":"nfs"}`, "volume driver"},
+		{"a macvlan network", "/v1.41/networks/create", `{"Name":"n","Driver":"macvlan"}`, "network driver"},
+		{"a subnet", "/v1.41/networks/create", `{"Name":"n","IPAM":{"Config":[{"Subnet":"10.0.0.0/8"}]}}`, "address settings"},
+		{"network options", "/v1.41/networks/create", `{"Name":"n","Options":{"com.docker.network.bridge.name":"eth0"}}`, "network options"},
+		{"an ingress network", "/v1.41/networks/create", `{"Name":"n","Ingress":true}`, "swarm"},
+	} {
+		if rec := w.do(w.alice(), "POST", tc.path, tc.body); rec.Code != http.StatusForbidden || !strings.Contains(rec.Body.String(), tc.want) {
+			t.Errorf("%s: %d %s; want a refusal saying %q", tc.name, rec.Code, rec.Body, tc.want)
+		}
+	}
+	// What compose sends is allowed, and the owner is set whatever the labels say.
+	if rec := w.do(w.alice(), "POST", "/v1.41/networks/create", `{"Name":"proj_default","Driver":"bridge","IPAM":{"Driver":"default","Config":[]},"Labels":{"gpuwarden.io/user":"bob","com.docker.compose.project":"proj"}}`); rec.Code >= 300 {
+		t.Fatalf("compose's network: %d %s", rec.Code, rec.Body)
+	}
+	if l := w.engine.lastBody()["Labels"].(map[string]any); l["gpuwarden.io/user"] != "alice" || l["com.docker.compose.project"] != "proj" {
+		t.Errorf("the network's labels: %v", l)
+	}
+}
