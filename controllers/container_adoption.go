@@ -153,6 +153,11 @@ func (r *ContainerReconciler) checkAdopted(ctx context.Context, c docker.Contain
 		return nil
 	}
 	action := p.String("onUnallocatedGPU", string(gpuwardenv1alpha1.UnallocatedGPURecord))
+	if gatewayMade(c) {
+		// Made through the gateway, started straight at the engine (or by its restart
+		// policy): a start through the gateway would have been refused, so is this one.
+		action = string(gpuwardenv1alpha1.UnallocatedGPUStop)
+	}
 	mode := p.String("mode", string(gpuwardenv1alpha1.ModeEnforce))
 	unallocatedGPUContainers.WithLabelValues(reason).Inc()
 	r.Recorder.Eventf(a, nil, corev1.EventTypeWarning, EventUnallocatedGPU, "Detect", "Container %s uses %s without an allocation: %s (%s); policy: %s",
@@ -213,3 +218,91 @@ func devicesOf(req docker.GPURequest, gpus []gpuwardenv1alpha1.GPU) []string {
 
 // adoptedName is the name of the allocation adopted for a container.
 func adoptedName(id string) string { return "adopted-" + id[:min(12, len(id))] }
+
+// ReasonDeviceHeld: a container started (outside the gateway: straight at the engine, or by
+// its restart policy) on devices another allocation holds.
+const ReasonDeviceHeld = "DeviceHeld"
+
+// gatewayMade reports whether the gateway made the container (its labels say so: a user
+// cannot set them through the gateway).
+func gatewayMade(c docker.Container) bool {
+	return c.Labels[gpuwardenv1alpha1.LabelManaged] == "true" && c.Labels[gpuwardenv1alpha1.LabelAllocation] != ""
+}
+
+// stopOnHeldDevices stops at once a running GPU container that holds no live allocation and
+// uses devices another allocation holds (a container whose hold passed, started again
+// straight at the engine or by its restart policy after its GPU went to someone else),
+// whatever onUnallocatedGPU says: two containers never share a GPU that one of them holds.
+// It records why (an Event, a detection.unmanaged_container record for its owner, the stop's
+// reason) once per start, and reports whether it stopped (or would have) the container.
+func (r *ContainerReconciler) stopOnHeldDevices(ctx context.Context, c docker.Container, owner string, allocs []gpuwardenv1alpha1.GPUAllocation) (bool, error) {
+	if c.State != docker.StateRunning {
+		return false, nil
+	}
+	var gpus gpuwardenv1alpha1.GPUList
+	if err := r.Client.List(ctx, &gpus, client.MatchingLabels{gpuwardenv1alpha1.LabelNode: r.NodeName}); err != nil {
+		return false, fmt.Errorf("listing GPUs: %w", err)
+	}
+	uses := devicesOf(c.GPUs, gpus.Items)
+	if len(uses) == 0 {
+		return false, nil
+	}
+	var list gpuwardenv1alpha1.GPUAllocationList
+	if err := r.Client.List(ctx, &list); err != nil {
+		return false, fmt.Errorf("listing allocations: %w", err)
+	}
+	holder, device := heldElsewhere(list.Items, uses, r.NodeName, func(a *gpuwardenv1alpha1.GPUAllocation) bool {
+		return slices.ContainsFunc(allocs, func(o gpuwardenv1alpha1.GPUAllocation) bool { return o.Name == a.Name })
+	})
+	if holder == nil {
+		return false, nil
+	}
+	if !r.once(c.ID, "held/"+startedAt(c)) {
+		return true, nil
+	}
+	policy, err := r.policy(ctx, c, owner)
+	if err != nil {
+		return false, err
+	}
+	mode := policy.String("mode", string(gpuwardenv1alpha1.ModeEnforce))
+	user := ownerOrUnknown(owner)
+	msg := fmt.Sprintf("%s is held by allocation %s of %s", device, holder.Name, holder.Spec.User)
+	on := holder
+	if own := ownLatest(allocs); own != nil {
+		on = own // the container's own (released) allocation tells its user
+	}
+	unallocatedGPUContainers.WithLabelValues(ReasonDeviceHeld).Inc()
+	r.Recorder.Eventf(on, nil, corev1.EventTypeWarning, EventUnallocatedGPU, "Detect",
+		"Container %s of %s started without an allocation on %s: %s (%s); stopping it (start it through the gateway to get its GPUs again, or recreate it with --gpus to get a free GPU)",
+		shownName(c), user, strings.Join(uses, ","), msg, ReasonDeviceHeld)
+	r.Audit.Log(audit.Detection(audit.UnmanagedContainer, user, audit.Unmanaged{PID: c.PID, GPU: strings.Join(uses, ","), Container: containerRef(c)}))
+	return true, r.stop(ctx, c, user, on, policy, mode, EventStopped, "device_held: "+msg)
+}
+
+// heldElsewhere returns a live Bound allocation of the node (not one of the container's own)
+// that holds one of the devices, and that device.
+func heldElsewhere(items []gpuwardenv1alpha1.GPUAllocation, devices []string, node string, own func(*gpuwardenv1alpha1.GPUAllocation) bool) (*gpuwardenv1alpha1.GPUAllocation, string) {
+	for i := range items {
+		a := &items[i]
+		if a.Spec.NodeName != node && a.Spec.NodeName != "" || a.Status.Phase != gpuwardenv1alpha1.PhaseBound || !isLive(a) || own(a) {
+			continue
+		}
+		for _, d := range a.Status.Devices {
+			if slices.Contains(devices, d.UUID) {
+				return a, d.UUID
+			}
+		}
+	}
+	return nil, ""
+}
+
+// ownLatest is the newest of the container's own allocations, if any.
+func ownLatest(allocs []gpuwardenv1alpha1.GPUAllocation) *gpuwardenv1alpha1.GPUAllocation {
+	var out *gpuwardenv1alpha1.GPUAllocation
+	for i := range allocs {
+		if out == nil || out.CreationTimestamp.Before(&allocs[i].CreationTimestamp) {
+			out = &allocs[i]
+		}
+	}
+	return out
+}

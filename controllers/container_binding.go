@@ -80,6 +80,47 @@ func (r *ContainerReconciler) attached(ctx context.Context, c docker.Container, 
 	return append(out, a), nil
 }
 
+// EventNotAttached: an allocation names a container whose owner is not the allocation's user.
+const EventNotAttached = "NotAttached"
+
+// ownedAmong keeps the allocations that may be this container's: the one adopted for it,
+// and those of its known owner. An allocation that names a container of another user (a
+// user's own Manual allocation with someone else's containerID) is never attached: it is
+// told so once in an Event, and detached if an earlier version attached it.
+func (r *ContainerReconciler) ownedAmong(ctx context.Context, c docker.Container, owner string, allocs []gpuwardenv1alpha1.GPUAllocation) ([]gpuwardenv1alpha1.GPUAllocation, error) {
+	out := allocs[:0:0]
+	for i := range allocs {
+		a := &allocs[i]
+		if ownedBy(a, c, owner) {
+			out = append(out, *a)
+			continue
+		}
+		if a.Status.ContainerID == c.ID {
+			orig := a.DeepCopy()
+			a.Status.ContainerID = ""
+			if err := r.Client.Status().Patch(ctx, a, client.MergeFrom(orig)); client.IgnoreNotFound(err) != nil {
+				return nil, fmt.Errorf("detaching container %s from allocation %s: %w", c.ID, a.Name, err)
+			}
+		}
+		if r.once(c.ID, "notattached/"+string(a.UID)) {
+			r.Recorder.Eventf(a, nil, corev1.EventTypeWarning, EventNotAttached, "Attach",
+				"Not attaching container %s (%s): it belongs to %s, not to %s; an allocation names only its own user's containers",
+				shownName(c), c.ID[:min(12, len(c.ID))], ownerOrUnknown(owner), a.Spec.User)
+			ctrl.LoggerFrom(ctx).Info("Not attaching a container another user's allocation names", "allocation", a.Name, "user", a.Spec.User, "owner", owner)
+		}
+	}
+	return out, nil
+}
+
+// ownedBy reports whether an allocation naming container c may be c's: the one adopted for
+// it (signed by the controller, for whoever owns it), or one whose user is c's known owner.
+func ownedBy(a *gpuwardenv1alpha1.GPUAllocation, c docker.Container, owner string) bool {
+	if a.Spec.Source == gpuwardenv1alpha1.SourceAdopted && a.Name == adoptedName(c.ID) {
+		return true
+	}
+	return owner != "" && a.Spec.User == owner
+}
+
 // isLive reports whether an allocation holds or waits for devices.
 func isLive(a *gpuwardenv1alpha1.GPUAllocation) bool {
 	return a.DeletionTimestamp == nil && a.Annotations[gpuwardenv1alpha1.AnnotationRelease] == "" &&

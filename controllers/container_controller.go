@@ -82,6 +82,9 @@ func (r *ContainerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	if allocs, err = r.ownedAmong(ctx, c, owner, allocs); err != nil {
+		return ctrl.Result{}, err
+	}
 	if err := r.carryAdoptionToFirstStart(ctx, c, allocs); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -91,6 +94,9 @@ func (r *ContainerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 			return ctrl.Result{}, err
 		}
 	} else if r.wantsAdoption(c, allocs) {
+		if stopped, err := r.stopOnHeldDevices(ctx, c, owner, allocs); stopped || err != nil {
+			return ctrl.Result{}, err
+		}
 		return ctrl.Result{}, r.adopt(ctx, c, owner, allocs)
 	}
 	policy, err := r.policy(ctx, c, owner)

@@ -4,8 +4,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -15,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/allocation"
 	"github.com/gpuwarden/gpuwarden/internal/gateway"
 	"github.com/gpuwarden/gpuwarden/internal/provenance"
 )
@@ -41,19 +45,31 @@ var _ gateway.Allocator = (*GatewayAllocator)(nil)
 
 // Allocate implements gateway.Allocator.
 func (g *GatewayAllocator) Allocate(ctx context.Context, user string, req gateway.GPURequest, containerName string, t gpuwardenv1alpha1.ContainerType) (string, []string, error) {
-	start := g.Clock.Now()
 	request, err := g.request(ctx, req)
 	if err != nil {
 		return "", nil, err
 	}
+	a := g.newAllocation(user, request, containerName, t)
+	return g.createAndWait(ctx, a, "")
+}
+
+// newAllocation is a Gateway allocation for user, named at random.
+func (g *GatewayAllocator) newAllocation(user string, request gpuwardenv1alpha1.AllocationRequest, containerName string, t gpuwardenv1alpha1.ContainerType) *gpuwardenv1alpha1.GPUAllocation {
 	suffix := make([]byte, 5)
 	_, _ = rand.Read(suffix)
-	a := &gpuwardenv1alpha1.GPUAllocation{
+	return &gpuwardenv1alpha1.GPUAllocation{
 		ObjectMeta: metav1.ObjectMeta{Name: "gateway-" + hex.EncodeToString(suffix), Labels: map[string]string{gpuwardenv1alpha1.LabelNode: g.NodeName},
 			Annotations: map[string]string{}},
 		Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: user, NodeName: g.NodeName, Request: request, ContainerType: t,
 			Source: gpuwardenv1alpha1.SourceGateway, ContainerName: truncate(containerName, 256)},
 	}
+}
+
+// createAndWait signs and creates a, then waits until it is Bound (its name and devices),
+// Rejected or BindWait passes (an *gateway.AllocationError; hint ends the message of a
+// wait given up). An allocation not Bound is given back.
+func (g *GatewayAllocator) createAndWait(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, hint string) (string, []string, error) {
+	start := g.Clock.Now()
 	ns := g.LedgerNamespace
 	if ns == "" {
 		ns = DefaultLedgerNamespace
@@ -73,6 +89,9 @@ func (g *GatewayAllocator) Allocate(ctx context.Context, user string, req gatewa
 	wait := g.BindWait
 	if wait == 0 {
 		wait = DefaultGatewayBindWait
+	}
+	if hint == "" {
+		hint = "try again later, or ask for fewer GPUs"
 	}
 	for {
 		cur := &gpuwardenv1alpha1.GPUAllocation{}
@@ -96,8 +115,8 @@ func (g *GatewayAllocator) Allocate(ctx context.Context, user string, req gatewa
 					why = "not decided yet"
 				}
 				return "", nil, &gateway.AllocationError{Status: http.StatusServiceUnavailable, Message: fmt.Sprintf(
-					"no GPU free after waiting %s: %s; your request was number %d of %d waiting on %s (try again later, or ask for fewer GPUs)",
-					wait, why, position, waiting, g.NodeName)}
+					"no GPU free after waiting %s: %s; your request was number %d of %d waiting on %s (%s)",
+					wait, why, position, waiting, g.NodeName, hint)}
 			}
 		}
 		select {
@@ -107,6 +126,79 @@ func (g *GatewayAllocator) Allocate(ctx context.Context, user string, req gatewa
 		case <-g.Clock.After(poll):
 		}
 	}
+}
+
+// Reacquire implements gateway.Allocator: a start is checked like a create. The container's
+// devices must be held for its owner by a live allocation of this node — the one its label
+// names, or one that names the container's ID — Bound to exactly those devices; else a new
+// Gateway allocation asks for exactly those devices, naming the container's ID (the
+// container controller attaches it by that ID: the label cannot change), and is waited for
+// like a create. Devices another allocation holds are refused at once, naming the holder.
+func (g *GatewayAllocator) Reacquire(ctx context.Context, user string, c gateway.Starting) (string, error) {
+	var gpus gpuwardenv1alpha1.GPUList
+	if err := g.Client.List(ctx, &gpus, client.MatchingLabels{gpuwardenv1alpha1.LabelNode: g.NodeName}); err != nil {
+		return "", fmt.Errorf("listing the node's GPUs: %w", err)
+	}
+	devices, missing, _ := allocation.ResolveDevices(allocation.SlotsOf(gpus.Items), c.Devices)
+	if len(missing) > 0 {
+		return "", &gateway.AllocationError{Status: http.StatusForbidden, Message: fmt.Sprintf(
+			"container %s was made for %s, which this node does not have (any more); recreate it with --gpus %d to get a free GPU",
+			c.Name, strings.Join(missing, ","), len(c.Devices))}
+	}
+	var list gpuwardenv1alpha1.GPUAllocationList
+	if err := g.Client.List(ctx, &list); err != nil {
+		return "", fmt.Errorf("listing GPU allocations: %w", err)
+	}
+	recreate := fmt.Sprintf("recreate the container with --gpus %d to get a free GPU", len(devices))
+	for i := range list.Items {
+		a := &list.Items[i]
+		if g.forContainer(a, user, c) && holdsExactly(a, devices) {
+			return a.Name, nil // still held: nothing to do
+		}
+	}
+	if holder, device := heldElsewhere(list.Items, devices, g.NodeName, func(a *gpuwardenv1alpha1.GPUAllocation) bool {
+		return g.forContainer(a, user, c) // its own, about to be released: no one else's
+	}); holder != nil {
+		return "", &gateway.AllocationError{Status: http.StatusForbidden, Message: fmt.Sprintf(
+			"container %s cannot start: its GPU %s was given back when it stopped and is now held by %s's allocation %s; %s",
+			c.Name, device, holder.Spec.User, holder.Name, recreate)}
+	}
+	a := g.newAllocation(user, gpuwardenv1alpha1.AllocationRequest{Devices: devices}, c.Name, c.Type)
+	a.Spec.ContainerID = c.ID
+	name, _, err := g.createAndWait(ctx, a, "or "+recreate)
+	var ae *gateway.AllocationError
+	if errors.As(err, &ae) {
+		ae.Message = fmt.Sprintf("container %s cannot start until its GPUs (%s) are held again: %s", c.Name, strings.Join(devices, ","), ae.Message)
+		if ae.Status == http.StatusForbidden {
+			ae.Message += "; " + recreate
+		}
+	}
+	return name, err
+}
+
+// forContainer reports whether a is a live allocation of user on this node that is the
+// container's: the one its label names, or one that names its ID.
+func (g *GatewayAllocator) forContainer(a *gpuwardenv1alpha1.GPUAllocation, user string, c gateway.Starting) bool {
+	if !isLive(a) || a.Spec.User != user || a.Spec.NodeName != g.NodeName && a.Spec.NodeName != "" {
+		return false
+	}
+	if a.Status.ContainerID != "" && a.Status.ContainerID != c.ID || a.Spec.ContainerID != "" && a.Spec.ContainerID != c.ID {
+		return false
+	}
+	return a.Name == c.Allocation && c.Allocation != "" || a.Spec.ContainerID == c.ID || a.Status.ContainerID == c.ID
+}
+
+// holdsExactly reports whether a is Bound to exactly the devices.
+func holdsExactly(a *gpuwardenv1alpha1.GPUAllocation, devices []string) bool {
+	if a.Status.Phase != gpuwardenv1alpha1.PhaseBound || len(a.Status.Devices) != len(devices) {
+		return false
+	}
+	for _, d := range a.Status.Devices {
+		if !slices.Contains(devices, d.UUID) {
+			return false
+		}
+	}
+	return true
 }
 
 // request turns the gateway's GPU request into the allocation's; "all" is every GPU of the node.

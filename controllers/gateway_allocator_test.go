@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -80,5 +81,118 @@ func TestGatewayAllocatorRefusesAtOnceAndGivesUpWithThePosition(t *testing.T) {
 	}
 	if _ = c.List(context.Background(), &list); len(list.Items) != 0 {
 		t.Errorf("the abandoned allocation is left: %d", len(list.Items))
+	}
+}
+
+// decideFor plays the allocation controller for the first allocation that names container id.
+func decideFor(t *testing.T, c client.Client, id string, st gpuwardenv1alpha1.GPUAllocationStatus) {
+	t.Helper()
+	go func() {
+		for range 200 {
+			var list gpuwardenv1alpha1.GPUAllocationList
+			if c.List(context.Background(), &list) == nil {
+				for _, a := range list.Items {
+					if a.Spec.ContainerID == id {
+						a.Status = st
+						_ = c.Status().Update(context.Background(), &a)
+						return
+					}
+				}
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+}
+
+func withGPUs(t *testing.T, c client.Client, uuids ...string) {
+	t.Helper()
+	for i, u := range uuids {
+		g := &gpuwardenv1alpha1.GPU{ObjectMeta: metav1.ObjectMeta{Name: GPUName("n1", i), Labels: map[string]string{gpuwardenv1alpha1.LabelNode: "n1"}},
+			Spec:   gpuwardenv1alpha1.GPUSpec{NodeName: "n1", Index: int32(i)},
+			Status: gpuwardenv1alpha1.GPUStatus{UUID: u, MIGMode: gpuwardenv1alpha1.MIGDisabled, Health: gpuwardenv1alpha1.HealthHealthy}}
+		if err := c.Create(context.Background(), g); err != nil { // no status subresource here: the status is written with it
+			t.Fatal(err)
+		}
+	}
+}
+
+func put(t *testing.T, c client.Client, a *gpuwardenv1alpha1.GPUAllocation) {
+	t.Helper()
+	st := a.Status
+	if err := c.Create(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	a.Status = st
+	if err := c.Status().Update(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A start through the gateway: the container's allocation when still Bound to its devices;
+// its devices refused at once, naming the holder, when another allocation holds them; else a
+// new allocation for exactly those devices, naming the container, waited for like a create.
+func TestGatewayReacquireForAStart(t *testing.T) {
+	const id = "aaaa000000000000000000000000000000000000000000000000000000000001"
+	g, c := newGatewayAllocator(t)
+	withGPUs(t, c, "GPU-0", "GPU-1")
+	held := bound("gateway-old", "alice", "GPU-1")
+	held.Spec.Source = gpuwardenv1alpha1.SourceGateway
+	held.Status.ContainerID = id
+	put(t, c, held)
+	start := gateway.Starting{ID: id, Name: "nb", Allocation: "gateway-old", Devices: []string{"GPU-1"}, Type: gpuwardenv1alpha1.ContainerTypeDocker}
+	if name, err := g.Reacquire(context.Background(), "alice", start); err != nil || name != "gateway-old" {
+		t.Fatalf("a start whose allocation still holds its GPU: %s %v", name, err)
+	}
+
+	// The hold passed: released, and GPU-1 went to bob.
+	held.Status.Phase = gpuwardenv1alpha1.PhaseReleased
+	if err := c.Status().Update(context.Background(), held); err != nil {
+		t.Fatal(err)
+	}
+	put(t, c, bound("gateway-bob", "bob", "GPU-1"))
+	_, err := g.Reacquire(context.Background(), "alice", start)
+	var ae *gateway.AllocationError
+	if !errors.As(err, &ae) || ae.Status != http.StatusForbidden || !strings.Contains(ae.Message, "held by bob's allocation gateway-bob") ||
+		!strings.Contains(ae.Message, "recreate the container with --gpus 1") {
+		t.Errorf("a start on bob's GPU: %v", err)
+	}
+	var list gpuwardenv1alpha1.GPUAllocationList
+	if _ = c.List(context.Background(), &list); len(list.Items) != 2 {
+		t.Errorf("%d allocations after a refused start, want the 2 there were", len(list.Items))
+	}
+
+	// Bob's is gone: the start gets a new allocation for GPU-1 (named by index in the
+	// container, as an admin's create may have named it), attached by the container's ID.
+	if err := c.Delete(context.Background(), bound("gateway-bob", "bob")); err != nil {
+		t.Fatal(err)
+	}
+	decideFor(t, c, id, gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhaseBound, Devices: []gpuwardenv1alpha1.BoundDevice{{Index: 1, UUID: "GPU-1"}}})
+	start.Devices = []string{"1"}
+	name, err := g.Reacquire(context.Background(), "alice", start)
+	if err != nil || name == "gateway-old" {
+		t.Fatalf("a start on a free GPU: %s %v", name, err)
+	}
+	a := &gpuwardenv1alpha1.GPUAllocation{}
+	if err := c.Get(context.Background(), client.ObjectKey{Name: name}, a); err != nil {
+		t.Fatal(err)
+	}
+	if a.Spec.User != "alice" || a.Spec.Source != gpuwardenv1alpha1.SourceGateway || a.Spec.ContainerID != id || a.Spec.ContainerName != "nb" ||
+		strings.Join(a.Spec.Request.Devices, ",") != "GPU-1" || a.Annotations[gpuwardenv1alpha1.AnnotationSignature] == "" {
+		t.Errorf("the allocation made for the start: %+v", a.Spec)
+	}
+	// Started again later: the allocation naming the container is found, none made.
+	again, err := g.Reacquire(context.Background(), "alice", start)
+	if err != nil || again != name {
+		t.Errorf("a second start: %s %v, want %s", again, err, name)
+	}
+
+	// A limit refuses the start like a create, and says what to do.
+	start.ID = "bbbb000000000000000000000000000000000000000000000000000000000002"
+	start.Allocation, start.Devices = "", []string{"GPU-0"}
+	decideFor(t, c, start.ID, gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhaseRejected, Reason: gpuwardenv1alpha1.ReasonQuotaExceeded,
+		Message: "alice holds 1/1 gpu-equivalents and asked for 1 more (GPUQuota students)"})
+	if _, err := g.Reacquire(context.Background(), "alice", start); !errors.As(err, &ae) || ae.Status != http.StatusForbidden ||
+		!strings.Contains(ae.Message, "cannot start until its GPUs (GPU-0) are held again") || !strings.Contains(ae.Message, "GPUQuota students") {
+		t.Errorf("a start over quota: %v", err)
 	}
 }

@@ -31,9 +31,9 @@ func (s *Server) checkStart(ctx context.Context, c Caller, ct inspected) error {
 }
 
 // checkStartGPUs makes sure a GPU container's devices are held by an allocation of its owner
-// before it runs again.
-func (s *Server) checkStartGPUs(_ context.Context, _ Caller, _ inspected) error {
-	return nil
+// before it runs again (start_gpus.go).
+func (s *Server) checkStartGPUs(ctx context.Context, c Caller, ct inspected) error {
+	return s.reacquireGPUs(ctx, c, ct)
 }
 
 // checkStartMounts resolves every bind mount source again: the create mounted the resolved
