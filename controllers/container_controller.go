@@ -89,6 +89,9 @@ func (r *ContainerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{}, err
 	}
 	live := liveAllocation(allocs)
+	if stopped, err := r.stopOnMovedMounts(ctx, c, owner, live); stopped || err != nil {
+		return ctrl.Result{}, err
+	}
 	if live != nil {
 		if err := r.attach(ctx, c, live); err != nil {
 			return ctrl.Result{}, err

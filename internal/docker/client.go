@@ -13,6 +13,7 @@ import (
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/api/types/events"
 	"github.com/moby/moby/client"
 )
@@ -212,6 +213,7 @@ func fromInspect(r container.InspectResponse) Container {
 	}
 	if r.HostConfig != nil {
 		c.CgroupParent = r.HostConfig.CgroupParent
+		c.BindSources = BindSources(r.HostConfig)
 		for _, d := range r.HostConfig.DeviceRequests {
 			if !isGPURequest(d) {
 				continue
@@ -235,6 +237,23 @@ func fromInspect(r container.InspectResponse) Container {
 		c.Labels = map[string]string{}
 	}
 	return c
+}
+
+// BindSources are the host paths a container's bind mounts name: Binds with an absolute
+// source, and Mounts of type bind.
+func BindSources(hc *container.HostConfig) []string {
+	var out []string
+	for _, b := range hc.Binds {
+		if src, _, _ := strings.Cut(b, ":"); strings.HasPrefix(src, "/") {
+			out = append(out, src)
+		}
+	}
+	for _, m := range hc.Mounts {
+		if m.Type == mount.TypeBind {
+			out = append(out, m.Source)
+		}
+	}
+	return out
 }
 
 func isGPURequest(d container.DeviceRequest) bool {

@@ -44,6 +44,8 @@ type Container struct {
 	GPUs GPURequest
 	// CgroupParent is the container's parent cgroup, when set.
 	CgroupParent string
+	// BindSources are the host paths its bind mounts name (BindSources).
+	BindSources []string
 }
 
 // NeverStarted reports whether the container was created and never started.

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -15,9 +14,9 @@ import (
 	"time"
 
 	"github.com/moby/moby/api/types/container"
-	"github.com/moby/moby/api/types/mount"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/hostpath"
 	"github.com/gpuwarden/gpuwarden/internal/labels"
 )
 
@@ -210,10 +209,10 @@ func (s *Server) setLabels(c Caller, cfg *container.Config) gpuwardenv1alpha1.Co
 // mountable refuses a host path outside the caller's home and the allowed prefixes, after
 // resolving symbolic links (a link in the home directory to /etc is /etc).
 func (s *Server) mountable(c Caller, src string) error {
-	p := resolved(filepath.Clean(src))
+	p := hostpath.Resolve(filepath.Clean(src))
 	allowed := slices.Clone(s.AllowMounts)
 	if c.Home != "" && c.Home != "/" {
-		allowed = append(allowed, resolved(filepath.Clean(c.Home)))
+		allowed = append(allowed, hostpath.Resolve(filepath.Clean(c.Home)))
 	}
 	for _, a := range allowed {
 		a = filepath.Clean(a)
@@ -229,25 +228,6 @@ func allowedNote(extra []string) string {
 		return ""
 	}
 	return " and " + strings.Join(extra, ", ")
-}
-
-// resolved resolves the symbolic links of the longest part of p that exists.
-func resolved(p string) string {
-	rest := ""
-	for cur := p; ; {
-		if r, err := filepath.EvalSymlinks(cur); err == nil {
-			return filepath.Join(r, rest)
-		}
-		if _, err := os.Lstat(cur); err == nil {
-			return filepath.Join(cur, rest) // a dangling link: as it stands
-		}
-		parent := filepath.Dir(cur)
-		if parent == cur {
-			return p
-		}
-		rest = filepath.Join(filepath.Base(cur), rest)
-		cur = parent
-	}
 }
 
 // checkEnv refuses the NVIDIA variables that reach past the container's own GPUs (MIG
@@ -371,21 +351,4 @@ func bindGPUs(cfg *container.Config, hc *container.HostConfig, uuids []string) {
 	}
 	hc.Devices = devs
 	setEnv(cfg, "NVIDIA_VISIBLE_DEVICES", strings.Join(uuids, ","))
-}
-
-// bindSources are the host paths a container's bind mounts name (Binds with an absolute
-// source, and Mounts of type bind).
-func bindSources(hc *container.HostConfig) []string {
-	var out []string
-	for _, b := range hc.Binds {
-		if src, _, _ := strings.Cut(b, ":"); strings.HasPrefix(src, "/") {
-			out = append(out, src)
-		}
-	}
-	for _, m := range hc.Mounts {
-		if m.Type == mount.TypeBind {
-			out = append(out, m.Source)
-		}
-	}
-	return out
 }

@@ -12,6 +12,8 @@ import (
 	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/api/types/network"
 	"golang.org/x/sys/unix"
+
+	"github.com/gpuwarden/gpuwarden/internal/hostpath"
 )
 
 // A non-admin's create is an allow-list: every HostConfig field is checked (and bounded, or
@@ -228,7 +230,7 @@ func (s *Server) mountSource(c Caller, src string) (string, error) {
 	if err := s.mountable(c, src); err != nil {
 		return "", err
 	}
-	return resolved(filepath.Clean(src)), nil
+	return hostpath.Resolve(filepath.Clean(src)), nil
 }
 
 // ownVolume checks that a named volume is the caller's; one that does not exist yet is made

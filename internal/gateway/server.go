@@ -19,6 +19,7 @@ import (
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/labels"
 )
 
@@ -434,7 +435,7 @@ func (s *Server) onContainer(w http.ResponseWriter, r *http.Request, c Caller, r
 			return err
 		}
 	}
-	if strings.HasSuffix(p, "/archive") && len(bindSources(&ct.HostConfig)) > 0 && !s.anyUser(r.Context(), c) {
+	if strings.HasSuffix(p, "/archive") && len(docker.BindSources(&ct.HostConfig)) > 0 && !s.anyUser(r.Context(), c) {
 		// The engine mounts a container's bind sources again, as root, to copy in or out:
 		// a directory swapped for a link to / since would be read or written as root.
 		return refused("docker cp on container %s is refused: it has bind mounts, which the engine would mount again as root for the copy; copy through the mounted directory on the host, or with docker exec (… tar)", strings.TrimPrefix(ct.Name, "/"))

@@ -3,8 +3,11 @@ package gateway
 import (
 	"context"
 	"net/http"
-	"path/filepath"
+	"slices"
 	"strings"
+
+	"github.com/gpuwarden/gpuwarden/internal/docker"
+	"github.com/gpuwarden/gpuwarden/internal/hostpath"
 )
 
 // startOps re-run what a create declared: the mounts are resolved again and the GPUs must be
@@ -24,6 +27,9 @@ func isStart(method, p string) bool {
 // create is checked: its bind mounts must still resolve inside what the caller may mount,
 // and its GPUs must be held by an allocation of its owner.
 func (s *Server) checkStart(ctx context.Context, c Caller, ct inspected) error {
+	if err := s.checkStartUser(ctx, c, ct); err != nil {
+		return err
+	}
 	if err := s.checkStartMounts(c, ct); err != nil {
 		return err
 	}
@@ -40,8 +46,8 @@ func (s *Server) checkStartGPUs(ctx context.Context, c Caller, ct inspected) err
 // path, so a source that resolves anywhere else now (a directory replaced by a symbolic link
 // since) or lies outside what the caller may mount is refused.
 func (s *Server) checkStartMounts(c Caller, ct inspected) error {
-	for _, src := range bindSources(&ct.HostConfig) {
-		if r := resolved(filepath.Clean(src)); r != filepath.Clean(src) {
+	for _, src := range docker.BindSources(&ct.HostConfig) {
+		if r, moved := hostpath.Moved(src); moved {
 			return refused("bind mount of %s is refused: it now resolves to %s (a symbolic link was put in its path since the container was created); recreate the container", src, r)
 		}
 		if err := s.mountable(c, src); err != nil {
@@ -49,4 +55,17 @@ func (s *Server) checkStartMounts(c Caller, ct inspected) error {
 		}
 	}
 	return nil
+}
+
+// checkStartUser refuses to run a container that would run as someone other than its caller:
+// one created before the gateway forced the user (or straight at the engine) is recreated.
+func (s *Server) checkStartUser(ctx context.Context, c Caller, ct inspected) error {
+	if s.anyUser(ctx, c) {
+		return nil
+	}
+	u, err := s.checkUser(ctx, c, ct.Config.User, "a container")
+	if err == nil && u == ct.Config.User && slices.Contains(ct.HostConfig.SecurityOpt, noNewPrivileges) {
+		return nil
+	}
+	return refused("container %s would run as user %q without no-new-privileges: it was made before the gateway ran containers as their owner; recreate it (docker rm, then docker run or docker compose up)", strings.TrimPrefix(ct.Name, "/"), ct.Config.User)
 }
