@@ -89,18 +89,23 @@ func classify(method, p string) (route, string) {
 		}
 	case parts[0] == "images":
 		r.class = "image"
+		last := parts[len(parts)-1]
 		switch {
-		case method == http.MethodGet, method == http.MethodHead:
-			r.kind = pass // list, inspect, history, save (get), search
-		case method == http.MethodPost && (r.rest == "/images/create" || r.rest == "/images/load" || strings.HasSuffix(r.rest, "/tag") || strings.HasSuffix(r.rest, "/push")):
-			r.kind = pass
-		case method == http.MethodDelete:
-			r.kind = pass // an image in use by another's container cannot be removed; force is refused below
 		case r.rest == "/images/prune":
 			r.kind = adminOnly
+		case method == http.MethodGet && (r.rest == "/images/get" || len(parts) > 2 && last == "get"):
+			r.kind = onImage // save: the caller's own or shared images only
+		case method == http.MethodGet, method == http.MethodHead:
+			r.kind = pass // list, inspect, history, search: names are not secret
+		case method == http.MethodPost && (r.rest == "/images/create" || r.rest == "/images/load" || len(parts) > 2 && (last == "tag" || last == "push")):
+			r.kind = onImage // pull, import, load, tag, push: names checked (images.go)
+		case method == http.MethodDelete && len(parts) > 1:
+			r.kind = onImage // the caller's own names only; force is for admins
 		default:
 			return r, "image endpoint " + method + " " + r.rest + " is not allowed"
 		}
+	case r.rest == "/commit" && method == http.MethodPost:
+		r.kind, r.class = commitImage, "image" // one of the caller's containers, onto a name of their own
 	case r.rest == "/build" && method == http.MethodPost:
 		r.kind, r.class = build, "build"
 	case r.rest == "/events" && method == http.MethodGet:
