@@ -52,6 +52,7 @@ or upgraded first when the credentials allow it.`,
 
 // Run runs the controllers until ctx ends.
 func (o *Options) Run(ctx context.Context) error {
+	common.RaiseFileLimit()
 	cfg, err := common.RESTConfigFrom(o.Kubeconfig)
 	if err != nil {
 		return err

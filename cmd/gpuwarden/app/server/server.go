@@ -104,6 +104,7 @@ func (o *Options) Validate() error {
 // it cleanly when ctx ends (SIGTERM or SIGINT).
 func (o *Options) Run(ctx context.Context) error {
 	start := time.Now()
+	common.RaiseFileLimit()
 	if os.Getenv("GOGC") == "" {
 		// A daemon on a shared machine: trade a little idle GC work for a smaller heap.
 		debug.SetGCPercent(defaultGCPercent)
