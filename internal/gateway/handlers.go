@@ -112,6 +112,9 @@ func (s *Server) checkedUpdate(w http.ResponseWriter, r *http.Request, c Caller,
 	if err := checkResources(c, &req.Resources); err != nil {
 		return err
 	}
+	if req.PidsLimit != nil && *req.PidsLimit <= 0 {
+		return refused("an update to no process limit (%d) is refused: give a limit", *req.PidsLimit)
+	}
 	if err := s.checkUpdate(r.Context(), lbl, req.Resources); err != nil {
 		return err
 	}
