@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	pathpkg "path"
+	"slices"
 	"strings"
 	"time"
 
@@ -213,7 +214,7 @@ func fromInspect(r container.InspectResponse) Container {
 	}
 	if r.HostConfig != nil {
 		c.CgroupParent = r.HostConfig.CgroupParent
-		c.BindSources = BindSources(r.HostConfig)
+		c.BindSources = BindSources(r.HostConfig, r.Mounts)
 		for _, d := range r.HostConfig.DeviceRequests {
 			if !isGPURequest(d) {
 				continue
@@ -240,17 +241,28 @@ func fromInspect(r container.InspectResponse) Container {
 }
 
 // BindSources are the host paths a container's bind mounts name: Binds with an absolute
-// source, and Mounts of type bind.
-func BindSources(hc *container.HostConfig) []string {
+// source, Mounts of type bind, and the bind mount points it has (those it took with
+// --volumes-from among them).
+func BindSources(hc *container.HostConfig, points []container.MountPoint) []string {
 	var out []string
+	add := func(src string) {
+		if !slices.Contains(out, src) {
+			out = append(out, src)
+		}
+	}
 	for _, b := range hc.Binds {
 		if src, _, _ := strings.Cut(b, ":"); strings.HasPrefix(src, "/") {
-			out = append(out, src)
+			add(src)
 		}
 	}
 	for _, m := range hc.Mounts {
 		if m.Type == mount.TypeBind {
-			out = append(out, m.Source)
+			add(m.Source)
+		}
+	}
+	for _, p := range points {
+		if p.Type == mount.TypeBind {
+			add(p.Source)
 		}
 	}
 	return out

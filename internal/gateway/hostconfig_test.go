@@ -161,6 +161,12 @@ func TestStartChecksAgain(t *testing.T) {
 			t.Errorf("%s archive of a container with bind mounts: %d %s", m, rec.Code, rec.Body)
 		}
 	}
+	// …as on one that took them from another container (--volumes-from).
+	w.engine.inspect = map[string]string{"alice-nb": `{"Config":{"User":"1000:1000"},"HostConfig":{"SecurityOpt":["no-new-privileges"],"VolumesFrom":["other"]},
+		"Mounts":[{"Type":"bind","Source":"` + w.home + `/d","Destination":"/d"}]}`}
+	if rec := w.do(alice, "PUT", "/v1.41/containers/alice-nb/archive?path=/", ""); rec.Code != http.StatusForbidden {
+		t.Errorf("archive of a container with bind mounts from --volumes-from: %d %s", rec.Code, rec.Body)
+	}
 	// The directory replaced by a link to / since the create.
 	if err := os.Remove(filepath.Join(w.home, "d")); err != nil {
 		t.Fatal(err)

@@ -329,6 +329,8 @@ type inspected struct {
 	// HostConfig is what the create declared: its mounts and devices are checked again at
 	// every start.
 	HostConfig container.HostConfig
+	// Mounts are its mount points, those taken from other containers among them.
+	Mounts []container.MountPoint
 }
 
 // labelUser is the owner label of containers, volumes and networks.
@@ -435,7 +437,7 @@ func (s *Server) onContainer(w http.ResponseWriter, r *http.Request, c Caller, r
 			return err
 		}
 	}
-	if strings.HasSuffix(p, "/archive") && len(docker.BindSources(&ct.HostConfig)) > 0 && !s.anyUser(r.Context(), c) {
+	if strings.HasSuffix(p, "/archive") && len(docker.BindSources(&ct.HostConfig, ct.Mounts)) > 0 && !s.anyUser(r.Context(), c) {
 		// The engine mounts a container's bind sources again, as root, to copy in or out:
 		// a directory swapped for a link to / since would be read or written as root.
 		return refused("docker cp on container %s is refused: it has bind mounts, which the engine would mount again as root for the copy; copy through the mounted directory on the host, or with docker exec (… tar)", strings.TrimPrefix(ct.Name, "/"))

@@ -46,7 +46,7 @@ func (s *Server) checkStartGPUs(ctx context.Context, c Caller, ct inspected) err
 // path, so a source that resolves anywhere else now (a directory replaced by a symbolic link
 // since) or lies outside what the caller may mount is refused.
 func (s *Server) checkStartMounts(c Caller, ct inspected) error {
-	for _, src := range docker.BindSources(&ct.HostConfig) {
+	for _, src := range docker.BindSources(&ct.HostConfig, ct.Mounts) {
 		if r, moved := hostpath.Moved(src); moved {
 			return refused("bind mount of %s is refused: it now resolves to %s (a symbolic link was put in its path since the container was created); recreate the container", src, r)
 		}
