@@ -88,9 +88,23 @@ func ownAllocations() *admissionregistrationv1.ValidatingAdmissionPolicy {
 				MessageExpression: `'user ' + request.userInfo.username + ' may ' + request.operation.lowerAscii() + ` +
 					`' only their own GPUAllocations; ' + request.name + ' is for ' + ` + subject,
 				Reason: ptr.To(metav1.StatusReasonForbidden),
+			}, {
+				// Whose container a name or ID is, only the node's engine knows: a user's own
+				// allocation names none (the gateway's and the adopted ones do, made by
+				// gpuwarden); an update keeps what is there.
+				Expression: `request.operation == 'DELETE' || ` + keeps("containerID") + ` && ` + keeps("containerName"),
+				MessageExpression: `'user ' + request.userInfo.username + ' may not name a container (spec.containerID, spec.containerName) in GPUAllocation ' + ` +
+					`request.name + ': an allocation names only containers of its own user, and only the gateway can tell whose a container is; ' + ` +
+					`'get GPUs for a container through the gateway (docker run --gpus N)'`,
+				Reason: ptr.To(metav1.StatusReasonForbidden),
 			}},
 		},
 	}
+}
+
+// keeps is a CEL condition: the request sets spec.field only to what the object had.
+func keeps(field string) string {
+	return fmt.Sprintf(`(!has(object.spec.%[1]s) || request.operation == 'UPDATE' && has(oldObject.spec.%[1]s) && oldObject.spec.%[1]s == object.spec.%[1]s)`, field)
 }
 
 // Install creates or updates the objects; fields the objects do not set are left alone.

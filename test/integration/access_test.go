@@ -133,3 +133,49 @@ func TestUserKubeconfigsKeepUsersToTheirOwn(t *testing.T) {
 		t.Errorf("a kubeconfig valid for two years was issued")
 	}
 }
+
+// TestUsersAllocationsNameNoContainer: through the real API server, a user's own
+// GPUAllocation may not name a container (whose it is only the gateway can tell); an admin's
+// may, and the user may delete one made for them.
+func TestUsersAllocationsNameNoContainer(t *testing.T) {
+	env := controlplanetest.Get(t)
+	admin := env.Client(t)
+	ctx := context.Background()
+	if err := access.Install(ctx, admin); err != nil {
+		t.Fatal(err)
+	}
+	issuer := access.Issuer{PKI: pki.PKI{Dir: filepath.Join(env.DataDir, "pki")}, Server: env.Config().Host, Clock: clocktesting.NewFakePassiveClock(time.Now())}
+	gil := kubeconfigClient(t, issuer, "gil", false)
+	ed := kubeconfigClient(t, issuer, "ed", true)
+	const theirs = "0123456789abcdef0123"
+	naming := func(name, id, cname string) *gpuwardenv1alpha1.GPUAllocation {
+		a := userAllocation(name, "gil")
+		a.Spec.ContainerID, a.Spec.ContainerName = id, cname
+		return a
+	}
+	testutil.Eventually(t, 20*time.Second, "gil refused an allocation naming a container", func() (bool, string) {
+		err := gil.Create(ctx, naming("gil-names-id", theirs, ""))
+		if err == nil {
+			_ = admin.Delete(ctx, naming("gil-names-id", "", ""))
+			return false, "created"
+		}
+		return apierrors.IsForbidden(err) && strings.Contains(err.Error(), "user gil may not name a container (spec.containerID, spec.containerName) in GPUAllocation gil-names-id"), err.Error()
+	})
+	if err := gil.Create(ctx, naming("gil-names-name", "", "alice-nb")); !apierrors.IsForbidden(err) {
+		t.Errorf("gil naming a container by name: %v, want Forbidden", err)
+	}
+	plain := naming("gil-plain", "", "")
+	if err := gil.Create(ctx, plain); err != nil {
+		t.Fatalf("gil creating an allocation naming no container: %v", err)
+	}
+	t.Cleanup(func() { _ = admin.Delete(context.Background(), naming("gil-plain", "", "")) })
+	// Made for gil naming a container (as the gateway and adoption do): hers to delete.
+	made := naming("gil-made", theirs, "nb")
+	if err := ed.Create(ctx, made); err != nil {
+		t.Fatalf("admin ed creating an allocation naming a container: %v", err)
+	}
+	t.Cleanup(func() { _ = admin.Delete(context.Background(), naming("gil-made", "", "")) })
+	if err := gil.Delete(ctx, made); err != nil {
+		t.Errorf("gil deleting it: %v", err)
+	}
+}
