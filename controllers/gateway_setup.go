@@ -33,6 +33,8 @@ type GatewayOptions struct {
 	Listening func()
 	// Kubeconfigs issues callers their own kubeconfigs; nil issues none.
 	Kubeconfigs func(user string, admin bool, validity time.Duration) ([]byte, error)
+	// ImageOwners is the file where the gateway records who made which image name.
+	ImageOwners string
 	// Limits cap connections and requests per user and in all; zero fields take defaults.
 	Limits gateway.Limits
 }
@@ -48,6 +50,7 @@ func setupGateway(mgr ctrl.Manager, o Options) error {
 		Socket: g.Socket, Dial: g.DialDocker, AdminGroup: g.AdminGroup, RootGroup: g.RootGroup, AllowMounts: g.AllowMounts, Audit: o.Audit,
 		Policies:    Policies{Client: mgr.GetClient(), Groups: o.Groups, Clock: o.Clock},
 		Kubeconfigs: g.Kubeconfigs,
+		ImageOwners: g.ImageOwners,
 		Listening:   g.Listening,
 		Limits:      g.Limits,
 		Denied: func(c gateway.Caller, operation, owner, reason string) {
@@ -59,6 +62,10 @@ func setupGateway(mgr ctrl.Manager, o Options) error {
 	}
 	if err := mgr.Add(srv); err != nil {
 		return fmt.Errorf("adding the Docker gateway: %w", err)
+	}
+	// Once the engine answers: a warning when its default runtime hands out GPUs.
+	if err := mgr.Add(gateway.RuntimeCheck{Dial: g.DialDocker}); err != nil {
+		return fmt.Errorf("adding the Docker gateway's engine check: %w", err)
 	}
 	return nil
 }

@@ -75,6 +75,10 @@ type ManagerOptions struct {
 
 	// fake is the simulated machine of --fake-gpus, once GPUs has built it.
 	fake *fakegpu.Server
+
+	// GatewayImageOwners is where the gateway records who made which image name; set by
+	// `server` (in its data dir), gateway.DefaultImageOwners otherwise.
+	GatewayImageOwners string
 }
 
 // NoDocker is the --docker-host value that runs no container controllers.
@@ -335,6 +339,12 @@ func (o *ManagerOptions) Controllers() (controllers.Options, error) {
 			gw = controllers.GatewayOptions{Socket: o.GatewaySocket, DialDocker: dial, AdminGroup: o.GatewayAdminGroup, RootGroup: o.GatewayRootGroup,
 				AllowMounts: o.GatewayAllowMounts, BindWait: o.GatewayBindWait, Kubeconfigs: o.Kubeconfigs, Limits: o.GatewayLimits,
 				Listening: sync.OnceFunc(func() { close(up) })}
+		}
+	}
+	if gw.Socket != "" {
+		gw.ImageOwners = o.GatewayImageOwners
+		if gw.ImageOwners == "" {
+			gw.ImageOwners = gateway.DefaultImageOwners
 		}
 	}
 	telemetry := o.TelemetryInterval

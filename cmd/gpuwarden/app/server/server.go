@@ -138,6 +138,7 @@ func (o *Options) Run(ctx context.Context) error {
 	if err := access.Install(ctx, admin); err != nil {
 		return fmt.Errorf("installing users' access rules: %w", err)
 	}
+	o.Manager.GatewayImageOwners = filepath.Join(o.DataDir, "gateway-images.json")
 	o.Manager.Kubeconfigs = access.Issuer{PKI: cp.PKI, Server: cfg.Host, Clock: clock.RealClock{}}.Kubeconfig
 	mgr, auditLog, err := o.Manager.NewManager(cfg, map[string]healthz.Checker{"controlplane": controlPlaneUp(cp)})
 	if err != nil {
