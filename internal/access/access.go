@@ -18,9 +18,14 @@ import (
 	"github.com/gpuwarden/gpuwarden/config/rbac"
 )
 
-// The groups a kubeconfig from `gpuwarden kubeconfig` carries.
+// The groups of gpuwarden's kubeconfigs.
 const (
-	UsersGroup  = "gpuwarden:users"
+	// UsersGroup is the one group a kubeconfig from `gpuwarden kubeconfig` carries, an
+	// admin's too: admin rights follow the host's admin group (AdminsBinding).
+	UsersGroup = "gpuwarden:users"
+	// AdminsGroup was the group of admins' certificates until admin rights followed the
+	// host's group: no longer issued, and bound to nothing, so that a certificate that
+	// still carries it gives its holder nothing more than a user's rights.
 	AdminsGroup = "gpuwarden:admins"
 )
 
@@ -28,8 +33,9 @@ const (
 // GPUAllocations.
 const OwnAllocationsPolicy = "gpuwarden-own-allocations"
 
-// Objects are what Install writes: the user ClusterRole and its binding to UsersGroup, the
-// admins' binding to cluster-admin, and the admission policy with its binding.
+// Objects are what Install writes: the user ClusterRole and its binding to UsersGroup, and
+// the admission policy with its binding. The admins' binding to cluster-admin
+// (AdminsBinding) is kept by Admins from the host's admin group.
 func Objects() ([]client.Object, error) {
 	role := &rbacv1.ClusterRole{}
 	if err := yaml.Unmarshal(rbac.UserRole, role); err != nil {
@@ -46,7 +52,6 @@ func Objects() ([]client.Object, error) {
 	return []client.Object{
 		role,
 		bind("gpuwarden-users", role.Name, UsersGroup),
-		bind("gpuwarden-admins", "cluster-admin", AdminsGroup),
 		ownAllocations(),
 		&admissionregistrationv1.ValidatingAdmissionPolicyBinding{
 			TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingAdmissionPolicyBinding"},
@@ -60,7 +65,8 @@ func Objects() ([]client.Object, error) {
 }
 
 // ownAllocations refuses a member of UsersGroup (not also an admin) creating, changing or
-// deleting a GPUAllocation whose spec.user is someone else.
+// deleting a GPUAllocation whose spec.user is someone else. Who is an admin is RBAC's word
+// (AdminsBinding: whoever may create GPUQuotas), not a group in a certificate.
 func ownAllocations() *admissionregistrationv1.ValidatingAdmissionPolicy {
 	subject := `(request.operation == 'DELETE' ? oldObject : object).spec.user`
 	return &admissionregistrationv1.ValidatingAdmissionPolicy{
@@ -81,7 +87,7 @@ func ownAllocations() *admissionregistrationv1.ValidatingAdmissionPolicy {
 			},
 			MatchConditions: []admissionregistrationv1.MatchCondition{{
 				Name:       "gpuwarden-users",
-				Expression: fmt.Sprintf("'%s' in request.userInfo.groups && !('%s' in request.userInfo.groups)", UsersGroup, AdminsGroup),
+				Expression: fmt.Sprintf("'%s' in request.userInfo.groups && !%s", UsersGroup, adminCheck),
 			}},
 			Validations: []admissionregistrationv1.Validation{{
 				Expression: subject + ` == request.userInfo.username`,
@@ -106,6 +112,9 @@ func ownAllocations() *admissionregistrationv1.ValidatingAdmissionPolicy {
 func keeps(field string) string {
 	return fmt.Sprintf(`(!has(object.spec.%[1]s) || request.operation == 'UPDATE' && has(oldObject.spec.%[1]s) && oldObject.spec.%[1]s == object.spec.%[1]s)`, field)
 }
+
+// adminCheck is a CEL condition: the requester may create GPUQuotas, which only admins may.
+const adminCheck = "authorizer.group('gpuwarden.io').resource('gpuquotas').check('create').allowed()"
 
 // Install creates or updates the objects; fields the objects do not set are left alone.
 func Install(ctx context.Context, c client.Client) error {

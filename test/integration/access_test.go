@@ -2,11 +2,15 @@ package integration
 
 import (
 	"context"
+	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
@@ -22,9 +26,40 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
 
+// testAdmins is the admin group of these tests: every user a test asks an admin's
+// kubeconfig for is in it.
+var testAdmins = &adminGroup{members: map[string]bool{}}
+
+type adminGroup struct {
+	mu      sync.Mutex
+	members map[string]bool
+}
+
+func (g *adminGroup) Members(string) ([]string, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Collect(maps.Keys(g.members)), nil
+}
+
+func (g *adminGroup) IsMember(name, _ string) (bool, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.members[name], nil
+}
+
 // kubeconfigClient is a client from a kubeconfig the Issuer wrote, as the user would use it.
+// An admin's is an admin's because the admin group holds the user (AdminsBinding), not
+// because of the certificate: the user is put in the test's group first.
 func kubeconfigClient(t *testing.T, issuer access.Issuer, user string, admin bool) client.Client {
 	t.Helper()
+	if admin {
+		testAdmins.mu.Lock()
+		testAdmins.members[user] = true
+		testAdmins.mu.Unlock()
+		if issuer.Admins == nil {
+			issuer.Admins = &access.Admins{Client: controlplanetest.Get(t).Client(t), Group: "integration-admins", Hosts: testAdmins}
+		}
+	}
 	data, err := issuer.Kubeconfig(user, admin, access.DefaultValidity)
 	if err != nil {
 		t.Fatal(err)
@@ -36,6 +71,16 @@ func kubeconfigClient(t *testing.T, issuer access.Issuer, user string, admin boo
 	c, err := client.New(cfg, client.Options{Scheme: scheme.New()})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if admin {
+		testutil.Eventually(t, 20*time.Second, user+" is an admin", func() (bool, string) {
+			review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
+				ResourceAttributes: &authorizationv1.ResourceAttributes{Group: "gpuwarden.io", Resource: "gpuquotas", Verb: "create"}}}
+			if err := c.Create(context.Background(), review); err != nil {
+				return false, err.Error()
+			}
+			return review.Status.Allowed, review.Status.Reason
+		})
 	}
 	return c
 }

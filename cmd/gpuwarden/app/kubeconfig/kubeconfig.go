@@ -25,6 +25,9 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/gateway"
 )
 
+// maxDays is the longest a kubeconfig lasts.
+const maxDays = int(access.MaxValidity / (24 * time.Hour))
+
 // Options are the command's flags.
 type Options struct {
 	User, DataDir, Server, Socket, Output string
@@ -42,8 +45,12 @@ func NewCommand() *cobra.Command {
 the kernel) for a kubeconfig of your own: you may read quotas, policies, GPUs and
 allocations, and create or delete your own GPUAllocations.
 
-With --user, signs one for that user with the control plane's CA in --data-dir (root only);
---admin makes it an admin's (group gpuwarden:admins).`,
+With --user, signs one for that user with the control plane's CA in --data-dir (root only).
+
+A kubeconfig names its user only: admin rights are not in it. They follow the host's admin
+group (--gateway-admin-group of gpuwarden server): a member is bound to cluster-admin, and
+loses it within a minute of leaving the group, whatever kubeconfig they hold. A kubeconfig
+lasts at most 30 days, an admin's at most a day; logging in renews it (the profile script).`,
 		Example: `  gpuwarden kubeconfig -o ~/.kube/config
   sudo gpuwarden kubeconfig --user alice --days 30 -o /home/alice/.kube/config`,
 		Args: cobra.NoArgs,
@@ -64,8 +71,8 @@ With --user, signs one for that user with the control plane's CA in --data-dir (
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&o.User, "user", "", "issue for this user with the CA in --data-dir (an admin's task); empty: ask the gateway for your own")
-	fs.BoolVar(&o.Admin, "admin", false, "with --user: an admin's kubeconfig (group gpuwarden:admins)")
-	fs.IntVar(&o.Days, "days", int(access.DefaultValidity/(24*time.Hour)), "how many days the kubeconfig lasts")
+	fs.BoolVar(&o.Admin, "admin", false, "with --user: an admin's kubeconfig, lasting at most a day (admin rights come from the host's admin group, not from the kubeconfig)")
+	fs.IntVar(&o.Days, "days", int(access.DefaultValidity/(24*time.Hour)), fmt.Sprintf("how many days the kubeconfig lasts (at most %d; an admin's at most 1)", maxDays))
 	fs.StringVar(&o.DataDir, "data-dir", "/var/lib/gpuwarden", "with --user: the server's data directory (its CA)")
 	fs.StringVar(&o.Server, "server", "", "with --user: the API server's URL (default: the one in DATA_DIR/admin.kubeconfig)")
 	fs.StringVar(&o.Socket, "gateway-socket", gateway.DefaultSocket, "without --user: the gateway's socket")
@@ -75,8 +82,8 @@ With --user, signs one for that user with the control plane's CA in --data-dir (
 
 // Run returns the kubeconfig.
 func (o *Options) Run(ctx context.Context) ([]byte, error) {
-	if o.Days < 1 {
-		return nil, fmt.Errorf("--days %d: a kubeconfig lasts at least a day", o.Days)
+	if o.Days < 1 || o.Days > maxDays {
+		return nil, fmt.Errorf("--days %d: a kubeconfig lasts 1 to %d days (logging in renews it)", o.Days, maxDays)
 	}
 	if o.User == "" {
 		if o.Admin {

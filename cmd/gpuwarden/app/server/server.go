@@ -38,7 +38,9 @@ type Options struct {
 	APIPort int
 	// EventTTL is how long the embedded API server keeps Kubernetes Events.
 	EventTTL time.Duration
-	Manager  common.ManagerOptions
+	// AdminSyncInterval is how often the host's admin group is read again in full.
+	AdminSyncInterval time.Duration
+	Manager           common.ManagerOptions
 
 	out io.Writer
 }
@@ -68,6 +70,8 @@ is written to DATA_DIR/admin.kubeconfig (mode 0600), so kubectl works at once.`,
 	fs.StringVar(&o.DataDir, "data-dir", "/var/lib/gpuwarden", "directory for etcd data, certificates and the admin kubeconfig")
 	fs.IntVar(&o.APIPort, "api-port", controlplane.DefaultPort, "port of the API server on 127.0.0.1 (0: any free port)")
 	fs.DurationVar(&o.EventTTL, "event-ttl", time.Hour, "how long the embedded API server keeps Kubernetes Events (kubectl get events); at least 1m")
+	fs.DurationVar(&o.AdminSyncInterval, "admin-sync-interval", access.DefaultAdminSyncInterval, "how often the members of --gateway-admin-group are read again for cluster-admin (a change of /etc/group is seen within a second); at most 1m")
+	_ = fs.MarkHidden("admin-sync-interval")
 	o.Manager.AddFlags(fs, "127.0.0.1:9402", "127.0.0.1:9403", false)
 	return cmd
 }
@@ -90,6 +94,9 @@ func (o *Options) Validate() error {
 	var errs []error
 	if o.EventTTL < time.Minute {
 		errs = append(errs, fmt.Errorf("--event-ttl %s: must be at least 1m", o.EventTTL))
+	}
+	if o.AdminSyncInterval <= 0 || o.AdminSyncInterval > time.Minute {
+		errs = append(errs, fmt.Errorf("--admin-sync-interval %s: must be more than 0 and at most 1m (admin rights follow the admin group within a minute)", o.AdminSyncInterval))
 	}
 	if o.APIPort < 0 || o.APIPort > 65535 {
 		errs = append(errs, fmt.Errorf("--api-port %d: must be between 0 and 65535", o.APIPort))
@@ -138,13 +145,20 @@ func (o *Options) Run(ctx context.Context) error {
 	if err := access.Install(ctx, admin); err != nil {
 		return fmt.Errorf("installing users' access rules: %w", err)
 	}
+	// Admin rights follow the host's admin group, not the certificate: cluster-admin is
+	// bound to its members by name, and unbound within a minute of their leaving it.
+	admins := &access.Admins{Client: admin, Group: o.Manager.GatewayAdminGroup, Interval: o.AdminSyncInterval,
+		Watch: access.GroupFile, Log: ctrl.Log.WithName("admins")}
 	o.Manager.GatewayImageOwners = filepath.Join(o.DataDir, "gateway-images.json")
-	o.Manager.Kubeconfigs = access.Issuer{PKI: cp.PKI, Server: cfg.Host, Clock: clock.RealClock{}}.Kubeconfig
+	o.Manager.Kubeconfigs = access.Issuer{PKI: cp.PKI, Server: cfg.Host, Clock: clock.RealClock{}, Admins: admins}.Kubeconfig
 	mgr, auditLog, err := o.Manager.NewManager(cfg, map[string]healthz.Checker{"controlplane": controlPlaneUp(cp)})
 	if err != nil {
 		return err
 	}
 	defer auditLog.Close()
+	if err := mgr.Add(admins); err != nil {
+		return fmt.Errorf("adding the admin group's reconciler: %w", err)
+	}
 
 	mgrCtx, stopMgr := context.WithCancel(ctx)
 	defer stopMgr()
