@@ -257,11 +257,13 @@ func (r *ContainerReconciler) stopOnHeldDevices(ctx context.Context, c docker.Co
 	if holder == nil {
 		return false, nil
 	}
-	if !r.once(c.ID, "held/"+startedAt(c)) {
+	key := "held/" + startedAt(c)
+	if !r.once(c.ID, key) {
 		return true, nil
 	}
 	policy, err := r.policy(ctx, c, owner)
 	if err != nil {
+		r.unreport(c.ID, key)
 		return false, err
 	}
 	mode := policy.String("mode", string(gpuwardenv1alpha1.ModeEnforce))
@@ -276,7 +278,11 @@ func (r *ContainerReconciler) stopOnHeldDevices(ctx context.Context, c docker.Co
 		"Container %s of %s started without an allocation on %s: %s (%s); stopping it (start it through the gateway to get its GPUs again, or recreate it with --gpus to get a free GPU)",
 		shownName(c), user, strings.Join(uses, ","), msg, ReasonDeviceHeld)
 	r.Audit.Log(audit.Detection(audit.UnmanagedContainer, user, audit.Unmanaged{PID: c.PID, GPU: strings.Join(uses, ","), Container: containerRef(c)}))
-	return true, r.stop(ctx, c, user, on, policy, mode, EventStopped, "device_held: "+msg)
+	if err := r.stop(ctx, c, user, on, policy, mode, EventStopped, "device_held: "+msg); err != nil {
+		r.unreport(c.ID, key) // said, not done: the next look tries again
+		return true, err
+	}
+	return true, nil
 }
 
 // heldElsewhere returns a live Bound allocation of the node (not one of the container's own)
