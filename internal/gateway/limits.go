@@ -10,6 +10,7 @@ import (
 	"os/user"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -173,33 +174,79 @@ func (l *limiter) release(uid int) {
 	}
 }
 
-// reject answers a refused connection with a Docker-style error and closes it. The caller's
-// request is read and dropped for a moment first, so that its client sees the answer rather
-// than a reset; when many refusals are under way the answer is written and the connection
-// closed at once.
+// reject answers a refused connection with a Docker-style error and closes it. The answer
+// must follow the caller's request, or its client takes it for an unsolicited one and says
+// so: what the caller has sent already is read first; a connection that has sent nothing yet
+// is answered once its request headers came (a second at most) when few refusals are under
+// way, and at once otherwise.
 func (l *limiter) reject(c net.Conn, uid, status int, msg string) {
 	l.logRefusal(uid, msg)
 	resp := refusalResponse(status, msg)
-	select {
-	case l.rejecting <- struct{}{}:
-	default:
-		_ = c.SetDeadline(time.Now().Add(50 * time.Millisecond))
-		_, _ = c.Write(resp)
-		_ = c.Close()
+	if readBuffered(c) == 0 {
+		select {
+		case l.rejecting <- struct{}{}:
+			go func() {
+				defer func() { <-l.rejecting }()
+				answerLater(c, resp)
+			}()
+			return
+		default:
+		}
+	}
+	_ = c.SetDeadline(time.Now().Add(50 * time.Millisecond))
+	_, _ = c.Write(resp)
+	_ = c.Close()
+}
+
+// answerLater answers once the request headers came (a second at most), then reads and drops
+// what else comes for a second, so that closing with it unread does not reset the connection
+// before the answer is read.
+func answerLater(c net.Conn, resp []byte) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	var head []byte
+	buf := make([]byte, 4096)
+	for len(head) < 1<<16 && !bytes.Contains(head, []byte("\r\n\r\n")) {
+		n, err := c.Read(buf)
+		head = append(head, buf[:n]...)
+		if err != nil {
+			break
+		}
+	}
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write(resp); err != nil {
 		return
 	}
-	go func() {
-		defer func() { <-l.rejecting }()
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(time.Second))
-		if _, err := c.Write(resp); err != nil {
-			return
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(c, 1<<16))
+}
+
+// readBuffered reads and drops what c's peer has sent so far, without waiting; it returns how
+// many bytes that was.
+func readBuffered(c net.Conn) int {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return 0
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	total := 0
+	buf := make([]byte, 16<<10)
+	_ = raw.Read(func(fd uintptr) bool {
+		for total < 1<<20 {
+			n, _, err := unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT)
+			if n <= 0 || err != nil {
+				break
+			}
+			total += n
 		}
-		if cw, ok := c.(interface{ CloseWrite() error }); ok {
-			_ = cw.CloseWrite()
-		}
-		_, _ = io.Copy(io.Discard, io.LimitReader(c, 1<<16))
-	}()
+		return true
+	})
+	return total
 }
 
 // refusalResponse is a whole HTTP response in the engine's error shape, closing the

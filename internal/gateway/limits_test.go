@@ -131,6 +131,23 @@ func (w *limitWorld) ping(user string) (int, string) {
 	return status, body
 }
 
+// hold returns a connection of user's that the gateway has admitted and served once.
+func (w *limitWorld) hold(user string) net.Conn {
+	w.t.Helper()
+	var held net.Conn
+	testutil.Eventually(w.t, 10*time.Second, user+"'s connection admitted", func() (bool, string) {
+		c := w.dial(user)
+		status, body, err := get(c, "/_ping")
+		if status != http.StatusOK {
+			c.Close()
+			return false, fmt.Sprint(status, " ", body, " ", err)
+		}
+		held = c
+		return true, ""
+	})
+	return held
+}
+
 // stream starts GET /events as user and returns its connection once the engine streams.
 func (w *limitWorld) stream(user string) net.Conn {
 	w.t.Helper()
@@ -158,7 +175,7 @@ func TestConnectionsPerUserAreCapped(t *testing.T) {
 	w := newLimitWorld(t, Limits{ConnsPerUser: 3, RequestsPerUser: 10, Conns: 100})
 	var held []net.Conn
 	for range 3 {
-		held = append(held, w.dial("alice"))
+		held = append(held, w.hold("alice"))
 	}
 	// Alice's fourth connection: a Docker-style error naming the cap, then the end.
 	c := w.dial("alice")
@@ -187,13 +204,15 @@ func TestConnectionsPerUserAreCapped(t *testing.T) {
 
 func TestAllConnectionsAreCapped(t *testing.T) {
 	w := newLimitWorld(t, Limits{ConnsPerUser: 10, RequestsPerUser: 10, Conns: 3})
-	w.dial("alice")
-	w.dial("alice")
-	b := w.dial("bob")
-	status, body := w.ping("carol")
-	if status != http.StatusServiceUnavailable || !strings.Contains(body, "--gateway-max-connections)") || !strings.Contains(body, `"message":"gpuwarden: `) {
-		t.Fatalf("carol's connection over the global cap: %d %q", status, body)
-	}
+	w.hold("alice")
+	w.hold("alice")
+	b := w.hold("bob")
+	// (Eventually: the connection that saw the gateway listen may not have been let go yet.)
+	testutil.Eventually(t, 10*time.Second, "carol's connection over the global cap refused", func() (bool, string) {
+		status, body := w.ping("carol")
+		return status == http.StatusServiceUnavailable && strings.Contains(body, "--gateway-max-connections)") &&
+			strings.Contains(body, `"message":"gpuwarden: `), fmt.Sprint(status, " ", body)
+	})
 	b.Close()
 	testutil.Eventually(t, 10*time.Second, "carol served once a place frees", func() (bool, string) {
 		status, body := w.ping("carol")
