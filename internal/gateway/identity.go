@@ -74,12 +74,26 @@ func peer(conn net.Conn, adminGroup string) (Caller, error) {
 	c.Admin = c.UID == 0
 	if !c.Admin && adminGroup != "" {
 		if g, err := user.LookupGroup(adminGroup); err == nil {
-			if gid, err := strconv.Atoi(g.Gid); err == nil {
-				c.Admin = c.GID == gid || slices.Contains(c.Groups, gid)
-			}
+			c.Admin = inAdminGroup(u, g.Gid, c.GID, c.Groups)
 		}
 	}
 	return c, nil
+}
+
+// inAdminGroup reports whether a caller is an admin by group: their process holds the
+// group (its gid or a supplementary group, as at connect) and the host's group database
+// still names them in it. A process keeps its groups after its user leaves the group
+// (gpasswd -d): admin rights follow the group, not a shell that was started in it.
+func inAdminGroup(u *user.User, adminGID string, procGID int, procGroups []int) bool {
+	gid, err := strconv.Atoi(adminGID)
+	if err != nil || procGID != gid && !slices.Contains(procGroups, gid) {
+		return false
+	}
+	if u.Gid == adminGID {
+		return true
+	}
+	ids, err := u.GroupIds()
+	return err == nil && slices.Contains(ids, adminGID)
 }
 
 // peerGroups reads SO_PEERGROUPS: the supplementary groups of the peer at connect time.

@@ -5,6 +5,7 @@ import (
 	"encoding/pem"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -85,6 +86,21 @@ func TestAdminRightsFollowTheGroup(t *testing.T) {
 		t.Errorf("as an admin, creating an allocation for another user: %v\n%s", err, out)
 	}
 
+	// Through the gateway, an admin-only verb from a process that holds the group.
+	g, err := user.LookupGroup(group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	holdingGroup := func(args ...string) (string, error) {
+		cmd := exec.Command("setpriv", append([]string{"--reuid=" + adm, "--regid=" + adm, "--groups=" + g.Gid, "--",
+			"env", "DOCKER_HOST=unix://" + sock, "HOME=/home/" + adm, "docker"}, args...)...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := holdingGroup("system", "df"); err != nil {
+		t.Errorf("docker system df through the gateway as a member of %s: %v\n%s", group, err, out)
+	}
+
 	// Out of the group: refused as admin within a minute, whatever certificate.
 	if out, err := exec.Command("gpasswd", "-d", adm, group).CombinedOutput(); err != nil {
 		t.Fatalf("gpasswd -d %s %s: %v\n%s", adm, group, err, out)
@@ -106,6 +122,11 @@ func TestAdminRightsFollowTheGroup(t *testing.T) {
 		if out, err := kubectlAs(k, "", "get", "gpuquotas"); err != nil {
 			t.Errorf("with %s, reading quotas as a user: %v\n%s", name, err, out)
 		}
+	}
+	// A process started in the group keeps it (setpriv, as a shell opened before gpasswd -d):
+	// the gateway asks the group database too.
+	if out, err := holdingGroup("system", "df"); err == nil || !strings.Contains(out, "is for gpuwarden admins") {
+		t.Errorf("docker system df through the gateway from a process still holding %s after removal: %v\n%s", group, err, out)
 	}
 	_ = s
 }
