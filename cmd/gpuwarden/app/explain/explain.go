@@ -30,6 +30,9 @@ type Options struct {
 	Groups        []string
 	GroupsSet     bool
 	ContainerType string
+	// Claimed explains the type as one the container's owner claimed by label through the
+	// gateway (gpuwarden.io/type-claimed).
+	Claimed bool
 
 	groups resolve.Groups
 	now    func() time.Time
@@ -117,6 +120,7 @@ func newUserCommand(o *Options) *cobra.Command {
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", defaultKubeconfig(), "kubeconfig of the API server ($KUBECONFIG, else the server's default data dir)")
 	fs.StringSliceVar(&o.Groups, "groups", nil, "the user's groups, instead of looking them up in the host's group database")
 	fs.StringVar(&o.ContainerType, "container-type", string(gpuwardenv1alpha1.ContainerTypeDocker), "the container type to explain the policy for")
+	fs.BoolVar(&o.Claimed, "claimed", false, "explain the type as claimed by the user's own labels through the gateway (gpuwarden.io/type-claimed): what a devcontainer or compose container they make gets")
 	return cmd
 }
 
@@ -173,8 +177,12 @@ func (o *Options) Run(ctx context.Context, c client.Client, user string, out io.
 		return fmt.Errorf("listing container policies: %w", err)
 	}
 	q := resolve.EffectiveQuota(quotas.Items, user, groups, nil)
-	p, err := resolve.EffectivePolicy(policies.Items, resolve.Container{User: user, Groups: groups,
-		Type: gpuwardenv1alpha1.ContainerType(o.ContainerType)}, o.now())
+	container := resolve.Container{User: user, Groups: groups, Type: gpuwardenv1alpha1.ContainerType(o.ContainerType)}
+	if o.Claimed {
+		container.Claimed = true
+		container.Labels = map[string]string{gpuwardenv1alpha1.LabelTypeClaimed: "true"}
+	}
+	p, err := resolve.EffectivePolicy(policies.Items, container, o.now())
 	if err != nil {
 		return err
 	}
@@ -194,6 +202,16 @@ func (o *Options) Run(ctx context.Context, c client.Client, user string, out io.
 	row(tw, "priority", q.Priority, func(v int32) string { return fmt.Sprint(v) })
 	tw.Flush()
 
+	if o.Claimed {
+		fmt.Fprintf(out, "\nContainer policy for %s containers whose type the user claimed by label (%s=true), merged from %s\n",
+			o.ContainerType, gpuwardenv1alpha1.LabelTypeClaimed, list("ContainerPolicy", p.Matched))
+		trusted := "no policy grants claimed " + o.ContainerType + " containers more"
+		if len(p.TrustClaim) > 0 {
+			trusted = list("ContainerPolicy", p.TrustClaim) + " grants claimed " + o.ContainerType + " containers their limits"
+		}
+		fmt.Fprintf(out, "Policies see the container as %s unless they select the claim: %s.\n", resolve.ClaimedTypeSeenAs, trusted)
+		return p.WriteTable(out)
+	}
 	fmt.Fprintf(out, "\nContainer policy for %s containers, merged from %s\n", o.ContainerType, list("ContainerPolicy", p.Matched))
 	return p.WriteTable(out)
 }
