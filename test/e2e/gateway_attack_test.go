@@ -362,7 +362,7 @@ func (e *atkEnv) makeWorld() error {
 	if out, err := ctx(e.homeA, "atk-ctx", "FROM "+e.image+"\nRUN echo alice > /alice\n"); err != nil {
 		return must("alice's build context", out, err)
 	}
-	if out, err := e.a("build", "-q", "-t", "gwatk-a/app:1", filepath.Join(e.homeA, "atk-ctx")); err != nil {
+	if out, err := e.a("build", "-t", "gwatk-a/app:1", filepath.Join(e.homeA, "atk-ctx")); err != nil {
 		return must("alice's docker build", out, err)
 	}
 	// The tar a load would put onto bob's name: alice's image, renamed in its manifest.
@@ -376,7 +376,7 @@ func (e *atkEnv) makeWorld() error {
 	if out, err := ctx(e.homeB, "atk-ctx", "FROM "+e.image+"\nRUN echo bob-image-secret > /bob-secret\n"); err != nil {
 		return must("bob's build context", out, err)
 	}
-	if out, err := e.b("build", "-q", "-t", "gwatk-b/app:1", filepath.Join(e.homeB, "atk-ctx")); err != nil {
+	if out, err := e.b("build", "-t", "gwatk-b/app:1", filepath.Join(e.homeB, "atk-ctx")); err != nil {
 		return must("bob's docker build", out, err)
 	}
 	for _, tag := range []string{"gwatk-b/lib:1", "127.0.0.1:9/gwatk-b/app:1"} {
@@ -943,7 +943,7 @@ func attackCases() []atkCase {
 					d := filepath.Join(e.homeA, "atk-suidctx")
 					out, err := userSh(atkA, fmt.Sprintf("mkdir -p %s && printf 'FROM %s\\nRUN mkdir /sb && cp /bin/busybox /sb/busybox && chmod 4755 /sb/busybox\\n' > %s/Dockerfile", d, e.image, d))
 					if err == nil {
-						out, err = e.a("build", "-q", "-t", "gwatk-a/suid:1", d)
+						out, err = e.a("build", "-t", "gwatk-a/suid:1", d)
 					}
 					if err != nil {
 						buildErr = fmt.Errorf("%v %s", err, out)
@@ -1177,6 +1177,17 @@ func attackCases() []atkCase {
 			},
 			harm: spliced})
 	}
+	for _, v := range []struct{ name, path string }{
+		{"Upgrade: tcp on logs of one's own container (a multiplexed stream), then a raw request", atkAPI + "/containers/gwatk-actr/logs?stdout=1&stderr=1"},
+		{"Upgrade: tcp on GET /events, then a raw request", atkAPI + "/events?until=" + "1"},
+	} {
+		add(atkCase{row: rRaw, name: v.name,
+			attack: func(t *testing.T, e *atkEnv) (string, error) {
+				return e.raw(atkA, httpReq(http.MethodGet, v.path, "", "Connection: Upgrade", "Upgrade: tcp"),
+					httpReq(http.MethodGet, atkAPI+"/containers/json?all=1", "")), nil
+			},
+			harm: spliced})
+	}
 	add(atkCase{row: rRaw, name: "Upgrade: tcp on a create, then a raw request",
 		attack: func(t *testing.T, e *atkEnv) (string, error) {
 			return e.raw(atkA, httpReq(http.MethodPost, atkAPI+"/containers/create?name=gwatk-upc", fmt.Sprintf(`{"Image":%q,"Cmd":["true"]}`, e.image), "Connection: Upgrade", "Upgrade: tcp"),
@@ -1353,7 +1364,7 @@ func attackCases() []atkCase {
 		harm:   idIs("gwatk-b/app:1", bobApp)})
 	add(atkCase{row: rImg, name: "docker build -t onto bob's image name", refuse: true,
 		attack: func(t *testing.T, e *atkEnv) (string, error) {
-			return e.a("build", "-q", "-t", "gwatk-b/app:1", filepath.Join(e.homeA, "atk-ctx"))
+			return e.a("build", "-t", "gwatk-b/app:1", filepath.Join(e.homeA, "atk-ctx"))
 		},
 		harm: idIs("gwatk-b/app:1", bobApp)})
 	add(atkCase{row: rImg, name: "docker import onto bob's image name", refuse: true,
@@ -1383,6 +1394,17 @@ func attackCases() []atkCase {
 			}
 			return ""
 		}})
+	add(atkCase{row: rImg, name: "docker pull onto bob's image name", refuse: true,
+		attack: func(t *testing.T, e *atkEnv) (string, error) { return e.a("pull", "127.0.0.1:9/gwatk-b/app:1") },
+		harm: func(t *testing.T, e *atkEnv, out string, err error) string {
+			if got := imageID("127.0.0.1:9/gwatk-b/app:1"); got != e.bobImage {
+				return "bob's name now points at " + got
+			}
+			return ""
+		}})
+	add(atkCase{row: rImg, name: "docker rmi -f of bob's image", refuse: true,
+		attack: func(t *testing.T, e *atkEnv) (string, error) { return e.a("rmi", "-f", "gwatk-b/lib:1") },
+		harm:   idIs("gwatk-b/lib:1", func(e *atkEnv) string { return e.bobLib })})
 	add(atkCase{row: rImg, name: "docker tag mine onto the admin's shared image name", refuse: true,
 		attack: func(t *testing.T, e *atkEnv) (string, error) {
 			return e.a("tag", "gwatk-a/app:1", "gwatk-admin/shared:1")
@@ -1447,7 +1469,7 @@ func attackCases() []atkCase {
 		harm: remoteHarm})
 	add(atkCase{row: rLeak, name: "docker build --network host", refuse: true,
 		attack: func(t *testing.T, e *atkEnv) (string, error) {
-			return e.a("build", "-q", "--network", "host", "-t", "gwatk-a/host:1", filepath.Join(e.homeA, "atk-ctx"))
+			return e.a("build", "--network", "host", "-t", "gwatk-a/host:1", filepath.Join(e.homeA, "atk-ctx"))
 		},
 		harm: func(t *testing.T, e *atkEnv, out string, err error) string {
 			if imageID("gwatk-a/host:1") != "" {
