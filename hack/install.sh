@@ -85,6 +85,20 @@ fi
 install -d -m 0700 "$(r /var/lib/gpuwarden)"
 install -d -m 0750 "$(r /var/log/gpuwarden)"
 if ((live)) && getent group gpuwarden-admin >/dev/null; then chgrp gpuwarden-admin /var/log/gpuwarden; fi
+# An engine whose default runtime is nvidia gives every container the GPUs its image asks for
+# (ENV NVIDIA_VISIBLE_DEVICES=all), build steps included, without an allocation: the gateway
+# then refuses users' builds. Say so now, with the fix.
+daemon_json=$(r /etc/docker/daemon.json)
+default_runtime=""
+if ((live)) && command -v docker >/dev/null; then
+  default_runtime=$(docker info --format '{{.DefaultRuntime}}' 2>/dev/null || true)
+fi
+if [ -z "$default_runtime" ] && [ -f "$daemon_json" ] && grep -Eq '"default-runtime"[[:space:]]*:[[:space:]]*"nvidia"' "$daemon_json"; then
+  default_runtime=nvidia
+fi
+if [ "$default_runtime" = nvidia ]; then
+  say "WARNING: Docker's default runtime is nvidia: any container, a build's RUN steps included, gets every GPU its image asks for (ENV NVIDIA_VISIBLE_DEVICES=all) without an allocation, and gpuwarden refuses users' builds. Fix: set \"default-runtime\": \"runc\" in /etc/docker/daemon.json (keep nvidia under \"runtimes\"; docker run --gpus works without it), then systemctl restart docker" >&2
+fi
 mkdir -p "$(dirname "$manifest")"
 printf '%s\n' "${installed[@]}" > "$manifest"
 say "installed gpuwarden $("$bin" version 2>/dev/null | head -1 | awk '{print $2}') into ${root:-/}"

@@ -228,11 +228,12 @@ func (st *imageStore) reserve(user string, names ...string) (release func(), err
 }
 
 var (
-	hex64     = regexp.MustCompile(`^[a-f0-9]{64}$`)
-	hexPrefix = regexp.MustCompile(`^(sha256:)?[a-f0-9]{1,64}$`)
-	refChars  = regexp.MustCompile(`^[A-Za-z0-9._/:@+-]+$`)
-	tagRE     = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
-	pathRE    = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$`)
+	hex64       = regexp.MustCompile(`^[a-f0-9]{64}$`)
+	hexPrefix   = regexp.MustCompile(`^(sha256:)?[a-f0-9]{1,64}$`)
+	refChars    = regexp.MustCompile(`^[A-Za-z0-9._/:@+-]+$`)
+	tagRE       = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+	networkName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+	pathRE      = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$`)
 )
 
 // normalName is a tag reference in the form the engine lists it (RepoTags): "busybox:latest",
@@ -318,11 +319,13 @@ type imageInfo struct {
 	ID          string `json:"Id"`
 	RepoTags    []string
 	RepoDigests []string
+	// Config.Labels are the labels the image gives its containers.
+	Config struct{ Labels map[string]string }
 }
 
 // inspectImage asks the engine about an image; found is false when it has none by ref.
 func (s *Server) inspectImage(ctx context.Context, version, ref string) (imageInfo, bool, error) {
-	if !refChars.MatchString(ref) {
+	if !refChars.MatchString(ref) || strings.Contains(ref, "..") || strings.HasPrefix(ref, "/") {
 		return imageInfo{}, false, refused("%q is not an image reference the gateway can check", ref)
 	}
 	resp, err := s.up.get(ctx, version+"/images/"+ref+"/json")
@@ -609,14 +612,16 @@ func (s *Server) removeImage(w http.ResponseWriter, r *http.Request, c Caller, r
 			}
 		}
 	}
-	status := s.forwardWatch(w, r, r.URL.Path, r.URL.RawQuery, nil, 0, nil)
-	if status == http.StatusOK {
-		if _, still, _ := s.inspectImage(r.Context(), rt.version, info.ID); still {
+	s.forwardWatch(w, r, r.URL.Path, r.URL.RawQuery, nil, 0, nil, func(ctx context.Context, status int) {
+		if status != http.StatusOK {
+			return
+		}
+		if _, still, _ := s.inspectImage(ctx, rt.version, info.ID); still {
 			st.forget(names)
 		} else {
 			st.forget(names, info.ID)
 		}
-	}
+	})
 	return nil
 }
 
@@ -642,9 +647,11 @@ func (s *Server) tagImage(w http.ResponseWriter, r *http.Request, c Caller, rt r
 	if _, _, err := s.checkWrite(r.Context(), c, rt.version, target, verbTag); err != nil {
 		return err
 	}
-	if s.forwardWatch(w, r, r.URL.Path, r.URL.RawQuery, nil, 0, nil) == http.StatusCreated {
-		s.recordNames(r.Context(), c, rt.version, "", false, target)
-	}
+	s.forwardWatch(w, r, r.URL.Path, r.URL.RawQuery, nil, 0, nil, func(ctx context.Context, status int) {
+		if status == http.StatusCreated {
+			s.recordNames(ctx, c, rt.version, "", false, target)
+		}
+	})
 	return nil
 }
 
@@ -717,15 +724,16 @@ func (s *Server) createImage(w http.ResponseWriter, r *http.Request, c Caller, r
 			}
 		}
 		var res streamResult
-		s.forwardWatch(w, r, r.URL.Path, r.URL.RawQuery, r.Body, r.ContentLength, res.watch)
-		if res.failed || !strings.HasPrefix(res.status, "sha256:") {
-			return nil
-		}
-		if target == "" {
-			s.imageStore().record(c.Name, res.status, true)
-			return nil
-		}
-		s.recordNames(r.Context(), c, rt.version, res.status, true, target)
+		s.forwardWatch(w, r, r.URL.Path, r.URL.RawQuery, r.Body, r.ContentLength, res.watch, func(ctx context.Context, _ int) {
+			if res.failed || !strings.HasPrefix(res.status, "sha256:") {
+				return
+			}
+			if target == "" {
+				s.imageStore().record(c.Name, res.status, true)
+				return
+			}
+			s.recordNames(ctx, c, rt.version, res.status, true, target)
+		})
 		return nil
 	case q.Get("fromImage") != "":
 		ref := joinRef(q.Get("fromImage"), q.Get("tag"))
@@ -750,10 +758,11 @@ func (s *Server) createImage(w http.ResponseWriter, r *http.Request, c Caller, r
 			return err
 		}
 		var res streamResult
-		s.forwardWatch(w, r, r.URL.Path, r.URL.RawQuery, nil, 0, res.watch)
-		if !res.failed && state != nameShared {
-			s.recordNames(r.Context(), c, rt.version, "", false, n)
-		}
+		s.forwardWatch(w, r, r.URL.Path, r.URL.RawQuery, nil, 0, res.watch, func(ctx context.Context, status int) {
+			if status == http.StatusOK && !res.failed && state != nameShared {
+				s.recordNames(ctx, c, rt.version, "", false, n)
+			}
+		})
 		return nil
 	}
 	s.up.forward(w, r, r.URL.Path, r.URL.RawQuery, nil, 0) // the engine says what is missing
@@ -806,14 +815,15 @@ func (s *Server) commit(w http.ResponseWriter, r *http.Request, c Caller, rt rou
 	r.Header.Set("Content-Type", "application/json")
 	var res struct{ ID string }
 	captured := func(line []byte) { _ = json.Unmarshal(line, &res) }
-	if s.forwardWatch(w, r, r.URL.Path, q.Encode(), bytes.NewReader(body), int64(len(body)), captured) != http.StatusCreated || res.ID == "" {
-		return nil
-	}
-	if target == "" {
-		s.imageStore().record(c.Name, res.ID, true)
-		return nil
-	}
-	s.recordNames(r.Context(), c, rt.version, res.ID, true, target)
+	s.forwardWatch(w, r, r.URL.Path, q.Encode(), bytes.NewReader(body), int64(len(body)), captured, func(ctx context.Context, status int) {
+		switch {
+		case status != http.StatusCreated || res.ID == "":
+		case target == "":
+			s.imageStore().record(c.Name, res.ID, true)
+		default:
+			s.recordNames(ctx, c, rt.version, res.ID, true, target)
+		}
+	})
 	return nil
 }
 
@@ -891,11 +901,11 @@ func (s *Server) build(w http.ResponseWriter, r *http.Request, c Caller, rt rout
 	lb, _ := json.Marshal(lbl)
 	q.Set("labels", string(lb))
 	var res streamResult
-	s.forwardWatch(w, r, r.URL.Path, q.Encode(), r.Body, r.ContentLength, res.watch)
-	if res.failed || res.id == "" {
-		return nil
-	}
-	s.recordNames(r.Context(), c, rt.version, res.id, true, tags...)
+	s.forwardWatch(w, r, r.URL.Path, q.Encode(), r.Body, r.ContentLength, res.watch, func(ctx context.Context, status int) {
+		if status == http.StatusOK && !res.failed && res.id != "" {
+			s.recordNames(ctx, c, rt.version, res.id, true, tags...)
+		}
+	})
 	return nil
 }
 
@@ -981,6 +991,9 @@ func nonEmptyJSON(v string) bool {
 
 // buildNetwork checks that a build's network is the caller's.
 func (s *Server) buildNetwork(ctx context.Context, c Caller, version, name string) error {
+	if !networkName.MatchString(name) {
+		return refused("%q is not a network name the gateway can check", name)
+	}
 	resp, err := s.up.get(ctx, version+"/networks/"+name)
 	if err != nil {
 		return fmt.Errorf("the Docker engine behind the gateway is unreachable: %w", err)
@@ -1046,24 +1059,50 @@ func (res *streamResult) watch(line []byte) {
 	}
 }
 
-// forwardWatch forwards a request and streams the answer back as forward does, showing
-// each line of a 2xx answer to onLine (nil: none); it returns the engine's status (0 when
-// the engine could not be reached).
-func (s *Server) forwardWatch(w http.ResponseWriter, r *http.Request, path, query string, body io.Reader, length int64, onLine func([]byte)) int {
+// forwardWatch forwards a request and passes the answer back as forward does, showing each
+// line of a 2xx answer to onLine (nil: none), and calls after (nil: nothing) with the
+// engine's status (0 when unreachable) before the caller has the whole answer: so what
+// after records is in place when the client's next request comes. after's context outlives
+// the caller's connection.
+func (s *Server) forwardWatch(w http.ResponseWriter, r *http.Request, path, query string, body io.Reader, length int64,
+	onLine func([]byte), after func(ctx context.Context, status int)) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), time.Minute)
+	defer cancel()
+	if after == nil {
+		after = func(context.Context, int) {}
+	}
 	out, err := outgoing(r.Context(), r, path, query, body, length)
 	if err != nil {
+		after(ctx, 0)
 		writeError(w, http.StatusBadRequest, err.Error())
-		return 0
+		return
 	}
 	resp, err := s.up.client.Do(out)
 	if err != nil {
+		after(ctx, 0)
 		writeError(w, http.StatusBadGateway, "the Docker engine behind the gateway is unreachable: "+err.Error())
-		return 0
+		return
 	}
 	defer resp.Body.Close()
+	if resp.ContentLength >= 0 && resp.ContentLength <= maxBody {
+		// A whole answer (tag, commit, rmi): held until after is done.
+		b, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+		if err == nil && onLine != nil && resp.StatusCode/100 == 2 {
+			for _, line := range bytes.Split(b, []byte("\n")) {
+				onLine(bytes.TrimSpace(line))
+			}
+		}
+		after(ctx, resp.StatusCode)
+		resp.Body = io.NopCloser(bytes.NewReader(b))
+		copyResponse(w, resp)
+		return
+	}
+	// A stream (build, pull, import): passed on as it comes; its end (the last chunk) only
+	// once after is done, when this handler returns.
 	if onLine == nil || resp.StatusCode/100 != 2 {
 		copyResponse(w, resp)
-		return resp.StatusCode
+		after(ctx, resp.StatusCode)
+		return
 	}
 	pr, pw := io.Pipe()
 	done := make(chan struct{})
@@ -1076,14 +1115,15 @@ func (s *Server) forwardWatch(w http.ResponseWriter, r *http.Request, path, quer
 		}
 		_, _ = io.Copy(io.Discard, pr) // a line over 1 MiB: the rest unread
 	}()
+	body0 := resp.Body
 	resp.Body = struct {
 		io.Reader
 		io.Closer
-	}{io.TeeReader(resp.Body, pw), resp.Body}
+	}{io.TeeReader(body0, pw), body0}
 	copyResponse(w, resp)
 	pw.Close()
 	<-done
-	return resp.StatusCode
+	after(ctx, resp.StatusCode)
 }
 
 // RuntimeCheck warns, once the engine answers, when its default runtime hands out GPUs.
