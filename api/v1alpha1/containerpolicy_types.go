@@ -294,7 +294,8 @@ type ContainerResources struct {
 	ShmSize *resource.Quantity `json:"shmSize,omitempty"`
 
 	// pidsLimit bounds a container's processes (docker --pids-limit) where a create sets
-	// none; the gateway's own default is 8192.
+	// none, and is the most a user's create or update may ask for; the gateway's own default
+	// is 8192.
 	// +optional
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=4194304

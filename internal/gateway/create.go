@@ -120,6 +120,11 @@ func (s *Server) createContainer(w http.ResponseWriter, r *http.Request, c Calle
 		return err
 	}
 	ctype := s.setLabels(c, req.Config)
+	if !c.Admin {
+		if err := s.checkImage(r.Context(), c, rt, req.Config); err != nil {
+			return err
+		}
+	}
 	if err := s.applyResources(r.Context(), c, req.Config.Labels, req.HostConfig); err != nil {
 		return err
 	}
@@ -173,6 +178,28 @@ func (s *Server) createContainer(w http.ResponseWriter, r *http.Request, c Calle
 		s.GPUs.Release(context.Background(), allocation) // no container: its GPUs go back at once
 	}
 	copyResponse(w, resp)
+	return nil
+}
+
+// checkImage refuses a create from another user's image (code they made would run as the
+// caller, with the caller's files), and blanks the owner, type and protection labels the image
+// carries, which the engine would otherwise give the container.
+func (s *Server) checkImage(ctx context.Context, c Caller, rt route, cfg *container.Config) error {
+	if cfg.Image == "" {
+		return nil // the engine answers that a create needs an image
+	}
+	if err := s.checkRead(ctx, c, rt.version, cfg.Image, "run"); err != nil {
+		return err
+	}
+	info, found, err := s.inspectImage(ctx, rt.version, cfg.Image)
+	if err != nil || !found {
+		return err
+	}
+	for k := range info.Config.Labels {
+		if _, set := cfg.Labels[k]; spoofable(k) && !set {
+			cfg.Labels[k] = ""
+		}
+	}
 	return nil
 }
 

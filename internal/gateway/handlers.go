@@ -212,6 +212,16 @@ func (s *Server) createOwned(w http.ResponseWriter, r *http.Request, c Caller, r
 		if req.Driver != "" && req.Driver != "local" {
 			return refused("volume driver %q is for admins: the local driver is allowed", req.Driver)
 		}
+		if req.Name != "" {
+			// The engine answers a create of an existing name with that volume: not another's.
+			lbl, found, err := s.objectLabels(r.Context(), rt.version, "volume", req.Name)
+			if err != nil {
+				return err
+			}
+			if found && lbl[gpuwardenv1alpha1.LabelUser] != c.Name {
+				return &refusal{status: http.StatusConflict, msg: fmt.Sprintf("volume %s exists and is not yours: choose another name", req.Name)}
+			}
+		}
 		req.Labels = ownerLabels(req.Labels, c)
 		return s.forwardJSON(w, r, r.URL.Path, req)
 	}

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -94,6 +95,9 @@ func (s *Server) checkHost(ctx context.Context, c Caller, rt route, hc *containe
 	rest.Sysctls = nil
 	if err := checkPorts(hc.PortBindings); err != nil {
 		return err
+	}
+	if hc.PublishAllPorts {
+		return refused("publishing every exposed port (-P) is refused: it publishes on every address of the host; publish the ones you need with -p PORT:PORT (on 127.0.0.1 unless you give an address)")
 	}
 	rest.PortBindings, rest.PublishAllPorts = nil, false
 	if err := checkLogConfig(hc.LogConfig); err != nil {
@@ -213,6 +217,10 @@ func (s *Server) checkMounts(ctx context.Context, c Caller, rt route, hc *contai
 					return err
 				}
 			}
+			if m.VolumeOptions != nil && m.VolumeOptions.Labels != nil {
+				// Labels a new volume is made with: the owner is the caller, whatever they say.
+				m.VolumeOptions.Labels[labelUser] = c.Name
+			}
 		case mount.TypeTmpfs:
 			if m.Source != "" || m.BindOptions != nil || m.VolumeOptions != nil {
 				return refused("a tmpfs mount (%s) takes no source and no bind or volume options", m.Target)
@@ -321,8 +329,9 @@ func (s *Server) checkEndpoints(ctx context.Context, c Caller, rt route, nc *net
 	return nil
 }
 
-// ownNetwork allows the engine's default networks, the caller's own, and networks no user owns
-// (the engine's and the admins'); another user's network is refused.
+// ownNetwork allows the engine's default networks and the caller's own. Another user's is
+// refused, and so is one no user owns (an admin's): a container there could answer to the
+// names (aliases) others' containers look up.
 func (s *Server) ownNetwork(ctx context.Context, c Caller, rt route, name string) error {
 	switch name {
 	case "", "default", "bridge", "none":
@@ -337,8 +346,8 @@ func (s *Server) ownNetwork(ctx context.Context, c Caller, rt route, name string
 	if !found {
 		return &refusal{status: 404, msg: "network " + name + " not found"}
 	}
-	if owner := lbl[labelUser]; owner != "" && owner != c.Name {
-		return &refusal{status: 403, owner: owner, msg: fmt.Sprintf("network %s does not belong to %s: join your own networks (docker network ls)", name, c.Name)}
+	if owner := lbl[labelUser]; owner != c.Name {
+		return &refusal{status: 403, owner: owner, msg: fmt.Sprintf("network %s does not belong to %s: join your own networks (docker network ls) or the default bridge", name, c.Name)}
 	}
 	return nil
 }
@@ -412,10 +421,16 @@ func checkSysctls(hc *container.HostConfig) error {
 	return nil
 }
 
-// checkPorts refuses host ports below 1024 (a user's shell cannot bind them).
+// checkPorts refuses host ports below 1024 (a user's shell cannot bind them), and publishes
+// on the loopback address where no address is given: the engine's published ports pass the
+// host's firewall, which a user's own listening socket does not.
 func checkPorts(pm network.PortMap) error {
 	for port, bindings := range pm {
-		for _, b := range bindings {
+		for i := range bindings {
+			b := &bindings[i]
+			if !b.HostIP.IsValid() {
+				b.HostIP = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+			}
 			if b.HostPort == "" || b.HostPort == "0" {
 				continue
 			}

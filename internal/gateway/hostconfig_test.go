@@ -45,6 +45,8 @@ func TestCreateAllowList(t *testing.T) {
 		{"a shared propagation option", `{"Binds":["` + w.home + `:/x:rshared"]}`, "volume option"},
 		{"an image mount", `{"Mounts":[{"Type":"image","Source":"x","Target":"/x"}]}`, "image"},
 		{"another's network", `{"NetworkMode":"bobnet"}`, "network bobnet does not belong"},
+		{"a network no user owns", `{"NetworkMode":"adminnet"}`, "network adminnet does not belong"},
+		{"every port published", `{"PublishAllPorts":true}`, "-P"},
 		{"a link to another's container", `{"Links":["bob-job:b"]}`, "belongs to bob"},
 		{"another's IPC namespace", `{"IpcMode":"container:bob-job"}`, "belongs to bob"},
 		{"the host's user namespace", `{"UsernsMode":"host"}`, "user namespace"},
@@ -96,7 +98,7 @@ func TestCreateRunsAsTheCaller(t *testing.T) {
 	rec := w.do(alice, "POST", "/v1.41/containers/create?name=nb", `{"Image":"x","User":"","Env":["A=1"],"HostConfig":{
 		"Binds":["`+w.home+`:`+w.home+`","alicevol:/v:ro","fresh:/f"],
 		"Mounts":[{"Type":"tmpfs","Target":"/scratch"},{"Type":"volume","Target":"/anon"}],
-		"NetworkMode":"adminnet","PortBindings":{"8888/tcp":[{"HostIp":"127.0.0.1","HostPort":"8888"}]},
+		"NetworkMode":"alicenet","PortBindings":{"8888/tcp":[{"HostIp":"127.0.0.1","HostPort":"8888"}]},
 		"CapDrop":["ALL"],"OomScoreAdj":500,"CpuShares":512,"Ulimits":[{"Name":"nofile","Soft":64,"Hard":64}],
 		"Sysctls":{"net.ipv4.ip_unprivileged_port_start":"0"},"LogConfig":{"Type":"json-file","Config":{"max-size":"10m","max-file":"3"}},
 		"RestartPolicy":{"Name":"unless-stopped"},"AutoRemove":false,"Init":true,"ReadonlyRootfs":false,"ShmSize":1048576,
@@ -205,6 +207,9 @@ func TestSmallLeaks(t *testing.T) {
 	if rec := w.do(w.alice(), "GET", "/v1.41/containers/b/json", ""); rec.Code != http.StatusNotFound || strings.Contains(rec.Body.String(), "bob") {
 		t.Errorf("a one-character prefix of bob's container: %d %s", rec.Code, rec.Body)
 	}
+	if rec := w.do(w.alice(), "GET", "/v1.41/images/bobpriv:1/get%3F/json", ""); rec.Code != http.StatusForbidden || !strings.Contains(rec.Body.String(), "canonical") {
+		t.Errorf("an escaped ? in the path: %d %s", rec.Code, rec.Body)
+	}
 	if rec := w.do(w.alice(), "POST", "/v1.41/swarm/leave", ""); rec.Code != http.StatusServiceUnavailable {
 		t.Errorf("swarm leave: %d %s", rec.Code, rec.Body)
 	}
@@ -231,8 +236,9 @@ func TestVolumeAndNetworkCreates(t *testing.T) {
 		{"a subnet", "/v1.41/networks/create", `{"Name":"n","IPAM":{"Config":[{"Subnet":"10.0.0.0/8"}]}}`, "address settings"},
 		{"network options", "/v1.41/networks/create", `{"Name":"n","Options":{"com.docker.network.bridge.name":"eth0"}}`, "network options"},
 		{"an ingress network", "/v1.41/networks/create", `{"Name":"n","Ingress":true}`, "swarm"},
+		{"another's volume by its name", "/v1.41/volumes/create", `{"Name":"bobs"}`, "not yours"},
 	} {
-		if rec := w.do(w.alice(), "POST", tc.path, tc.body); rec.Code != http.StatusForbidden || !strings.Contains(rec.Body.String(), tc.want) {
+		if rec := w.do(w.alice(), "POST", tc.path, tc.body); rec.Code < 400 || !strings.Contains(rec.Body.String(), tc.want) {
 			t.Errorf("%s: %d %s; want a refusal saying %q", tc.name, rec.Code, rec.Body, tc.want)
 		}
 	}

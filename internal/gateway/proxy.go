@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -34,10 +35,8 @@ var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Trans
 // outgoing is the request forwarded to the engine: the caller's method, the (rewritten)
 // path and query, its headers without hop-by-hop ones, and body.
 func outgoing(ctx context.Context, r *http.Request, path, query string, body io.Reader, length int64) (*http.Request, error) {
-	u := "http://docker" + path
-	if query != "" {
-		u += "?" + query
-	}
+	// The path is escaped as a path: a decoded "?" or "#" in it stays part of it.
+	u := (&url.URL{Scheme: "http", Host: "docker", Path: path, RawQuery: query}).String()
 	out, err := http.NewRequestWithContext(ctx, r.Method, u, body)
 	if err != nil {
 		return nil, err

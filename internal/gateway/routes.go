@@ -59,9 +59,15 @@ var containerOps = map[string]map[string]bool{
 		"rename": true, "wait": false, "resize": false, "attach": false, "exec": false},
 }
 
+// notInPath are characters no Docker object name has: a decoded path holding one (an escaped
+// "?" that would cut the path short where it is parsed again, a control character) is refused.
+func notInPath(r rune) bool {
+	return r == '?' || r == '#' || r == '%' || r == '\\' || r < 0x20 || r == 0x7f
+}
+
 // classify puts a request on the allow-list, or refuses it with why.
 func classify(method, p string) (route, string) {
-	if !strings.HasPrefix(p, "/") || p != path.Clean(p) || strings.Contains(p, "//") {
+	if !strings.HasPrefix(p, "/") || p != path.Clean(p) || strings.Contains(p, "//") || strings.ContainsFunc(p, notInPath) {
 		return route{class: "other"}, "the path " + p + " is not in canonical form"
 	}
 	r := route{rest: p}
