@@ -123,12 +123,22 @@ func TestAdminRightsFollowTheGroup(t *testing.T) {
 			t.Errorf("with %s, reading quotas as a user: %v\n%s", name, err, out)
 		}
 	}
+	// A refused request whose path carries a terminal escape sequence, CR and LF: the
+	// Kubernetes Event that records the refusal carries them escaped. (The first refusal: the
+	// events library folds later ones of the same reason into its series.)
+	if out, err := exec.Command("runuser", "-u", adm, "--", "curl", "-sg", "--unix-socket", sock, "--path-as-is",
+		"http://gpuwarden/v1.41/swarm/leave%1B%5B2J%1B]0;pwned%07%0D%0Afake-line").CombinedOutput(); err != nil || !strings.Contains(string(out), "gpuwarden") {
+		t.Errorf("a refused request with control characters in its path: %v\n%s", err, out)
+	}
+	testutil.Eventually(t, 30*time.Second, "the refusal's Event, escaped", func() (bool, string) {
+		out, _ := kubectlAs(s.kubeconfig, "", "get", "events", "-A", "--field-selector", "reason=AccessDenied", "-o", "jsonpath={.items[*].message}")
+		return strings.Contains(out, `swarm/leave\x1b[2J\x1b]0;pwned\a\r\nfake-line`) && !strings.ContainsAny(out, "\x1b\r\a"), out
+	})
 	// A process started in the group keeps it (setpriv, as a shell opened before gpasswd -d):
 	// the gateway asks the group database too.
 	if out, err := holdingGroup("system", "df"); err == nil || !strings.Contains(out, "is for gpuwarden admins") {
 		t.Errorf("docker system df through the gateway from a process still holding %s after removal: %v\n%s", group, err, out)
 	}
-	_ = s
 }
 
 // certificateLife is how long the client certificate of user in kubeconfig lasts from now.
