@@ -250,3 +250,33 @@ func TestVolumeAndNetworkCreates(t *testing.T) {
 		t.Errorf("the network's labels: %v", l)
 	}
 }
+
+// A build's containers are bounded like the caller's containers, and few at a time.
+func TestBuildsAreBounded(t *testing.T) {
+	w := newWorld(t)
+	for _, q := range []string{"cpushares=100000", "cpurealtime=1&cpushares=2048", "memory=x"} {
+		if rec := w.do(w.alice(), "POST", "/v1.41/build?"+q, ""); rec.Code < 400 {
+			t.Errorf("a build with %s: %d %s", q, rec.Code, rec.Body)
+		}
+	}
+	var releases []func()
+	for range MaxBuildsPerUser {
+		release, ok := w.s.builds.start(w.alice())
+		if !ok {
+			t.Fatal("a build slot refused under the cap")
+		}
+		releases = append(releases, release)
+	}
+	if rec := w.do(w.alice(), "POST", "/v1.41/build", ""); rec.Code != http.StatusTooManyRequests || !strings.Contains(rec.Body.String(), "builds running") {
+		t.Errorf("a build over the cap: %d %s", rec.Code, rec.Body)
+	}
+	if _, ok := w.s.builds.start(Caller{UID: 1001, Name: "bob"}); !ok {
+		t.Error("another user's build refused by alice's cap")
+	}
+	for _, r := range releases {
+		r()
+	}
+	if _, ok := w.s.builds.start(w.alice()); !ok {
+		t.Error("a build slot not given back")
+	}
+}

@@ -850,6 +850,11 @@ func (s *Server) build(w http.ResponseWriter, r *http.Request, c Caller, rt rout
 	if q.Get("cgroupparent") != "" {
 		return refused("a build with a cgroup parent is refused")
 	}
+	release, err := s.boundBuild(r.Context(), c, q)
+	if err != nil {
+		return err
+	}
+	defer release()
 	if nonEmptyJSON(q.Get("outputs")) {
 		return refused("build outputs (--output) are for admins: the engine would write them on the host as root")
 	}
@@ -878,11 +883,11 @@ func (s *Server) build(w http.ResponseWriter, r *http.Request, c Caller, rt rout
 		tags = append(tags, n)
 	}
 	st := s.imageStore()
-	release, err := st.reserve(c.Name, tags...)
+	unreserve, err := st.reserve(c.Name, tags...)
 	if err != nil {
 		return err
 	}
-	defer release()
+	defer unreserve()
 	for _, t := range tags {
 		if _, _, err := s.checkWrite(r.Context(), c, rt.version, t, verbBuild); err != nil {
 			return err
@@ -994,20 +999,7 @@ func (s *Server) buildNetwork(ctx context.Context, c Caller, version, name strin
 	if !networkName.MatchString(name) {
 		return refused("%q is not a network name the gateway can check", name)
 	}
-	resp, err := s.up.get(ctx, version+"/networks/"+name)
-	if err != nil {
-		return fmt.Errorf("the Docker engine behind the gateway is unreachable: %w", err)
-	}
-	var obj struct{ Labels map[string]string }
-	decodeErr := json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&obj)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || decodeErr != nil {
-		return &refusal{status: http.StatusNotFound, msg: "No such network: " + name}
-	}
-	if o := obj.Labels[gpuwardenv1alpha1.LabelUser]; o != c.Name {
-		return &refusal{status: http.StatusForbidden, owner: o, msg: fmt.Sprintf("network %s does not belong to %s; build on the default network or one of your own", name, c.Name)}
-	}
-	return nil
+	return s.ownNetwork(ctx, c, route{version: version}, name)
 }
 
 // defaultRuntime is the engine's default runtime (GET /info).

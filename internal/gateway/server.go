@@ -68,6 +68,8 @@ type Server struct {
 	up *upstream
 	// engine is what the engine says of itself (user namespaces, default runtime).
 	engine engineInfo
+	// builds counts each user's running builds.
+	builds builds
 	// peerOf tells who is at the other end of a connection; the kernel (peer) when nil.
 	peerOf func(net.Conn) (Caller, error)
 	// imgs is the record of image owners, read on first use.
