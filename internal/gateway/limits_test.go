@@ -241,7 +241,7 @@ func TestRequestsPerUserAreCapped(t *testing.T) {
 // A connection that never sends a request, and a keep-alive connection left idle, are closed
 // by the server, and give their places back.
 func TestSilentAndIdleConnectionsAreClosed(t *testing.T) {
-	w := newLimitWorld(t, Limits{ConnsPerUser: 2, RequestsPerUser: 10, Conns: 100, HeaderTimeout: 200 * time.Millisecond, IdleTimeout: 200 * time.Millisecond})
+	w := newLimitWorld(t, Limits{ConnsPerUser: 2, RequestsPerUser: 10, Conns: 100, HeaderTimeout: time.Second, IdleTimeout: time.Second})
 	silent := w.dial("alice")
 	idle := w.dial("alice")
 	if status, _, err := get(idle, "/_ping"); status != http.StatusOK {
