@@ -253,8 +253,10 @@ func (s *Server) ownVolume(ctx context.Context, c Caller, rt route, name string)
 			"Name": name, "Labels": map[string]string{labelUser: c.Name}}); err != nil {
 			return fmt.Errorf("creating volume %s: %w", name, err)
 		}
-		if lbl, found, err = s.objectLabels(ctx, rt.version, "volume", name); err != nil || !found {
-			return fmt.Errorf("volume %s: not there after creating it (%v)", name, err)
+		if lbl, found, err = s.objectLabels(ctx, rt.version, "volume", name); err != nil {
+			return err
+		} else if !found {
+			return fmt.Errorf("volume %s: not there after creating it", name)
 		}
 	}
 	if owner := lbl[labelUser]; owner != c.Name {
