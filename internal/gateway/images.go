@@ -382,7 +382,9 @@ func (s *Server) usedByOthers(ctx context.Context, version string, c Caller, nam
 		img := ct.Image
 		if hexPrefix.MatchString(img) {
 			// The name it was made from no longer points to its image: the engine lists the ID.
-			img = s.containerImage(ctx, version, ct.ID)
+			if img, err = s.containerImage(ctx, version, ct.ID); err != nil {
+				return "", "", err
+			}
 		}
 		if n, ok := normalName(img); ok && n == name {
 			cn := ct.ID
@@ -398,18 +400,25 @@ func (s *Server) usedByOthers(ctx context.Context, version string, c Caller, nam
 	return "", "", nil
 }
 
-// containerImage is the image name a container was made from ("" when it cannot be told).
-func (s *Server) containerImage(ctx context.Context, version, id string) string {
+// containerImage is the image name a container was made from ("" when it is gone); an
+// answer that cannot be read is an error, so that a name in use is never taken for free.
+func (s *Server) containerImage(ctx context.Context, version, id string) (string, error) {
 	resp, err := s.up.get(ctx, version+"/containers/"+id+"/json")
 	if err != nil {
-		return ""
+		return "", fmt.Errorf("the Docker engine behind the gateway is unreachable: %w", err)
 	}
 	defer resp.Body.Close()
-	var ct struct{ Config struct{ Image string } }
-	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&ct) != nil {
-		return ""
+	if resp.StatusCode == http.StatusNotFound {
+		return "", nil
 	}
-	return ct.Config.Image
+	var ct struct{ Config struct{ Image string } }
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("inspecting container %s to see which image name it uses: engine answered %s", id, resp.Status)
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&ct); err != nil {
+		return "", fmt.Errorf("inspecting container %s to see which image name it uses: %w", id, err)
+	}
+	return ct.Config.Image, nil
 }
 
 // nameState is what an image name is to the caller.

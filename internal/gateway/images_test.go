@@ -485,3 +485,22 @@ func TestImageRoutes(t *testing.T) {
 		}
 	}
 }
+
+// An unreadable record is set aside: every name it held becomes shared (read-only for users).
+func TestImageStoreUnreadable(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "gateway-images.json")
+	if err := os.WriteFile(p, []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st := openImageStore(p)
+	if o := st.owner("alice/x:1", "sha256:1"); o != "" {
+		t.Errorf("owner from an unreadable record: %q", o)
+	}
+	if _, err := os.Stat(p); !os.IsNotExist(err) {
+		t.Errorf("the unreadable record was not set aside: %v", err)
+	}
+	st.record("alice", "sha256:1", false, "alice/x:1")
+	if o := openImageStore(p).owner("alice/x:1", "sha256:1"); o != "alice" {
+		t.Errorf("a new record read back: %q", o)
+	}
+}
