@@ -14,6 +14,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -768,7 +769,9 @@ func (s *Server) createImage(w http.ResponseWriter, r *http.Request, c Caller, r
 		}
 		var res streamResult
 		s.forwardWatch(w, r, r.URL.Path, r.URL.RawQuery, nil, 0, res.watch, func(ctx context.Context, status int) {
-			if status == http.StatusOK && !res.failed && state != nameShared {
+			// A public image (pulled without credentials) is shared: its content is no
+			// secret, and everyone may run it. One pulled with the caller's credentials is theirs.
+			if status == http.StatusOK && !res.failed && state != nameShared && !anonymousAuth(r.Header.Get("X-Registry-Auth")) {
 				s.recordNames(ctx, c, rt.version, "", false, n)
 			}
 		})
@@ -776,6 +779,29 @@ func (s *Server) createImage(w http.ResponseWriter, r *http.Request, c Caller, r
 	}
 	s.up.forward(w, r, r.URL.Path, r.URL.RawQuery, nil, 0) // the engine says what is missing
 	return nil
+}
+
+// anonymousAuth tells whether an X-Registry-Auth header carries no credentials (absent, or
+// the CLI's empty "{}"); one that cannot be read counts as credentials.
+func anonymousAuth(h string) bool {
+	if strings.TrimSpace(h) == "" {
+		return true
+	}
+	var b []byte
+	var err error
+	for _, enc := range []*base64.Encoding{base64.URLEncoding, base64.StdEncoding, base64.RawURLEncoding, base64.RawStdEncoding} {
+		if b, err = enc.DecodeString(strings.TrimSpace(h)); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return false
+	}
+	var a struct{ Username, Password, Auth, IdentityToken, RegistryToken string }
+	if json.Unmarshal(b, &a) != nil {
+		return false
+	}
+	return a.Username == "" && a.Password == "" && a.Auth == "" && a.IdentityToken == "" && a.RegistryToken == ""
 }
 
 // commit commits one of the caller's containers, onto a name of their own or a new one.

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -241,7 +242,19 @@ func (w *imageWorld) do(who Caller, method, target string) *httptest.ResponseRec
 
 func (w *imageWorld) expect(t *testing.T, who Caller, method, target string, code int, says string) {
 	t.Helper()
-	rec := w.do(who, method, target)
+	w.expectWith(t, who, "", method, target, code, says)
+}
+
+// expectWith sends registry credentials (X-Registry-Auth) too.
+func (w *imageWorld) expectWith(t *testing.T, who Caller, auth, method, target string, code int, says string) {
+	t.Helper()
+	r := httptest.NewRequest(method, target, strings.NewReader(""))
+	if auth != "" {
+		r.Header.Set("X-Registry-Auth", auth)
+	}
+	r = r.WithContext(context.WithValue(r.Context(), callerKey{}, who))
+	rec := httptest.NewRecorder()
+	w.s.ServeHTTP(rec, r)
 	if rec.Code != code || !strings.Contains(rec.Body.String(), says) {
 		t.Errorf("%s %s %s: %d %s; want %d and %q", who.Name, method, target, rec.Code, strings.TrimSpace(rec.Body.String()), code, says)
 	}
@@ -311,7 +324,13 @@ func TestImageOwnership(t *testing.T) {
 	w.expect(t, imgAlice, "POST", "/v1.41/images/alice/model/push?tag=2", http.StatusOK, "pushed")
 	w.expect(t, imgAlice, "POST", "/v1.41/build?t=alice/model:1", http.StatusOK, "Successfully built") // rebuild her own name
 	w.expect(t, imgAlice, "POST", "/v1.41/images/create?fromSrc=-&repo=alice/rootfs&tag=1", http.StatusOK, "sha256:")
-	w.expect(t, imgAlice, "POST", "/v1.41/images/create?fromImage=alice/pulled&tag=1", http.StatusOK, "Downloaded")
+	// A pull with her credentials is hers (a private registry's image); a public one is shared.
+	creds := base64.URLEncoding.EncodeToString([]byte(`{"username":"alice","password":"s3cret"}`))
+	w.expectWith(t, imgAlice, creds, "POST", "/v1.41/images/create?fromImage=alice/pulled&tag=1", http.StatusOK, "Downloaded")
+	w.expectWith(t, imgAlice, "e30=", "POST", "/v1.41/images/create?fromImage=python&tag=3.12", http.StatusOK, "Downloaded")
+	w.expect(t, imgBob, "GET", "/v1.41/images/python:3.12/get", http.StatusOK, "TAR")
+	w.expect(t, imgBob, "DELETE", "/v1.41/images/python:3.12", http.StatusForbidden, "is shared")
+	w.expect(t, imgBob, "GET", "/v1.41/images/alice/pulled:1/get", http.StatusForbidden, "belongs to alice")
 	w.expect(t, imgAlice, "DELETE", "/v1.41/images/alice/model:2", http.StatusOK, "")
 	w.expect(t, imgBob, "POST", "/v1.41/images/alice/pulled:1/tag?repo=alice/pulled&tag=1", http.StatusForbidden, "belongs to alice")
 
