@@ -120,8 +120,19 @@ func (r *ContainerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{}, nil
 	}
 	bound := live != nil && live.Status.Phase == gpuwardenv1alpha1.PhaseBound && live.Annotations[gpuwardenv1alpha1.AnnotationRelease] == ""
+	// Bound since the container stopped (a start through the gateway holding its GPUs again,
+	// just before the engine runs it): its hold counts from the binding, not from the stop.
+	rebound := bound && live.Status.BoundTime != nil && live.Status.BoundTime.After(c.FinishedAt)
 	due, next := lifecycle.NotRunning(lifecycle.Container{NeverStarted: c.NeverStarted(), Stopped: c.State.Stopped(),
-		Created: c.Created, FinishedAt: c.FinishedAt, HoldsGPUs: bound, Protected: labels.IsProtected(c.Labels)}, policy, r.Clock.Now())
+		Created: c.Created, FinishedAt: c.FinishedAt, HoldsGPUs: bound && !rebound, Protected: labels.IsProtected(c.Labels)}, policy, r.Clock.Now())
+	if rebound {
+		hold, after := lifecycle.NotRunning(lifecycle.Container{Stopped: c.State.Stopped(), FinishedAt: live.Status.BoundTime.Time, HoldsGPUs: true,
+			Protected: true}, policy, r.Clock.Now())
+		due = append(hold, due...)
+		if after > 0 && (next == 0 || after < next) {
+			next = after
+		}
+	}
 	for _, d := range due {
 		if err := r.act(ctx, c, owner, live, policy, d); err != nil {
 			return ctrl.Result{}, err

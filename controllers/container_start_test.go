@@ -137,3 +137,30 @@ func TestAStartOutsideTheGatewayOnAFreeGPUIsAdopted(t *testing.T) {
 		t.Errorf("a gateway container refused its GPUs runs on: %v", e.engine.Calls())
 	}
 }
+
+// A stopped container whose GPUs a start through the gateway has just held again (bound
+// since it stopped, the engine about to run it) keeps them for gpuHoldAfterStop from the
+// binding, not from the stop long ago.
+func TestAHoldCountsFromTheBindingOfAStart(t *testing.T) {
+	minute := gpuwardenv1alpha1.Duration("1m")
+	hold := &gpuwardenv1alpha1.ContainerPolicy{ObjectMeta: metav1.ObjectMeta{Name: "hold"},
+		Spec: gpuwardenv1alpha1.ContainerPolicySpec{GPUHoldAfterStop: &minute}}
+	c, old := gatewayContainer()
+	c.State, c.FinishedAt = docker.StateExited, t0.Add(-2*time.Hour)
+	again := bound("gateway-again", "alice", "GPU-1")
+	again.Spec.Source, again.Spec.ContainerID = gpuwardenv1alpha1.SourceGateway, idA
+	boundAt := metav1.NewTime(t0)
+	again.Status.BoundTime = &boundAt
+	e := newContainerTest(t, []client.Object{hold, old, again}, c)
+	if res := e.reconcile(idA); res.RequeueAfter <= 0 || res.RequeueAfter > time.Minute {
+		t.Errorf("requeued after %s, want within the minute's hold", res.RequeueAfter)
+	}
+	if a, _ := e.allocation("gateway-again"); a.Annotations[gpuwardenv1alpha1.AnnotationRelease] != "" || a.Status.ContainerID != idA {
+		t.Fatalf("the GPUs a start just held again: release %q, container %q", a.Annotations[gpuwardenv1alpha1.AnnotationRelease], a.Status.ContainerID)
+	}
+	e.clock.Step(2 * time.Minute) // never started after all: the hold passes
+	e.reconcile(idA)
+	if a, _ := e.allocation("gateway-again"); a.Annotations[gpuwardenv1alpha1.AnnotationRelease] == "" {
+		t.Errorf("a minute's hold from the binding has passed and the GPUs are kept")
+	}
+}
