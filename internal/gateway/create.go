@@ -102,6 +102,9 @@ func (s *Server) createContainer(w http.ResponseWriter, r *http.Request, c Calle
 		req.HostConfig = &container.HostConfig{}
 	}
 	if !c.Admin {
+		if f := unknownHostField(b); f != "" {
+			return refused("HostConfig.%s is refused: not a field the gateway knows, so not one it checked; ask an admin", f)
+		}
 		if err := s.checkHost(r.Context(), c, rt, req.HostConfig); err != nil {
 			return err
 		}

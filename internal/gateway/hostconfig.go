@@ -2,17 +2,20 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"math"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/api/types/network"
-	"golang.org/x/sys/unix"
 
 	"github.com/gpuwarden/gpuwarden/internal/hostpath"
 )
@@ -205,7 +208,8 @@ func (s *Server) checkMounts(ctx context.Context, c Caller, rt route, hc *contai
 				return refused("bind or tmpfs options on volume mount %s are refused", m.Target)
 			}
 			if o := m.VolumeOptions; o != nil {
-				if o.DriverConfig != nil {
+				// The CLI sends an empty driver with volume-nocopy: only a driver or its options are refused.
+				if d := o.DriverConfig; d != nil && (d.Name != "" && d.Name != "local" || len(d.Options) > 0) {
 					return refused("volume driver options on mount %s are refused", m.Target)
 				}
 				if o.Subpath != "" && (filepath.IsAbs(o.Subpath) || strings.Contains(o.Subpath, "..")) {
@@ -354,12 +358,39 @@ func (s *Server) ownNetwork(ctx context.Context, c Caller, rt route, name string
 	return nil
 }
 
-// rlimits are the docker ulimit names and the resources they set.
-var rlimits = map[string]int{
-	"core": unix.RLIMIT_CORE, "cpu": unix.RLIMIT_CPU, "data": unix.RLIMIT_DATA, "fsize": unix.RLIMIT_FSIZE,
-	"locks": unix.RLIMIT_LOCKS, "memlock": unix.RLIMIT_MEMLOCK, "msgqueue": unix.RLIMIT_MSGQUEUE, "nice": unix.RLIMIT_NICE,
-	"nofile": unix.RLIMIT_NOFILE, "nproc": unix.RLIMIT_NPROC, "rss": unix.RLIMIT_RSS, "rtprio": unix.RLIMIT_RTPRIO,
-	"rttime": unix.RLIMIT_RTTIME, "sigpending": unix.RLIMIT_SIGPENDING, "stack": unix.RLIMIT_STACK, "as": unix.RLIMIT_AS,
+// rlimits are the docker ulimit names and the lines of /proc/PID/limits that name them.
+var rlimits = map[string]string{
+	"core": "Max core file size", "cpu": "Max cpu time", "data": "Max data size", "fsize": "Max file size",
+	"locks": "Max file locks", "memlock": "Max locked memory", "msgqueue": "Max msgqueue size", "nice": "Max nice priority",
+	"nofile": "Max open files", "nproc": "Max processes", "rss": "Max resident set", "rtprio": "Max realtime priority",
+	"rttime": "Max realtime timeout", "sigpending": "Max pending signals", "stack": "Max stack size", "as": "Max address space",
+}
+
+// procRoot is where the callers' processes are read (their resource limits).
+var procRoot = "/proc"
+
+// hardLimit is a process's hard limit of a resource, as /proc/PID/limits gives it (which, unlike
+// prlimit(2), needs no privilege over the process); unlimited is the largest uint64.
+func hardLimit(pid int, line string) (uint64, error) {
+	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "limits"))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		rest, ok := strings.CutPrefix(l, line)
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) < 2 {
+			break
+		}
+		if f[1] == "unlimited" {
+			return math.MaxUint64, nil
+		}
+		return strconv.ParseUint(f[1], 10, 64)
+	}
+	return 0, fmt.Errorf("no %q in %s/%d/limits", line, procRoot, pid)
 }
 
 // checkResources bounds what a create or an update asks of the machine beside the policy's CPU
@@ -398,16 +429,16 @@ func checkResources(c Caller, r *container.Resources) error {
 		if u == nil {
 			continue
 		}
-		res, ok := rlimits[u.Name]
+		line, ok := rlimits[u.Name]
 		if !ok {
 			return refused("ulimit %q is refused: not a resource limit the gateway knows", u.Name)
 		}
-		var own unix.Rlimit
-		if err := unix.Prlimit(c.PID, res, nil, &own); err != nil {
+		own, err := hardLimit(c.PID, line)
+		if err != nil {
 			return refused("ulimit %s is refused: your own limits cannot be read (%v)", u.Name, err)
 		}
-		if u.Soft < 0 || u.Hard < 0 || uint64(u.Soft) > own.Max || uint64(u.Hard) > own.Max {
-			return refused("ulimit %s=%d:%d is refused: over your own hard limit, %d (ulimit -H)", u.Name, u.Soft, u.Hard, own.Max)
+		if u.Soft < 0 || u.Hard < 0 || uint64(u.Soft) > own || uint64(u.Hard) > own {
+			return refused("ulimit %s=%d:%d is refused: over your own hard limit, %d (ulimit -H)", u.Name, u.Soft, u.Hard, own)
 		}
 	}
 	return nil
@@ -493,4 +524,50 @@ func parseSize(v string) (int64, bool) {
 		return 0, false
 	}
 	return n * mult, true
+}
+
+// hostFields are the JSON names of HostConfig's fields (its Resources' among them).
+var hostFields = func() []string {
+	var names []string
+	var walk func(t reflect.Type)
+	walk = func(t reflect.Type) {
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if f.Anonymous && f.Type.Kind() == reflect.Struct {
+				walk(f.Type)
+				continue
+			}
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "" {
+				name = f.Name
+			}
+			names = append(names, name)
+		}
+	}
+	walk(reflect.TypeOf(container.HostConfig{}))
+	return names
+}()
+
+// unknownHostField names a key of a create's HostConfig that is no HostConfig field the
+// gateway knows (decoding would drop it unseen, so it is refused instead), or "".
+func unknownHostField(body []byte) string {
+	var top map[string]json.RawMessage
+	if json.Unmarshal(body, &top) != nil {
+		return "" // decodeJSON says what is wrong with it
+	}
+	for k, v := range top {
+		if !strings.EqualFold(k, "HostConfig") {
+			continue
+		}
+		var hc map[string]json.RawMessage
+		if json.Unmarshal(v, &hc) != nil {
+			continue
+		}
+		for key := range hc {
+			if !slices.ContainsFunc(hostFields, func(n string) bool { return strings.EqualFold(n, key) }) {
+				return key
+			}
+		}
+	}
+	return ""
 }

@@ -55,6 +55,7 @@ func TestCreateAllowList(t *testing.T) {
 		{"a custom seccomp profile", `{"SecurityOpt":["seccomp={\"defaultAction\":\"SCMP_ACT_ALLOW\"}"]}`, "security option"},
 		{"label=disable", `{"SecurityOpt":["label=disable"]}`, "security option"},
 		{"a pids limit over the policy", `{"PidsLimit":100000000}`, "processes"},
+		{"a field the gateway does not know", `{"Memory":1,"FutureEscape":{"x":1}}`, "HostConfig.FutureEscape"},
 	} {
 		before := len(w.engine.reached())
 		caller := w.alice()
