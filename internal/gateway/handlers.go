@@ -223,7 +223,24 @@ func (s *Server) createOwned(w http.ResponseWriter, r *http.Request, c Caller, r
 			}
 		}
 		req.Labels = ownerLabels(req.Labels, c)
-		return s.forwardJSON(w, r, r.URL.Path, req)
+		if req.Name == "" || s.anyUser(r.Context(), c) {
+			return s.forwardJSON(w, r, r.URL.Path, req)
+		}
+		// Made, given to the caller, then answered: their first container finds it theirs.
+		if err := s.up.post(r.Context(), r.URL.Path, req); err != nil {
+			return fmt.Errorf("creating volume %s: %w", req.Name, err)
+		}
+		s.giveVolume(r.Context(), c, rt.version, req.Name)
+		resp, err := s.up.get(r.Context(), rt.version+"/volumes/"+url.PathEscape(req.Name))
+		if err != nil {
+			return fmt.Errorf("the Docker engine behind the gateway is unreachable: %w", err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			resp.StatusCode = http.StatusCreated
+		}
+		copyResponse(w, resp)
+		return nil
 	}
 	var req network.CreateRequest
 	if err := decodeJSON(b, &req); err != nil {

@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
+	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -257,6 +260,7 @@ func (s *Server) ownVolume(ctx context.Context, c Caller, rt route, name string)
 			"Name": name, "Labels": map[string]string{labelUser: c.Name}}); err != nil {
 			return fmt.Errorf("creating volume %s: %w", name, err)
 		}
+		s.giveVolume(ctx, c, rt.version, name)
 		if lbl, found, err = s.objectLabels(ctx, rt.version, "volume", name); err != nil {
 			return err
 		} else if !found {
@@ -570,4 +574,30 @@ func unknownHostField(body []byte) string {
 		}
 	}
 	return ""
+}
+
+// giveVolume makes a new, empty local volume's directory the caller's, as their containers run
+// as them (the engine makes it root's). Where the gateway cannot reach the engine's volumes (it
+// runs elsewhere) the volume stays as the engine made it.
+func (s *Server) giveVolume(ctx context.Context, c Caller, version, name string) {
+	if s.anyUser(ctx, c) {
+		return // who the containers run as is theirs to say
+	}
+	resp, err := s.up.get(ctx, version+"/volumes/"+url.PathEscape(name))
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	var v struct{ Driver, Mountpoint string }
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&v) != nil || v.Driver != "local" {
+		return
+	}
+	fi, err := os.Lstat(v.Mountpoint)
+	if err != nil || !fi.IsDir() {
+		return
+	}
+	if entries, err := os.ReadDir(v.Mountpoint); err != nil || len(entries) > 0 {
+		return
+	}
+	_ = os.Lchown(v.Mountpoint, c.UID, c.GID)
 }
