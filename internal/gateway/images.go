@@ -940,7 +940,7 @@ func (s *Server) build(w http.ResponseWriter, r *http.Request, c Caller, rt rout
 	lbl[gpuwardenv1alpha1.LabelUser] = c.Name // who built it, for docker inspect; ownership is the gateway's record
 	lb, _ := json.Marshal(lbl)
 	q.Set("labels", string(lb))
-	var res streamResult
+	res := streamResult{quiet: isTrue(q.Get("q"))}
 	s.forwardWatch(w, r, r.URL.Path, q.Encode(), r.Body, r.ContentLength, res.watch, func(ctx context.Context, status int) {
 		if status == http.StatusOK && !res.failed && res.id != "" {
 			s.recordNames(ctx, c, rt.version, res.id, true, tags...)
@@ -1061,7 +1061,10 @@ func engineDefaultRuntime(ctx context.Context, up *upstream, version string) (st
 // streamResult is what a streamed answer (build, pull, import) said at its end.
 type streamResult struct {
 	failed bool   // an error message came
-	id     string // a build's image (aux.ID)
+	id     string // a build's image (aux.ID; a quiet build's only stream line)
+	// quiet: a build with q=1, whose output is its image ID alone (no RUN step's output, which
+	// could print any ID).
+	quiet bool
 	status string // the last status (an import's image ID)
 }
 
@@ -1070,6 +1073,7 @@ func (res *streamResult) watch(line []byte) {
 		Error       string          `json:"error"`
 		ErrorDetail json.RawMessage `json:"errorDetail"`
 		Status      string          `json:"status"`
+		Stream      string          `json:"stream"`
 		Aux         struct{ ID string }
 	}
 	if json.Unmarshal(line, &m) != nil {
@@ -1080,6 +1084,9 @@ func (res *streamResult) watch(line []byte) {
 	}
 	if strings.HasPrefix(m.Aux.ID, "sha256:") {
 		res.id = m.Aux.ID
+	}
+	if id := strings.TrimSpace(m.Stream); res.quiet && strings.HasPrefix(id, "sha256:") && !strings.ContainsAny(id, " \t\n") {
+		res.id = id
 	}
 	if m.Status != "" {
 		res.status = strings.TrimSpace(m.Status)

@@ -3,6 +3,7 @@ package e2e
 import (
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -45,11 +46,21 @@ spec:
 	if err := os.MkdirAll(dc, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// The image the CLI builds: one left by an earlier run, which this server has no record of,
+	// would be shared (an admin's), and a user may not build onto it.
+	removeImages := func() {
+		out, _ := exec.Command("docker", "images", "-q", "--filter", "reference=vsc-gwdc-project-*").Output()
+		for _, id := range strings.Fields(string(out)) {
+			_ = exec.Command("docker", "rmi", "-f", id).Run()
+		}
+	}
+	removeImages()
 	t.Cleanup(func() {
 		out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=devcontainer.local_folder="+ws).Output()
 		for _, id := range strings.Fields(string(out)) {
 			_ = exec.Command("docker", "rm", "-f", id).Run()
 		}
+		removeImages()
 		os.RemoveAll(ws)
 	})
 	// The test image has no /etc/passwd; the devcontainer CLI execs as a named user.
@@ -74,8 +85,14 @@ spec:
 	if out, err := devcontainer("up", "--workspace-folder", ws); err != nil || !strings.Contains(out, `"outcome":"success"`) {
 		t.Fatalf("devcontainer up: %v\n%s", err, out)
 	}
-	out, err := devcontainer("exec", "--workspace-folder", ws, "sh", "-c", "echo GPU=$NVIDIA_VISIBLE_DEVICES; cat /tmp/post-create; ls /workspaces/gwdc-project/.devcontainer")
-	if err != nil || !strings.Contains(out, "GPU=GPU-") || !strings.Contains(out, "post-create-ran") || !strings.Contains(out, "devcontainer.json") {
+	// It runs as the researcher, not as root.
+	u, err := user.Lookup(alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := devcontainer("exec", "--workspace-folder", ws, "sh", "-c", "echo GPU=$NVIDIA_VISIBLE_DEVICES; cat /tmp/post-create; ls /workspaces/gwdc-project/.devcontainer; echo uid=$(id -u)")
+	if err != nil || !strings.Contains(out, "GPU=GPU-") || !strings.Contains(out, "post-create-ran") || !strings.Contains(out, "devcontainer.json") ||
+		!strings.Contains(out, "uid="+u.Uid) {
 		t.Errorf("devcontainer exec: %v\n%s", err, out)
 	}
 	id, err := exec.Command("docker", "ps", "-q", "--no-trunc", "--filter", "label=devcontainer.local_folder="+ws).Output()
