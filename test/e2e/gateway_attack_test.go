@@ -240,9 +240,6 @@ func inspect(name, tmpl string) string {
 	return out
 }
 
-// ran tells whether output is that of a container that ran (not a gateway refusal).
-func ran(out string) bool { return !strings.Contains(out, "gpuwarden:") }
-
 // atkCase is one attack: the row it probes, a setup, the attack as the unprivileged user, and
 // what of it reached the host or the victim.
 type atkCase struct {
