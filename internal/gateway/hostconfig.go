@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math"
-	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
@@ -583,13 +581,8 @@ func (s *Server) giveVolume(ctx context.Context, c Caller, version, name string)
 	if s.anyUser(ctx, c) {
 		return // who the containers run as is theirs to say
 	}
-	resp, err := s.up.get(ctx, version+"/volumes/"+url.PathEscape(name))
-	if err != nil {
-		return
-	}
-	defer resp.Body.Close()
 	var v struct{ Driver, Mountpoint string }
-	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&v) != nil || v.Driver != "local" {
+	if found, err := s.inspect(ctx, version+"/volumes/"+url.PathEscape(name), "volume "+name, &v); !found || err != nil || v.Driver != "local" {
 		return
 	}
 	fi, err := os.Lstat(v.Mountpoint)

@@ -21,6 +21,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -273,6 +274,24 @@ func normalName(ref string) (string, bool) {
 	return rest + ":" + tag, true
 }
 
+// targetName is the name an import or a commit makes (its repo and tag parameters; latest
+// when no tag is given), "" when it names none.
+func targetName(q url.Values) (string, error) {
+	repo := q.Get("repo")
+	if repo == "" {
+		return "", nil
+	}
+	tag := q.Get("tag")
+	if tag == "" && !hasTag(repo) {
+		tag = "latest"
+	}
+	n, ok := normalName(joinRef(repo, tag))
+	if !ok {
+		return "", refused("%q is not an image name the gateway can check (want repository:tag, in lower case)", joinRef(repo, tag))
+	}
+	return n, nil
+}
+
 // repoOf is a normal name without its tag.
 func repoOf(name string) string {
 	if i := strings.LastIndex(name, ":"); i > strings.LastIndex(name, "/") {
@@ -329,22 +348,9 @@ func (s *Server) inspectImage(ctx context.Context, version, ref string) (imageIn
 	if !refChars.MatchString(ref) || strings.Contains(ref, "..") || strings.HasPrefix(ref, "/") {
 		return imageInfo{}, false, refused("%q is not an image reference the gateway can check", ref)
 	}
-	resp, err := s.up.get(ctx, version+"/images/"+ref+"/json")
-	if err != nil {
-		return imageInfo{}, false, fmt.Errorf("the Docker engine behind the gateway is unreachable: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNotFound {
-		return imageInfo{}, false, nil
-	}
-	if resp.StatusCode != http.StatusOK {
-		return imageInfo{}, false, fmt.Errorf("inspecting image %s: engine answered %s", ref, resp.Status)
-	}
 	var info imageInfo
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&info); err != nil {
-		return imageInfo{}, false, fmt.Errorf("inspecting image %s: %w", ref, err)
-	}
-	return info, true, nil
+	found, err := s.inspect(ctx, version+"/images/"+ref+"/json", "image "+ref, &info)
+	return info, found, err
 }
 
 // tagged tells whether the image carries the normal name.
@@ -710,17 +716,9 @@ func (s *Server) createImage(w http.ResponseWriter, r *http.Request, c Caller, r
 			return refused("an import from a URL is for admins (the engine fetches it as root, following redirects, " +
 				"so it could reach this machine's private addresses); download it yourself and run `docker import FILE NAME`")
 		}
-		var target string
-		if repo := q.Get("repo"); repo != "" {
-			tag := q.Get("tag")
-			if tag == "" && !hasTag(repo) {
-				tag = "latest"
-			}
-			n, ok := normalName(joinRef(repo, tag))
-			if !ok {
-				return refused("%q is not an image name the gateway can check (want repository:tag, in lower case)", joinRef(repo, tag))
-			}
-			target = n
+		target, err := targetName(q)
+		if err != nil {
+			return err
 		}
 		var release func()
 		if target != "" {
@@ -814,17 +812,11 @@ func (s *Server) commit(w http.ResponseWriter, r *http.Request, c Caller, rt rou
 	if err != nil {
 		return err
 	}
-	var target string
-	if repo := q.Get("repo"); repo != "" {
-		tag := q.Get("tag")
-		if tag == "" && !hasTag(repo) {
-			tag = "latest"
-		}
-		n, ok := normalName(joinRef(repo, tag))
-		if !ok {
-			return refused("%q is not an image name the gateway can check (want repository:tag, in lower case)", joinRef(repo, tag))
-		}
-		target = n
+	target, err := targetName(q)
+	if err != nil {
+		return err
+	}
+	if target != "" {
 		release, err := s.imageStore().reserve(c.Name, target)
 		if err != nil {
 			return err
@@ -1064,7 +1056,7 @@ type streamResult struct {
 	id     string // a build's image (aux.ID; a quiet build's only stream line)
 	// quiet: a build with q=1, whose output is its image ID alone (no RUN step's output, which
 	// could print any ID).
-	quiet bool
+	quiet  bool
 	status string // the last status (an import's image ID)
 }
 

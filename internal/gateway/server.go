@@ -341,42 +341,36 @@ const labelUser = gpuwardenv1alpha1.LabelUser
 // objectLabels inspects a volume or network through the engine; found is false when it does
 // not exist.
 func (s *Server) objectLabels(ctx context.Context, version, object, id string) (map[string]string, bool, error) {
-	resp, err := s.up.get(ctx, version+"/"+object+"s/"+url.PathEscape(id))
-	if err != nil {
-		return nil, false, fmt.Errorf("the Docker engine behind the gateway is unreachable: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNotFound {
-		return nil, false, nil
-	}
 	var obj struct{ Labels map[string]string }
-	if resp.StatusCode != http.StatusOK {
-		return nil, false, fmt.Errorf("inspecting %s %s: engine answered %s", object, id, resp.Status)
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&obj); err != nil {
-		return nil, false, fmt.Errorf("inspecting %s %s: %w", object, id, err)
-	}
-	return obj.Labels, true, nil
+	found, err := s.inspect(ctx, version+"/"+object+"s/"+url.PathEscape(id), object+" "+id, &obj)
+	return obj.Labels, found, err
 }
 
 // container inspects a container through the engine; found is false when it does not exist.
 func (s *Server) container(ctx context.Context, version, id string) (inspected, bool, error) {
-	resp, err := s.up.get(ctx, version+"/containers/"+url.PathEscape(id)+"/json")
+	var c inspected
+	found, err := s.inspect(ctx, version+"/containers/"+url.PathEscape(id)+"/json", "container "+id, &c)
+	return c, found, err
+}
+
+// inspect reads what the engine says of an object (what names it, in errors) into v; found is
+// false when the engine has no such object.
+func (s *Server) inspect(ctx context.Context, path, what string, v any) (bool, error) {
+	resp, err := s.up.get(ctx, path)
 	if err != nil {
-		return inspected{}, false, fmt.Errorf("the Docker engine behind the gateway is unreachable: %w", err)
+		return false, fmt.Errorf("the Docker engine behind the gateway is unreachable: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusNotFound {
-		return inspected{}, false, nil
+		return false, nil
 	}
 	if resp.StatusCode != http.StatusOK {
-		return inspected{}, false, fmt.Errorf("inspecting container %s: engine answered %s", id, resp.Status)
+		return false, fmt.Errorf("inspecting %s: engine answered %s", what, resp.Status)
 	}
-	var c inspected
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&c); err != nil {
-		return inspected{}, false, fmt.Errorf("inspecting container %s: %w", id, err)
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(v); err != nil {
+		return false, fmt.Errorf("inspecting %s: %w", what, err)
 	}
-	return c, true, nil
+	return true, nil
 }
 
 // owned checks that the caller may act on a container, and returns it (its full ID and

@@ -14,7 +14,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
 
-// asBuild runs the docker CLI as user with the classic builder and extra environment.
+// asEnv runs the real docker CLI as user against the gateway with extra environment; stdin may be empty.
 func asEnv(user, sock, stdin string, env []string, args ...string) (string, error) {
 	full := append([]string{"-u", user, "--", "env", "DOCKER_HOST=unix://" + sock, "HOME=/home/" + user}, env...)
 	cmd := exec.Command("runuser", append(append(full, "docker"), args...)...)

@@ -17,22 +17,7 @@ func gatewayUser(t *testing.T, name string) { testutil.LinuxUser(t, name) }
 
 // as runs the real docker CLI as user against the gateway; stdin may be empty.
 func as(user, sock, stdin string, args ...string) (string, error) {
-	cmd := exec.Command("runuser", append([]string{"-u", user, "--", "env", "DOCKER_HOST=unix://" + sock, "HOME=/home/" + user, "docker"}, args...)...)
-	if stdin != "" {
-		cmd.Stdin = strings.NewReader(stdin)
-	}
-	done := make(chan struct{})
-	var out []byte
-	var err error
-	go func() { out, err = cmd.CombinedOutput(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(60 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-		return string(out), fmt.Errorf("docker %s as %s: no answer after 60s", strings.Join(args, " "), user)
-	}
-	return strings.TrimSpace(string(out)), err
+	return asEnv(user, sock, stdin, nil, args...)
 }
 
 // gatewayServer starts gpuwarden server with the gateway on a socket anyone may reach, for
