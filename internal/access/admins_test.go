@@ -136,15 +136,7 @@ func TestAdminsPassOnTheInterval(t *testing.T) {
 	db := &groupDB{listed: map[string][]string{"labadmin": {"ann"}}}
 	clk := clocktesting.NewFakeClock(time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC))
 	a := &Admins{Client: c, Group: "labadmin", Hosts: db, Clock: clk, Interval: 30 * time.Second}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Start(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	testutil.Eventually(t, 5*time.Second, "ann bound at start", func() (bool, string) {
-		var b rbacv1.ClusterRoleBinding
-		err := c.Get(ctx, client.ObjectKey{Name: AdminsBinding}, &b)
-		return err == nil && len(b.Subjects) == 2, b.String()
-	})
+	ctx := startAdmins(t, a)
 	db.remove("labadmin", "ann")
 	testutil.Eventually(t, 5*time.Second, "ann unbound within the interval", func() (bool, string) {
 		if !clk.HasWaiters() {
@@ -168,15 +160,7 @@ func TestAdminsWatchTheGroupFile(t *testing.T) {
 	}
 	clk := clocktesting.NewFakeClock(time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC))
 	a := &Admins{Client: c, Group: "labadmin", Hosts: db, Clock: clk, Interval: time.Hour, Watch: file}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Start(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	testutil.Eventually(t, 5*time.Second, "ann bound at start", func() (bool, string) {
-		var b rbacv1.ClusterRoleBinding
-		err := c.Get(ctx, client.ObjectKey{Name: AdminsBinding}, &b)
-		return err == nil && len(b.Subjects) == 2, b.String()
-	})
+	ctx := startAdmins(t, a)
 	db.remove("labadmin", "ann")
 	if err := os.WriteFile(file, []byte("labadmin:x:900:\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -267,4 +251,20 @@ func TestKubeconfigCarriesNoAdminGroup(t *testing.T) {
 	if _, err := i.Kubeconfig("carl", false, 365*24*time.Hour); err == nil {
 		t.Error("a kubeconfig for a year was issued")
 	}
+}
+
+// startAdmins runs a until the test ends, once it has bound the group's one member beside
+// root; the context is the run's.
+func startAdmins(t *testing.T, a *Admins) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Start(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	testutil.Eventually(t, 5*time.Second, "ann bound at start", func() (bool, string) {
+		var b rbacv1.ClusterRoleBinding
+		err := a.Client.Get(ctx, client.ObjectKey{Name: AdminsBinding}, &b)
+		return err == nil && len(b.Subjects) == 2, b.String()
+	})
+	return ctx
 }

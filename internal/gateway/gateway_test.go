@@ -176,14 +176,7 @@ func newWorld(t testing.TB) *world {
 		"volumes/bobs": {gpuwardenv1alpha1.LabelUser: "bob"}, "volumes/alicevol": {gpuwardenv1alpha1.LabelUser: "alice"},
 		"networks/alicenet": {gpuwardenv1alpha1.LabelUser: "alice"}, "networks/adminnet": {"team": "ops"},
 	}}
-	sock := filepath.Join(dir, "engine.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &httptest.Server{Listener: l, Config: &http.Server{Handler: engine}}
-	hs.Start()
-	t.Cleanup(hs.Close)
+	dial := serveEngine(t, dir, engine)
 	home := filepath.Join(dir, "home", "alice")
 	if err := os.MkdirAll(home, 0o755); err != nil {
 		t.Fatal(err)
@@ -192,11 +185,26 @@ func newWorld(t testing.TB) *world {
 		t.Fatal(err)
 	}
 	w := &world{engine: engine, gpus: &fakeGPUs{}, audit: &memAudit{}, home: home}
-	var d net.Dialer
-	w.s = &Server{Dial: func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "unix", sock) },
+	w.s = &Server{Dial: dial,
 		AdminGroup: DefaultAdminGroup, AllowMounts: []string{"/data/shared"}, GPUs: w.gpus, Audit: w.audit}
 	w.s.up = newUpstream(w.s.Dial)
 	return w
+}
+
+// serveEngine serves a test double of the engine on a Unix socket in dir until the test
+// ends, and returns how to reach it.
+func serveEngine(t testing.TB, dir string, engine http.Handler) func(ctx context.Context) (net.Conn, error) {
+	t.Helper()
+	sock := filepath.Join(dir, "engine.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &httptest.Server{Listener: l, Config: &http.Server{Handler: engine}}
+	hs.Start()
+	t.Cleanup(hs.Close)
+	var d net.Dialer
+	return func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "unix", sock) }
 }
 
 // do sends a request as alice (or as who), the way the socket would have named her.

@@ -210,17 +210,8 @@ func newImageWorld(t *testing.T) *imageWorld {
 	t.Helper()
 	dir := t.TempDir()
 	e := newImageEngine()
-	sock := filepath.Join(dir, "engine.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &httptest.Server{Listener: l, Config: &http.Server{Handler: e}}
-	hs.Start()
-	t.Cleanup(hs.Close)
-	var d net.Dialer
 	w := &imageWorld{engine: e, store: filepath.Join(dir, "data", "gateway-images.json")}
-	w.s = &Server{Dial: func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "unix", sock) },
+	w.s = &Server{Dial: serveEngine(t, dir, e),
 		AdminGroup: DefaultAdminGroup, Audit: &memAudit{}, ImageOwners: w.store}
 	w.s.up = newUpstream(w.s.Dial)
 	return w
