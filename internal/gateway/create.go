@@ -191,11 +191,8 @@ func (s *Server) checkImage(ctx context.Context, c Caller, rt route, cfg *contai
 	if cfg.Image == "" {
 		return nil // the engine answers that a create needs an image
 	}
-	if err := s.checkRead(ctx, c, rt.version, cfg.Image, "run"); err != nil {
-		return err
-	}
-	info, found, err := s.inspectImage(ctx, rt.version, cfg.Image)
-	if err != nil || !found {
+	info, err := s.checkRead(ctx, c, rt.version, cfg.Image, "run")
+	if err != nil {
 		return err
 	}
 	for k := range info.Config.Labels {

@@ -506,17 +506,18 @@ func fromRegistry(info imageInfo, name string) bool {
 	return false
 }
 
-// checkRead says whether the caller may save the image ref or tag it to a name of their
-// own: it must be theirs or shared, not only another user's.
-func (s *Server) checkRead(ctx context.Context, c Caller, version, ref, verb string) error {
+// checkRead says whether the caller may save, run or push the image ref or tag it to a name
+// of their own: it must be theirs or shared, not only another user's. It returns what the
+// engine says of the image (nothing when it has none by ref).
+func (s *Server) checkRead(ctx context.Context, c Caller, version, ref, verb string) (imageInfo, error) {
 	st := s.imageStore()
 	info, found, err := s.inspectImage(ctx, version, ref)
 	if err != nil || !found {
-		return err // the engine answers "No such image"
+		return imageInfo{}, err // the engine answers "No such image"
 	}
 	owner := st.idOwner(info.ID)
 	if owner == c.Name {
-		return nil
+		return info, nil
 	}
 	for _, t := range info.RepoTags {
 		n, ok := normalName(t)
@@ -525,15 +526,15 @@ func (s *Server) checkRead(ctx context.Context, c Caller, version, ref, verb str
 		}
 		switch o := st.owner(n, info.ID); o {
 		case "", c.Name:
-			return nil
+			return info, nil
 		default:
 			owner = o
 		}
 	}
 	if owner == "" {
-		return nil // untagged and made by nobody through the gateway: shared
+		return info, nil // untagged and made by nobody through the gateway: shared
 	}
-	return &refusal{status: http.StatusForbidden, owner: owner, msg: fmt.Sprintf(
+	return imageInfo{}, &refusal{status: http.StatusForbidden, owner: owner, msg: fmt.Sprintf(
 		"the image %s belongs to %s, so you may not %s it; ask them to share it (docker save, or an admin's tag)", ref, owner, verb)}
 }
 
@@ -568,7 +569,7 @@ func (s *Server) saveImages(w http.ResponseWriter, r *http.Request, c Caller, rt
 		refs = []string{strings.TrimSuffix(rest, "/get")}
 	}
 	for _, ref := range refs {
-		if err := s.checkRead(r.Context(), c, rt.version, ref, "save"); err != nil {
+		if _, err := s.checkRead(r.Context(), c, rt.version, ref, "save"); err != nil {
 			return err
 		}
 	}
@@ -651,7 +652,7 @@ func (s *Server) tagImage(w http.ResponseWriter, r *http.Request, c Caller, rt r
 	if !ok {
 		return refused("%q is not an image name the gateway can check (want repository:tag, in lower case)", joinRef(q.Get("repo"), tag))
 	}
-	if err := s.checkRead(r.Context(), c, rt.version, src, "tag"); err != nil {
+	if _, err := s.checkRead(r.Context(), c, rt.version, src, "tag"); err != nil {
 		return err
 	}
 	st := s.imageStore()
@@ -700,7 +701,7 @@ func (s *Server) pushImage(w http.ResponseWriter, r *http.Request, c Caller, rt 
 		if state == nameNew {
 			return &refusal{status: http.StatusNotFound, msg: "An image does not exist locally with the tag: " + repoOf(n)}
 		}
-	} else if err := s.checkRead(r.Context(), c, rt.version, ref, "push"); err != nil {
+	} else if _, err := s.checkRead(r.Context(), c, rt.version, ref, "push"); err != nil {
 		return err
 	}
 	s.up.forward(w, r, r.URL.Path, r.URL.RawQuery, nil, 0)
