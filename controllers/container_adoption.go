@@ -162,7 +162,9 @@ func (r *ContainerReconciler) checkAdopted(ctx context.Context, c docker.Contain
 	unallocatedGPUContainers.WithLabelValues(reason).Inc()
 	r.Recorder.Eventf(a, nil, corev1.EventTypeWarning, EventUnallocatedGPU, "Detect", "Container %s uses %s without an allocation: %s (%s); policy: %s",
 		shownName(c), strings.Join(a.Spec.Request.Devices, ","), msg, reason, action)
-	r.Audit.Log(audit.Detection(audit.UnmanagedContainer, a.Spec.User, audit.Unmanaged{PID: c.PID, GPU: strings.Join(a.Spec.Request.Devices, ","), Container: containerRef(c)}))
+	if r.firstDetection(c) {
+		r.Audit.Log(audit.Detection(audit.UnmanagedContainer, a.Spec.User, audit.Unmanaged{PID: c.PID, GPU: strings.Join(a.Spec.Request.Devices, ","), Container: containerRef(c)}))
+	}
 	if action != string(gpuwardenv1alpha1.UnallocatedGPUStop) || c.State != docker.StateRunning {
 		return nil
 	}
@@ -277,12 +279,21 @@ func (r *ContainerReconciler) stopOnHeldDevices(ctx context.Context, c docker.Co
 	r.Recorder.Eventf(on, nil, corev1.EventTypeWarning, EventUnallocatedGPU, "Detect",
 		"Container %s of %s started without an allocation on %s: %s (%s); stopping it (start it through the gateway to get its GPUs again, or recreate it with --gpus to get a free GPU)",
 		shownName(c), user, strings.Join(uses, ","), msg, ReasonDeviceHeld)
-	r.Audit.Log(audit.Detection(audit.UnmanagedContainer, user, audit.Unmanaged{PID: c.PID, GPU: strings.Join(uses, ","), Container: containerRef(c)}))
+	if r.firstDetection(c) {
+		r.Audit.Log(audit.Detection(audit.UnmanagedContainer, user, audit.Unmanaged{PID: c.PID, GPU: strings.Join(uses, ","), Container: containerRef(c)}))
+	}
 	if err := r.stop(ctx, c, user, on, policy, mode, EventStopped, "device_held: "+msg); err != nil {
 		r.unreport(c.ID, key) // said, not done: the next look tries again
 		return true, err
 	}
 	return true, nil
+}
+
+// firstDetection tells whether this start of the container has no detection record yet: one
+// start without an allocation is one record, whether it was found over quota at adoption or
+// on devices another allocation holds (each still has its Event and its stop).
+func (r *ContainerReconciler) firstDetection(c docker.Container) bool {
+	return r.once(c.ID, "detected/"+startedAt(c))
 }
 
 // heldElsewhere returns a live Bound allocation of the node (not one of the container's own)
