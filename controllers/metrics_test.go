@@ -137,7 +137,7 @@ func newMetricsWorld(tb testing.TB) *metricsWorld {
 	)
 	objs[len(objs)-1].(*gpuwardenv1alpha1.GPUAllocation).Spec.NodeName = "n2"
 	c := fake.NewClientBuilder().WithScheme(scheme.New()).WithObjects(objs...).Build()
-	store := NewContainerStore()
+	store := containerstore.New()
 	store.replace([]docker.Container{
 		{ID: "c1", Name: "mia-notebook", State: docker.StateRunning},
 		{ID: "c2", Name: "bo-train", State: docker.StateRunning},
@@ -148,7 +148,7 @@ func newMetricsWorld(tb testing.TB) *metricsWorld {
 		lifecycle.Sample{Time: t0, GPUKnown: true, GPUPercent: 97})
 	reclaim.remember(&observation{Container: docker.Container{ID: "c2"}, Rules: idle, Last: lifecycle.IdleResult{Verdict: lifecycle.Idle, IdleFor: 20 * time.Minute}},
 		lifecycle.Sample{Time: t0, GPUMemoryBytes: 5000 << 20})
-	quotas := &QuotaBook{}
+	quotas := &allocation.QuotaBook{}
 	quotas.Set(map[string]allocation.Limit[float64]{"mia": {Set: true, Value: 2}, "bo": {Set: true, Unlimited: true}})
 	calls := &countingGPUs{Backend: backend}
 	w := &metricsWorld{fake: fk, clock: clk, calls: calls,
@@ -215,13 +215,13 @@ func TestMetricsExpositionGolden(t *testing.T) {
 	}
 	initSeries()
 	telemetry.Metrics()
-	unmanagedByHolder.WithLabelValues("container", "fay", "fay-miner", w.fake.UUIDs()[5]) // one use, as a scan finds it
+	metrics.UnmanagedByHolder.WithLabelValues("container", "fay", "fay-miner", w.fake.UUIDs()[5]) // one use, as a scan finds it
 	log, err := audit.Open(audit.Options{Path: filepath.Join(t.TempDir(), "events.jsonl"), Node: "n1", Source: "gpuwarden"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer log.Close()
-	process.MustRegister(append(processMetrics(), dockerUp, audit.Collector{W: log})...)
+	process.MustRegister(append(processMetrics(), metrics.DockerUp, audit.Collector{W: log})...)
 	got += exposition(t, process, true)
 	got = goVersion.ReplaceAllString(got, `goversion="go"`)
 	if *update {
@@ -391,7 +391,7 @@ func BenchmarkScrape(b *testing.B) {
 		}
 		objs = append(objs, g)
 	}
-	store := NewContainerStore()
+	store := containerstore.New()
 	var containers []docker.Container
 	reclaim := &Reclaimer{}
 	idle := lifecycle.Rules{Idle: lifecycle.IdleRules{Timeout: resolve.Limit{Set: true, Duration: 30 * time.Minute}}}
@@ -418,7 +418,7 @@ func BenchmarkScrape(b *testing.B) {
 	}
 	sampler := &telemetry.Sampler{GPUs: gpu.NewNVML(fk), Interval: 15 * time.Second, Clock: clk}
 	sampler.Round(context.Background())
-	quotas := &QuotaBook{}
+	quotas := &allocation.QuotaBook{}
 	gov := &Governance{Client: c, NodeName: "n1", Clock: clk, Quotas: quotas, Store: store, Reclaim: reclaim}
 	ours := prometheus.NewRegistry()
 	initSeries()

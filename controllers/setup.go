@@ -1,3 +1,6 @@
+// Package controllers wires gpuwarden's controllers of one node: each lives in a package of
+// its own below (allocation, containers, reclaim, gateway, inventory, specs, unmanaged,
+// governance), and Setup is the one place that builds and connects them.
 package controllers
 
 import (
@@ -10,16 +13,43 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/event"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	"github.com/gpuwarden/gpuwarden/controllers/allocation"
+	"github.com/gpuwarden/gpuwarden/controllers/containers"
+	"github.com/gpuwarden/gpuwarden/controllers/gateway"
+	"github.com/gpuwarden/gpuwarden/controllers/governance"
+	"github.com/gpuwarden/gpuwarden/controllers/inventory"
+	"github.com/gpuwarden/gpuwarden/controllers/reclaim"
+	"github.com/gpuwarden/gpuwarden/controllers/specs"
+	"github.com/gpuwarden/gpuwarden/controllers/unmanaged"
+	"github.com/gpuwarden/gpuwarden/internal/actions"
+	internalallocation "github.com/gpuwarden/gpuwarden/internal/allocation"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/containerstore"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
+	"github.com/gpuwarden/gpuwarden/internal/metrics"
+	"github.com/gpuwarden/gpuwarden/internal/notify"
 	"github.com/gpuwarden/gpuwarden/internal/proc"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 	"github.com/gpuwarden/gpuwarden/internal/telemetry"
 	"github.com/gpuwarden/gpuwarden/internal/watchdog"
 )
+
+// Defaults of the controllers that a command line sets.
+const (
+	DefaultDockerRetry     = containers.DefaultDockerRetry
+	DefaultScanInterval    = unmanaged.DefaultScanInterval
+	DefaultSampleInterval  = reclaim.DefaultSampleInterval
+	DefaultRetention       = allocation.DefaultRetention
+	DefaultGatewayBindWait = gateway.DefaultBindWait
+	// ExplainPath serves `gpuwarden explain container` beside /metrics.
+	ExplainPath = reclaim.ExplainPath
+)
+
+// GatewayOptions configure the Docker gateway.
+type GatewayOptions = gateway.Options
 
 // Options are what every controller of one node needs.
 type Options struct {
@@ -94,10 +124,11 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		// NSS (and LDAP behind it) for every user on every pass.
 		o.Groups = &resolve.CachedGroups{Groups: resolve.HostGroups{}, TTL: time.Minute, Clock: o.Clock}
 	}
-	if err := registerProcessMetrics(metrics.Registry); err != nil {
+	if err := metrics.Register(crmetrics.Registry); err != nil {
 		return err
 	}
-	gov := &Governance{Client: mgr.GetCache(), NodeName: o.NodeName, Clock: o.Clock, Quotas: &QuotaBook{}}
+	quotas := &internalallocation.QuotaBook{}
+	gov := &governance.Collector{Client: mgr.GetCache(), NodeName: o.NodeName, Clock: o.Clock, Quotas: quotas}
 	collectors := []prometheus.Collector{gov}
 	if o.GPUs != nil && o.TelemetryInterval > 0 {
 		sampler := &telemetry.Sampler{GPUs: o.GPUs, Interval: o.TelemetryInterval, Clock: o.Clock}
@@ -106,27 +137,27 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		}
 		collectors = append(collectors, &telemetry.Collector{Sampler: sampler, Node: o.NodeName, Holders: gov.Holders})
 	}
-	if err := mgr.Add(&registered{collectors: collectors}); err != nil {
+	if err := mgr.Add(&metrics.Scraped{Collectors: collectors}); err != nil {
 		return fmt.Errorf("adding the metrics: %w", err)
 	}
-	if err := (&GPUQuotaReconciler{Client: mgr.GetClient(), Audit: o.Audit}).SetupWithManager(mgr); err != nil {
+	if err := (&specs.GPUQuotaReconciler{Client: mgr.GetClient(), Audit: o.Audit}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the GPUQuota controller: %w", err)
 	}
-	if err := (&ContainerPolicyReconciler{
+	if err := (&specs.ContainerPolicyReconciler{
 		Client: mgr.GetClient(), Clock: o.Clock, Recorder: mgr.GetEventRecorder("gpuwarden-containerpolicy"), Audit: o.Audit,
 		// Host names are looked up too: a name may point at the machine itself.
 		AllowLocalWebhooks: o.AllowLocalWebhooks, Resolver: net.DefaultResolver,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the ContainerPolicy controller: %w", err)
 	}
-	if err := (&AllocationReconciler{
+	if err := (&allocation.Reconciler{
 		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), NodeName: o.NodeName, GPUs: o.GPUs, Groups: o.Groups, Clock: o.Clock,
-		Recorder: mgr.GetEventRecorder("gpuwarden-allocation"), Audit: o.Audit, Quotas: gov.Quotas, Retention: o.Retention,
+		Recorder: mgr.GetEventRecorder("gpuwarden-allocation"), Audit: o.Audit, Quotas: quotas, Retention: o.Retention,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the allocation controller: %w", err)
 	}
 	if o.GPUs != nil {
-		if err := (&InventoryReconciler{Client: mgr.GetClient(), GPUs: o.GPUs, NodeName: o.NodeName, Clock: o.Clock}).SetupWithManager(mgr); err != nil {
+		if err := (&inventory.Reconciler{Client: mgr.GetClient(), GPUs: o.GPUs, NodeName: o.NodeName, Clock: o.Clock}).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("setting up the inventory controller: %w", err)
 		}
 	}
@@ -137,38 +168,40 @@ func Setup(mgr ctrl.Manager, o Options) error {
 }
 
 // setupContainers registers what watches and acts on the node's Docker containers.
-func setupContainers(mgr ctrl.Manager, o Options, gov *Governance) error {
+func setupContainers(mgr ctrl.Manager, o Options, gov *governance.Collector) error {
 	// Only where a Docker engine is configured: its absence is no outage.
-	if err := metrics.Registry.Register(dockerUp); err != nil && !errors.As(err, &prometheus.AlreadyRegisteredError{}) {
+	if err := crmetrics.Registry.Register(metrics.DockerUp); err != nil && !errors.As(err, &prometheus.AlreadyRegisteredError{}) {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
 	if o.Health != nil {
 		o.Health.Add("docker", watchdog.Responds(o.Docker.Ping))
 	}
-	store := NewContainerStore()
-	owners := &Owners{Proc: o.Proc}
+	store := containerstore.New()
+	owners := &containerstore.Owners{Proc: o.Proc}
 	changed := make(chan event.GenericEvent, 1024)
-	if err := mgr.Add(&ContainerWatcher{
+	if err := mgr.Add(&containers.Watcher{
 		Engine: o.Docker, Store: store, Client: mgr.GetClient(), NodeName: o.NodeName, Clock: o.Clock,
 		Recorder: mgr.GetEventRecorder("gpuwarden-container"), Audit: o.Audit, Owners: owners, Changed: changed, RetryInterval: o.DockerRetry,
 	}); err != nil {
 		return fmt.Errorf("adding the container watcher: %w", err)
 	}
-	containers := &ContainerReconciler{
-		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Engine: o.Docker, Store: store, NodeName: o.NodeName, Groups: o.Groups, Clock: o.Clock,
-		Recorder: mgr.GetEventRecorder("gpuwarden-container"), Audit: o.Audit, Owners: owners, Changed: changed,
-	}
-	if err := containers.SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("setting up the container controller: %w", err)
-	}
-	notifier := &Notifier{Engine: o.Docker, AllowLocal: o.AllowLocalWebhooks, Resolver: net.DefaultResolver}
-	reclaim := &Reclaimer{Containers: containers, Notifier: notifier}
-	gov.Store, gov.Reclaim = store, reclaim
+	notifier := &notify.Notifier{Engine: o.Docker, AllowLocal: o.AllowLocalWebhooks, Resolver: net.DefaultResolver}
 	if err := mgr.Add(notifier); err != nil {
 		return fmt.Errorf("adding the notifier: %w", err)
 	}
-	sampler := &Sampler{Client: mgr.GetClient(), Engine: o.Docker, GPUs: o.GPUs, Proc: o.Proc, Store: store, NodeName: o.NodeName,
-		Clock: o.Clock, Interval: o.SampleInterval, Reclaim: reclaim, Audit: o.Audit,
+	acts := &actions.Actions{Client: mgr.GetClient(), Engine: o.Docker, Store: store, Groups: o.Groups, Clock: o.Clock,
+		Recorder: mgr.GetEventRecorder("gpuwarden-container"), Audit: o.Audit, Notices: notifier}
+	if err := (&containers.Reconciler{
+		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Store: store, NodeName: o.NodeName, Clock: o.Clock,
+		Recorder: mgr.GetEventRecorder("gpuwarden-container"), Audit: o.Audit, Owners: owners, Actions: acts, Changed: changed,
+	}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the container controller: %w", err)
+	}
+	reclaimer := &reclaim.Reclaimer{Client: mgr.GetClient(), Engine: o.Docker, Owners: owners, NodeName: o.NodeName, Clock: o.Clock,
+		Recorder: mgr.GetEventRecorder("gpuwarden-container"), Audit: o.Audit, Actions: acts}
+	gov.Store, gov.Samples = store, reclaimer
+	sampler := &reclaim.Sampler{Client: mgr.GetClient(), Engine: o.Docker, GPUs: o.GPUs, Proc: o.Proc, Store: store, NodeName: o.NodeName,
+		Clock: o.Clock, Interval: o.SampleInterval, Reclaim: reclaimer, Audit: o.Audit,
 		// A round that has not finished in three intervals (and a minute) is stuck.
 		Heartbeat: &watchdog.Heartbeat{Clock: o.Clock, MaxAge: 3*o.SampleInterval + time.Minute}}
 	if o.Health != nil {
@@ -177,14 +210,14 @@ func setupContainers(mgr ctrl.Manager, o Options, gov *Governance) error {
 	if err := mgr.Add(sampler); err != nil {
 		return fmt.Errorf("adding the sampler: %w", err)
 	}
-	if err := mgr.AddMetricsServerExtraHandler(ExplainPath, &Explainer{Reclaim: reclaim, Store: store, Interval: o.SampleInterval}); err != nil {
+	if err := mgr.AddMetricsServerExtraHandler(ExplainPath, &reclaim.Explainer{Reclaim: reclaimer, Store: store, Owners: owners, Actions: acts, Interval: o.SampleInterval}); err != nil {
 		return fmt.Errorf("serving %s: %w", ExplainPath, err)
 	}
 	if o.Gateway.Socket != "" {
-		if err := setupGateway(mgr, o); err != nil {
+		if err := gateway.Setup(mgr, o.Gateway, gateway.Node{Name: o.NodeName, Clock: o.Clock, Groups: o.Groups, Audit: o.Audit, HasGPUs: o.GPUs != nil}); err != nil {
 			return err
 		}
-		if err := mgr.Add(&GatewayStrays{Client: mgr.GetClient(), Store: store, NodeName: o.NodeName, Clock: o.Clock,
+		if err := mgr.Add(&gateway.Strays{Client: mgr.GetClient(), Store: store, Actions: acts, NodeName: o.NodeName, Clock: o.Clock,
 			After: o.Gateway.BindWait + time.Minute, Interval: 10 * time.Second}); err != nil {
 			return fmt.Errorf("adding the sweep of gateway allocations without a container: %w", err)
 		}
@@ -192,7 +225,7 @@ func setupContainers(mgr ctrl.Manager, o Options, gov *Governance) error {
 	if o.GPUs == nil {
 		return nil
 	}
-	if err := mgr.Add(&UnmanagedScanner{
+	if err := mgr.Add(&unmanaged.Scanner{
 		Client: mgr.GetClient(), GPUs: o.GPUs, Proc: o.Proc, Owners: owners, Store: store, NodeName: o.NodeName,
 		Recorder: mgr.GetEventRecorder("gpuwarden-detection"), Audit: o.Audit, Interval: o.ScanInterval,
 	}); err != nil {

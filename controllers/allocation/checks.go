@@ -1,4 +1,4 @@
-package controllers
+package allocation
 
 // What a pass checks besides the decision itself: that gpuwarden made what says it did, that
 // a request can ever be met, which devices run processes of no allocation.
@@ -14,6 +14,7 @@ import (
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/allocation"
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
+	"github.com/gpuwarden/gpuwarden/internal/ledger"
 	"github.com/gpuwarden/gpuwarden/internal/provenance"
 )
 
@@ -26,7 +27,7 @@ func (p *pass) signed(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) (
 		}
 	}
 	if p.key == nil {
-		key, err := signingKey(ctx, p.r.Reader, p.r.Client, p.r.LedgerNamespace)
+		key, err := ledger.SigningKey(ctx, p.r.Reader, p.r.Client, p.r.LedgerNamespace)
 		if err != nil {
 			return false, err
 		}
@@ -82,22 +83,22 @@ func (p *pass) unsatisfiable(ctx context.Context, req allocation.Request, anyNod
 }
 
 // listedSlots are the slots of every device the GPU back end lists (none when it cannot
-// say), read at most once per DefaultInventoryInterval: waiting requests make every pass
+// say), read at most once per gpu.InventoryInterval: waiting requests make every pass
 // ask, and the inventory changes far more slowly than passes run.
-func (r *AllocationReconciler) listedSlots(ctx context.Context) []allocation.Slot {
+func (r *Reconciler) listedSlots(ctx context.Context) []allocation.Slot {
 	if r.GPUs == nil {
 		return nil
 	}
 	r.listedMu.Lock()
 	defer r.listedMu.Unlock()
-	if now := r.Clock.Now(); r.listedAt.IsZero() || now.Sub(r.listedAt) >= DefaultInventoryInterval {
+	if now := r.Clock.Now(); r.listedAt.IsZero() || now.Sub(r.listedAt) >= gpu.InventoryInterval {
 		devices, err := r.GPUs.Devices(ctx)
 		if err != nil {
 			return nil // nothing known for sure: keep waiting, and ask again next time
 		}
 		gpus := make([]gpuwardenv1alpha1.GPU, 0, len(devices))
 		for _, d := range devices {
-			gpus = append(gpus, gpuwardenv1alpha1.GPU{Spec: gpuwardenv1alpha1.GPUSpec{Index: int32(d.Index)}, Status: deviceStatus(d)})
+			gpus = append(gpus, gpuwardenv1alpha1.GPU{Spec: gpuwardenv1alpha1.GPUSpec{Index: int32(d.Index)}, Status: gpu.StatusOf(d)})
 		}
 		r.listed, r.listedAt = allocation.SlotsOf(gpus), now
 	}
@@ -106,7 +107,7 @@ func (r *AllocationReconciler) listedSlots(ctx context.Context) []allocation.Slo
 
 // markForeign marks slots with processes on them. Held slots are skipped by the decision
 // anyway, so any process on a free slot is one that belongs to no allocation.
-func (r *AllocationReconciler) markForeign(ctx context.Context, slots []allocation.Slot) []allocation.Slot {
+func (r *Reconciler) markForeign(ctx context.Context, slots []allocation.Slot) []allocation.Slot {
 	if r.GPUs == nil {
 		return slots
 	}

@@ -1,4 +1,4 @@
-package controllers
+package allocation
 
 import (
 	"context"
@@ -18,27 +18,24 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/allocation"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
+	"github.com/gpuwarden/gpuwarden/internal/ledger"
+	"github.com/gpuwarden/gpuwarden/internal/message"
+	"github.com/gpuwarden/gpuwarden/internal/metrics"
 	"github.com/gpuwarden/gpuwarden/internal/provenance"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 )
 
 const (
-	// LedgerName is the ConfigMap (in LedgerNamespace) that records every live binding.
-	LedgerName = "gpuwarden-ledger"
-	// DefaultLedgerNamespace holds the ledger (and its signing key) unless a controller is told otherwise.
-	DefaultLedgerNamespace = "kube-system"
-	// LedgerKey is its data key.
-	LedgerKey = "ledger.json"
 	// DefaultRetention is how long released allocations stay visible.
 	DefaultRetention = 24 * time.Hour
 )
 
-// AllocationReconciler binds, rejects and releases GPUAllocations of its node. Every
+// Reconciler binds, rejects and releases GPUAllocations of its node. Every
 // decision is made against the ledger, one object written with optimistic concurrency:
 // no slot is bound twice and no quota exceeded, however many requests and controllers.
 // Allocation statuses, GPU holders and quota usage are derived from the ledger, so a crash
 // between the ledger write and the status writes is repaired by the next pass.
-type AllocationReconciler struct {
+type Reconciler struct {
 	Client client.Client
 	// Reader reads the ledger from the API server itself, never from a cache: a pass must
 	// start from the latest ledger (the manager's APIReader).
@@ -54,10 +51,10 @@ type AllocationReconciler struct {
 	Audit           audit.Logger
 	Retention       time.Duration
 	// Quotas receives each holder's and waiter's effective quota, for the metrics; optional.
-	Quotas *QuotaBook
+	Quotas *allocation.QuotaBook
 
 	derived *derivedWriter
-	ledgers *ledgerStore
+	ledgers *ledger.Store
 	// auditedAgain: this process has recorded again what its predecessor may have lost.
 	auditedAgain atomic.Bool
 	// written is each allocation's last status written by a pass.
@@ -77,7 +74,7 @@ type AllocationReconciler struct {
 // Reconcile makes one pass over the node's allocations. A pass that would refuse a request
 // for good on the ledger as this node last wrote it decides again on the stored one: a
 // refusal must not rest on a copy another node may have changed since.
-func (r *AllocationReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
+func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
 	res, stale, err := r.reconcile(ctx, false)
 	if stale {
 		res, _, err = r.reconcile(ctx, true)
@@ -85,7 +82,7 @@ func (r *AllocationReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 	return res, err
 }
 
-func (r *AllocationReconciler) reconcile(ctx context.Context, fresh bool) (_ ctrl.Result, stale bool, _ error) {
+func (r *Reconciler) reconcile(ctx context.Context, fresh bool) (_ ctrl.Result, stale bool, _ error) {
 	var allocs gpuwardenv1alpha1.GPUAllocationList
 	if err := r.Client.List(ctx, &allocs); err != nil {
 		return ctrl.Result{}, false, fmt.Errorf("listing allocations: %w", err)
@@ -98,11 +95,11 @@ func (r *AllocationReconciler) reconcile(ctx context.Context, fresh bool) (_ ctr
 	if err := r.Client.List(ctx, &quotas); err != nil {
 		return ctrl.Result{}, false, fmt.Errorf("listing quotas: %w", err)
 	}
-	cm, ledger, remembered, err := r.ledgers.read(ctx, fresh)
+	cm, book, remembered, err := r.ledgers.Read(ctx, fresh)
 	if err != nil {
 		return ctrl.Result{}, false, err
 	}
-	p := &pass{r: r, now: r.Clock.Now(), ledger: ledger, storedKey: cm.Data[LedgerSigningKey], quotas: quotas.Items, groups: map[string][]string{},
+	p := &pass{r: r, now: r.Clock.Now(), ledger: book, storedKey: cm.Data[ledger.SigningKeyField], quotas: quotas.Items, groups: map[string][]string{},
 		outcome: map[string]allocation.Decision{}, bound: map[string]allocation.Binding{}}
 	if r.auditedAgain.CompareAndSwap(false, true) {
 		p.auditAgain(allocs.Items)
@@ -113,13 +110,13 @@ func (r *AllocationReconciler) reconcile(ctx context.Context, fresh bool) (_ ctr
 		return ctrl.Result{}, true, nil
 	}
 	if p.changed {
-		if err := r.ledgers.write(ctx, cm, p.ledger); apierrors.IsConflict(err) {
-			ledgerWrites.WithLabelValues("conflict").Inc()
+		if err := r.ledgers.Write(ctx, cm, p.ledger); apierrors.IsConflict(err) {
+			metrics.LedgerWrites.WithLabelValues("conflict").Inc()
 			return ctrl.Result{RequeueAfter: claimRetry}, false, nil // another pass won: decide again on fresh state
 		} else if err != nil {
 			return ctrl.Result{}, false, err
 		}
-		ledgerWrites.WithLabelValues("written").Inc()
+		metrics.LedgerWrites.WithLabelValues("written").Inc()
 		// The ledger changed: that is the decision, recorded once whatever happens to the
 		// status writes that show it.
 		p.auditLedgerChange(allocs.Items)
@@ -141,7 +138,7 @@ const claimRetry = 50 * time.Millisecond
 // claim gives an allocation without a node to this node, which has just found room for
 // it; the API server lets only one node's claim through (nodeName is immutable once set).
 // A conflict (the cached copy was stale) is not a refusal: the pass is retried shortly.
-func (r *AllocationReconciler) claim(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) (claimed, retry bool) {
+func (r *Reconciler) claim(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) (claimed, retry bool) {
 	c := a.DeepCopy()
 	c.Spec.NodeName = r.NodeName
 	if err := r.Client.Update(ctx, c); err != nil {
@@ -154,7 +151,7 @@ func (r *AllocationReconciler) claim(ctx context.Context, a *gpuwardenv1alpha1.G
 
 // pass is one reconcile's working state.
 type pass struct {
-	r        *AllocationReconciler
+	r        *Reconciler
 	now      time.Time
 	ledger   allocation.Ledger
 	quotas   []gpuwardenv1alpha1.GPUQuota
@@ -326,15 +323,13 @@ func (p *pass) refuses() bool {
 func (p *pass) waits(a *gpuwardenv1alpha1.GPUAllocation) bool {
 	_, bound := p.ledger.Bindings[a.Name]
 	_, released := p.released[a.Name]
-	return (a.Spec.NodeName == p.r.NodeName || a.Spec.NodeName == "") && !bound && !released && a.DeletionTimestamp == nil &&
-		a.Annotations[gpuwardenv1alpha1.AnnotationRelease] == "" &&
-		(a.Status.Phase == "" || a.Status.Phase == gpuwardenv1alpha1.PhasePending || a.Status.Phase == gpuwardenv1alpha1.PhaseBound)
+	return (a.Spec.NodeName == p.r.NodeName || a.Spec.NodeName == "") && !bound && !released && allocation.Live(a)
 }
 
 // releaseReason is the reason a's release annotation gives, bounded: it is user-supplied
 // and ends up in a status message.
 func releaseReason(a *gpuwardenv1alpha1.GPUAllocation) string {
-	return truncate(a.Annotations[gpuwardenv1alpha1.AnnotationRelease], maxUserText)
+	return message.Truncate(a.Annotations[gpuwardenv1alpha1.AnnotationRelease], message.MaxUserText)
 }
 
 // quantity turns a gpu-equivalent sum into a quantity to the nano.

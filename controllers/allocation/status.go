@@ -1,10 +1,11 @@
-package controllers
+package allocation
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,9 @@ import (
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/allocation"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/message"
+	"github.com/gpuwarden/gpuwarden/internal/metrics"
+	"github.com/gpuwarden/gpuwarden/internal/reasons"
 )
 
 // writeStatuses derives each allocation's status from the ledger and this pass's decisions,
@@ -115,13 +119,13 @@ func (p *pass) auditLedgerChange(allocs []gpuwardenv1alpha1.GPUAllocation) {
 		}
 		return ref
 	}
-	for _, name := range sortedKeys(p.released) {
+	for _, name := range slices.Sorted(maps.Keys(p.released)) {
 		rel := p.released[name]
 		e := audit.GPURelease(rel.binding.User, refOf(name, rel.binding), rel.reason)
 		e.ID, e.Time = audit.DecisionID("release", name, rel.binding.BoundAt), p.now
 		p.r.Audit.Log(e)
 	}
-	for _, name := range sortedKeys(p.bound) {
+	for _, name := range slices.Sorted(maps.Keys(p.bound)) {
 		b := p.bound[name]
 		ref := refOf(name, b)
 		if a := byName[name]; a != nil && !a.CreationTimestamp.IsZero() {
@@ -142,7 +146,7 @@ func (p *pass) auditAgain(allocs []gpuwardenv1alpha1.GPUAllocation) {
 		e.Details["recovered"] = true
 		return e
 	}
-	for _, name := range sortedKeys(p.ledger.Bindings) {
+	for _, name := range slices.Sorted(maps.Keys(p.ledger.Bindings)) {
 		b := p.ledger.Bindings[name]
 		if b.Node != p.r.NodeName {
 			continue
@@ -160,19 +164,10 @@ func (p *pass) auditAgain(allocs []gpuwardenv1alpha1.GPUAllocation) {
 		if a.Status.BoundTime != nil {
 			bound = a.Status.BoundTime.Time
 		}
-		e := recovered(audit.GPURelease(a.Spec.User, statusRef(a, containerOf(a)), releaseReason(a)))
+		e := recovered(audit.GPURelease(a.Spec.User, audit.AllocationOf(a, containerOf(a)), releaseReason(a)))
 		e.ID, e.Time = audit.DecisionID("release", a.Name, bound), a.Status.ReleasedTime.Time
 		p.r.Audit.Log(e)
 	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // statusWriters bounds the status writes of one pass in flight at once.
@@ -236,7 +231,7 @@ func unbound(s *gpuwardenv1alpha1.GPUAllocationStatus) {
 // decided is the status of a request that was not placed: Rejected for a final reason,
 // else Pending with the reason it waits.
 func decided(want *gpuwardenv1alpha1.GPUAllocationStatus, d allocation.Decision) *gpuwardenv1alpha1.GPUAllocationStatus {
-	want.Phase, want.Reason, want.Message = gpuwardenv1alpha1.PhasePending, d.Reason, truncate(d.Message, maxMessage)
+	want.Phase, want.Reason, want.Message = gpuwardenv1alpha1.PhasePending, d.Reason, message.Truncate(d.Message, message.Max)
 	unbound(want)
 	if d.Final() {
 		want.Phase = gpuwardenv1alpha1.PhaseRejected
@@ -250,25 +245,25 @@ func (p *pass) record(a *gpuwardenv1alpha1.GPUAllocation, before *gpuwardenv1alp
 	if s.Phase == before.Phase && s.Reason == before.Reason {
 		return
 	}
-	ref := statusRef(a, containerOf(a))
+	ref := audit.AllocationOf(a, containerOf(a))
 	switch s.Phase {
 	case gpuwardenv1alpha1.PhaseBound:
 		var idx []string
 		for _, d := range s.Devices {
 			idx = append(idx, fmt.Sprintf("%d%s", d.Index, profileSuffix(d.MIGProfile)))
 		}
-		p.r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, EventBound, "Bind", "Bound GPU %s (%s gpu-equivalents) for %s",
+		p.r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, reasons.EventBound, "Bind", "Bound GPU %s (%s gpu-equivalents) for %s",
 			strings.Join(idx, ", "), ref.GPUEquivalents, a.Spec.User)
 	case gpuwardenv1alpha1.PhaseRejected:
 		p.r.Recorder.Eventf(a, nil, corev1.EventTypeWarning, s.Reason, "Reject", "%s", s.Message)
 		p.r.Audit.Log(audit.GPUReject(a.Spec.User, ref, s.Reason, s.Message))
-		allocationRejections.WithLabelValues(s.Reason).Inc()
+		metrics.AllocationRejections.WithLabelValues(s.Reason).Inc()
 	case gpuwardenv1alpha1.PhasePending:
 		if s.Reason != "" {
-			p.r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, EventWaiting, "Wait", "%s: %s", s.Reason, s.Message)
+			p.r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, reasons.EventWaiting, "Wait", "%s: %s", s.Reason, s.Message)
 		}
 	case gpuwardenv1alpha1.PhaseReleased:
-		p.r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, EventReleased, "Release", "%s", s.Message)
+		p.r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, reasons.EventReleased, "Release", "%s", s.Message)
 		if _, fromLedger := p.released[a.Name]; !fromLedger {
 			// A request released while it waited: no ledger change records it. Or one whose
 			// ledger release was recorded by an earlier pass whose status write did not
@@ -297,19 +292,6 @@ func profileSuffix(profile string) string {
 // containerOf is the container an allocation's spec names, for the audit log.
 func containerOf(a *gpuwardenv1alpha1.GPUAllocation) audit.Container {
 	return audit.Container{Name: a.Spec.ContainerName, ID: a.Spec.ContainerID, Type: string(a.Spec.ContainerType)}
-}
-
-// statusRef is an allocation's audit reference from its status: the devices it holds and
-// what they cost, with container c.
-func statusRef(a *gpuwardenv1alpha1.GPUAllocation, c audit.Container) audit.Allocation {
-	ref := audit.Allocation{Name: a.Name, Container: c}
-	for _, d := range a.Status.Devices {
-		ref.Devices = append(ref.Devices, d.UUID)
-	}
-	if a.Status.GPUEquivalents != nil {
-		ref.GPUEquivalents = a.Status.GPUEquivalents.AsDec().String()
-	}
-	return ref
 }
 
 func allocationRef(name string, b allocation.Binding) audit.Allocation {

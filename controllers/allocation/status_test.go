@@ -1,4 +1,4 @@
-package controllers
+package allocation
 
 import (
 	"encoding/json"
@@ -14,6 +14,7 @@ import (
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/allocation"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/message"
 )
 
 // TestDesiredStatusComesFromTheLedger: what each allocation's status should say, from the
@@ -24,7 +25,7 @@ func TestDesiredStatusComesFromTheLedger(t *testing.T) {
 		"mine":   {User: "ann", Node: "n1", BoundAt: boundAt, Slots: []allocation.Bound{{GPUIndex: 4, UUID: "MIG-4a", Profile: "3g.40gb", Weight: 3.0 / 7}}},
 		"theirs": {User: "ann", Node: "n2", BoundAt: boundAt, Slots: []allocation.Bound{{GPUIndex: 0, UUID: "GPU-x", Weight: 1}}},
 	}}
-	p := &pass{r: &AllocationReconciler{NodeName: "n1"}, now: t0, ledger: ledger,
+	p := &pass{r: &Reconciler{NodeName: "n1"}, now: t0, ledger: ledger,
 		outcome: map[string]allocation.Decision{
 			"refused": {Reason: gpuwardenv1alpha1.ReasonQuotaExceeded, Message: strings.Repeat("q", 5000)},
 			"waiting": {Reason: gpuwardenv1alpha1.ReasonNoCapacity, Message: "0 whole GPUs free of 1 asked for"},
@@ -69,13 +70,13 @@ func TestDesiredStatusComesFromTheLedger(t *testing.T) {
 		{"asked to release while it waited, with a 5000-character reason", alloc("asked", "n1", gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhasePending},
 			map[string]string{gpuwardenv1alpha1.AnnotationRelease: strings.Repeat("r", 5000)}), true, gpuwardenv1alpha1.PhaseReleased, "Released",
 			func(t *testing.T, s *gpuwardenv1alpha1.GPUAllocationStatus) {
-				if len(s.Message) > maxUserText+len("Devices given back: ") {
+				if len(s.Message) > message.MaxUserText+len("Devices given back: ") {
 					t.Errorf("a message of %d bytes", len(s.Message))
 				}
 			}},
 		{"refused for good, the message bounded", alloc("refused", "n1", forged, nil), true, gpuwardenv1alpha1.PhaseRejected, gpuwardenv1alpha1.ReasonQuotaExceeded,
 			func(t *testing.T, s *gpuwardenv1alpha1.GPUAllocationStatus) {
-				if len(s.Message) > maxMessage || len(s.Devices) != 0 {
+				if len(s.Message) > message.Max || len(s.Devices) != 0 {
 					t.Errorf("message of %d bytes, devices %v", len(s.Message), s.Devices)
 				}
 			}},
@@ -108,7 +109,7 @@ func TestDesiredStatusComesFromTheLedger(t *testing.T) {
 // writes nothing.
 func TestDesiredStatusOfAnUnchangedBindingIsWhatIsStored(t *testing.T) {
 	at := t0.Add(987654321 * time.Nanosecond)
-	p := &pass{r: &AllocationReconciler{NodeName: "n1"}, now: t0, outcome: map[string]allocation.Decision{},
+	p := &pass{r: &Reconciler{NodeName: "n1"}, now: t0, outcome: map[string]allocation.Decision{},
 		ledger: allocation.Ledger{Bindings: map[string]allocation.Binding{"a": {User: "ann", Node: "n1", BoundAt: at,
 			Slots: []allocation.Bound{{GPUIndex: 0, UUID: "GPU-0", Weight: 1}}}}}}
 	a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: "a"}, Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: "ann", NodeName: "n1"}}
@@ -135,7 +136,7 @@ func TestDesiredStatusOfAnUnchangedBindingIsWhatIsStored(t *testing.T) {
 // so that readers keep it once.
 func TestAReleaseRecordedTwiceHasOneID(t *testing.T) {
 	log := &auditLog{}
-	p := &pass{r: &AllocationReconciler{NodeName: "n1", Audit: log, Recorder: events.NewFakeRecorder(10)}, now: t0,
+	p := &pass{r: &Reconciler{NodeName: "n1", Audit: log, Recorder: events.NewFakeRecorder(10)}, now: t0,
 		released: map[string]releaseInfo{}}
 	boundAt := metav1.NewTime(t0.Add(-time.Hour).Truncate(time.Second))
 	a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: "r", CreationTimestamp: metav1.NewTime(t0.Add(-2 * time.Hour))},

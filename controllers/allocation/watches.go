@@ -1,4 +1,4 @@
-package controllers
+package allocation
 
 // What wakes an allocation pass, and what has the holders and usage compared again.
 
@@ -19,22 +19,23 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/ledger"
 )
 
 // SetupWithManager registers the reconciler: one key per node, woken by any change to
 // allocations, quotas or this node's GPUs.
-func (r *AllocationReconciler) SetupWithManager(mgr ctrl.Manager) error {
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	switch {
 	case r.Client == nil || r.Reader == nil || r.NodeName == "" || r.Groups == nil || r.Clock == nil || r.Recorder == nil || r.Audit == nil:
-		return errors.New("AllocationReconciler needs a Client, Reader, NodeName, Groups, Clock, Recorder and Audit")
+		return errors.New("Reconciler needs a Client, Reader, NodeName, Groups, Clock, Recorder and Audit")
 	}
 	if r.LedgerNamespace == "" {
-		r.LedgerNamespace = DefaultLedgerNamespace
+		r.LedgerNamespace = ledger.DefaultNamespace
 	}
 	if r.Retention == 0 {
 		r.Retention = DefaultRetention
 	}
-	r.ledgers = newLedgerStore(r.Client, r.Reader, r.LedgerNamespace)
+	r.ledgers = ledger.NewStore(r.Client, r.Reader, r.LedgerNamespace)
 	r.derived = newDerivedWriter(r.Client, r.NodeName)
 	if err := mgr.Add(r.derived); err != nil {
 		return fmt.Errorf("adding the writer of GPU holders and quota usage: %w", err)
@@ -61,7 +62,7 @@ func (r *AllocationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // statusChangedByOthers passes an update that changes what an allocation's status says
 // about its devices when the change is not this controller's own write: a status is the
 // ledger's to say, and someone else's is put back at once.
-func (r *AllocationReconciler) statusChangedByOthers(e event.UpdateEvent) bool {
+func (r *Reconciler) statusChangedByOthers(e event.UpdateEvent) bool {
 	o, ok1 := e.ObjectOld.(*gpuwardenv1alpha1.GPUAllocation)
 	n, ok2 := e.ObjectNew.(*gpuwardenv1alpha1.GPUAllocation)
 	if !ok1 || !ok2 {
@@ -134,7 +135,7 @@ type writtenStatus struct {
 
 // alreadyWritten reports whether want is what a pass wrote over this very version of a: the
 // cache has not caught up with the write yet, and writing it again would only conflict.
-func (r *AllocationReconciler) alreadyWritten(a *gpuwardenv1alpha1.GPUAllocation, want *gpuwardenv1alpha1.GPUAllocationStatus) bool {
+func (r *Reconciler) alreadyWritten(a *gpuwardenv1alpha1.GPUAllocation, want *gpuwardenv1alpha1.GPUAllocationStatus) bool {
 	v, ok := r.written.Load(a.Name)
 	if !ok {
 		return false

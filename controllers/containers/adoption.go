@@ -1,4 +1,4 @@
-package controllers
+package containers
 
 // Adoption: GPU containers made outside gpuwarden get an allocation for the devices they
 // really use, once per start, checked like any request.
@@ -18,11 +18,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/actions"
 	"github.com/gpuwarden/gpuwarden/internal/allocation"
-	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/containerstore"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/labels"
+	"github.com/gpuwarden/gpuwarden/internal/ledger"
+	"github.com/gpuwarden/gpuwarden/internal/message"
 	"github.com/gpuwarden/gpuwarden/internal/provenance"
+	"github.com/gpuwarden/gpuwarden/internal/reasons"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 )
 
@@ -38,13 +42,13 @@ func adoptedFor(allocs []gpuwardenv1alpha1.GPUAllocation, id string) *gpuwardenv
 
 // wantsAdoption: a GPU container with no live allocation that is running (or created and
 // never started) and has not been looked at since it last started.
-func (r *ContainerReconciler) wantsAdoption(c docker.Container, allocs []gpuwardenv1alpha1.GPUAllocation) bool {
+func (r *Reconciler) wantsAdoption(c docker.Container, allocs []gpuwardenv1alpha1.GPUAllocation) bool {
 	if !c.GPUs.Any() || c.State != docker.StateRunning && !c.NeverStarted() {
 		return false
 	}
 	for _, a := range allocs {
 		if a.Name == adoptedName(c.ID) && a.Annotations[gpuwardenv1alpha1.AnnotationAdoptedForStart] != "" {
-			if a.Annotations[gpuwardenv1alpha1.AnnotationAdoptedForStart] == startedAt(c) {
+			if a.Annotations[gpuwardenv1alpha1.AnnotationAdoptedForStart] == c.StartStamp() {
 				return false // adopted for this very start: that decision stands
 			}
 			continue
@@ -61,7 +65,7 @@ func (r *ContainerReconciler) wantsAdoption(c docker.Container, allocs []gpuward
 // carryAdoptionToFirstStart: an adoption made while the container was created but not yet
 // started (docker run creates, then starts) is the decision for its first start too; the
 // allocation is marked with that start instead of being made anew.
-func (r *ContainerReconciler) carryAdoptionToFirstStart(ctx context.Context, c docker.Container, allocs []gpuwardenv1alpha1.GPUAllocation) error {
+func (r *Reconciler) carryAdoptionToFirstStart(ctx context.Context, c docker.Container, allocs []gpuwardenv1alpha1.GPUAllocation) error {
 	if c.StartedAt.IsZero() {
 		return nil
 	}
@@ -71,7 +75,7 @@ func (r *ContainerReconciler) carryAdoptionToFirstStart(ctx context.Context, c d
 			continue
 		}
 		orig := a.DeepCopy()
-		a.Annotations[gpuwardenv1alpha1.AnnotationAdoptedForStart] = startedAt(c)
+		a.Annotations[gpuwardenv1alpha1.AnnotationAdoptedForStart] = c.StartStamp()
 		if err := r.Client.Patch(ctx, a, client.MergeFrom(orig)); client.IgnoreNotFound(err) != nil {
 			return fmt.Errorf("recording the start of adopted container %s: %w", c.Name, err)
 		}
@@ -79,15 +83,12 @@ func (r *ContainerReconciler) carryAdoptionToFirstStart(ctx context.Context, c d
 	return nil
 }
 
-// neverStarted is startedAt of a container that was never started.
-var neverStarted = time.Time{}.UTC().Format(time.RFC3339Nano)
-
-// startedAt is the container's last start, as recorded on the allocation adopted for it.
-func startedAt(c docker.Container) string { return c.StartedAt.UTC().Format(time.RFC3339Nano) }
+// neverStarted is the start stamp of a container that was never started.
+var neverStarted = docker.Container{}.StartStamp()
 
 // adopt creates an Adopted allocation for the devices a container really uses; it goes
 // through the same checks as any other.
-func (r *ContainerReconciler) adopt(ctx context.Context, c docker.Container, owner string, allocs []gpuwardenv1alpha1.GPUAllocation) error {
+func (r *Reconciler) adopt(ctx context.Context, c docker.Container, owner string, allocs []gpuwardenv1alpha1.GPUAllocation) error {
 	name := adoptedName(c.ID)
 	for i := range allocs {
 		if allocs[i].Name == name {
@@ -113,14 +114,14 @@ func (r *ContainerReconciler) adopt(ctx context.Context, c docker.Container, own
 	}
 	a := &gpuwardenv1alpha1.GPUAllocation{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{gpuwardenv1alpha1.LabelNode: r.NodeName},
-			Annotations: map[string]string{gpuwardenv1alpha1.AnnotationAdoptedForStart: startedAt(c)}},
+			Annotations: map[string]string{gpuwardenv1alpha1.AnnotationAdoptedForStart: c.StartStamp()}},
 		Spec: gpuwardenv1alpha1.GPUAllocationSpec{
 			User: owner, NodeName: r.NodeName, Request: gpuwardenv1alpha1.AllocationRequest{Devices: devices},
 			ContainerType: labels.ContainerType(c.Labels), Source: gpuwardenv1alpha1.SourceAdopted,
-			ContainerName: truncate(c.Name, 256), ContainerID: c.ID,
+			ContainerName: message.Truncate(c.Name, 256), ContainerID: c.ID,
 		},
 	}
-	key, err := signingKey(ctx, r.Reader, r.Client, r.LedgerNamespace)
+	key, err := ledger.SigningKey(ctx, r.Reader, r.Client, r.LedgerNamespace)
 	if err != nil {
 		return err
 	}
@@ -131,25 +132,25 @@ func (r *ContainerReconciler) adopt(ctx context.Context, c docker.Container, own
 		}
 		return fmt.Errorf("creating adopted allocation %s: %w", name, err)
 	}
-	r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, EventAdopted, "Adopt", "Adopted container %s of %s, which uses %s outside gpuwarden",
-		shownName(c), owner, strings.Join(devices, ","))
+	r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, reasons.EventAdopted, "Adopt", "Adopted container %s of %s, which uses %s outside gpuwarden",
+		message.ContainerName(c), owner, strings.Join(devices, ","))
 	return nil
 }
 
 // checkAdopted reports an adopted container that could not be given its devices (or has no
 // known owner) once, and stops it when the policy says so.
-func (r *ContainerReconciler) checkAdopted(ctx context.Context, c docker.Container, a *gpuwardenv1alpha1.GPUAllocation, p resolve.Policy) error {
+func (r *Reconciler) checkAdopted(ctx context.Context, c docker.Container, a *gpuwardenv1alpha1.GPUAllocation, p resolve.Policy) error {
 	reason, msg := "", ""
 	switch {
 	case a.Spec.User == gpuwardenv1alpha1.UnknownUser:
-		reason, msg = ReasonOwnerUnknown, "no label names the owner of the container"
+		reason, msg = reasons.OwnerUnknown, "no label names the owner of the container"
 	case a.Status.Phase == gpuwardenv1alpha1.PhaseRejected, a.Status.Phase == gpuwardenv1alpha1.PhasePending && a.Status.Reason != "":
 		reason, msg = a.Status.Reason, a.Status.Message
 	default:
 		return nil // bound, or not decided yet
 	}
 	key := "unallocated/" + string(a.UID)
-	if !r.once(c.ID, key) {
+	if !r.Actions.Once(c.ID, key) {
 		return nil
 	}
 	action := p.String("onUnallocatedGPU", string(gpuwardenv1alpha1.UnallocatedGPURecord))
@@ -158,17 +159,13 @@ func (r *ContainerReconciler) checkAdopted(ctx context.Context, c docker.Contain
 		// policy): a start through the gateway would have been refused, so is this one.
 		action = string(gpuwardenv1alpha1.UnallocatedGPUStop)
 	}
-	mode := p.String("mode", string(gpuwardenv1alpha1.ModeEnforce))
-	unallocatedGPUContainers.WithLabelValues(reason).Inc()
-	r.Recorder.Eventf(a, nil, corev1.EventTypeWarning, EventUnallocatedGPU, "Detect", "Container %s uses %s without an allocation: %s (%s); policy: %s",
-		shownName(c), strings.Join(a.Spec.Request.Devices, ","), msg, reason, action)
-	if r.firstDetection(c) {
-		r.Audit.Log(audit.Detection(audit.UnmanagedContainer, a.Spec.User, audit.Unmanaged{PID: c.PID, GPU: strings.Join(a.Spec.Request.Devices, ","), Container: containerRef(c)}))
+	u := actions.Unallocated{Container: c, Owner: a.Spec.User, On: a, Devices: a.Spec.Request.Devices, Reason: reason, Policy: p,
+		Note: fmt.Sprintf("Container %s uses %s without an allocation: %s (%s); policy: %s",
+			message.ContainerName(c), strings.Join(a.Spec.Request.Devices, ","), msg, reason, action)}
+	if action == string(gpuwardenv1alpha1.UnallocatedGPUStop) {
+		u.Stop = "unallocated_gpu: " + msg
 	}
-	if action != string(gpuwardenv1alpha1.UnallocatedGPUStop) || c.State != docker.StateRunning {
-		return nil
-	}
-	return r.stop(ctx, c, a.Spec.User, a, p, mode, EventStopped, "unallocated_gpu: "+msg)
+	return r.Actions.ReportUnallocated(ctx, u)
 }
 
 // devicesOf turns a container's GPU request into the UUIDs of this node's slots it uses:
@@ -219,11 +216,7 @@ func devicesOf(req docker.GPURequest, gpus []gpuwardenv1alpha1.GPU) []string {
 }
 
 // adoptedName is the name of the allocation adopted for a container.
-func adoptedName(id string) string { return "adopted-" + id[:min(12, len(id))] }
-
-// ReasonDeviceHeld: a container started (outside the gateway: straight at the engine, or by
-// its restart policy) on devices another allocation holds.
-const ReasonDeviceHeld = "DeviceHeld"
+func adoptedName(id string) string { return "adopted-" + docker.ShortID(id) }
 
 // gatewayMade reports whether the gateway made the container (its labels say so: a user
 // cannot set them through the gateway).
@@ -237,7 +230,7 @@ func gatewayMade(c docker.Container) bool {
 // whatever onUnallocatedGPU says: two containers never share a GPU that one of them holds.
 // It records why (an Event, a detection.unmanaged_container record for its owner, the stop's
 // reason) once per start, and reports whether it stopped (or would have) the container.
-func (r *ContainerReconciler) stopOnHeldDevices(ctx context.Context, c docker.Container, owner string, allocs []gpuwardenv1alpha1.GPUAllocation) (bool, error) {
+func (r *Reconciler) stopOnHeldDevices(ctx context.Context, c docker.Container, owner string, allocs []gpuwardenv1alpha1.GPUAllocation) (bool, error) {
 	if c.State != docker.StateRunning {
 		return false, nil
 	}
@@ -253,64 +246,36 @@ func (r *ContainerReconciler) stopOnHeldDevices(ctx context.Context, c docker.Co
 	if err := r.Client.List(ctx, &list); err != nil {
 		return false, fmt.Errorf("listing allocations: %w", err)
 	}
-	holder, device := heldElsewhere(list.Items, uses, r.NodeName, func(a *gpuwardenv1alpha1.GPUAllocation) bool {
+	holder, device := allocation.HeldElsewhere(list.Items, uses, r.NodeName, func(a *gpuwardenv1alpha1.GPUAllocation) bool {
 		return slices.ContainsFunc(allocs, func(o gpuwardenv1alpha1.GPUAllocation) bool { return o.Name == a.Name })
 	})
 	if holder == nil {
 		return false, nil
 	}
-	key := "held/" + startedAt(c)
-	if !r.once(c.ID, key) {
+	key := "held/" + c.StartStamp()
+	if !r.Actions.Once(c.ID, key) {
 		return true, nil
 	}
 	policy, err := r.policy(ctx, c, owner)
 	if err != nil {
-		r.unreport(c.ID, key)
+		r.Actions.Unsay(c.ID, key)
 		return false, err
 	}
-	mode := policy.String("mode", string(gpuwardenv1alpha1.ModeEnforce))
-	user := ownerOrUnknown(owner)
+	user := containerstore.OwnerOrUnknown(owner)
 	msg := fmt.Sprintf("%s is held by allocation %s of %s", device, holder.Name, holder.Spec.User)
 	on := holder
 	if own := ownLatest(allocs); own != nil {
 		on = own // the container's own (released) allocation tells its user
 	}
-	unallocatedGPUContainers.WithLabelValues(ReasonDeviceHeld).Inc()
-	r.Recorder.Eventf(on, nil, corev1.EventTypeWarning, EventUnallocatedGPU, "Detect",
-		"Container %s of %s started without an allocation on %s: %s (%s); stopping it (start it through the gateway to get its GPUs again, or recreate it with --gpus to get a free GPU)",
-		shownName(c), user, strings.Join(uses, ","), msg, ReasonDeviceHeld)
-	if r.firstDetection(c) {
-		r.Audit.Log(audit.Detection(audit.UnmanagedContainer, user, audit.Unmanaged{PID: c.PID, GPU: strings.Join(uses, ","), Container: containerRef(c)}))
-	}
-	if err := r.stop(ctx, c, user, on, policy, mode, EventStopped, "device_held: "+msg); err != nil {
-		r.unreport(c.ID, key) // said, not done: the next look tries again
+	// Stopped whatever onUnallocatedGPU says: two containers never share a held GPU.
+	if err := r.Actions.ReportUnallocated(ctx, actions.Unallocated{Container: c, Owner: user, On: on, Devices: uses, Reason: reasons.DeviceHeld, Policy: policy,
+		Note: fmt.Sprintf("Container %s of %s started without an allocation on %s: %s (%s); stopping it (start it through the gateway to get its GPUs again, or recreate it with --gpus to get a free GPU)",
+			message.ContainerName(c), user, strings.Join(uses, ","), msg, reasons.DeviceHeld),
+		Stop: "device_held: " + msg}); err != nil {
+		r.Actions.Unsay(c.ID, key) // said, not done: the next look tries again
 		return true, err
 	}
 	return true, nil
-}
-
-// firstDetection tells whether this start of the container has no detection record yet: one
-// start without an allocation is one record, whether it was found over quota at adoption or
-// on devices another allocation holds (each still has its Event and its stop).
-func (r *ContainerReconciler) firstDetection(c docker.Container) bool {
-	return r.once(c.ID, "detected/"+startedAt(c))
-}
-
-// heldElsewhere returns a live Bound allocation of the node (not one of the container's own)
-// that holds one of the devices, and that device.
-func heldElsewhere(items []gpuwardenv1alpha1.GPUAllocation, devices []string, node string, own func(*gpuwardenv1alpha1.GPUAllocation) bool) (*gpuwardenv1alpha1.GPUAllocation, string) {
-	for i := range items {
-		a := &items[i]
-		if a.Spec.NodeName != node && a.Spec.NodeName != "" || a.Status.Phase != gpuwardenv1alpha1.PhaseBound || !isLive(a) || own(a) {
-			continue
-		}
-		for _, d := range a.Status.Devices {
-			if slices.Contains(devices, d.UUID) {
-				return a, d.UUID
-			}
-		}
-	}
-	return nil, ""
 }
 
 // ownLatest is the newest of the container's own allocations, if any.

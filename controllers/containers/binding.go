@@ -1,4 +1,4 @@
-package controllers
+package containers
 
 // Binding and release: which allocations a container belongs to, attaching it, and giving
 // its devices back when it is gone.
@@ -14,11 +14,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/allocation"
+	"github.com/gpuwarden/gpuwarden/internal/containerstore"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
+	"github.com/gpuwarden/gpuwarden/internal/message"
+	"github.com/gpuwarden/gpuwarden/internal/reasons"
 )
 
 // gone releases what a removed container held.
-func (r *ContainerReconciler) gone(ctx context.Context, id string) error {
+func (r *Reconciler) gone(ctx context.Context, id string) error {
 	last, _ := r.Store.Gone(id)
 	last.ID = id
 	owner := r.Owners.Of(last)
@@ -37,22 +41,22 @@ func (r *ContainerReconciler) gone(ctx context.Context, id string) error {
 			if err := r.Client.Delete(ctx, a); client.IgnoreNotFound(err) != nil {
 				return fmt.Errorf("deleting adopted allocation %s: %w", a.Name, err)
 			}
-		case isLive(a):
-			if err := r.release(ctx, a, ReasonContainerRemoved); err != nil {
+		case allocation.Live(a):
+			if err := r.Actions.Release(ctx, a, reasons.ReleaseContainerRemoved); err != nil {
 				return err
 			}
 		}
 	}
 	r.Store.Forget(id)
 	r.Owners.Forget(id)
-	r.forget(id)
+	r.Actions.Forget(id)
 	return nil
 }
 
 // attached returns the allocations a container belongs to: those that name its ID (the
 // one adopted for it among them) and the one its label names, if that is for the same
 // owner and no other container's.
-func (r *ContainerReconciler) attached(ctx context.Context, c docker.Container, owner string) ([]gpuwardenv1alpha1.GPUAllocation, error) {
+func (r *Reconciler) attached(ctx context.Context, c docker.Container, owner string) ([]gpuwardenv1alpha1.GPUAllocation, error) {
 	var list gpuwardenv1alpha1.GPUAllocationList
 	if err := r.Client.List(ctx, &list, client.MatchingFields{IndexContainerID: c.ID}); err != nil {
 		return nil, fmt.Errorf("listing allocations of container %s: %w", c.ID, err)
@@ -80,14 +84,11 @@ func (r *ContainerReconciler) attached(ctx context.Context, c docker.Container, 
 	return append(out, a), nil
 }
 
-// EventNotAttached: an allocation names a container whose owner is not the allocation's user.
-const EventNotAttached = "NotAttached"
-
 // ownedAmong keeps the allocations that may be this container's: the one adopted for it,
 // and those of its known owner. An allocation that names a container of another user (a
 // user's own Manual allocation with someone else's containerID) is never attached: it is
 // told so once in an Event, and detached if an earlier version attached it.
-func (r *ContainerReconciler) ownedAmong(ctx context.Context, c docker.Container, owner string, allocs []gpuwardenv1alpha1.GPUAllocation) ([]gpuwardenv1alpha1.GPUAllocation, error) {
+func (r *Reconciler) ownedAmong(ctx context.Context, c docker.Container, owner string, allocs []gpuwardenv1alpha1.GPUAllocation) ([]gpuwardenv1alpha1.GPUAllocation, error) {
 	out := allocs[:0:0]
 	for i := range allocs {
 		a := &allocs[i]
@@ -102,10 +103,10 @@ func (r *ContainerReconciler) ownedAmong(ctx context.Context, c docker.Container
 				return nil, fmt.Errorf("detaching container %s from allocation %s: %w", c.ID, a.Name, err)
 			}
 		}
-		if r.once(c.ID, "notattached/"+string(a.UID)) {
-			r.Recorder.Eventf(a, nil, corev1.EventTypeWarning, EventNotAttached, "Attach",
+		if r.Actions.Once(c.ID, "notattached/"+string(a.UID)) {
+			r.Recorder.Eventf(a, nil, corev1.EventTypeWarning, reasons.EventNotAttached, "Attach",
 				"Not attaching container %s (%s): it belongs to %s, not to %s; an allocation names only its own user's containers",
-				shownName(c), c.ID[:min(12, len(c.ID))], ownerOrUnknown(owner), a.Spec.User)
+				message.ContainerName(c), docker.ShortID(c.ID), containerstore.OwnerOrUnknown(owner), a.Spec.User)
 			ctrl.LoggerFrom(ctx).Info("Not attaching a container another user's allocation names", "allocation", a.Name, "user", a.Spec.User, "owner", owner)
 		}
 	}
@@ -121,16 +122,10 @@ func ownedBy(a *gpuwardenv1alpha1.GPUAllocation, c docker.Container, owner strin
 	return owner != "" && a.Spec.User == owner
 }
 
-// isLive reports whether an allocation holds or waits for devices.
-func isLive(a *gpuwardenv1alpha1.GPUAllocation) bool {
-	return a.DeletionTimestamp == nil && a.Annotations[gpuwardenv1alpha1.AnnotationRelease] == "" &&
-		(a.Status.Phase == "" || a.Status.Phase == gpuwardenv1alpha1.PhasePending || a.Status.Phase == gpuwardenv1alpha1.PhaseBound)
-}
-
 // liveAllocation returns the allocation that holds or waits for devices for the container.
 func liveAllocation(allocs []gpuwardenv1alpha1.GPUAllocation) *gpuwardenv1alpha1.GPUAllocation {
 	for i := range allocs {
-		if isLive(&allocs[i]) {
+		if allocation.Live(&allocs[i]) {
 			return &allocs[i]
 		}
 	}
@@ -138,7 +133,7 @@ func liveAllocation(allocs []gpuwardenv1alpha1.GPUAllocation) *gpuwardenv1alpha1
 }
 
 // attach records the container on its allocation.
-func (r *ContainerReconciler) attach(ctx context.Context, c docker.Container, a *gpuwardenv1alpha1.GPUAllocation) error {
+func (r *Reconciler) attach(ctx context.Context, c docker.Container, a *gpuwardenv1alpha1.GPUAllocation) error {
 	if a.Status.ContainerID == c.ID {
 		return nil
 	}
@@ -147,24 +142,6 @@ func (r *ContainerReconciler) attach(ctx context.Context, c docker.Container, a 
 	if err := r.Client.Status().Patch(ctx, a, client.MergeFrom(orig)); err != nil {
 		return client.IgnoreNotFound(err)
 	}
-	r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, EventAttached, "Attach", "Container %s (%s) uses this allocation", shownName(c), c.ID[:12])
-	return nil
-}
-
-// release asks the allocation controller for the devices back.
-func (r *ContainerReconciler) release(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, reason string) error {
-	return askRelease(ctx, r.Client, a, reason)
-}
-
-// askRelease annotates a with the reason its devices are to be given back.
-func askRelease(ctx context.Context, c client.Client, a *gpuwardenv1alpha1.GPUAllocation, reason string) error {
-	orig := a.DeepCopy()
-	if a.Annotations == nil {
-		a.Annotations = map[string]string{}
-	}
-	a.Annotations[gpuwardenv1alpha1.AnnotationRelease] = reason
-	if err := c.Patch(ctx, a, client.MergeFrom(orig)); err != nil {
-		return client.IgnoreNotFound(err)
-	}
+	r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, reasons.EventAttached, "Attach", "Container %s (%s) uses this allocation", message.ContainerName(c), docker.ShortID(c.ID))
 	return nil
 }

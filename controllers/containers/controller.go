@@ -1,12 +1,9 @@
-package controllers
+package containers
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
-	"sync"
-	"time"
 
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -18,9 +15,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/actions"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/containerstore"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/labels"
+	"github.com/gpuwarden/gpuwarden/internal/ledger"
 	"github.com/gpuwarden/gpuwarden/internal/lifecycle"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 )
@@ -28,37 +28,30 @@ import (
 const (
 	// IndexContainerID indexes GPUAllocations by the container IDs they name.
 	IndexContainerID = "gpuwarden.io/containerID"
-	// DefaultStopGracePeriod is the SIGTERM → SIGKILL wait when no policy sets one.
-	DefaultStopGracePeriod = 60 * time.Second
 )
 
-// ContainerReconciler ties the node's containers to GPUAllocations: it attaches a container
+// Reconciler ties the node's containers to GPUAllocations: it attaches a container
 // to the allocation its label names, releases an allocation at once when its container is
 // removed and after gpuHoldAfterStop when it stays stopped, removes containers never started
 // or stopped too long, and adopts GPU containers made outside gpuwarden. It acts only on a
-// synced ContainerStore: a Docker outage releases nothing.
-type ContainerReconciler struct {
+// synced containerstore.Store: a Docker outage releases nothing.
+type Reconciler struct {
 	Client client.Client
 	// Reader reads the signing key beside the ledger from the API server itself.
 	Reader client.Reader
 	// LedgerNamespace holds the allocation ledger (kube-system when empty).
 	LedgerNamespace string
-	Engine          docker.Engine
-	Store           *ContainerStore
+	Store           *containerstore.Store
 	NodeName        string
-	Groups          resolve.Groups
 	Clock           clock.PassiveClock
 	Recorder        recorder.EventRecorder
 	Audit           audit.Logger
 	// Owners says who owns a container (shared with the watcher and the scanner).
-	Owners *Owners
-	// Changed is the ContainerWatcher's channel of containers to look at.
+	Owners *containerstore.Owners
+	// Actions stops, removes, releases and reports (shared with the reclaimer).
+	Actions *actions.Actions
+	// Changed is the Watcher's channel of containers to look at.
 	Changed <-chan event.GenericEvent
-
-	mu sync.Mutex
-	// reported remembers what was said once and should not be said on every pass
-	// (dry-run actions, unallocated-GPU reports), by container and what.
-	reported map[string]bool
 }
 
 // +kubebuilder:rbac:groups=gpuwarden.io,resources=gpuallocations,verbs=get;list;watch;create;update;patch;delete
@@ -67,7 +60,7 @@ type ContainerReconciler struct {
 // +kubebuilder:rbac:groups=gpuwarden.io,resources=gpus/status,verbs=get;update;patch
 
 // Reconcile looks at one container, named by its ID.
-func (r *ContainerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	id := req.Name
 	c, ok, synced := r.Store.Get(id)
 	if !synced {
@@ -76,7 +69,7 @@ func (r *ContainerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if !ok {
 		return ctrl.Result{}, r.gone(ctx, id)
 	}
-	ctx = ctrl.LoggerInto(ctx, ctrl.LoggerFrom(ctx).WithValues("container", c.Name, "id", id[:min(12, len(id))]))
+	ctx = ctrl.LoggerInto(ctx, ctrl.LoggerFrom(ctx).WithValues("container", c.Name, "id", docker.ShortID(id)))
 	owner := r.Owners.Of(c)
 	allocs, err := r.attached(ctx, c, owner)
 	if err != nil {
@@ -142,59 +135,22 @@ func (r *ContainerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 }
 
 // policy is the container's effective ContainerPolicy.
-func (r *ContainerReconciler) policy(ctx context.Context, c docker.Container, owner string) (resolve.Policy, error) {
-	return r.policies().Effective(ctx, owner, c.Labels)
-}
-
-// policyAmong is the container's effective policy among policies, listed once by the caller.
-func (r *ContainerReconciler) policyAmong(ctx context.Context, policies []gpuwardenv1alpha1.ContainerPolicy, c docker.Container, owner string) (resolve.Policy, error) {
-	return r.policies().Among(ctx, policies, owner, c.Labels)
-}
-
-func (r *ContainerReconciler) policies() Policies {
-	return Policies{Client: r.Client, Groups: r.Groups, Clock: r.Clock}
-}
-
-func (r *ContainerReconciler) once(id, what string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.reported == nil {
-		r.reported = map[string]bool{}
-	}
-	k := id + "/" + what
-	if r.reported[k] {
-		return false
-	}
-	r.reported[k] = true
-	return true
-}
-
-// unreport lets one thing be said again.
-func (r *ContainerReconciler) unreport(id, what string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	delete(r.reported, id+"/"+what)
-}
-
-func (r *ContainerReconciler) forget(id string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for k := range r.reported {
-		if strings.HasPrefix(k, id+"/") {
-			delete(r.reported, k)
-		}
-	}
+func (r *Reconciler) policy(ctx context.Context, c docker.Container, owner string) (resolve.Policy, error) {
+	return r.Actions.Policy(ctx, c, owner)
 }
 
 // SetupWithManager registers the controller, fed by the watcher and by changes to the
 // allocations that name a container.
-func (r *ContainerReconciler) SetupWithManager(mgr ctrl.Manager) error {
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.LedgerNamespace == "" {
-		r.LedgerNamespace = DefaultLedgerNamespace
+		r.LedgerNamespace = ledger.DefaultNamespace
 	}
-	if r.Client == nil || r.Reader == nil || r.Engine == nil || r.Store == nil || r.Owners == nil || r.NodeName == "" || r.Groups == nil || r.Clock == nil ||
+	if r.Client == nil || r.Reader == nil || r.Store == nil || r.Owners == nil || r.NodeName == "" || r.Clock == nil ||
 		r.Recorder == nil || r.Audit == nil || r.Changed == nil {
-		return errors.New("ContainerReconciler needs a Client, Reader, Engine, Owners, Store, NodeName, Groups, Clock, Recorder, Audit and Changed")
+		return errors.New("the container Reconciler needs a Client, Reader, Owners, Store, NodeName, Clock, Recorder, Audit and Changed")
+	}
+	if err := r.Actions.Validate(); err != nil {
+		return fmt.Errorf("the container Reconciler: %w", err)
 	}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &gpuwardenv1alpha1.GPUAllocation{}, IndexContainerID,
 		func(o client.Object) []string { return containerIDsOf(o.(*gpuwardenv1alpha1.GPUAllocation)) }); err != nil {

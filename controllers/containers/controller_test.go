@@ -1,4 +1,4 @@
-package controllers
+package containers
 
 import (
 	"testing"
@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/containerstore"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 )
 
@@ -48,7 +49,7 @@ func TestDevicesOf(t *testing.T) {
 }
 
 func TestStoreReplaceReportsChanges(t *testing.T) {
-	s := NewContainerStore()
+	s := containerstore.New()
 	t0 := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
 	a := docker.Container{ID: "a", State: docker.StateRunning, StartedAt: t0}
 	b := docker.Container{ID: "b", State: docker.StateRunning, StartedAt: t0}
@@ -81,7 +82,7 @@ func TestWantsAdoption(t *testing.T) {
 	alloc := func(created time.Time) gpuwardenv1alpha1.GPUAllocation {
 		return gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{CreationTimestamp: metav1.NewTime(created)}}
 	}
-	r := &ContainerReconciler{}
+	r := &Reconciler{}
 	for _, tc := range []struct {
 		name   string
 		c      docker.Container

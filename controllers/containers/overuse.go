@@ -1,4 +1,4 @@
-package controllers
+package containers
 
 import (
 	"context"
@@ -6,12 +6,14 @@ import (
 	"slices"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
-	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/actions"
+	"github.com/gpuwarden/gpuwarden/internal/containerstore"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
+	"github.com/gpuwarden/gpuwarden/internal/message"
+	"github.com/gpuwarden/gpuwarden/internal/reasons"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 )
 
@@ -37,7 +39,7 @@ func beyondAllocation(uses []string, a *gpuwardenv1alpha1.GPUAllocation) []strin
 // checkWithinAllocation reports a running container that uses more than its allocation
 // gives, once per allocation state, and stops it when the policy's onUnallocatedGPU says
 // so — exactly as for a container with no allocation at all.
-func (r *ContainerReconciler) checkWithinAllocation(ctx context.Context, c docker.Container, owner string, a *gpuwardenv1alpha1.GPUAllocation, p resolve.Policy) error {
+func (r *Reconciler) checkWithinAllocation(ctx context.Context, c docker.Container, owner string, a *gpuwardenv1alpha1.GPUAllocation, p resolve.Policy) error {
 	if c.State != docker.StateRunning || !c.GPUs.Any() {
 		return nil
 	}
@@ -55,7 +57,7 @@ func (r *ContainerReconciler) checkWithinAllocation(ctx context.Context, c docke
 		given = append(given, d.UUID)
 	}
 	slices.Sort(extra)
-	if !r.once(c.ID, fmt.Sprintf("over/%s/%s/%s", a.UID, a.Status.Phase, strings.Join(extra, ","))) {
+	if !r.Actions.Once(c.ID, fmt.Sprintf("over/%s/%s/%s", a.UID, a.Status.Phase, strings.Join(extra, ","))) {
 		return nil
 	}
 	gives := "no device (it is " + string(a.Status.Phase) + ")"
@@ -64,14 +66,10 @@ func (r *ContainerReconciler) checkWithinAllocation(ctx context.Context, c docke
 	}
 	msg := fmt.Sprintf("uses %s beyond allocation %s, which gives %s", strings.Join(extra, ","), a.Name, gives)
 	action := p.String("onUnallocatedGPU", string(gpuwardenv1alpha1.UnallocatedGPURecord))
-	mode := p.String("mode", string(gpuwardenv1alpha1.ModeEnforce))
-	unallocatedGPUContainers.WithLabelValues(ReasonOverAllocation).Inc()
-	r.Recorder.Eventf(a, nil, corev1.EventTypeWarning, EventUnallocatedGPU, "Detect", "Container %s %s (%s); policy: %s",
-		shownName(c), msg, ReasonOverAllocation, action)
-	user := ownerOrUnknown(owner)
-	r.Audit.Log(audit.Detection(audit.UnmanagedContainer, user, audit.Unmanaged{PID: c.PID, GPU: strings.Join(extra, ","), Container: containerRef(c)}))
-	if action != string(gpuwardenv1alpha1.UnallocatedGPUStop) {
-		return nil
+	u := actions.Unallocated{Container: c, Owner: containerstore.OwnerOrUnknown(owner), On: a, Devices: extra, Reason: reasons.OverAllocation,
+		Note: fmt.Sprintf("Container %s %s (%s); policy: %s", message.ContainerName(c), msg, reasons.OverAllocation, action), Policy: p}
+	if action == string(gpuwardenv1alpha1.UnallocatedGPUStop) {
+		u.Stop = "over_allocation: " + msg
 	}
-	return r.stop(ctx, c, user, a, p, mode, EventStopped, "over_allocation: "+msg)
+	return r.Actions.ReportUnallocated(ctx, u)
 }

@@ -1,4 +1,4 @@
-package controllers
+package containers
 
 import (
 	"context"
@@ -18,9 +18,12 @@ import (
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/containerstore"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/docker/dockertest"
+	"github.com/gpuwarden/gpuwarden/internal/ledger"
 	"github.com/gpuwarden/gpuwarden/internal/provenance"
+	"github.com/gpuwarden/gpuwarden/internal/reasons"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 	"github.com/gpuwarden/gpuwarden/internal/scheme"
 )
@@ -28,7 +31,7 @@ import (
 // containerTest is a container controller on an in-memory engine and a fake API.
 type containerTest struct {
 	t      *testing.T
-	r      *ContainerReconciler
+	r      *Reconciler
 	engine *dockertest.Engine
 	c      client.Client
 	audit  *auditLog
@@ -51,13 +54,13 @@ func newContainerTest(t *testing.T, objs []client.Object, containers ...docker.C
 		}).Build()
 	eng := dockertest.New(containers...)
 	clk := clocktesting.NewFakeClock(t0)
-	store := NewContainerStore()
+	store := containerstore.New()
 	list, _ := eng.List(context.Background())
 	store.replace(list, t0)
 	rec := events.NewFakeRecorder(100)
 	al := &auditLog{}
-	r := &ContainerReconciler{Client: c, Reader: c, LedgerNamespace: "kube-system", Engine: eng, Store: store, NodeName: "n1",
-		Groups: resolve.StaticGroups{}, Clock: clk, Recorder: rec, Audit: al, Owners: &Owners{}}
+	r := &Reconciler{Client: c, Reader: c, LedgerNamespace: "kube-system", Engine: eng, Store: store, NodeName: "n1",
+		Groups: resolve.StaticGroups{}, Clock: clk, Recorder: rec, Audit: al, Owners: &containerstore.Owners{}}
 	return &containerTest{t: t, r: r, engine: eng, c: c, audit: al, rec: rec, clock: clk}
 }
 
@@ -149,10 +152,10 @@ func TestAdoptionOncePerStart(t *testing.T) {
 		t.Errorf("adopted allocation %+v %v", a.Spec, a.Annotations)
 	}
 	var cm corev1.ConfigMap
-	if err := e.c.Get(context.Background(), client.ObjectKey{Namespace: "kube-system", Name: LedgerName}, &cm); err != nil {
+	if err := e.c.Get(context.Background(), client.ObjectKey{Namespace: "kube-system", Name: ledger.Name}, &cm); err != nil {
 		t.Fatal(err)
 	}
-	key, err := provenance.ParseKey(cm.Data[LedgerSigningKey])
+	key, err := provenance.ParseKey(cm.Data[ledger.SigningKeyField])
 	if err != nil || !provenance.Verify(key, a) {
 		t.Errorf("the adoption is not signed with the ledger's key (%v)", err)
 	}
@@ -161,7 +164,7 @@ func TestAdoptionOncePerStart(t *testing.T) {
 	started := created
 	started.State, started.StartedAt, started.PID = docker.StateRunning, t0.Add(time.Second), 0
 	e.engine.Put(started, "start")
-	e.r.Store.put(started)
+	e.r.Store.Put(started)
 	for range 3 {
 		e.reconcile(idA)
 	}
@@ -169,12 +172,12 @@ func TestAdoptionOncePerStart(t *testing.T) {
 	if a.UID != uid {
 		t.Fatalf("the create-then-start was adopted anew")
 	}
-	if got := a.Annotations[gpuwardenv1alpha1.AnnotationAdoptedForStart]; got != startedAt(started) {
-		t.Errorf("the adoption is marked for start %q, want %q", got, startedAt(started))
+	if got := a.Annotations[gpuwardenv1alpha1.AnnotationAdoptedForStart]; got != started.StartStamp() {
+		t.Errorf("the adoption is marked for start %q, want %q", got, started.StartStamp())
 	}
 	adopted := 0
 	for len(e.rec.Events) > 0 {
-		if ev := <-e.rec.Events; strings.Contains(ev, EventAdopted) {
+		if ev := <-e.rec.Events; strings.Contains(ev, reasons.EventAdopted) {
 			adopted++
 		}
 	}

@@ -1,4 +1,4 @@
-package controllers
+package containers
 
 import (
 	"slices"
@@ -12,6 +12,7 @@ import (
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
+	"github.com/gpuwarden/gpuwarden/internal/reasons"
 )
 
 func stopPolicy() *gpuwardenv1alpha1.ContainerPolicy {
@@ -57,7 +58,7 @@ func TestAnAllocationNamesOnlyItsOwnUsersContainers(t *testing.T) {
 	if n := len(e.records(audit.TypeDetectionUnmanagedContainer)); n != 0 {
 		t.Errorf("%d detection records blame alice", n)
 	}
-	if evs := e.events(EventNotAttached); len(evs) != 1 || !strings.Contains(evs[0], "belongs to alice, not to bob") {
+	if evs := e.events(reasons.EventNotAttached); len(evs) != 1 || !strings.Contains(evs[0], "belongs to alice, not to bob") {
 		t.Errorf("NotAttached Events: %q", evs)
 	}
 
@@ -107,8 +108,8 @@ func TestAStartOutsideTheGatewayOnAnotherUsersGPUIsStopped(t *testing.T) {
 	if len(recs) != 1 || recs[0].User != "alice" {
 		t.Errorf("detection records: %+v", recs)
 	}
-	evs := e.events(EventUnallocatedGPU)
-	if len(evs) != 1 || !strings.Contains(evs[0], "GPU-1 is held by allocation gateway-b of bob") || !strings.Contains(evs[0], ReasonDeviceHeld) {
+	evs := e.events(reasons.EventUnallocatedGPU)
+	if len(evs) != 1 || !strings.Contains(evs[0], "GPU-1 is held by allocation gateway-b of bob") || !strings.Contains(evs[0], reasons.DeviceHeld) {
 		t.Errorf("UnallocatedGPU Events: %q", evs)
 	}
 }

@@ -1,4 +1,4 @@
-package controllers
+package containers
 
 import (
 	"context"
@@ -18,27 +18,29 @@ import (
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/containerstore"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
-	"github.com/gpuwarden/gpuwarden/internal/labels"
 	"github.com/gpuwarden/gpuwarden/internal/logging"
+	"github.com/gpuwarden/gpuwarden/internal/metrics"
+	"github.com/gpuwarden/gpuwarden/internal/reasons"
 )
 
-// ContainerWatcher keeps the ContainerStore in step with the Docker engine: it opens the
+// Watcher keeps the containerstore.Store in step with the Docker engine: it opens the
 // events stream, then lists every container (so nothing that happens in between is lost),
 // then follows the stream; after any break it does the same again. It records each
 // container's create, start, stop, die and remove in the audit log and hands every changed
 // container to the container controller. A failed list or a broken stream marks the store
 // unsynced: it is never taken as "the containers are gone".
-type ContainerWatcher struct {
+type Watcher struct {
 	Engine   docker.Engine
-	Store    *ContainerStore
+	Store    *containerstore.Store
 	Client   client.Client
 	NodeName string
 	Clock    clock.PassiveClock
 	Recorder recorder.EventRecorder
 	Audit    audit.Logger
 	// Owners says who owns a container (shared with the container controller).
-	Owners *Owners
+	Owners *containerstore.Owners
 	// Changed receives the ID (as the object name) of every container to look at.
 	Changed chan<- event.GenericEvent
 	// RetryInterval is the first wait before reconnecting; it doubles up to 30 s.
@@ -52,12 +54,12 @@ const conditionRecheck = 2 * time.Second
 const DefaultDockerRetry = time.Second
 
 // NeedLeaderElection: only the node's active controller acts on its containers.
-func (w *ContainerWatcher) NeedLeaderElection() bool { return true }
+func (w *Watcher) NeedLeaderElection() bool { return true }
 
 // Start runs until ctx ends.
-func (w *ContainerWatcher) Start(ctx context.Context) error {
+func (w *Watcher) Start(ctx context.Context) error {
 	if w.Owners == nil {
-		w.Owners = &Owners{}
+		w.Owners = &containerstore.Owners{}
 	}
 	log := ctrl.LoggerFrom(ctx).WithName("container-watcher")
 	ctx = ctrl.LoggerInto(ctx, log)
@@ -99,7 +101,7 @@ func (w *ContainerWatcher) Start(ctx context.Context) error {
 const outageReminder = time.Minute
 
 // sayConnected logs the connection: after an outage, how long it lasted.
-func (w *ContainerWatcher) sayConnected(ctx context.Context, since time.Time) {
+func (w *Watcher) sayConnected(ctx context.Context, since time.Time) {
 	log := ctrl.LoggerFrom(ctx)
 	if since.IsZero() {
 		log.Info("Connected to the Docker engine")
@@ -109,7 +111,7 @@ func (w *ContainerWatcher) sayConnected(ctx context.Context, since time.Time) {
 }
 
 // session opens the stream, relists and follows the stream until it breaks.
-func (w *ContainerWatcher) session(ctx context.Context, first bool, synced func()) error {
+func (w *Watcher) session(ctx context.Context, first bool, synced func()) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	events, errs, err := w.Engine.Events(ctx)
@@ -120,7 +122,7 @@ func (w *ContainerWatcher) session(ctx context.Context, first bool, synced func(
 	if err != nil {
 		return err
 	}
-	added, removed, changed := w.Store.replace(list, w.Clock.Now())
+	added, removed, changed := w.Store.Replace(list, w.Clock.Now())
 	if !first {
 		// Whatever happened while the stream was down, recorded as the engine shows it now.
 		for _, c := range added {
@@ -163,16 +165,16 @@ func (w *ContainerWatcher) session(ctx context.Context, first bool, synced func(
 }
 
 // handle applies one event to the store, records it and passes the container on.
-func (w *ContainerWatcher) handle(ctx context.Context, e docker.Event) {
-	containerEvents.WithLabelValues(e.Action).Inc()
+func (w *Watcher) handle(ctx context.Context, e docker.Event) {
+	metrics.ContainerEvents.WithLabelValues(e.Action).Inc()
 	var (
 		c       docker.Container
 		existed bool
 	)
 	switch e.Action {
 	case "destroy":
-		c, existed = w.Store.remove(e.ID)
-		if !existed && e.Time.Before(w.Store.syncedAt()) {
+		c, existed = w.Store.Remove(e.ID)
+		if !existed && e.Time.Before(w.Store.SyncedAt()) {
 			w.enqueue(ctx, e.ID)
 			return // the listing already showed it gone and it was recorded then
 		}
@@ -181,7 +183,7 @@ func (w *ContainerWatcher) handle(ctx context.Context, e docker.Event) {
 		}
 		// Recorded (in memory, at once) before the hand-off, which frees the GPUs and
 		// forgets the owner.
-		w.record(ctx, audit.ContainerRemove, c, w.Store.takeNote(e.ID))
+		w.record(ctx, audit.ContainerRemove, c, w.Store.TakeNote(e.ID))
 		w.enqueue(ctx, e.ID)
 		return
 	case "exec_create", "exec_start", "exec_die", "exec_detach", "attach", "detach", "resize", "top", "copy",
@@ -199,7 +201,7 @@ func (w *ContainerWatcher) handle(ctx context.Context, e docker.Event) {
 			return
 		default:
 			c = fresh
-			w.Store.put(c)
+			w.Store.Put(c)
 			w.enqueue(ctx, e.ID)
 		}
 	}
@@ -212,24 +214,20 @@ func (w *ContainerWatcher) handle(ctx context.Context, e docker.Event) {
 	}[e.Action]; ok {
 		reason := ""
 		if e.Action == "stop" || e.Action == "destroy" {
-			reason = w.Store.takeNote(e.ID)
+			reason = w.Store.TakeNote(e.ID)
 		}
 		w.record(ctx, action, c, reason)
 	}
 }
 
 // record writes one container record with its owner (Owners; "unknown" when nothing tells).
-func (w *ContainerWatcher) record(_ context.Context, action audit.ContainerAction, c docker.Container, reason string) {
-	w.Audit.Log(audit.ContainerEvent(action, w.Owners.OrUnknown(c), containerRef(c), reason))
-}
-
-func containerRef(c docker.Container) audit.Container {
-	return audit.Container{ID: c.ID, Name: c.Name, Image: c.Image, Type: string(labels.ContainerType(c.Labels))}
+func (w *Watcher) record(_ context.Context, action audit.ContainerAction, c docker.Container, reason string) {
+	w.Audit.Log(audit.ContainerEvent(action, w.Owners.OrUnknown(c), containerstore.AuditRef(c), reason))
 }
 
 // enqueue hands a container to the container controller; it gives up when ctx ends, so a
 // full queue never keeps the watcher from stopping.
-func (w *ContainerWatcher) enqueue(ctx context.Context, id string) {
+func (w *Watcher) enqueue(ctx context.Context, id string) {
 	select {
 	case w.Changed <- event.GenericEvent{Object: &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: id}}}:
 	case <-ctx.Done():
@@ -238,7 +236,7 @@ func (w *ContainerWatcher) enqueue(ctx context.Context, id string) {
 
 // enqueueAll hands on every container, every one seen removed, and every container an
 // allocation of this node names: one removed while gpuwarden was not running shows only there.
-func (w *ContainerWatcher) enqueueAll(ctx context.Context, list, removed []docker.Container) {
+func (w *Watcher) enqueueAll(ctx context.Context, list, removed []docker.Container) {
 	ids := map[string]bool{}
 	for _, c := range list {
 		ids[c.ID] = true
@@ -262,22 +260,22 @@ func (w *ContainerWatcher) enqueueAll(ctx context.Context, list, removed []docke
 	}
 }
 
-func (w *ContainerWatcher) connected(ctx context.Context) {
-	dockerUp.Set(1)
-	w.setCondition(ctx, metav1.ConditionTrue, gpuwardenv1alpha1.ReasonDockerConnected, "Containers on this node are observed", corev1.EventTypeNormal, EventDockerConnected)
+func (w *Watcher) connected(ctx context.Context) {
+	metrics.DockerUp.Set(1)
+	w.setCondition(ctx, metav1.ConditionTrue, gpuwardenv1alpha1.ReasonDockerConnected, "Containers on this node are observed", corev1.EventTypeNormal, reasons.EventDockerConnected)
 }
 
-func (w *ContainerWatcher) unreachable(ctx context.Context, err error) {
-	w.Store.setSynced(false)
-	dockerUp.Set(0)
-	dockerOutages.Inc()
+func (w *Watcher) unreachable(ctx context.Context, err error) {
+	w.Store.SetSynced(false)
+	metrics.DockerUp.Set(0)
+	metrics.DockerOutages.Inc()
 	msg := fmt.Sprintf("The Docker engine is unreachable (%v); no GPU is released until it is back", err)
-	w.setCondition(ctx, metav1.ConditionFalse, gpuwardenv1alpha1.ReasonDockerUnreachable, msg, corev1.EventTypeWarning, EventDockerUnreachable)
+	w.setCondition(ctx, metav1.ConditionFalse, gpuwardenv1alpha1.ReasonDockerUnreachable, msg, corev1.EventTypeWarning, reasons.EventDockerUnreachable)
 }
 
 // setCondition shows the Docker connection on each of the node's GPUs, with an Event when
 // it changes.
-func (w *ContainerWatcher) setCondition(ctx context.Context, status metav1.ConditionStatus, reason, msg, eventType, eventReason string) {
+func (w *Watcher) setCondition(ctx context.Context, status metav1.ConditionStatus, reason, msg, eventType, eventReason string) {
 	var gpus gpuwardenv1alpha1.GPUList
 	if err := w.Client.List(ctx, &gpus, client.MatchingLabels{gpuwardenv1alpha1.LabelNode: w.NodeName}); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Listing GPUs to show the Docker connection")

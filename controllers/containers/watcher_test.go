@@ -1,4 +1,4 @@
-package controllers
+package containers
 
 import (
 	"context"
@@ -19,6 +19,7 @@ import (
 
 	"k8s.io/client-go/tools/events"
 
+	"github.com/gpuwarden/gpuwarden/internal/containerstore"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/docker/dockertest"
 	"github.com/gpuwarden/gpuwarden/internal/scheme"
@@ -34,7 +35,7 @@ func TestWatcherStopsWithTheQueueFull(t *testing.T) {
 		cs = append(cs, docker.Container{ID: fmt.Sprintf("c%02d", i), State: docker.StateRunning})
 	}
 	var rec recorder.EventRecorder = events.NewFakeRecorder(100)
-	w := &ContainerWatcher{Engine: dockertest.New(cs...), Store: NewContainerStore(),
+	w := &Watcher{Engine: dockertest.New(cs...), Store: containerstore.New(),
 		Client:   fake.NewClientBuilder().WithScheme(scheme.New()).Build(),
 		NodeName: "n", Clock: clocktesting.NewFakeClock(time.Now()), Recorder: rec, Audit: &auditLog{},
 		Changed: make(chan event.GenericEvent), RetryInterval: time.Millisecond}
@@ -82,7 +83,7 @@ func TestDockerOutageIsSaidOnceThenEveryMinute(t *testing.T) {
 	eng.ListErr = errors.New("Cannot connect to the Docker daemon at unix:///var/run/docker.sock")
 	clk := clocktesting.NewFakeClock(time.Now())
 	var rec recorder.EventRecorder = events.NewFakeRecorder(100)
-	w := &ContainerWatcher{Engine: eng, Store: NewContainerStore(),
+	w := &Watcher{Engine: eng, Store: containerstore.New(),
 		Client:   fake.NewClientBuilder().WithScheme(scheme.New()).Build(),
 		NodeName: "n", Clock: clk, Recorder: rec, Audit: &auditLog{},
 		Changed: make(chan event.GenericEvent, 16), RetryInterval: time.Millisecond}

@@ -1,4 +1,4 @@
-package controllers
+package gateway
 
 import (
 	"context"
@@ -20,16 +20,18 @@ import (
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/allocation"
 	"github.com/gpuwarden/gpuwarden/internal/gateway"
+	"github.com/gpuwarden/gpuwarden/internal/ledger"
+	"github.com/gpuwarden/gpuwarden/internal/message"
 	"github.com/gpuwarden/gpuwarden/internal/provenance"
 )
 
-// DefaultGatewayBindWait is how long a create through the gateway waits for a GPU to free.
-const DefaultGatewayBindWait = 3 * time.Minute
+// DefaultBindWait is how long a create through the gateway waits for a GPU to free.
+const DefaultBindWait = 3 * time.Minute
 
-// GatewayAllocator gives a create through the gateway its GPUs: a signed Gateway
+// Allocator gives a create through the gateway its GPUs: a signed Gateway
 // GPUAllocation for the caller, decided by the allocation controller like any other, and
 // waited for until Bound, refused, or BindWait passes while it waits for capacity.
-type GatewayAllocator struct {
+type Allocator struct {
 	Client client.Client
 	// Reader reads the ledger (the signing key) from the API server itself.
 	Reader          client.Reader
@@ -41,10 +43,10 @@ type GatewayAllocator struct {
 	Poll time.Duration
 }
 
-var _ gateway.Allocator = (*GatewayAllocator)(nil)
+var _ gateway.Allocator = (*Allocator)(nil)
 
 // Allocate implements gateway.Allocator.
-func (g *GatewayAllocator) Allocate(ctx context.Context, user string, req gateway.GPURequest, containerName string, t gpuwardenv1alpha1.ContainerType) (string, []string, error) {
+func (g *Allocator) Allocate(ctx context.Context, user string, req gateway.GPURequest, containerName string, t gpuwardenv1alpha1.ContainerType) (string, []string, error) {
 	request, err := g.request(ctx, req)
 	if err != nil {
 		return "", nil, err
@@ -54,27 +56,27 @@ func (g *GatewayAllocator) Allocate(ctx context.Context, user string, req gatewa
 }
 
 // newAllocation is a Gateway allocation for user, named at random.
-func (g *GatewayAllocator) newAllocation(user string, request gpuwardenv1alpha1.AllocationRequest, containerName string, t gpuwardenv1alpha1.ContainerType) *gpuwardenv1alpha1.GPUAllocation {
+func (g *Allocator) newAllocation(user string, request gpuwardenv1alpha1.AllocationRequest, containerName string, t gpuwardenv1alpha1.ContainerType) *gpuwardenv1alpha1.GPUAllocation {
 	suffix := make([]byte, 5)
 	_, _ = rand.Read(suffix)
 	return &gpuwardenv1alpha1.GPUAllocation{
 		ObjectMeta: metav1.ObjectMeta{Name: "gateway-" + hex.EncodeToString(suffix), Labels: map[string]string{gpuwardenv1alpha1.LabelNode: g.NodeName},
 			Annotations: map[string]string{}},
 		Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: user, NodeName: g.NodeName, Request: request, ContainerType: t,
-			Source: gpuwardenv1alpha1.SourceGateway, ContainerName: truncate(containerName, 256)},
+			Source: gpuwardenv1alpha1.SourceGateway, ContainerName: message.Truncate(containerName, 256)},
 	}
 }
 
 // createAndWait signs and creates a, then waits until it is Bound (its name and devices),
 // Rejected or BindWait passes (an *gateway.AllocationError; hint ends the message of a
 // wait given up). An allocation not Bound is given back.
-func (g *GatewayAllocator) createAndWait(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, hint string) (string, []string, error) {
+func (g *Allocator) createAndWait(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, hint string) (string, []string, error) {
 	start := g.Clock.Now()
 	ns := g.LedgerNamespace
 	if ns == "" {
-		ns = DefaultLedgerNamespace
+		ns = ledger.DefaultNamespace
 	}
-	key, err := signingKey(ctx, g.Reader, g.Client, ns)
+	key, err := ledger.SigningKey(ctx, g.Reader, g.Client, ns)
 	if err != nil {
 		return "", nil, err
 	}
@@ -88,7 +90,7 @@ func (g *GatewayAllocator) createAndWait(ctx context.Context, a *gpuwardenv1alph
 	}
 	wait := g.BindWait
 	if wait == 0 {
-		wait = DefaultGatewayBindWait
+		wait = DefaultBindWait
 	}
 	if hint == "" {
 		hint = "try again later, or ask for fewer GPUs"
@@ -134,7 +136,7 @@ func (g *GatewayAllocator) createAndWait(ctx context.Context, a *gpuwardenv1alph
 // Gateway allocation asks for exactly those devices, naming the container's ID (the
 // container controller attaches it by that ID: the label cannot change), and is waited for
 // like a create. Devices another allocation holds are refused at once, naming the holder.
-func (g *GatewayAllocator) Reacquire(ctx context.Context, user string, c gateway.Starting) (string, error) {
+func (g *Allocator) Reacquire(ctx context.Context, user string, c gateway.Starting) (string, error) {
 	var gpus gpuwardenv1alpha1.GPUList
 	if err := g.Client.List(ctx, &gpus, client.MatchingLabels{gpuwardenv1alpha1.LabelNode: g.NodeName}); err != nil {
 		return "", fmt.Errorf("listing the node's GPUs: %w", err)
@@ -156,7 +158,7 @@ func (g *GatewayAllocator) Reacquire(ctx context.Context, user string, c gateway
 			return a.Name, nil // still held: nothing to do
 		}
 	}
-	if holder, device := heldElsewhere(list.Items, devices, g.NodeName, func(a *gpuwardenv1alpha1.GPUAllocation) bool {
+	if holder, device := allocation.HeldElsewhere(list.Items, devices, g.NodeName, func(a *gpuwardenv1alpha1.GPUAllocation) bool {
 		return g.forContainer(a, user, c) // its own, about to be released: no one else's
 	}); holder != nil {
 		return "", &gateway.AllocationError{Status: http.StatusForbidden, Message: fmt.Sprintf(
@@ -178,8 +180,8 @@ func (g *GatewayAllocator) Reacquire(ctx context.Context, user string, c gateway
 
 // forContainer reports whether a is a live allocation of user on this node that is the
 // container's: the one its label names, or one that names its ID.
-func (g *GatewayAllocator) forContainer(a *gpuwardenv1alpha1.GPUAllocation, user string, c gateway.Starting) bool {
-	if !isLive(a) || a.Spec.User != user || a.Spec.NodeName != g.NodeName && a.Spec.NodeName != "" {
+func (g *Allocator) forContainer(a *gpuwardenv1alpha1.GPUAllocation, user string, c gateway.Starting) bool {
+	if !allocation.Live(a) || a.Spec.User != user || a.Spec.NodeName != g.NodeName && a.Spec.NodeName != "" {
 		return false
 	}
 	if a.Status.ContainerID != "" && a.Status.ContainerID != c.ID || a.Spec.ContainerID != "" && a.Spec.ContainerID != c.ID {
@@ -202,7 +204,7 @@ func holdsExactly(a *gpuwardenv1alpha1.GPUAllocation, devices []string) bool {
 }
 
 // request turns the gateway's GPU request into the allocation's; "all" is every GPU of the node.
-func (g *GatewayAllocator) request(ctx context.Context, req gateway.GPURequest) (gpuwardenv1alpha1.AllocationRequest, error) {
+func (g *Allocator) request(ctx context.Context, req gateway.GPURequest) (gpuwardenv1alpha1.AllocationRequest, error) {
 	switch {
 	case req.MIGProfile != "":
 		return gpuwardenv1alpha1.AllocationRequest{MIGProfile: req.MIGProfile}, nil
@@ -221,7 +223,7 @@ func (g *GatewayAllocator) request(ctx context.Context, req gateway.GPURequest) 
 }
 
 // queuePosition is the allocation's place among the node's waiting requests, oldest first.
-func (g *GatewayAllocator) queuePosition(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) (position, waiting int) {
+func (g *Allocator) queuePosition(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) (position, waiting int) {
 	var list gpuwardenv1alpha1.GPUAllocationList
 	if err := g.Client.List(ctx, &list); err != nil {
 		return 1, 1
@@ -240,7 +242,7 @@ func (g *GatewayAllocator) queuePosition(ctx context.Context, a *gpuwardenv1alph
 }
 
 // Release implements gateway.Allocator: the allocation is deleted, its GPUs free at once.
-func (g *GatewayAllocator) Release(ctx context.Context, name string) {
+func (g *Allocator) Release(ctx context.Context, name string) {
 	a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: name}}
 	if err := g.Client.Delete(ctx, a); err != nil && !apierrors.IsNotFound(err) {
 		ctrl.Log.WithName("gateway").Error(err, "Giving back the GPUs of a create that failed", "allocation", name)

@@ -1,4 +1,4 @@
-package controllers
+package gateway
 
 import (
 	"context"
@@ -36,10 +36,10 @@ func decideAs(t *testing.T, c client.Client, st gpuwardenv1alpha1.GPUAllocationS
 	}()
 }
 
-func newGatewayAllocator(t *testing.T) (*GatewayAllocator, client.Client) {
+func newGatewayAllocator(t *testing.T) (*Allocator, client.Client) {
 	t.Helper()
 	c := fake.NewClientBuilder().WithScheme(scheme.New()).WithStatusSubresource(&gpuwardenv1alpha1.GPUAllocation{}).Build()
-	return &GatewayAllocator{Client: c, Reader: c, NodeName: "n1", Clock: clock.RealClock{}, BindWait: 300 * time.Millisecond, Poll: 10 * time.Millisecond}, c
+	return &Allocator{Client: c, Reader: c, NodeName: "n1", Clock: clock.RealClock{}, BindWait: 300 * time.Millisecond, Poll: 10 * time.Millisecond}, c
 }
 
 func TestGatewayAllocatorWaitsForTheBinding(t *testing.T) {

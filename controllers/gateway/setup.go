@@ -1,4 +1,4 @@
-package controllers
+package gateway
 
 import (
 	"context"
@@ -7,16 +7,18 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	"github.com/gpuwarden/gpuwarden/internal/actions"
+	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/gateway"
+	"github.com/gpuwarden/gpuwarden/internal/reasons"
+	"github.com/gpuwarden/gpuwarden/internal/resolve"
 )
 
-// EventAccessDenied is the reason of the Event a refused gateway request raises.
-const EventAccessDenied = "AccessDenied"
-
-// GatewayOptions configure the Docker gateway.
-type GatewayOptions struct {
+// Options configure the Docker gateway.
+type Options struct {
 	// Socket is the Unix socket served; empty serves none.
 	Socket string
 	// DialDocker reaches the engine the gateway fronts.
@@ -39,26 +41,36 @@ type GatewayOptions struct {
 	Limits gateway.Limits
 }
 
-func setupGateway(mgr ctrl.Manager, o Options) error {
-	g := o.Gateway
+// Node is what the gateway shares with the node's other controllers.
+type Node struct {
+	Name   string
+	Clock  clock.Clock
+	Groups resolve.Groups
+	Audit  audit.Logger
+	// HasGPUs: the node has a GPU back end, and creates asking for GPUs get allocations.
+	HasGPUs bool
+}
+
+// Setup adds the Docker gateway of node n to mgr.
+func Setup(mgr ctrl.Manager, g Options, n Node) error {
 	if g.DialDocker == nil {
 		return fmt.Errorf("the gateway needs a Docker engine to front")
 	}
 	recorder := mgr.GetEventRecorder("gpuwarden-gateway")
-	node := &corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: o.NodeName}
+	node := &corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: n.Name}
 	srv := &gateway.Server{
-		Socket: g.Socket, Dial: g.DialDocker, AdminGroup: g.AdminGroup, RootGroup: g.RootGroup, AllowMounts: g.AllowMounts, Audit: o.Audit,
-		Policies:    Policies{Client: mgr.GetClient(), Groups: o.Groups, Clock: o.Clock},
+		Socket: g.Socket, Dial: g.DialDocker, AdminGroup: g.AdminGroup, RootGroup: g.RootGroup, AllowMounts: g.AllowMounts, Audit: n.Audit,
+		Policies:    actions.Policies{Client: mgr.GetClient(), Groups: n.Groups, Clock: n.Clock},
 		Kubeconfigs: g.Kubeconfigs,
 		ImageOwners: g.ImageOwners,
 		Listening:   g.Listening,
 		Limits:      g.Limits,
 		Denied: func(c gateway.Caller, operation, owner, reason string) {
-			recorder.Eventf(node, nil, corev1.EventTypeWarning, EventAccessDenied, "Deny", "Docker gateway refused %s to %s: %s", operation, c.Name, reason)
+			recorder.Eventf(node, nil, corev1.EventTypeWarning, reasons.EventAccessDenied, "Deny", "Docker gateway refused %s to %s: %s", operation, c.Name, reason)
 		},
 	}
-	if o.GPUs != nil {
-		srv.GPUs = &GatewayAllocator{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), NodeName: o.NodeName, Clock: o.Clock, BindWait: g.BindWait}
+	if n.HasGPUs {
+		srv.GPUs = &Allocator{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), NodeName: n.Name, Clock: n.Clock, BindWait: g.BindWait}
 	}
 	if err := mgr.Add(srv); err != nil {
 		return fmt.Errorf("adding the Docker gateway: %w", err)

@@ -1,4 +1,4 @@
-package controllers
+package gateway
 
 import (
 	"context"
@@ -10,17 +10,23 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/actions"
+	"github.com/gpuwarden/gpuwarden/internal/containerstore"
+	"github.com/gpuwarden/gpuwarden/internal/manager"
+	"github.com/gpuwarden/gpuwarden/internal/reasons"
 )
 
-// GatewayStrays gives back the GPUs of gateway allocations whose container was never
+// Strays gives back the GPUs of gateway allocations whose container was never
 // created. The gateway allocates before it forwards a create, and gives the allocation
 // back when the create fails; a process killed in between, or a create the engine never
 // answered, leaves an allocation no container will release. An allocation older than After
 // without a container, and with no container of its name on the engine, is released — only
 // while the engine is in view (a container unseen during an outage may well exist).
-type GatewayStrays struct {
-	Client   client.Client
-	Store    *ContainerStore
+type Strays struct {
+	Client client.Client
+	Store  *containerstore.Store
+	// Actions release what no container will.
+	Actions  *actions.Actions
 	NodeName string
 	Clock    clock.PassiveClock
 	// After is how long an allocation may wait for its container: the gateway's bind wait
@@ -31,31 +37,15 @@ type GatewayStrays struct {
 }
 
 // NeedLeaderElection: only the node's active controller releases.
-func (g *GatewayStrays) NeedLeaderElection() bool { return true }
+func (g *Strays) NeedLeaderElection() bool { return true }
 
 // Start sweeps every Interval until ctx ends.
-func (g *GatewayStrays) Start(ctx context.Context) error {
-	return periodically(ctx, g.Interval, g.Sweep, "Looking for gateway allocations without a container")
-}
-
-// periodically runs fn every interval until ctx ends, logging its errors as what.
-func periodically(ctx context.Context, interval time.Duration, fn func(context.Context) error, what string) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			if err := fn(ctx); err != nil && ctx.Err() == nil {
-				ctrl.LoggerFrom(ctx).Error(err, what)
-			}
-		}
-	}
+func (g *Strays) Start(ctx context.Context) error {
+	return manager.Every(ctx, g.Interval, g.Sweep, "Looking for gateway allocations without a container")
 }
 
 // Sweep releases the stray allocations once.
-func (g *GatewayStrays) Sweep(ctx context.Context) error {
+func (g *Strays) Sweep(ctx context.Context) error {
 	if !g.Store.Synced() {
 		return nil
 	}
@@ -72,7 +62,7 @@ func (g *GatewayStrays) Sweep(ctx context.Context) error {
 		if !g.stray(a, names) {
 			continue
 		}
-		if err := askRelease(ctx, g.Client, a, ReasonNeverCreated); err != nil {
+		if err := g.Actions.Release(ctx, a, reasons.ReleaseNeverCreated); err != nil {
 			return err
 		}
 		ctrl.LoggerFrom(ctx).Info("Released the GPUs of a gateway allocation whose container was never created", "allocation", a.Name, "container", a.Spec.ContainerName)
@@ -80,7 +70,7 @@ func (g *GatewayStrays) Sweep(ctx context.Context) error {
 	return nil
 }
 
-func (g *GatewayStrays) stray(a *gpuwardenv1alpha1.GPUAllocation, containers map[string]bool) bool {
+func (g *Strays) stray(a *gpuwardenv1alpha1.GPUAllocation, containers map[string]bool) bool {
 	switch {
 	case a.Spec.Source != gpuwardenv1alpha1.SourceGateway || a.Spec.NodeName != g.NodeName || a.DeletionTimestamp != nil:
 		return false

@@ -1,4 +1,4 @@
-package controllers
+package gateway
 
 import (
 	"context"
@@ -11,7 +11,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/containerstore"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
+	"github.com/gpuwarden/gpuwarden/internal/reasons"
 	"github.com/gpuwarden/gpuwarden/internal/scheme"
 )
 
@@ -41,9 +43,9 @@ func TestGatewayStraysReleasesOnlyAllocationsWhoseContainerNeverCame(t *testing.
 		alloc("released", "never-made-4", 10*time.Minute, func(a *gpuwardenv1alpha1.GPUAllocation) { a.Status.Phase = gpuwardenv1alpha1.PhaseReleased }),
 	}
 	c := fake.NewClientBuilder().WithScheme(scheme.New()).WithObjects(objs...).WithStatusSubresource(objs...).Build()
-	store := NewContainerStore()
+	store := containerstore.New()
 	store.replace([]docker.Container{{ID: "1", Name: "/made", State: docker.StateRunning}}, now)
-	g := &GatewayStrays{Client: c, Store: store, NodeName: "n1", Clock: clocktesting.NewFakePassiveClock(now), After: 4 * time.Minute}
+	g := &Strays{Client: c, Store: store, NodeName: "n1", Clock: clocktesting.NewFakePassiveClock(now), After: 4 * time.Minute}
 	released := func() map[string]string {
 		var list gpuwardenv1alpha1.GPUAllocationList
 		if err := c.List(context.Background(), &list); err != nil {
@@ -70,7 +72,7 @@ func TestGatewayStraysReleasesOnlyAllocationsWhoseContainerNeverCame(t *testing.
 		t.Fatal(err)
 	}
 	got := released()
-	if len(got) != 2 || got["stray"] != ReasonNeverCreated || got["stray-pending"] != ReasonNeverCreated {
-		t.Fatalf("released %v, want stray and stray-pending with %q", got, ReasonNeverCreated)
+	if len(got) != 2 || got["stray"] != reasons.ReleaseNeverCreated || got["stray-pending"] != reasons.ReleaseNeverCreated {
+		t.Fatalf("released %v, want stray and stray-pending with %q", got, reasons.ReleaseNeverCreated)
 	}
 }

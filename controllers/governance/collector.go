@@ -1,11 +1,12 @@
-package controllers
+// Package governance renders, at scrape time, gpuwarden's view of who holds what on the
+// node as Prometheus metrics; it reads only caches and memory, never NVML or Docker.
+package governance
 
 import (
 	"context"
 	"math"
 	"runtime"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,6 +15,9 @@ import (
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/allocation"
+	"github.com/gpuwarden/gpuwarden/internal/containerstore"
+	"github.com/gpuwarden/gpuwarden/internal/docker"
+	"github.com/gpuwarden/gpuwarden/internal/lifecycle"
 	"github.com/gpuwarden/gpuwarden/internal/telemetry"
 	"github.com/gpuwarden/gpuwarden/internal/version"
 )
@@ -53,44 +57,31 @@ var (
 		"1, labelled with the running gpuwarden's version and Go version.", []string{"version", "goversion"}, nil)
 )
 
-// QuotaBook is each user's effective gpu-equivalent quota, as the allocation controller
-// last computed it, for the metrics (a scrape never asks the group database).
-type QuotaBook struct {
-	mu     sync.Mutex
-	byUser map[string]allocation.Limit[float64]
+// Samples tell a running container's last sample, its idle state by its policy's rules
+// (lifecycle.Exempt when no idle rule can stop it) and how long it has been idle.
+type Samples interface {
+	Latest(containerID string) (last lifecycle.Sample, state lifecycle.Verdict, idleFor time.Duration, ok bool)
 }
 
-// Set replaces the book.
-func (b *QuotaBook) Set(byUser map[string]allocation.Limit[float64]) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.byUser = byUser
-}
-
-func (b *QuotaBook) get() map[string]allocation.Limit[float64] {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.byUser
-}
-
-// Governance renders, at scrape time and from the manager's caches only, who holds what on
+// Collector renders, at scrape time and from the manager's caches only, who holds what on
 // the node: bound slots, allocations by phase, use against quota, the queue, GPU health and
 // each running GPU container's utilisation and idle state.
-type Governance struct {
+type Collector struct {
 	Client   client.Reader
 	NodeName string
 	Clock    clock.PassiveClock
-	Quotas   *QuotaBook
+	Quotas   *allocation.QuotaBook
 	// Store and Reclaim are nil without Docker.
-	Store   *ContainerStore
-	Reclaim *Reclaimer
+	Store *containerstore.Store
+	// Samples are the running containers' last samples; none are shown when nil.
+	Samples Samples
 }
 
 // Describe implements prometheus.Collector.
-func (g *Governance) Describe(chan<- *prometheus.Desc) {}
+func (g *Collector) Describe(chan<- *prometheus.Desc) {}
 
 // allocations are the node's allocations from the cache, not copied: read only.
-func (g *Governance) allocations() []gpuwardenv1alpha1.GPUAllocation {
+func (g *Collector) allocations() []gpuwardenv1alpha1.GPUAllocation {
 	ctx, cancel := context.WithTimeout(context.Background(), scrapeListTimeout)
 	defer cancel()
 	var list gpuwardenv1alpha1.GPUAllocationList
@@ -107,7 +98,7 @@ func (g *Governance) allocations() []gpuwardenv1alpha1.GPUAllocation {
 }
 
 // containerName is what a container is called in the metrics.
-func (g *Governance) containerName(a *gpuwardenv1alpha1.GPUAllocation) string {
+func (g *Collector) containerName(a *gpuwardenv1alpha1.GPUAllocation) string {
 	id := a.Status.ContainerID
 	if id == "" {
 		id = a.Spec.ContainerID
@@ -120,11 +111,11 @@ func (g *Governance) containerName(a *gpuwardenv1alpha1.GPUAllocation) string {
 	if a.Spec.ContainerName != "" {
 		return a.Spec.ContainerName
 	}
-	return id[:min(12, len(id))]
+	return docker.ShortID(id)
 }
 
 // Holders gives the holder of every bound device, by UUID (telemetry's attribution).
-func (g *Governance) Holders() map[string]telemetry.Holder {
+func (g *Collector) Holders() map[string]telemetry.Holder {
 	out := map[string]telemetry.Holder{}
 	for _, a := range g.allocations() {
 		if a.Status.Phase != gpuwardenv1alpha1.PhaseBound {
@@ -139,7 +130,7 @@ func (g *Governance) Holders() map[string]telemetry.Holder {
 }
 
 // Collect implements prometheus.Collector.
-func (g *Governance) Collect(ch chan<- prometheus.Metric) {
+func (g *Collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(buildInfoDesc, prometheus.GaugeValue, 1, version.Version, runtime.Version())
 	allocs := g.allocations()
 	gpus := g.gpus()
@@ -177,7 +168,7 @@ func (g *Governance) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(userUsedDesc, prometheus.GaugeValue, eq, user)
 	}
 	if g.Quotas != nil {
-		for user, l := range g.Quotas.get() {
+		for user, l := range g.Quotas.Get() {
 			v := l.Value
 			if l.Unlimited {
 				v = math.Inf(1)
@@ -201,7 +192,7 @@ func (g *Governance) Collect(ch chan<- prometheus.Metric) {
 }
 
 // gpus are the node's GPU objects by UUID.
-func (g *Governance) gpus() map[string]*gpuwardenv1alpha1.GPU {
+func (g *Collector) gpus() map[string]*gpuwardenv1alpha1.GPU {
 	ctx, cancel := context.WithTimeout(context.Background(), scrapeListTimeout)
 	defer cancel()
 	var list gpuwardenv1alpha1.GPUList
@@ -216,7 +207,7 @@ func (g *Governance) gpus() map[string]*gpuwardenv1alpha1.GPU {
 }
 
 // collectSlots sends one series per device a Bound allocation holds.
-func (g *Governance) collectSlots(ch chan<- prometheus.Metric, a *gpuwardenv1alpha1.GPUAllocation, gpus map[string]*gpuwardenv1alpha1.GPU) {
+func (g *Collector) collectSlots(ch chan<- prometheus.Metric, a *gpuwardenv1alpha1.GPUAllocation, gpus map[string]*gpuwardenv1alpha1.GPU) {
 	container := g.containerName(a)
 	for _, d := range a.Status.Devices {
 		gi := ""
@@ -235,8 +226,8 @@ func (g *Governance) collectSlots(ch chan<- prometheus.Metric, a *gpuwardenv1alp
 }
 
 // collectContainers sends each running GPU container's last sample.
-func (g *Governance) collectContainers(ch chan<- prometheus.Metric, allocs []gpuwardenv1alpha1.GPUAllocation) {
-	if g.Reclaim == nil {
+func (g *Collector) collectContainers(ch chan<- prometheus.Metric, allocs []gpuwardenv1alpha1.GPUAllocation) {
+	if g.Samples == nil {
 		return
 	}
 	for i := range allocs {
@@ -244,18 +235,14 @@ func (g *Governance) collectContainers(ch chan<- prometheus.Metric, allocs []gpu
 		if a.Status.Phase != gpuwardenv1alpha1.PhaseBound || a.Status.ContainerID == "" {
 			continue
 		}
-		obs, ok := g.Reclaim.observed(a.Status.ContainerID)
-		if !ok || len(obs.Samples) == 0 {
+		last, state, idleFor, ok := g.Samples.Latest(a.Status.ContainerID)
+		if !ok {
 			continue
 		}
 		labels := []string{a.Spec.User, g.containerName(a), a.Name}
-		if last := obs.Samples[len(obs.Samples)-1]; last.GPUKnown {
+		if last.GPUKnown {
 			ch <- prometheus.MustNewConstMetric(containerUtilDesc, prometheus.GaugeValue, last.GPUPercent, labels...)
 		}
-		state := string(obs.Last.Verdict)
-		if !obs.Rules.Idle.Timeout.Applies() {
-			state = string(verdictExempt)
-		}
-		ch <- prometheus.MustNewConstMetric(containerIdleDesc, prometheus.GaugeValue, obs.Last.IdleFor.Seconds(), append(labels, state)...)
+		ch <- prometheus.MustNewConstMetric(containerIdleDesc, prometheus.GaugeValue, idleFor.Seconds(), append(labels, string(state))...)
 	}
 }

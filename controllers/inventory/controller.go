@@ -1,4 +1,4 @@
-package controllers
+package inventory
 
 import (
 	"context"
@@ -8,7 +8,6 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -22,16 +21,16 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
 )
 
-// Defaults of InventoryReconciler.
+// Defaults of Reconciler.
 const (
-	DefaultInventoryInterval = 10 * time.Second
+	DefaultInventoryInterval = gpu.InventoryInterval
 	DefaultSlowInterval      = time.Minute
 )
 
-// InventoryReconciler keeps one GPU object per physical GPU of its node in step with NVML.
+// Reconciler keeps one GPU object per physical GPU of its node in step with NVML.
 // Status is written only when something an admin reads changes (health, MIG layout, model,
 // memory) or, for slow numbers like utilisation, at most every SlowInterval.
-type InventoryReconciler struct {
+type Reconciler struct {
 	Client   client.Client
 	GPUs     gpu.Backend
 	NodeName string
@@ -46,7 +45,7 @@ type InventoryReconciler struct {
 // +kubebuilder:rbac:groups=gpuwarden.io,resources=gpus/status,verbs=get;update;patch
 
 // Reconcile reads NVML and brings this node's GPU objects in line; it runs every Interval.
-func (r *InventoryReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
+func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
 	log := ctrl.LoggerFrom(ctx)
 	devices, err := r.GPUs.Devices(ctx)
 	if errors.Is(err, gpu.ErrNoDriver) {
@@ -72,7 +71,7 @@ func (r *InventoryReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ct
 				return ctrl.Result{}, err
 			}
 		}
-		want := deviceStatus(d)
+		want := gpu.StatusOf(d)
 		if d.Health == gpu.Lost {
 			want = lostStatus(obj.Status, d.HealthMessage)
 		}
@@ -105,7 +104,7 @@ const conflictRetry = 100 * time.Millisecond
 // GPUName is the GPU object's name: <node>-gpu<index>.
 func GPUName(node string, index int) string { return fmt.Sprintf("%s-gpu%d", node, index) }
 
-func (r *InventoryReconciler) create(ctx context.Context, name string, index int) (*gpuwardenv1alpha1.GPU, error) {
+func (r *Reconciler) create(ctx context.Context, name string, index int) (*gpuwardenv1alpha1.GPU, error) {
 	obj := &gpuwardenv1alpha1.GPU{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{gpuwardenv1alpha1.LabelNode: r.NodeName}},
 		Spec:       gpuwardenv1alpha1.GPUSpec{NodeName: r.NodeName, Index: int32(index)},
@@ -118,7 +117,7 @@ func (r *InventoryReconciler) create(ctx context.Context, name string, index int
 
 // writeStatus writes want unless it differs from the stored status only in slow numbers
 // that were written less than SlowInterval ago.
-func (r *InventoryReconciler) writeStatus(ctx context.Context, obj *gpuwardenv1alpha1.GPU, want gpuwardenv1alpha1.GPUStatus) error {
+func (r *Reconciler) writeStatus(ctx context.Context, obj *gpuwardenv1alpha1.GPU, want gpuwardenv1alpha1.GPUStatus) error {
 	have := obj.Status
 	// Holders are written by the allocation controller.
 	want.Holder = have.Holder
@@ -152,30 +151,6 @@ func sameIgnoringSlow(a, b gpuwardenv1alpha1.GPUStatus) bool {
 	return equality.Semantic.DeepEqual(a, b)
 }
 
-// deviceStatus is the GPU object status for what NVML reports.
-func deviceStatus(d gpu.Device) gpuwardenv1alpha1.GPUStatus {
-	s := gpuwardenv1alpha1.GPUStatus{
-		UUID:          d.UUID,
-		Model:         d.Model,
-		MIGMode:       gpuwardenv1alpha1.MIGMode(d.MIG),
-		Health:        gpuwardenv1alpha1.GPUHealth(d.Health),
-		HealthMessage: d.HealthMessage,
-		// utilisation is a slow-moving number here: live values are metrics
-		UtilizationPercent: int32(d.UtilizationPercent),
-		LastXID:            int64(d.LastXID),
-	}
-	if d.MemoryBytes > 0 {
-		s.Memory = resource.NewQuantity(int64(d.MemoryBytes), resource.BinarySI)
-	}
-	for _, in := range d.Instances {
-		s.MIGInstances = append(s.MIGInstances, gpuwardenv1alpha1.MIGInstance{
-			UUID: in.UUID, Profile: in.Profile, GPUInstanceID: int32(in.GPUInstanceID),
-			ComputeInstanceID: int32(in.ComputeInstanceID), Weight: Weight(in.Slices, d.TotalSlices),
-		})
-	}
-	return s
-}
-
 // lostStatus marks a GPU that fell off the bus or that NVML no longer lists. What was known
 // of it stays (UUID, model, MIG layout), so an admin sees which GPU it was, and nothing is
 // given out on it.
@@ -187,27 +162,18 @@ func lostStatus(s gpuwardenv1alpha1.GPUStatus, why string) gpuwardenv1alpha1.GPU
 	return out
 }
 
-// Weight is slices/total as a quantity, to the nano (3/7 is 428571429n); 1 for a whole GPU.
-func Weight(slices, total int) resource.Quantity {
-	if total <= 0 || slices >= total {
-		return resource.MustParse("1")
-	}
-	nanos := (int64(slices)*1_000_000_000 + int64(total)/2) / int64(total)
-	return *resource.NewScaledQuantity(nanos, resource.Nano)
-}
-
 // SetupWithManager registers the reconciler: it runs once at start, every Interval after,
 // and whenever one of this node's GPU objects changes.
-func (r *InventoryReconciler) SetupWithManager(mgr ctrl.Manager) error {
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	switch {
 	case r.Client == nil:
-		return errors.New("InventoryReconciler needs a Client")
+		return errors.New("Reconciler needs a Client")
 	case r.GPUs == nil:
-		return errors.New("InventoryReconciler needs a GPU back end")
+		return errors.New("Reconciler needs a GPU back end")
 	case r.NodeName == "":
-		return errors.New("InventoryReconciler needs a NodeName")
+		return errors.New("Reconciler needs a NodeName")
 	case r.Clock == nil:
-		return errors.New("InventoryReconciler needs a Clock")
+		return errors.New("Reconciler needs a Clock")
 	}
 	if r.Interval == 0 {
 		r.Interval = DefaultInventoryInterval

@@ -1,4 +1,4 @@
-package controllers
+package inventory
 
 import (
 	"context"
@@ -18,7 +18,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/scheme"
 )
 
-func newInventory(t *testing.T, profile string, objs ...client.Object) (*InventoryReconciler, *fakegpu.Server, *clocktesting.FakeClock) {
+func newInventory(t *testing.T, profile string, objs ...client.Object) (*Reconciler, *fakegpu.Server, *clocktesting.FakeClock) {
 	t.Helper()
 	s, err := fakegpu.New(profile)
 	if err != nil {
@@ -27,11 +27,11 @@ func newInventory(t *testing.T, profile string, objs ...client.Object) (*Invento
 	c := fake.NewClientBuilder().WithScheme(scheme.New()).WithObjects(objs...).
 		WithStatusSubresource(&gpuwardenv1alpha1.GPU{}).Build()
 	clk := clocktesting.NewFakeClock(t0)
-	return &InventoryReconciler{Client: c, GPUs: gpu.NewNVML(s), NodeName: "gpu01", Clock: clk,
+	return &Reconciler{Client: c, GPUs: gpu.NewNVML(s), NodeName: "gpu01", Clock: clk,
 		Interval: 10 * time.Second, SlowInterval: time.Minute}, s, clk
 }
 
-func reconcileInventory(t *testing.T, r *InventoryReconciler) {
+func reconcileInventory(t *testing.T, r *Reconciler) {
 	t.Helper()
 	res, err := r.Reconcile(context.Background(), ctrl.Request{})
 	if err != nil {
@@ -150,16 +150,5 @@ func TestInventoryKeepsGPUsNVMLNoLongerLists(t *testing.T) {
 	}
 	if g5 := getGPU(t, r.Client, "gpu01-gpu5"); g5.Status.Health != gpuwardenv1alpha1.HealthHealthy {
 		t.Errorf("gpu5 = %+v", g5.Status)
-	}
-}
-
-func TestWeight(t *testing.T) {
-	for _, tc := range []struct {
-		slices, total int
-		want          string
-	}{{1, 7, "142857143n"}, {2, 7, "285714286n"}, {3, 7, "428571429n"}, {4, 7, "571428571n"}, {7, 7, "1"}, {0, 0, "1"}, {1, 8, "125m"}} {
-		if got := Weight(tc.slices, tc.total); got.String() != tc.want {
-			t.Errorf("Weight(%d, %d) = %s, want %s", tc.slices, tc.total, got.String(), tc.want)
-		}
 	}
 }

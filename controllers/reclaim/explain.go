@@ -1,4 +1,4 @@
-package controllers
+package reclaim
 
 // `gpuwarden explain container C`: the node's controller explains a container from what
 // it has sampled, served beside /metrics at ExplainPath.
@@ -12,9 +12,12 @@ import (
 	"time"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/actions"
+	"github.com/gpuwarden/gpuwarden/internal/containerstore"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/labels"
 	"github.com/gpuwarden/gpuwarden/internal/lifecycle"
+	"github.com/gpuwarden/gpuwarden/internal/message"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 )
 
@@ -24,8 +27,12 @@ const ExplainPath = "/explain/container"
 
 // Explainer answers ExplainPath.
 type Explainer struct {
-	Reclaim  *Reclaimer
-	Store    *ContainerStore
+	// Reclaim has the containers' last samples.
+	Reclaim *Reclaimer
+	Store   *containerstore.Store
+	Owners  *containerstore.Owners
+	// Actions resolve the policy of a container not sampled yet.
+	Actions  *actions.Actions
 	Interval time.Duration
 }
 
@@ -67,19 +74,18 @@ func (e *Explainer) find(name string) (docker.Container, error) {
 }
 
 func (e *Explainer) explain(ctx context.Context, w io.Writer, c docker.Container) {
-	cr := e.Reclaim.Containers
 	obs, sampled := e.Reclaim.observed(c.ID)
-	owner := cr.Owners.Of(c)
+	owner := e.Owners.Of(c)
 	policy := obs.Policy
 	if !sampled {
-		p, err := cr.policy(ctx, c, owner)
+		p, err := e.Actions.Policy(ctx, c, owner)
 		if err != nil {
 			fmt.Fprintf(w, "Reading the container's policy: %v\n", err)
 			return
 		}
 		policy = p
 	}
-	fmt.Fprintf(w, "Container %s (%s) of %s, type %s, %s", shownName(c), c.ID[:min(12, len(c.ID))], ownerOrUnknown(owner), labels.ContainerType(c.Labels), c.State)
+	fmt.Fprintf(w, "Container %s (%s) of %s, type %s, %s", message.ContainerName(c), docker.ShortID(c.ID), containerstore.OwnerOrUnknown(owner), labels.ContainerType(c.Labels), c.State)
 	if c.State == docker.StateRunning && !c.StartedAt.IsZero() {
 		fmt.Fprintf(w, " since %s", c.StartedAt.UTC().Format(time.RFC3339))
 	}
@@ -153,7 +159,7 @@ func (e *Explainer) explainSamples(w io.Writer, obs observation) {
 		switch {
 		case !res.KeepAliveUntil.IsZero():
 			fmt.Fprintf(w, "  stop: postponed by the keep-alive file %s until %s\n", rules.Idle.KeepAlivePath, res.KeepAliveUntil.UTC().Format(time.RFC3339))
-		case rules.Mode != lifecycle.ModeEnforce:
+		case rules.Mode != gpuwardenv1alpha1.ModeEnforce:
 			fmt.Fprintf(w, "  stop: due at %s, but mode %s never stops (it records what it would do)\n", res.StopAt.UTC().Format(time.RFC3339), rules.Mode)
 		default:
 			fmt.Fprintf(w, "  stop: at %s unless it becomes busy\n", res.StopAt.UTC().Format(time.RFC3339))
@@ -168,7 +174,7 @@ func (e *Explainer) explainSamples(w io.Writer, obs observation) {
 	default:
 		fmt.Fprintf(w, "Runtime: since %s (the binding or the first start, whichever was earlier); maximum %s (%s): stop at %s",
 			obs.Runtime.UTC().Format(time.RFC3339), limit.Duration, limit.From, obs.Runtime.Add(limit.Duration).UTC().Format(time.RFC3339))
-		if rules.Mode != lifecycle.ModeEnforce {
+		if rules.Mode != gpuwardenv1alpha1.ModeEnforce {
 			fmt.Fprintf(w, " (mode %s: not stopped)", rules.Mode)
 		}
 		fmt.Fprintln(w)

@@ -1,4 +1,4 @@
-package controllers
+package reclaim
 
 // Idle and runtime reclaim: each sample of a running GPU container goes through the pure
 // rules of internal/lifecycle; their state is kept in the allocation's status (written only
@@ -14,27 +14,38 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/actions"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/containerstore"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/labels"
 	"github.com/gpuwarden/gpuwarden/internal/lifecycle"
+	"github.com/gpuwarden/gpuwarden/internal/message"
+	"github.com/gpuwarden/gpuwarden/internal/metrics"
+	"github.com/gpuwarden/gpuwarden/internal/reasons"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 )
-
-// verdictExempt counts containers no idle rule can stop (protected, or no idle timeout).
-const verdictExempt lifecycle.Verdict = "exempt"
 
 // samplesKept is how many samples of each container explain shows.
 const samplesKept = 5
 
 // Reclaimer applies the idle and runtime rules to sampled containers.
 type Reclaimer struct {
-	Containers *ContainerReconciler
-	Notifier   *Notifier
+	Client   client.Client
+	Engine   docker.Engine
+	Owners   *containerstore.Owners
+	NodeName string
+	Clock    clock.PassiveClock
+	Recorder recorder.EventRecorder
+	Audit    audit.Logger
+	// Actions stops containers and tells their owners (shared with the container controller).
+	Actions *actions.Actions
 
 	mu   sync.Mutex
 	seen map[string]*observation // by container ID, for explain
@@ -65,10 +76,9 @@ type observation struct {
 // Observe applies the rules to one sample of c, held through a, and returns the verdict;
 // policies are the ContainerPolicies, listed once for the round.
 func (r *Reclaimer) Observe(ctx context.Context, c docker.Container, a *gpuwardenv1alpha1.GPUAllocation, s lifecycle.Sample, demand float64, policies []gpuwardenv1alpha1.ContainerPolicy) lifecycle.Verdict {
-	cr := r.Containers
 	log := ctrl.LoggerFrom(ctx).WithValues("container", c.Name, "allocation", a.Name)
-	owner := cr.Owners.Of(c)
-	policy, err := cr.policyAmong(ctx, policies, c, owner)
+	owner := r.Owners.Of(c)
+	policy, err := r.Actions.PolicyAmong(ctx, policies, c, owner)
 	if err != nil {
 		log.Error(err, "Reading the container's policy; not judged this round")
 		return lifecycle.NoVerdict
@@ -77,13 +87,13 @@ func (r *Reclaimer) Observe(ctx context.Context, c docker.Container, a *gpuwarde
 	obs := &observation{Container: c, Policy: policy, Rules: rules, Demand: demand}
 	defer r.remember(obs, s)
 	if labels.IsProtected(c.Labels) {
-		return verdictExempt
+		return lifecycle.Exempt
 	}
 	a = r.fresh(a)
 	state := idleStateOf(a.Status.Idle)
 	res := lifecycle.ObserveIdle(state, s, rules, lifecycle.Running{StartedAt: c.StartedAt, AllocatedFraction: demand,
 		KeepAlive: func() (time.Time, bool) {
-			t, err := cr.Engine.ModTime(ctx, c.ID, rules.Idle.KeepAlivePath)
+			t, err := r.Engine.ModTime(ctx, c.ID, rules.Idle.KeepAlivePath)
 			return t, err == nil
 		}})
 	obs.Last = res
@@ -98,7 +108,7 @@ func (r *Reclaimer) Observe(ctx context.Context, c docker.Container, a *gpuwarde
 		r.carryOut(ctx, c, owner, a, policy, n)
 	}
 	if !rules.Idle.Timeout.Applies() {
-		return verdictExempt
+		return lifecycle.Exempt
 	}
 	return res.Verdict
 }
@@ -143,6 +153,20 @@ func (r *Reclaimer) observed(id string) (observation, bool) {
 		return observation{}, false
 	}
 	return *o, true
+}
+
+// Latest is a container's last sample, its idle state (lifecycle.Exempt when no idle rule
+// can stop it) and how long it has been idle, for the metrics.
+func (r *Reclaimer) Latest(id string) (last lifecycle.Sample, state lifecycle.Verdict, idleFor time.Duration, ok bool) {
+	obs, ok := r.observed(id)
+	if !ok || len(obs.Samples) == 0 {
+		return lifecycle.Sample{}, "", 0, false
+	}
+	state = obs.Last.Verdict
+	if !obs.Rules.Idle.Timeout.Applies() {
+		state = lifecycle.Exempt
+	}
+	return obs.Samples[len(obs.Samples)-1], state, obs.Last.IdleFor, true
 }
 
 // fresh returns a with the state this process last wrote when the cache is older.
@@ -229,7 +253,7 @@ func (r *Reclaimer) saveState(ctx context.Context, a *gpuwardenv1alpha1.GPUAlloc
 	}
 	orig := a.DeepCopy()
 	a.Status.Idle, a.Status.Runtime = wantIdle, wantRuntime
-	if err := r.Containers.Client.Status().Patch(ctx, a, client.MergeFrom(orig)); err != nil {
+	if err := r.Client.Status().Patch(ctx, a, client.MergeFrom(orig)); err != nil {
 		return err
 	}
 	r.rememberSaved(a)
@@ -270,36 +294,35 @@ var noticeRecords = map[string]struct {
 	event  string
 	reason string // the audit record's reason code
 }{
-	lifecycle.IdleWarning:    {audit.IdleWarning, EventIdleWarning, "idle"},
-	lifecycle.IdleInfo:       {audit.IdleWarning, EventIdleNotice, "idle_exempt"},
-	lifecycle.IdleStop:       {audit.IdleStop, EventIdleStopped, "idle"},
-	lifecycle.RuntimeWarning: {audit.RuntimeWarning, EventRuntimeWarning, "max_runtime"},
-	lifecycle.RuntimeStop:    {audit.RuntimeStop, EventRuntimeStopped, "max_runtime"},
+	lifecycle.IdleWarning:    {audit.IdleWarning, reasons.EventIdleWarning, "idle"},
+	lifecycle.IdleInfo:       {audit.IdleWarning, reasons.EventIdleNotice, "idle_exempt"},
+	lifecycle.IdleStop:       {audit.IdleStop, reasons.EventIdleStopped, "idle"},
+	lifecycle.RuntimeWarning: {audit.RuntimeWarning, reasons.EventRuntimeWarning, "max_runtime"},
+	lifecycle.RuntimeStop:    {audit.RuntimeStop, reasons.EventRuntimeStopped, "max_runtime"},
 }
 
 // carryOut says and does what one notice calls for, as the mode allows: DryRun records it
 // and touches nothing; NotifyOnly tells the owner and never stops; Enforce does both.
 func (r *Reclaimer) carryOut(ctx context.Context, c docker.Container, owner string, a *gpuwardenv1alpha1.GPUAllocation, policy resolve.Policy, n lifecycle.Notice) {
-	cr := r.Containers
-	mode := policy.String("mode", lifecycle.ModeEnforce)
-	user := ownerOrUnknown(owner)
+	mode := policy.Mode()
+	user := containerstore.OwnerOrUnknown(owner)
 	rec := noticeRecords[n.Kind]
-	lifecycleNotices.WithLabelValues(n.Kind, mode).Inc()
+	metrics.LifecycleNotices.WithLabelValues(n.Kind, string(mode)).Inc()
 	if n.Kind == lifecycle.IdleStop || n.Kind == lifecycle.RuntimeStop {
 		// Held back by DryRun and NotifyOnly: stop records "would stop" for those, once per
 		// idle run (the rules' state says when), not once per container.
-		cr.unreport(c.ID, "would/"+string(lifecycle.Stop)+"/"+rec.reason)
-		if err := cr.stop(ctx, c, owner, a, policy, mode, rec.event, rec.reason+": "+n.Message); err != nil {
+		r.Actions.Unsay(c.ID, actions.WouldKey(lifecycle.Stop, rec.reason))
+		if err := r.Actions.Stop(ctx, c, owner, a, policy, mode, rec.event, rec.reason+": "+n.Message); err != nil {
 			ctrl.LoggerFrom(ctx).Error(err, "Stopping an idle or over-time container; tried again at the next sample")
 			r.unmarkStop(ctx, a, n.Kind)
 			return
 		}
-		if mode == lifecycle.ModeEnforce {
-			stopDelaySeconds.WithLabelValues(rec.reason).Observe(max(0, cr.Clock.Since(n.Deadline).Seconds()))
-			cr.Audit.Log(audit.Lifecycle(rec.record, user, containerRef(c), policyName(n.Policy), mode, rec.reason+": stopped: "+n.Message))
+		if mode == gpuwardenv1alpha1.ModeEnforce {
+			metrics.StopDelaySeconds.WithLabelValues(rec.reason).Observe(max(0, r.Clock.Since(n.Deadline).Seconds()))
+			r.Audit.Log(audit.Lifecycle(rec.record, user, containerstore.AuditRef(c), resolve.PolicyName(n.Policy), string(mode), rec.reason+": stopped: "+n.Message))
 		}
-		if mode != lifecycle.ModeDryRun {
-			r.Notifier.Tell(ctx, noticeFor(c, user, a, policy, n, cr.NodeName, cr.Clock.Now()))
+		if mode != gpuwardenv1alpha1.ModeDryRun {
+			r.Actions.Tell(ctx, noticeFor(c, user, a, policy, n, r.NodeName, r.Clock.Now()))
 		}
 		return
 	}
@@ -311,10 +334,10 @@ func (r *Reclaimer) carryOut(ctx context.Context, c docker.Container, owner stri
 	if n.Kind == lifecycle.IdleInfo {
 		eventType = corev1.EventTypeNormal
 	}
-	cr.Audit.Log(audit.Lifecycle(rec.record, user, containerRef(c), policyName(n.Policy), mode, rec.reason+": "+text))
-	cr.Recorder.Eventf(a, nil, eventType, rec.event, "Notify", "Container %s of %s: %s", shownName(c), user, truncate(text, maxMessage))
-	if mode != lifecycle.ModeDryRun {
-		r.Notifier.Tell(ctx, noticeFor(c, user, a, policy, n, cr.NodeName, cr.Clock.Now()))
+	r.Audit.Log(audit.Lifecycle(rec.record, user, containerstore.AuditRef(c), resolve.PolicyName(n.Policy), string(mode), rec.reason+": "+text))
+	r.Recorder.Eventf(a, nil, eventType, rec.event, "Notify", "Container %s of %s: %s", message.ContainerName(c), user, message.Truncate(text, message.Max))
+	if mode != gpuwardenv1alpha1.ModeDryRun {
+		r.Actions.Tell(ctx, noticeFor(c, user, a, policy, n, r.NodeName, r.Clock.Now()))
 	}
 }
 
@@ -332,7 +355,7 @@ func (r *Reclaimer) unmarkStop(ctx context.Context, a *gpuwardenv1alpha1.GPUAllo
 	default:
 		return
 	}
-	if r.Containers.Client.Status().Patch(ctx, a, client.MergeFrom(orig)) == nil {
+	if r.Client.Status().Patch(ctx, a, client.MergeFrom(orig)) == nil {
 		r.rememberSaved(a)
 	}
 }

@@ -1,4 +1,4 @@
-package controllers
+package reclaim
 
 import (
 	"context"
@@ -12,9 +12,11 @@ import (
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/containerstore"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
 	"github.com/gpuwarden/gpuwarden/internal/lifecycle"
+	"github.com/gpuwarden/gpuwarden/internal/metrics"
 	"github.com/gpuwarden/gpuwarden/internal/proc"
 	"github.com/gpuwarden/gpuwarden/internal/watchdog"
 )
@@ -35,7 +37,7 @@ type Sampler struct {
 	Engine   docker.Engine
 	GPUs     gpu.Backend // nil: the GPU signal is unknown
 	Proc     proc.FS
-	Store    *ContainerStore
+	Store    *containerstore.Store
 	NodeName string
 	Clock    clock.Clock
 	Interval time.Duration
@@ -101,7 +103,7 @@ type held struct {
 // Round samples every running container that holds GPUs once.
 func (s *Sampler) Round(ctx context.Context) error {
 	start := time.Now()
-	defer func() { sampleRoundSeconds.Observe(time.Since(start).Seconds()) }()
+	defer func() { metrics.SampleRoundSeconds.Observe(time.Since(start).Seconds()) }()
 	if !s.Store.Synced() {
 		return nil
 	}
@@ -160,8 +162,8 @@ func (s *Sampler) Round(ctx context.Context) error {
 		states[v]++
 		s.usage.add(h, samples[i], v, s.Interval, lg)
 	}
-	for _, v := range []lifecycle.Verdict{lifecycle.Active, lifecycle.Idle, lifecycle.NoVerdict, lifecycle.InGrace, verdictExempt} {
-		containersByIdleState.WithLabelValues(string(v)).Set(float64(states[v]))
+	for _, v := range []lifecycle.Verdict{lifecycle.Active, lifecycle.Idle, lifecycle.NoVerdict, lifecycle.InGrace, lifecycle.Exempt} {
+		metrics.ContainersByIdleState.WithLabelValues(string(v)).Set(float64(states[v]))
 	}
 	return nil
 }

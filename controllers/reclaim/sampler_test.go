@@ -1,4 +1,4 @@
-package controllers
+package reclaim
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/containerstore"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/docker/dockertest"
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
@@ -62,11 +63,11 @@ func newSamplerWorld(tb testing.TB, n int, policies ...client.Object) *samplerWo
 		WithStatusSubresource(&gpuwardenv1alpha1.GPUAllocation{}).Build()
 	eng := dockertest.New(containers...)
 	eng.Now = clk.Now
-	store := NewContainerStore()
+	store := containerstore.New()
 	list, _ := eng.List(context.Background())
 	store.replace(list, t0)
 	cr := &ContainerReconciler{Client: c, Reader: c, Engine: eng, Store: store, NodeName: "n1", Groups: resolve.StaticGroups{},
-		Clock: clk, Recorder: events.NewFakeRecorder(10000), Audit: &auditLog{}, Owners: &Owners{}}
+		Clock: clk, Recorder: events.NewFakeRecorder(10000), Audit: &auditLog{}, Owners: &containerstore.Owners{}}
 	w.engine = eng
 	w.s = &Sampler{Client: c, Engine: eng, GPUs: gpu.NewNVML(fk), Store: store, NodeName: "n1", Clock: clk, Interval: time.Minute,
 		Reclaim: &Reclaimer{Containers: cr, Notifier: &Notifier{Engine: eng}}}

@@ -1,10 +1,11 @@
-package controllers
+package reclaim
 
 import (
 	"sync"
 	"time"
 
 	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/containerstore"
 	"github.com/gpuwarden/gpuwarden/internal/lifecycle"
 )
 
@@ -88,4 +89,4 @@ func (b *usageBook) flush(id string, lg audit.Logger) {
 	lg.Log(audit.GPUUsage(cur.user, cur.ref, cur.u))
 }
 
-func usageRef(h held) audit.Allocation { return statusRef(h.a, containerRef(h.c)) }
+func usageRef(h held) audit.Allocation { return audit.AllocationOf(h.a, containerstore.AuditRef(h.c)) }

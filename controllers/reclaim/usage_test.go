@@ -1,4 +1,4 @@
-package controllers
+package reclaim
 
 import (
 	"context"
@@ -61,7 +61,7 @@ func TestUsageIsWrittenHourlyAndWhenAContainerLetsGo(t *testing.T) {
 		t.Fatal(err)
 	}
 	list, _ := w.engine.List(context.Background())
-	w.s.Store.replace(list, w.clock.Now())
+	w.s.Store.Replace(list, w.clock.Now())
 	w.clock.Step(time.Minute)
 	w.round(t)
 	got = usage()

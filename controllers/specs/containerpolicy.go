@@ -1,4 +1,4 @@
-package controllers
+package specs
 
 import (
 	"context"
@@ -18,6 +18,8 @@ import (
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/message"
+	"github.com/gpuwarden/gpuwarden/internal/notify"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 )
 
@@ -32,7 +34,7 @@ type ContainerPolicyReconciler struct {
 	// AllowLocalWebhooks lets notify.webhookURL target loopback and link-local addresses.
 	AllowLocalWebhooks bool
 	// Resolver looks webhook host names up; none when nil.
-	Resolver resolve.Resolver
+	Resolver notify.Resolver
 }
 
 // +kubebuilder:rbac:groups=gpuwarden.io,resources=containerpolicies,verbs=get;list;watch
@@ -53,7 +55,7 @@ func (r *ContainerPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	accepted := acceptedCondition(policy.Generation)
 	if err := resolve.PolicyProblem(policy); err != nil {
 		accepted.Status, accepted.Reason = metav1.ConditionFalse, gpuwardenv1alpha1.ReasonInvalidSpec
-		accepted.Message = truncate("The policy is skipped until fixed: "+err.Error(), maxMessage)
+		accepted.Message = message.Truncate("The policy is skipped until fixed: "+err.Error(), message.Max)
 	}
 	meta.SetStatusCondition(&status.Conditions, accepted)
 	if c, ok := r.webhookCondition(ctx, policy); ok {
@@ -90,13 +92,13 @@ func (r *ContainerPolicyReconciler) webhookCondition(ctx context.Context, policy
 		Reason: gpuwardenv1alpha1.ReasonWebhookAllowed, Message: "Notices are posted to the webhook", ObservedGeneration: policy.Generation}
 	lookup, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	err := resolve.WebhookProblem(lookup, policy.Spec.Notify.WebhookURL, r.Resolver)
+	err := notify.WebhookProblem(lookup, policy.Spec.Notify.WebhookURL, r.Resolver)
 	switch {
 	case err != nil && r.AllowLocalWebhooks:
-		c.Message = truncate("Allowed by --allow-local-webhooks: "+err.Error(), maxMessage)
+		c.Message = message.Truncate("Allowed by --allow-local-webhooks: "+err.Error(), message.Max)
 	case err != nil:
 		c.Status, c.Reason = metav1.ConditionFalse, gpuwardenv1alpha1.ReasonLocalAddress
-		c.Message = truncate("No notice is posted: "+err.Error()+"; start gpuwarden with --allow-local-webhooks to allow it", maxMessage)
+		c.Message = message.Truncate("No notice is posted: "+err.Error()+"; start gpuwarden with --allow-local-webhooks to allow it", message.Max)
 	}
 	return c, true
 }

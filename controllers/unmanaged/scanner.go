@@ -1,4 +1,4 @@
-package controllers
+package unmanaged
 
 import (
 	"context"
@@ -12,28 +12,33 @@ import (
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/containerstore"
 	"github.com/gpuwarden/gpuwarden/internal/detect"
+	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
+	"github.com/gpuwarden/gpuwarden/internal/manager"
+	"github.com/gpuwarden/gpuwarden/internal/metrics"
 	"github.com/gpuwarden/gpuwarden/internal/proc"
+	"github.com/gpuwarden/gpuwarden/internal/reasons"
 )
 
 // DefaultScanInterval is how often GPU processes are checked.
 const DefaultScanInterval = 30 * time.Second
 
-// UnmanagedScanner finds GPU processes (from NVML) that belong to no allocation: not in a
+// Scanner finds GPU processes (from NVML) that belong to no allocation: not in a
 // container whose Bound allocation holds the device, nor a host process of the user of a
 // Bound allocation without a container that holds it. Each is mapped through
 // /proc/PID/cgroup to a container or to a host user; seen in two scans in a row it becomes
 // a detection.unmanaged_container or detection.unmanaged_process record, an Event on the GPU
 // and a metric, and a *_exited record when it ends. Driver daemons are ignored, and a
 // process seen once (a short probe like nvidia-smi) is never reported.
-type UnmanagedScanner struct {
+type Scanner struct {
 	Client client.Client
 	GPUs   gpu.Backend
 	Proc   proc.FS
 	// Owners says who owns a container (shared with the container controllers).
-	Owners   *Owners
-	Store    *ContainerStore
+	Owners   *containerstore.Owners
+	Store    *containerstore.Store
 	NodeName string
 	Recorder recorder.EventRecorder
 	Audit    audit.Logger
@@ -54,21 +59,21 @@ type finding struct {
 }
 
 // NeedLeaderElection: only the node's active controller reports.
-func (s *UnmanagedScanner) NeedLeaderElection() bool { return true }
+func (s *Scanner) NeedLeaderElection() bool { return true }
 
 // Start scans every Interval until ctx ends.
-func (s *UnmanagedScanner) Start(ctx context.Context) error {
+func (s *Scanner) Start(ctx context.Context) error {
 	if s.Owners == nil {
-		s.Owners = &Owners{Proc: s.Proc}
+		s.Owners = &containerstore.Owners{Proc: s.Proc}
 	}
 	if s.Interval <= 0 {
 		s.Interval = DefaultScanInterval
 	}
-	return periodically(ctx, s.Interval, s.Scan, "Scanning GPU processes")
+	return manager.Every(ctx, s.Interval, s.Scan, "Scanning GPU processes")
 }
 
 // Scan checks the GPU processes once.
-func (s *UnmanagedScanner) Scan(ctx context.Context) error {
+func (s *Scanner) Scan(ctx context.Context) error {
 	procs, err := s.GPUs.Processes(ctx)
 	if errors.Is(err, gpu.ErrNoDriver) {
 		return nil
@@ -112,10 +117,10 @@ func (s *UnmanagedScanner) Scan(ctx context.Context) error {
 			f.kind = audit.UnmanagedContainer
 			f.u.Container = audit.Container{ID: p.ContainerID}
 			if c, ok, _ := s.Store.Get(p.ContainerID); ok {
-				f.u.Container = containerRef(c)
+				f.u.Container = containerstore.AuditRef(c)
 				f.user = s.Owners.Of(c)
 			}
-			f.user = ownerOrUnknown(f.user)
+			f.user = containerstore.OwnerOrUnknown(f.user)
 		} else {
 			if byUser[p.User][gp.DeviceUUID] {
 				continue
@@ -134,9 +139,9 @@ func (s *UnmanagedScanner) Scan(ctx context.Context) error {
 	}
 	started, ended := s.sightings.Observe(seen)
 	for k, f := range started {
-		unmanagedDetections.WithLabelValues(kindLabel(f.kind)).Inc()
+		metrics.UnmanagedDetections.WithLabelValues(kindLabel(f.kind)).Inc()
 		s.Audit.Log(audit.Detection(f.kind, f.user, f.u))
-		s.event(gpuOf(k.device), corev1.EventTypeWarning, EventUnmanagedGPUUse, "%s", describe(f, "uses"))
+		s.event(gpuOf(k.device), corev1.EventTypeWarning, reasons.EventUnmanagedGPUUse, "%s", describe(f, "uses"))
 	}
 	for k, f := range ended {
 		kind := audit.UnmanagedProcessExited
@@ -144,16 +149,16 @@ func (s *UnmanagedScanner) Scan(ctx context.Context) error {
 			kind = audit.UnmanagedContainerExited
 		}
 		s.Audit.Log(audit.Detection(kind, f.user, f.u))
-		s.event(gpuOf(k.device), corev1.EventTypeNormal, EventUnmanagedGPUUseEnded, "%s", describe(f, "no longer uses"))
+		s.event(gpuOf(k.device), corev1.EventTypeNormal, reasons.EventUnmanagedGPUUseEnded, "%s", describe(f, "no longer uses"))
 	}
 	counts := map[string]float64{"container": 0, "host": 0}
-	unmanagedByHolder.Reset()
+	metrics.UnmanagedByHolder.Reset()
 	for _, f := range s.sightings.Confirmed() {
 		counts[kindLabel(f.kind)]++
-		unmanagedByHolder.WithLabelValues(kindLabel(f.kind), f.user, f.u.Container.Name, f.u.GPU).Inc()
+		metrics.UnmanagedByHolder.WithLabelValues(kindLabel(f.kind), f.user, f.u.Container.Name, f.u.GPU).Inc()
 	}
 	for k, n := range counts {
-		unmanagedProcesses.WithLabelValues(k).Set(n)
+		metrics.UnmanagedProcesses.WithLabelValues(k).Set(n)
 	}
 	return nil
 }
@@ -170,7 +175,7 @@ func describe(f finding, verb string) string {
 	if f.kind == audit.UnmanagedContainer {
 		name := f.u.Container.Name
 		if name == "" {
-			name = f.u.Container.ID[:min(12, len(f.u.Container.ID))]
+			name = docker.ShortID(f.u.Container.ID)
 		}
 		who = fmt.Sprintf("process %d (%s) in container %s of %s", f.u.PID, f.u.Command, name, f.user)
 	}
@@ -178,7 +183,7 @@ func describe(f finding, verb string) string {
 }
 
 // gpuObjects returns the node's GPUs by the UUIDs of the GPU and of its MIG instances.
-func (s *UnmanagedScanner) gpuObjects(ctx context.Context) map[string]*gpuwardenv1alpha1.GPU {
+func (s *Scanner) gpuObjects(ctx context.Context) map[string]*gpuwardenv1alpha1.GPU {
 	var list gpuwardenv1alpha1.GPUList
 	out := map[string]*gpuwardenv1alpha1.GPU{}
 	if err := s.Client.List(ctx, &list, client.MatchingLabels{gpuwardenv1alpha1.LabelNode: s.NodeName}); err != nil {
@@ -194,7 +199,7 @@ func (s *UnmanagedScanner) gpuObjects(ctx context.Context) map[string]*gpuwarden
 	return out
 }
 
-func (s *UnmanagedScanner) event(g *gpuwardenv1alpha1.GPU, eventType, reason, format string, args ...any) {
+func (s *Scanner) event(g *gpuwardenv1alpha1.GPU, eventType, reason, format string, args ...any) {
 	if g != nil {
 		s.Recorder.Eventf(g, nil, eventType, reason, "Detect", format, args...)
 	}

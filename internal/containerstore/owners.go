@@ -1,9 +1,10 @@
-package controllers
+package containerstore
 
 import (
 	"sync"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/labels"
 	"github.com/gpuwarden/gpuwarden/internal/proc"
@@ -47,7 +48,7 @@ func (o *Owners) Of(c docker.Container) string {
 }
 
 // OrUnknown returns c's owner, or UnknownUser.
-func (o *Owners) OrUnknown(c docker.Container) string { return ownerOrUnknown(o.Of(c)) }
+func (o *Owners) OrUnknown(c docker.Container) string { return OwnerOrUnknown(o.Of(c)) }
 
 // Forget drops what is remembered of a container that is gone.
 func (o *Owners) Forget(id string) {
@@ -56,9 +57,14 @@ func (o *Owners) Forget(id string) {
 	delete(o.known, id)
 }
 
-func ownerOrUnknown(u string) string {
+func OwnerOrUnknown(u string) string {
 	if u == "" {
 		return gpuwardenv1alpha1.UnknownUser
 	}
 	return u
+}
+
+// AuditRef is the container as audit records name it.
+func AuditRef(c docker.Container) audit.Container {
+	return audit.Container{ID: c.ID, Name: c.Name, Image: c.Image, Type: string(labels.ContainerType(c.Labels))}
 }

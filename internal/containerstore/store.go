@@ -1,4 +1,6 @@
-package controllers
+// Package containerstore owns what the node knows of its Docker containers: the store the
+// watcher keeps in step with the engine, and who owns each container.
+package containerstore
 
 import (
 	"sync"
@@ -7,10 +9,10 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 )
 
-// ContainerStore is the node's last known view of its Docker containers, kept by the
+// Store is the node's last known view of its Docker containers, kept by the
 // ContainerWatcher and read by the controllers that act on containers. While it is not
 // synced (Docker unreachable) nothing may conclude that a container is gone.
-type ContainerStore struct {
+type Store struct {
 	mu     sync.RWMutex
 	byID   map[string]docker.Container
 	gone   map[string]docker.Container
@@ -19,14 +21,14 @@ type ContainerStore struct {
 	at     time.Time
 }
 
-// NewContainerStore returns an empty, unsynced store.
-func NewContainerStore() *ContainerStore {
-	return &ContainerStore{byID: map[string]docker.Container{}, gone: map[string]docker.Container{}, notes: map[string]string{}}
+// New returns an empty, unsynced store.
+func New() *Store {
+	return &Store{byID: map[string]docker.Container{}, gone: map[string]docker.Container{}, notes: map[string]string{}}
 }
 
 // Get returns a container by full ID; synced is false while Docker is unreachable, and
 // then a missing container may still exist.
-func (s *ContainerStore) Get(id string) (c docker.Container, ok, synced bool) {
+func (s *Store) Get(id string) (c docker.Container, ok, synced bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	c, ok = s.byID[id]
@@ -34,7 +36,7 @@ func (s *ContainerStore) Get(id string) (c docker.Container, ok, synced bool) {
 }
 
 // Gone returns the last known state of a container seen removed, until Forget.
-func (s *ContainerStore) Gone(id string) (docker.Container, bool) {
+func (s *Store) Gone(id string) (docker.Container, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	c, ok := s.gone[id]
@@ -42,21 +44,21 @@ func (s *ContainerStore) Gone(id string) (docker.Container, bool) {
 }
 
 // Forget drops what is remembered of a removed container.
-func (s *ContainerStore) Forget(id string) {
+func (s *Store) Forget(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.gone, id)
 }
 
 // Synced reports whether the store reflects the engine now.
-func (s *ContainerStore) Synced() bool {
+func (s *Store) Synced() bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.synced
 }
 
 // All returns every known container.
-func (s *ContainerStore) All() []docker.Container {
+func (s *Store) All() []docker.Container {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	out := make([]docker.Container, 0, len(s.byID))
@@ -66,8 +68,8 @@ func (s *ContainerStore) All() []docker.Container {
 	return out
 }
 
-// put records a container's latest state and returns the one it replaces.
-func (s *ContainerStore) put(c docker.Container) (prev docker.Container, existed bool) {
+// Put records a container's latest state and returns the one it replaces.
+func (s *Store) Put(c docker.Container) (prev docker.Container, existed bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	prev, existed = s.byID[c.ID]
@@ -76,8 +78,8 @@ func (s *ContainerStore) put(c docker.Container) (prev docker.Container, existed
 	return prev, existed
 }
 
-// remove records a container as removed and returns its last state.
-func (s *ContainerStore) remove(id string) (prev docker.Container, existed bool) {
+// Remove records a container as removed and returns its last state.
+func (s *Store) Remove(id string) (prev docker.Container, existed bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	prev, existed = s.byID[id]
@@ -88,9 +90,9 @@ func (s *ContainerStore) remove(id string) (prev docker.Container, existed bool)
 	return prev, existed
 }
 
-// replace makes the store match a full listing and returns what changed since the last
+// Replace makes the store match a full listing and returns what changed since the last
 // one: containers that appeared, that went, and the previous state of those that changed.
-func (s *ContainerStore) replace(list []docker.Container, at time.Time) (added, removed []docker.Container, changed map[string]docker.Container) {
+func (s *Store) Replace(list []docker.Container, at time.Time) (added, removed []docker.Container, changed map[string]docker.Container) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	changed = map[string]docker.Container{}
@@ -115,30 +117,30 @@ func (s *ContainerStore) replace(list []docker.Container, at time.Time) (added, 
 	return added, removed, changed
 }
 
-// syncedAt is when the last full listing was taken.
-func (s *ContainerStore) syncedAt() time.Time {
+// SyncedAt is when the last full listing was taken.
+func (s *Store) SyncedAt() time.Time {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.at
 }
 
-// setSynced marks the store stale (false) when Docker becomes unreachable.
-func (s *ContainerStore) setSynced(v bool) {
+// SetSynced marks the store stale (false) when Docker becomes unreachable.
+func (s *Store) SetSynced(v bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.synced = v
 }
 
-// note remembers why gpuwarden is about to act on a container, for the record of the
+// Note remembers why gpuwarden is about to act on a container, for the record of the
 // engine's event that follows.
-func (s *ContainerStore) note(id, reason string) {
+func (s *Store) Note(id, reason string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.notes[id] = reason
 }
 
-// takeNote returns and forgets the reason noted for a container.
-func (s *ContainerStore) takeNote(id string) string {
+// TakeNote returns and forgets the reason noted for a container.
+func (s *Store) TakeNote(id string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := s.notes[id]

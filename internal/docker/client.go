@@ -106,7 +106,7 @@ func (c *Client) wrap(verb, id string, err error) error {
 	case cerrdefs.IsNotFound(err):
 		return ErrNotFound
 	default:
-		return fmt.Errorf("%s container %s: %w", verb, short(id), err)
+		return fmt.Errorf("%s container %s: %w", verb, ShortID(id), err)
 	}
 }
 
@@ -162,7 +162,7 @@ func (c *Client) Stats(ctx context.Context, id string) (Stats, error) {
 	defer res.Body.Close()
 	var s container.StatsResponse
 	if err := json.NewDecoder(res.Body).Decode(&s); err != nil {
-		return Stats{}, fmt.Errorf("decoding stats of container %s: %w", short(id), err)
+		return Stats{}, fmt.Errorf("decoding stats of container %s: %w", ShortID(id), err)
 	}
 	out := Stats{Read: s.Read, CPUNanos: s.CPUStats.CPUUsage.TotalUsage, SystemNanos: s.CPUStats.SystemUsage, OnlineCPUs: s.CPUStats.OnlineCPUs}
 	for _, n := range s.Networks {
@@ -320,9 +320,4 @@ func parseTime(s string) time.Time {
 	return t
 }
 
-func short(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
-}
+

@@ -51,6 +51,13 @@ type Container struct {
 // NeverStarted reports whether the container was created and never started.
 func (c Container) NeverStarted() bool { return c.State == StateCreated && c.StartedAt.IsZero() }
 
+// ShortID is a container ID as Docker shows it: its first 12 characters.
+func ShortID(id string) string { return id[:min(12, len(id))] }
+
+// StartStamp names the container's last start (its start time in UTC to the nanosecond;
+// the zero time's for a container never started), as recorded on what was decided for it.
+func (c Container) StartStamp() string { return c.StartedAt.UTC().Format(time.RFC3339Nano) }
+
 // GPURequest is how a container asks for GPUs: by device request (`--gpus`) or by
 // NVIDIA_VISIBLE_DEVICES with the nvidia runtime.
 type GPURequest struct {

@@ -2,7 +2,9 @@ package ds01
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -85,10 +87,10 @@ func Convert(src Sources, now time.Time) (Result, error) {
 	for _, g := range c.groups {
 		lint("groups."+g.name, g.values, block(g.values["policies"]), everything)
 	}
-	for _, t := range sortedKeys(c.types) {
+	for _, t := range slices.Sorted(maps.Keys(c.types)) {
 		lint("container_types."+t, c.types[t], nil, typeKeys)
 	}
-	for _, u := range sortedKeys(c.overrides) {
+	for _, u := range slices.Sorted(maps.Keys(c.overrides)) {
 		lint("user_overrides."+u, c.overrides[u], block(c.overrides[u]["policies"]), everything)
 	}
 	quiet := &warnings{}
@@ -111,7 +113,7 @@ func Convert(src Sources, now time.Time) (Result, error) {
 		managed.ContainerTypes = []gpuwardenv1alpha1.ContainerType{gpuwardenv1alpha1.ContainerTypeManaged}
 		out = append(out, policy(name+"-managed", managed, prec, v, nil, managedOnly, quiet, "groups."+g.name))
 	}
-	for _, t := range sortedKeys(c.types) {
+	for _, t := range slices.Sorted(maps.Keys(c.types)) {
 		ct, ok := containerType(t)
 		if !ok {
 			w.add("container_types."+t, "gpuwarden has no container type %q (ds01-jobs containers are managed ones here); not carried over", t)
@@ -120,7 +122,7 @@ func Convert(src Sources, now time.Time) (Result, error) {
 		sel := gpuwardenv1alpha1.PolicySelector{ContainerTypes: []gpuwardenv1alpha1.ContainerType{ct}}
 		out = append(out, policy("ds01-type-"+t, sel, precedenceTypes, c.types[t], nil, typeKeys, quiet, "container_types."+t))
 	}
-	for _, u := range sortedKeys(c.overrides) {
+	for _, u := range slices.Sorted(maps.Keys(c.overrides)) {
 		if !userName.MatchString(u) {
 			w.add("user_overrides."+u, "%q is not a user name gpuwarden accepts; not carried over", u)
 			continue
@@ -301,7 +303,7 @@ func policy(name string, sel gpuwardenv1alpha1.PolicySelector, prec int32, v, po
 		return s.Resources
 	}
 	lift := func(n gpuwardenv1alpha1.PolicyLimitName) { s.Unlimited = append(s.Unlimited, n) }
-	for _, k := range sortedKeys(v) {
+	for _, k := range slices.Sorted(maps.Keys(v)) {
 		x := v[k]
 		if !takes[k] {
 			if quotaKeys[k] || allTypes[k] || managedOnly[k] || typeKeys[k] {
@@ -379,7 +381,7 @@ func policy(name string, sel gpuwardenv1alpha1.PolicySelector, prec int32, v, po
 
 // policyBlock converts DS01's policies: keys.
 func policyBlock(s *gpuwardenv1alpha1.ContainerPolicySpec, pol values, idle func() *gpuwardenv1alpha1.IdlePolicy, w *warnings, where string) {
-	for _, k := range sortedKeys(pol) {
+	for _, k := range slices.Sorted(maps.Keys(pol)) {
 		x := pol[k]
 		key := where + "." + k
 		percent := func() (int32, bool) {

@@ -1,4 +1,4 @@
-package controllers
+package ledger
 
 import (
 	"context"
@@ -13,35 +13,35 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/provenance"
 )
 
-// LedgerSigningKey is the ledger object's key holding the key that signs the allocations
+// SigningKeyField is the ledger object's key holding the key that signs the allocations
 // gpuwarden makes itself (source Adopted or Gateway). Only gpuwarden and admins read it.
-const LedgerSigningKey = "signingKey"
+const SigningKeyField = "signingKey"
 
 // signingKey returns the signing key kept beside the ledger, creating the ledger object or
 // the key when missing. r must read the API server itself, not a cache.
-func signingKey(ctx context.Context, r client.Reader, c client.Client, namespace string) ([]byte, error) {
+func SigningKey(ctx context.Context, r client.Reader, c client.Client, namespace string) ([]byte, error) {
 	for range 5 {
 		cm := &corev1.ConfigMap{}
-		err := r.Get(ctx, client.ObjectKey{Namespace: namespace, Name: LedgerName}, cm)
+		err := r.Get(ctx, client.ObjectKey{Namespace: namespace, Name: Name}, cm)
 		if err != nil && !apierrors.IsNotFound(err) {
 			return nil, fmt.Errorf("reading the allocation ledger: %w", err)
 		}
-		if err == nil && cm.Data[LedgerSigningKey] != "" {
-			return provenance.ParseKey(cm.Data[LedgerSigningKey])
+		if err == nil && cm.Data[SigningKeyField] != "" {
+			return provenance.ParseKey(cm.Data[SigningKeyField])
 		}
 		key, kerr := provenance.NewKey()
 		if kerr != nil {
 			return nil, kerr
 		}
 		if apierrors.IsNotFound(err) {
-			cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: LedgerName},
-				Data: map[string]string{LedgerSigningKey: key}}
+			cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: Name},
+				Data: map[string]string{SigningKeyField: key}}
 			err = c.Create(ctx, cm)
 		} else {
 			if cm.Data == nil {
 				cm.Data = map[string]string{}
 			}
-			cm.Data[LedgerSigningKey] = key
+			cm.Data[SigningKeyField] = key
 			err = c.Update(ctx, cm)
 		}
 		if err != nil && !apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err) {

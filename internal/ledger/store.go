@@ -1,4 +1,7 @@
-package controllers
+// Package ledger owns the allocation ledger: the one ConfigMap that records every live
+// binding of GPUs to allocations, written with optimistic concurrency, and the key beside
+// it that signs the allocations gpuwarden makes itself.
+package ledger
 
 import (
 	"context"
@@ -13,13 +16,22 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/allocation"
 )
 
-// ledgerStore reads and writes the ledger object, and keeps in memory the copy this node's
+const (
+	// Name is the ConfigMap (in its namespace) that records every live binding.
+	Name = "gpuwarden-ledger"
+	// DefaultNamespace holds the ledger (and its signing key) unless a controller is told otherwise.
+	DefaultNamespace = "kube-system"
+	// DataKey is the ConfigMap's data key holding the ledger.
+	DataKey = "ledger.json"
+)
+
+// Store reads and writes the ledger object, and keeps in memory the copy this node's
 // passes last read or wrote: a pass starts from it while the cache's view of the object is
 // one the node has already had (the object has not been written by anyone else since), and
 // reads the stored object otherwise. A copy gone stale unseen only costs a write conflict;
 // a pass that would refuse a request reads the stored object first (Reconcile). Used by the
 // node's one allocation worker at a time.
-type ledgerStore struct {
+type Store struct {
 	// cache sees the ledger object through the manager's informer (only its version is
 	// compared); reader reads it from the API server itself.
 	cache, reader client.Reader
@@ -33,13 +45,13 @@ type ledgerStore struct {
 	known map[string]bool
 }
 
-func newLedgerStore(c client.Client, reader client.Reader, namespace string) *ledgerStore {
-	return &ledgerStore{cache: c, reader: reader, writer: c, key: client.ObjectKey{Namespace: namespace, Name: LedgerName}}
+func NewStore(c client.Client, reader client.Reader, namespace string) *Store {
+	return &Store{cache: c, reader: reader, writer: c, key: client.ObjectKey{Namespace: namespace, Name: Name}}
 }
 
 // read returns the ledger object and its contents for a pass to change, and whether they
 // are the remembered copy rather than the stored object (fresh asks for the stored one).
-func (s *ledgerStore) read(ctx context.Context, fresh bool) (*corev1.ConfigMap, allocation.Ledger, bool, error) {
+func (s *Store) Read(ctx context.Context, fresh bool) (*corev1.ConfigMap, allocation.Ledger, bool, error) {
 	if !fresh && s.cm != nil {
 		seen := &corev1.ConfigMap{}
 		if err := s.cache.Get(ctx, s.key, seen); err == nil && s.known[seen.ResourceVersion] {
@@ -60,17 +72,17 @@ func (s *ledgerStore) read(ctx context.Context, fresh bool) (*corev1.ConfigMap, 
 	} else if err != nil {
 		return nil, allocation.Ledger{}, false, fmt.Errorf("reading the allocation ledger: %w", err)
 	}
-	l, err := allocation.ParseLedger(cm.Data[LedgerKey])
+	l, err := allocation.ParseLedger(cm.Data[DataKey])
 	if err != nil {
 		return nil, allocation.Ledger{}, false, err
 	}
-	s.remember(cm, l, map[string]bool{})
+	s.Remember(cm, l, map[string]bool{})
 	return cm.DeepCopy(), allocation.Ledger{Bindings: maps.Clone(l.Bindings)}, false, nil
 }
 
 // write stores l over cm, the version read; a conflict (someone else wrote it since)
 // forgets the remembered copy.
-func (s *ledgerStore) write(ctx context.Context, cm *corev1.ConfigMap, l allocation.Ledger) error {
+func (s *Store) Write(ctx context.Context, cm *corev1.ConfigMap, l allocation.Ledger) error {
 	data, err := l.Encode()
 	if err != nil {
 		return err
@@ -78,17 +90,17 @@ func (s *ledgerStore) write(ctx context.Context, cm *corev1.ConfigMap, l allocat
 	if cm.Data == nil {
 		cm.Data = map[string]string{}
 	}
-	cm.Data[LedgerKey] = data
+	cm.Data[DataKey] = data
 	// Update sends the resourceVersion read: a ledger changed since makes it fail.
 	if err := s.writer.Update(ctx, cm); err != nil {
 		s.cm = nil
 		return fmt.Errorf("writing the allocation ledger: %w", err)
 	}
-	s.remember(cm, l, s.known)
+	s.Remember(cm, l, s.known)
 	return nil
 }
 
-func (s *ledgerStore) remember(cm *corev1.ConfigMap, l allocation.Ledger, known map[string]bool) {
+func (s *Store) Remember(cm *corev1.ConfigMap, l allocation.Ledger, known map[string]bool) {
 	if len(known) > 64 {
 		known = map[string]bool{} // the cache lags by a few versions at most
 	}
@@ -99,5 +111,5 @@ func (s *ledgerStore) remember(cm *corev1.ConfigMap, l allocation.Ledger, known 
 // Watched names the one object of its kind the controllers' cache must see: the ledger
 // (manager.Options.Watched), so that no informer lists every ConfigMap of the cluster.
 func Watched() map[client.Object]client.ObjectKey {
-	return map[client.Object]client.ObjectKey{&corev1.ConfigMap{}: {Namespace: DefaultLedgerNamespace, Name: LedgerName}}
+	return map[client.Object]client.ObjectKey{&corev1.ConfigMap{}: {Namespace: DefaultNamespace, Name: Name}}
 }

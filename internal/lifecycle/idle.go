@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 )
 
 // Sample is one look at a running container that holds GPUs.
@@ -40,6 +42,8 @@ const (
 	NoVerdict Verdict = "unknown"
 	// InGrace: the container started less than startupGrace ago; nothing is counted.
 	InGrace Verdict = "grace"
+	// Exempt: no idle rule can stop the container (protected, or no idle timeout).
+	Exempt Verdict = "exempt"
 )
 
 // Signal is one signal of a sample against its threshold.
@@ -298,7 +302,7 @@ func ObserveIdle(st IdleState, s Sample, r Rules, c Running) IdleResult {
 		}
 	}
 	res.State.Sent = append(res.State.Sent, SentStop)
-	res.Notices = append(res.Notices, Notice{Kind: IdleStop, StopAt: s.Time, Deadline: deadline, Policy: timeout.From, Held: r.Mode != ModeEnforce,
+	res.Notices = append(res.Notices, Notice{Kind: IdleStop, StopAt: s.Time, Deadline: deadline, Policy: timeout.From, Held: r.Mode != gpuwardenv1alpha1.ModeEnforce,
 		Message: fmt.Sprintf("Idle for %s, past its idle timeout of %s%s set by %s", roundMin(res.IdleFor), res.Timeout, demand, policyOr(timeout.From))})
 	return res
 }
@@ -349,7 +353,7 @@ func ObserveRuntime(st RuntimeState, since time.Time, r Rules, now time.Time) (o
 	if ran >= limit.Duration {
 		if !slices.Contains(out.Sent, SentStop) {
 			out.Sent = append(out.Sent, SentStop)
-			notices = append(notices, Notice{Kind: RuntimeStop, StopAt: now, Deadline: deadline, Policy: limit.From, Held: r.Mode != ModeEnforce,
+			notices = append(notices, Notice{Kind: RuntimeStop, StopAt: now, Deadline: deadline, Policy: limit.From, Held: r.Mode != gpuwardenv1alpha1.ModeEnforce,
 				Message: fmt.Sprintf("Running for %s, at its maximum runtime of %s set by %s", roundMin(ran), limit.Duration, policyOr(limit.From))})
 		}
 		return out, notices, 0

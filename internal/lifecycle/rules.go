@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"time"
 
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 )
 
@@ -15,13 +17,6 @@ const (
 	DefaultCPUPercent            = 2
 	DefaultNetworkBytesPerSecond = 1 << 20
 	DefaultConsecutiveSamples    = 3
-)
-
-// Modes, as in ContainerPolicy.spec.mode.
-const (
-	ModeEnforce    = "Enforce"
-	ModeDryRun     = "DryRun"
-	ModeNotifyOnly = "NotifyOnly"
 )
 
 // Threshold is one signal's threshold and where it came from.
@@ -62,14 +57,14 @@ type RuntimeRules struct {
 
 // Rules are what the running-container rules read of a policy.
 type Rules struct {
-	Mode    string
+	Mode    gpuwardenv1alpha1.PolicyMode
 	Idle    IdleRules
 	Runtime RuntimeRules
 }
 
 // RulesFrom reads the running-container rules of an effective policy.
 func RulesFrom(p resolve.Policy) Rules {
-	r := Rules{Mode: p.String("mode", ModeEnforce)}
+	r := Rules{Mode: p.Mode()}
 	r.Idle.Timeout = p.Duration("idle.timeout")
 	r.Idle.Lifted = p.LiftedDuration("idle.timeout")
 	r.Idle.GPU = threshold(p, "idle.gpuUtilizationPercent", DefaultGPUPercent)

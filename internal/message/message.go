@@ -1,4 +1,6 @@
-package controllers
+// Package message bounds the user-supplied text that Events and status messages quote: the
+// API refuses a message over 4096 bytes, and an Event whose note is too long is dropped.
+package message
 
 import (
 	"unicode/utf8"
@@ -7,16 +9,16 @@ import (
 )
 
 const (
-	// maxMessage bounds a status or condition message built from user-supplied text; the
-	// API refuses messages over 4096 bytes, and a refused status write must never happen.
-	maxMessage = 1024
-	// maxUserText bounds one user-supplied string (a release reason, a container name)
+	// Max bounds a status or condition message built from user-supplied text; a refused
+	// status write must never happen.
+	Max = 1024
+	// MaxUserText bounds one user-supplied string (a release reason, a container name)
 	// quoted in a message.
-	maxUserText = 256
+	MaxUserText = 256
 )
 
-// truncate cuts s to at most n bytes on a character boundary, marking the cut with "…".
-func truncate(s string, n int) string {
+// Truncate cuts s to at most n bytes on a character boundary, marking the cut with "…".
+func Truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
@@ -28,6 +30,6 @@ func truncate(s string, n int) string {
 	return s[:cut] + mark
 }
 
-// shownName is a container's name as Events and messages show it: Docker does not bound
-// names, and an Event whose note is too long is dropped.
-func shownName(c docker.Container) string { return truncate(c.Name, maxUserText) }
+// ContainerName is a container's name as Events and messages show it: Docker does not
+// bound names.
+func ContainerName(c docker.Container) string { return Truncate(c.Name, MaxUserText) }

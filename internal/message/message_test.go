@@ -1,4 +1,4 @@
-package controllers
+package message
 
 import (
 	"strings"
@@ -11,7 +11,7 @@ func TestTruncateKeepsCharactersWhole(t *testing.T) {
 		in string
 		n  int
 	}{{"short", 10}, {strings.Repeat("x", 5000), 256}, {strings.Repeat("é", 300), 255}, {strings.Repeat("日本", 100), 100}} {
-		got := truncate(c.in, c.n)
+		got := Truncate(c.in, c.n)
 		if len(got) > c.n || !utf8.ValidString(got) {
 			t.Errorf("truncate(%d bytes, %d) = %d bytes, valid %v", len(c.in), c.n, len(got), utf8.ValidString(got))
 		}

@@ -1,4 +1,6 @@
-package controllers
+// Package metrics defines gpuwarden's own Prometheus metrics (the controllers' counters and
+// histograms, registered once by Register) and serves each manager's scrape-time collectors.
+package metrics
 
 import (
 	"context"
@@ -17,19 +19,19 @@ import (
 )
 
 var (
-	ledgerWrites = prometheus.NewCounterVec(prometheus.CounterOpts{
+	LedgerWrites = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gpuwarden_ledger_writes_total",
 		Help: "Writes of the allocation ledger by this node's passes, by result: written, or conflict (another pass wrote it first; the pass decides again).",
 	}, []string{"result"})
-	allocationRejections = prometheus.NewCounterVec(prometheus.CounterOpts{
+	AllocationRejections = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gpuwarden_allocation_rejections_total",
 		Help: "GPUAllocations rejected, by reason (QuotaExceeded, ContainerLimitExceeded, MaxContainersExceeded, FullGPUNotAllowed, Unsatisfiable, SourceNotAllowed, …).",
 	}, []string{"reason"})
-	unmanagedByHolder = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	UnmanagedByHolder = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "gpuwarden_unmanaged_gpu_process",
 		Help: "GPU processes that belong to no allocation (seen in two scans in a row), by kind (container, host), user, container and GPU.",
 	}, []string{"kind", "user", "container", "UUID"})
-	scrapeSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+	ScrapeSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "gpuwarden_scrape_duration_seconds",
 		Help:    "Time gpuwarden's own collectors took to render a scrape of /metrics (served from memory: no NVML or Docker call).",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 3, 10),
@@ -39,9 +41,9 @@ var (
 // processMetrics are the collectors shared by every manager of the process.
 func processMetrics() []prometheus.Collector {
 	return append([]prometheus.Collector{
-		dockerOutages, containerEvents, containerActions, unallocatedGPUContainers, unmanagedProcesses, unmanagedDetections,
-		containersByIdleState, lifecycleNotices, stopDelaySeconds, sampleRoundSeconds, webhookPosts,
-		allocationRejections, unmanagedByHolder, scrapeSeconds, ledgerWrites,
+		DockerOutages, ContainerEvents, ContainerActions, UnallocatedGPUContainers, UnmanagedProcesses, UnmanagedDetections,
+		ContainersByIdleState, LifecycleNotices, StopDelaySeconds, SampleRoundSeconds, WebhookPosts,
+		AllocationRejections, UnmanagedByHolder, ScrapeSeconds, LedgerWrites,
 	}, append(telemetry.Metrics(), gateway.Metrics()...)...)
 }
 
@@ -49,45 +51,46 @@ func processMetrics() []prometheus.Collector {
 // increase() see the first event and dashboards show a 0, not "no data".
 func initSeries() {
 	for _, r := range []string{"written", "conflict"} {
-		ledgerWrites.WithLabelValues(r)
+		LedgerWrites.WithLabelValues(r)
 	}
 	modes := []string{string(gpuwardenv1alpha1.ModeEnforce), string(gpuwardenv1alpha1.ModeDryRun), string(gpuwardenv1alpha1.ModeNotifyOnly)}
 	for _, mode := range modes {
 		for _, action := range []lifecycle.Action{lifecycle.Stop, lifecycle.Remove, lifecycle.ReleaseGPUs} {
-			containerActions.WithLabelValues(string(action), mode)
+			ContainerActions.WithLabelValues(string(action), mode)
 		}
 		for _, kind := range []string{lifecycle.IdleWarning, lifecycle.IdleInfo, lifecycle.IdleStop, lifecycle.RuntimeWarning, lifecycle.RuntimeStop} {
-			lifecycleNotices.WithLabelValues(kind, mode)
+			LifecycleNotices.WithLabelValues(kind, mode)
 		}
 	}
 	for _, reason := range []string{gpuwardenv1alpha1.ReasonQuotaExceeded, gpuwardenv1alpha1.ReasonContainerLimitExceeded,
 		gpuwardenv1alpha1.ReasonMaxContainersExceeded, gpuwardenv1alpha1.ReasonFullGPUNotAllowed, gpuwardenv1alpha1.ReasonUnsatisfiable,
 		gpuwardenv1alpha1.ReasonSourceNotAllowed, gpuwardenv1alpha1.ReasonNoCapacity} {
-		allocationRejections.WithLabelValues(reason)
-		unallocatedGPUContainers.WithLabelValues(reason)
+		AllocationRejections.WithLabelValues(reason)
+		UnallocatedGPUContainers.WithLabelValues(reason)
 	}
 	for _, kind := range []string{"container", "host"} {
-		unmanagedProcesses.WithLabelValues(kind)
-		unmanagedDetections.WithLabelValues(kind)
+		UnmanagedProcesses.WithLabelValues(kind)
+		UnmanagedDetections.WithLabelValues(kind)
 	}
 	for _, reason := range []string{"idle", "max_runtime"} {
-		stopDelaySeconds.WithLabelValues(reason)
+		StopDelaySeconds.WithLabelValues(reason)
 	}
-	for _, v := range []lifecycle.Verdict{lifecycle.Active, lifecycle.Idle, lifecycle.NoVerdict, lifecycle.InGrace, verdictExempt} {
-		containersByIdleState.WithLabelValues(string(v))
+	for _, v := range []lifecycle.Verdict{lifecycle.Active, lifecycle.Idle, lifecycle.NoVerdict, lifecycle.InGrace, lifecycle.Exempt} {
+		ContainersByIdleState.WithLabelValues(string(v))
 	}
 	for _, result := range []string{"ok", "failed"} {
-		webhookPosts.WithLabelValues(result)
+		WebhookPosts.WithLabelValues(result)
 	}
 }
 
 var initOnce sync.Once
 
-// registerProcessMetrics registers the process-wide collectors once; a second manager in
-// the same process (tests run several) shares them.
-func registerProcessMetrics(reg prometheus.Registerer) error {
+// Register registers gpuwarden's process-wide metrics with reg once, with every series of a
+// bounded label set present from the start; a second manager in the same process (tests
+// run several) shares them. The per-manager collectors are served through Scraped.
+func Register(reg prometheus.Registerer) error {
 	initOnce.Do(initSeries)
-	for _, c := range append(processMetrics(), live) {
+	for _, c := range append(processMetrics(), running) {
 		if err := reg.Register(c); err != nil && !errors.As(err, &prometheus.AlreadyRegisteredError{}) {
 			return fmt.Errorf("registering metrics: %w", err)
 		}
@@ -95,52 +98,62 @@ func registerProcessMetrics(reg prometheus.Registerer) error {
 	return nil
 }
 
-// live are the collectors of the managers running in this process. It is registered once
-// and unchecked (it describes nothing): dcgm-exporter's MIG series carry labels its whole-GPU
-// series do not.
-var live = &liveCollectors{}
+// running is the union of the Scraped collectors of the managers running in this process.
+// It is registered once and unchecked (it describes nothing): dcgm-exporter's MIG series
+// carry labels its whole-GPU series do not.
+var running = &runningCollectors{}
 
-type liveCollectors struct {
+type runningCollectors struct {
 	mu  sync.Mutex
-	set map[*registered]bool
+	set map[*Scraped]bool
 }
 
-func (l *liveCollectors) Describe(chan<- *prometheus.Desc) {}
+func (l *runningCollectors) Describe(chan<- *prometheus.Desc) {}
 
-func (l *liveCollectors) Collect(ch chan<- prometheus.Metric) {
+func (l *runningCollectors) Collect(ch chan<- prometheus.Metric) {
 	start := time.Now()
 	l.mu.Lock()
-	list := make([]*registered, 0, len(l.set))
+	list := make([]*Scraped, 0, len(l.set))
 	for r := range l.set {
 		list = append(list, r)
 	}
 	l.mu.Unlock()
 	for _, r := range list {
-		for _, c := range r.collectors {
+		for _, c := range r.Collectors {
 			c.Collect(ch)
 		}
 	}
-	scrapeSeconds.Observe(time.Since(start).Seconds())
+	ScrapeSeconds.Observe(time.Since(start).Seconds())
 }
 
-// registered serves one manager's collectors while it runs, so that the series of a
-// stopped manager never linger.
-type registered struct {
-	collectors []prometheus.Collector
-}
-
-func (r *registered) NeedLeaderElection() bool { return false }
-
-func (r *registered) Start(ctx context.Context) error {
-	live.mu.Lock()
-	if live.set == nil {
-		live.set = map[*registered]bool{}
+func (l *runningCollectors) add(r *Scraped) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.set == nil {
+		l.set = map[*Scraped]bool{}
 	}
-	live.set[r] = true
-	live.mu.Unlock()
+	l.set[r] = true
+}
+
+func (l *runningCollectors) remove(r *Scraped) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.set, r)
+}
+
+// Scraped serves one manager's scrape-time collectors while it runs (add it to the manager
+// as a runnable), so that the series of a stopped manager never linger.
+type Scraped struct {
+	Collectors []prometheus.Collector
+}
+
+// NeedLeaderElection: a standby serves its metrics too.
+func (r *Scraped) NeedLeaderElection() bool { return false }
+
+// Start serves the collectors until ctx ends.
+func (r *Scraped) Start(ctx context.Context) error {
+	running.add(r)
 	<-ctx.Done()
-	live.mu.Lock()
-	delete(live.set, r)
-	live.mu.Unlock()
+	running.remove(r)
 	return nil
 }

@@ -1,4 +1,7 @@
-package controllers
+// Package notify delivers what gpuwarden tells a container's owner besides the Event and
+// the audit record: a file written into the container and a JSON POST to a webhook, checked
+// against addresses notices must not reach.
+package notify
 
 import (
 	"bytes"
@@ -15,10 +18,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
-	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
-	"github.com/gpuwarden/gpuwarden/internal/lifecycle"
-	"github.com/gpuwarden/gpuwarden/internal/resolve"
+	"github.com/gpuwarden/gpuwarden/internal/metrics"
 )
 
 // Notice is what a warning or a stop tells a container's owner, besides the Event and the
@@ -39,38 +40,18 @@ type Notice struct {
 	// KeepAlive is the file that keeps an idle container alive, when the policy has one.
 	KeepAlive string `json:"keepAlive,omitempty"`
 
-	// title heads the notice file: WARNING, NOTICE, STOPPED or WOULD STOP.
-	file, webhook, title string
-}
-
-// noticeTitles head the notice file by kind.
-var noticeTitles = map[string]string{
-	lifecycle.IdleWarning: "WARNING", lifecycle.RuntimeWarning: "WARNING", lifecycle.IdleInfo: "NOTICE",
-	lifecycle.IdleStop: "STOPPED", lifecycle.RuntimeStop: "STOPPED",
-}
-
-func noticeFor(c docker.Container, user string, a *gpuwardenv1alpha1.GPUAllocation, p resolve.Policy, n lifecycle.Notice, node string, now time.Time) Notice {
-	out := Notice{Type: string(noticeRecords[n.Kind].record), Node: node, User: user, Container: shownName(c), ContainerID: c.ID,
-		Allocation: a.Name, Policy: policyName(n.Policy), Mode: p.String("mode", lifecycle.ModeEnforce), Message: n.Message, Time: now.UTC(),
-		file: p.String("notify.file", ""), webhook: p.String("notify.webhookURL", ""), title: noticeTitles[n.Kind]}
-	if n.Held {
-		// A stop the mode held back: the owner is told what would have happened.
-		out.Type, out.title = string(audit.WouldStop), "WOULD STOP"
-	}
-	if !n.StopAt.IsZero() {
-		t := n.StopAt.UTC()
-		out.StopAt = &t
-	}
-	if strings.HasPrefix(n.Kind, "idle") {
-		out.KeepAlive = p.String("idle.keepAlive.path", "")
-	}
-	return out
+	// File is the path inside the container the notice is written to; none when empty.
+	File string `json:"-"`
+	// Webhook is the URL the notice is posted to; none when empty.
+	Webhook string `json:"-"`
+	// Title heads the notice file: WARNING, NOTICE, STOPPED or WOULD STOP.
+	Title string `json:"-"`
 }
 
 // Text is the notice as the file inside the container says it.
 func (n Notice) Text() string {
 	var b strings.Builder
-	title := n.title
+	title := n.Title
 	fmt.Fprintf(&b, "--- gpuwarden %s %s ---\n", title, n.Time.Format(time.RFC3339))
 	fmt.Fprintf(&b, "Container %s of %s (allocation %s, node %s)\n%s\n", n.Container, n.User, n.Allocation, n.Node, n.Message)
 	if n.StopAt != nil && title == "WARNING" {
@@ -79,7 +60,7 @@ func (n Notice) Text() string {
 	if n.KeepAlive != "" && title == "WARNING" {
 		fmt.Fprintf(&b, "To keep it running, make it busy or touch %s.\n", n.KeepAlive)
 	}
-	if n.Mode != lifecycle.ModeEnforce {
+	if n.Mode != string(gpuwardenv1alpha1.ModeEnforce) {
 		fmt.Fprintf(&b, "(Policy mode %s: nothing is stopped.)\n", n.Mode)
 	}
 	return b.String()
@@ -98,7 +79,7 @@ type Notifier struct {
 	HTTP *http.Client
 	// AllowLocal lets webhooks target loopback and link-local addresses.
 	AllowLocal bool
-	Resolver   resolve.Resolver
+	Resolver   Resolver
 	// Attempts is how many times a webhook is tried (3 when 0), Backoff the first wait
 	// between tries (1 s when 0), doubling.
 	Attempts int
@@ -131,22 +112,22 @@ func (n *Notifier) defaults() {
 func (n *Notifier) Tell(ctx context.Context, notice Notice) {
 	n.init()
 	log := ctrl.LoggerFrom(ctx)
-	if notice.file != "" {
+	if notice.File != "" {
 		uid, gid := ids(notice.User)
 		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := n.Engine.WriteFile(fctx, notice.ContainerID, notice.file, []byte(notice.Text()), uid, gid)
+		err := n.Engine.WriteFile(fctx, notice.ContainerID, notice.File, []byte(notice.Text()), uid, gid)
 		cancel()
 		if err != nil {
-			log.Info("Writing the notice file into the container", "file", notice.file, "error", err.Error())
+			log.Info("Writing the notice file into the container", "file", notice.File, "error", err.Error())
 		}
 	}
-	if notice.webhook == "" {
+	if notice.Webhook == "" {
 		return
 	}
 	select {
 	case n.queue <- notice:
 	default:
-		log.Info("Too many notices waiting for their webhook; this one is dropped", "webhook", notice.webhook, "type", notice.Type)
+		log.Info("Too many notices waiting for their webhook; this one is dropped", "webhook", notice.Webhook, "type", notice.Type)
 	}
 }
 
@@ -178,9 +159,9 @@ func (n *Notifier) Start(ctx context.Context) error {
 }
 
 func (n *Notifier) post(ctx context.Context, notice Notice) {
-	log := ctrl.Log.WithName("notifier").WithValues("webhook", notice.webhook, "type", notice.Type, "container", notice.Container)
+	log := ctrl.LoggerFrom(ctx).WithName("notifier").WithValues("webhook", notice.Webhook, "type", notice.Type, "container", notice.Container)
 	if !n.AllowLocal {
-		if err := resolve.WebhookProblem(ctx, notice.webhook, n.Resolver); err != nil {
+		if err := WebhookProblem(ctx, notice.Webhook, n.Resolver); err != nil {
 			log.Info("Not posting the notice", "reason", err.Error())
 			return
 		}
@@ -191,13 +172,13 @@ func (n *Notifier) post(ctx context.Context, notice Notice) {
 	}
 	wait := n.Backoff
 	for attempt := 1; ; attempt++ {
-		err := n.postOnce(ctx, notice.webhook, body)
+		err := n.postOnce(ctx, notice.Webhook, body)
 		if err == nil {
-			webhookPosts.WithLabelValues("ok").Inc()
+			metrics.WebhookPosts.WithLabelValues("ok").Inc()
 			return
 		}
 		if attempt >= n.Attempts {
-			webhookPosts.WithLabelValues("failed").Inc()
+			metrics.WebhookPosts.WithLabelValues("failed").Inc()
 			log.Info("Posting the notice failed; given up", "attempts", attempt, "error", err.Error())
 			return
 		}

@@ -1,7 +1,7 @@
-package controllers
-
-// Every Event reason the controllers record, in one place; with the audit event types
-// (internal/audit) and the allocation reasons (api/v1alpha1) they are what people filter on.
+// Package reasons holds every Event reason the controllers record and the release reasons
+// they write on an allocation; with the audit event types (internal/audit) and the
+// allocation reasons (api/v1alpha1) they are what people filter on.
+package reasons
 
 // Event reasons of GPUAllocations besides the rejection reasons.
 const (
@@ -31,15 +31,9 @@ const (
 	EventStopped        = "ContainerStopped"
 	EventWouldAct       = "WouldAct"
 	EventReleaseAsked   = "ReleaseRequested"
-
-	// ReasonOwnerUnknown: no label names the owner of an adopted container.
-	ReasonOwnerUnknown = "OwnerUnknown"
-	// ReasonContainerRemoved is the release reason of an allocation whose container is gone.
-	ReasonContainerRemoved = "container removed"
+	// EventNotAttached: an allocation names a container whose owner is not the allocation's user.
+	EventNotAttached = "NotAttached"
 )
-
-// ReasonOverAllocation: a container attached to an allocation uses devices it does not give.
-const ReasonOverAllocation = "OverAllocation"
 
 // Event reasons of idle and runtime reclaim, on the allocation.
 const (
@@ -50,6 +44,31 @@ const (
 	EventRuntimeStopped = "RuntimeStopped"
 )
 
-// ReasonNeverCreated is the release reason of a gateway allocation whose container was
-// never created.
-const ReasonNeverCreated = "its container was never created (the create through the gateway did not complete)"
+// EventAccessDenied is the reason of the Event a refused gateway request raises, on the node.
+const EventAccessDenied = "AccessDenied"
+
+// Why a container uses a GPU without an allocation that gives it: the detail of an
+// EventUnallocatedGPU and the reason label of gpuwarden_unallocated_gpu_containers_total,
+// beside the allocation rejection reasons (api/v1alpha1).
+const (
+	// OwnerUnknown: no label names the owner of an adopted container.
+	OwnerUnknown = "OwnerUnknown"
+	// OverAllocation: a container attached to an allocation uses devices it does not give.
+	OverAllocation = "OverAllocation"
+	// DeviceHeld: a container started (outside the gateway: straight at the engine, or by
+	// its restart policy) on devices another allocation holds.
+	DeviceHeld = "DeviceHeld"
+)
+
+// MountMoved is the reason code of a security stop: a container's bind mount source
+// resolves elsewhere than when it was created (a directory replaced by a symbolic link since).
+const MountMoved = "mount_moved"
+
+// Release reasons: the sentence an allocation's release annotation carries, shown in its
+// status message (prose, unlike the Event reasons above).
+const (
+	// ReleaseContainerRemoved: the allocation's container is gone.
+	ReleaseContainerRemoved = "container removed"
+	// ReleaseNeverCreated: a gateway allocation whose container was never created.
+	ReleaseNeverCreated = "its container was never created (the create through the gateway did not complete)"
+)

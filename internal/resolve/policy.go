@@ -142,7 +142,7 @@ func EffectivePolicy(policies []gpuwardenv1alpha1.ContainerPolicy, c Container, 
 	}
 	byPrecedence(matched, func(p *gpuwardenv1alpha1.ContainerPolicy) int32 { return p.Spec.Precedence }, func(p *gpuwardenv1alpha1.ContainerPolicy) string { return p.Name })
 	for _, p := range matched {
-		from := "ContainerPolicy " + p.Name
+		from := policyFrom + p.Name
 		out.Matched = append(out.Matched, p.Name)
 		if c.Claimed && TrustsClaimedType(p) {
 			out.TrustClaim = append(out.TrustClaim, p.Name)
@@ -235,6 +235,11 @@ func durationOf(values map[string]PolicyValue, path string) Limit {
 	return l
 }
 
+// Mode is the policy's mode (spec.mode): Enforce unless a policy says otherwise.
+func (p Policy) Mode() gpuwardenv1alpha1.PolicyMode {
+	return gpuwardenv1alpha1.PolicyMode(p.String("mode", string(gpuwardenv1alpha1.ModeEnforce)))
+}
+
 // String returns a string field, or def when no policy sets it.
 func (p Policy) String(path, def string) string {
 	if s, ok := p.Values[path].Value.(string); ok && s != "" {
@@ -305,3 +310,10 @@ func (p Policy) Int(path string) (n int64, from string, ok bool) {
 	}
 	return 0, "", false
 }
+
+// policyFrom prefixes the name of the ContainerPolicy a value comes from.
+const policyFrom = "ContainerPolicy "
+
+// PolicyName is the name of the ContainerPolicy a value comes from ("ContainerPolicy x"
+// is x); "" for a default.
+func PolicyName(from string) string { return strings.TrimPrefix(from, policyFrom) }

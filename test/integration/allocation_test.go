@@ -52,7 +52,7 @@ func cleanSlate(t testing.TB, c client.Client) {
 			t.Fatal(err)
 		}
 	}
-	_ = c.Delete(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: controllers.LedgerName}})
+	_ = c.Delete(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: ledger.Name}})
 	testutil.Eventually(t, 30*time.Second, "a clean slate", func() bool {
 		var allocs gpuwardenv1alpha1.GPUAllocationList
 		var gpus gpuwardenv1alpha1.GPUList
@@ -110,7 +110,7 @@ func startManager(tb testing.TB, o controllers.Options) (stop func()) {
 // startManagerWith is startManager talking to the API server through cfg.
 func startManagerWith(tb testing.TB, cfg *rest.Config, o controllers.Options) (stop func()) {
 	tb.Helper()
-	mo := manager.Options{NodeName: o.NodeName, MetricsBindAddress: "0", HealthProbeBindAddress: "0", SkipNameValidation: true, Watched: controllers.Watched()}
+	mo := manager.Options{NodeName: o.NodeName, MetricsBindAddress: "0", HealthProbeBindAddress: "0", SkipNameValidation: true, Watched: ledger.Watched()}
 	if w, ok := o.Audit.(*audit.Writer); ok {
 		mo.Audit = w
 	}

@@ -253,7 +253,7 @@ func TestContainerLifecycleBindingAndReleaseOnRemoval(t *testing.T) {
 	dockerCLI(t, e.host, "rm", id)
 	a = e.waitPhase("alice-train", gpuwardenv1alpha1.PhaseReleased)
 	testutil.Eventually(t, 20*time.Second, "the GPU shows no holder", func() bool { return holder() == "" })
-	if !strings.Contains(a.Status.Message, controllers.ReasonContainerRemoved) {
+	if !strings.Contains(a.Status.Message, reasons.ReleaseContainerRemoved) {
 		t.Errorf("release message %q does not say the container was removed", a.Status.Message)
 	}
 	for _, typ := range []string{audit.TypeContainerCreate, audit.TypeContainerStart, audit.TypeContainerStop, audit.TypeContainerDie, audit.TypeContainerRemove} {
@@ -263,7 +263,7 @@ func TestContainerLifecycleBindingAndReleaseOnRemoval(t *testing.T) {
 		}
 	}
 	rel := e.waitEvent(audit.TypeGPURelease, "")
-	if rel.User != "alice" || rel.Details["reason"] != controllers.ReasonContainerRemoved {
+	if rel.User != "alice" || rel.Details["reason"] != reasons.ReleaseContainerRemoved {
 		t.Errorf("gpu.release record: user %q, details %v", rel.User, rel.Details)
 	}
 }

@@ -252,7 +252,7 @@ func TestAdoptedOverQuotaIsDecidedOnce(t *testing.T) {
 	}
 	adopted := 0
 	for _, ev := range evs.Items {
-		if ev.Regarding.Name == name && ev.Reason == controllers.EventAdopted {
+		if ev.Regarding.Name == name && ev.Reason == reasons.EventAdopted {
 			adopted++
 			if ev.Series != nil {
 				adopted += int(ev.Series.Count) - 1

@@ -166,7 +166,7 @@ func TestIdleContainerIsWarnedThenStoppedAndReleased(t *testing.T) {
 		return ok && strings.Contains(text, "WARNING") && strings.Contains(text, "ada-nb"), text
 	})
 	testutil.Eventually(t, 10*time.Second, "the webhook told", func() bool { return len(e.hook.received(audit.TypeLifecycleIdleWarning, "ada-nb")) == 1 })
-	if msg := e.k8sEvent("ada-nb", controllers.EventIdleWarning); !strings.Contains(msg, "ada-nb of ada") || !strings.Contains(msg, "stop at") {
+	if msg := e.k8sEvent("ada-nb", reasons.EventIdleWarning); !strings.Contains(msg, "ada-nb of ada") || !strings.Contains(msg, "stop at") {
 		t.Errorf("IdleWarning Event: %q", msg)
 	}
 	if e.state(id) != "running" {
@@ -179,7 +179,7 @@ func TestIdleContainerIsWarnedThenStoppedAndReleased(t *testing.T) {
 		t.Fatalf("no idle state in the status: %+v", a.Status)
 	}
 	testutil.Eventually(t, 20*time.Second, "the container stopped", func() bool { return e.state(id) == "exited" })
-	e.k8sEvent("ada-nb", controllers.EventIdleStopped)
+	e.k8sEvent("ada-nb", reasons.EventIdleStopped)
 	testutil.Eventually(t, 10*time.Second, "the webhook told of the stop", func() bool { return len(e.hook.received(audit.TypeLifecycleIdleStop, "ada-nb")) == 1 })
 	// The stop notice's stopAt is the sample that decided it.
 	deadline := a.Status.Idle.Since.Add(8 * time.Second)
@@ -225,7 +225,7 @@ func TestRuntimeLimitStopsAndDoesNotRemove(t *testing.T) {
 	e.waitEvent(audit.TypeLifecycleRuntimeStop, id)
 	testutil.Eventually(t, 20*time.Second, "stopped", func() bool { return e.state(id) == "exited" })
 	testutil.Consistently(t, 3*time.Second, "stopped, not removed", func() bool { return e.exists(id) })
-	e.k8sEvent("cy-long", controllers.EventRuntimeWarning)
+	e.k8sEvent("cy-long", reasons.EventRuntimeWarning)
 }
 
 func TestDryRunTouchesNothing(t *testing.T) {

@@ -63,7 +63,7 @@ func ParseControl(data []byte) (Control, error) {
 		return Control{}, err
 	}
 	var errs []error
-	for _, key := range sortedKeys(c.Devices) {
+	for _, key := range slices.Sorted(maps.Keys(c.Devices)) {
 		d := c.Devices[key]
 		if key == "" {
 			errs = append(errs, errors.New(`devices: an empty device name; use an index ("3"), a MIG instance ("4:0") or a UUID`))
@@ -95,8 +95,6 @@ func ParseControl(data []byte) (Control, error) {
 	}
 	return c, errors.Join(errs...)
 }
-
-func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
 
 // target is what a device name in a control file points at.
 type target struct {
@@ -153,7 +151,7 @@ func (s *Server) Apply(c Control) error {
 	var errs []error
 	devices := map[*gpu]DeviceControl{}
 	migs := map[*migDevice]DeviceControl{}
-	for _, name := range sortedKeys(c.Devices) {
+	for _, name := range slices.Sorted(maps.Keys(c.Devices)) {
 		d := c.Devices[name]
 		t, err := s.lookup(name)
 		if err != nil {

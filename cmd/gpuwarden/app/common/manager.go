@@ -34,6 +34,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/gateway"
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
 	"github.com/gpuwarden/gpuwarden/internal/gpu/fakegpu"
+	"github.com/gpuwarden/gpuwarden/internal/ledger"
 	"github.com/gpuwarden/gpuwarden/internal/manager"
 	"github.com/gpuwarden/gpuwarden/internal/proc"
 	"github.com/gpuwarden/gpuwarden/internal/watchdog"
@@ -299,7 +300,7 @@ func (o *ManagerOptions) NewManager(cfg *rest.Config, extraReady map[string]heal
 		LeaderElectionNamespace: "kube-system",
 		Audit:                   auditLog.Writer,
 		ExtraReadyChecks:        extraReady,
-		Watched:                 controllers.Watched(),
+		Watched:                 ledger.Watched(),
 	})
 	if err == nil {
 		err = controllers.Setup(mgr, co)

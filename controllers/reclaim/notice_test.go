@@ -1,4 +1,4 @@
-package controllers
+package reclaim
 
 import (
 	"strings"
@@ -24,10 +24,10 @@ func TestNoticesSayWhatHappens(t *testing.T) {
 		mode       string
 		typ, title string
 	}{
-		{lifecycle.Notice{Kind: lifecycle.IdleWarning, StopAt: t0, Message: "Idle for 24m"}, lifecycle.ModeEnforce, audit.TypeLifecycleIdleWarning, "WARNING"},
-		{lifecycle.Notice{Kind: lifecycle.IdleInfo, Message: "For information only"}, lifecycle.ModeEnforce, audit.TypeLifecycleIdleWarning, "NOTICE"},
-		{lifecycle.Notice{Kind: lifecycle.IdleStop, StopAt: t0}, lifecycle.ModeEnforce, audit.TypeLifecycleIdleStop, "STOPPED"},
-		{lifecycle.Notice{Kind: lifecycle.IdleStop, StopAt: t0, Held: true}, lifecycle.ModeNotifyOnly, audit.TypeLifecycleWouldStop, "WOULD STOP"},
+		{lifecycle.Notice{Kind: lifecycle.IdleWarning, StopAt: t0, Message: "Idle for 24m"}, string(gpuwardenv1alpha1.ModeEnforce), audit.TypeLifecycleIdleWarning, "WARNING"},
+		{lifecycle.Notice{Kind: lifecycle.IdleInfo, Message: "For information only"}, string(gpuwardenv1alpha1.ModeEnforce), audit.TypeLifecycleIdleWarning, "NOTICE"},
+		{lifecycle.Notice{Kind: lifecycle.IdleStop, StopAt: t0}, string(gpuwardenv1alpha1.ModeEnforce), audit.TypeLifecycleIdleStop, "STOPPED"},
+		{lifecycle.Notice{Kind: lifecycle.IdleStop, StopAt: t0, Held: true}, string(gpuwardenv1alpha1.ModeNotifyOnly), audit.TypeLifecycleWouldStop, "WOULD STOP"},
 	} {
 		got := noticeFor(c, "alice", a, p(tc.mode), tc.n, "n1", t0)
 		text := got.Text()
