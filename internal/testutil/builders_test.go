@@ -42,7 +42,7 @@ func TestBuildersSetWhatTheySay(t *testing.T) {
 		t.Errorf("quota (-want +got):\n%s", diff)
 	}
 
-	p := MakePolicy("short").Users("bob").GPUHoldAfterStop(time.Second).IdleTimeout(30 * time.Minute).Notify("", "https://hook").Obj()
+	p := MakePolicy("short").Users("bob").GPUHoldAfterStop(time.Second).IdleTimeout(30*time.Minute).Notify("", "https://hook").Obj()
 	wantP := &gpuwardenv1alpha1.ContainerPolicy{ObjectMeta: metav1.ObjectMeta{Name: "short"}, Spec: gpuwardenv1alpha1.ContainerPolicySpec{
 		Selector:         gpuwardenv1alpha1.PolicySelector{Users: []string{"bob"}},
 		GPUHoldAfterStop: ptr.To[gpuwardenv1alpha1.Duration]("1s"),
