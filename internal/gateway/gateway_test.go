@@ -17,6 +17,7 @@ import (
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
 
 // fakeEngine answers like a Docker engine and records what reached it.
@@ -150,18 +151,11 @@ func (f *fakeGPUs) Allocate(_ context.Context, _ string, req GPURequest, _ strin
 
 func (f *fakeGPUs) Release(_ context.Context, name string) { f.released = append(f.released, name) }
 
-type memAudit struct {
-	mu     sync.Mutex
-	events []audit.Event
-}
-
-func (m *memAudit) Log(e audit.Event) { m.mu.Lock(); m.events = append(m.events, e); m.mu.Unlock() }
-
 type world struct {
 	s      *Server
 	engine *fakeEngine
 	gpus   *fakeGPUs
-	audit  *memAudit
+	audit  *testutil.AuditRecorder
 	home   string
 }
 
@@ -184,7 +178,7 @@ func newWorld(t testing.TB) *world {
 	if err := os.Symlink("/etc", filepath.Join(home, "etc-link")); err != nil {
 		t.Fatal(err)
 	}
-	w := &world{engine: engine, gpus: &fakeGPUs{}, audit: &memAudit{}, home: home}
+	w := &world{engine: engine, gpus: &fakeGPUs{}, audit: &testutil.AuditRecorder{}, home: home}
 	w.s = &Server{Dial: dial,
 		AdminGroup: DefaultAdminGroup, AllowMounts: []string{"/data/shared"}, GPUs: w.gpus, Audit: w.audit}
 	w.s.up = newUpstream(w.s.Dial)
@@ -231,8 +225,8 @@ func TestOwnersOnlyTouchTheirOwnContainers(t *testing.T) {
 			t.Errorf("bob %s %s: %d %s", op.method, op.path, rec.Code, rec.Body)
 		}
 	}
-	if n := len(w.audit.events); n != 8 || w.audit.events[0].Type != audit.TypeAuthDenied || w.audit.events[0].User != "bob" {
-		t.Errorf("%d audit records, first %+v; want one auth.denied per refusal, as bob", n, w.audit.events[:min(n, 1)])
+	if evs := w.audit.Events(); len(evs) != 8 || evs[0].Type != audit.TypeAuthDenied || evs[0].User != "bob" {
+		t.Errorf("%d audit records, first %+v; want one auth.denied per refusal, as bob", len(evs), evs[:min(len(evs), 1)])
 	}
 	if rec := w.do(w.alice(), "POST", "/v1.41/containers/alice-nb/stop", ""); rec.Code != http.StatusOK {
 		t.Errorf("alice stops her own: %d %s", rec.Code, rec.Body)

@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
 
 // imageEngine is a fake engine that keeps images and their names the way the engine does.
@@ -212,7 +213,7 @@ func newImageWorld(t *testing.T) *imageWorld {
 	e := newImageEngine()
 	w := &imageWorld{engine: e, store: filepath.Join(dir, "data", "gateway-images.json")}
 	w.s = &Server{Dial: serveEngine(t, dir, e),
-		AdminGroup: DefaultAdminGroup, Audit: &memAudit{}, ImageOwners: w.store}
+		AdminGroup: DefaultAdminGroup, Audit: &testutil.AuditRecorder{}, ImageOwners: w.store}
 	w.s.up = newUpstream(w.s.Dial)
 	return w
 }
@@ -338,7 +339,7 @@ func TestImageOwnership(t *testing.T) {
 	w.expect(t, imgAlice, "DELETE", "/v1.41/images/"+id, http.StatusOK, "Deleted")
 
 	// The record is durable: a new gateway on the same file knows alice's names.
-	w.s = &Server{Dial: w.s.Dial, AdminGroup: DefaultAdminGroup, Audit: &memAudit{}, ImageOwners: w.store}
+	w.s = &Server{Dial: w.s.Dial, AdminGroup: DefaultAdminGroup, Audit: &testutil.AuditRecorder{}, ImageOwners: w.store}
 	w.s.up = newUpstream(w.s.Dial)
 	w.expect(t, imgBob, "DELETE", "/v1.41/images/alice/model:1", http.StatusForbidden, "belongs to alice")
 	if fi, err := os.Stat(w.store); err != nil || fi.Mode().Perm() != 0o600 {

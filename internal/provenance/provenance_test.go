@@ -3,9 +3,8 @@ package provenance
 import (
 	"testing"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
 
 func TestSignatureCoversWhatIsGivenAndToWhom(t *testing.T) {
@@ -17,9 +16,8 @@ func TestSignatureCoversWhatIsGivenAndToWhom(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: "adopted-0123456789ab"},
-		Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: "alice", NodeName: "gpu01", Source: gpuwardenv1alpha1.SourceAdopted,
-			Request: gpuwardenv1alpha1.AllocationRequest{Devices: []string{"GPU-1"}}, ContainerID: "0123456789ab"}}
+	a := testutil.MakeAllocation("adopted-0123456789ab").User("alice").Node("gpu01").Source(gpuwardenv1alpha1.SourceAdopted).
+		Devices("GPU-1").ContainerID("0123456789ab").Obj()
 	if Verify(key, a) {
 		t.Fatal("an unsigned allocation verifies")
 	}

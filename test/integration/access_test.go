@@ -12,10 +12,8 @@ import (
 
 	authorizationv1 "k8s.io/api/authorization/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	clocktesting "k8s.io/utils/clock/testing"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
@@ -85,11 +83,6 @@ func kubeconfigClient(t *testing.T, issuer access.Issuer, user string, admin boo
 	return c
 }
 
-func userAllocation(name, user string) *gpuwardenv1alpha1.GPUAllocation {
-	return &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: user, Request: gpuwardenv1alpha1.AllocationRequest{GPUs: ptr.To[int32](1)}}}
-}
-
 // TestUserKubeconfigsKeepUsersToTheirOwn: through the real API server, a user's kubeconfig
 // lists allocations and creates and deletes its own, and is refused another's allocations and
 // any change to quotas; an admin's may do both.
@@ -107,7 +100,7 @@ func TestUserKubeconfigsKeepUsersToTheirOwn(t *testing.T) {
 	dora := kubeconfigClient(t, issuer, "dora", false)
 	ed := kubeconfigClient(t, issuer, "ed", true)
 
-	others := userAllocation("frank-own", "frank")
+	others := testutil.MakeAllocation("frank-own").User("frank").GPUs(1).Obj()
 	if err := admin.Create(ctx, others); err != nil {
 		t.Fatal(err)
 	}
@@ -115,18 +108,18 @@ func TestUserKubeconfigsKeepUsersToTheirOwn(t *testing.T) {
 
 	// The policy is enforced once the API server has read it.
 	testutil.Eventually(t, 20*time.Second, "dora refused an allocation for frank, naming why", func() (bool, string) {
-		err := dora.Create(ctx, userAllocation("dora-for-frank", "frank"))
+		err := dora.Create(ctx, testutil.MakeAllocation("dora-for-frank").User("frank").GPUs(1).Obj())
 		if err == nil {
-			_ = admin.Delete(ctx, userAllocation("dora-for-frank", "frank"))
+			_ = admin.Delete(ctx, testutil.MakeAllocation("dora-for-frank").User("frank").GPUs(1).Obj())
 			return false, "created"
 		}
 		return apierrors.IsForbidden(err) || apierrors.IsInvalid(err), err.Error()
 	})
-	err := dora.Create(ctx, userAllocation("dora-for-frank-2", "frank"))
+	err := dora.Create(ctx, testutil.MakeAllocation("dora-for-frank-2").User("frank").GPUs(1).Obj())
 	if err == nil || !strings.Contains(err.Error(), "user dora may create only their own GPUAllocations; dora-for-frank-2 is for frank") {
 		t.Errorf("dora creating frank's allocation: %v", err)
 	}
-	mine := userAllocation("dora-own", "dora")
+	mine := testutil.MakeAllocation("dora-own").User("dora").GPUs(1).Obj()
 	if err := dora.Create(ctx, mine); err != nil {
 		t.Errorf("dora creating her own allocation: %v", err)
 	}
@@ -140,8 +133,7 @@ func TestUserKubeconfigsKeepUsersToTheirOwn(t *testing.T) {
 	if err := dora.Delete(ctx, mine); err != nil {
 		t.Errorf("dora deleting her own allocation: %v", err)
 	}
-	q := &gpuwardenv1alpha1.GPUQuota{ObjectMeta: metav1.ObjectMeta{Name: "dora-quota"},
-		Spec: gpuwardenv1alpha1.GPUQuotaSpec{Subjects: []gpuwardenv1alpha1.Subject{{Kind: gpuwardenv1alpha1.SubjectUser, Name: "dora"}}}}
+	q := testutil.MakeQuota("dora-quota").Users("dora").Obj()
 	if err := dora.Create(ctx, q); !apierrors.IsForbidden(err) {
 		t.Errorf("dora creating a quota: %v, want Forbidden", err)
 	}
@@ -158,7 +150,7 @@ func TestUserKubeconfigsKeepUsersToTheirOwn(t *testing.T) {
 		t.Errorf("dora deleting a quota: %v, want Forbidden", err)
 	}
 	// An admin's kubeconfig acts for anyone.
-	forFrank := userAllocation("ed-for-frank", "frank")
+	forFrank := testutil.MakeAllocation("ed-for-frank").User("frank").GPUs(1).Obj()
 	if err := ed.Create(ctx, forFrank); err != nil {
 		t.Errorf("admin ed creating frank's allocation: %v", err)
 	}
@@ -194,7 +186,7 @@ func TestUsersAllocationsNameNoContainer(t *testing.T) {
 	ed := kubeconfigClient(t, issuer, "ed", true)
 	const theirs = "0123456789abcdef0123"
 	naming := func(name, id, cname string) *gpuwardenv1alpha1.GPUAllocation {
-		a := userAllocation(name, "gil")
+		a := testutil.MakeAllocation(name).User("gil").GPUs(1).Obj()
 		a.Spec.ContainerID, a.Spec.ContainerName = id, cname
 		return a
 	}

@@ -12,10 +12,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
@@ -137,14 +135,11 @@ func startManagerWith(tb testing.TB, cfg *rest.Config, o controllers.Options) (s
 
 func createQuotas(t testing.TB, c client.Client) {
 	t.Helper()
-	for _, q := range []gpuwardenv1alpha1.GPUQuota{
-		{ObjectMeta: metav1.ObjectMeta{Name: "everyone"}, Spec: gpuwardenv1alpha1.GPUQuotaSpec{
-			Subjects: []gpuwardenv1alpha1.Subject{{Kind: gpuwardenv1alpha1.SubjectEveryone}}, Priority: ptr.To[int32](10),
-			Limits: gpuwardenv1alpha1.QuotaLimits{GPUEquivalents: ptr.To(resource.MustParse("2")), MaxGPUsPerContainer: ptr.To[int32](2), MaxContainers: ptr.To[int32](3)}}},
-		{ObjectMeta: metav1.ObjectMeta{Name: "vip"}, Spec: gpuwardenv1alpha1.GPUQuotaSpec{
-			Subjects: []gpuwardenv1alpha1.Subject{{Kind: gpuwardenv1alpha1.SubjectGroup, Name: "vip"}}, Precedence: 10, Priority: ptr.To[int32](50)}},
+	for _, q := range []*testutil.QuotaWrapper{
+		testutil.MakeQuota("everyone").Everyone().Priority(10).GPUEquivalents("2").MaxGPUsPerContainer(2).MaxContainers(3),
+		testutil.MakeQuota("vip").Groups("vip").Precedence(10).Priority(50),
 	} {
-		if err := c.Create(context.Background(), &q); err != nil {
+		if err := c.Create(context.Background(), q.Obj()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -159,8 +154,7 @@ func burst(t *testing.T, c client.Client, prefix, node string, users, each int) 
 		go func() {
 			defer wg.Done()
 			for i := range each {
-				a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-u%02d-%02d", prefix, u, i)},
-					Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: fmt.Sprintf("u%02d", u), NodeName: node, Request: gpuwardenv1alpha1.AllocationRequest{GPUs: ptr.To[int32](1)}}}
+				a := testutil.MakeAllocation(fmt.Sprintf("%s-u%02d-%02d", prefix, u, i)).User(fmt.Sprintf("u%02d", u)).Node(node).GPUs(1).Obj()
 				if err := c.Create(context.Background(), a); err != nil {
 					t.Errorf("creating %s: %v", a.Name, err)
 				}
@@ -363,8 +357,7 @@ func TestForeignProcessesKeepAGPUOut(t *testing.T) {
 		var gpus gpuwardenv1alpha1.GPUList
 		return c.List(context.Background(), &gpus) == nil && len(gpus.Items) == 8
 	})
-	a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: "foreign-1"},
-		Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: "alice", NodeName: "node-a", Request: gpuwardenv1alpha1.AllocationRequest{GPUs: ptr.To[int32](1)}}}
+	a := testutil.MakeAllocation("foreign-1").User("alice").Node("node-a").GPUs(1).Obj()
 	if err := c.Create(context.Background(), a); err != nil {
 		t.Fatal(err)
 	}
@@ -389,8 +382,7 @@ func TestReleaseOnRequestAndRetention(t *testing.T) {
 	startManager(t, controllers.Options{NodeName: "node-r", GPUs: gpu.NewNVML(fake), Groups: resolve.StaticGroups{}, Clock: clk})
 
 	newAlloc := func(name string, gpus int32) *gpuwardenv1alpha1.GPUAllocation {
-		a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: name},
-			Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: "alice", NodeName: "node-r", Request: gpuwardenv1alpha1.AllocationRequest{GPUs: ptr.To(gpus)}}}
+		a := testutil.MakeAllocation(name).User("alice").Node("node-r").GPUs(gpus).Obj()
 		if err := c.Create(ctx, a); err != nil {
 			t.Fatal(err)
 		}

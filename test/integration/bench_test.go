@@ -10,11 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
@@ -24,6 +21,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/gpu/fakegpu"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 	"github.com/gpuwarden/gpuwarden/internal/scheme"
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
 
 const benchWorkers = 50
@@ -87,9 +85,7 @@ func BenchmarkAllocationOne(b *testing.B) { benchAllocation(b, 1) }
 
 func benchAllocation(b *testing.B, workers int) {
 	c := allocationTest(b)
-	q := &gpuwardenv1alpha1.GPUQuota{ObjectMeta: metav1.ObjectMeta{Name: "bench"}, Spec: gpuwardenv1alpha1.GPUQuotaSpec{
-		Subjects: []gpuwardenv1alpha1.Subject{{Kind: gpuwardenv1alpha1.SubjectEveryone}},
-		Limits:   gpuwardenv1alpha1.QuotaLimits{GPUEquivalents: ptr.To(resource.MustParse("1000"))}}}
+	q := testutil.MakeQuota("bench").Everyone().GPUEquivalents("1000").Obj()
 	if err := c.Create(context.Background(), q); err != nil {
 		b.Fatal(err)
 	}
@@ -179,9 +175,7 @@ func run(b *testing.B, c client.Client, bw *boundWatcher, workers int, afterCrea
 				next++
 				mu.Unlock()
 				name := fmt.Sprintf("bench-%d-%d", w, i)
-				a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: name},
-					Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: fmt.Sprintf("user%02d", w), NodeName: "bench",
-						Request: gpuwardenv1alpha1.AllocationRequest{GPUs: ptr.To[int32](1)}}}
+				a := testutil.MakeAllocation(name).User(fmt.Sprintf("user%02d", w)).Node("bench").GPUs(1).Obj()
 				bound := bw.expect(name)
 				t0 := time.Now()
 				if err := c.Create(ctx, a); err != nil {

@@ -15,7 +15,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
@@ -147,11 +146,7 @@ func (e *containerEnv) run(args ...string) string {
 // allocate creates a Manual allocation of n GPUs for user and waits until it is Bound.
 func (e *containerEnv) allocate(name, user string, n int32) *gpuwardenv1alpha1.GPUAllocation {
 	e.t.Helper()
-	a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: user, NodeName: e.node, Request: gpuwardenv1alpha1.AllocationRequest{GPUs: ptr.To(n)}}}
-	if err := e.c.Create(context.Background(), a); err != nil {
-		e.t.Fatal(err)
-	}
+	e.create(testutil.MakeAllocation(name).User(user).GPUs(n))
 	return e.waitPhase(name, gpuwardenv1alpha1.PhaseBound)
 }
 
@@ -219,16 +214,12 @@ func (e *containerEnv) exists(id string) bool {
 	return exec.Command("docker", "-H", e.host, "inspect", id).Run() == nil
 }
 
-func (e *containerEnv) policy(name string, spec gpuwardenv1alpha1.ContainerPolicySpec) {
+// policy creates the policy w builds.
+func (e *containerEnv) policy(w *testutil.PolicyWrapper) {
 	e.t.Helper()
-	if err := e.c.Create(context.Background(), &gpuwardenv1alpha1.ContainerPolicy{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: spec}); err != nil {
+	if err := e.c.Create(context.Background(), w.Obj()); err != nil {
 		e.t.Fatal(err)
 	}
-}
-
-func duration(d time.Duration) *gpuwardenv1alpha1.Duration {
-	v := gpuwardenv1alpha1.Duration(d.String())
-	return &v
 }
 
 func TestContainerLifecycleBindingAndReleaseOnRemoval(t *testing.T) {
@@ -290,11 +281,7 @@ func TestContainerRemovedWhileGPUWardenWasDown(t *testing.T) {
 func TestWaitingAllocationOfARemovedContainerStopsWaiting(t *testing.T) {
 	e := newContainerEnv(t, dockerHost(t))
 	e.allocate("olga-fill", "filler", 8) // every GPU held: olga's request waits
-	a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: "olga-big"},
-		Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: "olga", NodeName: e.node, Request: gpuwardenv1alpha1.AllocationRequest{GPUs: ptr.To[int32](1)}}}
-	if err := e.c.Create(context.Background(), a); err != nil {
-		t.Fatal(err)
-	}
+	e.create(testutil.MakeAllocation("olga-big").User("olga").GPUs(1))
 	testutil.Eventually(t, 20*time.Second, "waiting for capacity", func() bool {
 		return e.get("olga-big").Status.Reason == gpuwardenv1alpha1.ReasonNoCapacity
 	})
@@ -369,8 +356,7 @@ func TestOwnerAndTypeFromLegacyAndWellKnownLabels(t *testing.T) {
 
 func TestStoppedContainersReleaseAfterHoldAndAreRemoved(t *testing.T) {
 	e := newContainerEnv(t, dockerHost(t))
-	e.policy("short", gpuwardenv1alpha1.ContainerPolicySpec{Selector: gpuwardenv1alpha1.PolicySelector{Users: []string{"bob"}},
-		GPUHoldAfterStop: duration(time.Second), RemoveAfterStop: duration(3 * time.Second)})
+	e.policy(testutil.MakePolicy("short").Users("bob").GPUHoldAfterStop(time.Second).RemoveAfterStop(3 * time.Second))
 	a := e.allocate("bob-1", "bob", 1)
 	id := e.run("--name", "bob-1", "--label", "gpuwarden.io/user=bob", "--label", "gpuwarden.io/allocation=bob-1",
 		"--gpus", "device="+a.Status.Devices[0].UUID, testImage(), "sleep", "3600")
@@ -400,8 +386,7 @@ func TestStoppedContainersReleaseAfterHoldAndAreRemoved(t *testing.T) {
 
 func TestCreatedNeverStartedIsRemoved(t *testing.T) {
 	e := newContainerEnv(t, dockerHost(t))
-	e.policy("created", gpuwardenv1alpha1.ContainerPolicySpec{Selector: gpuwardenv1alpha1.PolicySelector{Users: []string{"gina"}},
-		CreatedNeverStartedTimeout: duration(time.Second)})
+	e.policy(testutil.MakePolicy("created").Users("gina").CreatedNeverStartedTimeout(time.Second))
 	id := dockerCLI(t, e.host, "create", "--name", "never-started", "--label", "ds01.user=gina", testImage(), "sleep", "1")
 	t.Cleanup(func() { _ = exec.Command("docker", "-H", e.host, "rm", "-f", id).Run() })
 	testutil.Eventually(t, 20*time.Second, "the never-started container removed", func() bool { return !e.exists(id) })
@@ -414,8 +399,7 @@ func TestCreatedNeverStartedIsRemoved(t *testing.T) {
 func TestAdoptionOfGPUContainersMadeOutsideGPUWarden(t *testing.T) {
 	e := newContainerEnv(t, dockerHost(t))
 	e.createQuotas() // everyone: 2 gpu-equivalents, 2 per container, 3 containers
-	e.policy("stop-unallocated", gpuwardenv1alpha1.ContainerPolicySpec{Selector: gpuwardenv1alpha1.PolicySelector{Users: []string{"hank"}},
-		OnUnallocatedGPU: gpuwardenv1alpha1.UnallocatedGPUStop, StopGracePeriod: duration(time.Second)})
+	e.policy(testutil.MakePolicy("stop-unallocated").Users("hank").OnUnallocatedGPU(gpuwardenv1alpha1.UnallocatedGPUStop).StopGracePeriod(time.Second))
 	uuids := e.fake.UUIDs()
 
 	ok := e.run("--label", "ds01.user=hank", "--gpus", "device="+uuids[5], testImage(), "sleep", "3600")

@@ -10,7 +10,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -127,8 +126,7 @@ func TestUserRoleCannotWriteStatuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: "carol-rbac"},
-		Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: "carol", Request: gpuwardenv1alpha1.AllocationRequest{GPUs: ptr.To[int32](1)}}}
+	a := testutil.MakeAllocation("carol-rbac").User("carol").GPUs(1).Obj()
 	testutil.Eventually(t, 10*time.Second, "carol may create an allocation", func() bool { return carol.Create(ctx, a) == nil })
 	t.Cleanup(func() { _ = admin.Delete(context.Background(), a) })
 	var list gpuwardenv1alpha1.GPUQuotaList
@@ -140,8 +138,7 @@ func TestUserRoleCannotWriteStatuses(t *testing.T) {
 	if err := carol.Status().Patch(ctx, a, client.MergeFrom(orig)); !apierrors.IsForbidden(err) {
 		t.Errorf("carol writing an allocation's status: %v, want Forbidden", err)
 	}
-	q := &gpuwardenv1alpha1.GPUQuota{ObjectMeta: metav1.ObjectMeta{Name: "carol-own"},
-		Spec: gpuwardenv1alpha1.GPUQuotaSpec{Subjects: []gpuwardenv1alpha1.Subject{{Kind: gpuwardenv1alpha1.SubjectUser, Name: "carol"}}}}
+	q := testutil.MakeQuota("carol-own").Users("carol").Obj()
 	if err := carol.Create(ctx, q); !apierrors.IsForbidden(err) {
 		t.Errorf("carol creating a quota: %v, want Forbidden", err)
 	}

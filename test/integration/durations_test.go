@@ -94,8 +94,7 @@ func TestStoredPolicyGoCannotReadIsSkipped(t *testing.T) {
 	}
 	t.Cleanup(func() { _, _ = etcd.Delete(context.Background(), "/registry/gpuwarden.io/containerpolicies/"+bad) })
 
-	good := &gpuwardenv1alpha1.ContainerPolicy{ObjectMeta: metav1.ObjectMeta{Name: "stored-overflow-neighbour"},
-		Spec: gpuwardenv1alpha1.ContainerPolicySpec{Selector: gpuwardenv1alpha1.PolicySelector{Users: []string{"stored-probe"}}, MaxRuntime: duration(2 * time.Hour)}}
+	good := testutil.MakePolicy("stored-overflow-neighbour").Users("stored-probe").MaxRuntime(2 * time.Hour).Obj()
 	if err := c.Create(ctx, good); err != nil {
 		t.Fatal(err)
 	}
@@ -151,9 +150,7 @@ func TestWebhookToThisMachineIsNotUsed(t *testing.T) {
 		"hook-metadata":  {"http://169.254.169.254/latest/meta-data", metav1.ConditionFalse},
 		"hook-outside":   {"https://203.0.113.7/hook", metav1.ConditionTrue},
 	} {
-		p := &gpuwardenv1alpha1.ContainerPolicy{ObjectMeta: metav1.ObjectMeta{Name: name},
-			Spec: gpuwardenv1alpha1.ContainerPolicySpec{Selector: gpuwardenv1alpha1.PolicySelector{Users: []string{"nobody-" + name}},
-				Notify: &gpuwardenv1alpha1.Notify{WebhookURL: tc.url}}}
+		p := testutil.MakePolicy(name).Users("nobody-"+name).Notify("", tc.url).Obj()
 		if err := c.Create(ctx, p); err != nil {
 			t.Fatal(err)
 		}

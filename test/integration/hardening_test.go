@@ -9,7 +9,6 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -30,11 +29,10 @@ func (e *containerEnv) records(typ, name string) []audit.Event {
 	return out
 }
 
-func (e *containerEnv) create(name, user string, req gpuwardenv1alpha1.AllocationRequest, source gpuwardenv1alpha1.AllocationSource) {
+// create creates the allocation w builds, for the env's node.
+func (e *containerEnv) create(w *testutil.AllocationWrapper) {
 	e.t.Helper()
-	a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: user, NodeName: e.node, Request: req, Source: source}}
-	if err := e.c.Create(context.Background(), a); err != nil {
+	if err := e.c.Create(context.Background(), w.Node(e.node).Obj()); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -80,8 +78,8 @@ func TestForgedStatusesAreOverwrittenFromTheLedger(t *testing.T) {
 	bound := e.allocate("forge-bound", "fay", 1)
 	real := bound.Status.Devices[0].UUID
 	e.allocate("forge-fill", "filler", 7)
-	e.create("forge-pending", "fay", gpuwardenv1alpha1.AllocationRequest{GPUs: ptr.To[int32](1)}, "")
-	e.create("forge-rejected", "fay", gpuwardenv1alpha1.AllocationRequest{GPUs: ptr.To[int32](9)}, "")
+	e.create(testutil.MakeAllocation("forge-pending").User("fay").GPUs(1))
+	e.create(testutil.MakeAllocation("forge-rejected").User("fay").GPUs(9))
 	testutil.Eventually(t, 20*time.Second, "forge-pending waits", func() bool {
 		return e.get("forge-pending").Status.Reason == gpuwardenv1alpha1.ReasonNoCapacity
 	})
@@ -137,7 +135,7 @@ func TestOneFailingStatusStopsNothing(t *testing.T) {
 	long := e.allocate("long-reason", "lena", 1)
 	e.allocate("short-reason", "lena", 1)
 	e.allocate("fill", "filler", 6)
-	e.create("next", "nick", gpuwardenv1alpha1.AllocationRequest{Devices: []string{long.Status.Devices[0].UUID}}, "")
+	e.create(testutil.MakeAllocation("next").User("nick").Devices(long.Status.Devices[0].UUID))
 	testutil.Eventually(t, 20*time.Second, "next waits for the device", func() bool {
 		return e.get("next").Status.Reason == gpuwardenv1alpha1.ReasonNoCapacity
 	})
@@ -185,7 +183,7 @@ func TestRequestsThatCanNeverBeMetAreRejected(t *testing.T) {
 		"never-mig-index": {gpuwardenv1alpha1.AllocationRequest{Devices: []string{"1:0"}}, "no device 1:0"},
 	}
 	for name, c := range cases {
-		e.create(name, "uma", c.req, "")
+		e.create(testutil.MakeAllocation(name).User("uma").Request(c.req))
 	}
 	for name, c := range cases {
 		a := e.waitPhase(name, gpuwardenv1alpha1.PhaseRejected)
@@ -193,19 +191,17 @@ func TestRequestsThatCanNeverBeMetAreRejected(t *testing.T) {
 			t.Errorf("%s: %s %q, want %s naming %q", name, a.Status.Reason, a.Status.Message, gpuwardenv1alpha1.ReasonUnsatisfiable, c.want)
 		}
 	}
-	e.create("by-index", "uma", gpuwardenv1alpha1.AllocationRequest{Devices: []string{"3"}}, "")
+	e.create(testutil.MakeAllocation("by-index").User("uma").Devices("3"))
 	if a := e.waitPhase("by-index", gpuwardenv1alpha1.PhaseBound); a.Status.Devices[0].UUID != uuids[3] {
 		t.Errorf("device 3 bound as %s, want %s", a.Status.Devices[0].UUID, uuids[3])
 	}
 
-	q := &gpuwardenv1alpha1.GPUQuota{ObjectMeta: metav1.ObjectMeta{Name: "tiny"}, Spec: gpuwardenv1alpha1.GPUQuotaSpec{
-		Subjects: []gpuwardenv1alpha1.Subject{{Kind: gpuwardenv1alpha1.SubjectUser, Name: "tim"}},
-		Limits:   gpuwardenv1alpha1.QuotaLimits{GPUEquivalents: ptr.To(resource.MustParse("1n"))}}}
+	q := testutil.MakeQuota("tiny").Users("tim").GPUEquivalents("1n").Obj()
 	if err := e.c.Create(context.Background(), q); err != nil {
 		t.Fatal(err)
 	}
 	e.accepted(q.Name)
-	e.create("tiny-1", "tim", gpuwardenv1alpha1.AllocationRequest{GPUs: ptr.To[int32](1)}, "")
+	e.create(testutil.MakeAllocation("tiny-1").User("tim").GPUs(1))
 	if a := e.waitPhase("tiny-1", gpuwardenv1alpha1.PhaseRejected); !strings.Contains(a.Status.Message, "0/0.000000001") {
 		t.Errorf("quota message %q does not show the real limit", a.Status.Message)
 	}
@@ -216,8 +212,8 @@ func TestRequestsThatCanNeverBeMetAreRejected(t *testing.T) {
 func TestHandMadeAdoptedOrGatewayAllocationIsRefused(t *testing.T) {
 	e := newContainerEnv(t, dockerHost(t))
 	uuids := e.fake.UUIDs()
-	e.create("hand-adopted", "vic", gpuwardenv1alpha1.AllocationRequest{Devices: []string{uuids[4]}}, gpuwardenv1alpha1.SourceAdopted)
-	e.create("hand-gateway", "vic", gpuwardenv1alpha1.AllocationRequest{GPUs: ptr.To[int32](1)}, gpuwardenv1alpha1.SourceGateway)
+	e.create(testutil.MakeAllocation("hand-adopted").User("vic").Devices(uuids[4]).Source(gpuwardenv1alpha1.SourceAdopted))
+	e.create(testutil.MakeAllocation("hand-gateway").User("vic").GPUs(1).Source(gpuwardenv1alpha1.SourceGateway))
 	for _, name := range []string{"hand-adopted", "hand-gateway"} {
 		a := e.waitPhase(name, gpuwardenv1alpha1.PhaseRejected)
 		if a.Status.Reason != gpuwardenv1alpha1.ReasonSourceNotAllowed || !strings.Contains(a.Status.Message, "only by gpuwarden") {
@@ -269,8 +265,7 @@ func TestAdoptedOverQuotaIsDecidedOnce(t *testing.T) {
 // when the policy says onUnallocatedGPU: Stop.
 func TestContainerTakingMoreThanItsAllocationIsReported(t *testing.T) {
 	e := newContainerEnv(t, dockerHost(t))
-	e.policy("stop-over", gpuwardenv1alpha1.ContainerPolicySpec{Selector: gpuwardenv1alpha1.PolicySelector{Users: []string{"otto"}},
-		OnUnallocatedGPU: gpuwardenv1alpha1.UnallocatedGPUStop, StopGracePeriod: duration(time.Second)})
+	e.policy(testutil.MakePolicy("stop-over").Users("otto").OnUnallocatedGPU(gpuwardenv1alpha1.UnallocatedGPUStop).StopGracePeriod(time.Second))
 	e.allocate("otto-1", "otto", 1)
 	id := e.run("--label", "gpuwarden.io/user=otto", "--label", "gpuwarden.io/allocation=otto-1", "--gpus", "all", testImage(), "sleep", "3600")
 	ev := e.waitEvent(audit.TypeDetectionUnmanagedContainer, id)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/utils/ptr"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/controllers"
@@ -63,20 +64,13 @@ func (e *reclaimEnv) setGPUs(yaml string) {
 	}
 }
 
-// idlePolicy is a short idle timeout for user's containers.
-func idlePolicy(user string, mode gpuwardenv1alpha1.PolicyMode, webhook string) gpuwardenv1alpha1.ContainerPolicySpec {
-	return gpuwardenv1alpha1.ContainerPolicySpec{
-		Selector: gpuwardenv1alpha1.PolicySelector{Users: []string{user}},
-		Mode:     mode,
-		Idle: &gpuwardenv1alpha1.IdlePolicy{Timeout: duration(8 * time.Second), GPUUtilizationPercent: ptrTo[int32](5), CPUPercent: ptrTo[int32](10),
-			NetworkBytesPerSecond: ptrTo[int64](10000), ConsecutiveSamples: ptrTo[int32](2), WarnAtFractions: []gpuwardenv1alpha1.Fraction{"0.5"}},
-		StopGracePeriod:  duration(time.Second),
-		GPUHoldAfterStop: duration(2 * time.Second),
-		Notify:           &gpuwardenv1alpha1.Notify{File: "/gpuwarden-notice", WebhookURL: webhook},
-	}
+// idlePolicy, named name, is a short idle timeout for user's containers.
+func idlePolicy(name, user string, mode gpuwardenv1alpha1.PolicyMode, webhook string) *testutil.PolicyWrapper {
+	return testutil.MakePolicy(name).Users(user).Mode(mode).
+		Idle(gpuwardenv1alpha1.IdlePolicy{Timeout: testutil.Duration(8 * time.Second), GPUUtilizationPercent: ptr.To[int32](5), CPUPercent: ptr.To[int32](10),
+			NetworkBytesPerSecond: ptr.To[int64](10000), ConsecutiveSamples: ptr.To[int32](2), WarnAtFractions: []gpuwardenv1alpha1.Fraction{"0.5"}}).
+		StopGracePeriod(time.Second).GPUHoldAfterStop(2*time.Second).Notify("/gpuwarden-notice", webhook)
 }
-
-func ptrTo[T any](v T) *T { return &v }
 
 // gpuContainer runs a container of user attached to a new one-GPU allocation.
 func (e *reclaimEnv) gpuContainer(name, user string, cmd ...string) (id string, a *gpuwardenv1alpha1.GPUAllocation) {
@@ -154,7 +148,7 @@ func (h *hookSink) received(typ, container string) []controllers.Notice {
 
 func TestIdleContainerIsWarnedThenStoppedAndReleased(t *testing.T) {
 	e := newReclaimEnv(t)
-	e.policy("idle-ada", idlePolicy("ada", gpuwardenv1alpha1.ModeEnforce, e.hook.url))
+	e.policy(idlePolicy("idle-ada", "ada", gpuwardenv1alpha1.ModeEnforce, e.hook.url))
 	id, _ := e.gpuContainer("ada-nb", "ada", "sleep", "3600")
 
 	warn := e.waitEvent(audit.TypeLifecycleIdleWarning, id)
@@ -197,7 +191,7 @@ func TestIdleContainerIsWarnedThenStoppedAndReleased(t *testing.T) {
 
 func TestBusyContainersAreLeftAlone(t *testing.T) {
 	e := newReclaimEnv(t)
-	e.policy("idle-bo", idlePolicy("bo", gpuwardenv1alpha1.ModeEnforce, ""))
+	e.policy(idlePolicy("idle-bo", "bo", gpuwardenv1alpha1.ModeEnforce, ""))
 	gpuBusy, a := e.gpuContainer("bo-train", "bo", "sleep", "3600")
 	cpuBusy, _ := e.gpuContainer("bo-cpu", "bo", "sh", "-c", "while :; do :; done")
 	e.setGPUs("devices: {\"" + a.Status.Devices[0].UUID + "\": {utilization: 97}}\n")
@@ -215,11 +209,7 @@ func TestBusyContainersAreLeftAlone(t *testing.T) {
 
 func TestRuntimeLimitStopsAndDoesNotRemove(t *testing.T) {
 	e := newReclaimEnv(t)
-	e.policy("runtime-cy", gpuwardenv1alpha1.ContainerPolicySpec{
-		Selector:   gpuwardenv1alpha1.PolicySelector{Users: []string{"cy"}},
-		MaxRuntime: duration(6 * time.Second), RuntimeWarnAtFractions: []gpuwardenv1alpha1.Fraction{"0.5"},
-		StopGracePeriod: duration(time.Second),
-	})
+	e.policy(testutil.MakePolicy("runtime-cy").Users("cy").MaxRuntime(6 * time.Second).RuntimeWarnAt("0.5").StopGracePeriod(time.Second))
 	id, _ := e.gpuContainer("cy-long", "cy", "sh", "-c", "while :; do :; done")
 	e.waitEvent(audit.TypeLifecycleRuntimeWarning, id)
 	e.waitEvent(audit.TypeLifecycleRuntimeStop, id)
@@ -230,7 +220,7 @@ func TestRuntimeLimitStopsAndDoesNotRemove(t *testing.T) {
 
 func TestDryRunTouchesNothing(t *testing.T) {
 	e := newReclaimEnv(t)
-	e.policy("idle-di", idlePolicy("di", gpuwardenv1alpha1.ModeDryRun, e.hook.url))
+	e.policy(idlePolicy("idle-di", "di", gpuwardenv1alpha1.ModeDryRun, e.hook.url))
 	id, _ := e.gpuContainer("di-nb", "di", "sleep", "3600")
 	would := e.waitEvent(audit.TypeLifecycleWouldStop, id)
 	if would.Details["mode"] != "DryRun" || !strings.Contains(would.Details["reason"].(string), "idle") {
@@ -250,10 +240,9 @@ func TestDryRunTouchesNothing(t *testing.T) {
 
 func TestRestartMidStreakKeepsTheIdleTime(t *testing.T) {
 	e := newReclaimEnv(t)
-	spec := idlePolicy("eve", gpuwardenv1alpha1.ModeEnforce, "")
-	spec.Idle.Timeout = duration(12 * time.Second)
-	spec.Idle.WarnAtFractions = []gpuwardenv1alpha1.Fraction{"0.25"}
-	e.policy("idle-eve", spec)
+	p := idlePolicy("idle-eve", "eve", gpuwardenv1alpha1.ModeEnforce, "").IdleTimeout(12 * time.Second)
+	p.Spec.Idle.WarnAtFractions = []gpuwardenv1alpha1.Fraction{"0.25"}
+	e.policy(p)
 	id, _ := e.gpuContainer("eve-nb", "eve", "sleep", "3600")
 	e.waitEvent(audit.TypeLifecycleIdleWarning, id)
 	before := e.get("eve-nb").Status.Idle
