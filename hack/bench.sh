@@ -131,12 +131,12 @@ out=$(go test -run XXX -bench 'BenchmarkLabWeek' -benchtime 1x ./internal/lifecy
 gw_beyond=$(echo "$out" | metric LabWeek gpuwarden-beyond-GPUh); hourly=$(echo "$out" | metric LabWeek hourly-beyond-GPUh)
 row "Lab-week replay: idle GPU-hours beyond the timeout" "$gw_beyond GPU-h ($(echo "$out" | metric LabWeek gpuwarden-busy-stopped) busy stopped)" "hourly sweep $hourly GPU-h, no policy $(echo "$out" | metric LabWeek none-beyond-GPUh)" "below the hourly sweep, 0 busy stopped" "$(verdict "$gw_beyond < $hourly && $(echo "$out" | metric LabWeek gpuwarden-busy-stopped) == 0")"
 echo "== one sample round over 200 running GPU containers, next to its stats calls and GPU read alone"
-out=$(go test -run XXX -bench 'BenchmarkSampleRound' -benchtime "$(bt 50x 5x)" ./controllers/ | grep -E '^Benchmark'); echo "$out"
+out=$(go test -run XXX -bench 'BenchmarkSampleRound' -benchtime "$(bt 50x 5x)" ./controllers/reclaim/ | grep -E '^Benchmark'); echo "$out"
 r=$(echo "$out" | metric 'SampleRound/round' ns/op); ref=$(echo "$out" | metric 'SampleRound/reference' ns/op)
 row "Sample round, 200 GPU containers" "$(echo "scale=1; $r / 1000000" | bc) ms" "its stats calls and GPU read alone: $(echo "scale=1; $ref / 1000000" | bc) ms" "–" "ratio $(ratio "$r" "$ref")"
 
 echo "== /metrics with 8 GPUs in 56 MIG instances and 200 running GPU containers, next to a bare controller-runtime registry"
-out=$(go test -run XXX -bench 'BenchmarkScrape' -benchtime "$(bt 500x 20x)" ./controllers/ | grep -E '^Benchmark'); echo "$out"
+out=$(go test -run XXX -bench 'BenchmarkScrape' -benchtime "$(bt 500x 20x)" ./controllers/governance/ | grep -E '^Benchmark'); echo "$out"
 echo "target: p99 < 20 ms"
 p99=$(echo "$out" | metric 'Scrape/gpuwarden' p99-ms); bare=$(echo "$out" | metric 'Scrape/bare' p99-ms)
 row "/metrics scrape p99 (8 GPUs, 56 MIG, 200 containers)" "$p99 ms" "bare controller-runtime registry $bare ms" "< 20 ms" "$(verdict "$p99 < 20")"

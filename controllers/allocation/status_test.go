@@ -15,7 +15,10 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/allocation"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/message"
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
+
+var t0 = time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
 
 // TestDesiredStatusComesFromTheLedger: what each allocation's status should say, from the
 // ledger and the pass's decisions alone — whatever the status said before.
@@ -135,7 +138,7 @@ func TestDesiredStatusOfAnUnchangedBindingIsWhatIsStored(t *testing.T) {
 // writes Released from the release annotation and records it again — under the same ID,
 // so that readers keep it once.
 func TestAReleaseRecordedTwiceHasOneID(t *testing.T) {
-	log := &auditLog{}
+	log := &testutil.AuditRecorder{}
 	p := &pass{r: &Reconciler{NodeName: "n1", Audit: log, Recorder: events.NewFakeRecorder(10)}, now: t0,
 		released: map[string]releaseInfo{}}
 	boundAt := metav1.NewTime(t0.Add(-time.Hour).Truncate(time.Second))
@@ -144,7 +147,7 @@ func TestAReleaseRecordedTwiceHasOneID(t *testing.T) {
 		Status: gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhaseReleased, BoundTime: &boundAt, ReleasedTime: &metav1.Time{Time: t0}}}
 	p.record(a, &gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhaseBound, BoundTime: &boundAt})
 	want := audit.DecisionID("release", "r", t0.Add(-time.Hour+300*time.Millisecond)) // as the ledger keeps it, finer
-	if len(log.events) != 1 || log.events[0].ID != want {
-		t.Fatalf("recorded %+v, want one gpu.release with ID %s (the ledger release's)", log.events, want)
+	if len(log.Events()) != 1 || log.Events()[0].ID != want {
+		t.Fatalf("recorded %+v, want one gpu.release with ID %s (the ledger release's)", log.Events(), want)
 	}
 }

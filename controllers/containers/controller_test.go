@@ -53,25 +53,25 @@ func TestStoreReplaceReportsChanges(t *testing.T) {
 	t0 := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
 	a := docker.Container{ID: "a", State: docker.StateRunning, StartedAt: t0}
 	b := docker.Container{ID: "b", State: docker.StateRunning, StartedAt: t0}
-	s.replace([]docker.Container{a, b}, t0)
+	s.Replace([]docker.Container{a, b}, t0)
 	if _, ok, synced := s.Get("a"); !ok || !synced {
 		t.Fatal("a not stored after the first listing")
 	}
-	s.setSynced(false)
+	s.SetSynced(false)
 	if _, _, synced := s.Get("a"); synced {
 		t.Fatal("store still synced during an outage")
 	}
 	aStopped := a
 	aStopped.State = docker.StateExited
 	c := docker.Container{ID: "c", State: docker.StateCreated}
-	added, removed, changed := s.replace([]docker.Container{aStopped, c}, t0.Add(time.Minute))
+	added, removed, changed := s.Replace([]docker.Container{aStopped, c}, t0.Add(time.Minute))
 	if len(added) != 1 || added[0].ID != "c" || len(removed) != 1 || removed[0].ID != "b" || changed["a"].State != docker.StateRunning {
 		t.Errorf("added %v removed %v changed %v", added, removed, changed)
 	}
 	if last, ok := s.Gone("b"); !ok || last.ID != "b" {
 		t.Error("a container gone from the listing is not remembered as gone")
 	}
-	if !s.syncedAt().Equal(t0.Add(time.Minute)) {
+	if !s.SyncedAt().Equal(t0.Add(time.Minute)) {
 		t.Error("sync time not kept")
 	}
 }

@@ -44,7 +44,7 @@ func TestContainerOnAMovedMountIsStopped(t *testing.T) {
 		t.Errorf("the container on an unmoved mount is %s", c.State)
 	}
 	var denied []string
-	for _, ev := range e.audit.events {
+	for _, ev := range e.audit.Events() {
 		if ev.Type == audit.TypeAuthDenied {
 			denied = append(denied, ev.User+" "+ev.Details["reason"].(string))
 		}

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	clocktesting "k8s.io/utils/clock/testing"
@@ -17,16 +16,21 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/actions"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/containerstore"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/docker/dockertest"
+	"github.com/gpuwarden/gpuwarden/internal/gpu"
 	"github.com/gpuwarden/gpuwarden/internal/ledger"
 	"github.com/gpuwarden/gpuwarden/internal/provenance"
 	"github.com/gpuwarden/gpuwarden/internal/reasons"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 	"github.com/gpuwarden/gpuwarden/internal/scheme"
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
+
+var t0 = time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
 
 // containerTest is a container controller on an in-memory engine and a fake API.
 type containerTest struct {
@@ -34,7 +38,7 @@ type containerTest struct {
 	r      *Reconciler
 	engine *dockertest.Engine
 	c      client.Client
-	audit  *auditLog
+	audit  *testutil.AuditRecorder
 	rec    *events.FakeRecorder
 	clock  *clocktesting.FakeClock
 }
@@ -43,7 +47,7 @@ func newContainerTest(t *testing.T, objs []client.Object, containers ...docker.C
 	t.Helper()
 	var gpus []client.Object
 	for i, uuid := range []string{"GPU-0", "GPU-1", "GPU-2"} {
-		gpus = append(gpus, &gpuwardenv1alpha1.GPU{ObjectMeta: metav1.ObjectMeta{Name: GPUName("n1", i), Labels: map[string]string{gpuwardenv1alpha1.LabelNode: "n1"}},
+		gpus = append(gpus, &gpuwardenv1alpha1.GPU{ObjectMeta: metav1.ObjectMeta{Name: gpu.ObjectName("n1", i), Labels: map[string]string{gpuwardenv1alpha1.LabelNode: "n1"}},
 			Spec:   gpuwardenv1alpha1.GPUSpec{NodeName: "n1", Index: int32(i)},
 			Status: gpuwardenv1alpha1.GPUStatus{UUID: uuid, MIGMode: gpuwardenv1alpha1.MIGDisabled, Health: gpuwardenv1alpha1.HealthHealthy}})
 	}
@@ -56,11 +60,12 @@ func newContainerTest(t *testing.T, objs []client.Object, containers ...docker.C
 	clk := clocktesting.NewFakeClock(t0)
 	store := containerstore.New()
 	list, _ := eng.List(context.Background())
-	store.replace(list, t0)
+	store.Replace(list, t0)
 	rec := events.NewFakeRecorder(100)
-	al := &auditLog{}
-	r := &Reconciler{Client: c, Reader: c, LedgerNamespace: "kube-system", Engine: eng, Store: store, NodeName: "n1",
-		Groups: resolve.StaticGroups{}, Clock: clk, Recorder: rec, Audit: al, Owners: &containerstore.Owners{}}
+	al := &testutil.AuditRecorder{}
+	r := &Reconciler{Client: c, Reader: c, LedgerNamespace: "kube-system", Store: store, NodeName: "n1",
+		Clock: clk, Recorder: rec, Audit: al, Owners: &containerstore.Owners{},
+		Actions: &actions.Actions{Client: c, Engine: eng, Store: store, Groups: resolve.StaticGroups{}, Clock: clk, Recorder: rec, Audit: al}}
 	return &containerTest{t: t, r: r, engine: eng, c: c, audit: al, rec: rec, clock: clk}
 }
 
@@ -81,25 +86,7 @@ func (e *containerTest) allocation(name string) (*gpuwardenv1alpha1.GPUAllocatio
 	return a, true
 }
 
-func (e *containerTest) records(typ string) []audit.Event {
-	var out []audit.Event
-	for _, ev := range e.audit.events {
-		if ev.Type == typ {
-			out = append(out, ev)
-		}
-	}
-	return out
-}
-
-func bound(name, user string, uuids ...string) *gpuwardenv1alpha1.GPUAllocation {
-	a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec:   gpuwardenv1alpha1.GPUAllocationSpec{User: user, NodeName: "n1"},
-		Status: gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhaseBound}}
-	for i, u := range uuids {
-		a.Status.Devices = append(a.Status.Devices, gpuwardenv1alpha1.BoundDevice{Index: int32(i), UUID: u, Weight: resource.MustParse("1")})
-	}
-	return a
-}
+func (e *containerTest) records(typ string) []audit.Event { return e.audit.Of(typ) }
 
 func running(id string, labels map[string]string, gpus ...string) docker.Container {
 	return docker.Container{ID: id, Name: "c-" + id[:4], Labels: labels, State: docker.StateRunning, PID: 0,
@@ -114,7 +101,7 @@ const (
 // TestBindingAttachesOnlyTheOwnersContainer: a container labelled with an allocation of
 // its owner is attached to it; one claiming another user's allocation is not.
 func TestBindingAttachesOnlyTheOwnersContainer(t *testing.T) {
-	e := newContainerTest(t, []client.Object{bound("ann-1", "ann", "GPU-0")},
+	e := newContainerTest(t, []client.Object{testutil.MakeAllocation("ann-1").User("ann").Node("n1").Bound("GPU-0").Obj()},
 		running(idA, map[string]string{gpuwardenv1alpha1.LabelUser: "ann", gpuwardenv1alpha1.LabelAllocation: "ann-1"}, "GPU-0"),
 		running(idB, map[string]string{gpuwardenv1alpha1.LabelUser: "bob", gpuwardenv1alpha1.LabelAllocation: "ann-1"}, "GPU-0"))
 	e.reconcile(idB)

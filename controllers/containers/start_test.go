@@ -13,6 +13,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/reasons"
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
 
 func stopPolicy() *gpuwardenv1alpha1.ContainerPolicy {
@@ -38,8 +39,8 @@ func (e *containerTest) events(reason string) []string {
 // the container runs on within its owner's allocation, is not stopped under
 // onUnallocatedGPU: Stop, and no detection blames its owner; the allocation says why.
 func TestAnAllocationNamesOnlyItsOwnUsersContainers(t *testing.T) {
-	alices := bound("alice-1", "alice", "GPU-0")
-	bobs := bound("bob-1", "bob", "GPU-1")
+	alices := testutil.MakeAllocation("alice-1").User("alice").Node("n1").Bound("GPU-0").Obj()
+	bobs := testutil.MakeAllocation("bob-1").User("bob").Node("n1").Bound("GPU-1").Obj()
 	bobs.Spec.Source, bobs.Spec.ContainerID = gpuwardenv1alpha1.SourceManual, idA
 	e := newContainerTest(t, []client.Object{stopPolicy(), alices, bobs},
 		running(idA, map[string]string{gpuwardenv1alpha1.LabelUser: "alice", gpuwardenv1alpha1.LabelAllocation: "alice-1"}, "GPU-0"))
@@ -80,7 +81,7 @@ func TestAnAllocationNamesOnlyItsOwnUsersContainers(t *testing.T) {
 func gatewayContainer() (docker.Container, *gpuwardenv1alpha1.GPUAllocation) {
 	c := running(idA, map[string]string{gpuwardenv1alpha1.LabelUser: "alice", gpuwardenv1alpha1.LabelManaged: "true",
 		gpuwardenv1alpha1.LabelAllocation: "gateway-a"}, "GPU-1")
-	old := bound("gateway-a", "alice", "GPU-1")
+	old := testutil.MakeAllocation("gateway-a").User("alice").Node("n1").Bound("GPU-1").Obj()
 	old.Spec.Source = gpuwardenv1alpha1.SourceGateway
 	old.CreationTimestamp = metav1.NewTime(t0.Add(-3 * time.Hour))
 	old.Status.Phase, old.Status.ContainerID = gpuwardenv1alpha1.PhaseReleased, idA
@@ -92,7 +93,7 @@ func gatewayContainer() (docker.Container, *gpuwardenv1alpha1.GPUAllocation) {
 // the reason; none is adopted for it.
 func TestAStartOutsideTheGatewayOnAnotherUsersGPUIsStopped(t *testing.T) {
 	c, old := gatewayContainer()
-	bobs := bound("gateway-b", "bob", "GPU-1")
+	bobs := testutil.MakeAllocation("gateway-b").User("bob").Node("n1").Bound("GPU-1").Obj()
 	bobs.Status.ContainerID = idB
 	e := newContainerTest(t, []client.Object{old, bobs}, c,
 		running(idB, map[string]string{gpuwardenv1alpha1.LabelUser: "bob", gpuwardenv1alpha1.LabelAllocation: "gateway-b"}, "GPU-1"))
@@ -148,7 +149,7 @@ func TestAHoldCountsFromTheBindingOfAStart(t *testing.T) {
 		Spec: gpuwardenv1alpha1.ContainerPolicySpec{GPUHoldAfterStop: &minute}}
 	c, old := gatewayContainer()
 	c.State, c.FinishedAt = docker.StateExited, t0.Add(-2*time.Hour)
-	again := bound("gateway-again", "alice", "GPU-1")
+	again := testutil.MakeAllocation("gateway-again").User("alice").Node("n1").Bound("GPU-1").Obj()
 	again.Spec.Source, again.Spec.ContainerID = gpuwardenv1alpha1.SourceGateway, idA
 	boundAt := metav1.NewTime(t0)
 	again.Status.BoundTime = &boundAt

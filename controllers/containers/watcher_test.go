@@ -37,7 +37,7 @@ func TestWatcherStopsWithTheQueueFull(t *testing.T) {
 	var rec recorder.EventRecorder = events.NewFakeRecorder(100)
 	w := &Watcher{Engine: dockertest.New(cs...), Store: containerstore.New(),
 		Client:   fake.NewClientBuilder().WithScheme(scheme.New()).Build(),
-		NodeName: "n", Clock: clocktesting.NewFakeClock(time.Now()), Recorder: rec, Audit: &auditLog{},
+		NodeName: "n", Clock: clocktesting.NewFakeClock(time.Now()), Recorder: rec, Audit: &testutil.AuditRecorder{},
 		Changed: make(chan event.GenericEvent), RetryInterval: time.Millisecond}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -85,7 +85,7 @@ func TestDockerOutageIsSaidOnceThenEveryMinute(t *testing.T) {
 	var rec recorder.EventRecorder = events.NewFakeRecorder(100)
 	w := &Watcher{Engine: eng, Store: containerstore.New(),
 		Client:   fake.NewClientBuilder().WithScheme(scheme.New()).Build(),
-		NodeName: "n", Clock: clk, Recorder: rec, Audit: &auditLog{},
+		NodeName: "n", Clock: clk, Recorder: rec, Audit: &testutil.AuditRecorder{},
 		Changed: make(chan event.GenericEvent, 16), RetryInterval: time.Millisecond}
 	ctx, cancel := context.WithCancel(ctrl.LoggerInto(context.Background(), log))
 	defer cancel()

@@ -15,8 +15,10 @@ import (
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/gateway"
+	"github.com/gpuwarden/gpuwarden/internal/gpu"
 	"github.com/gpuwarden/gpuwarden/internal/provenance"
 	"github.com/gpuwarden/gpuwarden/internal/scheme"
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
 
 // decideAs plays the allocation controller: the first Gateway allocation it sees gets st.
@@ -107,7 +109,7 @@ func decideFor(t *testing.T, c client.Client, id string, st gpuwardenv1alpha1.GP
 func withGPUs(t *testing.T, c client.Client, uuids ...string) {
 	t.Helper()
 	for i, u := range uuids {
-		g := &gpuwardenv1alpha1.GPU{ObjectMeta: metav1.ObjectMeta{Name: GPUName("n1", i), Labels: map[string]string{gpuwardenv1alpha1.LabelNode: "n1"}},
+		g := &gpuwardenv1alpha1.GPU{ObjectMeta: metav1.ObjectMeta{Name: gpu.ObjectName("n1", i), Labels: map[string]string{gpuwardenv1alpha1.LabelNode: "n1"}},
 			Spec:   gpuwardenv1alpha1.GPUSpec{NodeName: "n1", Index: int32(i)},
 			Status: gpuwardenv1alpha1.GPUStatus{UUID: u, MIGMode: gpuwardenv1alpha1.MIGDisabled, Health: gpuwardenv1alpha1.HealthHealthy}}
 		if err := c.Create(context.Background(), g); err != nil { // no status subresource here: the status is written with it
@@ -135,7 +137,7 @@ func TestGatewayReacquireForAStart(t *testing.T) {
 	const id = "aaaa000000000000000000000000000000000000000000000000000000000001"
 	g, c := newGatewayAllocator(t)
 	withGPUs(t, c, "GPU-0", "GPU-1")
-	held := bound("gateway-old", "alice", "GPU-1")
+	held := testutil.MakeAllocation("gateway-old").User("alice").Node("n1").Bound("GPU-1").Obj()
 	held.Spec.Source = gpuwardenv1alpha1.SourceGateway
 	held.Status.ContainerID = id
 	put(t, c, held)
@@ -149,7 +151,7 @@ func TestGatewayReacquireForAStart(t *testing.T) {
 	if err := c.Status().Update(context.Background(), held); err != nil {
 		t.Fatal(err)
 	}
-	put(t, c, bound("gateway-bob", "bob", "GPU-1"))
+	put(t, c, testutil.MakeAllocation("gateway-bob").User("bob").Node("n1").Bound("GPU-1").Obj())
 	_, err := g.Reacquire(context.Background(), "alice", start)
 	var ae *gateway.AllocationError
 	if !errors.As(err, &ae) || ae.Status != http.StatusForbidden || !strings.Contains(ae.Message, "held by bob's allocation gateway-bob") ||
@@ -163,7 +165,7 @@ func TestGatewayReacquireForAStart(t *testing.T) {
 
 	// Bob's is gone: the start gets a new allocation for GPU-1 (named by index in the
 	// container, as an admin's create may have named it), attached by the container's ID.
-	if err := c.Delete(context.Background(), bound("gateway-bob", "bob")); err != nil {
+	if err := c.Delete(context.Background(), testutil.MakeAllocation("gateway-bob").User("bob").Node("n1").Bound().Obj()); err != nil {
 		t.Fatal(err)
 	}
 	decideFor(t, c, id, gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhaseBound, Devices: []gpuwardenv1alpha1.BoundDevice{{Index: 1, UUID: "GPU-1"}}})

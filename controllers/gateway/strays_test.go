@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/actions"
 	"github.com/gpuwarden/gpuwarden/internal/containerstore"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/reasons"
@@ -44,8 +45,8 @@ func TestGatewayStraysReleasesOnlyAllocationsWhoseContainerNeverCame(t *testing.
 	}
 	c := fake.NewClientBuilder().WithScheme(scheme.New()).WithObjects(objs...).WithStatusSubresource(objs...).Build()
 	store := containerstore.New()
-	store.replace([]docker.Container{{ID: "1", Name: "/made", State: docker.StateRunning}}, now)
-	g := &Strays{Client: c, Store: store, NodeName: "n1", Clock: clocktesting.NewFakePassiveClock(now), After: 4 * time.Minute}
+	store.Replace([]docker.Container{{ID: "1", Name: "/made", State: docker.StateRunning}}, now)
+	g := &Strays{Client: c, Store: store, Actions: &actions.Actions{Client: c}, NodeName: "n1", Clock: clocktesting.NewFakePassiveClock(now), After: 4 * time.Minute}
 	released := func() map[string]string {
 		var list gpuwardenv1alpha1.GPUAllocationList
 		if err := c.List(context.Background(), &list); err != nil {
@@ -60,14 +61,14 @@ func TestGatewayStraysReleasesOnlyAllocationsWhoseContainerNeverCame(t *testing.
 		return out
 	}
 
-	store.setSynced(false) // the engine out of view: nothing is known to be missing
+	store.SetSynced(false) // the engine out of view: nothing is known to be missing
 	if err := g.Sweep(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if got := released(); len(got) != 0 {
 		t.Fatalf("released during an outage: %v", got)
 	}
-	store.setSynced(true)
+	store.SetSynced(true)
 	if err := g.Sweep(context.Background()); err != nil {
 		t.Fatal(err)
 	}

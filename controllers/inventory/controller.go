@@ -63,7 +63,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 	}
 	seen, retry := map[string]bool{}, false
 	for _, d := range devices {
-		name := GPUName(r.NodeName, d.Index)
+		name := gpu.ObjectName(r.NodeName, d.Index)
 		seen[name] = true
 		obj, ok := byName[name]
 		if !ok {
@@ -100,9 +100,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 
 // conflictRetry is how soon a pass that met a stale copy runs again.
 const conflictRetry = 100 * time.Millisecond
-
-// GPUName is the GPU object's name: <node>-gpu<index>.
-func GPUName(node string, index int) string { return fmt.Sprintf("%s-gpu%d", node, index) }
 
 func (r *Reconciler) create(ctx context.Context, name string, index int) (*gpuwardenv1alpha1.GPU, error) {
 	obj := &gpuwardenv1alpha1.GPU{

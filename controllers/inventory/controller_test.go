@@ -18,6 +18,8 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/scheme"
 )
 
+var t0 = time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
+
 func newInventory(t *testing.T, profile string, objs ...client.Object) (*Reconciler, *fakegpu.Server, *clocktesting.FakeClock) {
 	t.Helper()
 	s, err := fakegpu.New(profile)

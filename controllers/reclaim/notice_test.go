@@ -3,6 +3,7 @@ package reclaim
 import (
 	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -12,6 +13,8 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/lifecycle"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 )
+
+var t0 = time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
 
 func TestNoticesSayWhatHappens(t *testing.T) {
 	c := docker.Container{ID: "abc", Name: "nb"}

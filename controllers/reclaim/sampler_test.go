@@ -14,14 +14,17 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/actions"
 	"github.com/gpuwarden/gpuwarden/internal/containerstore"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/docker/dockertest"
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
 	"github.com/gpuwarden/gpuwarden/internal/gpu/fakegpu"
 	"github.com/gpuwarden/gpuwarden/internal/lifecycle"
+	"github.com/gpuwarden/gpuwarden/internal/notify"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 	"github.com/gpuwarden/gpuwarden/internal/scheme"
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
 
 // samplerWorld is n running containers, each holding GPU i through a Bound allocation.
@@ -65,12 +68,13 @@ func newSamplerWorld(tb testing.TB, n int, policies ...client.Object) *samplerWo
 	eng.Now = clk.Now
 	store := containerstore.New()
 	list, _ := eng.List(context.Background())
-	store.replace(list, t0)
-	cr := &ContainerReconciler{Client: c, Reader: c, Engine: eng, Store: store, NodeName: "n1", Groups: resolve.StaticGroups{},
-		Clock: clk, Recorder: events.NewFakeRecorder(10000), Audit: &auditLog{}, Owners: &containerstore.Owners{}}
+	store.Replace(list, t0)
+	rec, log := events.NewFakeRecorder(10000), &testutil.AuditRecorder{}
+	acts := &actions.Actions{Client: c, Engine: eng, Store: store, Groups: resolve.StaticGroups{}, Clock: clk, Recorder: rec, Audit: log,
+		Notices: &notify.Notifier{Engine: eng}}
 	w.engine = eng
 	w.s = &Sampler{Client: c, Engine: eng, GPUs: gpu.NewNVML(fk), Store: store, NodeName: "n1", Clock: clk, Interval: time.Minute,
-		Reclaim: &Reclaimer{Containers: cr, Notifier: &Notifier{Engine: eng}}}
+		Reclaim: &Reclaimer{Client: c, Engine: eng, Owners: &containerstore.Owners{}, NodeName: "n1", Clock: clk, Recorder: rec, Audit: log, Actions: acts}}
 	return w
 }
 

@@ -10,6 +10,7 @@ import (
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 
 	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
 
 // Over an hour and a half at 50% on GPU 0 and idle on GPU 1 (one GPU each): one gpu.usage
@@ -18,7 +19,7 @@ func TestUsageIsWrittenHourlyAndWhenAContainerLetsGo(t *testing.T) {
 	policy := &gpuwardenv1alpha1.ContainerPolicy{ObjectMeta: metav1.ObjectMeta{Name: "defaults"},
 		Spec: gpuwardenv1alpha1.ContainerPolicySpec{Idle: &gpuwardenv1alpha1.IdlePolicy{Timeout: ptrDuration("9999h")}}}
 	w := newSamplerWorld(t, 2, policy)
-	log := &auditLog{}
+	log := &testutil.AuditRecorder{}
 	w.s.Audit = log
 	w.fake.SetUtilization(0, 50, 0)
 	// t0 is 09:00; the first sample at 09:01 starts the stretch.
@@ -28,7 +29,7 @@ func TestUsageIsWrittenHourlyAndWhenAContainerLetsGo(t *testing.T) {
 	}
 	usage := func() []audit.Event {
 		var out []audit.Event
-		for _, e := range log.events {
+		for _, e := range log.Events() {
 			if e.Type == audit.TypeGPUUsage {
 				out = append(out, e)
 			}

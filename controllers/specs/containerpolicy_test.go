@@ -19,14 +19,10 @@ import (
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/scheme"
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
 
 var t0 = time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
-
-// auditLog records events in memory.
-type auditLog struct{ events []audit.Event }
-
-func (l *auditLog) Log(e audit.Event) { l.events = append(l.events, e) }
 
 func newPolicyReconciler(t *testing.T, objs ...client.Object) (*ContainerPolicyReconciler, *clocktesting.FakeClock, *events.FakeRecorder) {
 	t.Helper()
@@ -34,7 +30,7 @@ func newPolicyReconciler(t *testing.T, objs ...client.Object) (*ContainerPolicyR
 		WithStatusSubresource(&gpuwardenv1alpha1.ContainerPolicy{}).Build()
 	clk := clocktesting.NewFakeClock(t0)
 	rec := events.NewFakeRecorder(10)
-	return &ContainerPolicyReconciler{Client: c, Clock: clk, Recorder: rec, Audit: &auditLog{}}, clk, rec
+	return &ContainerPolicyReconciler{Client: c, Clock: clk, Recorder: rec, Audit: &testutil.AuditRecorder{}}, clk, rec
 }
 
 func TestContainerPolicyExpiry(t *testing.T) {
@@ -168,7 +164,7 @@ func TestPolicyChangesAreAudited(t *testing.T) {
 		audit.AdminChange(audit.PolicyUpdate, "students", 2, ""),
 		audit.AdminChange(audit.PolicyDelete, "students", 0, ""),
 	}
-	if diff := cmp.Diff(want, r.Audit.(*auditLog).events); diff != "" {
+	if diff := cmp.Diff(want, r.Audit.(*testutil.AuditRecorder).Events()); diff != "" {
 		t.Errorf("audit events (-want,+got):\n%s", diff)
 	}
 }

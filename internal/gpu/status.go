@@ -1,6 +1,7 @@
 package gpu
 
 import (
+	"fmt"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -11,6 +12,9 @@ import (
 // InventoryInterval is how often the node's GPUs are listed for their GPU objects; what
 // reads the back end's list for a decision need not ask more often.
 const InventoryInterval = 10 * time.Second
+
+// ObjectName is the name of the GPU object of a node's GPU by index.
+func ObjectName(node string, index int) string { return fmt.Sprintf("%s-gpu%d", node, index) }
 
 // StatusOf is the GPU object status for what NVML reports.
 func StatusOf(d Device) gpuwardenv1alpha1.GPUStatus {

@@ -38,8 +38,8 @@ var (
 	})
 )
 
-// processMetrics are the collectors shared by every manager of the process.
-func processMetrics() []prometheus.Collector {
+// Collectors are the collectors shared by every manager of the process.
+func Collectors() []prometheus.Collector {
 	return append([]prometheus.Collector{
 		DockerOutages, ContainerEvents, ContainerActions, UnallocatedGPUContainers, UnmanagedProcesses, UnmanagedDetections,
 		ContainersByIdleState, LifecycleNotices, StopDelaySeconds, SampleRoundSeconds, WebhookPosts,
@@ -83,6 +83,17 @@ func initSeries() {
 	}
 }
 
+// Reset empties every process-wide metric and makes its bounded series again, as a fresh
+// process has them (tests that render a golden exposition).
+func Reset() {
+	for _, c := range Collectors() {
+		if v, ok := c.(interface{ Reset() }); ok {
+			v.Reset()
+		}
+	}
+	initSeries()
+}
+
 var initOnce sync.Once
 
 // Register registers gpuwarden's process-wide metrics with reg once, with every series of a
@@ -90,7 +101,7 @@ var initOnce sync.Once
 // run several) shares them. The per-manager collectors are served through Scraped.
 func Register(reg prometheus.Registerer) error {
 	initOnce.Do(initSeries)
-	for _, c := range append(processMetrics(), running) {
+	for _, c := range append(Collectors(), running) {
 		if err := reg.Register(c); err != nil && !errors.As(err, &prometheus.AlreadyRegisteredError{}) {
 			return fmt.Errorf("registering metrics: %w", err)
 		}

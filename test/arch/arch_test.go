@@ -33,7 +33,7 @@ func deps(t *testing.T, pkg string) []string {
 // back end (Docker, NVML, /proc, the audit log) and no controller; the manager knows
 // nothing of the controllers (the command wires them).
 func TestLayers(t *testing.T) {
-	backEnds := []string{"controllers", "internal/docker", "internal/gpu", "internal/proc", "internal/audit", "internal/manager", "cmd/"}
+	backEnds := []string{"controllers", "internal/docker", "internal/gpu", "internal/proc", "internal/audit", "internal/manager", "internal/notify", "internal/actions", "cmd/"}
 	rules := []struct {
 		pkg       string
 		forbidden []string
@@ -51,6 +51,63 @@ func TestLayers(t *testing.T) {
 				if strings.HasPrefix(d, f) {
 					t.Errorf("%s imports %s", r.pkg, d)
 				}
+			}
+		}
+	}
+}
+
+// packages lists the module's packages under dir (relative to the module root).
+func packages(t *testing.T, dir string) []string {
+	t.Helper()
+	out, err := exec.Command("go", "list", module+"/"+dir+"/...").Output()
+	if err != nil {
+		t.Fatalf("go list %s/...: %v", dir, err)
+	}
+	var pkgs []string
+	for _, p := range strings.Fields(string(out)) {
+		pkgs = append(pkgs, strings.TrimPrefix(p, module+"/"))
+	}
+	return pkgs
+}
+
+// TestControllersDoNotImportEachOther: each controller is a package of its own under
+// controllers/; what several share lives below them in a package named for what it owns,
+// and only controllers/ itself (the wiring) imports the controllers.
+func TestControllersDoNotImportEachOther(t *testing.T) {
+	ctrls := packages(t, "controllers")
+	if len(ctrls) < 8 {
+		t.Fatalf("controllers/ has %d packages (%v); want one per controller", len(ctrls), ctrls)
+	}
+	for _, p := range ctrls {
+		if p == "controllers" {
+			continue
+		}
+		for _, d := range deps(t, p) {
+			if d == "controllers" || strings.HasPrefix(d, "controllers/") {
+				t.Errorf("controller package %s imports %s", p, d)
+			}
+		}
+	}
+	for _, p := range packages(t, "internal") {
+		for _, d := range deps(t, p) {
+			if d == "controllers" || strings.HasPrefix(d, "controllers/") {
+				t.Errorf("%s imports controller package %s", p, d)
+			}
+		}
+	}
+}
+
+// TestNoCatchAllPackages: a package is named for what it owns, never common or util.
+func TestNoCatchAllPackages(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}} {{.Name}}", module+"/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		path, name, _ := strings.Cut(line, " ")
+		for _, bad := range []string{"common", "util", "utils", "helpers", "misc"} {
+			if name == bad || strings.HasSuffix(path, "/"+bad) {
+				t.Errorf("package %s is named %s: name it for what it owns", path, name)
 			}
 		}
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
 	"github.com/gpuwarden/gpuwarden/internal/gpu/fakegpu"
+	"github.com/gpuwarden/gpuwarden/internal/reasons"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
@@ -234,7 +235,7 @@ func TestContainerLifecycleBindingAndReleaseOnRemoval(t *testing.T) {
 	})
 	holder := func() string {
 		var g gpuwardenv1alpha1.GPU
-		if err := e.c.Get(context.Background(), client.ObjectKey{Name: controllers.GPUName(e.node, int(a.Status.Devices[0].Index))}, &g); err != nil {
+		if err := e.c.Get(context.Background(), client.ObjectKey{Name: gpu.ObjectName(e.node, int(a.Status.Devices[0].Index))}, &g); err != nil {
 			return err.Error()
 		}
 		return g.Status.Holder

@@ -13,8 +13,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
-	"github.com/gpuwarden/gpuwarden/controllers"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/gpu"
+	"github.com/gpuwarden/gpuwarden/internal/reasons"
 	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
 
@@ -94,15 +95,15 @@ func TestForgedStatusesAreOverwrittenFromTheLedger(t *testing.T) {
 			s.Phase, s.Reason, s.Message, s.Devices = gpuwardenv1alpha1.PhaseBound, "", "", fake
 		})
 	}
-	var gpu gpuwardenv1alpha1.GPU
+	var g7 gpuwardenv1alpha1.GPU
 	// Holders are written beside the passes, a moment after the binding.
 	testutil.Eventually(t, 20*time.Second, "GPU 7 shows its holder", func() bool {
-		return e.c.Get(context.Background(), client.ObjectKey{Name: controllers.GPUName(e.node, 7)}, &gpu) == nil && gpu.Status.Holder != ""
+		return e.c.Get(context.Background(), client.ObjectKey{Name: gpu.ObjectName(e.node, 7)}, &g7) == nil && g7.Status.Holder != ""
 	})
-	holder := gpu.Status.Holder
-	orig := gpu.DeepCopy()
-	gpu.Status.Holder = "forged-holder"
-	if err := e.c.Status().Patch(context.Background(), &gpu, client.MergeFrom(orig)); err != nil {
+	holder := g7.Status.Holder
+	orig := g7.DeepCopy()
+	g7.Status.Holder = "forged-holder"
+	if err := e.c.Status().Patch(context.Background(), &g7, client.MergeFrom(orig)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -120,7 +121,7 @@ func TestForgedStatusesAreOverwrittenFromTheLedger(t *testing.T) {
 	})
 	testutil.Eventually(t, 20*time.Second, "GPU 7's holder put back", func() bool {
 		var g gpuwardenv1alpha1.GPU
-		return e.c.Get(context.Background(), client.ObjectKey{Name: gpu.Name}, &g) == nil && g.Status.Holder == holder
+		return e.c.Get(context.Background(), client.ObjectKey{Name: g7.Name}, &g) == nil && g.Status.Holder == holder
 	})
 	if n := len(e.records(audit.TypeGPUAllocate, "forge-bound")); n != 1 {
 		t.Errorf("forge-bound has %d gpu.allocate records, want 1", n)

@@ -20,6 +20,8 @@ import (
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/controllers"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/notify"
+	"github.com/gpuwarden/gpuwarden/internal/reasons"
 	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
 
@@ -121,11 +123,11 @@ func (e *reclaimEnv) k8sEvent(alloc, reason string) string {
 type hookSink struct {
 	url string
 	mu  sync.Mutex
-	got []controllers.Notice
+	got []notify.Notice
 }
 
 func (h *hookSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var n controllers.Notice
+	var n notify.Notice
 	if err := json.NewDecoder(r.Body).Decode(&n); err == nil {
 		h.mu.Lock()
 		h.got = append(h.got, n)
@@ -134,10 +136,10 @@ func (h *hookSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (h *hookSink) received(typ, container string) []controllers.Notice {
+func (h *hookSink) received(typ, container string) []notify.Notice {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	var out []controllers.Notice
+	var out []notify.Notice
 	for _, n := range h.got {
 		if n.Type == typ && n.Container == container {
 			out = append(out, n)

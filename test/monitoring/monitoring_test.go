@@ -31,7 +31,7 @@ const (
 	promRule   = root + "/config/prometheus/prometheusrule.yaml"
 	amConfig   = root + "/config/alertmanager/alertmanager.yml"
 	dashboards = root + "/config/grafana"
-	golden     = root + "/controllers/testdata/metrics.golden.prom"
+	golden     = root + "/controllers/governance/testdata/metrics.golden.prom"
 )
 
 func run(t *testing.T, name string, args ...string) string {

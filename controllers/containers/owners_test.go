@@ -1,4 +1,4 @@
-package containerstore
+package containers
 
 import (
 	"context"
@@ -13,12 +13,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/actions"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/containerstore"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/labels"
 	"github.com/gpuwarden/gpuwarden/internal/proc"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 	"github.com/gpuwarden/gpuwarden/internal/scheme"
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
 
 // fakeProc writes /proc/PID/{cgroup,status} for a process of uid under a temporary root.
@@ -62,21 +65,21 @@ func TestRecordAndPolicyAgreeOnTheOwner(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			owners := &Owners{Proc: fakeProc(t, "4242", tc.uid)}
+			owners := &containerstore.Owners{Proc: fakeProc(t, "4242", tc.uid)}
 			c := docker.Container{ID: "0123456789abcdef", Name: "c", Labels: tc.labels, PID: tc.pid, State: docker.StateRunning}
 
-			rec := &auditLog{}
-			w := &ContainerWatcher{Audit: rec, Owners: owners}
+			rec := &testutil.AuditRecorder{}
+			w := &Watcher{Audit: rec, Owners: owners}
 			w.record(context.Background(), audit.ContainerStart, c, "")
-			recorded := rec.events[0].User
+			recorded := rec.Events()[0].User
 
 			var policies []client.Object
 			for _, u := range []string{"alice", "bob", "carol", "dave", "erin", "frank", "gina", "hank", "irene", gpuwardenv1alpha1.UnknownUser} {
 				policies = append(policies, &gpuwardenv1alpha1.ContainerPolicy{ObjectMeta: metav1.ObjectMeta{Name: "for-" + u},
 					Spec: gpuwardenv1alpha1.ContainerPolicySpec{Selector: gpuwardenv1alpha1.PolicySelector{Users: []string{u}}}})
 			}
-			r := &ContainerReconciler{Client: fake.NewClientBuilder().WithScheme(scheme.New()).WithObjects(policies...).Build(),
-				Owners: owners, Groups: resolve.StaticGroups{}, Clock: clocktesting.NewFakeClock(t0)}
+			r := &Reconciler{Owners: owners, Actions: &actions.Actions{Client: fake.NewClientBuilder().WithScheme(scheme.New()).WithObjects(policies...).Build(),
+				Groups: resolve.StaticGroups{}, Clock: clocktesting.NewFakeClock(t0)}}
 			p, err := r.policy(context.Background(), c, r.Owners.Of(c))
 			if err != nil {
 				t.Fatal(err)

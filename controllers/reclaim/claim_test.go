@@ -1,4 +1,4 @@
-package containers
+package reclaim
 
 import (
 	"strings"
@@ -8,6 +8,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/actions"
 	"github.com/gpuwarden/gpuwarden/internal/labels"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 )
@@ -40,7 +41,7 @@ func TestPoliciesSeeAClaimedTypeAsDocker(t *testing.T) {
 			Precedence: 10, Unlimited: []gpuwardenv1alpha1.PolicyLimitName{"idleTimeout"}}},
 	}
 	policies[0].Name, policies[1].Name = "docker", "devcontainers"
-	p := Policies{Groups: resolve.StaticGroups{}, Clock: clocktesting.NewFakeClock(time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC))}
+	p := actions.Policies{Groups: resolve.StaticGroups{}, Clock: clocktesting.NewFakeClock(time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC))}
 	claimed := map[string]string{labels.DevcontainerDir: "/home/alice/p", gpuwardenv1alpha1.LabelContainerType: "devcontainer", gpuwardenv1alpha1.LabelTypeClaimed: "true"}
 	got, err := p.Among(t.Context(), policies, "alice", claimed)
 	if err != nil {

@@ -1,4 +1,4 @@
-package controllers
+package governance
 
 import (
 	"bytes"
@@ -32,15 +32,18 @@ import (
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/allocation"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/containerstore"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
 	"github.com/gpuwarden/gpuwarden/internal/gpu/fakegpu"
 	"github.com/gpuwarden/gpuwarden/internal/lifecycle"
-	"github.com/gpuwarden/gpuwarden/internal/resolve"
+	"github.com/gpuwarden/gpuwarden/internal/metrics"
 	"github.com/gpuwarden/gpuwarden/internal/scheme"
 	"github.com/gpuwarden/gpuwarden/internal/telemetry"
 	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
+
+var t0 = time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
@@ -54,8 +57,22 @@ type metricsWorld struct {
 	fake    *fakegpu.Server
 	clock   *clocktesting.FakeClock
 	sampler *telemetry.Sampler
-	gov     *Governance
+	gov     *Collector
 	calls   *countingGPUs
+}
+
+// lastSamples are the containers' last samples, by ID.
+type lastSamples map[string]lastSample
+
+type lastSample struct {
+	sample  lifecycle.Sample
+	state   lifecycle.Verdict
+	idleFor time.Duration
+}
+
+func (l lastSamples) Latest(id string) (lifecycle.Sample, lifecycle.Verdict, time.Duration, bool) {
+	s, ok := l[id]
+	return s.sample, s.state, s.idleFor, ok
 }
 
 // countingGPUs counts the back end's calls.
@@ -138,22 +155,20 @@ func newMetricsWorld(tb testing.TB) *metricsWorld {
 	objs[len(objs)-1].(*gpuwardenv1alpha1.GPUAllocation).Spec.NodeName = "n2"
 	c := fake.NewClientBuilder().WithScheme(scheme.New()).WithObjects(objs...).Build()
 	store := containerstore.New()
-	store.replace([]docker.Container{
+	store.Replace([]docker.Container{
 		{ID: "c1", Name: "mia-notebook", State: docker.StateRunning},
 		{ID: "c2", Name: "bo-train", State: docker.StateRunning},
 	}, t0)
-	reclaim := &Reclaimer{}
-	idle := lifecycle.Rules{Idle: lifecycle.IdleRules{Timeout: resolve.Limit{Set: true, Duration: 30 * time.Minute}}}
-	reclaim.remember(&observation{Container: docker.Container{ID: "c1"}, Rules: idle, Last: lifecycle.IdleResult{Verdict: lifecycle.Active}},
-		lifecycle.Sample{Time: t0, GPUKnown: true, GPUPercent: 97})
-	reclaim.remember(&observation{Container: docker.Container{ID: "c2"}, Rules: idle, Last: lifecycle.IdleResult{Verdict: lifecycle.Idle, IdleFor: 20 * time.Minute}},
-		lifecycle.Sample{Time: t0, GPUMemoryBytes: 5000 << 20})
+	samples := lastSamples{
+		"c1": {sample: lifecycle.Sample{Time: t0, GPUKnown: true, GPUPercent: 97}, state: lifecycle.Active},
+		"c2": {sample: lifecycle.Sample{Time: t0, GPUMemoryBytes: 5000 << 20}, state: lifecycle.Idle, idleFor: 20 * time.Minute},
+	}
 	quotas := &allocation.QuotaBook{}
 	quotas.Set(map[string]allocation.Limit[float64]{"mia": {Set: true, Value: 2}, "bo": {Set: true, Unlimited: true}})
 	calls := &countingGPUs{Backend: backend}
 	w := &metricsWorld{fake: fk, clock: clk, calls: calls,
 		sampler: &telemetry.Sampler{GPUs: calls, Interval: 15 * time.Second, Clock: clk},
-		gov:     &Governance{Client: c, NodeName: "n1", Clock: clk, Quotas: quotas, Store: store, Reclaim: reclaim}}
+		gov:     &Collector{Client: c, NodeName: "n1", Clock: clk, Quotas: quotas, Store: store, Samples: samples}}
 	w.sampler.Round(context.Background())
 	return w
 }
@@ -208,12 +223,7 @@ func TestMetricsExpositionGolden(t *testing.T) {
 	got := exposition(t, w.registry(), false)
 	// The process-wide series as a fresh process has them (other tests add children).
 	process := prometheus.NewRegistry()
-	for _, c := range processMetrics() {
-		if v, ok := c.(interface{ Reset() }); ok {
-			v.Reset()
-		}
-	}
-	initSeries()
+	metrics.Reset()
 	telemetry.Metrics()
 	metrics.UnmanagedByHolder.WithLabelValues("container", "fay", "fay-miner", w.fake.UUIDs()[5]) // one use, as a scan finds it
 	log, err := audit.Open(audit.Options{Path: filepath.Join(t.TempDir(), "events.jsonl"), Node: "n1", Source: "gpuwarden"})
@@ -221,7 +231,7 @@ func TestMetricsExpositionGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer log.Close()
-	process.MustRegister(append(processMetrics(), metrics.DockerUp, audit.Collector{W: log})...)
+	process.MustRegister(append(metrics.Collectors(), metrics.DockerUp, audit.Collector{W: log})...)
 	got += exposition(t, process, true)
 	got = goVersion.ReplaceAllString(got, `goversion="go"`)
 	if *update {
@@ -231,10 +241,10 @@ func TestMetricsExpositionGolden(t *testing.T) {
 	}
 	want, err := os.ReadFile(GoldenExposition)
 	if err != nil {
-		t.Fatalf("%v (go test ./controllers -run Golden -update writes it)", err)
+		t.Fatalf("%v (go test ./controllers/governance -run Golden -update writes it)", err)
 	}
 	if diff := cmp.Diff(string(want), got); diff != "" {
-		t.Errorf("/metrics (-golden,+got); go test ./controllers -run Golden -update rewrites it:\n%s", diff)
+		t.Errorf("/metrics (-golden,+got); go test ./controllers/governance -run Golden -update rewrites it:\n%s", diff)
 	}
 	gpu0, gpu4 := w.fake.UUIDs()[0], w.fake.UUIDs()[4]
 	base := func(index, uuid string) []string {
@@ -302,19 +312,6 @@ func series(name, value string, kv ...string) string {
 		return name + " " + value + "\n"
 	}
 	return name + "{" + labelText(kv...) + "} " + value + "\n"
-}
-
-func TestAScrapeCallsNeitherNVMLNorDocker(t *testing.T) {
-	w := newMetricsWorld(t)
-	reg := w.registry()
-	before := w.calls.calls
-	for range 3 {
-		exposition(t, reg, false)
-	}
-	if w.calls.calls != before {
-		t.Errorf("3 scrapes made %d NVML reads; a scrape serves the last reading", w.calls.calls-before)
-	}
-	// Nor Docker: the Governance has no engine, only the container store the watcher fills.
 }
 
 func TestAHungNVMLCallLeavesMetricsServedAndStale(t *testing.T) {
@@ -393,8 +390,7 @@ func BenchmarkScrape(b *testing.B) {
 	}
 	store := containerstore.New()
 	var containers []docker.Container
-	reclaim := &Reclaimer{}
-	idle := lifecycle.Rules{Idle: lifecycle.IdleRules{Timeout: resolve.Limit{Set: true, Duration: 30 * time.Minute}}}
+	samples := lastSamples{}
 	for i := range 200 {
 		id, name := fmt.Sprintf("%064x", i+1), fmt.Sprintf("nb-%d", i)
 		q := resource.MustParse("0.142857")
@@ -403,10 +399,9 @@ func BenchmarkScrape(b *testing.B) {
 			Status: gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhaseBound, ContainerID: id, GPUEquivalents: &q,
 				Devices: []gpuwardenv1alpha1.BoundDevice{slots[i%len(slots)]}}})
 		containers = append(containers, docker.Container{ID: id, Name: name, State: docker.StateRunning})
-		reclaim.remember(&observation{Container: docker.Container{ID: id}, Rules: idle, Last: lifecycle.IdleResult{Verdict: lifecycle.Idle, IdleFor: time.Minute}},
-			lifecycle.Sample{Time: t0, GPUMemoryBytes: 1 << 30})
+		samples[id] = lastSample{sample: lifecycle.Sample{Time: t0, GPUMemoryBytes: 1 << 30}, state: lifecycle.Idle, idleFor: time.Minute}
 	}
-	store.replace(containers, t0)
+	store.Replace(containers, t0)
 	c := &cacheReader{}
 	for _, o := range objs {
 		switch o := o.(type) {
@@ -419,10 +414,10 @@ func BenchmarkScrape(b *testing.B) {
 	sampler := &telemetry.Sampler{GPUs: gpu.NewNVML(fk), Interval: 15 * time.Second, Clock: clk}
 	sampler.Round(context.Background())
 	quotas := &allocation.QuotaBook{}
-	gov := &Governance{Client: c, NodeName: "n1", Clock: clk, Quotas: quotas, Store: store, Reclaim: reclaim}
+	gov := &Collector{Client: c, NodeName: "n1", Clock: clk, Quotas: quotas, Store: store, Samples: samples}
 	ours := prometheus.NewRegistry()
-	initSeries()
-	ours.MustRegister(append(processMetrics(), gov, &telemetry.Collector{Sampler: sampler, Node: "n1", Holders: gov.Holders})...)
+	metrics.Reset()
+	ours.MustRegister(append(metrics.Collectors(), gov, &telemetry.Collector{Sampler: sampler, Node: "n1", Holders: gov.Holders})...)
 	for name, g := range map[string]prometheus.Gatherer{
 		"gpuwarden":               prometheus.Gatherers{crmetrics.Registry, ours},
 		"bare-controller-runtime": crmetrics.Registry,
@@ -490,7 +485,7 @@ func TestSeriesOfWhatIsGoneAreDeleted(t *testing.T) {
 	if err := w.gov.Client.(client.Client).Update(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	w.gov.Reclaim.Forget(map[string]bool{"c1": true}) // bo's container stopped: the sampler forgets it
+	delete(w.gov.Samples.(lastSamples), "c2") // bo's container stopped: the sampler forgets it
 	w.fake.Lose(3, true)
 	w.sampler.Round(ctx)
 	after := exposition(t, reg, false)
