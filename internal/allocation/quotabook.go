@@ -22,4 +22,3 @@ func (b *QuotaBook) Get() map[string]Limit[float64] {
 	defer b.mu.Unlock()
 	return b.byUser
 }
-

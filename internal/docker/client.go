@@ -319,5 +319,3 @@ func parseTime(s string) time.Time {
 	}
 	return t
 }
-
-

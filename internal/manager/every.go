@@ -22,4 +22,3 @@ func Every(ctx context.Context, interval time.Duration, fn func(context.Context)
 		}
 	}
 }
-
