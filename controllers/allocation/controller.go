@@ -217,64 +217,25 @@ func (p *pass) release(allocs []gpuwardenv1alpha1.GPUAllocation) {
 	}
 }
 
+// waiting is an allocation in the queue, with the quota it is decided against.
+type waiting struct {
+	a     *gpuwardenv1alpha1.GPUAllocation
+	quota resolve.Quota
+}
+
 // decide places this node's waiting allocations, highest priority first, then oldest.
 func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocation, gpus []gpuwardenv1alpha1.GPU) {
 	p.nodeGPUs = gpus
-	holders := map[string][]string{}
-	for _, b := range p.ledger.Bindings {
-		holders[b.User] = p.groupsOf(ctx, b.User)
-	}
-	type waiting struct {
-		a        *gpuwardenv1alpha1.GPUAllocation
-		quota    resolve.Quota
-		priority int32
-	}
-	var queue []waiting
-	quotas := map[string]allocation.Limit[float64]{}
-	for user, groups := range holders {
-		if q := resolve.EffectiveQuota(p.quotas, user, groups, holders); q.GPUEquivalents.Set {
-			quotas[user] = q.GPUEquivalents
-		}
-	}
-	for i := range allocs {
-		a := &allocs[i]
-		if !p.waits(a) {
-			continue
-		}
-		q := resolve.EffectiveQuota(p.quotas, a.Spec.User, p.groupsOf(ctx, a.Spec.User), holders)
-		if q.GPUEquivalents.Set {
-			quotas[a.Spec.User] = q.GPUEquivalents
-		}
-		queue = append(queue, waiting{a: a, quota: q, priority: q.Priority.Value})
-	}
-	if p.r.Quotas != nil {
-		p.r.Quotas.Set(quotas)
-	}
+	queue := p.queue(ctx, allocs)
 	if len(queue) == 0 {
 		return // nothing waits: no need to ask NVML for processes
 	}
 	inventory := p.r.markForeign(ctx, allocation.SlotsOf(gpus))
-	allocation.SortQueue(queue, func(w waiting) allocation.Queued {
-		return allocation.Queued{Name: w.a.Name, Priority: w.priority, Created: w.a.CreationTimestamp.Time}
-	})
 	for _, w := range queue {
-		if provenance.NeedsSignature(w.a) {
-			signed, err := p.signed(ctx, w.a)
-			if err != nil {
-				ctrl.LoggerFrom(ctx).Error(err, "Checking an allocation's signature; deciding it later", "allocation", w.a.Name)
-				p.retry = true
-				continue
-			}
-			if !signed {
-				p.outcome[w.a.Name] = allocation.Decision{Reason: gpuwardenv1alpha1.ReasonSourceNotAllowed, Message: fmt.Sprintf(
-					"source %s is set only by gpuwarden itself, and gpuwarden did not make this allocation; create it without a source (Manual)", w.a.Spec.Source)}
-				continue
-			}
+		if !p.signatureHolds(ctx, w.a) {
+			continue
 		}
-		req := allocation.Request{User: w.a.Spec.User, MIGProfile: w.a.Spec.Request.MIGProfile, Devices: w.a.Spec.Request.Devices}
-		if w.a.Spec.Request.GPUs != nil {
-			req.GPUs = int(*w.a.Spec.Request.GPUs)
-		}
+		req := requestOf(w.a)
 		slots := inventory
 		if w.a.Spec.Source == gpuwardenv1alpha1.SourceAdopted {
 			// The processes on an adopted container's devices are its own.
@@ -288,15 +249,7 @@ func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocat
 			}
 		}
 		if d.Placed() {
-			if unassigned {
-				claimed, retry := p.r.claim(ctx, w.a)
-				p.retry = p.retry || retry
-				if !claimed {
-					continue
-				}
-			}
-			p.bound[w.a.Name] = p.ledger.Bind(w.a.Name, w.a.Spec.User, p.r.NodeName, d.Slots, p.now)
-			p.changed = true
+			p.bind(ctx, w.a, d, unassigned)
 			continue
 		}
 		if unassigned && !d.Final() {
@@ -305,6 +258,83 @@ func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocat
 		}
 		p.outcome[w.a.Name] = d
 	}
+}
+
+// queue is this node's waiting allocations in the order they are decided, each with its
+// effective quota; the quota book (what the metrics show) is kept up to date on the way.
+func (p *pass) queue(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocation) []waiting {
+	holders := map[string][]string{}
+	for _, b := range p.ledger.Bindings {
+		holders[b.User] = p.groupsOf(ctx, b.User)
+	}
+	book := map[string]allocation.Limit[float64]{}
+	for user, groups := range holders {
+		if q := resolve.EffectiveQuota(p.quotas, user, groups, holders); q.GPUEquivalents.Set {
+			book[user] = q.GPUEquivalents
+		}
+	}
+	var queue []waiting
+	for i := range allocs {
+		a := &allocs[i]
+		if !p.waits(a) {
+			continue
+		}
+		q := resolve.EffectiveQuota(p.quotas, a.Spec.User, p.groupsOf(ctx, a.Spec.User), holders)
+		if q.GPUEquivalents.Set {
+			book[a.Spec.User] = q.GPUEquivalents
+		}
+		queue = append(queue, waiting{a: a, quota: q})
+	}
+	if p.r.Quotas != nil {
+		p.r.Quotas.Set(book)
+	}
+	allocation.SortQueue(queue, func(w waiting) allocation.Queued {
+		return allocation.Queued{Name: w.a.Name, Priority: w.quota.Priority.Value, Created: w.a.CreationTimestamp.Time}
+	})
+	return queue
+}
+
+// signatureHolds reports whether a may be decided now: a source only gpuwarden sets needs
+// gpuwarden's signature. One without is refused; one whose signature cannot be checked now
+// waits for a later pass.
+func (p *pass) signatureHolds(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) bool {
+	if !provenance.NeedsSignature(a) {
+		return true
+	}
+	signed, err := p.signed(ctx, a)
+	if err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Checking an allocation's signature; deciding it later", "allocation", a.Name)
+		p.retry = true
+		return false
+	}
+	if !signed {
+		p.outcome[a.Name] = allocation.Decision{Reason: gpuwardenv1alpha1.ReasonSourceNotAllowed, Message: fmt.Sprintf(
+			"source %s is set only by gpuwarden itself, and gpuwarden did not make this allocation; create it without a source (Manual)", a.Spec.Source)}
+	}
+	return signed
+}
+
+// requestOf is what an allocation asks the decision for.
+func requestOf(a *gpuwardenv1alpha1.GPUAllocation) allocation.Request {
+	req := allocation.Request{User: a.Spec.User, MIGProfile: a.Spec.Request.MIGProfile, Devices: a.Spec.Request.Devices}
+	if a.Spec.Request.GPUs != nil {
+		req.GPUs = int(*a.Spec.Request.GPUs)
+	}
+	return req
+}
+
+// bind records a placed decision in the ledger; an allocation no node has claimed yet is
+// claimed for this node first (another node may win it).
+func (p *pass) bind(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, d allocation.Decision, unassigned bool) {
+	if unassigned {
+		claimed, retry := p.r.claim(ctx, a)
+		p.retry = p.retry || retry
+		if !claimed {
+			return
+		}
+	}
+	p.bound[a.Name] = p.ledger.Bind(a.Name, a.Spec.User, p.r.NodeName, d.Slots, p.now)
+	p.changed = true
 }
 
 // refuses reports whether the pass refuses a request for good.

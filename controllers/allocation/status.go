@@ -26,25 +26,32 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/reasons"
 )
 
+// statusPlan is what a pass writes: the statuses that change, the released allocations
+// past their retention, and when the next retention deadline falls.
+type statusPlan struct {
+	updates []statusUpdate
+	expired []*gpuwardenv1alpha1.GPUAllocation
+	next    time.Duration
+}
+
+type statusUpdate struct {
+	a    *gpuwardenv1alpha1.GPUAllocation
+	want *gpuwardenv1alpha1.GPUAllocationStatus
+}
+
 // writeStatuses derives each allocation's status from the ledger and this pass's decisions,
 // records every transition as an Event (and a rejection as an audit record), and deletes
 // released allocations past their retention. One write that fails (a conflict, a message
 // the API refuses) does not stop the others; the pass reports the failures together and is
 // retried. It returns when the next retention deadline falls.
 func (p *pass) writeStatuses(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocation) (time.Duration, error) {
-	var (
-		mu       sync.Mutex
-		next     time.Duration
-		errs     []error
-		conflict atomic.Bool
-	)
-	fail := func(err error) {
-		mu.Lock()
-		errs = append(errs, err)
-		mu.Unlock()
-	}
-	var g errgroup.Group
-	g.SetLimit(statusWriters)
+	plan := p.planStatuses(allocs)
+	return plan.next, p.applyStatuses(ctx, plan)
+}
+
+// planStatuses decides, without writing anything, what writeStatuses writes.
+func (p *pass) planStatuses(allocs []gpuwardenv1alpha1.GPUAllocation) statusPlan {
+	var plan statusPlan
 	for i := range allocs {
 		a := &allocs[i]
 		if a.DeletionTimestamp != nil {
@@ -57,52 +64,82 @@ func (p *pass) writeStatuses(ctx context.Context, allocs []gpuwardenv1alpha1.GPU
 		if want.Phase == gpuwardenv1alpha1.PhaseReleased && want.ReleasedTime != nil {
 			left := want.ReleasedTime.Add(p.r.Retention).Sub(p.now)
 			if left <= 0 {
-				g.Go(func() error {
-					if err := p.r.Client.Delete(ctx, a); client.IgnoreNotFound(err) != nil {
-						fail(fmt.Errorf("deleting released allocation %s: %w", a.Name, err))
-						return nil
-					}
-					p.r.written.Delete(a.Name)
-					return nil
-				})
+				plan.expired = append(plan.expired, a)
 				continue
 			}
-			mu.Lock()
-			if next == 0 || left < next {
-				next = left
+			if plan.next == 0 || left < plan.next {
+				plan.next = left
 			}
-			mu.Unlock()
 		}
 		if equality.Semantic.DeepEqual(want, &a.Status) || p.r.alreadyWritten(a, want) {
 			continue
 		}
-		// Statuses are independent objects: write them side by side, so that a pass that
-		// binds fifty allocations does not wait for fifty round trips in a row.
+		plan.updates = append(plan.updates, statusUpdate{a: a, want: want})
+	}
+	return plan
+}
+
+// applyStatuses writes a plan. Statuses are independent objects: they are written side by
+// side, so that a pass that binds fifty allocations does not wait for fifty round trips in
+// a row.
+func (p *pass) applyStatuses(ctx context.Context, plan statusPlan) error {
+	var (
+		mu       sync.Mutex
+		errs     []error
+		conflict atomic.Bool
+	)
+	fail := func(err error) {
+		mu.Lock()
+		errs = append(errs, err)
+		mu.Unlock()
+	}
+	var g errgroup.Group
+	g.SetLimit(statusWriters)
+	for _, a := range plan.expired {
 		g.Go(func() error {
-			before := a.Status.DeepCopy()
-			a.Status = *want
-			// Known before the write returns: its watch event may come first.
-			w := &writtenStatus{from: a.ResourceVersion, status: want.DeepCopy()}
-			p.r.written.Store(a.Name, w)
-			if err := p.r.Client.Status().Update(ctx, a); err != nil {
-				p.r.written.CompareAndDelete(a.Name, w)
-				switch {
-				case apierrors.IsConflict(err):
+			if err := p.r.Client.Delete(ctx, a); client.IgnoreNotFound(err) != nil {
+				fail(fmt.Errorf("deleting released allocation %s: %w", a.Name, err))
+				return nil
+			}
+			p.r.written.Delete(a.Name)
+			return nil
+		})
+	}
+	for _, u := range plan.updates {
+		g.Go(func() error {
+			if err := p.updateStatus(ctx, u.a, u.want); err != nil {
+				if apierrors.IsConflict(err) {
 					// Someone else wrote it since (the container controller attaching a
 					// container): a quick retry on the fresh copy, not an error.
 					conflict.Store(true)
-				case !apierrors.IsNotFound(err):
-					fail(fmt.Errorf("updating status of allocation %s: %w", a.Name, err))
+				} else {
+					fail(err)
 				}
-				return nil
 			}
-			p.record(a, before)
 			return nil
 		})
 	}
 	_ = g.Wait()
 	p.retry = p.retry || conflict.Load()
-	return next, errors.Join(errs...)
+	return errors.Join(errs...)
+}
+
+// updateStatus writes one allocation's status and records the transition.
+func (p *pass) updateStatus(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, want *gpuwardenv1alpha1.GPUAllocationStatus) error {
+	before := a.Status.DeepCopy()
+	a.Status = *want
+	// Known before the write returns: its watch event may come first.
+	w := &writtenStatus{from: a.ResourceVersion, status: want.DeepCopy()}
+	p.r.written.Store(a.Name, w)
+	if err := p.r.Client.Status().Update(ctx, a); err != nil {
+		p.r.written.CompareAndDelete(a.Name, w)
+		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+			return client.IgnoreNotFound(err)
+		}
+		return fmt.Errorf("updating status of allocation %s: %w", a.Name, err)
+	}
+	p.record(a, before)
+	return nil
 }
 
 // auditLedgerChange records the bindings and releases this pass wrote to the ledger: each

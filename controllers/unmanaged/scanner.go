@@ -72,7 +72,9 @@ func (s *Scanner) Start(ctx context.Context) error {
 	return manager.Every(ctx, s.Interval, s.Scan, "Scanning GPU processes")
 }
 
-// Scan checks the GPU processes once.
+// Scan checks the GPU processes once: it indexes what the Bound allocations hold,
+// classifies each GPU process against it, reports what started and ended since the last
+// scan, and sets the metrics.
 func (s *Scanner) Scan(ctx context.Context) error {
 	procs, err := s.GPUs.Processes(ctx)
 	if errors.Is(err, gpu.ErrNoDriver) {
@@ -81,20 +83,37 @@ func (s *Scanner) Scan(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listing GPU processes: %w", err)
 	}
-	var allocs gpuwardenv1alpha1.GPUAllocationList
+	var held holdings
 	if len(procs) > 0 { // an idle node needs no look at the allocations
-		if err := s.Client.List(ctx, &allocs); err != nil {
-			return fmt.Errorf("listing allocations: %w", err)
+		if held, err = s.holdings(ctx); err != nil {
+			return err
 		}
 	}
-	byContainer, byUser := map[string]map[string]bool{}, map[string]map[string]bool{}
+	started, ended := s.sightings.Observe(s.classify(procs, held))
+	s.report(ctx, started, ended)
+	s.setMetrics()
+	return nil
+}
+
+// holdings are the devices the node's Bound allocations hold: by container ID for those
+// attached to a container, by user for those without one.
+type holdings struct {
+	byContainer, byUser map[string]map[string]bool
+}
+
+func (s *Scanner) holdings(ctx context.Context) (holdings, error) {
+	var allocs gpuwardenv1alpha1.GPUAllocationList
+	if err := s.Client.List(ctx, &allocs); err != nil {
+		return holdings{}, fmt.Errorf("listing allocations: %w", err)
+	}
+	h := holdings{byContainer: map[string]map[string]bool{}, byUser: map[string]map[string]bool{}}
 	for _, a := range allocs.Items {
 		if a.Spec.NodeName != s.NodeName || a.Status.Phase != gpuwardenv1alpha1.PhaseBound {
 			continue
 		}
-		holder, key := byContainer, a.Status.ContainerID
+		holder, key := h.byContainer, a.Status.ContainerID
 		if key == "" {
-			holder, key = byUser, a.Spec.User
+			holder, key = h.byUser, a.Spec.User
 		}
 		if holder[key] == nil {
 			holder[key] = map[string]bool{}
@@ -103,6 +122,11 @@ func (s *Scanner) Scan(ctx context.Context) error {
 			holder[key][d.UUID] = true
 		}
 	}
+	return h, nil
+}
+
+// classify returns the GPU processes that belong to no allocation, by process and device.
+func (s *Scanner) classify(procs []gpu.Process, held holdings) map[useKey]finding {
 	seen := map[useKey]finding{}
 	for _, gp := range procs {
 		p, err := s.Proc.Read(gp.PID)
@@ -111,7 +135,7 @@ func (s *Scanner) Scan(ctx context.Context) error {
 		}
 		f := finding{u: audit.Unmanaged{PID: p.PID, Command: p.CmdLine, GPU: gp.DeviceUUID, MemoryMiB: int64(gp.UsedMemoryBytes >> 20)}}
 		if p.ContainerID != "" {
-			if byContainer[p.ContainerID][gp.DeviceUUID] {
+			if held.byContainer[p.ContainerID][gp.DeviceUUID] {
 				continue
 			}
 			f.kind = audit.UnmanagedContainer
@@ -122,13 +146,19 @@ func (s *Scanner) Scan(ctx context.Context) error {
 			}
 			f.user = containerstore.OwnerOrUnknown(f.user)
 		} else {
-			if byUser[p.User][gp.DeviceUUID] {
+			if held.byUser[p.User][gp.DeviceUUID] {
 				continue
 			}
 			f.kind, f.user = audit.UnmanagedProcess, p.User
 		}
 		seen[useKey{pid: gp.PID, device: gp.DeviceUUID}] = f
 	}
+	return seen
+}
+
+// report records each use that started (seen in two scans in a row) or ended, with an
+// Event on the GPU.
+func (s *Scanner) report(ctx context.Context, started, ended map[useKey]finding) {
 	// The GPU objects are read only when there is something to say on one.
 	var gpus map[string]*gpuwardenv1alpha1.GPU
 	gpuOf := func(device string) *gpuwardenv1alpha1.GPU {
@@ -137,7 +167,6 @@ func (s *Scanner) Scan(ctx context.Context) error {
 		}
 		return gpus[device]
 	}
-	started, ended := s.sightings.Observe(seen)
 	for k, f := range started {
 		metrics.UnmanagedDetections.WithLabelValues(kindLabel(f.kind)).Inc()
 		s.Audit.Log(audit.Detection(f.kind, f.user, f.u))
@@ -151,6 +180,10 @@ func (s *Scanner) Scan(ctx context.Context) error {
 		s.Audit.Log(audit.Detection(kind, f.user, f.u))
 		s.event(gpuOf(k.device), corev1.EventTypeNormal, reasons.EventUnmanagedGPUUseEnded, "%s", describe(f, "no longer uses"))
 	}
+}
+
+// setMetrics sets the gauges of the uses confirmed now.
+func (s *Scanner) setMetrics() {
 	counts := map[string]float64{"container": 0, "host": 0}
 	metrics.UnmanagedByHolder.Reset()
 	for _, f := range s.sightings.Confirmed() {
@@ -160,7 +193,6 @@ func (s *Scanner) Scan(ctx context.Context) error {
 	for k, n := range counts {
 		metrics.UnmanagedProcesses.WithLabelValues(k).Set(n)
 	}
-	return nil
 }
 
 func kindLabel(k audit.DetectionKind) string {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/resolve"
 )
 
 // Sample is one look at a running container that holds GPUs.
@@ -216,7 +217,33 @@ func (r IdleResult) Counting(rules IdleRules) bool {
 // factor. Warnings come once each, at each fraction of the timeout; an exempt container
 // (idleTimeout lifted) gets one notice for information at the first fraction.
 func ObserveIdle(st IdleState, s Sample, r Rules, c Running) IdleResult {
-	rules := r.Idle
+	res := countIdle(st, s, r.Idle, c)
+	if res.State.Since.IsZero() || !res.Counting(r.Idle) {
+		return res
+	}
+	res.IdleFor = s.Time.Sub(res.State.Since)
+	timeout, exempt, ok := idleTimeout(r.Idle)
+	if !ok {
+		return res // no idle timeout at all
+	}
+	res.Timeout = timeout.Duration
+	if rules := r.Idle; rules.HighDemandAt > 0 && rules.HighDemandFactor > 0 && c.AllocatedFraction >= rules.HighDemandAt {
+		res.Timeout = time.Duration(float64(res.Timeout) * rules.HighDemandFactor)
+		res.HighDemand = true
+	}
+	if exempt {
+		return res.informExempt(r, timeout)
+	}
+	res.StopAt = res.State.Since.Add(res.Timeout)
+	if s.Time.Before(res.StopAt) {
+		return res.warn(r, timeout, c)
+	}
+	return res.stop(s, r, timeout, c)
+}
+
+// countIdle judges one sample and carries the idle run on: reset by activity, a start
+// since the run began or the startup grace; counted by idle samples.
+func countIdle(st IdleState, s Sample, rules IdleRules, c Running) IdleResult {
 	res := IdleResult{State: st}
 	if !c.StartedAt.IsZero() && st.Since.Before(c.StartedAt) {
 		res.State = IdleState{} // a run from before the container's last start
@@ -230,7 +257,6 @@ func ObserveIdle(st IdleState, s Sample, r Rules, c Running) IdleResult {
 	switch res.Verdict {
 	case Active:
 		res.State = IdleState{}
-		return res
 	case NoVerdict:
 		// Neither idle nor active: the run goes on uncounted.
 	case Idle:
@@ -241,70 +267,97 @@ func ObserveIdle(st IdleState, s Sample, r Rules, c Running) IdleResult {
 			res.State.Samples++
 		}
 	}
-	if res.State.Since.IsZero() || !res.Counting(rules) {
+	return res
+}
+
+// idleTimeout is the timeout that applies, and whether it is one an exemption lifted (said,
+// never enforced); ok is false when there is none.
+func idleTimeout(rules IdleRules) (timeout resolve.Limit, exempt, ok bool) {
+	if rules.Timeout.Applies() {
+		return rules.Timeout, false, true
+	}
+	if rules.Timeout.Unlimited && rules.Lifted.Applies() {
+		return rules.Lifted, true, true
+	}
+	return resolve.Limit{}, false, false
+}
+
+// demandNote says why a timeout was shortened under high demand; empty when it was not.
+func (res IdleResult) demandNote(timeout resolve.Limit, c Running, rules IdleRules) string {
+	if !res.HighDemand {
+		return ""
+	}
+	return fmt.Sprintf(" (shortened from %s: %s of the node's GPU capacity is allocated, at or above %s)",
+		timeout.Duration, pct(c.AllocatedFraction), pct(rules.HighDemandAt))
+}
+
+// informExempt tells, once, an exempt container's owner that it would have been stopped.
+func (res IdleResult) informExempt(r Rules, lifted resolve.Limit) IdleResult {
+	res.Timeout = 0
+	if len(r.Idle.WarnAt) > 0 && !res.State.sent(SentInfo) && res.IdleFor >= frac(lifted.Duration, r.Idle.WarnAt[0]) {
+		res.State.Sent = append(res.State.Sent, SentInfo)
+		res.Notices = append(res.Notices, Notice{Kind: IdleInfo, Policy: r.Idle.Timeout.From,
+			Message: fmt.Sprintf("For information only: idle for %s; it would be stopped after %s of idling, but %s exempts it from the idle timeout", roundMin(res.IdleFor), lifted.Duration, policyOr(r.Idle.Timeout.From))})
+	}
+	return res
+}
+
+// warn warns of the stop to come: the highest warning fraction passed, once.
+func (res IdleResult) warn(r Rules, timeout resolve.Limit, c Running) IdleResult {
+	due, _ := dueWarnings(r.Idle.WarnAt, res.IdleFor, res.Timeout, res.State.Sent)
+	if len(due) == 0 {
 		return res
 	}
-	res.IdleFor = s.Time.Sub(res.State.Since)
-	timeout, exempt := rules.Timeout, false
-	if !timeout.Applies() {
-		if !timeout.Unlimited || !rules.Lifted.Applies() {
-			return res // no idle timeout at all
-		}
-		timeout, exempt = rules.Lifted, true
-	}
-	res.Timeout = timeout.Duration
-	if rules.HighDemandAt > 0 && rules.HighDemandFactor > 0 && c.AllocatedFraction >= rules.HighDemandAt {
-		res.Timeout = time.Duration(float64(res.Timeout) * rules.HighDemandFactor)
-		res.HighDemand = true
-	}
-	demand := ""
-	if res.HighDemand {
-		demand = fmt.Sprintf(" (shortened from %s: %s of the node's GPU capacity is allocated, at or above %s)",
-			timeout.Duration, pct(c.AllocatedFraction), pct(rules.HighDemandAt))
-	}
-	if exempt {
-		res.Timeout = 0
-		if len(rules.WarnAt) > 0 && !res.State.sent(SentInfo) && res.IdleFor >= frac(timeout.Duration, rules.WarnAt[0]) {
-			res.State.Sent = append(res.State.Sent, SentInfo)
-			res.Notices = append(res.Notices, Notice{Kind: IdleInfo, Policy: r.Idle.Timeout.From,
-				Message: fmt.Sprintf("For information only: idle for %s; it would be stopped after %s of idling, but %s exempts it from the idle timeout", roundMin(res.IdleFor), timeout.Duration, policyOr(r.Idle.Timeout.From))})
-		}
-		return res
-	}
-	deadline := res.State.Since.Add(res.Timeout)
-	res.StopAt = deadline
-	if s.Time.Before(deadline) {
-		// Warnings: the highest fraction passed, once; the lower ones are then spent too.
-		var due []float64
-		for _, f := range rules.WarnAt {
-			if f < 1 && res.IdleFor >= frac(res.Timeout, f) && !res.State.sent(fracKey(f)) {
-				due = append(due, f)
-			}
-		}
-		if len(due) > 0 {
-			for _, f := range due {
-				res.State.Sent = append(res.State.Sent, fracKey(f))
-			}
-			res.Notices = append(res.Notices, Notice{Kind: IdleWarning, StopAt: deadline, Policy: timeout.From,
-				Message: fmt.Sprintf("Idle for %s (%s of its idle timeout of %s%s, set by %s); it will be stopped at %s unless it becomes busy",
-					roundMin(res.IdleFor), pct(due[len(due)-1]), res.Timeout, demand, policyOr(timeout.From), deadline.UTC().Format(time.RFC3339))})
-		}
-		return res
-	}
+	res.State.Sent = appendWarned(res.State.Sent, due)
+	res.Notices = append(res.Notices, Notice{Kind: IdleWarning, StopAt: res.StopAt, Policy: timeout.From,
+		Message: fmt.Sprintf("Idle for %s (%s of its idle timeout of %s%s, set by %s); it will be stopped at %s unless it becomes busy",
+			roundMin(res.IdleFor), pct(due[len(due)-1]), res.Timeout, res.demandNote(timeout, c, r.Idle), policyOr(timeout.From), res.StopAt.UTC().Format(time.RFC3339))})
+	return res
+}
+
+// stop calls for the stop, once, unless the keep-alive file was touched recently enough.
+func (res IdleResult) stop(s Sample, r Rules, timeout resolve.Limit, c Running) IdleResult {
 	if res.State.sent(SentStop) {
 		return res
 	}
-	if rules.KeepAlivePath != "" && c.KeepAlive != nil {
-		if touched, ok := c.KeepAlive(); ok && s.Time.Sub(touched) < rules.KeepAliveMaxAge {
-			res.KeepAliveUntil = touched.Add(rules.KeepAliveMaxAge)
+	deadline := res.StopAt
+	if r.Idle.KeepAlivePath != "" && c.KeepAlive != nil {
+		if touched, ok := c.KeepAlive(); ok && s.Time.Sub(touched) < r.Idle.KeepAliveMaxAge {
+			res.KeepAliveUntil = touched.Add(r.Idle.KeepAliveMaxAge)
 			res.StopAt = res.KeepAliveUntil
 			return res
 		}
 	}
 	res.State.Sent = append(res.State.Sent, SentStop)
 	res.Notices = append(res.Notices, Notice{Kind: IdleStop, StopAt: s.Time, Deadline: deadline, Policy: timeout.From, Held: r.Mode != gpuwardenv1alpha1.ModeEnforce,
-		Message: fmt.Sprintf("Idle for %s, past its idle timeout of %s%s set by %s", roundMin(res.IdleFor), res.Timeout, demand, policyOr(timeout.From))})
+		Message: fmt.Sprintf("Idle for %s, past its idle timeout of %s%s set by %s", roundMin(res.IdleFor), res.Timeout, res.demandNote(timeout, c, r.Idle), policyOr(timeout.From))})
 	return res
+}
+
+// dueWarnings are the warning fractions (below 1) of limit that elapsed has passed and that
+// were not sent yet, lowest first, and how long until the next one not passed yet (0 when
+// none is left). Idle and runtime warnings both count this way: the highest fraction passed
+// is said, and the lower ones are then spent too.
+func dueWarnings(warnAt []float64, elapsed, limit time.Duration, sent []string) (due []float64, next time.Duration) {
+	for _, f := range warnAt {
+		at := frac(limit, f)
+		switch {
+		case f >= 1:
+		case elapsed >= at && !slices.Contains(sent, fracKey(f)):
+			due = append(due, f)
+		case elapsed < at && (next == 0 || at-elapsed < next):
+			next = at - elapsed
+		}
+	}
+	return due, next
+}
+
+// appendWarned marks the due warning fractions sent.
+func appendWarned(sent []string, due []float64) []string {
+	for _, f := range due {
+		sent = append(sent, fracKey(f))
+	}
+	return sent
 }
 
 // InStartupGrace reports whether at falls within startupGrace of the container's start.
@@ -359,21 +412,12 @@ func ObserveRuntime(st RuntimeState, since time.Time, r Rules, now time.Time) (o
 		return out, notices, 0
 	}
 	next = limit.Duration - ran
-	var due []float64
-	for _, f := range r.Runtime.WarnAt {
-		at := frac(limit.Duration, f)
-		switch {
-		case f >= 1:
-		case ran >= at && !slices.Contains(out.Sent, fracKey(f)):
-			due = append(due, f)
-		case ran < at && at-ran < next:
-			next = at - ran
-		}
+	due, untilWarning := dueWarnings(r.Runtime.WarnAt, ran, limit.Duration, out.Sent)
+	if untilWarning > 0 && untilWarning < next {
+		next = untilWarning
 	}
 	if len(due) > 0 {
-		for _, f := range due {
-			out.Sent = append(out.Sent, fracKey(f))
-		}
+		out.Sent = appendWarned(out.Sent, due)
 		notices = append(notices, Notice{Kind: RuntimeWarning, StopAt: deadline, Policy: limit.From,
 			Message: fmt.Sprintf("Running for %s (%s of its maximum runtime of %s, set by %s); it will be stopped at %s",
 				roundMin(ran), pct(due[len(due)-1]), limit.Duration, policyOr(limit.From), deadline.UTC().Format(time.RFC3339))})

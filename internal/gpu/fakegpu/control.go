@@ -1,6 +1,6 @@
 package fakegpu
 
-// The control file of --fake-gpus-control (DESIGN.md §3.2): what the simulated GPUs
+// The control file of --fake-gpus-control (README.md, "Simulated GPUs driven from outside"): what the simulated GPUs
 // report, driven from outside the process.
 
 import (

@@ -16,7 +16,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
 
-// The example of DESIGN.md §3.2.
+// The example of README.md, "Simulated GPUs driven from outside".
 const example = `
 devices:
   "0":   {utilization: 97, memoryUtilization: 40, memoryUsedMiB: 30000, temperature: 91, power: 650}

@@ -55,7 +55,7 @@ type ManagerOptions struct {
 	AllocationRetention    time.Duration
 	TelemetryInterval      time.Duration
 	AllowLocalWebhooks     bool
-	// FakeGPUsControl is the control file the simulated GPUs re-read (DESIGN.md §3.2).
+	// FakeGPUsControl is the control file the simulated GPUs re-read (README.md, "Simulated GPUs driven from outside").
 	FakeGPUsControl string
 	// The Docker gateway.
 	GatewaySocket      string
