@@ -245,6 +245,6 @@ func (g *Allocator) queuePosition(ctx context.Context, a *gpuwardenv1alpha1.GPUA
 func (g *Allocator) Release(ctx context.Context, name string) {
 	a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: name}}
 	if err := g.Client.Delete(ctx, a); err != nil && !apierrors.IsNotFound(err) {
-		ctrl.Log.WithName("gateway").Error(err, "Giving back the GPUs of a create that failed", "allocation", name)
+		ctrl.LoggerFrom(ctx).WithName("gateway").Error(err, "Giving back the GPUs of a create that failed", "allocation", name)
 	}
 }

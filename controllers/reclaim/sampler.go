@@ -82,7 +82,7 @@ func (s *Sampler) Start(ctx context.Context) error {
 		for next = next.Add(s.Interval); !next.After(s.Clock.Now()); next = next.Add(s.Interval) {
 		}
 		if err := s.Round(ctx); err != nil && ctx.Err() == nil {
-			ctrl.Log.WithName("sampler").Error(err, "Sampling containers")
+			ctrl.LoggerFrom(ctx).WithName("sampler").Error(err, "Sampling containers")
 		}
 		s.beat() // a round that failed still finished: the sampler is not stuck
 	}
@@ -184,7 +184,7 @@ func (s *Sampler) gpuSamples(ctx context.Context) map[string]gpu.Sample {
 	}
 	list, err := s.GPUs.Samples(ctx)
 	if err != nil {
-		ctrl.Log.WithName("sampler").V(1).Info("Reading GPU samples; the GPU signal is unknown this round", "error", err.Error())
+		ctrl.LoggerFrom(ctx).WithName("sampler").V(1).Info("Reading GPU samples; the GPU signal is unknown this round", "error", err.Error())
 	}
 	for _, x := range list {
 		out[x.UUID] = x

@@ -1174,7 +1174,7 @@ func (rc RuntimeCheck) Start(ctx context.Context) error {
 				if rc.Warn != nil {
 					rc.Warn(msg)
 				} else {
-					ctrl.Log.WithName("gateway").Info("WARNING: " + msg)
+					ctrl.LoggerFrom(ctx).WithName("gateway").Info("WARNING: " + msg)
 				}
 			}
 			return nil

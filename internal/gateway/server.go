@@ -99,7 +99,7 @@ func (s *Server) Start(ctx context.Context) error {
 			}
 			caller, err := who(c)
 			if err != nil {
-				ctrl.Log.WithName("gateway").Info("Refusing a connection whose caller is unknown", "error", err.Error())
+				ctrl.LoggerFrom(ctx).WithName("gateway").Info("Refusing a connection whose caller is unknown", "error", err.Error())
 				return context.WithValue(ctx, callerKey{}, Caller{UID: -1})
 			}
 			return context.WithValue(ctx, callerKey{}, caller)
@@ -107,7 +107,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(l) }()
-	ctrl.Log.WithName("gateway").Info("Serving the Docker API", "socket", s.Socket, "maxConnections", lim.lim.Conns,
+	ctrl.LoggerFrom(ctx).WithName("gateway").Info("Serving the Docker API", "socket", s.Socket, "maxConnections", lim.lim.Conns,
 		"maxConnectionsPerUser", lim.lim.ConnsPerUser, "maxRequestsPerUser", lim.lim.RequestsPerUser,
 		"idleTimeout", lim.lim.IdleTimeout.String(), "headerTimeout", lim.lim.HeaderTimeout.String())
 	if s.Listening != nil {
