@@ -11,6 +11,7 @@ import (
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/actions"
+	"github.com/gpuwarden/gpuwarden/internal/allocation"
 	"github.com/gpuwarden/gpuwarden/internal/containerstore"
 	"github.com/gpuwarden/gpuwarden/internal/manager"
 	"github.com/gpuwarden/gpuwarden/internal/reasons"
@@ -72,12 +73,10 @@ func (g *Strays) Sweep(ctx context.Context) error {
 
 func (g *Strays) stray(a *gpuwardenv1alpha1.GPUAllocation, containers map[string]bool) bool {
 	switch {
-	case a.Spec.Source != gpuwardenv1alpha1.SourceGateway || a.Spec.NodeName != g.NodeName || a.DeletionTimestamp != nil:
-		return false
-	case a.Status.ContainerID != "" || a.Annotations[gpuwardenv1alpha1.AnnotationRelease] != "":
-		return false // its container was seen (and is followed), or it is being released
-	case a.Status.Phase != "" && a.Status.Phase != gpuwardenv1alpha1.PhasePending && a.Status.Phase != gpuwardenv1alpha1.PhaseBound:
-		return false
+	case a.Spec.Source != gpuwardenv1alpha1.SourceGateway || a.Spec.NodeName != g.NodeName || !allocation.Live(a):
+		return false // not a gateway allocation of this node that holds or waits
+	case a.Status.ContainerID != "":
+		return false // its container was seen (and is followed)
 	case g.Clock.Since(a.CreationTimestamp.Time) < g.After:
 		return false
 	}
