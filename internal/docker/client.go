@@ -26,15 +26,12 @@ type Client struct {
 
 var _ Engine = (*Client)(nil)
 
-// New connects to the engine at host (unix:///var/run/docker.sock, tcp://…); an empty host
-// means $DOCKER_HOST, else the standard socket. The API version is negotiated on first use,
-// so engines from API 1.40 up work.
+// New connects to the engine at Host(host) (unix:///var/run/docker.sock, tcp://…): an
+// empty host means $DOCKER_HOST, else the standard socket. The rest of the environment
+// ($DOCKER_TLS_VERIFY, $DOCKER_CERT_PATH, $DOCKER_API_VERSION) still applies. The API version
+// is negotiated on first use, so engines from API 1.40 up work.
 func New(host string) (*Client, error) {
-	opts := []client.Opt{client.FromEnv}
-	if host != "" {
-		opts = append(opts, client.WithHost(host))
-	}
-	api, err := client.New(opts...)
+	api, err := client.New(client.FromEnv, client.WithHost(Host(host)))
 	if err != nil {
 		return nil, fmt.Errorf("configuring the Docker client for %q: %w", host, err)
 	}

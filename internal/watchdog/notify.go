@@ -98,3 +98,30 @@ func Withhold() (restore func()) {
 		}
 	}
 }
+
+// Serve runs run (the process's work, such as a controller manager's Start) and speaks for
+// it to systemd: when up reports true it calls ready, says READY and pings the watchdog
+// while every check of n.Health passes; once up has reported, run's return is said as
+// STOPPING. A run that returns before up reports ends Serve at once, with nothing said. up
+// and run get a context that ends when Serve returns; Serve returns run's error.
+func (n *Notifier) Serve(ctx context.Context, run func(context.Context) error, up func(context.Context) bool, ready func()) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- run(ctx) }()
+	upc := make(chan bool, 1)
+	go func() { upc <- up(ctx) }()
+	select {
+	case ok := <-upc:
+		if ok {
+			ready()
+			n.Ready()
+			go n.Run(ctx)
+		}
+	case err := <-errc:
+		return err
+	}
+	err := <-errc
+	n.Stopping()
+	return err
+}

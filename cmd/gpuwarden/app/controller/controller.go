@@ -9,15 +9,17 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/common"
+	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/manager"
+	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/options"
 	"github.com/gpuwarden/gpuwarden/internal/crds"
+	"github.com/gpuwarden/gpuwarden/internal/gateway"
 )
 
 // Options are the flags of `gpuwarden controller`.
 type Options struct {
 	Kubeconfig  string
 	InstallCRDs bool
-	Manager     common.ManagerOptions
+	Manager     options.ManagerOptions
 
 	out io.Writer
 }
@@ -52,8 +54,8 @@ or upgraded first when the credentials allow it.`,
 
 // Run runs the controllers until ctx ends.
 func (o *Options) Run(ctx context.Context) error {
-	common.RaiseFileLimit()
-	cfg, err := common.RESTConfigFrom(o.Kubeconfig)
+	gateway.RaiseFileLimit(ctx)
+	cfg, err := options.RESTConfigFrom(o.Kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -62,12 +64,12 @@ func (o *Options) Run(ctx context.Context) error {
 			return fmt.Errorf("installing CRDs: %w", err)
 		}
 	}
-	mgr, auditLog, err := o.Manager.NewManager(cfg, nil)
+	mgr, err := manager.New(ctx, o.Manager, cfg, manager.Extras{})
 	if err != nil {
 		return err
 	}
-	defer auditLog.Close()
-	return o.Manager.Run(ctx, mgr, func() {
+	defer mgr.Close()
+	return mgr.Run(ctx, func() {
 		fmt.Fprintf(o.out, "gpuwarden controller is ready: node %s, API server %s\n", o.Manager.NodeName, cfg.Host)
 	})
 }

@@ -17,7 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
-	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/common"
+	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/options"
 	"github.com/gpuwarden/gpuwarden/controllers"
 	"github.com/gpuwarden/gpuwarden/internal/allocation"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
@@ -143,7 +143,7 @@ func (o *Options) Validate() error {
 }
 
 func (o *Options) client() (client.Client, error) {
-	cfg, err := common.RESTConfigFrom(o.Kubeconfig)
+	cfg, err := options.RESTConfigFrom(o.Kubeconfig)
 	if err != nil {
 		return nil, err
 	}

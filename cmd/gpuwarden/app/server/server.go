@@ -21,10 +21,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 
-	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/common"
+	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/manager"
+	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/options"
 	"github.com/gpuwarden/gpuwarden/internal/access"
 	"github.com/gpuwarden/gpuwarden/internal/controlplane"
 	"github.com/gpuwarden/gpuwarden/internal/crds"
+	"github.com/gpuwarden/gpuwarden/internal/gateway"
 	"github.com/gpuwarden/gpuwarden/internal/scheme"
 	"github.com/gpuwarden/gpuwarden/internal/watchdog"
 )
@@ -40,7 +42,7 @@ type Options struct {
 	EventTTL time.Duration
 	// AdminSyncInterval is how often the host's admin group is read again in full.
 	AdminSyncInterval time.Duration
-	Manager           common.ManagerOptions
+	Manager           options.ManagerOptions
 
 	out io.Writer
 }
@@ -111,12 +113,12 @@ func (o *Options) Validate() error {
 // it cleanly when ctx ends (SIGTERM or SIGINT).
 func (o *Options) Run(ctx context.Context) error {
 	start := time.Now()
-	common.RaiseFileLimit()
+	gateway.RaiseFileLimit(ctx)
 	if os.Getenv("GOGC") == "" {
 		// A daemon on a shared machine: trade a little idle GC work for a smaller heap.
 		debug.SetGCPercent(defaultGCPercent)
 	}
-	log := ctrl.Log.WithName("server")
+	log := ctrl.LoggerFrom(ctx).WithName("server")
 	closeLog, err := redirectKubeLogs(filepath.Join(o.DataDir, "apiserver.log"))
 	if err != nil {
 		return err
@@ -148,14 +150,16 @@ func (o *Options) Run(ctx context.Context) error {
 	// Admin rights follow the host's admin group, not the certificate: cluster-admin is
 	// bound to its members by name, and unbound within a minute of their leaving it.
 	admins := &access.Admins{Client: admin, Group: o.Manager.GatewayAdminGroup, Interval: o.AdminSyncInterval,
-		Watch: access.GroupFile, Log: ctrl.Log.WithName("admins")}
-	o.Manager.GatewayImageOwners = filepath.Join(o.DataDir, "gateway-images.json")
-	o.Manager.Kubeconfigs = access.Issuer{PKI: cp.PKI, Server: cfg.Host, Clock: clock.RealClock{}, Admins: admins}.Kubeconfig
-	mgr, auditLog, err := o.Manager.NewManager(cfg, map[string]healthz.Checker{"controlplane": controlPlaneUp(cp)})
+		Watch: access.GroupFile, Log: ctrl.LoggerFrom(ctx).WithName("admins")}
+	mgr, err := manager.New(ctx, o.Manager, cfg, manager.Extras{
+		ReadyChecks: map[string]healthz.Checker{"controlplane": controlPlaneUp(cp)},
+		Kubeconfigs: access.Issuer{PKI: cp.PKI, Server: cfg.Host, Clock: clock.RealClock{}, Admins: admins}.Kubeconfig,
+		ImageOwners: filepath.Join(o.DataDir, "gateway-images.json"),
+	})
 	if err != nil {
 		return err
 	}
-	defer auditLog.Close()
+	defer mgr.Close()
 	if err := mgr.Add(admins); err != nil {
 		return fmt.Errorf("adding the admin group's reconciler: %w", err)
 	}
@@ -170,7 +174,7 @@ func (o *Options) Run(ctx context.Context) error {
 		case <-mgrCtx.Done():
 		}
 	}()
-	err = o.Manager.Run(mgrCtx, mgr, func() {
+	err = mgr.Run(mgrCtx, func() {
 		fmt.Fprintf(o.out, "gpuwarden server is ready in %.2fs: API server https://127.0.0.1:%d, node %s\n"+
 			"  export KUBECONFIG=%s\n  kubectl get gpus,gpuallocations\n",
 			time.Since(start).Seconds(), cp.Port, o.Manager.NodeName, cp.KubeconfigPath)

@@ -1,20 +1,18 @@
-// Package common holds what the server and controller commands share: logging and the
-// controller manager's flags and run loop.
-package common
+package logging
 
 import (
 	"github.com/go-logr/zapr"
 	"go.uber.org/zap/zapcore"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-
-	"github.com/gpuwarden/gpuwarden/internal/logging"
 )
 
-// SetupLogging sends gpuwarden's own logs to stderr; verbosity raises the detail. Stack
-// traces are for programming errors (DPanic and up), or for every error from -v 2: an
+// Setup sends gpuwarden's own logs to stderr, through controller-runtime's logger (ctrl.Log,
+// what ctrl.LoggerFrom gives for a context that carries none) and Warning; verbosity raises
+// the detail.
+// Stack traces are for programming errors (DPanic and up), or for every error from -v 2: an
 // outage or a refusal is said in one line.
-func SetupLogging(verbosity int) {
+func Setup(verbosity int) {
 	level := zapcore.Level(-verbosity)
 	stacks := zapcore.DPanicLevel
 	if verbosity >= 2 {
@@ -24,5 +22,5 @@ func SetupLogging(verbosity int) {
 		c.EncodeTime = zapcore.RFC3339TimeEncoder
 	}))
 	ctrl.SetLogger(zapr.NewLogger(raw))
-	logging.SetWarner(raw)
+	SetWarner(raw)
 }

@@ -1,0 +1,170 @@
+// Package options holds the flags `gpuwarden server` and `gpuwarden controller` share for
+// their controller manager, with Complete and Validate (the shape of cert-manager's
+// cmd/controller/app/options), and the --kubeconfig rule of the commands that reach an
+// API server.
+package options
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	"github.com/gpuwarden/gpuwarden/controllers"
+	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/gateway"
+	"github.com/gpuwarden/gpuwarden/internal/gpu/fakegpu"
+)
+
+// ManagerOptions are the flags both `server` and `controller` take for the controller
+// manager. AddFlags registers them; Complete then Validate make them ready for use.
+type ManagerOptions struct {
+	AuditLog               string
+	FakeGPUs               string
+	NodeName               string
+	MetricsBindAddress     string
+	HealthProbeBindAddress string
+	LeaderElect            bool
+	DockerHost             string
+	ProcRoot               string
+	ScanInterval           time.Duration
+	SampleInterval         time.Duration
+	AllocationRetention    time.Duration
+	TelemetryInterval      time.Duration
+	AllowLocalWebhooks     bool
+	// FakeGPUsControl is the control file the simulated GPUs re-read (README.md, "Simulated GPUs driven from outside").
+	FakeGPUsControl string
+	// The Docker gateway.
+	GatewaySocket      string
+	GatewayAdminGroup  string
+	GatewayRootGroup   string
+	GatewayAllowMounts []string
+	GatewayBindWait    time.Duration
+	// GatewayLimits cap connections and requests per user and in all.
+	GatewayLimits gateway.Limits
+}
+
+// NoDocker is the --docker-host value that runs no container controllers.
+const NoDocker = "none"
+
+// AddFlags registers the flags with defaults for the mode.
+func (o *ManagerOptions) AddFlags(fs *pflag.FlagSet, metricsDefault, probeDefault string, leaderElectDefault bool) {
+	fs.StringVar(&o.NodeName, "node-name", "", "name of this GPU node (default: the host name)")
+	fs.StringVar(&o.FakeGPUs, "fake-gpus", "", "simulate GPUs instead of reading NVML: "+strings.Join(fakegpu.Profiles, ", "))
+	fs.StringVar(&o.AuditLog, "audit-log", audit.DefaultPath, "the audit log (JSON Lines, rotated and compressed beside it)")
+	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", metricsDefault, `address of the Prometheus /metrics endpoint ("0" turns it off)`)
+	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", probeDefault, `address of /healthz and /readyz ("0" turns them off)`)
+	fs.BoolVar(&o.LeaderElect, "leader-elect", leaderElectDefault, "elect one active controller per node through a Lease")
+	fs.StringVar(&o.DockerHost, "docker-host", "", `the Docker engine (unix:///var/run/docker.sock, tcp://…; default: $DOCKER_HOST, else the standard socket; "none" watches no containers)`)
+	fs.StringVar(&o.ProcRoot, "proc-root", "/proc", "the /proc tree GPU processes are mapped to containers and users through")
+	fs.BoolVar(&o.AllowLocalWebhooks, "allow-local-webhooks", false, "let ContainerPolicies post notices to loopback and link-local addresses (refused by default)")
+	fs.StringVar(&o.FakeGPUsControl, "fake-gpus-control", "", "with --fake-gpus: a YAML or JSON file the simulated GPUs re-read when it changes (utilization, memoryUsedMiB, temperature, power, lost, xid, processes; see the README)")
+	fs.DurationVar(&o.SampleInterval, "sample-interval", controllers.DefaultOptions().SampleInterval, "how often running GPU containers are sampled for idle detection (at least 1s)")
+	fs.DurationVar(&o.AllocationRetention, "allocation-retention", controllers.DefaultOptions().Retention, "how long released allocations stay visible (kubectl get ga) before they are deleted; at least 1m")
+	fs.DurationVar(&o.TelemetryInterval, "telemetry-interval", 0, "how often the GPUs are read for /metrics (default: 15s, or --sample-interval when shorter); a scrape serves the last reading")
+	fs.StringVar(&o.GatewaySocket, "gateway-socket", gateway.DefaultSocket, `the Docker gateway's Unix socket (mode 0666; users set DOCKER_HOST=unix://… to it); "" serves none`)
+	fs.StringVar(&o.GatewayAdminGroup, "gateway-admin-group", gateway.DefaultAdminGroup, "the host group whose members (and root) see and manage every container through the gateway")
+	fs.StringVar(&o.GatewayRootGroup, "gateway-root-group", "", "a host group whose members' containers may run as any user, root included: on an engine without user-namespace remapping this equals membership of the docker group (default: none; everyone's containers run as their own uid)")
+	fs.StringSliceVar(&o.GatewayAllowMounts, "gateway-allow-mount", nil, "a host path prefix anyone may bind-mount through the gateway, beside their home directory (repeatable)")
+	fs.DurationVar(&o.GatewayBindWait, "gateway-bind-wait", controllers.DefaultGatewayBindWait, "how long a create through the gateway waits for a GPU to free before giving up")
+	fs.IntVar(&o.GatewayLimits.ConnsPerUser, "gateway-max-connections-per-user", gateway.DefaultMaxConnsPerUser, "connections one user may hold open to the gateway at once; one more is answered 429 and closed")
+	fs.IntVar(&o.GatewayLimits.RequestsPerUser, "gateway-max-requests-per-user", gateway.DefaultMaxRequestsPerUser, "requests of one user the gateway serves at once (open attach, exec, logs -f and events streams count); one more is answered 429")
+	fs.IntVar(&o.GatewayLimits.Conns, "gateway-max-connections", 0, "connections all users together may hold open to the gateway (default: from RLIMIT_NOFILE, leaving a quarter of the descriptors, at least 1024, to etcd, the API server and the controllers)")
+	fs.DurationVar(&o.GatewayLimits.IdleTimeout, "gateway-idle-timeout", gateway.DefaultIdleTimeout, "how long the gateway keeps a connection open that sends no next request (at least 1s)")
+	fs.DurationVar(&o.ScanInterval, "scan-interval", controllers.DefaultOptions().ScanInterval, "how often GPU processes are checked for use outside any allocation")
+}
+
+// Complete fills in the node name from the host name.
+func (o *ManagerOptions) Complete() error {
+	if o.NodeName != "" {
+		return nil
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		return fmt.Errorf("reading the host name for --node-name: %w", err)
+	}
+	o.NodeName = strings.ToLower(host)
+	return nil
+}
+
+// Validate checks the flags, once completed.
+func (o *ManagerOptions) Validate() error {
+	var errs []error
+	if msgs := validation.IsDNS1123Subdomain(o.NodeName); len(msgs) > 0 {
+		errs = append(errs, fmt.Errorf("--node-name %q: %s", o.NodeName, strings.Join(msgs, "; ")))
+	} else if len(o.NodeName) > validation.LabelValueMaxLength {
+		// It labels every GPU object of the node.
+		errs = append(errs, fmt.Errorf("--node-name %q: %d characters; a node name may have at most %d (it is a label value)",
+			o.NodeName, len(o.NodeName), validation.LabelValueMaxLength))
+	}
+	if h := o.DockerHost; h != "" && h != NoDocker && !strings.HasPrefix(h, "unix://") && !strings.HasPrefix(h, "tcp://") {
+		errs = append(errs, fmt.Errorf("--docker-host %q: want unix:///path/to/docker.sock, tcp://host:port or %q", h, NoDocker))
+	}
+	if o.ScanInterval < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("--scan-interval %s: must be at least 100ms", o.ScanInterval))
+	}
+	if o.SampleInterval < time.Second {
+		errs = append(errs, fmt.Errorf("--sample-interval %s: must be at least 1s", o.SampleInterval))
+	}
+	if o.AllocationRetention < time.Minute {
+		errs = append(errs, fmt.Errorf("--allocation-retention %s: must be at least 1m", o.AllocationRetention))
+	}
+	if o.TelemetryInterval != 0 && o.TelemetryInterval < time.Second {
+		errs = append(errs, fmt.Errorf("--telemetry-interval %s: must be at least 1s", o.TelemetryInterval))
+	}
+	for _, m := range o.GatewayAllowMounts {
+		if !filepath.IsAbs(m) || filepath.Clean(m) == "/" {
+			errs = append(errs, fmt.Errorf("--gateway-allow-mount %q: want an absolute path below / (a prefix users may bind-mount)", m))
+		}
+	}
+	if o.GatewayBindWait < 0 {
+		errs = append(errs, fmt.Errorf("--gateway-bind-wait %s: must not be negative", o.GatewayBindWait))
+	}
+	if l := o.GatewayLimits.ConnsPerUser; l < 1 {
+		errs = append(errs, fmt.Errorf("--gateway-max-connections-per-user %d: must be at least 1", l))
+	}
+	if l := o.GatewayLimits.RequestsPerUser; l < 1 {
+		errs = append(errs, fmt.Errorf("--gateway-max-requests-per-user %d: must be at least 1", l))
+	}
+	if l := o.GatewayLimits.Conns; l < 0 {
+		errs = append(errs, fmt.Errorf("--gateway-max-connections %d: must not be negative (0: from RLIMIT_NOFILE)", l))
+	}
+	if l := o.GatewayLimits.IdleTimeout; l < time.Second {
+		errs = append(errs, fmt.Errorf("--gateway-idle-timeout %s: must be at least 1s", l))
+	}
+	if o.FakeGPUsControl != "" && o.FakeGPUs == "" {
+		errs = append(errs, fmt.Errorf("--fake-gpus-control %q: drives simulated GPUs only; give --fake-gpus too", o.FakeGPUsControl))
+	}
+	if fi, err := os.Stat(o.ProcRoot); err != nil || !fi.IsDir() {
+		errs = append(errs, fmt.Errorf("--proc-root %q: not a readable directory", o.ProcRoot))
+	}
+	if o.FakeGPUs != "" && !slices.Contains(fakegpu.Profiles, o.FakeGPUs) {
+		errs = append(errs, fmt.Errorf("--fake-gpus %q: unknown profile; choose one of %s", o.FakeGPUs, strings.Join(fakegpu.Profiles, ", ")))
+	}
+	return errors.Join(errs...)
+}
+
+// RESTConfigFrom reads a --kubeconfig file, or the in-cluster configuration when path is
+// empty.
+func RESTConfigFrom(path string) (*rest.Config, error) {
+	if path == "" {
+		return ctrl.GetConfig()
+	}
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("--kubeconfig: %w", err)
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", path)
+	if err != nil {
+		return nil, fmt.Errorf("reading kubeconfig %s: %w", path, err)
+	}
+	return cfg, nil
+}
