@@ -331,19 +331,23 @@ func (w *PolicyWrapper) Idle(p gpuwardenv1alpha1.IdlePolicy) *PolicyWrapper {
 	return w
 }
 
+// duration sets the policy's field to d.
+func (w *PolicyWrapper) duration(field **gpuwardenv1alpha1.Duration, d time.Duration) *PolicyWrapper {
+	*field = Duration(d)
+	return w
+}
+
 // IdleTimeout sets spec.idle.timeout, keeping the rest of spec.idle.
 func (w *PolicyWrapper) IdleTimeout(d time.Duration) *PolicyWrapper {
 	if w.Spec.Idle == nil {
 		w.Spec.Idle = &gpuwardenv1alpha1.IdlePolicy{}
 	}
-	w.Spec.Idle.Timeout = Duration(d)
-	return w
+	return w.duration(&w.Spec.Idle.Timeout, d)
 }
 
 // MaxRuntime sets spec.maxRuntime.
 func (w *PolicyWrapper) MaxRuntime(d time.Duration) *PolicyWrapper {
-	w.Spec.MaxRuntime = Duration(d)
-	return w
+	return w.duration(&w.Spec.MaxRuntime, d)
 }
 
 // RuntimeWarnAt sets spec.runtimeWarnAtFractions.
@@ -354,26 +358,22 @@ func (w *PolicyWrapper) RuntimeWarnAt(fractions ...gpuwardenv1alpha1.Fraction) *
 
 // StopGracePeriod sets spec.stopGracePeriod.
 func (w *PolicyWrapper) StopGracePeriod(d time.Duration) *PolicyWrapper {
-	w.Spec.StopGracePeriod = Duration(d)
-	return w
+	return w.duration(&w.Spec.StopGracePeriod, d)
 }
 
 // GPUHoldAfterStop sets spec.gpuHoldAfterStop.
 func (w *PolicyWrapper) GPUHoldAfterStop(d time.Duration) *PolicyWrapper {
-	w.Spec.GPUHoldAfterStop = Duration(d)
-	return w
+	return w.duration(&w.Spec.GPUHoldAfterStop, d)
 }
 
 // RemoveAfterStop sets spec.removeAfterStop.
 func (w *PolicyWrapper) RemoveAfterStop(d time.Duration) *PolicyWrapper {
-	w.Spec.RemoveAfterStop = Duration(d)
-	return w
+	return w.duration(&w.Spec.RemoveAfterStop, d)
 }
 
 // CreatedNeverStartedTimeout sets spec.createdNeverStartedTimeout.
 func (w *PolicyWrapper) CreatedNeverStartedTimeout(d time.Duration) *PolicyWrapper {
-	w.Spec.CreatedNeverStartedTimeout = Duration(d)
-	return w
+	return w.duration(&w.Spec.CreatedNeverStartedTimeout, d)
 }
 
 // OnUnallocatedGPU sets spec.onUnallocatedGPU.

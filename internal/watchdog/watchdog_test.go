@@ -3,6 +3,7 @@ package watchdog
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/go-logr/logr"
 	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
 
 func TestHealthNamesWhatIsWedged(t *testing.T) {
@@ -88,13 +91,12 @@ func TestNotifierPingsOnlyWhileHealthy(t *testing.T) {
 	go func() { n.run(ctx, time.Second); close(done) }()
 	waitFor := func(what string, ok func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for !ok() {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: sent %v", what, sent)
-			}
-			time.Sleep(time.Millisecond)
-		}
+		testutil.Eventually(t, 5*time.Second, what, func() (bool, string) {
+			done := ok()
+			mu.Lock()
+			defer mu.Unlock()
+			return done, fmt.Sprintf("sent %v", sent)
+		})
 	}
 	for i := 1; i <= 3; i++ {
 		waitFor("a ping per interval", func() bool { return count() == i && clk.HasWaiters() })

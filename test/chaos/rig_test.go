@@ -198,10 +198,9 @@ func (r *rig) stopOwnEngine() {
 	if pid <= 0 || syscall.Kill(pid, syscall.SIGTERM) != nil {
 		return
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for syscall.Kill(pid, 0) == nil && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
+	testutil.Eventually(r.t, 60*time.Second, fmt.Sprintf("the rig's dockerd (pid %d) exited", pid), func() bool {
+		return syscall.Kill(pid, 0) != nil
+	})
 }
 
 // restartEngine stops the engine, checks that gpuwarden releases nothing while it is down
@@ -230,16 +229,18 @@ func (r *rig) restartEngine(when string) {
 	r.stopOwnEngine()
 	// Down: what is Bound now stays Bound, and no release is recorded, however long it lasts.
 	before, released := bound(), releases()
-	time.Sleep(5 * time.Second)
-	after := bound()
-	for name := range before {
-		if !after[name] {
-			t.Errorf("%s: %s was released while the Docker engine was down", when, name)
+	testutil.Consistently(t, 5*time.Second, when+": nothing released while the Docker engine is down", func() (bool, string) {
+		after := bound()
+		for name := range before {
+			if !after[name] {
+				return false, name + " was released"
+			}
 		}
-	}
-	if n := releases() - released; n > 0 {
-		t.Errorf("%s: %d gpu.release records written while the Docker engine was down", when, n)
-	}
+		if n := releases() - released; n > 0 {
+			return false, fmt.Sprintf("%d gpu.release records written", n)
+		}
+		return true, ""
+	})
 	r.counts.add("invariant: nothing released during a Docker outage (allocations checked)", len(before))
 	r.engineUp()
 }

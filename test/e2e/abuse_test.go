@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
 
 // abuseCase is one hostile input and what became of it, for the suite's list.
@@ -93,15 +95,11 @@ func TestAbuse(t *testing.T) {
 			// Accepted by the API server, but the controller rejects it: only what gpuwarden
 			// signs is a Gateway allocation.
 			if err == nil {
-				phase := ""
-				for i := 0; i < 100 && phase != "Rejected"; i++ {
-					phase, _ = kubectl(t, s.kubeconfig, "", "get", "ga", "t21", "-o", "jsonpath={.status.phase}")
-					time.Sleep(100 * time.Millisecond)
-				}
+				testutil.Eventually(t, 10*time.Second, m.name+": Rejected", func() (bool, string) {
+					phase, _ := kubectl(t, s.kubeconfig, "", "get", "ga", "t21", "-o", "jsonpath={.status.phase}")
+					return phase == "Rejected", "phase " + phase
+				})
 				reason, _ := kubectl(t, s.kubeconfig, "", "get", "ga", "t21", "-o", "jsonpath={.status.reason}: {.status.message}")
-				if phase != "Rejected" {
-					t.Errorf("%s: phase %q, want Rejected", m.name, phase)
-				}
 				add("manifest", m.name, "stored, then Rejected by the controller: "+reason)
 				continue
 			}

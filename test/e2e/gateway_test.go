@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -110,7 +111,12 @@ spec: {user: gwholder, nodeName: e2e-gw, request: {gpus: 4}}
 		out, err := as(alice, sock, "", "run", "--rm", "--gpus", "1", image, "sh", "-c", "echo GPU=$NVIDIA_VISIBLE_DEVICES")
 		waited <- fmt.Sprintf("%v %s", err, out)
 	}()
-	time.Sleep(2 * time.Second)
+	// The request waits once its allocation is seen waiting for capacity; then a GPU frees.
+	testutil.Eventually(t, 30*time.Second, alice+"'s request waiting for a GPU", func() (bool, string) {
+		out := mustKubectl(t, s.kubeconfig, "get", "ga", "-o", fmt.Sprintf(
+			`jsonpath={range .items[?(@.spec.user=="%s")]}{.status.reason}/{.metadata.deletionTimestamp}{"\n"}{end}`, alice))
+		return slices.Contains(strings.Split(out, "\n"), "NoCapacity/"), out
+	})
 	mustKubectl(t, s.kubeconfig, "delete", "ga", "gw-hold-all")
 	if got := <-waited; !strings.HasPrefix(got, "<nil> GPU=GPU-") {
 		t.Errorf("a request that waited for a GPU to free: %s", got)

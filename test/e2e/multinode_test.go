@@ -58,10 +58,12 @@ func TestManyNodesShareOneQuota(t *testing.T) {
 	for _, n := range nodes {
 		uuidsOf[n] = mustKubectl(t, s.kubeconfig, "get", "gpus", "-o", fmt.Sprintf(`jsonpath={range .items[?(@.spec.nodeName=="%s")]}{.status.uuid} {end}`, n))
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		rows := list()
-		bound, decided := 0, 0
+	// While they are decided, never more than the quota is Bound, each to its node's GPUs.
+	var rows []row
+	bound := 0
+	testutil.Eventually(t, 60*time.Second, "every allocation decided", func() (bool, string) {
+		rows, bound = list(), 0
+		decided := 0
 		for _, r := range rows {
 			switch r.phase {
 			case "Bound":
@@ -72,24 +74,20 @@ func TestManyNodesShareOneQuota(t *testing.T) {
 				}
 			case "Rejected":
 				decided++
-				if r.reason != "QuotaExceeded" {
-					t.Errorf("%s rejected for %s, want QuotaExceeded", r.name, r.reason)
-				}
 			}
 		}
 		if bound > 5 {
 			t.Fatalf("%d allocations Bound under a quota of 5 shared across nodes: %v", bound, rows)
 		}
-		if decided == len(rows) && len(rows) == 12 {
-			if bound != 5 {
-				t.Errorf("%d Bound, want the quota's 5: %v", bound, rows)
-			}
-			break
+		return decided == len(rows) && len(rows) == 12, fmt.Sprint(rows)
+	})
+	if bound != 5 {
+		t.Errorf("%d Bound, want the quota's 5: %v", bound, rows)
+	}
+	for _, r := range rows {
+		if r.phase == "Rejected" && r.reason != "QuotaExceeded" {
+			t.Errorf("%s rejected for %s, want QuotaExceeded", r.name, r.reason)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not every allocation decided: %v", rows)
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
 	// The quota's status counts alice's holdings across the nodes.
 	testutil.Eventually(t, 30*time.Second, "the quota's usage across nodes", func() (bool, string) {

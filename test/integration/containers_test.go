@@ -320,13 +320,11 @@ func TestLabelClaimingAnotherUsersAllocationReleasesNothing(t *testing.T) {
 	dockerCLI(t, e.host, "rm", "-f", id)
 	e.waitEvent(audit.TypeContainerRemove, id)
 	// The removal has been handled once the store forgot it; give the controller that long.
-	deadline := time.Now().Add(2 * time.Second)
-	for time.Now().Before(deadline) {
-		if a := e.get("quinn-1"); a.Status.Phase != gpuwardenv1alpha1.PhaseBound || a.Status.ContainerID != "" || a.Annotations[gpuwardenv1alpha1.AnnotationRelease] != "" {
-			t.Fatalf("another user's container changed quinn-1: phase %s, container %q, annotations %v", a.Status.Phase, a.Status.ContainerID, a.Annotations)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testutil.Consistently(t, 2*time.Second, "quinn-1 untouched by another user's container", func() (bool, string) {
+		a := e.get("quinn-1")
+		return a.Status.Phase == gpuwardenv1alpha1.PhaseBound && a.Status.ContainerID == "" && a.Annotations[gpuwardenv1alpha1.AnnotationRelease] == "",
+			fmt.Sprintf("phase %s, container %q, annotations %v", a.Status.Phase, a.Status.ContainerID, a.Annotations)
+	})
 }
 
 func TestOwnerAndTypeFromLegacyAndWellKnownLabels(t *testing.T) {
@@ -533,13 +531,11 @@ func TestDockerOutageReleasesNothing(t *testing.T) {
 	down()
 	testutil.Eventually(t, 20*time.Second, "DockerReachable False during the outage", reachable(metav1.ConditionFalse))
 	// Several reconnect attempts fail meanwhile; none may release anything.
-	deadline := time.Now().Add(2 * time.Second)
-	for time.Now().Before(deadline) {
-		if got := e.get("kim-1"); got.Status.Phase != gpuwardenv1alpha1.PhaseBound || got.Annotations[gpuwardenv1alpha1.AnnotationRelease] != "" {
-			t.Fatalf("allocation changed during the Docker outage: %s %v", got.Status.Phase, got.Annotations)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testutil.Consistently(t, 2*time.Second, "kim-1 Bound during the Docker outage", func() (bool, string) {
+		got := e.get("kim-1")
+		return got.Status.Phase == gpuwardenv1alpha1.PhaseBound && got.Annotations[gpuwardenv1alpha1.AnnotationRelease] == "",
+			fmt.Sprintf("%s %v", got.Status.Phase, got.Annotations)
+	})
 
 	up()
 	testutil.Eventually(t, 30*time.Second, "DockerReachable True after the engine is back", reachable(metav1.ConditionTrue))

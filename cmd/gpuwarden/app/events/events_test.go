@@ -243,13 +243,10 @@ func TestFollowAcrossRotation(t *testing.T) {
 
 func waitFor(t *testing.T, out *testutil.SyncBuffer, text string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(out.String(), text) {
-		if time.Now().After(deadline) {
-			t.Fatalf("--follow did not print %s:\n%s", text, out)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testutil.Eventually(t, 30*time.Second, "--follow printing "+text, func() (bool, string) {
+		s := out.String()
+		return strings.Contains(s, text), s
+	})
 }
 
 // TestNonRegularFilesAreRefused: a FIFO or a device never ends; reading one without
