@@ -10,6 +10,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/gpuwarden/gpuwarden/internal/fatal"
+	"github.com/gpuwarden/gpuwarden/internal/reasons"
 )
 
 // EventRecorder is what Reported needs of a Kubernetes event recorder (client-go's
@@ -74,7 +75,7 @@ func (r *Reported) onError(err error) {
 	r.log.Error(err, "The audit log cannot be written; events are kept in memory and retried", "path", r.path)
 	if rec := r.recorder.Load(); rec != nil {
 		node := &corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: r.node}
-		(*rec).Eventf(node, nil, corev1.EventTypeWarning, "AuditLogWriteFailed", "WriteAuditLog",
+		(*rec).Eventf(node, nil, corev1.EventTypeWarning, reasons.EventAuditLogWriteFailed, "WriteAuditLog",
 			"The audit log %s cannot be written; events are kept in memory and retried: %v", r.path, err)
 	}
 }

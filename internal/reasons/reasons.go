@@ -44,6 +44,10 @@ const (
 	EventRuntimeStopped = "RuntimeStopped"
 )
 
+// EventAuditLogWriteFailed is the reason of the Event, on the node, that says the audit log
+// cannot be written (a full disk): decisions go on, their records are lost until it recovers.
+const EventAuditLogWriteFailed = "AuditLogWriteFailed"
+
 // EventAccessDenied is the reason of the Event a refused gateway request raises, on the node.
 const EventAccessDenied = "AccessDenied"
 
