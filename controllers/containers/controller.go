@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -71,14 +72,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	ctx = ctrl.LoggerInto(ctx, ctrl.LoggerFrom(ctx).WithValues("container", c.Name, "id", docker.ShortID(id)))
 	owner := r.Owners.Of(c)
-	allocs, err := r.attached(ctx, c, owner)
+	allocs, err := r.allocationsOf(ctx, c, owner)
 	if err != nil {
-		return ctrl.Result{}, err
-	}
-	if allocs, err = r.ownedAmong(ctx, c, owner, allocs); err != nil {
-		return ctrl.Result{}, err
-	}
-	if err := r.carryAdoptionToFirstStart(ctx, c, allocs); err != nil {
 		return ctrl.Result{}, err
 	}
 	live := liveAllocation(allocs)
@@ -112,6 +107,26 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if c.State == docker.StateRunning || c.State == docker.StateRestarting || c.State == docker.StatePaused {
 		return ctrl.Result{}, nil
 	}
+	next, err := r.notRunning(ctx, c, owner, live, policy)
+	return ctrl.Result{RequeueAfter: next}, err
+}
+
+// allocationsOf are the allocations that are the container's: attached to it, owned by its
+// owner, an adoption carried to its first start.
+func (r *Reconciler) allocationsOf(ctx context.Context, c docker.Container, owner string) ([]gpuwardenv1alpha1.GPUAllocation, error) {
+	allocs, err := r.attached(ctx, c, owner)
+	if err != nil {
+		return nil, err
+	}
+	if allocs, err = r.ownedAmong(ctx, c, owner, allocs); err != nil {
+		return nil, err
+	}
+	return allocs, r.carryAdoptionToFirstStart(ctx, c, allocs)
+}
+
+// notRunning carries out what the lifecycle rules say is due to a container that does not
+// run (its GPUs released after the hold, its removal), and returns when to look again.
+func (r *Reconciler) notRunning(ctx context.Context, c docker.Container, owner string, live *gpuwardenv1alpha1.GPUAllocation, policy resolve.Policy) (time.Duration, error) {
 	bound := live != nil && live.Status.Phase == gpuwardenv1alpha1.PhaseBound && live.Annotations[gpuwardenv1alpha1.AnnotationRelease] == ""
 	// Bound since the container stopped (a start through the gateway holding its GPUs again,
 	// just before the engine runs it): its hold counts from the binding, not from the stop.
@@ -128,10 +143,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	for _, d := range due {
 		if err := r.act(ctx, c, owner, live, policy, d); err != nil {
-			return ctrl.Result{}, err
+			return 0, err
 		}
 	}
-	return ctrl.Result{RequeueAfter: next}, nil
+	return next, nil
 }
 
 // policy is the container's effective ContainerPolicy.
