@@ -294,9 +294,17 @@ func profileSuffix(profile string) string {
 	return " (" + profile + ")"
 }
 
-// containerOf is the container an allocation's spec names, for the audit log.
+// containerOf is the container of an allocation, for the audit log: the one its spec names,
+// else the one attached to it (a Gateway allocation is made before its container).
 func containerOf(a *gpuwardenv1alpha1.GPUAllocation) audit.Container {
-	return audit.Container{Name: a.Spec.ContainerName, ID: a.Spec.ContainerID, Type: string(a.Spec.ContainerType)}
+	c := audit.Container{Name: a.Spec.ContainerName, ID: a.Spec.ContainerID, Type: string(a.Spec.ContainerType)}
+	if c.ID == "" {
+		c.ID = a.Status.ContainerID
+	}
+	if c.Name == "" && (c.ID == "" || c.ID == a.Status.ContainerID) {
+		c.Name = a.Status.ContainerName
+	}
+	return c
 }
 
 // statusRef is an allocation's audit reference from its status: the devices it holds and

@@ -219,8 +219,13 @@ func (w *ContainerWatcher) handle(ctx context.Context, e docker.Event) {
 }
 
 // record writes one container record with its owner (Owners; "unknown" when nothing tells).
+// A container made through the gateway names its allocation, whose gpu.allocate came first.
 func (w *ContainerWatcher) record(_ context.Context, action audit.ContainerAction, c docker.Container, reason string) {
-	w.Audit.Log(audit.ContainerEvent(action, w.Owners.OrUnknown(c), containerRef(c), reason))
+	ref := containerRef(c)
+	if gatewayMade(c) {
+		ref.Allocation = c.Labels[gpuwardenv1alpha1.LabelAllocation]
+	}
+	w.Audit.Log(audit.ContainerEvent(action, w.Owners.OrUnknown(c), ref, reason))
 }
 
 func containerRef(c docker.Container) audit.Container {
