@@ -182,6 +182,10 @@ const statusWriters = 64
 func (p *pass) desiredStatus(a *gpuwardenv1alpha1.GPUAllocation) (*gpuwardenv1alpha1.GPUAllocationStatus, bool) {
 	want := a.Status.DeepCopy()
 	want.ObservedGeneration = a.Generation
+	if want.ContainerID == "" {
+		// kubectl get shows the container the spec names until one is attached.
+		want.ContainerName = a.Spec.ContainerName
+	}
 	if b, bound := p.ledger.Bindings[a.Name]; bound {
 		if b.Node != p.r.NodeName {
 			return nil, false
