@@ -57,9 +57,18 @@ type gwContainer struct{ id, name, alloc, sock string }
 
 // TestGatewayAllocationShowsItsContainer is issue 24's third defect: a Gateway allocation
 // shows its container in `kubectl get ga` (the CONTAINER column) once the container exists,
-// whether the user named it or the engine did.
+// whether the user named it or the engine did; an allocation whose spec names a container
+// shows that name before any container is attached.
 func TestGatewayAllocationShowsItsContainer(t *testing.T) {
 	s, _, containers := gatewayRecordsServer(t, "e2e-gwcol", "gwcolumn")
+	if _, err := kubectl(t, s.kubeconfig, `apiVersion: gpuwarden.io/v1alpha1
+kind: GPUAllocation
+metadata: {name: gw-col-manual}
+spec: {user: gwcolumn, request: {gpus: 1}, containerName: not-made-yet}
+`, "apply", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	containers = append(containers, gwContainer{name: "not-made-yet", alloc: "gw-col-manual"})
 	for _, c := range containers {
 		testutil.Eventually(t, 30*time.Second, "kubectl get ga "+c.alloc+" shows container "+c.name, func() (bool, string) {
 			table, _ := kubectl(t, s.kubeconfig, "", "get", "ga", c.alloc)
