@@ -168,9 +168,9 @@ type GPUAllocationStatus struct {
 	// +kubebuilder:validation:MaxLength=64
 	ContainerID string `json:"containerID,omitempty"`
 
-	// containerName is the name of the container the devices were attached to, as the
-	// engine named it when it was attached (kubectl get shows it: a Gateway allocation is
-	// made before its container, so its spec may name none).
+	// containerName is the name of the container the devices were attached to (kept up to
+	// date across renames), or spec.containerName while none is: what kubectl get shows (a
+	// Gateway allocation is made before its container, so its spec may name none).
 	// +optional
 	// +kubebuilder:validation:MaxLength=256
 	ContainerName string `json:"containerName,omitempty"`
