@@ -70,39 +70,30 @@ func tableRows(table string) []map[string]string {
 	return rows
 }
 
-// TestReadmeWalkThrough runs README.md's walk-through as written, against a server started
-// as `make run` starts it (fake h100-mig GPUs, data in ./.data, the test engine governed),
+// TestReadmeWalkThrough runs README.md's walk-through as written, as root, against a server
+// started as `make run` starts it (fake h100-mig GPUs, data in ./.data, the test engine governed),
 // and checks what the block's comments claim. What is the machine's, not the server's, is
 // this test's: the gateway socket, the metrics address and the audit log (through
 // GPUWARDEN_AUDIT_LOG, the default of --file); bin/ and config/ are the built binary and
 // the repository's.
 func TestReadmeWalkThrough(t *testing.T) {
-	requireKubectl(t)
-	dockerE2E(t)
-	testutil.Require(t, os.Geteuid() == 0, "the walk-through is run as root, through the gateway")
 	_, err := exec.LookPath("curl")
 	testutil.Require(t, err == nil, "curl: %v", err)
 	cmds := readmeWalkThrough(t)
+	// As root, the gateway's caller and an admin; ./.data is the server's data dir.
+	s, sock, dir := gatewayServer(t, "e2e-readme", nil)
+	t.Cleanup(func() { _ = exec.Command("docker", "rm", "-f", "train-1").Run() })
 
 	work := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(work, "bin"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink(binary(t), filepath.Join(work, "bin", "gpuwarden")); err != nil {
-		t.Fatal(err)
-	}
 	config, _ := filepath.Abs(filepath.Join("..", "..", "config"))
-	if err := os.Symlink(config, filepath.Join(work, "config")); err != nil {
-		t.Fatal(err)
+	for link, target := range map[string]string{"bin/gpuwarden": binary(t), "config": config, ".data": dir} {
+		if err := os.Symlink(target, filepath.Join(work, link)); err != nil {
+			t.Fatal(err)
+		}
 	}
-	sockDir, err := os.MkdirTemp("", "gpuwarden-readme")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	sock := filepath.Join(sockDir, "docker.sock")
-	s := startServer(t, filepath.Join(work, ".data"), "e2e-readme", "--docker-host", testutil.DockerHost(), "--gateway-socket", sock)
-	t.Cleanup(func() { _ = exec.Command("docker", "-H", testutil.DockerHost(), "rm", "-f", "train-1").Run() })
 	machine := map[string]string{
 		"unix:///run/gpuwarden/docker.sock": "unix://" + sock,
 		"127.0.0.1:9402":                    fmt.Sprintf("127.0.0.1:%d", s.metricPort),
@@ -112,7 +103,7 @@ func TestReadmeWalkThrough(t *testing.T) {
 			t.Fatalf("the README's walk-through no longer names %s; this test stands that in for the machine's:\n%s", from, strings.Join(cmds, "\n"))
 		}
 	}
-	env := map[string]string{"PWD": work, "GPUWARDEN_AUDIT_LOG": filepath.Join(work, ".data", "audit", "events.jsonl")}
+	env := map[string]string{"PWD": work, "GPUWARDEN_AUDIT_LOG": filepath.Join(dir, "audit", "events.jsonl")}
 	environ := func() []string {
 		out := os.Environ()
 		for k, v := range env {
