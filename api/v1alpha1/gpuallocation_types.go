@@ -168,6 +168,13 @@ type GPUAllocationStatus struct {
 	// +kubebuilder:validation:MaxLength=64
 	ContainerID string `json:"containerID,omitempty"`
 
+	// containerName is the name of the container the devices were attached to (kept up to
+	// date across renames), or spec.containerName while none is: what kubectl get shows (a
+	// Gateway allocation is made before its container, so its spec may name none).
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	ContainerName string `json:"containerName,omitempty"`
+
 	// boundTime is when the devices were bound.
 	// +optional
 	BoundTime *metav1.Time `json:"boundTime,omitempty"`
@@ -254,7 +261,7 @@ type RuntimeStatus struct {
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Devices",type=string,JSONPath=`.status.devices[*].index`
 // +kubebuilder:printcolumn:name="GPU-Eq",type=string,JSONPath=`.status.gpuEquivalentsRounded`
-// +kubebuilder:printcolumn:name="Container",type=string,JSONPath=`.spec.containerName`
+// +kubebuilder:printcolumn:name="Container",type=string,JSONPath=`.status.containerName`
 // +kubebuilder:printcolumn:name="Idle",type=date,JSONPath=`.status.idle.since`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:printcolumn:name="Node",type=string,JSONPath=`.spec.nodeName`,priority=1

@@ -214,6 +214,10 @@ const statusWriters = 64
 func (p *pass) desiredStatus(a *gpuwardenv1alpha1.GPUAllocation) (*gpuwardenv1alpha1.GPUAllocationStatus, bool) {
 	want := a.Status.DeepCopy()
 	want.ObservedGeneration = a.Generation
+	if want.ContainerID == "" {
+		// kubectl get shows the container the spec names until one is attached.
+		want.ContainerName = a.Spec.ContainerName
+	}
 	if b, bound := p.ledger.Bindings[a.Name]; bound {
 		if b.Node != p.r.NodeName {
 			return nil, false
@@ -326,9 +330,17 @@ func profileSuffix(profile string) string {
 	return " (" + profile + ")"
 }
 
-// containerOf is the container an allocation's spec names, for the audit log.
+// containerOf is the container of an allocation, for the audit log: the one its spec names,
+// else the one attached to it (a Gateway allocation is made before its container).
 func containerOf(a *gpuwardenv1alpha1.GPUAllocation) audit.Container {
-	return audit.Container{Name: a.Spec.ContainerName, ID: a.Spec.ContainerID, Type: string(a.Spec.ContainerType)}
+	c := audit.Container{Name: a.Spec.ContainerName, ID: a.Spec.ContainerID, Type: string(a.Spec.ContainerType)}
+	if c.ID == "" {
+		c.ID = a.Status.ContainerID
+	}
+	if c.Name == "" && (c.ID == "" || c.ID == a.Status.ContainerID) {
+		c.Name = a.Status.ContainerName
+	}
+	return c
 }
 
 func allocationRef(name string, b allocation.Binding) audit.Allocation {

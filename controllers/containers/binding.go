@@ -98,7 +98,7 @@ func (r *Reconciler) ownedAmong(ctx context.Context, c docker.Container, owner s
 		}
 		if a.Status.ContainerID == c.ID {
 			orig := a.DeepCopy()
-			a.Status.ContainerID = ""
+			a.Status.ContainerID, a.Status.ContainerName = "", ""
 			if err := r.Client.Status().Patch(ctx, a, client.MergeFrom(orig)); client.IgnoreNotFound(err) != nil {
 				return nil, fmt.Errorf("detaching container %s from allocation %s: %w", c.ID, a.Name, err)
 			}
@@ -132,15 +132,21 @@ func liveAllocation(allocs []gpuwardenv1alpha1.GPUAllocation) *gpuwardenv1alpha1
 	return nil
 }
 
-// attach records the container on its allocation.
+// attach records the container on its allocation: its ID, and its name (kept up to date
+// across renames) for kubectl get and the audit records of the allocation.
 func (r *Reconciler) attach(ctx context.Context, c docker.Container, a *gpuwardenv1alpha1.GPUAllocation) error {
-	if a.Status.ContainerID == c.ID {
+	name := message.Truncate(c.Name, message.MaxUserText)
+	if a.Status.ContainerID == c.ID && a.Status.ContainerName == name {
 		return nil
 	}
+	attached := a.Status.ContainerID == c.ID
 	orig := a.DeepCopy()
-	a.Status.ContainerID = c.ID
+	a.Status.ContainerID, a.Status.ContainerName = c.ID, name
 	if err := r.Client.Status().Patch(ctx, a, client.MergeFrom(orig)); err != nil {
 		return client.IgnoreNotFound(err)
+	}
+	if attached {
+		return nil // renamed
 	}
 	r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, reasons.EventAttached, "Attach", "Container %s (%s) uses this allocation", message.ContainerName(c), docker.ShortID(c.ID))
 	return nil

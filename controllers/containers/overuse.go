@@ -38,9 +38,15 @@ func beyondAllocation(uses []string, a *gpuwardenv1alpha1.GPUAllocation) []strin
 
 // checkWithinAllocation reports a running container that uses more than its allocation
 // gives, once per allocation state, and stops it when the policy's onUnallocatedGPU says
-// so — exactly as for a container with no allocation at all.
+// so — exactly as for a container with no allocation at all. The allocation adopted for
+// the container is checkAdopted's to report.
 func (r *Reconciler) checkWithinAllocation(ctx context.Context, c docker.Container, owner string, a *gpuwardenv1alpha1.GPUAllocation, p resolve.Policy) error {
 	if c.State != docker.StateRunning || !c.GPUs.Any() {
+		return nil
+	}
+	if a.Spec.Source == gpuwardenv1alpha1.SourceAdopted && a.Name == adoptedName(c.ID) {
+		// Adopted for exactly the devices it uses: until they are given, checkAdopted
+		// reports the one start without an allocation (one record, not one more here).
 		return nil
 	}
 	var gpus gpuwardenv1alpha1.GPUList

@@ -221,8 +221,13 @@ func (w *Watcher) handle(ctx context.Context, e docker.Event) {
 }
 
 // record writes one container record with its owner (Owners; "unknown" when nothing tells).
+// A container made through the gateway names its allocation, whose gpu.allocate came first.
 func (w *Watcher) record(_ context.Context, action audit.ContainerAction, c docker.Container, reason string) {
-	w.Audit.Log(audit.ContainerEvent(action, w.Owners.OrUnknown(c), containerstore.AuditRef(c), reason))
+	ref := containerstore.AuditRef(c)
+	if gatewayMade(c) {
+		ref.Allocation = c.Labels[gpuwardenv1alpha1.LabelAllocation]
+	}
+	w.Audit.Log(audit.ContainerEvent(action, w.Owners.OrUnknown(c), ref, reason))
 }
 
 // enqueue hands a container to the container controller; it gives up when ctx ends, so a

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"context"
 	"strings"
 	"time"
 )
@@ -15,6 +16,10 @@ type Filter struct {
 	Type string
 	// Container matches the container's name or ID (a prefix of the ID of 12 or more characters).
 	Container string
+	// Allocations, with Container, match the records of these allocations too: those bound
+	// to the container, whose first records (gpu.allocate of a Gateway allocation) can come
+	// before the container exists. ContainerAllocations finds them.
+	Allocations map[string]bool
 	// Since and Until bound the time, inclusive and exclusive.
 	Since, Until time.Time
 }
@@ -107,7 +112,7 @@ func (m *matcher) match(e *Event) bool {
 		return false
 	case !f.Until.IsZero() && !e.Time.Before(f.Until):
 		return false
-	case f.Container != "" && !containerMatches(f.Container, e):
+	case f.Container != "" && !containerMatches(f.Container, e) && !f.Allocations[allocationOf(e)]:
 		return false
 	}
 	return true
@@ -119,4 +124,24 @@ func containerMatches(c string, e *Event) bool {
 	}
 	id, _ := e.Details["container_id"].(string)
 	return id != "" && (id == c || len(c) >= 12 && strings.HasPrefix(id, c))
+}
+
+// allocationOf is the allocation an event names, or "".
+func allocationOf(e *Event) string {
+	a, _ := e.Details["allocation"].(string)
+	return a
+}
+
+// ContainerAllocations returns the allocations that the records in files naming container
+// (as Filter.Container matches it) tie to it: a gpu.* record of an allocation attached to the
+// container, or a container record naming the allocation it was made for.
+func ContainerAllocations(ctx context.Context, files []string, container string) (map[string]bool, error) {
+	out := map[string]bool{}
+	_, err := Read(ctx, files, Filter{Container: container}, func(e *Event) error {
+		if a := allocationOf(e); a != "" {
+			out[a] = true
+		}
+		return nil
+	})
+	return out, err
 }

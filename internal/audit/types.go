@@ -52,6 +52,9 @@ type Container struct {
 	Image string
 	// Type is the container type: managed, devcontainer, compose, docker, notebook, adopted, unknown.
 	Type string
+	// Allocation is the allocation the container was made for (the gateway's label), on
+	// container records: what ties a container to the gpu.allocate made before it existed.
+	Allocation string
 }
 
 func (c Container) details(d map[string]any) map[string]any {
@@ -59,6 +62,7 @@ func (c Container) details(d map[string]any) map[string]any {
 	put(d, "container_id", c.ID)
 	put(d, "image", c.Image)
 	put(d, "container_type", c.Type)
+	put(d, "allocation", c.Allocation)
 	return d
 }
 

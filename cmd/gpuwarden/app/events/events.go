@@ -70,7 +70,7 @@ Every filter combines with AND. Also reads DS01's older ts/event lines.`,
 	fs.StringVar(&o.File, "file", def, "the audit log (env "+EnvFile+")")
 	fs.StringVar(&o.User, "user", "", "only events of this user")
 	fs.StringVar(&o.Type, "type", "", "only events of this type or below it (gpu matches gpu.*, not gpus.*)")
-	fs.StringVar(&o.Container, "container", "", "only events of this container (name or ID)")
+	fs.StringVar(&o.Container, "container", "", "only events of this container (name or ID) and of the GPU allocations bound to it")
 	fs.StringVar(&o.Since, "since", "", "only events at or after this time: RFC 3339, or an age such as 30m, 2h, 7d")
 	fs.StringVar(&o.Until, "until", "", "only events before this time: RFC 3339, or an age such as 30m, 2h, 7d")
 	fs.IntVar(&o.Limit, "limit", 50, "show the last N matching events (0: all)")
@@ -150,6 +150,13 @@ func (o *Options) Run(ctx context.Context, out, errOut io.Writer) error {
 	if len(files) == 0 {
 		fmt.Fprintf(errOut, "No events logged yet: %s does not exist\n", o.File)
 		return nil
+	}
+	if o.filter.Container != "" {
+		// A container's GPU decisions: also the records of the allocations bound to it,
+		// whose gpu.allocate can come before the container exists.
+		if o.filter.Allocations, err = audit.ContainerAllocations(ctx, files, o.filter.Container); err != nil {
+			return err
+		}
 	}
 	var st audit.ReadStats
 	if o.Summary {

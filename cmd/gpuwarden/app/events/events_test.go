@@ -340,3 +340,24 @@ func follow(path string, args ...string) (*testutil.SyncBuffer, context.CancelFu
 	go func() { done <- cmd.ExecuteContext(ctx) }()
 	return out, cancel, done
 }
+
+// TestContainerShowsItsAllocationsDecisions: a Gateway allocation is bound before its
+// container exists, so its gpu.allocate names no container; the container's records name the
+// allocation, and --container shows that gpu.allocate too, not another allocation's.
+func TestContainerShowsItsAllocationsDecisions(t *testing.T) {
+	c := audit.Container{Name: "brave_curie", ID: "9e8d7c6b5a4f3e2d1c0b", Type: "docker", Allocation: "gateway-1"}
+	path := writeLog(t,
+		at(0, audit.GPUAllocate("alice", audit.Allocation{Name: "gateway-1", Devices: []string{"GPU-1"}})),
+		at(0, audit.GPUAllocate("alice", audit.Allocation{Name: "gateway-2", Devices: []string{"GPU-2"}})),
+		at(1, audit.ContainerEvent(audit.ContainerCreate, "alice", c, "")),
+	)
+	for _, by := range []string{"brave_curie", "9e8d7c6b5a4f"} {
+		out, _, err := run(t, t0.Add(2*time.Hour), "--file", path, "--container", by, "--json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := strings.Count(out, "\n"); n != 2 || !strings.Contains(out, `"allocation":"gateway-1","devices":["GPU-1"]`) || strings.Contains(out, "gateway-2") {
+			t.Errorf("--container %s: got %d events:\n%s", by, n, out)
+		}
+	}
+}
