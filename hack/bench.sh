@@ -82,6 +82,9 @@ write_report() {
 }
 start_server() {
   local t0 t1
+  # Emptied here, not by the redirection below: that happens in the child, and the loop
+  # could otherwise find the previous run's ready line first.
+  : >"$dir/out"
   t0=$(date +%s.%N)
   "$bin" server --data-dir "$dir/data" --api-port 0 --metrics-bind-address 0 --health-probe-bind-address 0 \
     --fake-gpus h100-mig >"$dir/out" 2>&1 &
