@@ -39,8 +39,9 @@ func TestDesiredStatusComesFromTheLedger(t *testing.T) {
 	forged := gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhaseBound,
 		Devices: []gpuwardenv1alpha1.BoundDevice{{Index: 7, UUID: "GPU-forged", Weight: resource.MustParse("1")}}, GPUEquivalents: quantity(1)}
 	alloc := func(name, node string, status gpuwardenv1alpha1.GPUAllocationStatus, annotations map[string]string) *gpuwardenv1alpha1.GPUAllocation {
-		return &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: name, Generation: 2, Annotations: annotations},
-			Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: "ann", NodeName: node}, Status: status}
+		a := testutil.MakeAllocation(name).Generation(2).User("ann").Node(node).WithStatus(status).Obj()
+		a.Annotations = annotations
+		return a
 	}
 	cases := []struct {
 		name   string
@@ -142,9 +143,8 @@ func TestAReleaseRecordedTwiceHasOneID(t *testing.T) {
 	p := &pass{r: &Reconciler{NodeName: "n1", Audit: log, Recorder: events.NewFakeRecorder(10)}, now: t0,
 		released: map[string]releaseInfo{}}
 	boundAt := metav1.NewTime(t0.Add(-time.Hour).Truncate(time.Second))
-	a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: "r", CreationTimestamp: metav1.NewTime(t0.Add(-2 * time.Hour))},
-		Spec:   gpuwardenv1alpha1.GPUAllocationSpec{User: "ann", NodeName: "n1"},
-		Status: gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhaseReleased, BoundTime: &boundAt, ReleasedTime: &metav1.Time{Time: t0}}}
+	a := testutil.MakeAllocation("r").Created(t0.Add(-2 * time.Hour)).User("ann").Node("n1").Phase(gpuwardenv1alpha1.PhaseReleased).
+		BoundAt(boundAt.Time).ReleasedAt(t0).Obj()
 	p.record(a, &gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhaseBound, BoundTime: &boundAt})
 	want := audit.DecisionID("release", "r", t0.Add(-time.Hour+300*time.Millisecond)) // as the ledger keeps it, finer
 	if len(log.Events()) != 1 || log.Events()[0].ID != want {

@@ -5,11 +5,11 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/containerstore"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
 
 func TestDevicesOf(t *testing.T) {
@@ -80,7 +80,7 @@ func TestWantsAdoption(t *testing.T) {
 	start := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
 	running := docker.Container{ID: "0123456789abcdef", State: docker.StateRunning, StartedAt: start, GPUs: docker.GPURequest{Count: 1}}
 	alloc := func(created time.Time) gpuwardenv1alpha1.GPUAllocation {
-		return gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{CreationTimestamp: metav1.NewTime(created)}}
+		return *testutil.MakeAllocation("").Created(created).Obj()
 	}
 	r := &Reconciler{}
 	for _, tc := range []struct {

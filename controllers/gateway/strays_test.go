@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -16,6 +15,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/reasons"
 	"github.com/gpuwarden/gpuwarden/internal/scheme"
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
 
 // TestGatewayStraysReleasesOnlyAllocationsWhoseContainerNeverCame: an old gateway
@@ -25,9 +25,8 @@ import (
 func TestGatewayStraysReleasesOnlyAllocationsWhoseContainerNeverCame(t *testing.T) {
 	now := time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC)
 	alloc := func(name, container string, age time.Duration, mod func(*gpuwardenv1alpha1.GPUAllocation)) *gpuwardenv1alpha1.GPUAllocation {
-		a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: metav1.NewTime(now.Add(-age))},
-			Spec:   gpuwardenv1alpha1.GPUAllocationSpec{User: "alice", NodeName: "n1", Source: gpuwardenv1alpha1.SourceGateway, ContainerName: container},
-			Status: gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhaseBound}}
+		a := testutil.MakeAllocation(name).Created(now.Add(-age)).User("alice").Node("n1").Source(gpuwardenv1alpha1.SourceGateway).
+			Container(container).Phase(gpuwardenv1alpha1.PhaseBound).Obj()
 		if mod != nil {
 			mod(a)
 		}

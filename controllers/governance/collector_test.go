@@ -134,21 +134,15 @@ func newMetricsWorld(tb testing.TB) *metricsWorld {
 		objs = append(objs, g)
 	}
 	bound := func(name, user, container string, eq string, dev gpuwardenv1alpha1.BoundDevice) *gpuwardenv1alpha1.GPUAllocation {
-		q := resource.MustParse(eq)
-		return &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: metav1.NewTime(t0.Add(-time.Hour))},
-			Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: user, NodeName: "n1"},
-			Status: gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhaseBound, ContainerID: container, GPUEquivalents: &q,
-				Devices: []gpuwardenv1alpha1.BoundDevice{dev}}}
+		return testutil.MakeAllocation(name).Created(t0.Add(-time.Hour)).User(user).Node("n1").Phase(gpuwardenv1alpha1.PhaseBound).
+			Attached(container).GPUEquivalents(eq).BoundDevices(dev).Obj()
 	}
 	objs = append(objs,
 		bound("mia-nb", "mia", "c1", "1", gpuwardenv1alpha1.BoundDevice{Index: 0, UUID: fk.UUIDs()[0], Weight: resource.MustParse("1")}),
 		bound("bo-job", "bo", "c2", "0.142857", gpuwardenv1alpha1.BoundDevice{Index: 4, UUID: fk.MIGUUIDs(4)[1], MIGProfile: "1g.10gb", Weight: resource.MustParse("0.142857")}),
-		&gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: "cy-wait", CreationTimestamp: metav1.NewTime(t0.Add(-5 * time.Minute))},
-			Spec:   gpuwardenv1alpha1.GPUAllocationSpec{User: "cy", NodeName: "n1"},
-			Status: gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhasePending, Reason: gpuwardenv1alpha1.ReasonNoCapacity}},
-		&gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: "di-big"},
-			Spec:   gpuwardenv1alpha1.GPUAllocationSpec{User: "di", NodeName: "n1"},
-			Status: gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhaseRejected, Reason: gpuwardenv1alpha1.ReasonQuotaExceeded}},
+		testutil.MakeAllocation("cy-wait").Created(t0.Add(-5*time.Minute)).User("cy").Node("n1").
+			Phase(gpuwardenv1alpha1.PhasePending).Reason(gpuwardenv1alpha1.ReasonNoCapacity).Obj(),
+		testutil.MakeAllocation("di-big").User("di").Node("n1").Phase(gpuwardenv1alpha1.PhaseRejected).Reason(gpuwardenv1alpha1.ReasonQuotaExceeded).Obj(),
 		// Another node's allocation is that node's to report.
 		bound("far", "eve", "c9", "1", gpuwardenv1alpha1.BoundDevice{Index: 0, UUID: "GPU-elsewhere", Weight: resource.MustParse("1")}),
 	)
@@ -393,11 +387,8 @@ func BenchmarkScrape(b *testing.B) {
 	samples := lastSamples{}
 	for i := range 200 {
 		id, name := fmt.Sprintf("%064x", i+1), fmt.Sprintf("nb-%d", i)
-		q := resource.MustParse("0.142857")
-		objs = append(objs, &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: name},
-			Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: fmt.Sprintf("user%02d", i%40), NodeName: "n1"},
-			Status: gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhaseBound, ContainerID: id, GPUEquivalents: &q,
-				Devices: []gpuwardenv1alpha1.BoundDevice{slots[i%len(slots)]}}})
+		objs = append(objs, testutil.MakeAllocation(name).User(fmt.Sprintf("user%02d", i%40)).Node("n1").Phase(gpuwardenv1alpha1.PhaseBound).
+			Attached(id).GPUEquivalents("0.142857").BoundDevices(slots[i%len(slots)]).Obj())
 		containers = append(containers, docker.Container{ID: id, Name: name, State: docker.StateRunning})
 		samples[id] = lastSample{sample: lifecycle.Sample{Time: t0, GPUMemoryBytes: 1 << 30}, state: lifecycle.Idle, idleFor: time.Minute}
 	}

@@ -5,20 +5,19 @@ import (
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/lifecycle"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
 
 var t0 = time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
 
 func TestNoticesSayWhatHappens(t *testing.T) {
 	c := docker.Container{ID: "abc", Name: "nb"}
-	a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: "nb"}}
+	a := testutil.MakeAllocation("nb").Obj()
 	p := func(mode string) resolve.Policy {
 		return resolve.Policy{Values: map[string]resolve.PolicyValue{"mode": {Value: mode}, "idle.keepAlive.path": {Value: "/workspace/.keep-alive"}}}
 	}

@@ -55,12 +55,9 @@ func newSamplerWorld(tb testing.TB, n int, policies ...client.Object) *samplerWo
 		name := fmt.Sprintf("nb-%d", i)
 		containers = append(containers, docker.Container{ID: id, Name: name, State: docker.StateRunning, StartedAt: t0.Add(-time.Hour),
 			Labels: map[string]string{gpuwardenv1alpha1.LabelUser: "alice", gpuwardenv1alpha1.LabelAllocation: name}})
-		bound := metav1.NewTime(t0.Add(-time.Hour))
-		objs = append(objs, &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: name},
-			Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: "alice", NodeName: "n1"},
-			Status: gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhaseBound, ContainerID: id, BoundTime: &bound,
-				GPUEquivalents: resource.NewQuantity(1, resource.DecimalSI),
-				Devices:        []gpuwardenv1alpha1.BoundDevice{{Index: int32(i), UUID: fk.UUIDs()[i], Weight: resource.MustParse("1")}}}})
+		objs = append(objs, testutil.MakeAllocation(name).User("alice").Node("n1").Phase(gpuwardenv1alpha1.PhaseBound).Attached(id).
+			BoundAt(t0.Add(-time.Hour)).GPUEquivalents("1").
+			BoundDevices(gpuwardenv1alpha1.BoundDevice{Index: int32(i), UUID: fk.UUIDs()[i], Weight: resource.MustParse("1")}).Obj())
 	}
 	c := fake.NewClientBuilder().WithScheme(scheme.New()).WithObjects(append(objs, policies...)...).
 		WithStatusSubresource(&gpuwardenv1alpha1.GPUAllocation{}).Build()
