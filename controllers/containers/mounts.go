@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/actions"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/containerstore"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
@@ -36,7 +37,7 @@ func (r *Reconciler) stopOnMovedMounts(ctx context.Context, c docker.Container, 
 		if err != nil {
 			return false, err
 		}
-		return true, r.Actions.Stop(ctx, c, user, live, policy, gpuwardenv1alpha1.ModeEnforce, reasons.EventStopped, reason)
+		return true, actions.IgnoreGone(r.Actions.Stop(ctx, c, user, live, policy, gpuwardenv1alpha1.ModeEnforce, reasons.EventStopped, reason))
 	}
 	return false, nil
 }

@@ -7,6 +7,7 @@ package reclaim
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strconv"
 	"sync"
@@ -92,10 +93,16 @@ func (r *Reclaimer) Observe(ctx context.Context, c docker.Container, a *gpuwarde
 	a = r.fresh(a)
 	state := idleStateOf(a.Status.Idle)
 	res := lifecycle.ObserveIdle(state, s, rules, lifecycle.Running{StartedAt: c.StartedAt, AllocatedFraction: demand,
-		KeepAlive: func() (time.Time, bool) {
+		KeepAlive: func() (time.Time, bool, error) {
 			t, err := r.Engine.ModTime(ctx, c.ID, rules.Idle.KeepAlivePath)
-			return t, err == nil
+			if errors.Is(err, docker.ErrNoFile) {
+				return time.Time{}, false, nil
+			}
+			return t, err == nil, err
 		}})
+	if res.Unread != nil {
+		log.Info("Reading the keep-alive file; the stop that is due waits for the next sample", "error", res.Unread.Error())
+	}
 	obs.Last = res
 	since := runtimeSince(a, c)
 	obs.Runtime = since
@@ -313,6 +320,11 @@ func (r *Reclaimer) carryOut(ctx context.Context, c docker.Container, owner stri
 		// idle run (the rules' state says when), not once per container.
 		r.Actions.Unsay(c.ID, actions.WouldKey(lifecycle.Stop, rec.reason))
 		if err := r.Actions.Stop(ctx, c, owner, a, policy, mode, rec.event, rec.reason+": "+n.Message); err != nil {
+			if errors.Is(err, docker.ErrNotFound) {
+				// Removed since it was sampled: nothing was stopped, and nothing says so.
+				ctrl.LoggerFrom(ctx).Info("The container went away before its stop; nothing stopped")
+				return
+			}
 			ctrl.LoggerFrom(ctx).Error(err, "Stopping an idle or over-time container; tried again at the next sample")
 			r.unmarkStop(ctx, a, n.Kind)
 			return

@@ -2,6 +2,7 @@ package reclaim
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/actions"
+	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/containerstore"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/docker/dockertest"
@@ -30,6 +32,7 @@ import (
 // samplerWorld is n running containers, each holding GPU i through a Bound allocation.
 type samplerWorld struct {
 	s      *Sampler
+	audit  *testutil.AuditRecorder
 	engine *dockertest.Engine
 	clock  *clocktesting.FakeClock
 	fake   *fakegpu.Server
@@ -69,7 +72,7 @@ func newSamplerWorld(tb testing.TB, n int, policies ...client.Object) *samplerWo
 	rec, log := events.NewFakeRecorder(10000), &testutil.AuditRecorder{}
 	acts := &actions.Actions{Client: c, Engine: eng, Store: store, Groups: resolve.StaticGroups{}, Clock: clk, Recorder: rec, Audit: log,
 		Notices: &notify.Notifier{Engine: eng}}
-	w.engine = eng
+	w.engine, w.audit = eng, log
 	w.s = &Sampler{Client: c, Engine: eng, GPUs: gpu.NewNVML(fk), Store: store, NodeName: "n1", Clock: clk, Interval: time.Minute,
 		Reclaim: &Reclaimer{Client: c, Engine: eng, Owners: &containerstore.Owners{}, NodeName: "n1", Clock: clk, Recorder: rec, Audit: log, Actions: acts}}
 	return w
@@ -121,6 +124,63 @@ func TestSamplerTakesRatesOverTheWindow(t *testing.T) {
 	o1, _ = w.s.Reclaim.observed(w.ids[1])
 	if v, _ := lifecycle.Judge(o1.Samples[3], o1.Rules.Idle); o1.Samples[3].GPUPercent != 64 || v != lifecycle.Active {
 		t.Errorf("GPU 1 at 64%%: sample %+v, verdict %s", o1.Samples[3], v)
+	}
+}
+
+// failingEngine is the test engine with some answers replaced by errors.
+type failingEngine struct {
+	docker.Engine
+	modTime, stop error
+	stops         int
+}
+
+func (f *failingEngine) ModTime(ctx context.Context, id, path string) (time.Time, error) {
+	if f.modTime != nil {
+		return time.Time{}, f.modTime
+	}
+	return f.Engine.ModTime(ctx, id, path)
+}
+
+func (f *failingEngine) Stop(ctx context.Context, id string, grace time.Duration) error {
+	f.stops++
+	if f.stop != nil {
+		return f.stop
+	}
+	return f.Engine.Stop(ctx, id, grace)
+}
+
+// TestAFailedReadNeverStopsOrRecordsAStop: an engine error while an idle stop is decided
+// holds the stop (the keep-alive file unread is no "no keep-alive"), and a stop the engine
+// could not carry out (the container is gone) is never recorded as done.
+func TestAFailedReadNeverStopsOrRecordsAStop(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		modTime, stop error
+		wantStops     int
+	}{
+		{"the keep-alive file cannot be read", errors.New("Cannot connect to the Docker daemon"), nil, 0},
+		{"the container is gone when it is stopped", nil, docker.ErrNotFound, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			policy := testutil.MakePolicy("idle").WithSpec(gpuwardenv1alpha1.ContainerPolicySpec{Idle: &gpuwardenv1alpha1.IdlePolicy{
+				Timeout: testutil.Duration(10 * time.Minute), KeepAlive: &gpuwardenv1alpha1.KeepAlive{Path: "/workspace/.keep-alive"}}}).Obj()
+			w := newSamplerWorld(t, 1, policy)
+			eng := &failingEngine{Engine: w.engine, modTime: tc.modTime, stop: tc.stop}
+			w.s.Engine, w.s.Reclaim.Engine, w.s.Reclaim.Actions.Engine = eng, eng, eng
+			for range 20 {
+				w.clock.Step(time.Minute)
+				w.round(t)
+			}
+			if got := w.audit.Of(audit.TypeLifecycleIdleStop); len(got) != 0 {
+				t.Errorf("recorded %d idle stops that did not happen: %+v", len(got), got)
+			}
+			if eng.stops != tc.wantStops {
+				t.Errorf("the engine was asked to stop the container %d times, want %d", eng.stops, tc.wantStops)
+			}
+			if c, _ := w.engine.Container(w.ids[0]); c.State != docker.StateRunning {
+				t.Errorf("the container is %s, want running", c.State)
+			}
+		})
 	}
 }
 

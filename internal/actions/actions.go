@@ -8,6 +8,7 @@ package actions
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -113,7 +114,9 @@ func (x *Actions) Forget(id string) {
 
 // Stop stops a container, SIGKILL after the policy's stopGracePeriod, with an Event of
 // eventReason; a mode other than Enforce records what would have been done instead. A
-// protected container is never stopped. reason is "code: message".
+// protected container is never stopped. reason is "code: message". A container the engine
+// no longer has was not stopped: the error says so (docker.ErrNotFound), and nothing
+// claims it was.
 func (x *Actions) Stop(ctx context.Context, c docker.Container, owner string, a *gpuwardenv1alpha1.GPUAllocation, p resolve.Policy, mode gpuwardenv1alpha1.PolicyMode, eventReason, reason string) error {
 	if labels.IsProtected(c.Labels) {
 		return nil
@@ -128,8 +131,8 @@ func (x *Actions) Stop(ctx context.Context, c docker.Container, owner string, a 
 		grace = l.Duration
 	}
 	x.Store.Note(c.ID, reason)
-	if err := x.Engine.Stop(ctx, c.ID, grace); err != nil && !errors.Is(err, docker.ErrNotFound) {
-		return err
+	if err := x.Engine.Stop(ctx, c.ID, grace); err != nil {
+		return fmt.Errorf("stopping container %s: %w", docker.ShortID(c.ID), err)
 	}
 	metrics.ContainerActions.WithLabelValues(string(lifecycle.Stop), string(mode)).Inc()
 	x.eventOn(ctx, a, "", corev1.EventTypeWarning, eventReason, "Stop", "Stopped container %s of %s at %s: %s",
@@ -239,7 +242,7 @@ func (x *Actions) ReportUnallocated(ctx context.Context, u Unallocated) error {
 	if u.Stop == "" || c.State != docker.StateRunning {
 		return nil
 	}
-	return x.Stop(ctx, c, u.Owner, u.On, u.Policy, u.Policy.Mode(), reasons.EventStopped, u.Stop)
+	return IgnoreGone(x.Stop(ctx, c, u.Owner, u.On, u.Policy, u.Policy.Mode(), reasons.EventStopped, u.Stop))
 }
 
 // DetectedKey is what is remembered of the one detection record of a container's start.
@@ -267,4 +270,13 @@ func (x *Actions) eventOn(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocatio
 	if obj != nil {
 		x.Recorder.Eventf(obj, nil, eventType, reason, action, format, args...)
 	}
+}
+
+// IgnoreGone is err, or nil when it only says the container is gone (its removal is
+// handled as such).
+func IgnoreGone(err error) error {
+	if errors.Is(err, docker.ErrNotFound) {
+		return nil
+	}
+	return err
 }

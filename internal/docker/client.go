@@ -172,10 +172,19 @@ func (c *Client) Stats(ctx context.Context, id string) (Stats, error) {
 // ModTime implements Engine.
 func (c *Client) ModTime(ctx context.Context, id, path string) (time.Time, error) {
 	res, err := c.api.ContainerStatPath(ctx, id, client.ContainerStatPathOptions{Path: path})
-	if err != nil {
-		return time.Time{}, c.wrap("reading "+path+" of", id, err)
+	if err == nil {
+		return res.Stat.Mtime, nil
 	}
-	return res.Stat.Mtime, nil
+	err = c.wrap("reading "+path+" of", id, err)
+	if errors.Is(err, ErrNotFound) {
+		// The engine says 404 for a missing container and for a missing file alike: only a
+		// container that still exists has no such file.
+		if _, ierr := c.Inspect(ctx, id); ierr != nil {
+			return time.Time{}, ierr
+		}
+		return time.Time{}, fmt.Errorf("%s in container %s: %w", path, ShortID(id), ErrNoFile)
+	}
+	return time.Time{}, err
 }
 
 // WriteFile implements Engine.

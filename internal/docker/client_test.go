@@ -105,6 +105,13 @@ func TestClientAgainstARealEngine(t *testing.T) {
 	if _, err := c.Stats(ctx, id); err != nil {
 		t.Errorf("stats: %v", err)
 	}
+	// A missing file of a container that exists is not a missing container.
+	if _, err := c.ModTime(ctx, id, "/no/such/keep-alive"); !errors.Is(err, ErrNoFile) || errors.Is(err, ErrNotFound) {
+		t.Errorf("ModTime of a missing file: %v, want ErrNoFile", err)
+	}
+	if _, err := c.ModTime(ctx, id, "/etc"); err != nil {
+		t.Errorf("ModTime of /etc: %v", err)
+	}
 	if err := c.Stop(ctx, id, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -116,6 +123,9 @@ func TestClientAgainstARealEngine(t *testing.T) {
 	}
 	if err := c.Remove(ctx, id, false); !errors.Is(err, ErrNotFound) {
 		t.Errorf("remove twice: %v, want ErrNotFound", err)
+	}
+	if _, err := c.ModTime(ctx, id, "/etc"); !errors.Is(err, ErrNotFound) || errors.Is(err, ErrNoFile) {
+		t.Errorf("ModTime in a removed container: %v, want ErrNotFound", err)
 	}
 	var seen []string
 	for !strings.Contains(strings.Join(seen, " "), "destroy") {

@@ -12,6 +12,9 @@ import (
 // ErrNotFound says the container does not exist (any more).
 var ErrNotFound = errors.New("no such container")
 
+// ErrNoFile says a file inside a container that exists does not exist.
+var ErrNoFile = errors.New("no such file in the container")
+
 // State is a container's state as the engine reports it.
 type State string
 
@@ -110,9 +113,9 @@ type Engine interface {
 	// Stats returns one sample of a running container's resource use, without the
 	// engine's wait for a second sample.
 	Stats(ctx context.Context, id string) (Stats, error)
-	// ModTime returns when a file inside a container was last modified (ErrNotFound when
-	// the container or the file does not exist), through the engine's archive API: the
-	// container needs no tools.
+	// ModTime returns when a file inside a container was last modified (ErrNoFile when the
+	// container has no such file, ErrNotFound when the container does not exist), through
+	// the engine's archive API: the container needs no tools.
 	ModTime(ctx context.Context, id, path string) (time.Time, error)
 	// WriteFile writes a file inside a container (mode 0644, owned by uid:gid), through
 	// the engine's archive API; its directory must exist.

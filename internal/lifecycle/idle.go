@@ -156,9 +156,11 @@ type Running struct {
 	StartedAt time.Time
 	// AllocatedFraction is the node's allocated fraction of GPU capacity.
 	AllocatedFraction float64
-	// KeepAlive returns the keep-alive file's modification time, false when it does not
-	// exist or cannot be read; called only when a stop is due.
-	KeepAlive func() (time.Time, bool)
+	// KeepAlive returns the keep-alive file's modification time, false when the container
+	// has none, and an error when it could not be read (the engine did not answer, the
+	// container is going away): a stop is then held, never taken for "no keep-alive".
+	// Called only when a stop is due.
+	KeepAlive func() (time.Time, bool, error)
 }
 
 // Notice kinds.
@@ -201,7 +203,10 @@ type IdleResult struct {
 	StopAt time.Time
 	// KeepAliveUntil is when a fresh keep-alive file stops postponing the stop.
 	KeepAliveUntil time.Time
-	Notices        []Notice
+	// Unread is why a stop that is due was held this sample: the keep-alive file could not
+	// be read. The next sample decides again.
+	Unread  error
+	Notices []Notice
 }
 
 // Counting reports whether the streak is long enough for the idle time to count.
@@ -322,7 +327,12 @@ func (res IdleResult) stop(s Sample, r Rules, timeout resolve.Limit, c Running) 
 	}
 	deadline := res.StopAt
 	if r.Idle.KeepAlivePath != "" && c.KeepAlive != nil {
-		if touched, ok := c.KeepAlive(); ok && s.Time.Sub(touched) < r.Idle.KeepAliveMaxAge {
+		touched, ok, err := c.KeepAlive()
+		if err != nil {
+			res.Unread = err
+			return res
+		}
+		if ok && s.Time.Sub(touched) < r.Idle.KeepAliveMaxAge {
 			res.KeepAliveUntil = touched.Add(r.Idle.KeepAliveMaxAge)
 			res.StopAt = res.KeepAliveUntil
 			return res

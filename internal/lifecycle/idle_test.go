@@ -1,6 +1,8 @@
 package lifecycle
 
 import (
+	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -170,7 +172,7 @@ func TestKeepAlive(t *testing.T) {
 		{"missing", time.Time{}, false, 30},
 	} {
 		calls := 0
-		c := Running{StartedAt: started, KeepAlive: func() (time.Time, bool) { calls++; return tc.touched, tc.exists }}
+		c := Running{StartedAt: started, KeepAlive: func() (time.Time, bool, error) { calls++; return tc.touched, tc.exists, nil }}
 		res := simulate(IdleState{}, r, c, now, 90, func(_ int, at time.Time) Sample { return idleSample(at) })
 		kinds, at := notices(res)
 		if len(kinds) != 3 || kinds[2] != IdleStop || at[2] != tc.stopAt {
@@ -182,6 +184,35 @@ func TestKeepAlive(t *testing.T) {
 		if tc.exists && tc.stopAt == 70 && !res[50].KeepAliveUntil.Equal(now.Add(70*time.Minute)) {
 			t.Errorf("%s: keep-alive until %s", tc.name, res[50].KeepAliveUntil)
 		}
+	}
+}
+
+// TestAnUnreadableKeepAliveHoldsTheStop: a keep-alive file that cannot be read (the engine
+// did not answer, the container was going away) is no answer: the stop that is due waits,
+// nothing is marked sent, and the next sample that reads it decides.
+func TestAnUnreadableKeepAliveHoldsTheStop(t *testing.T) {
+	spec := lab()
+	spec.Idle.KeepAlive = &gpuwardenv1alpha1.KeepAlive{Path: "/workspace/.keep-alive", MaxAge: d(time.Hour)}
+	r := RulesFrom(policy(t, spec))
+	unreadable := true
+	c := Running{StartedAt: started, KeepAlive: func() (time.Time, bool, error) {
+		if unreadable {
+			return time.Time{}, false, errors.New("Cannot connect to the Docker daemon")
+		}
+		return time.Time{}, false, nil // no keep-alive file
+	}}
+	res := simulate(IdleState{}, r, c, now, 40, func(_ int, at time.Time) Sample { return idleSample(at) })
+	if kinds, _ := notices(res); slices.Contains(kinds, IdleStop) {
+		t.Fatalf("notices %v: a stop was called for while the keep-alive file could not be read", kinds)
+	}
+	last := res[len(res)-1]
+	if last.Unread == nil || last.State.sent(SentStop) {
+		t.Fatalf("the held stop: unread %v, state %+v; want the error said and no stop marked sent", last.Unread, last.State)
+	}
+	unreadable = false
+	next := ObserveIdle(last.State, idleSample(now.Add(40*time.Minute)), r, c)
+	if len(next.Notices) != 1 || next.Notices[0].Kind != IdleStop {
+		t.Errorf("once the file reads as absent: notices %+v, want the stop", next.Notices)
 	}
 }
 

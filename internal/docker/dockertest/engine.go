@@ -237,7 +237,7 @@ func (e *Engine) ModTime(_ context.Context, id, path string) (time.Time, error) 
 	defer e.mu.Unlock()
 	f, ok := e.files[id+":"+path]
 	if !ok {
-		return time.Time{}, fmt.Errorf("%s in container %s: %w", path, id, docker.ErrNotFound)
+		return time.Time{}, fmt.Errorf("%s in container %s: %w", path, id, docker.ErrNoFile)
 	}
 	return f.modified, nil
 }

@@ -156,11 +156,11 @@ func Replay(tr Trace, rules lifecycle.Rules, sampleEvery time.Duration) Result {
 			s := sampleOf(c, i, at(m))
 			out := lifecycle.ObserveIdle(st, s, rules, lifecycle.Running{StartedAt: started,
 				AllocatedFraction: float64(running[m]) / float64(tr.GPUs),
-				KeepAlive: func() (time.Time, bool) {
+				KeepAlive: func() (time.Time, bool, error) {
 					if !c.KeepAlive {
-						return time.Time{}, false
+						return time.Time{}, false, nil
 					}
-					return at(lastMorning(m)), true
+					return at(lastMorning(m)), true, nil
 				}})
 			st = out.State
 			if stopped(out) {
