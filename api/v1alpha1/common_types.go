@@ -39,8 +39,10 @@ type Fraction string
 // Duration is a Go duration string ("30m", "24h", "1h30m", "90s"): up to four parts, each
 // a number and a unit (ns, us, µs, ms, s, m, h). Each part is bounded (at most 99999h,
 // 9999999m, 999999999s, 999999999999ms/us/ns) so that every value the API server accepts
-// fits Go's duration (about 292 years) and is always readable by the controllers.
+// fits Go's duration (about 292 years) and is always readable by the controllers. The rule
+// is CEL rather than a pattern so that a refusal says what is expected, not a regular
+// expression.
 // +kubebuilder:validation:Type=string
 // +kubebuilder:validation:MaxLength=64
-// +kubebuilder:validation:Pattern=`^(([0-9]{1,5}(\.[0-9]{1,9})?h)|([0-9]{1,7}(\.[0-9]{1,9})?m)|([0-9]{1,9}(\.[0-9]{1,9})?s)|([0-9]{1,12}(\.[0-9]{1,9})?(ms|us|µs|ns))){1,4}$`
+// +kubebuilder:validation:XValidation:rule="self.matches('^(([0-9]{1,5}([.][0-9]{1,9})?h)|([0-9]{1,7}([.][0-9]{1,9})?m)|([0-9]{1,9}([.][0-9]{1,9})?s)|([0-9]{1,12}([.][0-9]{1,9})?(ms|us|µs|ns))){1,4}$')",message="must be a duration such as 30m, 2h45m or 90s: numbers, each followed by a unit (h, m, s, ms, us, ns), at most 99999h"
 type Duration string

@@ -55,7 +55,7 @@ func durationFields(s *gpuwardenv1alpha1.ContainerPolicySpec) []durationField {
 func ParseDuration(d gpuwardenv1alpha1.Duration) (time.Duration, error) {
 	v, err := time.ParseDuration(string(d))
 	if err != nil {
-		return 0, fmt.Errorf("%q is not a duration gpuwarden can use: %w", string(d), err)
+		return 0, fmt.Errorf("%q is not a duration such as 30m, 2h45m or 90s: %w", string(d), err)
 	}
 	if v < 0 {
 		return 0, fmt.Errorf("%q is negative", string(d))
