@@ -107,6 +107,20 @@ func (c *Client) wrap(verb, id string, err error) error {
 	}
 }
 
+// wrapPath translates the error of a call on a path inside a container: the engine says
+// 404 for a missing container and a missing path alike, and only a container that still
+// exists has no such path (ErrNoFile).
+func (c *Client) wrapPath(ctx context.Context, verb, id, path string, err error) error {
+	err = c.wrap(verb, id, err)
+	if !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	if _, ierr := c.Inspect(ctx, id); ierr != nil {
+		return ierr
+	}
+	return fmt.Errorf("%s in container %s: %w", path, ShortID(id), ErrNoFile)
+}
+
 // Events streams container events.
 func (c *Client) Events(ctx context.Context) (<-chan Event, <-chan error, error) {
 	// Ping first: the client's event call reports a refused connection only through the
@@ -172,19 +186,10 @@ func (c *Client) Stats(ctx context.Context, id string) (Stats, error) {
 // ModTime implements Engine.
 func (c *Client) ModTime(ctx context.Context, id, path string) (time.Time, error) {
 	res, err := c.api.ContainerStatPath(ctx, id, client.ContainerStatPathOptions{Path: path})
-	if err == nil {
-		return res.Stat.Mtime, nil
+	if err != nil {
+		return time.Time{}, c.wrapPath(ctx, "reading "+path+" of", id, path, err)
 	}
-	err = c.wrap("reading "+path+" of", id, err)
-	if errors.Is(err, ErrNotFound) {
-		// The engine says 404 for a missing container and for a missing file alike: only a
-		// container that still exists has no such file.
-		if _, ierr := c.Inspect(ctx, id); ierr != nil {
-			return time.Time{}, ierr
-		}
-		return time.Time{}, fmt.Errorf("%s in container %s: %w", path, ShortID(id), ErrNoFile)
-	}
-	return time.Time{}, err
+	return res.Stat.Mtime, nil
 }
 
 // WriteFile implements Engine.
@@ -202,10 +207,7 @@ func (c *Client) WriteFile(ctx context.Context, id, path string, content []byte,
 		return fmt.Errorf("packing %s: %w", path, err)
 	}
 	_, err := c.api.CopyToContainer(ctx, id, client.CopyToContainerOptions{DestinationPath: pathpkg.Dir(path), Content: &buf, CopyUIDGID: true})
-	if err != nil {
-		return c.wrap("writing "+path+" into", id, err)
-	}
-	return nil
+	return c.wrapPath(ctx, "writing "+path+" into", id, pathpkg.Dir(path), err)
 }
 
 // fromInspect translates the engine's answer.

@@ -112,6 +112,12 @@ func TestClientAgainstARealEngine(t *testing.T) {
 	if _, err := c.ModTime(ctx, id, "/etc"); err != nil {
 		t.Errorf("ModTime of /etc: %v", err)
 	}
+	if err := c.WriteFile(ctx, id, "/no/such/dir/notice", []byte("x"), 0, 0); !errors.Is(err, ErrNoFile) {
+		t.Errorf("WriteFile into a missing directory: %v, want ErrNoFile", err)
+	}
+	if err := c.WriteFile(ctx, id, "/tmp/notice", []byte("x"), 0, 0); err != nil {
+		t.Errorf("WriteFile into /tmp: %v", err)
+	}
 	if err := c.Stop(ctx, id, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -126,6 +132,9 @@ func TestClientAgainstARealEngine(t *testing.T) {
 	}
 	if _, err := c.ModTime(ctx, id, "/etc"); !errors.Is(err, ErrNotFound) || errors.Is(err, ErrNoFile) {
 		t.Errorf("ModTime in a removed container: %v, want ErrNotFound", err)
+	}
+	if err := c.WriteFile(ctx, id, "/tmp/notice", []byte("x"), 0, 0); !errors.Is(err, ErrNotFound) {
+		t.Errorf("WriteFile into a removed container: %v, want ErrNotFound", err)
 	}
 	var seen []string
 	for !strings.Contains(strings.Join(seen, " "), "destroy") {

@@ -118,7 +118,7 @@ type Engine interface {
 	// the engine's archive API: the container needs no tools.
 	ModTime(ctx context.Context, id, path string) (time.Time, error)
 	// WriteFile writes a file inside a container (mode 0644, owned by uid:gid), through
-	// the engine's archive API; its directory must exist.
+	// the engine's archive API; its directory must exist (ErrNoFile when it does not).
 	WriteFile(ctx context.Context, id, path string, content []byte, uid, gid int) error
 	// Ping asks the engine whether it answers.
 	Ping(ctx context.Context) error

@@ -7,9 +7,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os/user"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -113,13 +115,7 @@ func (n *Notifier) Tell(ctx context.Context, notice Notice) {
 	n.init()
 	log := ctrl.LoggerFrom(ctx)
 	if notice.File != "" {
-		uid, gid := ids(notice.User)
-		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := n.Engine.WriteFile(fctx, notice.ContainerID, notice.File, []byte(notice.Text()), uid, gid)
-		cancel()
-		if err != nil {
-			log.Info("Writing the notice file into the container", "file", notice.File, "error", err.Error())
-		}
+		n.writeFile(ctx, notice)
 	}
 	if notice.Webhook == "" {
 		return
@@ -128,6 +124,34 @@ func (n *Notifier) Tell(ctx context.Context, notice Notice) {
 	case n.queue <- notice:
 	default:
 		log.Info("Too many notices waiting for their webhook; this one is dropped", "webhook", notice.Webhook, "type", notice.Type)
+	}
+}
+
+// FallbackDir holds the notice file of a container whose image lacks the directory the
+// policy names (an image without /workspace): every image has /tmp.
+const FallbackDir = "/tmp"
+
+// writeFile writes the notice file into the container, in FallbackDir when the policy's
+// directory does not exist there.
+func (n *Notifier) writeFile(ctx context.Context, notice Notice) {
+	log := ctrl.LoggerFrom(ctx)
+	uid, gid := ids(notice.User)
+	text := []byte(notice.Text())
+	write := func(path string) error {
+		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		return n.Engine.WriteFile(fctx, notice.ContainerID, path, text, uid, gid)
+	}
+	err := write(notice.File)
+	if errors.Is(err, docker.ErrNoFile) && path.Dir(notice.File) != FallbackDir {
+		fallback := path.Join(FallbackDir, path.Base(notice.File))
+		if err = write(fallback); err == nil {
+			log.V(1).Info("The notice file's directory is not in the container; written beside it in "+FallbackDir, "file", notice.File, "written", fallback)
+			return
+		}
+	}
+	if err != nil {
+		log.Info("Writing the notice file into the container", "file", notice.File, "error", err.Error())
 	}
 }
 

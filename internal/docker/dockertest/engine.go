@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	pathpkg "path"
 	"slices"
 	"sync"
 	"time"
@@ -23,6 +24,7 @@ type Engine struct {
 	nextSub    int
 	calls      []string
 	files      map[string]file // by container ID and path
+	noDirs     map[string]bool // directories missing, by container ID and path
 	stats      map[string]docker.Stats
 	// Now stamps events and state changes; time.Now when nil.
 	Now func() time.Time
@@ -242,8 +244,27 @@ func (e *Engine) ModTime(_ context.Context, id, path string) (time.Time, error) 
 	return f.modified, nil
 }
 
+// NoDir makes a directory missing in a container: writing a file into it fails.
+func (e *Engine) NoDir(id, dir string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.noDirs == nil {
+		e.noDirs = map[string]bool{}
+	}
+	e.noDirs[id+":"+dir] = true
+}
+
 // WriteFile implements docker.Engine.
 func (e *Engine) WriteFile(_ context.Context, id, path string, content []byte, uid, gid int) error {
+	e.mu.Lock()
+	missing := e.noDirs[id+":"+pathpkg.Dir(path)]
+	e.mu.Unlock()
+	if missing {
+		if _, err := e.Inspect(context.Background(), id); err != nil {
+			return err
+		}
+		return fmt.Errorf("%s in container %s: %w", pathpkg.Dir(path), id, docker.ErrNoFile)
+	}
 	return e.act(id, "write "+id+" "+path, func(*docker.Container) {
 		e.files[id+":"+path] = file{content: append([]byte(nil), content...), modified: e.now(), uid: uid, gid: gid}
 	})
