@@ -131,8 +131,9 @@ func (r *Reconciler) notRunning(ctx context.Context, c docker.Container, owner s
 	// Bound since the container stopped (a start through the gateway holding its GPUs again,
 	// just before the engine runs it): its hold counts from the binding, not from the stop.
 	rebound := bound && live.Status.BoundTime != nil && live.Status.BoundTime.After(c.FinishedAt)
-	due, next := lifecycle.NotRunning(lifecycle.Container{NeverStarted: c.NeverStarted(), Stopped: c.State.Stopped(),
-		Created: c.Created, FinishedAt: c.FinishedAt, HoldsGPUs: bound && !rebound, Protected: labels.IsProtected(c.Labels)}, policy, r.Clock.Now())
+	lifecycleContainer := lifecycle.Container{NeverStarted: c.NeverStarted(), Stopped: c.State.Stopped(),
+		Created: c.Created, FinishedAt: c.FinishedAt, HoldsGPUs: bound && !rebound, Protected: labels.IsProtected(c.Labels)}
+	due, next := lifecycle.NotRunning(lifecycleContainer, policy, r.Clock.Now())
 	if rebound {
 		hold, after := lifecycle.NotRunning(lifecycle.Container{Stopped: c.State.Stopped(), FinishedAt: live.Status.BoundTime.Time, HoldsGPUs: true,
 			Protected: true}, policy, r.Clock.Now())
@@ -146,6 +147,7 @@ func (r *Reconciler) notRunning(ctx context.Context, c docker.Container, owner s
 			return 0, err
 		}
 	}
+	r.announce(ctx, c, owner, live, policy, lifecycle.Upcoming(lifecycleContainer, policy, r.Clock.Now()))
 	return next, nil
 }
 

@@ -8,7 +8,6 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/lifecycle"
-	"github.com/gpuwarden/gpuwarden/internal/message"
 	"github.com/gpuwarden/gpuwarden/internal/notify"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 )
@@ -21,9 +20,8 @@ var noticeTitles = map[string]string{
 
 // noticeFor is what one idle or runtime notice tells the container's owner.
 func noticeFor(c docker.Container, user string, a *gpuwardenv1alpha1.GPUAllocation, p resolve.Policy, n lifecycle.Notice, node string, now time.Time) notify.Notice {
-	out := notify.Notice{Type: string(noticeRecords[n.Kind].record), Node: node, User: user, Container: message.ContainerName(c), ContainerID: c.ID,
-		Allocation: a.Name, Policy: resolve.PolicyName(n.Policy), Mode: string(p.Mode()), Message: n.Message, Time: now.UTC(),
-		File: p.String("notify.file", ""), Webhook: p.String("notify.webhookURL", ""), Title: noticeTitles[n.Kind]}
+	out := notify.For(c, user, a.Name, p, node, now)
+	out.Type, out.Policy, out.Message, out.Title = string(noticeRecords[n.Kind].record), resolve.PolicyName(n.Policy), n.Message, noticeTitles[n.Kind]
 	if n.Held {
 		// A stop the mode held back: the owner is told what would have happened.
 		out.Type, out.Title = string(audit.WouldStop), "WOULD STOP"

@@ -108,3 +108,39 @@ func round(d time.Duration) time.Duration {
 	}
 	return d.Round(time.Millisecond)
 }
+
+// Coming is an action on a container that is scheduled but not due yet.
+type Coming struct {
+	Action Action
+	// At is when it falls due.
+	At time.Time
+	// Limit is the policy limit that schedules it, and Policy the ContainerPolicy that set it.
+	Limit  string
+	Policy string
+}
+
+// Upcoming returns what NotRunning will find due later, and when: so that the owner hears of
+// an irreversible action (a removal, a release of held GPUs) before it happens. Actions
+// already due are not in it.
+func Upcoming(c Container, p resolve.Policy, now time.Time) []Coming {
+	var out []Coming
+	add := func(path string, since time.Time, action Action) {
+		if l := p.Duration(path); l.Applies() && now.Sub(since) < l.Duration {
+			out = append(out, Coming{Action: action, At: since.Add(l.Duration), Limit: path, Policy: l.From})
+		}
+	}
+	switch {
+	case c.NeverStarted:
+		if !c.Protected && !c.Created.IsZero() {
+			add(pathCreated, c.Created, Remove)
+		}
+	case c.Stopped && !c.FinishedAt.IsZero():
+		if c.HoldsGPUs {
+			add(pathHold, c.FinishedAt, ReleaseGPUs)
+		}
+		if !c.Protected {
+			add(pathRemove, c.FinishedAt, Remove)
+		}
+	}
+	return out
+}

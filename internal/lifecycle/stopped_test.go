@@ -96,3 +96,31 @@ func TestMessagesNameTheLimitAndPolicy(t *testing.T) {
 		t.Errorf("(-want,+got):\n%s", diff)
 	}
 }
+
+// TestUpcomingSaysWhatIsScheduledAndWhen: what is scheduled but not due yet, with its time,
+// so that the owner hears of it first; nothing for a protected container's removal.
+func TestUpcomingSaysWhatIsScheduledAndWhen(t *testing.T) {
+	p := policy(t, gpuwardenv1alpha1.ContainerPolicySpec{GPUHoldAfterStop: d(15 * time.Minute), RemoveAfterStop: d(30 * time.Minute),
+		CreatedNeverStartedTimeout: d(20 * time.Minute)})
+	stoppedAt := now.Add(-time.Minute)
+	for _, tc := range []struct {
+		name string
+		c    Container
+		want []Coming
+	}{
+		{"just stopped, holding GPUs", Container{Stopped: true, FinishedAt: stoppedAt, HoldsGPUs: true}, []Coming{
+			{Action: ReleaseGPUs, At: stoppedAt.Add(15 * time.Minute), Limit: "gpuHoldAfterStop", Policy: "ContainerPolicy base"},
+			{Action: Remove, At: stoppedAt.Add(30 * time.Minute), Limit: "removeAfterStop", Policy: "ContainerPolicy base"}}},
+		{"hold passed: only the removal is still to come", Container{Stopped: true, FinishedAt: now.Add(-16 * time.Minute), HoldsGPUs: true}, []Coming{
+			{Action: Remove, At: now.Add(14 * time.Minute), Limit: "removeAfterStop", Policy: "ContainerPolicy base"}}},
+		{"protected: its GPUs go back, it stays", Container{Stopped: true, FinishedAt: stoppedAt, HoldsGPUs: true, Protected: true}, []Coming{
+			{Action: ReleaseGPUs, At: stoppedAt.Add(15 * time.Minute), Limit: "gpuHoldAfterStop", Policy: "ContainerPolicy base"}}},
+		{"created and never started", Container{NeverStarted: true, Created: now.Add(-5 * time.Minute)}, []Coming{
+			{Action: Remove, At: now.Add(15 * time.Minute), Limit: "createdNeverStartedTimeout", Policy: "ContainerPolicy base"}}},
+		{"all due already", Container{Stopped: true, FinishedAt: now.Add(-time.Hour), HoldsGPUs: true}, nil},
+	} {
+		if diff := cmp.Diff(tc.want, Upcoming(tc.c, p, now)); diff != "" {
+			t.Errorf("%s (-want,+got):\n%s", tc.name, diff)
+		}
+	}
+}

@@ -21,7 +21,9 @@ import (
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
+	"github.com/gpuwarden/gpuwarden/internal/message"
 	"github.com/gpuwarden/gpuwarden/internal/metrics"
+	"github.com/gpuwarden/gpuwarden/internal/resolve"
 )
 
 // Notice is what a warning or a stop tells a container's owner, besides the Event and the
@@ -48,6 +50,20 @@ type Notice struct {
 	Webhook string `json:"-"`
 	// Title heads the notice file: WARNING, NOTICE, STOPPED or WOULD STOP.
 	Title string `json:"-"`
+}
+
+// Types of the notices that announce an action before it happens. They are not audit
+// records: the removal and the release are recorded when they happen.
+const (
+	TypeRemoveWarning  = "lifecycle.remove_warning"
+	TypeReleaseWarning = "lifecycle.release_warning"
+)
+
+// For is a notice to user about container c, held through allocation (empty when none),
+// under policy p: what the policy says of where notices go, and who and what it is about.
+func For(c docker.Container, user, allocation string, p resolve.Policy, node string, now time.Time) Notice {
+	return Notice{Node: node, User: user, Container: message.ContainerName(c), ContainerID: c.ID, Allocation: allocation,
+		Mode: string(p.Mode()), Time: now.UTC(), File: p.String("notify.file", ""), Webhook: p.String("notify.webhookURL", "")}
 }
 
 // Text is the notice as the file inside the container says it.

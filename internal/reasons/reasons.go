@@ -33,6 +33,10 @@ const (
 	EventReleaseAsked   = "ReleaseRequested"
 	// EventNotAttached: an allocation names a container whose owner is not the allocation's user.
 	EventNotAttached = "NotAttached"
+	// EventRemovalScheduled, EventReleaseScheduled: a stopped (or never started) container
+	// will be removed, or its GPUs given back, at the time the Event says; its owner is told.
+	EventRemovalScheduled = "RemovalScheduled"
+	EventReleaseScheduled = "ReleaseScheduled"
 )
 
 // Event reasons of idle and runtime reclaim, on the allocation.
