@@ -32,6 +32,7 @@ func TestAMIGProfileWhereADeviceWouldBe(t *testing.T) {
 		{"--gpus device=1g.10gb", ids("1g.10gb"), GPURequest{MIGProfile: "1g.10gb"}, ""},
 		{"a media-extension profile", ids("1g.10gb+me"), GPURequest{MIGProfile: "1g.10gb+me"}, ""},
 		{"a whole-GPU-sized profile", ids("7g.80gb"), GPURequest{MIGProfile: "7g.80gb"}, ""},
+		{"compose device_ids", `{"HostConfig":{"DeviceRequests":[{"Driver":"nvidia","DeviceIDs":["1g.10gb"],"Capabilities":[["gpu"]]}]}}`, GPURequest{MIGProfile: "1g.10gb"}, ""},
 		{"CDI", `{"HostConfig":{"DeviceRequests":[{"Driver":"cdi","DeviceIDs":["nvidia.com/gpu=3g.40gb"]}]}}`, GPURequest{MIGProfile: "3g.40gb"}, ""},
 		{"NVIDIA_VISIBLE_DEVICES", `{"Env":["NVIDIA_VISIBLE_DEVICES=2g.20gb"],"HostConfig":{"Runtime":"nvidia"}}`, GPURequest{MIGProfile: "2g.20gb"}, ""},
 		{"a MIG instance by position is still a device", ids("4:0"), GPURequest{Devices: []string{"4:0"}}, ""},
