@@ -72,11 +72,7 @@ func (g *Allocator) newAllocation(user string, request gpuwardenv1alpha1.Allocat
 // wait given up). An allocation not Bound is given back.
 func (g *Allocator) createAndWait(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, hint string) (string, []string, error) {
 	start := g.Clock.Now()
-	ns := g.LedgerNamespace
-	if ns == "" {
-		ns = ledger.DefaultNamespace
-	}
-	key, err := ledger.SigningKey(ctx, g.Reader, g.Client, ns)
+	key, err := ledger.SigningKey(ctx, g.Reader, g.Client, g.ledgerNamespace())
 	if err != nil {
 		return "", nil, err
 	}
@@ -92,7 +88,10 @@ func (g *Allocator) createAndWait(ctx context.Context, a *gpuwardenv1alpha1.GPUA
 	if wait == 0 {
 		wait = DefaultBindWait
 	}
-	if hint == "" {
+	switch {
+	case hint == "" && a.Spec.Request.MIGProfile != "":
+		hint = "try again later, or ask for a profile that is free"
+	case hint == "":
 		hint = "try again later, or ask for fewer GPUs"
 	}
 	for {
@@ -107,7 +106,7 @@ func (g *Allocator) createAndWait(ctx context.Context, a *gpuwardenv1alpha1.GPUA
 				return a.Name, uuids, nil
 			case gpuwardenv1alpha1.PhaseRejected:
 				g.Release(context.Background(), a.Name)
-				return "", nil, &gateway.AllocationError{Status: http.StatusForbidden, Message: fmt.Sprintf("no GPU for you: %s (%s)", cur.Status.Message, cur.Status.Reason)}
+				return "", nil, &gateway.AllocationError{Status: http.StatusForbidden, Message: fmt.Sprintf("no GPU for you: %s (%s)%s", cur.Status.Message, cur.Status.Reason, g.freeNote(ctx, a))}
 			}
 			if g.Clock.Since(start) >= wait {
 				position, waiting := g.queuePosition(ctx, cur)
@@ -117,8 +116,8 @@ func (g *Allocator) createAndWait(ctx context.Context, a *gpuwardenv1alpha1.GPUA
 					why = "not decided yet"
 				}
 				return "", nil, &gateway.AllocationError{Status: http.StatusServiceUnavailable, Message: fmt.Sprintf(
-					"no GPU free after waiting %s: %s; your request was number %d of %d waiting on %s (%s)",
-					wait, why, position, waiting, g.NodeName, hint)}
+					"no GPU free after waiting %s: %s%s; your request was number %d of %d waiting on %s (%s)",
+					wait, why, g.freeNote(ctx, a), position, waiting, g.NodeName, hint)}
 			}
 		}
 		select {
@@ -209,6 +208,18 @@ func (g *Allocator) request(ctx context.Context, req gateway.GPURequest) (gpuwar
 	case req.MIGProfile != "":
 		return gpuwardenv1alpha1.AllocationRequest{MIGProfile: req.MIGProfile}, nil
 	case len(req.Devices) > 0:
+		var gpus gpuwardenv1alpha1.GPUList
+		if err := g.Client.List(ctx, &gpus, client.MatchingLabels{gpuwardenv1alpha1.LabelNode: g.NodeName}); err != nil {
+			return gpuwardenv1alpha1.AllocationRequest{}, fmt.Errorf("listing the node's GPUs: %w", err)
+		}
+		slots := allocation.SlotsOf(gpus.Items)
+		for _, d := range req.Devices {
+			if index, ok := allocation.Partitioned(slots, d); ok {
+				return gpuwardenv1alpha1.AllocationRequest{}, &gateway.AllocationError{Status: http.StatusForbidden, Message: fmt.Sprintf(
+					"GPU %d is split into MIG slices: ask for a profile (--gpus '\"device=%s\"'), free now: %s",
+					index, exampleProfile(slots, index), g.freeSlices(ctx, slots))}
+			}
+		}
 		return gpuwardenv1alpha1.AllocationRequest{Devices: req.Devices}, nil
 	case req.All:
 		var gpus gpuwardenv1alpha1.GPUList
@@ -220,6 +231,48 @@ func (g *Allocator) request(ctx context.Context, req gateway.GPURequest) (gpuwar
 	}
 	n := int32(req.Count)
 	return gpuwardenv1alpha1.AllocationRequest{GPUs: &n}, nil
+}
+
+// ledgerNamespace is where the ledger and the signing key live.
+func (g *Allocator) ledgerNamespace() string {
+	if g.LedgerNamespace == "" {
+		return ledger.DefaultNamespace
+	}
+	return g.LedgerNamespace
+}
+
+// freeSlices says which MIG slices of the node are free now, by profile, as the ledger's
+// bindings leave them: "1g.10gb ×3, 3g.40gb ×1", "none", or "unknown" when it cannot be read.
+func (g *Allocator) freeSlices(ctx context.Context, slots []allocation.Slot) string {
+	_, l, _, err := ledger.NewStore(g.Client, g.Reader, g.ledgerNamespace()).Read(ctx, true)
+	if err != nil {
+		ctrl.LoggerFrom(ctx).WithName("gateway").Error(err, "Reading the ledger to say which MIG slices are free")
+		return "unknown"
+	}
+	return allocation.DescribeFree(allocation.FreeProfiles(slots, l.Holdings(), -1))
+}
+
+// freeNote is "; free now: …" for a refused or given-up request of a MIG profile, else "".
+func (g *Allocator) freeNote(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) string {
+	if a.Spec.Request.MIGProfile == "" {
+		return ""
+	}
+	var gpus gpuwardenv1alpha1.GPUList
+	if err := g.Client.List(ctx, &gpus, client.MatchingLabels{gpuwardenv1alpha1.LabelNode: g.NodeName}); err != nil {
+		return ""
+	}
+	return "; free now: " + g.freeSlices(ctx, allocation.SlotsOf(gpus.Items))
+}
+
+// exampleProfile is a profile GPU index is split into, its smallest, to show how to ask.
+func exampleProfile(slots []allocation.Slot, index int) string {
+	best, bestSize := "1g.10gb", 0.0
+	for _, s := range slots {
+		if s.GPUIndex == index && s.Profile != "" && (bestSize == 0 || s.Weight() < bestSize) {
+			best, bestSize = s.Profile, s.Weight()
+		}
+	}
+	return best
 }
 
 // queuePosition is the allocation's place among the node's waiting requests, oldest first.

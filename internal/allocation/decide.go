@@ -241,13 +241,8 @@ func requestCost(inventory []Slot, byUUID map[string]Slot, req Request, want int
 // with the fewest free slices left, then the lowest index); named devices as named. Never
 // an unhealthy slot, one with foreign processes, or one held by a live allocation.
 func place(inventory []Slot, live []Holding, req Request, want int, byUUID map[string]Slot) ([]Slot, string) {
-	held := map[string]bool{}
-	for _, h := range live {
-		for _, u := range h.Slots {
-			held[u] = true
-		}
-	}
-	free := func(s Slot) bool { return s.Healthy && !s.Foreign && !held[s.UUID] }
+	held := heldSlots(live)
+	free := func(s Slot) bool { return freeSlot(s, held) }
 	switch {
 	case len(req.Devices) > 0:
 		var out []Slot

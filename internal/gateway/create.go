@@ -79,6 +79,16 @@ func spoofable(k string) bool {
 var (
 	nvidiaDevice = regexp.MustCompile(`^/dev/nvidia([0-9]+)$`)
 	nvidiaAux    = regexp.MustCompile(`^/dev/nvidia(ctl|-uvm|-uvm-tools|-modeset|-caps(/.*)?)$`)
+	// deviceName is a device as an allocation names it (the API's own pattern).
+	deviceName = regexp.MustCompile(`^(GPU-[0-9a-fA-F-]+|MIG-[0-9a-fA-F/-]+|[0-9]+(:[0-9]+)?)$`)
+	// migProfile is a MIG profile name as NVIDIA writes them: slices, memory, an optional +me.
+	migProfile = regexp.MustCompile(`^[1-9][0-9]?g\.[1-9][0-9]{0,3}gb(\+me)?$`)
+)
+
+// The most devices one create may name, and the longest name (the API's own bounds).
+const (
+	maxDevices    = 64
+	maxDeviceName = 128
 )
 
 // createContainer checks a create, gives it its owner's labels and its GPUs, and forwards
@@ -327,10 +337,53 @@ func gpuRequest(cfg *container.Config, hc *container.HostConfig) (GPURequest, er
 	if forms > 1 {
 		return g, refused("GPUs asked for in %d ways at once; ask in one (--gpus is the usual one)", forms)
 	}
+	if err := g.splitProfile(); err != nil {
+		return g, err
+	}
 	if g.All {
 		g.Count, g.Devices = 0, nil
 	}
 	return g, nil
+}
+
+// splitProfile checks every device named and takes a MIG profile named where a device
+// would be (--gpus '"device=1g.10gb"') as a request for one free slice of that profile. A
+// profile is asked for alone: not twice, not with other devices, not with all.
+func (g *GPURequest) splitProfile() error {
+	if len(g.Devices) > maxDevices {
+		return badGPUs("%d devices asked for; at most %d", len(g.Devices), maxDevices)
+	}
+	var profiles []string
+	for _, d := range g.Devices {
+		switch {
+		case len(d) > maxDeviceName:
+			return badGPUs("device %.40q… is %d characters long; a GPU's name is at most %d", d, len(d), maxDeviceName)
+		case migProfile.MatchString(d):
+			profiles = append(profiles, d)
+		case deviceName.MatchString(d):
+		case strings.Contains(strings.ToLower(d), "gb") || strings.Contains(strings.ToLower(d), "g."):
+			return badGPUs("device %q is not a MIG profile: a profile is written like 1g.10gb, 3g.40gb or 1g.10gb+me", d)
+		default:
+			return badGPUs("device %q is not a GPU: name a GPU index (0), a MIG instance (4:0), a UUID (GPU-…, MIG-…) or a MIG profile (1g.10gb)", d)
+		}
+	}
+	switch {
+	case len(profiles) == 0:
+		return nil
+	case len(profiles) > 1:
+		return badGPUs("MIG profiles %s asked for at once: a container gets one MIG slice, so ask for one profile (--gpus '\"device=%s\"')",
+			strings.Join(profiles, ", "), profiles[0])
+	case len(g.Devices) > 1 || g.All || g.Count > 0:
+		return badGPUs("MIG profile %s asked for with other GPUs: ask for the profile alone (--gpus '\"device=%s\"') or for GPUs without it",
+			profiles[0], profiles[0])
+	}
+	g.MIGProfile, g.Devices = profiles[0], nil
+	return nil
+}
+
+// badGPUs refuses a GPU request that is not well formed.
+func badGPUs(format string, args ...any) *refusal {
+	return &refusal{status: http.StatusBadRequest, msg: fmt.Sprintf(format, args...)}
 }
 
 func hasGPU(caps [][]string) bool {

@@ -21,6 +21,8 @@ func FuzzCreateChecker(f *testing.F) {
 		`{"Image":"x","HostConfig":{"DeviceRequests":[{"Count":-1,"Capabilities":[["gpu"]]}]}}`,
 		`{"Image":"x","Env":["NVIDIA_VISIBLE_DEVICES=all"],"HostConfig":{"Runtime":"nvidia"}}`,
 		`{"Image":"x","HostConfig":{"Mounts":[{"Type":"bind","Source":"/home/alice/../../etc","Target":"/x"}]}}`,
+		`{"Image":"x","HostConfig":{"DeviceRequests":[{"DeviceIDs":["1g.10gb"],"Capabilities":[["gpu"]]}]}}`,
+		`{"Image":"x","HostConfig":{"DeviceRequests":[{"DeviceIDs":["0","3g.40gb+me"],"Capabilities":[["gpu"]]}]}}`,
 		`{}`, `[]`, `null`, `{"HostConfig":null}`,
 	} {
 		f.Add([]byte(seed))
@@ -40,8 +42,17 @@ func FuzzCreateChecker(f *testing.F) {
 		if w.s.checkHost(context.Background(), w.alice(), route{version: "/v1.41"}, req.HostConfig) != nil {
 			return
 		}
-		if _, err := gpuRequest(req.Config, req.HostConfig); err != nil {
+		gpus, err := gpuRequest(req.Config, req.HostConfig)
+		if err != nil {
 			return
+		}
+		if gpus.MIGProfile != "" && (!migProfile.MatchString(gpus.MIGProfile) || len(gpus.Devices) > 0 || gpus.All || gpus.Count > 0) {
+			t.Fatalf("a MIG profile asked for with something else, or malformed: %+v", gpus)
+		}
+		for _, d := range gpus.Devices {
+			if !deviceName.MatchString(d) || len(d) > maxDeviceName {
+				t.Fatalf("device %q passed the check", d)
+			}
 		}
 		w.s.setLabels(w.alice(), req.Config)
 		out, err := json.Marshal(req)
