@@ -210,7 +210,7 @@ func setupContainers(mgr ctrl.Manager, o Options, gov *governance.Collector) err
 	if err := mgr.Add(sampler); err != nil {
 		return fmt.Errorf("adding the sampler: %w", err)
 	}
-	if err := mgr.AddMetricsServerExtraHandler(ExplainPath, &reclaim.Explainer{Reclaim: reclaimer, Store: store, Owners: owners, Actions: acts, Interval: o.SampleInterval}); err != nil {
+	if err := mgr.AddMetricsServerExtraHandler(ExplainPath, &reclaim.Explainer{Reclaim: reclaimer, Store: store, Owners: owners, Actions: acts, Client: mgr.GetClient(), Interval: o.SampleInterval}); err != nil {
 		return fmt.Errorf("serving %s: %w", ExplainPath, err)
 	}
 	if o.Gateway.Socket != "" {

@@ -11,8 +11,11 @@ import (
 	"strings"
 	"time"
 
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/actions"
+	"github.com/gpuwarden/gpuwarden/internal/allocation"
 	"github.com/gpuwarden/gpuwarden/internal/containerstore"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/labels"
@@ -31,8 +34,10 @@ type Explainer struct {
 	Reclaim *Reclaimer
 	Store   *containerstore.Store
 	Owners  *containerstore.Owners
-	// Actions resolve the policy of a container not sampled yet.
-	Actions  *actions.Actions
+	// Actions resolve the policy of a container not sampled yet, and remember the stops.
+	Actions *actions.Actions
+	// Client reads the allocation a stopped container holds.
+	Client   client.Reader
 	Interval time.Duration
 }
 
@@ -101,7 +106,7 @@ func (e *Explainer) explain(ctx context.Context, w io.Writer, c docker.Container
 		fmt.Fprintln(w, "Never idle- or runtime-stopped: the container is labelled protected.")
 		return
 	case c.State != docker.StateRunning:
-		fmt.Fprintf(w, "Not sampled: the container is %s; the stopped-container rules (gpuHoldAfterStop, removeAfterStop) apply.\n", c.State)
+		e.explainNotRunning(ctx, w, c, policy)
 		return
 	case !sampled:
 		fmt.Fprintf(w, "Not sampled: it holds no GPU through a Bound allocation (or has not been sampled yet; samples come every %s). Containers that hold no GPU are never idle- or runtime-stopped.\n", e.Interval)
@@ -203,4 +208,52 @@ func explainClaim(w io.Writer, l map[string]string, policy resolve.Policy) {
 	}
 	fmt.Fprintf(w, "ContainerPolicy %s grants claimed %s containers their limits; every other policy treats it as %s.\n",
 		strings.Join(policy.TrustClaim, ", "), labels.ContainerType(l), resolve.ClaimedTypeSeenAs)
+}
+
+// explainNotRunning says what stopped a container that does not run, when, and what is
+// scheduled for it (its GPUs given back, its removal) and when.
+func (e *Explainer) explainNotRunning(ctx context.Context, w io.Writer, c docker.Container, policy resolve.Policy) {
+	switch stop, ok := e.Actions.LastStop(c.ID); {
+	case ok:
+		fmt.Fprintf(w, "Stopped by gpuwarden at %s: %s\n", stop.At.UTC().Format(time.RFC3339), stop.Reason)
+	case c.NeverStarted():
+		fmt.Fprintln(w, "Created and never started.")
+	default:
+		fmt.Fprintf(w, "Stopped at %s, not by gpuwarden since it last started (as far as this controller has run); `gpuwarden events --container %s` shows every record of it.\n",
+			c.FinishedAt.UTC().Format(time.RFC3339), message.ContainerName(c))
+	}
+	held := e.holds(ctx, c)
+	now := e.Actions.Clock.Now()
+	coming := lifecycle.Upcoming(lifecycle.Container{NeverStarted: c.NeverStarted(), Stopped: c.State.Stopped(), Created: c.Created,
+		FinishedAt: c.FinishedAt, HoldsGPUs: held != nil, Protected: labels.IsProtected(c.Labels)}, policy, now)
+	if held != nil {
+		if hold := policy.Duration("gpuHoldAfterStop"); hold.Applies() && !c.FinishedAt.IsZero() && now.Sub(c.FinishedAt) >= hold.Duration {
+			fmt.Fprintf(w, "Its GPU hold (%s) has passed: allocation %s gives its GPUs back.\n", hold.Duration, held.Name)
+		}
+	}
+	for _, k := range coming {
+		what := map[lifecycle.Action]string{lifecycle.Remove: "It will be removed", lifecycle.ReleaseGPUs: "Its GPUs go back"}[k.Action]
+		fmt.Fprintf(w, "%s at %s (%s, set by %s).\n", what, k.At.UTC().Format(time.RFC3339), k.Limit, k.Policy)
+	}
+	if len(coming) == 0 && !labels.IsProtected(c.Labels) && !policy.Duration("removeAfterStop").Applies() {
+		fmt.Fprintln(w, "No removal is scheduled: its policy sets no removeAfterStop.")
+	}
+}
+
+// holds is the Bound allocation attached to the container, if any.
+func (e *Explainer) holds(ctx context.Context, c docker.Container) *gpuwardenv1alpha1.GPUAllocation {
+	if e.Client == nil {
+		return nil
+	}
+	var list gpuwardenv1alpha1.GPUAllocationList
+	if err := e.Client.List(ctx, &list); err != nil {
+		return nil
+	}
+	for i := range list.Items {
+		a := &list.Items[i]
+		if a.Status.ContainerID == c.ID && a.Status.Phase == gpuwardenv1alpha1.PhaseBound && allocation.Live(a) {
+			return a
+		}
+	}
+	return nil
 }

@@ -54,6 +54,22 @@ type Actions struct {
 	// said remembers what was said once and should not be said on every pass (dry-run
 	// actions, unallocated-GPU reports, detections), by container and what.
 	said map[string]bool
+	// stops are the stops this process made, by container ID, for explain.
+	stops map[string]StopRecord
+}
+
+// StopRecord is a stop gpuwarden made: when, and why ("code: message").
+type StopRecord struct {
+	At     time.Time
+	Reason string
+}
+
+// LastStop is the last stop of a container this process made, if any.
+func (x *Actions) LastStop(id string) (StopRecord, bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	s, ok := x.stops[id]
+	return s, ok
 }
 
 // Validate reports a missing dependency.
@@ -110,6 +126,7 @@ func (x *Actions) Forget(id string) {
 			delete(x.said, k)
 		}
 	}
+	delete(x.stops, id)
 }
 
 // Stop stops a container, SIGKILL after the policy's stopGracePeriod, with an Event of
@@ -135,6 +152,12 @@ func (x *Actions) Stop(ctx context.Context, c docker.Container, owner string, a 
 		return fmt.Errorf("stopping container %s: %w", docker.ShortID(c.ID), err)
 	}
 	metrics.ContainerActions.WithLabelValues(string(lifecycle.Stop), string(mode)).Inc()
+	x.mu.Lock()
+	if x.stops == nil {
+		x.stops = map[string]StopRecord{}
+	}
+	x.stops[c.ID] = StopRecord{At: x.Clock.Now(), Reason: reason}
+	x.mu.Unlock()
 	x.eventOn(ctx, a, "", corev1.EventTypeWarning, eventReason, "Stop", "Stopped container %s of %s at %s: %s",
 		message.ContainerName(c), containerstore.OwnerOrUnknown(owner), x.Clock.Now().UTC().Format(time.RFC3339), reason)
 	return nil
