@@ -19,6 +19,7 @@ import (
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/allocation"
+	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/gateway"
 	"github.com/gpuwarden/gpuwarden/internal/ledger"
 	"github.com/gpuwarden/gpuwarden/internal/message"
@@ -41,6 +42,8 @@ type Allocator struct {
 	BindWait        time.Duration
 	// Poll is how often the allocation is looked at while it waits.
 	Poll time.Duration
+	// Audit records the requests the gateway gave up waiting for; nil records nothing.
+	Audit audit.Logger
 }
 
 var _ gateway.Allocator = (*Allocator)(nil)
@@ -115,9 +118,10 @@ func (g *Allocator) createAndWait(ctx context.Context, a *gpuwardenv1alpha1.GPUA
 				if why == "" {
 					why = "not decided yet"
 				}
-				return "", nil, &gateway.AllocationError{Status: http.StatusServiceUnavailable, Message: fmt.Sprintf(
-					"no GPU free after waiting %s: %s%s; your request was number %d of %d waiting on %s (%s)",
-					wait, why, g.freeNote(ctx, a), position, waiting, g.NodeName, hint)}
+				msg := fmt.Sprintf("no GPU free after waiting %s: %s%s; your request was number %d of %d waiting on %s (%s)",
+					wait, why, g.freeNote(ctx, a), position, waiting, g.NodeName, hint)
+				g.recordGaveUp(cur, g.Clock.Since(start), msg)
+				return "", nil, &gateway.AllocationError{Status: http.StatusServiceUnavailable, Message: msg}
 			}
 		}
 		select {
@@ -292,6 +296,25 @@ func (g *Allocator) queuePosition(ctx context.Context, a *gpuwardenv1alpha1.GPUA
 		}
 	}
 	return position, max(waiting, 1)
+}
+
+// ReasonGaveUp is the gpu.reject reason of a request the gateway stopped waiting for before
+// the allocation controller decided it.
+const ReasonGaveUp = "NotDecided"
+
+// recordGaveUp records a request the gateway stopped waiting for as a gpu.reject, with its
+// reason and how long it waited: it is a refused request (the report counts it), not an
+// access denied. One the allocation controller rejected was recorded by it.
+func (g *Allocator) recordGaveUp(a *gpuwardenv1alpha1.GPUAllocation, waited time.Duration, msg string) {
+	if g.Audit == nil {
+		return
+	}
+	reason := a.Status.Reason
+	if reason == "" {
+		reason = ReasonGaveUp
+	}
+	ref := audit.Allocation{Name: a.Name, Container: audit.Container{Name: a.Spec.ContainerName, Type: string(a.Spec.ContainerType)}, Wait: waited}
+	g.Audit.Log(audit.GPUReject(a.Spec.User, ref, reason, msg))
 }
 
 // Release implements gateway.Allocator: the allocation is deleted, its GPUs free at once.

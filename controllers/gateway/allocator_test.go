@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/gateway"
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
 	"github.com/gpuwarden/gpuwarden/internal/provenance"
@@ -41,7 +43,8 @@ func decideAs(t *testing.T, c client.Client, st gpuwardenv1alpha1.GPUAllocationS
 func newGatewayAllocator(t *testing.T) (*Allocator, client.Client) {
 	t.Helper()
 	c := fake.NewClientBuilder().WithScheme(scheme.New()).WithStatusSubresource(&gpuwardenv1alpha1.GPUAllocation{}).Build()
-	return &Allocator{Client: c, Reader: c, NodeName: "n1", Clock: clock.RealClock{}, BindWait: 300 * time.Millisecond, Poll: 10 * time.Millisecond}, c
+	return &Allocator{Client: c, Reader: c, NodeName: "n1", Clock: clock.RealClock{}, BindWait: 300 * time.Millisecond, Poll: 10 * time.Millisecond,
+		Audit: &testutil.AuditRecorder{}}, c
 }
 
 func TestGatewayAllocatorWaitsForTheBinding(t *testing.T) {
@@ -83,6 +86,13 @@ func TestGatewayAllocatorRefusesAtOnceAndGivesUpWithThePosition(t *testing.T) {
 	}
 	if _ = c.List(context.Background(), &list); len(list.Items) != 0 {
 		t.Errorf("the abandoned allocation is left: %d", len(list.Items))
+	}
+	// The request given up on is a refused request, with how long it waited; the one the
+	// allocation controller rejected was recorded by it.
+	rejects := g.Audit.(*testutil.AuditRecorder).Of(audit.TypeGPUReject)
+	if len(rejects) != 1 || rejects[0].User != "alice" || rejects[0].Details["reason"] != gpuwardenv1alpha1.ReasonNoCapacity ||
+		rejects[0].Details["wait_seconds"] == nil || !strings.Contains(fmt.Sprint(rejects[0].Details["message"]), "no GPU free after waiting") {
+		t.Errorf("records of the requests refused: %+v; want one gpu.reject (NoCapacity, with its wait) for the one given up on", rejects)
 	}
 }
 

@@ -70,7 +70,7 @@ func Setup(mgr ctrl.Manager, g Options, n Node) error {
 		},
 	}
 	if n.HasGPUs {
-		srv.GPUs = &Allocator{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), NodeName: n.Name, Clock: n.Clock, BindWait: g.BindWait}
+		srv.GPUs = &Allocator{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), NodeName: n.Name, Clock: n.Clock, BindWait: g.BindWait, Audit: n.Audit}
 	}
 	if err := mgr.Add(srv); err != nil {
 		return fmt.Errorf("adding the Docker gateway: %w", err)

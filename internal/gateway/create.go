@@ -153,7 +153,7 @@ func (s *Server) createContainer(w http.ResponseWriter, r *http.Request, c Calle
 		allocationWait.Observe(time.Since(start).Seconds())
 		var ae *AllocationError
 		if errors.As(err, &ae) {
-			return &refusal{status: ae.Status, msg: ae.Message}
+			return &refusal{status: ae.Status, msg: ae.Message, decision: true}
 		}
 		if err != nil {
 			return err

@@ -365,6 +365,10 @@ func TestCreateGetsOwnerLabelsAndBoundGPUs(t *testing.T) {
 	if rec.Code != http.StatusForbidden || !strings.Contains(rec.Body.String(), "GPUQuota students") {
 		t.Errorf("over quota: %d %s", rec.Code, rec.Body)
 	}
+	// It is a GPU decision (the allocator's gpu.reject), not an access denied.
+	if denied := w.audit.Of(audit.TypeAuthDenied); len(denied) != 0 {
+		t.Errorf("a refused GPU request recorded %d auth.denied: %+v", len(denied), denied)
+	}
 }
 
 func TestEveryGPUFormIsOneRequest(t *testing.T) {

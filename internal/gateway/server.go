@@ -152,6 +152,9 @@ type refusal struct {
 	status int
 	msg    string
 	owner  string
+	// decision: the refusal is a GPU decision (no GPU for the request), recorded as such by
+	// the allocator (gpu.reject), not an access denied.
+	decision bool
 }
 
 func (e *refusal) Error() string { return e.msg }
@@ -202,6 +205,9 @@ func (s *Server) deny(w http.ResponseWriter, c Caller, rt route, op string, rf *
 	requests.WithLabelValues(rt.class, "refused", c.Kind()).Inc()
 	msg := "gpuwarden: " + rf.msg
 	writeError(w, rf.status, msg)
+	if rf.decision {
+		return
+	}
 	if s.Audit != nil {
 		s.Audit.Log(audit.AuthDenied(c.Name, op, audit.Container{ID: rt.id}, ownerNote(rf.owner)+rf.msg))
 	}

@@ -32,7 +32,8 @@ type Row struct {
 	// the release after the stop to the end of the period, at most ReclaimCap each.
 	ReclaimedGPUHours float64
 	Rejections        int
-	// Binds, TotalWait and MaxWait are the requests bound and how long they waited.
+	// Binds and TotalWait are the requests bound and how long they waited; MaxWait is the
+	// longest wait of any request, bound or refused.
 	Binds              int
 	TotalWait, MaxWait time.Duration
 }
@@ -166,6 +167,14 @@ func (b *Builder) Add(e *audit.Event) {
 			}
 			b.row(bd.user).ReclaimedGPUHours += bd.eq * max(0, until.Sub(e.Time)).Hours()
 		}
+	case audit.TypeContainerCreate, audit.TypeContainerStart:
+		// A gateway container names its allocation, whose gpu.allocate came before the
+		// container had an ID: the stops of the container are the allocation's.
+		if bd, ok := b.open[alloc]; ok && alloc != "" {
+			if id := str(d, "container_id"); id != "" {
+				b.byID[id] = bd
+			}
+		}
 	case audit.TypeGPUUsage:
 		if id := str(d, "container_id"); id != "" {
 			b.byID[id] = binding{user: e.User, allocation: alloc, eq: num(d, "gpu_equivalents")}
@@ -192,8 +201,11 @@ func (b *Builder) Add(e *audit.Event) {
 		}
 	case audit.TypeGPUReject:
 		if b.in(e.Time) {
-			b.row(e.User).Rejections++
+			r := b.row(e.User)
+			r.Rejections++
 			b.rejections[str(d, "reason")]++
+			// A request that waited and was refused (or given up on) waited too.
+			r.MaxWait = max(r.MaxWait, seconds(num(d, "wait_seconds")))
 		}
 	}
 }

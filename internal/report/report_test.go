@@ -70,6 +70,30 @@ func TestReportOfADay(t *testing.T) {
 	}
 }
 
+// The GPU-hours an idle stop gave back count for a gateway container, whose gpu.allocate
+// was written before it had an ID, and a request that waited and was refused counts its
+// wait.
+func TestReclaimAndWaitsOfGatewayRequests(t *testing.T) {
+	b := &report.Builder{Since: day, Until: day.Add(24 * time.Hour)}
+	for _, e := range []*audit.Event{
+		at(8, audit.GPUAllocate("dee", audit.Allocation{Name: "gateway-1", GPUEquivalents: "1", Wait: time.Minute})),
+		at(8, audit.ContainerEvent(audit.ContainerCreate, "dee", audit.Container{Name: "train", ID: "c7", Allocation: "gateway-1"}, "")),
+		at(9, audit.Lifecycle(audit.IdleStop, "dee", audit.Container{Name: "train", ID: "c7"}, "lab", "Enforce", "idle")),
+		at(9.25, audit.GPURelease("dee", audit.Allocation{Name: "gateway-1", GPUEquivalents: "1"}, "stopped longer than gpuHoldAfterStop")),
+		at(10, audit.GPUReject("dee", audit.Allocation{Name: "gateway-2", Wait: 3 * time.Minute}, "NoCapacity", "no GPU free after waiting 3m0s")),
+	} {
+		b.Add(e)
+	}
+	r := b.Report(day.Add(30 * time.Hour))
+	if len(r.Rows) != 1 {
+		t.Fatalf("rows: %+v", r.Rows)
+	}
+	d := r.Rows[0]
+	if d.IdleStops != 1 || d.ReclaimedGPUHours <= 0 || d.Rejections != 1 || d.MaxWait != 3*time.Minute {
+		t.Errorf("dee: %+v; want the idle stop's GPU-hours given back, one rejection and a max wait of 3m", d)
+	}
+}
+
 // A period that has not ended counts what is still bound until now.
 func TestReportUntilNow(t *testing.T) {
 	b := &report.Builder{Since: day}
