@@ -212,6 +212,39 @@ func (w *world) do(who Caller, method, target, body string) *httptest.ResponseRe
 
 func (w *world) alice() Caller { return Caller{UID: 1000, Name: "alice", Home: w.home} }
 
+// TestAnObjectThatDoesNotExistIsNoDenial: compose looks its network and volumes up before it
+// makes them; the engine's ordinary "no such" answer is passed on as the engine words it,
+// and is not an auth.denied.
+func TestAnObjectThatDoesNotExistIsNoDenial(t *testing.T) {
+	w := newWorld(t)
+	for _, path := range []string{"/v1.41/networks/web_default", "/v1.41/volumes/web_data", "/v1.41/containers/nosuch/json"} {
+		rec := w.do(w.alice(), "GET", path, "")
+		if rec.Code != http.StatusNotFound || !strings.Contains(rec.Body.String(), "No such") || strings.Contains(rec.Body.String(), "gpuwarden:") {
+			t.Errorf("GET %s: %d %s; want the engine's 404", path, rec.Code, rec.Body)
+		}
+	}
+	if denied := w.audit.Of(audit.TypeAuthDenied); len(denied) != 0 {
+		t.Errorf("lookups of objects that do not exist recorded %d auth.denied: %+v", len(denied), denied)
+	}
+	// Another user's container, hidden behind an ID prefix, is answered word for word as one
+	// that does not exist (and is recorded, for the admin).
+	bob := Caller{UID: 1001, Name: "bob", Home: "/home/bob"}
+	w.engine.mu.Lock()
+	if w.engine.inspect == nil {
+		w.engine.inspect = map[string]string{}
+	}
+	w.engine.inspect["a1b2c3"] = `{"Id":"a1b2c3d4e5f6","Name":"/alice-secret","Config":{"Labels":{"gpuwarden.io/user":"alice"}}}`
+	w.engine.mu.Unlock()
+	absent, hidden := w.do(bob, "GET", "/v1.41/containers/d4e5f6/json", ""), w.do(bob, "GET", "/v1.41/containers/a1b2c3/json", "")
+	if absent.Code != http.StatusNotFound || absent.Code != hidden.Code ||
+		strings.ReplaceAll(absent.Body.String(), "d4e5f6", "X") != strings.ReplaceAll(hidden.Body.String(), "a1b2c3", "X") {
+		t.Errorf("a hidden container is answered %d %q, one that does not exist %d %q: they can be told apart", hidden.Code, hidden.Body, absent.Code, absent.Body)
+	}
+	if denied := w.audit.Of(audit.TypeAuthDenied); len(denied) != 1 || denied[0].User != "bob" {
+		t.Errorf("the hidden container's refusal is recorded %d times: %+v; want once, as bob", len(denied), denied)
+	}
+}
+
 func TestOwnersOnlyTouchTheirOwnContainers(t *testing.T) {
 	w := newWorld(t)
 	bob := Caller{UID: 1001, Name: "bob", Home: "/home/bob"}

@@ -276,7 +276,7 @@ func (s *Server) onOwned(w http.ResponseWriter, r *http.Request, c Caller, rt ro
 		return err
 	}
 	if !found {
-		return &refusal{status: http.StatusNotFound, msg: fmt.Sprintf("No such %s: %s", rt.object, rt.id)}
+		return &refusal{status: http.StatusNotFound, msg: fmt.Sprintf("No such %s: %s", rt.object, rt.id), absent: true}
 	}
 	owner := lbl[gpuwardenv1alpha1.LabelUser]
 	// The engine's own networks (bridge, host, none) and compose's have no owner: readable.

@@ -155,6 +155,9 @@ type refusal struct {
 	// decision: the refusal is a GPU decision (no GPU for the request), recorded as such by
 	// the allocator (gpu.reject), not an access denied.
 	decision bool
+	// absent: the engine has no such object, and says so as it would to anyone (compose
+	// looks networks and volumes up before it makes them): no access was denied.
+	absent bool
 }
 
 func (e *refusal) Error() string { return e.msg }
@@ -202,9 +205,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // deny answers a refusal and records it.
 func (s *Server) deny(w http.ResponseWriter, c Caller, rt route, op string, rf *refusal) {
-	requests.WithLabelValues(rt.class, "refused", c.Kind()).Inc()
 	msg := "gpuwarden: " + rf.msg
+	if rf.status == http.StatusNotFound {
+		// Worded as the engine words it, whether the object does not exist or is another
+		// user's and hidden: the answer must not tell the two apart.
+		msg = rf.msg
+	}
 	writeError(w, rf.status, msg)
+	if rf.absent {
+		requests.WithLabelValues(rt.class, "failed", c.Kind()).Inc()
+		return
+	}
+	requests.WithLabelValues(rt.class, "refused", c.Kind()).Inc()
 	if rf.decision {
 		return
 	}
@@ -387,7 +399,7 @@ func (s *Server) owned(ctx context.Context, c Caller, rt route, id string) (insp
 		return inspected{}, err
 	}
 	if !found {
-		return inspected{}, &refusal{status: http.StatusNotFound, msg: "No such container: " + id}
+		return inspected{}, &refusal{status: http.StatusNotFound, msg: "No such container: " + id, absent: true}
 	}
 	owner, _ := labels.Owner(ct.Config.Labels)
 	if owner != c.Name && id != ct.ID && id != strings.TrimPrefix(ct.Name, "/") && !c.Admin {
