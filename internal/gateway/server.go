@@ -205,13 +205,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // deny answers a refusal and records it.
 func (s *Server) deny(w http.ResponseWriter, c Caller, rt route, op string, rf *refusal) {
-	msg := "gpuwarden: " + rf.msg
-	if rf.status == http.StatusNotFound {
-		// Worded as the engine words it, whether the object does not exist or is another
-		// user's and hidden: the answer must not tell the two apart.
-		msg = rf.msg
-	}
-	writeError(w, rf.status, msg)
+	// Worded the same whether the object does not exist or is another user's and hidden:
+	// the answer must not tell the two apart.
+	writeError(w, rf.status, "gpuwarden: "+rf.msg)
 	if rf.absent {
 		requests.WithLabelValues(rt.class, "failed", c.Kind()).Inc()
 		return
