@@ -79,27 +79,6 @@ func TestServerServesAPIsAndKeepsDataAcrossRestart(t *testing.T) {
 	}
 	mustKubectl(t, s.kubeconfig, "apply", "-f", samples)
 
-	// The everyday question: who holds what. alice-train-1 holds GPU 0.
-	testutil.Eventually(t, 30*time.Second, "kubectl get gpus names alice on GPU 0", func() (bool, string) {
-		out, _ := kubectl(t, s.kubeconfig, "", "get", "gpus", "gpu01-gpu0")
-		rows := tableRows(out)
-		return len(rows) == 1 && rows[0]["USER"] == "alice", out
-	})
-	testutil.Eventually(t, 30*time.Second, "kubectl get ga -l gpuwarden.io/user=alice", func() (bool, string) {
-		out, _ := kubectl(t, s.kubeconfig, "", "get", "ga", "-l", "gpuwarden.io/user=alice,gpuwarden.io/phase!=Released")
-		rows := tableRows(out)
-		return len(rows) == 1 && rows[0]["NAME"] == "alice-train-1" && rows[0]["DEVICES"] == "0", out
-	})
-	testutil.Eventually(t, 30*time.Second, "kubectl get gq shows what its users hold", func() (bool, string) {
-		out, _ := kubectl(t, s.kubeconfig, "", "get", "gq")
-		for _, r := range tableRows(out) {
-			if r["NAME"] == "alice-thesis" {
-				return r["USED"] == "1", out
-			}
-		}
-		return false, out
-	})
-
 	// The controllers run: every quota and policy is marked Accepted.
 	testutil.Eventually(t, 30*time.Second, "quotas and policies Accepted", func() (bool, string) {
 		out, err := kubectl(t, s.kubeconfig, "", "get", "gpuquotas,containerpolicies", "-o",
@@ -138,6 +117,27 @@ func TestServerServesAPIsAndKeepsDataAcrossRestart(t *testing.T) {
 		!strings.Contains(out, `"node":"gpu01"`) || !strings.Contains(out, `"manager":"kubectl-client-side-apply"`) {
 		t.Errorf("gpuwarden events --type quota: %v\n%s", err, out)
 	}
+
+	// The everyday question: who holds what. alice-train-1 holds GPU 0.
+	testutil.Eventually(t, 30*time.Second, "kubectl get gpus names alice on GPU 0", func() (bool, string) {
+		out, _ := kubectl(t, s.kubeconfig, "", "get", "gpus", "gpu01-gpu0")
+		rows := tableRows(out)
+		return len(rows) == 1 && rows[0]["USER"] == "alice", out
+	})
+	testutil.Eventually(t, 30*time.Second, "kubectl get ga -l gpuwarden.io/user=alice", func() (bool, string) {
+		out, _ := kubectl(t, s.kubeconfig, "", "get", "ga", "-l", "gpuwarden.io/user=alice,gpuwarden.io/phase!=Released")
+		rows := tableRows(out)
+		return len(rows) == 1 && rows[0]["NAME"] == "alice-train-1" && rows[0]["DEVICES"] == "0", out
+	})
+	testutil.Eventually(t, 30*time.Second, "kubectl get gq shows what its users hold", func() (bool, string) {
+		out, _ := kubectl(t, s.kubeconfig, "", "get", "gq")
+		for _, r := range tableRows(out) {
+			if r["NAME"] == "alice-thesis" {
+				return r["USED"] == "1", out
+			}
+		}
+		return false, out
+	})
 
 	// A bad manifest is refused with the field named.
 	bad := "apiVersion: gpuwarden.io/v1alpha1\nkind: GPUAllocation\nmetadata: {name: greedy}\nspec:\n  user: bob\n  request: {gpus: 2, migProfile: 1g.10gb}\n"
