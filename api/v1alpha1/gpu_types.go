@@ -130,6 +130,12 @@ type GPUStatus struct {
 	// +kubebuilder:validation:MaxLength=4096
 	Holder string `json:"holder,omitempty"`
 
+	// holderUsers are the users holding the GPU or its slices, sorted and each named once:
+	// what `kubectl get gpus` shows (holder names the allocations).
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	HolderUsers string `json:"holderUsers,omitempty"`
+
 	// utilizationPercent is a slow-moving average of GPU utilisation.
 	// +optional
 	// +kubebuilder:validation:Minimum=0
@@ -158,7 +164,9 @@ type GPUStatus struct {
 // +kubebuilder:printcolumn:name="Memory",type=string,JSONPath=`.status.memory`
 // +kubebuilder:printcolumn:name="MIG",type=string,JSONPath=`.status.migMode`
 // +kubebuilder:printcolumn:name="Health",type=string,JSONPath=`.status.health`
-// +kubebuilder:printcolumn:name="Holder",type=string,JSONPath=`.status.holder`
+// +kubebuilder:printcolumn:name="User",type=string,JSONPath=`.status.holderUsers`
+// +kubebuilder:printcolumn:name="Util",type=integer,JSONPath=`.status.utilizationPercent`
+// +kubebuilder:printcolumn:name="Holder",type=string,JSONPath=`.status.holder`,priority=1
 // +kubebuilder:printcolumn:name="UUID",type=string,JSONPath=`.status.uuid`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type GPU struct {

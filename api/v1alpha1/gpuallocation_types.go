@@ -153,6 +153,12 @@ type GPUAllocationStatus struct {
 	// +listType=atomic
 	Devices []BoundDevice `json:"devices,omitempty"`
 
+	// devicesSummary lists the devices held for people, as kubectl get shows them: GPU
+	// indexes ("0,1"), a MIG slice as index:profile ("4:1g.10gb").
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	DevicesSummary string `json:"devicesSummary,omitempty"`
+
 	// gpuEquivalents is the sum of the devices' weights.
 	// +optional
 	GPUEquivalents *resource.Quantity `json:"gpuEquivalents,omitempty"`
@@ -259,7 +265,7 @@ type RuntimeStatus struct {
 // +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase == 'Pending' || self.spec == oldSelf.spec",message="spec is immutable once the allocation is Bound, Released or Rejected",fieldPath=".spec"
 // +kubebuilder:printcolumn:name="User",type=string,JSONPath=`.spec.user`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
-// +kubebuilder:printcolumn:name="Devices",type=string,JSONPath=`.status.devices[*].index`
+// +kubebuilder:printcolumn:name="Devices",type=string,JSONPath=`.status.devicesSummary`
 // +kubebuilder:printcolumn:name="GPU-Eq",type=string,JSONPath=`.status.gpuEquivalentsRounded`
 // +kubebuilder:printcolumn:name="Container",type=string,JSONPath=`.status.containerName`
 // +kubebuilder:printcolumn:name="Idle",type=date,JSONPath=`.status.idle.since`
@@ -268,6 +274,7 @@ type RuntimeStatus struct {
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.reason`,priority=1
 // +kubebuilder:printcolumn:name="Container-ID",type=string,JSONPath=`.status.containerID`,priority=1
 // +kubebuilder:printcolumn:name="Source",type=string,JSONPath=`.spec.source`,priority=1
+// +kubebuilder:printcolumn:name="Released",type=date,JSONPath=`.status.releasedTime`,priority=1
 type GPUAllocation struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

@@ -161,6 +161,13 @@ type GPUQuotaStatus struct {
 	// +kubebuilder:validation:MaxItems=10000
 	Usage []UserUsage `json:"usage,omitempty"`
 
+	// usedGPUEquivalents is what the matched users hold together, in GPU-equivalents to two
+	// decimals: the sum of usage, as kubectl get shows it (for a PerUser quota each user's
+	// own use is in usage).
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	UsedGPUEquivalents string `json:"usedGPUEquivalents,omitempty"`
+
 	// conditions: Accepted.
 	// +optional
 	// +listType=map
@@ -176,6 +183,7 @@ type GPUQuotaStatus struct {
 // +kubebuilder:printcolumn:name="Precedence",type=integer,JSONPath=`.spec.precedence`
 // +kubebuilder:printcolumn:name="Scope",type=string,JSONPath=`.spec.scope`
 // +kubebuilder:printcolumn:name="GPU-Eq",type=string,JSONPath=`.spec.limits.gpuEquivalents`
+// +kubebuilder:printcolumn:name="Used",type=string,JSONPath=`.status.usedGPUEquivalents`
 // +kubebuilder:printcolumn:name="Per-Container",type=integer,JSONPath=`.spec.limits.maxGPUsPerContainer`
 // +kubebuilder:printcolumn:name="Max-Containers",type=integer,JSONPath=`.spec.limits.maxContainers`
 // +kubebuilder:printcolumn:name="Unlimited",type=string,JSONPath=`.spec.unlimited`,priority=1

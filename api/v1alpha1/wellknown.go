@@ -5,8 +5,13 @@ package v1alpha1
 const (
 	// LabelNode names the GPU node of a GPU object or an adopted allocation.
 	LabelNode = "gpuwarden.io/node"
-	// LabelUser on a container names its owner.
+	// LabelUser on a container names its owner. On a GPUAllocation it is spec.user, kept so
+	// by the allocation controller (absent where the user is no valid label value), so that
+	// `kubectl get ga -l gpuwarden.io/user=alice` lists alice's allocations.
 	LabelUser = "gpuwarden.io/user"
+	// LabelPhase on a GPUAllocation is its status.phase, kept so by the allocation
+	// controller: `kubectl get ga -l gpuwarden.io/phase!=Released` hides the released ones.
+	LabelPhase = "gpuwarden.io/phase"
 	// LabelAllocation on a container names the GPUAllocation it uses (a claim, checked).
 	LabelAllocation = "gpuwarden.io/allocation"
 	// LabelContainerType on a container names its type (a ContainerType).

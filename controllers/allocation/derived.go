@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -35,9 +35,22 @@ type derivedWriter struct {
 	every time.Duration
 
 	mu     sync.Mutex
-	holder map[string]string // device UUID → allocation
-	usage  map[string][]gpuwardenv1alpha1.UserUsage
+	holder map[string]holding // device UUID → the allocation holding it
+	usage  map[string]quotaUsage
 	dirty  chan struct{}
+}
+
+func sameUsage(a, b quotaUsage) bool {
+	return a.used == b.used && equality.Semantic.DeepEqual(a.users, b.users)
+}
+
+// holding is the allocation holding a device, and its user.
+type holding struct{ name, user string }
+
+// quotaUsage is what a quota's status shows its users hold: each user, and all together.
+type quotaUsage struct {
+	users []gpuwardenv1alpha1.UserUsage
+	used  string
 }
 
 func newDerivedWriter(c client.Client, node string) *derivedWriter {
@@ -45,15 +58,15 @@ func newDerivedWriter(c client.Client, node string) *derivedWriter {
 }
 
 // set records the holders a pass's ledger shows and the quota usage it implies.
-func (h *derivedWriter) set(l allocation.Ledger, usage map[string][]gpuwardenv1alpha1.UserUsage) {
-	holder := map[string]string{}
+func (h *derivedWriter) set(l allocation.Ledger, usage map[string]quotaUsage) {
+	holder := map[string]holding{}
 	for name, b := range l.Bindings {
 		for _, s := range b.Slots {
-			holder[s.UUID] = name
+			holder[s.UUID] = holding{name: name, user: b.User}
 		}
 	}
 	h.mu.Lock()
-	same := h.holder != nil && equality.Semantic.DeepEqual(holder, h.holder) && equality.Semantic.DeepEqual(usage, h.usage)
+	same := h.holder != nil && maps.Equal(holder, h.holder) && maps.EqualFunc(usage, h.usage, sameUsage)
 	h.holder, h.usage = holder, usage
 	h.mu.Unlock()
 	if !same { // a pass that changed nothing has nothing to show
@@ -106,7 +119,7 @@ func (h *derivedWriter) Start(ctx context.Context) error {
 	}
 }
 
-func (h *derivedWriter) writeHolders(ctx context.Context, holder map[string]string) error {
+func (h *derivedWriter) writeHolders(ctx context.Context, holder map[string]holding) error {
 	var gpus gpuwardenv1alpha1.GPUList
 	if err := h.client.List(ctx, &gpus, client.MatchingLabels{gpuwardenv1alpha1.LabelNode: h.node}); err != nil {
 		return fmt.Errorf("listing GPUs: %w", err)
@@ -116,18 +129,16 @@ func (h *derivedWriter) writeHolders(ctx context.Context, holder map[string]stri
 	for i := range gpus.Items {
 		g := &gpus.Items[i]
 		want := g.Status.DeepCopy()
-		want.Holder = holder[g.Status.UUID]
-		var names []string
+		whole := holder[g.Status.UUID]
+		want.Holder, want.HolderUsers = whole.name, whole.user
+		var names, users []string
 		for j := range want.MIGInstances {
 			in := &want.MIGInstances[j]
-			in.Holder = holder[in.UUID]
-			if in.Holder != "" {
-				names = append(names, in.Holder)
-			}
+			in.Holder = holder[in.UUID].name
+			names, users = append(names, in.Holder), append(users, holder[in.UUID].user)
 		}
 		if len(want.MIGInstances) > 0 {
-			sort.Strings(names)
-			want.Holder = strings.Join(names, ",")
+			want.Holder, want.HolderUsers = allocation.SortedUnique(names), allocation.SortedUnique(users)
 		}
 		if equality.Semantic.DeepEqual(want, &g.Status) {
 			continue
@@ -146,7 +157,7 @@ func (h *derivedWriter) writeHolders(ctx context.Context, holder map[string]stri
 	return eg.Wait()
 }
 
-func (h *derivedWriter) writeUsage(ctx context.Context, usage map[string][]gpuwardenv1alpha1.UserUsage) error {
+func (h *derivedWriter) writeUsage(ctx context.Context, usage map[string]quotaUsage) error {
 	var quotas gpuwardenv1alpha1.GPUQuotaList
 	if err := h.client.List(ctx, &quotas); err != nil {
 		return fmt.Errorf("listing quotas: %w", err)
@@ -155,11 +166,12 @@ func (h *derivedWriter) writeUsage(ctx context.Context, usage map[string][]gpuwa
 	for i := range quotas.Items {
 		q := &quotas.Items[i]
 		want, known := usage[q.Name]
-		if !known || equality.Semantic.DeepEqual(want, q.Status.Usage) || len(want) == 0 && len(q.Status.Usage) == 0 {
+		if !known || (equality.Semantic.DeepEqual(want.users, q.Status.Usage) || len(want.users) == 0 && len(q.Status.Usage) == 0) &&
+			want.used == q.Status.UsedGPUEquivalents {
 			continue // a quota the last pass did not see waits for the next
 		}
 		orig := q.DeepCopy()
-		q.Status.Usage = want
+		q.Status.Usage, q.Status.UsedGPUEquivalents = want.users, want.used
 		if err := h.client.Status().Patch(ctx, q, client.MergeFrom(orig)); client.IgnoreNotFound(err) != nil {
 			errs = append(errs, fmt.Errorf("updating the usage of GPUQuota %s: %w", q.Name, err))
 		}
@@ -168,7 +180,7 @@ func (h *derivedWriter) writeUsage(ctx context.Context, usage map[string][]gpuwa
 }
 
 // desiredUsage is what each quota should show each matched user holds now, by quota name.
-func (p *pass) desiredUsage(quotas []gpuwardenv1alpha1.GPUQuota) map[string][]gpuwardenv1alpha1.UserUsage {
+func (p *pass) desiredUsage(quotas []gpuwardenv1alpha1.GPUQuota) map[string]quotaUsage {
 	type use struct {
 		eq         float64
 		containers int32
@@ -185,18 +197,20 @@ func (p *pass) desiredUsage(quotas []gpuwardenv1alpha1.GPUQuota) map[string][]gp
 			u.eq += s.Weight
 		}
 	}
-	out := map[string][]gpuwardenv1alpha1.UserUsage{}
+	out := map[string]quotaUsage{}
 	for i := range quotas {
 		q := &quotas[i]
 		var usage []gpuwardenv1alpha1.UserUsage
+		used := 0.0
 		for user, u := range byUser {
 			if resolve.QuotaMatches(q, user, p.groups[user]) {
 				usage = append(usage, gpuwardenv1alpha1.UserUsage{User: user, GPUEquivalents: *quantity(u.eq),
 					GPUEquivalentsRounded: allocation.FormatEquivalents(u.eq), Containers: u.containers})
+				used += u.eq
 			}
 		}
 		sort.Slice(usage, func(i, j int) bool { return usage[i].User < usage[j].User })
-		out[q.Name] = usage
+		out[q.Name] = quotaUsage{users: usage, used: allocation.FormatEquivalents(used)}
 	}
 	return out
 }

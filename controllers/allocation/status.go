@@ -34,6 +34,8 @@ type statusPlan struct {
 	next    time.Duration
 }
 
+// statusUpdate is one allocation to write: its status (want; nil when only its labels are
+// out of step) and then its user and phase labels, when they differ.
 type statusUpdate struct {
 	a    *gpuwardenv1alpha1.GPUAllocation
 	want *gpuwardenv1alpha1.GPUAllocationStatus
@@ -61,6 +63,7 @@ func (p *pass) planStatuses(allocs []gpuwardenv1alpha1.GPUAllocation) statusPlan
 		if !ok {
 			continue
 		}
+		want.DevicesSummary = allocation.DevicesSummary(want.Devices) // what kubectl get shows of them
 		if want.Phase == gpuwardenv1alpha1.PhaseReleased && want.ReleasedTime != nil {
 			left := want.ReleasedTime.Add(p.r.Retention).Sub(p.now)
 			if left <= 0 {
@@ -72,6 +75,9 @@ func (p *pass) planStatuses(allocs []gpuwardenv1alpha1.GPUAllocation) statusPlan
 			}
 		}
 		if equality.Semantic.DeepEqual(want, &a.Status) || p.r.alreadyWritten(a, want) {
+			if !allocation.LabelsInStep(a, want.Phase) {
+				plan.updates = append(plan.updates, statusUpdate{a: a, want: nil})
+			}
 			continue
 		}
 		plan.updates = append(plan.updates, statusUpdate{a: a, want: want})
@@ -107,14 +113,22 @@ func (p *pass) applyStatuses(ctx context.Context, plan statusPlan) error {
 	}
 	for _, u := range plan.updates {
 		g.Go(func() error {
-			if err := p.updateStatus(ctx, u.a, u.want); err != nil {
-				if apierrors.IsConflict(err) {
-					// Someone else wrote it since (the container controller attaching a
-					// container): a quick retry on the fresh copy, not an error.
-					conflict.Store(true)
-				} else {
-					fail(err)
+			phase := u.a.Status.Phase
+			if u.want != nil {
+				if err := p.updateStatus(ctx, u.a, u.want); err != nil {
+					if apierrors.IsConflict(err) {
+						// Someone else wrote it since (the container controller attaching a
+						// container): a quick retry on the fresh copy, not an error.
+						conflict.Store(true)
+					} else {
+						fail(err)
+					}
+					return nil
 				}
+				phase = u.want.Phase
+			}
+			if err := p.updateLabels(ctx, u.a, phase); err != nil {
+				fail(err)
 			}
 			return nil
 		})
@@ -139,6 +153,20 @@ func (p *pass) updateStatus(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocat
 		return fmt.Errorf("updating status of allocation %s: %w", a.Name, err)
 	}
 	p.record(a, before)
+	return nil
+}
+
+// updateLabels puts a's user and phase labels in step with its spec and phase, so that
+// `kubectl get ga -l` selects by them. A patch of the labels alone: it neither conflicts
+// with nor undoes another writer's change, and a label someone else set is corrected.
+func (p *pass) updateLabels(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, phase gpuwardenv1alpha1.AllocationPhase) error {
+	orig := a.DeepCopy()
+	if !allocation.SyncLabels(a, phase) {
+		return nil
+	}
+	if err := p.r.Client.Patch(ctx, a, client.MergeFrom(orig)); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("updating the labels of allocation %s: %w", a.Name, err)
+	}
 	return nil
 }
 
@@ -265,7 +293,7 @@ func (p *pass) desiredStatus(a *gpuwardenv1alpha1.GPUAllocation) (*gpuwardenv1al
 
 // unbound clears what only a bound allocation shows.
 func unbound(s *gpuwardenv1alpha1.GPUAllocationStatus) {
-	s.Devices, s.GPUEquivalents, s.GPUEquivalentsRounded, s.BoundTime, s.ReleasedTime = nil, nil, "", nil, nil
+	s.Devices, s.DevicesSummary, s.GPUEquivalents, s.GPUEquivalentsRounded, s.BoundTime, s.ReleasedTime = nil, "", nil, "", nil, nil
 	s.Idle, s.Runtime = nil, nil
 }
 

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/allocation"
 	"github.com/gpuwarden/gpuwarden/internal/ledger"
 )
 
@@ -49,7 +50,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("allocation").
 		Watches(&gpuwardenv1alpha1.GPUAllocation{}, toNode, builder.WithPredicates(predicate.Or[client.Object](
 			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, deletionStarted{},
-			predicate.Funcs{UpdateFunc: r.statusChangedByOthers}))).
+			predicate.Funcs{UpdateFunc: r.statusChangedByOthers}, predicate.Funcs{UpdateFunc: labelsChangedByOthers}))).
 		Watches(&gpuwardenv1alpha1.GPUQuota{}, toNode, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&gpuwardenv1alpha1.GPU{}, toNode, builder.WithPredicates(predicate.Funcs{UpdateFunc: gpuChangedForAllocation})).
 		// Holders and usage are the ledger's to say: whoever else writes them is overwritten.
@@ -75,6 +76,23 @@ func (r *Reconciler) statusChangedByOthers(e event.UpdateEvent) bool {
 	return a.Phase != b.Phase || a.Reason != b.Reason || a.Message != b.Message ||
 		!equality.Semantic.DeepEqual(a.Devices, b.Devices) || !equality.Semantic.DeepEqual(a.GPUEquivalents, b.GPUEquivalents) ||
 		!equality.Semantic.DeepEqual(a.BoundTime, b.BoundTime) || !equality.Semantic.DeepEqual(a.ReleasedTime, b.ReleasedTime)
+}
+
+// labelsChangedByOthers passes an update that puts an allocation's user or phase label out
+// of step with its spec and status: they are the controller's to say (a label naming
+// another user is corrected at once). Its own label writes, which put them in step, and
+// its status writes, which leave the labels alone, wake no pass.
+func labelsChangedByOthers(e event.UpdateEvent) bool {
+	o, ok1 := e.ObjectOld.(*gpuwardenv1alpha1.GPUAllocation)
+	n, ok2 := e.ObjectNew.(*gpuwardenv1alpha1.GPUAllocation)
+	if !ok1 || !ok2 {
+		return true
+	}
+	ol, nl := o.GetLabels(), n.GetLabels()
+	if ol[gpuwardenv1alpha1.LabelUser] == nl[gpuwardenv1alpha1.LabelUser] && ol[gpuwardenv1alpha1.LabelPhase] == nl[gpuwardenv1alpha1.LabelPhase] {
+		return false
+	}
+	return !allocation.LabelsInStep(n, n.Status.Phase)
 }
 
 // deletionStarted passes an update that marks an object for deletion.
@@ -108,7 +126,8 @@ func gpuChangedForAllocation(e event.UpdateEvent) bool {
 func holdersChanged(e event.UpdateEvent) bool {
 	o, ok1 := e.ObjectOld.(*gpuwardenv1alpha1.GPU)
 	n, ok2 := e.ObjectNew.(*gpuwardenv1alpha1.GPU)
-	if !ok1 || !ok2 || o.Status.Holder != n.Status.Holder || len(o.Status.MIGInstances) != len(n.Status.MIGInstances) {
+	if !ok1 || !ok2 || o.Status.Holder != n.Status.Holder || o.Status.HolderUsers != n.Status.HolderUsers ||
+		len(o.Status.MIGInstances) != len(n.Status.MIGInstances) {
 		return true
 	}
 	for i := range o.Status.MIGInstances {
@@ -123,7 +142,7 @@ func holdersChanged(e event.UpdateEvent) bool {
 func usageChanged(e event.UpdateEvent) bool {
 	o, ok1 := e.ObjectOld.(*gpuwardenv1alpha1.GPUQuota)
 	n, ok2 := e.ObjectNew.(*gpuwardenv1alpha1.GPUQuota)
-	return !ok1 || !ok2 || !equality.Semantic.DeepEqual(o.Status.Usage, n.Status.Usage)
+	return !ok1 || !ok2 || !equality.Semantic.DeepEqual(o.Status.Usage, n.Status.Usage) || o.Status.UsedGPUEquivalents != n.Status.UsedGPUEquivalents
 }
 
 // writtenStatus is the status a pass last wrote to an allocation, and the version of the

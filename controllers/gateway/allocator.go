@@ -62,12 +62,14 @@ func (g *Allocator) Allocate(ctx context.Context, user string, req gateway.GPURe
 func (g *Allocator) newAllocation(user string, request gpuwardenv1alpha1.AllocationRequest, containerName string, t gpuwardenv1alpha1.ContainerType) *gpuwardenv1alpha1.GPUAllocation {
 	suffix := make([]byte, 5)
 	_, _ = rand.Read(suffix)
-	return &gpuwardenv1alpha1.GPUAllocation{
+	a := &gpuwardenv1alpha1.GPUAllocation{
 		ObjectMeta: metav1.ObjectMeta{Name: "gateway-" + hex.EncodeToString(suffix), Labels: map[string]string{gpuwardenv1alpha1.LabelNode: g.NodeName},
 			Annotations: map[string]string{}},
 		Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: user, NodeName: g.NodeName, Request: request, ContainerType: t,
 			Source: gpuwardenv1alpha1.SourceGateway, ContainerName: message.Truncate(containerName, 256)},
 	}
+	allocation.SyncLabels(a, "") // selectable by user from the start
+	return a
 }
 
 // createAndWait signs and creates a, then waits until it is Bound (its name and devices),

@@ -117,7 +117,7 @@ func (r *Reconciler) create(ctx context.Context, name string, index int) (*gpuwa
 func (r *Reconciler) writeStatus(ctx context.Context, obj *gpuwardenv1alpha1.GPU, want gpuwardenv1alpha1.GPUStatus) error {
 	have := obj.Status
 	// Holders are written by the allocation controller.
-	want.Holder = have.Holder
+	want.Holder, want.HolderUsers = have.Holder, have.HolderUsers
 	holders := map[string]string{}
 	for _, in := range have.MIGInstances {
 		holders[in.UUID] = in.Holder

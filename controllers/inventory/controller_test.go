@@ -154,3 +154,25 @@ func TestInventoryKeepsGPUsNVMLNoLongerLists(t *testing.T) {
 		t.Errorf("gpu5 = %+v", g5.Status)
 	}
 }
+
+// Holders are the allocation controller's to write: a status write of the inventory keeps
+// them, the allocations and their users alike.
+func TestInventoryKeepsHolders(t *testing.T) {
+	r, s, clk := newInventory(t, "h100x8")
+	reconcileInventory(t, r)
+	g := getGPU(t, r.Client, "gpu01-gpu1")
+	g.Status.Holder, g.Status.HolderUsers = "alice-train-1", "alice"
+	if err := r.Client.Status().Update(context.Background(), g); err != nil {
+		t.Fatal(err)
+	}
+	s.SetUtilization(1, 80, 10)
+	clk.Step(2 * time.Minute)
+	reconcileInventory(t, r)
+	got := getGPU(t, r.Client, "gpu01-gpu1")
+	if got.Status.UtilizationPercent != 80 {
+		t.Fatalf("utilisation = %d, want the write of 80", got.Status.UtilizationPercent)
+	}
+	if got.Status.Holder != "alice-train-1" || got.Status.HolderUsers != "alice" {
+		t.Errorf("holder %q, holderUsers %q after an inventory write; want alice-train-1, alice", got.Status.Holder, got.Status.HolderUsers)
+	}
+}

@@ -69,10 +69,13 @@ func TestServerServesAPIsAndKeepsDataAcrossRestart(t *testing.T) {
 		return err == nil && out == want, out
 	})
 	table := mustKubectl(t, s.kubeconfig, "get", "gpus")
-	for _, col := range []string{"NODE", "INDEX", "MODEL", "MEMORY", "MIG", "HEALTH", "HOLDER", "gpu01-gpu5", "NVIDIA H100 80GB HBM3", "80Gi"} {
+	for _, col := range []string{"NODE", "INDEX", "MODEL", "MEMORY", "MIG", "HEALTH", "USER", "UTIL", "gpu01-gpu5", "NVIDIA H100 80GB HBM3", "80Gi"} {
 		if !strings.Contains(table, col) {
 			t.Errorf("kubectl get gpus lacks %q:\n%s", col, table)
 		}
+	}
+	if wide := mustKubectl(t, s.kubeconfig, "get", "gpus", "-o", "wide"); strings.Contains(table, "HOLDER") || !strings.Contains(wide, "HOLDER") {
+		t.Errorf("HOLDER (the allocations) belongs in kubectl get gpus -o wide only:\n%s\n%s", table, wide)
 	}
 	mustKubectl(t, s.kubeconfig, "apply", "-f", samples)
 
@@ -114,6 +117,27 @@ func TestServerServesAPIsAndKeepsDataAcrossRestart(t *testing.T) {
 		!strings.Contains(out, `"node":"gpu01"`) || !strings.Contains(out, `"manager":"kubectl-client-side-apply"`) {
 		t.Errorf("gpuwarden events --type quota: %v\n%s", err, out)
 	}
+
+	// The everyday question: who holds what. alice-train-1 holds GPU 0.
+	testutil.Eventually(t, 30*time.Second, "kubectl get gpus names alice on GPU 0", func() (bool, string) {
+		out, _ := kubectl(t, s.kubeconfig, "", "get", "gpus", "gpu01-gpu0")
+		rows := tableRows(out)
+		return len(rows) == 1 && rows[0]["USER"] == "alice", out
+	})
+	testutil.Eventually(t, 30*time.Second, "kubectl get ga -l gpuwarden.io/user=alice", func() (bool, string) {
+		out, _ := kubectl(t, s.kubeconfig, "", "get", "ga", "-l", "gpuwarden.io/user=alice,gpuwarden.io/phase!=Released")
+		rows := tableRows(out)
+		return len(rows) == 1 && rows[0]["NAME"] == "alice-train-1" && rows[0]["DEVICES"] == "0", out
+	})
+	testutil.Eventually(t, 30*time.Second, "kubectl get gq shows what its users hold", func() (bool, string) {
+		out, _ := kubectl(t, s.kubeconfig, "", "get", "gq")
+		for _, r := range tableRows(out) {
+			if r["NAME"] == "alice-thesis" {
+				return r["USED"] == "1", out
+			}
+		}
+		return false, out
+	})
 
 	// A bad manifest is refused with the field named.
 	bad := "apiVersion: gpuwarden.io/v1alpha1\nkind: GPUAllocation\nmetadata: {name: greedy}\nspec:\n  user: bob\n  request: {gpus: 2, migProfile: 1g.10gb}\n"

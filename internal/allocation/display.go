@@ -1,0 +1,69 @@
+package allocation
+
+import (
+	"slices"
+	"strconv"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+)
+
+// What `kubectl get` shows of allocations and GPUs: printer columns can only show fields,
+// so the allocation controller keeps these summaries (and two labels) in step.
+
+// DevicesSummary is status.devicesSummary of an allocation holding devices: the GPU
+// indexes ("0,1"), a MIG slice as index:profile ("4:1g.10gb"), in the order held.
+func DevicesSummary(devices []gpuwardenv1alpha1.BoundDevice) string {
+	parts := make([]string, 0, len(devices))
+	for _, d := range devices {
+		s := strconv.Itoa(int(d.Index))
+		if d.MIGProfile != "" {
+			s += ":" + d.MIGProfile
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, ",")
+}
+
+// SortedUnique is names sorted, each once, joined with commas: the holders or users of a
+// GPU whose slices several allocations (or one allocation several times) hold.
+func SortedUnique(names []string) string {
+	out := slices.DeleteFunc(slices.Clone(names), func(n string) bool { return n == "" })
+	slices.Sort(out)
+	return strings.Join(slices.Compact(out), ",")
+}
+
+// SyncLabels sets a's user and phase labels to what its spec and the given phase say
+// (LabelUser = spec.user, LabelPhase = phase) and reports whether they changed. A user
+// that is no valid label value, or no phase yet, removes the label: a label present is
+// always the truth, whoever wrote it first.
+func SyncLabels(a *gpuwardenv1alpha1.GPUAllocation, phase gpuwardenv1alpha1.AllocationPhase) bool {
+	changed := setLabel(a, gpuwardenv1alpha1.LabelUser, a.Spec.User)
+	return setLabel(a, gpuwardenv1alpha1.LabelPhase, string(phase)) || changed
+}
+
+// LabelsInStep reports whether a's labels already say what SyncLabels would set.
+func LabelsInStep(a *gpuwardenv1alpha1.GPUAllocation, phase gpuwardenv1alpha1.AllocationPhase) bool {
+	return !SyncLabels(a.DeepCopy(), phase)
+}
+
+func setLabel(a *gpuwardenv1alpha1.GPUAllocation, key, value string) bool {
+	have, present := a.Labels[key]
+	if value == "" || len(validation.IsValidLabelValue(value)) > 0 {
+		if !present {
+			return false
+		}
+		delete(a.Labels, key)
+		return true
+	}
+	if present && have == value {
+		return false
+	}
+	if a.Labels == nil {
+		a.Labels = map[string]string{}
+	}
+	a.Labels[key] = value
+	return true
+}
