@@ -28,14 +28,14 @@ func (r *Reconciler) announce(ctx context.Context, c docker.Container, owner str
 	var said []string
 	typ := ""
 	for _, k := range coming {
-		var reason, text string
+		var reason, text, kind string
 		switch {
 		case k.Action == lifecycle.Remove && mode == gpuwardenv1alpha1.ModeEnforce:
-			reason = reasons.EventRemovalScheduled
+			reason, kind = reasons.EventRemovalScheduled, notify.TypeRemoveWarning
 			text = fmt.Sprintf("It will be removed at %s (%s, set by %s): its writable layer, whatever it wrote outside volumes and bind mounts, is lost then. Start it again (docker start %s) to keep it.",
 				k.At.UTC().Format(time.RFC3339), k.Limit, k.Policy, message.ContainerName(c))
 		case k.Action == lifecycle.ReleaseGPUs && mode != gpuwardenv1alpha1.ModeDryRun && a != nil:
-			reason = reasons.EventReleaseScheduled
+			reason, kind = reasons.EventReleaseScheduled, notify.TypeReleaseWarning
 			text = fmt.Sprintf("Its GPUs go back at %s (%s, set by %s); start it before then to keep them.",
 				k.At.UTC().Format(time.RFC3339), k.Limit, k.Policy)
 		default:
@@ -48,8 +48,8 @@ func (r *Reconciler) announce(ctx context.Context, c docker.Container, owner str
 			r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, reason, "Announce", "Container %s of %s: %s", message.ContainerName(c), user, text)
 		}
 		said = append(said, text)
-		if typ == "" || k.Action == lifecycle.Remove {
-			typ = map[lifecycle.Action]string{lifecycle.Remove: notify.TypeRemoveWarning, lifecycle.ReleaseGPUs: notify.TypeReleaseWarning}[k.Action]
+		if typ == "" || kind == notify.TypeRemoveWarning {
+			typ = kind // a removal heads the notice
 		}
 	}
 	if len(said) == 0 {

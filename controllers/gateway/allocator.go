@@ -315,7 +315,8 @@ func (g *Allocator) recordGaveUp(a *gpuwardenv1alpha1.GPUAllocation, waited time
 	if reason == "" {
 		reason = ReasonGaveUp
 	}
-	ref := audit.Allocation{Name: a.Name, Container: audit.Container{Name: a.Spec.ContainerName, Type: string(a.Spec.ContainerType)}, Wait: waited}
+	ref := audit.AllocationOf(a, audit.Container{Name: a.Spec.ContainerName, Type: string(a.Spec.ContainerType)})
+	ref.Wait = waited
 	g.Audit.Log(audit.GPUReject(a.Spec.User, ref, reason, msg))
 }
 
