@@ -51,6 +51,13 @@ var _ gateway.Allocator = (*Allocator)(nil)
 // Allocate implements gateway.Allocator.
 func (g *Allocator) Allocate(ctx context.Context, user string, req gateway.GPURequest, containerName string, t gpuwardenv1alpha1.ContainerType) (string, []string, error) {
 	request, err := g.request(ctx, req)
+	var refused *gateway.AllocationError
+	if errors.As(err, &refused) && g.Audit != nil {
+		// Refused before any allocation is made (a GPU split into MIG slices named whole): a
+		// refused request all the same, recorded like one the controller rejects.
+		ref := audit.Allocation{Container: audit.Container{Name: containerName, Type: string(t)}}
+		g.Audit.Log(audit.GPUReject(user, ref, gpuwardenv1alpha1.ReasonUnsatisfiable, refused.Message))
+	}
 	if err != nil {
 		return "", nil, err
 	}

@@ -14,9 +14,11 @@ import (
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/allocation"
+	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/gateway"
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
 	"github.com/gpuwarden/gpuwarden/internal/ledger"
+	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
 
 // withMIG makes GPU 0 whole and GPU 1 split into 1g.10gb ×3 and 3g.40gb ×1 (MIG-a … MIG-d),
@@ -63,6 +65,11 @@ func TestGatewayAllocatorExplainsAPartitionedGPUAndWhatIsFree(t *testing.T) {
 		var list gpuwardenv1alpha1.GPUAllocationList
 		if _ = c.List(context.Background(), &list); len(list.Items) != 0 {
 			t.Errorf("device=0,%s made an allocation: %d", dev, len(list.Items))
+		}
+		// Refused before any allocation exists, it is a refused request all the same.
+		if rejects := g.Audit.(*testutil.AuditRecorder).Of(audit.TypeGPUReject); len(rejects) != 1 || rejects[0].User != "alice" ||
+			rejects[0].Details["message"] != want {
+			t.Errorf("device=0,%s recorded %+v; want one gpu.reject with the refusal", dev, rejects)
 		}
 	}
 

@@ -43,6 +43,10 @@ func (e *fakeEngine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case strings.HasSuffix(p, "/json") && strings.HasPrefix(p, "/containers/") && p != "/containers/json":
 		id := strings.Split(p, "/")[2]
+		if id == "5" { // a prefix several containers share: the engine cannot say which
+			http.Error(w, `{"message":"Multiple IDs found with provided prefix: 5"}`, http.StatusInternalServerError)
+			return
+		}
 		l, ok := e.containers[id]
 		if raw, over := e.inspect[id]; over {
 			var m map[string]any
@@ -67,8 +71,10 @@ func (e *fakeEngine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			list = append(list, map[string]any{"Id": id, "Labels": l})
 		}
 		_ = json.NewEncoder(w).Encode(list)
+	case p == "/networks/12ab": // a prefix of bob's network's ID, resolved by the engine
+		_ = json.NewEncoder(w).Encode(map[string]any{"Labels": map[string]string{gpuwardenv1alpha1.LabelUser: "bob"}, "Name": "bob-net", "Id": "12ab34cd"})
 	case e.object(p) != nil:
-		_ = json.NewEncoder(w).Encode(map[string]any{"Labels": e.object(p)})
+		_ = json.NewEncoder(w).Encode(map[string]any{"Labels": e.object(p), "Name": p[strings.LastIndex(p, "/")+1:]})
 	case strings.HasPrefix(p, "/volumes/") && r.Method == http.MethodGet, strings.HasPrefix(p, "/networks/") && p != "/networks/bobnet" && p != "/networks/bridge" && r.Method == http.MethodGet:
 		http.Error(w, `{"message":"not found"}`, http.StatusNotFound)
 	case p == "/volumes/create":
@@ -235,12 +241,21 @@ func TestAnObjectThatDoesNotExistIsNoDenial(t *testing.T) {
 	w.engine.inspect["a1b2c3"] = `{"Id":"a1b2c3d4e5f6","Name":"/alice-secret","Config":{"Labels":{"gpuwarden.io/user":"alice"}}}`
 	w.engine.mu.Unlock()
 	absent, hidden := w.do(bob, "GET", "/v1.41/containers/d4e5f6/json", ""), w.do(bob, "GET", "/v1.41/containers/a1b2c3/json", "")
+	ambiguous := w.do(bob, "GET", "/v1.41/containers/5/json", "")
+	if ambiguous.Code != absent.Code || strings.ReplaceAll(absent.Body.String(), "d4e5f6", "X") != strings.ReplaceAll(ambiguous.Body.String(), "5", "X") {
+		t.Errorf("a prefix several containers share is answered %d %q, a missing one %d %q: hidden containers show", ambiguous.Code, ambiguous.Body, absent.Code, absent.Body)
+	}
 	if absent.Code != http.StatusNotFound || absent.Code != hidden.Code ||
 		strings.ReplaceAll(absent.Body.String(), "d4e5f6", "X") != strings.ReplaceAll(hidden.Body.String(), "a1b2c3", "X") {
 		t.Errorf("a hidden container is answered %d %q, one that does not exist %d %q: they can be told apart", hidden.Code, hidden.Body, absent.Code, absent.Body)
 	}
 	if denied := w.audit.Of(audit.TypeAuthDenied); len(denied) != 1 || denied[0].User != "bob" {
 		t.Errorf("the hidden container's refusal is recorded %d times: %+v; want once, as bob", len(denied), denied)
+	}
+	// Another user's network behind an ID prefix is answered as a missing one, too.
+	missingNet, hiddenNet := w.do(w.alice(), "GET", "/v1.41/networks/99ff", ""), w.do(w.alice(), "GET", "/v1.41/networks/12ab", "")
+	if hiddenNet.Code != http.StatusNotFound || strings.ReplaceAll(missingNet.Body.String(), "99ff", "X") != strings.ReplaceAll(hiddenNet.Body.String(), "12ab", "X") {
+		t.Errorf("bob's network by a prefix is answered %d %q, a missing one %d %q", hiddenNet.Code, hiddenNet.Body, missingNet.Code, missingNet.Body)
 	}
 }
 

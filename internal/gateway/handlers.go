@@ -271,14 +271,21 @@ func ownerLabels(l map[string]string, c Caller) map[string]string {
 
 // onOwned serves an operation on one of the caller's volumes or networks.
 func (s *Server) onOwned(w http.ResponseWriter, r *http.Request, c Caller, rt route) error {
-	lbl, found, err := s.objectLabels(r.Context(), rt.version, rt.object, rt.id)
+	obj, found, err := s.object(r.Context(), rt.version, rt.object, rt.id)
 	if err != nil {
 		return err
 	}
+	notFound := &refusal{status: http.StatusNotFound, msg: fmt.Sprintf("No such %s: %s", rt.object, rt.id), absent: true}
 	if !found {
-		return &refusal{status: http.StatusNotFound, msg: fmt.Sprintf("No such %s: %s", rt.object, rt.id), absent: true}
+		return notFound
 	}
-	owner := lbl[gpuwardenv1alpha1.LabelUser]
+	owner := obj.Labels[gpuwardenv1alpha1.LabelUser]
+	if owner != "" && owner != c.Name && !obj.namedBy(rt.id) {
+		// Another user's object behind an ID prefix: there for them no more than a missing
+		// one (recorded all the same).
+		notFound.absent, notFound.owner = false, owner
+		return notFound
+	}
 	// The engine's own networks (bridge, host, none) and compose's have no owner: readable.
 	if rt.object == "network" && owner == "" && !rt.write {
 		s.up.forward(w, r, r.URL.Path, r.URL.RawQuery, nil, 0)

@@ -347,14 +347,16 @@ func (s *Server) ownNetwork(ctx context.Context, c Caller, rt route, name string
 	case "host":
 		return refused("the host's network namespace is refused")
 	}
-	lbl, found, err := s.objectLabels(ctx, rt.version, "network", name)
+	obj, found, err := s.object(ctx, rt.version, "network", name)
 	if err != nil {
 		return err
 	}
-	if !found {
-		return &refusal{status: 404, msg: "network " + name + " not found"}
+	owner := obj.Labels[labelUser]
+	if !found || owner != "" && owner != c.Name && !obj.namedBy(name) {
+		// Another user's network behind an ID prefix is answered as a missing one.
+		return &refusal{status: 404, owner: owner, msg: "network " + name + " not found"}
 	}
-	if owner := lbl[labelUser]; owner != c.Name {
+	if owner != c.Name {
 		return &refusal{status: 403, owner: owner, msg: fmt.Sprintf("network %s does not belong to %s: join your own networks (docker network ls) or the default bridge", name, c.Name)}
 	}
 	return nil

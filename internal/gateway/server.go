@@ -355,15 +355,45 @@ const labelUser = gpuwardenv1alpha1.LabelUser
 // objectLabels inspects a volume or network through the engine; found is false when it does
 // not exist.
 func (s *Server) objectLabels(ctx context.Context, version, object, id string) (map[string]string, bool, error) {
-	var obj struct{ Labels map[string]string }
-	found, err := s.inspect(ctx, version+"/"+object+"s/"+url.PathEscape(id), object+" "+id, &obj)
+	obj, found, err := s.object(ctx, version, object, id)
 	return obj.Labels, found, err
 }
 
-// container inspects a container through the engine; found is false when it does not exist.
+// engineObject is what the gateway reads of a volume or network.
+type engineObject struct {
+	Labels map[string]string
+	Name   string
+	ID     string `json:"Id"`
+}
+
+// namedBy reports whether id is the object's name or whole ID, not a prefix the engine
+// resolved: a prefix of another user's object must be answered as one that does not exist.
+func (o engineObject) namedBy(id string) bool { return id == o.Name || id == o.ID }
+
+// object inspects a volume or network through the engine; found is false when it does not
+// exist.
+func (s *Server) object(ctx context.Context, version, object, id string) (engineObject, bool, error) {
+	var obj engineObject
+	found, err := s.inspect(ctx, version+"/"+object+"s/"+url.PathEscape(id), object+" "+id, &obj)
+	return obj, found, err
+}
+
+// engineAnswer is an answer of the engine other than found or not found.
+type engineAnswer struct{ status string }
+
+func (e *engineAnswer) Error() string { return "engine answered " + e.status }
+
+// container inspects a container through the engine; found is false when it does not exist,
+// and also when the engine could not answer for id in particular (an ID prefix several
+// containers share, other users' among them): that answer must not differ from a missing
+// one's, or it would tell that hidden containers exist.
 func (s *Server) container(ctx context.Context, version, id string) (inspected, bool, error) {
 	var c inspected
 	found, err := s.inspect(ctx, version+"/containers/"+url.PathEscape(id)+"/json", "container "+id, &c)
+	var answered *engineAnswer
+	if errors.As(err, &answered) {
+		return c, false, nil
+	}
 	return c, found, err
 }
 
@@ -379,7 +409,7 @@ func (s *Server) inspect(ctx context.Context, path, what string, v any) (bool, e
 		return false, nil
 	}
 	if resp.StatusCode != http.StatusOK {
-		return false, fmt.Errorf("inspecting %s: engine answered %s", what, resp.Status)
+		return false, fmt.Errorf("inspecting %s: %w", what, &engineAnswer{status: resp.Status})
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(v); err != nil {
 		return false, fmt.Errorf("inspecting %s: %w", what, err)
