@@ -80,6 +80,10 @@ type Options struct {
 	TelemetryInterval time.Duration
 	// AllowLocalWebhooks lets policies post notices to loopback and link-local addresses.
 	AllowLocalWebhooks bool
+	// Mail sends notices by e-mail; none when nil.
+	Mail notify.Mailer
+	// EmailTemplate makes the address of a user who sets none of their own ("{user}@…").
+	EmailTemplate string
 	// Gateway serves the Docker API in front of Docker when its Socket is set.
 	Gateway GatewayOptions
 	// Health receives the checks of the parts whose wedging should restart the process
@@ -143,6 +147,11 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	if err := (&specs.GPUQuotaReconciler{Client: mgr.GetClient(), Audit: o.Audit}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the GPUQuota controller: %w", err)
 	}
+	if err := (&specs.NotificationProfileReconciler{
+		Client: mgr.GetClient(), AllowLocalWebhooks: o.AllowLocalWebhooks, Resolver: net.DefaultResolver,
+	}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the notification profile controller: %w", err)
+	}
 	if err := (&specs.ContainerPolicyReconciler{
 		Client: mgr.GetClient(), Clock: o.Clock, Recorder: mgr.GetEventRecorder("gpuwarden-containerpolicy"), Audit: o.Audit,
 		// Host names are looked up too: a name may point at the machine itself.
@@ -185,7 +194,8 @@ func setupContainers(mgr ctrl.Manager, o Options, gov *governance.Collector) err
 	}); err != nil {
 		return fmt.Errorf("adding the container watcher: %w", err)
 	}
-	notifier := &notify.Notifier{Engine: o.Docker, AllowLocal: o.AllowLocalWebhooks, Resolver: net.DefaultResolver}
+	profiles := notify.Profiles{Reader: mgr.GetClient(), EmailTemplate: o.EmailTemplate}
+	notifier := &notify.Notifier{Engine: o.Docker, AllowLocal: o.AllowLocalWebhooks, Resolver: net.DefaultResolver, Directory: profiles, Mail: o.Mail}
 	if err := mgr.Add(notifier); err != nil {
 		return fmt.Errorf("adding the notifier: %w", err)
 	}
@@ -214,7 +224,9 @@ func setupContainers(mgr ctrl.Manager, o Options, gov *governance.Collector) err
 		return fmt.Errorf("serving %s: %w", ExplainPath, err)
 	}
 	if o.Gateway.Socket != "" {
-		if err := gateway.Setup(mgr, o.Gateway, gateway.Node{Name: o.NodeName, Clock: o.Clock, Groups: o.Groups, Audit: o.Audit, HasGPUs: o.GPUs != nil}); err != nil {
+		settings := &notify.Store{Client: mgr.GetClient(), Directory: profiles, Notifier: notifier, Clock: o.Clock, Node: o.NodeName}
+		if err := gateway.Setup(mgr, o.Gateway, gateway.Node{Name: o.NodeName, Clock: o.Clock, Groups: o.Groups, Audit: o.Audit, HasGPUs: o.GPUs != nil,
+			Notifications: settings}); err != nil {
 			return err
 		}
 		if err := mgr.Add(&gateway.Strays{Client: mgr.GetClient(), Store: store, Actions: acts, NodeName: o.NodeName, Clock: o.Clock,

@@ -1,5 +1,5 @@
 // Package v1alpha1 contains the gpuwarden.io/v1alpha1 API: GPUQuota, ContainerPolicy,
-// GPUAllocation and GPU. Every kind is cluster-scoped.
+// GPUAllocation, GPU and NotificationProfile. Every kind is cluster-scoped.
 // +kubebuilder:object:generate=true
 // +groupName=gpuwarden.io
 package v1alpha1

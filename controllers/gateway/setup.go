@@ -49,6 +49,8 @@ type Node struct {
 	Audit  audit.Logger
 	// HasGPUs: the node has a GPU back end, and creates asking for GPUs get allocations.
 	HasGPUs bool
+	// Notifications keeps where users' own notices go; none when nil.
+	Notifications gateway.Notifications
 }
 
 // Setup adds the Docker gateway of node n to mgr.
@@ -60,11 +62,12 @@ func Setup(mgr ctrl.Manager, g Options, n Node) error {
 	node := &corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: n.Name}
 	srv := &gateway.Server{
 		Socket: g.Socket, Dial: g.DialDocker, AdminGroup: g.AdminGroup, RootGroup: g.RootGroup, AllowMounts: g.AllowMounts, Audit: n.Audit,
-		Policies:    actions.Policies{Client: mgr.GetClient(), Groups: n.Groups, Clock: n.Clock},
-		Kubeconfigs: g.Kubeconfigs,
-		ImageOwners: g.ImageOwners,
-		Listening:   g.Listening,
-		Limits:      g.Limits,
+		Policies:      actions.Policies{Client: mgr.GetClient(), Groups: n.Groups, Clock: n.Clock},
+		Kubeconfigs:   g.Kubeconfigs,
+		Notifications: n.Notifications,
+		ImageOwners:   g.ImageOwners,
+		Listening:     g.Listening,
+		Limits:        g.Limits,
 		Denied: func(c gateway.Caller, operation, owner, reason string) {
 			recorder.Eventf(node, nil, corev1.EventTypeWarning, reasons.EventAccessDenied, "Deny", "Docker gateway refused %s to %s: %s", operation, c.Name, reason)
 		},

@@ -88,19 +88,30 @@ func (r *ContainerPolicyReconciler) webhookCondition(ctx context.Context, policy
 	if policy.Spec.Notify == nil || policy.Spec.Notify.WebhookURL == "" {
 		return metav1.Condition{}, false
 	}
+	return webhookAllowed(ctx, []string{policy.Spec.Notify.WebhookURL}, policy.Generation, r.Resolver, r.AllowLocalWebhooks), true
+}
+
+// webhookAllowed is condition WebhookAllowed of an object's webhooks: False naming the
+// first that targets an address notices must not reach.
+func webhookAllowed(ctx context.Context, urls []string, generation int64, resolver notify.Resolver, allowLocal bool) metav1.Condition {
 	c := metav1.Condition{Type: gpuwardenv1alpha1.ConditionWebhookAllowed, Status: metav1.ConditionTrue,
-		Reason: gpuwardenv1alpha1.ReasonWebhookAllowed, Message: "Notices are posted to the webhook", ObservedGeneration: policy.Generation}
+		Reason: gpuwardenv1alpha1.ReasonWebhookAllowed, Message: "Notices are posted to the webhook", ObservedGeneration: generation}
 	lookup, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	err := notify.WebhookProblem(lookup, policy.Spec.Notify.WebhookURL, r.Resolver)
+	var err error
+	for _, u := range urls {
+		if err = notify.WebhookProblem(lookup, u, resolver); err != nil {
+			break
+		}
+	}
 	switch {
-	case err != nil && r.AllowLocalWebhooks:
+	case err != nil && allowLocal:
 		c.Message = message.Truncate("Allowed by --allow-local-webhooks: "+err.Error(), message.Max)
 	case err != nil:
 		c.Status, c.Reason = metav1.ConditionFalse, gpuwardenv1alpha1.ReasonLocalAddress
 		c.Message = message.Truncate("No notice is posted: "+err.Error()+"; start gpuwarden with --allow-local-webhooks to allow it", message.Max)
 	}
-	return c, true
+	return c
 }
 
 // activeCondition says whether the policy is in force at now and, if it will expire, how long until then.

@@ -28,6 +28,7 @@ const (
 	listVolumes     // filtered to the caller's own
 	listNetworks    // filtered to the caller's own and the engine's (bridge, host, none)
 	kubeconfig      // gpuwarden's own: a kubeconfig for the caller
+	notifications   // gpuwarden's own: where the caller's notices go
 )
 
 // KubeconfigPath is where the gateway hands callers a kubeconfig of their own.
@@ -81,6 +82,9 @@ func classify(method, p string) (route, string) {
 		r.kind, r.class = pass, "ping"
 	case r.rest == KubeconfigPath && r.version == "" && method == http.MethodGet:
 		r.kind, r.class = kubeconfig, "kubeconfig"
+	case r.rest == NotificationsPath && r.version == "" && (method == http.MethodGet || method == http.MethodPut),
+		r.rest == NotificationsTestPath && r.version == "" && method == http.MethodPost:
+		r.kind, r.class = notifications, "notifications"
 	case parts[0] == "containers":
 		return classifyContainer(method, parts, r)
 	case parts[0] == "exec" && len(parts) == 3:

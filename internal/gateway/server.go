@@ -55,6 +55,9 @@ type Server struct {
 	// Kubeconfigs issues a caller a kubeconfig of their own (an admin's when the caller is
 	// an admin), valid for the days asked; nil where the gateway cannot (no CA at hand).
 	Kubeconfigs func(user string, admin bool, validity time.Duration) ([]byte, error)
+	// Notifications reads and sets where callers' own notices go; nil where nobody keeps
+	// them.
+	Notifications Notifications
 	// Listening is called once the socket listens; optional.
 	Listening func()
 	// Denied is told of every refusal (an Event); optional.
@@ -233,8 +236,11 @@ func ownerNote(owner string) string {
 
 // handle serves an allowed request.
 func (s *Server) handle(w http.ResponseWriter, r *http.Request, c Caller, rt route) error {
-	if rt.kind == kubeconfig {
+	switch rt.kind {
+	case kubeconfig:
 		return s.kubeconfig(w, r, c)
+	case notifications:
+		return s.notifications(w, r, c)
 	}
 	if c.Admin && rt.kind != createContainer {
 		return s.forwardAsIs(w, r, rt)

@@ -42,7 +42,7 @@ var (
 func Collectors() []prometheus.Collector {
 	return append([]prometheus.Collector{
 		DockerOutages, ContainerEvents, ContainerActions, UnallocatedGPUContainers, UnmanagedProcesses, UnmanagedDetections,
-		ContainersByIdleState, LifecycleNotices, StopDelaySeconds, SampleRoundSeconds, WebhookPosts,
+		ContainersByIdleState, LifecycleNotices, StopDelaySeconds, SampleRoundSeconds, NoticeDeliveries,
 		AllocationRejections, UnmanagedByHolder, ScrapeSeconds, LedgerWrites,
 	}, append(telemetry.Metrics(), gateway.Metrics()...)...)
 }
@@ -78,8 +78,10 @@ func initSeries() {
 	for _, v := range []lifecycle.Verdict{lifecycle.Active, lifecycle.Idle, lifecycle.NoVerdict, lifecycle.InGrace, lifecycle.Exempt} {
 		ContainersByIdleState.WithLabelValues(string(v))
 	}
-	for _, result := range []string{"ok", "failed"} {
-		WebhookPosts.WithLabelValues(result)
+	for _, channel := range []string{"file", "webhook", "chat", "email"} {
+		for _, result := range []string{"ok", "failed", "dropped", "refused"} {
+			NoticeDeliveries.WithLabelValues(channel, result)
+		}
 	}
 }
 

@@ -23,8 +23,8 @@ var (
 		Help:    "Duration of one sample round over every running GPU container.",
 		Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
 	})
-	WebhookPosts = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "gpuwarden_notice_webhook_posts_total",
-		Help: "Notices posted to policies' webhooks, by result (ok, failed).",
-	}, []string{"result"})
+	NoticeDeliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gpuwarden_notice_deliveries_total",
+		Help: "Notices delivered, by channel (file, webhook: a policy's, chat: a user's webhook, email) and result (ok, failed after retries, dropped: the queue was full, refused: an address notices must not reach).",
+	}, []string{"channel", "result"})
 )

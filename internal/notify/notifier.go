@@ -6,10 +6,11 @@ package notify
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	neturl "net/url"
 	"os/user"
 	"path"
 	"strconv"
@@ -84,39 +85,64 @@ func (n Notice) Text() string {
 	return b.String()
 }
 
-// webhookQueue bounds the notices waiting to be posted; beyond it they are dropped (and
-// logged), never waited for.
-const webhookQueue = 1024
+// deliveryQueue bounds the deliveries waiting for a webhook or a mail server; beyond it
+// they are dropped (counted and logged), never waited for.
+const deliveryQueue = 1024
 
-// Notifier delivers notices: the file through the engine's archive API at once, the
-// webhook from a queue with a short timeout and retries, so that neither a slow endpoint
-// nor a full queue ever blocks a reconcile.
+// workers post and mail side by side, so that one slow endpoint delays few others.
+const workers = 4
+
+// Notifier delivers notices: the file through the engine's archive API at once; the
+// policy's webhook, the user's chat webhooks and their e-mail from a queue with short
+// timeouts and retries, so that neither a slow endpoint nor a full queue ever blocks a
+// reconcile.
 type Notifier struct {
 	Engine docker.Engine
-	// HTTP posts webhooks; one with a 5 s timeout when nil.
+	// HTTP posts webhooks; one with a 5 s timeout that dials no loopback or link-local
+	// address (unless AllowLocal) when nil.
 	HTTP *http.Client
 	// AllowLocal lets webhooks target loopback and link-local addresses.
 	AllowLocal bool
 	Resolver   Resolver
-	// Attempts is how many times a webhook is tried (3 when 0), Backoff the first wait
+	// Directory says where each user's notices go besides the container; none when nil.
+	Directory Directory
+	// Mail sends e-mail; none is sent when nil.
+	Mail Mailer
+	// Attempts is how many times a delivery is tried (3 when 0), Backoff the first wait
 	// between tries (1 s when 0), doubling.
 	Attempts int
 	Backoff  time.Duration
 
 	once  sync.Once
-	queue chan Notice
+	queue chan delivery
 }
+
+// delivery is one notice on its way through one channel.
+type delivery struct {
+	notice  Notice
+	channel string
+	// to is the webhook's URL or the mail address.
+	to     string
+	format gpuwardenv1alpha1.ChatFormat
+}
+
+// The channels deliveries are counted by.
+const (
+	ChannelFile    = "file"
+	ChannelWebhook = "webhook"
+	ChannelChat    = "chat"
+	ChannelEmail   = "email"
+)
 
 // init fills in the defaults, once: Start and Tell may come first, side by side.
 func (n *Notifier) init() { n.once.Do(n.defaults) }
 
 func (n *Notifier) defaults() {
 	if n.queue == nil {
-		n.queue = make(chan Notice, webhookQueue)
+		n.queue = make(chan delivery, deliveryQueue)
 	}
 	if n.HTTP == nil {
-		// Redirects are not followed: one could lead to an address notices must not reach.
-		n.HTTP = &http.Client{Timeout: 5 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		n.HTTP = webhookClient(n.AllowLocal)
 	}
 	if n.Attempts == 0 {
 		n.Attempts = 3
@@ -126,20 +152,40 @@ func (n *Notifier) defaults() {
 	}
 }
 
-// Tell delivers a notice.
+// Tell delivers a notice: the file at once, every other channel from the queue.
 func (n *Notifier) Tell(ctx context.Context, notice Notice) {
 	n.init()
-	log := ctrl.LoggerFrom(ctx)
 	if notice.File != "" {
 		n.writeFile(ctx, notice)
 	}
-	if notice.Webhook == "" {
+	if notice.Webhook != "" {
+		n.enqueue(ctx, delivery{notice: notice, channel: ChannelWebhook, to: notice.Webhook, format: gpuwardenv1alpha1.ChatJSON})
+	}
+	if n.Directory == nil || notice.User == "" {
 		return
 	}
+	ch, err := n.Directory.Channels(ctx, notice.User)
+	if err != nil {
+		ctrl.LoggerFrom(ctx).Info("Reading where the user's notices go; only the container and the policy's webhook are told", "user", notice.User, "error", err.Error())
+		return
+	}
+	for _, w := range ch.Webhooks {
+		if w.URL == notice.Webhook && w.Format == gpuwardenv1alpha1.ChatJSON {
+			continue
+		}
+		n.enqueue(ctx, delivery{notice: notice, channel: ChannelChat, to: w.URL, format: w.Format})
+	}
+	if ch.Email != "" && n.Mail != nil {
+		n.enqueue(ctx, delivery{notice: notice, channel: ChannelEmail, to: ch.Email})
+	}
+}
+
+func (n *Notifier) enqueue(ctx context.Context, d delivery) {
 	select {
-	case n.queue <- notice:
+	case n.queue <- d:
 	default:
-		log.Info("Too many notices waiting for their webhook; this one is dropped", "webhook", notice.Webhook, "type", notice.Type)
+		metrics.NoticeDeliveries.WithLabelValues(d.channel, "dropped").Inc()
+		ctrl.LoggerFrom(ctx).Info("Too many notices waiting for delivery; this one is dropped", "channel", d.channel, "type", d.notice.Type, "user", d.notice.User)
 	}
 }
 
@@ -163,12 +209,14 @@ func (n *Notifier) writeFile(ctx context.Context, notice Notice) {
 		fallback := path.Join(FallbackDir, path.Base(notice.File))
 		if err = write(fallback); err == nil {
 			log.V(1).Info("The notice file's directory is not in the container; written beside it in "+FallbackDir, "file", notice.File, "written", fallback)
-			return
 		}
 	}
 	if err != nil {
+		metrics.NoticeDeliveries.WithLabelValues(ChannelFile, "failed").Inc()
 		log.Info("Writing the notice file into the container", "file", notice.File, "error", err.Error())
+		return
 	}
+	metrics.NoticeDeliveries.WithLabelValues(ChannelFile, "ok").Inc()
 }
 
 // ids are a login's user and group IDs, root's when it has none here.
@@ -185,45 +233,50 @@ func ids(login string) (int, int) {
 // NeedLeaderElection: it only drains what the active controller queued.
 func (n *Notifier) NeedLeaderElection() bool { return false }
 
-// Start posts queued webhooks until ctx ends.
+// Start delivers queued notices until ctx ends.
 func (n *Notifier) Start(ctx context.Context) error {
 	n.init()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case notice := <-n.queue:
-			n.post(ctx, notice)
-		}
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case d := <-n.queue:
+					n.deliver(ctx, d)
+				}
+			}
+		})
 	}
+	wg.Wait()
+	return nil
 }
 
-func (n *Notifier) post(ctx context.Context, notice Notice) {
-	log := ctrl.LoggerFrom(ctx).WithName("notifier").WithValues("webhook", notice.Webhook, "type", notice.Type, "container", notice.Container)
-	if !n.AllowLocal {
-		if err := WebhookProblem(ctx, notice.Webhook, n.Resolver); err != nil {
-			log.Info("Not posting the notice", "reason", err.Error())
-			return
-		}
-	}
-	body, err := json.Marshal(notice)
+// deliver tries a delivery Attempts times with a doubling wait, and counts how it ended.
+func (n *Notifier) deliver(ctx context.Context, d delivery) {
+	log := ctrl.LoggerFrom(ctx).WithName("notifier").WithValues("channel", d.channel, "type", d.notice.Type, "user", d.notice.User, "container", d.notice.Container)
+	send, err := n.sender(ctx, d)
 	if err != nil {
+		metrics.NoticeDeliveries.WithLabelValues(d.channel, "refused").Inc()
+		log.Info("Not delivering the notice", "reason", err.Error())
 		return
 	}
 	wait := n.Backoff
 	for attempt := 1; ; attempt++ {
-		err := n.postOnce(ctx, notice.Webhook, body)
+		err := send(ctx)
 		if err == nil {
-			metrics.WebhookPosts.WithLabelValues("ok").Inc()
+			metrics.NoticeDeliveries.WithLabelValues(d.channel, "ok").Inc()
 			return
 		}
-		if attempt >= n.Attempts {
-			metrics.WebhookPosts.WithLabelValues("failed").Inc()
-			log.Info("Posting the notice failed; given up", "attempts", attempt, "error", err.Error())
+		if attempt >= n.Attempts || ctx.Err() != nil {
+			metrics.NoticeDeliveries.WithLabelValues(d.channel, "failed").Inc()
+			log.Info("Delivering the notice failed; given up", "attempts", attempt, "error", err.Error())
 			return
 		}
 		select {
 		case <-ctx.Done():
+			metrics.NoticeDeliveries.WithLabelValues(d.channel, "failed").Inc()
 			return
 		case <-time.After(wait):
 		}
@@ -231,7 +284,30 @@ func (n *Notifier) post(ctx context.Context, notice Notice) {
 	}
 }
 
+// sender is the one try of a delivery, or why it must not be tried at all.
+func (n *Notifier) sender(ctx context.Context, d delivery) (func(context.Context) error, error) {
+	if d.channel == ChannelEmail {
+		msg, err := Mail(d.notice, d.to)
+		if err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context) error { return n.Mail.Send(ctx, d.to, msg) }, nil
+	}
+	if !n.AllowLocal {
+		if err := WebhookProblem(ctx, d.to, n.Resolver); err != nil {
+			return nil, err
+		}
+	}
+	body, err := ChatBody(d.notice, d.format)
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) error { return n.postOnce(ctx, d.to, body) }, nil
+}
+
 func (n *Notifier) postOnce(ctx context.Context, url string, body []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return err
@@ -240,11 +316,47 @@ func (n *Notifier) postOnce(ctx context.Context, url string, body []byte) error 
 	req.Header.Set("User-Agent", "gpuwarden")
 	res, err := n.HTTP.Do(req)
 	if err != nil {
+		var ue *neturl.Error
+		if errors.As(err, &ue) {
+			return fmt.Errorf("%s %s: %w", ue.Op, redact(url), ue.Err)
+		}
 		return err
 	}
 	defer res.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
 	if res.StatusCode >= 300 {
-		return fmt.Errorf("%s answered %s", url, res.Status)
+		return fmt.Errorf("%s answered %s", redact(url), res.Status)
 	}
 	return nil
+}
+
+// TryNow delivers a notice through each of the channels once, now, and says how each
+// took it (a test notice: the user waits for the answer).
+func (n *Notifier) TryNow(ctx context.Context, notice Notice, ch Channels) []Result {
+	n.init()
+	var ds []delivery
+	for _, w := range ch.Webhooks {
+		ds = append(ds, delivery{notice: notice, channel: ChannelChat, to: w.URL, format: w.Format})
+	}
+	if ch.Email != "" && n.Mail != nil {
+		ds = append(ds, delivery{notice: notice, channel: ChannelEmail, to: ch.Email})
+	}
+	out := make([]Result, 0, len(ds))
+	for _, d := range ds {
+		r := Result{Channel: d.channel, To: d.to}
+		if d.channel != ChannelEmail {
+			r.To = string(d.format) + " " + redact(d.to)
+		}
+		send, err := n.sender(ctx, d)
+		if err == nil {
+			err = send(ctx)
+		}
+		result := "ok"
+		if err != nil {
+			r.Error, result = err.Error(), "failed"
+		}
+		metrics.NoticeDeliveries.WithLabelValues(d.channel, result).Inc()
+		out = append(out, r)
+	}
+	return out
 }

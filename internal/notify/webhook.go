@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // Resolver looks host names up; net.DefaultResolver is one.
@@ -58,3 +61,28 @@ func localAddress(rawURL, host string, a netip.Addr) error {
 }
 
 var _ Resolver = net.DefaultResolver
+
+// webhookClient posts webhooks: a 5 s timeout, no redirects (one could lead to an address
+// notices must not reach), and, unless allowLocal, a dialer that refuses a loopback or
+// link-local address when it connects, whatever a name resolved to when it was checked.
+func webhookClient(allowLocal bool) *http.Client {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	if !allowLocal {
+		d.Control = func(_, address string, _ syscall.RawConn) error {
+			host, _, err := net.SplitHostPort(address)
+			if err != nil {
+				return err
+			}
+			a, err := netip.ParseAddr(host)
+			if err != nil {
+				return fmt.Errorf("dialing %s: not an IP address", address)
+			}
+			return localAddress("the webhook", host, a)
+		}
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.Proxy = nil
+	t.DialContext = d.DialContext
+	return &http.Client{Timeout: 5 * time.Second, Transport: t,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}

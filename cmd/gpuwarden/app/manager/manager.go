@@ -24,6 +24,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
 	"github.com/gpuwarden/gpuwarden/internal/ledger"
 	basemanager "github.com/gpuwarden/gpuwarden/internal/manager"
+	"github.com/gpuwarden/gpuwarden/internal/notify"
 	"github.com/gpuwarden/gpuwarden/internal/proc"
 	"github.com/gpuwarden/gpuwarden/internal/watchdog"
 )
@@ -151,7 +152,17 @@ func controllerOptions(o options.ManagerOptions, x Extras, gpus gpu.Backend) (co
 	if o.MetricsBindAddress == "0" {
 		telemetry = -1 // nobody scrapes: the GPUs are not read for metrics
 	}
+	var mail notify.Mailer
+	if o.SMTPServer != "" {
+		relay, err := notify.ParseSMTP(o.SMTPServer, o.SMTPFrom)
+		if err != nil {
+			return controllers.Options{}, nil, err
+		}
+		mail = relay
+	}
 	return controllers.Options{
+		Mail:               mail,
+		EmailTemplate:      o.NotifyEmailTemplate,
 		Health:             &watchdog.Health{},
 		NodeName:           o.NodeName,
 		Docker:             engine,

@@ -23,6 +23,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/gateway"
 	"github.com/gpuwarden/gpuwarden/internal/gpu/fakegpu"
+	"github.com/gpuwarden/gpuwarden/internal/notify"
 )
 
 // ManagerOptions are the flags both `server` and `controller` take for the controller
@@ -41,6 +42,10 @@ type ManagerOptions struct {
 	AllocationRetention    time.Duration
 	TelemetryInterval      time.Duration
 	AllowLocalWebhooks     bool
+	// Notices by e-mail: the relay, the sender, and the rule for a user's address.
+	SMTPServer          string
+	SMTPFrom            string
+	NotifyEmailTemplate string
 	// FakeGPUsControl is the control file the simulated GPUs re-read (README.md, "Simulated GPUs driven from outside").
 	FakeGPUsControl string
 	// The Docker gateway.
@@ -67,6 +72,9 @@ func (o *ManagerOptions) AddFlags(fs *pflag.FlagSet, metricsDefault, probeDefaul
 	fs.StringVar(&o.DockerHost, "docker-host", "", `the Docker engine (unix:///var/run/docker.sock, tcp://…; default: $DOCKER_HOST, else the standard socket; "none" watches no containers)`)
 	fs.StringVar(&o.ProcRoot, "proc-root", "/proc", "the /proc tree GPU processes are mapped to containers and users through")
 	fs.BoolVar(&o.AllowLocalWebhooks, "allow-local-webhooks", false, "let ContainerPolicies post notices to loopback and link-local addresses (refused by default)")
+	fs.StringVar(&o.SMTPServer, "smtp-server", "", "HOST:PORT of the mail relay notices are e-mailed through (STARTTLS when offered; no authentication); none sent when empty")
+	fs.StringVar(&o.SMTPFrom, "smtp-from", "", "with --smtp-server: the address notices are sent from")
+	fs.StringVar(&o.NotifyEmailTemplate, "notify-email-template", "", "with --smtp-server: a user's address made of their login, e.g. '{user}@example.org', for users who set none of their own (gpuwarden notifications set --email)")
 	fs.StringVar(&o.FakeGPUsControl, "fake-gpus-control", "", "with --fake-gpus: a YAML or JSON file the simulated GPUs re-read when it changes (utilization, memoryUsedMiB, temperature, power, lost, xid, processes; see the README)")
 	fs.DurationVar(&o.SampleInterval, "sample-interval", controllers.DefaultOptions().SampleInterval, "how often running GPU containers are sampled for idle detection (at least 1s)")
 	fs.DurationVar(&o.AllocationRetention, "allocation-retention", controllers.DefaultOptions().Retention, "how long released allocations stay visible (kubectl get ga) before they are deleted; at least 1m")
@@ -140,6 +148,16 @@ func (o *ManagerOptions) Validate() error {
 	}
 	if l := o.GatewayLimits.IdleTimeout; l < time.Second {
 		errs = append(errs, fmt.Errorf("--gateway-idle-timeout %s: must be at least 1s", l))
+	}
+	if o.SMTPServer != "" {
+		if _, err := notify.ParseSMTP(o.SMTPServer, o.SMTPFrom); err != nil {
+			errs = append(errs, err)
+		}
+	} else if o.SMTPFrom != "" {
+		errs = append(errs, fmt.Errorf("--smtp-from %q: mail is sent only through a relay; give --smtp-server too", o.SMTPFrom))
+	}
+	if err := notify.CheckEmailTemplate(o.NotifyEmailTemplate); err != nil {
+		errs = append(errs, err)
 	}
 	if o.FakeGPUsControl != "" && o.FakeGPUs == "" {
 		errs = append(errs, fmt.Errorf("--fake-gpus-control %q: drives simulated GPUs only; give --fake-gpus too", o.FakeGPUsControl))
