@@ -71,7 +71,7 @@ func (o *ManagerOptions) AddFlags(fs *pflag.FlagSet, metricsDefault, probeDefaul
 	fs.BoolVar(&o.LeaderElect, "leader-elect", leaderElectDefault, "elect one active controller per node through a Lease")
 	fs.StringVar(&o.DockerHost, "docker-host", "", `the Docker engine (unix:///var/run/docker.sock, tcp://…; default: $DOCKER_HOST, else the standard socket; "none" watches no containers)`)
 	fs.StringVar(&o.ProcRoot, "proc-root", "/proc", "the /proc tree GPU processes are mapped to containers and users through")
-	fs.BoolVar(&o.AllowLocalWebhooks, "allow-local-webhooks", false, "let ContainerPolicies post notices to loopback and link-local addresses (refused by default)")
+	fs.BoolVar(&o.AllowLocalWebhooks, "allow-local-webhooks", false, "let ContainerPolicies and users' webhooks post notices to loopback and link-local addresses (refused by default)")
 	fs.StringVar(&o.SMTPServer, "smtp-server", "", "HOST:PORT of the mail relay notices are e-mailed through (STARTTLS when offered; no authentication); none sent when empty")
 	fs.StringVar(&o.SMTPFrom, "smtp-from", "", "with --smtp-server: the address notices are sent from")
 	fs.StringVar(&o.NotifyEmailTemplate, "notify-email-template", "", "with --smtp-server: a user's address made of their login, e.g. '{user}@example.org', for users who set none of their own (gpuwarden notifications set --email)")
