@@ -28,7 +28,7 @@ type Notifications interface {
 // nobody reads or sets another user's here (an admin writes a NotificationProfile).
 func (s *Server) notifications(w http.ResponseWriter, r *http.Request, c Caller) error {
 	if s.Notifications == nil {
-		return &refusal{status: http.StatusNotFound, msg: "this gpuwarden keeps no notification settings (ask your admin)"}
+		return &refusal{status: http.StatusNotFound, msg: "this gpuwarden keeps no notification settings (ask your admin)", absent: true}
 	}
 	var (
 		out any
