@@ -89,8 +89,9 @@ func (n Notice) Text() string {
 // they are dropped (counted and logged), never waited for.
 const deliveryQueue = 1024
 
-// workers post and mail side by side, so that one slow endpoint delays few others.
-const workers = 4
+// workers post and mail side by side, so that a user's endpoint that never answers (each
+// try bounded by the client's timeout) holds a few of them, not everyone's notices.
+const workers = 16
 
 // Notifier delivers notices: the file through the engine's archive API at once; the
 // policy's webhook, the user's chat webhooks and their e-mail from a queue with short
