@@ -173,12 +173,14 @@ func (a *Admins) Start(ctx context.Context) error {
 			a.Log.Error(err, "Reconciling the admins from the host's group; retrying", "group", a.Group)
 		}
 	}
+	// Stamped before the first pass: a change made while it runs is seen by the next poll,
+	// not taken for the state the pass read.
+	stamp := a.stamp()
 	pass()
 	full := a.clock().NewTicker(interval)
 	defer full.Stop()
 	poll := a.clock().NewTicker(time.Second)
 	defer poll.Stop()
-	stamp := a.stamp()
 	for {
 		select {
 		case <-ctx.Done():
