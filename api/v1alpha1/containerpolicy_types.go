@@ -22,6 +22,17 @@ const (
 	ReasonWebhookAllowed = "Allowed"
 	// ReasonLocalAddress says the webhook targets a loopback or link-local address.
 	ReasonLocalAddress = "LocalAddress"
+
+	// ConditionExemptionsInForce is False when a policy merged after this one (of higher
+	// precedence, or of the same precedence and a later name) sets a limit this one names in
+	// spec.unlimited, for containers both select: those containers get that limit, not the
+	// exemption (reason Overridden; status.overriddenExemptions names each), and once the
+	// policy has expired (reason Expired). Absent when spec.unlimited is empty.
+	ConditionExemptionsInForce = "ExemptionsInForce"
+	// ReasonNotOverridden says no policy merged after this one sets a limit it lifts.
+	ReasonNotOverridden = "NotOverridden"
+	// ReasonOverridden says a policy merged after this one sets a limit it lifts.
+	ReasonOverridden = "Overridden"
 )
 
 // PolicyMode says what gpuwarden does when a policy calls for an action.
@@ -318,12 +329,47 @@ type ContainerPolicyStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// conditions: Accepted, Active.
+	// conditions: Accepted, Active, WebhookAllowed, ExemptionsInForce.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
 	// +kubebuilder:validation:MaxItems=16
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// overriddenExemptions are the exemptions in spec.unlimited that policies merged after
+	// this one cancel by setting the limit: the containers both policies select get that
+	// policy's limit instead.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	OverriddenExemptions []OverriddenExemption `json:"overriddenExemptions,omitempty"`
+}
+
+// OverriddenExemption is one exemption of a ContainerPolicy that another policy, merged
+// after it, cancels for the containers both select.
+type OverriddenExemption struct {
+	// limit is the exempted limit, as spec.unlimited names it.
+	// +required
+	Limit PolicyLimitName `json:"limit"`
+
+	// policy is the ContainerPolicy that sets the limit again.
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	Policy string `json:"policy"`
+
+	// precedence is that policy's precedence.
+	// +optional
+	Precedence int32 `json:"precedence"`
+
+	// value is the limit that policy sets, e.g. 2h0m0s.
+	// +required
+	// +kubebuilder:validation:MaxLength=64
+	Value string `json:"value"`
+
+	// selector is that policy's selector: the containers this policy selects that it
+	// selects too get value instead of the exemption.
+	// +optional
+	Selector PolicySelector `json:"selector,omitempty"`
 }
 
 // ContainerPolicy declares what happens to containers over time.
@@ -335,6 +381,7 @@ type ContainerPolicyStatus struct {
 // +kubebuilder:printcolumn:name="Idle",type=string,JSONPath=`.spec.idle.timeout`
 // +kubebuilder:printcolumn:name="Max-Runtime",type=string,JSONPath=`.spec.maxRuntime`
 // +kubebuilder:printcolumn:name="Active",type=string,JSONPath=`.status.conditions[?(@.type=="Active")].status`
+// +kubebuilder:printcolumn:name="Exemptions",type=string,JSONPath=`.status.conditions[?(@.type=="ExemptionsInForce")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Expires",type=date,JSONPath=`.spec.expires`,priority=1
 // +kubebuilder:printcolumn:name="Types",type=string,JSONPath=`.spec.selector.containerTypes`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

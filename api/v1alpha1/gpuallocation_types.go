@@ -234,13 +234,20 @@ type IdleStatus struct {
 	// +kubebuilder:validation:Minimum=0
 	Samples int32 `json:"samples,omitempty"`
 
-	// sent are the notices already given in this run: fractions of the timeout warned at
-	// ("0.8"), "info" (an exempt container's notice) and "stop".
+	// sent are the notices already given: fractions of the timeout warned at ("0.8"), for
+	// the stop time warnedFor; and, in this run only, "info" (an exempt container's notice)
+	// and "stop".
 	// +optional
 	// +kubebuilder:validation:MaxItems=16
 	// +kubebuilder:validation:items:MaxLength=16
 	// +listType=atomic
 	Sent []string `json:"sent,omitempty"`
+
+	// warnedFor is the stop time the warnings in sent announced. A warning is given once per
+	// stop time: a new run that would be stopped at the same time (held by the same
+	// keep-alive file) is not warned again, one stopped at another time is.
+	// +optional
+	WarnedFor *metav1.MicroTime `json:"warnedFor,omitempty"`
 }
 
 // RuntimeStatus is a container's run against its maximum runtime.

@@ -154,7 +154,9 @@ func (w *Watcher) session(ctx context.Context, first bool, synced func()) error 
 			if !ok {
 				return <-errs
 			}
-			w.handle(ctx, e)
+			if err := w.handle(ctx, e); err != nil {
+				return err
+			}
 		case err := <-errs:
 			if err == nil {
 				err = errors.New("the Docker events stream ended")
@@ -164,8 +166,12 @@ func (w *Watcher) session(ctx context.Context, first bool, synced func()) error 
 	}
 }
 
-// handle applies one event to the store, records it and passes the container on.
-func (w *Watcher) handle(ctx context.Context, e docker.Event) {
+// handle applies one event to the store, records it and passes the container on. A
+// container the engine does not describe after an event (its inspect failed) ends the
+// session: the store would otherwise keep a state the event says is past, and decisions
+// (a release, a removal) be taken on it; the listing that follows brings it up to date and
+// records what changed.
+func (w *Watcher) handle(ctx context.Context, e docker.Event) error {
 	metrics.ContainerEvents.WithLabelValues(e.Action).Inc()
 	var (
 		c       docker.Container
@@ -176,7 +182,7 @@ func (w *Watcher) handle(ctx context.Context, e docker.Event) {
 		c, existed = w.Store.Remove(e.ID)
 		if !existed && e.Time.Before(w.Store.SyncedAt()) {
 			w.enqueue(ctx, e.ID)
-			return // the listing already showed it gone and it was recorded then
+			return nil // the listing already showed it gone and it was recorded then
 		}
 		if c.ID == "" {
 			c = docker.Container{ID: e.ID, Name: e.Attributes["name"], Image: e.Attributes["image"], Labels: e.Attributes}
@@ -185,10 +191,10 @@ func (w *Watcher) handle(ctx context.Context, e docker.Event) {
 		// forgets the owner.
 		w.record(ctx, audit.ContainerRemove, c, w.Store.TakeNote(e.ID))
 		w.enqueue(ctx, e.ID)
-		return
+		return nil
 	case "exec_create", "exec_start", "exec_die", "exec_detach", "attach", "detach", "resize", "top", "copy",
 		"archive-path", "extract-to-dir", "export", "commit", "health_status":
-		return // nothing the controllers act on
+		return nil // nothing the controllers act on
 	default:
 		fresh, err := w.Engine.Inspect(ctx, e.ID)
 		switch {
@@ -197,8 +203,8 @@ func (w *Watcher) handle(ctx context.Context, e docker.Event) {
 			// event still happened: record it with what was last known of the container.
 			c, _, _ = w.Store.Get(e.ID)
 		case err != nil:
-			ctrl.LoggerFrom(ctx).Error(err, "Inspecting a container after an event", "container", e.ID, "action", e.Action)
-			return
+			w.Store.SetSynced(false) // nothing is decided on what the store holds until the listing
+			return fmt.Errorf("inspecting container %s after its %s event: %w", docker.ShortID(e.ID), e.Action, err)
 		default:
 			c = fresh
 			w.Store.Put(c)
@@ -218,6 +224,7 @@ func (w *Watcher) handle(ctx context.Context, e docker.Event) {
 		}
 		w.record(ctx, action, c, reason)
 	}
+	return nil
 }
 
 // record writes one container record with its owner (Owners; "unknown" when nothing tells).

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 
 	"k8s.io/client-go/tools/events"
 
+	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/containerstore"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/docker/dockertest"
@@ -109,4 +111,62 @@ func TestDockerOutageIsSaidOnceThenEveryMinute(t *testing.T) {
 	if n := said("Retrying"); n != 0 {
 		t.Errorf("%d retry lines at the default verbosity, want none", n)
 	}
+}
+
+// inspectFails is the test engine whose Inspect fails while fail is set.
+type inspectFails struct {
+	*dockertest.Engine
+	fail atomic.Bool
+}
+
+func (e *inspectFails) Inspect(ctx context.Context, id string) (docker.Container, error) {
+	if e.fail.Load() {
+		return docker.Container{}, fmt.Errorf("inspecting container %s: %w", id, errors.New("Error response from daemon: context deadline exceeded"))
+	}
+	return e.Engine.Inspect(ctx, id)
+}
+
+// TestAFailedInspectAfterAnEventIsNeverTakenForTheOldState: a container whose inspect
+// fails after its start event is not left as the store last knew it (stopped, its GPU hold
+// running out): the store is unsynced, so nothing is decided on it, and the listing that
+// follows brings it up to date and records the start.
+func TestAFailedInspectAfterAnEventIsNeverTakenForTheOldState(t *testing.T) {
+	stopped := docker.Container{ID: "c01", Name: "train", State: docker.StateExited, FinishedAt: time.Now().Add(-time.Hour)}
+	eng := &inspectFails{Engine: dockertest.New(stopped)}
+	log := &testutil.AuditRecorder{}
+	changed := make(chan event.GenericEvent, 64)
+	var rec recorder.EventRecorder = events.NewFakeRecorder(100)
+	w := &Watcher{Engine: eng, Store: containerstore.New(),
+		Client:   fake.NewClientBuilder().WithScheme(scheme.New()).Build(),
+		NodeName: "n", Clock: clocktesting.NewFakeClock(time.Now()), Recorder: rec, Audit: log,
+		Changed: changed, RetryInterval: time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		for range changed {
+		}
+	}()
+	done := make(chan struct{})
+	go func() { defer close(done); _ = w.Start(ctx) }()
+	testutil.Eventually(t, 5*time.Second, "the watcher has listed the containers", func() bool {
+		_, ok, synced := w.Store.Get("c01")
+		return ok && synced
+	})
+
+	eng.fail.Store(true)
+	running := stopped
+	running.State, running.StartedAt, running.FinishedAt = docker.StateRunning, time.Now(), time.Time{}
+	eng.Put(running, "start")
+	testutil.Eventually(t, 5*time.Second, "the store is not trusted after the failed inspect", func() bool {
+		c, _, synced := w.Store.Get("c01")
+		return !synced || c.State == docker.StateRunning
+	})
+	eng.fail.Store(false)
+	testutil.Eventually(t, 5*time.Second, "the listing brings the store up to date", func() (bool, string) {
+		c, _, synced := w.Store.Get("c01")
+		return synced && c.State == docker.StateRunning, fmt.Sprintf("synced %v, %s", synced, c.State)
+	})
+	testutil.Eventually(t, 5*time.Second, "the start is recorded", func() bool { return len(log.Of(audit.TypeContainerStart)) == 1 })
+	cancel()
+	<-done
 }

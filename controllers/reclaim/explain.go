@@ -142,30 +142,43 @@ func (e *Explainer) explainSamples(w io.Writer, obs observation) {
 		fmt.Fprintf(w, "Idle: in its start-up grace of %s until %s; nothing is counted before.\n", rules.Idle.StartupGrace,
 			obs.Container.StartedAt.Add(rules.Idle.StartupGrace).UTC().Format(time.RFC3339))
 	case res.State.Since.IsZero():
-		fmt.Fprintf(w, "Idle: active now; if it goes idle, it needs %d idle samples in a row, then %s of idling (%s) before a stop.\n",
-			max(rules.Idle.Consecutive, 1), timeout.Duration, timeout.From)
+		fmt.Fprintf(w, "Idle: active now; if it goes idle, it needs %d idle samples in a row, then %s of idling (%s%s) before a stop.\n",
+			max(rules.Idle.Consecutive, 1), timeout.Duration, timeout.From, overrideNote(obs.Policy, "idle.timeout"))
 	case !res.Counting(rules.Idle):
 		fmt.Fprintf(w, "Idle: %d of %d idle samples in a row since %s; the idle time counts once there are %d.\n",
 			res.State.Samples, max(rules.Idle.Consecutive, 1), res.State.Since.UTC().Format(time.RFC3339), max(rules.Idle.Consecutive, 1))
 	default:
-		fmt.Fprintf(w, "Idle: idle since %s, for %s; timeout %s (%s)", res.State.Since.UTC().Format(time.RFC3339), res.IdleFor.Round(time.Second), res.Timeout, timeout.From)
+		fmt.Fprintf(w, "Idle: idle since %s, for %s; timeout %s (%s%s)", res.State.Since.UTC().Format(time.RFC3339), res.IdleFor.Round(time.Second), res.Timeout, timeout.From,
+			overrideNote(obs.Policy, "idle.timeout"))
 		if res.HighDemand {
 			fmt.Fprintf(w, ", shortened from %s: %.0f%% of the node's GPU capacity is allocated", timeout.Duration, obs.Demand*100)
 		}
 		fmt.Fprintln(w, ".")
 		for _, f := range rules.Idle.WarnAt {
-			at := res.State.Since.Add(time.Duration(float64(res.Timeout) * f))
+			if f >= 1 {
+				continue
+			}
+			at, sent := res.WarningAt(f)
 			state := "due at " + at.UTC().Format(time.RFC3339)
-			if res.State.Warned(f) {
-				state = "sent"
+			if sent {
+				state = "sent, for the stop at " + res.StopAt.UTC().Format(time.RFC3339)
 			}
 			fmt.Fprintf(w, "  warning at %.0f%%: %s\n", f*100, state)
 		}
 		switch {
+		case res.Unread != nil:
+			fmt.Fprintf(w, "  held: the keep-alive file %s could not be read (%v); the warning or stop that is due waits for a sample that reads it\n", rules.Idle.KeepAlivePath, res.Unread)
+		case res.Unjudged:
+			fmt.Fprintln(w, "  held: the last sample could not be judged (a signal could not be read); the warning or stop that is due waits for a sample that can be")
+		}
+		switch {
 		case !res.KeepAliveUntil.IsZero():
-			fmt.Fprintf(w, "  stop: postponed by the keep-alive file %s until %s\n", rules.Idle.KeepAlivePath, res.KeepAliveUntil.UTC().Format(time.RFC3339))
+			fmt.Fprintf(w, "  stop: postponed by the keep-alive file %s (touched at %s) until %s; no warning names an earlier stop\n", rules.Idle.KeepAlivePath,
+				res.KeepAliveTouched.UTC().Format(time.RFC3339), res.KeepAliveUntil.UTC().Format(time.RFC3339))
 		case rules.Mode != gpuwardenv1alpha1.ModeEnforce:
 			fmt.Fprintf(w, "  stop: due at %s, but mode %s never stops (it records what it would do)\n", res.StopAt.UTC().Format(time.RFC3339), rules.Mode)
+		case rules.Idle.KeepAlivePath != "":
+			fmt.Fprintf(w, "  stop: at %s unless it becomes busy or its keep-alive file %s, read once a warning may be due, postpones it\n", res.StopAt.UTC().Format(time.RFC3339), rules.Idle.KeepAlivePath)
 		default:
 			fmt.Fprintf(w, "  stop: at %s unless it becomes busy\n", res.StopAt.UTC().Format(time.RFC3339))
 		}
@@ -177,13 +190,23 @@ func (e *Explainer) explainSamples(w io.Writer, obs observation) {
 	case !limit.Applies():
 		fmt.Fprintln(w, "Runtime: no maximum: no policy sets maxRuntime.")
 	default:
-		fmt.Fprintf(w, "Runtime: since %s (the binding or the first start, whichever was earlier); maximum %s (%s): stop at %s",
-			obs.Runtime.UTC().Format(time.RFC3339), limit.Duration, limit.From, obs.Runtime.Add(limit.Duration).UTC().Format(time.RFC3339))
+		fmt.Fprintf(w, "Runtime: since %s (the binding or the first start, whichever was earlier); maximum %s (%s%s): stop at %s",
+			obs.Runtime.UTC().Format(time.RFC3339), limit.Duration, limit.From, overrideNote(obs.Policy, "maxRuntime"), obs.Runtime.Add(limit.Duration).UTC().Format(time.RFC3339))
 		if rules.Mode != gpuwardenv1alpha1.ModeEnforce {
 			fmt.Fprintf(w, " (mode %s: not stopped)", rules.Mode)
 		}
 		fmt.Fprintln(w)
 	}
+}
+
+// overrideNote says whose exemption the value at path overrides; empty when none.
+func overrideNote(p resolve.Policy, path string) string {
+	for _, o := range p.Overridden {
+		if o.Path == path {
+			return fmt.Sprintf(", which overrides the exemption %s gives (unlimited: [%s])", o.Exempt, o.Limit)
+		}
+	}
+	return ""
 }
 
 func listOr(names []string, none string) string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -70,5 +71,38 @@ func TestExplainSaysWhyAStoppedContainerStopped(t *testing.T) {
 	got = explain()
 	if !strings.Contains(got, "Its GPU hold (15m0s) has passed: allocation dee-1 gives its GPUs back.") || strings.Contains(got, "Its GPUs go back at") {
 		t.Errorf("20 minutes after the stop, explain does not say the hold has passed:\n%s", got)
+	}
+}
+
+// TestExplainNamesAnOverriddenExemption: explain of a devcontainer whose exemption from the
+// idle timeout a per-user policy of higher precedence cancels says which policy's exemption
+// is overridden by which, and the timeout that applies instead.
+func TestExplainNamesAnOverriddenExemption(t *testing.T) {
+	id := strings.Repeat("cd", 32)
+	dev := docker.Container{ID: id, Name: "bob-dev", State: docker.StateRunning, StartedAt: t0.Add(-time.Hour),
+		Labels: map[string]string{gpuwardenv1alpha1.LabelUser: "bob", "devcontainer.local_folder": "/home/bob/thesis"}}
+	devcontainers := testutil.MakePolicy("devcontainers").WithSpec(gpuwardenv1alpha1.ContainerPolicySpec{Precedence: 20,
+		Selector:  gpuwardenv1alpha1.PolicySelector{ContainerTypes: []gpuwardenv1alpha1.ContainerType{gpuwardenv1alpha1.ContainerTypeDevcontainer}},
+		Unlimited: []gpuwardenv1alpha1.PolicyLimitName{gpuwardenv1alpha1.PolicyLimitIdleTimeout}}).Obj()
+	bob := testutil.MakePolicy("bob-hours").Users("bob").IdleTimeout(2 * time.Hour).Obj()
+	bob.Spec.Precedence = 50
+	c := fake.NewClientBuilder().WithScheme(scheme.New()).WithObjects(devcontainers, bob).Build()
+	store := containerstore.New()
+	store.Replace([]docker.Container{dev}, t0)
+	acts := &actions.Actions{Client: c, Engine: dockertest.New(dev), Store: store, Groups: resolve.StaticGroups{}, Clock: clocktesting.NewFakeClock(t0),
+		Recorder: events.NewFakeRecorder(10), Audit: &testutil.AuditRecorder{}}
+	e := &Explainer{Reclaim: &Reclaimer{}, Store: store, Owners: &containerstore.Owners{}, Actions: acts, Client: c, Interval: time.Minute}
+	rec := httptest.NewRecorder()
+	e.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, ExplainPath+"?name=bob-dev", nil))
+	got := rec.Body.String()
+	if !regexp.MustCompile(`idle\.timeout +2h0m0s +ContainerPolicy bob-hours`).MatchString(got) {
+		t.Errorf("explain does not show bob-hours' timeout:\n%s", got)
+	}
+	for _, want := range []string{
+		"Exemption overridden: ContainerPolicy devcontainers lifts idleTimeout (unlimited), but ContainerPolicy bob-hours, merged after it, sets idle.timeout to 2h0m0s: the exemption does not hold.",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("explain lacks %q:\n%s", want, got)
+		}
 	}
 }

@@ -101,7 +101,7 @@ func (r *Reclaimer) Observe(ctx context.Context, c docker.Container, a *gpuwarde
 			return t, err == nil, err
 		}})
 	if res.Unread != nil {
-		log.Info("Reading the keep-alive file; the stop that is due waits for the next sample", "error", res.Unread.Error())
+		log.Info("Reading the keep-alive file; the warning or stop that is due waits for the next sample", "error", res.Unread.Error())
 	}
 	obs.Last = res
 	since := runtimeSince(a, c)
@@ -230,6 +230,9 @@ func idleStateOf(s *gpuwardenv1alpha1.IdleStatus) lifecycle.IdleState {
 	if s.Since != nil {
 		out.Since = s.Since.Time
 	}
+	if s.WarnedFor != nil {
+		out.WarnedFor = s.WarnedFor.Time
+	}
 	return out
 }
 
@@ -243,11 +246,15 @@ func runtimeStateOf(s *gpuwardenv1alpha1.RuntimeStatus) lifecycle.RuntimeState {
 // saveState writes the idle and runtime state into a's status when it changed.
 func (r *Reclaimer) saveState(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, idle lifecycle.IdleState, since time.Time, rt lifecycle.RuntimeState) error {
 	var wantIdle *gpuwardenv1alpha1.IdleStatus
-	if !idle.Since.IsZero() || idle.Samples > 0 || len(idle.Sent) > 0 {
+	if !idle.Since.IsZero() || idle.Samples > 0 || len(idle.Sent) > 0 || !idle.WarnedFor.IsZero() {
 		wantIdle = &gpuwardenv1alpha1.IdleStatus{Samples: int32(idle.Samples), Sent: idle.Sent}
 		if !idle.Since.IsZero() {
 			t := metav1.NewMicroTime(idle.Since.Truncate(time.Microsecond))
 			wantIdle.Since = &t
+		}
+		if !idle.WarnedFor.IsZero() {
+			t := metav1.NewMicroTime(idle.WarnedFor.Truncate(time.Microsecond))
+			wantIdle.WarnedFor = &t
 		}
 	}
 	var wantRuntime *gpuwardenv1alpha1.RuntimeStatus
@@ -271,7 +278,7 @@ func sameIdle(a, b *gpuwardenv1alpha1.IdleStatus) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
-	return a.Samples == b.Samples && slices.Equal(a.Sent, b.Sent) && sameMicroTime(a.Since, b.Since)
+	return a.Samples == b.Samples && slices.Equal(a.Sent, b.Sent) && sameMicroTime(a.Since, b.Since) && sameMicroTime(a.WarnedFor, b.WarnedFor)
 }
 
 func sameRuntime(a, b *gpuwardenv1alpha1.RuntimeStatus) bool {

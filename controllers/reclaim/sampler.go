@@ -254,11 +254,13 @@ func (s *Sampler) gpuSignal(h held, gpus map[string]gpu.Sample) (known, readable
 }
 
 // ownShare sums the per-process utilisation of the container's processes; shared is true
-// when processes of others have samples on the GPU too.
+// when processes of others have samples on the GPU too. A process whose container cannot
+// be read (gone since NVML sampled it, /proc unreadable) counts as the container's: a
+// failed read may make the container look busier, never idler.
 func (s *Sampler) ownShare(id string, procs []gpu.ProcessUtilization) (own float64, shared bool) {
 	for _, p := range procs {
 		info, err := s.Proc.Read(p.PID)
-		if err == nil && info.ContainerID == id {
+		if err != nil || info.ContainerID == id {
 			own += float64(p.SMPercent)
 			continue
 		}

@@ -4,6 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,6 +30,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/gpu/fakegpu"
 	"github.com/gpuwarden/gpuwarden/internal/lifecycle"
 	"github.com/gpuwarden/gpuwarden/internal/notify"
+	"github.com/gpuwarden/gpuwarden/internal/proc"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 	"github.com/gpuwarden/gpuwarden/internal/scheme"
 	"github.com/gpuwarden/gpuwarden/internal/testutil"
@@ -130,8 +137,15 @@ func TestSamplerTakesRatesOverTheWindow(t *testing.T) {
 // failingEngine is the test engine with some answers replaced by errors.
 type failingEngine struct {
 	docker.Engine
-	modTime, stop error
-	stops         int
+	modTime, stop, stats error
+	stops                int
+}
+
+func (f *failingEngine) Stats(ctx context.Context, id string) (docker.Stats, error) {
+	if f.stats != nil {
+		return docker.Stats{}, f.stats
+	}
+	return f.Engine.Stats(ctx, id)
 }
 
 func (f *failingEngine) ModTime(ctx context.Context, id, path string) (time.Time, error) {
@@ -234,5 +248,122 @@ func TestAGPUNVMLCannotReadIsNeverIdle(t *testing.T) {
 		if v, _ := lifecycle.Judge(last, o.Rules.Idle); v == lifecycle.Idle {
 			t.Fatalf("round %d: a GPU NVML cannot read counts as idle: %+v", i, last)
 		}
+	}
+}
+
+// TestAFailedStatsReadHoldsTheIdleStop: while the engine's stats cannot be read, the CPU and
+// network of a container are unknown, and an idle stop that falls due meanwhile waits: the
+// idle run is kept, and the first sample that can be judged idle again decides.
+func TestAFailedStatsReadHoldsTheIdleStop(t *testing.T) {
+	policy := testutil.MakePolicy("idle").WithSpec(gpuwardenv1alpha1.ContainerPolicySpec{Idle: &gpuwardenv1alpha1.IdlePolicy{
+		Timeout: testutil.Duration(10 * time.Minute), WarnAtFractions: []gpuwardenv1alpha1.Fraction{"0.5"}}}).Obj()
+	w := newSamplerWorld(t, 1, policy)
+	eng := &failingEngine{Engine: w.engine}
+	w.s.Engine, w.s.Reclaim.Engine, w.s.Reclaim.Actions.Engine = eng, eng, eng
+	for range 4 { // idle from the 2nd sample (the 1st has no window): counting from the 4th
+		w.clock.Step(time.Minute)
+		w.round(t)
+	}
+	eng.stats = errors.New("Error response from daemon: context deadline exceeded")
+	for range 20 {
+		w.clock.Step(time.Minute)
+		w.round(t)
+	}
+	if got := w.audit.Of(audit.TypeLifecycleIdleWarning); len(got) != 0 {
+		t.Errorf("warned while the container's CPU and network could not be read: %+v", got)
+	}
+	if got := w.audit.Of(audit.TypeLifecycleIdleStop); len(got) != 0 || eng.stops != 0 {
+		t.Fatalf("stopped while the container's CPU and network could not be read: %+v", got)
+	}
+	o, _ := w.s.Reclaim.observed(w.ids[0])
+	if !o.Last.Unjudged || o.Last.State.Since.IsZero() {
+		t.Errorf("the held stop: %+v; want the run kept and the stop held", o.Last)
+	}
+	e := &Explainer{Reclaim: w.s.Reclaim, Store: w.s.Store, Owners: &containerstore.Owners{}, Actions: w.s.Reclaim.Actions, Client: w.s.Client, Interval: time.Minute}
+	rec := httptest.NewRecorder()
+	e.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, ExplainPath+"?name=nb-0", nil))
+	if !strings.Contains(rec.Body.String(), "held: the last sample could not be judged") {
+		t.Errorf("explain does not say the stop is held:\n%s", rec.Body)
+	}
+	eng.stats = nil
+	for range 2 { // the first read again has no window; the second judges idle
+		w.clock.Step(time.Minute)
+		w.round(t)
+	}
+	if got := w.audit.Of(audit.TypeLifecycleIdleStop); len(got) != 1 || eng.stops != 1 {
+		t.Errorf("once the stats read again: %d stop records, %d stops; want the stop", len(got), eng.stops)
+	}
+}
+
+// TestAProcessThatCannotBeReadCountsAsTheContainers: on a GPU other containers use too, the
+// container's own share is summed from its processes; one whose container cannot be read
+// (gone, /proc unreadable) counts as the container's, so a failed read never makes a
+// container's GPU look idle.
+func TestAProcessThatCannotBeReadCountsAsTheContainers(t *testing.T) {
+	root := t.TempDir()
+	own, other := strings.Repeat("a", 64), strings.Repeat("b", 64)
+	for pid, id := range map[int]string{100: other, 300: own} {
+		dir := filepath.Join(root, strconv.Itoa(pid))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "cgroup"), []byte("0::/system.slice/docker-"+id+".scope\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := &Sampler{Proc: proc.FS{Root: root}}
+	h := held{c: docker.Container{ID: own}, a: &gpuwardenv1alpha1.GPUAllocation{Status: gpuwardenv1alpha1.GPUAllocationStatus{
+		Devices: []gpuwardenv1alpha1.BoundDevice{{UUID: "GPU-0"}}}}}
+	for _, tc := range []struct {
+		name  string
+		procs []gpu.ProcessUtilization
+		want  float64
+	}{
+		{"its own process and another's", []gpu.ProcessUtilization{{PID: 100, SMPercent: 40}, {PID: 300, SMPercent: 3}}, 3},
+		{"another's and one that cannot be read", []gpu.ProcessUtilization{{PID: 100, SMPercent: 10}, {PID: 200, SMPercent: 70}}, 70},
+	} {
+		gpus := map[string]gpu.Sample{"GPU-0": {UUID: "GPU-0", UtilizationKnown: true, UtilizationPercent: 80, Processes: tc.procs}}
+		known, _, percent, _ := s.gpuSignal(h, gpus)
+		if !known || percent != tc.want {
+			t.Errorf("%s: GPU %v%% (known %v), want %v%%", tc.name, percent, known, tc.want)
+		}
+	}
+}
+
+// TestAKeptAliveContainerIsWarnedOnlyOfTheRealStop: through the sampler and the allocation's
+// status, a container whose keep-alive file is fresh gets no warning while the file
+// postpones its stop; the warning that comes names the time the file lapses, and the stop
+// time it announced is kept in the status.
+func TestAKeptAliveContainerIsWarnedOnlyOfTheRealStop(t *testing.T) {
+	policy := testutil.MakePolicy("idle").WithSpec(gpuwardenv1alpha1.ContainerPolicySpec{Idle: &gpuwardenv1alpha1.IdlePolicy{
+		Timeout: testutil.Duration(10 * time.Minute), WarnAtFractions: []gpuwardenv1alpha1.Fraction{"0.5"},
+		KeepAlive: &gpuwardenv1alpha1.KeepAlive{Path: "/workspace/.keep-alive", MaxAge: testutil.Duration(time.Hour)}}}).Obj()
+	w := newSamplerWorld(t, 1, policy)
+	w.engine.Touch(w.ids[0], "/workspace/.keep-alive", t0) // lapses at t0+1h
+	for range 50 {
+		w.clock.Step(time.Minute)
+		w.round(t)
+	}
+	if got := w.audit.Of(audit.TypeLifecycleIdleWarning); len(got) != 0 {
+		t.Fatalf("warned while the keep-alive file postponed the stop: %+v", got)
+	}
+	for range 10 {
+		w.clock.Step(time.Minute)
+		w.round(t)
+	}
+	lapse := t0.Add(time.Hour)
+	warnings := w.audit.Of(audit.TypeLifecycleIdleWarning)
+	if len(warnings) != 1 || !strings.Contains(fmt.Sprint(warnings[0].Details), lapse.UTC().Format(time.RFC3339)) {
+		t.Fatalf("warnings %+v; want one, naming %s", warnings, lapse)
+	}
+	var a gpuwardenv1alpha1.GPUAllocation
+	if err := w.s.Client.Get(context.Background(), client.ObjectKey{Name: "nb-0"}, &a); err != nil {
+		t.Fatal(err)
+	}
+	if a.Status.Idle == nil || a.Status.Idle.WarnedFor == nil || !a.Status.Idle.WarnedFor.Equal(&metav1.MicroTime{Time: lapse}) {
+		t.Errorf("status.idle = %+v; want warnedFor %s", a.Status.Idle, lapse)
+	}
+	if got := w.audit.Of(audit.TypeLifecycleIdleStop); len(got) != 1 {
+		t.Errorf("%d stops by %s; want the stop when the file lapsed", len(got), w.clock.Now())
 	}
 }

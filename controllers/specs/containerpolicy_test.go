@@ -2,6 +2,7 @@ package specs
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -179,5 +180,88 @@ func TestLastSpecManager(t *testing.T) {
 	}}
 	if got := lastSpecManager(obj); got != "helm" {
 		t.Errorf("lastSpecManager = %q, want helm (the newest write that is not status)", got)
+	}
+}
+
+// TestAnOverriddenExemptionShowsInThePolicysStatus: a policy whose exemption a policy of
+// higher precedence cancels (devcontainers exempt from the idle timeout; bob's own policy
+// sets one) says so in its status, naming the policy, its precedence, the limit and its
+// selector, with a Warning Event, before any devcontainer of bob's is stopped; deleting the
+// overriding policy restores it.
+func TestAnOverriddenExemptionShowsInThePolicysStatus(t *testing.T) {
+	devcontainers := testutil.MakePolicy("devcontainers").WithSpec(gpuwardenv1alpha1.ContainerPolicySpec{Precedence: 20,
+		Selector:  gpuwardenv1alpha1.PolicySelector{ContainerTypes: []gpuwardenv1alpha1.ContainerType{gpuwardenv1alpha1.ContainerTypeDevcontainer}},
+		Unlimited: []gpuwardenv1alpha1.PolicyLimitName{gpuwardenv1alpha1.PolicyLimitIdleTimeout}}).Obj()
+	bob := testutil.MakePolicy("bob-hours").WithSpec(gpuwardenv1alpha1.ContainerPolicySpec{Precedence: 50,
+		Selector: gpuwardenv1alpha1.PolicySelector{Users: []string{"bob"}},
+		Idle:     &gpuwardenv1alpha1.IdlePolicy{Timeout: testutil.Duration(2 * time.Hour)}}).Obj()
+	r, _, rec := newPolicyReconciler(t, devcontainers, bob)
+	ctx := context.Background()
+	req := ctrl.Request{NamespacedName: types.NamespacedName{Name: "devcontainers"}}
+	if _, err := r.Reconcile(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	got := get(t, r.Client, "devcontainers")
+	want := []gpuwardenv1alpha1.OverriddenExemption{{Limit: gpuwardenv1alpha1.PolicyLimitIdleTimeout, Policy: "bob-hours", Precedence: 50, Value: "2h0m0s",
+		Selector: gpuwardenv1alpha1.PolicySelector{Users: []string{"bob"}}}}
+	if diff := cmp.Diff(want, got.Status.OverriddenExemptions); diff != "" {
+		t.Errorf("status.overriddenExemptions (-want,+got):\n%s", diff)
+	}
+	c := meta.FindStatusCondition(got.Status.Conditions, gpuwardenv1alpha1.ConditionExemptionsInForce)
+	if c == nil || c.Status != metav1.ConditionFalse || c.Reason != "Overridden" ||
+		!strings.Contains(c.Message, "ContainerPolicy bob-hours (precedence 50) sets idle.timeout to 2h0m0s for the containers of its selector (users bob)") {
+		t.Errorf("ExemptionsInForce = %+v", c)
+	}
+	select {
+	case e := <-rec.Events:
+		if !strings.HasPrefix(e, "Warning ExemptionOverridden An exemption does not hold") {
+			t.Errorf("event = %q", e)
+		}
+	default:
+		t.Error("no ExemptionOverridden event was recorded")
+	}
+	// The overriding policy itself lifts nothing: no such condition.
+	if _, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: types.NamespacedName{Name: "bob-hours"}}); err != nil {
+		t.Fatal(err)
+	}
+	if c := meta.FindStatusCondition(get(t, r.Client, "bob-hours").Status.Conditions, gpuwardenv1alpha1.ConditionExemptionsInForce); c != nil {
+		t.Errorf("a policy that lifts nothing has %+v", c)
+	}
+
+	if err := r.Client.Delete(ctx, get(t, r.Client, "bob-hours")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Reconcile(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	got = get(t, r.Client, "devcontainers")
+	if c := meta.FindStatusCondition(got.Status.Conditions, gpuwardenv1alpha1.ConditionExemptionsInForce); c == nil || c.Status != metav1.ConditionTrue || len(got.Status.OverriddenExemptions) != 0 {
+		t.Errorf("with the overriding policy gone: %+v, %+v", c, got.Status.OverriddenExemptions)
+	}
+}
+
+// TestAnOverrideThatExpiresIsLookedAtAgain: an overriding policy with an expiry requeues the
+// overridden one at that moment, when its exemption holds again.
+func TestAnOverrideThatExpiresIsLookedAtAgain(t *testing.T) {
+	expires := metav1.NewTime(t0.Add(40 * time.Minute))
+	lifted := testutil.MakePolicy("lifted").WithSpec(gpuwardenv1alpha1.ContainerPolicySpec{Precedence: 1,
+		Unlimited: []gpuwardenv1alpha1.PolicyLimitName{gpuwardenv1alpha1.PolicyLimitMaxRuntime}}).Obj()
+	week := testutil.MakePolicy("exam-week").WithSpec(gpuwardenv1alpha1.ContainerPolicySpec{Precedence: 2, Expires: &expires,
+		MaxRuntime: testutil.Duration(6 * time.Hour)}).Obj()
+	r, clk, _ := newPolicyReconciler(t, lifted, week)
+	req := ctrl.Request{NamespacedName: types.NamespacedName{Name: "lifted"}}
+	res, err := r.Reconcile(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RequeueAfter != 40*time.Minute {
+		t.Errorf("RequeueAfter = %s, want 40m (when exam-week expires)", res.RequeueAfter)
+	}
+	clk.Step(40 * time.Minute)
+	if _, err := r.Reconcile(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	if got := get(t, r.Client, "lifted"); !meta.IsStatusConditionTrue(got.Status.Conditions, gpuwardenv1alpha1.ConditionExemptionsInForce) {
+		t.Errorf("after exam-week expired: %+v", got.Status)
 	}
 }

@@ -134,9 +134,13 @@ type IdleState struct {
 	// Samples is how many idle samples in a row were seen, counted up to the rule's
 	// consecutiveSamples.
 	Samples int
-	// Sent are the notices already given in this run: warning fractions ("0.8"), Info (an
-	// exempt container's notice) and Stop (a stop done, or held back by the mode).
+	// Sent are the notices already given: warning fractions ("0.8"), given for the stop
+	// time WarnedFor, and, for the current run only, Info (an exempt container's notice) and
+	// Stop (a stop done, or held back by the mode).
 	Sent []string
+	// WarnedFor is the stop time the warning fractions in Sent announced; zero when none was
+	// given. It outlives the run: see ObserveIdle.
+	WarnedFor time.Time
 }
 
 // Markers in IdleState.Sent and RuntimeState.Sent besides warning fractions.
@@ -147,8 +151,40 @@ const (
 
 func (s IdleState) sent(what string) bool { return slices.Contains(s.Sent, what) }
 
-// Warned reports whether the warning at fraction f was given in this run.
-func (s IdleState) Warned(f float64) bool { return s.sent(fracKey(f)) }
+// Warned reports whether the warning at fraction f was given for the stop time stopAt.
+func (s IdleState) Warned(f float64, stopAt time.Time) bool {
+	return SameStopTime(s.WarnedFor, stopAt) && s.sent(fracKey(f))
+}
+
+// SameStopTime reports whether two stop times are the same one as a warning names it: to the
+// second (a stop time kept in the allocation's status has lost its nanoseconds).
+func SameStopTime(a, b time.Time) bool {
+	if a.IsZero() || b.IsZero() {
+		return a.IsZero() && b.IsZero()
+	}
+	d := a.Sub(b)
+	return d < time.Second && d > -time.Second
+}
+
+// newRun is the state a new run starts from: nothing counted, the run's own markers (Info,
+// Stop) dropped, and the warnings given, with the stop time they named, kept.
+func (s IdleState) newRun() IdleState {
+	if s.WarnedFor.IsZero() {
+		return IdleState{}
+	}
+	return IdleState{Sent: warningsOf(s.Sent), WarnedFor: s.WarnedFor}
+}
+
+// warningsOf are the warning fractions among sent markers.
+func warningsOf(sent []string) []string {
+	var out []string
+	for _, m := range sent {
+		if m != SentInfo && m != SentStop {
+			out = append(out, m)
+		}
+	}
+	return out
+}
 
 // Running is what the running-container rules read besides the sample.
 type Running struct {
@@ -158,8 +194,8 @@ type Running struct {
 	AllocatedFraction float64
 	// KeepAlive returns the keep-alive file's modification time, false when the container
 	// has none, and an error when it could not be read (the engine did not answer, the
-	// container is going away): a stop is then held, never taken for "no keep-alive".
-	// Called only when a stop is due.
+	// container is going away): the warning or stop that is due is then held, never taken
+	// for "no keep-alive". Called only once a warning or the stop may be due.
 	KeepAlive func() (time.Time, bool, error)
 }
 
@@ -201,12 +237,16 @@ type IdleResult struct {
 	HighDemand bool
 	// StopAt is when the container will be stopped if it stays idle; zero: never.
 	StopAt time.Time
-	// KeepAliveUntil is when a fresh keep-alive file stops postponing the stop.
-	KeepAliveUntil time.Time
-	// Unread is why a stop that is due was held this sample: the keep-alive file could not
-	// be read. The next sample decides again.
-	Unread  error
-	Notices []Notice
+	// KeepAliveUntil is when a fresh keep-alive file stops postponing the stop (then StopAt);
+	// KeepAliveTouched when the file was last touched.
+	KeepAliveUntil, KeepAliveTouched time.Time
+	// Unread is why a warning or stop that is due was held this sample: the keep-alive file
+	// could not be read. The next sample decides again.
+	Unread error
+	// Unjudged says a warning or stop may be due but the sample could not be judged (a
+	// signal unread: NoVerdict); the next sample that can be judged decides.
+	Unjudged bool
+	Notices  []Notice
 }
 
 // Counting reports whether the streak is long enough for the idle time to count.
@@ -215,12 +255,27 @@ func (r IdleResult) Counting(rules IdleRules) bool {
 }
 
 // ObserveIdle feeds one sample to the idle rules: it returns the new state, what the
-// sample says and the notices due now. Any active sample ends the run and re-arms the
-// warnings; consecutiveSamples idle samples in a row start the idle time, counted from the
-// first of them; nothing is counted during startupGrace; a keep-alive file touched within
-// its maximum age postpones the stop; under high demand the timeout is multiplied by its
-// factor. Warnings come once each, at each fraction of the timeout; an exempt container
-// (idleTimeout lifted) gets one notice for information at the first fraction.
+// sample says and the notices due now. This is the idle rule, whole:
+//
+//   - A run of idle samples starts at the first of them; consecutiveSamples idle samples in a
+//     row make the idle time count, from the first. Any active sample ends the run, and so do
+//     a start of the container and its startupGrace (nothing is counted during it).
+//   - The stop time is the run's start plus the timeout (multiplied by the high-demand
+//     factor while demand is high), or, when later, the moment the keep-alive file stops
+//     being fresh (its modification plus its maxAge): a fresh file postpones the stop.
+//   - A warning at fraction f falls due (1-f) x timeout before the stop time: at f of the
+//     timeout for a plain stop, and as long before the keep-alive file lapses when the file
+//     holds the container. A warning names its stop time, and each fraction is said once per
+//     stop time: a new run, after activity or a restart, is warned again only when it would be
+//     stopped at a different time (a run held by the same keep-alive file is not); a touch of
+//     the file moves the stop time and re-arms the warnings. A container whose keep-alive
+//     file is fresh is therefore never told of a stop the file postpones.
+//   - The stop is called for once per run, at the stop time.
+//   - Nothing is said or done on a sample that cannot be judged (NoVerdict: a signal could
+//     not be read), nor while the keep-alive file cannot be read (Unread): the warning or stop
+//     waits for a sample that can decide. A failed read is never taken for an answer.
+//   - A container an exemption lifts the idle timeout of gets one notice for information, at
+//     the first fraction of the lifted timeout, per run.
 func ObserveIdle(st IdleState, s Sample, r Rules, c Running) IdleResult {
 	res := countIdle(st, s, r.Idle, c)
 	if res.State.Since.IsZero() || !res.Counting(r.Idle) {
@@ -236,14 +291,60 @@ func ObserveIdle(st IdleState, s Sample, r Rules, c Running) IdleResult {
 		res.Timeout = time.Duration(float64(res.Timeout) * rules.HighDemandFactor)
 		res.HighDemand = true
 	}
+	if res.Verdict != Idle {
+		// Counting, but this sample says neither idle nor active: nothing is decided on it.
+		if !exempt {
+			res.StopAt = res.State.Since.Add(res.Timeout)
+			res.Unjudged = !res.State.sent(SentStop) && res.mayBeDue(r.Idle, s.Time)
+		}
+		return res
+	}
 	if exempt {
 		return res.informExempt(r, timeout)
 	}
 	res.StopAt = res.State.Since.Add(res.Timeout)
+	if res.State.sent(SentStop) || !res.mayBeDue(r.Idle, s.Time) {
+		return res // stopped in this run already, or nothing due yet
+	}
+	if r.Idle.KeepAlivePath != "" && c.KeepAlive != nil {
+		touched, ok, err := c.KeepAlive()
+		if err != nil {
+			res.Unread = err
+			return res
+		}
+		if ok {
+			res.KeepAliveTouched = touched
+			if until := touched.Add(r.Idle.KeepAliveMaxAge); s.Time.Before(until) && until.After(res.StopAt) {
+				res.KeepAliveUntil, res.StopAt = until, until
+			}
+		}
+	}
 	if s.Time.Before(res.StopAt) {
-		return res.warn(r, timeout, c)
+		return res.warn(r, timeout, c, s.Time)
 	}
 	return res.stop(s, r, timeout, c)
+}
+
+// mayBeDue reports whether a warning or the stop may be due at now: the first warning
+// point before the run's own stop time has passed (a keep-alive file only moves it later).
+func (res IdleResult) mayBeDue(rules IdleRules, now time.Time) bool {
+	first := res.StopAt
+	for _, f := range rules.WarnAt {
+		if f < 1 {
+			first = res.StopAt.Add(-res.beforeStop(f))
+			break // WarnAt is ascending: the lowest fraction comes first
+		}
+	}
+	return !now.Before(first)
+}
+
+// beforeStop is how long before the stop time the warning at fraction f falls due.
+func (res IdleResult) beforeStop(f float64) time.Duration { return res.Timeout - frac(res.Timeout, f) }
+
+// WarningAt is when the warning at fraction f falls due for this result's stop time, and
+// whether it was given for it.
+func (res IdleResult) WarningAt(f float64) (at time.Time, sent bool) {
+	return res.StopAt.Add(-res.beforeStop(f)), res.State.Warned(f, res.StopAt)
 }
 
 // countIdle judges one sample and carries the idle run on: reset by activity, a start
@@ -251,17 +352,17 @@ func ObserveIdle(st IdleState, s Sample, r Rules, c Running) IdleResult {
 func countIdle(st IdleState, s Sample, rules IdleRules, c Running) IdleResult {
 	res := IdleResult{State: st}
 	if !c.StartedAt.IsZero() && st.Since.Before(c.StartedAt) {
-		res.State = IdleState{} // a run from before the container's last start
+		res.State = st.newRun() // a run from before the container's last start
 	}
 	if InStartupGrace(rules, c.StartedAt, s.Time) {
-		res.Verdict, res.State = InGrace, IdleState{}
+		res.Verdict, res.State = InGrace, st.newRun()
 		_, res.Signals = Judge(s, rules)
 		return res
 	}
 	res.Verdict, res.Signals = Judge(s, rules)
 	switch res.Verdict {
 	case Active:
-		res.State = IdleState{}
+		res.State = st.newRun()
 	case NoVerdict:
 		// Neither idle nor active: the run goes on uncounted.
 	case Idle:
@@ -300,47 +401,51 @@ func (res IdleResult) demandNote(timeout resolve.Limit, c Running, rules IdleRul
 func (res IdleResult) informExempt(r Rules, lifted resolve.Limit) IdleResult {
 	res.Timeout = 0
 	if len(r.Idle.WarnAt) > 0 && !res.State.sent(SentInfo) && res.IdleFor >= frac(lifted.Duration, r.Idle.WarnAt[0]) {
-		res.State.Sent = append(res.State.Sent, SentInfo)
+		res.State.Sent = append(slices.Clone(res.State.Sent), SentInfo)
 		res.Notices = append(res.Notices, Notice{Kind: IdleInfo, Policy: r.Idle.Timeout.From,
 			Message: fmt.Sprintf("For information only: idle for %s; it would be stopped after %s of idling, but %s exempts it from the idle timeout", roundMin(res.IdleFor), lifted.Duration, policyOr(r.Idle.Timeout.From))})
 	}
 	return res
 }
 
-// warn warns of the stop to come: the highest warning fraction passed, once.
-func (res IdleResult) warn(r Rules, timeout resolve.Limit, c Running) IdleResult {
-	due, _ := dueWarnings(r.Idle.WarnAt, res.IdleFor, res.Timeout, res.State.Sent)
+// warn warns of the stop to come: the highest warning fraction passed, once per stop time.
+func (res IdleResult) warn(r Rules, timeout resolve.Limit, c Running, now time.Time) IdleResult {
+	sent := res.State.Sent
+	// Warnings kept with no stop time (by a release that kept them per run) are this run's.
+	if !res.State.WarnedFor.IsZero() && !SameStopTime(res.State.WarnedFor, res.StopAt) {
+		sent = slices.DeleteFunc(slices.Clone(sent), func(m string) bool { return m != SentInfo && m != SentStop })
+	}
+	// Measured back from the stop time: for a plain stop this is the idle time.
+	toward := res.Timeout - res.StopAt.Sub(now)
+	due, _ := dueWarnings(r.Idle.WarnAt, toward, res.Timeout, sent)
 	if len(due) == 0 {
 		return res
 	}
-	res.State.Sent = appendWarned(res.State.Sent, due)
-	res.Notices = append(res.Notices, Notice{Kind: IdleWarning, StopAt: res.StopAt, Policy: timeout.From,
-		Message: fmt.Sprintf("Idle for %s (%s of its idle timeout of %s%s, set by %s); it will be stopped at %s unless it becomes busy",
-			roundMin(res.IdleFor), pct(due[len(due)-1]), res.Timeout, res.demandNote(timeout, c, r.Idle), policyOr(timeout.From), res.StopAt.UTC().Format(time.RFC3339))})
+	res.State.Sent, res.State.WarnedFor = appendWarned(sent, due), res.StopAt
+	stopAt := res.StopAt.UTC().Format(time.RFC3339)
+	msg := fmt.Sprintf("Idle for %s (%s of its idle timeout of %s%s, set by %s); it will be stopped at %s unless it becomes busy",
+		roundMin(res.IdleFor), pct(due[len(due)-1]), res.Timeout, res.demandNote(timeout, c, r.Idle), policyOr(timeout.From), stopAt)
+	if !res.KeepAliveUntil.IsZero() {
+		msg = fmt.Sprintf("Idle for %s (its idle timeout is %s%s, set by %s); its keep-alive file %s, last touched at %s, keeps it running until %s: it will be stopped at %s unless it becomes busy or the file is touched again",
+			roundMin(res.IdleFor), res.Timeout, res.demandNote(timeout, c, r.Idle), policyOr(timeout.From), r.Idle.KeepAlivePath,
+			res.KeepAliveTouched.UTC().Format(time.RFC3339), stopAt, stopAt)
+	}
+	res.Notices = append(res.Notices, Notice{Kind: IdleWarning, StopAt: res.StopAt, Policy: timeout.From, Message: msg})
 	return res
 }
 
-// stop calls for the stop, once, unless the keep-alive file was touched recently enough.
+// stop calls for the stop (once per run: ObserveIdle checks).
 func (res IdleResult) stop(s Sample, r Rules, timeout resolve.Limit, c Running) IdleResult {
-	if res.State.sent(SentStop) {
-		return res
-	}
 	deadline := res.StopAt
-	if r.Idle.KeepAlivePath != "" && c.KeepAlive != nil {
-		touched, ok, err := c.KeepAlive()
-		if err != nil {
-			res.Unread = err
-			return res
-		}
-		if ok && s.Time.Sub(touched) < r.Idle.KeepAliveMaxAge {
-			res.KeepAliveUntil = touched.Add(r.Idle.KeepAliveMaxAge)
-			res.StopAt = res.KeepAliveUntil
-			return res
-		}
+	msg := fmt.Sprintf("Idle for %s, past its idle timeout of %s%s set by %s", roundMin(res.IdleFor), res.Timeout, res.demandNote(timeout, c, r.Idle), policyOr(timeout.From))
+	if lapsed := res.KeepAliveTouched.Add(r.Idle.KeepAliveMaxAge); !res.KeepAliveTouched.IsZero() && lapsed.After(deadline) {
+		deadline = lapsed
+		msg += fmt.Sprintf("; its keep-alive file %s, last touched at %s, kept it running until %s", r.Idle.KeepAlivePath,
+			res.KeepAliveTouched.UTC().Format(time.RFC3339), lapsed.UTC().Format(time.RFC3339))
 	}
-	res.State.Sent = append(res.State.Sent, SentStop)
+	res.State.Sent = append(slices.Clone(res.State.Sent), SentStop)
 	res.Notices = append(res.Notices, Notice{Kind: IdleStop, StopAt: s.Time, Deadline: deadline, Policy: timeout.From, Held: r.Mode != gpuwardenv1alpha1.ModeEnforce,
-		Message: fmt.Sprintf("Idle for %s, past its idle timeout of %s%s set by %s", roundMin(res.IdleFor), res.Timeout, res.demandNote(timeout, c, r.Idle), policyOr(timeout.From))})
+		Message: msg})
 	return res
 }
 

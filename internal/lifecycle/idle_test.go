@@ -134,8 +134,9 @@ func TestActivityResetsAndRearms(t *testing.T) {
 	if strings.Join(kinds, ",") != "idle_warning,idle_warning,idle_warning,idle_stop" || at[0] != 24 || at[1] != 51 || at[2] != 56 || at[3] != 57 {
 		t.Errorf("notices %v at %v", kinds, at)
 	}
-	if !res[26].State.Since.IsZero() || res[26].State.Samples != 0 || len(res[26].State.Sent) != 0 {
-		t.Errorf("an active sample resets the state: %+v", res[26].State)
+	// It keeps what was said, for which stop time: the new run's stop time differs.
+	if st := res[26].State; !st.Since.IsZero() || st.Samples != 0 || !slices.Equal(st.Sent, []string{"0.8"}) || !st.WarnedFor.Equal(now.Add(30*time.Minute)) {
+		t.Errorf("an active sample resets the run: %+v", res[26].State)
 	}
 }
 
@@ -171,15 +172,21 @@ func TestKeepAlive(t *testing.T) {
 		{"stale", now.Add(-2 * time.Hour), true, 30},
 		{"missing", time.Time{}, false, 30},
 	} {
-		calls := 0
-		c := Running{StartedAt: started, KeepAlive: func() (time.Time, bool, error) { calls++; return tc.touched, tc.exists, nil }}
-		res := simulate(IdleState{}, r, c, now, 90, func(_ int, at time.Time) Sample { return idleSample(at) })
+		calls, minute := 0, 0
+		c := Running{StartedAt: started, KeepAlive: func() (time.Time, bool, error) {
+			calls++
+			if minute < 24 {
+				t.Errorf("%s: the keep-alive file was read at minute %d, before a warning could fall due (24)", tc.name, minute)
+			}
+			return tc.touched, tc.exists, nil
+		}}
+		res := simulate(IdleState{}, r, c, now, 90, func(i int, at time.Time) Sample { minute = i; return idleSample(at) })
 		kinds, at := notices(res)
 		if len(kinds) != 3 || kinds[2] != IdleStop || at[2] != tc.stopAt {
 			t.Errorf("%s: notices %v at %v; want the stop at %d", tc.name, kinds, at, tc.stopAt)
 		}
-		if calls == 0 || calls > 41 {
-			t.Errorf("%s: the keep-alive file was read %d times; only while a stop is due", tc.name, calls)
+		if calls == 0 || calls > tc.stopAt-24+1 {
+			t.Errorf("%s: the keep-alive file was read %d times; only while a warning or the stop may be due", tc.name, calls)
 		}
 		if tc.exists && tc.stopAt == 70 && !res[50].KeepAliveUntil.Equal(now.Add(70*time.Minute)) {
 			t.Errorf("%s: keep-alive until %s", tc.name, res[50].KeepAliveUntil)
@@ -202,8 +209,8 @@ func TestAnUnreadableKeepAliveHoldsTheStop(t *testing.T) {
 		return time.Time{}, false, nil // no keep-alive file
 	}}
 	res := simulate(IdleState{}, r, c, now, 40, func(_ int, at time.Time) Sample { return idleSample(at) })
-	if kinds, _ := notices(res); slices.Contains(kinds, IdleStop) {
-		t.Fatalf("notices %v: a stop was called for while the keep-alive file could not be read", kinds)
+	if kinds, _ := notices(res); len(kinds) > 0 {
+		t.Fatalf("notices %v: a warning or a stop was given while the keep-alive file could not be read", kinds)
 	}
 	last := res[len(res)-1]
 	if last.Unread == nil || last.State.sent(SentStop) {
@@ -213,6 +220,130 @@ func TestAnUnreadableKeepAliveHoldsTheStop(t *testing.T) {
 	next := ObserveIdle(last.State, idleSample(now.Add(40*time.Minute)), r, c)
 	if len(next.Notices) != 1 || next.Notices[0].Kind != IdleStop {
 		t.Errorf("once the file reads as absent: notices %+v, want the stop", next.Notices)
+	}
+}
+
+// TestAKeptAliveContainerIsNotWarnedOfAStopItsFilePostpones: while the keep-alive file is
+// fresh, no warning names a stop it postpones; the warnings that come name the real stop,
+// when the file lapses, as long before it as they would come before a plain stop.
+func TestAKeptAliveContainerIsNotWarnedOfAStopItsFilePostpones(t *testing.T) {
+	spec := lab()
+	spec.Idle.KeepAlive = &gpuwardenv1alpha1.KeepAlive{Path: "/workspace/.keep-alive", MaxAge: d(time.Hour)}
+	r := RulesFrom(policy(t, spec))
+	touched := now.Add(10 * time.Minute) // lapses at minute 70
+	c := Running{StartedAt: started, KeepAlive: func() (time.Time, bool, error) { return touched, true, nil }}
+	res := simulate(IdleState{}, r, c, now, 90, func(_ int, at time.Time) Sample { return idleSample(at) })
+	kinds, at := notices(res)
+	// 30m timeout, warnings at 0.8 and 0.95: 6m and 1.5m before the stop at 70 → 64 and 69.
+	if strings.Join(kinds, ",") != "idle_warning,idle_warning,idle_stop" || at[0] != 64 || at[1] != 69 || at[2] != 70 {
+		t.Fatalf("notices %v at minutes %v; want warnings at 64 and 69, the stop at 70", kinds, at)
+	}
+	lapse := now.Add(70 * time.Minute)
+	for _, i := range at[:2] {
+		w := res[i].Notices[0]
+		if !w.StopAt.Equal(lapse) || !strings.Contains(w.Message, "keep-alive file /workspace/.keep-alive") || !strings.Contains(w.Message, lapse.UTC().Format(time.RFC3339)) {
+			t.Errorf("warning at minute %d: %+v; want the stop when the file lapses, said so", i, w)
+		}
+	}
+	if stop := res[70].Notices[0]; !stop.Deadline.Equal(lapse) || !strings.Contains(stop.Message, "kept it running until") {
+		t.Errorf("stop: %+v", stop)
+	}
+
+	// A file touched every 20 minutes keeps postponing the stop; runs broken by a busy
+	// sample now and then are held by it too: no warning at all, no stop.
+	var lastTouch time.Time
+	c.KeepAlive = func() (time.Time, bool, error) { return lastTouch, true, nil }
+	res = simulate(IdleState{}, r, c, now, 240, func(i int, at time.Time) Sample {
+		lastTouch = now.Add(time.Duration(i/20*20) * time.Minute)
+		if i%45 == 44 {
+			return busySample(at)
+		}
+		return idleSample(at)
+	})
+	if kinds, at := notices(res); len(kinds) != 0 {
+		t.Errorf("a container whose keep-alive file is touched every 20 minutes got %v at minutes %v", kinds, at)
+	}
+
+	// Touched after a warning: the stop moves, and the warnings are given again for it.
+	lastTouch = now.Add(-50 * time.Minute) // lapses at minute 10: a plain stop at 30
+	res = simulate(IdleState{}, r, c, now, 90, func(i int, at time.Time) Sample {
+		if i == 26 {
+			lastTouch = at // after the 0.8 warning at 24: now lapses at 86
+		}
+		return idleSample(at)
+	})
+	kinds, at = notices(res)
+	if strings.Join(kinds, ",") != "idle_warning,idle_warning,idle_warning,idle_stop" || at[0] != 24 || at[1] != 80 || at[2] != 85 || at[3] != 86 {
+		t.Errorf("touched after a warning: notices %v at minutes %v; want 24 (for 30), then 80 and 85 (for 86), the stop at 86", kinds, at)
+	}
+}
+
+// TestANewRunIsNotWarnedAgainForTheSameStopTime: a warning is given once per stop time,
+// across runs. A run that a busy sample broke after a warning, idle again and still held
+// by the same keep-alive file, would be stopped at the same time (here the admin shortened
+// the timeout meanwhile): what was said is not said again. What the busy sample keeps is
+// the stop time and the fractions said for it, and nothing of the run.
+func TestANewRunIsNotWarnedAgainForTheSameStopTime(t *testing.T) {
+	spec := lab()
+	spec.Idle.KeepAlive = &gpuwardenv1alpha1.KeepAlive{Path: "/workspace/.keep-alive", MaxAge: d(time.Hour)}
+	spec.Idle.WarnAtFractions = []gpuwardenv1alpha1.Fraction{"0.5", "0.8"}
+	r := RulesFrom(policy(t, spec))
+	spec.Idle.Timeout, spec.Idle.ConsecutiveSamples = d(3*time.Minute), i32(1)
+	short := RulesFrom(policy(t, spec))
+	touched := now.Add(10 * time.Minute) // the stop at minute 70
+	c := Running{StartedAt: started, KeepAlive: func() (time.Time, bool, error) { return touched, true, nil }}
+	var res []IdleResult
+	st := IdleState{}
+	for i := range 75 {
+		at := now.Add(time.Duration(i) * time.Minute)
+		s, rules := idleSample(at), r
+		switch {
+		case i == 65:
+			s = busySample(at) // just after the 0.8 warning at 64
+		case i > 65:
+			rules = short // a new run whose own stop (69) comes before the file lapses (70)
+		}
+		out := ObserveIdle(st, s, rules, c)
+		st = out.State
+		res = append(res, out)
+	}
+	kinds, at := notices(res)
+	// 0.5 and 0.8 of 30m before the stop at 70: 55 and 64. The new run's 0.5 of 3m before 70
+	// falls at 68.5 (the sample at 69): said already, for 70.
+	if strings.Join(kinds, ",") != "idle_warning,idle_warning,idle_stop" || at[0] != 55 || at[1] != 64 || at[2] != 70 {
+		t.Errorf("notices %v at minutes %v; want warnings at 55 and 64, once, and the stop at 70", kinds, at)
+	}
+	if busy := res[65].State; !busy.Since.IsZero() || busy.Samples != 0 || !SameStopTime(busy.WarnedFor, now.Add(70*time.Minute)) || !slices.Equal(busy.Sent, []string{"0.5", "0.8"}) {
+		t.Errorf("after the busy sample: %+v; want the run ended, the warnings and their stop time kept", busy)
+	}
+	if r69 := res[69]; !r69.StopAt.Equal(now.Add(70*time.Minute)) || !r69.State.Warned(0.5, r69.StopAt) || r69.Notices != nil {
+		t.Errorf("minute 69: %+v; want the stop at 70, its 0.5 warning known as said, nothing said again", r69)
+	}
+
+	// Kept across a restart of gpuwarden: the status keeps the stop time to the microsecond.
+	kept := res[64].State
+	kept.WarnedFor = kept.WarnedFor.Truncate(time.Microsecond).Add(-time.Microsecond)
+	if again := ObserveIdle(kept, idleSample(now.Add(65*time.Minute)), r, c); len(again.Notices) != 0 {
+		t.Errorf("the same warning again after a round trip through the status: %+v", again.Notices)
+	}
+}
+
+// TestAnUnjudgedSampleHoldsTheWarningAndTheStop: a sample that cannot be judged (a signal
+// could not be read: the engine's stats failed, NVML did not answer) decides nothing, even
+// when a warning or the stop is due; the next sample that can be judged does.
+func TestAnUnjudgedSampleHoldsTheWarningAndTheStop(t *testing.T) {
+	r := RulesFrom(policy(t, lab()))
+	res := simulate(IdleState{}, r, Running{StartedAt: started}, now, 45, func(i int, at time.Time) Sample {
+		s := idleSample(at)
+		s.HasRates = i < 20 || i >= 40 // CPU and network unread from minute 20 to 39
+		return s
+	})
+	kinds, at := notices(res)
+	if strings.Join(kinds, ",") != "idle_stop" || at[0] != 40 {
+		t.Errorf("notices %v at minutes %v; want nothing while unjudged, the stop at the first judged sample (40)", kinds, at)
+	}
+	if !res[30].Unjudged || res[30].Verdict != NoVerdict || !res[30].State.Since.Equal(now) {
+		t.Errorf("minute 30: %+v; want the run kept and the decision held", res[30])
 	}
 }
 

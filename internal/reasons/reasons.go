@@ -48,6 +48,10 @@ const (
 	EventRuntimeStopped = "RuntimeStopped"
 )
 
+// EventExemptionOverridden is the reason of the Event, on a ContainerPolicy, that says a
+// policy merged after it sets a limit it lifts (its ExemptionsInForce condition turned False).
+const EventExemptionOverridden = "ExemptionOverridden"
+
 // EventAuditLogWriteFailed is the reason of the Event, on the node, that says the audit log
 // cannot be written (a full disk): decisions go on, their records are lost until it recovers.
 const EventAuditLogWriteFailed = "AuditLogWriteFailed"

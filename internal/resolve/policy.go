@@ -75,6 +75,27 @@ type Policy struct {
 	// TrustClaim are the matched policies that took a claimed container type at its word
 	// (TrustsClaimedType); every other policy saw the container as ClaimedTypeSeenAs.
 	TrustClaim []string
+	// Overridden are the exemptions (spec.unlimited) of matched policies that a policy
+	// merged after them cancels by setting the limit again, by path.
+	Overridden []Override
+}
+
+// Override is an exemption of one policy that a policy merged after it (of higher
+// precedence, or of the same precedence and a later name) cancels by setting the limit.
+type Override struct {
+	// Limit is the limit as spec.unlimited names it; Path its field, e.g. idle.timeout.
+	Limit gpuwardenv1alpha1.PolicyLimitName
+	Path  string
+	// Exempt names the policy whose exemption does not hold, e.g. ContainerPolicy
+	// devcontainers; By the policy whose value applies instead, and Value that value.
+	Exempt, By string
+	Value      any
+}
+
+// String says it for people.
+func (o Override) String() string {
+	return fmt.Sprintf("%s lifts %s (unlimited), but %s, merged after it, sets %s to %s: the exemption does not hold",
+		o.Exempt, o.Limit, o.By, o.Path, FormatValue(o.Value))
 }
 
 // Get returns a field's value, and whether any policy set it.
@@ -88,6 +109,20 @@ func (p Policy) Sorted() []PolicyValue {
 	out := slices.Collect(maps.Values(p.Values))
 	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
 	return out
+}
+
+// LimitPath is the field a name usable in spec.unlimited lifts, e.g. idle.timeout.
+func LimitPath(name gpuwardenv1alpha1.PolicyLimitName) string { return unlimitedPaths[name] }
+
+// limitNamed is the name in spec.unlimited of the field at path; "" for a field no
+// exemption lifts.
+func limitNamed(path string) gpuwardenv1alpha1.PolicyLimitName {
+	for name, p := range unlimitedPaths {
+		if p == path {
+			return name
+		}
+	}
+	return ""
 }
 
 // unlimitedPaths maps the names usable in spec.unlimited to the fields they lift.
@@ -141,6 +176,7 @@ func EffectivePolicy(policies []gpuwardenv1alpha1.ContainerPolicy, c Container, 
 		matched = append(matched, p)
 	}
 	byPrecedence(matched, func(p *gpuwardenv1alpha1.ContainerPolicy) int32 { return p.Spec.Precedence }, func(p *gpuwardenv1alpha1.ContainerPolicy) string { return p.Name })
+	overridden := map[string]Override{} // by path
 	for _, p := range matched {
 		from := policyFrom + p.Name
 		out.Matched = append(out.Matched, p.Name)
@@ -161,6 +197,9 @@ func EffectivePolicy(policies []gpuwardenv1alpha1.ContainerPolicy, c Container, 
 		delete(fields, "selector")
 		delete(fields, "precedence")
 		flatten("", fields, func(path string, v any) {
+			if prev, ok := out.Values[path]; ok && prev.Value == Unlimited {
+				overridden[path] = Override{Limit: limitNamed(path), Path: path, Exempt: prev.From}
+			}
 			out.Values[path] = PolicyValue{Path: path, Value: v, From: from}
 			delete(out.Lifted, path) // set again above the exemption
 		})
@@ -175,8 +214,14 @@ func EffectivePolicy(policies []gpuwardenv1alpha1.ContainerPolicy, c Container, 
 				out.Lifted[path] = prev
 			}
 			out.Values[path] = PolicyValue{Path: path, Value: Unlimited, From: from}
+			delete(overridden, path) // lifted again above the override
 		}
 	}
+	for path, o := range overridden {
+		o.By, o.Value = out.Values[path].From, out.Values[path].Value
+		out.Overridden = append(out.Overridden, o)
+	}
+	sort.Slice(out.Overridden, func(i, j int) bool { return out.Overridden[i].Path < out.Overridden[j].Path })
 	return out, nil
 }
 
@@ -279,7 +324,15 @@ func (p Policy) WriteTable(w io.Writer) error {
 	for _, v := range p.Sorted() {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\n", v.Path, FormatValue(v.Value), v.From)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, o := range p.Overridden {
+		if _, err := fmt.Fprintf(w, "  Exemption overridden: %s.\n", o); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Quantity returns a quantity field, e.g. resources.memory, and the policy that set it; ok

@@ -349,3 +349,95 @@ func FuzzParseDuration(f *testing.F) {
 		}
 	})
 }
+
+// devcontainerOverridden is the case of the issue: devcontainers exempt from the idle
+// timeout, and a per-user policy of higher precedence that sets one.
+func devcontainerOverridden() []gpuwardenv1alpha1.ContainerPolicy {
+	d := func(s string) *gpuwardenv1alpha1.Duration { v := gpuwardenv1alpha1.Duration(s); return &v }
+	return []gpuwardenv1alpha1.ContainerPolicy{
+		{ObjectMeta: metav1.ObjectMeta{Name: "defaults"}, Spec: gpuwardenv1alpha1.ContainerPolicySpec{Idle: &gpuwardenv1alpha1.IdlePolicy{Timeout: d("30m")}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "devcontainers"}, Spec: gpuwardenv1alpha1.ContainerPolicySpec{Precedence: 20,
+			Selector:  gpuwardenv1alpha1.PolicySelector{ContainerTypes: []gpuwardenv1alpha1.ContainerType{"devcontainer"}},
+			Unlimited: []gpuwardenv1alpha1.PolicyLimitName{"idleTimeout", "maxRuntime"}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "bob-hours"}, Spec: gpuwardenv1alpha1.ContainerPolicySpec{Precedence: 50,
+			Selector: gpuwardenv1alpha1.PolicySelector{Users: []string{"bob"}}, Idle: &gpuwardenv1alpha1.IdlePolicy{Timeout: d("2h")}}},
+		// Disjoint from devcontainers: says nothing of them.
+		{ObjectMeta: metav1.ObjectMeta{Name: "docker-only"}, Spec: gpuwardenv1alpha1.ContainerPolicySpec{Precedence: 60,
+			Selector: gpuwardenv1alpha1.PolicySelector{ContainerTypes: []gpuwardenv1alpha1.ContainerType{"docker"}}, Idle: &gpuwardenv1alpha1.IdlePolicy{Timeout: d("20m")}}},
+		// Below the exemption: overridden by it, not overriding it.
+		{ObjectMeta: metav1.ObjectMeta{Name: "students"}, Spec: gpuwardenv1alpha1.ContainerPolicySpec{Precedence: 10,
+			Selector: gpuwardenv1alpha1.PolicySelector{Groups: []string{"student"}}, Idle: &gpuwardenv1alpha1.IdlePolicy{Timeout: d("1h")}}},
+	}
+}
+
+// TestAnOverriddenExemptionIsNamed: a policy of higher precedence that sets a limit a lower
+// one lifts cancels the exemption; the effective policy names both, and explain's table
+// says so. A policy that lifts it again above restores it.
+func TestAnOverriddenExemptionIsNamed(t *testing.T) {
+	policies := devcontainerOverridden()
+	now := time.Now()
+	bob, err := EffectivePolicy(policies, Container{User: "bob", Groups: []string{"student"}, Type: "devcontainer"}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Override{{Limit: "idleTimeout", Path: "idle.timeout", Exempt: "ContainerPolicy devcontainers", By: "ContainerPolicy bob-hours", Value: "2h0m0s"}}
+	if diff := cmp.Diff(want, bob.Overridden); diff != "" {
+		t.Errorf("overridden (-want,+got):\n%s", diff)
+	}
+	var table bytes.Buffer
+	if err := bob.WriteTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(table.String(), "Exemption overridden: ContainerPolicy devcontainers lifts idleTimeout (unlimited), but ContainerPolicy bob-hours, merged after it, sets idle.timeout to 2h0m0s: the exemption does not hold.") {
+		t.Errorf("the table does not say the exemption is overridden:\n%s", table.String())
+	}
+	alice, _ := EffectivePolicy(policies, Container{User: "alice", Type: "devcontainer"}, now)
+	if len(alice.Overridden) != 0 {
+		t.Errorf("alice's devcontainer keeps its exemption, yet: %+v", alice.Overridden)
+	}
+	again := append(slices.Clone(policies), gpuwardenv1alpha1.ContainerPolicy{ObjectMeta: metav1.ObjectMeta{Name: "thesis"}, Spec: gpuwardenv1alpha1.ContainerPolicySpec{
+		Precedence: 100, Selector: gpuwardenv1alpha1.PolicySelector{Users: []string{"bob"}}, Unlimited: []gpuwardenv1alpha1.PolicyLimitName{"idleTimeout"}}})
+	if p, _ := EffectivePolicy(again, Container{User: "bob", Type: "devcontainer"}, now); len(p.Overridden) != 0 {
+		t.Errorf("lifted again above the override, still said overridden: %+v", p.Overridden)
+	}
+}
+
+// TestExemptionOverridesFromSelectors: the policies merged after one that set a limit it
+// lifts, for containers both may select, from the selectors alone.
+func TestExemptionOverridesFromSelectors(t *testing.T) {
+	policies := devcontainerOverridden()
+	now := time.Now()
+	got := ExemptionOverrides(policies, &policies[1], now)
+	if len(got) != 1 || got[0].By.Name != "bob-hours" || got[0].Limit != "idleTimeout" || got[0].Value != "2h0m0s" {
+		t.Errorf("overrides of devcontainers: %+v; want bob-hours' idle timeout alone", got)
+	}
+	for _, p := range []int{0, 2, 3, 4} {
+		if got := ExemptionOverrides(policies, &policies[p], now); len(got) != 0 {
+			t.Errorf("%s lifts nothing, yet overridden: %+v", policies[p].Name, got)
+		}
+	}
+	// Expired: no longer overrides. Same precedence: the later name merges after.
+	expired := metav1.NewTime(now.Add(-time.Minute))
+	policies[2].Spec.Expires = &expired
+	if got := ExemptionOverrides(policies, &policies[1], now); len(got) != 0 {
+		t.Errorf("an expired policy still overrides: %+v", got)
+	}
+	policies[2].Spec.Expires, policies[2].Spec.Precedence = nil, 20
+	if got := ExemptionOverrides(policies, &policies[1], now); len(got) != 0 {
+		t.Errorf("bob-hours merges before devcontainers at the same precedence (b < d), yet overrides: %+v", got)
+	}
+	policies[2].Name = "zed-hours"
+	if got := ExemptionOverrides(policies, &policies[1], now); len(got) != 1 {
+		t.Errorf("zed-hours merges after devcontainers at the same precedence, yet does not override: %+v", got)
+	}
+	// Users that exclude each other, labels that do: no container is selected by both.
+	policies[1].Spec.Selector.Users, policies[2].Spec.Selector.Users = []string{"alice"}, []string{"bob"}
+	if got := ExemptionOverrides(policies, &policies[1], now); len(got) != 0 {
+		t.Errorf("disjoint users, yet overridden: %+v", got)
+	}
+	policies[2].Spec.Selector.Users = []string{"alice"}
+	policies[1].Spec.Selector.Labels, policies[2].Spec.Selector.Labels = map[string]string{"lab": "a"}, map[string]string{"lab": "b"}
+	if got := ExemptionOverrides(policies, &policies[1], now); len(got) != 0 {
+		t.Errorf("disjoint labels, yet overridden: %+v", got)
+	}
+}

@@ -169,3 +169,45 @@ func TestWebhookToThisMachineIsNotUsed(t *testing.T) {
 		}
 	}
 }
+
+// TestAnOverriddenExemptionShowsInTheStatus: through the API server, a policy whose
+// exemption a policy of higher precedence cancels says so in its status as soon as that
+// policy appears (the CRD keeps status.overriddenExemptions), and again once it is gone.
+func TestAnOverriddenExemptionShowsInTheStatus(t *testing.T) {
+	c := controlplanetest.Get(t).Client(t)
+	ctx := context.Background()
+	exempt := testutil.MakePolicy("it-devcontainers").WithSpec(gpuwardenv1alpha1.ContainerPolicySpec{Precedence: 20,
+		Selector:  gpuwardenv1alpha1.PolicySelector{Users: []string{"it-exempt-bob"}, ContainerTypes: []gpuwardenv1alpha1.ContainerType{gpuwardenv1alpha1.ContainerTypeDevcontainer}},
+		Unlimited: []gpuwardenv1alpha1.PolicyLimitName{gpuwardenv1alpha1.PolicyLimitIdleTimeout}}).Obj()
+	if err := c.Create(ctx, exempt); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Delete(context.Background(), exempt) })
+	startManager(t, controllers.Options{NodeName: "exemptions"})
+	overriddenBy := func(name string) (*metav1.Condition, bool) {
+		var p gpuwardenv1alpha1.ContainerPolicy
+		if c.Get(ctx, client.ObjectKeyFromObject(exempt), &p) != nil {
+			return nil, false
+		}
+		found := false
+		for _, o := range p.Status.OverriddenExemptions {
+			found = found || (o.Policy == name && o.Limit == gpuwardenv1alpha1.PolicyLimitIdleTimeout && o.Value == "2h0m0s")
+		}
+		return meta.FindStatusCondition(p.Status.Conditions, gpuwardenv1alpha1.ConditionExemptionsInForce), found
+	}
+	testutil.Eventually(t, 30*time.Second, "the exemption's condition", func() bool { cond, _ := overriddenBy(""); return cond != nil })
+
+	hours := testutil.MakePolicy("it-bob-hours").Users("it-exempt-bob").IdleTimeout(2 * time.Hour).Obj()
+	hours.Spec.Precedence = 50
+	if err := c.Create(ctx, hours); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 30*time.Second, "the override in the exempting policy's status", func() (bool, string) {
+		cond, found := overriddenBy(hours.Name)
+		return found && cond != nil && cond.Status == metav1.ConditionFalse && strings.Contains(cond.Message, "ContainerPolicy it-bob-hours (precedence 50)"), fmt.Sprint(cond)
+	})
+	if err := c.Delete(ctx, hours); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 30*time.Second, "the override gone with the policy", func() bool { _, found := overriddenBy(hours.Name); return !found })
+}
