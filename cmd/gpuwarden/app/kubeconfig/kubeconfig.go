@@ -80,7 +80,7 @@ lasts at most 30 days, an admin's at most a day; logging in renews it (the profi
 	fs.IntVar(&o.Days, "days", int(access.DefaultValidity/(24*time.Hour)), fmt.Sprintf("how many days the kubeconfig lasts (at most %d; an admin's at most 1)", maxDays))
 	fs.StringVar(&o.DataDir, "data-dir", "/var/lib/gpuwarden", "with --user: the server's data directory (its CA)")
 	fs.StringVar(&o.Server, "server", "", "with --user: the API server's URL (default: the one in DATA_DIR/admin.kubeconfig)")
-	fs.StringVar(&o.Socket, "gateway-socket", gateway.DefaultSocket, "without --user: the gateway's socket")
+	fs.StringVar(&o.Socket, "gateway-socket", "", "without --user: the gateway's socket (default: $DOCKER_HOST when it is unix://…, as the profile script sets it, else "+gateway.DefaultSocket+")")
 	fs.StringVarP(&o.Output, "output", "o", "", "write the kubeconfig here (mode 0600) instead of to stdout; as root with --user, into the user's home, the file and the directories made for it are the user's")
 	fs.BoolVar(&o.Chown, "chown", false, "with --user, as root: give the file and the directories made for it to the user wherever -o is, not only in their home")
 	return cmd
@@ -175,9 +175,10 @@ func (o *Options) Run(ctx context.Context) ([]byte, error) {
 }
 
 func (o *Options) fromGateway(ctx context.Context) ([]byte, error) {
+	socket := gateway.ClientSocket(o.Socket)
 	var d net.Dialer
 	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return d.DialContext(ctx, "unix", o.Socket) },
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return d.DialContext(ctx, "unix", socket) },
 	}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://gpuwarden%s?days=%d", gateway.KubeconfigPath, o.Days), nil)
 	if err != nil {
@@ -185,17 +186,28 @@ func (o *Options) fromGateway(ctx context.Context) ([]byte, error) {
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("asking gpuwarden at %s: %w", o.Socket, err)
+		return nil, fmt.Errorf("asking gpuwarden at %s%s: %w", socket, o.socketSource(), err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
 		return nil, fmt.Errorf("reading gpuwarden's answer: %w", err)
 	}
+	if resp.StatusCode == http.StatusNotFound && gatewayMessage(body) == "page not found" { // a Docker engine's answer to a path it lacks
+		return nil, fmt.Errorf("%s%s is not gpuwarden's gateway (it answered %q); name the gateway with --gateway-socket", socket, o.socketSource(), gatewayMessage(body))
+	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("gpuwarden at %s refused: %s", o.Socket, gatewayMessage(body))
+		return nil, fmt.Errorf("gpuwarden at %s refused: %s", socket, gatewayMessage(body))
 	}
 	return body, nil
+}
+
+// socketSource says where the socket asked came from, when not from --gateway-socket.
+func (o *Options) socketSource() string {
+	if o.Socket == "" && gateway.ClientSocket("") != gateway.DefaultSocket {
+		return " (from DOCKER_HOST)"
+	}
+	return ""
 }
 
 // gatewayMessage is the message of a Docker-style error body.
