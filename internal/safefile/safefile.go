@@ -94,7 +94,7 @@ func (w *walker) gives(p string) bool {
 
 // walk opens every directory of dir from /, making those missing.
 func (w *walker) walk(dir string) error {
-	root, err := unix.Open("/", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	root, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
@@ -149,7 +149,9 @@ func (w *walker) walk(dir string) error {
 		case st.Mode&unix.S_IFMT != unix.S_IFDIR:
 			return fmt.Errorf("%s is not a directory", here)
 		}
-		fd, err := unix.Openat(w.top(), c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		// O_PATH: a directory one may pass through (x) but not list (r) is walked as the
+		// kernel would walk it.
+		fd, err := unix.Openat(w.top(), c, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
 			// Swapped for a link or a file since it was looked at: someone is at work in
 			// the directory; nothing is done.
@@ -186,7 +188,14 @@ func (w *walker) changeableBy() string {
 // giveMadeDir gives a directory just made to the owner, once it is sure the directory is
 // the one made: the caller's, still empty (a directory swapped in under the name since
 // would be given with what it holds).
-func (w *walker) giveMadeDir(fd int, path string) error {
+func (w *walker) giveMadeDir(pathFD int, path string) error {
+	// The directory itself, opened through the walk's descriptor of it (no name looked up
+	// again), to be read and chowned.
+	fd, err := unix.Openat(pathFD, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	defer unix.Close(fd)
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
@@ -256,7 +265,10 @@ func (w *walker) writeFile(name string, data []byte, mode fs.FileMode) error {
 		_ = unix.Unlinkat(dir, tmp, 0)
 		return err
 	}
-	_ = unix.Fsync(dir)
+	if d, err := unix.Openat(dir, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
+		_ = unix.Fsync(d) // the rename lasts a crash; a directory one may not read is left to the kernel
+		unix.Close(d)
+	}
 	return nil
 }
 
