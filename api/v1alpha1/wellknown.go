@@ -26,6 +26,10 @@ const (
 	// only where its selector.labels name this label; every other policy sees the
 	// container as docker, the type of a create that claims none.
 	LabelTypeClaimed = "gpuwarden.io/type-claimed"
+	// LabelMIGProfile on a create through the Docker gateway asks for one free MIG slice of
+	// the profile it names (`docker run --label gpuwarden.io/mig-profile=1g.10gb`), as
+	// --gpus '"device=1g.10gb"' does; the gateway keeps it on the container, checked.
+	LabelMIGProfile = "gpuwarden.io/mig-profile"
 
 	// AnnotationRelease on an allocation asks for its devices back; its value is the reason.
 	AnnotationRelease = "gpuwarden.io/release"

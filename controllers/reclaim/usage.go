@@ -9,12 +9,15 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/lifecycle"
 )
 
-// usagePeriod is the longest stretch one gpu.usage record covers.
-const usagePeriod = time.Hour
+// UsagePeriod is the longest stretch one gpu.usage record covers: `gpuwarden report` counts a
+// running container's used and idle GPU-hours up to its last record, so this is how far
+// behind it may be (an hour made USED GPU-H read 0.00 for a container busy for 50 minutes).
+const UsagePeriod = 5 * time.Minute
 
 // usageBook adds up, between sample rounds, each running GPU container's use of what it
-// holds, and writes it to the audit log as gpu.usage records: at every hour, and when the
-// container stops holding GPUs. `gpuwarden report` counts used and idle GPU-hours from them.
+// holds, and writes it to the audit log as gpu.usage records: at every UsagePeriod of the
+// clock (:00, :05, …), and when the container stops holding GPUs. `gpuwarden report` counts
+// used and idle GPU-hours from them.
 type usageBook struct {
 	mu  sync.Mutex
 	acc map[string]*usage // by container ID
@@ -61,8 +64,8 @@ func (b *usageBook) add(h held, s lifecycle.Sample, v lifecycle.Verdict, interva
 			cur.u.Idle += weighted(eq)
 		}
 	}
-	if !s.Time.Before(cur.since.Truncate(usagePeriod).Add(usagePeriod)) {
-		// The hour is over: its stretch is written, and this sample opens the next.
+	if !s.Time.Before(cur.since.Truncate(UsagePeriod).Add(UsagePeriod)) {
+		// The period is over: its stretch is written, and this sample opens the next.
 		b.flush(h.c.ID, lg)
 		b.acc[h.c.ID] = &usage{user: h.a.Spec.User, allocation: h.a.Name, since: s.Time, last: s.Time, ref: usageRef(h)}
 	}

@@ -133,6 +133,10 @@ func (s *Server) createContainer(w http.ResponseWriter, r *http.Request, c Calle
 		return err
 	}
 	ctype := s.setLabels(c, req.Config)
+	if gpus.MIGProfile != "" {
+		// Checked: what was asked for, on the container for `docker ps --filter label=…`.
+		req.Config.Labels[gpuwardenv1alpha1.LabelMIGProfile] = gpus.MIGProfile
+	}
 	if !c.Admin {
 		if err := s.checkImage(r.Context(), c, rt, req.Config); err != nil {
 			return err
@@ -334,6 +338,17 @@ func gpuRequest(cfg *container.Config, hc *container.HostConfig) (GPURequest, er
 		forms++
 		g.Devices = append(g.Devices, devs...)
 	}
+	if v, ok := cfg.Labels[gpuwardenv1alpha1.LabelMIGProfile]; ok {
+		if err := checkProfileLabel(v); err != nil {
+			return g, err
+		}
+		if forms > 0 {
+			return g, badGPUs("label %s=%s asks for a MIG slice, and the create asks for GPUs another way too: ask in one (the label alone, or --gpus '\"device=%s\"' alone)",
+				gpuwardenv1alpha1.LabelMIGProfile, v, v)
+		}
+		forms++
+		g.Devices = append(g.Devices, v)
+	}
 	if forms > 1 {
 		return g, refused("GPUs asked for in %d ways at once; ask in one (--gpus is the usual one)", forms)
 	}
@@ -378,6 +393,18 @@ func (g *GPURequest) splitProfile() error {
 			profiles[0], profiles[0])
 	}
 	g.MIGProfile, g.Devices = profiles[0], nil
+	return nil
+}
+
+// checkProfileLabel refuses a gpuwarden.io/mig-profile label that names no MIG profile.
+func checkProfileLabel(v string) error {
+	switch {
+	case len(v) > maxDeviceName:
+		return badGPUs("label %s is %d characters long; a MIG profile is at most %d", gpuwardenv1alpha1.LabelMIGProfile, len(v), maxDeviceName)
+	case !migProfile.MatchString(v):
+		return badGPUs("label %s=%q is not a MIG profile: a profile is written like 1g.10gb, 3g.40gb or 1g.10gb+me (kubectl get gpus shows the slices of this server)",
+			gpuwardenv1alpha1.LabelMIGProfile, v)
+	}
 	return nil
 }
 

@@ -87,3 +87,73 @@ func TestAMIGProfileWhereADeviceWouldBe(t *testing.T) {
 		t.Errorf("two profiles: %d %s, asked %+v", rec.Code, rec.Body, w.gpus.asked)
 	}
 }
+
+// TestAMIGProfileByLabel: --label gpuwarden.io/mig-profile=1g.10gb asks for one free slice of
+// the profile as --gpus '"device=1g.10gb"' does, and stays on the container, checked; a
+// value that is no profile, an oversized one, and a label beside another GPU request are
+// refused with the problem named, reaching neither the allocator nor the engine.
+func TestAMIGProfileByLabel(t *testing.T) {
+	label := func(v string) string {
+		b, _ := json.Marshal(map[string]string{"gpuwarden.io/mig-profile": v})
+		return string(b)
+	}
+	for _, tc := range []struct {
+		name, body string
+		want       GPURequest
+		refusal    string
+	}{
+		{"the label alone", `{"Labels":` + label("1g.10gb") + `}`, GPURequest{MIGProfile: "1g.10gb"}, ""},
+		{"a media-extension profile", `{"Labels":` + label("1g.10gb+me") + `}`, GPURequest{MIGProfile: "1g.10gb+me"}, ""},
+		{"no label, no GPUs", `{"Labels":{"other":"1g.10gb"}}`, GPURequest{}, ""},
+		{"empty", `{"Labels":` + label("") + `}`, GPURequest{}, `label gpuwarden.io/mig-profile="" is not a MIG profile: a profile is written like 1g.10gb, 3g.40gb or 1g.10gb+me`},
+		{"upper case", `{"Labels":` + label("1G.10GB") + `}`, GPURequest{}, `label gpuwarden.io/mig-profile="1G.10GB" is not a MIG profile`},
+		{"an index", `{"Labels":` + label("0") + `}`, GPURequest{}, `label gpuwarden.io/mig-profile="0" is not a MIG profile`},
+		{"a shell", `{"Labels":` + label("1g.10gb;rm -rf /") + `}`, GPURequest{}, `is not a MIG profile`},
+		{"huge", `{"Labels":` + label(strings.Repeat("1", 100000)+"g.10gb") + `}`, GPURequest{}, "label gpuwarden.io/mig-profile is 100006 characters long; a MIG profile is at most 128"},
+		{"with --gpus 1", `{"Labels":` + label("1g.10gb") + `,"HostConfig":{"DeviceRequests":[{"Count":1,"Capabilities":[["gpu"]]}]}}`, GPURequest{},
+			`label gpuwarden.io/mig-profile=1g.10gb asks for a MIG slice, and the create asks for GPUs another way too: ask in one`},
+		{"with the same profile by device", `{"Labels":` + label("1g.10gb") + `,"HostConfig":{"DeviceRequests":[{"DeviceIDs":["1g.10gb"],"Capabilities":[["gpu"]]}]}}`, GPURequest{},
+			"another way too"},
+		{"with NVIDIA_VISIBLE_DEVICES", `{"Env":["NVIDIA_VISIBLE_DEVICES=all"],"Labels":` + label("3g.40gb") + `}`, GPURequest{}, "another way too"},
+	} {
+		var req struct {
+			Env        []string
+			Labels     map[string]string
+			HostConfig *container.HostConfig
+		}
+		if err := json.Unmarshal([]byte(tc.body), &req); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if req.HostConfig == nil {
+			req.HostConfig = &container.HostConfig{}
+		}
+		got, err := gpuRequest(&container.Config{Env: req.Env, Labels: req.Labels}, req.HostConfig)
+		var r *refusal
+		switch {
+		case tc.refusal == "" && (err != nil || fmt.Sprint(got) != fmt.Sprint(tc.want)):
+			t.Errorf("%s: gpuRequest = %+v, %v; want %+v", tc.name, got, err, tc.want)
+		case tc.refusal != "" && (!errors.As(err, &r) || r.status != http.StatusBadRequest || !strings.Contains(r.msg, tc.refusal)):
+			t.Errorf("%s: gpuRequest = %+v, %v; want a 400 saying %q", tc.name, got, err, tc.refusal)
+		case tc.refusal != "" && len(r.msg) > 400:
+			t.Errorf("%s: the refusal is %d bytes long", tc.name, len(r.msg))
+		}
+	}
+
+	// Through the gateway: the allocator is asked for the profile, and the container keeps
+	// the label (the checked value), with its owner's.
+	w := newWorld(t)
+	rec := w.do(w.alice(), "POST", "/v1.41/containers/create?name=nb", `{"Image":"x","Labels":`+label("1g.10gb")+`}`)
+	if rec.Code != http.StatusCreated || len(w.gpus.asked) != 1 || w.gpus.asked[0].MIGProfile != "1g.10gb" {
+		t.Fatalf("create with the label: %d %s, asked %+v", rec.Code, rec.Body, w.gpus.asked)
+	}
+	labels := w.engine.lastBody()["Labels"].(map[string]any)
+	if labels["gpuwarden.io/mig-profile"] != "1g.10gb" || labels["gpuwarden.io/user"] != "alice" || labels["gpuwarden.io/allocation"] != "gateway-1" {
+		t.Errorf("labels forwarded: %v", labels)
+	}
+	w = newWorld(t)
+	rec = w.do(w.alice(), "POST", "/v1.41/containers/create", `{"Image":"x","Labels":`+label("any")+`}`)
+	if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "is not a MIG profile") || len(w.gpus.asked) != 0 ||
+		strings.Contains(strings.Join(w.engine.got, " "), "create") {
+		t.Errorf("a bad label: %d %s, asked %+v, engine got %v", rec.Code, rec.Body, w.gpus.asked, w.engine.got)
+	}
+}

@@ -26,6 +26,21 @@ import (
 // DefaultSocket is where the gateway listens by default.
 const DefaultSocket = "/run/gpuwarden/docker.sock"
 
+// ClientSocket is the gateway socket a command on this host asks (for a kubeconfig, …), the
+// one rule every client shares with the profile script: socket when given (a command's
+// --gateway-socket), else $DOCKER_HOST when it names a Unix socket (the profile script
+// points it at the gateway, and a user who points it elsewhere by hand means it), else
+// DefaultSocket.
+func ClientSocket(socket string) string {
+	if socket != "" {
+		return socket
+	}
+	if p, ok := strings.CutPrefix(os.Getenv("DOCKER_HOST"), "unix://"); ok && p != "" {
+		return p
+	}
+	return DefaultSocket
+}
+
 // DefaultAdminGroup is the host group whose members are the gateway's admins.
 const DefaultAdminGroup = "gpuwarden-admin"
 

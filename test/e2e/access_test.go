@@ -1,12 +1,26 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
+
+// userID is a local user's uid.
+func userID(t *testing.T, name string) string {
+	t.Helper()
+	u, err := user.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.Uid
+}
 
 // TestUsersOwnKubeconfigs: a researcher asks the gateway for a kubeconfig of her own (the
 // kernel says who she is), and with it kubectl lists allocations and creates her own, and is
@@ -57,6 +71,44 @@ func TestUsersOwnKubeconfigs(t *testing.T) {
 	}
 	if out, err := exec.Command("kubectl", "--kubeconfig", bobKC, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").CombinedOutput(); err != nil || withoutSkewWarning(string(out)) != bob {
 		t.Errorf("bob's kubeconfig: %v %s", err, out)
+	}
+	// Into bob's home, root leaves bob a file (0600) and a directory (0700) of his own; a link
+	// bob planted where the directory goes is not followed, and root's file behind it is
+	// neither written nor given away.
+	victim := filepath.Join(t.TempDir(), "root-only")
+	if err := os.MkdirAll(victim, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	kube := filepath.Join("/home", bob, fmt.Sprintf(".kube-e2e-%d", time.Now().UnixNano()))
+	t.Cleanup(func() { os.RemoveAll(kube) })
+	if out, err := exec.Command("runuser", "-u", bob, "--", "ln", "-s", victim, kube).CombinedOutput(); err != nil {
+		t.Fatalf("bob plants a link: %v %s", err, out)
+	}
+	if out, err := exec.Command(bin, "kubeconfig", "--user", bob, "--data-dir", dir, "-o", filepath.Join(kube, "config")).CombinedOutput(); err == nil ||
+		!strings.Contains(string(out), "not followed") {
+		t.Errorf("root writing through bob's link: %v %s; want it refused", err, out)
+	}
+	if names, _ := os.ReadDir(victim); len(names) != 0 {
+		t.Errorf("written behind bob's link: %v", names)
+	}
+	if fi, err := os.Stat(victim); err != nil || fi.Sys().(*syscall.Stat_t).Uid != 0 {
+		t.Errorf("root's directory behind bob's link: %v %v", err, fi)
+	}
+	if err := os.Remove(kube); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(bin, "kubeconfig", "--user", bob, "--data-dir", dir, "-o", filepath.Join(kube, "config")).CombinedOutput(); err != nil {
+		t.Fatalf("gpuwarden kubeconfig --user %s into his home: %v\n%s", bob, err, out)
+	}
+	for p, mode := range map[string]os.FileMode{kube: os.ModeDir | 0o700, filepath.Join(kube, "config"): 0o600} {
+		fi, err := os.Stat(p)
+		if err != nil || fi.Mode() != mode || fmt.Sprint(fi.Sys().(*syscall.Stat_t).Uid) != userID(t, bob) {
+			t.Errorf("%s: %v %v; want %s's, %v", p, err, fi, bob, mode)
+		}
+	}
+	if out, err := exec.Command("runuser", "-u", bob, "--", "kubectl", "--kubeconfig", filepath.Join(kube, "config"), "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").CombinedOutput(); err != nil ||
+		withoutSkewWarning(string(out)) != bob {
+		t.Errorf("bob reading the kubeconfig root wrote into his home: %v %s", err, out)
 	}
 	// A user cannot issue one for someone else: the CA is root's.
 	if out, err := exec.Command("runuser", "-u", alice, "--", bin, "kubeconfig", "--user", bob, "--data-dir", dir).CombinedOutput(); err == nil {

@@ -47,4 +47,35 @@ func TestGatewayMIGSliceByProfile(t *testing.T) {
 			t.Errorf("docker run --gpus %s (%s): %v %q, want a refusal saying %q", tc.gpus, tc.name, err, out, tc.want)
 		}
 	}
+
+	// The same by label: a slice, kept on the container; what is not a profile, one the node
+	// does not offer, and a label beside --gpus are refused with the problem named.
+	t.Cleanup(func() { _ = exec.Command("docker", "rm", "-f", "gwmig-label").Run() })
+	if out, err := as(mia, sock, "", "run", "-d", "--name", "gwmig-label", "--label", "gpuwarden.io/mig-profile=3g.40gb", image, "sleep", "600"); err != nil {
+		t.Fatalf("docker run --label gpuwarden.io/mig-profile=3g.40gb: %v %s", err, out)
+	}
+	if out, _ := as(mia, sock, "", "exec", "gwmig-label", "sh", "-c", "echo GPU=$NVIDIA_VISIBLE_DEVICES"); !strings.HasPrefix(out, "GPU=MIG-") || strings.Contains(out, ",") {
+		t.Errorf("the labelled container's NVIDIA_VISIBLE_DEVICES = %q, want one MIG UUID", out)
+	}
+	if out, _ := as(mia, sock, "", "ps", "--filter", "label=gpuwarden.io/mig-profile=3g.40gb", "--format", "{{.Names}}"); out != "gwmig-label" {
+		t.Errorf("docker ps --filter label=gpuwarden.io/mig-profile=3g.40gb: %q", out)
+	}
+	testutil.Eventually(t, 30*time.Second, "mia's labelled allocation Bound to a 3g.40gb slice", func() (bool, string) {
+		out, _ := kubectl(t, s.kubeconfig, "", "get", "ga", "-o", `jsonpath={range .items[*]}{.spec.user} {.spec.request.migProfile} {.status.phase}{"\n"}{end}`)
+		return strings.Contains(out, mia+" 3g.40gb Bound"), out
+	})
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"not a profile", []string{"--label", "gpuwarden.io/mig-profile=all"}, `label gpuwarden.io/mig-profile="all" is not a MIG profile`},
+		{"a profile the node does not offer", []string{"--label", "gpuwarden.io/mig-profile=2g.10gb"}, "offers MIG profile 2g.10gb (offered: 1g.10gb, 2g.20gb, 3g.40gb, 4g.40gb, 7g.80gb) (Unsatisfiable); free now: 1g.10gb ×6, 2g.20gb ×2, 3g.40gb ×1"},
+		{"a label beside --gpus", []string{"--label", "gpuwarden.io/mig-profile=1g.10gb", "--gpus", "all"}, "asks for GPUs another way too"},
+	} {
+		out, err := as(mia, sock, "", append(append([]string{"run", "--rm"}, tc.args...), image, "true")...)
+		if err == nil || !strings.Contains(out, tc.want) {
+			t.Errorf("docker run %v (%s): %v %q, want a refusal saying %q", tc.args, tc.name, err, out, tc.want)
+		}
+	}
 }

@@ -48,7 +48,8 @@ func NewCommand() *cobra.Command {
                    the end of the period, at most 24 h per stop
   REJECTED         requests refused (reasons below the table)
   BINDS, MEAN/MAX WAIT  requests bound and how long they waited
-Used and idle time come from the gpu.usage records gpuwarden writes every hour.`,
+Used and idle time come from the gpu.usage records gpuwarden writes every 5 minutes (and
+when a container lets its GPUs go): a running container's are at most 5 minutes behind.`,
 		Example: `  gpuwarden report --since 30d
   gpuwarden report --since 2026-11-01 --until 2026-12-01 --csv > november.csv`,
 		Args: cobra.NoArgs,
