@@ -132,7 +132,9 @@ func unusedSelector(a *gpuwardenv1alpha1.GPUAllocation) map[string]string {
 }
 
 // key is what Actions.Once remembers of an allocation (not a container).
-func key(a *gpuwardenv1alpha1.GPUAllocation) string { return "allocation/" + string(a.UID) + "/" + a.Name }
+func key(a *gpuwardenv1alpha1.GPUAllocation) string {
+	return "allocation/" + string(a.UID) + "/" + a.Name
+}
 
 // howToUse is the sentence that tells a user how a container uses their allocation.
 func howToUse(a *gpuwardenv1alpha1.GPUAllocation) string {
