@@ -182,6 +182,7 @@ func (u *Unused) release(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation
 		return fmt.Errorf("releasing unused allocation %s: %w", a.Name, err)
 	}
 	u.tell(ctx, a, p, audit.TypeGPURelease, "NOTICE", text)
+	u.Actions.Forget(key(a)) // what was announced of it: it is not looked at again
 	return nil
 }
 
