@@ -21,6 +21,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/containerstore"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
+	"github.com/gpuwarden/gpuwarden/internal/labels"
 	"github.com/gpuwarden/gpuwarden/internal/lifecycle"
 	"github.com/gpuwarden/gpuwarden/internal/manager"
 	"github.com/gpuwarden/gpuwarden/internal/metrics"
@@ -57,10 +58,13 @@ func (u *Unused) Sweep(ctx context.Context) error {
 	if !u.Store.Synced() {
 		return nil
 	}
+	// What the node's containers name: allocation/USER/NAME by label (one of another
+	// user's that names it will never be attached, so it does not keep it), id/ID.
 	named := map[string]bool{}
 	for _, c := range u.Store.All() {
 		if n := c.Labels[gpuwardenv1alpha1.LabelAllocation]; n != "" {
-			named[n] = true
+			owner, _ := labels.Owner(c.Labels)
+			named["allocation/"+owner+"/"+n] = true
 		}
 		named["id/"+c.ID] = true
 	}
@@ -112,7 +116,7 @@ func (u *Unused) unused(a *gpuwardenv1alpha1.GPUAllocation, named map[string]boo
 	case a.Spec.ContainerID != "" && named["id/"+a.Spec.ContainerID]:
 		return false // an admin named a container that exists: it is attached by its ID
 	}
-	return !named[a.Name]
+	return !named["allocation/"+a.Spec.User+"/"+a.Name]
 }
 
 // unusedSelector are the labels a container made for allocation a would carry, for the

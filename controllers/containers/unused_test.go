@@ -142,13 +142,18 @@ func TestUnusedLeavesWhatAContainerUsesOrWillUse(t *testing.T) {
 		testutil.MakePolicy("bob").Users("bob").ReleaseUnusedAfter(10 * time.Minute).Obj(),
 		testutil.MakePolicy("carl").Users("carl").Unlimited(gpuwardenv1alpha1.PolicyLimitReleaseUnusedAfter).Obj(),
 	}
+	objs = append(objs, manual("named-by-bob", old).Obj())
 	e := newUnusedTest(t, objs, docker.Container{ID: idB, Name: "/made", State: docker.StateCreated,
-		Labels: map[string]string{gpuwardenv1alpha1.LabelUser: "alice", gpuwardenv1alpha1.LabelAllocation: "labelled"}})
+		Labels: map[string]string{gpuwardenv1alpha1.LabelUser: "alice", gpuwardenv1alpha1.LabelAllocation: "labelled"}},
+		// bob's container naming alice's allocation (made at the engine) is never attached to
+		// it: it does not keep it.
+		docker.Container{ID: idA, Name: "/bobs", State: docker.StateRunning,
+			Labels: map[string]string{gpuwardenv1alpha1.LabelUser: "bob", gpuwardenv1alpha1.LabelAllocation: "named-by-bob"}})
 	e.sweep()
 	got := e.released()
-	if len(got) != 3 || got["unused"] == "" || got["releasing"] != "asked" ||
+	if len(got) != 4 || got["unused"] == "" || got["named-by-bob"] == "" || got["releasing"] != "asked" ||
 		!strings.Contains(got["bob-short"], "releaseUnusedAfter is 10m0s (ContainerPolicy bob)") {
-		t.Errorf("released %v; want unused (default) and bob-short (his policy's 10m), releasing left as it was", got)
+		t.Errorf("released %v; want unused and named-by-bob (default) and bob-short (his policy's 10m), releasing left as it was", got)
 	}
 }
 
