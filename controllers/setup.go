@@ -207,6 +207,10 @@ func setupContainers(mgr ctrl.Manager, o Options, gov *governance.Collector) err
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the container controller: %w", err)
 	}
+	if err := mgr.Add(&containers.Unused{Client: mgr.GetClient(), Store: store, Actions: acts, NodeName: o.NodeName, Clock: o.Clock,
+		Interval: 10 * time.Second}); err != nil {
+		return fmt.Errorf("adding the sweep of users' allocations no container uses: %w", err)
+	}
 	reclaimer := &reclaim.Reclaimer{Client: mgr.GetClient(), Engine: o.Docker, Owners: owners, NodeName: o.NodeName, Clock: o.Clock,
 		Recorder: mgr.GetEventRecorder("gpuwarden-container"), Audit: o.Audit, Actions: acts}
 	gov.Store, gov.Samples = store, reclaimer

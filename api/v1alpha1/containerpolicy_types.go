@@ -63,7 +63,7 @@ const (
 )
 
 // PolicyLimitName names a time limit of a ContainerPolicy that can be lifted in spec.unlimited.
-// +kubebuilder:validation:Enum=idleTimeout;maxRuntime;gpuHoldAfterStop;removeAfterStop;createdNeverStartedTimeout
+// +kubebuilder:validation:Enum=idleTimeout;maxRuntime;gpuHoldAfterStop;removeAfterStop;createdNeverStartedTimeout;releaseUnusedAfter
 type PolicyLimitName string
 
 // Policy limit names.
@@ -73,6 +73,7 @@ const (
 	PolicyLimitGPUHoldAfterStop           PolicyLimitName = "gpuHoldAfterStop"
 	PolicyLimitRemoveAfterStop            PolicyLimitName = "removeAfterStop"
 	PolicyLimitCreatedNeverStartedTimeout PolicyLimitName = "createdNeverStartedTimeout"
+	PolicyLimitReleaseUnusedAfter         PolicyLimitName = "releaseUnusedAfter"
 )
 
 // PolicySelector says which containers a ContainerPolicy applies to. Every list that is
@@ -206,6 +207,7 @@ type Notify struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.unlimited) || !('gpuHoldAfterStop' in self.unlimited) || !has(self.gpuHoldAfterStop)",message="gpuHoldAfterStop cannot be both set and named in unlimited",fieldPath=".unlimited"
 // +kubebuilder:validation:XValidation:rule="!has(self.unlimited) || !('removeAfterStop' in self.unlimited) || !has(self.removeAfterStop)",message="removeAfterStop cannot be both set and named in unlimited",fieldPath=".unlimited"
 // +kubebuilder:validation:XValidation:rule="!has(self.unlimited) || !('createdNeverStartedTimeout' in self.unlimited) || !has(self.createdNeverStartedTimeout)",message="createdNeverStartedTimeout cannot be both set and named in unlimited",fieldPath=".unlimited"
+// +kubebuilder:validation:XValidation:rule="!has(self.unlimited) || !('releaseUnusedAfter' in self.unlimited) || !has(self.releaseUnusedAfter)",message="releaseUnusedAfter cannot be both set and named in unlimited",fieldPath=".unlimited"
 type ContainerPolicySpec struct {
 	// selector says which containers this policy applies to.
 	// +optional
@@ -259,6 +261,13 @@ type ContainerPolicySpec struct {
 	// +optional
 	CreatedNeverStartedTimeout *Duration `json:"createdNeverStartedTimeout,omitempty"`
 
+	// releaseUnusedAfter is how long a user's own GPUAllocation (source Manual, made with
+	// kubectl) may stay Bound with no container using it before its GPUs are given back;
+	// unset, 1h. The allocation's user, groups and containerType select the policy. Once a
+	// container uses the allocation, gpuHoldAfterStop applies instead.
+	// +optional
+	ReleaseUnusedAfter *Duration `json:"releaseUnusedAfter,omitempty"`
+
 	// onUnallocatedGPU is what happens to a container found using GPUs outside gpuwarden that
 	// cannot be given an allocation (over its owner's quota, or no known owner): Record
 	// (the default) or Stop.
@@ -276,7 +285,7 @@ type ContainerPolicySpec struct {
 
 	// unlimited names time limits that are explicitly lifted (distinct from unset, which inherits).
 	// +optional
-	// +kubebuilder:validation:MaxItems=5
+	// +kubebuilder:validation:MaxItems=6
 	// +listType=set
 	Unlimited []PolicyLimitName `json:"unlimited,omitempty"`
 }

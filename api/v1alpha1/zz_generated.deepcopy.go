@@ -168,6 +168,11 @@ func (in *ContainerPolicySpec) DeepCopyInto(out *ContainerPolicySpec) {
 		*out = new(Duration)
 		**out = **in
 	}
+	if in.ReleaseUnusedAfter != nil {
+		in, out := &in.ReleaseUnusedAfter, &out.ReleaseUnusedAfter
+		*out = new(Duration)
+		**out = **in
+	}
 	if in.Notify != nil {
 		in, out := &in.Notify, &out.Notify
 		*out = new(Notify)

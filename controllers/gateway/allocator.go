@@ -13,6 +13,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -333,4 +334,125 @@ func (g *Allocator) Release(ctx context.Context, name string) {
 	if err := g.Client.Delete(ctx, a); err != nil && !apierrors.IsNotFound(err) {
 		ctrl.LoggerFrom(ctx).WithName("gateway").Error(err, "Giving back the GPUs of a create that failed", "allocation", name)
 	}
+}
+
+// Use implements gateway.Allocator: a create through the gateway that names one of its
+// caller's own allocations (source Manual) by label gets that allocation's devices. One of
+// another user, or of no such name, is answered as missing alike: whose allocations exist is
+// not for others to learn (the refusal is logged, for admins). A Pending one is waited for
+// like a create's own; one not Bound then, Released, Rejected, of another node, on its way
+// back, or used by a container already is refused, saying so.
+func (g *Allocator) Use(ctx context.Context, user, name, containerName string) ([]string, error) {
+	noSuch := &gateway.AllocationError{Status: http.StatusForbidden, Absent: true,
+		Message: fmt.Sprintf("No such GPU allocation: %s (name one of yours: kubectl get ga -l %s=%s)", shortName(name), gpuwardenv1alpha1.LabelUser, user)}
+	if len(validation.IsDNS1123Subdomain(name)) > 0 {
+		return nil, noSuch
+	}
+	key := client.ObjectKey{Name: name}
+	a := &gpuwardenv1alpha1.GPUAllocation{}
+	// Read from the API server itself: one made with kubectl a moment ago is there.
+	if err := g.Reader.Get(ctx, key, a); apierrors.IsNotFound(err) {
+		return nil, noSuch
+	} else if err != nil {
+		return nil, fmt.Errorf("reading GPU allocation %s: %w", name, err)
+	}
+	if a.Spec.User != user {
+		ctrl.LoggerFrom(ctx).WithName("gateway").Info("Refused a create that named another user's GPU allocation (answered as missing)",
+			"caller", user, "allocation", name, "user", a.Spec.User)
+		return nil, noSuch
+	}
+	poll := g.Poll
+	if poll == 0 {
+		poll = 100 * time.Millisecond
+	}
+	wait := g.BindWait
+	if wait == 0 {
+		wait = DefaultBindWait
+	}
+	start := g.Clock.Now()
+	for {
+		uuids, done, err := g.usable(a, containerName)
+		if done {
+			return uuids, err
+		}
+		if g.Clock.Since(start) >= wait {
+			why := a.Status.Message
+			if why == "" {
+				why = "not decided yet"
+			}
+			return nil, &gateway.AllocationError{Status: http.StatusServiceUnavailable, Message: fmt.Sprintf(
+				"GPU allocation %s is still Pending after waiting %s: %s; try again once kubectl get ga %s shows it Bound", name, wait, why, name)}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-g.Clock.After(poll):
+		}
+		cur := &gpuwardenv1alpha1.GPUAllocation{}
+		err = g.Client.Get(ctx, key, cur)
+		if apierrors.IsNotFound(err) {
+			err = g.Reader.Get(ctx, key, cur) // the cache may not have it yet
+		}
+		switch {
+		case apierrors.IsNotFound(err):
+			return nil, &gateway.AllocationError{Status: http.StatusForbidden, Message: fmt.Sprintf("GPU allocation %s was deleted while the create waited for it", name)}
+		case err != nil:
+			return nil, fmt.Errorf("reading GPU allocation %s: %w", name, err)
+		}
+		a = cur
+	}
+}
+
+// usable says whether the caller's own allocation a can be used by a new container now:
+// its devices (done), a refusal (done), or not yet (Pending).
+func (g *Allocator) usable(a *gpuwardenv1alpha1.GPUAllocation, containerName string) ([]string, bool, error) {
+	refuse := func(format string, args ...any) ([]string, bool, error) {
+		return nil, true, &gateway.AllocationError{Status: http.StatusForbidden, Message: fmt.Sprintf("GPU allocation %s ", a.Name) + fmt.Sprintf(format, args...)}
+	}
+	switch {
+	case a.Spec.Source != gpuwardenv1alpha1.SourceManual:
+		return refuse("was made by gpuwarden for a container of its own (source %s): only an allocation you made with kubectl (source Manual) can be named; ask for GPUs with --gpus N instead",
+			a.Spec.Source)
+	case a.Spec.NodeName != "" && a.Spec.NodeName != g.NodeName:
+		return refuse("is for node %s; this gateway is node %s's", a.Spec.NodeName, g.NodeName)
+	case a.Status.Phase == gpuwardenv1alpha1.PhaseReleased || a.Status.Phase == gpuwardenv1alpha1.PhaseRejected:
+		return refuse("is %s (%s: %s): create a new one", a.Status.Phase, a.Status.Reason, a.Status.Message)
+	case a.Annotations[gpuwardenv1alpha1.AnnotationRelease] != "":
+		return refuse("is being released (%s): create a new one", a.Annotations[gpuwardenv1alpha1.AnnotationRelease])
+	case a.Status.ContainerID != "":
+		which := shortID(a.Status.ContainerID)
+		if a.Status.ContainerName != "" {
+			which = a.Status.ContainerName + " (" + which + ")"
+		}
+		return refuse("is used by container %s already: an allocation is for one container; remove that one first, or create another allocation", which)
+	case a.Spec.ContainerID != "":
+		return refuse("is for container %s alone (spec.containerID)", shortID(a.Spec.ContainerID))
+	case a.Spec.ContainerName != "" && a.Spec.ContainerName != containerName:
+		return refuse("is for the container named %s alone (spec.containerName); name the container so (docker run --name %s)", a.Spec.ContainerName, a.Spec.ContainerName)
+	case a.Status.Phase != gpuwardenv1alpha1.PhaseBound:
+		return nil, false, nil // Pending: waited for
+	}
+	uuids := make([]string, 0, len(a.Status.Devices))
+	for _, d := range a.Status.Devices {
+		uuids = append(uuids, d.UUID)
+	}
+	if len(uuids) == 0 {
+		return refuse("is Bound to no device")
+	}
+	return uuids, true, nil
+}
+
+// shortName bounds a name a caller sent, for a message.
+func shortName(name string) string {
+	if len(name) > 64 {
+		return fmt.Sprintf("%.64q…", name)
+	}
+	return name
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
 }

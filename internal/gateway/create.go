@@ -48,6 +48,12 @@ type Allocator interface {
 	// for like a create. It returns the allocation's name, or an *AllocationError saying
 	// why not (the devices held by another allocation, a limit, no capacity in time).
 	Reacquire(ctx context.Context, user string, c Starting) (name string, err error)
+	// Use gives a create the devices of user's own allocation name (source Manual, made with
+	// kubectl), which the create names by its gpuwarden.io/allocation label: Bound (waited
+	// for like a create while Pending), on this node, and used by no container yet. It
+	// returns the bound device UUIDs, or an *AllocationError saying why not; an allocation
+	// that does not exist and another user's are answered alike (Absent).
+	Use(ctx context.Context, user, name, containerName string) (uuids []string, err error)
 }
 
 // Starting is a GPU container about to start again, as its create left it.
@@ -66,6 +72,9 @@ type AllocationError struct {
 	Message string
 	// Status is the HTTP status to answer with (403 refused, 503 no capacity in time).
 	Status int
+	// Absent: the named allocation is not there for the caller (none of that name, or
+	// another user's): no access was denied that the caller may learn of.
+	Absent bool
 }
 
 func (e *AllocationError) Error() string { return e.Message }
@@ -132,6 +141,9 @@ func (s *Server) createContainer(w http.ResponseWriter, r *http.Request, c Calle
 	if err != nil {
 		return err
 	}
+	// The allocation a create names is read before setLabels drops the caller's
+	// gpuwarden.io/ labels; it is set again below only once it is checked.
+	named := req.Config.Labels[gpuwardenv1alpha1.LabelAllocation]
 	ctype := s.setLabels(c, req.Config)
 	if gpus.MIGProfile != "" {
 		// Checked: what was asked for, on the container for `docker ps --filter label=…`.
@@ -147,7 +159,13 @@ func (s *Server) createContainer(w http.ResponseWriter, r *http.Request, c Calle
 	}
 	name := r.URL.Query().Get("name")
 	var allocation string
-	if gpus.Any() {
+	if named != "" {
+		unlock, err := s.useAllocation(r.Context(), c, rt, &req, gpus, named, name)
+		if err != nil {
+			return err
+		}
+		defer unlock() // held until the engine has made the container: one container an allocation
+	} else if gpus.Any() {
 		if s.GPUs == nil {
 			return refused("this gateway gives out no GPUs")
 		}

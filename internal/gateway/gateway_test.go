@@ -134,6 +134,9 @@ type fakeGPUs struct {
 	reacquired  []Starting
 	refuseStart string
 	unavailable bool
+	// used are the allocations creates named, as user/name.
+	mu   sync.Mutex
+	used []string
 }
 
 func (f *fakeGPUs) Reacquire(_ context.Context, user string, c Starting) (string, error) {
@@ -156,6 +159,17 @@ func (f *fakeGPUs) Allocate(_ context.Context, _ string, req GPURequest, _ strin
 }
 
 func (f *fakeGPUs) Release(_ context.Context, name string) { f.released = append(f.released, name) }
+
+// Use gives alice her own allocation alice-1 (GPU-3); any other is not there for anyone.
+func (f *fakeGPUs) Use(_ context.Context, user, name, _ string) ([]string, error) {
+	f.mu.Lock()
+	f.used = append(f.used, user+"/"+name)
+	f.mu.Unlock()
+	if user == "alice" && name == "alice-1" {
+		return []string{"GPU-3"}, nil
+	}
+	return nil, &AllocationError{Status: http.StatusForbidden, Absent: true, Message: "No such GPU allocation: " + name}
+}
 
 type world struct {
 	s      *Server

@@ -37,6 +37,9 @@ const (
 	// will be removed, or its GPUs given back, at the time the Event says; its owner is told.
 	EventRemovalScheduled = "RemovalScheduled"
 	EventReleaseScheduled = "ReleaseScheduled"
+	// EventReleasedUnused: a user's own allocation no container used within
+	// releaseUnusedAfter was given back (announced before as EventReleaseScheduled).
+	EventReleasedUnused = "ReleasedUnused"
 )
 
 // Event reasons of idle and runtime reclaim, on the allocation.

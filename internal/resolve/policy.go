@@ -132,6 +132,7 @@ var unlimitedPaths = map[gpuwardenv1alpha1.PolicyLimitName]string{
 	gpuwardenv1alpha1.PolicyLimitGPUHoldAfterStop:           "gpuHoldAfterStop",
 	gpuwardenv1alpha1.PolicyLimitRemoveAfterStop:            "removeAfterStop",
 	gpuwardenv1alpha1.PolicyLimitCreatedNeverStartedTimeout: "createdNeverStartedTimeout",
+	gpuwardenv1alpha1.PolicyLimitReleaseUnusedAfter:         "releaseUnusedAfter",
 }
 
 // PolicyMatches reports whether p's selector selects c: every list that is set must

@@ -35,6 +35,7 @@ func durationFields(s *gpuwardenv1alpha1.ContainerPolicySpec) []durationField {
 		{"gpuHoldAfterStop", s.GPUHoldAfterStop},
 		{"removeAfterStop", s.RemoveAfterStop},
 		{"createdNeverStartedTimeout", s.CreatedNeverStartedTimeout},
+		{"releaseUnusedAfter", s.ReleaseUnusedAfter},
 	}
 	if s.Idle != nil {
 		all = append(all, durationField{"idle.timeout", s.Idle.Timeout}, durationField{"idle.startupGrace", s.Idle.StartupGrace})

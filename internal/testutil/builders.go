@@ -376,6 +376,11 @@ func (w *PolicyWrapper) CreatedNeverStartedTimeout(d time.Duration) *PolicyWrapp
 	return w.duration(&w.Spec.CreatedNeverStartedTimeout, d)
 }
 
+// ReleaseUnusedAfter sets spec.releaseUnusedAfter.
+func (w *PolicyWrapper) ReleaseUnusedAfter(d time.Duration) *PolicyWrapper {
+	return w.duration(&w.Spec.ReleaseUnusedAfter, d)
+}
+
 // OnUnallocatedGPU sets spec.onUnallocatedGPU.
 func (w *PolicyWrapper) OnUnallocatedGPU(a gpuwardenv1alpha1.UnallocatedGPUAction) *PolicyWrapper {
 	w.Spec.OnUnallocatedGPU = a
