@@ -55,7 +55,7 @@ your own, mail goes to the address your admin's rule makes of your login.`,
 			return show(cmd.OutOrStdout(), s)
 		},
 	}
-	cmd.PersistentFlags().StringVar(&o.Socket, "gateway-socket", gateway.DefaultSocket, "the gateway's socket")
+	cmd.PersistentFlags().StringVar(&o.Socket, "gateway-socket", "", "the gateway's socket (default: $DOCKER_HOST when it is unix://…, as the profile script sets it, else "+gateway.DefaultSocket+")")
 	cmd.AddCommand(o.setCommand(), o.testCommand())
 	return cmd
 }
@@ -199,9 +199,10 @@ func (o *options) ask(ctx context.Context, method, path string, in, out any) err
 		}
 		body = bytes.NewReader(data)
 	}
+	socket := gateway.ClientSocket(o.Socket)
 	var d net.Dialer
 	hc := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return d.DialContext(ctx, "unix", o.Socket) },
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return d.DialContext(ctx, "unix", socket) },
 	}}
 	req, err := http.NewRequestWithContext(ctx, method, "http://gpuwarden"+path, body)
 	if err != nil {
@@ -210,7 +211,7 @@ func (o *options) ask(ctx context.Context, method, path string, in, out any) err
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("asking gpuwarden at %s: %w", o.Socket, err)
+		return fmt.Errorf("asking gpuwarden at %s: %w", socket, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -222,7 +223,7 @@ func (o *options) ask(ctx context.Context, method, path string, in, out any) err
 		if json.Unmarshal(data, &e) == nil && e.Message != "" {
 			return fmt.Errorf("%s", e.Message)
 		}
-		return fmt.Errorf("gpuwarden at %s answered %s: %s", o.Socket, resp.Status, data)
+		return fmt.Errorf("gpuwarden at %s answered %s: %s", socket, resp.Status, data)
 	}
 	return json.Unmarshal(data, out)
 }
