@@ -19,7 +19,7 @@ import (
 // name or with her owner label, and is answered as for a name that does not exist; two
 // containers raced onto one allocation get it once; removing the container gives the GPU
 // back; and bob's reservation that no container uses is released after releaseUnusedAfter,
-// announced, recorded and told.
+// with an Event and a record.
 func TestManualAllocationKeepsItsWord(t *testing.T) {
 	alice, bob := "gwalice", "gwbob"
 	s, sock, dir := gatewayServer(t, "e2e-manual", []string{alice, bob}, "--gateway-bind-wait", "8s")
@@ -153,18 +153,20 @@ spec:
 		return strings.HasPrefix(out, "Released|") && strings.Contains(out, "container removed"), out
 	})
 
-	// bob's reservation that no container uses goes back after his policy's 3s, announced
-	// first; the release is an Event and a gpu.release record with its reason.
+	// bob's reservation that no container uses goes back after his policy's 3s; the release
+	// is an Event and a gpu.release record with its reason.
 	reserve(kubectlBob, bob, "gwbob-idle")
 	testutil.Eventually(t, 60*time.Second, "gwbob-idle Released unused", func() (bool, string) {
 		out := phase("gwbob-idle")
-		return strings.HasPrefix(out, "Released||unused: no container used it") &&
+		return strings.HasPrefix(out, "Released||") && strings.Contains(out, "unused: no container used it") &&
 			strings.Contains(out, "releaseUnusedAfter is 3s (ContainerPolicy bob-short-reservations)"), out
 	})
 	testutil.Eventually(t, 30*time.Second, "the Events of gwbob-idle", func() (bool, string) {
 		out, _ := kubectl(t, s.kubeconfig, "", "get", "events", "-A", "--field-selector", "involvedObject.name=gwbob-idle", "-o",
 			`jsonpath={range .items[*]}{.reason}{"\n"}{end}`)
-		return strings.Contains(out, "ReleaseScheduled") && strings.Contains(out, "ReleasedUnused"), out
+		// 3s is shorter than a sweep: it is due when first seen, so not announced before
+		// (the announcement is the unit tests'); the release is an Event.
+		return strings.Contains(out, "ReleasedUnused"), out
 	})
 	testutil.Eventually(t, 30*time.Second, "gwbob-idle's gpu.release record", func() (bool, string) {
 		out, _ := runEvents(t, "--file", auditLog, "--type", "gpu.release", "--user", bob, "--json", "--limit", "0")
