@@ -171,6 +171,30 @@ func AuthDenied(user, operation string, c Container, reason string) Event {
 	return Event{Type: TypeAuthDenied, User: user, Details: d}
 }
 
+// AuthDeniedOwner is AuthDenied of an object another user owns: the owner is a detail of
+// its own (owner), for admins; a user reading their own records is not told it.
+func AuthDeniedOwner(user, operation string, c Container, owner, reason string) Event {
+	e := AuthDenied(user, operation, c, reason)
+	put(e.Details, "owner", owner)
+	return e
+}
+
+// ForCaller is the record as a user who is not an admin may read it: without the owner of
+// another user's object they were refused.
+func (e Event) ForCaller() Event {
+	if _, ok := e.Details["owner"]; !ok || e.Type != TypeAuthDenied {
+		return e
+	}
+	d := make(map[string]any, len(e.Details))
+	for k, v := range e.Details {
+		if k != "owner" {
+			d[k] = v
+		}
+	}
+	e.Details = d
+	return e
+}
+
 // LifecycleAction is what the lifecycle controller did or warned about.
 type LifecycleAction string
 

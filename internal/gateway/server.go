@@ -235,18 +235,11 @@ func (s *Server) deny(w http.ResponseWriter, c Caller, rt route, op string, rf *
 		return
 	}
 	if s.Audit != nil {
-		s.Audit.Log(audit.AuthDenied(c.Name, op, audit.Container{ID: rt.id}, ownerNote(rf.owner)+rf.msg))
+		s.Audit.Log(audit.AuthDeniedOwner(c.Name, op, audit.Container{ID: rt.id}, rf.owner, rf.msg))
 	}
 	if s.Denied != nil {
 		s.Denied(c, op, rf.owner, rf.msg)
 	}
-}
-
-func ownerNote(owner string) string {
-	if owner == "" {
-		return ""
-	}
-	return "owner " + owner + ": "
 }
 
 // handle serves an allowed request.
