@@ -228,7 +228,8 @@ func setupContainers(mgr ctrl.Manager, o Options, gov *governance.Collector) err
 		return fmt.Errorf("serving %s: %w", ExplainPath, err)
 	}
 	if o.Gateway.Socket != "" {
-		settings := &notify.Store{Client: mgr.GetClient(), Directory: profiles, Notifier: notifier, Clock: o.Clock, Node: o.NodeName}
+		settings := &notify.Store{Client: mgr.GetClient(), Directory: notify.Profiles{Reader: mgr.GetAPIReader(), EmailTemplate: o.EmailTemplate},
+			Notifier: notifier, Clock: o.Clock, Node: o.NodeName}
 		if err := gateway.Setup(mgr, o.Gateway, gateway.Node{Name: o.NodeName, Clock: o.Clock, Groups: o.Groups, Audit: o.Audit, HasGPUs: o.GPUs != nil,
 			Notifications: settings}); err != nil {
 			return err

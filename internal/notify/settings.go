@@ -51,6 +51,8 @@ const TestInterval = time.Minute
 // Store reads and writes users' own NotificationProfiles and sends them test notices. The
 // gateway calls it with the login the kernel gave: a user reaches only their own.
 type Store struct {
+	// Client writes profiles; Directory reads them, uncached (the API server's word: what
+	// a user just set is what they read back).
 	Client    client.Client
 	Directory Profiles
 	Notifier  *Notifier
@@ -101,7 +103,7 @@ func (s *Store) Set(ctx context.Context, user string, body io.Reader) (any, erro
 // get is user's settings.
 func (s *Store) get(ctx context.Context, user string) (Settings, error) {
 	var list gpuwardenv1alpha1.NotificationProfileList
-	if err := s.Client.List(ctx, &list); err != nil {
+	if err := s.Directory.Reader.List(ctx, &list); err != nil {
 		return Settings{}, fmt.Errorf("listing NotificationProfiles: %w", err)
 	}
 	out := Settings{MailServer: s.Notifier != nil && s.Notifier.Mail != nil}
@@ -138,7 +140,7 @@ func (s *Store) Put(ctx context.Context, user string, in Settings) (Settings, er
 		}
 	}
 	np := &gpuwardenv1alpha1.NotificationProfile{}
-	err := s.Client.Get(ctx, client.ObjectKey{Name: NameFor(user)}, np)
+	err := s.Directory.Reader.Get(ctx, client.ObjectKey{Name: NameFor(user)}, np)
 	switch {
 	case apierrors.IsNotFound(err):
 		np = &gpuwardenv1alpha1.NotificationProfile{ObjectMeta: metav1.ObjectMeta{Name: NameFor(user)}, Spec: spec}
