@@ -93,14 +93,7 @@ func (g *Allocator) createAndWait(ctx context.Context, a *gpuwardenv1alpha1.GPUA
 	if err := g.Client.Create(ctx, a); err != nil {
 		return "", nil, fmt.Errorf("creating the GPU allocation: %w", err)
 	}
-	poll := g.Poll
-	if poll == 0 {
-		poll = 100 * time.Millisecond
-	}
-	wait := g.BindWait
-	if wait == 0 {
-		wait = DefaultBindWait
-	}
+	poll, wait := g.waits()
 	switch {
 	case hint == "" && a.Spec.Request.MIGProfile != "":
 		hint = "try again later, or ask for a profile that is free"
@@ -361,14 +354,7 @@ func (g *Allocator) Use(ctx context.Context, user, name, containerName string) (
 			"caller", user, "allocation", name, "user", a.Spec.User)
 		return nil, noSuch
 	}
-	poll := g.Poll
-	if poll == 0 {
-		poll = 100 * time.Millisecond
-	}
-	wait := g.BindWait
-	if wait == 0 {
-		wait = DefaultBindWait
-	}
+	poll, wait := g.waits()
 	start := g.Clock.Now()
 	for {
 		uuids, done, err := g.usable(a, containerName)
@@ -455,4 +441,17 @@ func shortID(id string) string {
 		return id[:12]
 	}
 	return id
+}
+
+// waits are how often a create's allocation is looked at while it waits to bind, and how
+// long it waits at most.
+func (g *Allocator) waits() (poll, wait time.Duration) {
+	poll, wait = g.Poll, g.BindWait
+	if poll == 0 {
+		poll = 100 * time.Millisecond
+	}
+	if wait == 0 {
+		wait = DefaultBindWait
+	}
+	return poll, wait
 }
