@@ -55,6 +55,9 @@ type Server struct {
 	// Kubeconfigs issues a caller a kubeconfig of their own (an admin's when the caller is
 	// an admin), valid for the days asked; nil where the gateway cannot (no CA at hand).
 	Kubeconfigs func(user string, admin bool, validity time.Duration) ([]byte, error)
+	// AuditLog is the audit log whose records the gateway answers callers (their own, an
+	// admin's anyone's) at EventsPath and ReportPath; empty answers none.
+	AuditLog string
 	// Listening is called once the socket listens; optional.
 	Listening func()
 	// Denied is told of every refusal (an Event); optional.
@@ -74,6 +77,10 @@ type Server struct {
 	peerOf func(net.Conn) (Caller, error)
 	// imgs is the record of image owners, read on first use.
 	imgs imageState
+	// reads bounds the audit log reads in flight (records.go).
+	reads auditReads
+	// done is closed once Start's context ends: a followed log stops then.
+	done <-chan struct{}
 }
 
 // NeedLeaderElection: the gateway serves on every replica's host.
@@ -86,6 +93,7 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.up = newUpstream(s.Dial)
+	s.done = ctx.Done()
 	l, lim := s.limit(l)
 	hs := &http.Server{
 		Handler:           lim.limitRequests(s),
@@ -156,7 +164,8 @@ type refusal struct {
 	// the allocator (gpu.reject), not an access denied.
 	decision bool
 	// absent: the engine has no such object, and says so as it would to anyone (compose
-	// looks networks and volumes up before it makes them): no access was denied.
+	// looks networks and volumes up before it makes them), or gpuwarden's own endpoint cannot
+	// answer what was asked (a malformed query, too many reads at once): no access was denied.
 	absent bool
 }
 
@@ -224,17 +233,26 @@ func (s *Server) deny(w http.ResponseWriter, c Caller, rt route, op string, rf *
 	}
 }
 
+// ownerNote begins the reason of an auth.denied record with the owner of what was refused,
+// for admins (forCaller takes it off again for the user refused).
 func ownerNote(owner string) string {
 	if owner == "" {
 		return ""
 	}
-	return "owner " + owner + ": "
+	return ownerNotePrefix + owner + ": "
 }
+
+const ownerNotePrefix = "owner "
 
 // handle serves an allowed request.
 func (s *Server) handle(w http.ResponseWriter, r *http.Request, c Caller, rt route) error {
-	if rt.kind == kubeconfig {
+	switch rt.kind {
+	case kubeconfig:
 		return s.kubeconfig(w, r, c)
+	case auditEvents:
+		return s.auditEvents(w, r, c)
+	case auditReport:
+		return s.auditReport(w, r, c)
 	}
 	if c.Admin && rt.kind != createContainer {
 		return s.forwardAsIs(w, r, rt)

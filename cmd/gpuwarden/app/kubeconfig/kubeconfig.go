@@ -5,20 +5,20 @@ package kubeconfig
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/clock"
 
+	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/gatewayclient"
 	"github.com/gpuwarden/gpuwarden/internal/access"
 	"github.com/gpuwarden/gpuwarden/internal/controlplane"
 	"github.com/gpuwarden/gpuwarden/internal/controlplane/pki"
@@ -75,7 +75,7 @@ lasts at most 30 days, an admin's at most a day; logging in renews it (the profi
 	fs.IntVar(&o.Days, "days", int(access.DefaultValidity/(24*time.Hour)), fmt.Sprintf("how many days the kubeconfig lasts (at most %d; an admin's at most 1)", maxDays))
 	fs.StringVar(&o.DataDir, "data-dir", "/var/lib/gpuwarden", "with --user: the server's data directory (its CA)")
 	fs.StringVar(&o.Server, "server", "", "with --user: the API server's URL (default: the one in DATA_DIR/admin.kubeconfig)")
-	fs.StringVar(&o.Socket, "gateway-socket", gateway.DefaultSocket, "without --user: the gateway's socket")
+	gatewayclient.Flag(fs, &o.Socket, "without --user: the gateway's socket")
 	fs.StringVarP(&o.Output, "output", "o", "", "write the kubeconfig here (mode 0600) instead of to stdout")
 	return cmd
 }
@@ -106,34 +106,15 @@ func (o *Options) Run(ctx context.Context) ([]byte, error) {
 }
 
 func (o *Options) fromGateway(ctx context.Context) ([]byte, error) {
-	var d net.Dialer
-	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return d.DialContext(ctx, "unix", o.Socket) },
-	}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://gpuwarden%s?days=%d", gateway.KubeconfigPath, o.Days), nil)
+	c := gatewayclient.Client{Socket: o.Socket, Timeout: 30 * time.Second}
+	resp, err := c.Get(ctx, gateway.KubeconfigPath, url.Values{"days": {strconv.Itoa(o.Days)}})
 	if err != nil {
 		return nil, err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("asking gpuwarden at %s: %w", o.Socket, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
 		return nil, fmt.Errorf("reading gpuwarden's answer: %w", err)
 	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("gpuwarden at %s refused: %s", o.Socket, gatewayMessage(body))
-	}
 	return body, nil
-}
-
-// gatewayMessage is the message of a Docker-style error body.
-func gatewayMessage(body []byte) string {
-	var e struct{ Message string }
-	if json.Unmarshal(body, &e) == nil && e.Message != "" {
-		return e.Message
-	}
-	return string(body)
 }
