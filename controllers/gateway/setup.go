@@ -10,6 +10,7 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	"github.com/gpuwarden/gpuwarden/internal/access"
 	"github.com/gpuwarden/gpuwarden/internal/actions"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/gateway"
@@ -37,6 +38,9 @@ type Options struct {
 	Kubeconfigs func(user string, admin bool, validity time.Duration) ([]byte, error)
 	// ImageOwners is the file where the gateway records who made which image name.
 	ImageOwners string
+	// AuditLog is the audit log whose records the gateway answers callers (their own; an
+	// admin's, anyone's); empty answers none.
+	AuditLog string
 	// Limits cap connections and requests per user and in all; zero fields take defaults.
 	Limits gateway.Limits
 }
@@ -59,13 +63,16 @@ func Setup(mgr ctrl.Manager, g Options, n Node) error {
 		return fmt.Errorf("the gateway needs a Docker engine to front")
 	}
 	recorder := mgr.GetEventRecorder("gpuwarden-gateway")
-	node := &corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: n.Name}
+	// The refusals name the users refused and what they asked: an Event of the node, kept in
+	// kube-system for admins, not among the Events users read (access.EventsNamespace).
+	node := &corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: n.Name, Namespace: access.NodeEventsNamespace}
 	srv := &gateway.Server{
 		Socket: g.Socket, Dial: g.DialDocker, AdminGroup: g.AdminGroup, RootGroup: g.RootGroup, AllowMounts: g.AllowMounts, Audit: n.Audit,
 		Policies:      actions.Policies{Client: mgr.GetClient(), Groups: n.Groups, Clock: n.Clock},
 		Kubeconfigs:   g.Kubeconfigs,
 		Notifications: n.Notifications,
 		ImageOwners:   g.ImageOwners,
+		AuditLog:      g.AuditLog,
 		Listening:     g.Listening,
 		Limits:        g.Limits,
 		Denied: func(c gateway.Caller, operation, owner, reason string) {

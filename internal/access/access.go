@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -33,9 +34,23 @@ const (
 // GPUAllocations.
 const OwnAllocationsPolicy = "gpuwarden-own-allocations"
 
-// Objects are what Install writes: the user ClusterRole and its binding to UsersGroup, and
-// the admission policy with its binding. The admins' binding to cluster-admin
-// (AdminsBinding) is kept by Admins from the host's admin group.
+// EventsNamespace is where the Events of gpuwarden's objects land: they are cluster-scoped,
+// and an Event of a cluster-scoped object is kept in the default namespace. Users may read
+// the Events there (UserEventsRole), as they may read the objects; the node's Events, which
+// name other users' refusals, are in kube-system (NodeEventsNamespace), for admins.
+const EventsNamespace = metav1.NamespaceDefault
+
+// NodeEventsNamespace is where gpuwarden puts the Events of the node (the gateway's refusals,
+// audit log failures): for admins only, apart from the Events users read.
+const NodeEventsNamespace = metav1.NamespaceSystem
+
+// UserEventsRole is the Role that lets users read the Events in EventsNamespace.
+const UserEventsRole = "gpuwarden-user-events"
+
+// Objects are what Install writes: the user ClusterRole and its binding to UsersGroup, the
+// Role reading the Events of gpuwarden's objects and its binding to UsersGroup, and the
+// admission policy with its binding. The admins' binding to cluster-admin (AdminsBinding) is
+// kept by Admins from the host's admin group.
 func Objects() ([]client.Object, error) {
 	role := &rbacv1.ClusterRole{}
 	if err := yaml.Unmarshal(rbac.UserRole, role); err != nil {
@@ -52,6 +67,19 @@ func Objects() ([]client.Object, error) {
 	return []client.Object{
 		role,
 		bind("gpuwarden-users", role.Name, UsersGroup),
+		&rbacv1.Role{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "Role"},
+			ObjectMeta: metav1.ObjectMeta{Name: UserEventsRole, Namespace: EventsNamespace},
+			Rules: []rbacv1.PolicyRule{{
+				APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"get", "list", "watch"},
+			}},
+		},
+		&rbacv1.RoleBinding{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "RoleBinding"},
+			ObjectMeta: metav1.ObjectMeta{Name: "gpuwarden-users-events", Namespace: EventsNamespace},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: UserEventsRole},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: UsersGroup}},
+		},
 		ownAllocations(),
 		&admissionregistrationv1.ValidatingAdmissionPolicyBinding{
 			TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingAdmissionPolicyBinding"},
@@ -125,6 +153,13 @@ func Install(ctx context.Context, c client.Client) error {
 	for _, obj := range objs {
 		want := obj.DeepCopyObject().(client.Object)
 		err := c.Create(ctx, obj)
+		if apierrors.IsNotFound(err) && obj.GetNamespace() != "" {
+			// The API server makes the default namespace soon after it starts: perhaps not yet.
+			ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: obj.GetNamespace()}}
+			if err = c.Create(ctx, ns); err == nil || apierrors.IsAlreadyExists(err) {
+				err = c.Create(ctx, want.DeepCopyObject().(client.Object))
+			}
+		}
 		if apierrors.IsAlreadyExists(err) {
 			existing := want.DeepCopyObject().(client.Object)
 			if err = c.Get(ctx, client.ObjectKeyFromObject(want), existing); err == nil {

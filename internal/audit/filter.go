@@ -134,10 +134,11 @@ func allocationOf(e *Event) string {
 
 // ContainerAllocations returns the allocations that the records in files naming container
 // (as Filter.Container matches it) tie to it: a gpu.* record of an allocation attached to the
-// container, or a container record naming the allocation it was made for.
-func ContainerAllocations(ctx context.Context, files []string, container string) (map[string]bool, error) {
+// container, or a container record naming the allocation it was made for. A user other than
+// "" reads that user's records only: another user's container of the same name ties none.
+func ContainerAllocations(ctx context.Context, files []string, user, container string) (map[string]bool, error) {
 	out := map[string]bool{}
-	_, err := Read(ctx, files, Filter{Container: container}, func(e *Event) error {
+	_, err := Read(ctx, files, Filter{User: user, Container: container}, func(e *Event) error {
 		if a := allocationOf(e); a != "" {
 			out[a] = true
 		}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 )
 
 // Follower reads the live file as it grows and carries on in the new live file after a
@@ -220,4 +221,75 @@ func (fo *Follower) rotated() bool {
 	}
 	onDisk, err := os.Stat(fo.path)
 	return err == nil && !os.SameFile(open, onDisk)
+}
+
+// Follow passes out the last events of the log at path that f matches, as last keeps them
+// (NewLast), then, every poll, the new ones as they are written, across rotations, until ctx
+// ends (nil) or out fails. The live file is opened before the rotated files are listed, so a
+// rotation in between loses nothing; the events it would pass twice are recognised by their
+// IDs, and so is a decision recorded again by a restarted server. out is called every poll,
+// with no events when nothing new came; the stats say what was skipped.
+func Follow(ctx context.Context, path string, f Filter, last *Last, poll time.Duration, out func([]Event) error) (ReadStats, error) {
+	fo := NewFollower(path, f)
+	defer fo.Close()
+	if err := fo.Open(); err != nil {
+		return fo.Stats, err
+	}
+	files, err := Files(path)
+	if err != nil {
+		return fo.Stats, err
+	}
+	seen := map[string]bool{}
+	decisions := NewDecisions(FollowedDecisions)
+	var rotated []string
+	for _, name := range files {
+		if name != path {
+			rotated = append(rotated, name)
+		}
+	}
+	st, err := Read(ctx, rotated, f, func(e *Event) error {
+		decisions.Again(e)
+		last.Add(*e)
+		if e.ID != "" {
+			seen[e.ID] = true
+		}
+		return nil
+	})
+	stats := func() ReadStats {
+		return ReadStats{Lines: st.Lines + fo.Stats.Lines, Malformed: st.Malformed + fo.Stats.Malformed,
+			TooLong: st.TooLong + fo.Stats.TooLong, Duplicates: st.Duplicates}
+	}
+	if err != nil {
+		return stats(), err
+	}
+	first := true
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	for {
+		var batch []Event
+		err := fo.Poll(func(e *Event) error {
+			if first && seen[e.ID] || decisions.Again(e) {
+				return nil
+			}
+			batch = append(batch, *e)
+			return nil
+		})
+		if err != nil {
+			return stats(), err
+		}
+		if first {
+			for _, e := range batch {
+				last.Add(e)
+			}
+			batch, seen, first = last.Events(), nil, false
+		}
+		if err := out(batch); err != nil {
+			return stats(), err
+		}
+		select {
+		case <-ctx.Done():
+			return stats(), nil
+		case <-t.C:
+		}
+	}
 }

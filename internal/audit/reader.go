@@ -17,14 +17,62 @@ import (
 // Files returns the files of the log at path in time order: rotated files (plain or
 // gzip), oldest first, then the live file if it exists.
 func Files(path string) ([]string, error) {
+	// The live file first: a directory the caller may not search hides every file in it,
+	// and must not read as a log that does not exist yet.
+	_, err := os.Lstat(path)
+	if err != nil && !os.IsNotExist(err) {
+		return nil, fmt.Errorf("reading audit log: %w", err)
+	}
+	live := err == nil
 	files, err := rotatedFiles(path)
 	if err != nil {
 		return nil, fmt.Errorf("listing audit logs beside %s: %w", path, err)
 	}
-	if exists(path) {
+	if live {
 		files = append(files, path)
 	}
 	return files, nil
+}
+
+// Decode calls fn with the events of r, a stream of JSON lines as AppendJSON writes them
+// (the gateway's answers), in order, in batches: what had come in when the stream paused, so
+// that a followed stream is shown as it comes. Blank lines are skipped; malformed and
+// over-long lines are counted in the stats and skipped, as Read does.
+func Decode(ctx context.Context, r io.Reader, fn func([]Event) error) (ReadStats, error) {
+	var st ReadStats
+	br := bufio.NewReaderSize(r, MaxLineSize)
+	var batch []Event
+	for {
+		if ctx.Err() != nil {
+			return st, ctx.Err()
+		}
+		line, tooLong, err := readLine(br)
+		switch {
+		case tooLong:
+			st.Lines++
+			st.TooLong++
+		case len(bytes.TrimSpace(line)) == 0:
+		default:
+			st.Lines++
+			if e, ok := parseLine(line); ok {
+				batch = append(batch, e)
+			} else {
+				st.Malformed++
+			}
+		}
+		if len(batch) > 0 && (err != nil || br.Buffered() == 0) {
+			if ferr := fn(batch); ferr != nil {
+				return st, ferr
+			}
+			batch = nil
+		}
+		if err == io.EOF {
+			return st, nil
+		}
+		if err != nil {
+			return st, err
+		}
+	}
 }
 
 // ReadStats says what a read skipped.

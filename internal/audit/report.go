@@ -6,6 +6,7 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -74,7 +75,9 @@ func (r *Reported) onError(err error) {
 	}
 	r.log.Error(err, "The audit log cannot be written; events are kept in memory and retried", "path", r.path)
 	if rec := r.recorder.Load(); rec != nil {
-		node := &corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: r.node}
+		// An Event of the node, for admins: kept in kube-system, apart from the Events of
+		// gpuwarden's objects that users read (in default).
+		node := &corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: r.node, Namespace: metav1.NamespaceSystem}
 		(*rec).Eventf(node, nil, corev1.EventTypeWarning, reasons.EventAuditLogWriteFailed, "WriteAuditLog",
 			"The audit log %s cannot be written; events are kept in memory and retried: %v", r.path, err)
 	}

@@ -76,7 +76,7 @@ func FuzzCreateChecker(f *testing.F) {
 // FuzzClassify: any method and path is classified without panicking, and no path that is
 // not in canonical form reaches the allow-list.
 func FuzzClassify(f *testing.F) {
-	for _, p := range []string{"/v1.41/containers/json", "/containers/x/../y/json", "//v1.41/_ping", "/v1.41abc/exec/1/start", "/gpuwarden/kubeconfig", "/v1.41/containers/a/archive", ""} {
+	for _, p := range []string{"/v1.41/containers/json", "/containers/x/../y/json", "//v1.41/_ping", "/v1.41abc/exec/1/start", "/gpuwarden/kubeconfig", "/gpuwarden/events", "/gpuwarden/report", "/v1.41/containers/a/archive", ""} {
 		f.Add("GET", p)
 		f.Add("POST", p)
 	}

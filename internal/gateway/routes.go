@@ -29,10 +29,20 @@ const (
 	listNetworks    // filtered to the caller's own and the engine's (bridge, host, none)
 	kubeconfig      // gpuwarden's own: a kubeconfig for the caller
 	notifications   // gpuwarden's own: where the caller's notices go
+	auditEvents     // gpuwarden's own: the caller's audit records
+	auditReport     // gpuwarden's own: the caller's usage report
 )
 
-// KubeconfigPath is where the gateway hands callers a kubeconfig of their own.
-const KubeconfigPath = "/gpuwarden/kubeconfig"
+// gpuwarden's own endpoints, beside the Docker API (no version prefix, GET only).
+const (
+	// KubeconfigPath is where the gateway hands callers a kubeconfig of their own.
+	KubeconfigPath = "/gpuwarden/kubeconfig"
+	// EventsPath is where the gateway answers callers' audit records: their own, an admin's
+	// anyone's (records.go).
+	EventsPath = "/gpuwarden/events"
+	// ReportPath is where the gateway answers callers' usage reports (records.go).
+	ReportPath = "/gpuwarden/report"
+)
 
 // route is a classified request.
 type route struct {
@@ -85,6 +95,10 @@ func classify(method, p string) (route, string) {
 	case r.rest == NotificationsPath && r.version == "" && (method == http.MethodGet || method == http.MethodPut),
 		r.rest == NotificationsTestPath && r.version == "" && method == http.MethodPost:
 		r.kind, r.class = notifications, "notifications"
+	case r.rest == EventsPath && r.version == "" && method == http.MethodGet:
+		r.kind, r.class = auditEvents, "audit"
+	case r.rest == ReportPath && r.version == "" && method == http.MethodGet:
+		r.kind, r.class = auditReport, "audit"
 	case parts[0] == "containers":
 		return classifyContainer(method, parts, r)
 	case parts[0] == "exec" && len(parts) == 3:

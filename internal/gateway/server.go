@@ -73,6 +73,9 @@ type Server struct {
 	// Notifications reads and sets where callers' own notices go; nil where nobody keeps
 	// them.
 	Notifications Notifications
+	// AuditLog is the audit log whose records the gateway answers callers (their own, an
+	// admin's anyone's) at EventsPath and ReportPath; empty answers none.
+	AuditLog string
 	// Listening is called once the socket listens; optional.
 	Listening func()
 	// Denied is told of every refusal (an Event); optional.
@@ -92,6 +95,10 @@ type Server struct {
 	peerOf func(net.Conn) (Caller, error)
 	// imgs is the record of image owners, read on first use.
 	imgs imageState
+	// reads bounds the audit log reads in flight (records.go).
+	reads auditReads
+	// done is closed once Start's context ends: a followed log stops then.
+	done <-chan struct{}
 }
 
 // NeedLeaderElection: the gateway serves on every replica's host.
@@ -104,6 +111,7 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.up = newUpstream(s.Dial)
+	s.done = ctx.Done()
 	l, lim := s.limit(l)
 	hs := &http.Server{
 		Handler:           lim.limitRequests(s),
@@ -174,7 +182,8 @@ type refusal struct {
 	// the allocator (gpu.reject), not an access denied.
 	decision bool
 	// absent: the engine has no such object, and says so as it would to anyone (compose
-	// looks networks and volumes up before it makes them): no access was denied.
+	// looks networks and volumes up before it makes them), or gpuwarden's own endpoint cannot
+	// answer what was asked (a malformed query, too many reads at once): no access was denied.
 	absent bool
 }
 
@@ -249,6 +258,10 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, c Caller, rt rou
 		return s.kubeconfig(w, r, c)
 	case notifications:
 		return s.notifications(w, r, c)
+	case auditEvents:
+		return s.auditEvents(w, r, c)
+	case auditReport:
+		return s.auditReport(w, r, c)
 	}
 	if c.Admin && rt.kind != createContainer {
 		return s.forwardAsIs(w, r, rt)

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"path/filepath"
 	"slices"
@@ -11,7 +12,10 @@ import (
 	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -214,5 +218,70 @@ func TestUsersAllocationsNameNoContainer(t *testing.T) {
 	t.Cleanup(func() { _ = admin.Delete(context.Background(), naming("gil-made", "", "")) })
 	if err := gil.Delete(ctx, made); err != nil {
 		t.Errorf("gil deleting it: %v", err)
+	}
+}
+
+// TestUsersReadTheEventsOfGpuwardensObjects: through the real API server, a user's kubeconfig
+// reads the Events in the namespace where Events of cluster-scoped objects land (default),
+// the allocations' among them, and no other namespace's: the node's Events (the gateway's
+// refusals, which name other users) go to kube-system, which the API server accepts.
+func TestUsersReadTheEventsOfGpuwardensObjects(t *testing.T) {
+	env := controlplanetest.Get(t)
+	admin := env.Client(t)
+	ctx := context.Background()
+	if err := access.Install(ctx, admin); err != nil {
+		t.Fatal(err)
+	}
+	issuer := access.Issuer{PKI: pki.PKI{Dir: filepath.Join(env.DataDir, "pki")}, Server: env.Config().Host, Clock: clocktesting.NewFakePassiveClock(time.Now())}
+	hana := kubeconfigClient(t, issuer, "hana", false)
+
+	now := metav1.NewMicroTime(time.Now())
+	event := func(name, ns string, regarding corev1.ObjectReference) *eventsv1.Event {
+		return &eventsv1.Event{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, EventTime: now,
+			ReportingController: "gpuwarden.io/test", ReportingInstance: "test", Action: "Test", Reason: "Test", Type: corev1.EventTypeNormal,
+			Regarding: regarding, Note: "a test event"}
+	}
+	a := testutil.MakeAllocation("hana-events").User("hana").GPUs(1).Obj()
+	if err := admin.Create(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = admin.Delete(context.Background(), a) })
+	// As the recorders make them: an allocation's in default, the node's in kube-system.
+	ofAllocation := event("hana-events.test", access.EventsNamespace, corev1.ObjectReference{
+		APIVersion: gpuwardenv1alpha1.GroupVersion.String(), Kind: "GPUAllocation", Name: a.Name, UID: a.UID})
+	ofNode := event("node.test", access.NodeEventsNamespace, corev1.ObjectReference{
+		APIVersion: "v1", Kind: "Node", Name: "gpu01", Namespace: access.NodeEventsNamespace})
+	for _, e := range []*eventsv1.Event{ofAllocation, ofNode} {
+		if err := admin.Create(ctx, e); err != nil {
+			t.Fatalf("creating the Event %s/%s: %v", e.Namespace, e.Name, err)
+		}
+		t.Cleanup(func() { _ = admin.Delete(context.Background(), e) })
+	}
+
+	testutil.Eventually(t, 20*time.Second, "hana reading the Events in default", func() (bool, string) {
+		var list corev1.EventList
+		if err := hana.List(ctx, &list, client.InNamespace(access.EventsNamespace)); err != nil {
+			return false, err.Error()
+		}
+		for _, e := range list.Items {
+			if e.InvolvedObject.Name == a.Name {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%d Events, none of %s", len(list.Items), a.Name)
+	})
+	var one corev1.Event
+	if err := hana.Get(ctx, client.ObjectKeyFromObject(ofAllocation), &one); err != nil {
+		t.Errorf("hana getting her allocation's Event: %v", err)
+	}
+	var list corev1.EventList
+	if err := hana.List(ctx, &list, client.InNamespace(access.NodeEventsNamespace)); !apierrors.IsForbidden(err) {
+		t.Errorf("hana listing the Events in kube-system: %v, want Forbidden", err)
+	}
+	if err := hana.List(ctx, &list); !apierrors.IsForbidden(err) {
+		t.Errorf("hana listing the Events of every namespace: %v, want Forbidden", err)
+	}
+	if err := hana.Delete(ctx, &one); !apierrors.IsForbidden(err) {
+		t.Errorf("hana deleting an Event: %v, want Forbidden", err)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -14,7 +16,9 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/gatewayclient"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/gateway"
 )
 
 // EnvFile names the environment variable that overrides the default --file.
@@ -32,11 +36,15 @@ type Options struct {
 	JSON      bool
 	Follow    bool
 	Summary   bool
+	// Socket is the gateway's, which answers a user their own records.
+	Socket string
 
 	// Set by Complete.
 	filter audit.Filter
-	color  bool
-	now    func() time.Time
+	// gatewayFirst: ask the gateway before reading the file (gatewayclient.Preferred).
+	gatewayFirst bool
+	color        bool
+	now          func() time.Time
 	// pollInterval is how often --follow looks for new lines.
 	pollInterval time.Duration
 }
@@ -49,16 +57,24 @@ func newCommand(o *Options) *cobra.Command {
 		Use:   "events",
 		Short: "Query and follow the audit log",
 		Long: `Query the audit log: the live file, rotated files and their .gz archives, in time order.
-Every filter combines with AND. Also reads DS01's older ts/event lines.`,
+Every filter combines with AND. Also reads DS01's older ts/event lines.
+
+The audit log is root's to read. Whoever may not read it gets their own records from gpuwarden
+through the gateway socket, which knows who calls from the kernel: the same filters and
+output, only records whose user is you (--user someone else is refused). The gateway is asked
+first when --gateway-socket is given, or when DOCKER_HOST names its socket, and no --file is;
+otherwise when reading the file is denied.`,
 		Example: `  gpuwarden events --user alice --type gpu --since 7d
   gpuwarden events --type lifecycle.idle_stop --container train-1 --json
   gpuwarden events --summary --since 30d
-  gpuwarden events --follow --type auth`,
+  gpuwarden events --follow --type auth
+  gpuwarden events --since 1d              # as a user: your own records, through the gateway`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.Complete(cmd.OutOrStdout()); err != nil {
 				return err
 			}
+			o.gatewayFirst = gatewayclient.Preferred(cmd.Flags(), o.Socket, cmd.Flags().Changed("file") || os.Getenv(EnvFile) != "")
 			return o.Run(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
@@ -77,6 +93,7 @@ Every filter combines with AND. Also reads DS01's older ts/event lines.`,
 	fs.BoolVar(&o.JSON, "json", false, "print one JSON object per line")
 	fs.BoolVar(&o.Follow, "follow", false, "keep printing new events as they are written, across rotations")
 	fs.BoolVar(&o.Summary, "summary", false, "print counts by type and by user instead of events")
+	gatewayclient.Flag(fs, &o.Socket, "the gateway's socket, which answers your own records when the audit log is not yours to read")
 	return cmd
 }
 
@@ -137,9 +154,24 @@ func ParseTime(s string, now time.Time) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time (2026-11-20T09:00:00Z), a date (2026-11-20) nor an age (30m, 2h, 7d)", s)
 }
 
-// Run prints the matching events, a summary, or follows the log.
+// Run prints the matching events, a summary, or follows the log: from the file, or from
+// the gateway when it comes first or the file is not the caller's to read.
 func (o *Options) Run(ctx context.Context, out, errOut io.Writer) error {
 	p := &printer{out: out, json: o.JSON, color: o.color}
+	if o.gatewayFirst {
+		return o.fromGateway(ctx, p, errOut)
+	}
+	err := o.fromFile(ctx, p, errOut)
+	if !gatewayclient.Denied(err) {
+		return err
+	}
+	if gerr := o.fromGateway(ctx, p, errOut); gerr != nil {
+		return fmt.Errorf("%w; and asking gpuwarden's gateway for your own records: %w", err, gerr)
+	}
+	return nil
+}
+
+func (o *Options) fromFile(ctx context.Context, p *printer, errOut io.Writer) error {
 	if o.Follow {
 		return o.follow(ctx, p, errOut)
 	}
@@ -154,7 +186,7 @@ func (o *Options) Run(ctx context.Context, out, errOut io.Writer) error {
 	if o.filter.Container != "" {
 		// A container's GPU decisions: also the records of the allocations bound to it,
 		// whose gpu.allocate can come before the container exists.
-		if o.filter.Allocations, err = audit.ContainerAllocations(ctx, files, o.filter.Container); err != nil {
+		if o.filter.Allocations, err = audit.ContainerAllocations(ctx, files, o.filter.User, o.filter.Container); err != nil {
 			return err
 		}
 	}
@@ -163,17 +195,100 @@ func (o *Options) Run(ctx context.Context, out, errOut io.Writer) error {
 		s := newSummary()
 		st, err = audit.Read(ctx, files, o.filter, func(e *audit.Event) error { s.add(e); return nil })
 		if err == nil {
-			s.print(out)
+			s.print(p.out)
 		}
 	} else {
-		ring := newRing(o.Limit)
-		st, err = audit.Read(ctx, files, o.filter, func(e *audit.Event) error { ring.add(*e); return nil })
+		last := audit.NewLast(o.Limit)
+		st, err = audit.Read(ctx, files, o.filter, func(e *audit.Event) error { last.Add(*e); return nil })
 		if err == nil {
-			err = p.printAll(ring.events())
+			err = p.printAll(last.Events())
 		}
 	}
 	reportSkipped(errOut, st)
 	return err
+}
+
+// fromGateway asks the gateway for the records (the caller's own, unless an admin calls) and
+// prints them as fromFile does.
+func (o *Options) fromGateway(ctx context.Context, p *printer, errOut io.Writer) error {
+	q := url.Values{}
+	for k, v := range map[string]string{"user": o.filter.User, "type": o.filter.Type, "container": o.filter.Container} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	for k, t := range map[string]time.Time{"since": o.filter.Since, "until": o.filter.Until} {
+		if !t.IsZero() {
+			q.Set(k, t.UTC().Format(time.RFC3339Nano))
+		}
+	}
+	// The gateway holds back at most gateway.MaxEventsLimit to send the last of: more, and
+	// the summary, are streamed whole and kept here.
+	limit := o.Limit
+	if o.Summary || limit > gateway.MaxEventsLimit {
+		limit = 0
+	}
+	q.Set("limit", strconv.Itoa(limit))
+	if o.Follow {
+		q.Set("follow", "1")
+	}
+	c := gatewayclient.Client{Socket: o.Socket}
+	resp, err := c.Get(ctx, gateway.EventsPath, q)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if o.Follow {
+		reportHeldBack(errOut, resp)
+	}
+	last, s := audit.NewLast(o.Limit), newSummary()
+	st, err := audit.Decode(ctx, resp.Body, func(batch []audit.Event) error {
+		switch {
+		case o.Follow:
+			return p.printAll(batch)
+		case o.Summary:
+			for i := range batch {
+				s.add(&batch[i])
+			}
+		default:
+			for _, e := range batch {
+				last.Add(e)
+			}
+		}
+		return nil
+	})
+	if o.Follow && ctx.Err() != nil {
+		reportSkipped(errOut, st)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading the answer of gpuwarden at %s: %w", o.Socket, err)
+	}
+	if msg := resp.Trailer.Get(gateway.TrailerError); msg != "" {
+		return fmt.Errorf("gpuwarden at %s: %s", o.Socket, msg)
+	}
+	if o.Follow {
+		return fmt.Errorf("gpuwarden at %s ended the stream (stopped or restarted?)", o.Socket)
+	}
+	n, _ := strconv.Atoi(resp.Trailer.Get(gateway.TrailerMalformed))
+	st.Malformed += n
+	n, _ = strconv.Atoi(resp.Trailer.Get(gateway.TrailerTooLong))
+	st.TooLong += n
+	if o.Summary {
+		s.print(p.out)
+	} else {
+		err = p.printAll(last.Events())
+	}
+	reportSkipped(errOut, st)
+	reportHeldBack(errOut, resp)
+	return err
+}
+
+// reportHeldBack says how many of the last records asked for the gateway held back.
+func reportHeldBack(errOut io.Writer, resp *http.Response) {
+	if n, _ := strconv.Atoi(resp.Header.Get(gateway.HeaderHeldBack)); n > 0 {
+		fmt.Fprintf(errOut, "gpuwarden events: the gateway held back the %d oldest of the records asked for: together they are too large; narrow --since or --type, or give --limit 0 to have them all streamed\n", n)
+	}
 }
 
 func reportSkipped(errOut io.Writer, st audit.ReadStats) {
@@ -183,26 +298,4 @@ func reportSkipped(errOut io.Writer, st audit.ReadStats) {
 	if st.TooLong > 0 {
 		fmt.Fprintf(errOut, "gpuwarden events: skipped %d line(s) too long (over %d bytes)\n", st.TooLong, audit.MaxLineSize)
 	}
-}
-
-// ring keeps the last n events (all when n is 0).
-type ring struct {
-	n   int
-	buf []audit.Event
-	pos int
-}
-
-func newRing(n int) *ring { return &ring{n: n} }
-
-func (r *ring) add(e audit.Event) {
-	if r.n == 0 || len(r.buf) < r.n {
-		r.buf = append(r.buf, e)
-		return
-	}
-	r.buf[r.pos] = e
-	r.pos = (r.pos + 1) % r.n
-}
-
-func (r *ring) events() []audit.Event {
-	return append(r.buf[r.pos:len(r.buf):len(r.buf)], r.buf[:r.pos]...)
 }

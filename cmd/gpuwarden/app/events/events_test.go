@@ -5,13 +5,16 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/gatewayclient/gatewayclienttest"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/gateway"
 	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
 
@@ -359,5 +362,112 @@ func TestContainerShowsItsAllocationsDecisions(t *testing.T) {
 		if n := strings.Count(out, "\n"); n != 2 || !strings.Contains(out, `"allocation":"gateway-1","devices":["GPU-1"]`) || strings.Contains(out, "gateway-2") {
 			t.Errorf("--container %s: got %d events:\n%s", by, n, out)
 		}
+	}
+}
+
+// me is the test process's user: the gateway answers it its own records (all, as root).
+func me(t *testing.T) string {
+	t.Helper()
+	u, err := user.Current()
+	if err != nil {
+		t.Skipf("no login name: %v", err)
+	}
+	return u.Username
+}
+
+// TestThroughTheGateway: asked through the gateway, the same flags print what the file
+// gives, in every form.
+func TestThroughTheGateway(t *testing.T) {
+	who := me(t)
+	train := audit.Container{Name: "train", ID: "4f2c0a1b2c3d4e5f", Type: "docker", Allocation: "a1"}
+	path := writeLog(t,
+		at(0, audit.ContainerEvent(audit.ContainerCreate, who, train, "")),
+		at(1, audit.GPUAllocate(who, audit.Allocation{Name: "a1", Devices: []string{"GPU-0"}, GPUEquivalents: "1"})),
+		at(2, audit.GPUReject(who, audit.Allocation{Name: "a2", Container: audit.Container{Name: "nb"}}, "QuotaExceeded", "over quota")),
+		at(3, audit.GPURelease(who, audit.Allocation{Name: "a1", Container: train}, "container removed")),
+		at(4, audit.GPUAllocate("someone-else", audit.Allocation{Name: "x1"})),
+	)
+	sock := gatewayclienttest.Serve(t, path)
+	now := t0.Add(5 * time.Hour)
+	for _, args := range [][]string{
+		{"--user", who},
+		{"--user", who, "--json"},
+		{"--user", who, "--summary"},
+		{"--user", who, "--container", "train", "--json"},
+		{"--user", who, "--type", "gpu", "--since", "4h30m", "--until", "2h"},
+		{"--user", who, "--limit", "2"},
+		{"--user", who, "--limit", "20000", "--json"},
+		{"--user", who, "--since", "2026-11-20T11:00:00Z"},
+	} {
+		local, localErr, err := run(t, now, append([]string{"--file", path}, args...)...)
+		if err != nil {
+			t.Fatalf("%v from the file: %v", args, err)
+		}
+		remote, remoteErr, err := run(t, now, append([]string{"--gateway-socket", sock}, args...)...)
+		if err != nil {
+			t.Errorf("%v through the gateway: %v", args, err)
+			continue
+		}
+		if remote != local || remoteErr != localErr || local == "" {
+			t.Errorf("%v through the gateway:\n%s%s\nfrom the file:\n%s%s", args, remote, remoteErr, local, localErr)
+		}
+	}
+	// DOCKER_HOST naming the gateway's socket (here the default one) asks the gateway
+	// first, unless a file is named.
+	if _, err := os.Stat(gateway.DefaultSocket); err == nil {
+		t.Logf("a gateway serves %s here: DOCKER_HOST not checked", gateway.DefaultSocket)
+	} else {
+		t.Setenv("DOCKER_HOST", "unix://"+gateway.DefaultSocket)
+		t.Setenv(EnvFile, "")
+		if _, _, err := run(t, now, "--user", who); err == nil || !strings.Contains(err.Error(), "asking gpuwarden at "+gateway.DefaultSocket) {
+			t.Errorf("DOCKER_HOST naming the gateway: %v", err)
+		}
+		if out, _, err := run(t, now, "--user", who, "--file", path); err != nil || !strings.Contains(out, "gpu.release") {
+			t.Errorf("DOCKER_HOST naming the gateway, with --file: %v\n%s", err, out)
+		}
+	}
+	_, _, err := run(t, now, "--gateway-socket", filepath.Join(t.TempDir(), "none.sock"))
+	if err == nil || !strings.Contains(err.Error(), "asking gpuwarden at ") {
+		t.Errorf("a gateway that is not there: %v", err)
+	}
+}
+
+// TestFollowThroughTheGateway: --follow through the gateway prints the last records, then
+// new ones as they are written.
+func TestFollowThroughTheGateway(t *testing.T) {
+	who := me(t)
+	path := filepath.Join(t.TempDir(), "events.jsonl")
+	w, err := audit.Open(audit.Options{Path: path, FlushInterval: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	for i := range 5 {
+		w.Log(audit.Event{Type: "gpu.allocate", User: who, Details: map[string]any{"seq": i}})
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	sock := gatewayclienttest.Serve(t, path)
+	cmd := newCommand(&Options{})
+	out := &testutil.SyncBuffer{}
+	cmd.SetOut(out)
+	cmd.SetErr(out)
+	cmd.SetArgs([]string{"--gateway-socket", sock, "--follow", "--json", "--limit", "2", "--user", who})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- cmd.ExecuteContext(ctx) }()
+	waitFor(t, out, `"seq":4}`)
+	w.Log(audit.Event{Type: "gpu.allocate", User: who, Details: map[string]any{"seq": 5}})
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, out, `"seq":5}`)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(out.String(), "\n"); n != 3 {
+		t.Errorf("printed %d lines, want the last 2 and the new one:\n%s", n, out)
 	}
 }

@@ -12,71 +12,14 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 )
 
-// follow prints the last matching events of the rotated files and the live file, then
-// new ones as they are written, until ctx ends. The live file is opened before the rotated
-// files are listed, so a rotation in between loses nothing; the events it would show twice
-// are recognised by their IDs, and so is a decision recorded again by a restarted server.
+// follow prints the last matching events, then new ones as they are written, until ctx
+// ends.
 func (o *Options) follow(ctx context.Context, p *printer, errOut io.Writer) error {
-	fo := audit.NewFollower(o.File, o.filter)
-	defer fo.Close()
-	if err := fo.Open(); err != nil {
-		return err
+	st, err := audit.Follow(ctx, o.File, o.filter, audit.NewLast(o.Limit), o.pollInterval, p.printAll)
+	if err == nil {
+		reportSkipped(errOut, st)
 	}
-	files, err := audit.Files(o.File)
-	if err != nil {
-		return err
-	}
-	ring := newRing(o.Limit)
-	seen := map[string]bool{}
-	decisions := audit.NewDecisions(audit.FollowedDecisions)
-	var rotated []string
-	for _, f := range files {
-		if f != o.File {
-			rotated = append(rotated, f)
-		}
-	}
-	st, err := audit.Read(ctx, rotated, o.filter, func(e *audit.Event) error {
-		decisions.Again(e)
-		ring.add(*e)
-		if e.ID != "" {
-			seen[e.ID] = true
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	first := true
-	t := time.NewTicker(o.pollInterval)
-	defer t.Stop()
-	for {
-		var batch []audit.Event
-		err := fo.Poll(func(e *audit.Event) error {
-			if first && seen[e.ID] || decisions.Again(e) {
-				return nil
-			}
-			batch = append(batch, *e)
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		if first {
-			for _, e := range batch {
-				ring.add(e)
-			}
-			batch, seen, first = ring.events(), nil, false
-		}
-		if err := p.printAll(batch); err != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			reportSkipped(errOut, audit.ReadStats{Malformed: st.Malformed + fo.Stats.Malformed, TooLong: st.TooLong + fo.Stats.TooLong})
-			return nil
-		case <-t.C:
-		}
-	}
+	return err
 }
 
 // printer writes events as an aligned table or as JSON lines.

@@ -143,9 +143,13 @@ func controllerOptions(o options.ManagerOptions, x Extras, gpus gpu.Backend) (co
 			if imageOwners == "" {
 				imageOwners = gateway.DefaultImageOwners
 			}
+			auditLog := o.AuditLog
+			if auditLog == "" {
+				auditLog = audit.DefaultPath // as the writer takes it
+			}
 			gw = controllers.GatewayOptions{Socket: o.GatewaySocket, DialDocker: dial, AdminGroup: o.GatewayAdminGroup, RootGroup: o.GatewayRootGroup,
 				AllowMounts: o.GatewayAllowMounts, BindWait: o.GatewayBindWait, Kubeconfigs: x.Kubeconfigs, Limits: o.GatewayLimits,
-				ImageOwners: imageOwners, Listening: sync.OnceFunc(func() { close(gatewayUp) })}
+				ImageOwners: imageOwners, AuditLog: auditLog, Listening: sync.OnceFunc(func() { close(gatewayUp) })}
 		}
 	}
 	telemetry := o.TelemetryInterval

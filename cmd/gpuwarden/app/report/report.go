@@ -5,9 +5,11 @@ package report
 import (
 	"context"
 	"encoding/csv"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"sort"
 	"strconv"
@@ -17,7 +19,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/events"
+	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/gatewayclient"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/gateway"
 	"github.com/gpuwarden/gpuwarden/internal/report"
 )
 
@@ -28,8 +32,12 @@ type Options struct {
 	Until string
 	CSV   bool
 	User  string
+	// Socket is the gateway's, which answers a user their own report.
+	Socket string
 
 	now func() time.Time
+	// gatewayFirst: ask the gateway before reading the file (gatewayclient.Preferred).
+	gatewayFirst bool
 }
 
 // NewCommand returns `gpuwarden report`.
@@ -49,11 +57,18 @@ func NewCommand() *cobra.Command {
   REJECTED         requests refused (reasons below the table)
   BINDS, MEAN/MAX WAIT  requests bound and how long they waited
 Used and idle time come from the gpu.usage records gpuwarden writes every 5 minutes (and
-when a container lets its GPUs go): a running container's are at most 5 minutes behind.`,
+when a container lets its GPUs go): a running container's are at most 5 minutes behind.
+
+The audit log is root's to read. Whoever may not read it gets the report of their own records
+from gpuwarden through the gateway socket, which knows who calls from the kernel (--user
+someone else is refused). The gateway is asked first when --gateway-socket is given, or when
+DOCKER_HOST names its socket, and no --file is; otherwise when reading the file is denied.`,
 		Example: `  gpuwarden report --since 30d
-  gpuwarden report --since 2026-11-01 --until 2026-12-01 --csv > november.csv`,
+  gpuwarden report --since 2026-11-01 --until 2026-12-01 --csv > november.csv
+  gpuwarden report --user $USER      # as a user: your own, through the gateway`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.gatewayFirst = gatewayclient.Preferred(cmd.Flags(), o.Socket, cmd.Flags().Changed("file") || os.Getenv(events.EnvFile) != "")
 			return o.Run(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
@@ -67,6 +82,7 @@ when a container lets its GPUs go): a running container's are at most 5 minutes 
 	fs.StringVar(&o.Until, "until", "", "end of the period (default: now): RFC 3339, a date, or an age")
 	fs.StringVar(&o.User, "user", "", "only this user")
 	fs.BoolVar(&o.CSV, "csv", false, "print CSV (one row per user, no total)")
+	gatewayclient.Flag(fs, &o.Socket, "the gateway's socket, which answers your own report when the audit log is not yours to read")
 	return cmd
 }
 
@@ -93,23 +109,61 @@ func (o *Options) Run(ctx context.Context, out, errOut io.Writer) error {
 	if o.File == "" {
 		return errors.New("--file: an audit log path is required")
 	}
-	files, err := audit.Files(o.File)
+	var r report.Report
+	source := o.File
+	if o.gatewayFirst {
+		r, err = o.fromGateway(ctx, since, until)
+		source = "gpuwarden at " + o.Socket
+	} else if r, err = o.fromFile(ctx, since, until, now); gatewayclient.Denied(err) {
+		var gerr error
+		if r, gerr = o.fromGateway(ctx, since, until); gerr != nil {
+			return fmt.Errorf("%w; and asking gpuwarden's gateway for your own report: %w", err, gerr)
+		}
+		err, source = nil, "gpuwarden at "+o.Socket
+	}
 	if err != nil {
 		return err
 	}
+	if o.CSV {
+		return writeCSV(out, r)
+	}
+	return writeTable(out, r, source)
+}
+
+func (o *Options) fromFile(ctx context.Context, since, until, now time.Time) (report.Report, error) {
+	files, err := audit.Files(o.File)
+	if err != nil {
+		return report.Report{}, err
+	}
 	if len(files) == 0 {
-		return fmt.Errorf("no audit log at %s (see --file)", o.File)
+		return report.Report{}, fmt.Errorf("no audit log at %s (see --file)", o.File)
 	}
 	b := &report.Builder{Since: since, Until: until}
 	// Everything before the end: allocations bound before the period count from its start.
 	if _, err := audit.Read(ctx, files, audit.Filter{Until: until, User: o.User}, func(e *audit.Event) error { b.Add(e); return nil }); err != nil {
-		return err
+		return report.Report{}, err
 	}
-	r := b.Report(now)
-	if o.CSV {
-		return writeCSV(out, r)
+	return b.Report(now), nil
+}
+
+// fromGateway asks the gateway for the report (of the caller's own records, unless an admin
+// calls).
+func (o *Options) fromGateway(ctx context.Context, since, until time.Time) (report.Report, error) {
+	q := url.Values{"since": {since.UTC().Format(time.RFC3339Nano)}, "until": {until.UTC().Format(time.RFC3339Nano)}}
+	if o.User != "" {
+		q.Set("user", o.User)
 	}
-	return writeTable(out, r, o.File)
+	c := gatewayclient.Client{Socket: o.Socket}
+	resp, err := c.Get(ctx, gateway.ReportPath, q)
+	if err != nil {
+		return report.Report{}, err
+	}
+	defer resp.Body.Close()
+	var r report.Report
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&r); err != nil {
+		return report.Report{}, fmt.Errorf("reading the answer of gpuwarden at %s: %w", o.Socket, err)
+	}
+	return r, nil
 }
 
 // hours is a number of GPU-hours for people (the table) and, more precisely, for machines.

@@ -3,11 +3,13 @@ package report
 import (
 	"bytes"
 	"context"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/gatewayclient/gatewayclienttest"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
@@ -82,5 +84,39 @@ func TestReportRefusesWhatItCannotUse(t *testing.T) {
 		if _, err := run(t, &tc.o); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: %v; want %q", tc.o, err, tc.want)
 		}
+	}
+}
+
+// TestReportThroughTheGateway: asked through the gateway, the report is the file's, as
+// table and CSV, and names where it came from.
+func TestReportThroughTheGateway(t *testing.T) {
+	u, err := user.Current()
+	if err != nil {
+		t.Skipf("no login name: %v", err)
+	}
+	who := u.Username
+	a := audit.Allocation{Name: "nb", GPUEquivalents: "1", Container: audit.Container{Name: "nb", ID: "c1"}, Wait: 90 * time.Second}
+	bind, use, rel := audit.GPUAllocate(who, a), audit.GPUUsage(who, a, audit.Usage{Window: time.Hour, Used: 30 * time.Minute, UtilizationKnown: time.Hour, Idle: 15 * time.Minute}), audit.GPURelease(who, a, "container removed")
+	bind.Time, use.Time, rel.Time = now.Add(-3*time.Hour), now.Add(-2*time.Hour), now.Add(-time.Hour)
+	path := testutil.AuditLog(t, bind, use, rel)
+	sock := gatewayclienttest.Serve(t, path)
+	for _, o := range []Options{{Since: "1d", User: who}, {Since: "1d", User: who, CSV: true}, {Since: "2h", Until: "30m", User: who}} {
+		local, err := run(t, &Options{File: path, Since: o.Since, Until: o.Until, User: o.User, CSV: o.CSV})
+		if err != nil {
+			t.Fatal(err)
+		}
+		remote, err := run(t, &Options{File: path, Since: o.Since, Until: o.Until, User: o.User, CSV: o.CSV, Socket: sock, gatewayFirst: true})
+		if err != nil {
+			t.Fatalf("%+v through the gateway: %v", o, err)
+		}
+		if !o.CSV {
+			local = strings.Replace(local, "from "+path, "from gpuwarden at "+sock, 1)
+		}
+		if remote != local || !strings.Contains(local, who) {
+			t.Errorf("%+v through the gateway:\n%s\nfrom the file:\n%s", o, remote, local)
+		}
+	}
+	if _, err := run(t, &Options{File: path, Since: "1d", Socket: filepath.Join(t.TempDir(), "none.sock"), gatewayFirst: true}); err == nil || !strings.Contains(err.Error(), "asking gpuwarden at") {
+		t.Errorf("a gateway that is not there: %v", err)
 	}
 }

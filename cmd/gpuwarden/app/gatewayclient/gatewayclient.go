@@ -1,0 +1,115 @@
+// Package gatewayclient asks gpuwarden's own endpoints on the Docker gateway's socket, where
+// the kernel tells the server who calls: a kubeconfig of the caller's own (`gpuwarden
+// kubeconfig`), and the caller's audit records and report (`gpuwarden events` and `gpuwarden
+// report`), which are root's to read from the file. The socket is found one way for all of
+// them: --gateway-socket, by default the gateway's default socket.
+package gatewayclient
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/gpuwarden/gpuwarden/internal/gateway"
+)
+
+// FlagName is the flag that names the gateway's socket.
+const FlagName = "gateway-socket"
+
+// Flag adds --gateway-socket to flags, into socket: empty unless given, for
+// gateway.ClientSocket's rule (DOCKER_HOST's Unix socket, else the default).
+func Flag(flags *pflag.FlagSet, socket *string, usage string) {
+	flags.StringVar(socket, FlagName, "", usage+" (default: $DOCKER_HOST when it is unix://…, as the profile script sets it, else "+gateway.DefaultSocket+")")
+}
+
+// DockerHostNames reports whether DOCKER_HOST is the gateway's socket: the caller runs
+// Docker through the gateway (as users do), so it is the gateway they ask.
+func DockerHostNames(socket string) bool {
+	p, ok := strings.CutPrefix(os.Getenv("DOCKER_HOST"), "unix://")
+	return ok && p != "" && filepath.Clean(p) == filepath.Clean(socket)
+}
+
+// Preferred reports whether a command that reads the audit log asks the gateway at socket
+// first: no file was named (fileGiven: --file or its environment variable), and
+// --gateway-socket was given or DOCKER_HOST names the socket. Otherwise it reads the file,
+// and asks the gateway only when the file is not the caller's to read (Denied).
+func Preferred(flags *pflag.FlagSet, socket string, fileGiven bool) bool {
+	if socket == "" {
+		socket = gateway.DefaultSocket
+	}
+	return !fileGiven && (flags.Changed(FlagName) || DockerHostNames(socket))
+}
+
+// Denied reports whether reading the audit log failed for permission: the log is root's
+// (and its admins'), and the gateway answers the caller's own records.
+func Denied(err error) bool { return errors.Is(err, fs.ErrPermission) }
+
+// Client asks the gateway at Socket.
+type Client struct {
+	Socket string
+	// Timeout bounds a request with its whole answer; 0 bounds only the connection (a read
+	// of a large log, a followed one: the caller's context ends them).
+	Timeout time.Duration
+}
+
+// Refused is an answer other than 200, with the gateway's message.
+type Refused struct {
+	Socket  string
+	Status  int
+	Message string
+}
+
+func (e *Refused) Error() string {
+	return fmt.Sprintf("gpuwarden at %s refused: %s", e.Socket, e.Message)
+}
+
+// Get asks for path with query; the answer, once it is a 200, is the caller's to read and
+// close. Any other answer is a *Refused.
+func (c Client) Get(ctx context.Context, path string, query url.Values) (*http.Response, error) {
+	c.Socket = gateway.ClientSocket(c.Socket)
+	d := net.Dialer{Timeout: 10 * time.Second}
+	hc := &http.Client{Timeout: c.Timeout, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return d.DialContext(ctx, "unix", c.Socket) },
+	}}
+	u := url.URL{Scheme: "http", Host: "gpuwarden", Path: path, RawQuery: query.Encode()}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // what failed, without the URL the socket stands for
+		}
+		return nil, fmt.Errorf("asking gpuwarden at %s: %w", c.Socket, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return nil, &Refused{Socket: c.Socket, Status: resp.StatusCode, Message: message(body)}
+	}
+	return resp, nil
+}
+
+// message is the message of a Docker-style error body (without the gateway's "gpuwarden: ",
+// which Refused says already).
+func message(body []byte) string {
+	var e struct{ Message string }
+	if json.Unmarshal(body, &e) == nil && e.Message != "" {
+		return strings.TrimPrefix(e.Message, "gpuwarden: ")
+	}
+	return strings.TrimSpace(string(body))
+}
