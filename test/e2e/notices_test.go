@@ -18,7 +18,8 @@ import (
 // stay his, and his kubeconfig may not write hers), her idle container is warned, stopped
 // and its removal announced, and each notice reaches her by e-mail at a REAL SMTP server
 // (python3-aiosmtpd, at the address the admin's template makes of her login) and at her
-// webhook; `notifications test` says how each channel took a test notice.
+// webhook; `notifications test` says how each channel took a test notice. She then finds out
+// why with `gpuwarden events` and `explain container`, as herself; bob reads none of it.
 func TestAUserIsToldByMailAndChat(t *testing.T) {
 	alice, bob := "ntalice", "ntbob"
 	python := "/usr/bin/python3" // Debian's, which python3-aiosmtpd installs into
@@ -114,6 +115,28 @@ spec:
 				posted(`"text"`, "WARNING", "nt-nb", "will be stopped at") && posted("STOPPED", "nt-nb") && posted("It will be removed at"),
 			mail.String()
 	})
+
+	// Alice finds out why, as herself: her audit records through the gateway and explain;
+	// bob's records hold nothing of hers.
+	as := func(user string, args ...string) (string, error) {
+		out, err := exec.Command("runuser", append([]string{"-u", user, "--", "env", "HOME=/home/" + user, bin}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := as(alice, "events", "--gateway-socket", sock, "--container", "nt-nb", "--type", "lifecycle"); err != nil ||
+		!all(out, "lifecycle.idle_warning", "lifecycle.idle_stop", "nt-nb", "policy=notices") {
+		t.Errorf("alice's gpuwarden events --container nt-nb: %v\n%s", err, out)
+	}
+	if out, err := as(alice, "explain", "container", "nt-nb", fmt.Sprintf("--server=http://127.0.0.1:%d", s.metricPort)); err != nil ||
+		!all(out, "Stopped by gpuwarden at", "idle", "removed at") {
+		t.Errorf("alice's gpuwarden explain container nt-nb: %v\n%s", err, out)
+	}
+	if out, err := as(bob, "events", "--gateway-socket", sock, "--limit", "0"); err != nil || strings.Contains(out, "nt-nb") || strings.Contains(out, alice) {
+		t.Errorf("bob's gpuwarden events shows alice's: %v\n%s", err, out)
+	}
+	if out, err := as(bob, "events", "--gateway-socket", sock, "--user", alice); err == nil || !strings.Contains(out, "only your own") {
+		t.Errorf("bob asks for alice's records: %v\n%s", err, out)
+	}
+
 	hook.mu.Lock()
 	defer hook.mu.Unlock()
 	for _, b := range hook.bodies {
