@@ -41,10 +41,10 @@ type Options struct {
 
 	// Set by Complete.
 	filter audit.Filter
-	// gatewayFirst: ask the gateway before reading the file (gatewayclient.Preferred).
-	gatewayFirst bool
-	color        bool
-	now          func() time.Time
+	// order says whether the file or the gateway is read (gatewayclient.OrderOf).
+	order gatewayclient.Order
+	color bool
+	now   func() time.Time
 	// pollInterval is how often --follow looks for new lines.
 	pollInterval time.Duration
 }
@@ -61,9 +61,9 @@ Every filter combines with AND. Also reads DS01's older ts/event lines.
 
 The audit log is root's to read. Whoever may not read it gets their own records from gpuwarden
 through the gateway socket, which knows who calls from the kernel: the same filters and
-output, only records whose user is you (--user someone else is refused). The gateway is asked
-first when --gateway-socket is given, or when DOCKER_HOST names its socket, and no --file is;
-otherwise when reading the file is denied.`,
+output, only records whose user is you (--user someone else is refused). Without --file, the
+gateway is asked when --gateway-socket is given, and first when DOCKER_HOST names its socket
+(the file is read when nothing answers there); otherwise when reading the file is denied.`,
 		Example: `  gpuwarden events --user alice --type gpu --since 7d
   gpuwarden events --type lifecycle.idle_stop --container train-1 --json
   gpuwarden events --summary --since 30d
@@ -74,7 +74,7 @@ otherwise when reading the file is denied.`,
 			if err := o.Complete(cmd.OutOrStdout()); err != nil {
 				return err
 			}
-			o.gatewayFirst = gatewayclient.Preferred(cmd.Flags(), o.Socket, cmd.Flags().Changed("file") || os.Getenv(EnvFile) != "")
+			o.order = gatewayclient.OrderOf(cmd.Flags(), o.Socket, cmd.Flags().Changed("file") || os.Getenv(EnvFile) != "")
 			return o.Run(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
@@ -158,17 +158,7 @@ func ParseTime(s string, now time.Time) (time.Time, error) {
 // the gateway when it comes first or the file is not the caller's to read.
 func (o *Options) Run(ctx context.Context, out, errOut io.Writer) error {
 	p := &printer{out: out, json: o.JSON, color: o.color}
-	if o.gatewayFirst {
-		return o.fromGateway(ctx, p, errOut)
-	}
-	err := o.fromFile(ctx, p, errOut)
-	if !gatewayclient.Denied(err) {
-		return err
-	}
-	if gerr := o.fromGateway(ctx, p, errOut); gerr != nil {
-		return fmt.Errorf("%w; and asking gpuwarden's gateway for your own records: %w", err, gerr)
-	}
-	return nil
+	return o.order.Read(func() error { return o.fromFile(ctx, p, errOut) }, func() error { return o.fromGateway(ctx, p, errOut) })
 }
 
 func (o *Options) fromFile(ctx context.Context, p *printer, errOut io.Writer) error {

@@ -41,20 +41,74 @@ func DockerHostNames(socket string) bool {
 	return ok && p != "" && filepath.Clean(p) == filepath.Clean(socket)
 }
 
-// Preferred reports whether a command that reads the audit log asks the gateway at socket
-// first: no file was named (fileGiven: --file or its environment variable), and
-// --gateway-socket was given or DOCKER_HOST names the socket. Otherwise it reads the file,
-// and asks the gateway only when the file is not the caller's to read (Denied).
-func Preferred(flags *pflag.FlagSet, socket string, fileGiven bool) bool {
+// Order is where a command that reads the audit log reads it.
+type Order int
+
+const (
+	// FileFirst reads the file, and asks the gateway when the file is not the caller's to
+	// read: the caller's own records.
+	FileFirst Order = iota
+	// GatewayFirst asks the gateway (DOCKER_HOST names it: the caller uses it for Docker),
+	// and reads the file when the gateway is not there (gpuwarden stopped).
+	GatewayFirst
+	// GatewayOnly asks the gateway (--gateway-socket was given).
+	GatewayOnly
+)
+
+// OrderOf is the order of a command with flags, whose gateway is at socket: no file named
+// (fileGiven: --file or its environment variable) and --gateway-socket given, the gateway
+// only; no file named and DOCKER_HOST naming the socket, the gateway first; else the file.
+func OrderOf(flags *pflag.FlagSet, socket string, fileGiven bool) Order {
 	if socket == "" {
 		socket = gateway.DefaultSocket
 	}
-	return !fileGiven && (flags.Changed(FlagName) || DockerHostNames(socket))
+	switch {
+	case fileGiven:
+		return FileFirst
+	case flags.Changed(FlagName):
+		return GatewayOnly
+	case DockerHostNames(socket):
+		return GatewayFirst
+	}
+	return FileFirst
 }
 
-// Denied reports whether reading the audit log failed for permission: the log is root's
-// (and its admins'), and the gateway answers the caller's own records.
+// Read reads in the order: fromFile, fromGateway or both, the second when the first cannot
+// be had (the file denied for permission; the gateway not there).
+func (o Order) Read(fromFile, fromGateway func() error) error {
+	switch o {
+	case GatewayOnly:
+		return fromGateway()
+	case GatewayFirst:
+		err := fromGateway()
+		if !Unreachable(err) {
+			return err
+		}
+		if ferr := fromFile(); ferr != nil {
+			return fmt.Errorf("%w; and reading the audit log: %w", err, ferr)
+		}
+		return nil
+	}
+	err := fromFile()
+	if !Denied(err) {
+		return err
+	}
+	if gerr := fromGateway(); gerr != nil {
+		return fmt.Errorf("%w; and asking gpuwarden's gateway for your own: %w", err, gerr)
+	}
+	return nil
+}
+
+// Denied reports whether reading the audit log failed for permission: the log is root's,
+// and the gateway answers the caller's own records.
 func Denied(err error) bool { return errors.Is(err, fs.ErrPermission) }
+
+// Unreachable reports whether asking the gateway failed because nothing answers on its
+// socket (gpuwarden stopped), not because it refused.
+func Unreachable(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
 
 // Client asks the gateway at Socket.
 type Client struct {

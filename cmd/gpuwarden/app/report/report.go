@@ -36,8 +36,8 @@ type Options struct {
 	Socket string
 
 	now func() time.Time
-	// gatewayFirst: ask the gateway before reading the file (gatewayclient.Preferred).
-	gatewayFirst bool
+	// order says whether the file or the gateway is read (gatewayclient.OrderOf).
+	order gatewayclient.Order
 }
 
 // NewCommand returns `gpuwarden report`.
@@ -61,14 +61,15 @@ when a container lets its GPUs go): a running container's are at most 5 minutes 
 
 The audit log is root's to read. Whoever may not read it gets the report of their own records
 from gpuwarden through the gateway socket, which knows who calls from the kernel (--user
-someone else is refused). The gateway is asked first when --gateway-socket is given, or when
-DOCKER_HOST names its socket, and no --file is; otherwise when reading the file is denied.`,
+someone else is refused). Without --file, the gateway is asked when --gateway-socket is
+given, and first when DOCKER_HOST names its socket (the file is read when nothing answers
+there); otherwise when reading the file is denied.`,
 		Example: `  gpuwarden report --since 30d
   gpuwarden report --since 2026-11-01 --until 2026-12-01 --csv > november.csv
   gpuwarden report --user $USER      # as a user: your own, through the gateway`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			o.gatewayFirst = gatewayclient.Preferred(cmd.Flags(), o.Socket, cmd.Flags().Changed("file") || os.Getenv(events.EnvFile) != "")
+			o.order = gatewayclient.OrderOf(cmd.Flags(), o.Socket, cmd.Flags().Changed("file") || os.Getenv(events.EnvFile) != "")
 			return o.Run(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
@@ -110,17 +111,16 @@ func (o *Options) Run(ctx context.Context, out, errOut io.Writer) error {
 		return errors.New("--file: an audit log path is required")
 	}
 	var r report.Report
-	source := o.File
-	if o.gatewayFirst {
+	var source string
+	err = o.order.Read(func() (err error) {
+		r, err = o.fromFile(ctx, since, until, now)
+		source = o.File
+		return err
+	}, func() (err error) {
 		r, err = o.fromGateway(ctx, since, until)
 		source = "gpuwarden at " + o.Socket
-	} else if r, err = o.fromFile(ctx, since, until, now); gatewayclient.Denied(err) {
-		var gerr error
-		if r, gerr = o.fromGateway(ctx, since, until); gerr != nil {
-			return fmt.Errorf("%w; and asking gpuwarden's gateway for your own report: %w", err, gerr)
-		}
-		err, source = nil, "gpuwarden at "+o.Socket
-	}
+		return err
+	})
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/gatewayclient"
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/gatewayclient/gatewayclienttest"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/testutil"
@@ -105,7 +106,7 @@ func TestReportThroughTheGateway(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		remote, err := run(t, &Options{File: path, Since: o.Since, Until: o.Until, User: o.User, CSV: o.CSV, Socket: sock, gatewayFirst: true})
+		remote, err := run(t, &Options{File: path, Since: o.Since, Until: o.Until, User: o.User, CSV: o.CSV, Socket: sock, order: gatewayclient.GatewayOnly})
 		if err != nil {
 			t.Fatalf("%+v through the gateway: %v", o, err)
 		}
@@ -116,7 +117,7 @@ func TestReportThroughTheGateway(t *testing.T) {
 			t.Errorf("%+v through the gateway:\n%s\nfrom the file:\n%s", o, remote, local)
 		}
 	}
-	if _, err := run(t, &Options{File: path, Since: "1d", Socket: filepath.Join(t.TempDir(), "none.sock"), gatewayFirst: true}); err == nil || !strings.Contains(err.Error(), "asking gpuwarden at") {
+	if _, err := run(t, &Options{File: path, Since: "1d", Socket: filepath.Join(t.TempDir(), "none.sock"), order: gatewayclient.GatewayOnly}); err == nil || !strings.Contains(err.Error(), "asking gpuwarden at") {
 		t.Errorf("a gateway that is not there: %v", err)
 	}
 }
