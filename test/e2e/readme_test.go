@@ -17,23 +17,10 @@ import (
 // that starts with `export KUBECONFIG=$PWD/.data/admin.kubeconfig`), comments dropped.
 func readmeWalkThrough(t *testing.T) []string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	blocks := regexp.MustCompile("(?s)```sh\n(.*?)```").FindAllStringSubmatch(string(b), -1)
-	comment := regexp.MustCompile(`\s+#\s.*$`)
-	for _, bl := range blocks {
-		if !strings.HasPrefix(bl[1], "export KUBECONFIG=$PWD/.data/admin.kubeconfig\n") {
-			continue
+	for _, cmds := range shBlocks(t, "README.md") {
+		if len(cmds) > 0 && cmds[0] == "export KUBECONFIG=$PWD/.data/admin.kubeconfig" {
+			return cmds
 		}
-		var cmds []string
-		for _, l := range strings.Split(bl[1], "\n") {
-			if l = strings.TrimSpace(comment.ReplaceAllString(l, "")); l != "" && !strings.HasPrefix(l, "#") {
-				cmds = append(cmds, l)
-			}
-		}
-		return cmds
 	}
 	t.Fatal("README.md has no walk-through block starting with export KUBECONFIG=$PWD/.data/admin.kubeconfig")
 	return nil
