@@ -29,6 +29,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/containerstore"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
+	"github.com/gpuwarden/gpuwarden/internal/ledger"
 	"github.com/gpuwarden/gpuwarden/internal/metrics"
 	"github.com/gpuwarden/gpuwarden/internal/notify"
 	"github.com/gpuwarden/gpuwarden/internal/proc"
@@ -75,6 +76,11 @@ type Options struct {
 	SampleInterval time.Duration
 	// Retention is how long released allocations stay visible (DefaultRetention when 0).
 	Retention time.Duration
+	// ClusterAllocator has the nodes' controllers elect one allocator for all of them (a
+	// Lease); unset, each decides for its own node. AllocatorLease is that Lease's
+	// duration (allocation.DefaultLeaseDuration when 0; renewed within two thirds of it).
+	ClusterAllocator bool
+	AllocatorLease   time.Duration
 	// TelemetryInterval is how often the GPUs are read for the metrics; by default the
 	// shorter of telemetry.DefaultInterval and SampleInterval; negative: never (no /metrics).
 	TelemetryInterval time.Duration
@@ -159,9 +165,16 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the ContainerPolicy controller: %w", err)
 	}
+	var cluster *allocation.Elector
+	if o.ClusterAllocator {
+		cluster = &allocation.Elector{Config: mgr.GetConfig(), Namespace: ledger.DefaultNamespace, Node: o.NodeName}
+		if o.AllocatorLease > 0 {
+			cluster.LeaseDuration, cluster.RenewDeadline, cluster.RetryPeriod = o.AllocatorLease, o.AllocatorLease*2/3, o.AllocatorLease/7
+		}
+	}
 	if err := (&allocation.Reconciler{
 		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), NodeName: o.NodeName, GPUs: o.GPUs, Groups: o.Groups, Clock: o.Clock,
-		Recorder: mgr.GetEventRecorder("gpuwarden-allocation"), Audit: o.Audit, Quotas: quotas, Retention: o.Retention,
+		Recorder: mgr.GetEventRecorder("gpuwarden-allocation"), Audit: o.Audit, Quotas: quotas, Retention: o.Retention, Cluster: cluster,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the allocation controller: %w", err)
 	}

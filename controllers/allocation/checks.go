@@ -41,6 +41,10 @@ func (p *pass) signed(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) (
 // inventory is what the GPU back end lists (complete, unlike GPU objects still being
 // written) together with the GPU objects of GPUs it no longer lists (lost, maybe back later).
 func (p *pass) unsatisfiable(ctx context.Context, req allocation.Request, anyNode bool) string {
+	if p.complete == nil && !p.local() {
+		// Another node's: what its GPU objects say (its controller lists its devices).
+		p.complete = allocation.SlotsOf(p.nodeGPUs)
+	}
 	if p.complete == nil {
 		p.complete = append([]allocation.Slot{}, p.r.listedSlots(ctx)...)
 		if len(p.complete) == 0 {
@@ -57,7 +61,7 @@ func (p *pass) unsatisfiable(ctx context.Context, req allocation.Request, anyNod
 	if len(p.complete) == 0 {
 		return ""
 	}
-	why := allocation.Unsatisfiable(p.complete, req, p.r.NodeName)
+	why := allocation.Unsatisfiable(p.complete, req, p.node)
 	if why == "" || !anyNode {
 		return why
 	}
@@ -67,7 +71,7 @@ func (p *pass) unsatisfiable(ctx context.Context, req allocation.Request, anyNod
 	}
 	byNode := map[string][]gpuwardenv1alpha1.GPU{}
 	for _, g := range all.Items {
-		if n := g.Labels[gpuwardenv1alpha1.LabelNode]; n != p.r.NodeName {
+		if n := g.Labels[gpuwardenv1alpha1.LabelNode]; n != p.node {
 			byNode[n] = append(byNode[n], g)
 		}
 	}

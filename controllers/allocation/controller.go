@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -52,11 +51,17 @@ type Reconciler struct {
 	Retention       time.Duration
 	// Quotas receives each holder's and waiter's effective quota, for the metrics; optional.
 	Quotas *allocation.QuotaBook
+	// Cluster, when set, makes this the cluster's one allocator while Cluster leads: a pass
+	// for every node (keyed by node name), none at all while another process leads. Unset,
+	// the reconciler decides for NodeName alone (gpuwarden server; every node for itself).
+	// GPUs is NodeName's: other nodes' passes decide from their GPU objects.
+	Cluster *Elector
 
 	derived *derivedWriter
 	ledgers *ledger.Store
-	// auditedAgain: this process has recorded again what its predecessor may have lost.
-	auditedAgain atomic.Bool
+	// auditedAgain holds the nodes whose records this process (since it last began to lead)
+	// has recorded again, for what its predecessor may have lost.
+	auditedAgain sync.Map
 	// written is each allocation's last status written by a pass.
 	written sync.Map
 
@@ -74,21 +79,28 @@ type Reconciler struct {
 // Reconcile makes one pass over the node's allocations. A pass that would refuse a request
 // for good on the ledger as this node last wrote it decides again on the stored one: a
 // refusal must not rest on a copy another node may have changed since.
-func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
-	res, stale, err := r.reconcile(ctx, false)
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	node := r.NodeName
+	if r.Cluster != nil {
+		if !r.Cluster.Leading() {
+			return ctrl.Result{}, nil // another process allocates (and this one is woken when it leads)
+		}
+		node = req.Name
+	}
+	res, stale, err := r.reconcile(ctx, node, false)
 	if stale {
-		res, _, err = r.reconcile(ctx, true)
+		res, _, err = r.reconcile(ctx, node, true)
 	}
 	return res, err
 }
 
-func (r *Reconciler) reconcile(ctx context.Context, fresh bool) (_ ctrl.Result, stale bool, _ error) {
+func (r *Reconciler) reconcile(ctx context.Context, node string, fresh bool) (_ ctrl.Result, stale bool, _ error) {
 	var allocs gpuwardenv1alpha1.GPUAllocationList
 	if err := r.Client.List(ctx, &allocs); err != nil {
 		return ctrl.Result{}, false, fmt.Errorf("listing allocations: %w", err)
 	}
 	var gpus gpuwardenv1alpha1.GPUList
-	if err := r.Client.List(ctx, &gpus, client.MatchingLabels{gpuwardenv1alpha1.LabelNode: r.NodeName}); err != nil {
+	if err := r.Client.List(ctx, &gpus, client.MatchingLabels{gpuwardenv1alpha1.LabelNode: node}); err != nil {
 		return ctrl.Result{}, false, fmt.Errorf("listing GPUs: %w", err)
 	}
 	var quotas gpuwardenv1alpha1.GPUQuotaList
@@ -99,9 +111,9 @@ func (r *Reconciler) reconcile(ctx context.Context, fresh bool) (_ ctrl.Result, 
 	if err != nil {
 		return ctrl.Result{}, false, err
 	}
-	p := &pass{r: r, now: r.Clock.Now(), ledger: book, storedKey: cm.Data[ledger.SigningKeyField], quotas: quotas.Items, groups: map[string][]string{},
+	p := &pass{r: r, node: node, now: r.Clock.Now(), ledger: book, storedKey: cm.Data[ledger.SigningKeyField], quotas: quotas.Items, groups: map[string][]string{},
 		outcome: map[string]allocation.Decision{}, bound: map[string]allocation.Binding{}}
-	if r.auditedAgain.CompareAndSwap(false, true) {
+	if _, done := r.auditedAgain.LoadOrStore(node, true); !done {
 		p.auditAgain(allocs.Items)
 	}
 	p.release(allocs.Items)
@@ -135,12 +147,12 @@ func (r *Reconciler) reconcile(ctx context.Context, fresh bool) (_ ctrl.Result, 
 // claimRetry is how soon a pass whose claim met a stale copy runs again.
 const claimRetry = 50 * time.Millisecond
 
-// claim gives an allocation without a node to this node, which has just found room for
-// it; the API server lets only one node's claim through (nodeName is immutable once set).
-// A conflict (the cached copy was stale) is not a refusal: the pass is retried shortly.
-func (r *Reconciler) claim(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) (claimed, retry bool) {
+// claim gives an allocation without a node to node, which has just found room for it; the
+// API server lets only one claim through (nodeName is immutable once set). A conflict (the
+// cached copy was stale) is not a refusal: the pass is retried shortly.
+func (r *Reconciler) claim(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, node string) (claimed, retry bool) {
 	c := a.DeepCopy()
-	c.Spec.NodeName = r.NodeName
+	c.Spec.NodeName = node
 	if err := r.Client.Update(ctx, c); err != nil {
 		ctrl.LoggerFrom(ctx).V(1).Info("Could not claim the allocation", "allocation", a.Name, "reason", err.Error())
 		return false, apierrors.IsConflict(err)
@@ -151,7 +163,9 @@ func (r *Reconciler) claim(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocati
 
 // pass is one reconcile's working state.
 type pass struct {
-	r        *Reconciler
+	r *Reconciler
+	// node is the node whose allocations the pass decides.
+	node     string
 	now      time.Time
 	ledger   allocation.Ledger
 	quotas   []gpuwardenv1alpha1.GPUQuota
@@ -230,7 +244,10 @@ func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocat
 	if len(queue) == 0 {
 		return // nothing waits: no need to ask NVML for processes
 	}
-	inventory := p.r.markForeign(ctx, allocation.SlotsOf(gpus))
+	inventory := allocation.SlotsOf(gpus)
+	if p.local() {
+		inventory = p.r.markForeign(ctx, inventory)
+	}
 	for _, w := range queue {
 		if !p.signatureHolds(ctx, w.a) {
 			continue
@@ -327,15 +344,19 @@ func requestOf(a *gpuwardenv1alpha1.GPUAllocation) allocation.Request {
 // claimed for this node first (another node may win it).
 func (p *pass) bind(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, d allocation.Decision, unassigned bool) {
 	if unassigned {
-		claimed, retry := p.r.claim(ctx, a)
+		claimed, retry := p.r.claim(ctx, a, p.node)
 		p.retry = p.retry || retry
 		if !claimed {
 			return
 		}
 	}
-	p.bound[a.Name] = p.ledger.Bind(a.Name, a.Spec.User, p.r.NodeName, d.Slots, p.now)
+	p.bound[a.Name] = p.ledger.Bind(a.Name, a.Spec.User, p.node, d.Slots, p.now)
 	p.changed = true
 }
+
+// local reports whether the pass decides for the node this process runs on, whose GPU
+// back end it may ask.
+func (p *pass) local() bool { return p.node == p.r.NodeName }
 
 // refuses reports whether the pass refuses a request for good.
 func (p *pass) refuses() bool {
@@ -353,7 +374,7 @@ func (p *pass) refuses() bool {
 func (p *pass) waits(a *gpuwardenv1alpha1.GPUAllocation) bool {
 	_, bound := p.ledger.Bindings[a.Name]
 	_, released := p.released[a.Name]
-	return (a.Spec.NodeName == p.r.NodeName || a.Spec.NodeName == "") && !bound && !released && allocation.Live(a)
+	return (a.Spec.NodeName == p.node || a.Spec.NodeName == "") && !bound && !released && allocation.Live(a)
 }
 
 // releaseReason is the reason a's release annotation gives, bounded: it is user-supplied

@@ -30,7 +30,10 @@ import (
 // double the writes that binding needs.
 type derivedWriter struct {
 	client client.Client
-	node   string
+	// node is whose GPUs show holders: "" for every node's (the cluster's allocator).
+	node string
+	// leads, when set, says whether to write at all (the cluster's allocator leads).
+	leads func() bool
 	// every is the least time between two rounds of writes.
 	every time.Duration
 
@@ -74,6 +77,13 @@ func (h *derivedWriter) set(l allocation.Ledger, usage map[string]quotaUsage) {
 	}
 }
 
+// forget drops what the last pass showed: the next pass's view is written whatever it is.
+func (h *derivedWriter) forget() {
+	h.mu.Lock()
+	h.holder, h.usage = nil, nil
+	h.mu.Unlock()
+}
+
 func (h *derivedWriter) poke() {
 	select {
 	case h.dirty <- struct{}{}:
@@ -103,8 +113,8 @@ func (h *derivedWriter) Start(ctx context.Context) error {
 		h.mu.Lock()
 		holder, usage := h.holder, h.usage
 		h.mu.Unlock()
-		if holder == nil {
-			continue // no pass has read the ledger yet: nothing to compare with
+		if holder == nil || (h.leads != nil && !h.leads()) {
+			continue // no pass has read the ledger yet (or another process's passes decide)
 		}
 		err := errors.Join(h.writeHolders(ctx, holder), h.writeUsage(ctx, usage))
 		if err != nil && ctx.Err() == nil {
@@ -121,7 +131,11 @@ func (h *derivedWriter) Start(ctx context.Context) error {
 
 func (h *derivedWriter) writeHolders(ctx context.Context, holder map[string]holding) error {
 	var gpus gpuwardenv1alpha1.GPUList
-	if err := h.client.List(ctx, &gpus, client.MatchingLabels{gpuwardenv1alpha1.LabelNode: h.node}); err != nil {
+	var mine []client.ListOption
+	if h.node != "" {
+		mine = append(mine, client.MatchingLabels{gpuwardenv1alpha1.LabelNode: h.node})
+	}
+	if err := h.client.List(ctx, &gpus, mine...); err != nil {
 		return fmt.Errorf("listing GPUs: %w", err)
 	}
 	eg, gctx := errgroup.WithContext(ctx)

@@ -28,7 +28,7 @@ func TestDesiredStatusComesFromTheLedger(t *testing.T) {
 		"mine":   {User: "ann", Node: "n1", BoundAt: boundAt, Slots: []allocation.Bound{{GPUIndex: 4, UUID: "MIG-4a", Profile: "3g.40gb", Weight: 3.0 / 7}}},
 		"theirs": {User: "ann", Node: "n2", BoundAt: boundAt, Slots: []allocation.Bound{{GPUIndex: 0, UUID: "GPU-x", Weight: 1}}},
 	}}
-	p := &pass{r: &Reconciler{NodeName: "n1"}, now: t0, ledger: ledger,
+	p := &pass{r: &Reconciler{NodeName: "n1"}, node: "n1", now: t0, ledger: ledger,
 		outcome: map[string]allocation.Decision{
 			"refused": {Reason: gpuwardenv1alpha1.ReasonQuotaExceeded, Message: strings.Repeat("q", 5000)},
 			"waiting": {Reason: gpuwardenv1alpha1.ReasonNoCapacity, Message: "0 whole GPUs free of 1 asked for"},
@@ -113,7 +113,7 @@ func TestDesiredStatusComesFromTheLedger(t *testing.T) {
 // writes nothing.
 func TestDesiredStatusOfAnUnchangedBindingIsWhatIsStored(t *testing.T) {
 	at := t0.Add(987654321 * time.Nanosecond)
-	p := &pass{r: &Reconciler{NodeName: "n1"}, now: t0, outcome: map[string]allocation.Decision{},
+	p := &pass{r: &Reconciler{NodeName: "n1"}, node: "n1", now: t0, outcome: map[string]allocation.Decision{},
 		ledger: allocation.Ledger{Bindings: map[string]allocation.Binding{"a": {User: "ann", Node: "n1", BoundAt: at,
 			Slots: []allocation.Bound{{GPUIndex: 0, UUID: "GPU-0", Weight: 1}}}}}}
 	a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: "a"}, Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: "ann", NodeName: "n1"}}
@@ -140,7 +140,7 @@ func TestDesiredStatusOfAnUnchangedBindingIsWhatIsStored(t *testing.T) {
 // so that readers keep it once.
 func TestAReleaseRecordedTwiceHasOneID(t *testing.T) {
 	log := &testutil.AuditRecorder{}
-	p := &pass{r: &Reconciler{NodeName: "n1", Audit: log, Recorder: events.NewFakeRecorder(10)}, now: t0,
+	p := &pass{r: &Reconciler{NodeName: "n1", Audit: log, Recorder: events.NewFakeRecorder(10)}, node: "n1", now: t0,
 		released: map[string]releaseInfo{}}
 	boundAt := metav1.NewTime(t0.Add(-time.Hour).Truncate(time.Second))
 	a := testutil.MakeAllocation("r").Created(t0.Add(-2 * time.Hour)).User("ann").Node("n1").Phase(gpuwardenv1alpha1.PhaseReleased).

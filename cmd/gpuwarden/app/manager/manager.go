@@ -174,6 +174,8 @@ func controllerOptions(o options.ManagerOptions, x Extras, gpus gpu.Backend) (co
 		ScanInterval:       o.ScanInterval,
 		SampleInterval:     o.SampleInterval,
 		Retention:          o.AllocationRetention,
+		ClusterAllocator:   o.ClusterAllocator,
+		AllocatorLease:     o.AllocatorLeaseDuration,
 		TelemetryInterval:  telemetry,
 		Gateway:            gw,
 		AllowLocalWebhooks: o.AllowLocalWebhooks,

@@ -20,6 +20,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/gpuwarden/gpuwarden/controllers"
+	"github.com/gpuwarden/gpuwarden/controllers/allocation"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/gateway"
 	"github.com/gpuwarden/gpuwarden/internal/gpu/fakegpu"
@@ -40,6 +41,9 @@ type ManagerOptions struct {
 	ScanInterval           time.Duration
 	SampleInterval         time.Duration
 	AllocationRetention    time.Duration
+	// ClusterAllocator: the nodes' controllers elect one allocator for all of them.
+	ClusterAllocator       bool
+	AllocatorLeaseDuration time.Duration
 	TelemetryInterval      time.Duration
 	AllowLocalWebhooks     bool
 	// Notices by e-mail: the relay, the sender, and the rule for a user's address.
@@ -78,6 +82,8 @@ func (o *ManagerOptions) AddFlags(fs *pflag.FlagSet, metricsDefault, probeDefaul
 	fs.StringVar(&o.FakeGPUsControl, "fake-gpus-control", "", "with --fake-gpus: a YAML or JSON file the simulated GPUs re-read when it changes (utilization, memoryUsedMiB, temperature, power, lost, xid, processes; see the README)")
 	fs.DurationVar(&o.SampleInterval, "sample-interval", controllers.DefaultOptions().SampleInterval, "how often running GPU containers are sampled for idle detection (at least 1s)")
 	fs.DurationVar(&o.AllocationRetention, "allocation-retention", controllers.DefaultOptions().Retention, "how long released allocations stay visible (kubectl get ga) before they are deleted; at least 1m")
+	fs.BoolVar(&o.ClusterAllocator, "cluster-allocator", false, "decide every node's GPU allocations in one process the nodes' controllers elect through a Lease (kube-system/"+allocation.LeaseName+"), instead of each node deciding its own against the shared ledger")
+	fs.DurationVar(&o.AllocatorLeaseDuration, "allocator-lease-duration", allocation.DefaultLeaseDuration, "with --cluster-allocator: how long the allocator's Lease lasts unrenewed before another controller takes over (at least 3s)")
 	fs.DurationVar(&o.TelemetryInterval, "telemetry-interval", 0, "how often the GPUs are read for /metrics (default: 15s, or --sample-interval when shorter); a scrape serves the last reading")
 	fs.StringVar(&o.GatewaySocket, "gateway-socket", gateway.DefaultSocket, `the Docker gateway's Unix socket (mode 0666; users set DOCKER_HOST=unix://… to it); "" serves none`)
 	fs.StringVar(&o.GatewayAdminGroup, "gateway-admin-group", gateway.DefaultAdminGroup, "the host group whose members (and root) see and manage every container through the gateway")
@@ -122,6 +128,9 @@ func (o *ManagerOptions) Validate() error {
 	}
 	if o.SampleInterval < time.Second {
 		errs = append(errs, fmt.Errorf("--sample-interval %s: must be at least 1s", o.SampleInterval))
+	}
+	if o.AllocatorLeaseDuration < 3*time.Second {
+		errs = append(errs, fmt.Errorf("--allocator-lease-duration %s: must be at least 3s", o.AllocatorLeaseDuration))
 	}
 	if o.AllocationRetention < time.Minute {
 		errs = append(errs, fmt.Errorf("--allocation-retention %s: must be at least 1m", o.AllocationRetention))
