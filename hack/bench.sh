@@ -322,24 +322,28 @@ rm -rf "$gwdir"
 kill "$(cat /var/lib/gpuwarden-test/bench/dockerd.pid)" 2>/dev/null || true
 fi
 
-if [ -z "${SKIP_NODES:-}" ]; then
+# nodes_bench MODE: the burst across n_nodes simulated nodes; MODE "node" (each node decides
+# its own against the shared ledger) or "cluster" (--cluster-allocator: one elected allocator).
+nodes_bench() {
+local mode=$1 elect=()
+[ "$mode" = cluster ] && elect=(--cluster-allocator)
 echo
-n_nodes=$([ -n "$quick" ] && echo 3 || echo "${NODES:-20}")
-echo "== allocation across $n_nodes simulated nodes: one gpuwarden controller each (h100x8) against one API server, one Shared quota"
-nd=$dir/nodes
+echo "== allocation across $n_nodes simulated nodes ($mode allocator): one gpuwarden controller each (h100x8) against one API server, one Shared quota"
+nd=$dir/nodes-$mode
 mkdir -p "$nd"
-"$bin" server --data-dir "$nd/data" --api-port 0 --metrics-bind-address 0 --health-probe-bind-address 0 --fake-gpus h100x8 \
-  --docker-host none --gateway-socket "" --node-name node-00 --audit-log "$nd/server.jsonl" >"$nd/server.out" 2>&1 &
+port=$(( 30000 + RANDOM % 20000 ))
+metrics_ports=("$port")
+"$bin" server --data-dir "$nd/data" --api-port 0 --metrics-bind-address "127.0.0.1:$port" --health-probe-bind-address 0 --fake-gpus h100x8 \
+  --docker-host none --gateway-socket "" --node-name node-00 --audit-log "$nd/server.jsonl" "${elect[@]}" >"$nd/server.out" 2>&1 &
 node_pids=($!)
 until grep -q "is ready" "$nd/server.out"; do kill -0 "${node_pids[0]}" 2>/dev/null || { cat "$nd/server.out"; exit 1; }; sleep 0.2; done
 kc=$nd/data/admin.kubeconfig
-metrics_ports=()
 for i in $(seq 1 $((n_nodes - 1))); do
   port=$(( 30000 + RANDOM % 20000 ))
   metrics_ports+=("$port")
   "$bin" controller --kubeconfig "$kc" --node-name "$(printf node-%02d "$i")" --fake-gpus h100x8 --docker-host none --gateway-socket "" \
     --install-crds=false --leader-elect=false --metrics-bind-address "127.0.0.1:$port" --health-probe-bind-address 0 \
-    --audit-log "$nd/node-$i.jsonl" >"$nd/node-$i.out" 2>&1 &
+    --audit-log "$nd/node-$i.jsonl" "${elect[@]}" >"$nd/node-$i.out" 2>&1 &
   node_pids+=($!)
 done
 until [ "$(kubectl --kubeconfig "$kc" get gpus --no-headers 2>/dev/null | wc -l)" -eq $((n_nodes * 8)) ]; do sleep 0.5; done
@@ -381,10 +385,20 @@ held=$(kubectl --kubeconfig "$kc" get gq lab-pool -o jsonpath='{.status.usage[*]
 printf "%d allocations on %d nodes bound in %.2f s: %s binds/s, latency from the burst's start p50 %s s, p99 %s s\n" "${#seen[@]}" "$n_nodes" "$(echo "$t1 - $t0" | bc)" "$bps" "$p50" "$p99"
 printf "ledger conflicts (controllers' passes that lost a write and decided again): %s, %.2f per bind\n" "$conflicts" "$(echo "$conflicts / ${#seen[@]}" | bc -l)"
 printf "ledger: %d bytes for %d bindings, %.0f bytes per binding; the Shared quota holds %s of %d\n" "$ledger_bytes" "${#seen[@]}" "$(echo "$ledger_bytes / ${#seen[@]}" | bc -l)" "${held:-?}" "$n_alloc"
+if [ "$mode" = node ]; then
 row "Allocation across $n_nodes nodes, $n_alloc requests at once" "$bps binds/s, p99 $p99 s from the burst's start" "–" "report" "$(printf %.2f "$(echo "$conflicts / ${#seen[@]}" | bc -l)") ledger conflicts per bind"
-row "Ledger size per binding" "$(printf %.0f "$(echo "$ledger_bytes / ${#seen[@]}" | bc -l)") bytes" "etcd's object limit 1.5 MiB" "report" "$(echo "1572864 * ${#seen[@]} / $ledger_bytes" | bc) bindings fit"
+else
+row "Allocation across $n_nodes nodes, one elected allocator, $n_alloc requests at once" "$bps binds/s, p99 $p99 s from the burst's start; $(printf %.2f "$(echo "$conflicts / ${#seen[@]}" | bc -l)") conflicts per bind" "single node, 50 concurrent: ${abps:-?} binds/s" "≥ 0.5× the single node" "$(verdict "${abps:+$bps >= 0.5 * $abps}") ($([ -n "${abps:-}" ] && ratio "$bps" "$abps" || echo "?")×)"
+fi
+row "Ledger size per binding ($mode allocator)" "$(printf %.0f "$(echo "$ledger_bytes / ${#seen[@]}" | bc -l)") bytes" "etcd's object limit 1.5 MiB" "report" "$(echo "1572864 * ${#seen[@]} / $ledger_bytes" | bc) bindings fit"
 kill "${node_pids[@]}" 2>/dev/null || true
 wait "${node_pids[@]}" 2>/dev/null || true
+}
+
+if [ -z "${SKIP_NODES:-}" ]; then
+n_nodes=$([ -n "$quick" ] && echo 3 || echo "${NODES:-20}")
+nodes_bench node
+nodes_bench cluster
 fi
 
 write_report

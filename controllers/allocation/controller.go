@@ -3,7 +3,10 @@ package allocation
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -59,9 +62,9 @@ type Reconciler struct {
 
 	derived *derivedWriter
 	ledgers *ledger.Store
-	// auditedAgain holds the nodes whose records this process (since it last began to lead)
-	// has recorded again, for what its predecessor may have lost.
-	auditedAgain sync.Map
+	// auditedAgain: this process (since it last began to lead, as the cluster's allocator)
+	// has recorded again what its predecessor may have lost.
+	auditedAgain atomic.Bool
 	// written is each allocation's last status written by a pass.
 	written sync.Map
 
@@ -76,31 +79,32 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=gpuwarden.io,resources=gpuquotas/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update
 
-// Reconcile makes one pass over the node's allocations. A pass that would refuse a request
-// for good on the ledger as this node last wrote it decides again on the stored one: a
-// refusal must not rest on a copy another node may have changed since.
-func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	node := r.NodeName
-	if r.Cluster != nil {
-		if !r.Cluster.Leading() {
-			return ctrl.Result{}, nil // another process allocates (and this one is woken when it leads)
-		}
-		node = req.Name
+// Reconcile makes one pass over the node's allocations (as the cluster's allocator, over
+// every node's). A pass that would refuse a request for good on the ledger as this process
+// last wrote it decides again on the stored one: a refusal must not rest on a copy another
+// node may have changed since.
+func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
+	if r.Cluster != nil && !r.Cluster.Leading() {
+		return ctrl.Result{}, nil // another process allocates (and this one is woken when it leads)
 	}
-	res, stale, err := r.reconcile(ctx, node, false)
+	res, stale, err := r.reconcile(ctx, false)
 	if stale {
-		res, _, err = r.reconcile(ctx, node, true)
+		res, _, err = r.reconcile(ctx, true)
 	}
 	return res, err
 }
 
-func (r *Reconciler) reconcile(ctx context.Context, node string, fresh bool) (_ ctrl.Result, stale bool, _ error) {
+func (r *Reconciler) reconcile(ctx context.Context, fresh bool) (_ ctrl.Result, stale bool, _ error) {
 	var allocs gpuwardenv1alpha1.GPUAllocationList
 	if err := r.Client.List(ctx, &allocs); err != nil {
 		return ctrl.Result{}, false, fmt.Errorf("listing allocations: %w", err)
 	}
+	var mine []client.ListOption
+	if r.Cluster == nil {
+		mine = append(mine, client.MatchingLabels{gpuwardenv1alpha1.LabelNode: r.NodeName})
+	}
 	var gpus gpuwardenv1alpha1.GPUList
-	if err := r.Client.List(ctx, &gpus, client.MatchingLabels{gpuwardenv1alpha1.LabelNode: node}); err != nil {
+	if err := r.Client.List(ctx, &gpus, mine...); err != nil {
 		return ctrl.Result{}, false, fmt.Errorf("listing GPUs: %w", err)
 	}
 	var quotas gpuwardenv1alpha1.GPUQuotaList
@@ -111,13 +115,17 @@ func (r *Reconciler) reconcile(ctx context.Context, node string, fresh bool) (_ 
 	if err != nil {
 		return ctrl.Result{}, false, err
 	}
-	p := &pass{r: r, node: node, now: r.Clock.Now(), ledger: book, storedKey: cm.Data[ledger.SigningKeyField], quotas: quotas.Items, groups: map[string][]string{},
+	p := &pass{r: r, now: r.Clock.Now(), ledger: book, storedKey: cm.Data[ledger.SigningKeyField], quotas: quotas.Items, groups: map[string][]string{},
 		outcome: map[string]allocation.Decision{}, bound: map[string]allocation.Binding{}}
-	if _, done := r.auditedAgain.LoadOrStore(node, true); !done {
+	if r.auditedAgain.CompareAndSwap(false, true) {
 		p.auditAgain(allocs.Items)
 	}
 	p.release(allocs.Items)
-	p.decide(ctx, allocs.Items, gpus.Items)
+	byNode := r.gpusByNode(gpus.Items, allocs.Items)
+	for _, node := range slices.Sorted(maps.Keys(byNode)) {
+		p.node, p.complete = node, nil
+		p.decide(ctx, allocs.Items, byNode[node])
+	}
 	if remembered && p.refuses() {
 		return ctrl.Result{}, true, nil
 	}
@@ -144,6 +152,29 @@ func (r *Reconciler) reconcile(ctx context.Context, node string, fresh bool) (_ 
 	return ctrl.Result{RequeueAfter: next}, false, nil
 }
 
+// gpusByNode are the GPUs of every node a pass decides for: this node's; as the cluster's
+// allocator, every node with GPU objects and every node a live allocation names.
+func (r *Reconciler) gpusByNode(gpus []gpuwardenv1alpha1.GPU, allocs []gpuwardenv1alpha1.GPUAllocation) map[string][]gpuwardenv1alpha1.GPU {
+	byNode := map[string][]gpuwardenv1alpha1.GPU{r.NodeName: nil}
+	if r.Cluster == nil {
+		byNode[r.NodeName] = gpus
+		return byNode
+	}
+	for _, g := range gpus {
+		if n := g.Labels[gpuwardenv1alpha1.LabelNode]; n != "" {
+			byNode[n] = append(byNode[n], g)
+		}
+	}
+	for i := range allocs {
+		if n := allocs[i].Spec.NodeName; n != "" && allocation.Live(&allocs[i]) {
+			if _, ok := byNode[n]; !ok {
+				byNode[n] = nil
+			}
+		}
+	}
+	return byNode
+}
+
 // claimRetry is how soon a pass whose claim met a stale copy runs again.
 const claimRetry = 50 * time.Millisecond
 
@@ -164,7 +195,8 @@ func (r *Reconciler) claim(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocati
 // pass is one reconcile's working state.
 type pass struct {
 	r *Reconciler
-	// node is the node whose allocations the pass decides.
+	// node is the node whose waiting allocations the pass decides now (as the cluster's
+	// allocator, it decides for each node in turn).
 	node     string
 	now      time.Time
 	ledger   allocation.Ledger
@@ -357,6 +389,10 @@ func (p *pass) bind(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, d a
 // local reports whether the pass decides for the node this process runs on, whose GPU
 // back end it may ask.
 func (p *pass) local() bool { return p.node == p.r.NodeName }
+
+// ours reports whether the pass decides for node's allocations: this node's; as the
+// cluster's allocator, every node's.
+func (p *pass) ours(node string) bool { return p.r.Cluster != nil || node == p.r.NodeName }
 
 // refuses reports whether the pass refuses a request for good.
 func (p *pass) refuses() bool {

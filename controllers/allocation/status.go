@@ -202,11 +202,11 @@ func (p *pass) auditLedgerChange(allocs []gpuwardenv1alpha1.GPUAllocation) {
 	}
 }
 
-// auditAgain records once more, under the same event IDs and times, every decision for the
-// pass's node that the ledger and the retained statuses still show: the bindings and the
+// auditAgain records once more, under the same event IDs and times, every decision of the
+// pass's nodes that the ledger and the retained statuses still show: the bindings and the
 // releases. A process killed before its audit writer flushed lost those records; readers
-// keep each decision once. It runs on a process's first pass for each node (and again
-// after the process, as the cluster's allocator, begins to lead).
+// keep each decision once. It runs on a process's first pass (and again after the
+// process, as the cluster's allocator, begins to lead).
 func (p *pass) auditAgain(allocs []gpuwardenv1alpha1.GPUAllocation) {
 	recovered := func(e audit.Event) audit.Event {
 		e.Details["recovered"] = true
@@ -214,7 +214,7 @@ func (p *pass) auditAgain(allocs []gpuwardenv1alpha1.GPUAllocation) {
 	}
 	for _, name := range slices.Sorted(maps.Keys(p.ledger.Bindings)) {
 		b := p.ledger.Bindings[name]
-		if b.Node != p.node {
+		if !p.ours(b.Node) {
 			continue
 		}
 		e := recovered(audit.GPUAllocate(b.User, allocationRef(name, b)))
@@ -223,7 +223,7 @@ func (p *pass) auditAgain(allocs []gpuwardenv1alpha1.GPUAllocation) {
 	}
 	for i := range allocs {
 		a := &allocs[i]
-		if a.Spec.NodeName != p.node || a.Status.Phase != gpuwardenv1alpha1.PhaseReleased || a.Status.ReleasedTime == nil {
+		if !p.ours(a.Spec.NodeName) || a.Status.Phase != gpuwardenv1alpha1.PhaseReleased || a.Status.ReleasedTime == nil {
 			continue
 		}
 		bound := a.CreationTimestamp.Time // released while it waited
@@ -248,7 +248,7 @@ func (p *pass) desiredStatus(a *gpuwardenv1alpha1.GPUAllocation) (*gpuwardenv1al
 		want.ContainerName = a.Spec.ContainerName
 	}
 	if b, bound := p.ledger.Bindings[a.Name]; bound {
-		if b.Node != p.node {
+		if !p.ours(b.Node) {
 			return nil, false
 		}
 		at := metav1.NewTime(b.BoundAt).Rfc3339Copy() // as stored: a finer time would differ on every pass
@@ -262,7 +262,7 @@ func (p *pass) desiredStatus(a *gpuwardenv1alpha1.GPUAllocation) (*gpuwardenv1al
 		want.GPUEquivalents, want.GPUEquivalentsRounded = quantity(total), allocation.FormatEquivalents(total)
 		return want, true
 	}
-	if a.Spec.NodeName != p.node {
+	if a.Spec.NodeName == "" || !p.ours(a.Spec.NodeName) {
 		if d, ok := p.outcome[a.Name]; ok && a.Spec.NodeName == "" {
 			return decided(want, d), true
 		}

@@ -6,11 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 
 	"k8s.io/apimachinery/pkg/api/equality"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -25,9 +22,9 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/ledger"
 )
 
-// SetupWithManager registers the reconciler: one key per node, woken by any change to
-// allocations, quotas or the node's GPUs. As the cluster's allocator (Cluster), every node
-// is a key, and every node's pass runs when this process begins to lead.
+// SetupWithManager registers the reconciler: one key (one pass at a time), woken by any
+// change to allocations, quotas or the GPUs. As the cluster's allocator (Cluster), the pass
+// decides for every node, and runs when this process begins to lead.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	switch {
 	case r.Client == nil || r.Reader == nil || r.NodeName == "" || r.Groups == nil || r.Clock == nil || r.Recorder == nil || r.Audit == nil:
@@ -42,7 +39,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.ledgers = ledger.NewStore(r.Client, r.Reader, r.LedgerNamespace)
 	r.derived = newDerivedWriter(r.Client, r.NodeName)
 	start := make(chan event.GenericEvent, 1)
-	start <- event.GenericEvent{Object: &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: r.NodeName}}}
+	start <- event.GenericEvent{Object: &gpuwardenv1alpha1.GPUAllocation{}}
 	if r.Cluster != nil {
 		r.derived.node, r.derived.leads = "", r.Cluster.Leading // every node's GPUs, while leading
 		if err := mgr.Add(r.Cluster); err != nil {
@@ -51,7 +48,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.Cluster.OnLead(func() {
 			// What a predecessor may have lost is recorded again, and nothing this process
 			// wrote before another led is taken as still standing.
-			r.auditedAgain.Clear()
+			r.auditedAgain.Store(false)
 			r.written.Clear()
 			r.derived.forget()
 			select {
@@ -63,65 +60,22 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err := mgr.Add(r.derived); err != nil {
 		return fmt.Errorf("adding the writer of GPU holders and quota usage: %w", err)
 	}
-	toNode, toAll := r.nodeOf(), r.everyNode()
+	// One key: events that come while a pass runs are decided together by the next one.
+	key := []reconcile.Request{{NamespacedName: client.ObjectKey{Name: r.NodeName}}}
+	toPass := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request { return key })
 	// The pass writes statuses itself: only changes that can alter a decision wake it.
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("allocation").
-		Watches(&gpuwardenv1alpha1.GPUAllocation{}, toNode, builder.WithPredicates(predicate.Or[client.Object](
+		Watches(&gpuwardenv1alpha1.GPUAllocation{}, toPass, builder.WithPredicates(predicate.Or[client.Object](
 			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, deletionStarted{},
 			predicate.Funcs{UpdateFunc: r.statusChangedByOthers}, predicate.Funcs{UpdateFunc: labelsChangedByOthers}))).
-		Watches(&gpuwardenv1alpha1.GPUQuota{}, toAll, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Watches(&gpuwardenv1alpha1.GPU{}, toNode, builder.WithPredicates(predicate.Funcs{UpdateFunc: gpuChangedForAllocation})).
+		Watches(&gpuwardenv1alpha1.GPUQuota{}, toPass, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&gpuwardenv1alpha1.GPU{}, toPass, builder.WithPredicates(predicate.Funcs{UpdateFunc: gpuChangedForAllocation})).
 		// Holders and usage are the ledger's to say: whoever else writes them is overwritten.
 		Watches(&gpuwardenv1alpha1.GPU{}, r.derived.onChange(), builder.WithPredicates(predicate.Funcs{UpdateFunc: holdersChanged})).
 		Watches(&gpuwardenv1alpha1.GPUQuota{}, r.derived.onChange(), builder.WithPredicates(predicate.Funcs{UpdateFunc: usageChanged})).
-		WatchesRawSource(source.Channel(start, toAll)).
+		WatchesRawSource(source.Channel(start, toPass)).
 		Complete(r)
-}
-
-// nodeOf maps an allocation or a GPU to the pass that decides for it: this node's; as the
-// cluster's allocator, the node it names (an allocation that names none: every node's).
-func (r *Reconciler) nodeOf() handler.EventHandler {
-	own := []reconcile.Request{{NamespacedName: client.ObjectKey{Name: r.NodeName}}}
-	return handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
-		if r.Cluster == nil {
-			return own
-		}
-		node := o.GetLabels()[gpuwardenv1alpha1.LabelNode]
-		if a, ok := o.(*gpuwardenv1alpha1.GPUAllocation); ok {
-			node = a.Spec.NodeName
-		}
-		if node == "" {
-			return r.nodes(ctx)
-		}
-		return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: node}}}
-	})
-}
-
-// everyNode maps any object to every node's pass.
-func (r *Reconciler) everyNode() handler.EventHandler {
-	return handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request { return r.nodes(ctx) })
-}
-
-// nodes are the keys of every node's pass: this node's; as the cluster's allocator, every
-// node that has GPU objects, and this one.
-func (r *Reconciler) nodes(ctx context.Context) []reconcile.Request {
-	names := map[string]bool{r.NodeName: true}
-	if r.Cluster != nil {
-		var gpus gpuwardenv1alpha1.GPUList
-		if err := r.Client.List(ctx, &gpus); err == nil {
-			for _, g := range gpus.Items {
-				if n := g.Labels[gpuwardenv1alpha1.LabelNode]; n != "" {
-					names[n] = true
-				}
-			}
-		}
-	}
-	var out []reconcile.Request
-	for _, n := range slices.Sorted(maps.Keys(names)) {
-		out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: n}})
-	}
-	return out
 }
 
 // statusChangedByOthers passes an update that changes what an allocation's status says

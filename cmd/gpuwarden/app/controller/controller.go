@@ -19,7 +19,11 @@ import (
 type Options struct {
 	Kubeconfig  string
 	InstallCRDs bool
-	Manager     options.ManagerOptions
+	// QPS and Burst bound the requests to the API server, as kube-scheduler's do: the
+	// cluster's allocator makes every node's writes.
+	QPS     float32
+	Burst   int
+	Manager options.ManagerOptions
 
 	out io.Writer
 }
@@ -42,12 +46,17 @@ or upgraded first when the credentials allow it.`,
 			if err := o.Manager.Validate(); err != nil {
 				return err
 			}
+			if o.QPS <= 0 || o.Burst < 1 {
+				return fmt.Errorf("--kube-api-qps %g and --kube-api-burst %d: both must be positive", o.QPS, o.Burst)
+			}
 			return o.Run(cmd.Context())
 		},
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig of the API server (default: in-cluster configuration)")
 	fs.BoolVar(&o.InstallCRDs, "install-crds", true, "install or upgrade the CRDs when allowed to")
+	fs.Float32Var(&o.QPS, "kube-api-qps", 50, "requests per second to the API server, sustained (kube-scheduler's default)")
+	fs.IntVar(&o.Burst, "kube-api-burst", 100, "requests to the API server in a burst, above --kube-api-qps")
 	o.Manager.AddFlags(fs, ":9402", ":9403", true)
 	return cmd
 }
@@ -59,6 +68,7 @@ func (o *Options) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	cfg.QPS, cfg.Burst = o.QPS, o.Burst
 	if o.InstallCRDs {
 		if err := crds.InstallWith(ctx, cfg); err != nil {
 			return fmt.Errorf("installing CRDs: %w", err)
