@@ -348,18 +348,22 @@ for i in $(seq 1 $((n_nodes - 1))); do
 done
 until [ "$(kubectl --kubeconfig "$kc" get gpus --no-headers 2>/dev/null | wc -l)" -eq $((n_nodes * 8)) ]; do sleep 0.5; done
 n_alloc=$((n_nodes * 8))
-{
-  echo "apiVersion: gpuwarden.io/v1alpha1"
-  echo "kind: GPUQuota"
-  echo "metadata: {name: lab-pool}"
-  echo "spec: {subjects: [{kind: Everyone}], scope: Shared, limits: {gpuEquivalents: \"$n_alloc\", maxGPUsPerContainer: 1}}"
-  for i in $(seq 0 $((n_alloc - 1))); do
-    printf -- "---\napiVersion: gpuwarden.io/v1alpha1\nkind: GPUAllocation\nmetadata: {name: nodes-%03d}\nspec: {user: user%02d, nodeName: node-%02d, request: {gpus: 1}}\n" "$i" $((i % 40)) $((i % n_nodes))
-  done
-} >"$nd/burst.yaml"
+kubectl --kubeconfig "$kc" apply -f - >/dev/null <<EOF
+apiVersion: gpuwarden.io/v1alpha1
+kind: GPUQuota
+metadata: {name: lab-pool}
+spec: {subjects: [{kind: Everyone}], scope: Shared, limits: {gpuEquivalents: "$n_alloc", maxGPUsPerContainer: 1}}
+EOF
+# Each node's 8 requests in a file of its own, all sent at once (one kubectl each).
+for i in $(seq 0 $((n_alloc - 1))); do
+  printf -- "---\napiVersion: gpuwarden.io/v1alpha1\nkind: GPUAllocation\nmetadata: {name: nodes-%03d}\nspec: {user: user%02d, nodeName: node-%02d, request: {gpus: 1}}\n" "$i" $((i % 40)) $((i % n_nodes)) >>"$nd/burst-$((i % n_nodes)).yaml"
+done
 t0=$(date +%s.%N)
-kubectl --kubeconfig "$kc" apply -f "$nd/burst.yaml" >/dev/null &
-apply=$!
+applies=()
+for f in "$nd"/burst-*.yaml; do
+  kubectl --kubeconfig "$kc" create -f "$f" >/dev/null &
+  applies+=($!)
+done
 declare -A seen=()
 while [ "${#seen[@]}" -lt "$n_alloc" ]; do
   now=$(date +%s.%N)
@@ -370,7 +374,7 @@ while [ "${#seen[@]}" -lt "$n_alloc" ]; do
   sleep 0.1
 done
 t1=$(date +%s.%N)
-wait $apply || true
+wait "${applies[@]}" || true
 lat=$(printf '%s\n' "${seen[@]}" | sort -n)
 p50=$(echo "$lat" | awk '{a[NR]=$1} END {printf "%.2f", a[int(NR*0.5)+1]}')
 p99=$(echo "$lat" | awk '{a[NR]=$1} END {i=int(NR*0.99)+1; if (i>NR) i=NR; printf "%.2f", a[i]}')
