@@ -2,17 +2,23 @@ package integration
 
 import (
 	"context"
+	"io"
+	"net"
+	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/controllers"
 	allocationctrl "github.com/gpuwarden/gpuwarden/controllers/allocation"
+	"github.com/gpuwarden/gpuwarden/internal/controlplane/controlplanetest"
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
 	"github.com/gpuwarden/gpuwarden/internal/gpu/fakegpu"
 	"github.com/gpuwarden/gpuwarden/internal/ledger"
@@ -115,4 +121,117 @@ func TestOneAllocatorForThreeNodes(t *testing.T) {
 		allocs := settled(t, c, 24)
 		return count(allocs, gpuwardenv1alpha1.PhaseBound, "") >= 16
 	})
+}
+
+// cuttable forwards TCP connections to an address until it is cut: then every connection
+// is closed and new ones are refused, as for a node that lost its network (or a process
+// killed with SIGKILL, whose Lease is not given back), until it heals.
+type cuttable struct {
+	ln     net.Listener
+	to     string
+	mu     sync.Mutex
+	cut    bool
+	conns  []net.Conn
+}
+
+func newCuttable(t *testing.T, to string) *cuttable {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cuttable{ln: ln, to: to}
+	t.Cleanup(func() { ln.Close(); c.setCut(true) })
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.mu.Lock()
+			if c.cut {
+				c.mu.Unlock()
+				in.Close()
+				continue
+			}
+			out, err := net.Dial("tcp", to)
+			if err != nil {
+				c.mu.Unlock()
+				in.Close()
+				continue
+			}
+			c.conns = append(c.conns, in, out)
+			c.mu.Unlock()
+			go func() { _, _ = io.Copy(out, in); out.Close() }()
+			go func() { _, _ = io.Copy(in, out); in.Close() }()
+		}
+	}()
+	return c
+}
+
+func (c *cuttable) setCut(cut bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cut = cut
+	if cut {
+		for _, conn := range c.conns {
+			conn.Close()
+		}
+		c.conns = nil
+	}
+}
+
+// TestAllocatorCutOffFromTheAPIServer: the allocator's node loses the API server in the
+// middle of a burst (its Lease is not given back, as after a kill -9). Another node takes
+// over once the Lease runs out and decides every request; when the first comes back it
+// follows, and no device is bound twice nor a quota exceeded at any point.
+func TestAllocatorCutOffFromTheAPIServer(t *testing.T) {
+	c := allocationTest(t)
+	createQuotas(t, c)
+	base := controlplanetest.Get(t).Config()
+	u, err := url.Parse(base.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := newCuttable(t, u.Host)
+	cfg := rest.CopyConfig(base)
+	cfg.Host = "https://" + link.ln.Addr().String()
+	fake, err := fakegpu.NewForNode("dgxa100", "node-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	startManagerWith(t, cfg, controllers.Options{NodeName: "node-a", GPUs: gpu.NewNVML(fake), Groups: resolve.StaticGroups{},
+		ClusterAllocator: true, AllocatorLease: clusterLease})
+	waitInventory(t, "node-a", len(fake.UUIDs()))
+	gwtestutil.Eventually(t, 30*time.Second, "node-a elected first", func() bool { return allocatorLeader(c) == "node-a" })
+	runClusterNode(t, "node-b")
+	runClusterNode(t, "node-c")
+
+	done := make(chan struct{})
+	go func() { defer close(done); burst(t, c, "cut", "", 12, 2) }()
+	gwtestutil.Eventually(t, 30*time.Second, "some of the burst bound", func() bool {
+		var l gpuwardenv1alpha1.GPUAllocationList
+		return c.List(context.Background(), &l) == nil && count(l.Items, gpuwardenv1alpha1.PhaseBound, "") >= 2
+	})
+	cut := time.Now()
+	link.setCut(true)
+	<-done
+	var next string
+	gwtestutil.Eventually(t, 30*time.Second, "another allocator elected", func() bool {
+		next = allocatorLeader(c)
+		return next != "" && next != "node-a"
+	})
+	t.Logf("%s took over %s after node-a was cut off (lease %s)", next, time.Since(cut).Round(100*time.Millisecond), clusterLease)
+	// node-a's GPU objects stay: the new allocator may bind them too.
+	gwtestutil.Eventually(t, 60*time.Second, "the burst decided by the new allocator", func() bool {
+		return count(settled(t, c, 24), gpuwardenv1alpha1.PhaseBound, "") >= 16
+	})
+
+	// node-a comes back, competing again: whoever leads, nothing decided before it was cut
+	// off counts twice.
+	link.setCut(false)
+	gwtestutil.Consistently(t, 3*clusterLease, "every invariant, node-a back", func() bool {
+		return count(settled(t, c, 24), gpuwardenv1alpha1.PhaseBound, "") >= 16
+	})
+	t.Logf("the allocator after node-a came back: %s", allocatorLeader(c))
 }
