@@ -185,6 +185,24 @@ func settled(t *testing.T, c client.Client, want int) []gpuwardenv1alpha1.GPUAll
 	return allocs.Items
 }
 
+// allBound waits until bound of want allocations are Bound (invariants checked all along)
+// and returns how many each node holds.
+func allBound(t *testing.T, c client.Client, want, bound int) map[string]int {
+	t.Helper()
+	var allocs []gpuwardenv1alpha1.GPUAllocation
+	testutil.Eventually(t, 60*time.Second, fmt.Sprintf("%d GPUs bound", bound), func() bool {
+		allocs = settled(t, c, want)
+		return count(allocs, gpuwardenv1alpha1.PhaseBound, "") == bound
+	})
+	nodes := map[string]int{}
+	for _, a := range allocs {
+		if a.Status.Phase == gpuwardenv1alpha1.PhaseBound {
+			nodes[a.Spec.NodeName]++
+		}
+	}
+	return nodes
+}
+
 // checkInvariants: no device in two Bound allocations; nobody above 2 gpu-equivalents or 3 containers.
 func checkInvariants(t *testing.T, allocs []gpuwardenv1alpha1.GPUAllocation) {
 	t.Helper()
@@ -313,17 +331,7 @@ func TestTwoNodesShareQuotas(t *testing.T) {
 	burst(t, c, "two", "", 20, 10)
 	// 20 users × quota 2 = 40 > 16 GPUs on the two nodes: every GPU gets bound. A snapshot
 	// where all are decided can precede a node's retried claim: wait for the 16.
-	var allocs []gpuwardenv1alpha1.GPUAllocation
-	testutil.Eventually(t, 60*time.Second, "the 16 GPUs of both nodes bound", func() bool {
-		allocs = settled(t, c, 200)
-		return count(allocs, gpuwardenv1alpha1.PhaseBound, "") == 16
-	})
-	nodes := map[string]int{}
-	for _, a := range allocs {
-		if a.Status.Phase == gpuwardenv1alpha1.PhaseBound {
-			nodes[a.Spec.NodeName]++
-		}
-	}
+	nodes := allBound(t, c, 200, 16)
 	if nodes["node-a"] != 8 || nodes["node-b"] != 8 {
 		t.Errorf("bound per node = %v, want 8 each", nodes)
 	}

@@ -74,17 +74,7 @@ func TestOneAllocatorForThreeNodes(t *testing.T) {
 
 	// 12 users × quota 2 = 24 = the GPUs of the three nodes: every request is bound.
 	burst(t, c, "one", "", 12, 2)
-	var allocs []gpuwardenv1alpha1.GPUAllocation
-	gwtestutil.Eventually(t, 60*time.Second, "the 24 GPUs of the three nodes bound", func() bool {
-		allocs = settled(t, c, 24)
-		return count(allocs, gpuwardenv1alpha1.PhaseBound, "") == 24
-	})
-	nodes := map[string]int{}
-	for _, a := range allocs {
-		if a.Status.Phase == gpuwardenv1alpha1.PhaseBound {
-			nodes[a.Spec.NodeName]++
-		}
-	}
+	nodes := allBound(t, c, 24, 24)
 	if nodes["node-a"] != 8 || nodes["node-b"] != 8 || nodes["node-c"] != 8 {
 		t.Errorf("bound per node = %v, want 8 on each of the three", nodes)
 	}
@@ -127,11 +117,11 @@ func TestOneAllocatorForThreeNodes(t *testing.T) {
 // is closed and new ones are refused, as for a node that lost its network (or a process
 // killed with SIGKILL, whose Lease is not given back), until it heals.
 type cuttable struct {
-	ln     net.Listener
-	to     string
-	mu     sync.Mutex
-	cut    bool
-	conns  []net.Conn
+	ln    net.Listener
+	to    string
+	mu    sync.Mutex
+	cut   bool
+	conns []net.Conn
 }
 
 func newCuttable(t *testing.T, to string) *cuttable {
