@@ -322,6 +322,8 @@ rm -rf "$gwdir"
 kill "$(cat /var/lib/gpuwarden-test/bench/dockerd.pid)" 2>/dev/null || true
 fi
 
+# cpu_ticks PID…: the CPU time (user and system, in clock ticks) the processes have used.
+cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
 # nodes_bench MODE: the burst across n_nodes simulated nodes; MODE "node" (each node decides
 # its own against the shared ledger) or "cluster" (--cluster-allocator: one elected allocator).
 nodes_bench() {
@@ -334,7 +336,7 @@ mkdir -p "$nd"
 port=$(( 30000 + RANDOM % 20000 ))
 metrics_ports=("$port")
 "$bin" server --data-dir "$nd/data" --api-port 0 --metrics-bind-address "127.0.0.1:$port" --health-probe-bind-address 0 --fake-gpus h100x8 \
-  --docker-host none --gateway-socket "" --node-name node-00 --audit-log "$nd/server.jsonl" "${elect[@]}" >"$nd/server.out" 2>&1 &
+  --docker-host none --gateway-socket "" --node-name node-00 --audit-log "$nd/server.jsonl" --profiling "${elect[@]}" >"$nd/server.out" 2>&1 &
 node_pids=($!)
 until grep -q "is ready" "$nd/server.out"; do kill -0 "${node_pids[0]}" 2>/dev/null || { cat "$nd/server.out"; exit 1; }; sleep 0.2; done
 kc=$nd/data/admin.kubeconfig
@@ -358,6 +360,10 @@ EOF
 for i in $(seq 0 $((n_alloc - 1))); do
   printf -- "---\napiVersion: gpuwarden.io/v1alpha1\nkind: GPUAllocation\nmetadata: {name: nodes-%03d}\nspec: {user: user%02d, nodeName: node-%02d, request: {gpus: 1}}\n" "$i" $((i % 40)) $((i % n_nodes)) >>"$nd/burst-$((i % n_nodes)).yaml"
 done
+c0s=$(cpu_ticks "${node_pids[0]}"); c0n=$(cpu_ticks "${node_pids[@]:1}")
+# Where the server's CPU goes while the burst is decided (a miss is explained, not hidden).
+curl -s "127.0.0.1:${metrics_ports[0]}/debug/pprof/profile?seconds=$([ -n "$quick" ] && echo 3 || echo 10)" >"$nd/server-cpu.pprof" &
+profiling=$!
 t0=$(date +%s.%N)
 applies=()
 for f in "$nd"/burst-*.yaml; do
@@ -374,7 +380,14 @@ while [ "${#seen[@]}" -lt "$n_alloc" ]; do
   sleep 0.1
 done
 t1=$(date +%s.%N)
+cpu_server=$(echo "scale=1; ($(cpu_ticks "${node_pids[0]}") - c0s) / $(getconf CLK_TCK)" | bc)
+cpu_nodes=$(echo "scale=1; ($(cpu_ticks "${node_pids[@]:1}") - c0n) / $(getconf CLK_TCK)" | bc)
+rss_server=$(awk '/^VmRSS/ {print int($2 / 1024)}' "/proc/${node_pids[0]}/status")
 wait "${applies[@]}" || true
+wait "$profiling" || true
+share() { go tool pprof -top -focus="$1" "$bin" "$nd/server-cpu.pprof" 2>/dev/null | awk '/^Showing nodes accounting for/ {gsub(",", "", $6); print $6; exit}'; }
+profile="allocation passes $(share 'gpuwarden/controllers/allocation'), API server $(share 'k8s.io/apiserver|k8s.io/apiextensions-apiserver'), etcd $(share 'go.etcd.io'), garbage collection $(share 'runtime.gcBgMarkWorker') of the server's CPU"
+echo "profile of the server during the burst: $profile"
 lat=$(printf '%s\n' "${seen[@]}" | sort -n)
 p50=$(echo "$lat" | awk '{a[NR]=$1} END {printf "%.2f", a[int(NR*0.5)+1]}')
 p99=$(echo "$lat" | awk '{a[NR]=$1} END {i=int(NR*0.99)+1; if (i>NR) i=NR; printf "%.2f", a[i]}')
@@ -394,6 +407,8 @@ row "Allocation across $n_nodes nodes, $n_alloc requests at once" "$bps binds/s,
 else
 row "Allocation across $n_nodes nodes, one elected allocator, $n_alloc requests at once" "$bps binds/s, p99 $p99 s from the burst's start; $(printf %.2f "$(echo "$conflicts / ${#seen[@]}" | bc -l)") conflicts per bind" "single node, 50 concurrent: ${abps:-?} binds/s" "≥ 0.5× the single node" "$(verdict "${abps:+$bps >= 0.5 * $abps}") ($([ -n "${abps:-}" ] && ratio "$bps" "$abps" || echo "?")×)"
 fi
+printf "CPU during the burst: the server (API server, etcd and its node's controllers) %s s, the %d other controllers %s s; the server's RSS %s MiB\n" "$cpu_server" $((n_nodes - 1)) "$cpu_nodes" "$rss_server"
+row "CPU during the burst across $n_nodes nodes ($mode allocator)" "server (API server, etcd, node-00's controllers$([ "$mode" = cluster ] && echo ", the allocator when it leads")): $cpu_server s, RSS $rss_server MiB; $profile" "the $((n_nodes - 1)) other controllers: $cpu_nodes s" "report" "–"
 row "Ledger size per binding ($mode allocator)" "$(printf %.0f "$(echo "$ledger_bytes / ${#seen[@]}" | bc -l)") bytes" "etcd's object limit 1.5 MiB" "report" "$(echo "1572864 * ${#seen[@]} / $ledger_bytes" | bc) bindings fit"
 kill "${node_pids[@]}" 2>/dev/null || true
 wait "${node_pids[@]}" 2>/dev/null || true

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"k8s.io/apimachinery/pkg/fields"
@@ -33,6 +34,8 @@ type Options struct {
 	NodeName string
 	// MetricsBindAddress serves /metrics; "0" turns it off.
 	MetricsBindAddress string
+	// Profiling also serves Go's profiles at /debug/pprof/ on the metrics address.
+	Profiling bool
 	// HealthProbeBindAddress serves /healthz and /readyz; "0" turns it off.
 	HealthProbeBindAddress string
 	// LeaderElection makes only one replica per node active.
@@ -62,7 +65,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme.New(),
-		Metrics:                 metricsserver.Options{BindAddress: o.MetricsBindAddress},
+		Metrics:                 metricsserver.Options{BindAddress: o.MetricsBindAddress, ExtraHandlers: profiles(o.Profiling)},
 		Cache:                   cache.Options{ByObject: byObject(o.Watched)},
 		HealthProbeBindAddress:  o.HealthProbeBindAddress,
 		LeaderElection:          o.LeaderElection,
@@ -116,4 +119,18 @@ func byObject(watched map[client.Object]client.ObjectKey) map[client.Object]cach
 		out[obj] = cache.ByObject{Namespaces: map[string]cache.Config{key.Namespace: {}}, Field: fields.OneTermEqualSelector("metadata.name", key.Name)}
 	}
 	return out
+}
+
+// profiles are the handlers of Go's profiles, under /debug/pprof/, when on.
+func profiles(on bool) map[string]http.Handler {
+	if !on {
+		return nil
+	}
+	return map[string]http.Handler{
+		"/debug/pprof/":        http.HandlerFunc(pprof.Index),
+		"/debug/pprof/cmdline": http.HandlerFunc(pprof.Cmdline),
+		"/debug/pprof/profile": http.HandlerFunc(pprof.Profile),
+		"/debug/pprof/symbol":  http.HandlerFunc(pprof.Symbol),
+		"/debug/pprof/trace":   http.HandlerFunc(pprof.Trace),
+	}
 }

@@ -82,6 +82,7 @@ func build(o options.ManagerOptions, cfg *rest.Config, x Extras, auditLog *audit
 	mgr, err := basemanager.New(cfg, basemanager.Options{
 		NodeName:                o.NodeName,
 		MetricsBindAddress:      o.MetricsBindAddress,
+		Profiling:               o.Profiling,
 		HealthProbeBindAddress:  o.HealthProbeBindAddress,
 		LeaderElection:          o.LeaderElect,
 		LeaderElectionNamespace: "kube-system",

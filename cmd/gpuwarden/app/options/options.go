@@ -34,6 +34,7 @@ type ManagerOptions struct {
 	FakeGPUs               string
 	NodeName               string
 	MetricsBindAddress     string
+	Profiling              bool
 	HealthProbeBindAddress string
 	LeaderElect            bool
 	DockerHost             string
@@ -72,6 +73,7 @@ func (o *ManagerOptions) AddFlags(fs *pflag.FlagSet, metricsDefault, probeDefaul
 	fs.StringVar(&o.AuditLog, "audit-log", audit.DefaultPath, "the audit log (JSON Lines, rotated and compressed beside it)")
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", metricsDefault, `address of the Prometheus /metrics endpoint ("0" turns it off)`)
 	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", probeDefault, `address of /healthz and /readyz ("0" turns them off)`)
+	fs.BoolVar(&o.Profiling, "profiling", false, "also serve Go's CPU, heap and goroutine profiles at /debug/pprof/ on the metrics address (as Kubernetes components' --profiling)")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", leaderElectDefault, "elect one active controller per node through a Lease")
 	fs.StringVar(&o.DockerHost, "docker-host", "", `the Docker engine (unix:///var/run/docker.sock, tcp://…; default: $DOCKER_HOST, else the standard socket; "none" watches no containers)`)
 	fs.StringVar(&o.ProcRoot, "proc-root", "/proc", "the /proc tree GPU processes are mapped to containers and users through")
