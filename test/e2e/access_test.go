@@ -61,6 +61,17 @@ func TestUsersOwnKubeconfigs(t *testing.T) {
 	if out, err := asAlice("apiVersion: gpuwarden.io/v1alpha1\nkind: GPUQuota\nmetadata: {name: alice-unlimited}\nspec: {subjects: [{kind: User, name: gwalice}], unlimited: [gpuEquivalents]}\n", "create", "-f", "-"); err == nil || !strings.Contains(out, "forbidden") {
 		t.Errorf("creating a quota: %v\n%s", err, out)
 	}
+	// Nor may she hold the cluster's allocator Lease (and starve everyone of decisions) or
+	// write the ledger.
+	lease := "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {name: gpuwarden-allocator, namespace: kube-system}\nspec: {holderIdentity: gwalice, leaseDurationSeconds: 999999}\n"
+	if out, err := asAlice(lease, "create", "-f", "-"); err == nil || !strings.Contains(out, "forbidden") {
+		t.Errorf("taking the allocator's Lease: %v\n%s", err, out)
+	}
+	for _, verb := range []string{"update leases/gpuwarden-allocator", "update configmaps/gpuwarden-ledger", "get configmaps/gpuwarden-ledger"} {
+		if out, err := asAlice("", append([]string{"auth", "can-i"}, append(strings.Fields(verb), "-n", "kube-system")...)...); err == nil || strings.TrimSpace(out) != "no" {
+			t.Errorf("kubectl auth can-i %s -n kube-system: %v %q, want no", verb, err, out)
+		}
+	}
 	if out, err := asAlice("", "delete", "ga", "alice-own"); err != nil {
 		t.Errorf("deleting her own allocation: %v\n%s", err, out)
 	}
