@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -94,4 +96,116 @@ func TestManyNodesShareOneQuota(t *testing.T) {
 		out := mustKubectl(t, s.kubeconfig, "get", "gq", "mn-alice", "-o", `jsonpath={.status.usage[?(@.user=="alice")].gpuEquivalents}`)
 		return out == "5", out
 	})
+}
+
+// TestAllocatorKilledMidBurst: three `gpuwarden controller --cluster-allocator` elect one
+// allocator (the API server's own `gpuwarden server` decides only for its node, which nobody
+// asks for); the allocator is killed with SIGKILL in the middle of a burst, so its Lease is
+// not given back. Another takes over once the Lease runs out, every request is decided, never
+// more than the quota is Bound, and no allocation is decided twice in the audit logs (by
+// event_id; what the killed process had not flushed is recorded again under the same IDs).
+func TestAllocatorKilledMidBurst(t *testing.T) {
+	requireKubectl(t)
+	dir := t.TempDir()
+	s := startServer(t, dir, "ak-0", "--docker-host", "none")
+	nodes := []string{"ak-1", "ak-2", "ak-3"}
+	procs := map[string]*process{}
+	lease := 4 * time.Second
+	for _, n := range nodes {
+		procs[n] = start(t, "controller", "--kubeconfig", s.kubeconfig, "--node-name", n, "--fake-gpus", "h100x8", "--docker-host", "none",
+			"--install-crds=false", "--leader-elect=false", "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
+			"--cluster-allocator", "--allocator-lease-duration", lease.String(), "--audit-log", filepath.Join(dir, n+"-audit.jsonl"))
+	}
+	leader := func() string {
+		out, _ := kubectl(t, s.kubeconfig, "", "-n", "kube-system", "get", "lease", "gpuwarden-allocator", "-o", "jsonpath={.spec.holderIdentity}")
+		node, _, _ := strings.Cut(strings.TrimSpace(out), "_")
+		return node
+	}
+	var first string
+	testutil.Eventually(t, 60*time.Second, "24 GPUs and one allocator elected", func() (bool, string) {
+		out := mustKubectl(t, s.kubeconfig, "get", "gpus", "-o", `jsonpath={range .items[*]}{.spec.nodeName}{"\n"}{end}`)
+		first = leader()
+		n := 0
+		for _, node := range nodes {
+			n += strings.Count(out, node+"\n")
+		}
+		return n == 24 && procs[first] != nil, fmt.Sprintf("%d GPUs, allocator %q", n, first)
+	})
+
+	// 20 GPU-equivalents shared by everyone, 24 requests, 8 on each node.
+	var b strings.Builder
+	b.WriteString("apiVersion: gpuwarden.io/v1alpha1\nkind: GPUQuota\nmetadata: {name: ak-pool}\nspec: {subjects: [{kind: Everyone}], scope: Shared, limits: {gpuEquivalents: \"20\"}}\n")
+	for _, n := range nodes {
+		for i := range 8 {
+			fmt.Fprintf(&b, "---\napiVersion: gpuwarden.io/v1alpha1\nkind: GPUAllocation\nmetadata: {name: ak-%s-%d}\nspec: {user: user%d, nodeName: %s, request: {gpus: 1}}\n", n, i, i%4, n)
+		}
+	}
+	applied := make(chan error, 1)
+	go func() { _, err := kubectl(t, s.kubeconfig, b.String(), "apply", "-f", "-"); applied <- err }()
+	phases := func() map[string]int {
+		out, _ := kubectl(t, s.kubeconfig, "", "get", "ga", "-o", `jsonpath={range .items[*]}{.status.phase}{"\n"}{end}`)
+		n := map[string]int{}
+		for _, p := range strings.Fields(out) {
+			n[p]++
+		}
+		return n
+	}
+	testutil.Eventually(t, 60*time.Second, "the first binds", func() (bool, string) {
+		n := phases()
+		return n["Bound"] >= 2, fmt.Sprint(n)
+	})
+	killed, atKill := time.Now(), phases()
+	if err := procs[first].cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-applied; err != nil {
+		t.Fatalf("kubectl apply: %v", err)
+	}
+	var next string
+	testutil.Eventually(t, 60*time.Second, "another allocator", func() (bool, string) {
+		next = leader()
+		return next != "" && next != first, "the Lease holder: " + next
+	})
+	t.Logf("%s took over %s after %s was killed (lease %s); when it was killed: %v", next, time.Since(killed).Round(100*time.Millisecond), first, lease, atKill)
+	testutil.Eventually(t, 90*time.Second, "every request decided: the quota's 20 Bound, 4 refused", func() (bool, string) {
+		n := phases()
+		if n["Bound"] > 20 {
+			t.Fatalf("%d Bound under a shared quota of 20: %v", n["Bound"], n)
+		}
+		return n["Bound"] == 20 && n["Bound"]+n["Pending"]+n["Rejected"] == 24, fmt.Sprint(n)
+	})
+
+	// Each allocation decided once: one event_id for its gpu.allocate, whichever logs hold it.
+	ids := map[string]map[string]bool{}
+	logs, _ := filepath.Glob(filepath.Join(dir, "ak-*-audit.jsonl"))
+	for _, l := range append(logs, filepath.Join(dir, "audit", "events.jsonl")) {
+		data, err := os.ReadFile(l)
+		if err != nil {
+			continue // a log never written
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			var e struct {
+				Type    string         `json:"event_type"`
+				ID      string         `json:"event_id"`
+				Details map[string]any `json:"details"`
+			}
+			if json.Unmarshal([]byte(line), &e) != nil || e.Type != "gpu.allocate" {
+				continue
+			}
+			name := fmt.Sprint(e.Details["allocation"])
+			if ids[name] == nil {
+				ids[name] = map[string]bool{}
+			}
+			ids[name][e.ID] = true
+		}
+	}
+	for name, set := range ids {
+		if len(set) > 1 {
+			t.Errorf("%s decided %d times in the audit logs: %v", name, len(set), set)
+		}
+	}
+	if len(ids) < 20 {
+		t.Errorf("gpu.allocate recorded for %d allocations, want the 20 Bound", len(ids))
+	}
+	t.Logf("gpu.allocate of %d allocations in %d audit logs, each under one event_id", len(ids), len(logs)+1)
 }
