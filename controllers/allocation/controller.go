@@ -54,10 +54,10 @@ type Reconciler struct {
 	Retention       time.Duration
 	// Quotas receives each holder's and waiter's effective quota, for the metrics; optional.
 	Quotas *allocation.QuotaBook
-	// Cluster, when set, makes this the cluster's one allocator while Cluster leads: a pass
-	// for every node (keyed by node name), none at all while another process leads. Unset,
-	// the reconciler decides for NodeName alone (gpuwarden server; every node for itself).
-	// GPUs is NodeName's: other nodes' passes decide from their GPU objects.
+	// Cluster, when set, makes this the cluster's one allocator while Cluster leads: each
+	// pass decides for every node, and none runs while another process leads. Unset, the
+	// reconciler decides for NodeName alone (gpuwarden server; every node for itself). GPUs
+	// is NodeName's: other nodes are decided from their GPU objects.
 	Cluster *Elector
 
 	derived *derivedWriter
@@ -125,6 +125,9 @@ func (r *Reconciler) reconcile(ctx context.Context, fresh bool) (_ ctrl.Result, 
 	for _, node := range slices.Sorted(maps.Keys(byNode)) {
 		p.node, p.complete = node, nil
 		p.decide(ctx, allocs.Items, byNode[node])
+	}
+	if r.Quotas != nil {
+		r.Quotas.Set(p.book) // every node's holders and waiters
 	}
 	if remembered && p.refuses() {
 		return ctrl.Result{}, true, nil
@@ -214,6 +217,8 @@ type pass struct {
 	complete []allocation.Slot
 	// nodeGPUs are this node's GPU objects (they remember GPUs NVML no longer lists).
 	nodeGPUs []gpuwardenv1alpha1.GPU
+	// book is each holder's and waiter's effective quota, for the metrics (queue).
+	book map[string]allocation.Limit[float64]
 	// storedKey is the signing key as the ledger object read for this pass holds it.
 	storedKey string
 	// key signs what gpuwarden makes itself (read when first needed).
@@ -309,14 +314,17 @@ func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocat
 	}
 }
 
-// queue is this node's waiting allocations in the order they are decided, each with its
-// effective quota; the quota book (what the metrics show) is kept up to date on the way.
+// queue is the pass's node's waiting allocations in the order they are decided, each with
+// its effective quota; the pass's quota book (what the metrics show) is filled on the way.
 func (p *pass) queue(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocation) []waiting {
 	holders := map[string][]string{}
 	for _, b := range p.ledger.Bindings {
 		holders[b.User] = p.groupsOf(ctx, b.User)
 	}
-	book := map[string]allocation.Limit[float64]{}
+	if p.book == nil {
+		p.book = map[string]allocation.Limit[float64]{}
+	}
+	book := p.book
 	for user, groups := range holders {
 		if q := resolve.EffectiveQuota(p.quotas, user, groups, holders); q.GPUEquivalents.Set {
 			book[user] = q.GPUEquivalents
@@ -333,9 +341,6 @@ func (p *pass) queue(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocati
 			book[a.Spec.User] = q.GPUEquivalents
 		}
 		queue = append(queue, waiting{a: a, quota: q})
-	}
-	if p.r.Quotas != nil {
-		p.r.Quotas.Set(book)
 	}
 	allocation.SortQueue(queue, func(w waiting) allocation.Queued {
 		return allocation.Queued{Name: w.a.Name, Priority: w.quota.Priority.Value, Created: w.a.CreationTimestamp.Time}
