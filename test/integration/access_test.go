@@ -87,20 +87,27 @@ func kubeconfigClient(t *testing.T, issuer access.Issuer, user string, admin boo
 	return c
 }
 
+// accessInstalled installs users' access on the shared API server and returns an admin
+// client and an issuer of users' kubeconfigs from its CA.
+func accessInstalled(t *testing.T) (client.Client, access.Issuer) {
+	t.Helper()
+	env := controlplanetest.Get(t)
+	admin := env.Client(t)
+	if err := access.Install(context.Background(), admin); err != nil {
+		t.Fatal(err)
+	}
+	return admin, access.Issuer{PKI: pki.PKI{Dir: filepath.Join(env.DataDir, "pki")}, Server: env.Config().Host, Clock: clocktesting.NewFakePassiveClock(time.Now())}
+}
+
 // TestUserKubeconfigsKeepUsersToTheirOwn: through the real API server, a user's kubeconfig
 // lists allocations and creates and deletes its own, and is refused another's allocations and
 // any change to quotas; an admin's may do both.
 func TestUserKubeconfigsKeepUsersToTheirOwn(t *testing.T) {
-	env := controlplanetest.Get(t)
-	admin := env.Client(t)
+	admin, issuer := accessInstalled(t)
 	ctx := context.Background()
-	if err := access.Install(ctx, admin); err != nil {
-		t.Fatal(err)
-	}
 	if err := access.Install(ctx, admin); err != nil {
 		t.Fatalf("installing a second time: %v", err)
 	}
-	issuer := access.Issuer{PKI: pki.PKI{Dir: filepath.Join(env.DataDir, "pki")}, Server: env.Config().Host, Clock: clocktesting.NewFakePassiveClock(time.Now())}
 	dora := kubeconfigClient(t, issuer, "dora", false)
 	ed := kubeconfigClient(t, issuer, "ed", true)
 
@@ -179,13 +186,8 @@ func TestUserKubeconfigsKeepUsersToTheirOwn(t *testing.T) {
 // GPUAllocation may not name a container (whose it is only the gateway can tell); an admin's
 // may, and the user may delete one made for them.
 func TestUsersAllocationsNameNoContainer(t *testing.T) {
-	env := controlplanetest.Get(t)
-	admin := env.Client(t)
+	admin, issuer := accessInstalled(t)
 	ctx := context.Background()
-	if err := access.Install(ctx, admin); err != nil {
-		t.Fatal(err)
-	}
-	issuer := access.Issuer{PKI: pki.PKI{Dir: filepath.Join(env.DataDir, "pki")}, Server: env.Config().Host, Clock: clocktesting.NewFakePassiveClock(time.Now())}
 	gil := kubeconfigClient(t, issuer, "gil", false)
 	ed := kubeconfigClient(t, issuer, "ed", true)
 	const theirs = "0123456789abcdef0123"
@@ -226,13 +228,8 @@ func TestUsersAllocationsNameNoContainer(t *testing.T) {
 // the allocations' among them, and no other namespace's: the node's Events (the gateway's
 // refusals, which name other users) go to kube-system, which the API server accepts.
 func TestUsersReadTheEventsOfGpuwardensObjects(t *testing.T) {
-	env := controlplanetest.Get(t)
-	admin := env.Client(t)
+	admin, issuer := accessInstalled(t)
 	ctx := context.Background()
-	if err := access.Install(ctx, admin); err != nil {
-		t.Fatal(err)
-	}
-	issuer := access.Issuer{PKI: pki.PKI{Dir: filepath.Join(env.DataDir, "pki")}, Server: env.Config().Host, Clock: clocktesting.NewFakePassiveClock(time.Now())}
 	hana := kubeconfigClient(t, issuer, "hana", false)
 
 	now := metav1.NewMicroTime(time.Now())
