@@ -122,10 +122,11 @@ spec:
 		out, err := exec.Command("runuser", append([]string{"-u", user, "--", "env", "HOME=/home/" + user, bin}, args...)...).CombinedOutput()
 		return string(out), err
 	}
-	if out, err := as(alice, "events", "--gateway-socket", sock, "--container", "nt-nb", "--type", "lifecycle"); err != nil ||
-		!all(out, "lifecycle.idle_warning", "lifecycle.idle_stop", "nt-nb", "policy=notices") {
-		t.Errorf("alice's gpuwarden events --container nt-nb: %v\n%s", err, out)
-	}
+	// The audit log is written in groups: the stop's record may follow its notices.
+	testutil.Eventually(t, 30*time.Second, "alice's gpuwarden events --container nt-nb", func() (bool, string) {
+		out, err := as(alice, "events", "--gateway-socket", sock, "--container", "nt-nb", "--type", "lifecycle")
+		return err == nil && all(out, "lifecycle.idle_warning", "lifecycle.idle_stop", "nt-nb", "policy=notices"), out
+	})
 	if out, err := as(alice, "explain", "container", "nt-nb", fmt.Sprintf("--server=http://127.0.0.1:%d", s.metricPort)); err != nil ||
 		!all(out, "Stopped by gpuwarden at", "idle", "removed at") {
 		t.Errorf("alice's gpuwarden explain container nt-nb: %v\n%s", err, out)
