@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"math"
-	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -44,12 +43,7 @@ func TestSoak(t *testing.T) {
 		testutil.Require(t, err == nil, "GPUWARDEN_SOAK_EVERY=%s: %v", v, err)
 		every = d
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
 	prefix := "soak"
 	if v := os.Getenv("GPUWARDEN_SOAK_PREFIX"); v != "" {
 		prefix = v // a long soak beside the suite's short one

@@ -93,7 +93,7 @@ spec: {user: mia, nodeName: e2e-alerts, request: {devices: ["0"]}}
 `)
 
 	// The SMTP sink and the webhook.
-	smtpPort, amPort, promPort := freePort(t), freePort(t), freePort(t)
+	smtpPort, amPort, promPort := testutil.FreePort(t), testutil.FreePort(t), testutil.FreePort(t)
 	mail := daemon(t, python, "-u", "-m", "aiosmtpd", "-n", "-l", fmt.Sprintf("127.0.0.1:%d", smtpPort), "-c", "aiosmtpd.handlers.Debugging")
 	hook := &webhookSink{}
 	hooks := httptest.NewServer(hook)

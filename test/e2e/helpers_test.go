@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -142,16 +141,6 @@ func (p *process) wait(t *testing.T) int {
 		t.Fatalf("gpuwarden did not exit within %s:\n%s", stopTimeout, p.out)
 		return -1
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // kubectl runs kubectl against kubeconfig and returns its combined output.

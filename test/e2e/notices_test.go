@@ -24,7 +24,7 @@ func TestAUserIsToldByMailAndChat(t *testing.T) {
 	alice, bob := "ntalice", "ntbob"
 	python := "/usr/bin/python3" // Debian's, which python3-aiosmtpd installs into
 	testutil.Require(t, exec.Command(python, "-c", "import aiosmtpd").Run() == nil, "python3-aiosmtpd is not installed (run hack/install-deps.sh)")
-	smtpPort := freePort(t)
+	smtpPort := testutil.FreePort(t)
 	mail := daemon(t, python, "-u", "-m", "aiosmtpd", "-n", "-l", fmt.Sprintf("127.0.0.1:%d", smtpPort), "-c", "aiosmtpd.handlers.Debugging")
 	hook := &webhookSink{}
 	hooks := httptest.NewServer(hook)

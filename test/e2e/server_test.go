@@ -26,7 +26,7 @@ type server struct {
 func startServer(t *testing.T, dataDir, node string, extra ...string) *server {
 	t.Helper()
 	s := &server{dataDir: dataDir, kubeconfig: filepath.Join(dataDir, "admin.kubeconfig"),
-		probePort: freePort(t), metricPort: freePort(t)}
+		probePort: testutil.FreePort(t), metricPort: testutil.FreePort(t)}
 	args := append([]string{"server", "--data-dir", dataDir, "--api-port", "0", "--node-name", node,
 		"--audit-log", filepath.Join(dataDir, "audit", "events.jsonl"),
 		"--fake-gpus", "h100-mig",
@@ -197,7 +197,7 @@ func TestServerServesAPIsAndKeepsDataAcrossRestart(t *testing.T) {
 func TestControllerRunsAgainstAnotherServer(t *testing.T) {
 	requireKubectl(t)
 	s := startServer(t, t.TempDir(), "node-a")
-	metricPort, probePort := freePort(t), freePort(t)
+	metricPort, probePort := testutil.FreePort(t), testutil.FreePort(t)
 	c := start(t, "controller", "--kubeconfig", s.kubeconfig, "--node-name", "node-b",
 		"--audit-log", filepath.Join(t.TempDir(), "events.jsonl"),
 		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metricPort),
