@@ -77,7 +77,7 @@ test: build ## Run the whole suite: unit, integration (embedded API server, real
 	hack/test.sh
 
 .PHONY: test-chaos
-test-chaos: build ## The chaos suite alone, 20 fault rounds (GPUWARDEN_CHAOS_ROUNDS, GPUWARDEN_CHAOS_SEED); make test runs 4.
+test-chaos: build ## The chaos suite alone (one server; three nodes with the cluster allocator), 20 fault rounds each (GPUWARDEN_CHAOS_ROUNDS, GPUWARDEN_CHAOS_SEED); make test runs 4.
 	GPUWARDEN_CHAOS_ROUNDS=$${GPUWARDEN_CHAOS_ROUNDS:-20} hack/test.sh -chaos
 
 .PHONY: soak

@@ -120,7 +120,7 @@ func (r *Reconciler) reconcile(ctx context.Context, fresh bool) (_ ctrl.Result, 
 	if r.auditedAgain.CompareAndSwap(false, true) {
 		p.auditAgain(allocs.Items)
 	}
-	p.release(allocs.Items)
+	p.release(ctx, allocs.Items)
 	byNode := r.gpusByNode(gpus.Items, allocs.Items)
 	for _, node := range slices.Sorted(maps.Keys(byNode)) {
 		p.node, p.complete = node, nil
@@ -243,7 +243,7 @@ func (p *pass) groupsOf(ctx context.Context, user string) []string {
 }
 
 // release drops bindings whose allocation is gone, being deleted, or asked to release.
-func (p *pass) release(allocs []gpuwardenv1alpha1.GPUAllocation) {
+func (p *pass) release(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocation) {
 	byName := map[string]*gpuwardenv1alpha1.GPUAllocation{}
 	for i := range allocs {
 		byName[allocs[i].Name] = &allocs[i]
@@ -253,6 +253,11 @@ func (p *pass) release(allocs []gpuwardenv1alpha1.GPUAllocation) {
 		a, ok := byName[name]
 		reason := ""
 		switch {
+		case !ok && p.r.stored(ctx, name) != nil:
+			// The ledger is newer than this process's cache (another process bound it, or
+			// this one began to lead before its cache saw the create): it stands.
+			p.retry = true
+			continue
 		case !ok || a.DeletionTimestamp != nil:
 			reason = "allocation deleted"
 		case a.Annotations[gpuwardenv1alpha1.AnnotationRelease] != "":
@@ -266,6 +271,22 @@ func (p *pass) release(allocs []gpuwardenv1alpha1.GPUAllocation) {
 		p.released[name] = releaseInfo{binding: b, reason: reason}
 		p.changed = true
 	}
+}
+
+// stored is the allocation as the API server has it now, or nil when it is gone (or
+// cannot be read: then the caller's cache decides nothing for good either). It settles
+// what a lagging cache and the ledger disagree on, and only then: such a read is rare.
+func (r *Reconciler) stored(ctx context.Context, name string) *gpuwardenv1alpha1.GPUAllocation {
+	a := &gpuwardenv1alpha1.GPUAllocation{}
+	err := r.Reader.Get(ctx, client.ObjectKey{Name: name}, a)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil
+	case err != nil:
+		ctrl.LoggerFrom(ctx).V(1).Info("Reading an allocation the cache and the ledger disagree on", "allocation", name, "reason", err.Error())
+		return a // unknown: keep what the ledger holds
+	}
+	return a
 }
 
 // waiting is an allocation in the queue, with the quota it is decided against.
@@ -333,7 +354,7 @@ func (p *pass) queue(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocati
 	var queue []waiting
 	for i := range allocs {
 		a := &allocs[i]
-		if !p.waits(a) {
+		if !p.waits(ctx, a) {
 			continue
 		}
 		q := resolve.EffectiveQuota(p.quotas, a.Spec.User, p.groupsOf(ctx, a.Spec.User), holders)
@@ -412,10 +433,22 @@ func (p *pass) refuses() bool {
 // waits reports whether a is this node's (or no node's yet) and still to be decided. A
 // status that says Bound while the ledger holds no binding was never this controller's
 // decision (someone else wrote it): the request is decided as if new.
-func (p *pass) waits(a *gpuwardenv1alpha1.GPUAllocation) bool {
+func (p *pass) waits(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) bool {
 	_, bound := p.ledger.Bindings[a.Name]
 	_, released := p.released[a.Name]
-	return (a.Spec.NodeName == p.node || a.Spec.NodeName == "") && !bound && !released && allocation.Live(a)
+	if (a.Spec.NodeName != p.node && a.Spec.NodeName != "") || bound || released || !allocation.Live(a) {
+		return false
+	}
+	if a.Status.Phase == gpuwardenv1alpha1.PhaseBound {
+		// Bound, and no longer in the ledger: whoever released it saw it deleted or told to
+		// go before this cache did. Bound again only if the API server still has it live
+		// (a ledger lost or restored from a backup is rebuilt this way).
+		if now := p.r.stored(ctx, a.Name); now == nil || !allocation.Live(now) || now.ResourceVersion != a.ResourceVersion {
+			p.retry = true
+			return false
+		}
+	}
+	return true
 }
 
 // releaseReason is the reason a's release annotation gives, bounded: it is user-supplied

@@ -3,6 +3,8 @@
 // SIGKILL at random moments and restarted, a GPU lost from NVML, the audit log's disk full —
 // and checks from the outside, after each fault and at the end, what gpuwarden promises.
 //
+// TestChaosClusterAllocator is its mode for a cluster (cluster_test.go).
+//
 // GPUWARDEN_CHAOS_ROUNDS sets the number of fault rounds (default 4, as CI runs it; `make
 // test-chaos` runs 20); GPUWARDEN_CHAOS_SEED replays a run.
 package chaos
