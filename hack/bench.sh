@@ -20,6 +20,11 @@
 #     ratio <= 1.15), `docker ps -a` with 200 containers (<= 1.2), `docker run --gpus 1 --rm`
 #     through it vs `docker run --rm` straight, and bytes/s of `docker exec … cat` of 256 MiB
 #     (>= 0.8). GATEWAY_RUNS (default 20) sets the runs; SKIP_GATEWAY=1 skips it.
+#  9. allocation across simulated nodes: 1, 20 and 50 `gpuwarden controller --cluster-allocator`
+#     (NODES="1 20 50"; quick: 1 and 3) against one API server, 8 requests per node at once
+#     (hack/burst), under a PerUser quota over 40 users and under one Shared quota: binds/s,
+#     p50/p99, API writes and ledger conflicts per bind, next to part 4's single node; the
+#     elected allocator's CPU and RSS. SKIP_NODES=1 skips it.
 # IDLE_SECONDS (default 60) sets the idle period; RUNS (default 3) the warm starts;
 # SKIP_SERVER=1 skips part 1; SKIP_CPU=1 parts 6 and 7.
 #
@@ -179,7 +184,7 @@ echo "== allocation on the embedded API server (50 concurrent requests and one a
 out=$(CGO_CFLAGS=${CGO_CFLAGS:--O2 -g -Wno-deprecated-declarations} go test -run XXX -bench 'BenchmarkAllocation|BenchmarkAPIRoundTrip' -benchtime "$(bt 1000x 100x)" ./test/integration/ 2>/dev/null | benchlines); echo "$out"
 m() { echo "$out" | metric "^$1-" "$2"; } # a benchmark's metric by its exact name
 a99=$(m BenchmarkAllocation p99-ms); r99=$(m BenchmarkAPIRoundTrip p99-ms); u99=$(m BenchmarkAPIRoundTripUnthrottled p99-ms)
-abps=$(m BenchmarkAllocation binds/s); rbps=$(m BenchmarkAPIRoundTrip binds/s); ubps=$(m BenchmarkAPIRoundTripUnthrottled binds/s)
+abps=$(m BenchmarkAllocation binds/s); awpb=$(m BenchmarkAllocation writes/bind); rbps=$(m BenchmarkAPIRoundTrip binds/s); ubps=$(m BenchmarkAPIRoundTripUnthrottled binds/s)
 a1=$(m BenchmarkAllocationOne p50-ms); r1=$(m BenchmarkAPIRoundTripOne p50-ms)
 row "Allocation create → Bound, 50 concurrent: p99" "$a99 ms" "bare create + status write + watch: $r99 ms (no client rate limit: $u99 ms)" "≤ 2× the reference" "$(verdict "$a99 <= 2 * $r99") ($(ratio "$a99" "$r99")×)"
 row "Allocation create → Bound, 50 concurrent: throughput" "$abps binds/s" "bare round trips: $rbps /s (no client rate limit: $ubps /s)" "≥ 0.85× the reference" "$(verdict "$abps >= 0.85 * $rbps") ($(ratio "$abps" "$rbps")×)"
@@ -324,100 +329,109 @@ fi
 
 # cpu_ticks PID…: the CPU time (user and system, in clock ticks) the processes have used.
 cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
-# nodes_bench MODE: the burst across n_nodes simulated nodes; MODE "node" (each node decides
-# its own against the shared ledger) or "cluster" (--cluster-allocator: one elected allocator).
+# writes PORT…: the API writes (every request but GET) the processes behind these metrics ports have made.
+writes() { local t=0 p w; for p in "$@"; do w=$(curl -s "127.0.0.1:$p/metrics" | awk '/^rest_client_requests_total\{/ && !/method="GET"/ {s += $2} END {print s + 0}'); t=$((t + w)); done; echo $t; }
+# conflicts PORT…: the ledger writes that lost to another writer.
+conflicts() { local t=0 p c; for p in "$@"; do c=$(curl -s "127.0.0.1:$p/metrics" | awk '/^gpuwarden_ledger_writes_total\{result="conflict"\}/ {print $2}'); t=$((t + ${c:-0})); done; echo $t; }
+# ledger_bindings KUBECONFIG: how many bindings the ledger holds (0 before its first write).
+ledger_bindings() { local d; d=$(kubectl --kubeconfig "$1" -n kube-system get cm gpuwarden-ledger -o jsonpath='{.data.ledger\.json}' 2>/dev/null || true); if [ -z "$d" ]; then echo 0; else echo "$d" | jq '.bindings | length'; fi; }
+rss_of() { awk '/^VmRSS/ {print int($2 / 1024)}' "/proc/$1/status"; }
+go build -o "$dir/burst" ./hack/burst
+# nodes_bench N: N simulated nodes (one `gpuwarden controller --cluster-allocator` each,
+# fake h100x8) against one `gpuwarden server` (the API server; its own node is asked for
+# nothing and it does not compete for the allocator's Lease, so that the allocator is a
+# process of its own to measure). Two bursts of 8 requests per node at once, timed by
+# hack/burst: under a PerUser quota over 40 users, then under one Shared quota.
 nodes_bench() {
-local mode=$1 elect=()
-[ "$mode" = cluster ] && elect=(--cluster-allocator)
+local n=$1 nd=$dir/nodes-$1 kc i port
 echo
-echo "== allocation across $n_nodes simulated nodes ($mode allocator): one gpuwarden controller each (h100x8) against one API server, one Shared quota"
-nd=$dir/nodes-$mode
+echo "== allocation across $n simulated nodes: one gpuwarden controller each (h100x8, --cluster-allocator) against one API server"
 mkdir -p "$nd"
-port=$(( 30000 + RANDOM % 20000 ))
-metrics_ports=("$port")
+port=$(( 20000 + RANDOM % 10000 ))
 "$bin" server --data-dir "$nd/data" --api-port 0 --metrics-bind-address "127.0.0.1:$port" --health-probe-bind-address 0 --fake-gpus h100x8 \
-  --docker-host none --gateway-socket "" --node-name node-00 --audit-log "$nd/server.jsonl" --profiling "${elect[@]}" >"$nd/server.out" 2>&1 &
-node_pids=($!)
-until grep -q "is ready" "$nd/server.out"; do kill -0 "${node_pids[0]}" 2>/dev/null || { cat "$nd/server.out"; exit 1; }; sleep 0.2; done
+  --docker-host none --gateway-socket "" --node-name node-00 --audit-log "$nd/server.jsonl" --profiling >"$nd/server.out" 2>&1 &
+server_pid=$!
+server_port=$port
+until grep -q "is ready" "$nd/server.out"; do kill -0 "$server_pid" 2>/dev/null || { cat "$nd/server.out"; exit 1; }; sleep 0.2; done
 kc=$nd/data/admin.kubeconfig
-for i in $(seq 1 $((n_nodes - 1))); do
-  port=$(( 30000 + RANDOM % 20000 ))
-  metrics_ports+=("$port")
+node_pids=() node_ports=()
+for i in $(seq 1 "$n"); do
+  port=$(( 20000 + RANDOM % 10000 ))
+  node_ports+=("$port")
   "$bin" controller --kubeconfig "$kc" --node-name "$(printf node-%02d "$i")" --fake-gpus h100x8 --docker-host none --gateway-socket "" \
-    --install-crds=false --leader-elect=false --metrics-bind-address "127.0.0.1:$port" --health-probe-bind-address 0 \
-    --audit-log "$nd/node-$i.jsonl" "${elect[@]}" >"$nd/node-$i.out" 2>&1 &
+    --install-crds=false --leader-elect=false --metrics-bind-address "127.0.0.1:$port" --health-probe-bind-address 0 --profiling \
+    --cluster-allocator --audit-log "$nd/node-$i.jsonl" >"$nd/node-$i.out" 2>&1 &
   node_pids+=($!)
 done
-until [ "$(kubectl --kubeconfig "$kc" get gpus --no-headers 2>/dev/null | wc -l)" -eq $((n_nodes * 8)) ]; do sleep 0.5; done
-n_alloc=$((n_nodes * 8))
-kubectl --kubeconfig "$kc" apply -f - >/dev/null <<EOF
-apiVersion: gpuwarden.io/v1alpha1
-kind: GPUQuota
-metadata: {name: lab-pool}
-spec: {subjects: [{kind: Everyone}], scope: Shared, limits: {gpuEquivalents: "$n_alloc", maxGPUsPerContainer: 1}}
-EOF
-# Each node's 8 requests in a file of its own, all sent at once (one kubectl each).
-for i in $(seq 0 $((n_alloc - 1))); do
-  printf -- "---\napiVersion: gpuwarden.io/v1alpha1\nkind: GPUAllocation\nmetadata: {name: nodes-%03d}\nspec: {user: user%02d, nodeName: node-%02d, request: {gpus: 1}}\n" "$i" $((i % 40)) $((i % n_nodes)) >>"$nd/burst-$((i % n_nodes)).yaml"
+until [ "$(kubectl --kubeconfig "$kc" get gpus --no-headers 2>/dev/null | wc -l)" -eq $(((n + 1) * 8)) ]; do sleep 0.5; done
+until holder=$(kubectl --kubeconfig "$kc" -n kube-system get lease gpuwarden-allocator -o jsonpath='{.spec.holderIdentity}' 2>/dev/null) && [ -n "$holder" ]; do sleep 0.5; done
+i=$((10#${holder:5:2}))
+leader_pid=${node_pids[$((i - 1))]} leader_port=${node_ports[$((i - 1))]}
+echo "the allocator: node-$(printf %02d "$i") (pid $leader_pid)"
+local n_alloc=$((n * 8)) quota
+for quota in PerUser Shared; do
+  kubectl --kubeconfig "$kc" delete gq,ga --all >/dev/null
+  for _ in $(seq 120); do [ "$(ledger_bindings "$kc")" = 0 ] && break; sleep 0.5; done
+  if [ "$quota" = PerUser ]; then
+    spec="{subjects: [{kind: Everyone}], limits: {gpuEquivalents: \"$(( (n_alloc + 39) / 40 ))\", maxGPUsPerContainer: 1}}"
+  else
+    spec="{subjects: [{kind: Everyone}], scope: Shared, limits: {gpuEquivalents: \"$n_alloc\", maxGPUsPerContainer: 1}}"
+  fi
+  printf 'apiVersion: gpuwarden.io/v1alpha1\nkind: GPUQuota\nmetadata: {name: bench-%s}\nspec: %s\n' "${quota,,}" "$spec" | kubectl --kubeconfig "$kc" apply -f - >/dev/null
+  sleep 1 # the quota reaches every cache
+  w0=$(writes "$server_port" "${node_ports[@]}"); k0=$(conflicts "$server_port" "${node_ports[@]}")
+  c0a=$(cpu_ticks "$leader_pid"); c0s=$(cpu_ticks "$server_pid"); c0n=$(cpu_ticks "${node_pids[@]}")
+  # Where the CPU goes while the burst is decided (a miss is explained, not hidden).
+  secs=$([ -n "$quick" ] && echo 2 || echo 4)
+  curl -s "127.0.0.1:$server_port/debug/pprof/profile?seconds=$secs" >"$nd/server-$quota.pprof" &
+  p1=$!
+  curl -s "127.0.0.1:$leader_port/debug/pprof/profile?seconds=$secs" >"$nd/allocator-$quota.pprof" &
+  p2=$!
+  res=$("$dir/burst" --kubeconfig "$kc" --nodes "$n" --per-node 8 --users 40 --prefix "b-${quota,,}-$n")
+  echo "$res" | grep -v '^RESULT'
+  wait $p1 $p2 || true
+  cpu_alloc=$(echo "scale=1; ($(cpu_ticks "$leader_pid") - c0a) / $(getconf CLK_TCK)" | bc)
+  cpu_server=$(echo "scale=1; ($(cpu_ticks "$server_pid") - c0s) / $(getconf CLK_TCK)" | bc)
+  cpu_nodes=$(echo "scale=1; ($(cpu_ticks "${node_pids[@]}") - c0n) / $(getconf CLK_TCK)" | bc)
+  sleep 1 # the last status and quota writes land
+  w1=$(writes "$server_port" "${node_ports[@]}"); k1=$(conflicts "$server_port" "${node_ports[@]}")
+  r() { echo "$res" | sed -n "s/.*RESULT.* $1=\([^ ]*\).*/\1/p"; }
+  bps=$(r binds_per_s) p50=$(r p50) p99=$(r p99) bound=$(r bound)
+  wpb=$(printf %.2f "$(echo "1 + ($w1 - $w0) / $bound" | bc -l)")
+  cpb=$(printf %.3f "$(echo "($k1 - $k0) / $bound" | bc -l)")
+  share() { go tool pprof -top -focus="$2" "$bin" "$1" 2>/dev/null | awk '/^Showing nodes accounting for/ {gsub(",", "", $6); print $6; exit}'; }
+  prof="the server's CPU: API server $(share "$nd/server-$quota.pprof" 'k8s.io/apiserver|k8s.io/apiextensions-apiserver'), etcd $(share "$nd/server-$quota.pprof" 'go.etcd.io'), garbage collection $(share "$nd/server-$quota.pprof" 'runtime.gcBgMarkWorker'); the allocator's: passes $(share "$nd/allocator-$quota.pprof" 'gpuwarden/controllers/allocation'), decoding watch events $(share "$nd/allocator-$quota.pprof" 'k8s.io/client-go/tools/cache|k8s.io/apimachinery/pkg/runtime/serializer')"
+  echo "API writes per bind (the create and every controller's write): $wpb; ledger conflicts per bind: $cpb"
+  echo "CPU during the burst: the allocator $cpu_alloc s, the server (API server, etcd) $cpu_server s, all $n controllers $cpu_nodes s; $prof"
+  label="Allocation across $n nodes, one elected allocator, $n_alloc requests at once, $quota quota"
+  if [ "$n" = 1 ]; then
+    row "$label" "$bps binds/s, p50 $p50 s, p99 $p99 s from the burst's start" "single node, 50 concurrent (in process): ${abps:-?} binds/s, p99 ${a99:-?} ms" "report" "–"
+  else
+    target=$([ "$n" -ge 50 ] && echo 0.4 || echo 0.5)
+    row "$label: throughput" "$bps binds/s (p50 $p50 s)" "single node, 50 concurrent: ${abps:-?} binds/s" "≥ ${target}× the single node" "$(verdict "${abps:+$bps >= $target * $abps}") ($([ -n "${abps:-}" ] && ratio "$bps" "$abps" || echo "?")×)"
+    [ "$n" -lt 50 ] && row "$label: p99 from the burst's start" "$p99 s" "single node, 50 concurrent: p99 ${a99:-?} ms" "≤ 3× the single node" "$(verdict "${a99:+$p99 * 1000 <= 3 * $a99}") ($([ -n "${a99:-}" ] && ratio "$p99 * 1000" "$a99" || echo "?")×)"
+    row "$label: conflicts per bind" "$cpb" "–" "≤ 0.05" "$(verdict "$cpb <= 0.05")"
+    row "$label: API writes per bind" "$wpb (the create, every controller's write; no delete in the burst)" "single node, 50 concurrent: ${awpb:-?} with the delete" "report" "–"
+    if [ "$quota" = Shared ]; then
+      lb=$(kubectl --kubeconfig "$kc" -n kube-system get cm gpuwarden-ledger -o jsonpath='{.data.ledger\.json}' | wc -c)
+      row "Ledger size per binding ($n nodes)" "$(printf %.0f "$(echo "$lb / $bound" | bc -l)") bytes" "etcd's object limit 1.5 MiB" "report" "$(echo "1572864 * $bound / $lb" | bc) bindings fit"
+    fi
+    row "CPU during the burst across $n nodes, $quota quota" "the allocator $cpu_alloc s; the server (API server, etcd) $cpu_server s" "all $n controllers (the allocator among them): $cpu_nodes s" "report" "$prof"
+  fi
 done
-c0s=$(cpu_ticks "${node_pids[0]}"); c0n=$(cpu_ticks "${node_pids[@]:1}")
-# Where the server's CPU goes while the burst is decided (a miss is explained, not hidden).
-curl -s "127.0.0.1:${metrics_ports[0]}/debug/pprof/profile?seconds=$([ -n "$quick" ] && echo 3 || echo 10)" >"$nd/server-cpu.pprof" &
-profiling=$!
-t0=$(date +%s.%N)
-applies=()
-for f in "$nd"/burst-*.yaml; do
-  kubectl --kubeconfig "$kc" create -f "$f" >/dev/null &
-  applies+=($!)
-done
-declare -A seen=()
-while [ "${#seen[@]}" -lt "$n_alloc" ]; do
-  now=$(date +%s.%N)
-  for name in $(kubectl --kubeconfig "$kc" get ga -o jsonpath='{range .items[?(@.status.phase=="Bound")]}{.metadata.name}{" "}{end}' 2>/dev/null); do
-    [ -n "${seen[$name]:-}" ] || seen[$name]=$(echo "$now - $t0" | bc)
-  done
-  (( $(echo "$now - $t0 > 300" | bc) )) && { echo "not all bound after 300 s"; break; }
-  sleep 0.1
-done
-t1=$(date +%s.%N)
-cpu_server=$(echo "scale=1; ($(cpu_ticks "${node_pids[0]}") - c0s) / $(getconf CLK_TCK)" | bc)
-cpu_nodes=$(echo "scale=1; ($(cpu_ticks "${node_pids[@]:1}") - c0n) / $(getconf CLK_TCK)" | bc)
-rss_server=$(awk '/^VmRSS/ {print int($2 / 1024)}' "/proc/${node_pids[0]}/status")
-wait "${applies[@]}" || true
-wait "$profiling" || true
-share() { go tool pprof -top -focus="$1" "$bin" "$nd/server-cpu.pprof" 2>/dev/null | awk '/^Showing nodes accounting for/ {gsub(",", "", $6); print $6; exit}'; }
-profile="allocation passes $(share 'gpuwarden/controllers/allocation'), API server $(share 'k8s.io/apiserver|k8s.io/apiextensions-apiserver'), etcd $(share 'go.etcd.io'), garbage collection $(share 'runtime.gcBgMarkWorker') of the server's CPU"
-echo "profile of the server during the burst: $profile"
-lat=$(printf '%s\n' "${seen[@]}" | sort -n)
-p50=$(echo "$lat" | awk '{a[NR]=$1} END {printf "%.2f", a[int(NR*0.5)+1]}')
-p99=$(echo "$lat" | awk '{a[NR]=$1} END {i=int(NR*0.99)+1; if (i>NR) i=NR; printf "%.2f", a[i]}')
-bps=$(echo "scale=1; ${#seen[@]} / ($t1 - $t0)" | bc)
-conflicts=0
-for port in "${metrics_ports[@]}"; do
-  c=$(curl -s "127.0.0.1:$port/metrics" | awk '/^gpuwarden_ledger_writes_total\{result="conflict"\}/ {print $2}')
-  conflicts=$(echo "$conflicts + ${c:-0}" | bc)
-done
-ledger_bytes=$(kubectl --kubeconfig "$kc" -n kube-system get cm gpuwarden-ledger -o jsonpath='{.data.ledger\.json}' | wc -c)
-held=$(kubectl --kubeconfig "$kc" get gq lab-pool -o jsonpath='{.status.usage[*].gpuEquivalents}' 2>/dev/null | tr ' ' '\n' | paste -sd+ | bc)
-printf "%d allocations on %d nodes bound in %.2f s: %s binds/s, latency from the burst's start p50 %s s, p99 %s s\n" "${#seen[@]}" "$n_nodes" "$(echo "$t1 - $t0" | bc)" "$bps" "$p50" "$p99"
-printf "ledger conflicts (controllers' passes that lost a write and decided again): %s, %.2f per bind\n" "$conflicts" "$(echo "$conflicts / ${#seen[@]}" | bc -l)"
-printf "ledger: %d bytes for %d bindings, %.0f bytes per binding; the Shared quota holds %s of %d\n" "$ledger_bytes" "${#seen[@]}" "$(echo "$ledger_bytes / ${#seen[@]}" | bc -l)" "${held:-?}" "$n_alloc"
-if [ "$mode" = node ]; then
-row "Allocation across $n_nodes nodes, $n_alloc requests at once" "$bps binds/s, p99 $p99 s from the burst's start" "–" "report" "$(printf %.2f "$(echo "$conflicts / ${#seen[@]}" | bc -l)") ledger conflicts per bind"
+rss_alloc=$(rss_of "$leader_pid")
+echo "the allocator's RSS after the bursts: $rss_alloc MiB"
+if [ "$n" = 1 ]; then
+  rss_one=$rss_alloc
 else
-row "Allocation across $n_nodes nodes, one elected allocator, $n_alloc requests at once" "$bps binds/s, p99 $p99 s from the burst's start; $(printf %.2f "$(echo "$conflicts / ${#seen[@]}" | bc -l)") conflicts per bind" "single node, 50 concurrent: ${abps:-?} binds/s" "≥ 0.5× the single node" "$(verdict "${abps:+$bps >= 0.5 * $abps}") ($([ -n "${abps:-}" ] && ratio "$bps" "$abps" || echo "?")×)"
+  row "The allocator's RSS at $n nodes, after the bursts" "$rss_alloc MiB" "at one node: ${rss_one:-?} MiB" "$([ "$n" -ge 50 ] && echo "≤ 2× at one node" || echo report)" "$([ "$n" -ge 50 ] && verdict "${rss_one:+$rss_alloc <= 2 * $rss_one}" || echo –) ($([ -n "${rss_one:-}" ] && ratio "$rss_alloc" "$rss_one" || echo "?")×)"
 fi
-printf "CPU during the burst: the server (API server, etcd and its node's controllers) %s s, the %d other controllers %s s; the server's RSS %s MiB\n" "$cpu_server" $((n_nodes - 1)) "$cpu_nodes" "$rss_server"
-row "CPU during the burst across $n_nodes nodes ($mode allocator)" "server (API server, etcd, node-00's controllers$([ "$mode" = cluster ] && echo ", the allocator when it leads")): $cpu_server s, RSS $rss_server MiB; $profile" "the $((n_nodes - 1)) other controllers: $cpu_nodes s" "report" "–"
-row "Ledger size per binding ($mode allocator)" "$(printf %.0f "$(echo "$ledger_bytes / ${#seen[@]}" | bc -l)") bytes" "etcd's object limit 1.5 MiB" "report" "$(echo "1572864 * ${#seen[@]} / $ledger_bytes" | bc) bindings fit"
-kill "${node_pids[@]}" 2>/dev/null || true
-wait "${node_pids[@]}" 2>/dev/null || true
+kill "$server_pid" "${node_pids[@]}" 2>/dev/null || true
+wait "$server_pid" "${node_pids[@]}" 2>/dev/null || true
 }
 
 if [ -z "${SKIP_NODES:-}" ]; then
-n_nodes=$([ -n "$quick" ] && echo 3 || echo "${NODES:-20}")
-nodes_bench node
-nodes_bench cluster
+for n in $([ -n "$quick" ] && echo "1 3" || echo "${NODES:-1 20 50}"); do nodes_bench "$n"; done
 fi
 
 write_report

@@ -136,13 +136,14 @@ func TestTemplateRendersTheNodeController(t *testing.T) {
 
 func TestTemplateOptions(t *testing.T) {
 	docs := render(t, "fakeGPUs=h100x8", "gateway.enabled=false", "nvidia.hostLibraries=/usr/lib/x86_64-linux-gnu",
-		"metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true", "gateway.allowMounts={/data}", "clusterAllocator=true")
+		"metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true", "gateway.allowMounts={/data}", "allocatorLeaseDuration=7s")
 	ds, c := daemonSet(t, docs)
-	if !slices.Contains(c.Args, "--fake-gpus=h100x8") || !slices.Contains(c.Args, "--gateway-socket=") || !slices.Contains(c.Args, "--cluster-allocator") {
-		t.Errorf("args %v: want --fake-gpus=h100x8, the gateway off and the cluster's allocator", c.Args)
+	if !slices.Contains(c.Args, "--fake-gpus=h100x8") || !slices.Contains(c.Args, "--gateway-socket=") || !slices.Contains(c.Args, "--cluster-allocator") ||
+		!slices.Contains(c.Args, "--allocator-lease-duration=7s") {
+		t.Errorf("args %v: want --fake-gpus=h100x8, the gateway off and the cluster's allocator with a 7s Lease", c.Args)
 	}
-	if _, plain := daemonSet(t, render(t)); slices.Contains(plain.Args, "--cluster-allocator") {
-		t.Errorf("args %v: the cluster's allocator without clusterAllocator=true", plain.Args)
+	if _, each := daemonSet(t, render(t, "clusterAllocator=false")); slices.Contains(each.Args, "--cluster-allocator") {
+		t.Errorf("args %v: the cluster's allocator with clusterAllocator=false", each.Args)
 	}
 	if ds.Spec.Template.Spec.RuntimeClassName != nil {
 		t.Errorf("a runtime class with simulated GPUs: %v", *ds.Spec.Template.Spec.RuntimeClassName)

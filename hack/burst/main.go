@@ -1,0 +1,119 @@
+// Command burst sends a burst of GPUAllocations across simulated nodes, all at once, and
+// times each until the API server shows it Bound, for `make bench`: one process and one
+// watch, so that measuring costs the measured machine little (no kubectl per request or
+// per poll).
+//
+//	burst --kubeconfig K --nodes 20 --per-node 8 --users 40 --prefix b1
+//
+// It prints a line a reader can follow and one the bench script reads:
+//
+//	RESULT bound=160 requests=160 seconds=3.21 binds_per_s=49.8 p50=1.73 p99=3.10
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/scheme"
+)
+
+func main() {
+	kubeconfig := flag.String("kubeconfig", "", "the admin kubeconfig")
+	nodes := flag.Int("nodes", 1, "simulated nodes, named node-01 … node-NN")
+	perNode := flag.Int("per-node", 8, "requests per node")
+	users := flag.Int("users", 40, "users the requests are spread over (user00 …)")
+	prefix := flag.String("prefix", "burst", "the allocations' name prefix")
+	timeout := flag.Duration("timeout", 5*time.Minute, "give up after")
+	flag.Parse()
+	if err := run(*kubeconfig, *nodes, *perNode, *users, *prefix, *timeout); err != nil {
+		fmt.Fprintln(os.Stderr, "burst:", err)
+		os.Exit(1)
+	}
+}
+
+func run(kubeconfig string, nodes, perNode, users int, prefix string, timeout time.Duration) error {
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return err
+	}
+	cfg.QPS, cfg.Burst = -1, 0 // every request at once: the burst is what is measured
+	c, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme.New()})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	w, err := c.Watch(ctx, &gpuwardenv1alpha1.GPUAllocationList{})
+	if err != nil {
+		return err
+	}
+	defer w.Stop()
+
+	n := nodes * perNode
+	want := map[string]bool{}
+	var allocs []*gpuwardenv1alpha1.GPUAllocation
+	for i := range n {
+		a := &gpuwardenv1alpha1.GPUAllocation{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-%04d", prefix, i)},
+			Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: fmt.Sprintf("user%02d", i%users), NodeName: fmt.Sprintf("node-%02d", 1+i%nodes),
+				Request: gpuwardenv1alpha1.AllocationRequest{GPUs: ptr.To[int32](1)}},
+		}
+		allocs = append(allocs, a)
+		want[a.Name] = true
+	}
+	start := time.Now()
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for _, a := range allocs {
+		wg.Go(func() {
+			if err := c.Create(ctx, a); err != nil {
+				errs <- fmt.Errorf("creating %s: %w", a.Name, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		return err
+	}
+	created := time.Since(start)
+
+	var latencies []float64
+	var last time.Time
+	for len(latencies) < n {
+		select {
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				return fmt.Errorf("the watch ended with %d of %d Bound", len(latencies), n)
+			}
+			a, isAlloc := ev.Object.(*gpuwardenv1alpha1.GPUAllocation)
+			if !isAlloc || ev.Type == watch.Deleted || !want[a.Name] || a.Status.Phase != gpuwardenv1alpha1.PhaseBound {
+				continue
+			}
+			delete(want, a.Name)
+			last = time.Now()
+			latencies = append(latencies, last.Sub(start).Seconds())
+		case <-ctx.Done():
+			return fmt.Errorf("%d of %d Bound after %s", len(latencies), n, timeout)
+		}
+	}
+	slices.Sort(latencies)
+	at := func(q float64) float64 { return latencies[min(len(latencies)-1, int(q*float64(len(latencies))))] }
+	took := last.Sub(start).Seconds()
+	fmt.Printf("%d requests on %d nodes created in %.2f s, all Bound in %.2f s: %.1f binds/s, from the burst's start p50 %.2f s, p99 %.2f s\n",
+		n, nodes, created.Seconds(), took, float64(n)/took, at(0.5), at(0.99))
+	fmt.Printf("RESULT bound=%d requests=%d seconds=%.2f binds_per_s=%.1f p50=%.2f p99=%.2f\n", len(latencies), n, took, float64(n)/took, at(0.5), at(0.99))
+	return nil
+}
