@@ -389,10 +389,10 @@ for quota in PerUser Shared; do
   p2=$!
   res=$("$dir/burst" --kubeconfig "$kc" --nodes "$n" --per-node 8 --users 40 --prefix "b-${quota,,}-$n")
   echo "$res" | grep -v '^RESULT'
+  cpu_alloc=$(echo "scale=2; ($(cpu_ticks "$leader_pid") - $c0a) / $(getconf CLK_TCK)" | bc)
+  cpu_server=$(echo "scale=2; ($(cpu_ticks "$server_pid") - $c0s) / $(getconf CLK_TCK)" | bc)
+  cpu_nodes=$(echo "scale=2; ($(cpu_ticks "${node_pids[@]}") - $c0n) / $(getconf CLK_TCK)" | bc)
   wait $p1 $p2 || true
-  cpu_alloc=$(echo "scale=1; ($(cpu_ticks "$leader_pid") - c0a) / $(getconf CLK_TCK)" | bc)
-  cpu_server=$(echo "scale=1; ($(cpu_ticks "$server_pid") - c0s) / $(getconf CLK_TCK)" | bc)
-  cpu_nodes=$(echo "scale=1; ($(cpu_ticks "${node_pids[@]}") - c0n) / $(getconf CLK_TCK)" | bc)
   sleep 1 # the last status and quota writes land
   w1=$(writes "$server_port" "${node_ports[@]}"); k1=$(conflicts "$server_port" "${node_ports[@]}")
   r() { echo "$res" | sed -n "s/.*RESULT.* $1=\([^ ]*\).*/\1/p"; }
