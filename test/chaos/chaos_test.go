@@ -155,17 +155,27 @@ func (c *counts) String() string {
 	return b.String()
 }
 
-func TestChaos(t *testing.T) {
+// roundsAndSeed are a run's fault rounds (GPUWARDEN_CHAOS_ROUNDS, 4 by default) and its
+// random source (GPUWARDEN_CHAOS_SEED replays one), logged under the suite's name.
+func roundsAndSeed(t *testing.T, name string) (int, int64, *rand.Rand) {
 	rounds := 4
 	if v := os.Getenv("GPUWARDEN_CHAOS_ROUNDS"); v != "" {
-		rounds, _ = strconv.Atoi(v)
+		n, err := strconv.Atoi(v)
+		testutil.Require(t, err == nil && n > 0, "GPUWARDEN_CHAOS_ROUNDS=%s: want a positive number", v)
+		rounds = n
 	}
 	seed := time.Now().UnixNano()
 	if v := os.Getenv("GPUWARDEN_CHAOS_SEED"); v != "" {
-		seed, _ = strconv.ParseInt(v, 10, 64)
+		n, err := strconv.ParseInt(v, 10, 64)
+		testutil.Require(t, err == nil, "GPUWARDEN_CHAOS_SEED=%s: want a number", v)
+		seed = n
 	}
-	rng := rand.New(rand.NewSource(seed))
-	t.Logf("chaos: %d rounds, GPUWARDEN_CHAOS_SEED=%d", rounds, seed)
+	t.Logf("%s: %d rounds, GPUWARDEN_CHAOS_SEED=%d", name, rounds, seed)
+	return rounds, seed, rand.New(rand.NewSource(seed))
+}
+
+func TestChaos(t *testing.T) {
+	rounds, seed, rng := roundsAndSeed(t, "chaos")
 	// An engine of its own, to restart.
 	r := newRig(t, rigOptions{prefix: "chaos", ownEngine: true, idle: true})
 	c := &r.counts

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -40,16 +39,7 @@ const (
 func TestChaosClusterAllocator(t *testing.T) {
 	_, err := exec.LookPath("kubectl")
 	testutil.Require(t, err == nil, "kubectl is not installed")
-	rounds := 4
-	if v := os.Getenv("GPUWARDEN_CHAOS_ROUNDS"); v != "" {
-		rounds, _ = strconv.Atoi(v)
-	}
-	seed := time.Now().UnixNano()
-	if v := os.Getenv("GPUWARDEN_CHAOS_SEED"); v != "" {
-		seed, _ = strconv.ParseInt(v, 10, 64)
-	}
-	rng := rand.New(rand.NewSource(seed))
-	t.Logf("chaos across nodes: %d rounds, GPUWARDEN_CHAOS_SEED=%d", rounds, seed)
+	rounds, seed, rng := roundsAndSeed(t, "chaos across nodes")
 
 	c := newCluster(t)
 	var counts counts
@@ -401,30 +391,8 @@ func (c *cluster) report(msg string) {
 // process's audit log (a decision is never made twice; what a killed process had not
 // flushed is recorded again under the same ID).
 func (c *cluster) checkAudit(counts *counts) {
-	ids := map[string]map[string]string{} // allocation → event_id → the log and time
 	logs, _ := filepath.Glob(filepath.Join(c.dir, "cx-*.jsonl"))
-	for _, l := range logs {
-		data, err := os.ReadFile(l)
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-			var e struct {
-				Type    string         `json:"event_type"`
-				ID      string         `json:"event_id"`
-				Time    string         `json:"timestamp"`
-				Details map[string]any `json:"details"`
-			}
-			if json.Unmarshal([]byte(line), &e) != nil || e.Type != "gpu.allocate" {
-				continue
-			}
-			name := fmt.Sprint(e.Details["allocation"])
-			if ids[name] == nil {
-				ids[name] = map[string]string{}
-			}
-			ids[name][e.ID] = filepath.Base(l) + " " + e.Time
-		}
-	}
+	ids := testutil.DecisionIDs("gpu.allocate", logs...)
 	for name, set := range ids {
 		if len(set) > 1 {
 			c.t.Errorf("%s decided %d times in the audit logs: %v", name, len(set), set)

@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -176,29 +174,8 @@ func TestAllocatorKilledMidBurst(t *testing.T) {
 	})
 
 	// Each allocation decided once: one event_id for its gpu.allocate, whichever logs hold it.
-	ids := map[string]map[string]bool{}
 	logs, _ := filepath.Glob(filepath.Join(dir, "ak-*-audit.jsonl"))
-	for _, l := range append(logs, filepath.Join(dir, "audit", "events.jsonl")) {
-		data, err := os.ReadFile(l)
-		if err != nil {
-			continue // a log never written
-		}
-		for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-			var e struct {
-				Type    string         `json:"event_type"`
-				ID      string         `json:"event_id"`
-				Details map[string]any `json:"details"`
-			}
-			if json.Unmarshal([]byte(line), &e) != nil || e.Type != "gpu.allocate" {
-				continue
-			}
-			name := fmt.Sprint(e.Details["allocation"])
-			if ids[name] == nil {
-				ids[name] = map[string]bool{}
-			}
-			ids[name][e.ID] = true
-		}
-	}
+	ids := testutil.DecisionIDs("gpu.allocate", append(logs, filepath.Join(dir, "audit", "events.jsonl"))...)
 	for name, set := range ids {
 		if len(set) > 1 {
 			t.Errorf("%s decided %d times in the audit logs: %v", name, len(set), set)
