@@ -73,7 +73,7 @@ write_report() {
     echo "# gpuwarden benchmarks"
     echo
     echo "Produced by \`make bench\`$([ -n "$quick" ] && echo " (quick mode: brief runs, not for comparison)") on $(uname -n): $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r);"
-    echo "$(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')."
+    echo "$(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet -- . ":(exclude)$report" 2>/dev/null || echo ' (with uncommitted changes)')."
     echo "Each figure is measured next to its reference in the same run; targets are ratios to the"
     echo "reference where the issue sets one, so that a shared, noisy machine says little about them."
     echo
