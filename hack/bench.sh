@@ -336,7 +336,6 @@ conflicts() { local t=0 p c; for p in "$@"; do c=$(curl -s "127.0.0.1:$p/metrics
 # ledger_bindings KUBECONFIG: how many bindings the ledger holds (0 before its first write).
 ledger_bindings() { local d; d=$(kubectl --kubeconfig "$1" -n kube-system get cm gpuwarden-ledger -o jsonpath='{.data.ledger\.json}' 2>/dev/null || true); if [ -z "$d" ]; then echo 0; else echo "$d" | jq '.bindings | length'; fi; }
 rss_of() { awk '/^VmRSS/ {print int($2 / 1024)}' "/proc/$1/status"; }
-go build -o "$dir/burst" ./hack/burst
 # nodes_bench N: N simulated nodes (one `gpuwarden controller --cluster-allocator` each,
 # fake h100x8) against one `gpuwarden server` (the API server; its own node is asked for
 # nothing and it does not compete for the allocator's Lease, so that the allocator is a
@@ -431,6 +430,7 @@ wait "$server_pid" "${node_pids[@]}" 2>/dev/null || true
 }
 
 if [ -z "${SKIP_NODES:-}" ]; then
+go build -o "$dir/burst" ./hack/burst
 for n in $([ -n "$quick" ] && echo "1 3" || echo "${NODES:-1 20 50}"); do nodes_bench "$n"; done
 fi
 

@@ -253,7 +253,7 @@ func (p *pass) release(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAlloca
 		a, ok := byName[name]
 		reason := ""
 		switch {
-		case !ok && p.r.stored(ctx, name) != nil:
+		case !ok && !p.gone(ctx, name):
 			// The ledger is newer than this process's cache (another process bound it, or
 			// this one began to lead before its cache saw the create): it stands.
 			p.retry = true
@@ -273,20 +273,27 @@ func (p *pass) release(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAlloca
 	}
 }
 
-// stored is the allocation as the API server has it now, or nil when it is gone (or
-// cannot be read: then the caller's cache decides nothing for good either). It settles
-// what a lagging cache and the ledger disagree on, and only then: such a read is rare.
-func (r *Reconciler) stored(ctx context.Context, name string) *gpuwardenv1alpha1.GPUAllocation {
+// stored reads an allocation from the API server itself, not the cache: nil when it is
+// gone. It settles what a lagging cache and the ledger disagree on, and only then: such a
+// read is rare.
+func (r *Reconciler) stored(ctx context.Context, name string) (*gpuwardenv1alpha1.GPUAllocation, error) {
 	a := &gpuwardenv1alpha1.GPUAllocation{}
-	err := r.Reader.Get(ctx, client.ObjectKey{Name: name}, a)
-	switch {
-	case apierrors.IsNotFound(err):
-		return nil
-	case err != nil:
-		ctrl.LoggerFrom(ctx).V(1).Info("Reading an allocation the cache and the ledger disagree on", "allocation", name, "reason", err.Error())
-		return a // unknown: keep what the ledger holds
+	if err := r.Reader.Get(ctx, client.ObjectKey{Name: name}, a); apierrors.IsNotFound(err) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("reading allocation %s: %w", name, err)
 	}
-	return a
+	return a, nil
+}
+
+// gone reports whether the API server says the allocation no longer exists; a read that
+// fails says nothing for good (false, logged).
+func (p *pass) gone(ctx context.Context, name string) bool {
+	a, err := p.r.stored(ctx, name)
+	if err != nil {
+		ctrl.LoggerFrom(ctx).V(1).Info("Reading an allocation the cache and the ledger disagree on", "reason", err.Error())
+	}
+	return err == nil && a == nil
 }
 
 // waiting is an allocation in the queue, with the quota it is decided against.
@@ -431,8 +438,9 @@ func (p *pass) refuses() bool {
 }
 
 // waits reports whether a is this node's (or no node's yet) and still to be decided. A
-// status that says Bound while the ledger holds no binding was never this controller's
-// decision (someone else wrote it): the request is decided as if new.
+// status that says Bound while the ledger holds no binding is decided as if new only once
+// the API server confirms it live and the cache current: otherwise whoever released it saw
+// it deleted or told to go before this cache did.
 func (p *pass) waits(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) bool {
 	_, bound := p.ledger.Bindings[a.Name]
 	_, released := p.released[a.Name]
@@ -440,10 +448,9 @@ func (p *pass) waits(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) bo
 		return false
 	}
 	if a.Status.Phase == gpuwardenv1alpha1.PhaseBound {
-		// Bound, and no longer in the ledger: whoever released it saw it deleted or told to
-		// go before this cache did. Bound again only if the API server still has it live
-		// (a ledger lost or restored from a backup is rebuilt this way).
-		if now := p.r.stored(ctx, a.Name); now == nil || !allocation.Live(now) || now.ResourceVersion != a.ResourceVersion {
+		// Bound again only if the API server still has it live, as the cache does (a ledger
+		// lost or restored from a backup is rebuilt this way).
+		if now, err := p.r.stored(ctx, a.Name); err != nil || now == nil || !allocation.Live(now) || now.ResourceVersion != a.ResourceVersion {
 			p.retry = true
 			return false
 		}

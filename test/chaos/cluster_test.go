@@ -134,8 +134,7 @@ func (c *cluster) controllers() []*server {
 
 // leader is the node whose controller holds the allocator's Lease ("" when none is held).
 func (c *cluster) leader() string {
-	out, _ := c.api.kubectl("", "-n", "kube-system", "get", "lease", "gpuwarden-allocator", "-o", "jsonpath={.spec.holderIdentity}")
-	node, _, _ := strings.Cut(strings.TrimSpace(out), "_")
+	node, _, _ := strings.Cut(c.holder(), "_")
 	if c.ctrl[node] == nil {
 		return ""
 	}
