@@ -7,10 +7,14 @@ const (
 	LabelNode = "gpuwarden.io/node"
 	// LabelUser on a container names its owner. On a GPUAllocation it is spec.user, kept so
 	// by the allocation controller (absent where the user is no valid label value), so that
-	// `kubectl get ga -l gpuwarden.io/user=alice` lists alice's allocations.
+	// `kubectl get ga -l gpuwarden.io/user=alice` lists alice's allocations. Whoever creates
+	// an allocation sets it (the gateway, adoption): the controller then has nothing to write.
 	LabelUser = "gpuwarden.io/user"
-	// LabelPhase on a GPUAllocation is its status.phase, kept so by the allocation
-	// controller: `kubectl get ga -l gpuwarden.io/phase!=Released` hides the released ones.
+	// LabelPhase was status.phase as a label, written on every phase change (a write per
+	// bind and per release). The field itself is selectable now (`kubectl get ga
+	// --field-selector status.phase!=Released`), and the allocation controller removes this
+	// label where an earlier version left it: a label that no longer follows the phase
+	// would lie.
 	LabelPhase = "gpuwarden.io/phase"
 	// LabelAllocation on a container names the GPUAllocation it uses (a claim, checked).
 	LabelAllocation = "gpuwarden.io/allocation"

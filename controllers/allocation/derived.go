@@ -102,7 +102,11 @@ func (h *derivedWriter) onChange() handler.EventHandler {
 // NeedLeaderElection: only the node's active controller writes.
 func (h *derivedWriter) NeedLeaderElection() bool { return true }
 
-// Start writes holders whenever they change, at most once per every.
+// Start writes holders whenever they change, at most once per every, and within a budget
+// of holderRate writes a second: after a round that wrote n GPUs it waits n/holderRate if
+// that is longer. Under a burst that changes every holder at once, the GPUs show their
+// holders a few seconds late rather than costing a write per GPU per second beside the
+// writes that bind.
 func (h *derivedWriter) Start(ctx context.Context) error {
 	for {
 		select {
@@ -116,28 +120,31 @@ func (h *derivedWriter) Start(ctx context.Context) error {
 		if holder == nil || (h.leads != nil && !h.leads()) {
 			continue // no pass has read the ledger yet (or another process's passes decide)
 		}
-		err := errors.Join(h.writeHolders(ctx, holder), h.writeUsage(ctx, usage))
-		if err != nil && ctx.Err() == nil {
+		n, err := h.writeHolders(ctx, holder)
+		if err = errors.Join(err, h.writeUsage(ctx, usage)); err != nil && ctx.Err() == nil {
 			ctrl.LoggerFrom(ctx).V(1).Info("Writing GPU holders and quota usage; trying again", "reason", err.Error())
 			h.poke()
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(h.every):
+		case <-time.After(max(h.every, time.Duration(n)*time.Second/holderRate)):
 		}
 	}
 }
 
-func (h *derivedWriter) writeHolders(ctx context.Context, holder map[string]holding) error {
+// writeHolders writes the holders that differ from what the GPUs show, and says how many
+// GPUs it wrote.
+func (h *derivedWriter) writeHolders(ctx context.Context, holder map[string]holding) (int, error) {
 	var gpus gpuwardenv1alpha1.GPUList
 	var mine []client.ListOption
 	if h.node != "" {
 		mine = append(mine, client.MatchingLabels{gpuwardenv1alpha1.LabelNode: h.node})
 	}
 	if err := h.client.List(ctx, &gpus, mine...); err != nil {
-		return fmt.Errorf("listing GPUs: %w", err)
+		return 0, fmt.Errorf("listing GPUs: %w", err)
 	}
+	n := 0
 	eg, gctx := errgroup.WithContext(ctx)
 	eg.SetLimit(holderWriters)
 	for i := range gpus.Items {
@@ -157,6 +164,7 @@ func (h *derivedWriter) writeHolders(ctx context.Context, holder map[string]hold
 		if equality.Semantic.DeepEqual(want, &g.Status) {
 			continue
 		}
+		n++
 		// A patch: the inventory controller writes the same status, and neither should
 		// have to retry for the other.
 		eg.Go(func() error {
@@ -168,7 +176,7 @@ func (h *derivedWriter) writeHolders(ctx context.Context, holder map[string]hold
 			return nil
 		})
 	}
-	return eg.Wait()
+	return n, eg.Wait()
 }
 
 func (h *derivedWriter) writeUsage(ctx context.Context, usage map[string]quotaUsage) error {
@@ -232,3 +240,6 @@ func (p *pass) desiredUsage(quotas []gpuwardenv1alpha1.GPUQuota) map[string]quot
 // holderWriters bounds the holder writes in flight at once: they are for people reading
 // `kubectl get`, and a round of them must not crowd out the writes that bind.
 const holderWriters = 4
+
+// holderRate is the holder writes a second the writer spends at most, over time.
+const holderRate = 20

@@ -35,7 +35,7 @@ type statusPlan struct {
 }
 
 // statusUpdate is one allocation to write: its status (want; nil when only its labels are
-// out of step) and then its user and phase labels, when they differ.
+// out of step) and then its user label, when it differs.
 type statusUpdate struct {
 	a    *gpuwardenv1alpha1.GPUAllocation
 	want *gpuwardenv1alpha1.GPUAllocationStatus
@@ -75,7 +75,7 @@ func (p *pass) planStatuses(allocs []gpuwardenv1alpha1.GPUAllocation) statusPlan
 			}
 		}
 		if equality.Semantic.DeepEqual(want, &a.Status) || p.r.alreadyWritten(a, want) {
-			if !allocation.LabelsInStep(a, want.Phase) {
+			if !allocation.LabelsInStep(a) {
 				plan.updates = append(plan.updates, statusUpdate{a: a, want: nil})
 			}
 			continue
@@ -113,7 +113,6 @@ func (p *pass) applyStatuses(ctx context.Context, plan statusPlan) error {
 	}
 	for _, u := range plan.updates {
 		g.Go(func() error {
-			phase := u.a.Status.Phase
 			if u.want != nil {
 				if err := p.updateStatus(ctx, u.a, u.want); err != nil {
 					if apierrors.IsConflict(err) {
@@ -125,9 +124,8 @@ func (p *pass) applyStatuses(ctx context.Context, plan statusPlan) error {
 					}
 					return nil
 				}
-				phase = u.want.Phase
 			}
-			if err := p.updateLabels(ctx, u.a, phase); err != nil {
+			if err := p.updateLabels(ctx, u.a); err != nil {
 				fail(err)
 			}
 			return nil
@@ -156,12 +154,13 @@ func (p *pass) updateStatus(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocat
 	return nil
 }
 
-// updateLabels puts a's user and phase labels in step with its spec and phase, so that
-// `kubectl get ga -l` selects by them. A patch of the labels alone: it neither conflicts
-// with nor undoes another writer's change, and a label someone else set is corrected.
-func (p *pass) updateLabels(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, phase gpuwardenv1alpha1.AllocationPhase) error {
+// updateLabels puts a's user label in step with its spec, so that `kubectl get ga -l`
+// selects by it (its creator usually set it: then nothing is written). A patch of the
+// labels alone: it neither conflicts with nor undoes another writer's change, and a label
+// someone else set is corrected.
+func (p *pass) updateLabels(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) error {
 	orig := a.DeepCopy()
-	if !allocation.SyncLabels(a, phase) {
+	if !allocation.SyncLabels(a) {
 		return nil
 	}
 	if err := p.r.Client.Patch(ctx, a, client.MergeFrom(orig)); client.IgnoreNotFound(err) != nil {

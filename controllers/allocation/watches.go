@@ -96,10 +96,10 @@ func (r *Reconciler) statusChangedByOthers(e event.UpdateEvent) bool {
 		!equality.Semantic.DeepEqual(a.BoundTime, b.BoundTime) || !equality.Semantic.DeepEqual(a.ReleasedTime, b.ReleasedTime)
 }
 
-// labelsChangedByOthers passes an update that puts an allocation's user or phase label out
-// of step with its spec and status: they are the controller's to say (a label naming
-// another user is corrected at once). Its own label writes, which put them in step, and
-// its status writes, which leave the labels alone, wake no pass.
+// labelsChangedByOthers passes an update that puts an allocation's user label out of step
+// with its spec (or sets the retired phase label): they are the controller's to say (a
+// label naming another user is corrected at once). Its own label writes, which put them in
+// step, and its status writes, which leave the labels alone, wake no pass.
 func labelsChangedByOthers(e event.UpdateEvent) bool {
 	o, ok1 := e.ObjectOld.(*gpuwardenv1alpha1.GPUAllocation)
 	n, ok2 := e.ObjectNew.(*gpuwardenv1alpha1.GPUAllocation)
@@ -110,7 +110,7 @@ func labelsChangedByOthers(e event.UpdateEvent) bool {
 	if ol[gpuwardenv1alpha1.LabelUser] == nl[gpuwardenv1alpha1.LabelUser] && ol[gpuwardenv1alpha1.LabelPhase] == nl[gpuwardenv1alpha1.LabelPhase] {
 		return false
 	}
-	return !allocation.LabelsInStep(n, n.Status.Phase)
+	return !allocation.LabelsInStep(n)
 }
 
 // deletionStarted passes an update that marks an object for deletion.

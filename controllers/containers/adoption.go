@@ -121,7 +121,7 @@ func (r *Reconciler) adopt(ctx context.Context, c docker.Container, owner string
 			ContainerName: message.Truncate(c.Name, 256), ContainerID: c.ID,
 		},
 	}
-	allocation.SyncLabels(a, "") // selectable by user from the start
+	allocation.SyncLabels(a) // selectable by user from the start
 	key, err := ledger.SigningKey(ctx, r.Reader, r.Client, r.LedgerNamespace)
 	if err != nil {
 		return err

@@ -76,7 +76,7 @@ func (g *Allocator) newAllocation(user string, request gpuwardenv1alpha1.Allocat
 		Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: user, NodeName: g.NodeName, Request: request, ContainerType: t,
 			Source: gpuwardenv1alpha1.SourceGateway, ContainerName: message.Truncate(containerName, 256)},
 	}
-	allocation.SyncLabels(a, "") // selectable by user from the start
+	allocation.SyncLabels(a) // selectable by user from the start
 	return a
 }
 

@@ -65,10 +65,12 @@ func run(kubeconfig string, nodes, perNode, users int, prefix string, timeout ti
 	want := map[string]bool{}
 	var allocs []*gpuwardenv1alpha1.GPUAllocation
 	for i := range n {
+		user, node := fmt.Sprintf("user%02d", i%users), fmt.Sprintf("node-%02d", 1+i%nodes)
 		a := &gpuwardenv1alpha1.GPUAllocation{
-			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-%04d", prefix, i)},
-			Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: fmt.Sprintf("user%02d", i%users), NodeName: fmt.Sprintf("node-%02d", 1+i%nodes),
-				Request: gpuwardenv1alpha1.AllocationRequest{GPUs: ptr.To[int32](1)}},
+			// Labelled as the gateway labels the allocations it makes.
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-%04d", prefix, i),
+				Labels: map[string]string{gpuwardenv1alpha1.LabelUser: user, gpuwardenv1alpha1.LabelNode: node}},
+			Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: user, NodeName: node, Request: gpuwardenv1alpha1.AllocationRequest{GPUs: ptr.To[int32](1)}},
 		}
 		allocs = append(allocs, a)
 		want[a.Name] = true

@@ -35,18 +35,18 @@ func SortedUnique(names []string) string {
 	return strings.Join(slices.Compact(out), ",")
 }
 
-// SyncLabels sets a's user and phase labels to what its spec and the given phase say
-// (LabelUser = spec.user, LabelPhase = phase) and reports whether they changed. A user
-// that is no valid label value, or no phase yet, removes the label: a label present is
-// always the truth, whoever wrote it first.
-func SyncLabels(a *gpuwardenv1alpha1.GPUAllocation, phase gpuwardenv1alpha1.AllocationPhase) bool {
+// SyncLabels sets a's user label to its spec.user and removes the phase label an earlier
+// version kept (status.phase is a selectable field now); it reports whether they changed.
+// A user that is no valid label value removes the label: a label present is always the
+// truth, whoever wrote it first.
+func SyncLabels(a *gpuwardenv1alpha1.GPUAllocation) bool {
 	changed := setLabel(a, gpuwardenv1alpha1.LabelUser, a.Spec.User)
-	return setLabel(a, gpuwardenv1alpha1.LabelPhase, string(phase)) || changed
+	return setLabel(a, gpuwardenv1alpha1.LabelPhase, "") || changed
 }
 
 // LabelsInStep reports whether a's labels already say what SyncLabels would set.
-func LabelsInStep(a *gpuwardenv1alpha1.GPUAllocation, phase gpuwardenv1alpha1.AllocationPhase) bool {
-	return !SyncLabels(a.DeepCopy(), phase)
+func LabelsInStep(a *gpuwardenv1alpha1.GPUAllocation) bool {
+	return !SyncLabels(a.DeepCopy())
 }
 
 func setLabel(a *gpuwardenv1alpha1.GPUAllocation, key, value string) bool {

@@ -35,35 +35,35 @@ func TestSortedUniqueNamesEachOnce(t *testing.T) {
 	}
 }
 
-// The user and phase labels always say what the spec and the phase say: a forged user is
-// corrected, a user that is no valid label value has no label.
+// The user label always says what the spec says: a forged user is corrected, a user that
+// is no valid label value has no label, and the phase label an earlier version kept is
+// removed (status.phase is a selectable field).
 func TestSyncLabels(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		a     *gpuwardenv1alpha1.GPUAllocation
-		phase gpuwardenv1alpha1.AllocationPhase
-		want  map[string]string
+		name string
+		a    *gpuwardenv1alpha1.GPUAllocation
+		want map[string]string
 	}{
-		{"set", testutil.MakeAllocation("a").User("alice").Obj(), gpuwardenv1alpha1.PhaseBound,
-			map[string]string{gpuwardenv1alpha1.LabelUser: "alice", gpuwardenv1alpha1.LabelPhase: "Bound"}},
-		{"forged user corrected", testutil.MakeAllocation("a").User("carol").Label(gpuwardenv1alpha1.LabelUser, "alice").Obj(), gpuwardenv1alpha1.PhaseReleased,
-			map[string]string{gpuwardenv1alpha1.LabelUser: "carol", gpuwardenv1alpha1.LabelPhase: "Released"}},
-		{"no phase yet", testutil.MakeAllocation("a").User("alice").Label(gpuwardenv1alpha1.LabelPhase, "Bound").Obj(), "",
+		{"set", testutil.MakeAllocation("a").User("alice").Obj(),
 			map[string]string{gpuwardenv1alpha1.LabelUser: "alice"}},
-		{"user no label value", testutil.MakeAllocation("a").User("dave@example.org").Label(gpuwardenv1alpha1.LabelUser, "alice").Label("keep", "me").Obj(), gpuwardenv1alpha1.PhasePending,
-			map[string]string{"keep": "me", gpuwardenv1alpha1.LabelPhase: "Pending"}},
+		{"forged user corrected", testutil.MakeAllocation("a").User("carol").Label(gpuwardenv1alpha1.LabelUser, "alice").Obj(),
+			map[string]string{gpuwardenv1alpha1.LabelUser: "carol"}},
+		{"old phase label removed", testutil.MakeAllocation("a").User("alice").Label(gpuwardenv1alpha1.LabelUser, "alice").Label(gpuwardenv1alpha1.LabelPhase, "Bound").Obj(),
+			map[string]string{gpuwardenv1alpha1.LabelUser: "alice"}},
+		{"user no label value", testutil.MakeAllocation("a").User("dave@example.org").Label(gpuwardenv1alpha1.LabelUser, "alice").Label("keep", "me").Obj(),
+			map[string]string{"keep": "me"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if allocation.LabelsInStep(tc.a, tc.phase) {
+			if allocation.LabelsInStep(tc.a) {
 				t.Fatalf("LabelsInStep before SyncLabels = true, labels %v", tc.a.Labels)
 			}
-			if !allocation.SyncLabels(tc.a, tc.phase) {
+			if !allocation.SyncLabels(tc.a) {
 				t.Fatal("SyncLabels reported no change")
 			}
 			if !maps.Equal(tc.a.Labels, tc.want) {
 				t.Errorf("labels = %v, want %v", tc.a.Labels, tc.want)
 			}
-			if allocation.SyncLabels(tc.a, tc.phase) || !allocation.LabelsInStep(tc.a, tc.phase) {
+			if allocation.SyncLabels(tc.a) || !allocation.LabelsInStep(tc.a) {
 				t.Error("a second SyncLabels changed something")
 			}
 		})

@@ -124,8 +124,8 @@ func TestServerServesAPIsAndKeepsDataAcrossRestart(t *testing.T) {
 		rows := tableRows(out)
 		return len(rows) == 1 && rows[0]["USER"] == "alice", out
 	})
-	testutil.Eventually(t, 30*time.Second, "kubectl get ga -l gpuwarden.io/user=alice", func() (bool, string) {
-		out, _ := kubectl(t, s.kubeconfig, "", "get", "ga", "-l", "gpuwarden.io/user=alice,gpuwarden.io/phase!=Released")
+	testutil.Eventually(t, 30*time.Second, "kubectl get ga -l gpuwarden.io/user=alice --field-selector status.phase!=Released", func() (bool, string) {
+		out, _ := kubectl(t, s.kubeconfig, "", "get", "ga", "-l", "gpuwarden.io/user=alice", "--field-selector", "status.phase!=Released")
 		rows := tableRows(out)
 		return len(rows) == 1 && rows[0]["NAME"] == "alice-train-1" && rows[0]["DEVICES"] == "0", out
 	})

@@ -169,7 +169,7 @@ func TestUserGuideWalkThrough(t *testing.T) {
 			out, _ := shell("docker exec train ls -n /workspace/.keep-alive", time.Minute)
 			return strings.Contains(out, " "+uid+" ")
 		}},
-		{`kubectl get ga -l gpuwarden.io/user=$USER,gpuwarden.io/phase!=Released`, func(out string) bool {
+		{`kubectl get ga --field-selector spec.user=$USER,status.phase!=Released`, func(out string) bool {
 			for _, r := range tableRows(out) {
 				if r["NAME"] == trainAllocation {
 					return r["USER"] == me && r["PHASE"] == "Bound" && strings.Count(r["DEVICES"], ",") == 1 && r["CONTAINER"] == "train"

@@ -100,6 +100,20 @@ func benchAllocation(b *testing.B, workers int) {
 	stop := startManagerWith(b, cfg, controllers.Options{NodeName: "bench", GPUs: gpu.NewNVML(fake), Groups: resolve.StaticGroups{}})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// The inventory first: requests made before the GPUs are published would wait for
+	// them, and publishing them is start-up's work, not binding's.
+	testutil.Eventually(b, 30*time.Second, "the node's 64 GPUs published", func() bool {
+		var gpus gpuwardenv1alpha1.GPUList
+		if c.List(ctx, &gpus) != nil || len(gpus.Items) != 64 {
+			return false
+		}
+		for _, g := range gpus.Items {
+			if g.Status.UUID == "" {
+				return false
+			}
+		}
+		return true
+	})
 	bw := watchBound(b, ctx)
 	before := writes.n.Load()
 	binds := run(b, c, bw, workers, func(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) error { return nil })
@@ -175,7 +189,10 @@ func run(b *testing.B, c client.Client, bw *boundWatcher, workers int, afterCrea
 				next++
 				mu.Unlock()
 				name := fmt.Sprintf("bench-%d-%d", w, i)
-				a := testutil.MakeAllocation(name).User(fmt.Sprintf("user%02d", w)).Node("bench").GPUs(1).Obj()
+				user := fmt.Sprintf("user%02d", w)
+				// Made as the gateway makes one: labelled with its user and node.
+				a := testutil.MakeAllocation(name).User(user).Node("bench").GPUs(1).
+					Label(gpuwardenv1alpha1.LabelUser, user).Label(gpuwardenv1alpha1.LabelNode, "bench").Obj()
 				bound := bw.expect(name)
 				t0 := time.Now()
 				if err := c.Create(ctx, a); err != nil {

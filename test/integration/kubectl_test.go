@@ -33,15 +33,18 @@ type table struct {
 }
 
 // getTable asks the API server for resource as kubectl get does (-l selector when given).
-func getTable(t *testing.T, cfg *rest.Config, resource, selector string) (table, error) {
+// labelled is a query that selects by labels.
+func labelled(selector string) url.Values { return url.Values{"labelSelector": {selector}} }
+
+func getTable(t *testing.T, cfg *rest.Config, resource string, query url.Values) (table, error) {
 	t.Helper()
 	hc, err := rest.HTTPClientFor(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	u := strings.TrimSuffix(cfg.Host, "/") + "/apis/gpuwarden.io/v1alpha1/" + resource
-	if selector != "" {
-		u += "?labelSelector=" + url.QueryEscape(selector)
+	if len(query) > 0 {
+		u += "?" + query.Encode()
 	}
 	req, err := http.NewRequest(http.MethodGet, u, nil)
 	if err != nil {
@@ -154,7 +157,7 @@ func TestKubectlGetAnswersTheEverydayQuestion(t *testing.T) {
 		return strings.Join(parts, ",")
 	}
 	testutil.Eventually(t, 30*time.Second, "kubectl get ga shows every device", func() (bool, string) {
-		tb, err := getTable(t, cfg, "gpuallocations", "")
+		tb, err := getTable(t, cfg, "gpuallocations", nil)
 		if err != nil {
 			return false, err.Error()
 		}
@@ -170,7 +173,7 @@ func TestKubectlGetAnswersTheEverydayQuestion(t *testing.T) {
 	selectByUser := func(user, want string) {
 		t.Helper()
 		testutil.Eventually(t, 30*time.Second, "kubectl get ga -l user="+user, func() (bool, string) {
-			tb, err := getTable(t, cfg, "gpuallocations", gpuwardenv1alpha1.LabelUser+"="+user)
+			tb, err := getTable(t, cfg, "gpuallocations", labelled(gpuwardenv1alpha1.LabelUser+"="+user))
 			if err != nil {
 				return false, err.Error()
 			}
@@ -192,7 +195,7 @@ func TestKubectlGetAnswersTheEverydayQuestion(t *testing.T) {
 
 	// kubectl get gpus: the holding user, once per GPU however many slices they hold, and
 	// the utilisation; the allocation names only with -o wide.
-	gpuTable, err := getTable(t, cfg, "gpus", gpuwardenv1alpha1.LabelNode+"="+node)
+	gpuTable, err := getTable(t, cfg, "gpus", labelled(gpuwardenv1alpha1.LabelNode+"="+node))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +209,7 @@ func TestKubectlGetAnswersTheEverydayQuestion(t *testing.T) {
 		}
 	}
 	testutil.Eventually(t, 30*time.Second, "kubectl get gpus shows the holding users", func() (bool, string) {
-		tb, err := getTable(t, cfg, "gpus", gpuwardenv1alpha1.LabelNode+"="+node)
+		tb, err := getTable(t, cfg, "gpus", labelled(gpuwardenv1alpha1.LabelNode+"="+node))
 		if err != nil {
 			return false, err.Error()
 		}
@@ -222,7 +225,7 @@ func TestKubectlGetAnswersTheEverydayQuestion(t *testing.T) {
 	used := func(want string) {
 		t.Helper()
 		testutil.Eventually(t, 30*time.Second, "kubectl get gq shows "+want+" used", func() (bool, string) {
-			tb, err := getTable(t, cfg, "gpuquotas", "")
+			tb, err := getTable(t, cfg, "gpuquotas", nil)
 			if err != nil {
 				return false, err.Error()
 			}
@@ -231,19 +234,20 @@ func TestKubectlGetAnswersTheEverydayQuestion(t *testing.T) {
 	}
 	used("3.29")
 
-	// Released allocations are told apart without scrolling: -l gpuwarden.io/phase!=Released.
+	// Released allocations are told apart without scrolling: --field-selector
+	// status.phase!=Released (a selectable field; no label to keep in step).
 	two := byName["kg-two"].DeepCopy()
 	patch = client.MergeFrom(two.DeepCopy())
 	two.Annotations = map[string]string{gpuwardenv1alpha1.AnnotationRelease: "done"}
 	if err := c.Patch(ctx, two, patch); err != nil {
 		t.Fatal(err)
 	}
-	testutil.Eventually(t, 30*time.Second, "kubectl get ga -l phase!=Released hides the released one", func() (bool, string) {
-		live, err := getTable(t, cfg, "gpuallocations", gpuwardenv1alpha1.LabelPhase+"!="+string(gpuwardenv1alpha1.PhaseReleased))
+	testutil.Eventually(t, 30*time.Second, "kubectl get ga --field-selector status.phase!=Released hides the released one", func() (bool, string) {
+		live, err := getTable(t, cfg, "gpuallocations", url.Values{"fieldSelector": {"status.phase!=" + string(gpuwardenv1alpha1.PhaseReleased)}})
 		if err != nil {
 			return false, err.Error()
 		}
-		released, err := getTable(t, cfg, "gpuallocations", gpuwardenv1alpha1.LabelPhase+"="+string(gpuwardenv1alpha1.PhaseReleased))
+		released, err := getTable(t, cfg, "gpuallocations", url.Values{"fieldSelector": {"status.phase=" + string(gpuwardenv1alpha1.PhaseReleased)}})
 		if err != nil {
 			return false, err.Error()
 		}
