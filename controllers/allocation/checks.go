@@ -66,7 +66,7 @@ func (p *pass) unsatisfiable(ctx context.Context, req allocation.Request, anyNod
 		return why
 	}
 	var all gpuwardenv1alpha1.GPUList
-	if err := p.r.Client.List(ctx, &all); err != nil {
+	if err := p.r.cached().List(ctx, &all); err != nil {
 		return ""
 	}
 	byNode := map[string][]gpuwardenv1alpha1.GPU{}

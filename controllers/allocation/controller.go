@@ -62,6 +62,9 @@ type Reconciler struct {
 
 	derived *derivedWriter
 	ledgers *ledger.Store
+	// view, as the cluster's allocator, is the cache of every node's objects of its latest
+	// term (see cached).
+	view atomic.Pointer[client.Reader]
 	// auditedAgain: this process (since it last began to lead, as the cluster's allocator)
 	// has recorded again what its predecessor may have lost.
 	auditedAgain atomic.Bool
@@ -96,7 +99,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 
 func (r *Reconciler) reconcile(ctx context.Context, fresh bool) (_ ctrl.Result, stale bool, _ error) {
 	var allocs gpuwardenv1alpha1.GPUAllocationList
-	if err := r.Client.List(ctx, &allocs); err != nil {
+	if err := r.cached().List(ctx, &allocs); err != nil {
 		return ctrl.Result{}, false, fmt.Errorf("listing allocations: %w", err)
 	}
 	var mine []client.ListOption
@@ -104,11 +107,11 @@ func (r *Reconciler) reconcile(ctx context.Context, fresh bool) (_ ctrl.Result, 
 		mine = append(mine, client.MatchingLabels{gpuwardenv1alpha1.LabelNode: r.NodeName})
 	}
 	var gpus gpuwardenv1alpha1.GPUList
-	if err := r.Client.List(ctx, &gpus, mine...); err != nil {
+	if err := r.cached().List(ctx, &gpus, mine...); err != nil {
 		return ctrl.Result{}, false, fmt.Errorf("listing GPUs: %w", err)
 	}
 	var quotas gpuwardenv1alpha1.GPUQuotaList
-	if err := r.Client.List(ctx, &quotas); err != nil {
+	if err := r.cached().List(ctx, &quotas); err != nil {
 		return ctrl.Result{}, false, fmt.Errorf("listing quotas: %w", err)
 	}
 	cm, book, remembered, err := r.ledgers.Read(ctx, fresh)

@@ -30,6 +30,8 @@ import (
 // double the writes that binding needs.
 type derivedWriter struct {
 	client client.Client
+	// cached is what it reads the GPUs and quotas from (the passes' view).
+	cached func() client.Reader
 	// node is whose GPUs show holders: "" for every node's (the cluster's allocator).
 	node string
 	// leads, when set, says whether to write at all (the cluster's allocator leads).
@@ -56,8 +58,8 @@ type quotaUsage struct {
 	used  string
 }
 
-func newDerivedWriter(c client.Client, node string) *derivedWriter {
-	return &derivedWriter{client: c, node: node, every: time.Second, dirty: make(chan struct{}, 1)}
+func newDerivedWriter(c client.Client, cached func() client.Reader, node string) *derivedWriter {
+	return &derivedWriter{client: c, cached: cached, node: node, every: time.Second, dirty: make(chan struct{}, 1)}
 }
 
 // set records the holders a pass's ledger shows and the quota usage it implies.
@@ -141,7 +143,7 @@ func (h *derivedWriter) writeHolders(ctx context.Context, holder map[string]hold
 	if h.node != "" {
 		mine = append(mine, client.MatchingLabels{gpuwardenv1alpha1.LabelNode: h.node})
 	}
-	if err := h.client.List(ctx, &gpus, mine...); err != nil {
+	if err := h.cached().List(ctx, &gpus, mine...); err != nil {
 		return 0, fmt.Errorf("listing GPUs: %w", err)
 	}
 	n := 0
@@ -181,7 +183,7 @@ func (h *derivedWriter) writeHolders(ctx context.Context, holder map[string]hold
 
 func (h *derivedWriter) writeUsage(ctx context.Context, usage map[string]quotaUsage) error {
 	var quotas gpuwardenv1alpha1.GPUQuotaList
-	if err := h.client.List(ctx, &quotas); err != nil {
+	if err := h.cached().List(ctx, &quotas); err != nil {
 		return fmt.Errorf("listing quotas: %w", err)
 	}
 	var errs []error

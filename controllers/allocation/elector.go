@@ -46,7 +46,7 @@ type Elector struct {
 	leading atomic.Bool
 	elector atomic.Pointer[leaderelection.LeaderElector]
 	mu      sync.Mutex
-	onLead  []func()
+	onLead  []func(term context.Context)
 }
 
 // Leading reports whether this process holds the allocator's Lease now: it leads, and has
@@ -58,8 +58,9 @@ func (e *Elector) Leading() bool {
 	return e.leading.Load() && le != nil && le.Check(or(e.RenewDeadline, DefaultRenewDeadline)-or(e.LeaseDuration, DefaultLeaseDuration)) == nil
 }
 
-// OnLead calls f each time this process starts leading (before any pass it leads).
-func (e *Elector) OnLead(f func()) {
+// OnLead calls f each time this process starts leading (before any pass it leads), with a
+// context that ends when it stops.
+func (e *Elector) OnLead(f func(term context.Context)) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.onLead = append(e.onLead, f)
@@ -90,14 +91,14 @@ func (e *Elector) Start(ctx context.Context) error {
 		ReleaseOnCancel: true,
 		Name:            LeaseName,
 		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: func(context.Context) {
+			OnStartedLeading: func(term context.Context) { // term ends when the lead is lost
 				e.leading.Store(true)
 				ctrl.LoggerFrom(ctx).Info("Allocating for every node of the cluster", "lease", LeaseName, "identity", id)
 				e.mu.Lock()
-				fs := append([]func(){}, e.onLead...)
+				fs := append([]func(context.Context){}, e.onLead...)
 				e.mu.Unlock()
 				for _, f := range fs {
-					f()
+					f(term)
 				}
 			},
 			OnStoppedLeading: func() {

@@ -9,8 +9,9 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -24,7 +25,8 @@ import (
 
 // SetupWithManager registers the reconciler: one key (one pass at a time), woken by any
 // change to allocations, quotas or the GPUs. As the cluster's allocator (Cluster), the pass
-// decides for every node, and runs when this process begins to lead.
+// decides for every node, and runs only while this process leads, on a cache of every
+// node's objects made for each term (see terms).
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	switch {
 	case r.Client == nil || r.Reader == nil || r.NodeName == "" || r.Groups == nil || r.Clock == nil || r.Recorder == nil || r.Audit == nil:
@@ -37,45 +39,63 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.Retention = DefaultRetention
 	}
 	r.ledgers = ledger.NewStore(r.Client, r.Reader, r.LedgerNamespace)
-	r.derived = newDerivedWriter(r.Client, r.NodeName)
-	start := make(chan event.GenericEvent, 1)
-	start <- event.GenericEvent{Object: &gpuwardenv1alpha1.GPUAllocation{}}
-	if r.Cluster != nil {
-		r.derived.node, r.derived.leads = "", r.Cluster.Leading // every node's GPUs, while leading
-		if err := mgr.Add(r.Cluster); err != nil {
-			return fmt.Errorf("adding the allocator's election: %w", err)
-		}
-		r.Cluster.OnLead(func() {
-			// What a predecessor may have lost is recorded again, and nothing this process
-			// wrote before another led is taken as still standing.
-			r.auditedAgain.Store(false)
-			r.written.Clear()
-			r.derived.forget()
-			select {
-			case start <- event.GenericEvent{Object: &gpuwardenv1alpha1.GPUAllocation{}}:
-			default:
-			}
-		})
-	}
+	r.derived = newDerivedWriter(r.Client, r.cached, r.NodeName)
 	if err := mgr.Add(r.derived); err != nil {
 		return fmt.Errorf("adding the writer of GPU holders and quota usage: %w", err)
 	}
+	if r.Cluster == nil {
+		c, err := controller.New("allocation", mgr, controller.Options{Reconciler: r})
+		if err != nil {
+			return err
+		}
+		start := make(chan event.GenericEvent, 1)
+		start <- event.GenericEvent{Object: &gpuwardenv1alpha1.GPUAllocation{}}
+		return r.watch(c, mgr.GetCache(), start)
+	}
+	r.derived.node, r.derived.leads = "", r.Cluster.Leading // every node's GPUs, while leading
+	if err := mgr.Add(r.Cluster); err != nil {
+		return fmt.Errorf("adding the allocator's election: %w", err)
+	}
+	t := &terms{r: r, mgr: mgr, started: make(chan context.Context, 1)}
+	r.Cluster.OnLead(func(term context.Context) {
+		// What a predecessor may have lost is recorded again, and nothing this process
+		// wrote before another led is taken as still standing.
+		r.auditedAgain.Store(false)
+		r.written.Clear()
+		r.derived.forget()
+		select {
+		case <-t.started: // a term that never ran: this one replaces it
+		default:
+		}
+		t.started <- term
+	})
+	return mgr.Add(t)
+}
+
+// watch wakes c's pass with the changes in from that can alter a decision and once from
+// start, and has the writer of holders and usage compare what the GPUs and quotas show
+// again when someone else changes it.
+func (r *Reconciler) watch(c controller.Controller, from cache.Cache, start <-chan event.GenericEvent) error {
 	// One key: events that come while a pass runs are decided together by the next one.
 	key := []reconcile.Request{{NamespacedName: client.ObjectKey{Name: r.NodeName}}}
 	toPass := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request { return key })
 	// The pass writes statuses itself: only changes that can alter a decision wake it.
-	return ctrl.NewControllerManagedBy(mgr).
-		Named("allocation").
-		Watches(&gpuwardenv1alpha1.GPUAllocation{}, toPass, builder.WithPredicates(predicate.Or[client.Object](
+	for _, src := range []source.Source{
+		source.Kind[client.Object](from, &gpuwardenv1alpha1.GPUAllocation{}, toPass, predicate.Or[client.Object](
 			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, deletionStarted{},
-			predicate.Funcs{UpdateFunc: r.statusChangedByOthers}, predicate.Funcs{UpdateFunc: labelsChangedByOthers}))).
-		Watches(&gpuwardenv1alpha1.GPUQuota{}, toPass, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Watches(&gpuwardenv1alpha1.GPU{}, toPass, builder.WithPredicates(predicate.Funcs{UpdateFunc: gpuChangedForAllocation})).
+			predicate.Funcs{UpdateFunc: r.statusChangedByOthers}, predicate.Funcs{UpdateFunc: labelsChangedByOthers})),
+		source.Kind[client.Object](from, &gpuwardenv1alpha1.GPUQuota{}, toPass, predicate.GenerationChangedPredicate{}),
+		source.Kind[client.Object](from, &gpuwardenv1alpha1.GPU{}, toPass, predicate.Funcs{UpdateFunc: gpuChangedForAllocation}),
 		// Holders and usage are the ledger's to say: whoever else writes them is overwritten.
-		Watches(&gpuwardenv1alpha1.GPU{}, r.derived.onChange(), builder.WithPredicates(predicate.Funcs{UpdateFunc: holdersChanged})).
-		Watches(&gpuwardenv1alpha1.GPUQuota{}, r.derived.onChange(), builder.WithPredicates(predicate.Funcs{UpdateFunc: usageChanged})).
-		WatchesRawSource(source.Channel(start, toPass)).
-		Complete(r)
+		source.Kind[client.Object](from, &gpuwardenv1alpha1.GPU{}, r.derived.onChange(), predicate.Funcs{UpdateFunc: holdersChanged}),
+		source.Kind[client.Object](from, &gpuwardenv1alpha1.GPUQuota{}, r.derived.onChange(), predicate.Funcs{UpdateFunc: usageChanged}),
+		source.Channel(start, toPass),
+	} {
+		if err := c.Watch(src); err != nil {
+			return fmt.Errorf("watching for the allocation passes: %w", err)
+		}
+	}
+	return nil
 }
 
 // statusChangedByOthers passes an update that changes what an allocation's status says

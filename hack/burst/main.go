@@ -59,7 +59,6 @@ func run(kubeconfig string, nodes, perNode, users int, prefix string, timeout ti
 	if err != nil {
 		return err
 	}
-	defer w.Stop()
 
 	n := nodes * perNode
 	want := map[string]bool{}
@@ -75,6 +74,10 @@ func run(kubeconfig string, nodes, perNode, users int, prefix string, timeout ti
 		allocs = append(allocs, a)
 		want[a.Name] = true
 	}
+	// Read the watch from the start: a watcher that falls behind while the creates go out
+	// is closed by the API server's watch cache; it is opened again where it stopped.
+	bound, watchErr := make(chan time.Time, n), make(chan error, 1)
+	go follow(ctx, c, w, want, bound, watchErr)
 	start := time.Now()
 	errs := make(chan error, n)
 	var wg sync.WaitGroup
@@ -96,17 +99,11 @@ func run(kubeconfig string, nodes, perNode, users int, prefix string, timeout ti
 	var last time.Time
 	for len(latencies) < n {
 		select {
-		case ev, ok := <-w.ResultChan():
-			if !ok {
-				return fmt.Errorf("the watch ended with %d of %d Bound", len(latencies), n)
-			}
-			a, isAlloc := ev.Object.(*gpuwardenv1alpha1.GPUAllocation)
-			if !isAlloc || ev.Type == watch.Deleted || !want[a.Name] || a.Status.Phase != gpuwardenv1alpha1.PhaseBound {
-				continue
-			}
-			delete(want, a.Name)
-			last = time.Now()
+		case at := <-bound:
+			last = at
 			latencies = append(latencies, last.Sub(start).Seconds())
+		case err := <-watchErr:
+			return fmt.Errorf("%d of %d Bound: %w", len(latencies), n, err)
 		case <-ctx.Done():
 			return fmt.Errorf("%d of %d Bound after %s", len(latencies), n, timeout)
 		}
@@ -118,4 +115,33 @@ func run(kubeconfig string, nodes, perNode, users int, prefix string, timeout ti
 		n, nodes, created.Seconds(), took, float64(n)/took, at(0.5), at(0.99))
 	fmt.Printf("RESULT bound=%d requests=%d seconds=%.2f binds_per_s=%.1f p50=%.2f p99=%.2f\n", len(latencies), n, took, float64(n)/took, at(0.5), at(0.99))
 	return nil
+}
+
+// follow sends the time each wanted allocation is first seen Bound, watching again from the
+// last version seen whenever the watch ends, until ctx ends.
+func follow(ctx context.Context, c client.WithWatch, w watch.Interface, want map[string]bool, bound chan<- time.Time, failed chan<- error) {
+	rv := ""
+	for {
+		for ev := range w.ResultChan() {
+			a, isAlloc := ev.Object.(*gpuwardenv1alpha1.GPUAllocation)
+			if !isAlloc {
+				continue
+			}
+			rv = a.ResourceVersion
+			if ev.Type == watch.Deleted || !want[a.Name] || a.Status.Phase != gpuwardenv1alpha1.PhaseBound {
+				continue
+			}
+			delete(want, a.Name)
+			bound <- time.Now()
+		}
+		w.Stop()
+		if ctx.Err() != nil {
+			return
+		}
+		var err error
+		if w, err = c.Watch(ctx, &gpuwardenv1alpha1.GPUAllocationList{}, &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: rv}}); err != nil {
+			failed <- fmt.Errorf("watching again from version %s: %w", rv, err)
+			return
+		}
+	}
 }

@@ -38,6 +38,24 @@ var servedGroupVersions = []string{
 	"node.k8s.io/v1",
 }
 
+// uncachedResources are the built-in resources served without a watch cache (size 0).
+var uncachedResources = []string{
+	"namespaces#0", "events#0", "secrets#0", "serviceaccounts#0", "services#0", "endpoints#0", "pods#0", "nodes#0",
+	"persistentvolumes#0", "persistentvolumeclaims#0", "replicationcontrollers#0", "resourcequotas#0", "limitranges#0", "podtemplates#0",
+	"roles.rbac.authorization.k8s.io#0", "rolebindings.rbac.authorization.k8s.io#0",
+	"clusterroles.rbac.authorization.k8s.io#0", "clusterrolebindings.rbac.authorization.k8s.io#0",
+	"leases.coordination.k8s.io#0", "events.events.k8s.io#0",
+	"validatingwebhookconfigurations.admissionregistration.k8s.io#0", "mutatingwebhookconfigurations.admissionregistration.k8s.io#0",
+	"validatingadmissionpolicies.admissionregistration.k8s.io#0", "validatingadmissionpolicybindings.admissionregistration.k8s.io#0",
+	"mutatingadmissionpolicies.admissionregistration.k8s.io#0", "mutatingadmissionpolicybindings.admissionregistration.k8s.io#0",
+	"ingresses.networking.k8s.io#0", "ingressclasses.networking.k8s.io#0", "networkpolicies.networking.k8s.io#0",
+	"servicecidrs.networking.k8s.io#0", "ipaddresses.networking.k8s.io#0",
+	"customresourcedefinitions.apiextensions.k8s.io#0", "apiservices.apiregistration.k8s.io#0", "endpointslices.discovery.k8s.io#0",
+	"priorityclasses.scheduling.k8s.io#0", "storageclasses.storage.k8s.io#0", "csidrivers.storage.k8s.io#0", "csinodes.storage.k8s.io#0",
+	"csistoragecapacities.storage.k8s.io#0", "volumeattachments.storage.k8s.io#0", "volumeattributesclasses.storage.k8s.io#0",
+	"runtimeclasses.node.k8s.io#0",
+}
+
 // apiServerOptions returns kube-apiserver's options for serving on listener, storing in
 // etcdURL and authenticating with the certificates in p. Authorisation is RBAC.
 func apiServerOptions(ctx context.Context, p pki.PKI, listener net.Listener, etcdURL string, eventTTL time.Duration) (options.CompletedOptions, error) {
@@ -67,8 +85,15 @@ func apiServerOptions(ctx context.Context, p pki.PKI, listener net.Listener, etc
 	s.Authorization.Modes = []string{"RBAC"}
 
 	s.Etcd.StorageConfig.Transport.ServerList = []string{etcdURL}
-	// The controllers keep their own informer caches; the API server's watch cache only costs memory here.
-	s.Etcd.EnableWatchCache = false
+	// The watch cache serves every watch of a resource from one etcd watch, decoding each
+	// change once: without it each watcher has its own etcd watch and decodes every change
+	// itself (for a custom resource, schema coercion included), which with one controller
+	// per node grows the cost of every write with the number of nodes. It is on for
+	// gpuwarden's resources (custom resources always follow EnableWatchCache) and the
+	// ledger's ConfigMaps, which every node watches; off for the built-in resources nothing
+	// watches in numbers, where it would only cost memory.
+	s.Etcd.EnableWatchCache = true
+	s.Etcd.WatchCacheSizes = uncachedResources
 	s.Metrics.AllowListMapping = map[string]string{}
 
 	// Serve only the API groups gpuwarden, kubectl and controller-runtime use: every other

@@ -51,6 +51,9 @@ type Options struct {
 	// Watched narrows the informer of a kind to one object: the allocation ledger's
 	// ConfigMap, so that a controller does not watch every ConfigMap in the cluster.
 	Watched map[client.Object]client.ObjectKey
+	// Scoped narrows the informer of a kind to the objects a field selector picks: a node's
+	// own allocations and GPUs, where the cluster's allocator decides for every node.
+	Scoped map[client.Object]fields.Selector
 }
 
 // The manager's own needs: leader election, CRD installation, events.
@@ -66,7 +69,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme.New(),
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsBindAddress, ExtraHandlers: profiles(o.Profiling)},
-		Cache:                   cache.Options{ByObject: byObject(o.Watched)},
+		Cache:                   cache.Options{ByObject: byObject(o.Watched, o.Scoped)},
 		HealthProbeBindAddress:  o.HealthProbeBindAddress,
 		LeaderElection:          o.LeaderElection,
 		LeaderElectionID:        "gpuwarden-" + o.NodeName,
@@ -112,11 +115,15 @@ func cachesSynced(mgr ctrl.Manager) healthz.Checker {
 	}
 }
 
-// byObject scopes each kind's informer to the one object named.
-func byObject(watched map[client.Object]client.ObjectKey) map[client.Object]cache.ByObject {
+// byObject scopes each kind's informer to the one object named, or to the objects the
+// field selector picks.
+func byObject(watched map[client.Object]client.ObjectKey, scoped map[client.Object]fields.Selector) map[client.Object]cache.ByObject {
 	out := map[client.Object]cache.ByObject{}
 	for obj, key := range watched {
 		out[obj] = cache.ByObject{Namespaces: map[string]cache.Config{key.Namespace: {}}, Field: fields.OneTermEqualSelector("metadata.name", key.Name)}
+	}
+	for obj, sel := range scoped {
+		out[obj] = cache.ByObject{Field: sel}
 	}
 	return out
 }

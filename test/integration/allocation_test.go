@@ -18,6 +18,7 @@ import (
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/controllers"
+	allocationctrl "github.com/gpuwarden/gpuwarden/controllers/allocation"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/controlplane/controlplanetest"
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
@@ -112,6 +113,9 @@ func startManagerWith(tb testing.TB, cfg *rest.Config, o controllers.Options) (s
 	mo := manager.Options{NodeName: o.NodeName, MetricsBindAddress: "0", HealthProbeBindAddress: "0", SkipNameValidation: true, Watched: ledger.Watched()}
 	if w, ok := o.Audit.(*audit.Writer); ok {
 		mo.Audit = w
+	}
+	if o.ClusterAllocator { // as gpuwarden controller --cluster-allocator runs
+		mo.Scoped = allocationctrl.NodeScoped(o.NodeName)
 	}
 	mgr, err := manager.New(cfg, mo)
 	if err != nil {

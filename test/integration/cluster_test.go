@@ -12,6 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -22,6 +24,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
 	"github.com/gpuwarden/gpuwarden/internal/gpu/fakegpu"
 	"github.com/gpuwarden/gpuwarden/internal/ledger"
+	"github.com/gpuwarden/gpuwarden/internal/manager"
 	"github.com/gpuwarden/gpuwarden/internal/metrics"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 	gwtestutil "github.com/gpuwarden/gpuwarden/internal/testutil"
@@ -224,4 +227,52 @@ func TestAllocatorCutOffFromTheAPIServer(t *testing.T) {
 		return count(settled(t, c, 24), gpuwardenv1alpha1.PhaseBound, "") >= 16
 	})
 	t.Logf("the allocator after node-a came back: %s", allocatorLeader(c))
+}
+
+// TestANodeCachesItsOwnAllocationsAndGPUs: where the cluster's allocator decides, a node's
+// process caches its own node's allocations and GPUs alone (spec.nodeName, a selectable
+// field), not every node's: a write elsewhere costs it nothing.
+func TestANodeCachesItsOwnAllocationsAndGPUs(t *testing.T) {
+	c := allocationTest(t)
+	ctx := context.Background()
+	for _, a := range []*gpuwardenv1alpha1.GPUAllocation{
+		gwtestutil.MakeAllocation("scope-a").User("alice").Node("node-a").GPUs(1).Obj(),
+		gwtestutil.MakeAllocation("scope-b").User("alice").Node("node-b").GPUs(1).Obj(),
+		gwtestutil.MakeAllocation("scope-any").User("alice").GPUs(1).Obj(),
+	} {
+		if err := c.Create(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, g := range []*gpuwardenv1alpha1.GPU{
+		{ObjectMeta: metav1.ObjectMeta{Name: "node-a-gpu0"}, Spec: gpuwardenv1alpha1.GPUSpec{NodeName: "node-a"}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "node-b-gpu0"}, Spec: gpuwardenv1alpha1.GPUSpec{NodeName: "node-b"}},
+	} {
+		if err := c.Create(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mgr, err := manager.New(controlplanetest.Get(t).Config(), manager.Options{NodeName: "node-a", MetricsBindAddress: "0",
+		HealthProbeBindAddress: "0", SkipNameValidation: true, Scoped: allocationctrl.NodeScoped("node-a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { _ = mgr.Start(mctx) }()
+	names := func(list client.ObjectList) string {
+		if err := mgr.GetClient().List(mctx, list); err != nil {
+			return err.Error()
+		}
+		var out []string
+		items, _ := meta.ExtractList(list)
+		for _, o := range items {
+			out = append(out, o.(client.Object).GetName())
+		}
+		return strings.Join(out, ",")
+	}
+	gwtestutil.Eventually(t, 30*time.Second, "node-a's cache holds node-a's allocations and GPUs alone", func() (bool, string) {
+		a, g := names(&gpuwardenv1alpha1.GPUAllocationList{}), names(&gpuwardenv1alpha1.GPUList{})
+		return a == "scope-a" && g == "node-a-gpu0", "allocations " + a + "; GPUs " + g
+	})
 }

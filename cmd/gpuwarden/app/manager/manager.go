@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -18,6 +19,7 @@ import (
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/options"
 	"github.com/gpuwarden/gpuwarden/controllers"
+	"github.com/gpuwarden/gpuwarden/controllers/allocation"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/gateway"
@@ -79,6 +81,12 @@ func build(o options.ManagerOptions, cfg *rest.Config, x Extras, auditLog *audit
 		return nil, err
 	}
 	co.Audit = auditLog.Writer
+	var scoped map[client.Object]fields.Selector
+	if o.ClusterAllocator {
+		// The elected allocator watches every node's objects; this node's own controllers
+		// need only this node's.
+		scoped = allocation.NodeScoped(o.NodeName)
+	}
 	mgr, err := basemanager.New(cfg, basemanager.Options{
 		NodeName:                o.NodeName,
 		MetricsBindAddress:      o.MetricsBindAddress,
@@ -89,6 +97,7 @@ func build(o options.ManagerOptions, cfg *rest.Config, x Extras, auditLog *audit
 		Audit:                   auditLog.Writer,
 		ExtraReadyChecks:        x.ReadyChecks,
 		Watched:                 ledger.Watched(),
+		Scoped:                  scoped,
 	})
 	if err != nil {
 		return nil, err
