@@ -28,6 +28,7 @@ import (
 	basemanager "github.com/gpuwarden/gpuwarden/internal/manager"
 	"github.com/gpuwarden/gpuwarden/internal/notify"
 	"github.com/gpuwarden/gpuwarden/internal/proc"
+	"github.com/gpuwarden/gpuwarden/internal/scheme"
 	"github.com/gpuwarden/gpuwarden/internal/watchdog"
 )
 
@@ -205,8 +206,15 @@ func (m *Manager) Run(ctx context.Context, ready func()) error {
 	return nil
 }
 
-// up waits for the caches to sync and the gateway, if any, to listen.
+// up waits for the caches to sync and the gateway, if any, to listen. The informer of every
+// gpuwarden kind is waited for by name: the controllers watch them all, and one a
+// controller has not asked for yet is not among those WaitForCacheSync waits for.
 func (m *Manager) up(ctx context.Context) bool {
+	for _, obj := range scheme.Kinds(m.GetScheme(), gpuwardenv1alpha1.GroupVersion) {
+		if _, err := m.GetCache().GetInformer(ctx, obj); err != nil { // blocks until synced
+			return false
+		}
+	}
 	if !m.GetCache().WaitForCacheSync(ctx) {
 		return false
 	}
