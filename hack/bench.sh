@@ -181,7 +181,9 @@ row "\`gpuwarden events --user --type --since\` over $n_events events" "$(printf
 
 echo
 echo "== allocation on the embedded API server (50 concurrent requests and one at a time, 64 simulated GPUs)"
-out=$(CGO_CFLAGS=${CGO_CFLAGS:--O2 -g -Wno-deprecated-declarations} go test -run XXX -bench 'BenchmarkAllocation|BenchmarkAPIRoundTrip' -benchtime "$(bt 1000x 100x)" ./test/integration/ 2>/dev/null | benchlines); echo "$out"
+out=$(CGO_CFLAGS=${CGO_CFLAGS:--O2 -g -Wno-deprecated-declarations} go test -run XXX -bench 'BenchmarkAllocation|BenchmarkAPIRoundTrip' -benchtime "$(bt 1000x 100x)" ./test/integration/ 2>"$dir/alloc.err" | tee "$dir/alloc.out" | benchlines) ||
+  { grep -v '^[IEW][0-9]\{4\} \|^{' "$dir/alloc.out" "$dir/alloc.err" | tail -40; exit 1; }
+echo "$out"
 m() { echo "$out" | metric "^$1-" "$2"; } # a benchmark's metric by its exact name
 a99=$(m BenchmarkAllocation p99-ms); r99=$(m BenchmarkAPIRoundTrip p99-ms); u99=$(m BenchmarkAPIRoundTripUnthrottled p99-ms)
 abps=$(m BenchmarkAllocation binds/s); awpb=$(m BenchmarkAllocation writes/bind); rbps=$(m BenchmarkAPIRoundTrip binds/s); ubps=$(m BenchmarkAPIRoundTripUnthrottled binds/s)

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -144,4 +145,44 @@ func InstallWith(ctx context.Context, cfg *rest.Config) error {
 		return fmt.Errorf("building a client: %w", err)
 	}
 	return Install(ctx, c)
+}
+
+// WaitWatchable waits until a watch of every CRD's resource is served. An API server with
+// a watch cache builds a custom resource's cache only when the resource is first asked
+// for, and answers watches until it is filled with "429, retry after a second", which
+// client-go obeys to the letter: an informer started then syncs a second late. Asking
+// here, with no retries and a short poll, lets the informers find the caches filled.
+func WaitWatchable(ctx context.Context, cfg *rest.Config) error {
+	want, err := Load()
+	if err != nil {
+		return err
+	}
+	rc, err := rest.UnversionedRESTClientFor(unversioned(cfg))
+	if err != nil {
+		return fmt.Errorf("building a REST client: %w", err)
+	}
+	for _, crd := range want {
+		p := path.Join("/apis", crd.Spec.Group, crd.Spec.Versions[0].Name, crd.Spec.Names.Plural)
+		var last error
+		err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, establishTimeout, true, func(ctx context.Context) (bool, error) {
+			w, err := rc.Get().AbsPath(p).Param("watch", "true").Param("limit", "1").
+				Param("timeoutSeconds", "1").MaxRetries(0).Watch(ctx)
+			if last = err; err != nil {
+				return false, nil
+			}
+			w.Stop()
+			return true, nil
+		})
+		if err != nil {
+			return fmt.Errorf("waiting to watch %s: %w (last: %v)", crd.Spec.Names.Plural, err, last)
+		}
+	}
+	return nil
+}
+
+// unversioned is cfg with the serializers an unversioned REST client needs.
+func unversioned(cfg *rest.Config) *rest.Config {
+	c := rest.CopyConfig(cfg)
+	c.NegotiatedSerializer = clientgoscheme.Codecs.WithoutConversion()
+	return c
 }

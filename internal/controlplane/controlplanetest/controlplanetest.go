@@ -48,6 +48,10 @@ func Main(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "controlplanetest: installing CRDs:", err)
 		return 1
 	}
+	if err := crds.WaitWatchable(ctx, cp.RESTConfig()); err != nil {
+		fmt.Fprintln(os.Stderr, "controlplanetest:", err)
+		return 1
+	}
 	env = &Env{ControlPlane: cp, DataDir: dir}
 	return m.Run()
 }

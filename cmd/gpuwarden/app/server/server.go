@@ -140,6 +140,9 @@ func (o *Options) Run(ctx context.Context) error {
 	if err := crds.InstallWith(ctx, cfg); err != nil {
 		return fmt.Errorf("installing CRDs: %w", err)
 	}
+	if err := crds.WaitWatchable(ctx, cfg); err != nil {
+		return err
+	}
 	admin, err := client.New(cfg, client.Options{Scheme: scheme.New()})
 	if err != nil {
 		return fmt.Errorf("connecting to the API server: %w", err)
