@@ -81,6 +81,9 @@ type Options struct {
 	// duration (allocation.DefaultLeaseDuration when 0; renewed within two thirds of it).
 	ClusterAllocator bool
 	AllocatorLease   time.Duration
+	// LedgerFlushAt is how many changes the ledger's head holds before they move to its
+	// per-node shards (ledger.DefaultFlushAt when 0).
+	LedgerFlushAt int
 	// TelemetryInterval is how often the GPUs are read for the metrics; by default the
 	// shorter of telemetry.DefaultInterval and SampleInterval; negative: never (no /metrics).
 	TelemetryInterval time.Duration
@@ -175,6 +178,7 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	if err := (&allocation.Reconciler{
 		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), NodeName: o.NodeName, GPUs: o.GPUs, Groups: o.Groups, Clock: o.Clock,
 		Recorder: mgr.GetEventRecorder("gpuwarden-allocation"), Audit: o.Audit, Quotas: quotas, Retention: o.Retention, Cluster: cluster,
+		LedgerFlushAt: o.LedgerFlushAt,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the allocation controller: %w", err)
 	}

@@ -335,8 +335,9 @@ cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' 
 writes() { local t=0 p w; for p in "$@"; do w=$(curl -s "127.0.0.1:$p/metrics" | awk '/^rest_client_requests_total\{/ && !/method="GET"/ {s += $2} END {print s + 0}'); t=$((t + w)); done; echo $t; }
 # conflicts PORT…: the ledger writes that lost to another writer.
 conflicts() { local t=0 p c; for p in "$@"; do c=$(curl -s "127.0.0.1:$p/metrics" | awk '/^gpuwarden_ledger_writes_total\{result="conflict"\}/ {print $2}'); t=$((t + ${c:-0})); done; echo $t; }
-# ledger_bindings KUBECONFIG: how many bindings the ledger holds (0 before its first write).
-ledger_bindings() { local d; d=$(kubectl --kubeconfig "$1" -n kube-system get cm gpuwarden-ledger -o jsonpath='{.data.ledger\.json}' 2>/dev/null || true); if [ -z "$d" ]; then echo 0; else echo "$d" | jq '.bindings | length'; fi; }
+# ledger KUBECONFIG FIELD: a figure of hack/burst's LEDGER line (bindings, head_bytes,
+# head_changes, shard_bytes, shard_bindings, shards).
+ledger() { "$dir/burst" --kubeconfig "$1" --ledger 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 rss_of() { awk '/^VmRSS/ {print int($2 / 1024)}' "/proc/$1/status"; }
 # nodes_bench N: N simulated nodes (one `gpuwarden controller --cluster-allocator` each,
 # fake h100x8) against one `gpuwarden server` (the API server; its own node is asked for
@@ -372,7 +373,7 @@ echo "the allocator: node-$(printf %02d "$i") (pid $leader_pid)"
 local n_alloc=$((n * 8)) quota
 for quota in PerUser Shared; do
   kubectl --kubeconfig "$kc" delete gq,ga --all >/dev/null
-  for _ in $(seq 120); do [ "$(ledger_bindings "$kc")" = 0 ] && break; sleep 0.5; done
+  for _ in $(seq 120); do [ "$(ledger "$kc" bindings)" = 0 ] && break; sleep 0.5; done
   if [ "$quota" = PerUser ]; then
     spec="{subjects: [{kind: Everyone}], limits: {gpuEquivalents: \"$(( (n_alloc + 39) / 40 ))\", maxGPUsPerContainer: 1}}"
   else
@@ -414,8 +415,11 @@ for quota in PerUser Shared; do
     row "$label: conflicts per bind" "$cpb" "–" "≤ 0.05" "$(verdict "$cpb <= 0.05")"
     row "$label: API writes per bind" "$wpb (the create, every controller's write; no delete in the burst)" "single node, 50 concurrent: ${awpb:-?} with the delete" "report" "–"
     if [ "$quota" = Shared ]; then
-      lb=$(kubectl --kubeconfig "$kc" -n kube-system get cm gpuwarden-ledger -o jsonpath='{.data.ledger\.json}' | wc -c)
-      row "Ledger size per binding ($n nodes)" "$(printf %.0f "$(echo "$lb / $bound" | bc -l)") bytes" "etcd's object limit 1.5 MiB" "report" "$(echo "1572864 * $bound / $lb" | bc) bindings fit"
+      # The ledger's head holds at most 512 changes (--ledger-flush-at) before they move to
+      # the per-node shards: a node's bindings in its shard are what an object must hold.
+      hb=$(ledger "$kc" head_bytes) hc=$(ledger "$kc" head_changes) sb=$(ledger "$kc" shard_bytes) sn=$(ledger "$kc" shard_bindings)
+      if [ "${sn:-0}" -gt 0 ]; then per=$(echo "$sb / $sn" | bc -l); else per=$(echo "$hb / ($hc + (${hc:-0} == 0))" | bc -l); fi
+      row "Ledger size per binding ($n nodes)" "$(printf %.0f "$per") bytes; head $hb bytes ($hc changes waiting), largest shard $sb bytes ($sn bindings)" "etcd's object limit 1.5 MiB, per object" "report" "$(echo "1572864 / $per" | bc) bindings fit per node; the head at most 512 changes"
     fi
     row "CPU during the burst across $n nodes, $quota quota" "the allocator $cpu_alloc s; the server (API server, etcd) $cpu_server s" "all $n controllers (the allocator among them): $cpu_nodes s" "report" "$prof"
   fi

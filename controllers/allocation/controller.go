@@ -33,7 +33,8 @@ const (
 )
 
 // Reconciler binds, rejects and releases GPUAllocations of its node. Every
-// decision is made against the ledger, one object written with optimistic concurrency:
+// decision is made against the ledger, whose changes go to one object (its head) written
+// with optimistic concurrency (package ledger):
 // no slot is bound twice and no quota exceeded, however many requests and controllers.
 // Allocation statuses, GPU holders and quota usage are derived from the ledger, so a crash
 // between the ledger write and the status writes is repaired by the next pass.
@@ -52,6 +53,9 @@ type Reconciler struct {
 	Recorder        recorder.EventRecorder
 	Audit           audit.Logger
 	Retention       time.Duration
+	// LedgerFlushAt is how many changes the ledger's head holds before they move to its
+	// per-node shards (ledger.DefaultFlushAt when 0).
+	LedgerFlushAt int
 	// Quotas receives each holder's and waiter's effective quota, for the metrics; optional.
 	Quotas *allocation.QuotaBook
 	// Cluster, when set, makes this the cluster's one allocator while Cluster leads: each

@@ -39,6 +39,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.Retention = DefaultRetention
 	}
 	r.ledgers = ledger.NewStore(r.Client, r.Reader, r.LedgerNamespace)
+	if r.LedgerFlushAt > 0 {
+		r.ledgers.FlushAt = r.LedgerFlushAt
+	}
 	r.derived = newDerivedWriter(r.Client, r.cached, r.NodeName)
 	if err := mgr.Add(r.derived); err != nil {
 		return fmt.Errorf("adding the writer of GPU holders and quota usage: %w", err)

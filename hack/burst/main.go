@@ -8,10 +8,16 @@
 // It prints a line a reader can follow and one the bench script reads:
 //
 //	RESULT bound=160 requests=160 seconds=3.21 binds_per_s=49.8 p50=1.73 p99=3.10
+//
+// With --ledger it sends nothing and prints the ledger's bindings and the size of its
+// objects instead (the head, and the largest of the per-node shards):
+//
+//	LEDGER bindings=160 head_bytes=512 head_changes=2 shard_bytes=1490 shard_bindings=8 shards=20
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -19,6 +25,7 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/clientcmd"
@@ -26,6 +33,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/ledger"
 	"github.com/gpuwarden/gpuwarden/internal/scheme"
 )
 
@@ -36,7 +44,15 @@ func main() {
 	users := flag.Int("users", 40, "users the requests are spread over (user00 …)")
 	prefix := flag.String("prefix", "burst", "the allocations' name prefix")
 	timeout := flag.Duration("timeout", 5*time.Minute, "give up after")
+	ledgerOnly := flag.Bool("ledger", false, "print the ledger's bindings and the size of its objects, and send nothing")
 	flag.Parse()
+	if *ledgerOnly {
+		if err := printLedger(*kubeconfig); err != nil {
+			fmt.Fprintln(os.Stderr, "burst:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*kubeconfig, *nodes, *perNode, *users, *prefix, *timeout); err != nil {
 		fmt.Fprintln(os.Stderr, "burst:", err)
 		os.Exit(1)
@@ -144,4 +160,52 @@ func follow(ctx context.Context, c client.WithWatch, w watch.Interface, want map
 			return
 		}
 	}
+}
+
+// printLedger prints the LEDGER line.
+func printLedger(kubeconfig string) error {
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme.New()})
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	_, l, _, err := ledger.NewStore(c, c, ledger.DefaultNamespace).Read(ctx, true)
+	if err != nil {
+		return err
+	}
+	head := &corev1.ConfigMap{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ledger.DefaultNamespace, Name: ledger.Name}, head); err != nil {
+		return err
+	}
+	var changes struct {
+		Changes map[string]json.RawMessage `json:"changes"`
+	}
+	if d := head.Data[ledger.DataKey]; d != "" {
+		if err := json.Unmarshal([]byte(d), &changes); err != nil {
+			return fmt.Errorf("decoding the ledger's head: %w", err)
+		}
+	}
+	var shards corev1.ConfigMapList
+	if err := c.List(ctx, &shards, client.InNamespace(ledger.DefaultNamespace), client.MatchingLabels{ledger.ShardLabel: "shard"}); err != nil {
+		return err
+	}
+	largest, largestBindings := 0, 0
+	for _, sh := range shards.Items {
+		if n := len(sh.Data[ledger.DataKey]); n > largest {
+			var doc struct {
+				Bindings map[string]json.RawMessage `json:"bindings"`
+			}
+			if err := json.Unmarshal([]byte(sh.Data[ledger.DataKey]), &doc); err != nil {
+				return fmt.Errorf("decoding %s: %w", sh.Name, err)
+			}
+			largest, largestBindings = n, len(doc.Bindings)
+		}
+	}
+	fmt.Printf("LEDGER bindings=%d head_bytes=%d head_changes=%d shard_bytes=%d shard_bindings=%d shards=%d\n",
+		len(l.Bindings), len(head.Data[ledger.DataKey]), len(changes.Changes), largest, largestBindings, len(shards.Items))
+	return nil
 }

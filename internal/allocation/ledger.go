@@ -2,7 +2,7 @@ package allocation
 
 import (
 	"encoding/json"
-	"fmt"
+	"maps"
 	"sort"
 	"time"
 )
@@ -23,29 +23,21 @@ type Bound struct {
 	Weight   float64 `json:"weight"`
 }
 
-// Ledger is the record of every live binding in the cluster, by allocation name. It is
-// stored in one object and written with optimistic concurrency, so two binds (by one
-// controller or by controllers of several nodes) never both land on a slot or a quota.
+// Ledger is the record of every live binding in the cluster, by allocation name. Each
+// change to it is written to one object with optimistic concurrency (package ledger), so
+// two binds (by one controller or by controllers of several nodes) never both land on a
+// slot or a quota.
 type Ledger struct {
 	Bindings map[string]Binding `json:"bindings"`
 }
 
-// ParseLedger decodes a stored ledger; empty data is an empty ledger.
-func ParseLedger(data string) (Ledger, error) {
-	l := Ledger{Bindings: map[string]Binding{}}
-	if data == "" {
-		return l, nil
-	}
-	if err := json.Unmarshal([]byte(data), &l); err != nil {
-		return Ledger{}, fmt.Errorf("decoding the allocation ledger: %w", err)
-	}
-	if l.Bindings == nil {
-		l.Bindings = map[string]Binding{}
-	}
-	return l, nil
+// Clone returns a copy whose bindings can be changed without changing l's.
+func (l Ledger) Clone() Ledger {
+	return Ledger{Bindings: maps.Clone(l.Bindings)}
 }
 
-// Encode returns the stored form.
+// Encode returns the form the ledger was stored in before it was split (package ledger
+// reads it still).
 func (l Ledger) Encode() (string, error) {
 	data, err := json.Marshal(l)
 	return string(data), err

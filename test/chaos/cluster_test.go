@@ -1,7 +1,7 @@
 package chaos
 
 import (
-	"encoding/json"
+	"context"
 	"fmt"
 	"math/rand"
 	"os/exec"
@@ -13,6 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	gwalloc "github.com/gpuwarden/gpuwarden/internal/allocation"
+	"github.com/gpuwarden/gpuwarden/internal/ledger"
+	"github.com/gpuwarden/gpuwarden/internal/scheme"
 	"github.com/gpuwarden/gpuwarden/internal/testutil"
 )
 
@@ -27,13 +33,16 @@ import (
 // statuses telling the same. At the end, each allocation's binding is in the audit logs
 // under one event_id.
 const (
-	clusterNodes     = 3
-	clusterUsers     = 5
-	clusterPerUser   = 3  // each user's gpu-equivalents (a PerUser quota)
-	clusterShared    = 10 // everyone's together (a Shared quota)
-	clusterPerRound  = 16 // requests in a round's burst
-	clusterLease     = 3 * time.Second
-	clusterRoundWait = 90 * time.Second
+	clusterNodes    = 3
+	clusterUsers    = 5
+	clusterPerUser  = 3  // each user's gpu-equivalents (a PerUser quota)
+	clusterShared   = 10 // everyone's together (a Shared quota)
+	clusterPerRound = 16 // requests in a round's burst
+	clusterLease    = 3 * time.Second
+	// clusterLedgerFlushAt moves the ledger's changes to its shards every few decisions,
+	// so that every round reads and writes the shards.
+	clusterLedgerFlushAt = 5
+	clusterRoundWait     = 90 * time.Second
 )
 
 func TestChaosClusterAllocator(t *testing.T) {
@@ -62,6 +71,8 @@ type cluster struct {
 	api   *server
 	nodes []string
 	ctrl  map[string]*server
+	// client reads the ledger.
+	client client.Client
 	// watching checks the invariants while a round runs; violations are reported once each.
 	mu       sync.Mutex
 	reported map[string]bool
@@ -74,8 +85,16 @@ func newCluster(t *testing.T) *cluster {
 	data := filepath.Join(dir, "data")
 	c.api = &server{t: t, kc: filepath.Join(data, "admin.kubeconfig"), args: []string{"server", "--data-dir", data, "--api-port", "0",
 		"--node-name", "cx-0", "--fake-gpus", "h100x8", "--docker-host", "none", "--gateway-socket", "",
-		"--audit-log", filepath.Join(dir, "cx-0.jsonl"), "--metrics-bind-address", "0", "--health-probe-bind-address", "0"}}
+		"--audit-log", filepath.Join(dir, "cx-0.jsonl"), "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
+		"--ledger-flush-at", strconv.Itoa(clusterLedgerFlushAt)}}
 	c.api.start()
+	cfg, err := clientcmd.BuildConfigFromFlags("", c.api.kc)
+	if err != nil {
+		t.Fatalf("reading the admin kubeconfig: %v", err)
+	}
+	if c.client, err = client.New(cfg, client.Options{Scheme: scheme.New()}); err != nil {
+		t.Fatalf("connecting to the API server: %v", err)
+	}
 	t.Cleanup(func() {
 		for _, s := range append([]*server{c.api}, c.controllers()...) {
 			_ = s.cmd.Process.Signal(syscall.SIGCONT) // a paused one dies too
@@ -97,7 +116,8 @@ func newCluster(t *testing.T) *cluster {
 		c.ctrl[n] = &server{t: t, kc: c.api.kc, args: []string{"controller", "--kubeconfig", c.api.kc, "--node-name", n,
 			"--fake-gpus", "h100x8", "--docker-host", "none", "--gateway-socket", "", "--install-crds=false", "--leader-elect=false",
 			"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--cluster-allocator",
-			"--allocator-lease-duration", clusterLease.String(), "--audit-log", filepath.Join(dir, n+".jsonl")}}
+			"--allocator-lease-duration", clusterLease.String(), "--audit-log", filepath.Join(dir, n+".jsonl"),
+			"--ledger-flush-at", strconv.Itoa(clusterLedgerFlushAt)}}
 		c.ctrl[n].start()
 	}
 	quotas := fmt.Sprintf(`apiVersion: gpuwarden.io/v1alpha1
@@ -272,28 +292,11 @@ func (c *cluster) phases() map[string]int {
 	return n
 }
 
-type ledgerBinding struct {
-	User  string `json:"user"`
-	Node  string `json:"node"`
-	Slots []struct {
-		UUID   string  `json:"uuid"`
-		Weight float64 `json:"weight"`
-	} `json:"slots"`
-}
-
-func (c *cluster) ledger() (map[string]ledgerBinding, error) {
-	out, err := c.api.kubectl("", "-n", "kube-system", "get", "cm", "gpuwarden-ledger", "-o", `jsonpath={.data.ledger\.json}`)
+// ledger reads the ledger as a controller does, from its head and per-node shards.
+func (c *cluster) ledger() (map[string]gwalloc.Binding, error) {
+	_, l, _, err := ledger.NewStore(c.client, c.client, ledger.DefaultNamespace).Read(context.Background(), true)
 	if err != nil {
 		return nil, fmt.Errorf("reading the ledger: %v", err)
-	}
-	var l struct {
-		Bindings map[string]ledgerBinding `json:"bindings"`
-	}
-	if strings.TrimSpace(out) == "" {
-		return map[string]ledgerBinding{}, nil
-	}
-	if err := json.Unmarshal([]byte(out), &l); err != nil {
-		return nil, fmt.Errorf("decoding the ledger: %v", err)
 	}
 	return l.Bindings, nil
 }

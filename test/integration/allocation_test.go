@@ -71,12 +71,19 @@ func runManager(t *testing.T, node string, groups resolve.Groups) (stop func()) 
 // runManagerWithGPUs is runManager that also returns the node's simulated GPUs.
 func runManagerWithGPUs(t *testing.T, node string, groups resolve.Groups) (stop func(), fake *fakegpu.Server) {
 	t.Helper()
-	fake, err := fakegpu.NewForNode("dgxa100", node)
+	return runNode(t, controllers.Options{NodeName: node, Groups: groups})
+}
+
+// runNode is runManagerWithGPUs with the rest of the options o.
+func runNode(t *testing.T, o controllers.Options) (stop func(), fake *fakegpu.Server) {
+	t.Helper()
+	fake, err := fakegpu.NewForNode("dgxa100", o.NodeName)
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop = startManager(t, controllers.Options{NodeName: node, GPUs: gpu.NewNVML(fake), Groups: groups})
-	waitInventory(t, node, len(fake.UUIDs()))
+	o.GPUs = gpu.NewNVML(fake)
+	stop = startManager(t, o)
+	waitInventory(t, o.NodeName, len(fake.UUIDs()))
 	return stop, fake
 }
 
@@ -325,12 +332,15 @@ func firstEligible(allocs []gpuwardenv1alpha1.GPUAllocation, groups resolve.Stat
 }
 
 // TestTwoNodesShareQuotas: two controllers, one API server, shared quotas, allocations
-// that either node may claim.
+// that either node may claim. The ledger's changes move to its per-node shards every
+// three, so both nodes race on a head whose bindings are mostly in the shards; released
+// GPUs are bound again; the ledger read afresh holds exactly the Bound allocations.
 func TestTwoNodesShareQuotas(t *testing.T) {
 	c := allocationTest(t)
 	createQuotas(t, c)
-	runManager(t, "node-a", resolve.StaticGroups{})
-	runManager(t, "node-b", resolve.StaticGroups{})
+	const flushAt = 3
+	runNode(t, controllers.Options{NodeName: "node-a", Groups: resolve.StaticGroups{}, LedgerFlushAt: flushAt})
+	runNode(t, controllers.Options{NodeName: "node-b", Groups: resolve.StaticGroups{}, LedgerFlushAt: flushAt})
 
 	burst(t, c, "two", "", 20, 10)
 	// 20 users × quota 2 = 40 > 16 GPUs on the two nodes: every GPU gets bound. A snapshot
@@ -339,6 +349,56 @@ func TestTwoNodesShareQuotas(t *testing.T) {
 	if nodes["node-a"] != 8 || nodes["node-b"] != 8 {
 		t.Errorf("bound per node = %v, want 8 each", nodes)
 	}
+	ledgerMatchesStatuses(t, c)
+
+	// Four bound requests go: their GPUs are bound to waiting ones, through the shards.
+	var allocs gpuwardenv1alpha1.GPUAllocationList
+	if err := c.List(context.Background(), &allocs); err != nil {
+		t.Fatal(err)
+	}
+	gone := 0
+	for _, a := range allocs.Items {
+		if a.Status.Phase == gpuwardenv1alpha1.PhaseBound && gone < 4 {
+			if err := c.Delete(context.Background(), &a); err != nil {
+				t.Fatal(err)
+			}
+			gone++
+		}
+	}
+	allBound(t, c, 196, 16)
+	ledgerMatchesStatuses(t, c)
+	for _, node := range []string{"node-a", "node-b"} {
+		if err := c.Get(context.Background(), client.ObjectKey{Namespace: ledger.DefaultNamespace, Name: ledger.ShardName(node)}, &corev1.ConfigMap{}); err != nil {
+			t.Errorf("%s's shard of the ledger: %v", node, err)
+		}
+	}
+}
+
+// ledgerMatchesStatuses waits until the ledger, read afresh from its head and shards,
+// holds exactly the Bound allocations, on their nodes.
+func ledgerMatchesStatuses(t *testing.T, c client.Client) {
+	t.Helper()
+	testutil.Eventually(t, 30*time.Second, "the ledger holds the Bound allocations", func() (bool, string) {
+		_, l, _, err := ledger.NewStore(c, c, ledger.DefaultNamespace).Read(context.Background(), true)
+		if err != nil {
+			return false, err.Error()
+		}
+		var allocs gpuwardenv1alpha1.GPUAllocationList
+		if err := c.List(context.Background(), &allocs); err != nil {
+			return false, err.Error()
+		}
+		bound := 0
+		for _, a := range allocs.Items {
+			b, in := l.Bindings[a.Name]
+			if a.Status.Phase == gpuwardenv1alpha1.PhaseBound {
+				bound++
+				if !in || b.Node != a.Spec.NodeName {
+					return false, fmt.Sprintf("%s: Bound on %s, in the ledger %v on %q", a.Name, a.Spec.NodeName, in, b.Node)
+				}
+			}
+		}
+		return len(l.Bindings) == bound, fmt.Sprintf("%d bindings, %d Bound", len(l.Bindings), bound)
+	})
 }
 
 // TestControllerKilledMidBurst stops the controller while it binds and starts another.

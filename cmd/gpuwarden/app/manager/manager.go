@@ -187,6 +187,7 @@ func controllerOptions(o options.ManagerOptions, x Extras, gpus gpu.Backend) (co
 		Retention:          o.AllocationRetention,
 		ClusterAllocator:   o.ClusterAllocator,
 		AllocatorLease:     o.AllocatorLeaseDuration,
+		LedgerFlushAt:      o.LedgerFlushAt,
 		TelemetryInterval:  telemetry,
 		Gateway:            gw,
 		AllowLocalWebhooks: o.AllowLocalWebhooks,

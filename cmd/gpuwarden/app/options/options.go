@@ -24,6 +24,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/gateway"
 	"github.com/gpuwarden/gpuwarden/internal/gpu/fakegpu"
+	"github.com/gpuwarden/gpuwarden/internal/ledger"
 	"github.com/gpuwarden/gpuwarden/internal/notify"
 )
 
@@ -45,8 +46,10 @@ type ManagerOptions struct {
 	// ClusterAllocator: the nodes' controllers elect one allocator for all of them.
 	ClusterAllocator       bool
 	AllocatorLeaseDuration time.Duration
-	TelemetryInterval      time.Duration
-	AllowLocalWebhooks     bool
+	// LedgerFlushAt: how many changes the ledger's head holds before they move to its shards.
+	LedgerFlushAt      int
+	TelemetryInterval  time.Duration
+	AllowLocalWebhooks bool
 	// Notices by e-mail: the relay, the sender, and the rule for a user's address.
 	SMTPServer          string
 	SMTPFrom            string
@@ -86,6 +89,8 @@ func (o *ManagerOptions) AddFlags(fs *pflag.FlagSet, metricsDefault, probeDefaul
 	fs.DurationVar(&o.AllocationRetention, "allocation-retention", controllers.DefaultOptions().Retention, "how long released allocations stay visible (kubectl get ga) before they are deleted; at least 1m")
 	fs.BoolVar(&o.ClusterAllocator, "cluster-allocator", false, "decide every node's GPU allocations in one process the nodes' controllers elect through a Lease (kube-system/"+allocation.LeaseName+"), instead of each node deciding its own against the shared ledger")
 	fs.DurationVar(&o.AllocatorLeaseDuration, "allocator-lease-duration", allocation.DefaultLeaseDuration, "with --cluster-allocator: how long the allocator's Lease lasts unrenewed before another controller takes over (at least 3s)")
+	fs.IntVar(&o.LedgerFlushAt, "ledger-flush-at", ledger.DefaultFlushAt, "how many binding changes the allocation ledger's head object holds before they are moved to its per-node shards (at least 1; for tests)")
+	_ = fs.MarkHidden("ledger-flush-at")
 	fs.DurationVar(&o.TelemetryInterval, "telemetry-interval", 0, "how often the GPUs are read for /metrics (default: 15s, or --sample-interval when shorter); a scrape serves the last reading")
 	fs.StringVar(&o.GatewaySocket, "gateway-socket", gateway.DefaultSocket, `the Docker gateway's Unix socket (mode 0666; users set DOCKER_HOST=unix://… to it); "" serves none`)
 	fs.StringVar(&o.GatewayAdminGroup, "gateway-admin-group", gateway.DefaultAdminGroup, "the host group whose members (and root) see and manage every container through the gateway")
@@ -133,6 +138,9 @@ func (o *ManagerOptions) Validate() error {
 	}
 	if o.AllocatorLeaseDuration < 3*time.Second {
 		errs = append(errs, fmt.Errorf("--allocator-lease-duration %s: must be at least 3s", o.AllocatorLeaseDuration))
+	}
+	if o.LedgerFlushAt < 1 {
+		errs = append(errs, fmt.Errorf("--ledger-flush-at %d: must be at least 1", o.LedgerFlushAt))
 	}
 	if o.AllocationRetention < time.Minute {
 		errs = append(errs, fmt.Errorf("--allocation-retention %s: must be at least 1m", o.AllocationRetention))
