@@ -251,7 +251,7 @@ func (g *Allocator) ledgerNamespace() string {
 // freeSlices says which MIG slices of the node are free now, by profile, as the ledger's
 // bindings leave them: "1g.10gb ×3, 3g.40gb ×1", "none", or "unknown" when it cannot be read.
 func (g *Allocator) freeSlices(ctx context.Context, slots []allocation.Slot) string {
-	_, l, _, err := ledger.NewStore(g.Client, g.Reader, g.ledgerNamespace()).Read(ctx, true)
+	l, err := ledger.ReadNode(ctx, g.Reader, g.ledgerNamespace(), g.NodeName)
 	if err != nil {
 		ctrl.LoggerFrom(ctx).WithName("gateway").Error(err, "Reading the ledger to say which MIG slices are free")
 		return "unknown"

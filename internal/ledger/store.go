@@ -149,6 +149,31 @@ func (s *Store) Read(ctx context.Context, fresh bool) (*corev1.ConfigMap, alloca
 	return cm.DeepCopy(), s.ledger.Clone(), false, nil
 }
 
+// ReadNode returns the bindings of one node, reading the head and that node's shard alone
+// from r (the API server itself); no ledger yet is an empty one.
+func ReadNode(ctx context.Context, r client.Reader, namespace, node string) (allocation.Ledger, error) {
+	s := &Store{reader: r, key: client.ObjectKey{Namespace: namespace, Name: Name}, shards: map[string]*stored[shard]{}}
+	cm := &corev1.ConfigMap{}
+	if err := r.Get(ctx, s.key, cm); apierrors.IsNotFound(err) {
+		return allocation.Ledger{Bindings: map[string]allocation.Binding{}}, nil
+	} else if err != nil {
+		return allocation.Ledger{}, fmt.Errorf("reading the allocation ledger: %w", err)
+	}
+	h, err := parseHead(cm.Data[DataKey])
+	if err != nil {
+		return allocation.Ledger{}, err
+	}
+	if _, ok := h.Flushed[node]; ok {
+		if err := s.readShard(ctx, node); err != nil {
+			return allocation.Ledger{}, err
+		}
+	}
+	s.head = &stored[head]{cm, h}
+	l := s.view()
+	maps.DeleteFunc(l.Bindings, func(_ string, b allocation.Binding) bool { return b.Node != node })
+	return l, nil
+}
+
 // readShard reads a node's shard from the API server; a missing one is empty.
 func (s *Store) readShard(ctx context.Context, node string) error {
 	cm := &corev1.ConfigMap{}

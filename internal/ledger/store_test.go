@@ -3,6 +3,8 @@ package ledger
 import (
 	"context"
 	"encoding/json"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -224,6 +226,13 @@ func TestLedgerMovesItsChangesToPerNodeShards(t *testing.T) {
 	write(t, s, bind("f", "n1"))
 	if got := names(t, c); len(got) != 5 || got["e"] != "n1" || got["f"] != "n1" {
 		t.Fatalf("after two stores' writes: %v", got)
+	}
+	// One node's bindings, read from the head and its shard alone.
+	for node, want := range map[string][]string{"n1": {"e", "f"}, "n2": {"b", "c"}, "n3": {"d"}, "n4": nil} {
+		l, err := ReadNode(context.Background(), c, DefaultNamespace, node)
+		if got := slices.Sorted(maps.Keys(l.Bindings)); err != nil || !slices.Equal(got, want) {
+			t.Errorf("ReadNode(%s) = %v, %v; want %v", node, got, err, want)
+		}
 	}
 }
 
