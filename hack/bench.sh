@@ -349,7 +349,10 @@ local n=$1 nd=$dir/nodes-$1 kc i port
 echo
 echo "== allocation across $n simulated nodes: one gpuwarden controller each (h100x8, --cluster-allocator) against one API server"
 mkdir -p "$nd"
-port=$(( 20000 + RANDOM % 10000 ))
+# Metrics ports one after another from a random base below the ephemeral range: distinct,
+# so that no two processes of the run ask for the same one.
+local base=$(( 20000 + RANDOM % 9000 ))
+port=$base
 "$bin" server --data-dir "$nd/data" --api-port 0 --metrics-bind-address "127.0.0.1:$port" --health-probe-bind-address 0 --fake-gpus h100x8 \
   --docker-host none --gateway-socket "" --node-name node-00 --audit-log "$nd/server.jsonl" --profiling >"$nd/server.out" 2>&1 &
 server_pid=$!
@@ -358,14 +361,16 @@ until grep -q "is ready" "$nd/server.out"; do kill -0 "$server_pid" 2>/dev/null 
 kc=$nd/data/admin.kubeconfig
 node_pids=() node_ports=()
 for i in $(seq 1 "$n"); do
-  port=$(( 20000 + RANDOM % 10000 ))
+  port=$((base + i))
   node_ports+=("$port")
   "$bin" controller --kubeconfig "$kc" --node-name "$(printf node-%02d "$i")" --fake-gpus h100x8 --docker-host none --gateway-socket "" \
     --install-crds=false --leader-elect=false --metrics-bind-address "127.0.0.1:$port" --health-probe-bind-address 0 --profiling \
     --cluster-allocator --audit-log "$nd/node-$i.jsonl" >"$nd/node-$i.out" 2>&1 &
   node_pids+=($!)
 done
-until [ "$(kubectl --kubeconfig "$kc" get gpus --no-headers 2>/dev/null | wc -l)" -eq $(((n + 1) * 8)) ]; do sleep 0.5; done
+# up: every node's controller still runs (one that stopped is shown, and the bench fails).
+up() { local j; for j in "${!node_pids[@]}"; do kill -0 "${node_pids[$j]}" 2>/dev/null || { echo "node $((j + 1))'s controller stopped:"; tail -5 "$nd/node-$((j + 1)).out"; exit 1; }; done; }
+until [ "$(kubectl --kubeconfig "$kc" get gpus --no-headers 2>/dev/null | wc -l)" -eq $(((n + 1) * 8)) ]; do up; sleep 0.5; done
 until holder=$(kubectl --kubeconfig "$kc" -n kube-system get lease gpuwarden-allocator -o jsonpath='{.spec.holderIdentity}' 2>/dev/null) && [ -n "$holder" ]; do sleep 0.5; done
 i=$((10#${holder:5:2}))
 leader_pid=${node_pids[$((i - 1))]} leader_port=${node_ports[$((i - 1))]}
