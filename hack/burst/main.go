@@ -184,7 +184,7 @@ func printLedger(kubeconfig string) error {
 	var changes struct {
 		Changes map[string]json.RawMessage `json:"changes"`
 	}
-	if d := head.Data[ledger.DataKey]; d != "" {
+	if d := head.Data[ledger.HeadKey]; d != "" {
 		if err := json.Unmarshal([]byte(d), &changes); err != nil {
 			return fmt.Errorf("decoding the ledger's head: %w", err)
 		}
@@ -206,6 +206,6 @@ func printLedger(kubeconfig string) error {
 		}
 	}
 	fmt.Printf("LEDGER bindings=%d head_bytes=%d head_changes=%d shard_bytes=%d shard_bindings=%d shards=%d\n",
-		len(l.Bindings), len(head.Data[ledger.DataKey]), len(changes.Changes), largest, largestBindings, len(shards.Items))
+		len(l.Bindings), len(head.Data[ledger.HeadKey]), len(changes.Changes), largest, largestBindings, len(shards.Items))
 	return nil
 }

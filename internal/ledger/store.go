@@ -16,6 +16,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -36,8 +37,15 @@ const (
 	Name = "gpuwarden-ledger"
 	// DefaultNamespace holds the ledger (and its signing key) unless a controller is told otherwise.
 	DefaultNamespace = "kube-system"
-	// DataKey is the ConfigMap data key holding the head's or a shard's contents.
+	// DataKey is the ConfigMap data key holding a shard's contents, and in the head the
+	// ledger as stored before it was split.
 	DataKey = "ledger.json"
+	// HeadKey is the head's data key holding its contents.
+	HeadKey = "head.json"
+	// movedAway is what the head holds under DataKey: a gpuwarden from before the split
+	// fails to decode it, and so decides nothing, instead of reading an empty ledger and
+	// writing over the head (mixed versions during an upgrade).
+	movedAway = `{"bindings":"moved to head.json and per-node shards by a newer gpuwarden"}`
 	// ShardLabel marks the ledger's shards (value "shard"), so that an admin can list them.
 	ShardLabel = "gpuwarden.io/ledger"
 	// DefaultFlushAt is how many changes the head holds before they are moved to the shards.
@@ -129,7 +137,7 @@ func (s *Store) Read(ctx context.Context, fresh bool) (*corev1.ConfigMap, alloca
 	} else if err != nil {
 		return nil, allocation.Ledger{}, false, fmt.Errorf("reading the allocation ledger: %w", err)
 	}
-	h, err := parseHead(cm.Data[DataKey])
+	h, err := parseHead(cm.Data)
 	if err != nil {
 		return nil, allocation.Ledger{}, false, err
 	}
@@ -159,7 +167,7 @@ func ReadNode(ctx context.Context, r client.Reader, namespace, node string) (all
 	} else if err != nil {
 		return allocation.Ledger{}, fmt.Errorf("reading the allocation ledger: %w", err)
 	}
-	h, err := parseHead(cm.Data[DataKey])
+	h, err := parseHead(cm.Data)
 	if err != nil {
 		return allocation.Ledger{}, err
 	}
@@ -231,6 +239,8 @@ func (s *Store) Write(ctx context.Context, cm *corev1.ConfigMap, l allocation.Le
 	s.remember(next, s.known)
 	if len(h.Changes) >= s.FlushAt {
 		if err := s.flush(ctx); err != nil {
+			// The shards in memory may no longer be what is stored: the next pass reads afresh.
+			s.head = nil
 			log.FromContext(ctx).Error(err, "Moving the allocation ledger's changes to its shards; the next write tries again")
 		}
 	}
@@ -247,7 +257,7 @@ func (s *Store) writeHead(ctx context.Context, cm *corev1.ConfigMap, h head) (*s
 	if cm.Data == nil {
 		cm.Data = map[string]string{}
 	}
-	cm.Data[DataKey] = string(data)
+	cm.Data[HeadKey], cm.Data[DataKey] = string(data), movedAway
 	// Update sends the resourceVersion read: a head changed since makes it fail.
 	if err := s.writer.Update(ctx, cm); err != nil {
 		s.head = nil
@@ -304,6 +314,18 @@ func (s *Store) flushShard(ctx context.Context, node, uid string, seq int64, cha
 	next := shard{Head: uid, Bindings: map[string]allocation.Binding{}}
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: s.key.Namespace, Name: ShardName(node),
 		Labels: map[string]string{ShardLabel: "shard"}}}
+	if have == nil || have.doc.Head != uid {
+		// A shard started over (missing, or of a deleted head) is fenced by the head: if
+		// this head was replaced since, the shard may be the new head's. A shard write after
+		// this read conflicts on the shard's version (or exists already).
+		cur := &corev1.ConfigMap{}
+		if err := s.reader.Get(ctx, s.key, cur); err != nil {
+			return fmt.Errorf("reading the allocation ledger before starting node %s's shard: %w", node, err)
+		}
+		if string(cur.UID) != uid {
+			return apierrors.NewConflict(corev1.Resource("configmaps"), Name, errors.New("the allocation ledger's head was replaced"))
+		}
+	}
 	if have != nil {
 		cm = have.cm.DeepCopy()
 		if have.doc.Head == uid {
@@ -388,10 +410,14 @@ func (s *Store) view() allocation.Ledger {
 	return l
 }
 
-// parseHead decodes a head; empty data is an empty ledger, and a ledger stored before it
+// parseHead decodes a head's data; none is an empty ledger, and a ledger stored before it
 // was split is read as changes not yet in any shard.
-func parseHead(data string) (head, error) {
+func parseHead(cm map[string]string) (head, error) {
 	h := head{}
+	data, ok := cm[HeadKey]
+	if !ok && cm[DataKey] != movedAway {
+		data = cm[DataKey]
+	}
 	if data != "" {
 		if err := json.Unmarshal([]byte(data), &h); err != nil {
 			return head{}, fmt.Errorf("decoding the allocation ledger: %w", err)

@@ -70,7 +70,7 @@ func TestLedgerStoreRemembersItsOwnWrites(t *testing.T) {
 	if err := c.Get(ctx, s.key, other); err != nil {
 		t.Fatal(err)
 	}
-	other.Data[DataKey] = `{"bindings":{}}`
+	other.Data[HeadKey] = `{}`
 	if err := c.Update(ctx, other); err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +133,7 @@ func headOf(t *testing.T, c client.Client) head {
 		t.Fatal(err)
 	}
 	h := head{}
-	if err := json.Unmarshal([]byte(cm.Data[DataKey]), &h); err != nil {
+	if err := json.Unmarshal([]byte(cm.Data[HeadKey]), &h); err != nil {
 		t.Fatal(err)
 	}
 	return h
