@@ -150,10 +150,7 @@ func TestReviewStaleFlusherClobbersTheNewHeadsShard(t *testing.T) {
 // so its passes fail and decide nothing, and the new head is read whole.
 func TestLedgerIsRefusedByAGpuwardenFromBeforeTheSplit(t *testing.T) {
 	ctx := context.Background()
-	c := fake.NewClientBuilder().WithScheme(scheme.New()).Build()
-	newHead(t, c, "head-1", "")
-	s := NewStore(c, c, DefaultNamespace)
-	s.FlushAt = 2
+	c, s := newLedger(t, 2)
 	write(t, s, bindOn("a", "n1", "GPU-0"))
 	write(t, s, bindOn("b", "n1", "GPU-1"))
 	write(t, s, bindOn("c", "n1", "GPU-2"))

@@ -155,6 +155,17 @@ func shardOf(t *testing.T, c client.Client, node string) (shard, bool) {
 	return sh, true
 }
 
+// newLedger is a fake API server holding an empty head, head-1, and a store that moves
+// the head's changes to the shards every flushAt.
+func newLedger(t *testing.T, flushAt int) (client.Client, *Store) {
+	t.Helper()
+	c := fake.NewClientBuilder().WithScheme(scheme.New()).Build()
+	newHead(t, c, "head-1", "")
+	s := NewStore(c, c, DefaultNamespace)
+	s.FlushAt = flushAt
+	return c, s
+}
+
 func newHead(t *testing.T, c client.Client, uid, data string) {
 	t.Helper()
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: DefaultNamespace, Name: Name, UID: types.UID(uid)},
@@ -172,10 +183,7 @@ func newHead(t *testing.T, c client.Client, uid, data string) {
 // reads afresh sees the same ledger throughout, releases included; the signing key beside
 // the ledger is kept.
 func TestLedgerMovesItsChangesToPerNodeShards(t *testing.T) {
-	c := fake.NewClientBuilder().WithScheme(scheme.New()).Build()
-	newHead(t, c, "head-1", "")
-	s := NewStore(c, c, DefaultNamespace)
-	s.FlushAt = 3
+	c, s := newLedger(t, 3)
 	at := time.Date(2026, 12, 4, 9, 0, 0, 0, time.UTC)
 	bind := func(name, node string) func(allocation.Ledger) {
 		return func(l allocation.Ledger) { l.Bind(name, "alice", node, []allocation.Slot{{UUID: "GPU-" + name}}, at) }
@@ -241,10 +249,7 @@ func TestLedgerMovesItsChangesToPerNodeShards(t *testing.T) {
 // next flush replaces them.
 func TestLedgerShardsOfADeletedHeadAreNotRead(t *testing.T) {
 	ctx := context.Background()
-	c := fake.NewClientBuilder().WithScheme(scheme.New()).Build()
-	newHead(t, c, "head-1", "")
-	s := NewStore(c, c, DefaultNamespace)
-	s.FlushAt = 1
+	c, s := newLedger(t, 1)
 	at := time.Date(2026, 12, 4, 9, 0, 0, 0, time.UTC)
 	write(t, s, func(l allocation.Ledger) { l.Bind("a", "alice", "n1", []allocation.Slot{{UUID: "GPU-0"}}, at) })
 	if err := c.Delete(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: DefaultNamespace, Name: Name}}); err != nil {
