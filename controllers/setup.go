@@ -45,6 +45,8 @@ const (
 	DefaultSampleInterval  = reclaim.DefaultSampleInterval
 	DefaultRetention       = allocation.DefaultRetention
 	DefaultGatewayBindWait = gateway.DefaultBindWait
+	// DefaultFairShareHalfLife is the queue's fair-share half-life.
+	DefaultFairShareHalfLife = internalallocation.DefaultHalfLife
 	// ExplainPath serves `gpuwarden explain container` beside /metrics.
 	ExplainPath = reclaim.ExplainPath
 )
@@ -84,6 +86,11 @@ type Options struct {
 	// LedgerFlushAt is how many changes the ledger's head holds before they move to its
 	// per-node shards (ledger.DefaultFlushAt when 0).
 	LedgerFlushAt int
+	// FairShareHalfLife is how fast the queue's fair share forgets past use
+	// (DefaultFairShareHalfLife when 0); FairShareAgeWeight the fair-share credit of an
+	// hour waited (0: age only breaks ties).
+	FairShareHalfLife  time.Duration
+	FairShareAgeWeight float64
 	// TelemetryInterval is how often the GPUs are read for the metrics; by default the
 	// shorter of telemetry.DefaultInterval and SampleInterval; negative: never (no /metrics).
 	TelemetryInterval time.Duration
@@ -175,11 +182,17 @@ func Setup(mgr ctrl.Manager, o Options) error {
 			cluster.LeaseDuration, cluster.RenewDeadline, cluster.RetryPeriod = o.AllocatorLease, o.AllocatorLease*2/3, o.AllocatorLease/7
 		}
 	}
-	if err := (&allocation.Reconciler{
+	allocator := &allocation.Reconciler{
 		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), NodeName: o.NodeName, GPUs: o.GPUs, Groups: o.Groups, Clock: o.Clock,
 		Recorder: mgr.GetEventRecorder("gpuwarden-allocation"), Audit: o.Audit, Quotas: quotas, Retention: o.Retention, Cluster: cluster,
-		LedgerFlushAt: o.LedgerFlushAt,
-	}).SetupWithManager(mgr); err != nil {
+		LedgerFlushAt: o.LedgerFlushAt, Queue: allocation.QueueOptions{HalfLife: o.FairShareHalfLife, AgeWeight: o.FairShareAgeWeight, StopSlack: o.SampleInterval},
+	}
+	var store *containerstore.Store
+	if o.Docker != nil {
+		store = containerstore.New()
+		allocator.Containers = store
+	}
+	if err := allocator.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the allocation controller: %w", err)
 	}
 	if o.GPUs != nil {
@@ -188,13 +201,13 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		}
 	}
 	if o.Docker != nil {
-		return setupContainers(mgr, o, gov)
+		return setupContainers(mgr, o, gov, store)
 	}
 	return nil
 }
 
 // setupContainers registers what watches and acts on the node's Docker containers.
-func setupContainers(mgr ctrl.Manager, o Options, gov *governance.Collector) error {
+func setupContainers(mgr ctrl.Manager, o Options, gov *governance.Collector, store *containerstore.Store) error {
 	// Only where a Docker engine is configured: its absence is no outage.
 	if err := crmetrics.Registry.Register(metrics.DockerUp); err != nil && !errors.As(err, &prometheus.AlreadyRegisteredError{}) {
 		return fmt.Errorf("registering metrics: %w", err)
@@ -202,7 +215,6 @@ func setupContainers(mgr ctrl.Manager, o Options, gov *governance.Collector) err
 	if o.Health != nil {
 		o.Health.Add("docker", watchdog.Responds(o.Docker.Ping))
 	}
-	store := containerstore.New()
 	owners := &containerstore.Owners{Proc: o.Proc}
 	changed := make(chan event.GenericEvent, 1024)
 	if err := mgr.Add(&containers.Watcher{

@@ -278,6 +278,10 @@ type ContainerPolicySpec struct {
 	// +optional
 	Notify *Notify `json:"notify,omitempty"`
 
+	// queue bounds how a request waits for a GPU.
+	// +optional
+	Queue *QueuePolicy `json:"queue,omitempty"`
+
 	// resources are what a container created through the Docker gateway gets where its
 	// create asks for nothing, and the most it may ask for.
 	// +optional
@@ -288,6 +292,15 @@ type ContainerPolicySpec struct {
 	// +kubebuilder:validation:MaxItems=6
 	// +listType=set
 	Unlimited []PolicyLimitName `json:"unlimited,omitempty"`
+}
+
+// QueuePolicy bounds how a request waits for a GPU.
+type QueuePolicy struct {
+	// maxWait is the longest a create through the Docker gateway may wait for a GPU, however
+	// long its label gpuwarden.io/wait asks for (a create without the label waits the
+	// server's --gateway-bind-wait, at most this).
+	// +optional
+	MaxWait *Duration `json:"maxWait,omitempty"`
 }
 
 // ContainerResources are a container's CPU, memory, /dev/shm and process limits. The

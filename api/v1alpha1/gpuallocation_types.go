@@ -220,6 +220,54 @@ type GPUAllocationStatus struct {
 	// runtime is the max-runtime state of the allocation's container.
 	// +optional
 	Runtime *RuntimeStatus `json:"runtime,omitempty"`
+
+	// queue is the allocation's place in its node's queue while it waits for capacity
+	// (Pending, reason NoCapacity).
+	// +optional
+	Queue *QueueStatus `json:"queue,omitempty"`
+}
+
+// QueueStatus is a waiting allocation's place in its node's queue and when it can start.
+type QueueStatus struct {
+	// position is the allocation's place among the node's requests waiting for capacity,
+	// 1 first (order: quota priority, then fair share, then age).
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	Position int32 `json:"position"`
+
+	// waiting is how many requests wait for capacity on the node.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Waiting int32 `json:"waiting,omitempty"`
+
+	// ahead are the allocations ahead of it in the queue, first first (at most ten).
+	// +optional
+	// +kubebuilder:validation:MaxItems=10
+	// +kubebuilder:validation:items:MaxLength=253
+	// +listType=atomic
+	Ahead []string `json:"ahead,omitempty"`
+
+	// latestStart is the latest the allocation starts, from what holders cannot exceed
+	// (their runtime limits and holds after stop, each stop's grace period): valid while no
+	// request of higher order arrives. Unset when some holder it waits for has no such limit.
+	// +optional
+	LatestStart *metav1.Time `json:"latestStart,omitempty"`
+
+	// estimatedStart is the best estimate of when it starts, from the holders' own history
+	// and idle state.
+	// +optional
+	EstimatedStart *metav1.Time `json:"estimatedStart,omitempty"`
+
+	// blockedBy is the allocation whose end lets it start (latestStart comes from it), or
+	// the holder without a limit that makes latestStart unknown.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	BlockedBy string `json:"blockedBy,omitempty"`
+
+	// message says why it waits, for people.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
 }
 
 // IdleStatus is a container's current run of idle samples.
@@ -279,6 +327,9 @@ type RuntimeStatus struct {
 // +kubebuilder:printcolumn:name="GPU-Eq",type=string,JSONPath=`.status.gpuEquivalentsRounded`
 // +kubebuilder:printcolumn:name="Container",type=string,JSONPath=`.status.containerName`
 // +kubebuilder:printcolumn:name="Idle",type=date,JSONPath=`.status.idle.since`
+// +kubebuilder:printcolumn:name="Place",type=integer,JSONPath=`.status.queue.position`
+// +kubebuilder:printcolumn:name="Estimate",type=string,JSONPath=`.status.queue.estimatedStart`
+// +kubebuilder:printcolumn:name="Latest",type=string,JSONPath=`.status.queue.latestStart`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:printcolumn:name="Node",type=string,JSONPath=`.spec.nodeName`,priority=1
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.reason`,priority=1

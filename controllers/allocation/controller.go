@@ -63,6 +63,11 @@ type Reconciler struct {
 	// reconciler decides for NodeName alone (gpuwarden server; every node for itself). GPUs
 	// is NodeName's: other nodes are decided from their GPU objects.
 	Cluster *Elector
+	// Queue are the queue's settings: the fair share's half-life and age weight.
+	Queue QueueOptions
+	// Containers are this node's containers, for the queue's times (their labels select
+	// their policies, a stopped one's hold ends); optional.
+	Containers Containers
 
 	derived *derivedWriter
 	ledgers *ledger.Store
@@ -123,7 +128,8 @@ func (r *Reconciler) reconcile(ctx context.Context, fresh bool) (_ ctrl.Result, 
 		return ctrl.Result{}, false, err
 	}
 	p := &pass{r: r, now: r.Clock.Now(), ledger: book, storedKey: cm.Data[ledger.SigningKeyField], quotas: quotas.Items, groups: map[string][]string{},
-		outcome: map[string]allocation.Decision{}, bound: map[string]allocation.Binding{}}
+		outcome: map[string]allocation.Decision{}, bound: map[string]allocation.Binding{},
+		places: map[string]*gpuwardenv1alpha1.QueueStatus{}, queued: map[string]queued{}, limits: map[string]string{}}
 	if r.auditedAgain.CompareAndSwap(false, true) {
 		p.auditAgain(allocs.Items)
 	}
@@ -230,6 +236,15 @@ type pass struct {
 	storedKey string
 	// key signs what gpuwarden makes itself (read when first needed).
 	key []byte
+	// policies are the container policies (listed when first needed, for the queue).
+	policies []gpuwardenv1alpha1.ContainerPolicy
+	// policyOfKey are the effective policies resolved by this pass, by user and labels.
+	policyOfKey map[string]resolve.Policy
+	// queued are the requests of the pass's nodes that wait for capacity; places their
+	// status.queue; limits what bounds each holder's end, by name.
+	queued map[string]queued
+	places map[string]*gpuwardenv1alpha1.QueueStatus
+	limits map[string]string
 }
 
 type releaseInfo struct {
@@ -275,6 +290,7 @@ func (p *pass) release(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAlloca
 			continue
 		}
 		delete(p.ledger.Bindings, name)
+		p.ledger.Charge(b, p.now, p.r.Queue.halfLife()) // the fair share's record of the hold
 		p.released[name] = releaseInfo{binding: b, reason: reason}
 		p.changed = true
 	}
@@ -303,13 +319,17 @@ func (p *pass) gone(ctx context.Context, name string) bool {
 	return err == nil && a == nil
 }
 
-// waiting is an allocation in the queue, with the quota it is decided against.
+// waiting is an allocation in the queue, with the quota it is decided against and its
+// fair share.
 type waiting struct {
 	a     *gpuwardenv1alpha1.GPUAllocation
 	quota resolve.Quota
+	share allocation.FairShare
 }
 
-// decide places this node's waiting allocations, highest priority first, then oldest.
+// decide places this node's waiting allocations in the queue's order (quota priority, then
+// fair share, then age). One that does not fit is planned in time (Plan): the slots it is
+// promised are not given now to a request behind it that could still hold them then.
 func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocation, gpus []gpuwardenv1alpha1.GPU) {
 	p.nodeGPUs = gpus
 	queue := p.queue(ctx, allocs)
@@ -320,6 +340,10 @@ func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocat
 	if p.local() {
 		inventory = p.r.markForeign(ctx, inventory)
 	}
+	// The plan is made when a request first does not fit: until then nothing is promised,
+	// and a pass whose requests all fit costs no more than before.
+	var plan *allocation.Plan
+	var order []string // the node's requests that wait for capacity, in order
 	for _, w := range queue {
 		if !p.signatureHolds(ctx, w.a) {
 			continue
@@ -330,23 +354,43 @@ func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocat
 			// The processes on an adopted container's devices are its own.
 			slots = ownProcesses(inventory, req.Devices)
 		}
-		d := allocation.Decide(slots, p.ledger.Holdings(), w.quota.Quota, req)
 		unassigned := w.a.Spec.NodeName == ""
+		var waiter allocation.Waiter
+		var reserved []allocation.Holding
+		if plan != nil && !unassigned { // one no node has taken is planned on none: it takes what is free
+			waiter = p.waiter(ctx, w.a, req)
+			reserved = plan.Reserved(waiter.MaxRuntime)
+		}
+		d := allocation.Decide(slots, append(p.ledger.Holdings(), reserved...), w.quota.Quota, req)
+		if !d.Placed() && !d.Final() && len(reserved) > 0 && allocation.Decide(slots, p.ledger.Holdings(), w.quota.Quota, req).Placed() {
+			d.Message = "what is free is kept for the requests ahead of it, which start before it would end"
+		}
 		if !d.Placed() && !d.Final() {
 			if why := p.unsatisfiable(ctx, req, unassigned); why != "" {
 				d = allocation.Decision{Reason: gpuwardenv1alpha1.ReasonUnsatisfiable, Message: why}
 			}
 		}
 		if d.Placed() {
-			p.bind(ctx, w.a, d, unassigned)
+			if p.bind(ctx, w.a, d, unassigned) && plan != nil {
+				plan.Started(waiter, d.Slots)
+			}
 			continue
 		}
 		if unassigned && !d.Final() {
 			// Every node sees it: say the same thing on each, so the status does not flap.
+			// It has no place in a node's queue until a node takes it.
 			d.Message = "waiting for capacity on any GPU node"
+		}
+		if !unassigned && !d.Final() {
+			if plan == nil {
+				plan, waiter = p.plan(ctx, inventory, allocs), p.waiter(ctx, w.a, req)
+			}
+			p.queued[w.a.Name] = queued{waiter: waiter, start: plan.Reserve(waiter), share: w.share}
+			order = append(order, w.a.Name)
 		}
 		p.outcome[w.a.Name] = d
 	}
+	p.placeQueue(order)
 }
 
 // queue is the pass's node's waiting allocations in the order they are decided, each with
@@ -375,10 +419,10 @@ func (p *pass) queue(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocati
 		if q.GPUEquivalents.Set {
 			book[a.Spec.User] = q.GPUEquivalents
 		}
-		queue = append(queue, waiting{a: a, quota: q})
+		queue = append(queue, waiting{a: a, quota: q, share: p.share(a, q)})
 	}
 	allocation.SortQueue(queue, func(w waiting) allocation.Queued {
-		return allocation.Queued{Name: w.a.Name, Priority: w.quota.Priority.Value, Created: w.a.CreationTimestamp.Time}
+		return allocation.Queued{Name: w.a.Name, Priority: w.quota.Priority.Value, Share: w.share.Value(), Created: w.a.CreationTimestamp.Time}
 	})
 	return queue
 }
@@ -414,16 +458,17 @@ func requestOf(a *gpuwardenv1alpha1.GPUAllocation) allocation.Request {
 
 // bind records a placed decision in the ledger; an allocation no node has claimed yet is
 // claimed for this node first (another node may win it).
-func (p *pass) bind(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, d allocation.Decision, unassigned bool) {
+func (p *pass) bind(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, d allocation.Decision, unassigned bool) bool {
 	if unassigned {
 		claimed, retry := p.r.claim(ctx, a, p.node)
 		p.retry = p.retry || retry
 		if !claimed {
-			return
+			return false
 		}
 	}
 	p.bound[a.Name] = p.ledger.Bind(a.Name, a.Spec.User, p.node, d.Slots, p.now)
 	p.changed = true
+	return true
 }
 
 // local reports whether the pass decides for the node this process runs on, whose GPU

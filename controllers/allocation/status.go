@@ -252,6 +252,7 @@ func (p *pass) desiredStatus(a *gpuwardenv1alpha1.GPUAllocation) (*gpuwardenv1al
 		}
 		at := metav1.NewTime(b.BoundAt).Rfc3339Copy() // as stored: a finer time would differ on every pass
 		want.Phase, want.Reason, want.Message, want.BoundTime, want.ReleasedTime = gpuwardenv1alpha1.PhaseBound, "", "", &at, nil
+		want.Queue = nil
 		want.Devices, want.GPUEquivalents = nil, quantity(0)
 		total := 0.0
 		for _, s := range b.Slots {
@@ -276,11 +277,13 @@ func (p *pass) desiredStatus(a *gpuwardenv1alpha1.GPUAllocation) (*gpuwardenv1al
 		}
 		at := metav1.NewTime(p.now).Rfc3339Copy()
 		want.Phase, want.Reason, want.Message, want.ReleasedTime = gpuwardenv1alpha1.PhaseReleased, "Released", "Devices given back: "+reason, &at
-		want.Idle, want.Runtime = nil, nil // nothing runs on them any more
+		want.Idle, want.Runtime, want.Queue = nil, nil, nil // nothing runs on them any more
 		return want, true
 	}
 	if d, ok := p.outcome[a.Name]; ok {
-		return decided(want, d), true
+		want = decided(want, d)
+		want.Queue = p.places[a.Name]
+		return want, true
 	}
 	if a.Status.Phase == "" || a.Status.Phase == gpuwardenv1alpha1.PhaseBound {
 		// Not in the ledger, so not bound, whatever was written here.
@@ -294,7 +297,7 @@ func (p *pass) desiredStatus(a *gpuwardenv1alpha1.GPUAllocation) (*gpuwardenv1al
 // unbound clears what only a bound allocation shows.
 func unbound(s *gpuwardenv1alpha1.GPUAllocationStatus) {
 	s.Devices, s.DevicesSummary, s.GPUEquivalents, s.GPUEquivalentsRounded, s.BoundTime, s.ReleasedTime = nil, "", nil, "", nil, nil
-	s.Idle, s.Runtime = nil, nil
+	s.Idle, s.Runtime, s.Queue = nil, nil, nil
 }
 
 // decided is the status of a request that was not placed: Rejected for a final reason,

@@ -81,7 +81,7 @@ func (u *Unused) Sweep(ctx context.Context) error {
 		if !u.unused(a, named) {
 			continue
 		}
-		p, err := u.Actions.PolicyAmong(ctx, policies.Items, docker.Container{Labels: unusedSelector(a)}, a.Spec.User)
+		p, err := u.Actions.PolicyAmong(ctx, policies.Items, docker.Container{Labels: labels.OfAllocation(a)}, a.Spec.User)
 		if err != nil {
 			return err
 		}
@@ -117,22 +117,6 @@ func (u *Unused) unused(a *gpuwardenv1alpha1.GPUAllocation, named map[string]boo
 		return false // an admin named a container that exists: it is attached by its ID
 	}
 	return !named["allocation/"+a.Spec.User+"/"+a.Name]
-}
-
-// unusedSelector are the labels a container made for allocation a would carry, for the
-// policies that select by type: its containerType, claimed as a type named at a create
-// through the gateway is (the user chose it), so that a policy sees it as
-// resolve.ClaimedTypeSeenAs unless it trusts claims.
-func unusedSelector(a *gpuwardenv1alpha1.GPUAllocation) map[string]string {
-	t := a.Spec.ContainerType
-	if t == "" {
-		t = gpuwardenv1alpha1.ContainerTypeDocker
-	}
-	l := map[string]string{gpuwardenv1alpha1.LabelContainerType: string(t)}
-	if t != gpuwardenv1alpha1.ContainerTypeDocker {
-		l[gpuwardenv1alpha1.LabelTypeClaimed] = "true"
-	}
-	return l
 }
 
 // key is what Actions.Once remembers of an allocation (not a container).

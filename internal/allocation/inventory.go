@@ -1,6 +1,7 @@
 package allocation
 
 import (
+	"math"
 	"sort"
 	"time"
 
@@ -34,16 +35,29 @@ func SlotsOf(gpus []gpuwardenv1alpha1.GPU) []Slot {
 type Queued struct {
 	Name     string
 	Priority int32
-	Created  time.Time
+	// Share is the requester's fair share: their recent use over their quota, less the
+	// credit of the time waited; the lower goes first.
+	Share   float64
+	Created time.Time
 }
 
+// ShareResolution is the step fair shares are compared in: users whose recent use over
+// quota differ by less (three minutes of their whole quota) are taken as equal, and their
+// requests wait in order of age.
+const ShareResolution = 0.05
+
+func shareStep(share float64) int64 { return int64(math.Floor(share / ShareResolution)) }
+
 // SortQueue orders waiting requests as they are decided: highest quota priority first,
-// then the oldest, then by name.
+// then the lowest fair share, then the oldest, then by name.
 func SortQueue[T any](queue []T, key func(T) Queued) {
 	sort.SliceStable(queue, func(i, j int) bool {
 		a, b := key(queue[i]), key(queue[j])
 		if a.Priority != b.Priority {
 			return a.Priority > b.Priority
+		}
+		if x, y := shareStep(a.Share), shareStep(b.Share); x != y {
+			return x < y
 		}
 		if !a.Created.Equal(b.Created) {
 			return a.Created.Before(b.Created)

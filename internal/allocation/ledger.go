@@ -29,17 +29,20 @@ type Bound struct {
 // slot or a quota.
 type Ledger struct {
 	Bindings map[string]Binding `json:"bindings"`
+	// Usage is each user's recent GPU use (Charge), for the queue's fair share: written
+	// with the release that ends a hold, so it survives restarts and is fenced like it.
+	Usage map[string]Usage `json:"usage,omitempty"`
 }
 
-// Clone returns a copy whose bindings can be changed without changing l's.
+// Clone returns a copy whose bindings and usage can be changed without changing l's.
 func (l Ledger) Clone() Ledger {
-	return Ledger{Bindings: maps.Clone(l.Bindings)}
+	return Ledger{Bindings: maps.Clone(l.Bindings), Usage: maps.Clone(l.Usage)}
 }
 
 // Encode returns the form the ledger was stored in before it was split (package ledger
 // reads it still).
 func (l Ledger) Encode() (string, error) {
-	data, err := json.Marshal(l)
+	data, err := json.Marshal(Ledger{Bindings: l.Bindings})
 	return string(data), err
 }
 

@@ -147,3 +147,18 @@ func isTrue(v string) bool {
 	}
 	return false
 }
+
+// OfAllocation are the labels a policy selects an allocation's container by while only the
+// allocation is known (no container yet, or one on another node): its type, claimed when
+// it is not the plain docker a create without a claim gets.
+func OfAllocation(a *gpuwardenv1alpha1.GPUAllocation) map[string]string {
+	t := a.Spec.ContainerType
+	if t == "" {
+		t = gpuwardenv1alpha1.ContainerTypeDocker
+	}
+	l := map[string]string{gpuwardenv1alpha1.LabelContainerType: string(t)}
+	if t != gpuwardenv1alpha1.ContainerTypeDocker {
+		l[gpuwardenv1alpha1.LabelTypeClaimed] = "true"
+	}
+	return l
+}

@@ -70,6 +70,9 @@ type head struct {
 	Flushed map[string]int64 `json:"flushed,omitempty"`
 	// Bindings is the ledger as stored before it was split: read as changes.
 	Bindings map[string]allocation.Binding `json:"bindings,omitempty"`
+	// Usage is each user's recent GPU use (allocation.Ledger.Usage): it changes with the
+	// releases in the same write, and is bounded by the users who used GPUs lately.
+	Usage map[string]allocation.Usage `json:"usage,omitempty"`
 }
 
 // shard is a node's shard's contents: its bindings with every change up to Seq, of the
@@ -226,6 +229,10 @@ func (s *Store) Write(ctx context.Context, cm *corev1.ConfigMap, l allocation.Le
 			h.Changes[b.Node+"/"+name] = change{Node: b.Node, Name: name, Seq: seq, Binding: &b}
 			changed = true
 		}
+	}
+	if !maps.Equal(h.Usage, l.Usage) {
+		h.Usage = maps.Clone(l.Usage)
+		changed = true
 	}
 	if !changed {
 		return nil
@@ -403,7 +410,7 @@ func (s *Store) view() allocation.Ledger {
 			delete(nodes[c.Node], c.Name)
 		}
 	}
-	l := allocation.Ledger{Bindings: map[string]allocation.Binding{}}
+	l := allocation.Ledger{Bindings: map[string]allocation.Binding{}, Usage: maps.Clone(s.head.doc.Usage)}
 	for _, node := range slices.Sorted(maps.Keys(nodes)) {
 		maps.Copy(l.Bindings, nodes[node])
 	}
@@ -437,7 +444,7 @@ func parseHead(cm map[string]string) (head, error) {
 }
 
 func (h head) clone() head {
-	out := head{Seq: h.Seq, Changes: maps.Clone(h.Changes), Flushed: maps.Clone(h.Flushed), Bindings: h.Bindings}
+	out := head{Seq: h.Seq, Changes: maps.Clone(h.Changes), Flushed: maps.Clone(h.Flushed), Bindings: h.Bindings, Usage: maps.Clone(h.Usage)}
 	if out.Changes == nil {
 		out.Changes = map[string]change{}
 	}

@@ -315,3 +315,39 @@ func TestLedgerShardNames(t *testing.T) {
 		t.Error("two nodes share a digest")
 	}
 }
+
+// TestLedgerKeepsUsageWithTheRelease: the fair share's usage is written with the release
+// that charges it, survives a flush to the shards, and is what a store reading afresh sees.
+func TestLedgerKeepsUsageWithTheRelease(t *testing.T) {
+	ctx := context.Background()
+	c, s := newLedger(t, 2)
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	cm, l, _, err := s.Read(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Bind("a1", "alice", "n1", []allocation.Slot{{UUID: "GPU-1", Healthy: true}}, t0)
+	if err := s.Write(ctx, cm, l); err != nil {
+		t.Fatal(err)
+	}
+	cm, l, _, err = s.Read(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := l.Bindings["a1"]
+	delete(l.Bindings, "a1")
+	l.Charge(b, t0.Add(2*time.Hour), 0)
+	if err := s.Write(ctx, cm, l); err != nil {
+		t.Fatal(err)
+	}
+	_, fresh, _, err := NewStore(c, c, DefaultNamespace).Read(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := fresh.Usage["alice"]; u.GPUHours != 2 || !u.At.Equal(t0.Add(2*time.Hour)) || u.Holds != 1 {
+		t.Errorf("usage read afresh = %+v, want 2 gpu-h at %v from 1 hold", u, t0.Add(2*time.Hour))
+	}
+	if len(fresh.Bindings) != 0 {
+		t.Errorf("bindings = %v, want none", fresh.Bindings)
+	}
+}

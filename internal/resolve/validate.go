@@ -37,6 +37,9 @@ func durationFields(s *gpuwardenv1alpha1.ContainerPolicySpec) []durationField {
 		{"createdNeverStartedTimeout", s.CreatedNeverStartedTimeout},
 		{"releaseUnusedAfter", s.ReleaseUnusedAfter},
 	}
+	if s.Queue != nil {
+		all = append(all, durationField{"queue.maxWait", s.Queue.MaxWait})
+	}
 	if s.Idle != nil {
 		all = append(all, durationField{"idle.timeout", s.Idle.Timeout}, durationField{"idle.startupGrace", s.Idle.StartupGrace})
 		if s.Idle.KeepAlive != nil {

@@ -188,6 +188,8 @@ func controllerOptions(o options.ManagerOptions, x Extras, gpus gpu.Backend) (co
 		ClusterAllocator:   o.ClusterAllocator,
 		AllocatorLease:     o.AllocatorLeaseDuration,
 		LedgerFlushAt:      o.LedgerFlushAt,
+		FairShareHalfLife:  o.FairShareHalfLife,
+		FairShareAgeWeight: o.FairShareAgeWeight,
 		TelemetryInterval:  telemetry,
 		Gateway:            gw,
 		AllowLocalWebhooks: o.AllowLocalWebhooks,

@@ -7,6 +7,7 @@ package options
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -47,7 +48,10 @@ type ManagerOptions struct {
 	ClusterAllocator       bool
 	AllocatorLeaseDuration time.Duration
 	// LedgerFlushAt: how many changes the ledger's head holds before they move to its shards.
-	LedgerFlushAt      int
+	LedgerFlushAt int
+	// FairShareHalfLife and FairShareAgeWeight set the queue's order (controllers.Options).
+	FairShareHalfLife  time.Duration
+	FairShareAgeWeight float64
 	TelemetryInterval  time.Duration
 	AllowLocalWebhooks bool
 	// Notices by e-mail: the relay, the sender, and the rule for a user's address.
@@ -91,6 +95,8 @@ func (o *ManagerOptions) AddFlags(fs *pflag.FlagSet, metricsDefault, probeDefaul
 	fs.DurationVar(&o.AllocatorLeaseDuration, "allocator-lease-duration", allocation.DefaultLeaseDuration, "with --cluster-allocator: how long the allocator's Lease lasts unrenewed before another controller takes over (at least 3s)")
 	fs.IntVar(&o.LedgerFlushAt, "ledger-flush-at", ledger.DefaultFlushAt, "how many binding changes the allocation ledger's head object holds before they are moved to its per-node shards (at least 1; for tests)")
 	_ = fs.MarkHidden("ledger-flush-at")
+	fs.DurationVar(&o.FairShareHalfLife, "fair-share-half-life", controllers.DefaultFairShareHalfLife, "how fast the queue's fair share forgets a user's GPU use: use this long ago counts half (requests of one quota priority wait in order of their users' recent use over their quota, then of age)")
+	fs.Float64Var(&o.FairShareAgeWeight, "fair-share-age-weight", 0, "how much an hour waited lowers a request's fair-share rank, in recent gpu-equivalent-hours per quota gpu-equivalent (0: age only breaks ties)")
 	fs.DurationVar(&o.TelemetryInterval, "telemetry-interval", 0, "how often the GPUs are read for /metrics (default: 15s, or --sample-interval when shorter); a scrape serves the last reading")
 	fs.StringVar(&o.GatewaySocket, "gateway-socket", gateway.DefaultSocket, `the Docker gateway's Unix socket (mode 0666; users set DOCKER_HOST=unix://… to it); "" serves none`)
 	fs.StringVar(&o.GatewayAdminGroup, "gateway-admin-group", gateway.DefaultAdminGroup, "the host group whose members (and root) see and manage every container through the gateway")
@@ -138,6 +144,12 @@ func (o *ManagerOptions) Validate() error {
 	}
 	if o.AllocatorLeaseDuration < 3*time.Second {
 		errs = append(errs, fmt.Errorf("--allocator-lease-duration %s: must be at least 3s", o.AllocatorLeaseDuration))
+	}
+	if o.FairShareHalfLife < time.Minute {
+		errs = append(errs, fmt.Errorf("--fair-share-half-life %s: must be at least 1m", o.FairShareHalfLife))
+	}
+	if o.FairShareAgeWeight < 0 || math.IsNaN(o.FairShareAgeWeight) || math.IsInf(o.FairShareAgeWeight, 0) {
+		errs = append(errs, fmt.Errorf("--fair-share-age-weight %v: must be a number of at least 0", o.FairShareAgeWeight))
 	}
 	if o.LedgerFlushAt < 1 {
 		errs = append(errs, fmt.Errorf("--ledger-flush-at %d: must be at least 1", o.LedgerFlushAt))

@@ -1,0 +1,136 @@
+package allocation
+
+import (
+	"fmt"
+	"math"
+	"time"
+)
+
+// DefaultHalfLife is how fast past GPU use is forgotten by the queue's fair share: use a
+// half-life ago counts half (Slurm's PriorityDecayHalfLife default).
+const DefaultHalfLife = 7 * 24 * time.Hour
+
+// Usage is one user's recent GPU use as the ledger keeps it: the gpu-equivalent-hours of
+// the holds they ended, decayed with a half-life, as of At; and their typical hold.
+type Usage struct {
+	// GPUHours are decayed gpu-equivalent-hours as of At.
+	GPUHours float64   `json:"gpuHours"`
+	At       time.Time `json:"at"`
+	// Typical is an average of the user's recent holds (the last ones weigh most), in
+	// seconds; Holds is how many holds it was taken from.
+	Typical float64 `json:"typicalSeconds,omitempty"`
+	Holds   int     `json:"holds,omitempty"`
+}
+
+// decay is what v counts after d at halfLife.
+func decay(v float64, d, halfLife time.Duration) float64 {
+	if d <= 0 || halfLife <= 0 {
+		return v
+	}
+	return v * math.Exp2(-float64(d)/float64(halfLife))
+}
+
+// heldHours is the decayed gpu-equivalent-hours, as of to, of weight held from from to to.
+func heldHours(weight float64, from, to time.Time, halfLife time.Duration) float64 {
+	d := to.Sub(from)
+	if d <= 0 {
+		return 0
+	}
+	if halfLife <= 0 {
+		return weight * d.Hours()
+	}
+	// ∫ weight · 2^(−(to−s)/h) ds over [from, to]
+	return weight * halfLife.Hours() / math.Ln2 * (1 - math.Exp2(-float64(d)/float64(halfLife)))
+}
+
+// GPUHoursAt is u's decayed gpu-equivalent-hours at t.
+func (u Usage) GPUHoursAt(t time.Time, halfLife time.Duration) float64 {
+	return decay(u.GPUHours, t.Sub(u.At), halfLife)
+}
+
+// TypicalHold is the user's typical hold; false when none ended yet.
+func (u Usage) TypicalHold() (time.Duration, bool) {
+	return time.Duration(u.Typical * float64(time.Second)), u.Holds > 0
+}
+
+// typicalWeight is how much the latest hold moves the typical one.
+const typicalWeight = 0.3
+
+// forgetBelow: a user whose decayed use falls below this is dropped from the ledger.
+const forgetBelow = 1e-3
+
+// Charge adds b's hold, ended at end, to its user's usage (l.Usage is made when nil) and
+// drops users whose use has decayed to nothing.
+func (l *Ledger) Charge(b Binding, end time.Time, halfLife time.Duration) {
+	if l.Usage == nil {
+		l.Usage = map[string]Usage{}
+	}
+	weight := 0.0
+	for _, s := range b.Slots {
+		weight += s.Weight
+	}
+	u := l.Usage[b.User]
+	held := end.Sub(b.BoundAt)
+	u.GPUHours = u.GPUHoursAt(end, halfLife) + heldHours(weight, b.BoundAt, end, halfLife)
+	if u.At.IsZero() || end.After(u.At) {
+		u.At = end.Round(0).UTC()
+	}
+	if held > 0 {
+		if u.Holds == 0 {
+			u.Typical = held.Seconds()
+		} else {
+			u.Typical = (1-typicalWeight)*u.Typical + typicalWeight*held.Seconds()
+		}
+		u.Holds++
+	}
+	l.Usage[b.User] = u
+	for user, v := range l.Usage {
+		if user != b.User && v.GPUHoursAt(end, halfLife) < forgetBelow {
+			delete(l.Usage, user)
+		}
+	}
+}
+
+// RecentUse is user's decayed gpu-equivalent-hours at now: the holds they ended and those
+// they still hold.
+func (l Ledger) RecentUse(user string, now time.Time, halfLife time.Duration) float64 {
+	used := l.Usage[user].GPUHoursAt(now, halfLife)
+	for _, b := range l.Bindings {
+		if b.User != user {
+			continue
+		}
+		for _, s := range b.Slots {
+			used += heldHours(s.Weight, b.BoundAt, now, halfLife)
+		}
+	}
+	return used
+}
+
+// FairShare ranks a waiting request among those of its priority: its user's recent use
+// over their quota, less AgeWeight for each hour it has waited. The lower goes first.
+type FairShare struct {
+	// Use is the user's decayed gpu-equivalent-hours; Quota what they are divided by (the
+	// user's gpuEquivalents limit, or the node's GPUs where none bounds them), set by QuotaFrom.
+	Use, Quota float64
+	QuotaFrom  string
+	Waited     time.Duration
+	AgeWeight  float64
+}
+
+// Value is the request's rank.
+func (f FairShare) Value() float64 {
+	q := f.Quota
+	if q <= 0 {
+		q = 1
+	}
+	return f.Use/q - f.AgeWeight*f.Waited.Hours()
+}
+
+// String explains the rank, for people.
+func (f FairShare) String() string {
+	s := fmt.Sprintf("recent use %s gpu-h / quota %s (%s) = %s", num(f.Use), num(f.Quota), f.QuotaFrom, num(f.Use/max(f.Quota, Epsilon)))
+	if f.AgeWeight > 0 {
+		s += fmt.Sprintf(", less %s × %s waited = %s", num(f.AgeWeight), f.Waited.Round(time.Minute), num(f.Value()))
+	}
+	return s
+}
