@@ -259,12 +259,13 @@ func setupContainers(mgr ctrl.Manager, o Options, gov *governance.Collector, sto
 	if o.Gateway.Socket != "" {
 		settings := &notify.Store{Client: mgr.GetClient(), Directory: notify.Profiles{Reader: mgr.GetAPIReader(), EmailTemplate: o.EmailTemplate},
 			Notifier: notifier, Clock: o.Clock, Node: o.NodeName}
+		waiter := gateway.NewWaiter()
 		if err := gateway.Setup(mgr, o.Gateway, gateway.Node{Name: o.NodeName, Clock: o.Clock, Groups: o.Groups, Audit: o.Audit, HasGPUs: o.GPUs != nil,
-			Notifications: settings}); err != nil {
+			Notifications: settings, Waiter: waiter}); err != nil {
 			return err
 		}
 		if err := mgr.Add(&gateway.Strays{Client: mgr.GetClient(), Store: store, Actions: acts, NodeName: o.NodeName, Clock: o.Clock,
-			After: o.Gateway.BindWait + time.Minute, Interval: 10 * time.Second}); err != nil {
+			After: o.Gateway.BindWait + time.Minute, Interval: 10 * time.Second, Waiter: waiter}); err != nil {
 			return fmt.Errorf("adding the sweep of gateway allocations without a container: %w", err)
 		}
 	}

@@ -34,6 +34,10 @@ const (
 	// the profile it names (`docker run --label gpuwarden.io/mig-profile=1g.10gb`), as
 	// --gpus '"device=1g.10gb"' does; the gateway keeps it on the container, checked.
 	LabelMIGProfile = "gpuwarden.io/mig-profile"
+	// LabelWait on a create through the Docker gateway says how long the create may wait for
+	// its GPUs (`docker run --label gpuwarden.io/wait=8h`), at most the ContainerPolicy's
+	// queue.maxWait; the gateway keeps on the container the wait it granted.
+	LabelWait = "gpuwarden.io/wait"
 
 	// AnnotationRelease on an allocation asks for its devices back; its value is the reason.
 	AnnotationRelease = "gpuwarden.io/release"
@@ -42,6 +46,11 @@ const (
 	AnnotationAdoptedForStart = "gpuwarden.io/adopted-for-start"
 	// AnnotationSignature on an allocation gpuwarden made itself proves it did.
 	AnnotationSignature = "gpuwarden.io/signature"
+	// AnnotationWaitUntil on a gateway allocation is when the create that waits for it gives
+	// up (RFC 3339); AnnotationWaiter names the gateway process that waits (one per
+	// process): a waiting allocation of a process gone, or past its time, has no one waiting.
+	AnnotationWaitUntil = "gpuwarden.io/wait-until"
+	AnnotationWaiter    = "gpuwarden.io/waiter"
 
 	// UnknownUser owns what no label names an owner of.
 	UnknownUser = "unknown"

@@ -45,6 +45,9 @@ type Allocator struct {
 	Poll time.Duration
 	// Audit records the requests the gateway gave up waiting for; nil records nothing.
 	Audit audit.Logger
+	// Waiter names this process's gateway on the allocations it waits for
+	// (AnnotationWaiter): Strays knows a waiting allocation of another is no one's.
+	Waiter string
 }
 
 var _ gateway.Allocator = (*Allocator)(nil)
@@ -63,7 +66,14 @@ func (g *Allocator) Allocate(ctx context.Context, user string, req gateway.GPURe
 		return "", nil, err
 	}
 	a := g.newAllocation(user, request, containerName, t)
-	return g.createAndWait(ctx, a, "")
+	_, wait := g.waits()
+	if req.Wait > 0 {
+		wait = req.Wait
+	}
+	if req.MaxWait > 0 {
+		wait = min(wait, req.MaxWait)
+	}
+	return g.createAndWait(ctx, a, "", wait, req.MaxWait)
 }
 
 // newAllocation is a Gateway allocation for user, named at random.
@@ -81,24 +91,31 @@ func (g *Allocator) newAllocation(user string, request gpuwardenv1alpha1.Allocat
 }
 
 // createAndWait signs and creates a, then waits until it is Bound (its name and devices),
-// Rejected or BindWait passes (an *gateway.AllocationError; hint ends the message of a
-// wait given up). An allocation not Bound is given back.
-func (g *Allocator) createAndWait(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, hint string) (string, []string, error) {
+// Rejected or wait passes (an *gateway.AllocationError; hint ends the message of a wait
+// given up; maxWait, when known, is the longest the caller may ask for). An allocation not
+// Bound is given back, at once when the caller goes away.
+func (g *Allocator) createAndWait(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, hint string, wait, maxWait time.Duration) (string, []string, error) {
 	start := g.Clock.Now()
 	key, err := ledger.SigningKey(ctx, g.Reader, g.Client, g.ledgerNamespace())
 	if err != nil {
 		return "", nil, err
 	}
 	a.Annotations[gpuwardenv1alpha1.AnnotationSignature] = provenance.Sign(key, a)
+	a.Annotations[gpuwardenv1alpha1.AnnotationWaitUntil] = start.Add(wait).UTC().Format(time.RFC3339)
+	if g.Waiter != "" {
+		a.Annotations[gpuwardenv1alpha1.AnnotationWaiter] = g.Waiter
+	}
 	if err := g.Client.Create(ctx, a); err != nil {
 		return "", nil, fmt.Errorf("creating the GPU allocation: %w", err)
 	}
-	poll, wait := g.waits()
-	switch {
-	case hint == "" && a.Spec.Request.MIGProfile != "":
-		hint = "try again later, or ask for a profile that is free"
-	case hint == "":
-		hint = "try again later, or ask for fewer GPUs"
+	poll, _ := g.waits()
+	if hint == "" {
+		hint = waitLonger(wait, maxWait)
+		if a.Spec.Request.MIGProfile != "" {
+			hint += ", or ask for a profile that is free"
+		} else {
+			hint += ", or ask for fewer GPUs"
+		}
 	}
 	for {
 		cur := &gpuwardenv1alpha1.GPUAllocation{}
@@ -115,14 +132,14 @@ func (g *Allocator) createAndWait(ctx context.Context, a *gpuwardenv1alpha1.GPUA
 				return "", nil, &gateway.AllocationError{Status: http.StatusForbidden, Message: fmt.Sprintf("no GPU for you: %s (%s)%s", cur.Status.Message, cur.Status.Reason, g.freeNote(ctx, a))}
 			}
 			if g.Clock.Since(start) >= wait {
-				position, waiting := g.queuePosition(ctx, cur)
+				place := g.place(ctx, cur)
 				g.Release(context.Background(), a.Name)
 				why := cur.Status.Message
 				if why == "" {
 					why = "not decided yet"
 				}
-				msg := fmt.Sprintf("no GPU free after waiting %s: %s%s; your request was number %d of %d waiting on %s (%s)",
-					wait, why, g.freeNote(ctx, a), position, waiting, g.NodeName, hint)
+				msg := fmt.Sprintf("no GPU free after waiting %s: %s%s; your request was %s on %s (%s)",
+					message.Duration(wait), why, g.freeNote(ctx, a), place, g.NodeName, hint)
 				g.recordGaveUp(cur, g.Clock.Since(start), msg)
 				return "", nil, &gateway.AllocationError{Status: http.StatusServiceUnavailable, Message: msg}
 			}
@@ -173,7 +190,8 @@ func (g *Allocator) Reacquire(ctx context.Context, user string, c gateway.Starti
 	}
 	a := g.newAllocation(user, gpuwardenv1alpha1.AllocationRequest{Devices: devices}, c.Name, c.Type)
 	a.Spec.ContainerID = c.ID
-	name, _, err := g.createAndWait(ctx, a, "or "+recreate)
+	_, wait := g.waits()
+	name, _, err := g.createAndWait(ctx, a, "try again later, or "+recreate, wait, 0)
 	var ae *gateway.AllocationError
 	if errors.As(err, &ae) {
 		ae.Message = fmt.Sprintf("container %s cannot start until its GPUs (%s) are held again: %s", c.Name, strings.Join(devices, ","), ae.Message)
@@ -282,13 +300,35 @@ func exampleProfile(slots []allocation.Slot, index int) string {
 	return best
 }
 
-// queuePosition is the allocation's place among the node's waiting requests, oldest first.
-func (g *Allocator) queuePosition(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) (position, waiting int) {
+// place says where a waiting allocation was in its node's queue and when it would have
+// started: "number 2 of 3 waiting (estimated start …, at the latest …, when bob-train
+// ends)". An allocation the allocator has not placed yet is counted among the node's
+// waiting requests, oldest first.
+func (g *Allocator) place(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) string {
+	if q := a.Status.Queue; q != nil {
+		s := fmt.Sprintf("number %d of %d waiting", q.Position, max(q.Waiting, q.Position))
+		var when []string
+		if q.EstimatedStart != nil {
+			when = append(when, "estimated start "+q.EstimatedStart.UTC().Format(time.RFC3339))
+		}
+		switch {
+		case q.LatestStart != nil && q.BlockedBy != "":
+			when = append(when, fmt.Sprintf("at the latest %s, when %s ends", q.LatestStart.UTC().Format(time.RFC3339), q.BlockedBy))
+		case q.LatestStart != nil:
+			when = append(when, "at the latest "+q.LatestStart.UTC().Format(time.RFC3339))
+		case q.BlockedBy != "":
+			when = append(when, fmt.Sprintf("no latest start: %s holds its GPUs without a time limit", q.BlockedBy))
+		}
+		if len(when) > 0 {
+			s += " (" + strings.Join(when, ", ") + ")"
+		}
+		return s
+	}
 	var list gpuwardenv1alpha1.GPUAllocationList
 	if err := g.Client.List(ctx, &list); err != nil {
-		return 1, 1
+		return "number 1 of 1 waiting"
 	}
-	position = 1
+	position, waiting := 1, 0
 	for _, o := range list.Items {
 		if o.Spec.NodeName != g.NodeName || (o.Status.Phase != "" && o.Status.Phase != gpuwardenv1alpha1.PhasePending) {
 			continue
@@ -298,7 +338,15 @@ func (g *Allocator) queuePosition(ctx context.Context, a *gpuwardenv1alpha1.GPUA
 			position++
 		}
 	}
-	return position, max(waiting, 1)
+	return fmt.Sprintf("number %d of %d waiting", position, max(waiting, 1))
+}
+
+// waitLonger says how to wait longer than wait, when the policy allows it.
+func waitLonger(wait, maxWait time.Duration) string {
+	if maxWait > wait {
+		return fmt.Sprintf("wait longer with --label %s=%s (at most %s), or try again later", gpuwardenv1alpha1.LabelWait, message.Duration(maxWait), message.Duration(maxWait))
+	}
+	return "try again later"
 }
 
 // ReasonGaveUp is the gpu.reject reason of a request the gateway stopped waiting for before

@@ -208,3 +208,73 @@ func TestGatewayReacquireForAStart(t *testing.T) {
 		t.Errorf("a start over quota: %v", err)
 	}
 }
+
+// TestGatewayAllocatorWaitsAsAskedAndSaysWhereItWas: a create waits as long as it asked
+// (within its bound), its allocation says until when and for which gateway; given up, the
+// message gives its place, both start times and how to wait longer; a caller gone leaves
+// nothing behind.
+func TestGatewayAllocatorWaitsAsAskedAndSaysWhereItWas(t *testing.T) {
+	g, c := newGatewayAllocator(t)
+	g.Waiter = "gw-1"
+	latest, estimate := metav1.NewTime(time.Date(2026, 12, 3, 16, 0, 0, 0, time.UTC)), metav1.NewTime(time.Date(2026, 12, 3, 14, 30, 0, 0, time.UTC))
+	decideAs(t, c, gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhasePending, Reason: gpuwardenv1alpha1.ReasonNoCapacity, Message: "0 whole GPUs free of 1 asked for",
+		Queue: &gpuwardenv1alpha1.QueueStatus{Position: 2, Waiting: 3, LatestStart: &latest, EstimatedStart: &estimate, BlockedBy: "bob-train"}})
+	start := time.Now()
+	_, _, err := g.Allocate(context.Background(), "alice", gateway.GPURequest{Count: 1, Wait: 400 * time.Millisecond, MaxWait: 8 * time.Hour}, "train", gpuwardenv1alpha1.ContainerTypeDocker)
+	if waited := time.Since(start); waited < 400*time.Millisecond {
+		t.Errorf("gave up after %s; it asked to wait 400ms (the default is 300ms)", waited)
+	}
+	var ae *gateway.AllocationError
+	if !errors.As(err, &ae) || ae.Status != http.StatusServiceUnavailable {
+		t.Fatalf("err = %v", err)
+	}
+	for _, want := range []string{"no GPU free after waiting 400ms", "number 2 of 3 waiting", "estimated start 2026-12-03T14:30:00Z",
+		"at the latest 2026-12-03T16:00:00Z, when bob-train ends", "wait longer with --label gpuwarden.io/wait=8h (at most 8h)"} {
+		if !strings.Contains(ae.Message, want) {
+			t.Errorf("message %q lacks %q", ae.Message, want)
+		}
+	}
+
+	// The allocation made for a wait records until when, and for which gateway.
+	created := make(chan *gpuwardenv1alpha1.GPUAllocation, 1)
+	g.Client = interceptCreate(c, func(a *gpuwardenv1alpha1.GPUAllocation) { created <- a.DeepCopy() })
+	ctx, cancel := context.WithCancel(context.Background())
+	var made *gpuwardenv1alpha1.GPUAllocation
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		made = <-created
+		cancel() // the caller goes away
+	}()
+	before := time.Now()
+	if _, _, err := g.Allocate(ctx, "alice", gateway.GPURequest{Count: 1, Wait: time.Hour, MaxWait: 8 * time.Hour}, "train", gpuwardenv1alpha1.ContainerTypeDocker); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a caller gone: err = %v", err)
+	}
+	<-done
+	until, perr := time.Parse(time.RFC3339, made.Annotations[gpuwardenv1alpha1.AnnotationWaitUntil])
+	if perr != nil || until.Before(before.Add(time.Hour-time.Second)) || until.After(time.Now().Add(time.Hour)) || made.Annotations[gpuwardenv1alpha1.AnnotationWaiter] != "gw-1" {
+		t.Errorf("annotations %v; want wait-until an hour on and waiter gw-1", made.Annotations)
+	}
+	var list gpuwardenv1alpha1.GPUAllocationList
+	if err := c.List(context.Background(), &list); err != nil || len(list.Items) != 0 {
+		t.Errorf("left behind after the caller went away: %d allocations (%v)", len(list.Items), err)
+	}
+}
+
+// interceptCreate is c, calling seen with each allocation it creates.
+func interceptCreate(c client.Client, seen func(*gpuwardenv1alpha1.GPUAllocation)) client.Client {
+	return createHook{Client: c, seen: seen}
+}
+
+type createHook struct {
+	client.Client
+	seen func(*gpuwardenv1alpha1.GPUAllocation)
+}
+
+func (h createHook) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
+	err := h.Client.Create(ctx, obj, opts...)
+	if a, ok := obj.(*gpuwardenv1alpha1.GPUAllocation); ok && err == nil {
+		h.seen(a)
+	}
+	return err
+}

@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"time"
@@ -55,6 +57,15 @@ type Node struct {
 	HasGPUs bool
 	// Notifications keeps where users' own notices go; none when nil.
 	Notifications gateway.Notifications
+	// Waiter names this process's gateway on the allocations it waits for (Strays).
+	Waiter string
+}
+
+// NewWaiter is a name for this process's gateway, unlike any other process's.
+func NewWaiter() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // Setup adds the Docker gateway of node n to mgr.
@@ -80,7 +91,7 @@ func Setup(mgr ctrl.Manager, g Options, n Node) error {
 		},
 	}
 	if n.HasGPUs {
-		srv.GPUs = &Allocator{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), NodeName: n.Name, Clock: n.Clock, BindWait: g.BindWait, Audit: n.Audit}
+		srv.GPUs = &Allocator{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), NodeName: n.Name, Clock: n.Clock, BindWait: g.BindWait, Audit: n.Audit, Waiter: n.Waiter}
 	}
 	if err := mgr.Add(srv); err != nil {
 		return fmt.Errorf("adding the Docker gateway: %w", err)

@@ -35,7 +35,14 @@ type Strays struct {
 	After time.Duration
 	// Interval is the time between two sweeps.
 	Interval time.Duration
+	// Waiter names this process's gateway (Allocator.Waiter): a waiting allocation another
+	// process's gateway made has no one waiting for it any more.
+	Waiter string
 }
+
+// strayGrace is how long a waiting allocation whose waiter is gone, or whose wait is over,
+// is left for the gateway (or the cache) to catch up.
+const strayGrace = time.Minute
 
 // NeedLeaderElection: only the node's active controller releases.
 func (g *Strays) NeedLeaderElection() bool { return true }
@@ -71,14 +78,35 @@ func (g *Strays) Sweep(ctx context.Context) error {
 	return nil
 }
 
+// stray reports whether a is a gateway allocation of this node that no container will
+// use: Bound for longer than After without one; or waiting while no one waits for it (made
+// by another process's gateway, or past the time its create gave up); or, made by a
+// gateway that recorded neither, older than After.
 func (g *Strays) stray(a *gpuwardenv1alpha1.GPUAllocation, containers map[string]bool) bool {
 	switch {
 	case a.Spec.Source != gpuwardenv1alpha1.SourceGateway || a.Spec.NodeName != g.NodeName || !allocation.Live(a):
 		return false // not a gateway allocation of this node that holds or waits
 	case a.Status.ContainerID != "":
 		return false // its container was seen (and is followed)
-	case g.Clock.Since(a.CreationTimestamp.Time) < g.After:
+	case !g.waitedFor(a):
 		return false
 	}
 	return !containers[strings.TrimPrefix(a.Spec.ContainerName, "/")]
+}
+
+// waitedFor reports whether the create a was made for has stopped waiting for it, long
+// enough ago.
+func (g *Strays) waitedFor(a *gpuwardenv1alpha1.GPUAllocation) bool {
+	now := g.Clock.Now()
+	if a.Status.Phase == gpuwardenv1alpha1.PhaseBound && a.Status.BoundTime != nil {
+		return now.Sub(a.Status.BoundTime.Time) >= g.After // its create goes on as soon as it is Bound
+	}
+	if w := a.Annotations[gpuwardenv1alpha1.AnnotationWaiter]; w != "" && g.Waiter != "" && w != g.Waiter &&
+		now.Sub(a.CreationTimestamp.Time) >= strayGrace {
+		return true
+	}
+	if until, err := time.Parse(time.RFC3339, a.Annotations[gpuwardenv1alpha1.AnnotationWaitUntil]); err == nil {
+		return now.Sub(until) >= strayGrace
+	}
+	return now.Sub(a.CreationTimestamp.Time) >= g.After
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -41,11 +42,22 @@ func TestGatewayStraysReleasesOnlyAllocationsWhoseContainerNeverCame(t *testing.
 		alloc("manual", "", 10*time.Minute, func(a *gpuwardenv1alpha1.GPUAllocation) { a.Spec.Source = gpuwardenv1alpha1.SourceManual }),
 		alloc("other-node", "never-made-3", 10*time.Minute, func(a *gpuwardenv1alpha1.GPUAllocation) { a.Spec.NodeName = "n2" }),
 		alloc("released", "never-made-4", 10*time.Minute, func(a *gpuwardenv1alpha1.GPUAllocation) { a.Status.Phase = gpuwardenv1alpha1.PhaseReleased }),
+		// Waiting as long as its create asked, for this process's gateway: left alone.
+		alloc("waits-long", "queued", 3*time.Hour, func(a *gpuwardenv1alpha1.GPUAllocation) { waiting(a, "gw-this", now.Add(5*time.Hour)) }),
+		// Its wait is over, or the gateway that waited for it is gone: released.
+		alloc("wait-over", "queued-2", 3*time.Hour, func(a *gpuwardenv1alpha1.GPUAllocation) { waiting(a, "gw-this", now.Add(-2*time.Minute)) }),
+		alloc("waiter-gone", "queued-3", 2*time.Minute, func(a *gpuwardenv1alpha1.GPUAllocation) { waiting(a, "gw-before", now.Add(5*time.Hour)) }),
+		// Bound a moment ago after a long wait: its create goes on now.
+		alloc("bound-after-wait", "being-made-2", 3*time.Hour, func(a *gpuwardenv1alpha1.GPUAllocation) {
+			waiting(a, "gw-this", now.Add(5*time.Hour))
+			a.Status.Phase, a.Status.BoundTime = gpuwardenv1alpha1.PhaseBound, &metav1.Time{Time: now.Add(-20 * time.Second)}
+		}),
 	}
 	c := fake.NewClientBuilder().WithScheme(scheme.New()).WithObjects(objs...).WithStatusSubresource(objs...).Build()
 	store := containerstore.New()
 	store.Replace([]docker.Container{{ID: "1", Name: "/made", State: docker.StateRunning}}, now)
-	g := &Strays{Client: c, Store: store, Actions: &actions.Actions{Client: c}, NodeName: "n1", Clock: clocktesting.NewFakePassiveClock(now), After: 4 * time.Minute}
+	g := &Strays{Client: c, Store: store, Actions: &actions.Actions{Client: c}, NodeName: "n1", Clock: clocktesting.NewFakePassiveClock(now), After: 4 * time.Minute,
+		Waiter: "gw-this"}
 	released := func() map[string]string {
 		var list gpuwardenv1alpha1.GPUAllocationList
 		if err := c.List(context.Background(), &list); err != nil {
@@ -72,7 +84,19 @@ func TestGatewayStraysReleasesOnlyAllocationsWhoseContainerNeverCame(t *testing.
 		t.Fatal(err)
 	}
 	got := released()
-	if len(got) != 2 || got["stray"] != reasons.ReleaseNeverCreated || got["stray-pending"] != reasons.ReleaseNeverCreated {
-		t.Fatalf("released %v, want stray and stray-pending with %q", got, reasons.ReleaseNeverCreated)
+	want := []string{"stray", "stray-pending", "wait-over", "waiter-gone"}
+	for _, name := range want {
+		if got[name] != reasons.ReleaseNeverCreated {
+			t.Errorf("%s released %q, want %q", name, got[name], reasons.ReleaseNeverCreated)
+		}
 	}
+	if len(got) != len(want) {
+		t.Errorf("released %v, want only %v", got, want)
+	}
+}
+
+// waiting makes a a request that waits for its GPUs, for gateway waiter until until.
+func waiting(a *gpuwardenv1alpha1.GPUAllocation, waiter string, until time.Time) {
+	a.Status.Phase = gpuwardenv1alpha1.PhasePending
+	a.Annotations = map[string]string{gpuwardenv1alpha1.AnnotationWaiter: waiter, gpuwardenv1alpha1.AnnotationWaitUntil: until.Format(time.RFC3339)}
 }

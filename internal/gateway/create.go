@@ -18,6 +18,7 @@ import (
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/hostpath"
 	"github.com/gpuwarden/gpuwarden/internal/labels"
+	"github.com/gpuwarden/gpuwarden/internal/message"
 )
 
 // GPURequest is what a create asks for, in whichever form it asked.
@@ -27,6 +28,9 @@ type GPURequest struct {
 	Devices []string
 	// MIGProfile asks for one MIG instance of the profile.
 	MIGProfile string
+	// Wait is how long the create may wait for capacity (label gpuwarden.io/wait; 0: the
+	// allocator's default), MaxWait the most its policy allows.
+	Wait, MaxWait time.Duration
 }
 
 // Any reports whether GPUs are asked for.
@@ -141,9 +145,12 @@ func (s *Server) createContainer(w http.ResponseWriter, r *http.Request, c Calle
 	if err != nil {
 		return err
 	}
-	// The allocation a create names is read before setLabels drops the caller's
-	// gpuwarden.io/ labels; it is set again below only once it is checked.
+	// The allocation a create names and the wait it asks for are read before setLabels
+	// drops the caller's gpuwarden.io/ labels; they are set again below once checked.
 	named := req.Config.Labels[gpuwardenv1alpha1.LabelAllocation]
+	if gpus.Wait, err = askedWait(req.Config.Labels); err != nil {
+		return err
+	}
 	ctype := s.setLabels(c, req.Config)
 	if gpus.MIGProfile != "" {
 		// Checked: what was asked for, on the container for `docker ps --filter label=…`.
@@ -168,6 +175,12 @@ func (s *Server) createContainer(w http.ResponseWriter, r *http.Request, c Calle
 	} else if gpus.Any() {
 		if s.GPUs == nil {
 			return refused("this gateway gives out no GPUs")
+		}
+		if gpus.MaxWait, err = s.boundWait(r.Context(), gpus.Wait, owner(req.Config.Labels), req.Config.Labels); err != nil {
+			return err
+		}
+		if gpus.Wait > 0 {
+			req.Config.Labels[gpuwardenv1alpha1.LabelWait] = message.Duration(gpus.Wait) // checked: what was granted
 		}
 		var uuids []string
 		start := time.Now()

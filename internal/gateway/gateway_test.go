@@ -456,6 +456,10 @@ func TestEveryGPUFormIsOneRequest(t *testing.T) {
 		var got GPURequest
 		if len(w.gpus.asked) > 0 {
 			got = w.gpus.asked[0]
+			if got.MaxWait != DefaultMaxWait {
+				t.Errorf("%s: max wait %s, want the gateway's default %s", tc.name, got.MaxWait, DefaultMaxWait)
+			}
+			got.MaxWait = 0
 		}
 		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
 			t.Errorf("%s: asked %+v, want %+v", tc.name, got, tc.want)

@@ -3,6 +3,8 @@
 package message
 
 import (
+	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/gpuwarden/gpuwarden/internal/docker"
@@ -33,3 +35,15 @@ func Truncate(s string, n int) string {
 // ContainerName is a container's name as Events and messages show it: Docker does not
 // bound names.
 func ContainerName(c docker.Container) string { return Truncate(c.Name, MaxUserText) }
+
+// Duration prints d as people write it, dropping zero minutes and seconds: 8h, 1h30m, 90s.
+func Duration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
