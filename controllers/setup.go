@@ -261,7 +261,7 @@ func setupContainers(mgr ctrl.Manager, o Options, gov *governance.Collector, sto
 			Notifier: notifier, Clock: o.Clock, Node: o.NodeName}
 		waiter := gateway.NewWaiter()
 		if err := gateway.Setup(mgr, o.Gateway, gateway.Node{Name: o.NodeName, Clock: o.Clock, Groups: o.Groups, Audit: o.Audit, HasGPUs: o.GPUs != nil,
-			Notifications: settings, Waiter: waiter}); err != nil {
+			Notifications: settings, Waiter: waiter, Notices: notifier}); err != nil {
 			return err
 		}
 		if err := mgr.Add(&gateway.Strays{Client: mgr.GetClient(), Store: store, Actions: acts, NodeName: o.NodeName, Clock: o.Clock,

@@ -264,6 +264,18 @@ type QueueStatus struct {
 	// +kubebuilder:validation:MaxLength=253
 	BlockedBy string `json:"blockedBy,omitempty"`
 
+	// priority is the quota priority the request waits with.
+	// +optional
+	Priority int32 `json:"priority,omitempty"`
+
+	// fairShare is the request's rank among those of its priority, and how it was counted:
+	// its user's recent gpu-equivalent-hours (decayed with a half-life) over their quota,
+	// less the credit of the time waited. The lower goes first; ranks within 0.05 are equal
+	// and then the older goes first.
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	FairShare string `json:"fairShare,omitempty"`
+
 	// message says why it waits, for people.
 	// +optional
 	// +kubebuilder:validation:MaxLength=1024

@@ -385,7 +385,7 @@ func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocat
 			if plan == nil {
 				plan, waiter = p.plan(ctx, inventory, allocs), p.waiter(ctx, w.a, req)
 			}
-			p.queued[w.a.Name] = queued{waiter: waiter, start: plan.Reserve(waiter), share: w.share}
+			p.queued[w.a.Name] = queued{waiter: waiter, start: plan.Reserve(waiter), share: w.share, priority: w.quota.Priority.Value}
 			order = append(order, w.a.Name)
 		}
 		p.outcome[w.a.Name] = d

@@ -58,9 +58,10 @@ const maxAhead = 10
 
 // queued is what the pass knows of a waiting request of the node it decides for.
 type queued struct {
-	waiter allocation.Waiter
-	start  allocation.Start
-	share  allocation.FairShare
+	waiter   allocation.Waiter
+	start    allocation.Start
+	share    allocation.FairShare
+	priority int32
 }
 
 // policies are the container policies, listed once per pass when first needed.
@@ -195,7 +196,7 @@ func (p *pass) waiter(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, r
 // share is a waiting request's fair share.
 func (p *pass) share(a *gpuwardenv1alpha1.GPUAllocation, q resolve.Quota) allocation.FairShare {
 	f := allocation.FairShare{Use: p.ledger.RecentUse(a.Spec.User, p.now, p.r.Queue.halfLife()), Waited: p.now.Sub(a.CreationTimestamp.Time),
-		AgeWeight: p.r.Queue.AgeWeight, Quota: float64(max(len(p.nodeGPUs), 1)), QuotaFrom: "no gpuEquivalents limit: the node's GPUs"}
+		AgeWeight: p.r.Queue.AgeWeight, HalfLife: p.r.Queue.halfLife(), Quota: float64(max(len(p.nodeGPUs), 1)), QuotaFrom: "no gpuEquivalents limit: the node's GPUs"}
 	if l := q.GPUEquivalents; l.Set && !l.Unlimited && l.Value > 0 {
 		f.Quota, f.QuotaFrom = l.Value, l.From
 	}
@@ -226,7 +227,8 @@ func (p *pass) plan(ctx context.Context, inventory []allocation.Slot, allocs []g
 func (p *pass) placeQueue(order []string) {
 	for i, name := range order {
 		q := p.queued[name]
-		s := &gpuwardenv1alpha1.QueueStatus{Position: int32(i + 1), Waiting: int32(len(order)), BlockedBy: q.start.LatestBy}
+		s := &gpuwardenv1alpha1.QueueStatus{Position: int32(i + 1), Waiting: int32(len(order)), BlockedBy: q.start.LatestBy,
+			Priority: q.priority, FairShare: message.Truncate(q.share.String(), 512)}
 		s.Ahead = slices.Clone(order[:min(i, maxAhead)])
 		if !q.start.Latest.IsZero() {
 			t := metav1.NewTime(q.start.Latest.UTC().Truncate(time.Second))

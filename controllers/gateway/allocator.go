@@ -24,6 +24,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/gateway"
 	"github.com/gpuwarden/gpuwarden/internal/ledger"
 	"github.com/gpuwarden/gpuwarden/internal/message"
+	"github.com/gpuwarden/gpuwarden/internal/notify"
 	"github.com/gpuwarden/gpuwarden/internal/provenance"
 )
 
@@ -48,7 +49,20 @@ type Allocator struct {
 	// Waiter names this process's gateway on the allocations it waits for
 	// (AnnotationWaiter): Strays knows a waiting allocation of another is no one's.
 	Waiter string
+	// Notices tell a user, through their own channels (e-mail, chat), that a request that
+	// waited at least NoticeAfter (a minute when 0) got its GPUs, or that its create gave up
+	// waiting; none when nil.
+	Notices     Teller
+	NoticeAfter time.Duration
 }
+
+// Teller delivers a notice (notify.Notifier).
+type Teller interface {
+	Tell(ctx context.Context, n notify.Notice)
+}
+
+// DefaultNoticeAfter is how long a request waits before its start is worth a notice.
+const DefaultNoticeAfter = time.Minute
 
 var _ gateway.Allocator = (*Allocator)(nil)
 
@@ -126,6 +140,10 @@ func (g *Allocator) createAndWait(ctx context.Context, a *gpuwardenv1alpha1.GPUA
 				for _, d := range cur.Status.Devices {
 					uuids = append(uuids, d.UUID)
 				}
+				if waited := g.Clock.Since(start); waited >= g.noticeAfter() {
+					g.tell(ctx, cur, notify.TypeQueueStarted, "STARTED", fmt.Sprintf("Your request got GPU %s after waiting %s; container %s is being created now.",
+						cur.Status.DevicesSummary, message.Duration(waited.Round(time.Second)), orUnnamed(cur.Spec.ContainerName)))
+				}
 				return a.Name, uuids, nil
 			case gpuwardenv1alpha1.PhaseRejected:
 				g.Release(context.Background(), a.Name)
@@ -141,6 +159,7 @@ func (g *Allocator) createAndWait(ctx context.Context, a *gpuwardenv1alpha1.GPUA
 				msg := fmt.Sprintf("no GPU free after waiting %s: %s%s; your request was %s on %s (%s)",
 					message.Duration(wait), why, g.freeNote(ctx, a), place, g.NodeName, hint)
 				g.recordGaveUp(cur, g.Clock.Since(start), msg)
+				g.tell(ctx, cur, notify.TypeQueueGaveUp, "GAVE UP", "Your container was not created: "+msg+".")
 				return "", nil, &gateway.AllocationError{Status: http.StatusServiceUnavailable, Message: msg}
 			}
 		}
@@ -347,6 +366,30 @@ func waitLonger(wait, maxWait time.Duration) string {
 		return fmt.Sprintf("wait longer with --label %s=%s (at most %s), or try again later", gpuwardenv1alpha1.LabelWait, message.Duration(maxWait), message.Duration(maxWait))
 	}
 	return "try again later"
+}
+
+// tell sends the user of a the notice of its request.
+func (g *Allocator) tell(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, typ, title, msg string) {
+	if g.Notices == nil {
+		return
+	}
+	g.Notices.Tell(context.WithoutCancel(ctx), notify.Notice{Type: typ, Title: title, Node: g.NodeName, User: a.Spec.User,
+		Container: orUnnamed(a.Spec.ContainerName), Allocation: a.Name, Mode: string(gpuwardenv1alpha1.ModeEnforce), Message: msg, Time: g.Clock.Now().UTC()})
+}
+
+func (g *Allocator) noticeAfter() time.Duration {
+	if g.NoticeAfter > 0 {
+		return g.NoticeAfter
+	}
+	return DefaultNoticeAfter
+}
+
+// orUnnamed is a create's container name, or what a create without --name gets.
+func orUnnamed(name string) string {
+	if name == "" {
+		return "(unnamed; docker names it)"
+	}
+	return name
 }
 
 // ReasonGaveUp is the gpu.reject reason of a request the gateway stopped waiting for before

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/gateway"
 	"github.com/gpuwarden/gpuwarden/internal/gpu"
+	"github.com/gpuwarden/gpuwarden/internal/notify"
 	"github.com/gpuwarden/gpuwarden/internal/provenance"
 	"github.com/gpuwarden/gpuwarden/internal/scheme"
 	"github.com/gpuwarden/gpuwarden/internal/testutil"
@@ -277,4 +279,60 @@ func (h createHook) Create(ctx context.Context, obj client.Object, opts ...clien
 		h.seen(a)
 	}
 	return err
+}
+
+// tells records the notices told.
+type tells struct {
+	mu sync.Mutex
+	n  []notify.Notice
+}
+
+func (t *tells) Tell(_ context.Context, n notify.Notice) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.n = append(t.n, n)
+}
+
+func (t *tells) all() []notify.Notice {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]notify.Notice(nil), t.n...)
+}
+
+// TestGatewayAllocatorTellsAWaitedRequestStartedOrGaveUp: a request that waited long
+// enough is told through the user's channels that it got its GPUs; one given up is told
+// so, with its place; a quick bind tells nothing.
+func TestGatewayAllocatorTellsAWaitedRequestStartedOrGaveUp(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		after  time.Duration
+		status gpuwardenv1alpha1.GPUAllocationStatus
+		want   string // the notice's type; none when empty
+		says   string
+	}{
+		{"bound after a long wait", time.Nanosecond, gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhaseBound, DevicesSummary: "2",
+			Devices: []gpuwardenv1alpha1.BoundDevice{{Index: 2, UUID: "GPU-2"}}}, notify.TypeQueueStarted, "Your request got GPU 2 after waiting"},
+		{"bound at once", time.Hour, gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhaseBound, DevicesSummary: "2",
+			Devices: []gpuwardenv1alpha1.BoundDevice{{Index: 2, UUID: "GPU-2"}}}, "", ""},
+		{"given up", time.Nanosecond, gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhasePending, Reason: gpuwardenv1alpha1.ReasonNoCapacity,
+			Queue: &gpuwardenv1alpha1.QueueStatus{Position: 1, Waiting: 1}}, notify.TypeQueueGaveUp, "number 1 of 1 waiting"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g, c := newGatewayAllocator(t)
+			told := &tells{}
+			g.Notices, g.NoticeAfter = told, tc.after
+			decideAs(t, c, tc.status)
+			_, _, _ = g.Allocate(context.Background(), "alice", gateway.GPURequest{Count: 1}, "train", gpuwardenv1alpha1.ContainerTypeDocker)
+			got := told.all()
+			if tc.want == "" {
+				if len(got) != 0 {
+					t.Errorf("told %+v, want nothing", got)
+				}
+				return
+			}
+			if len(got) != 1 || got[0].Type != tc.want || got[0].User != "alice" || got[0].Container != "train" || !strings.Contains(got[0].Message, tc.says) {
+				t.Errorf("told %+v, want one %s to alice about train saying %q", got, tc.want, tc.says)
+			}
+		})
+	}
 }

@@ -59,6 +59,8 @@ type Node struct {
 	Notifications gateway.Notifications
 	// Waiter names this process's gateway on the allocations it waits for (Strays).
 	Waiter string
+	// Notices tell users their long-waited requests started or were given up; optional.
+	Notices Teller
 }
 
 // NewWaiter is a name for this process's gateway, unlike any other process's.
@@ -91,7 +93,7 @@ func Setup(mgr ctrl.Manager, g Options, n Node) error {
 		},
 	}
 	if n.HasGPUs {
-		srv.GPUs = &Allocator{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), NodeName: n.Name, Clock: n.Clock, BindWait: g.BindWait, Audit: n.Audit, Waiter: n.Waiter}
+		srv.GPUs = &Allocator{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), NodeName: n.Name, Clock: n.Clock, BindWait: g.BindWait, Audit: n.Audit, Waiter: n.Waiter, Notices: n.Notices}
 	}
 	if err := mgr.Add(srv); err != nil {
 		return fmt.Errorf("adding the Docker gateway: %w", err)

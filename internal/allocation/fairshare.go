@@ -115,22 +115,29 @@ type FairShare struct {
 	QuotaFrom  string
 	Waited     time.Duration
 	AgeWeight  float64
+	HalfLife   time.Duration
 }
 
-// Value is the request's rank.
+// Value is the request's rank, from its use to a tenth of a gpu-hour and its wait to the
+// minute (as String shows them, so that what people read orders the queue).
 func (f FairShare) Value() float64 {
 	q := f.Quota
 	if q <= 0 {
 		q = 1
 	}
-	return f.Use/q - f.AgeWeight*f.Waited.Hours()
+	return math.Round(f.Use*10)/10/q - f.AgeWeight*f.Waited.Round(time.Minute).Hours()
 }
 
-// String explains the rank, for people.
+// String is the rank and how it was counted, for people: "1.25: recent use 10.0 gpu-h
+// (half-life 168h0m0s) / quota 8 (GPUQuota researchers)".
 func (f FairShare) String() string {
-	s := fmt.Sprintf("recent use %s gpu-h / quota %s (%s) = %s", num(f.Use), num(f.Quota), f.QuotaFrom, num(f.Use/max(f.Quota, Epsilon)))
+	s := fmt.Sprintf("recent use %.1f gpu-h (half-life %s) / quota %s (%s)", math.Round(f.Use*10)/10, f.HalfLife, num(f.Quota), f.QuotaFrom)
 	if f.AgeWeight > 0 {
-		s += fmt.Sprintf(", less %s × %s waited = %s", num(f.AgeWeight), f.Waited.Round(time.Minute), num(f.Value()))
+		s += fmt.Sprintf(", less %s per hour waited × %s", num(f.AgeWeight), f.Waited.Round(time.Minute))
 	}
-	return s
+	return fmt.Sprintf("%.2f: %s", f.Value(), s)
 }
+
+// ShareStep is the step of the queue's order a fair-share rank falls in (SortQueue):
+// ranks in one step are equal.
+func ShareStep(rank float64) int64 { return int64(math.Floor(rank / ShareResolution)) }

@@ -1,7 +1,6 @@
 package allocation
 
 import (
-	"math"
 	"sort"
 	"time"
 
@@ -46,8 +45,6 @@ type Queued struct {
 // requests wait in order of age.
 const ShareResolution = 0.05
 
-func shareStep(share float64) int64 { return int64(math.Floor(share / ShareResolution)) }
-
 // SortQueue orders waiting requests as they are decided: highest quota priority first,
 // then the lowest fair share, then the oldest, then by name.
 func SortQueue[T any](queue []T, key func(T) Queued) {
@@ -56,7 +53,7 @@ func SortQueue[T any](queue []T, key func(T) Queued) {
 		if a.Priority != b.Priority {
 			return a.Priority > b.Priority
 		}
-		if x, y := shareStep(a.Share), shareStep(b.Share); x != y {
+		if x, y := ShareStep(a.Share), ShareStep(b.Share); x != y {
 			return x < y
 		}
 		if !a.Created.Equal(b.Created) {

@@ -60,6 +60,14 @@ const (
 	TypeReleaseWarning = "lifecycle.release_warning"
 )
 
+// Types of the notices about a request that waited for GPUs: it got them (its container is
+// being created), or its create stopped waiting. The decisions themselves are recorded as
+// gpu.allocate and gpu.reject.
+const (
+	TypeQueueStarted = "queue.started"
+	TypeQueueGaveUp  = "queue.gave_up"
+)
+
 // For is a notice to user about container c, held through allocation (empty when none),
 // under policy p: what the policy says of where notices go, and who and what it is about.
 func For(c docker.Container, user, allocation string, p resolve.Policy, node string, now time.Time) Notice {

@@ -42,9 +42,9 @@ type Options struct {
 func NewCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "explain",
-		Short: "Explain what applies to a user, and which object set each value",
+		Short: "Explain what applies to a user, a container or a waiting allocation, and why",
 	}
-	cmd.AddCommand(newUserCommand(&Options{}), newContainerCommand())
+	cmd.AddCommand(newUserCommand(&Options{}), newContainerCommand(), newAllocationCommand())
 	return cmd
 }
 

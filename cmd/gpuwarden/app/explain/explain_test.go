@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -68,5 +69,45 @@ func TestExplainClaimedType(t *testing.T) {
 	}
 	if strings.Contains(claimed, "unlimited") {
 		t.Errorf("a claimed devcontainer is unlimited:\n%s", claimed)
+	}
+}
+
+// TestExplainAllocationSaysWhyEachIsAhead: a waiting allocation's place, its times, and for
+// each request ahead what puts it there: priority, fair share, or age.
+func TestExplainAllocationSaysWhyEachIsAhead(t *testing.T) {
+	t0 := metav1.NewTime(time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC))
+	latest := metav1.NewTime(time.Date(2026, 12, 3, 16, 0, 0, 0, time.UTC))
+	waiting := func(name, user string, created time.Duration, q gpuwardenv1alpha1.QueueStatus) client.Object {
+		return &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: metav1.NewTime(t0.Add(created))},
+			Spec:   gpuwardenv1alpha1.GPUAllocationSpec{User: user, NodeName: "gpu01"},
+			Status: gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhasePending, Reason: gpuwardenv1alpha1.ReasonNoCapacity, Queue: &q}}
+	}
+	share := func(rank string) string {
+		return rank + ": recent use 1.0 gpu-h (half-life 168h0m0s) / quota 4 (GPUQuota researchers)"
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme.New()).WithObjects(
+		waiting("vip", "dean", 3*time.Hour, gpuwardenv1alpha1.QueueStatus{Position: 1, Priority: 50, FairShare: share("9.00")}),
+		waiting("light", "bob", 2*time.Hour, gpuwardenv1alpha1.QueueStatus{Position: 2, Priority: 10, FairShare: share("0.25")}),
+		waiting("older", "carl", 0, gpuwardenv1alpha1.QueueStatus{Position: 3, Priority: 10, FairShare: share("1.26")}),
+		waiting("mine", "alice", time.Hour, gpuwardenv1alpha1.QueueStatus{Position: 4, Waiting: 4, Priority: 10, FairShare: share("1.25"),
+			Ahead: []string{"vip", "light", "older"}, LatestStart: &latest, BlockedBy: "eve-train", Message: "3 requests ahead"}),
+	).Build()
+	var out bytes.Buffer
+	if err := explainAllocation(context.Background(), c, "mine", &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"Number 4 of 4 waiting for capacity on gpu01",
+		"Starts by 2026-12-03T16:00:00Z at the latest, when eve-train ends",
+		"1. vip of dean: a higher quota priority (50, against 10)",
+		"2. light of bob: the same priority and a lower fair share (0.25: recent use",
+		"3. older of carl: the same priority and fair share (1.26), and waiting longer (since 2026-12-03T09:00:00Z)",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("explain lacks %q:\n%s", want, out.String())
+		}
+	}
+	if err := explainAllocation(context.Background(), c, "nosuch", &out); err == nil || !strings.Contains(err.Error(), `no GPU allocation "nosuch"`) {
+		t.Errorf("a missing allocation: %v", err)
 	}
 }

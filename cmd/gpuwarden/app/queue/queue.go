@@ -1,0 +1,200 @@
+// Package queue is the `gpuwarden queue` command: the requests that wait for GPUs, in the
+// order they will get them, with their place, their start times and why they wait.
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/options"
+	"github.com/gpuwarden/gpuwarden/internal/scheme"
+)
+
+// Options are the flags of `gpuwarden queue`.
+type Options struct {
+	Kubeconfig string
+	Node       string
+	Output     string
+	now        func() time.Time
+}
+
+// NewCommand returns `gpuwarden queue`.
+func NewCommand() *cobra.Command {
+	o := &Options{}
+	cmd := &cobra.Command{
+		Use:   "queue",
+		Short: "List the requests waiting for GPUs, in the order they get them, with their place, start times and why they wait",
+		Example: `  gpuwarden queue                 # every node's queue
+  gpuwarden queue --node gpu01
+  gpuwarden queue -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.Output != "" && o.Output != "json" {
+				return fmt.Errorf("-o %q: the output is a table, or json", o.Output)
+			}
+			cfg, err := options.RESTConfigFrom(o.Kubeconfig)
+			if err != nil {
+				return err
+			}
+			c, err := client.New(cfg, client.Options{Scheme: scheme.New()})
+			if err != nil {
+				return err
+			}
+			return o.Run(cmd.Context(), c, cmd.OutOrStdout())
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", defaultKubeconfig(), "kubeconfig of the API server ($KUBECONFIG, else the server's default data dir)")
+	fs.StringVar(&o.Node, "node", "", "the node whose queue to list (default: every node's)")
+	fs.StringVarP(&o.Output, "output", "o", "", "json: one object per waiting request")
+	return cmd
+}
+
+func defaultKubeconfig() string {
+	if k := os.Getenv("KUBECONFIG"); k != "" {
+		return k
+	}
+	return filepath.Join("/var/lib/gpuwarden", "admin.kubeconfig")
+}
+
+// Entry is one waiting request as `gpuwarden queue -o json` prints it.
+type Entry struct {
+	Node           string     `json:"node"`
+	Position       int32      `json:"position"`
+	Name           string     `json:"name"`
+	User           string     `json:"user"`
+	Request        string     `json:"request"`
+	WaitingSince   time.Time  `json:"waitingSince"`
+	EstimatedStart *time.Time `json:"estimatedStart,omitempty"`
+	LatestStart    *time.Time `json:"latestStart,omitempty"`
+	BlockedBy      string     `json:"blockedBy,omitempty"`
+	Why            string     `json:"why"`
+}
+
+// Run lists the queue.
+func (o *Options) Run(ctx context.Context, c client.Reader, out io.Writer) error {
+	if o.now == nil {
+		o.now = time.Now
+	}
+	var list gpuwardenv1alpha1.GPUAllocationList
+	if err := c.List(ctx, &list); err != nil {
+		return fmt.Errorf("listing GPU allocations: %w", err)
+	}
+	var entries []Entry
+	unplaced := 0
+	for _, a := range list.Items {
+		if a.Status.Phase != gpuwardenv1alpha1.PhasePending || (o.Node != "" && a.Spec.NodeName != o.Node) {
+			continue
+		}
+		q := a.Status.Queue
+		if q == nil {
+			if a.Status.Reason == gpuwardenv1alpha1.ReasonNoCapacity || a.Status.Reason == "" {
+				unplaced++
+			}
+			continue
+		}
+		e := Entry{Node: a.Spec.NodeName, Position: q.Position, Name: a.Name, User: a.Spec.User, Request: request(a.Spec.Request),
+			WaitingSince: a.CreationTimestamp.UTC(), BlockedBy: q.BlockedBy, Why: why(&a)}
+		if q.EstimatedStart != nil {
+			t := q.EstimatedStart.UTC()
+			e.EstimatedStart = &t
+		}
+		if q.LatestStart != nil {
+			t := q.LatestStart.UTC()
+			e.LatestStart = &t
+		}
+		entries = append(entries, e)
+	}
+	sort.Slice(entries, func(i, j int) bool {
+		if entries[i].Node != entries[j].Node {
+			return entries[i].Node < entries[j].Node
+		}
+		return entries[i].Position < entries[j].Position
+	})
+	if o.Output == "json" {
+		enc := json.NewEncoder(out)
+		for _, e := range entries {
+			if err := enc.Encode(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if len(entries) == 0 {
+		fmt.Fprintln(out, "Nothing waits for GPUs.")
+	} else {
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "NODE\tPLACE\tNAME\tUSER\tREQUEST\tWAITING\tESTIMATE\tLATEST\tWHY")
+		for _, e := range entries {
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Node, e.Position, e.Name, e.User, e.Request,
+				o.since(e.WaitingSince), at(e.EstimatedStart), at(e.LatestStart), e.Why)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if unplaced > 0 {
+		fmt.Fprintf(out, "%d more not placed yet (no node took them, or not decided yet).\n", unplaced)
+	}
+	return nil
+}
+
+// request is what an allocation asks for, for people: "2 GPUs", "3g.40gb", "GPU 0,1".
+func request(r gpuwardenv1alpha1.AllocationRequest) string {
+	switch {
+	case r.MIGProfile != "":
+		return r.MIGProfile
+	case len(r.Devices) > 0:
+		return "devices " + strings.Join(r.Devices, ",")
+	case r.GPUs != nil && *r.GPUs == 1:
+		return "1 GPU"
+	case r.GPUs != nil:
+		return fmt.Sprintf("%d GPUs", *r.GPUs)
+	}
+	return "?"
+}
+
+// why is why a request waits: capacity, held by whom and until when.
+func why(a *gpuwardenv1alpha1.GPUAllocation) string {
+	q := a.Status.Queue
+	switch {
+	case q.LatestStart != nil && q.BlockedBy != "":
+		return "capacity: until " + q.BlockedBy + " ends"
+	case q.BlockedBy != "":
+		return "capacity: " + q.BlockedBy + " holds its GPUs without a time limit"
+	}
+	return "capacity"
+}
+
+// since is how long ago t was, as kubectl writes ages.
+func (o *Options) since(t time.Time) string {
+	d := o.now().Sub(t)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh%dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+	return fmt.Sprintf("%dd", int(d.Hours()/24))
+}
+
+func at(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
