@@ -45,6 +45,8 @@ const (
 	DefaultSampleInterval  = reclaim.DefaultSampleInterval
 	DefaultRetention       = allocation.DefaultRetention
 	DefaultGatewayBindWait = gateway.DefaultBindWait
+	// DefaultGatewayNoticeAfter is how long a create waits before its start is told.
+	DefaultGatewayNoticeAfter = gateway.DefaultNoticeAfter
 	// DefaultFairShareHalfLife is the queue's fair-share half-life.
 	DefaultFairShareHalfLife = internalallocation.DefaultHalfLife
 	// ExplainPath serves `gpuwarden explain container` beside /metrics.

@@ -34,6 +34,9 @@ type Options struct {
 	AllowMounts []string
 	// BindWait is how long a create waits for a GPU to free.
 	BindWait time.Duration
+	// NoticeAfter is how long a create waits before its start or its giving up is told to
+	// its user (DefaultNoticeAfter when 0).
+	NoticeAfter time.Duration
 	// Listening is called once the socket listens; optional.
 	Listening func()
 	// Kubeconfigs issues callers their own kubeconfigs; nil issues none.
@@ -93,7 +96,7 @@ func Setup(mgr ctrl.Manager, g Options, n Node) error {
 		},
 	}
 	if n.HasGPUs {
-		srv.GPUs = &Allocator{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), NodeName: n.Name, Clock: n.Clock, BindWait: g.BindWait, Audit: n.Audit, Waiter: n.Waiter, Notices: n.Notices}
+		srv.GPUs = &Allocator{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), NodeName: n.Name, Clock: n.Clock, BindWait: g.BindWait, Audit: n.Audit, Waiter: n.Waiter, Notices: n.Notices, NoticeAfter: g.NoticeAfter}
 	}
 	if err := mgr.Add(srv); err != nil {
 		return fmt.Errorf("adding the Docker gateway: %w", err)

@@ -159,7 +159,7 @@ func controllerOptions(o options.ManagerOptions, x Extras, gpus gpu.Backend) (co
 				auditLog = audit.DefaultPath // as the writer takes it
 			}
 			gw = controllers.GatewayOptions{Socket: o.GatewaySocket, DialDocker: dial, AdminGroup: o.GatewayAdminGroup, RootGroup: o.GatewayRootGroup,
-				AllowMounts: o.GatewayAllowMounts, BindWait: o.GatewayBindWait, Kubeconfigs: x.Kubeconfigs, Limits: o.GatewayLimits,
+				AllowMounts: o.GatewayAllowMounts, BindWait: o.GatewayBindWait, NoticeAfter: o.GatewayNoticeAfter, Kubeconfigs: x.Kubeconfigs, Limits: o.GatewayLimits,
 				ImageOwners: imageOwners, AuditLog: auditLog, Listening: sync.OnceFunc(func() { close(gatewayUp) })}
 		}
 	}

@@ -66,6 +66,8 @@ type ManagerOptions struct {
 	GatewayRootGroup   string
 	GatewayAllowMounts []string
 	GatewayBindWait    time.Duration
+	// GatewayNoticeAfter: a create that waited this long is told when it starts (tests).
+	GatewayNoticeAfter time.Duration
 	// GatewayLimits cap connections and requests per user and in all.
 	GatewayLimits gateway.Limits
 }
@@ -102,7 +104,9 @@ func (o *ManagerOptions) AddFlags(fs *pflag.FlagSet, metricsDefault, probeDefaul
 	fs.StringVar(&o.GatewayAdminGroup, "gateway-admin-group", gateway.DefaultAdminGroup, "the host group whose members (and root) see and manage every container through the gateway")
 	fs.StringVar(&o.GatewayRootGroup, "gateway-root-group", "", "a host group whose members' containers may run as any user, root included: on an engine without user-namespace remapping this equals membership of the docker group (default: none; everyone's containers run as their own uid)")
 	fs.StringSliceVar(&o.GatewayAllowMounts, "gateway-allow-mount", nil, "a host path prefix anyone may bind-mount through the gateway, beside their home directory (repeatable)")
-	fs.DurationVar(&o.GatewayBindWait, "gateway-bind-wait", controllers.DefaultGatewayBindWait, "how long a create through the gateway waits for a GPU to free before giving up")
+	fs.DurationVar(&o.GatewayBindWait, "gateway-bind-wait", controllers.DefaultGatewayBindWait, "how long a create through the gateway waits for a GPU to free before giving up (its label gpuwarden.io/wait may ask for longer, up to the policy's queue.maxWait)")
+	fs.DurationVar(&o.GatewayNoticeAfter, "gateway-notice-after", controllers.DefaultGatewayNoticeAfter, "how long a create through the gateway waits before its user is told (e-mail, chat) that it started or gave up (at least 1ms; for tests)")
+	_ = fs.MarkHidden("gateway-notice-after")
 	fs.IntVar(&o.GatewayLimits.ConnsPerUser, "gateway-max-connections-per-user", gateway.DefaultMaxConnsPerUser, "connections one user may hold open to the gateway at once; one more is answered 429 and closed")
 	fs.IntVar(&o.GatewayLimits.RequestsPerUser, "gateway-max-requests-per-user", gateway.DefaultMaxRequestsPerUser, "requests of one user the gateway serves at once (open attach, exec, logs -f and events streams count); one more is answered 429")
 	fs.IntVar(&o.GatewayLimits.Conns, "gateway-max-connections", 0, "connections all users together may hold open to the gateway (default: from RLIMIT_NOFILE, leaving a quarter of the descriptors, at least 1024, to etcd, the API server and the controllers)")
@@ -164,6 +168,9 @@ func (o *ManagerOptions) Validate() error {
 		if !filepath.IsAbs(m) || filepath.Clean(m) == "/" {
 			errs = append(errs, fmt.Errorf("--gateway-allow-mount %q: want an absolute path below / (a prefix users may bind-mount)", m))
 		}
+	}
+	if o.GatewayNoticeAfter < time.Millisecond {
+		errs = append(errs, fmt.Errorf("--gateway-notice-after %s: must be at least 1ms", o.GatewayNoticeAfter))
 	}
 	if o.GatewayBindWait < 0 {
 		errs = append(errs, fmt.Errorf("--gateway-bind-wait %s: must not be negative", o.GatewayBindWait))
