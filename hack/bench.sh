@@ -138,6 +138,15 @@ echo "== idle reclaim over a seeded lab week (40 users, 8 GPUs): no policy, hour
 out=$(go test -run XXX -bench 'BenchmarkLabWeek' -benchtime 1x ./internal/lifecycle/labweek/ | grep -E '^Benchmark'); echo "$out"
 gw_beyond=$(echo "$out" | metric LabWeek gpuwarden-beyond-GPUh); hourly=$(echo "$out" | metric LabWeek hourly-beyond-GPUh)
 row "Lab-week replay: idle GPU-hours beyond the timeout" "$gw_beyond GPU-h ($(echo "$out" | metric LabWeek gpuwarden-busy-stopped) busy stopped)" "hourly sweep $hourly GPU-h, no policy $(echo "$out" | metric LabWeek none-beyond-GPUh)" "below the hourly sweep, 0 busy stopped" "$(verdict "$gw_beyond < $hourly && $(echo "$out" | metric LabWeek gpuwarden-busy-stopped) == 0")"
+echo
+echo "== the queue over five seeded contended weeks (4 heavy and 12 light users, 8 GPUs): FIFO order, then fair share"
+out=$(go test -run XXX -bench 'BenchmarkQueueWeek' -benchtime 1x ./internal/allocation/queueweek/ | grep -E '^Benchmark'); echo "$out"
+q() { echo "$out" | metric QueueWeek "$1"; }
+qh() { printf '%.1f h' "$(echo "$(q "$1") / 60" | bc -l)"; }
+row "Queue over contended weeks: light users' p95 wait, fair share" "$(qh fair-light-p95-min) (heavy users' $(qh fair-heavy-p95-min))" "FIFO: $(qh fifo-light-p95-min) (heavy users' $(qh fifo-heavy-p95-min))" "≤ 0.5× FIFO" "$(verdict "$(q fair-light-p95-min) <= 0.5 * $(q fifo-light-p95-min)") ($(ratio "$(q fair-light-p95-min)" "$(q fifo-light-p95-min)")×)"
+row "Queue over contended weeks: GPU-hours allocated, fair share" "$(q fair-GPUh) GPU-h" "FIFO: $(q fifo-GPUh) GPU-h" "no more than 2 % below FIFO" "$(verdict "$(q fair-GPUh) >= 0.98 * $(q fifo-GPUh)") ($(ratio "$(q fair-GPUh)" "$(q fifo-GPUh)")×)"
+row "Queue: latestStart broken, among waiting requests no later arrival overtook (both orders)" "$(q broken) of $(q promised)" "–" "0" "$(verdict "$(q broken) == 0")"
+row "Queue: estimatedStart, median absolute error over the real wait, fair share" "$(q fair-estimate-error-pct) %" "FIFO: $(q fifo-estimate-error-pct) %" "≤ 25 %" "$(verdict "$(q fair-estimate-error-pct) <= 25")"
 echo "== one sample round over 200 running GPU containers, next to its stats calls and GPU read alone"
 out=$(go test -run XXX -bench 'BenchmarkSampleRound' -benchtime "$(bt 50x 5x)" ./controllers/reclaim/ | grep -E '^Benchmark'); echo "$out"
 r=$(echo "$out" | metric 'SampleRound/round' ns/op); ref=$(echo "$out" | metric 'SampleRound/reference' ns/op)

@@ -139,14 +139,16 @@ func (p *pass) stopAfter(pol resolve.Policy) time.Duration {
 
 // holder is a live binding of the node as the plan sees it, and what bounds its end.
 func (p *pass) holder(ctx context.Context, name string, b allocation.Binding, a *gpuwardenv1alpha1.GPUAllocation) (allocation.Holder, string) {
-	h := allocation.Holder{Name: name, Estimate: b.BoundAt.Add(p.typical(b.User))}
+	h := allocation.Holder{Name: name}
 	for _, s := range b.Slots {
 		h.Slots = append(h.Slots, s.UUID)
 	}
 	why := "no runtime limit"
+	var idleEnd time.Time // when an idle holder is stopped unless it becomes busy
 	if a != nil {
 		pol := p.policyOf(ctx, a)
-		if c, ok := p.container(a); ok && labels.IsProtected(c.Labels) {
+		c, local := p.container(a)
+		if local && labels.IsProtected(c.Labels) {
 			why = "its container is protected: never stopped for a limit"
 		} else if pol.Mode() == gpuwardenv1alpha1.ModeEnforce {
 			stop := p.stopAfter(pol)
@@ -157,29 +159,30 @@ func (p *pass) holder(ctx context.Context, name string, b allocation.Binding, a 
 				}
 				h.Latest, why = since.Add(max.Duration+stop), fmt.Sprintf("maxRuntime %s, %s", max.Duration, max.From)
 			}
-			if c, ok := p.container(a); ok && c.State.Stopped() && !c.FinishedAt.IsZero() {
+			if local && c.State.Stopped() && !c.FinishedAt.IsZero() {
 				if hold := pol.Duration("gpuHoldAfterStop"); hold.Applies() {
 					if t := c.FinishedAt.Add(hold.Duration + p.r.Queue.StopSlack); h.Latest.IsZero() || t.Before(h.Latest) {
 						h.Latest, why = t, fmt.Sprintf("gpuHoldAfterStop %s after its container stopped, %s", hold.Duration, hold.From)
 					}
 				}
 			}
-			if idle := a.Status.Idle; idle != nil && idle.Since != nil {
-				if timeout := pol.Duration("idle.timeout"); timeout.Applies() {
-					if t := idle.Since.Time.Add(timeout.Duration + stop); t.Before(h.Estimate) {
-						h.Estimate = t // idle now: stopped then unless it becomes busy
-					}
-				}
+			if timeout := pol.Duration("idle.timeout"); timeout.Applies() && a.Status.Idle != nil && a.Status.Idle.Since != nil {
+				idleEnd = a.Status.Idle.Since.Time.Add(timeout.Duration + stop)
 			}
 		}
 	}
-	if !h.Latest.IsZero() && h.Estimate.After(h.Latest) {
-		h.Estimate = h.Latest
-	}
-	if h.Estimate.Before(p.now) {
-		h.Estimate = p.now
+	h.Estimate = allocation.EstimateEnd(b.BoundAt, p.now, p.typical(b.User), h.Latest)
+	if !idleEnd.IsZero() && idleEnd.Before(h.Estimate) {
+		h.Estimate = later(idleEnd, p.now)
 	}
 	return h, why
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // waiter is a waiting request as the plan sees it.

@@ -132,3 +132,25 @@ func TestChargeDecaysWithHalfLife(t *testing.T) {
 		t.Error("alice's use, 40 half-lives old, is still kept")
 	}
 }
+
+// TestEstimateEnd: a hold probably ends after its user's typical hold; one held longer
+// already runs half as long again; never past its latest end nor before now.
+func TestEstimateEnd(t *testing.T) {
+	t0 := time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name    string
+		now     time.Time
+		typical time.Duration
+		latest  time.Time
+		want    time.Time
+	}{
+		{"within its typical hold", t0.Add(time.Hour), 3 * time.Hour, time.Time{}, t0.Add(3 * time.Hour)},
+		{"past it", t0.Add(4 * time.Hour), 3 * time.Hour, time.Time{}, t0.Add(6 * time.Hour)},
+		{"bounded by its limit", t0.Add(4 * time.Hour), 3 * time.Hour, t0.Add(5 * time.Hour), t0.Add(5 * time.Hour)},
+		{"overdue on its limit", t0.Add(6 * time.Hour), 3 * time.Hour, t0.Add(5 * time.Hour), t0.Add(6 * time.Hour)},
+	} {
+		if got := EstimateEnd(t0, tc.now, tc.typical, tc.latest); !got.Equal(tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
