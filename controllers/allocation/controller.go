@@ -357,7 +357,7 @@ func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocat
 		unassigned := w.a.Spec.NodeName == ""
 		var waiter allocation.Waiter
 		var reserved []allocation.Holding
-		if plan != nil && !unassigned { // one no node has taken is planned on none: it takes what is free
+		if plan != nil { // what is promised to the requests ahead is kept from every request behind
 			waiter = p.waiter(ctx, w.a, req)
 			reserved = plan.Reserved(waiter.MaxRuntime)
 		}
@@ -382,10 +382,14 @@ func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocat
 			d.Message = "waiting for capacity on any GPU node"
 		}
 		if !unassigned && !d.Final() {
-			if plan == nil {
-				plan, waiter = p.plan(ctx, inventory, allocs), p.waiter(ctx, w.a, req)
+			// Planned in time: the first maxPlanned of the node's queue (a pass's cost grows
+			// with the planned requests and their holds; those behind them wait unplanned).
+			if len(order) < maxPlanned {
+				if plan == nil {
+					plan, waiter = p.plan(ctx, inventory, allocs), p.waiter(ctx, w.a, req)
+				}
+				p.queued[w.a.Name] = queued{waiter: waiter, start: plan.Reserve(waiter), share: w.share, priority: w.quota.Priority.Value}
 			}
-			p.queued[w.a.Name] = queued{waiter: waiter, start: plan.Reserve(waiter), share: w.share, priority: w.quota.Priority.Value}
 			order = append(order, w.a.Name)
 		}
 		p.outcome[w.a.Name] = d

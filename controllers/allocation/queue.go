@@ -56,6 +56,12 @@ const DefaultTypicalHold = time.Hour
 // maxAhead bounds the names status.queue.ahead lists.
 const maxAhead = 10
 
+// maxPlanned bounds the requests of a node's queue planned in time, given a place in their
+// status and kept their promised GPUs: the first of the queue. A pass plans each against
+// every hold before it, so the cost grows with the square of their number; and each change
+// of the queue rewrites the places it shows.
+const maxPlanned = 64
+
 // queued is what the pass knows of a waiting request of the node it decides for.
 type queued struct {
 	waiter   allocation.Waiter
@@ -148,26 +154,30 @@ func (p *pass) holder(ctx context.Context, name string, b allocation.Binding, a 
 	if a != nil {
 		pol := p.policyOf(ctx, a)
 		c, local := p.container(a)
-		if local && labels.IsProtected(c.Labels) {
+		switch {
+		case local && labels.IsProtected(c.Labels):
 			why = "its container is protected: never stopped for a limit"
-		} else if pol.Mode() == gpuwardenv1alpha1.ModeEnforce {
-			stop := p.stopAfter(pol)
-			if max := pol.Duration("maxRuntime"); max.Applies() {
-				since := b.BoundAt
-				if r := a.Status.Runtime; r != nil && r.Since != nil && r.Since.Time.Before(since) {
-					since = r.Since.Time
-				}
-				h.Latest, why = since.Add(max.Duration+stop), fmt.Sprintf("maxRuntime %s, %s", max.Duration, max.From)
+		case local && c.State.Stopped() && !c.FinishedAt.IsZero():
+			// Stopped: its GPUs go back after the hold after a stop.
+			if after, from, ok := p.afterStop(pol); ok {
+				h.Latest, why = c.FinishedAt.Add(after+p.r.Queue.StopSlack), fmt.Sprintf("%s after its container stopped", from)
+			} else {
+				why = from
 			}
-			if local && c.State.Stopped() && !c.FinishedAt.IsZero() {
-				if hold := pol.Duration("gpuHoldAfterStop"); hold.Applies() {
-					if t := c.FinishedAt.Add(hold.Duration + p.r.Queue.StopSlack); h.Latest.IsZero() || t.Before(h.Latest) {
-						h.Latest, why = t, fmt.Sprintf("gpuHoldAfterStop %s after its container stopped, %s", hold.Duration, hold.From)
-					}
-				}
+		default:
+			// Running (or not seen from here): stopped at its runtime limit, then its GPUs go
+			// back after the hold after a stop.
+			since := b.BoundAt
+			if r := a.Status.Runtime; r != nil && r.Since != nil && r.Since.Time.Before(since) {
+				since = r.Since.Time
 			}
-			if timeout := pol.Duration("idle.timeout"); timeout.Applies() && a.Status.Idle != nil && a.Status.Idle.Since != nil {
-				idleEnd = a.Status.Idle.Since.Time.Add(timeout.Duration + stop)
+			if d, from, ok := p.holdBound(pol); ok {
+				h.Latest, why = since.Add(d), from
+			} else {
+				why = from
+			}
+			if timeout := pol.Duration("idle.timeout"); timeout.Applies() && pol.Mode() == gpuwardenv1alpha1.ModeEnforce && a.Status.Idle != nil && a.Status.Idle.Since != nil {
+				idleEnd = a.Status.Idle.Since.Time.Add(timeout.Duration + p.stopAfter(pol))
 			}
 		}
 	}
@@ -188,12 +198,47 @@ func later(a, b time.Time) time.Time {
 // waiter is a waiting request as the plan sees it.
 func (p *pass) waiter(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, req allocation.Request) allocation.Waiter {
 	w := allocation.Waiter{Name: a.Name, Request: req, Typical: p.typical(a.Spec.User)}
-	pol := p.policyOf(ctx, a)
-	if max := pol.Duration("maxRuntime"); max.Applies() && pol.Mode() == gpuwardenv1alpha1.ModeEnforce {
-		w.MaxRuntime = max.Duration + p.stopAfter(pol)
+	if d, _, ok := p.holdBound(p.policyOf(ctx, a)); ok {
+		w.MaxRuntime = d
 		w.Typical = min(w.Typical, w.MaxRuntime)
 	}
 	return w
+}
+
+// holdBound is the longest a hold under pol lasts from its runtime's start: its runtime
+// limit, the stop's grace period and sampling round, then the hold after a stop (its GPUs
+// go back then, or the container is removed). False, with why, when any of it is unbounded:
+// no maxRuntime, a mode that never stops, no gpuHoldAfterStop nor removeAfterStop (a
+// stopped container keeps its GPUs until it is removed).
+func (p *pass) holdBound(pol resolve.Policy) (time.Duration, string, bool) {
+	if mode := pol.Mode(); mode != gpuwardenv1alpha1.ModeEnforce {
+		return 0, fmt.Sprintf("policy mode %s, which never stops it", mode), false
+	}
+	max := pol.Duration("maxRuntime")
+	if !max.Applies() {
+		return 0, "no runtime limit", false
+	}
+	after, from, ok := p.afterStop(pol)
+	if !ok {
+		return 0, fmt.Sprintf("maxRuntime %s (%s) but %s", max.Duration, max.From, from), false
+	}
+	return max.Duration + p.stopAfter(pol) + after + p.r.Queue.StopSlack, fmt.Sprintf("maxRuntime %s, %s; then %s", max.Duration, max.From, from), true
+}
+
+// afterStop is how long a stopped container keeps its GPUs under pol at most: its
+// gpuHoldAfterStop, or its removeAfterStop if shorter (removal gives them back).
+func (p *pass) afterStop(pol resolve.Policy) (time.Duration, string, bool) {
+	if pol.Mode() != gpuwardenv1alpha1.ModeEnforce {
+		return 0, fmt.Sprintf("policy mode %s, which never gives GPUs back", pol.Mode()), false
+	}
+	hold, remove := pol.Duration("gpuHoldAfterStop"), pol.Duration("removeAfterStop")
+	switch {
+	case hold.Applies() && (!remove.Applies() || hold.Duration <= remove.Duration):
+		return hold.Duration, fmt.Sprintf("gpuHoldAfterStop %s, %s", hold.Duration, hold.From), true
+	case remove.Applies():
+		return remove.Duration, fmt.Sprintf("removeAfterStop %s, %s", remove.Duration, remove.From), true
+	}
+	return 0, "no gpuHoldAfterStop: once stopped it keeps its GPUs until it is removed", false
 }
 
 // share is a waiting request's fair share.
@@ -229,7 +274,10 @@ func (p *pass) plan(ctx context.Context, inventory []allocation.Slot, allocs []g
 // position, those ahead, its two start times and why it waits.
 func (p *pass) placeQueue(order []string) {
 	for i, name := range order {
-		q := p.queued[name]
+		q, planned := p.queued[name]
+		if !planned {
+			break // beyond maxPlanned: no place written, no time promised
+		}
 		s := &gpuwardenv1alpha1.QueueStatus{Position: int32(i + 1), Waiting: int32(len(order)), BlockedBy: q.start.LatestBy,
 			Priority: q.priority, FairShare: message.Truncate(q.share.String(), 512)}
 		s.Ahead = slices.Clone(order[:min(i, maxAhead)])

@@ -159,7 +159,9 @@ func (g *Allocator) createAndWait(ctx context.Context, a *gpuwardenv1alpha1.GPUA
 				msg := fmt.Sprintf("no GPU free after waiting %s: %s%s; your request was %s on %s (%s)",
 					message.Duration(wait), why, g.freeNote(ctx, a), place, g.NodeName, hint)
 				g.recordGaveUp(cur, g.Clock.Since(start), msg)
-				g.tell(ctx, cur, notify.TypeQueueGaveUp, "GAVE UP", "Your container was not created: "+msg+".")
+				if g.Clock.Since(start) >= g.noticeAfter() {
+					g.tell(ctx, cur, notify.TypeQueueGaveUp, "GAVE UP", "Your container was not created: "+msg+".")
+				}
 				return "", nil, &gateway.AllocationError{Status: http.StatusServiceUnavailable, Message: msg}
 			}
 		}

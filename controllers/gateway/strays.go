@@ -90,6 +90,8 @@ func (g *Strays) stray(a *gpuwardenv1alpha1.GPUAllocation, containers map[string
 		return false // its container was seen (and is followed)
 	case !g.waitedFor(a):
 		return false
+	case a.Status.Phase != gpuwardenv1alpha1.PhaseBound:
+		return true // no create goes on without its GPUs: a container of its name is another's
 	}
 	return !containers[strings.TrimPrefix(a.Spec.ContainerName, "/")]
 }

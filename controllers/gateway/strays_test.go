@@ -47,6 +47,8 @@ func TestGatewayStraysReleasesOnlyAllocationsWhoseContainerNeverCame(t *testing.
 		// Its wait is over, or the gateway that waited for it is gone: released.
 		alloc("wait-over", "queued-2", 3*time.Hour, func(a *gpuwardenv1alpha1.GPUAllocation) { waiting(a, "gw-this", now.Add(-2*time.Minute)) }),
 		alloc("waiter-gone", "queued-3", 2*time.Minute, func(a *gpuwardenv1alpha1.GPUAllocation) { waiting(a, "gw-before", now.Add(5*time.Hour)) }),
+		// Waiting, its gateway gone, named like someone else's running container: released.
+		alloc("waiter-gone-named", "made", 2*time.Minute, func(a *gpuwardenv1alpha1.GPUAllocation) { waiting(a, "gw-before", now.Add(5*time.Hour)) }),
 		// Bound a moment ago after a long wait: its create goes on now.
 		alloc("bound-after-wait", "being-made-2", 3*time.Hour, func(a *gpuwardenv1alpha1.GPUAllocation) {
 			waiting(a, "gw-this", now.Add(5*time.Hour))
@@ -84,7 +86,7 @@ func TestGatewayStraysReleasesOnlyAllocationsWhoseContainerNeverCame(t *testing.
 		t.Fatal(err)
 	}
 	got := released()
-	want := []string{"stray", "stray-pending", "wait-over", "waiter-gone"}
+	want := []string{"stray", "stray-pending", "wait-over", "waiter-gone", "waiter-gone-named"}
 	for _, name := range want {
 		if got[name] != reasons.ReleaseNeverCreated {
 			t.Errorf("%s released %q, want %q", name, got[name], reasons.ReleaseNeverCreated)

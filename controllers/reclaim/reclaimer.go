@@ -106,7 +106,7 @@ func (r *Reclaimer) Observe(ctx context.Context, c docker.Container, a *gpuwarde
 	obs.Last = res
 	since := runtimeSince(a, c)
 	obs.Runtime = since
-	rstate, rnotices, _ := lifecycle.ObserveRuntime(runtimeStateOf(a.Status.Runtime), since, rules, s.Time)
+	rstate, rnotices, _ := lifecycle.ObserveRuntime(runtimeStateOf(a.Status.Runtime), since, c.StartedAt, rules, s.Time)
 	if err := r.saveState(ctx, a, res.State, since, rstate); err != nil {
 		log.Error(err, "Keeping the idle state in the allocation's status; nothing is said or done this round")
 		return res.Verdict
@@ -370,7 +370,7 @@ func (r *Reclaimer) unmarkStop(ctx context.Context, a *gpuwardenv1alpha1.GPUAllo
 	case kind == lifecycle.IdleStop && a.Status.Idle != nil:
 		a.Status.Idle.Sent = drop(a.Status.Idle.Sent)
 	case kind == lifecycle.RuntimeStop && a.Status.Runtime != nil:
-		a.Status.Runtime.Sent = drop(a.Status.Runtime.Sent)
+		a.Status.Runtime.Sent = slices.DeleteFunc(slices.Clone(a.Status.Runtime.Sent), lifecycle.IsRuntimeStop)
 	default:
 		return
 	}

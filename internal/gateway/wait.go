@@ -28,6 +28,9 @@ func askedWait(labels map[string]string) (time.Duration, error) {
 		return 0, &refusal{status: http.StatusBadRequest, msg: fmt.Sprintf("label %s is %d characters long; a wait is a duration such as 30m or 8h", gpuwardenv1alpha1.LabelWait, len(v))}
 	}
 	d, err := time.ParseDuration(v)
+	if err == nil && d > 0 && d < time.Second {
+		return 0, &refusal{status: http.StatusBadRequest, msg: fmt.Sprintf("label %s=%q is shorter than a second: wait at least 1s", gpuwardenv1alpha1.LabelWait, v)}
+	}
 	if err != nil || d <= 0 {
 		return 0, &refusal{status: http.StatusBadRequest, msg: fmt.Sprintf("label %s=%q is not a wait: give a duration such as 30m, 8h or 1h30m", gpuwardenv1alpha1.LabelWait, v)}
 	}

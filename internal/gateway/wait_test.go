@@ -33,6 +33,7 @@ func TestWaitLabel(t *testing.T) {
 			"asks to wait longer than the 2h allowed (queue.maxWait, ContainerPolicy researchers): ask for 2h at most", 0, 0},
 		{"beyond the default bound", nil, `"gpuwarden.io/wait":"48h"`, http.StatusForbidden, "longer than the 24h allowed", 0, 0},
 		{"no duration", nil, `"gpuwarden.io/wait":"tomorrow"`, http.StatusBadRequest, `is not a wait: give a duration such as 30m`, 0, 0},
+		{"under a second", nil, `"gpuwarden.io/wait":"1ns"`, http.StatusBadRequest, "wait at least 1s", 0, 0},
 		{"negative", nil, `"gpuwarden.io/wait":"-1h"`, http.StatusBadRequest, "is not a wait", 0, 0},
 		{"too long a label", nil, `"gpuwarden.io/wait":"` + strings.Repeat("1", 40) + `h"`, http.StatusBadRequest, "characters long", 0, 0},
 	} {

@@ -507,10 +507,12 @@ type RuntimeState struct {
 
 // ObserveRuntime returns the runtime notices due at now for a container that has run
 // since since (the allocation's binding or the container's first start, whichever is
-// earlier, so a restart does not reset it): warnings at each runtimeWarnAtFractions, once;
-// at maxRuntime a stop (the container is stopped, not removed). next is how long until the
-// next notice falls due (0: none will).
-func ObserveRuntime(st RuntimeState, since time.Time, r Rules, now time.Time) (out RuntimeState, notices []Notice, next time.Duration) {
+// earlier, so a restart does not reset it) and was last started at startedAt: warnings at
+// each runtimeWarnAtFractions, once; at maxRuntime a stop (the container is stopped, not
+// removed), and again for each start after that (a container started again past its
+// maximum runtime is stopped again, or the limit would bound nothing). next is how long
+// until the next notice falls due (0: none will).
+func ObserveRuntime(st RuntimeState, since, startedAt time.Time, r Rules, now time.Time) (out RuntimeState, notices []Notice, next time.Duration) {
 	out = RuntimeState{Sent: slices.Clone(st.Sent)}
 	limit := r.Runtime.Max
 	if !limit.Applies() || since.IsZero() {
@@ -519,8 +521,12 @@ func ObserveRuntime(st RuntimeState, since time.Time, r Rules, now time.Time) (o
 	ran := now.Sub(since)
 	deadline := since.Add(limit.Duration)
 	if ran >= limit.Duration {
-		if !slices.Contains(out.Sent, SentStop) {
-			out.Sent = append(out.Sent, SentStop)
+		key := SentStop
+		if startedAt.After(deadline) {
+			key = restartStop(startedAt)
+		}
+		if !slices.Contains(out.Sent, key) {
+			out.Sent = append(slices.DeleteFunc(out.Sent, isRestartStop), key) // the latest start's alone: Sent is bounded
 			notices = append(notices, Notice{Kind: RuntimeStop, StopAt: now, Deadline: deadline, Policy: limit.From, Held: r.Mode != gpuwardenv1alpha1.ModeEnforce,
 				Message: fmt.Sprintf("Running for %s, at its maximum runtime of %s set by %s", roundMin(ran), limit.Duration, policyOr(limit.From))})
 		}
@@ -538,6 +544,19 @@ func ObserveRuntime(st RuntimeState, since time.Time, r Rules, now time.Time) (o
 				roundMin(ran), pct(due[len(due)-1]), limit.Duration, policyOr(limit.From), deadline.UTC().Format(time.RFC3339))})
 	}
 	return out, notices, next
+}
+
+// restartStop is the Sent entry of the runtime stop of a start at t past the maximum
+// runtime ("s" and its Unix time: an entry is at most 16 characters).
+func restartStop(t time.Time) string { return "s" + strconv.FormatInt(t.Unix(), 10) }
+
+// IsRuntimeStop reports whether a Sent entry records a runtime stop (the first, or a
+// start's past the limit).
+func IsRuntimeStop(sent string) bool { return sent == SentStop || isRestartStop(sent) }
+
+func isRestartStop(sent string) bool {
+	_, err := strconv.ParseInt(strings.TrimPrefix(sent, "s"), 10, 64)
+	return strings.HasPrefix(sent, "s") && err == nil
 }
 
 // Describe is a sample's signals in one line, e.g. "gpu% 0 < 5 (idle), cpu% 12 ≥ 2 (active)".

@@ -430,7 +430,7 @@ func TestDevcontainerNeverIdleStoppedButRuntimeLimited(t *testing.T) {
 	st := RuntimeState{}
 	for h := 100; h <= 170; h++ {
 		var n []Notice
-		st, n, _ = ObserveRuntime(st, since, r, since.Add(time.Duration(h)*time.Hour))
+		st, n, _ = ObserveRuntime(st, since, since, r, since.Add(time.Duration(h)*time.Hour))
 		for _, x := range n {
 			all = append(all, x.Kind+"@"+num(float64(h)))
 		}
@@ -444,14 +444,46 @@ func TestDevcontainerNeverIdleStoppedButRuntimeLimited(t *testing.T) {
 func TestRuntimeNext(t *testing.T) {
 	r := RulesFrom(policy(t, lab()))
 	since := now.Add(-10 * time.Hour)
-	st, n, next := ObserveRuntime(RuntimeState{}, since, r, now)
+	st, n, next := ObserveRuntime(RuntimeState{}, since, since, r, now)
 	if len(n) != 0 || next != 8*time.Hour || len(st.Sent) != 0 {
 		t.Errorf("at 10h of 24h: notices %v, next %s; want the 0.75 warning in 8h", n, next)
 	}
 	// A restart of gpuwarden mid-way: the warnings already given are not given again.
-	st, n, _ = ObserveRuntime(RuntimeState{Sent: []string{"0.75"}}, since, r, now.Add(9*time.Hour))
+	st, n, _ = ObserveRuntime(RuntimeState{Sent: []string{"0.75"}}, since, since, r, now.Add(9*time.Hour))
 	if len(n) != 0 || len(st.Sent) != 1 {
 		t.Errorf("a warning given before a restart came again: %v", n)
+	}
+}
+
+// TestRuntimeStopsEachStartPastTheLimit: a container started again after its runtime stop
+// is stopped again, once for that start, however often it is sampled; Sent keeps only the
+// latest start's stop.
+func TestRuntimeStopsEachStartPastTheLimit(t *testing.T) {
+	r := RulesFrom(policy(t, lab())) // maxRuntime 24h
+	since := now.Add(-30 * time.Hour)
+	st := RuntimeState{Sent: []string{"0.75", "0.9", SentStop}} // stopped at 24h
+	kinds := func(n []Notice) string {
+		var out []string
+		for _, x := range n {
+			out = append(out, x.Kind)
+		}
+		return strings.Join(out, ",")
+	}
+	if _, n, _ := ObserveRuntime(st, since, since, r, now); len(n) != 0 {
+		t.Errorf("still running from before its stop (the stop under way): %v, want nothing", kinds(n))
+	}
+	for i, start := range []time.Time{now.Add(-time.Minute), now.Add(10 * time.Minute)} {
+		var n []Notice
+		st, n, _ = ObserveRuntime(st, since, start, r, start.Add(time.Minute))
+		if kinds(n) != RuntimeStop {
+			t.Fatalf("start %d past the limit: %v, want a stop", i, kinds(n))
+		}
+		if _, n, _ = ObserveRuntime(st, since, start, r, start.Add(2*time.Minute)); len(n) != 0 {
+			t.Errorf("start %d sampled again: %v, want no second stop", i, kinds(n))
+		}
+	}
+	if len(st.Sent) != 4 {
+		t.Errorf("sent %v: want the warnings, the first stop and the latest start's stop", st.Sent)
 	}
 }
 

@@ -313,3 +313,24 @@ func TestNameFor(t *testing.T) {
 		t.Error("two logins share a profile name")
 	}
 }
+
+// TestOneUsersFloodLeavesRoomForOthers: a user's deliveries waiting at once are bounded, so
+// that another user's notice still finds room in the queue.
+func TestOneUsersFloodLeavesRoomForOthers(t *testing.T) {
+	n := &Notifier{}
+	n.init()
+	for range perUserQueue + 10 {
+		n.enqueue(context.Background(), delivery{notice: Notice{User: "mallory"}, channel: ChannelChat})
+	}
+	n.enqueue(context.Background(), delivery{notice: Notice{User: "alice"}, channel: ChannelChat})
+	if got := len(n.queue); got != perUserQueue+1 {
+		t.Fatalf("%d deliveries queued, want mallory's %d and alice's one", got, perUserQueue)
+	}
+	// As they are delivered, room comes back.
+	d := <-n.queue
+	n.dequeued(d.notice.User)
+	n.enqueue(context.Background(), delivery{notice: Notice{User: "mallory"}, channel: ChannelChat})
+	if got := len(n.queue); got != perUserQueue+1 {
+		t.Errorf("after one delivered: %d queued, want %d", got, perUserQueue+1)
+	}
+}

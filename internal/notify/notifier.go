@@ -128,7 +128,14 @@ type Notifier struct {
 
 	once  sync.Once
 	queue chan delivery
+	// queued counts each user's deliveries waiting in queue: one user's flood of notices
+	// (and their endpoints that never answer) must not crowd out everyone else's.
+	queuedMu sync.Mutex
+	queued   map[string]int
 }
+
+// perUserQueue bounds the deliveries of one user waiting at once.
+const perUserQueue = 32
 
 // delivery is one notice on its way through one channel.
 type delivery struct {
@@ -194,11 +201,36 @@ func (n *Notifier) Tell(ctx context.Context, notice Notice) {
 }
 
 func (n *Notifier) enqueue(ctx context.Context, d delivery) {
+	user := d.notice.User
+	n.queuedMu.Lock()
+	if n.queued == nil {
+		n.queued = map[string]int{}
+	}
+	full := n.queued[user] >= perUserQueue
+	if !full {
+		n.queued[user]++
+	}
+	n.queuedMu.Unlock()
+	if full {
+		metrics.NoticeDeliveries.WithLabelValues(d.channel, "dropped").Inc()
+		ctrl.LoggerFrom(ctx).Info("Too many of this user's notices waiting for delivery; this one is dropped", "channel", d.channel, "type", d.notice.Type, "user", user)
+		return
+	}
 	select {
 	case n.queue <- d:
 	default:
+		n.dequeued(user)
 		metrics.NoticeDeliveries.WithLabelValues(d.channel, "dropped").Inc()
-		ctrl.LoggerFrom(ctx).Info("Too many notices waiting for delivery; this one is dropped", "channel", d.channel, "type", d.notice.Type, "user", d.notice.User)
+		ctrl.LoggerFrom(ctx).Info("Too many notices waiting for delivery; this one is dropped", "channel", d.channel, "type", d.notice.Type, "user", user)
+	}
+}
+
+// dequeued counts one of user's deliveries out of the queue.
+func (n *Notifier) dequeued(user string) {
+	n.queuedMu.Lock()
+	defer n.queuedMu.Unlock()
+	if n.queued[user]--; n.queued[user] <= 0 {
+		delete(n.queued, user)
 	}
 }
 
@@ -258,6 +290,7 @@ func (n *Notifier) Start(ctx context.Context) error {
 					return
 				case d := <-n.queue:
 					n.deliver(ctx, d)
+					n.dequeued(d.notice.User)
 				}
 			}
 		})

@@ -33,6 +33,7 @@ spec:
   selector: {users: [`+alice+`, `+bob+`]}
   maxRuntime: 2h
   stopGracePeriod: 10s
+  gpuHoldAfterStop: 5m
   queue: {maxWait: 2h}
 `, "apply", "-f", "-"); err != nil {
 		t.Fatal(err)

@@ -30,11 +30,17 @@ func TestQueuePlaceTimesAndFairShare(t *testing.T) {
 		node     = "node-q"
 		runtime  = 2 * time.Hour
 		grace    = 30 * time.Second
+		hold     = 15 * time.Minute
 		sampling = 10 * time.Second
+		// A holder gives its GPUs back at the latest its runtime limit, the stop's grace
+		// period and a sampling round after its start, then its hold after the stop and
+		// another round.
+		latestEnd = runtime + grace + sampling + hold + sampling
 	)
 	pol := &gpuwardenv1alpha1.ContainerPolicy{ObjectMeta: metav1.ObjectMeta{Name: "queue-limits"},
 		Spec: gpuwardenv1alpha1.ContainerPolicySpec{Selector: gpuwardenv1alpha1.PolicySelector{Users: []string{"qa", "qb", "qc"}},
-			MaxRuntime: ptrTo(gpuwardenv1alpha1.Duration(runtime.String())), StopGracePeriod: ptrTo(gpuwardenv1alpha1.Duration(grace.String()))}}
+			MaxRuntime: ptrTo(gpuwardenv1alpha1.Duration(runtime.String())), StopGracePeriod: ptrTo(gpuwardenv1alpha1.Duration(grace.String())),
+			GPUHoldAfterStop: ptrTo(gpuwardenv1alpha1.Duration(hold.String()))}}
 	if err := c.Create(ctx, pol); err != nil {
 		t.Fatal(err)
 	}
@@ -102,14 +108,14 @@ func TestQueuePlaceTimesAndFairShare(t *testing.T) {
 		t.Errorf("ahead: b %v, c %v; want none and [q-wait-b]", b.Status.Queue.Ahead, cw.Status.Queue.Ahead)
 	}
 	// The first GPU to free at the latest is q-hold-many's (bound 30 minutes before
-	// q-hold-one): its runtime limit, grace period and one sampling round after its binding.
-	wantB := many.Status.BoundTime.Add(runtime + grace + sampling)
+	// q-hold-one).
+	wantB := many.Status.BoundTime.Add(latestEnd)
 	if q := b.Status.Queue; q.LatestStart == nil || !q.LatestStart.Time.Equal(wantB) || q.BlockedBy != "q-hold-many" {
 		t.Errorf("q-wait-b queue = %+v; want latestStart %v blocked by q-hold-many", q, wantB)
 	}
 	// q-wait-c starts when the second holder ends (q-hold-many's GPUs go to q-wait-b first
 	// only in part: it frees n-1 GPUs at once, so both start then).
-	if q := cw.Status.Queue; q.LatestStart == nil || q.LatestStart.After(first.Status.BoundTime.Add(runtime+grace+sampling)) {
+	if q := cw.Status.Queue; q.LatestStart == nil || q.LatestStart.After(first.Status.BoundTime.Add(latestEnd)) {
 		t.Errorf("q-wait-c queue = %+v; want a latest start no later than q-hold-one's end", q)
 	}
 	for _, a := range []*gpuwardenv1alpha1.GPUAllocation{b, cw} {
