@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/options"
 	"github.com/gpuwarden/gpuwarden/internal/allocation"
 )
 
@@ -32,7 +33,7 @@ func newAllocationCommand() *cobra.Command {
 			return explainAllocation(cmd.Context(), c, args[0], cmd.OutOrStdout())
 		},
 	}
-	cmd.Flags().StringVar(&o.Kubeconfig, "kubeconfig", defaultKubeconfig(), "kubeconfig of the API server ($KUBECONFIG, else the server's default data dir)")
+	cmd.Flags().StringVar(&o.Kubeconfig, "kubeconfig", options.DefaultKubeconfig(), "kubeconfig of the API server ($KUBECONFIG, else the server's default data dir)")
 	return cmd
 }
 

@@ -224,3 +224,12 @@ func RESTConfigFrom(path string) (*rest.Config, error) {
 	}
 	return cfg, nil
 }
+
+// DefaultKubeconfig is the kubeconfig a command reads unless told: $KUBECONFIG, else the
+// admin kubeconfig in the server's default data dir.
+func DefaultKubeconfig() string {
+	if k := os.Getenv("KUBECONFIG"); k != "" {
+		return k
+	}
+	return filepath.Join("/var/lib/gpuwarden", "admin.kubeconfig")
+}

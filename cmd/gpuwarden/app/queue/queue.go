@@ -7,8 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -56,17 +54,10 @@ func NewCommand() *cobra.Command {
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&o.Kubeconfig, "kubeconfig", defaultKubeconfig(), "kubeconfig of the API server ($KUBECONFIG, else the server's default data dir)")
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", options.DefaultKubeconfig(), "kubeconfig of the API server ($KUBECONFIG, else the server's default data dir)")
 	fs.StringVar(&o.Node, "node", "", "the node whose queue to list (default: every node's)")
 	fs.StringVarP(&o.Output, "output", "o", "", "json: one object per waiting request")
 	return cmd
-}
-
-func defaultKubeconfig() string {
-	if k := os.Getenv("KUBECONFIG"); k != "" {
-		return k
-	}
-	return filepath.Join("/var/lib/gpuwarden", "admin.kubeconfig")
 }
 
 // Entry is one waiting request as `gpuwarden queue -o json` prints it.
