@@ -266,6 +266,9 @@ func setupContainers(mgr ctrl.Manager, o Options, gov *governance.Collector, sto
 			Notifications: settings, Waiter: waiter, Notices: notifier}); err != nil {
 			return err
 		}
+		if err := mgr.Add(&gateway.Digest{Client: mgr.GetClient(), Directory: profiles, Notices: notifier, NodeName: o.NodeName, Clock: o.Clock}); err != nil {
+			return fmt.Errorf("adding the daily digest of waiting requests: %w", err)
+		}
 		if err := mgr.Add(&gateway.Strays{Client: mgr.GetClient(), Store: store, Actions: acts, NodeName: o.NodeName, Clock: o.Clock,
 			After: o.Gateway.BindWait + time.Minute, Interval: 10 * time.Second, Waiter: waiter}); err != nil {
 			return fmt.Errorf("adding the sweep of gateway allocations without a container: %w", err)

@@ -60,6 +60,11 @@ type NotificationProfileSpec struct {
 	// +optional
 	DisableEmail bool `json:"disableEmail,omitempty"`
 
+	// queueDigest asks for a notice once a day, for each day a request of this user still
+	// waits for GPUs, with its place and start times.
+	// +optional
+	QueueDigest bool `json:"queueDigest,omitempty"`
+
 	// webhooks receive each of this user's notices.
 	// +optional
 	// +kubebuilder:validation:MaxItems=4

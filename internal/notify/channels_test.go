@@ -268,6 +268,14 @@ func TestAUserSetsOnlyTheirOwn(t *testing.T) {
 	if err := c.Get(ctx, client.ObjectKey{Name: "carol"}, np); err != nil || np.Spec.User != "carol" || np.Spec.Email != "carol@lab.example.org" {
 		t.Fatalf("carol's profile: %v %+v", err, np.Spec)
 	}
+	// The daily digest of waiting requests is hers to ask for, and is what the directory says.
+	got, err := s.Set(ctx, "carol", strings.NewReader(`{"email":"carol@lab.example.org","queueDigest":true}`))
+	if err != nil || !got.(Settings).QueueDigest {
+		t.Fatalf("carol asks for the queue digest: %v %+v", err, got)
+	}
+	if ch, err := (Profiles{Reader: c}).Channels(ctx, "carol"); err != nil || !ch.QueueDigest || ch.Email != "carol@lab.example.org" {
+		t.Errorf("carol's channels: %v %+v; want the digest and her address", err, ch)
+	}
 	if _, err := s.Put(ctx, "alice", Settings{Email: "a@x.example.org"}); err == nil || !strings.Contains(err.Error(), "another user's (bob)") {
 		t.Errorf("alice writing the profile named alice that is bob's: %v", err)
 	}

@@ -16,6 +16,8 @@ type Channels struct {
 	// Email is the address notices are mailed to; none when empty.
 	Email    string
 	Webhooks []gpuwardenv1alpha1.Webhook
+	// QueueDigest: the user asked for a daily notice of their requests still waiting.
+	QueueDigest bool
 }
 
 // Directory says where a user's notices go.
@@ -49,6 +51,7 @@ func (p Profiles) Channels(ctx context.Context, user string) (Channels, error) {
 			ch.Email = np.Spec.Email
 		}
 		disabled = disabled || np.Spec.DisableEmail
+		ch.QueueDigest = ch.QueueDigest || np.Spec.QueueDigest
 		ch.Webhooks = append(ch.Webhooks, np.Spec.Webhooks...)
 	}
 	if ch.Email == "" {

@@ -66,6 +66,8 @@ const (
 const (
 	TypeQueueStarted = "queue.started"
 	TypeQueueGaveUp  = "queue.gave_up"
+	// TypeQueueDigest is the daily notice of a user's requests still waiting.
+	TypeQueueDigest = "queue.digest"
 )
 
 // For is a notice to user about container c, held through allocation (empty when none),

@@ -28,6 +28,8 @@ type Settings struct {
 	Email        string                      `json:"email,omitempty"`
 	DisableEmail bool                        `json:"disableEmail,omitempty"`
 	Webhooks     []gpuwardenv1alpha1.Webhook `json:"webhooks,omitempty"`
+	// QueueDigest asks for a daily notice of the user's requests still waiting.
+	QueueDigest bool `json:"queueDigest,omitempty"`
 
 	// In force, read only: the address mail goes to (theirs, else the admin's template),
 	// whether the server sends mail at all, and every webhook of every profile of the
@@ -113,7 +115,7 @@ func (s *Store) get(ctx context.Context, user string) (Settings, error) {
 		}
 		out.Profiles = append(out.Profiles, np.Name)
 		if np.Name == NameFor(user) {
-			out.Email, out.DisableEmail, out.Webhooks = np.Spec.Email, np.Spec.DisableEmail, np.Spec.Webhooks
+			out.Email, out.DisableEmail, out.Webhooks, out.QueueDigest = np.Spec.Email, np.Spec.DisableEmail, np.Spec.Webhooks, np.Spec.QueueDigest
 		}
 		for _, w := range np.Spec.Webhooks {
 			out.InForce = append(out.InForce, string(w.Format)+" "+redact(w.URL))
@@ -133,7 +135,7 @@ func (s *Store) Put(ctx context.Context, user string, in Settings) (Settings, er
 	if err := s.check(ctx, in); err != nil {
 		return Settings{}, err
 	}
-	spec := gpuwardenv1alpha1.NotificationProfileSpec{User: user, Email: in.Email, DisableEmail: in.DisableEmail, Webhooks: in.Webhooks}
+	spec := gpuwardenv1alpha1.NotificationProfileSpec{User: user, Email: in.Email, DisableEmail: in.DisableEmail, Webhooks: in.Webhooks, QueueDigest: in.QueueDigest}
 	for i := range spec.Webhooks {
 		if spec.Webhooks[i].Format == "" {
 			spec.Webhooks[i].Format = gpuwardenv1alpha1.ChatJSON

@@ -3,6 +3,8 @@ package integration
 import (
 	"context"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -117,6 +119,22 @@ func TestQueuePlaceTimesAndFairShare(t *testing.T) {
 	// only in part: it frees n-1 GPUs at once, so both start then).
 	if q := cw.Status.Queue; q.LatestStart == nil || q.LatestStart.After(first.Status.BoundTime.Add(latestEnd)) {
 		t.Errorf("q-wait-c queue = %+v; want a latest start no later than q-hold-one's end", q)
+	}
+	// Why b is ahead, as explain reads it: the same priority, a lower fair share (qc's ten
+	// gpu-hours, decayed a little, over the node's eight GPUs; qb's none).
+	rank := func(fairShare string) float64 {
+		v, _, _ := strings.Cut(fairShare, ":")
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return -1
+		}
+		return f
+	}
+	if !strings.HasPrefix(b.Status.Queue.FairShare, "0.00: recent use 0.0 gpu-h") || rank(cw.Status.Queue.FairShare) < 1.2 ||
+		!strings.Contains(cw.Status.Queue.FairShare, "gpu-h (half-life 168h0m0s) / quota 8 (no gpuEquivalents limit: the node's GPUs)") ||
+		b.Status.Queue.Priority != cw.Status.Queue.Priority {
+		t.Errorf("fair shares: b %q (priority %d), c %q (priority %d); want 0.00 against 1.25 at one priority",
+			b.Status.Queue.FairShare, b.Status.Queue.Priority, cw.Status.Queue.FairShare, cw.Status.Queue.Priority)
 	}
 	for _, a := range []*gpuwardenv1alpha1.GPUAllocation{b, cw} {
 		if q := a.Status.Queue; q.EstimatedStart == nil || q.LatestStart != nil && q.EstimatedStart.After(q.LatestStart.Time) || q.Message == "" {

@@ -66,6 +66,7 @@ func (o *options) setCommand() *cobra.Command {
 		noEmail, defaultEmail bool
 		webhooks              []string
 		clearWebhooks         bool
+		digest                bool
 	)
 	cmd := &cobra.Command{
 		Use:   "set",
@@ -73,7 +74,8 @@ func (o *options) setCommand() *cobra.Command {
 		Example: `  gpuwarden notifications set --email alice@lab.example.org
   gpuwarden notifications set --webhook Mattermost=https://chat.lab.example.org/hooks/abc123
   gpuwarden notifications set --clear-webhooks --webhook Teams=https://example.webhook.office.com/…
-  gpuwarden notifications set --default-email`,
+  gpuwarden notifications set --default-email
+  gpuwarden notifications set --queue-digest`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var s notify.Settings
@@ -98,7 +100,10 @@ func (o *options) setCommand() *cobra.Command {
 				}
 				s.Webhooks = append(s.Webhooks, hook)
 			}
-			in := notify.Settings{Email: s.Email, DisableEmail: s.DisableEmail, Webhooks: s.Webhooks}
+			if cmd.Flags().Changed("queue-digest") {
+				s.QueueDigest = digest
+			}
+			in := notify.Settings{Email: s.Email, DisableEmail: s.DisableEmail, Webhooks: s.Webhooks, QueueDigest: s.QueueDigest}
 			var out notify.Settings
 			if err := o.ask(cmd.Context(), http.MethodPut, gateway.NotificationsPath, in, &out); err != nil {
 				return err
@@ -112,6 +117,7 @@ func (o *options) setCommand() *cobra.Command {
 	fs.BoolVar(&defaultEmail, "default-email", false, "mail the address your admin's rule makes of your login")
 	fs.StringArrayVar(&webhooks, "webhook", nil, "add a chat webhook, FORMAT=URL (FORMAT: Slack, Mattermost, Teams or JSON); repeatable, at most 4 in all")
 	fs.BoolVar(&clearWebhooks, "clear-webhooks", false, "remove your webhooks (before adding those given with --webhook)")
+	fs.BoolVar(&digest, "queue-digest", false, "a notice once a day for each day a request of yours still waits for GPUs (--queue-digest=false: none)")
 	cmd.MarkFlagsMutuallyExclusive("email", "no-email", "default-email")
 	return cmd
 }
@@ -186,6 +192,11 @@ func show(w io.Writer, s notify.Settings) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\n", head, h)
 	}
+	digest := "none"
+	if s.QueueDigest {
+		digest = "daily, for each day a request of yours still waits"
+	}
+	fmt.Fprintf(tw, "DIGEST\t%s\n", digest)
 	return tw.Flush()
 }
 
