@@ -278,13 +278,6 @@ func p95(d []time.Duration) time.Duration {
 	return d[min(len(d)-1, int(math.Ceil(0.95*float64(len(d))))-1)]
 }
 
-func later(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
-}
-
 func earlier(a, b time.Time) time.Time {
 	if a.Before(b) {
 		return a
