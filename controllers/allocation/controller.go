@@ -361,8 +361,9 @@ func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocat
 			waiter = p.waiter(ctx, w.a, req)
 			reserved = plan.Reserved(waiter.MaxRuntime)
 		}
-		d := allocation.Decide(slots, append(p.ledger.Holdings(), reserved...), w.quota.Quota, req)
-		if !d.Placed() && !d.Final() && len(reserved) > 0 && allocation.Decide(slots, p.ledger.Holdings(), w.quota.Quota, req).Placed() {
+		held := p.ledger.Holdings()
+		d := allocation.Decide(slots, append(held, reserved...), w.quota.Quota, req)
+		if !d.Placed() && !d.Final() && len(reserved) > 0 && allocation.Decide(slots, held, w.quota.Quota, req).Placed() {
 			d.Message = "what is free is kept for the requests ahead of it, which start before it would end"
 		}
 		if !d.Placed() && !d.Final() {

@@ -141,20 +141,3 @@ func (f FairShare) String() string {
 // ShareStep is the step of the queue's order a fair-share rank falls in (SortQueue):
 // ranks in one step are equal.
 func ShareStep(rank float64) int64 { return int64(math.Floor(rank / ShareResolution)) }
-
-// EstimateEnd is when a hold bound at boundAt probably ends, seen at now: after its user's
-// typical hold; one held longer than that already probably runs a while yet (half as long
-// again as it has so far, as long-lived jobs do), never past latest (zero: no bound).
-func EstimateEnd(boundAt, now time.Time, typical time.Duration, latest time.Time) time.Time {
-	end := boundAt.Add(typical)
-	if !end.After(now) {
-		end = now.Add(now.Sub(boundAt) / 2)
-	}
-	if !latest.IsZero() && end.After(latest) {
-		end = latest
-	}
-	if end.Before(now) {
-		end = now
-	}
-	return end
-}

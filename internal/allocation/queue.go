@@ -218,3 +218,20 @@ func overlaps(a, b []string) bool {
 	}
 	return false
 }
+
+// EstimateEnd is when a hold bound at boundAt probably ends, seen at now: after its user's
+// typical hold; one held longer than that already probably runs a while yet (half as long
+// again as it has so far, as long-lived jobs do), never past latest (zero: no bound).
+func EstimateEnd(boundAt, now time.Time, typical time.Duration, latest time.Time) time.Time {
+	end := boundAt.Add(typical)
+	if !end.After(now) {
+		end = now.Add(now.Sub(boundAt) / 2)
+	}
+	if !latest.IsZero() && end.After(latest) {
+		end = latest
+	}
+	if end.Before(now) {
+		end = now
+	}
+	return end
+}
