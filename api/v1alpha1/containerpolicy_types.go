@@ -247,6 +247,13 @@ type ContainerPolicySpec struct {
 	// +optional
 	StopGracePeriod *Duration `json:"stopGracePeriod,omitempty"`
 
+	// checkpointTimeout bounds the checkpoint hook a container declares (its label
+	// gpuwarden.io/checkpoint, a command run through the engine's exec before every stop
+	// gpuwarden makes): the hook may run this long before the stop goes on without it; a
+	// shorter gpuwarden.io/checkpoint-timeout on the container shortens it. Unset, 5m.
+	// +optional
+	CheckpointTimeout *Duration `json:"checkpointTimeout,omitempty"`
+
 	// gpuHoldAfterStop is how long a stopped container keeps its GPUs.
 	// +optional
 	GPUHoldAfterStop *Duration `json:"gpuHoldAfterStop,omitempty"`

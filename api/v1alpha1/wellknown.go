@@ -38,6 +38,13 @@ const (
 	// its GPUs (`docker run --label gpuwarden.io/wait=8h`), at most the ContainerPolicy's
 	// queue.maxWait; the gateway keeps on the container the wait it granted.
 	LabelWait = "gpuwarden.io/wait"
+	// LabelCheckpoint on a container is a command (run with /bin/sh -c, as the container's
+	// own user, through the engine's exec) that gpuwarden runs before every stop it makes,
+	// so that the work can save itself: `docker run --label gpuwarden.io/checkpoint="python
+	// save.py"`. LabelCheckpointTimeout asks for less time than the policy's
+	// checkpointTimeout (a duration such as 2m).
+	LabelCheckpoint        = "gpuwarden.io/checkpoint"
+	LabelCheckpointTimeout = "gpuwarden.io/checkpoint-timeout"
 
 	// AnnotationRelease on an allocation asks for its devices back; its value is the reason.
 	AnnotationRelease = "gpuwarden.io/release"

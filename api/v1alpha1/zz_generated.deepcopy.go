@@ -153,6 +153,11 @@ func (in *ContainerPolicySpec) DeepCopyInto(out *ContainerPolicySpec) {
 		*out = new(Duration)
 		**out = **in
 	}
+	if in.CheckpointTimeout != nil {
+		in, out := &in.CheckpointTimeout, &out.CheckpointTimeout
+		*out = new(Duration)
+		**out = **in
+	}
 	if in.GPUHoldAfterStop != nil {
 		in, out := &in.GPUHoldAfterStop, &out.GPUHoldAfterStop
 		*out = new(Duration)

@@ -171,13 +171,20 @@ func (p *pass) holder(ctx context.Context, name string, b allocation.Binding, a 
 			if r := a.Status.Runtime; r != nil && r.Since != nil && r.Since.Time.Before(since) {
 				since = r.Since.Time
 			}
+			var hook time.Duration // its checkpoint hook runs before the stop
+			if local && actions.HasCheckpoint(c) {
+				hook = actions.CheckpointTimeout(c, pol)
+			}
 			if d, from, ok := p.holdBound(pol); ok {
-				h.Latest, why = since.Add(d), from
+				h.Latest, why = since.Add(d+hook), from
+				if hook > 0 {
+					why += fmt.Sprintf(" (and up to %s for its checkpoint hook)", message.Duration(hook))
+				}
 			} else {
 				why = from
 			}
 			if timeout := pol.Duration("idle.timeout"); timeout.Applies() && pol.Mode() == gpuwardenv1alpha1.ModeEnforce && a.Status.Idle != nil && a.Status.Idle.Since != nil {
-				idleEnd = a.Status.Idle.Since.Time.Add(timeout.Duration + p.stopAfter(pol))
+				idleEnd = a.Status.Idle.Since.Time.Add(timeout.Duration + hook + p.stopAfter(pol))
 			}
 		}
 	}

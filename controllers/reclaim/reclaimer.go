@@ -323,26 +323,12 @@ func (r *Reclaimer) carryOut(ctx context.Context, c docker.Container, owner stri
 	rec := noticeRecords[n.Kind]
 	metrics.LifecycleNotices.WithLabelValues(n.Kind, string(mode)).Inc()
 	if n.Kind == lifecycle.IdleStop || n.Kind == lifecycle.RuntimeStop {
-		// Held back by DryRun and NotifyOnly: stop records "would stop" for those, once per
-		// idle run (the rules' state says when), not once per container.
-		r.Actions.Unsay(c.ID, actions.WouldKey(lifecycle.Stop, rec.reason))
-		if err := r.Actions.Stop(ctx, c, owner, a, policy, mode, rec.event, rec.reason+": "+n.Message); err != nil {
-			if errors.Is(err, docker.ErrNotFound) {
-				// Removed since it was sampled: nothing was stopped, and nothing says so.
-				ctrl.LoggerFrom(ctx).Info("The container went away before its stop; nothing stopped")
-				return
-			}
-			ctrl.LoggerFrom(ctx).Error(err, "Stopping an idle or over-time container; tried again at the next sample")
-			r.unmarkStop(ctx, a, n.Kind)
+		if mode == gpuwardenv1alpha1.ModeEnforce && actions.HasCheckpoint(c) {
+			// The hook may run for minutes: the other containers' samples do not wait.
+			go r.stop(ctx, c, owner, a.DeepCopy(), policy, n)
 			return
 		}
-		if mode == gpuwardenv1alpha1.ModeEnforce {
-			metrics.StopDelaySeconds.WithLabelValues(rec.reason).Observe(max(0, r.Clock.Since(n.Deadline).Seconds()))
-			r.Audit.Log(audit.Lifecycle(rec.record, user, containerstore.AuditRef(c), resolve.PolicyName(n.Policy), string(mode), rec.reason+": stopped: "+n.Message))
-		}
-		if mode != gpuwardenv1alpha1.ModeDryRun {
-			r.Actions.Tell(ctx, noticeFor(c, user, a, policy, n, r.NodeName, r.Clock.Now()))
-		}
+		r.stop(ctx, c, owner, a, policy, n)
 		return
 	}
 	text := n.Message
@@ -376,5 +362,38 @@ func (r *Reclaimer) unmarkStop(ctx context.Context, a *gpuwardenv1alpha1.GPUAllo
 	}
 	if r.Client.Status().Patch(ctx, a, client.MergeFrom(orig)) == nil {
 		r.rememberSaved(a)
+	}
+}
+
+// stop carries out an idle or runtime stop: the stop (its checkpoint hook first), its
+// record and the owner's notice, as the mode allows.
+func (r *Reclaimer) stop(ctx context.Context, c docker.Container, owner string, a *gpuwardenv1alpha1.GPUAllocation, policy resolve.Policy, n lifecycle.Notice) {
+	mode := policy.Mode()
+	user := containerstore.OwnerOrUnknown(owner)
+	rec := noticeRecords[n.Kind]
+	// Held back by DryRun and NotifyOnly: stop records "would stop" for those, once per
+	// idle run (the rules' state says when), not once per container.
+	r.Actions.Unsay(c.ID, actions.WouldKey(lifecycle.Stop, rec.reason))
+	began := r.Clock.Now()
+	if err := r.Actions.Stop(ctx, c, owner, a, policy, mode, rec.event, rec.reason+": "+n.Message); err != nil {
+		if errors.Is(err, docker.ErrNotFound) {
+			// Removed since it was sampled: nothing was stopped, and nothing says so.
+			ctrl.LoggerFrom(ctx).Info("The container went away before its stop; nothing stopped")
+			return
+		}
+		ctrl.LoggerFrom(ctx).Error(err, "Stopping an idle or over-time container; tried again at the next sample")
+		r.unmarkStop(ctx, a, n.Kind)
+		return
+	}
+	if mode == gpuwardenv1alpha1.ModeEnforce {
+		metrics.StopDelaySeconds.WithLabelValues(rec.reason).Observe(max(0, r.Clock.Since(n.Deadline).Seconds()))
+		r.Audit.Log(audit.Lifecycle(rec.record, user, containerstore.AuditRef(c), resolve.PolicyName(n.Policy), string(mode), rec.reason+": stopped: "+n.Message))
+	}
+	if mode != gpuwardenv1alpha1.ModeDryRun {
+		notice := noticeFor(c, user, a, policy, n, r.NodeName, r.Clock.Now())
+		if s, ok := r.Actions.LastStop(c.ID); ok && !s.At.Before(began) && s.Checkpoint != nil {
+			notice.Message += " " + actions.CheckpointSentence(s.Checkpoint)
+		}
+		r.Actions.Tell(ctx, notice)
 	}
 }

@@ -56,12 +56,17 @@ type Actions struct {
 	said map[string]bool
 	// stops are the stops this process made, by container ID, for explain.
 	stops map[string]StopRecord
+	// stopping are the containers being stopped now: a stop asked for again meanwhile (a
+	// checkpoint hook can take minutes) is the same stop.
+	stopping map[string]bool
 }
 
-// StopRecord is a stop gpuwarden made: when, and why ("code: message").
+// StopRecord is a stop gpuwarden made: when, and why ("code: message"), and the
+// checkpoint hook run before it, if any.
 type StopRecord struct {
-	At     time.Time
-	Reason string
+	At         time.Time
+	Reason     string
+	Checkpoint *audit.Checkpoint
 }
 
 // LastStop is the last stop of a container this process made, if any.
@@ -131,9 +136,11 @@ func (x *Actions) Forget(id string) {
 
 // Stop stops a container, SIGKILL after the policy's stopGracePeriod, with an Event of
 // eventReason; a mode other than Enforce records what would have been done instead. A
-// protected container is never stopped. reason is "code: message". A container the engine
-// no longer has was not stopped: the error says so (docker.ErrNotFound), and nothing
-// claims it was.
+// protected container is never stopped. reason is "code: message". A running container
+// that declares a checkpoint hook (label gpuwarden.io/checkpoint) has it run first, for at
+// most its checkpointTimeout. A container the engine no longer has was not stopped: the
+// error says so (docker.ErrNotFound), and nothing claims it was. A stop of a container
+// already being stopped returns at once, without error.
 func (x *Actions) Stop(ctx context.Context, c docker.Container, owner string, a *gpuwardenv1alpha1.GPUAllocation, p resolve.Policy, mode gpuwardenv1alpha1.PolicyMode, eventReason, reason string) error {
 	if labels.IsProtected(c.Labels) {
 		return nil
@@ -147,7 +154,12 @@ func (x *Actions) Stop(ctx context.Context, c docker.Container, owner string, a 
 	if l := p.Duration("stopGracePeriod"); l.Applies() {
 		grace = l.Duration
 	}
+	if !x.beginStop(c.ID) {
+		return nil
+	}
+	defer x.endStop(c.ID)
 	x.Store.Note(c.ID, reason)
+	k := x.checkpoint(ctx, c, owner, p, reason)
 	if err := x.Engine.Stop(ctx, c.ID, grace); err != nil {
 		return fmt.Errorf("stopping container %s: %w", docker.ShortID(c.ID), err)
 	}
@@ -156,11 +168,34 @@ func (x *Actions) Stop(ctx context.Context, c docker.Container, owner string, a 
 	if x.stops == nil {
 		x.stops = map[string]StopRecord{}
 	}
-	x.stops[c.ID] = StopRecord{At: x.Clock.Now(), Reason: reason}
+	x.stops[c.ID] = StopRecord{At: x.Clock.Now(), Reason: reason, Checkpoint: k}
 	x.mu.Unlock()
+	if k != nil {
+		reason += " " + CheckpointSentence(k)
+	}
 	x.eventOn(ctx, a, "", corev1.EventTypeWarning, eventReason, "Stop", "Stopped container %s of %s at %s: %s",
-		message.ContainerName(c), containerstore.OwnerOrUnknown(owner), x.Clock.Now().UTC().Format(time.RFC3339), reason)
+		message.ContainerName(c), containerstore.OwnerOrUnknown(owner), x.Clock.Now().UTC().Format(time.RFC3339), message.Truncate(reason, message.Max))
 	return nil
+}
+
+// beginStop marks a container as being stopped; false when it already is.
+func (x *Actions) beginStop(id string) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.stopping[id] {
+		return false
+	}
+	if x.stopping == nil {
+		x.stopping = map[string]bool{}
+	}
+	x.stopping[id] = true
+	return true
+}
+
+func (x *Actions) endStop(id string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	delete(x.stopping, id)
 }
 
 // Remove removes a container the lifecycle rules say is due for removal, as the policy's

@@ -9,6 +9,9 @@ const (
 	TypeContainerStop   = "container.stop"
 	TypeContainerDie    = "container.die"
 	TypeContainerRemove = "container.remove"
+	// TypeContainerCheckpoint is a container's checkpoint hook, run before a stop gpuwarden
+	// made: its start, end, exit code, duration and the tail of its output.
+	TypeContainerCheckpoint = "container.checkpoint"
 
 	TypeGPUAllocate = "gpu.allocate"
 	TypeGPUReject   = "gpu.reject"
@@ -98,6 +101,52 @@ func ContainerEvent(action ContainerAction, user string, c Container, reason str
 	d := c.details(map[string]any{})
 	put(d, "reason", reason)
 	return Event{Type: string(action), User: user, Details: d}
+}
+
+// Checkpoint is one run of a container's checkpoint hook.
+type Checkpoint struct {
+	Command    string
+	Start, End time.Time
+	// ExitCode is the hook's exit status; -1 when it did not end (TimedOut) or could not
+	// be started (Error says why).
+	ExitCode int
+	TimedOut bool
+	Error    string
+	// Output is the tail of what it wrote.
+	Output string
+	// Stop is why the stop it came before was made ("idle: …").
+	Stop string
+}
+
+// Outcome is how the hook ended, as the metric's label: ok, failed, timeout or error.
+func (k Checkpoint) Outcome() string {
+	switch {
+	case k.Error != "":
+		return "error"
+	case k.TimedOut:
+		return "timeout"
+	case k.ExitCode != 0:
+		return "failed"
+	}
+	return "ok"
+}
+
+// ContainerCheckpoint records a checkpoint hook run before a stop gpuwarden made.
+func ContainerCheckpoint(user string, c Container, policy string, k Checkpoint) Event {
+	d := c.details(map[string]any{})
+	put(d, "policy", policy)
+	put(d, "command", k.Command)
+	d["started"] = k.Start.UTC().Format(time.RFC3339Nano)
+	d["ended"] = k.End.UTC().Format(time.RFC3339Nano)
+	d["duration_seconds"] = k.End.Sub(k.Start).Round(time.Millisecond).Seconds()
+	d["exit_code"] = k.ExitCode
+	if k.TimedOut {
+		d["timed_out"] = true
+	}
+	put(d, "error", k.Error)
+	put(d, "output", k.Output)
+	put(d, "reason", k.Stop)
+	return Event{Type: TypeContainerCheckpoint, User: user, Details: d}
 }
 
 // Allocation identifies a GPUAllocation in an event.

@@ -118,8 +118,30 @@ func TestClientAgainstARealEngine(t *testing.T) {
 	if err := c.WriteFile(ctx, id, "/tmp/notice", []byte("x"), 0, 0); err != nil {
 		t.Errorf("WriteFile into /tmp: %v", err)
 	}
+	// Exec: output and exit code, a file it writes stays in the container, and a command
+	// that outlives its time is left running, not waited for.
+	res, err := c.Exec(ctx, id, []string{"/bin/sh", "-c", "echo saved > /tmp/ckpt; echo out; echo err >&2; exit 3"}, 10*time.Second)
+	if err != nil || res.Running || res.ExitCode != 3 || !strings.Contains(res.Output, "out") || !strings.Contains(res.Output, "err") {
+		t.Errorf("exec: %+v, %v; want exit 3 with both streams' output", res, err)
+	}
+	if res, err := c.Exec(ctx, id, []string{"cat", "/tmp/ckpt"}, 10*time.Second); err != nil || strings.TrimSpace(res.Output) != "saved" || res.ExitCode != 0 {
+		t.Errorf("the hook's file: %+v, %v", res, err)
+	}
+	began := time.Now()
+	if res, err := c.Exec(ctx, id, []string{"sleep", "30"}, 300*time.Millisecond); err != nil || !res.Running || time.Since(began) > 10*time.Second {
+		t.Errorf("exec past its time: %+v, %v after %s; want Running at once", res, err, time.Since(began))
+	}
+	if _, err := c.Exec(ctx, id, []string{"/no/such/binary"}, 10*time.Second); err == nil {
+		// Engines differ: some fail the start, some report exit 126/127.
+		if res, _ := c.Exec(ctx, id, []string{"/no/such/binary"}, 10*time.Second); res.ExitCode == 0 {
+			t.Error("exec of a missing binary: exit 0")
+		}
+	}
 	if err := c.Stop(ctx, id, 0); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := c.Exec(ctx, id, []string{"true"}, time.Second); err == nil {
+		t.Error("exec in a stopped container: no error")
 	}
 	if err := c.Remove(ctx, id, false); err != nil {
 		t.Fatal(err)
@@ -135,6 +157,9 @@ func TestClientAgainstARealEngine(t *testing.T) {
 	}
 	if err := c.WriteFile(ctx, id, "/tmp/notice", []byte("x"), 0, 0); !errors.Is(err, ErrNotFound) {
 		t.Errorf("WriteFile into a removed container: %v, want ErrNotFound", err)
+	}
+	if _, err := c.Exec(ctx, id, []string{"true"}, time.Second); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Exec in a removed container: %v, want ErrNotFound", err)
 	}
 	var seen []string
 	for !strings.Contains(strings.Join(seen, " "), "destroy") {
@@ -188,5 +213,28 @@ func TestUnreachableEngine(t *testing.T) {
 	}
 	if _, err := c.List(ctx); err == nil || errors.Is(err, ErrNotFound) {
 		t.Errorf("List on an unreachable engine: %v; want an error that is not ErrNotFound", err)
+	}
+}
+
+func TestTailKeepsTheLastBytes(t *testing.T) {
+	for _, tc := range []struct {
+		writes []string
+		want   string
+	}{
+		{[]string{"ab", "cd"}, "abcd"},
+		{[]string{"abcd", "ef"}, "…cdef"},
+		{[]string{"abcdefgh"}, "…efgh"},
+		{[]string{"abcd"}, "abcd"},
+		{[]string{"a", "bcde"}, "…bcde"},
+	} {
+		tl := &Tail{Max: 4}
+		for _, w := range tc.writes {
+			if n, err := tl.Write([]byte(w)); n != len(w) || err != nil {
+				t.Fatalf("Write(%q) = %d, %v", w, n, err)
+			}
+		}
+		if got := tl.String(); got != tc.want {
+			t.Errorf("%q: %q, want %q", tc.writes, got, tc.want)
+		}
 	}
 }

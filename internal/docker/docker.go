@@ -120,6 +120,25 @@ type Engine interface {
 	// WriteFile writes a file inside a container (mode 0644, owned by uid:gid), through
 	// the engine's archive API; its directory must exist (ErrNoFile when it does not).
 	WriteFile(ctx context.Context, id, path string, content []byte, uid, gid int) error
+	// Exec runs cmd inside a running container as the container's own user, without a
+	// terminal or privileges beyond the container's, and waits for it at most timeout: a
+	// command still running then is left to the stop that follows (Running). ErrNotFound
+	// when the container does not exist; an error when the engine could not start it.
+	Exec(ctx context.Context, id string, cmd []string, timeout time.Duration) (ExecResult, error)
 	// Ping asks the engine whether it answers.
 	Ping(ctx context.Context) error
+}
+
+// ExecOutputMax is how much of an exec's output is kept: its last bytes.
+const ExecOutputMax = 4096
+
+// ExecResult is how a command run inside a container ended.
+type ExecResult struct {
+	// ExitCode is its exit status (meaningless while Running).
+	ExitCode int
+	// Running says it had not ended when its time was up.
+	Running bool
+	// Output is the tail of its standard output and error together, at most
+	// ExecOutputMax bytes.
+	Output string
 }

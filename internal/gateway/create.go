@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"path/filepath"
 	"regexp"
@@ -83,6 +84,21 @@ type AllocationError struct {
 
 func (e *AllocationError) Error() string { return e.Message }
 
+// checkpointLabels are the checkpoint hook's labels of a create, checked (a 400 naming
+// the label when they cannot be used).
+func checkpointLabels(l map[string]string) (map[string]string, error) {
+	if err := labels.CheckpointProblem(l); err != nil {
+		return nil, &refusal{status: http.StatusBadRequest, msg: err.Error()}
+	}
+	out := map[string]string{}
+	for _, k := range []string{gpuwardenv1alpha1.LabelCheckpoint, gpuwardenv1alpha1.LabelCheckpointTimeout} {
+		if v, ok := l[k]; ok {
+			out[k] = v
+		}
+	}
+	return out, nil
+}
+
 // spoofable are the labels that say who owns a container, what it is and whether it may be
 // stopped: a caller's own values for them are dropped.
 func spoofable(k string) bool {
@@ -151,7 +167,12 @@ func (s *Server) createContainer(w http.ResponseWriter, r *http.Request, c Calle
 	if gpus.Wait, err = askedWait(req.Config.Labels); err != nil {
 		return err
 	}
+	hook, err := checkpointLabels(req.Config.Labels)
+	if err != nil {
+		return err
+	}
 	ctype := s.setLabels(c, req.Config)
+	maps.Copy(req.Config.Labels, hook) // checked: a command run in the container, as its user
 	if gpus.MIGProfile != "" {
 		// Checked: what was asked for, on the container for `docker ps --filter label=…`.
 		req.Config.Labels[gpuwardenv1alpha1.LabelMIGProfile] = gpus.MIGProfile

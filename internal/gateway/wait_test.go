@@ -67,3 +67,42 @@ func TestWaitLabel(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckpointLabels: a create may declare a checkpoint hook and a timeout for it; both
+// stay on the container as given, while labels that cannot be used are refused naming
+// the label (a hook gpuwarden would never run must not look declared).
+func TestCheckpointLabels(t *testing.T) {
+	for _, tc := range []struct {
+		name, labels, refusing string
+		keep                   map[string]any
+	}{
+		{"a hook", `"gpuwarden.io/checkpoint":"python save.py --to /workspace/ckpt"`, "",
+			map[string]any{"gpuwarden.io/checkpoint": "python save.py --to /workspace/ckpt"}},
+		{"a hook and its timeout", `"gpuwarden.io/checkpoint":"./save","gpuwarden.io/checkpoint-timeout":"2m"`, "",
+			map[string]any{"gpuwarden.io/checkpoint": "./save", "gpuwarden.io/checkpoint-timeout": "2m"}},
+		{"empty", `"gpuwarden.io/checkpoint":"  "`, "label gpuwarden.io/checkpoint is empty", nil},
+		{"too long", `"gpuwarden.io/checkpoint":"` + strings.Repeat("x", 1025) + `"`, "is 1025 characters long; a checkpoint command is at most 1024", nil},
+		{"a timeout alone", `"gpuwarden.io/checkpoint-timeout":"2m"`, "a timeout needs a checkpoint command", nil},
+		{"a timeout without a unit", `"gpuwarden.io/checkpoint":"./save","gpuwarden.io/checkpoint-timeout":"30"`, "is not a timeout: give a duration of at least 1s", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			rec := w.do(w.alice(), "POST", "/v1.41/containers/create", `{"Image":"x","Labels":{`+tc.labels+`}}`)
+			if tc.refusing != "" {
+				if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), tc.refusing) {
+					t.Fatalf("%d %s; want 400 saying %q", rec.Code, strings.TrimSpace(rec.Body.String()), tc.refusing)
+				}
+				return
+			}
+			if rec.Code != http.StatusCreated {
+				t.Fatalf("%d %s", rec.Code, rec.Body)
+			}
+			labels, _ := w.engine.lastBody()["Labels"].(map[string]any)
+			for k, v := range tc.keep {
+				if labels[k] != v {
+					t.Errorf("label %s = %v, want %v", k, labels[k], v)
+				}
+			}
+		})
+	}
+}

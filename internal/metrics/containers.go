@@ -21,6 +21,10 @@ var (
 		Name: "gpuwarden_lifecycle_actions_total",
 		Help: "Actions gpuwarden took or would take on containers, by action (remove, release, stop) and mode (Enforce, DryRun, NotifyOnly).",
 	}, []string{"action", "mode"})
+	CheckpointHooks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gpuwarden_checkpoint_hooks_total",
+		Help: "Checkpoint hooks run before a stop gpuwarden made, by outcome (ok, failed, timeout, error).",
+	}, []string{"outcome"})
 	UnallocatedGPUContainers = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gpuwarden_unallocated_gpu_containers_total",
 		Help: "GPU containers created outside gpuwarden that could not be given an allocation, by reason (QuotaExceeded, …, OwnerUnknown).",

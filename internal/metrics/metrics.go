@@ -41,7 +41,7 @@ var (
 // Collectors are the collectors shared by every manager of the process.
 func Collectors() []prometheus.Collector {
 	return append([]prometheus.Collector{
-		DockerOutages, ContainerEvents, ContainerActions, UnallocatedGPUContainers, UnmanagedProcesses, UnmanagedDetections,
+		DockerOutages, ContainerEvents, ContainerActions, CheckpointHooks, UnallocatedGPUContainers, UnmanagedProcesses, UnmanagedDetections,
 		ContainersByIdleState, LifecycleNotices, StopDelaySeconds, SampleRoundSeconds, NoticeDeliveries,
 		AllocationRejections, UnmanagedByHolder, ScrapeSeconds, LedgerWrites,
 	}, append(telemetry.Metrics(), gateway.Metrics()...)...)
@@ -52,6 +52,9 @@ func Collectors() []prometheus.Collector {
 func initSeries() {
 	for _, r := range []string{"written", "conflict"} {
 		LedgerWrites.WithLabelValues(r)
+	}
+	for _, o := range []string{"ok", "failed", "timeout", "error"} {
+		CheckpointHooks.WithLabelValues(o)
 	}
 	modes := []string{string(gpuwardenv1alpha1.ModeEnforce), string(gpuwardenv1alpha1.ModeDryRun), string(gpuwardenv1alpha1.ModeNotifyOnly)}
 	for _, mode := range modes {

@@ -32,6 +32,7 @@ func durationFields(s *gpuwardenv1alpha1.ContainerPolicySpec) []durationField {
 	all := []durationField{
 		{"maxRuntime", s.MaxRuntime},
 		{"stopGracePeriod", s.StopGracePeriod},
+		{"checkpointTimeout", s.CheckpointTimeout},
 		{"gpuHoldAfterStop", s.GPUHoldAfterStop},
 		{"removeAfterStop", s.RemoveAfterStop},
 		{"createdNeverStartedTimeout", s.CreatedNeverStartedTimeout},

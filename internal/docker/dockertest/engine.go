@@ -26,6 +26,7 @@ type Engine struct {
 	files      map[string]file // by container ID and path
 	noDirs     map[string]bool // directories missing, by container ID and path
 	stats      map[string]docker.Stats
+	exec       func(id string, cmd []string) docker.ExecResult
 	// Now stamps events and state changes; time.Now when nil.
 	Now func() time.Time
 	// ListErr, when set, fails List (an engine that is down); SetListErr changes it later.
@@ -281,4 +282,23 @@ func (e *Engine) act(id, call string, change func(*docker.Container)) error {
 	change(&c)
 	e.containers[id] = c
 	return nil
+}
+
+// SetExec makes f what a command run in a container does; Exec records every call and,
+// without f, answers exit code 0.
+func (e *Engine) SetExec(f func(id string, cmd []string) docker.ExecResult) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.exec = f
+}
+
+// Exec implements docker.Engine.
+func (e *Engine) Exec(_ context.Context, id string, cmd []string, _ time.Duration) (docker.ExecResult, error) {
+	var res docker.ExecResult
+	err := e.act(id, fmt.Sprintf("exec %s %q", id, cmd), func(c *docker.Container) {
+		if e.exec != nil {
+			res = e.exec(id, cmd)
+		}
+	})
+	return res, err
 }
