@@ -255,6 +255,10 @@ func setupContainers(mgr ctrl.Manager, o Options, gov *governance.Collector, sto
 	if err := mgr.Add(sampler); err != nil {
 		return fmt.Errorf("adding the sampler: %w", err)
 	}
+	if err := mgr.Add(&reclaim.GiveBack{Client: mgr.GetClient(), Store: store, Owners: owners, Actions: acts, Audit: o.Audit, NodeName: o.NodeName,
+		Clock: o.Clock, Interval: 2 * time.Second}); err != nil {
+		return fmt.Errorf("adding the give-back of borrowed GPUs: %w", err)
+	}
 	if err := mgr.AddMetricsServerExtraHandler(ExplainPath, &reclaim.Explainer{Reclaim: reclaimer, Store: store, Owners: owners, Actions: acts, Client: mgr.GetClient(), Interval: o.SampleInterval}); err != nil {
 		return fmt.Errorf("serving %s: %w", ExplainPath, err)
 	}

@@ -47,6 +47,9 @@ const (
 	ReasonMaxContainersExceeded  = "MaxContainersExceeded"
 	ReasonFullGPUNotAllowed      = "FullGPUNotAllowed"
 	ReasonNoCapacity             = "NoCapacity"
+	// ReasonBudgetExceeded: the user (or their Shared pool) used their GPU-hour budget
+	// (GPUQuota spec.budget) in its window; the message says when enough frees up.
+	ReasonBudgetExceeded = "BudgetExceeded"
 )
 
 // AllocationRequest is what is asked for: exactly one of gpus, migProfile or devices.
@@ -225,6 +228,12 @@ type GPUAllocationStatus struct {
 	// (Pending, reason NoCapacity).
 	// +optional
 	Queue *QueueStatus `json:"queue,omitempty"`
+
+	// borrowed says the allocation holds more than its user's quota, borrowed while the
+	// GPUs were free (GPUQuota spec.borrowing): it is taken back (checkpoint hook, stop,
+	// release) when a request within its user's quota waits for its GPUs.
+	// +optional
+	Borrowed bool `json:"borrowed,omitempty"`
 }
 
 // QueueStatus is a waiting allocation's place in its node's queue and when it can start.
@@ -339,6 +348,7 @@ type RuntimeStatus struct {
 // +kubebuilder:printcolumn:name="GPU-Eq",type=string,JSONPath=`.status.gpuEquivalentsRounded`
 // +kubebuilder:printcolumn:name="Container",type=string,JSONPath=`.status.containerName`
 // +kubebuilder:printcolumn:name="Idle",type=date,JSONPath=`.status.idle.since`
+// +kubebuilder:printcolumn:name="Borrowed",type=boolean,JSONPath=`.status.borrowed`
 // +kubebuilder:printcolumn:name="Place",type=integer,JSONPath=`.status.queue.position`
 // +kubebuilder:printcolumn:name="Estimate",type=string,JSONPath=`.status.queue.estimatedStart`
 // +kubebuilder:printcolumn:name="Latest",type=string,JSONPath=`.status.queue.latestStart`

@@ -32,7 +32,7 @@ const (
 )
 
 // QuotaLimitName names a limit of a GPUQuota; used in spec.unlimited.
-// +kubebuilder:validation:Enum=gpuEquivalents;maxGPUsPerContainer;maxContainers
+// +kubebuilder:validation:Enum=gpuEquivalents;maxGPUsPerContainer;maxContainers;budget
 type QuotaLimitName string
 
 // Quota limit names.
@@ -40,7 +40,39 @@ const (
 	LimitGPUEquivalents      QuotaLimitName = "gpuEquivalents"
 	LimitMaxGPUsPerContainer QuotaLimitName = "maxGPUsPerContainer"
 	LimitMaxContainers       QuotaLimitName = "maxContainers"
+	// LimitBudget lifts a GPU-hour budget (spec.budget.gpuHours) set at lower precedence.
+	LimitBudget QuotaLimitName = "budget"
 )
+
+// BudgetWindowMonth is the calendar month (UTC) as a budget's window.
+const BudgetWindowMonth = "Month"
+
+// QuotaBorrowing lets the subjects hold more than limits.gpuEquivalents while GPUs would
+// otherwise stay free; what they hold beyond it is borrowed and is taken back (checkpoint
+// hook, stop, release) when a request within its user's quota waits for it.
+type QuotaBorrowing struct {
+	// gpuEquivalents is how much beyond limits.gpuEquivalents may be borrowed ("0": none).
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="!quantity(string(self)).isLessThan(quantity('0'))",message="borrowing.gpuEquivalents must not be negative"
+	GPUEquivalents *resource.Quantity `json:"gpuEquivalents,omitempty"`
+}
+
+// QuotaBudget is a budget of gpu-equivalent-hours over a window: what the subjects held
+// (a 3g slice of a 7-slice GPU for an hour is 3/7 of an hour), as gpuwarden report counts
+// it. Past it, new requests are refused with BudgetExceeded; running containers go on.
+type QuotaBudget struct {
+	// gpuHours is the budget in gpu-equivalent-hours.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="!quantity(string(self)).isLessThan(quantity('0'))",message="budget.gpuHours must not be negative"
+	GPUHours *resource.Quantity `json:"gpuHours,omitempty"`
+
+	// window is the period the budget covers: a rolling number of days or hours ("30d",
+	// "168h", at most 90 days) or "Month", the calendar month in UTC. Unset: 30d.
+	// +optional
+	// +kubebuilder:validation:MaxLength=8
+	// +kubebuilder:validation:Pattern=`^(Month|[1-9][0-9]?d|90d|[1-9][0-9]{0,3}h)$`
+	Window string `json:"window,omitempty"`
+}
 
 // Subject names the users a GPUQuota applies to.
 // +kubebuilder:validation:XValidation:rule="self.kind == 'Everyone' ? !has(self.name) : has(self.name)",message="name is required for kind User or Group and must be empty for kind Everyone"
@@ -87,6 +119,7 @@ type QuotaLimits struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.unlimited) || !('gpuEquivalents' in self.unlimited) || !has(self.limits) || !has(self.limits.gpuEquivalents)",message="gpuEquivalents cannot be both set in limits and named in unlimited",fieldPath=".unlimited"
 // +kubebuilder:validation:XValidation:rule="!has(self.unlimited) || !('maxGPUsPerContainer' in self.unlimited) || !has(self.limits) || !has(self.limits.maxGPUsPerContainer)",message="maxGPUsPerContainer cannot be both set in limits and named in unlimited",fieldPath=".unlimited"
 // +kubebuilder:validation:XValidation:rule="!has(self.unlimited) || !('maxContainers' in self.unlimited) || !has(self.limits) || !has(self.limits.maxContainers)",message="maxContainers cannot be both set in limits and named in unlimited",fieldPath=".unlimited"
+// +kubebuilder:validation:XValidation:rule="!has(self.unlimited) || !('budget' in self.unlimited) || !has(self.budget) || !has(self.budget.gpuHours)",message="budget cannot be both set in budget.gpuHours and named in unlimited",fieldPath=".unlimited"
 // +kubebuilder:validation:XValidation:rule="self.subjects.filter(s, s.kind == 'Everyone').size() == 0 || self.subjects.size() == 1",message="a subject of kind Everyone must be the only subject",fieldPath=".subjects"
 type GPUQuotaSpec struct {
 	// subjects are the users this quota applies to: users, host groups or everyone.
@@ -120,9 +153,18 @@ type GPUQuotaSpec struct {
 	// +optional
 	Limits QuotaLimits `json:"limits,omitempty"`
 
+	// borrowing lets the subjects hold more than limits.gpuEquivalents while GPUs would
+	// otherwise stay free, and be asked to give it back; merged field by field, off unless set.
+	// +optional
+	Borrowing *QuotaBorrowing `json:"borrowing,omitempty"`
+
+	// budget is a budget of gpu-equivalent-hours over a window; merged field by field.
+	// +optional
+	Budget *QuotaBudget `json:"budget,omitempty"`
+
 	// unlimited names limits that are explicitly lifted (distinct from unset, which inherits).
 	// +optional
-	// +kubebuilder:validation:MaxItems=3
+	// +kubebuilder:validation:MaxItems=4
 	// +listType=set
 	Unlimited []QuotaLimitName `json:"unlimited,omitempty"`
 }
@@ -146,6 +188,45 @@ type UserUsage struct {
 	// containers is how many GPU containers the user holds.
 	// +optional
 	Containers int32 `json:"containers,omitempty"`
+
+	// borrowedGPUEquivalents is what the user holds beyond their quota, borrowed, to two
+	// decimals.
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	BorrowedGPUEquivalents string `json:"borrowedGPUEquivalents,omitempty"`
+
+	// budget is the user's GPU-hour budget and its use, where a budget applies to them.
+	// +optional
+	Budget *BudgetUsage `json:"budget,omitempty"`
+}
+
+// BudgetUsage is a GPU-hour budget's use.
+type BudgetUsage struct {
+	// usedGPUHours is what was held in the window so far, running holds included, to two
+	// decimals.
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	UsedGPUHours string `json:"usedGPUHours,omitempty"`
+
+	// gpuHours is the budget, and from the object that set it.
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	GPUHours string `json:"gpuHours,omitempty"`
+	// +optional
+	// +kubebuilder:validation:MaxLength=300
+	From string `json:"from,omitempty"`
+
+	// window is the budget's window ("30d", "Month").
+	// +optional
+	// +kubebuilder:validation:MaxLength=8
+	Window string `json:"window,omitempty"`
+
+	// told is the share of the budget (80 or 100, in percent) the user was last told they
+	// reached in this window; each is told once.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	Told int32 `json:"told,omitempty"`
 }
 
 // GPUQuotaStatus is what the controllers observed about a GPUQuota.
@@ -184,6 +265,8 @@ type GPUQuotaStatus struct {
 // +kubebuilder:printcolumn:name="Scope",type=string,JSONPath=`.spec.scope`
 // +kubebuilder:printcolumn:name="GPU-Eq",type=string,JSONPath=`.spec.limits.gpuEquivalents`
 // +kubebuilder:printcolumn:name="Used",type=string,JSONPath=`.status.usedGPUEquivalents`
+// +kubebuilder:printcolumn:name="Borrow",type=string,JSONPath=`.spec.borrowing.gpuEquivalents`
+// +kubebuilder:printcolumn:name="Budget",type=string,JSONPath=`.spec.budget.gpuHours`
 // +kubebuilder:printcolumn:name="Per-Container",type=integer,JSONPath=`.spec.limits.maxGPUsPerContainer`
 // +kubebuilder:printcolumn:name="Max-Containers",type=integer,JSONPath=`.spec.limits.maxContainers`
 // +kubebuilder:printcolumn:name="Unlimited",type=string,JSONPath=`.spec.unlimited`,priority=1

@@ -48,6 +48,11 @@ const (
 
 	// AnnotationRelease on an allocation asks for its devices back; its value is the reason.
 	AnnotationRelease = "gpuwarden.io/release"
+	// AnnotationGiveBack on a borrowed allocation asks its node to give its GPUs back for a
+	// request within its user's quota (the value says which and why): the owner is told,
+	// the container's checkpoint hook runs, it is stopped with its grace period, and the
+	// allocation is released.
+	AnnotationGiveBack = "gpuwarden.io/give-back"
 	// AnnotationAdoptedForStart on an adopted allocation records the container start it
 	// was made for: one adoption per start.
 	AnnotationAdoptedForStart = "gpuwarden.io/adopted-for-start"

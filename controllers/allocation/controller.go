@@ -344,6 +344,7 @@ func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocat
 	// and a pass whose requests all fit costs no more than before.
 	var plan *allocation.Plan
 	var order []string // the node's requests that wait for capacity, in order
+	var borrowers []waiting
 	for _, w := range queue {
 		if !p.signatureHolds(ctx, w.a) {
 			continue
@@ -371,6 +372,12 @@ func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocat
 				d = allocation.Decision{Reason: gpuwardenv1alpha1.ReasonUnsatisfiable, Message: why}
 			}
 		}
+		if d.Placed() && d.Borrowed && !unassigned {
+			// Borrowing only takes GPUs no request within its quota waits for: decided
+			// after the others.
+			borrowers = append(borrowers, w)
+			continue
+		}
 		if d.Placed() {
 			if p.bind(ctx, w.a, d, unassigned) && plan != nil {
 				plan.Started(waiter, d.Slots)
@@ -391,6 +398,24 @@ func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocat
 				}
 				p.queued[w.a.Name] = queued{waiter: waiter, start: plan.Reserve(waiter), share: w.share, priority: w.quota.Priority.Value}
 			}
+			order = append(order, w.a.Name)
+		}
+		p.outcome[w.a.Name] = d
+	}
+	inQuota := len(order)
+	if inQuota > 0 {
+		p.giveBack(ctx, allocs, inventory, queue, order)
+	}
+	for _, w := range borrowers {
+		d := allocation.Decision{Reason: gpuwardenv1alpha1.ReasonNoCapacity, Message: fmt.Sprintf(
+			"it would borrow beyond its user's quota, and requests within their quota wait for GPUs here first (%d)", inQuota)}
+		if inQuota == 0 {
+			if d = allocation.Decide(inventory, p.ledger.Holdings(), w.quota.Quota, requestOf(w.a)); d.Placed() {
+				p.bind(ctx, w.a, d, false)
+				continue
+			}
+		}
+		if !d.Final() {
 			order = append(order, w.a.Name)
 		}
 		p.outcome[w.a.Name] = d
@@ -420,7 +445,7 @@ func (p *pass) queue(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocati
 		if !p.waits(ctx, a) {
 			continue
 		}
-		q := resolve.EffectiveQuota(p.quotas, a.Spec.User, p.groupsOf(ctx, a.Spec.User), holders)
+		q := p.withBudget(ctx, a.Spec.User, resolve.EffectiveQuota(p.quotas, a.Spec.User, p.groupsOf(ctx, a.Spec.User), holders))
 		if q.GPUEquivalents.Set {
 			book[a.Spec.User] = q.GPUEquivalents
 		}
@@ -471,7 +496,12 @@ func (p *pass) bind(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, d a
 			return false
 		}
 	}
-	p.bound[a.Name] = p.ledger.Bind(a.Name, a.Spec.User, p.node, d.Slots, p.now)
+	b := p.ledger.Bind(a.Name, a.Spec.User, p.node, d.Slots, p.now)
+	if d.Borrowed {
+		b.Borrowed = true
+		p.ledger.Bindings[a.Name] = b
+	}
+	p.bound[a.Name] = b
 	p.changed = true
 	return true
 }

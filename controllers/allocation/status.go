@@ -260,6 +260,7 @@ func (p *pass) desiredStatus(a *gpuwardenv1alpha1.GPUAllocation) (*gpuwardenv1al
 			total += s.Weight
 		}
 		want.GPUEquivalents, want.GPUEquivalentsRounded = quantity(total), allocation.FormatEquivalents(total)
+		want.Borrowed = b.Borrowed
 		return want, true
 	}
 	if a.Spec.NodeName == "" || !p.ours(a.Spec.NodeName) {
@@ -298,6 +299,7 @@ func (p *pass) desiredStatus(a *gpuwardenv1alpha1.GPUAllocation) (*gpuwardenv1al
 func unbound(s *gpuwardenv1alpha1.GPUAllocationStatus) {
 	s.Devices, s.DevicesSummary, s.GPUEquivalents, s.GPUEquivalentsRounded, s.BoundTime, s.ReleasedTime = nil, "", nil, "", nil, nil
 	s.Idle, s.Runtime, s.Queue = nil, nil, nil
+	s.Borrowed = false
 }
 
 // decided is the status of a request that was not placed: Rejected for a final reason,

@@ -145,6 +145,17 @@ func (x *Actions) Stop(ctx context.Context, c docker.Container, owner string, a 
 	if labels.IsProtected(c.Labels) {
 		return nil
 	}
+	return x.stop(ctx, c, owner, a, p, mode, eventReason, reason)
+}
+
+// StopLoan stops a container that holds borrowed GPUs asked back, as Stop does (checkpoint
+// hook, stop signal, grace period) but whatever its policy's mode, and protected or not:
+// borrowed GPUs are a loan, and the request they go back to is within its quota.
+func (x *Actions) StopLoan(ctx context.Context, c docker.Container, owner string, a *gpuwardenv1alpha1.GPUAllocation, p resolve.Policy, eventReason, reason string) error {
+	return x.stop(ctx, c, owner, a, p, gpuwardenv1alpha1.ModeEnforce, eventReason, reason)
+}
+
+func (x *Actions) stop(ctx context.Context, c docker.Container, owner string, a *gpuwardenv1alpha1.GPUAllocation, p resolve.Policy, mode gpuwardenv1alpha1.PolicyMode, eventReason, reason string) error {
 	if mode != gpuwardenv1alpha1.ModeEnforce {
 		code, msg, _ := strings.Cut(reason, ": ") // "unallocated_gpu: …"
 		x.WouldAct(ctx, c, owner, a, p, mode, "stop it", lifecycle.Due{Action: lifecycle.Stop, Reason: code, Message: msg})

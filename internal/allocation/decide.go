@@ -5,9 +5,11 @@ package allocation
 
 import (
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 )
@@ -75,6 +77,17 @@ type Quota struct {
 	MaxContainers       Limit[int]
 	AllowFullGPU        Limit[bool]
 	Pool                []string
+	// Borrow is how much beyond GPUEquivalents may be held, borrowed, while GPUs are free.
+	Borrow Limit[float64]
+	// Budget is a budget of gpu-equivalent-hours over BudgetWindow (Shared: the pool's).
+	Budget       Limit[float64]
+	BudgetWindow Window
+	// BudgetUsed is what the budget's users used in its window so far; BudgetFrees when
+	// enough of it frees up (zero: unknown). The caller fills both in where Budget applies.
+	BudgetUsed  float64
+	BudgetFrees time.Time
+	// BudgetPool are the users whose use BudgetUsed counts (the requester among them).
+	BudgetPool []string
 }
 
 // Request is what is asked for: exactly one of GPUs, MIGProfile or Devices.
@@ -87,10 +100,12 @@ type Request struct {
 }
 
 // Decision is the outcome: Slots when placed, else a Reason and a Message for people.
+// Borrowed says the slots take the user beyond their quota, within what they may borrow.
 type Decision struct {
-	Slots   []Slot
-	Reason  string
-	Message string
+	Slots    []Slot
+	Reason   string
+	Message  string
+	Borrowed bool
 }
 
 // Placed reports whether the request got its slots.
@@ -145,12 +160,23 @@ func Decide(inventory []Slot, live []Holding, q Quota, req Request) Decision {
 			return reject(gpuwardenv1alpha1.ReasonMaxContainersExceeded, "%s holds %d/%d containers (%s)", u.who, u.containers, l.Value, l.From)
 		}
 	}
+	if l := q.Budget; l.limited() && q.BudgetUsed >= l.Value-Epsilon {
+		who := req.User
+		if len(q.BudgetPool) > 1 {
+			who = fmt.Sprintf("the pool of %s shared with %s", req.User, strings.Join(others(q.BudgetPool, req.User), ", "))
+		}
+		msg := fmt.Sprintf("%s used %s of a budget of %s gpu-hours in %s (%s)", who, hours(q.BudgetUsed), num(l.Value), q.BudgetWindow.Phrase(), l.From)
+		if !q.BudgetFrees.IsZero() {
+			msg += "; enough frees up at " + q.BudgetFrees.UTC().Format(time.RFC3339)
+		}
+		return reject(gpuwardenv1alpha1.ReasonBudgetExceeded, "%s", msg)
+	}
 	cost, ok := requestCost(inventory, byUUID, req, want)
+	borrowed := false
 	if l := q.GPUEquivalents; l.limited() && ok {
-		u := pick(l.Shared, pool, self)
-		if u.gpuEq+cost > l.Value+Epsilon {
-			return reject(gpuwardenv1alpha1.ReasonQuotaExceeded, "%s holds %s/%s gpu-equivalents and asked for %s more (%s)",
-				u.who, num(u.gpuEq), num(l.Value), num(cost), l.From)
+		var d Decision
+		if borrowed, d = overQuota(q, pick(l.Shared, pool, self), cost); d.Reason != "" {
+			return d
 		}
 	}
 	slots, why := place(inventory, live, req, want, byUUID)
@@ -159,13 +185,34 @@ func Decide(inventory []Slot, live []Holding, q Quota, req Request) Decision {
 	}
 	if l := q.GPUEquivalents; l.limited() && !ok {
 		// requestCost could not price the request: price what was found
-		if u := pick(l.Shared, pool, self); u.gpuEq+weight(slots) > l.Value+Epsilon {
-			return reject(gpuwardenv1alpha1.ReasonQuotaExceeded, "%s holds %s/%s gpu-equivalents and asked for %s more (%s)",
-				u.who, num(u.gpuEq), num(l.Value), num(weight(slots)), l.From)
+		var d Decision
+		if borrowed, d = overQuota(q, pick(l.Shared, pool, self), weight(slots)); d.Reason != "" {
+			return d
 		}
 	}
-	return Decision{Slots: slots}
+	return Decision{Slots: slots, Borrowed: borrowed}
 }
+
+// overQuota judges a request of cost against the gpu-equivalent quota: within it; beyond it
+// but within what may be borrowed (true); or refused (the decision says why).
+func overQuota(q Quota, u held, cost float64) (bool, Decision) {
+	l := q.GPUEquivalents
+	if u.gpuEq+cost <= l.Value+Epsilon {
+		return false, Decision{}
+	}
+	if b := q.Borrow; b.limited() && b.Value > 0 {
+		if u.gpuEq+cost <= l.Value+b.Value+Epsilon {
+			return true, Decision{}
+		}
+		return false, reject(gpuwardenv1alpha1.ReasonQuotaExceeded, "%s holds %s/%s gpu-equivalents and asked for %s more (%s), beyond the %s they may borrow (%s)",
+			u.who, num(u.gpuEq), num(l.Value), num(cost), l.From, num(b.Value), b.From)
+	}
+	return false, reject(gpuwardenv1alpha1.ReasonQuotaExceeded, "%s holds %s/%s gpu-equivalents and asked for %s more (%s)",
+		u.who, num(u.gpuEq), num(l.Value), num(cost), l.From)
+}
+
+// hours is gpu-hours for people, to two decimals.
+func hours(v float64) string { return strconv.FormatFloat(math.Round(v*100)/100, 'f', -1, 64) }
 
 // held is what a user or a pool holds now.
 type held struct {

@@ -3,6 +3,7 @@ package allocation
 import (
 	"fmt"
 	"math"
+	"slices"
 	"time"
 )
 
@@ -20,6 +21,15 @@ type Usage struct {
 	// seconds; Holds is how many holds it was taken from.
 	Typical float64 `json:"typicalSeconds,omitempty"`
 	Holds   int     `json:"holds,omitempty"`
+	// Days are the gpu-equivalent-hours of the holds they ended, by UTC day from Day0 (a
+	// day number: Unix days), BudgetDays of them: what GPU-hour budgets count.
+	Day0 int64     `json:"day0,omitempty"`
+	Days []float64 `json:"days,omitempty"`
+}
+
+// Equal reports whether u and v are the same record.
+func (u Usage) Equal(v Usage) bool {
+	return u.GPUHours == v.GPUHours && u.At.Equal(v.At) && u.Typical == v.Typical && u.Holds == v.Holds && u.Day0 == v.Day0 && slices.Equal(u.Days, v.Days)
 }
 
 // decay is what v counts after d at halfLife.
@@ -72,6 +82,7 @@ func (l *Ledger) Charge(b Binding, end time.Time, halfLife time.Duration) {
 	u := l.Usage[b.User]
 	held := end.Sub(b.BoundAt)
 	u.GPUHours = u.GPUHoursAt(end, halfLife) + heldHours(weight, b.BoundAt, end, halfLife)
+	u.spend(weight, b.BoundAt, end)
 	if u.At.IsZero() || end.After(u.At) {
 		u.At = end.Round(0).UTC()
 	}
@@ -85,7 +96,7 @@ func (l *Ledger) Charge(b Binding, end time.Time, halfLife time.Duration) {
 	}
 	l.Usage[b.User] = u
 	for user, v := range l.Usage {
-		if user != b.User && v.GPUHoursAt(end, halfLife) < forgetBelow {
+		if user != b.User && v.GPUHoursAt(end, halfLife) < forgetBelow && !v.spentLately(end) {
 			delete(l.Usage, user)
 		}
 	}

@@ -13,6 +13,8 @@ type Binding struct {
 	Node    string    `json:"node"`
 	Slots   []Bound   `json:"slots"`
 	BoundAt time.Time `json:"boundAt"`
+	// Borrowed says the binding took its user beyond their quota (GPUQuota borrowing).
+	Borrowed bool `json:"borrowed,omitempty"`
 }
 
 // Bound is one slot of a binding.

@@ -128,8 +128,12 @@ func TestChargeDecaysWithHalfLife(t *testing.T) {
 		t.Errorf("recent use with a half GPU held 2 h: %v, want 3", got)
 	}
 	l.Charge(Binding{User: "bob", BoundAt: t0, Slots: []Bound{{UUID: "GPU-c", Weight: 1}}}, t0.Add(40*hl), hl)
+	if _, ok := l.Usage["alice"]; !ok {
+		t.Error("alice's use, 40 half-lives but only 40 days old, is forgotten: budgets count it")
+	}
+	l.Charge(Binding{User: "bob", BoundAt: t0, Slots: []Bound{{UUID: "GPU-c", Weight: 1}}}, t0.Add(BudgetDays*hl), hl)
 	if _, ok := l.Usage["alice"]; ok {
-		t.Error("alice's use, 40 half-lives old, is still kept")
+		t.Errorf("alice's use, %d half-lives and days old, is still kept", BudgetDays)
 	}
 }
 

@@ -27,6 +27,9 @@ const (
 	TypeLifecycleRuntimeWarning = "lifecycle.runtime_warning"
 	TypeLifecycleRuntimeStop    = "lifecycle.runtime_stop"
 	TypeLifecycleRemove         = "lifecycle.remove"
+	// TypeLifecycleGiveBack: a container holding borrowed GPUs was stopped (its checkpoint
+	// hook first) and its GPUs given back for a request within its user's quota.
+	TypeLifecycleGiveBack = "lifecycle.give_back"
 	// A DryRun or NotifyOnly policy's record of what it kept gpuwarden from doing.
 	TypeLifecycleWouldRemove  = "lifecycle.would_remove"
 	TypeLifecycleWouldRelease = "lifecycle.would_release"
@@ -254,6 +257,7 @@ const (
 	RuntimeWarning LifecycleAction = TypeLifecycleRuntimeWarning
 	RuntimeStop    LifecycleAction = TypeLifecycleRuntimeStop
 	Remove         LifecycleAction = TypeLifecycleRemove
+	GiveBack       LifecycleAction = TypeLifecycleGiveBack
 	WouldRemove    LifecycleAction = TypeLifecycleWouldRemove
 	WouldRelease   LifecycleAction = TypeLifecycleWouldRelease
 	WouldStop      LifecycleAction = TypeLifecycleWouldStop

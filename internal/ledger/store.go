@@ -230,7 +230,7 @@ func (s *Store) Write(ctx context.Context, cm *corev1.ConfigMap, l allocation.Le
 			changed = true
 		}
 	}
-	if !maps.Equal(h.Usage, l.Usage) {
+	if !maps.EqualFunc(h.Usage, l.Usage, allocation.Usage.Equal) {
 		h.Usage = maps.Clone(l.Usage)
 		changed = true
 	}

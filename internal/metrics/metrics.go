@@ -67,7 +67,7 @@ func initSeries() {
 	}
 	for _, reason := range []string{gpuwardenv1alpha1.ReasonQuotaExceeded, gpuwardenv1alpha1.ReasonContainerLimitExceeded,
 		gpuwardenv1alpha1.ReasonMaxContainersExceeded, gpuwardenv1alpha1.ReasonFullGPUNotAllowed, gpuwardenv1alpha1.ReasonUnsatisfiable,
-		gpuwardenv1alpha1.ReasonSourceNotAllowed, gpuwardenv1alpha1.ReasonNoCapacity} {
+		gpuwardenv1alpha1.ReasonSourceNotAllowed, gpuwardenv1alpha1.ReasonNoCapacity, gpuwardenv1alpha1.ReasonBudgetExceeded} {
 		AllocationRejections.WithLabelValues(reason)
 		UnallocatedGPUContainers.WithLabelValues(reason)
 	}

@@ -49,6 +49,10 @@ const (
 	EventIdleStopped    = "IdleStopped"
 	EventRuntimeWarning = "RuntimeWarning"
 	EventRuntimeStopped = "RuntimeStopped"
+	// EventGiveBack: borrowed GPUs are asked back for a request within its quota;
+	// EventGivenBack: the container was stopped (its checkpoint hook first) and they went.
+	EventGiveBack  = "GiveBack"
+	EventGivenBack = "GivenBack"
 )
 
 // EventExemptionOverridden is the reason of the Event, on a ContainerPolicy, that says a

@@ -11,8 +11,12 @@ import (
 type Quota struct {
 	allocation.Quota
 	Priority allocation.Limit[int32]
+	// BudgetWindowFrom names the quota that set the budget's window ("": the default).
+	BudgetWindowFrom string
 	// Matched are the quotas that apply, in merge order.
 	Matched []string
+	// SharedQuotas are the Shared quotas among them, for the pool of a budget.
+	SharedQuotas []*gpuwardenv1alpha1.GPUQuota
 }
 
 // QuotaMatches reports whether q's subjects include the user.
@@ -74,6 +78,20 @@ func EffectiveQuota(quotas []gpuwardenv1alpha1.GPUQuota, user string, groups []s
 		if l.AllowFullGPU != nil {
 			out.AllowFullGPU = allocation.Limit[bool]{Set: true, Value: *l.AllowFullGPU, From: from}
 		}
+		if b := q.Spec.Borrowing; b != nil && b.GPUEquivalents != nil {
+			out.Borrow = allocation.Limit[float64]{Set: true, Value: b.GPUEquivalents.AsApproximateFloat64(), From: from, Shared: isShared}
+		}
+		switch b := q.Spec.Budget; {
+		case unlimited(gpuwardenv1alpha1.LimitBudget):
+			out.Budget = allocation.Limit[float64]{Set: true, Unlimited: true, From: from}
+		case b != nil && b.GPUHours != nil:
+			out.Budget = allocation.Limit[float64]{Set: true, Value: b.GPUHours.AsApproximateFloat64(), From: from, Shared: isShared}
+		}
+		if b := q.Spec.Budget; b != nil && b.Window != "" {
+			if w, err := allocation.ParseWindow(b.Window); err == nil {
+				out.BudgetWindow, out.BudgetWindowFrom = w, from
+			}
+		}
 		if q.Spec.Priority != nil {
 			out.Priority = allocation.Limit[int32]{Set: true, Value: *q.Spec.Priority, From: from}
 		}
@@ -81,7 +99,11 @@ func EffectiveQuota(quotas []gpuwardenv1alpha1.GPUQuota, user string, groups []s
 			shared = append(shared, q)
 		}
 	}
-	if out.GPUEquivalents.Shared || out.MaxContainers.Shared {
+	out.SharedQuotas = shared
+	if out.BudgetWindowFrom == "" {
+		out.BudgetWindow, _ = allocation.ParseWindow(allocation.DefaultBudgetWindow)
+	}
+	if out.GPUEquivalents.Shared || out.MaxContainers.Shared || out.Borrow.Shared || out.Budget.Shared {
 		out.Pool = []string{user}
 		for holder, hg := range holders {
 			for _, q := range shared {
