@@ -184,10 +184,18 @@ func Setup(mgr ctrl.Manager, o Options) error {
 			cluster.LeaseDuration, cluster.RenewDeadline, cluster.RetryPeriod = o.AllocatorLease, o.AllocatorLease*2/3, o.AllocatorLease/7
 		}
 	}
+	// One notifier for every notice of the node (it bounds each user's deliveries); without
+	// a Docker engine it writes no files into containers.
+	notifier := &notify.Notifier{Engine: o.Docker, AllowLocal: o.AllowLocalWebhooks, Resolver: net.DefaultResolver,
+		Directory: notify.Profiles{Reader: mgr.GetClient(), EmailTemplate: o.EmailTemplate}, Mail: o.Mail}
+	if err := mgr.Add(notifier); err != nil {
+		return fmt.Errorf("adding the notifier: %w", err)
+	}
 	allocator := &allocation.Reconciler{
 		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), NodeName: o.NodeName, GPUs: o.GPUs, Groups: o.Groups, Clock: o.Clock,
 		Recorder: mgr.GetEventRecorder("gpuwarden-allocation"), Audit: o.Audit, Quotas: quotas, Retention: o.Retention, Cluster: cluster,
 		LedgerFlushAt: o.LedgerFlushAt, Queue: allocation.QueueOptions{HalfLife: o.FairShareHalfLife, AgeWeight: o.FairShareAgeWeight, StopSlack: o.SampleInterval},
+		Notices: notifier,
 	}
 	var store *containerstore.Store
 	if o.Docker != nil {
@@ -203,13 +211,13 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		}
 	}
 	if o.Docker != nil {
-		return setupContainers(mgr, o, gov, store)
+		return setupContainers(mgr, o, gov, store, notifier)
 	}
 	return nil
 }
 
 // setupContainers registers what watches and acts on the node's Docker containers.
-func setupContainers(mgr ctrl.Manager, o Options, gov *governance.Collector, store *containerstore.Store) error {
+func setupContainers(mgr ctrl.Manager, o Options, gov *governance.Collector, store *containerstore.Store, notifier *notify.Notifier) error {
 	// Only where a Docker engine is configured: its absence is no outage.
 	if err := crmetrics.Registry.Register(metrics.DockerUp); err != nil && !errors.As(err, &prometheus.AlreadyRegisteredError{}) {
 		return fmt.Errorf("registering metrics: %w", err)
@@ -226,10 +234,6 @@ func setupContainers(mgr ctrl.Manager, o Options, gov *governance.Collector, sto
 		return fmt.Errorf("adding the container watcher: %w", err)
 	}
 	profiles := notify.Profiles{Reader: mgr.GetClient(), EmailTemplate: o.EmailTemplate}
-	notifier := &notify.Notifier{Engine: o.Docker, AllowLocal: o.AllowLocalWebhooks, Resolver: net.DefaultResolver, Directory: profiles, Mail: o.Mail}
-	if err := mgr.Add(notifier); err != nil {
-		return fmt.Errorf("adding the notifier: %w", err)
-	}
 	acts := &actions.Actions{Client: mgr.GetClient(), Engine: o.Docker, Store: store, Groups: o.Groups, Clock: o.Clock,
 		Recorder: mgr.GetEventRecorder("gpuwarden-container"), Audit: o.Audit, Notices: notifier}
 	if err := (&containers.Reconciler{

@@ -2,7 +2,13 @@ package allocation
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"strconv"
+	"time"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/notify"
 
 	"github.com/gpuwarden/gpuwarden/internal/allocation"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
@@ -51,4 +57,83 @@ func (p *pass) withBudget(ctx context.Context, user string, q resolve.Quota) res
 		q.BudgetFrees = p.ledger.BudgetFrees(users, q.BudgetWindow, p.now, q.Budget.Value, 0)
 	}
 	return q
+}
+
+// Notifier tells users what happens to their budgets.
+type Notifier interface {
+	Tell(ctx context.Context, n notify.Notice)
+}
+
+// budgetLevel is the share of a budget reached that users are told of: 0, 80 or 100.
+func budgetLevel(b *gpuwardenv1alpha1.BudgetUsage) int32 {
+	used, err1 := strconv.ParseFloat(b.UsedGPUHours, 64)
+	limit, err2 := strconv.ParseFloat(b.GPUHours, 64)
+	switch {
+	case err1 != nil || err2 != nil:
+		return 0
+	case used >= limit:
+		return 100
+	case used >= 0.8*limit:
+		return 80
+	}
+	return 0
+}
+
+// budgetNotices carries over what each user was told of their budget (status told) into
+// users, and returns the notices of each level newly reached: each level is told once per
+// time it is reached (a rolling window that frees up below it resets it).
+func budgetNotices(q *gpuwardenv1alpha1.GPUQuota, users []gpuwardenv1alpha1.UserUsage) ([]gpuwardenv1alpha1.UserUsage, []notify.Notice) {
+	told := map[string]int32{}
+	for _, u := range q.Status.Usage {
+		if u.Budget != nil {
+			told[u.User] = u.Budget.Told
+		}
+	}
+	var out []notify.Notice
+	users = slices.Clone(users)
+	for i := range users {
+		b := users[i].Budget
+		if b == nil {
+			continue
+		}
+		b = b.DeepCopy()
+		users[i].Budget = b
+		level := budgetLevel(b)
+		b.Told = min(told[users[i].User], level)
+		if level > b.Told {
+			b.Told = level
+			out = append(out, budgetNotice(users[i].User, b, level))
+		}
+	}
+	return users, out
+}
+
+// budgetNotice tells a user their budget's use reached level percent.
+func budgetNotice(user string, b *gpuwardenv1alpha1.BudgetUsage, level int32) notify.Notice {
+	n := notify.Notice{Type: notify.TypeBudgetWarning, Title: "BUDGET", User: user, Time: time.Now().UTC(), Mode: string(gpuwardenv1alpha1.ModeEnforce)}
+	window := "the last " + b.Window
+	if b.Window == gpuwardenv1alpha1.BudgetWindowMonth {
+		window = "this month (UTC)"
+	}
+	n.Message = fmt.Sprintf("You used %s of your %s gpu-hour budget in %s (%s): %d %%. Past it, new GPU requests are refused (BudgetExceeded); running containers go on.",
+		b.UsedGPUHours, b.GPUHours, window, b.From, level)
+	if level >= 100 {
+		n.Type = notify.TypeBudgetExhausted
+		n.Message = fmt.Sprintf("You used your whole %s gpu-hour budget in %s (%s): %s gpu-hours. New GPU requests are refused (BudgetExceeded) until enough of it frees up; running containers go on.",
+			b.GPUHours, window, b.From, b.UsedGPUHours)
+	}
+	return n
+}
+
+// budgetEvery is how often budgets' use is counted again while GPUs are held.
+const budgetEvery = time.Minute
+
+// budgeted reports whether any quota sets a GPU-hour budget.
+func budgeted(quotas []gpuwardenv1alpha1.GPUQuota) bool {
+	for i := range quotas {
+		if b := quotas[i].Spec.Budget; b != nil && b.GPUHours != nil {
+			return true
+		}
+	}
+	return false
 }

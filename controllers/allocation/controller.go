@@ -65,6 +65,8 @@ type Reconciler struct {
 	Cluster *Elector
 	// Queue are the queue's settings: the fair share's half-life and age weight.
 	Queue QueueOptions
+	// Notices tells users of their GPU-hour budgets' use; nil tells nobody.
+	Notices Notifier
 	// Containers are this node's containers, for the queue's times (their labels select
 	// their policies, a stopped one's hold ends); optional.
 	Containers Containers
@@ -157,13 +159,16 @@ func (r *Reconciler) reconcile(ctx context.Context, fresh bool) (_ ctrl.Result, 
 		// status writes that show it.
 		p.auditLedgerChange(allocs.Items)
 	}
-	r.derived.set(p.ledger, p.desiredUsage(quotas.Items))
+	r.derived.set(p.ledger, p.desiredUsage(ctx, quotas.Items))
 	next, err := p.writeStatuses(ctx, allocs.Items)
 	if err != nil {
 		return ctrl.Result{}, false, err
 	}
 	if p.retry && (next == 0 || next > claimRetry) {
 		next = claimRetry
+	}
+	if budgeted(quotas.Items) && len(p.ledger.Bindings) > 0 && (next == 0 || next > budgetEvery) {
+		next = budgetEvery // what is held now counts against budgets as it runs
 	}
 	return ctrl.Result{RequeueAfter: next}, false, nil
 }
@@ -372,7 +377,7 @@ func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocat
 				d = allocation.Decision{Reason: gpuwardenv1alpha1.ReasonUnsatisfiable, Message: why}
 			}
 		}
-		if d.Placed() && d.Borrowed && !unassigned {
+		if d.Borrowed && !unassigned && !d.Final() {
 			// Borrowing only takes GPUs no request within its quota waits for: decided
 			// after the others.
 			borrowers = append(borrowers, w)
@@ -414,6 +419,9 @@ func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocat
 				p.bind(ctx, w.a, d, false)
 				continue
 			}
+		}
+		if why := p.unsatisfiable(ctx, requestOf(w.a), false); why != "" && !d.Final() {
+			d = allocation.Decision{Reason: gpuwardenv1alpha1.ReasonUnsatisfiable, Message: why}
 		}
 		if !d.Final() {
 			order = append(order, w.a.Name)

@@ -39,6 +39,9 @@ type derivedWriter struct {
 	// every is the least time between two rounds of writes.
 	every time.Duration
 
+	// notices tells users of their budgets' use (80 %, 100 %); nil tells nobody.
+	notices Notifier
+
 	mu     sync.Mutex
 	holder map[string]holding // device UUID → the allocation holding it
 	usage  map[string]quotaUsage
@@ -190,35 +193,78 @@ func (h *derivedWriter) writeUsage(ctx context.Context, usage map[string]quotaUs
 	for i := range quotas.Items {
 		q := &quotas.Items[i]
 		want, known := usage[q.Name]
-		if !known || (equality.Semantic.DeepEqual(want.users, q.Status.Usage) || len(want.users) == 0 && len(q.Status.Usage) == 0) &&
-			want.used == q.Status.UsedGPUEquivalents {
+		if !known {
 			continue // a quota the last pass did not see waits for the next
 		}
+		users, tell := budgetNotices(q, want.users)
+		if (equality.Semantic.DeepEqual(users, q.Status.Usage) || len(users) == 0 && len(q.Status.Usage) == 0) &&
+			want.used == q.Status.UsedGPUEquivalents {
+			continue
+		}
 		orig := q.DeepCopy()
-		q.Status.Usage, q.Status.UsedGPUEquivalents = want.users, want.used
+		q.Status.Usage, q.Status.UsedGPUEquivalents = users, want.used
 		if err := h.client.Status().Patch(ctx, q, client.MergeFrom(orig)); client.IgnoreNotFound(err) != nil {
 			errs = append(errs, fmt.Errorf("updating the usage of GPUQuota %s: %w", q.Name, err))
+			continue
+		}
+		// Told once: the status that remembers it is written first.
+		for _, n := range tell {
+			if h.notices != nil {
+				h.notices.Tell(ctx, n)
+			}
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// desiredUsage is what each quota should show each matched user holds now, by quota name.
-func (p *pass) desiredUsage(quotas []gpuwardenv1alpha1.GPUQuota) map[string]quotaUsage {
+// desiredUsage is what each quota should show each matched user holds now, by quota name:
+// what they hold, what of it is borrowed, and the use of the budget the quota sets them.
+func (p *pass) desiredUsage(ctx context.Context, quotas []gpuwardenv1alpha1.GPUQuota) map[string]quotaUsage {
 	type use struct {
-		eq         float64
-		containers int32
+		eq, borrowed float64
+		containers   int32
+		holds        bool
 	}
 	byUser := map[string]*use{}
-	for _, b := range p.ledger.Bindings {
-		u := byUser[b.User]
+	get := func(user string) *use {
+		u := byUser[user]
 		if u == nil {
 			u = &use{}
-			byUser[b.User] = u
+			byUser[user] = u
 		}
+		return u
+	}
+	for _, b := range p.ledger.Bindings {
+		u := get(b.User)
 		u.containers++
+		u.holds = true
 		for _, s := range b.Slots {
 			u.eq += s.Weight
+			if b.Borrowed {
+				u.borrowed += s.Weight
+			}
+		}
+	}
+	budgets := budgeted(quotas)
+	if budgets { // those who used GPUs in the budgets' windows show their use too
+		for user, u := range p.ledger.Usage {
+			if u.SpentLately(p.now) {
+				get(user)
+			}
+		}
+	}
+	budgetOf := map[string]*gpuwardenv1alpha1.BudgetUsage{} // by user, and the quota that set it
+	budgetFrom := map[string]string{}
+	if budgets {
+		for user := range byUser {
+			q := resolve.EffectiveQuota(p.quotas, user, p.groupsOf(ctx, user), nil)
+			if !q.Budget.Set || q.Budget.Unlimited {
+				continue
+			}
+			q = p.withBudget(ctx, user, q)
+			budgetOf[user] = &gpuwardenv1alpha1.BudgetUsage{UsedGPUHours: allocation.FormatHours(q.BudgetUsed), GPUHours: allocation.FormatHours(q.Budget.Value),
+				From: q.Budget.From, Window: q.BudgetWindow.String()}
+			budgetFrom[user] = q.Budget.From
 		}
 	}
 	out := map[string]quotaUsage{}
@@ -227,11 +273,20 @@ func (p *pass) desiredUsage(quotas []gpuwardenv1alpha1.GPUQuota) map[string]quot
 		var usage []gpuwardenv1alpha1.UserUsage
 		used := 0.0
 		for user, u := range byUser {
-			if resolve.QuotaMatches(q, user, p.groups[user]) {
-				usage = append(usage, gpuwardenv1alpha1.UserUsage{User: user, GPUEquivalents: *quantity(u.eq),
-					GPUEquivalentsRounded: allocation.FormatEquivalents(u.eq), Containers: u.containers})
-				used += u.eq
+			b := budgetOf[user]
+			if budgetFrom[user] != "GPUQuota "+q.Name {
+				b = nil
 			}
+			if (!u.holds && b == nil) || !resolve.QuotaMatches(q, user, p.groupsOf(ctx, user)) {
+				continue
+			}
+			uu := gpuwardenv1alpha1.UserUsage{User: user, GPUEquivalents: *quantity(u.eq),
+				GPUEquivalentsRounded: allocation.FormatEquivalents(u.eq), Containers: u.containers, Budget: b}
+			if u.borrowed > 0 {
+				uu.BorrowedGPUEquivalents = allocation.FormatEquivalents(u.borrowed)
+			}
+			usage = append(usage, uu)
+			used += u.eq
 		}
 		sort.Slice(usage, func(i, j int) bool { return usage[i].User < usage[j].User })
 		out[q.Name] = quotaUsage{users: usage, used: allocation.FormatEquivalents(used)}

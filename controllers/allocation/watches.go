@@ -43,6 +43,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.ledgers.FlushAt = r.LedgerFlushAt
 	}
 	r.derived = newDerivedWriter(r.Client, r.cached, r.NodeName)
+	r.derived.notices = r.Notices
 	if err := mgr.Add(r.derived); err != nil {
 		return fmt.Errorf("adding the writer of GPU holders and quota usage: %w", err)
 	}

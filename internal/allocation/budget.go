@@ -215,6 +215,12 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// FormatHours is gpu-hours for people and status fields, to two decimals ("12.5").
+func FormatHours(v float64) string { return hours(v) }
+
+// SpentLately reports whether u used anything in the days kept as of now.
+func (u Usage) SpentLately(now time.Time) bool { return u.spentLately(now) }
+
 // spentLately reports whether u used anything in the days kept as of now.
 func (u Usage) spentLately(now time.Time) bool {
 	return u.spentSince(dayStart(day(now)-BudgetDays+1)) > 0

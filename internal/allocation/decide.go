@@ -100,7 +100,8 @@ type Request struct {
 }
 
 // Decision is the outcome: Slots when placed, else a Reason and a Message for people.
-// Borrowed says the slots take the user beyond their quota, within what they may borrow.
+// Borrowed says the slots take (or, waiting for capacity, would take) the user beyond their
+// quota, within what they may borrow.
 type Decision struct {
 	Slots    []Slot
 	Reason   string
@@ -181,7 +182,7 @@ func Decide(inventory []Slot, live []Holding, q Quota, req Request) Decision {
 	}
 	slots, why := place(inventory, live, req, want, byUUID)
 	if slots == nil {
-		return Decision{Reason: gpuwardenv1alpha1.ReasonNoCapacity, Message: why}
+		return Decision{Reason: gpuwardenv1alpha1.ReasonNoCapacity, Message: why, Borrowed: borrowed}
 	}
 	if l := q.GPUEquivalents; l.limited() && !ok {
 		// requestCost could not price the request: price what was found

@@ -70,6 +70,12 @@ const (
 	TypeQueueDigest = "queue.digest"
 )
 
+// Types of the notices about a user's GPU-hour budget: 80 % of it used, all of it used.
+const (
+	TypeBudgetWarning   = "budget.warning"
+	TypeBudgetExhausted = "budget.exhausted"
+)
+
 // For is a notice to user about container c, held through allocation (empty when none),
 // under policy p: what the policy says of where notices go, and who and what it is about.
 func For(c docker.Container, user, allocation string, p resolve.Policy, node string, now time.Time) Notice {
@@ -177,7 +183,7 @@ func (n *Notifier) defaults() {
 // Tell delivers a notice: the file at once, every other channel from the queue.
 func (n *Notifier) Tell(ctx context.Context, notice Notice) {
 	n.init()
-	if notice.File != "" {
+	if notice.File != "" && n.Engine != nil {
 		n.writeFile(ctx, notice)
 	}
 	if notice.Webhook != "" {
