@@ -128,7 +128,7 @@ func (g *GiveBack) giveBack(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocat
 		}
 		g.Audit.Log(audit.Lifecycle(audit.GiveBack, user, containerstore.AuditRef(c), n.Policy, string(gpuwardenv1alpha1.ModeEnforce), text))
 	}
-	return g.Actions.Release(ctx, a, "given back: "+why)
+	return g.Actions.Release(ctx, a, why)
 }
 
 // stopsHow says what happens to the container now.

@@ -18,6 +18,12 @@ func (n Notice) Summary() string {
 		title = "NOTICE"
 	}
 	s := fmt.Sprintf("gpuwarden %s: container %s on %s", title, n.Container, n.Node)
+	switch {
+	case n.Container == "" && n.Allocation == "": // about the user, not one container
+		s = fmt.Sprintf("gpuwarden %s: %s", title, n.User)
+	case n.Container == "":
+		s = fmt.Sprintf("gpuwarden %s: allocation %s on %s", title, n.Allocation, n.Node)
+	}
 	if n.StopAt != nil && title == "WARNING" {
 		s += " will be stopped at " + n.StopAt.UTC().Format(time.RFC3339)
 	}

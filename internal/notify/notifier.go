@@ -88,9 +88,12 @@ func (n Notice) Text() string {
 	var b strings.Builder
 	title := n.Title
 	fmt.Fprintf(&b, "--- gpuwarden %s %s ---\n", title, n.Time.Format(time.RFC3339))
-	if n.Container == "" && n.ContainerID == "" { // about an allocation no container uses
+	switch {
+	case n.Container == "" && n.ContainerID == "" && n.Allocation == "": // about the user
+		fmt.Fprintf(&b, "For %s\n%s\n", n.User, n.Message)
+	case n.Container == "" && n.ContainerID == "": // about an allocation no container uses
 		fmt.Fprintf(&b, "Allocation %s of %s (node %s)\n%s\n", n.Allocation, n.User, n.Node, n.Message)
-	} else {
+	default:
 		fmt.Fprintf(&b, "Container %s of %s (allocation %s, node %s)\n%s\n", n.Container, n.User, n.Allocation, n.Node, n.Message)
 	}
 	if n.StopAt != nil && title == "WARNING" {

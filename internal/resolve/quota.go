@@ -100,7 +100,7 @@ func EffectiveQuota(quotas []gpuwardenv1alpha1.GPUQuota, user string, groups []s
 		}
 	}
 	out.SharedQuotas = shared
-	if out.BudgetWindowFrom == "" {
+	if out.BudgetWindowFrom == "" && out.Budget.Set {
 		out.BudgetWindow, _ = allocation.ParseWindow(allocation.DefaultBudgetWindow)
 	}
 	if out.GPUEquivalents.Shared || out.MaxContainers.Shared || out.Borrow.Shared || out.Budget.Shared {

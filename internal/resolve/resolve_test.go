@@ -441,3 +441,42 @@ func TestExemptionOverridesFromSelectors(t *testing.T) {
 		t.Errorf("disjoint labels, yet overridden: %+v", got)
 	}
 }
+
+// TestBudgetAndBorrowingMergeFieldByField: a higher precedence that sets only
+// budget.gpuHours keeps the window set below it; borrowing merges likewise; unlimited
+// lifts a budget; a Shared quota's budget is the pool's.
+func TestBudgetAndBorrowingMergeFieldByField(t *testing.T) {
+	subjects := []gpuwardenv1alpha1.Subject{{Kind: gpuwardenv1alpha1.SubjectGroup, Name: "lab"}}
+	mine := []gpuwardenv1alpha1.Subject{{Kind: gpuwardenv1alpha1.SubjectUser, Name: "alice"}}
+	q := func(s string) *resource.Quantity { v := resource.MustParse(s); return &v }
+	quotas := []gpuwardenv1alpha1.GPUQuota{
+		quota("lab", 10, subjects, func(s *gpuwardenv1alpha1.GPUQuotaSpec) {
+			s.Scope = gpuwardenv1alpha1.ScopeShared
+			s.Budget = &gpuwardenv1alpha1.QuotaBudget{GPUHours: q("500"), Window: "Month"}
+			s.Borrowing = &gpuwardenv1alpha1.QuotaBorrowing{GPUEquivalents: q("4")}
+		}),
+		quota("alice-more", 20, mine, func(s *gpuwardenv1alpha1.GPUQuotaSpec) {
+			s.Budget = &gpuwardenv1alpha1.QuotaBudget{GPUHours: q("800")}
+		}),
+	}
+	got := EffectiveQuota(quotas, "alice", []string{"lab"}, nil)
+	if got.Budget != (allocation.Limit[float64]{Set: true, Value: 800, From: "GPUQuota alice-more"}) || !got.BudgetWindow.Month || got.BudgetWindowFrom != "GPUQuota lab" {
+		t.Errorf("alice's budget: %+v window %+v from %q", got.Budget, got.BudgetWindow, got.BudgetWindowFrom)
+	}
+	if got.Borrow != (allocation.Limit[float64]{Set: true, Value: 4, From: "GPUQuota lab", Shared: true}) {
+		t.Errorf("alice's borrowing: %+v", got.Borrow)
+	}
+	bob := EffectiveQuota(quotas, "bob", []string{"lab"}, nil)
+	if !bob.Budget.Shared || bob.Budget.Value != 500 || len(bob.SharedQuotas) != 1 {
+		t.Errorf("bob's budget is the lab's pool: %+v", bob.Budget)
+	}
+	quotas = append(quotas, quota("alice-free", 30, mine, func(s *gpuwardenv1alpha1.GPUQuotaSpec) {
+		s.Unlimited = []gpuwardenv1alpha1.QuotaLimitName{gpuwardenv1alpha1.LimitBudget}
+	}))
+	if got := EffectiveQuota(quotas, "alice", []string{"lab"}, nil); !got.Budget.Unlimited {
+		t.Errorf("unlimited budget: %+v", got.Budget)
+	}
+	if got := EffectiveQuota(quotas[:0], "carol", nil, nil); got.Budget.Set || got.BudgetWindow != (allocation.Window{}) {
+		t.Errorf("no quota sets a budget: %+v %+v", got.Budget, got.BudgetWindow)
+	}
+}

@@ -82,7 +82,9 @@ func (w *allocWorld) remove(name string) {
 	}
 }
 
-func isBound(a *gpuwardenv1alpha1.GPUAllocation) bool { return a.Status.Phase == gpuwardenv1alpha1.PhaseBound }
+func isBound(a *gpuwardenv1alpha1.GPUAllocation) bool {
+	return a.Status.Phase == gpuwardenv1alpha1.PhaseBound
+}
 
 func qty(s string) *resource.Quantity { q := resource.MustParse(s); return &q }
 
@@ -113,7 +115,9 @@ func TestBudgetRefusesPastIt(t *testing.T) {
 	})
 	w.clk.Step(2 * time.Hour) // b-2 held 2 h: 10 gpu-hours
 	w.create("b-3", "ba", 1)
-	a := w.until("b-3", "Rejected", func(a *gpuwardenv1alpha1.GPUAllocation) bool { return a.Status.Phase == gpuwardenv1alpha1.PhaseRejected })
+	a := w.until("b-3", "Rejected", func(a *gpuwardenv1alpha1.GPUAllocation) bool {
+		return a.Status.Phase == gpuwardenv1alpha1.PhaseRejected
+	})
 	if a.Status.Reason != gpuwardenv1alpha1.ReasonBudgetExceeded ||
 		!strings.HasPrefix(a.Status.Message, "ba used 10 of a budget of 10 gpu-hours in the last 7d (GPUQuota budget-b); enough frees up at ") {
 		t.Errorf("past the budget: %s: %s", a.Status.Reason, a.Status.Message)
@@ -152,7 +156,9 @@ func TestBorrowingAndGivingBack(t *testing.T) {
 	w.create("l-borrow-b", "la", 3) // every GPU held now
 	w.until("l-borrow-b", "Bound, borrowed", func(a *gpuwardenv1alpha1.GPUAllocation) bool { return isBound(a) && a.Status.Borrowed })
 	w.create("l-too-much", "la", 2) // 10 > 2 + 7
-	if a := w.until("l-too-much", "Rejected", func(a *gpuwardenv1alpha1.GPUAllocation) bool { return a.Status.Phase == gpuwardenv1alpha1.PhaseRejected }); !strings.Contains(a.Status.Message, "beyond the 7 they may borrow (GPUQuota lender-l)") {
+	if a := w.until("l-too-much", "Rejected", func(a *gpuwardenv1alpha1.GPUAllocation) bool {
+		return a.Status.Phase == gpuwardenv1alpha1.PhaseRejected
+	}); !strings.Contains(a.Status.Message, "beyond the 7 they may borrow (GPUQuota lender-l)") {
 		t.Errorf("beyond quota and borrowing: %s", a.Status.Message)
 	}
 	testutil.Eventually(t, 30*time.Second, "the quota shows what is borrowed", func() bool {
