@@ -191,7 +191,12 @@ func (o *Options) Run(ctx context.Context, c client.Client, user string, out io.
 	row(tw, "maxContainers", q.MaxContainers, func(v int) string { return fmt.Sprint(v) })
 	row(tw, "allowFullGPU", q.AllowFullGPU, func(v bool) string { return fmt.Sprint(v) })
 	row(tw, "priority", q.Priority, func(v int32) string { return fmt.Sprint(v) })
+	row(tw, "borrowing.gpuEquivalents", q.Borrow, func(v float64) string { return fmt.Sprintf("%g", v) })
+	row(tw, "budget.gpuHours", q.Budget, func(v float64) string { return fmt.Sprintf("%g per %s", v, q.BudgetWindow.Phrase()) })
 	tw.Flush()
+	if q.Budget.Set && !q.Budget.Unlimited {
+		fmt.Fprintf(out, "Budget: %s\n", budgetUse(quotas.Items, q.Budget.From, user))
+	}
 
 	if o.Claimed {
 		fmt.Fprintf(out, "\nContainer policy for %s containers whose type the user claimed by label (%s=true), merged from %s\n",
@@ -223,4 +228,24 @@ func list(kind string, names []string) string {
 		return "no " + kind + " (nothing applies)"
 	}
 	return kind + " " + strings.Join(names, ", ")
+}
+
+// budgetUse is what the user used of the budget the quota named from sets, as its status
+// shows it.
+func budgetUse(quotas []gpuwardenv1alpha1.GPUQuota, from, user string) string {
+	for _, q := range quotas {
+		if "GPUQuota "+q.Name != from {
+			continue
+		}
+		for _, u := range q.Status.Usage {
+			if u.User == user && u.Budget != nil {
+				s := fmt.Sprintf("%s of %s gpu-hours used in the window (%s)", u.Budget.UsedGPUHours, u.Budget.GPUHours, u.Budget.Window)
+				if u.Budget.Told > 0 {
+					s += fmt.Sprintf("; told at %d %%", u.Budget.Told)
+				}
+				return s
+			}
+		}
+	}
+	return "no use recorded in its window yet (" + from + " status)"
 }

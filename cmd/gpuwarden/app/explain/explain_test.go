@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -109,5 +110,29 @@ func TestExplainAllocationSaysWhyEachIsAhead(t *testing.T) {
 	}
 	if err := explainAllocation(context.Background(), c, "nosuch", &out); err == nil || !strings.Contains(err.Error(), `no GPU allocation "nosuch"`) {
 		t.Errorf("a missing allocation: %v", err)
+	}
+}
+
+// TestExplainUserShowsBorrowingAndBudget: the borrowing and the budget a user gets, where
+// each comes from, and the budget's use as its quota's status shows it.
+func TestExplainUserShowsBorrowingAndBudget(t *testing.T) {
+	q := func(s string) *resource.Quantity { v := resource.MustParse(s); return &v }
+	lab := &gpuwardenv1alpha1.GPUQuota{ObjectMeta: metav1.ObjectMeta{Name: "lab"}, Spec: gpuwardenv1alpha1.GPUQuotaSpec{
+		Subjects:  []gpuwardenv1alpha1.Subject{{Kind: gpuwardenv1alpha1.SubjectGroup, Name: "lab"}},
+		Borrowing: &gpuwardenv1alpha1.QuotaBorrowing{GPUEquivalents: q("4")},
+		Budget:    &gpuwardenv1alpha1.QuotaBudget{GPUHours: q("500"), Window: "Month"}},
+		Status: gpuwardenv1alpha1.GPUQuotaStatus{Usage: []gpuwardenv1alpha1.UserUsage{{User: "sam",
+			Budget: &gpuwardenv1alpha1.BudgetUsage{UsedGPUHours: "412.5", GPUHours: "500", Window: "Month", From: "GPUQuota lab", Told: 80}}}}}
+	c := fake.NewClientBuilder().WithScheme(scheme.New()).WithObjects(lab).Build()
+	o := &Options{GroupsSet: true, Groups: []string{"lab"}, ContainerType: "docker", now: time.Now}
+	var b strings.Builder
+	if err := o.Run(context.Background(), c, "sam", &b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"borrowing.gpuEquivalents  4", "budget.gpuHours           500 per this month (UTC)  GPUQuota lab",
+		"Budget: 412.5 of 500 gpu-hours used in the window (Month); told at 80 %"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("explain user lacks %q:\n%s", want, b.String())
+		}
 	}
 }
