@@ -20,13 +20,6 @@ import (
 // borrowed GPUs back for.
 const maxGiveBack = 8
 
-// lender is a borrowed binding that can be asked back.
-type lender struct {
-	name     string
-	b        allocation.Binding
-	priority int32
-}
-
 // giveBack asks borrowed GPUs back for the node's requests within their quota that wait
 // for capacity (order, as queued), the first maxGiveBack of them: for each, the fewest
 // borrowed bindings, chosen lowest priority first, then least work lost (the latest
@@ -37,33 +30,25 @@ func (p *pass) giveBack(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAlloc
 	for i := range allocs {
 		byName[allocs[i].Name] = &allocs[i]
 	}
-	asked := map[string]bool{} // already on their way back
-	var lenders []lender
+	asked := map[string]string{} // already on their way back: why
+	var lenders []allocation.Lender
 	for name, b := range p.ledger.Bindings {
 		a := byName[name]
 		if b.Node != p.node || !b.Borrowed || a == nil {
 			continue
 		}
 		if a.Annotations[gpuwardenv1alpha1.AnnotationGiveBack] != "" || a.Annotations[gpuwardenv1alpha1.AnnotationRelease] != "" {
-			asked[name] = true
+			asked[name] = a.Annotations[gpuwardenv1alpha1.AnnotationGiveBack]
 			continue
 		}
 		q := resolve.EffectiveQuota(p.quotas, b.User, p.groupsOf(ctx, b.User), nil)
-		lenders = append(lenders, lender{name: name, b: b, priority: q.Priority.Value})
+		lenders = append(lenders, allocation.Lender{Name: name, BoundAt: b.BoundAt, Priority: q.Priority.Value})
 	}
 	if len(lenders) == 0 && len(asked) == 0 {
 		return
 	}
-	slices.SortFunc(lenders, func(x, y lender) int {
-		if x.priority != y.priority {
-			return int(x.priority - y.priority)
-		}
-		if c := y.b.BoundAt.Compare(x.b.BoundAt); c != 0 {
-			return c // the latest bound has the least work to lose
-		}
-		return strings.Compare(x.name, y.name)
-	})
-	held := slices.DeleteFunc(p.ledger.Holdings(), func(h allocation.Holding) bool { return asked[h.Name] })
+	allocation.SortLenders(lenders)
+	held := slices.DeleteFunc(p.ledger.Holdings(), func(h allocation.Holding) bool { _, ok := asked[h.Name]; return ok })
 	waiters := map[string]waiting{}
 	for _, w := range queue {
 		waiters[w.a.Name] = w
@@ -75,72 +60,34 @@ func (p *pass) giveBack(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAlloc
 		}
 		req := requestOf(w.a)
 		d := allocation.Decide(inventory, held, w.quota.Quota, req)
-		var took []lender
+		var took []allocation.Lender
 		if !d.Placed() && d.Reason == gpuwardenv1alpha1.ReasonNoCapacity {
-			took, d = fewest(inventory, held, lenders, w.quota.Quota, req)
+			took, d = allocation.Fewest(inventory, held, lenders, w.quota.Quota, req)
 		}
 		if !d.Placed() {
 			continue
 		}
 		// What it will get is kept from the requests behind it.
-		held = append(without(held, took), allocation.Holding{Name: "waiting/" + name, User: w.a.Spec.User, Slots: uuids(d.Slots), Weight: weightOf(d.Slots)})
-		lenders = slices.DeleteFunc(lenders, func(l lender) bool { return slices.ContainsFunc(took, func(t lender) bool { return t.name == l.name }) })
+		held = append(allocation.Without(held, took), allocation.Holds("waiting/"+name, w.a.Spec.User, d.Slots))
+		lenders = slices.DeleteFunc(lenders, func(l allocation.Lender) bool {
+			return slices.ContainsFunc(took, func(t allocation.Lender) bool { return t.Name == l.Name })
+		})
 		var names []string
 		for _, l := range took {
-			names = append(names, l.name)
-			p.askBack(ctx, byName[l.name], w.a)
+			names = append(names, l.Name)
+			p.askBack(ctx, byName[l.Name], w.a)
 		}
-		if o, ok := p.outcome[name]; ok && len(took) > 0 {
+		for lent, why := range asked { // asked back for it on an earlier pass
+			if strings.Contains(why, "; "+name+" of ") {
+				names = append(names, lent)
+			}
+		}
+		slices.Sort(names)
+		if o, ok := p.outcome[name]; ok && len(names) > 0 {
 			o.Message = fmt.Sprintf("borrowed GPUs are being given back for it (%s: checkpoint, stop, release)", strings.Join(names, ", "))
 			p.outcome[name] = o
 		}
 	}
-}
-
-// fewest is the fewest lenders, taken in order, whose GPUs let req fit, and the decision
-// with them gone; none (and the decision without them) when even all would not do.
-func fewest(inventory []allocation.Slot, held []allocation.Holding, lenders []lender, q allocation.Quota, req allocation.Request) ([]lender, allocation.Decision) {
-	var took []lender
-	var d allocation.Decision
-	for _, l := range lenders {
-		took = append(took, l)
-		if d = allocation.Decide(inventory, without(held, took), q, req); d.Placed() {
-			break
-		}
-	}
-	if !d.Placed() {
-		return nil, allocation.Decide(inventory, held, q, req)
-	}
-	// Keep back any whose GPUs were not needed after all.
-	for i := len(took) - 1; i >= 0; i-- {
-		fewer := slices.Delete(slices.Clone(took), i, i+1)
-		if e := allocation.Decide(inventory, without(held, fewer), q, req); e.Placed() {
-			took, d = fewer, e
-		}
-	}
-	return took, d
-}
-
-func without(held []allocation.Holding, gone []lender) []allocation.Holding {
-	return slices.DeleteFunc(slices.Clone(held), func(h allocation.Holding) bool {
-		return slices.ContainsFunc(gone, func(l lender) bool { return l.name == h.Name })
-	})
-}
-
-func uuids(slots []allocation.Slot) []string {
-	out := make([]string, 0, len(slots))
-	for _, s := range slots {
-		out = append(out, s.UUID)
-	}
-	return out
-}
-
-func weightOf(slots []allocation.Slot) float64 {
-	w := 0.0
-	for _, s := range slots {
-		w += s.Weight()
-	}
-	return w
 }
 
 // askBack asks a's node to give its borrowed GPUs back for the waiting request w.
