@@ -147,6 +147,14 @@ row "Queue over contended weeks: light users' p95 wait, fair share" "$(qh fair-l
 row "Queue over contended weeks: GPU-hours allocated, fair share" "$(q fair-GPUh) GPU-h" "FIFO: $(q fifo-GPUh) GPU-h" "no more than 2 % below FIFO" "$(verdict "$(q fair-GPUh) >= 0.98 * $(q fifo-GPUh)") ($(ratio "$(q fair-GPUh)" "$(q fifo-GPUh)")×)"
 row "Queue: latestStart broken, among waiting requests no later arrival overtook (both orders)" "$(q broken) of $(q promised)" "–" "0" "$(verdict "$(q broken) == 0")"
 row "Queue: estimatedStart, median absolute error over the real wait, fair share" "$(q fair-estimate-error-pct) %" "FIFO: $(q fifo-estimate-error-pct) %" "≤ 25 %" "$(verdict "$(q fair-estimate-error-pct) <= 25")"
+echo
+echo "== borrowing over three seeded lab weeks (4 users with a quota of 2, 8 GPUs): off, then on; and a month of GPU-hour budgets"
+out=$(go test -run XXX -bench 'BenchmarkBorrowWeek' -benchtime 1x ./internal/allocation/borrowweek/ | grep -E '^Benchmark'); echo "$out"
+bw() { echo "$out" | metric BorrowWeek "$1"; }
+row "Borrowing: GPU-hours used over the weeks" "$(bw on-GPUh) GPU-h" "borrowing off: $(bw off-GPUh) GPU-h" "≥ 15 % more" "$(verdict "$(bw on-GPUh) >= 1.15 * $(bw off-GPUh)") ($(ratio "$(bw on-GPUh)" "$(bw off-GPUh)")×)"
+row "Borrowing: p95 wait of requests within their quota" "$(bw on-inquota-p95-s) s" "borrowing off: $(bw off-inquota-p95-s) s" "≤ off + one sample interval (60 s)" "$(verdict "$(bw on-inquota-p95-s) <= $(bw off-inquota-p95-s) + 60")"
+row "Borrowing: give-backs, and delay from the give-back for a waiting request within its quota to its bind (hooks ≤ 2 min, grace 60 s)" "$(bw reclaims) give-backs; p50 $(bw delay-p50-s) s, p99 $(bw delay-p99-s) s" "–" "≤ hook timeout + grace + a pass" "$(verdict "$(bw delay-p99-s) <= 120 + 60 + 12")"
+row "Budgets: a month in which two users pass theirs: requests granted beyond a budget" "$(bw budget-granted-beyond) ($(bw budget-users-over) users over, $(bw budget-refused) refused; at most $(bw budget-max-overrun-GPUh) GPU-h past by holds granted before)" "–" "0" "$(verdict "$(bw budget-granted-beyond) == 0")"
 echo "== one sample round over 200 running GPU containers, next to its stats calls and GPU read alone"
 out=$(go test -run XXX -bench 'BenchmarkSampleRound' -benchtime "$(bt 50x 5x)" ./controllers/reclaim/ | grep -E '^Benchmark'); echo "$out"
 r=$(echo "$out" | metric 'SampleRound/round' ns/op); ref=$(echo "$out" | metric 'SampleRound/reference' ns/op)

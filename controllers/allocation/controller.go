@@ -136,6 +136,7 @@ func (r *Reconciler) reconcile(ctx context.Context, fresh bool) (_ ctrl.Result, 
 		p.auditAgain(allocs.Items)
 	}
 	p.release(ctx, allocs.Items)
+	p.settleLoans(ctx)
 	byNode := r.gpusByNode(gpus.Items, allocs.Items)
 	for _, node := range slices.Sorted(maps.Keys(byNode)) {
 		p.node, p.complete = node, nil

@@ -105,3 +105,28 @@ func (p *pass) askBack(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, 
 	}
 	p.r.Recorder.Eventf(a, nil, corev1.EventTypeWarning, reasons.EventGiveBack, "GiveBack", "Giving back %s's borrowed GPUs: %s", a.Spec.User, why)
 }
+
+// settleLoans makes borrowed bindings their users' own where their own share has room for
+// them again: a borrower whose own holds ended holds their share, and only what is beyond
+// it stays borrowed (and can be asked back). Shared quotas' pools are left as they are.
+func (p *pass) settleLoans(ctx context.Context) {
+	loans := false
+	for _, b := range p.ledger.Bindings {
+		loans = loans || b.Borrowed
+	}
+	if !loans {
+		return
+	}
+	if p.ledger.Settle(func(user string) (float64, bool) {
+		l := resolve.EffectiveQuota(p.quotas, user, p.groupsOf(ctx, user), nil).GPUEquivalents
+		switch {
+		case !l.Set || l.Unlimited:
+			return 0, false
+		case l.Shared:
+			return 0, true
+		}
+		return l.Value, true
+	}) {
+		p.changed = true
+	}
+}

@@ -69,3 +69,46 @@ func Holds(name, user string, slots []Slot) Holding {
 	}
 	return h
 }
+
+// Settle makes borrowed bindings the user's own where their own share has room for them
+// again (their own holds ended): oldest first, while what they own stays within limit(user)
+// (false: no limit bounds them, so nothing they hold is borrowed). It reports whether it
+// changed anything.
+func (l Ledger) Settle(limit func(user string) (float64, bool)) bool {
+	own := map[string]float64{}
+	var loans []string
+	for name, b := range l.Bindings {
+		w := 0.0
+		for _, s := range b.Slots {
+			w += s.Weight
+		}
+		if b.Borrowed {
+			loans = append(loans, name)
+		} else {
+			own[b.User] += w
+		}
+	}
+	slices.SortFunc(loans, func(x, y string) int {
+		if c := l.Bindings[x].BoundAt.Compare(l.Bindings[y].BoundAt); c != 0 {
+			return c
+		}
+		return strings.Compare(x, y)
+	})
+	changed := false
+	for _, name := range loans {
+		b := l.Bindings[name]
+		w := 0.0
+		for _, s := range b.Slots {
+			w += s.Weight
+		}
+		max, limited := limit(b.User)
+		if limited && own[b.User]+w > max+Epsilon {
+			continue
+		}
+		b.Borrowed = false
+		l.Bindings[name] = b
+		own[b.User] += w
+		changed = true
+	}
+	return changed
+}
