@@ -124,7 +124,7 @@ func Replay(jobs []Job, borrow bool, s Setting, seed uint64) Result {
 	var res Result
 	var waits []time.Duration
 	gaveBackFor := map[string]time.Time{} // the requests a give-back was started for, and when
-	within := map[string]bool{}      // the requests within their user's quota on arrival
+	within := map[string]bool{}           // the requests within their user's quota on arrival
 	var waiting []*Job
 	next := 0
 	for now := start; now.Before(end); now = now.Add(time.Second * 10) {
