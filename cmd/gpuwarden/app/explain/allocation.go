@@ -56,6 +56,13 @@ func explainAllocation(ctx context.Context, c client.Reader, name string, out io
 		fmt.Fprintf(out, " (%s)", a.Status.Reason)
 	}
 	fmt.Fprintln(out)
+	if a.Status.Borrowed {
+		fmt.Fprintf(out, "It is borrowed: it took %s beyond their quota while the GPUs were free (GPUQuota borrowing).\n", a.Spec.User)
+		fmt.Fprintln(out, GiveBackRule)
+	}
+	if why := a.Annotations[gpuwardenv1alpha1.AnnotationGiveBack]; why != "" && a.Status.Phase == gpuwardenv1alpha1.PhaseBound {
+		fmt.Fprintf(out, "It is being given back now: %s.\n", why)
+	}
 	q := a.Status.Queue
 	if q == nil {
 		switch {
@@ -102,6 +109,12 @@ func explainAllocation(ctx context.Context, c client.Reader, name string, out io
 	fmt.Fprintf(out, "The queue's order: quota priority (higher first), then fair share (lower first; equal within %g), then age (older first).\n", allocation.ShareResolution)
 	return nil
 }
+
+// GiveBackRule is how borrowed GPUs are taken back, for people.
+const GiveBackRule = "Borrowed GPUs are given back when a request within its user's quota waits and no free GPU fits it: " +
+	"the fewest borrowed allocations that make it fit, the lowest quota priority first, then the latest bound (least work lost); " +
+	"a user's own share is never taken. Their owner is told, the container's checkpoint hook runs (label gpuwarden.io/checkpoint), " +
+	"it is stopped with its grace period, and the allocation is released."
 
 // whyAhead says what puts b ahead of a in the queue, from what each one's status says.
 func whyAhead(b, a *gpuwardenv1alpha1.GPUAllocation) string {

@@ -136,3 +136,23 @@ func TestExplainUserShowsBorrowingAndBudget(t *testing.T) {
 		}
 	}
 }
+
+// TestExplainABorrowedAllocation: a borrowed allocation says so, the rule by which it is
+// given back, and why it is being given back when it is.
+func TestExplainABorrowedAllocation(t *testing.T) {
+	a := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: "sweep-3", Annotations: map[string]string{
+		gpuwardenv1alpha1.AnnotationGiveBack: "borrowed beyond sam's quota; ria-1 of ria waits for them within their quota"}},
+		Spec:   gpuwardenv1alpha1.GPUAllocationSpec{User: "sam", NodeName: "gpu01"},
+		Status: gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhaseBound, Borrowed: true}}
+	c := fake.NewClientBuilder().WithScheme(scheme.New()).WithObjects(a).Build()
+	var b strings.Builder
+	if err := explainAllocation(context.Background(), c, "sweep-3", &b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"It is borrowed: it took sam beyond their quota", "the lowest quota priority first, then the latest bound",
+		"It is being given back now: borrowed beyond sam's quota; ria-1 of ria waits for them within their quota."} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("explain allocation lacks %q:\n%s", want, b.String())
+		}
+	}
+}
