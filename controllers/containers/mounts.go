@@ -37,7 +37,7 @@ func (r *Reconciler) stopOnMovedMounts(ctx context.Context, c docker.Container, 
 		if err != nil {
 			return false, err
 		}
-		return true, actions.IgnoreGone(r.Actions.Stop(ctx, c, user, live, policy, gpuwardenv1alpha1.ModeEnforce, reasons.EventStopped, reason))
+		return true, actions.IgnoreGone(r.Actions.StopNow(ctx, c, user, live, policy, gpuwardenv1alpha1.ModeEnforce, reasons.EventStopped, reason))
 	}
 	return false, nil
 }

@@ -24,6 +24,7 @@ func TestAnIdleStopRunsTheCheckpointHookFirst(t *testing.T) {
 	hooked, plain := w.ids[0], w.ids[1]
 	c, _ := w.engine.Container(hooked)
 	c.Labels[gpuwardenv1alpha1.LabelCheckpoint] = "python save.py"
+	c.Labels[gpuwardenv1alpha1.LabelManaged] = "true"
 	w.engine.Put(c, "")
 	w.s.Store.Put(c)
 	w.engine.SetExec(func(id string, cmd []string) docker.ExecResult {
@@ -60,17 +61,22 @@ func TestAnIdleStopRunsTheCheckpointHookFirst(t *testing.T) {
 }
 
 // TestACheckpointHookThatFailsOrHangsDoesNotHoldTheStop: the stop goes on whatever the hook
-// does, and the record says how it ended.
+// does, and the record says how it ended; a hook label that cannot be used, or on a
+// container the gateway did not make, runs nothing.
 func TestACheckpointHookThatFailsOrHangsDoesNotHoldTheStop(t *testing.T) {
 	policy := testutil.MakePolicy("idle").WithSpec(gpuwardenv1alpha1.ContainerPolicySpec{
 		Idle: &gpuwardenv1alpha1.IdlePolicy{Timeout: testutil.Duration(5 * time.Minute)}}).Obj()
-	w := newSamplerWorld(t, 3, policy)
-	results := map[string]docker.ExecResult{w.ids[0]: {ExitCode: 2, Output: "disk full"}, w.ids[1]: {Running: true}, w.ids[2]: {}}
+	w := newSamplerWorld(t, 4, policy)
+	results := map[string]docker.ExecResult{w.ids[0]: {ExitCode: 2, Output: "disk full"}, w.ids[1]: {Running: true}}
 	for i, id := range w.ids {
 		c, _ := w.engine.Container(id)
 		c.Labels[gpuwardenv1alpha1.LabelCheckpoint] = "./save"
-		if i == 2 { // unusable: a timeout without a unit; no hook is run
+		c.Labels[gpuwardenv1alpha1.LabelManaged] = "true"
+		switch i {
+		case 2: // unusable: a timeout without a unit; no hook is run
 			c.Labels[gpuwardenv1alpha1.LabelCheckpointTimeout] = "30"
+		case 3: // not made by the gateway: its labels may be an image's; no hook is run
+			delete(c.Labels, gpuwardenv1alpha1.LabelManaged)
 		}
 		w.engine.Put(c, "")
 		w.s.Store.Put(c)
@@ -80,12 +86,12 @@ func TestACheckpointHookThatFailsOrHangsDoesNotHoldTheStop(t *testing.T) {
 		w.clock.Step(time.Minute)
 		w.round(t)
 	}
-	testutil.Eventually(t, 10*time.Second, "all three stopped", func() bool { return len(w.audit.Of(audit.TypeLifecycleIdleStop)) == 3 })
+	testutil.Eventually(t, 10*time.Second, "all four stopped", func() bool { return len(w.audit.Of(audit.TypeLifecycleIdleStop)) == 4 })
 	got := map[string]string{}
 	for _, r := range w.audit.Of(audit.TypeContainerCheckpoint) {
 		got[r.Details["container_id"].(string)] = audit.Checkpoint{ExitCode: r.Details["exit_code"].(int), TimedOut: r.Details["timed_out"] == true}.Outcome()
 	}
 	if got[w.ids[0]] != "failed" || got[w.ids[1]] != "timeout" || len(got) != 2 {
-		t.Errorf("hook outcomes by container: %v; want failed, timeout and none for the unusable label", got)
+		t.Errorf("hook outcomes by container: %v; want failed, timeout, and none for the unusable label or the container the gateway did not make", got)
 	}
 }

@@ -63,7 +63,8 @@ func (g *GiveBack) Sweep(ctx context.Context) error {
 	}
 	for i := range allocs.Items {
 		a := &allocs.Items[i]
-		if a.Spec.NodeName != g.NodeName || a.Annotations[gpuwardenv1alpha1.AnnotationGiveBack] == "" ||
+		// Only what the allocator bound as borrowed: whoever else wrote the annotation.
+		if a.Spec.NodeName != g.NodeName || a.Annotations[gpuwardenv1alpha1.AnnotationGiveBack] == "" || !a.Status.Borrowed ||
 			a.Annotations[gpuwardenv1alpha1.AnnotationRelease] != "" || a.Status.Phase != gpuwardenv1alpha1.PhaseBound {
 			continue
 		}
@@ -99,11 +100,13 @@ func (g *GiveBack) end(name string) {
 	delete(g.doing, name)
 }
 
-// giveBack tells the owner, stops the container (checkpoint hook first) and releases a.
+// giveBack tells the owner, stops the container (checkpoint hook first) and releases a,
+// only once the engine says the container no longer runs: a paused or restarting one is
+// stopped too, and killed if a stop leaves it so.
 func (g *GiveBack) giveBack(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) error {
 	why := a.Annotations[gpuwardenv1alpha1.AnnotationGiveBack]
 	c, ok, _ := g.Store.Get(a.Status.ContainerID)
-	if ok && c.State == docker.StateRunning {
+	if ok && holds(c.State) {
 		owner := g.Owners.Of(c)
 		user := containerstore.OwnerOrUnknown(owner)
 		policy, err := g.Actions.Policy(ctx, c, owner)
@@ -122,6 +125,9 @@ func (g *GiveBack) giveBack(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocat
 			g.Actions.Unsay(c.ID, "give-back/"+c.StartStamp())
 			return err
 		}
+		if err := g.stopped(ctx, c.ID); err != nil {
+			return err
+		}
 		text := "give_back: stopped: " + why
 		if s, ok := g.Actions.LastStop(c.ID); ok && !s.At.Before(began) && s.Checkpoint != nil {
 			text += ". " + actions.CheckpointSentence(s.Checkpoint)
@@ -129,6 +135,32 @@ func (g *GiveBack) giveBack(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocat
 		g.Audit.Log(audit.Lifecycle(audit.GiveBack, user, containerstore.AuditRef(c), n.Policy, string(gpuwardenv1alpha1.ModeEnforce), text))
 	}
 	return g.Actions.Release(ctx, a, why)
+}
+
+// holds reports whether a container in state s may still use its GPUs.
+func holds(s docker.State) bool {
+	return s == docker.StateRunning || s == docker.StatePaused || s == docker.StateRestarting
+}
+
+// stopped makes sure the engine no longer runs the container, killing it if the stop left
+// it paused or running; an error when it cannot tell or the container still runs.
+func (g *GiveBack) stopped(ctx context.Context, id string) error {
+	for range 2 {
+		c, err := g.Actions.Engine.Inspect(ctx, id)
+		if errors.Is(err, docker.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("checking that the container stopped: %w", err)
+		}
+		if !holds(c.State) {
+			return nil
+		}
+		if err := g.Actions.Engine.Kill(ctx, id, "SIGKILL"); err != nil && !errors.Is(err, docker.ErrNotFound) {
+			return fmt.Errorf("killing the container that a stop left %s: %w", c.State, err)
+		}
+	}
+	return fmt.Errorf("container %s still holds its GPUs after a stop and a kill; its allocation is kept", docker.ShortID(id))
 }
 
 // stopsHow says what happens to the container now.

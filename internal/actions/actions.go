@@ -58,7 +58,7 @@ type Actions struct {
 	stops map[string]StopRecord
 	// stopping are the containers being stopped now: a stop asked for again meanwhile (a
 	// checkpoint hook can take minutes) is the same stop.
-	stopping map[string]bool
+	stopping map[string]*inflight
 }
 
 // StopRecord is a stop gpuwarden made: when, and why ("code: message"), and the
@@ -134,28 +134,38 @@ func (x *Actions) Forget(id string) {
 	delete(x.stops, id)
 }
 
-// Stop stops a container, SIGKILL after the policy's stopGracePeriod, with an Event of
-// eventReason; a mode other than Enforce records what would have been done instead. A
-// protected container is never stopped. reason is "code: message". A running container
-// that declares a checkpoint hook (label gpuwarden.io/checkpoint) has it run first, for at
-// most its checkpointTimeout. A container the engine no longer has was not stopped: the
-// error says so (docker.ErrNotFound), and nothing claims it was. A stop of a container
-// already being stopped returns at once, without error.
+// Stop stops a container for its policy's limits (idle, runtime), SIGKILL after the
+// policy's stopGracePeriod, with an Event of eventReason; a mode other than Enforce records
+// what would have been done instead. A protected container is never stopped. reason is
+// "code: message". A running container that gpuwarden's gateway made for its owner and that
+// declares a checkpoint hook (label gpuwarden.io/checkpoint) has it run first, for at most
+// its checkpointTimeout. A container the engine no longer has was not stopped: the error
+// says so (docker.ErrNotFound), and nothing claims it was. A stop of a container already
+// being stopped waits for that stop and returns its result.
 func (x *Actions) Stop(ctx context.Context, c docker.Container, owner string, a *gpuwardenv1alpha1.GPUAllocation, p resolve.Policy, mode gpuwardenv1alpha1.PolicyMode, eventReason, reason string) error {
 	if labels.IsProtected(c.Labels) {
 		return nil
 	}
-	return x.stop(ctx, c, owner, a, p, mode, eventReason, reason)
+	return x.stop(ctx, c, owner, a, p, mode, eventReason, reason, true)
+}
+
+// StopNow is Stop without the checkpoint hook: for a stop that must not wait on what the
+// container's owner runs (GPUs used without an allocation, a bind mount moved).
+func (x *Actions) StopNow(ctx context.Context, c docker.Container, owner string, a *gpuwardenv1alpha1.GPUAllocation, p resolve.Policy, mode gpuwardenv1alpha1.PolicyMode, eventReason, reason string) error {
+	if labels.IsProtected(c.Labels) {
+		return nil
+	}
+	return x.stop(ctx, c, owner, a, p, mode, eventReason, reason, false)
 }
 
 // StopLoan stops a container that holds borrowed GPUs asked back, as Stop does (checkpoint
 // hook, stop signal, grace period) but whatever its policy's mode, and protected or not:
 // borrowed GPUs are a loan, and the request they go back to is within its quota.
 func (x *Actions) StopLoan(ctx context.Context, c docker.Container, owner string, a *gpuwardenv1alpha1.GPUAllocation, p resolve.Policy, eventReason, reason string) error {
-	return x.stop(ctx, c, owner, a, p, gpuwardenv1alpha1.ModeEnforce, eventReason, reason)
+	return x.stop(ctx, c, owner, a, p, gpuwardenv1alpha1.ModeEnforce, eventReason, reason, true)
 }
 
-func (x *Actions) stop(ctx context.Context, c docker.Container, owner string, a *gpuwardenv1alpha1.GPUAllocation, p resolve.Policy, mode gpuwardenv1alpha1.PolicyMode, eventReason, reason string) error {
+func (x *Actions) stop(ctx context.Context, c docker.Container, owner string, a *gpuwardenv1alpha1.GPUAllocation, p resolve.Policy, mode gpuwardenv1alpha1.PolicyMode, eventReason, reason string, hook bool) (err error) {
 	if mode != gpuwardenv1alpha1.ModeEnforce {
 		code, msg, _ := strings.Cut(reason, ": ") // "unallocated_gpu: …"
 		x.WouldAct(ctx, c, owner, a, p, mode, "stop it", lifecycle.Due{Action: lifecycle.Stop, Reason: code, Message: msg})
@@ -165,12 +175,16 @@ func (x *Actions) stop(ctx context.Context, c docker.Container, owner string, a 
 	if l := p.Duration("stopGracePeriod"); l.Applies() {
 		grace = l.Duration
 	}
-	if !x.beginStop(c.ID) {
-		return nil
+	run, wait := x.beginStop(c.ID)
+	if run == nil {
+		return wait()
 	}
-	defer x.endStop(c.ID)
+	defer func() { run(err) }()
 	x.Store.Note(c.ID, reason)
-	k := x.checkpoint(ctx, c, owner, p, reason)
+	var k *audit.Checkpoint
+	if hook {
+		k = x.checkpoint(ctx, c, owner, p, reason)
+	}
 	if err := x.Engine.Stop(ctx, c.ID, grace); err != nil {
 		return fmt.Errorf("stopping container %s: %w", docker.ShortID(c.ID), err)
 	}
@@ -189,24 +203,32 @@ func (x *Actions) stop(ctx context.Context, c docker.Container, owner string, a 
 	return nil
 }
 
-// beginStop marks a container as being stopped; false when it already is.
-func (x *Actions) beginStop(id string) bool {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if x.stopping[id] {
-		return false
-	}
-	if x.stopping == nil {
-		x.stopping = map[string]bool{}
-	}
-	x.stopping[id] = true
-	return true
+// inflight is a stop under way, and its result once done.
+type inflight struct {
+	done chan struct{}
+	err  error
 }
 
-func (x *Actions) endStop(id string) {
+// beginStop starts the stop of a container: done, to call with its result, when no stop
+// of it is under way; else wait, which waits for the one under way and returns its result.
+func (x *Actions) beginStop(id string) (done func(error), wait func() error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	delete(x.stopping, id)
+	if f := x.stopping[id]; f != nil {
+		return nil, func() error { <-f.done; return f.err }
+	}
+	if x.stopping == nil {
+		x.stopping = map[string]*inflight{}
+	}
+	f := &inflight{done: make(chan struct{})}
+	x.stopping[id] = f
+	return func(err error) {
+		x.mu.Lock()
+		delete(x.stopping, id)
+		x.mu.Unlock()
+		f.err = err
+		close(f.done)
+	}, nil
 }
 
 // Remove removes a container the lifecycle rules say is due for removal, as the policy's
@@ -311,7 +333,7 @@ func (x *Actions) ReportUnallocated(ctx context.Context, u Unallocated) error {
 	if u.Stop == "" || c.State != docker.StateRunning {
 		return nil
 	}
-	return IgnoreGone(x.Stop(ctx, c, u.Owner, u.On, u.Policy, u.Policy.Mode(), reasons.EventStopped, u.Stop))
+	return IgnoreGone(x.StopNow(ctx, c, u.Owner, u.On, u.Policy, u.Policy.Mode(), reasons.EventStopped, u.Stop))
 }
 
 // DetectedKey is what is remembered of the one detection record of a container's start.

@@ -7,6 +7,7 @@ import (
 
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/containerstore"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
@@ -33,10 +34,13 @@ func CheckpointTimeout(c docker.Container, p resolve.Policy) time.Duration {
 	return limit
 }
 
-// HasCheckpoint reports whether stopping c runs a hook first (and so may take a while).
+// HasCheckpoint reports whether stopping c runs a hook first (and so may take a while):
+// only a running container the gateway made for a user (label gpuwarden.io/managed), whose
+// hook label the gateway checked, has one. Any other container's labels may come from an
+// image someone else built, and its hook would run with the container's rights.
 func HasCheckpoint(c docker.Container) bool {
 	cmd, _ := labels.Checkpoint(c.Labels)
-	return c.State == docker.StateRunning && cmd != ""
+	return c.State == docker.StateRunning && cmd != "" && c.Labels[gpuwardenv1alpha1.LabelManaged] == "true"
 }
 
 // checkpoint runs c's hook, when it has one, before a stop for reason: through the

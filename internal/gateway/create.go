@@ -173,6 +173,15 @@ func (s *Server) createContainer(w http.ResponseWriter, r *http.Request, c Calle
 	}
 	ctype := s.setLabels(c, req.Config)
 	maps.Copy(req.Config.Labels, hook) // checked: a command run in the container, as its user
+	if c.Admin {
+		// An image's labels (a user may have built it) do not give an admin's container a
+		// hook gpuwarden would run in it: only the create's own labels do.
+		for _, k := range []string{gpuwardenv1alpha1.LabelCheckpoint, gpuwardenv1alpha1.LabelCheckpointTimeout, gpuwardenv1alpha1.LabelManaged} {
+			if _, set := req.Config.Labels[k]; !set {
+				req.Config.Labels[k] = ""
+			}
+		}
+	}
 	if gpus.MIGProfile != "" {
 		// Checked: what was asked for, on the container for `docker ps --filter label=…`.
 		req.Config.Labels[gpuwardenv1alpha1.LabelMIGProfile] = gpus.MIGProfile

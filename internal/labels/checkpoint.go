@@ -19,7 +19,7 @@ func Checkpoint(l map[string]string) (string, time.Duration) {
 		return "", 0
 	}
 	var d time.Duration
-	if v, ok := l[gpuwardenv1alpha1.LabelCheckpointTimeout]; ok {
+	if v := l[gpuwardenv1alpha1.LabelCheckpointTimeout]; v != "" {
 		d, _ = checkpointTimeout(v)
 	}
 	return strings.TrimSpace(l[gpuwardenv1alpha1.LabelCheckpoint]), d
@@ -39,7 +39,7 @@ func CheckpointProblem(l map[string]string) error {
 			return fmt.Errorf("label %s contains a NUL character", gpuwardenv1alpha1.LabelCheckpoint)
 		}
 	}
-	if v, ok := l[gpuwardenv1alpha1.LabelCheckpointTimeout]; ok {
+	if v, ok := l[gpuwardenv1alpha1.LabelCheckpointTimeout]; ok && v != "" { // "": blanked, none
 		if !hook {
 			return fmt.Errorf("label %s is set without %s: a timeout needs a checkpoint command", gpuwardenv1alpha1.LabelCheckpointTimeout, gpuwardenv1alpha1.LabelCheckpoint)
 		}
