@@ -193,3 +193,15 @@ func decoded(raw string) string {
 	}
 	return string(b)
 }
+
+// smtpSink starts a REAL SMTP server (python3-aiosmtpd, printing every message) on a free
+// port of 127.0.0.1, and returns the server flags that send gpuwarden's mail to it, with
+// the template {user}@lab.test, and what it received.
+func smtpSink(t *testing.T) ([]string, *testutil.SyncBuffer) {
+	t.Helper()
+	python := "/usr/bin/python3" // Debian's, which python3-aiosmtpd installs into
+	testutil.Require(t, exec.Command(python, "-c", "import aiosmtpd").Run() == nil, "python3-aiosmtpd is not installed (run hack/install-deps.sh)")
+	port := testutil.FreePort(t)
+	mail := daemon(t, python, "-u", "-m", "aiosmtpd", "-n", "-l", fmt.Sprintf("127.0.0.1:%d", port), "-c", "aiosmtpd.handlers.Debugging")
+	return []string{"--smtp-server", fmt.Sprintf("127.0.0.1:%d", port), "--smtp-from", "gpuwarden@e2e.test", "--notify-email-template", "{user}@lab.test"}, mail
+}

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -19,12 +18,8 @@ import (
 // released, and bob's docker run gets its GPUs. Her own container runs on.
 func TestBorrowingIdleGPUsAndGivingThemBack(t *testing.T) {
 	alice, bob := "bwalice", "bwbob"
-	python := "/usr/bin/python3"
-	testutil.Require(t, exec.Command(python, "-c", "import aiosmtpd").Run() == nil, "python3-aiosmtpd is not installed (run hack/install-deps.sh)")
-	smtpPort := testutil.FreePort(t)
-	mail := daemon(t, python, "-u", "-m", "aiosmtpd", "-n", "-l", fmt.Sprintf("127.0.0.1:%d", smtpPort), "-c", "aiosmtpd.handlers.Debugging")
-	s, sock, _ := gatewayServer(t, "e2e-borrow", []string{alice, bob}, "--fake-gpus", "h100x8",
-		"--smtp-server", fmt.Sprintf("127.0.0.1:%d", smtpPort), "--smtp-from", "gpuwarden@e2e.test", "--notify-email-template", "{user}@lab.test")
+	mailFlags, mail := smtpSink(t)
+	s, sock, _ := gatewayServer(t, "e2e-borrow", []string{alice, bob}, append([]string{"--fake-gpus", "h100x8"}, mailFlags...)...)
 	if out, err := kubectl(t, s.kubeconfig, `apiVersion: gpuwarden.io/v1alpha1
 kind: GPUQuota
 metadata: {name: borrower}

@@ -20,12 +20,8 @@ import (
 // a REAL SMTP server.
 func TestWaitingForAGPU(t *testing.T) {
 	alice, bob := "qalice", "qbob"
-	python := "/usr/bin/python3"
-	testutil.Require(t, exec.Command(python, "-c", "import aiosmtpd").Run() == nil, "python3-aiosmtpd is not installed (run hack/install-deps.sh)")
-	smtpPort := testutil.FreePort(t)
-	mail := daemon(t, python, "-u", "-m", "aiosmtpd", "-n", "-l", fmt.Sprintf("127.0.0.1:%d", smtpPort), "-c", "aiosmtpd.handlers.Debugging")
-	s, sock, _ := gatewayServer(t, "e2e-queue", []string{alice, bob}, "--fake-gpus", "h100x8", "--gateway-notice-after", "2s",
-		"--smtp-server", fmt.Sprintf("127.0.0.1:%d", smtpPort), "--smtp-from", "gpuwarden@e2e.test", "--notify-email-template", "{user}@lab.test")
+	mailFlags, mail := smtpSink(t)
+	s, sock, _ := gatewayServer(t, "e2e-queue", []string{alice, bob}, append([]string{"--fake-gpus", "h100x8", "--gateway-notice-after", "2s"}, mailFlags...)...)
 	if _, err := kubectl(t, s.kubeconfig, `apiVersion: gpuwarden.io/v1alpha1
 kind: ContainerPolicy
 metadata: {name: queue-limits}
