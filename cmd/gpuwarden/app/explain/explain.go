@@ -191,8 +191,12 @@ func (o *Options) Run(ctx context.Context, c client.Client, user string, out io.
 	row(tw, "maxContainers", q.MaxContainers, func(v int) string { return fmt.Sprint(v) })
 	row(tw, "allowFullGPU", q.AllowFullGPU, func(v bool) string { return fmt.Sprint(v) })
 	row(tw, "priority", q.Priority, func(v int32) string { return fmt.Sprint(v) })
-	row(tw, "borrowing.gpuEquivalents", q.Borrow, func(v float64) string { return fmt.Sprintf("%g", v) })
-	row(tw, "budget.gpuHours", q.Budget, func(v float64) string { return fmt.Sprintf("%g per %s", v, q.BudgetWindow.Phrase()) })
+	if q.Borrow.Set { // shown where a quota sets them: most labs have neither
+		row(tw, "borrowing.gpuEquivalents", q.Borrow, func(v float64) string { return fmt.Sprintf("%g", v) })
+	}
+	if q.Budget.Set {
+		row(tw, "budget.gpuHours", q.Budget, func(v float64) string { return fmt.Sprintf("%g per %s", v, q.BudgetWindow.Phrase()) })
+	}
 	tw.Flush()
 	if q.Budget.Set && !q.Budget.Unlimited {
 		fmt.Fprintf(out, "Budget: %s\n", budgetUse(quotas.Items, q.Budget.From, user))
