@@ -49,6 +49,19 @@ const (
 	ModeNotifyOnly PolicyMode = "NotifyOnly"
 )
 
+// BudgetExhaustedAction says what happens to a user's running GPU containers once their
+// GPU-hour budget (GPUQuota spec.budget) is used up.
+// +kubebuilder:validation:Enum=Continue;Stop
+type BudgetExhaustedAction string
+
+// Budget exhausted actions.
+const (
+	// BudgetExhaustedContinue lets running containers go on; only new requests are refused.
+	BudgetExhaustedContinue BudgetExhaustedAction = "Continue"
+	// BudgetExhaustedStop stops them too (checkpoint hook first), as mode allows.
+	BudgetExhaustedStop BudgetExhaustedAction = "Stop"
+)
+
 // UnallocatedGPUAction says what happens to a container that uses GPUs no Bound allocation
 // gives it: one adopted over its owner's quota, or one whose owner is unknown.
 // +kubebuilder:validation:Enum=Record;Stop
@@ -280,6 +293,12 @@ type ContainerPolicySpec struct {
 	// (the default) or Stop.
 	// +optional
 	OnUnallocatedGPU UnallocatedGPUAction `json:"onUnallocatedGPU,omitempty"`
+
+	// onBudgetExhausted is what happens to the owner's running GPU containers once their
+	// GPU-hour budget is used up: Continue (the default: only new requests are refused) or
+	// Stop (each is stopped once, its checkpoint hook first, as mode allows).
+	// +optional
+	OnBudgetExhausted BudgetExhaustedAction `json:"onBudgetExhausted,omitempty"`
 
 	// notify says where warnings and notices go.
 	// +optional

@@ -50,6 +50,8 @@ type Reclaimer struct {
 
 	mu   sync.Mutex
 	seen map[string]*observation // by container ID, for explain
+	// exhausted are the users whose budget is used up (SetExhausted, once a round).
+	exhausted map[string]string
 	// saved is the state last written to each allocation (by name) and the version the
 	// write made: a cache that has not seen the write yet is not taken for the truth (it
 	// would repeat a warning).
@@ -113,6 +115,9 @@ func (r *Reclaimer) Observe(ctx context.Context, c docker.Container, a *gpuwarde
 	}
 	for _, n := range append(res.Notices, rnotices...) {
 		r.carryOut(ctx, c, owner, a, policy, n)
+	}
+	if why, ok := r.exhaustedFor(owner); ok {
+		r.budgetStop(ctx, c, owner, a.DeepCopy(), policy, why)
 	}
 	if !rules.Idle.Timeout.Applies() {
 		return lifecycle.Exempt
@@ -396,4 +401,19 @@ func (r *Reclaimer) stop(ctx context.Context, c docker.Container, owner string, 
 		}
 		r.Actions.Tell(ctx, notice)
 	}
+}
+
+// SetExhausted records the users whose GPU-hour budget is used up (Exhausted), for the
+// round's observations.
+func (r *Reclaimer) SetExhausted(users map[string]string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.exhausted = users
+}
+
+func (r *Reclaimer) exhaustedFor(owner string) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	why, ok := r.exhausted[owner]
+	return why, ok && owner != ""
 }

@@ -156,6 +156,11 @@ func (s *Sampler) Round(ctx context.Context) error {
 	if err := s.Client.List(ctx, &policies); err != nil {
 		return err
 	}
+	var quotas gpuwardenv1alpha1.GPUQuotaList
+	if err := s.Client.List(ctx, &quotas); err != nil {
+		return err
+	}
+	s.Reclaim.SetExhausted(Exhausted(quotas.Items))
 	states := map[lifecycle.Verdict]int{}
 	for i, h := range list {
 		v := s.Reclaim.Observe(ctx, h.c, h.a, samples[i], demand, policies.Items)

@@ -30,6 +30,9 @@ const (
 	// TypeLifecycleGiveBack: a container holding borrowed GPUs was stopped (its checkpoint
 	// hook first) and its GPUs given back for a request within its user's quota.
 	TypeLifecycleGiveBack = "lifecycle.give_back"
+	// TypeLifecycleBudgetStop: a running container stopped because its owner's GPU-hour
+	// budget is used up and its policy says onBudgetExhausted: Stop.
+	TypeLifecycleBudgetStop = "lifecycle.budget_stop"
 	// A DryRun or NotifyOnly policy's record of what it kept gpuwarden from doing.
 	TypeLifecycleWouldRemove  = "lifecycle.would_remove"
 	TypeLifecycleWouldRelease = "lifecycle.would_release"
@@ -258,6 +261,7 @@ const (
 	RuntimeStop    LifecycleAction = TypeLifecycleRuntimeStop
 	Remove         LifecycleAction = TypeLifecycleRemove
 	GiveBack       LifecycleAction = TypeLifecycleGiveBack
+	BudgetStop     LifecycleAction = TypeLifecycleBudgetStop
 	WouldRemove    LifecycleAction = TypeLifecycleWouldRemove
 	WouldRelease   LifecycleAction = TypeLifecycleWouldRelease
 	WouldStop      LifecycleAction = TypeLifecycleWouldStop

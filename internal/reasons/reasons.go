@@ -53,6 +53,8 @@ const (
 	// EventGivenBack: the container was stopped (its checkpoint hook first) and they went.
 	EventGiveBack  = "GiveBack"
 	EventGivenBack = "GivenBack"
+	// EventBudgetStopped: stopped because its owner's GPU-hour budget is used up.
+	EventBudgetStopped = "BudgetStopped"
 )
 
 // EventExemptionOverridden is the reason of the Event, on a ContainerPolicy, that says a
