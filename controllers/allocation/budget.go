@@ -82,7 +82,7 @@ func budgetLevel(b *gpuwardenv1alpha1.BudgetUsage) int32 {
 // budgetNotices carries over what each user was told of their budget (status told) into
 // users, and returns the notices of each level newly reached: each level is told once per
 // time it is reached (a rolling window that frees up below it resets it).
-func budgetNotices(q *gpuwardenv1alpha1.GPUQuota, users []gpuwardenv1alpha1.UserUsage) ([]gpuwardenv1alpha1.UserUsage, []notify.Notice) {
+func budgetNotices(q *gpuwardenv1alpha1.GPUQuota, users []gpuwardenv1alpha1.UserUsage, now time.Time) ([]gpuwardenv1alpha1.UserUsage, []notify.Notice) {
 	told := map[string]int32{}
 	for _, u := range q.Status.Usage {
 		if u.Budget != nil {
@@ -102,15 +102,15 @@ func budgetNotices(q *gpuwardenv1alpha1.GPUQuota, users []gpuwardenv1alpha1.User
 		b.Told = min(told[users[i].User], level)
 		if level > b.Told {
 			b.Told = level
-			out = append(out, budgetNotice(users[i].User, b, level))
+			out = append(out, budgetNotice(users[i].User, b, level, now))
 		}
 	}
 	return users, out
 }
 
 // budgetNotice tells a user their budget's use reached level percent.
-func budgetNotice(user string, b *gpuwardenv1alpha1.BudgetUsage, level int32) notify.Notice {
-	n := notify.Notice{Type: notify.TypeBudgetWarning, Title: "BUDGET", User: user, Time: time.Now().UTC(), Mode: string(gpuwardenv1alpha1.ModeEnforce)}
+func budgetNotice(user string, b *gpuwardenv1alpha1.BudgetUsage, level int32, now time.Time) notify.Notice {
+	n := notify.Notice{Type: notify.TypeBudgetWarning, Title: "BUDGET", User: user, Time: now.UTC(), Mode: string(gpuwardenv1alpha1.ModeEnforce)}
 	window := "the last " + b.Window
 	if b.Window == gpuwardenv1alpha1.BudgetWindowMonth {
 		window = "this month (UTC)"

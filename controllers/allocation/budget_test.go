@@ -3,6 +3,7 @@ package allocation
 import (
 	"strings"
 	"testing"
+	"time"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/notify"
@@ -17,7 +18,7 @@ func TestBudgetNoticesAreToldOncePerLevel(t *testing.T) {
 	}
 	step := func(used string) []notify.Notice {
 		t.Helper()
-		users, tell := budgetNotices(q, use(used))
+		users, tell := budgetNotices(q, use(used), time.Date(2026, 12, 4, 9, 0, 0, 0, time.UTC))
 		q.Status.Usage = users // as written
 		return tell
 	}

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -41,6 +42,8 @@ type derivedWriter struct {
 
 	// notices tells users of their budgets' use (80 %, 100 %); nil tells nobody.
 	notices Notifier
+	// clock dates the notices; the real clock when nil.
+	clock clock.PassiveClock
 
 	mu     sync.Mutex
 	holder map[string]holding // device UUID → the allocation holding it
@@ -196,7 +199,7 @@ func (h *derivedWriter) writeUsage(ctx context.Context, usage map[string]quotaUs
 		if !known {
 			continue // a quota the last pass did not see waits for the next
 		}
-		users, tell := budgetNotices(q, want.users)
+		users, tell := budgetNotices(q, want.users, h.now())
 		if (equality.Semantic.DeepEqual(users, q.Status.Usage) || len(users) == 0 && len(q.Status.Usage) == 0) &&
 			want.used == q.Status.UsedGPUEquivalents {
 			continue
@@ -300,3 +303,10 @@ const holderWriters = 4
 
 // holderRate is the holder writes a second the writer spends at most, over time.
 const holderRate = 20
+
+func (h *derivedWriter) now() time.Time {
+	if h.clock == nil {
+		return time.Now()
+	}
+	return h.clock.Now()
+}

@@ -43,7 +43,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.ledgers.FlushAt = r.LedgerFlushAt
 	}
 	r.derived = newDerivedWriter(r.Client, r.cached, r.NodeName)
-	r.derived.notices = r.Notices
+	r.derived.notices, r.derived.clock = r.Notices, r.Clock
 	if err := mgr.Add(r.derived); err != nil {
 		return fmt.Errorf("adding the writer of GPU holders and quota usage: %w", err)
 	}
