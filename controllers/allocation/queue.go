@@ -188,11 +188,39 @@ func (p *pass) holder(ctx context.Context, name string, b allocation.Binding, a 
 			}
 		}
 	}
+	if b.Borrowed {
+		// Given back as soon as a request within its quota waits for it (the requests that
+		// are planned): its hook, its stop and the rounds that find it.
+		back := p.now.Add(p.giveBackTime(ctx, a))
+		if h.Latest.IsZero() || back.Before(h.Latest) {
+			h.Latest, why = back, "borrowed: given back for a request within its quota"
+		}
+	}
 	h.Estimate = allocation.EstimateEnd(b.BoundAt, p.now, p.typical(b.User), h.Latest)
 	if !idleEnd.IsZero() && idleEnd.Before(h.Estimate) {
 		h.Estimate = later(idleEnd, p.now)
 	}
 	return h, why
+}
+
+// giveBackTime is how long giving a's borrowed GPUs back takes at most: its checkpoint
+// hook (the policy's timeout where its container is not seen from here), its stop and two
+// rounds (the give-back's sweep and the pass after it).
+func (p *pass) giveBackTime(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) time.Duration {
+	var pol resolve.Policy
+	hook := actions.DefaultCheckpointTimeout
+	if a != nil {
+		pol = p.policyOf(ctx, a)
+		if c, local := p.container(a); local {
+			hook = 0
+			if actions.HasCheckpoint(c) {
+				hook = actions.CheckpointTimeout(c, pol)
+			}
+		} else if l := pol.Duration("checkpointTimeout"); l.Applies() {
+			hook = l.Duration
+		}
+	}
+	return hook + p.stopAfter(pol) + p.r.Queue.StopSlack
 }
 
 func later(a, b time.Time) time.Time {

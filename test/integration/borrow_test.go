@@ -173,9 +173,14 @@ func TestBorrowingAndGivingBack(t *testing.T) {
 	// lo asks for 2 within their quota: the latest borrowing (l-borrow-b) is asked back,
 	// not l-borrow-a, and not la's own.
 	w.create("o-want", "lo", 2)
-	w.until("o-want", "waiting for borrowed GPUs", func(a *gpuwardenv1alpha1.GPUAllocation) bool {
+	want := w.until("o-want", "waiting for borrowed GPUs", func(a *gpuwardenv1alpha1.GPUAllocation) bool {
 		return a.Status.Reason == gpuwardenv1alpha1.ReasonNoCapacity && strings.Contains(a.Status.Message, "borrowed GPUs are being given back for it (l-borrow-b")
 	})
+	// Its latest start is the give-back's: a checkpoint hook's default timeout (no container
+	// seen here), the default grace period and a round, not the borrowers' runtime.
+	if q := want.Status.Queue; q == nil || q.LatestStart == nil || q.LatestStart.After(w.clk.Now().Add(10*time.Minute)) {
+		t.Errorf("o-want's place: %+v; want a latest start within the give-back's bound", q)
+	}
 	asked := w.until("l-borrow-b", "asked back", func(a *gpuwardenv1alpha1.GPUAllocation) bool {
 		return a.Annotations[gpuwardenv1alpha1.AnnotationGiveBack] != ""
 	})
