@@ -81,7 +81,8 @@ func budgetLevel(b *gpuwardenv1alpha1.BudgetUsage) int32 {
 
 // budgetNotices carries over what each user was told of their budget (status told) into
 // users, and returns the notices of each level newly reached: each level is told once per
-// time it is reached (a rolling window that frees up below it resets it).
+// time it is reached, both where one step passes both (a rolling window that frees up below
+// a level resets it).
 func budgetNotices(q *gpuwardenv1alpha1.GPUQuota, users []gpuwardenv1alpha1.UserUsage, now time.Time) ([]gpuwardenv1alpha1.UserUsage, []notify.Notice) {
 	told := map[string]int32{}
 	for _, u := range q.Status.Usage {
@@ -100,10 +101,12 @@ func budgetNotices(q *gpuwardenv1alpha1.GPUQuota, users []gpuwardenv1alpha1.User
 		users[i].Budget = b
 		level := budgetLevel(b)
 		b.Told = min(told[users[i].User], level)
-		if level > b.Told {
-			b.Told = level
-			out = append(out, budgetNotice(users[i].User, b, level, now))
+		for _, l := range []int32{80, 100} { // each level passed is told, even at once
+			if b.Told < l && l <= level {
+				out = append(out, budgetNotice(users[i].User, b, l, now))
+			}
 		}
+		b.Told = level
 	}
 	return users, out
 }
@@ -115,8 +118,14 @@ func budgetNotice(user string, b *gpuwardenv1alpha1.BudgetUsage, level int32, no
 	if b.Window == gpuwardenv1alpha1.BudgetWindowMonth {
 		window = "this month (UTC)"
 	}
-	n.Message = fmt.Sprintf("You used %s of your %s gpu-hour budget in %s (%s): %d %%. Past it, new GPU requests are refused (BudgetExceeded); running containers go on.",
-		b.UsedGPUHours, b.GPUHours, window, b.From, level)
+	pct := ""
+	if used, err1 := strconv.ParseFloat(b.UsedGPUHours, 64); err1 == nil {
+		if limit, err2 := strconv.ParseFloat(b.GPUHours, 64); err2 == nil && limit > 0 {
+			pct = fmt.Sprintf(", %.0f %%", 100*used/limit)
+		}
+	}
+	n.Message = fmt.Sprintf("You used %s of your %s gpu-hour budget in %s (%s)%s: past %d %%. Past all of it, new GPU requests are refused (BudgetExceeded).",
+		b.UsedGPUHours, b.GPUHours, window, b.From, pct, level)
 	if level >= 100 {
 		n.Type = notify.TypeBudgetExhausted
 		n.Message = fmt.Sprintf("You used your whole %s gpu-hour budget in %s (%s): %s gpu-hours. New GPU requests are refused (BudgetExceeded) until enough of it frees up; running containers go on.",

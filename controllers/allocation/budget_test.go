@@ -27,7 +27,7 @@ func TestBudgetNoticesAreToldOncePerLevel(t *testing.T) {
 	}
 	n := step("412.5")
 	if len(n) != 1 || n[0].Type != notify.TypeBudgetWarning || n[0].User != "alice" ||
-		!strings.Contains(n[0].Message, "You used 412.5 of your 500 gpu-hour budget in the last 30d (GPUQuota lab): 80 %") {
+		!strings.Contains(n[0].Message, "You used 412.5 of your 500 gpu-hour budget in the last 30d (GPUQuota lab), 82 %: past 80 %") {
 		t.Fatalf("at 82 %%: %+v", n)
 	}
 	if n := step("450"); len(n) != 0 {
@@ -44,5 +44,9 @@ func TestBudgetNoticesAreToldOncePerLevel(t *testing.T) {
 	}
 	if n := step("400"); len(n) != 1 {
 		t.Errorf("80 %% again after it freed up: %+v", n)
+	}
+	q.Status.Usage = nil
+	if n := step("600"); len(n) != 2 || n[0].Type != notify.TypeBudgetWarning || n[1].Type != notify.TypeBudgetExhausted {
+		t.Errorf("from nothing past the budget in one step: %+v; want the 80 %% and the 100 %% notices", n)
 	}
 }

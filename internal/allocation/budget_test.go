@@ -115,3 +115,11 @@ func TestDecideBudgetAndBorrowing(t *testing.T) {
 		t.Errorf("beyond quota and borrowing: %+v", d)
 	}
 }
+
+func TestFormatHours(t *testing.T) {
+	for v, want := range map[float64]string{0: "0", 0.00123456: "0.00123", 0.5: "0.5", 12.3456: "12.35", 500: "500", 1: "1"} {
+		if got := FormatHours(v); got != want {
+			t.Errorf("FormatHours(%v) = %q, want %q", v, got, want)
+		}
+	}
+}

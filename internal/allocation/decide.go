@@ -212,8 +212,14 @@ func overQuota(q Quota, u held, cost float64) (bool, Decision) {
 		u.who, num(u.gpuEq), num(l.Value), num(cost), l.From)
 }
 
-// hours is gpu-hours for people, to two decimals.
-func hours(v float64) string { return strconv.FormatFloat(math.Round(v*100)/100, 'f', -1, 64) }
+// hours is gpu-hours for people: to two decimals, or to three significant digits below
+// one (a budget of 0.001 gpu-hours is used up by 3.6 GPU-seconds).
+func hours(v float64) string {
+	if v > 0 && v < 1 {
+		return strconv.FormatFloat(v, 'g', 3, 64)
+	}
+	return strconv.FormatFloat(math.Round(v*100)/100, 'f', -1, 64)
+}
 
 // held is what a user or a pool holds now.
 type held struct {

@@ -103,3 +103,44 @@ spec:
 		t.Errorf("alice's allocations do not say why the borrowed GPUs went:\n%s", out)
 	}
 }
+
+// TestABudgetRefusesTheRequestPastIt is a researcher without root, through the gateway: a
+// budget of 0.001 gpu-hours (3.6 GPU-seconds) is used up by a container that runs a few
+// seconds; the next docker run is refused with BudgetExceeded, naming the use, the budget,
+// the quota and when enough frees up; she is told by e-mail of 80 % once and of 100 %.
+func TestABudgetRefusesTheRequestPastIt(t *testing.T) {
+	alice := "bgalice"
+	mailFlags, mail := smtpSink(t)
+	s, sock, _ := gatewayServer(t, "e2e-budget", []string{alice}, append([]string{"--fake-gpus", "h100x8"}, mailFlags...)...)
+	if out, err := kubectl(t, s.kubeconfig, `apiVersion: gpuwarden.io/v1alpha1
+kind: GPUQuota
+metadata: {name: tiny-budget}
+spec:
+  subjects: [{kind: User, name: `+alice+`}]
+  budget: {gpuHours: "0.001", window: Month}
+`, "apply", "-f", "-"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	image := os.Getenv("GPUWARDEN_TEST_IMAGE")
+	if out, err := as(alice, sock, "", "run", "-d", "--name", "bg-run", "--gpus", "1", image, "sleep", "600"); err != nil {
+		t.Fatalf("within the budget: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _, _ = as(alice, sock, "", "rm", "-f", "bg-run") })
+	var out string
+	testutil.Eventually(t, 60*time.Second, "a request refused once 3.6 GPU-seconds are used", func() (bool, string) {
+		var err error
+		out, err = as(alice, sock, "", "run", "--rm", "--gpus", "1", image, "true")
+		return err != nil && strings.Contains(out, "BudgetExceeded"), out
+	})
+	if !all(out, alice+" used 0.00", "of a budget of 0.001 gpu-hours in this month (UTC) (GPUQuota tiny-budget); enough frees up at 20") {
+		t.Errorf("the refusal: %s", out)
+	}
+	testutil.Eventually(t, 90*time.Second, "alice told of 80 % and of 100 % by e-mail", func() (bool, string) {
+		m := mail.String()
+		return strings.Contains(m, "Subject: gpuwarden BUDGET: "+alice) && strings.Contains(m, "past 80 %") &&
+			strings.Contains(m, "You used your whole 0.001 gpu-hour budget"), m
+	})
+	if n := strings.Count(mail.String(), "past 80 %"); n != 1 {
+		t.Errorf("the 80 %% notice sent %d times", n)
+	}
+}
