@@ -115,8 +115,8 @@ func budgetNotices(q *gpuwardenv1alpha1.GPUQuota, users []gpuwardenv1alpha1.User
 func budgetNotice(user string, b *gpuwardenv1alpha1.BudgetUsage, level int32, now time.Time) notify.Notice {
 	n := notify.Notice{Type: notify.TypeBudgetWarning, Title: "BUDGET", User: user, Time: now.UTC(), Mode: string(gpuwardenv1alpha1.ModeEnforce)}
 	window := "the last " + b.Window
-	if b.Window == gpuwardenv1alpha1.BudgetWindowMonth {
-		window = "this month (UTC)"
+	if w, err := allocation.ParseWindow(b.Window); err == nil {
+		window = w.Phrase()
 	}
 	pct := ""
 	if used, err1 := strconv.ParseFloat(b.UsedGPUHours, 64); err1 == nil {

@@ -198,7 +198,7 @@ func (p *pass) holder(ctx context.Context, name string, b allocation.Binding, a 
 	}
 	h.Estimate = allocation.EstimateEnd(b.BoundAt, p.now, p.typical(b.User), h.Latest)
 	if !idleEnd.IsZero() && idleEnd.Before(h.Estimate) {
-		h.Estimate = later(idleEnd, p.now)
+		h.Estimate = allocation.Later(idleEnd, p.now)
 	}
 	return h, why
 }
@@ -221,13 +221,6 @@ func (p *pass) giveBackTime(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocat
 		}
 	}
 	return hook + p.stopAfter(pol) + p.r.Queue.StopSlack
-}
-
-func later(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
 }
 
 // waiter is a waiting request as the plan sees it.

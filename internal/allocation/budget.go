@@ -118,6 +118,9 @@ func (u *Usage) shift(first int64) {
 	}
 }
 
+// Later is the later of a and b.
+func Later(a, b time.Time) time.Time { return later(a, b) }
+
 func later(a, b time.Time) time.Time {
 	if a.After(b) {
 		return a
