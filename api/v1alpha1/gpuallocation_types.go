@@ -234,6 +234,28 @@ type GPUAllocationStatus struct {
 	// release) when a request within its user's quota waits for its GPUs.
 	// +optional
 	Borrowed bool `json:"borrowed,omitempty"`
+
+	// displacement says a reservation takes the allocation's devices at its start, before
+	// the allocation's time is up, and stops it then (GPUReservation displace: Stop): its
+	// owner is told ahead, and at the start its checkpoint hook runs, it is stopped and
+	// released.
+	// +optional
+	Displacement *Displacement `json:"displacement,omitempty"`
+}
+
+// Displacement is a reservation that stops an allocation at its start.
+type Displacement struct {
+	// reservation is the GPUReservation's name.
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	Reservation string `json:"reservation"`
+	// at is the reservation's start, when the allocation is stopped.
+	// +required
+	At metav1.Time `json:"at"`
+	// message says who the reservation is for and until when.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
 }
 
 // QueueStatus is a waiting allocation's place in its node's queue and when it can start.

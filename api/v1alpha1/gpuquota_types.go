@@ -32,7 +32,7 @@ const (
 )
 
 // QuotaLimitName names a limit of a GPUQuota; used in spec.unlimited.
-// +kubebuilder:validation:Enum=gpuEquivalents;maxGPUsPerContainer;maxContainers;budget
+// +kubebuilder:validation:Enum=gpuEquivalents;maxGPUsPerContainer;maxContainers;budget;reservedGPUHours
 type QuotaLimitName string
 
 // Quota limit names.
@@ -42,6 +42,9 @@ const (
 	LimitMaxContainers       QuotaLimitName = "maxContainers"
 	// LimitBudget lifts a GPU-hour budget (spec.budget.gpuHours) set at lower precedence.
 	LimitBudget QuotaLimitName = "budget"
+	// LimitReservedGPUHours lifts an allowance of bookings (limits.reservedGPUHours) set at
+	// lower precedence.
+	LimitReservedGPUHours QuotaLimitName = "reservedGPUHours"
 )
 
 // BudgetWindowMonth is the calendar month (UTC) as a budget's window.
@@ -92,6 +95,7 @@ type Subject struct {
 // QuotaLimits are the limits a GPUQuota sets. A field left unset inherits from
 // quotas of lower precedence; to lift a limit, name it in spec.unlimited.
 // +kubebuilder:validation:XValidation:rule="!has(self.gpuEquivalents) || !quantity(string(self.gpuEquivalents)).isLessThan(quantity('0'))",message="gpuEquivalents must not be negative",fieldPath=".gpuEquivalents"
+// +kubebuilder:validation:XValidation:rule="!has(self.reservedGPUHours) || !quantity(string(self.reservedGPUHours)).isLessThan(quantity('0'))",message="reservedGPUHours must not be negative",fieldPath=".reservedGPUHours"
 type QuotaLimits struct {
 	// gpuEquivalents is how many GPU-equivalents the subject may hold at once: a full GPU
 	// costs 1, a MIG slice its share of the GPU's compute slices (3g on a 7-slice GPU: 3/7).
@@ -113,12 +117,19 @@ type QuotaLimits struct {
 	// allowFullGPU says whether whole (non-MIG) GPUs may be given to the subject.
 	// +optional
 	AllowFullGPU *bool `json:"allowFullGPU,omitempty"`
+
+	// reservedGPUHours is how much a user may book ahead (GPUReservations of their own) per
+	// budget window (spec.budget.window, 30d by default), in gpu-equivalent-hours: each
+	// window of their bookings that falls in it counts. Unset: none (only admins book).
+	// +optional
+	ReservedGPUHours *resource.Quantity `json:"reservedGPUHours,omitempty"`
 }
 
 // GPUQuotaSpec is what an admin declares about how much GPU a set of users may hold.
 // +kubebuilder:validation:XValidation:rule="!has(self.unlimited) || !('gpuEquivalents' in self.unlimited) || !has(self.limits) || !has(self.limits.gpuEquivalents)",message="gpuEquivalents cannot be both set in limits and named in unlimited",fieldPath=".unlimited"
 // +kubebuilder:validation:XValidation:rule="!has(self.unlimited) || !('maxGPUsPerContainer' in self.unlimited) || !has(self.limits) || !has(self.limits.maxGPUsPerContainer)",message="maxGPUsPerContainer cannot be both set in limits and named in unlimited",fieldPath=".unlimited"
 // +kubebuilder:validation:XValidation:rule="!has(self.unlimited) || !('maxContainers' in self.unlimited) || !has(self.limits) || !has(self.limits.maxContainers)",message="maxContainers cannot be both set in limits and named in unlimited",fieldPath=".unlimited"
+// +kubebuilder:validation:XValidation:rule="!has(self.unlimited) || !('reservedGPUHours' in self.unlimited) || !has(self.limits) || !has(self.limits.reservedGPUHours)",message="reservedGPUHours cannot be both set in limits and named in unlimited",fieldPath=".unlimited"
 // +kubebuilder:validation:XValidation:rule="!has(self.unlimited) || !('budget' in self.unlimited) || !has(self.budget) || !has(self.budget.gpuHours)",message="budget cannot be both set in budget.gpuHours and named in unlimited",fieldPath=".unlimited"
 // +kubebuilder:validation:XValidation:rule="self.subjects.filter(s, s.kind == 'Everyone').size() == 0 || self.subjects.size() == 1",message="a subject of kind Everyone must be the only subject",fieldPath=".subjects"
 type GPUQuotaSpec struct {

@@ -24,6 +24,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/message"
 	"github.com/gpuwarden/gpuwarden/internal/metrics"
 	"github.com/gpuwarden/gpuwarden/internal/provenance"
+	"github.com/gpuwarden/gpuwarden/internal/reservation"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
 )
 
@@ -125,23 +126,30 @@ func (r *Reconciler) reconcile(ctx context.Context, fresh bool) (_ ctrl.Result, 
 	if err := r.cached().List(ctx, &quotas); err != nil {
 		return ctrl.Result{}, false, fmt.Errorf("listing quotas: %w", err)
 	}
+	var rsvs gpuwardenv1alpha1.GPUReservationList
+	if err := r.cached().List(ctx, &rsvs); err != nil {
+		return ctrl.Result{}, false, fmt.Errorf("listing reservations: %w", err)
+	}
 	cm, book, remembered, err := r.ledgers.Read(ctx, fresh)
 	if err != nil {
 		return ctrl.Result{}, false, err
 	}
 	p := &pass{r: r, now: r.Clock.Now(), ledger: book, storedKey: cm.Data[ledger.SigningKeyField], quotas: quotas.Items, groups: map[string][]string{},
 		outcome: map[string]allocation.Decision{}, bound: map[string]allocation.Binding{},
-		places: map[string]*gpuwardenv1alpha1.QueueStatus{}, queued: map[string]queued{}, limits: map[string]string{}}
+		places: map[string]*gpuwardenv1alpha1.QueueStatus{}, queued: map[string]queued{}, limits: map[string]string{},
+		displaced: map[string]*gpuwardenv1alpha1.Displacement{}}
 	if r.auditedAgain.CompareAndSwap(false, true) {
 		p.auditAgain(allocs.Items)
 	}
 	p.release(ctx, allocs.Items)
 	p.settleLoans(ctx)
+	p.booked = p.reservations(ctx, rsvs.Items, gpus.Items, allocs.Items)
 	byNode := r.gpusByNode(gpus.Items, allocs.Items)
 	for _, node := range slices.Sorted(maps.Keys(byNode)) {
 		p.node, p.complete = node, nil
 		p.decide(ctx, allocs.Items, byNode[node])
 	}
+	p.displace(ctx, allocs.Items)
 	if r.Quotas != nil {
 		r.Quotas.Set(p.book) // every node's holders and waiters
 	}
@@ -170,6 +178,9 @@ func (r *Reconciler) reconcile(ctx context.Context, fresh bool) (_ ctrl.Result, 
 	}
 	if budgeted(quotas.Items) && len(p.ledger.Bindings) > 0 && (next == 0 || next > budgetEvery) {
 		next = budgetEvery // what is held now counts against budgets as it runs
+	}
+	if at := p.nextReservationPass(); at > 0 && (next == 0 || next > at) {
+		next = at // a window begins or ends: decided within a pass of it
 	}
 	return ctrl.Result{RequeueAfter: next}, false, nil
 }
@@ -251,6 +262,10 @@ type pass struct {
 	queued map[string]queued
 	places map[string]*gpuwardenv1alpha1.QueueStatus
 	limits map[string]string
+	// booked are the accepted reservations (every node's); displaced the holders a
+	// reservation stops at its start, by allocation.
+	booked    []reservation.Booked
+	displaced map[string]*gpuwardenv1alpha1.Displacement
 }
 
 type releaseInfo struct {
@@ -369,8 +384,19 @@ func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocat
 			reserved = plan.Reserved(waiter.MaxRuntime)
 		}
 		held := p.ledger.Holdings()
-		d := allocation.Decide(slots, append(held, reserved...), w.quota.Quota, req)
-		if !d.Placed() && !d.Final() && len(reserved) > 0 && allocation.Decide(slots, held, w.quota.Quota, req).Placed() {
+		if d, b := p.onReservation(ctx, w, slots, append(held, reserved...), req); b != nil {
+			if p.bindOn(ctx, w.a, d, unassigned, b) && plan != nil {
+				plan.Started(waiter, d.Slots)
+			}
+			continue
+		}
+		keep, kept := p.keepOff(ctx, w.a, req)
+		d := allocation.Decide(slots, slices.Concat(held, reserved, keep), w.quota.Quota, req)
+		switch {
+		case d.Placed() || d.Final():
+		case len(keep) > 0 && allocation.Decide(slots, slices.Concat(held, reserved), w.quota.Quota, req).Placed():
+			d.Message = "the GPUs free now are kept for a reservation, which begins before this request's runtime limit would end: " + kept
+		case len(reserved) > 0 && allocation.Decide(slots, held, w.quota.Quota, req).Placed():
 			d.Message = "what is free is kept for the requests ahead of it, which start before it would end"
 		}
 		if !d.Placed() && !d.Final() {
@@ -416,7 +442,8 @@ func (p *pass) decide(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAllocat
 		d := allocation.Decision{Reason: gpuwardenv1alpha1.ReasonNoCapacity, Message: fmt.Sprintf(
 			"it would borrow beyond its user's quota, and requests within their quota wait for GPUs here first (%d)", inQuota)}
 		if inQuota == 0 {
-			if d = allocation.Decide(inventory, p.ledger.Holdings(), w.quota.Quota, requestOf(w.a)); d.Placed() {
+			keep, _ := p.keepOff(ctx, w.a, requestOf(w.a))
+			if d = allocation.Decide(inventory, append(p.ledger.Holdings(), keep...), w.quota.Quota, requestOf(w.a)); d.Placed() {
 				p.bind(ctx, w.a, d, false)
 				continue
 			}
@@ -498,6 +525,11 @@ func requestOf(a *gpuwardenv1alpha1.GPUAllocation) allocation.Request {
 // bind records a placed decision in the ledger; an allocation no node has claimed yet is
 // claimed for this node first (another node may win it).
 func (p *pass) bind(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, d allocation.Decision, unassigned bool) bool {
+	return p.bindOn(ctx, a, d, unassigned, nil)
+}
+
+// bindOn binds, on the devices of reservation b when it is not nil.
+func (p *pass) bindOn(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, d allocation.Decision, unassigned bool, b *reservation.Booked) bool {
 	if unassigned {
 		claimed, retry := p.r.claim(ctx, a, p.node)
 		p.retry = p.retry || retry
@@ -505,12 +537,13 @@ func (p *pass) bind(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, d a
 			return false
 		}
 	}
-	b := p.ledger.Bind(a.Name, a.Spec.User, p.node, d.Slots, p.now)
-	if d.Borrowed {
-		b.Borrowed = true
-		p.ledger.Bindings[a.Name] = b
+	bd := p.ledger.Bind(a.Name, a.Spec.User, p.node, d.Slots, p.now)
+	bd.Borrowed = d.Borrowed
+	if b != nil {
+		bd.Reservation, bd.Uncharged = b.Name, !b.Charge
 	}
-	p.bound[a.Name] = b
+	p.ledger.Bindings[a.Name] = bd
+	p.bound[a.Name] = bd
 	p.changed = true
 	return true
 }

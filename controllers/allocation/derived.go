@@ -238,6 +238,9 @@ func (p *pass) desiredUsage(ctx context.Context, quotas []gpuwardenv1alpha1.GPUQ
 		return u
 	}
 	for _, b := range p.ledger.Bindings {
+		if b.Uncharged { // held on a reservation that charges no quota
+			continue
+		}
 		u := get(b.User)
 		u.containers++
 		u.holds = true

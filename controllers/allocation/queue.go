@@ -295,7 +295,9 @@ func (p *pass) plan(ctx context.Context, inventory []allocation.Slot, allocs []g
 		p.limits[name] = why
 	}
 	slices.SortFunc(holders, func(x, y allocation.Holder) int { return strings.Compare(x.Name, y.Name) })
-	return allocation.NewPlan(inventory, holders, p.now)
+	plan := allocation.NewPlan(inventory, holders, p.now)
+	p.blockPlan(ctx, plan)
+	return plan
 }
 
 // placeQueue gives each of the node's requests that wait for capacity its place: its

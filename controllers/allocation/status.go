@@ -261,6 +261,7 @@ func (p *pass) desiredStatus(a *gpuwardenv1alpha1.GPUAllocation) (*gpuwardenv1al
 		}
 		want.GPUEquivalents, want.GPUEquivalentsRounded = quantity(total), allocation.FormatEquivalents(total)
 		want.Borrowed = b.Borrowed
+		want.Displacement = p.displaced[a.Name]
 		return want, true
 	}
 	if a.Spec.NodeName == "" || !p.ours(a.Spec.NodeName) {
@@ -278,7 +279,7 @@ func (p *pass) desiredStatus(a *gpuwardenv1alpha1.GPUAllocation) (*gpuwardenv1al
 		}
 		at := metav1.NewTime(p.now).Rfc3339Copy()
 		want.Phase, want.Reason, want.Message, want.ReleasedTime = gpuwardenv1alpha1.PhaseReleased, "Released", "Devices given back: "+reason, &at
-		want.Idle, want.Runtime, want.Queue = nil, nil, nil // nothing runs on them any more
+		want.Idle, want.Runtime, want.Queue, want.Displacement = nil, nil, nil, nil // nothing runs on them any more
 		return want, true
 	}
 	if d, ok := p.outcome[a.Name]; ok {
@@ -298,6 +299,7 @@ func (p *pass) desiredStatus(a *gpuwardenv1alpha1.GPUAllocation) (*gpuwardenv1al
 // unbound clears what only a bound allocation shows.
 func unbound(s *gpuwardenv1alpha1.GPUAllocationStatus) {
 	s.Devices, s.DevicesSummary, s.GPUEquivalents, s.GPUEquivalentsRounded, s.BoundTime, s.ReleasedTime = nil, "", nil, "", nil, nil
+	s.Displacement = nil
 	s.Idle, s.Runtime, s.Queue = nil, nil, nil
 	s.Borrowed = false
 }

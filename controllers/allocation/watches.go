@@ -24,7 +24,7 @@ import (
 )
 
 // SetupWithManager registers the reconciler: one key (one pass at a time), woken by any
-// change to allocations, quotas or the GPUs. As the cluster's allocator (Cluster), the pass
+// change to allocations, quotas, reservations or the GPUs. As the cluster's allocator (Cluster), the pass
 // decides for every node, and runs only while this process leads, on a cache of every
 // node's objects made for each term (see terms).
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
@@ -89,6 +89,9 @@ func (r *Reconciler) watch(c controller.Controller, from cache.Cache, start <-ch
 			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, deletionStarted{},
 			predicate.Funcs{UpdateFunc: r.statusChangedByOthers}, predicate.Funcs{UpdateFunc: labelsChangedByOthers})),
 		source.Kind[client.Object](from, &gpuwardenv1alpha1.GPUQuota{}, toPass, predicate.GenerationChangedPredicate{}),
+		// A new reservation is decided (its status is the pass's own to write).
+		source.Kind[client.Object](from, &gpuwardenv1alpha1.GPUReservation{}, toPass, predicate.Or[client.Object](
+			predicate.GenerationChangedPredicate{}, deletionStarted{})),
 		source.Kind[client.Object](from, &gpuwardenv1alpha1.GPU{}, toPass, predicate.Funcs{UpdateFunc: gpuChangedForAllocation}),
 		// Holders and usage are the ledger's to say: whoever else writes them is overwritten.
 		source.Kind[client.Object](from, &gpuwardenv1alpha1.GPU{}, r.derived.onChange(), predicate.Funcs{UpdateFunc: holdersChanged}),

@@ -22,6 +22,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/containerstore"
 	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/manager"
+	"github.com/gpuwarden/gpuwarden/internal/metrics"
 	"github.com/gpuwarden/gpuwarden/internal/notify"
 	"github.com/gpuwarden/gpuwarden/internal/reasons"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
@@ -51,8 +52,9 @@ func (g *GiveBack) Start(ctx context.Context) error {
 	return manager.Every(ctx, g.Interval, g.Sweep, "Giving borrowed GPUs back")
 }
 
-// Sweep starts the give-back of each allocation of the node asked for one; each runs on
-// its own (a checkpoint hook may take minutes).
+// Sweep starts the give-back of each allocation of the node asked for one, and the stop
+// of each that a reservation takes the devices of at a start now past (those whose start
+// is ahead are told); each runs on its own (a checkpoint hook may take minutes).
 func (g *GiveBack) Sweep(ctx context.Context) error {
 	if !g.Store.Synced() {
 		return nil
@@ -63,22 +65,74 @@ func (g *GiveBack) Sweep(ctx context.Context) error {
 	}
 	for i := range allocs.Items {
 		a := &allocs.Items[i]
-		// Only what the allocator bound as borrowed: whoever else wrote the annotation.
-		if a.Spec.NodeName != g.NodeName || a.Annotations[gpuwardenv1alpha1.AnnotationGiveBack] == "" || !a.Status.Borrowed ||
-			a.Annotations[gpuwardenv1alpha1.AnnotationRelease] != "" || a.Status.Phase != gpuwardenv1alpha1.PhaseBound {
+		if a.Spec.NodeName != g.NodeName || a.Annotations[gpuwardenv1alpha1.AnnotationRelease] != "" || a.Status.Phase != gpuwardenv1alpha1.PhaseBound {
 			continue
 		}
-		if !g.begin(a.Name) {
+		t, ok := g.asked(ctx, a)
+		if !ok || !g.begin(a.Name) {
 			continue
 		}
 		go func(a *gpuwardenv1alpha1.GPUAllocation) {
 			defer g.end(a.Name)
-			if err := g.giveBack(ctx, a); err != nil && ctx.Err() == nil {
-				ctrl.LoggerFrom(ctx).Error(err, "Giving borrowed GPUs back; tried again on the next sweep", "allocation", a.Name)
+			if err := g.takeBack(ctx, a, t); err != nil && ctx.Err() == nil {
+				ctrl.LoggerFrom(ctx).Error(err, "Taking GPUs back; tried again on the next sweep", "allocation", a.Name, "why", t.why)
 			}
 		}(a.DeepCopy())
 	}
 	return nil
+}
+
+// taking is why and how an allocation's GPUs are taken back.
+type taking struct {
+	why, title, message string
+	once                string
+	action              audit.LifecycleAction
+	eventReason         string
+}
+
+// asked says whether a's GPUs are to be taken back now, and how: given back where the
+// allocator bound it as borrowed and asks for them (whoever else wrote the annotation, it
+// is not acted on), or stopped for a reservation whose start has come (its owner told
+// ahead, once).
+func (g *GiveBack) asked(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) (taking, bool) {
+	if why := a.Annotations[gpuwardenv1alpha1.AnnotationGiveBack]; why != "" && a.Status.Borrowed {
+		return taking{why: why, title: "GIVING BACK", once: "give-back", action: audit.GiveBack, eventReason: reasons.EventGivenBack,
+			message: "Its GPUs were borrowed beyond your quota and are given back now: " + why + "."}, true
+	}
+	d := a.Status.Displacement
+	if d == nil {
+		return taking{}, false
+	}
+	why := "reservation " + d.Reservation + ": " + d.Message
+	if g.Clock.Now().Before(d.At.Time) {
+		g.warnDisplaced(ctx, a, d)
+		return taking{}, false
+	}
+	return taking{why: why, title: "RESERVED", once: "reservation/" + d.Reservation + "/" + d.At.UTC().Format(time.RFC3339), action: audit.ReservationStop,
+		eventReason: reasons.EventReservationStopped, message: "Its GPUs are reserved from now: " + d.Message + "."}, true
+}
+
+// warnDisplaced tells a's owner, once per container start, that a reservation stops the
+// container at its start.
+func (g *GiveBack) warnDisplaced(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, d *gpuwardenv1alpha1.Displacement) {
+	c, ok, _ := g.Store.Get(a.Status.ContainerID)
+	if !ok || !holds(c.State) || !g.Actions.Once(c.ID, "reservation-warning/"+d.Reservation+"/"+d.At.UTC().Format(time.RFC3339)+"/"+c.StartStamp()) {
+		return
+	}
+	owner := g.Owners.Of(c)
+	user := containerstore.OwnerOrUnknown(owner)
+	policy, err := g.Actions.Policy(ctx, c, owner)
+	if err != nil {
+		g.Actions.Unsay(c.ID, "reservation-warning/"+d.Reservation+"/"+d.At.UTC().Format(time.RFC3339)+"/"+c.StartStamp())
+		return
+	}
+	n := notify.For(c, user, a.Name, policy, g.NodeName, g.Clock.Now())
+	n.Type, n.Title, n.Mode, n.Policy = audit.TypeReservationDisplaced, "RESERVED", string(gpuwardenv1alpha1.ModeEnforce), resolve.PolicyName(policy.Values["checkpointTimeout"].From)
+	n.Message = fmt.Sprintf("%s. Your container's time crosses its start: %s", d.Message, stopsHow(c, policy, d.At.UTC().Format(time.RFC3339)))
+	g.Actions.Tell(ctx, n)
+	g.Audit.Log(audit.Reservation(audit.TypeReservationDisplaced, user, d.Reservation, map[string]any{"allocation": a.Name,
+		"container": c.Name, "at": d.At.UTC().Format(time.RFC3339), "message": d.Message}))
+	metrics.ReservationSteps.WithLabelValues("displaced", "").Inc()
 }
 
 func (g *GiveBack) begin(name string) bool {
@@ -100,11 +154,10 @@ func (g *GiveBack) end(name string) {
 	delete(g.doing, name)
 }
 
-// giveBack tells the owner, stops the container (checkpoint hook first) and releases a,
+// takeBack tells the owner, stops the container (checkpoint hook first) and releases a,
 // only once the engine says the container no longer runs: a paused or restarting one is
 // stopped too, and killed if a stop leaves it so.
-func (g *GiveBack) giveBack(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) error {
-	why := a.Annotations[gpuwardenv1alpha1.AnnotationGiveBack]
+func (g *GiveBack) takeBack(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, t taking) error {
 	c, ok, _ := g.Store.Get(a.Status.ContainerID)
 	if ok && holds(c.State) {
 		owner := g.Owners.Of(c)
@@ -114,27 +167,28 @@ func (g *GiveBack) giveBack(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocat
 			return fmt.Errorf("reading the container's policy: %w", err)
 		}
 		n := notify.For(c, user, a.Name, policy, g.NodeName, g.Clock.Now())
-		n.Type, n.Title, n.Mode, n.Policy = audit.TypeLifecycleGiveBack, "GIVING BACK", string(gpuwardenv1alpha1.ModeEnforce), resolve.PolicyName(policy.Values["checkpointTimeout"].From)
-		n.Message = fmt.Sprintf("Its GPUs were borrowed beyond your quota and are given back now: %s. %s", why, stopsHow(c, policy))
-		if g.Actions.Once(c.ID, "give-back/"+c.StartStamp()) {
+		n.Type, n.Title, n.Mode, n.Policy = string(t.action), t.title, string(gpuwardenv1alpha1.ModeEnforce), resolve.PolicyName(policy.Values["checkpointTimeout"].From)
+		n.Message = t.message + " " + stopsHow(c, policy, "")
+		once := t.once + "/" + c.StartStamp()
+		if g.Actions.Once(c.ID, once) {
 			g.Actions.Tell(ctx, n)
 		}
 		began := g.Clock.Now()
-		err = g.Actions.StopLoan(ctx, c, owner, a, policy, reasons.EventGivenBack, "give_back: "+why)
+		err = g.Actions.StopLoan(ctx, c, owner, a, policy, t.eventReason, string(t.action)[len("lifecycle."):]+": "+t.why)
 		if err != nil && !errors.Is(err, docker.ErrNotFound) {
-			g.Actions.Unsay(c.ID, "give-back/"+c.StartStamp())
+			g.Actions.Unsay(c.ID, once)
 			return err
 		}
 		if err := g.stopped(ctx, c.ID); err != nil {
 			return err
 		}
-		text := "give_back: stopped: " + why
+		text := string(t.action)[len("lifecycle."):] + ": stopped: " + t.why
 		if s, ok := g.Actions.LastStop(c.ID); ok && !s.At.Before(began) && s.Checkpoint != nil {
 			text += ". " + actions.CheckpointSentence(s.Checkpoint)
 		}
-		g.Audit.Log(audit.Lifecycle(audit.GiveBack, user, containerstore.AuditRef(c), n.Policy, string(gpuwardenv1alpha1.ModeEnforce), text))
+		g.Audit.Log(audit.Lifecycle(t.action, user, containerstore.AuditRef(c), n.Policy, string(gpuwardenv1alpha1.ModeEnforce), text))
 	}
-	return g.Actions.Release(ctx, a, why)
+	return g.Actions.Release(ctx, a, t.why)
 }
 
 // holds reports whether a container in state s may still use its GPUs.
@@ -163,13 +217,18 @@ func (g *GiveBack) stopped(ctx context.Context, id string) error {
 	return fmt.Errorf("container %s still holds its GPUs after a stop and a kill; its allocation is kept", docker.ShortID(id))
 }
 
-// stopsHow says what happens to the container now.
-func stopsHow(c docker.Container, p resolve.Policy) string {
+// stopsHow says what happens to the container now, or at a time.
+func stopsHow(c docker.Container, p resolve.Policy, at string) string {
 	grace := actions.DefaultStopGracePeriod
 	if l := p.Duration("stopGracePeriod"); l.Applies() {
 		grace = l.Duration
 	}
-	if actions.HasCheckpoint(c) {
+	switch {
+	case at != "" && actions.HasCheckpoint(c):
+		return fmt.Sprintf("at %s its checkpoint hook runs (up to %s), then it is stopped (SIGKILL after %s) and its GPUs released.", at, actions.CheckpointTimeout(c, p), grace)
+	case at != "":
+		return fmt.Sprintf("at %s it is stopped (SIGKILL after %s) and its GPUs released; a checkpoint hook (label %s) would let it save its work first.", at, grace, gpuwardenv1alpha1.LabelCheckpoint)
+	case actions.HasCheckpoint(c):
 		return fmt.Sprintf("Its checkpoint hook runs first (up to %s), then it is stopped (SIGKILL after %s).", actions.CheckpointTimeout(c, p), grace)
 	}
 	return fmt.Sprintf("It is stopped now (SIGKILL after %s); a checkpoint hook (label %s) would have let it save its work first.", grace, gpuwardenv1alpha1.LabelCheckpoint)

@@ -158,7 +158,7 @@ func (l Ledger) Spent(users []string, w Window, now time.Time) float64 {
 		total += l.Usage[u].spentSince(since)
 	}
 	for _, b := range l.Bindings {
-		if !member[b.User] {
+		if !member[b.User] || b.Uncharged {
 			continue
 		}
 		from := later(b.BoundAt, since)
@@ -187,7 +187,7 @@ func (l Ledger) BudgetFrees(users []string, w Window, now time.Time, limit, need
 		ended.Usage[u] = l.Usage[u]
 	}
 	for _, b := range l.Bindings {
-		if !contains(users, b.User) {
+		if !contains(users, b.User) || b.Uncharged {
 			continue
 		}
 		c := ended.Usage[b.User]

@@ -50,6 +50,9 @@ type Holding struct {
 	Slots []string // UUIDs
 	// Weight is the sum of its slots' weights.
 	Weight float64
+	// Uncharged holds its slots but counts against no quota (a reservation's that does
+	// not charge its users).
+	Uncharged bool
 }
 
 // Limit is one effective limit and the object that set it.
@@ -243,7 +246,7 @@ func usage(live []Holding, users []string, requester string) held {
 	}
 	h := held{who: requester}
 	for _, l := range live {
-		if members[l.User] {
+		if members[l.User] && !l.Uncharged {
 			h.containers++
 			h.gpuEq += l.Weight
 		}

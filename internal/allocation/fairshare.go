@@ -82,7 +82,9 @@ func (l *Ledger) Charge(b Binding, end time.Time, halfLife time.Duration) {
 	u := l.Usage[b.User]
 	held := end.Sub(b.BoundAt)
 	u.GPUHours = u.GPUHoursAt(end, halfLife) + heldHours(weight, b.BoundAt, end, halfLife)
-	u.spend(weight, b.BoundAt, end)
+	if !b.Uncharged {
+		u.spend(weight, b.BoundAt, end)
+	}
 	if u.At.IsZero() || end.After(u.At) {
 		u.At = end.Round(0).UTC()
 	}

@@ -15,6 +15,11 @@ type Binding struct {
 	BoundAt time.Time `json:"boundAt"`
 	// Borrowed says the binding took its user beyond their quota (GPUQuota borrowing).
 	Borrowed bool `json:"borrowed,omitempty"`
+	// Reservation names the GPUReservation whose devices the binding holds, for one of its
+	// users; Uncharged says that reservation does not charge its users' quota: the binding
+	// counts against no limit and no budget.
+	Reservation string `json:"reservation,omitempty"`
+	Uncharged   bool   `json:"uncharged,omitempty"`
 }
 
 // Bound is one slot of a binding.
@@ -52,7 +57,7 @@ func (l Ledger) Encode() (string, error) {
 func (l Ledger) Holdings() []Holding {
 	out := make([]Holding, 0, len(l.Bindings))
 	for name, b := range l.Bindings {
-		h := Holding{Name: name, User: b.User}
+		h := Holding{Name: name, User: b.User, Uncharged: b.Uncharged}
 		for _, s := range b.Slots {
 			h.Slots = append(h.Slots, s.UUID)
 			h.Weight += s.Weight

@@ -82,9 +82,10 @@ func (l Ledger) Settle(limit func(user string) (float64, bool)) bool {
 		for _, s := range b.Slots {
 			w += s.Weight
 		}
-		if b.Borrowed {
+		switch {
+		case b.Borrowed:
 			loans = append(loans, name)
-		} else {
+		case !b.Uncharged:
 			own[b.User] += w
 		}
 	}

@@ -47,7 +47,26 @@ type Plan struct {
 	// latest and estimate are the requests planned so far, by their latest and their
 	// probable times.
 	latest, estimate []hold
+	// blocks are the reservations' windows on the node's devices.
+	blocks []Block
 }
+
+// Block is a reservation as the plan sees it: its slots are taken during its windows from
+// every request whose user it is not for.
+type Block struct {
+	Name    string
+	Slots   []string
+	Windows []Span
+	// For reports whether the reservation is for user.
+	For func(user string) bool
+}
+
+// Span is a stretch of time from Start to End.
+type Span struct{ Start, End time.Time }
+
+// Block adds a reservation to the plan: the requests planned from now on keep out of its
+// windows unless it is for them.
+func (p *Plan) Block(b Block) { p.blocks = append(p.blocks, b) }
 
 // hold is a planned hold: slots from start to end (zero: for ever).
 type hold struct {
@@ -121,6 +140,17 @@ func (p *Plan) place(w Waiter, planned *[]hold, end func(Holder) time.Time, d ti
 			times = append(times, h.end)
 		}
 	}
+	var blocks []Block // the reservations w keeps out of
+	for _, b := range p.blocks {
+		if b.For == nil || !b.For(w.Request.User) {
+			blocks = append(blocks, b)
+			for _, s := range b.Windows {
+				if s.End.After(p.now) {
+					times = append(times, s.End)
+				}
+			}
+		}
+	}
 	sort.Slice(times, func(i, j int) bool { return times[i].Before(times[j]) })
 	for i, t := range times {
 		if i > 0 && t.Equal(times[i-1]) {
@@ -141,6 +171,16 @@ func (p *Plan) place(w Waiter, planned *[]hold, end func(Holder) time.Time, d ti
 				occupied = append(occupied, Holding{Name: h.name, Slots: h.slots})
 			} else if h.end.Equal(t) {
 				endingNow = append(endingNow, h.name)
+			}
+		}
+		for _, b := range blocks {
+			for _, s := range b.Windows {
+				if s.End.After(t) && (d == 0 || s.Start.Before(t.Add(d))) {
+					occupied = append(occupied, Holding{Name: b.Name, Slots: b.Slots})
+					break
+				} else if s.End.Equal(t) {
+					endingNow = append(endingNow, b.Name)
+				}
 			}
 		}
 		dec := Decide(p.inventory, occupied, Quota{}, w.Request)
@@ -172,6 +212,11 @@ func (p *Plan) blocker(ending, slots []string, planned []hold) string {
 		}
 		for _, h := range planned {
 			if h.name == name && overlaps(h.slots, slots) {
+				return name
+			}
+		}
+		for _, b := range p.blocks {
+			if b.Name == name && overlaps(b.Slots, slots) {
 				return name
 			}
 		}

@@ -33,6 +33,9 @@ const (
 	// TypeLifecycleBudgetStop: a running container stopped because its owner's GPU-hour
 	// budget is used up and its policy says onBudgetExhausted: Stop.
 	TypeLifecycleBudgetStop = "lifecycle.budget_stop"
+	// TypeLifecycleReservationStop: a container was stopped (its checkpoint hook first) and
+	// its allocation released at the start of a reservation of its devices (displace: Stop).
+	TypeLifecycleReservationStop = "lifecycle.reservation_stop"
 	// A DryRun or NotifyOnly policy's record of what it kept gpuwarden from doing.
 	TypeLifecycleWouldRemove  = "lifecycle.would_remove"
 	TypeLifecycleWouldRelease = "lifecycle.would_release"
@@ -52,6 +55,17 @@ const (
 
 	// TypeAuditDropped records how many events were lost when the writer's memory bound was hit.
 	TypeAuditDropped = "audit.dropped"
+
+	// A GPUReservation's steps: accepted (devices chosen), rejected (why), active (its
+	// window began), ended (its last window ended), released_unused (its devices went back
+	// to everyone for the rest of a window its users did not use) and displaced (a holder
+	// crossing its start is told it will be stopped then).
+	TypeReservationAccepted       = "reservation.accepted"
+	TypeReservationRejected       = "reservation.rejected"
+	TypeReservationActive         = "reservation.active"
+	TypeReservationEnded          = "reservation.ended"
+	TypeReservationReleasedUnused = "reservation.released_unused"
+	TypeReservationDisplaced      = "reservation.displaced"
 )
 
 // Container identifies a container in an event.
@@ -255,16 +269,17 @@ type LifecycleAction string
 
 // Lifecycle actions.
 const (
-	IdleWarning    LifecycleAction = TypeLifecycleIdleWarning
-	IdleStop       LifecycleAction = TypeLifecycleIdleStop
-	RuntimeWarning LifecycleAction = TypeLifecycleRuntimeWarning
-	RuntimeStop    LifecycleAction = TypeLifecycleRuntimeStop
-	Remove         LifecycleAction = TypeLifecycleRemove
-	GiveBack       LifecycleAction = TypeLifecycleGiveBack
-	BudgetStop     LifecycleAction = TypeLifecycleBudgetStop
-	WouldRemove    LifecycleAction = TypeLifecycleWouldRemove
-	WouldRelease   LifecycleAction = TypeLifecycleWouldRelease
-	WouldStop      LifecycleAction = TypeLifecycleWouldStop
+	IdleWarning     LifecycleAction = TypeLifecycleIdleWarning
+	IdleStop        LifecycleAction = TypeLifecycleIdleStop
+	RuntimeWarning  LifecycleAction = TypeLifecycleRuntimeWarning
+	RuntimeStop     LifecycleAction = TypeLifecycleRuntimeStop
+	Remove          LifecycleAction = TypeLifecycleRemove
+	GiveBack        LifecycleAction = TypeLifecycleGiveBack
+	BudgetStop      LifecycleAction = TypeLifecycleBudgetStop
+	ReservationStop LifecycleAction = TypeLifecycleReservationStop
+	WouldRemove     LifecycleAction = TypeLifecycleWouldRemove
+	WouldRelease    LifecycleAction = TypeLifecycleWouldRelease
+	WouldStop       LifecycleAction = TypeLifecycleWouldStop
 )
 
 // Lifecycle records a warning or an action on a container; policy is the ContainerPolicy
@@ -334,6 +349,16 @@ func AdminChange(action AdminAction, name string, generation int64, manager stri
 	}
 	put(d, "manager", manager)
 	return Event{Type: string(action), Details: d}
+}
+
+// Reservation records a GPUReservation's step (a TypeReservation… type) with its devices,
+// window and for whom; user is whom it concerns (the booker, or the displaced holder).
+func Reservation(eventType, user, name string, details map[string]any) Event {
+	d := map[string]any{"reservation": name}
+	for k, v := range details {
+		put(d, k, v)
+	}
+	return Event{Type: eventType, User: user, Details: d}
 }
 
 func droppedEvent(n uint64) Event {

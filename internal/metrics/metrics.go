@@ -31,6 +31,14 @@ var (
 		Name: "gpuwarden_unmanaged_gpu_process",
 		Help: "GPU processes that belong to no allocation (seen in two scans in a row), by kind (container, host), user, container and GPU.",
 	}, []string{"kind", "user", "container", "UUID"})
+	ReservationSteps = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gpuwarden_reservation_steps_total",
+		Help: "GPUReservation steps, by step (accepted, rejected, active, ended, released_unused, displaced) and reason (for rejected).",
+	}, []string{"step", "reason"})
+	Reservations = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "gpuwarden_reservations",
+		Help: "GPUReservations by phase (Pending, Accepted, Active, Ended, Rejected), as the allocator last saw them.",
+	}, []string{"phase"})
 	ScrapeSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "gpuwarden_scrape_duration_seconds",
 		Help:    "Time gpuwarden's own collectors took to render a scrape of /metrics (served from memory: no NVML or Docker call).",
@@ -43,7 +51,7 @@ func Collectors() []prometheus.Collector {
 	return append([]prometheus.Collector{
 		DockerOutages, ContainerEvents, ContainerActions, CheckpointHooks, UnallocatedGPUContainers, UnmanagedProcesses, UnmanagedDetections,
 		ContainersByIdleState, LifecycleNotices, StopDelaySeconds, SampleRoundSeconds, NoticeDeliveries,
-		AllocationRejections, UnmanagedByHolder, ScrapeSeconds, LedgerWrites,
+		AllocationRejections, UnmanagedByHolder, ScrapeSeconds, LedgerWrites, ReservationSteps, Reservations,
 	}, append(telemetry.Metrics(), gateway.Metrics()...)...)
 }
 
@@ -52,6 +60,13 @@ func Collectors() []prometheus.Collector {
 func initSeries() {
 	for _, r := range []string{"written", "conflict"} {
 		LedgerWrites.WithLabelValues(r)
+	}
+	for _, s := range []string{"accepted", "active", "ended", "released_unused", "displaced"} {
+		ReservationSteps.WithLabelValues(s, "")
+	}
+	for _, p := range []gpuwardenv1alpha1.ReservationPhase{gpuwardenv1alpha1.ReservationPending, gpuwardenv1alpha1.ReservationAccepted,
+		gpuwardenv1alpha1.ReservationActive, gpuwardenv1alpha1.ReservationEnded, gpuwardenv1alpha1.ReservationRejected} {
+		Reservations.WithLabelValues(string(p))
 	}
 	for _, o := range []string{"ok", "failed", "timeout", "error"} {
 		CheckpointHooks.WithLabelValues(o)

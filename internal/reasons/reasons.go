@@ -55,6 +55,9 @@ const (
 	EventGivenBack = "GivenBack"
 	// EventBudgetStopped: stopped because its owner's GPU-hour budget is used up.
 	EventBudgetStopped = "BudgetStopped"
+	// EventReservationStopped: stopped (its checkpoint hook first) at the start of a
+	// reservation of its devices that stops other work (displace: Stop).
+	EventReservationStopped = "ReservationStopped"
 )
 
 // EventExemptionOverridden is the reason of the Event, on a ContainerPolicy, that says a

@@ -17,6 +17,8 @@ type Quota struct {
 	Matched []string
 	// SharedQuotas are the Shared quotas among them, for the pool of a budget.
 	SharedQuotas []*gpuwardenv1alpha1.GPUQuota
+	// ReservedGPUHours is how much the user may book ahead per budget window (unset: none).
+	ReservedGPUHours allocation.Limit[float64]
 }
 
 // QuotaMatches reports whether q's subjects include the user.
@@ -75,6 +77,12 @@ func EffectiveQuota(quotas []gpuwardenv1alpha1.GPUQuota, user string, groups []s
 		case l.MaxContainers != nil:
 			out.MaxContainers = allocation.Limit[int]{Set: true, Value: int(*l.MaxContainers), From: from, Shared: isShared}
 		}
+		switch {
+		case unlimited(gpuwardenv1alpha1.LimitReservedGPUHours):
+			out.ReservedGPUHours = allocation.Limit[float64]{Set: true, Unlimited: true, From: from}
+		case l.ReservedGPUHours != nil:
+			out.ReservedGPUHours = allocation.Limit[float64]{Set: true, Value: l.ReservedGPUHours.AsApproximateFloat64(), From: from}
+		}
 		if l.AllowFullGPU != nil {
 			out.AllowFullGPU = allocation.Limit[bool]{Set: true, Value: *l.AllowFullGPU, From: from}
 		}
@@ -100,7 +108,7 @@ func EffectiveQuota(quotas []gpuwardenv1alpha1.GPUQuota, user string, groups []s
 		}
 	}
 	out.SharedQuotas = shared
-	if out.BudgetWindowFrom == "" && out.Budget.Set {
+	if out.BudgetWindowFrom == "" && (out.Budget.Set || out.ReservedGPUHours.Set) {
 		out.BudgetWindow, _ = allocation.ParseWindow(allocation.DefaultBudgetWindow)
 	}
 	if out.GPUEquivalents.Shared || out.MaxContainers.Shared || out.Borrow.Shared || out.Budget.Shared {

@@ -43,11 +43,11 @@ func allocationTest(tb testing.TB) client.Client {
 	return c
 }
 
-// cleanSlate removes every allocation, quota, GPU and the ledger.
+// cleanSlate removes every allocation, quota, GPU, reservation and the ledger.
 func cleanSlate(t testing.TB, c client.Client) {
 	t.Helper()
 	ctx := context.Background()
-	for _, obj := range []client.Object{&gpuwardenv1alpha1.GPUAllocation{}, &gpuwardenv1alpha1.GPUQuota{}, &gpuwardenv1alpha1.GPU{}} {
+	for _, obj := range []client.Object{&gpuwardenv1alpha1.GPUAllocation{}, &gpuwardenv1alpha1.GPUQuota{}, &gpuwardenv1alpha1.GPU{}, &gpuwardenv1alpha1.GPUReservation{}} {
 		if err := c.DeleteAllOf(ctx, obj); err != nil {
 			t.Fatal(err)
 		}
