@@ -158,3 +158,26 @@ func TestEstimateEnd(t *testing.T) {
 		}
 	}
 }
+
+// TestPlanKeepsOutOfReservations: a request waiting behind a holder starts after the holder
+// ends only where its hold fits before a reservation's window on the freed GPU, else after
+// the window, named as its blocker; the reservation's own users are not kept out.
+func TestPlanKeepsOutOfReservations(t *testing.T) {
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	at := func(h int) time.Time { return now.Add(time.Duration(h) * time.Hour) }
+	plan := func() *Plan {
+		p := NewPlan(wholeGPUs(1), []Holder{{Name: "h0", Slots: []string{"GPU-a"}, Latest: at(1), Estimate: at(1)}}, now)
+		p.Block(Block{Name: "reservation/friday", Slots: []string{"GPU-a"}, Windows: []Span{{at(3), at(5)}}, For: func(u string) bool { return u == "ann" }})
+		return p
+	}
+	if s := plan().Reserve(Waiter{Name: "short", Request: Request{User: "bob", GPUs: 1}, MaxRuntime: 2 * time.Hour, Typical: time.Hour}); !s.Latest.Equal(at(1)) {
+		t.Errorf("two hours from 1 h fit before the window at 3 h: latest %v", s.Latest)
+	}
+	s := plan().Reserve(Waiter{Name: "long", Request: Request{User: "bob", GPUs: 1}, MaxRuntime: 3 * time.Hour, Typical: time.Hour})
+	if !s.Latest.Equal(at(5)) || s.LatestBy != "reservation/friday" {
+		t.Errorf("three hours do not fit before the window: latest %v by %q, want %v by the reservation", s.Latest, s.LatestBy, at(5))
+	}
+	if s := plan().Reserve(Waiter{Name: "ann", Request: Request{User: "ann", GPUs: 1}, MaxRuntime: 3 * time.Hour, Typical: time.Hour}); !s.Latest.Equal(at(1)) {
+		t.Errorf("the reservation's user: latest %v, want %v", s.Latest, at(1))
+	}
+}

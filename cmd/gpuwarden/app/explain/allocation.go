@@ -63,6 +63,10 @@ func explainAllocation(ctx context.Context, c client.Reader, name string, out io
 	if why := a.Annotations[gpuwardenv1alpha1.AnnotationGiveBack]; why != "" && a.Status.Phase == gpuwardenv1alpha1.PhaseBound {
 		fmt.Fprintf(out, "It is being given back now: %s.\n", why)
 	}
+	if d := a.Status.Displacement; d != nil && a.Status.Phase == gpuwardenv1alpha1.PhaseBound {
+		fmt.Fprintf(out, "A reservation takes its GPUs: %s. Its time crosses the start, so at %s its checkpoint hook runs, it is stopped and its GPUs released (kubectl get rsv %s).\n",
+			d.Message, d.At.UTC().Format(time.RFC3339), d.Reservation)
+	}
 	q := a.Status.Queue
 	if q == nil {
 		switch {
@@ -76,6 +80,9 @@ func explainAllocation(ctx context.Context, c client.Reader, name string, out io
 		return nil
 	}
 	fmt.Fprintf(out, "Number %d of %d waiting for capacity on %s: %s.\n", q.Position, max(q.Waiting, q.Position), a.Spec.NodeName, q.Message)
+	if a.Status.Message != "" {
+		fmt.Fprintf(out, "Why it cannot start now: %s.\n", strings.TrimSuffix(a.Status.Message, "."))
+	}
 	switch {
 	case q.LatestStart != nil:
 		fmt.Fprintf(out, "Starts by %s at the latest", q.LatestStart.UTC().Format(time.RFC3339))

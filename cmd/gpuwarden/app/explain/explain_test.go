@@ -156,3 +156,33 @@ func TestExplainABorrowedAllocation(t *testing.T) {
 		}
 	}
 }
+
+// TestExplainReservations: a holder a reservation displaces says when it is stopped and
+// by which reservation; a request kept off reserved GPUs says why it cannot start now.
+func TestExplainReservations(t *testing.T) {
+	at := metav1.NewTime(time.Date(2026, 12, 11, 9, 0, 0, 0, time.UTC))
+	held := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: "bob-train"},
+		Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: "bob", NodeName: "gpu01"},
+		Status: gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhaseBound, Displacement: &gpuwardenv1alpha1.Displacement{
+			Reservation: "deadline", At: at, Message: "GPUReservation deadline takes GPU 0 for group nlp from 2026-12-11T09:00:00Z to 2026-12-11T17:00:00Z"}}}
+	waits := &gpuwardenv1alpha1.GPUAllocation{ObjectMeta: metav1.ObjectMeta{Name: "erin-1"},
+		Spec: gpuwardenv1alpha1.GPUAllocationSpec{User: "erin", NodeName: "gpu01"},
+		Status: gpuwardenv1alpha1.GPUAllocationStatus{Phase: gpuwardenv1alpha1.PhasePending, Reason: gpuwardenv1alpha1.ReasonNoCapacity,
+			Message: "the GPUs free now are kept for a reservation, which begins before this request's runtime limit would end: GPU 0 reserved by GPUReservation deadline",
+			Queue:   &gpuwardenv1alpha1.QueueStatus{Position: 1, Waiting: 1, Message: "first in the queue", BlockedBy: "reservation/deadline", LatestStart: &at}}}
+	c := fake.NewClientBuilder().WithScheme(scheme.New()).WithObjects(held, waits).Build()
+	for name, wants := range map[string][]string{
+		"bob-train": {"A reservation takes its GPUs: GPUReservation deadline takes GPU 0", "at 2026-12-11T09:00:00Z its checkpoint hook runs, it is stopped", "kubectl get rsv deadline"},
+		"erin-1":    {"Why it cannot start now: the GPUs free now are kept for a reservation", "when reservation/deadline ends"},
+	} {
+		var b strings.Builder
+		if err := explainAllocation(context.Background(), c, name, &b); err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range wants {
+			if !strings.Contains(b.String(), want) {
+				t.Errorf("explain allocation %s lacks %q:\n%s", name, want, b.String())
+			}
+		}
+	}
+}
