@@ -20,6 +20,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/notifications"
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/queue"
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/report"
+	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/reservations"
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/server"
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/version"
 	"github.com/gpuwarden/gpuwarden/internal/logging"
@@ -44,7 +45,7 @@ GPUAllocations; controllers make Docker and the GPUs match what is declared.`,
 		},
 	}
 	cmd.PersistentFlags().IntVarP(&verbosity, "v", "v", 0, "log verbosity (0: what happened; higher: more detail)")
-	cmd.AddCommand(server.NewCommand(), controller.NewCommand(), events.NewCommand(), explain.NewCommand(), kubeconfig.NewCommand(), notifications.NewCommand(), importer.NewCommand(), queue.NewCommand(), report.NewCommand(), version.NewCommand())
+	cmd.AddCommand(server.NewCommand(), controller.NewCommand(), events.NewCommand(), explain.NewCommand(), kubeconfig.NewCommand(), notifications.NewCommand(), importer.NewCommand(), queue.NewCommand(), reservations.NewCommand(), report.NewCommand(), version.NewCommand())
 	return cmd
 }
 
