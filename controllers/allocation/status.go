@@ -318,6 +318,9 @@ func decided(want *gpuwardenv1alpha1.GPUAllocationStatus, d allocation.Decision)
 // record emits the Event and the audit record of a status transition.
 func (p *pass) record(a *gpuwardenv1alpha1.GPUAllocation, before *gpuwardenv1alpha1.GPUAllocationStatus) {
 	s := a.Status
+	if d := s.Displacement; d != nil && (before.Displacement == nil || before.Displacement.Reservation != d.Reservation || !before.Displacement.At.Equal(&d.At)) {
+		p.r.Recorder.Eventf(a, nil, corev1.EventTypeWarning, reasons.EventDisplaced, "Displace", "%s: stopped then (its checkpoint hook first) and released", d.Message)
+	}
 	if s.Phase == before.Phase && s.Reason == before.Reason {
 		return
 	}

@@ -58,6 +58,9 @@ const (
 	// EventReservationStopped: stopped (its checkpoint hook first) at the start of a
 	// reservation of its devices that stops other work (displace: Stop).
 	EventReservationStopped = "ReservationStopped"
+	// EventDisplaced: a reservation takes the allocation's devices at its start, which
+	// its time crosses: it is stopped then.
+	EventDisplaced = "Displaced"
 )
 
 // EventExemptionOverridden is the reason of the Event, on a ContainerPolicy, that says a
