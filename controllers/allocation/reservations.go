@@ -108,7 +108,28 @@ func (p *pass) reservations(ctx context.Context, rsvs []gpuwardenv1alpha1.GPURes
 		gpuwardenv1alpha1.ReservationActive, gpuwardenv1alpha1.ReservationEnded, gpuwardenv1alpha1.ReservationRejected} {
 		metrics.Reservations.WithLabelValues(string(ph)).Set(phases[ph])
 	}
-	return reservation.Of(rsvs)
+	booked := reservation.Of(rsvs)
+	p.chargeAgain(booked)
+	return booked
+}
+
+// chargeAgain charges the holds made on a reservation that charged nothing once its window
+// is over (or its devices went back to everyone): from then on they count as any other.
+func (p *pass) chargeAgain(booked []reservation.Booked) {
+	for name, bd := range p.ledger.Bindings {
+		if !bd.Uncharged {
+			continue
+		}
+		i := slices.IndexFunc(booked, func(b reservation.Booked) bool { return b.Name == bd.Reservation })
+		if i >= 0 {
+			if _, active := booked[i].Active(p.now); active {
+				continue
+			}
+		}
+		bd.Uncharged = false
+		p.ledger.Bindings[name] = bd
+		p.changed = true
+	}
 }
 
 // reservationRequest is what a reservation asks for, as a request of no user.
