@@ -188,6 +188,11 @@ func (p *pass) holder(ctx context.Context, name string, b allocation.Binding, a 
 			}
 		}
 	}
+	if a != nil && a.Status.Displacement != nil {
+		if d := a.Status.Displacement; h.Latest.IsZero() || d.At.Time.Before(h.Latest) {
+			h.Latest, why = d.At.Time, "stopped for GPUReservation "+d.Reservation+" by its start"
+		}
+	}
 	if b.Borrowed {
 		// Given back as soon as a request within its quota waits for it (the requests that
 		// are planned): its hook, its stop and the rounds that find it.

@@ -21,8 +21,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+	"github.com/gpuwarden/gpuwarden/internal/actions"
 	"github.com/gpuwarden/gpuwarden/internal/allocation"
 	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/docker"
 	"github.com/gpuwarden/gpuwarden/internal/message"
 	"github.com/gpuwarden/gpuwarden/internal/metrics"
 	"github.com/gpuwarden/gpuwarden/internal/reservation"
@@ -351,12 +353,17 @@ func (p *pass) recordReservation(r *gpuwardenv1alpha1.GPUReservation, before *gp
 
 // keepOff is what a waiting request must leave alone for the reservations on the pass's
 // node that are not for its user, and why (see reservation.Keep): the reservations active
-// now, and those that start before its runtime limit would end.
+// now, and those that start before its hold would end at the latest (its runtime limit,
+// and the checkpoint hook its container may run before the stop).
 func (p *pass) keepOff(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, req allocation.Request) ([]allocation.Holding, string) {
 	if !p.booksOn(p.node) {
 		return nil, ""
 	}
-	return reservation.Keep(p.booked, p.node, a.Spec.User, p.groupsOf(ctx, a.Spec.User), p.now, p.waiter(ctx, a, req).MaxRuntime)
+	d := p.waiter(ctx, a, req).MaxRuntime
+	if d > 0 {
+		d += actions.CheckpointTimeout(docker.Container{}, p.policyOf(ctx, a))
+	}
+	return reservation.Keep(p.booked, p.node, a.Spec.User, p.groupsOf(ctx, a.Spec.User), p.now, d)
 }
 
 // booksOn reports whether any accepted reservation is on node.
@@ -370,6 +377,8 @@ func (p *pass) onReservation(ctx context.Context, w waiting, slots []allocation.
 	if !p.booksOn(p.node) {
 		return allocation.Decision{}, nil
 	}
+	keep, _ := p.keepOff(ctx, w.a, req) // another reservation of the same devices that starts before it would end
+	held = slices.Concat(held, keep)
 	for _, b := range reservation.Mine(p.booked, p.node, w.a.Spec.User, p.groupsOf(ctx, w.a.Spec.User), p.now) {
 		var mine []allocation.Slot
 		for _, s := range slots {
@@ -433,7 +442,12 @@ func (p *pass) displace(ctx context.Context, allocs []gpuwardenv1alpha1.GPUAlloc
 				continue
 			}
 			if w.Start.After(p.now) {
-				if h, _ := p.holder(ctx, name, bd, byName[name]); !h.Latest.IsZero() && !h.Latest.After(w.Start) {
+				a := byName[name]
+				if a != nil && a.Status.Displacement != nil { // its own end, not the one a displacement gives it
+					a = a.DeepCopy()
+					a.Status.Displacement = nil
+				}
+				if h, _ := p.holder(ctx, name, bd, a); !h.Latest.IsZero() && !h.Latest.After(w.Start) {
 					continue // ends before the start
 				}
 			}

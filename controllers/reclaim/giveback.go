@@ -104,12 +104,28 @@ func (g *GiveBack) asked(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation
 		return taking{}, false
 	}
 	why := "reservation " + d.Reservation + ": " + d.Message
-	if g.Clock.Now().Before(d.At.Time) {
+	if g.Clock.Now().Before(d.At.Add(-g.stopLead(ctx, a))) {
 		g.warnDisplaced(ctx, a, d)
 		return taking{}, false
 	}
 	return taking{why: why, title: "RESERVED", once: "reservation/" + d.Reservation + "/" + d.At.UTC().Format(time.RFC3339), action: audit.ReservationStop,
 		eventReason: reasons.EventReservationStopped, message: "Its GPUs are reserved from now: " + d.Message + "."}, true
+}
+
+// stopLead is how long before a reservation's start the stop of a's container begins, so
+// that its devices are free at the start: its checkpoint hook, its grace period, and the
+// sweeps and pass that release it.
+func (g *GiveBack) stopLead(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation) time.Duration {
+	lead := 3 * g.Interval
+	c, ok, _ := g.Store.Get(a.Status.ContainerID)
+	if !ok || !holds(c.State) {
+		return lead
+	}
+	policy, err := g.Actions.Policy(ctx, c, g.Owners.Of(c))
+	if err != nil {
+		return lead + actions.DefaultStopGracePeriod + actions.DefaultCheckpointTimeout
+	}
+	return lead + actions.StopTakes(c, policy)
 }
 
 // warnDisplaced tells a's owner, once per container start, that a reservation stops the
@@ -128,7 +144,8 @@ func (g *GiveBack) warnDisplaced(ctx context.Context, a *gpuwardenv1alpha1.GPUAl
 	}
 	n := notify.For(c, user, a.Name, policy, g.NodeName, g.Clock.Now())
 	n.Type, n.Title, n.Mode, n.Policy = audit.TypeReservationDisplaced, "RESERVED", string(gpuwardenv1alpha1.ModeEnforce), resolve.PolicyName(policy.Values["checkpointTimeout"].From)
-	n.Message = fmt.Sprintf("%s. Your container's time crosses its start: %s", d.Message, stopsHow(c, policy, d.At.UTC().Format(time.RFC3339)))
+	n.Message = fmt.Sprintf("%s. Your container's time crosses its start, so that its GPUs are free then: %s", d.Message,
+		stopsHow(c, policy, d.At.Add(-g.stopLead(ctx, a)).UTC().Format(time.RFC3339)))
 	g.Actions.Tell(ctx, n)
 	g.Audit.Log(audit.Reservation(audit.TypeReservationDisplaced, user, d.Reservation, map[string]any{"allocation": a.Name,
 		"container": c.Name, "at": d.At.UTC().Format(time.RFC3339), "message": d.Message}))
@@ -219,10 +236,7 @@ func (g *GiveBack) stopped(ctx context.Context, id string) error {
 
 // stopsHow says what happens to the container now, or at a time.
 func stopsHow(c docker.Container, p resolve.Policy, at string) string {
-	grace := actions.DefaultStopGracePeriod
-	if l := p.Duration("stopGracePeriod"); l.Applies() {
-		grace = l.Duration
-	}
+	grace := actions.StopGracePeriod(p)
 	switch {
 	case at != "" && actions.HasCheckpoint(c):
 		return fmt.Sprintf("at %s its checkpoint hook runs (up to %s), then it is stopped (SIGKILL after %s) and its GPUs released.", at, actions.CheckpointTimeout(c, p), grace)

@@ -158,6 +158,25 @@ func (x *Actions) StopNow(ctx context.Context, c docker.Container, owner string,
 	return x.stop(ctx, c, owner, a, p, mode, eventReason, reason, false)
 }
 
+// StopGracePeriod is the time a stop under p waits for the container to end before it kills
+// it: the policy's stopGracePeriod, else DefaultStopGracePeriod.
+func StopGracePeriod(p resolve.Policy) time.Duration {
+	if l := p.Duration("stopGracePeriod"); l.Applies() {
+		return l.Duration
+	}
+	return DefaultStopGracePeriod
+}
+
+// StopTakes is how long a stop of c under p takes at most: its checkpoint hook (when it has
+// one), then the grace period.
+func StopTakes(c docker.Container, p resolve.Policy) time.Duration {
+	d := StopGracePeriod(p)
+	if HasCheckpoint(c) {
+		d += CheckpointTimeout(c, p)
+	}
+	return d
+}
+
 // StopLoan stops a container that holds borrowed GPUs asked back, as Stop does (checkpoint
 // hook, stop signal, grace period) but whatever its policy's mode, and protected or not:
 // borrowed GPUs are a loan, and the request they go back to is within its quota.
@@ -171,10 +190,7 @@ func (x *Actions) stop(ctx context.Context, c docker.Container, owner string, a 
 		x.WouldAct(ctx, c, owner, a, p, mode, "stop it", lifecycle.Due{Action: lifecycle.Stop, Reason: code, Message: msg})
 		return nil
 	}
-	grace := DefaultStopGracePeriod
-	if l := p.Duration("stopGracePeriod"); l.Applies() {
-		grace = l.Duration
-	}
+	grace := StopGracePeriod(p)
 	run, wait := x.beginStop(c.ID)
 	if run == nil {
 		return wait()

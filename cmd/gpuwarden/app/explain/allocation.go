@@ -64,7 +64,7 @@ func explainAllocation(ctx context.Context, c client.Reader, name string, out io
 		fmt.Fprintf(out, "It is being given back now: %s.\n", why)
 	}
 	if d := a.Status.Displacement; d != nil && a.Status.Phase == gpuwardenv1alpha1.PhaseBound {
-		fmt.Fprintf(out, "A reservation takes its GPUs: %s. Its time crosses the start, so at %s its checkpoint hook runs, it is stopped and its GPUs released (kubectl get rsv %s).\n",
+		fmt.Fprintf(out, "A reservation takes its GPUs: %s. Its time crosses the start, so by %s its checkpoint hook runs, it is stopped and its GPUs released (kubectl get rsv %s).\n",
 			d.Message, d.At.UTC().Format(time.RFC3339), d.Reservation)
 	}
 	q := a.Status.Queue

@@ -172,7 +172,7 @@ func TestExplainReservations(t *testing.T) {
 			Queue:   &gpuwardenv1alpha1.QueueStatus{Position: 1, Waiting: 1, Message: "first in the queue", BlockedBy: "reservation/deadline", LatestStart: &at}}}
 	c := fake.NewClientBuilder().WithScheme(scheme.New()).WithObjects(held, waits).Build()
 	for name, wants := range map[string][]string{
-		"bob-train": {"A reservation takes its GPUs: GPUReservation deadline takes GPU 0", "at 2026-12-11T09:00:00Z its checkpoint hook runs, it is stopped", "kubectl get rsv deadline"},
+		"bob-train": {"A reservation takes its GPUs: GPUReservation deadline takes GPU 0", "by 2026-12-11T09:00:00Z its checkpoint hook runs, it is stopped", "kubectl get rsv deadline"},
 		"erin-1":    {"Why it cannot start now: the GPUs free now are kept for a reservation", "when reservation/deadline ends"},
 	} {
 		var b strings.Builder
