@@ -105,7 +105,7 @@ type GPUReservationSpec struct {
 	Repeat ReservationRepeat `json:"repeat,omitempty"`
 
 	// chargeQuota says whether its users' use of the reserved GPUs counts against their
-	// GPUQuota (limits, budget) as any other use does.
+	// GPUQuota (limits, budget) as any other use does. A user's own booking always counts.
 	// +optional
 	ChargeQuota bool `json:"chargeQuota,omitempty"`
 

@@ -109,7 +109,7 @@ func (g *GiveBack) asked(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation
 		return taking{}, false
 	}
 	return taking{why: why, title: "RESERVED", once: "reservation/" + d.Reservation + "/" + d.At.UTC().Format(time.RFC3339), action: audit.ReservationStop,
-		eventReason: reasons.EventReservationStopped, message: "Its GPUs are reserved from now: " + d.Message + "."}, true
+		eventReason: reasons.EventReservationStopped, message: "Its GPUs are reserved from " + d.At.UTC().Format(time.RFC3339) + ": " + d.Message + "."}, true
 }
 
 // stopLead is how long before a reservation's start the stop of a's container begins, so

@@ -214,6 +214,7 @@ func Of(rsvs []gpuwardenv1alpha1.GPUReservation) []Booked {
 		b := Booked{Name: r.Name, Node: r.Status.NodeName, Times: TimesOf(&r.Spec), Subjects: r.Spec.Subjects,
 			Charge: r.Spec.ChargeQuota, Stop: r.Spec.Displace == gpuwardenv1alpha1.DisplaceStop, Summary: r.Status.DevicesSummary,
 			Booker: BookerOf(r)}
+		b.Charge = b.Charge || b.Booker != "" // a user's own booking charges their quota, whatever it says
 		if d := r.Spec.ReleaseUnusedAfter; d != nil {
 			b.ReleaseAfter, _ = time.ParseDuration(string(*d))
 		}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
@@ -182,6 +183,16 @@ func TestBookerOf(t *testing.T) {
 	}
 	if got := Of([]gpuwardenv1alpha1.GPUReservation{*r}); len(got) != 0 {
 		t.Error("a pending reservation reserves devices")
+	}
+	// Accepted: a user's own booking charges their quota whatever it says; an admin's may not.
+	r.Status = gpuwardenv1alpha1.GPUReservationStatus{Phase: gpuwardenv1alpha1.ReservationAccepted,
+		Devices: []gpuwardenv1alpha1.BoundDevice{{UUID: "GPU-a", Weight: resource.MustParse("1")}}}
+	if got := Of([]gpuwardenv1alpha1.GPUReservation{*r}); len(got) != 1 || !got[0].Charge || got[0].Weight != 1 {
+		t.Errorf("a user's own booking with chargeQuota false: %+v", got)
+	}
+	r.Annotations = map[string]string{gpuwardenv1alpha1.AnnotationBookedByAdmin: "true"}
+	if got := Of([]gpuwardenv1alpha1.GPUReservation{*r}); len(got) != 1 || got[0].Charge {
+		t.Errorf("an admin's booking with chargeQuota false: %+v", got)
 	}
 	if !slices.Equal([]string{Who(nil)}, []string{"no one (drained)"}) {
 		t.Error(Who(nil))

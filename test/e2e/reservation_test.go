@@ -30,7 +30,7 @@ metadata: {name: reservations}
 spec:
   selector: {users: [`+alice+`, `+bob+`, `+carol+`]}
   stopGracePeriod: 3s
-  checkpointTimeout: 20s
+  checkpointTimeout: 5s
 ---
 apiVersion: gpuwarden.io/v1alpha1
 kind: GPUQuota
@@ -136,9 +136,9 @@ spec:
 		t.Fatalf("the set-up took past the start (%s); the test's window is too short for this machine", start)
 	}
 
-	// The start: bob is stopped (his hook first) and released; carol goes elsewhere; alice
-	// binds GPU 0 at once.
-	testutil.Eventually(t, time.Until(start)+30*time.Second, "bob stopped at the start", func() (bool, string) {
+	// The start: bob is stopped (his hook first) and released, so that GPU 0 is free then;
+	// carol goes elsewhere; alice binds GPU 0 at once.
+	testutil.Eventually(t, time.Until(start)+30*time.Second, "bob stopped by the start", func() (bool, string) {
 		out, err := as(bob, sock, "", "inspect", "-f", "{{.State.Running}}", "rv-bob")
 		return err == nil && out == "false" && !strings.HasPrefix(devicesOf(bob, "rv-bob"), "0"), out
 	})
@@ -160,7 +160,10 @@ spec:
 	if d := devicesOf(alice, "rv-alice"); d != "0" {
 		t.Errorf("alice's container holds GPU %s; want the reserved 0", d)
 	}
-	t.Logf("bob stopped %s after the start; alice bound %s after it", stoppedAt.Sub(start).Round(100*time.Millisecond), time.Since(start).Round(100*time.Millisecond))
+	if stoppedAt.After(start.Add(5 * time.Second)) {
+		t.Errorf("bob's GPU was free %s after the start; want by the start (within a pass)", stoppedAt.Sub(start).Round(100*time.Millisecond))
+	}
+	t.Logf("bob's GPU free %s before the start; alice bound %s after it", start.Sub(stoppedAt).Round(100*time.Millisecond), time.Since(start).Round(100*time.Millisecond))
 	if out := status("rv-deadline"); !strings.HasPrefix(out, "Active") {
 		t.Errorf("within the window: %s", out)
 	}
