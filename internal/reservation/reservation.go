@@ -6,13 +6,13 @@ package reservation
 
 import (
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/internal/allocation"
+	"github.com/gpuwarden/gpuwarden/internal/resolve"
 )
 
 // Week is how far a weekly reservation's windows are apart.
@@ -123,21 +123,7 @@ func Overlap(a, b Times) (Window, bool) {
 // Includes reports whether subjects name the user (by name, by a group of theirs, or
 // everyone).
 func Includes(subjects []gpuwardenv1alpha1.Subject, user string, groups []string) bool {
-	for _, s := range subjects {
-		switch s.Kind {
-		case gpuwardenv1alpha1.SubjectEveryone:
-			return true
-		case gpuwardenv1alpha1.SubjectUser:
-			if s.Name == user {
-				return true
-			}
-		case gpuwardenv1alpha1.SubjectGroup:
-			if slices.Contains(groups, s.Name) {
-				return true
-			}
-		}
-	}
-	return false
+	return resolve.SubjectsInclude(subjects, user, groups)
 }
 
 // Who says whom subjects name, for people: "alice, group nlp-lab", "no one (drained)".

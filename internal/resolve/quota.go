@@ -23,7 +23,13 @@ type Quota struct {
 
 // QuotaMatches reports whether q's subjects include the user.
 func QuotaMatches(q *gpuwardenv1alpha1.GPUQuota, user string, groups []string) bool {
-	for _, s := range q.Spec.Subjects {
+	return SubjectsInclude(q.Spec.Subjects, user, groups)
+}
+
+// SubjectsInclude reports whether subjects name the user: by name, by a group of theirs, or
+// as everyone.
+func SubjectsInclude(subjects []gpuwardenv1alpha1.Subject, user string, groups []string) bool {
+	for _, s := range subjects {
 		switch s.Kind {
 		case gpuwardenv1alpha1.SubjectEveryone:
 			return true

@@ -19,7 +19,6 @@ import (
 	"github.com/gpuwarden/gpuwarden/controllers"
 	"github.com/gpuwarden/gpuwarden/internal/allocation"
 	"github.com/gpuwarden/gpuwarden/internal/resolve"
-	"github.com/gpuwarden/gpuwarden/internal/scheme"
 )
 
 // Options are the flags of `gpuwarden explain user`.
@@ -134,11 +133,7 @@ func (o *Options) Validate() error {
 }
 
 func (o *Options) client() (client.Client, error) {
-	cfg, err := options.RESTConfigFrom(o.Kubeconfig)
-	if err != nil {
-		return nil, err
-	}
-	return client.New(cfg, client.Options{Scheme: scheme.New()})
+	return options.ClientFrom(o.Kubeconfig)
 }
 
 // Run prints the explanation for user.

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/gpuwarden/gpuwarden/controllers"
 	"github.com/gpuwarden/gpuwarden/controllers/allocation"
@@ -27,6 +28,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/gpu/fakegpu"
 	"github.com/gpuwarden/gpuwarden/internal/ledger"
 	"github.com/gpuwarden/gpuwarden/internal/notify"
+	"github.com/gpuwarden/gpuwarden/internal/scheme"
 )
 
 // ManagerOptions are the flags both `server` and `controller` take for the controller
@@ -223,6 +225,16 @@ func RESTConfigFrom(path string) (*rest.Config, error) {
 		return nil, fmt.Errorf("reading kubeconfig %s: %w", path, err)
 	}
 	return cfg, nil
+}
+
+// ClientFrom is a client of gpuwarden's kinds through a --kubeconfig file (see
+// RESTConfigFrom).
+func ClientFrom(path string) (client.Client, error) {
+	cfg, err := RESTConfigFrom(path)
+	if err != nil {
+		return nil, err
+	}
+	return client.New(cfg, client.Options{Scheme: scheme.New()})
 }
 
 // DefaultKubeconfig is the kubeconfig a command reads unless told: $KUBECONFIG, else the

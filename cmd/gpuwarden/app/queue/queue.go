@@ -17,7 +17,6 @@ import (
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/options"
-	"github.com/gpuwarden/gpuwarden/internal/scheme"
 )
 
 // Options are the flags of `gpuwarden queue`.
@@ -42,11 +41,7 @@ func NewCommand() *cobra.Command {
 			if o.Output != "" && o.Output != "json" {
 				return fmt.Errorf("-o %q: the output is a table, or json", o.Output)
 			}
-			cfg, err := options.RESTConfigFrom(o.Kubeconfig)
-			if err != nil {
-				return err
-			}
-			c, err := client.New(cfg, client.Options{Scheme: scheme.New()})
+			c, err := options.ClientFrom(o.Kubeconfig)
 			if err != nil {
 				return err
 			}

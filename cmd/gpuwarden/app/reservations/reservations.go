@@ -21,7 +21,6 @@ import (
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/options"
 	"github.com/gpuwarden/gpuwarden/internal/reservation"
-	"github.com/gpuwarden/gpuwarden/internal/scheme"
 )
 
 const (
@@ -69,11 +68,7 @@ Ended ones are left out unless --all.`,
 			if err := o.validate(); err != nil {
 				return err
 			}
-			cfg, err := options.RESTConfigFrom(o.Kubeconfig)
-			if err != nil {
-				return err
-			}
-			c, err := client.New(cfg, client.Options{Scheme: scheme.New()})
+			c, err := options.ClientFrom(o.Kubeconfig)
 			if err != nil {
 				return err
 			}
