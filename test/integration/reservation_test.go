@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -182,4 +183,52 @@ func TestReservationsAreHonoured(t *testing.T) {
 		u := aliceUses()
 		return u == "1", u
 	})
+}
+
+// TestAnUnusedReservationGoesBack: devices none of a reservation's users held for
+// releaseUnusedAfter after its start go back to everyone for the rest of the window; one
+// that its user holds is kept and counts its use.
+func TestAnUnusedReservationGoesBack(t *testing.T) {
+	ctx := context.Background()
+	w := newAllocWorld(t, "node-rsv-unused")
+	start := w.clk.Now().Add(time.Hour)
+	after := gpuwardenv1alpha1.Duration("30m")
+	for name, dev := range map[string]string{"unused2": "2", "used2": "3"} {
+		r := &gpuwardenv1alpha1.GPUReservation{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{gpuwardenv1alpha1.AnnotationBookedByAdmin: "true"}},
+			Spec: gpuwardenv1alpha1.GPUReservationSpec{NodeName: w.node, Request: gpuwardenv1alpha1.AllocationRequest{Devices: []string{dev}},
+				Subjects: []gpuwardenv1alpha1.Subject{{Kind: gpuwardenv1alpha1.SubjectUser, Name: "alice"}},
+				Start:    metav1.NewTime(start), End: metav1.NewTime(start.Add(4 * time.Hour)), ReleaseUnusedAfter: &after},
+		}
+		if err := w.c.Create(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		w.reservationUntil(name, "Accepted", phaseIs(gpuwardenv1alpha1.ReservationAccepted))
+	}
+	w.clk.Step(time.Hour)
+	w.create("unused-alice", "alice", 1) // a pass at the start: alice takes the first of her reserved GPUs
+	if got := indexes(w.until("unused-alice", "Bound", isBound)); !slices.Equal(got, []int32{2}) && !slices.Equal(got, []int32{3}) {
+		t.Fatalf("alice got GPU %v; want one of her reserved 2 and 3", got)
+	}
+	held := indexes(w.until("unused-alice", "Bound", isBound))[0]
+	unused, used := "unused2", "used2"
+	if held == 2 {
+		unused, used = "used2", "unused2"
+	}
+	w.clk.Step(31 * time.Minute)
+	w.poke("unused-alice")
+	r := w.reservationUntil(unused, "given back unused", func(r *gpuwardenv1alpha1.GPUReservation) bool { return r.Status.ReleasedUnused != nil })
+	if r.Status.Phase != gpuwardenv1alpha1.ReservationActive || !strings.Contains(r.Status.Message, "went back to everyone") {
+		t.Errorf("given back unused: %s %s", r.Status.Phase, r.Status.Message)
+	}
+	kept := w.reservationUntil(used, "its use counted", func(r *gpuwardenv1alpha1.GPUReservation) bool { return r.Status.UsedGPUHours == "0.52" })
+	if kept.Status.ReleasedUnused != nil {
+		t.Errorf("a reservation its user holds was given back: %+v", kept.Status)
+	}
+	// Bob may now have the device given back, by name.
+	dev := kept.Status.Devices[0].Index ^ 1 // 2 <-> 3
+	if err := w.c.Create(ctx, testutil.MakeAllocation("unused-bob").User("bob").Node(w.node).Devices(fmt.Sprint(dev)).Obj()); err != nil {
+		t.Fatal(err)
+	}
+	w.until("unused-bob", "Bound on the device given back", isBound)
 }
