@@ -70,6 +70,7 @@ const (
 // work on them at the start.
 // +kubebuilder:validation:XValidation:rule="self == oldSelf",message="a reservation cannot be changed once made; delete it and book again"
 // +kubebuilder:validation:XValidation:rule="self.end > self.start",message="end must be after start",fieldPath=".end"
+// +kubebuilder:validation:XValidation:rule="self.start >= timestamp('2020-01-01T00:00:00Z') && self.start < timestamp('2200-01-01T00:00:00Z')",message="start must be between 2020 and 2200",fieldPath=".start"
 // +kubebuilder:validation:XValidation:rule="self.repeat != 'Weekly' || self.end - self.start <= duration('168h')",message="a weekly window lasts at most a week",fieldPath=".end"
 // +kubebuilder:validation:XValidation:rule="self.end - self.start <= duration('2160h')",message="a window lasts at most 90 days",fieldPath=".end"
 type GPUReservationSpec struct {

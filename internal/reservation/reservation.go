@@ -52,8 +52,8 @@ func (t Times) Between(from, to time.Time) []Window {
 		return nil
 	}
 	k := 0
-	if d := from.Sub(t.First.End); d > 0 {
-		k = int(d / Week) // the first window that may end after from
+	if s := from.Unix() - t.First.End.Unix(); s > 0 {
+		k = int(s / int64(Week/time.Second)) // the first window that may end after from (in seconds: a span of centuries overflows a Duration)
 	}
 	var out []Window
 	for ; ; k++ {
@@ -68,8 +68,7 @@ func (t Times) Between(from, to time.Time) []Window {
 }
 
 func (t Times) nth(k int) Window {
-	d := time.Duration(k) * Week
-	return Window{Start: t.First.Start.Add(d), End: t.First.End.Add(d)}
+	return Window{Start: t.First.Start.AddDate(0, 0, 7*k), End: t.First.End.AddDate(0, 0, 7*k)}
 }
 
 // Current is the window now falls in, else the next one; false when none is left.

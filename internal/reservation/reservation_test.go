@@ -198,3 +198,16 @@ func TestBookerOf(t *testing.T) {
 		t.Error(Who(nil))
 	}
 }
+
+// TestWindowsOverCenturies: a weekly reservation whose first window is centuries away
+// (which a Duration cannot span) still gives its windows at once.
+func TestWindowsOverCenturies(t *testing.T) {
+	old := weekly(time.Date(1700, 1, 4, 0, 0, 0, 0, time.UTC), time.Hour)
+	ws := old.Between(t0, t0.Add(2*Week))
+	if len(ws) != 2 || ws[0].Start.Weekday() != time.Monday || ws[0].Start.Before(t0) {
+		t.Errorf("a weekly window from 1700, seen in 2026: %v", ws)
+	}
+	if w, ok := old.Current(t0); !ok || w.End.Sub(w.Start) != time.Hour {
+		t.Errorf("current %v %v", w, ok)
+	}
+}

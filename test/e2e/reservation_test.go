@@ -174,14 +174,19 @@ spec:
 		out := status("rv-deadline")
 		return strings.HasPrefix(out, "Ended"), out
 	})
-	log, err := os.ReadFile(filepath.Join(dir, "audit", "events.jsonl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{"reservation.accepted", "reservation.rejected", "reservation.displaced", "reservation.active", "lifecycle.reservation_stop",
-		"container.checkpoint", "reservation.ended"} {
-		if !strings.Contains(string(log), `"event_type":"`+want+`"`) {
-			t.Errorf("no %s record in the audit log", want)
+	// Each step is in the audit log (written just after the status that shows it).
+	testutil.Eventually(t, 30*time.Second, "every step in the audit log", func() (bool, string) {
+		log, err := os.ReadFile(filepath.Join(dir, "audit", "events.jsonl"))
+		if err != nil {
+			return false, err.Error()
 		}
-	}
+		var missing []string
+		for _, want := range []string{"reservation.accepted", "reservation.rejected", "reservation.displaced", "reservation.active", "lifecycle.reservation_stop",
+			"container.checkpoint", "reservation.ended"} {
+			if !strings.Contains(string(log), `"event_type":"`+want+`"`) {
+				missing = append(missing, want)
+			}
+		}
+		return len(missing) == 0, fmt.Sprint("missing ", missing)
+	})
 }
