@@ -157,8 +157,9 @@ type GPUReservationStatus struct {
 	// +optional
 	ReleasedUnused *metav1.Time `json:"releasedUnused,omitempty"`
 
-	// usedGPUHours is how much of the reserved devices its users held within its windows
-	// so far, in gpu-equivalent-hours, to two decimals.
+	// usedGPUHours is how much of the reserved devices its users held in its window begun
+	// last (the current one, or the last one between two weekly windows), in
+	// gpu-equivalent-hours, to two decimals.
 	// +optional
 	// +kubebuilder:validation:MaxLength=32
 	UsedGPUHours string `json:"usedGPUHours,omitempty"`

@@ -66,6 +66,15 @@ func (p *pass) reservations(ctx context.Context, rsvs []gpuwardenv1alpha1.GPURes
 		held[b.Node] = append(held[b.Node], h)
 	}
 	accepted := reservation.Of(rsvs)
+	open := map[string]int{} // each user's own bookings pending or reserving devices
+	for i := range rsvs {
+		switch rsvs[i].Status.Phase {
+		case "", gpuwardenv1alpha1.ReservationPending, gpuwardenv1alpha1.ReservationAccepted, gpuwardenv1alpha1.ReservationActive:
+			if b := reservation.BookerOf(&rsvs[i]); b != "" && rsvs[i].DeletionTimestamp == nil {
+				open[b]++
+			}
+		}
+	}
 	phases := map[gpuwardenv1alpha1.ReservationPhase]float64{}
 	for i := range rsvs {
 		r := &rsvs[i]
@@ -79,7 +88,7 @@ func (p *pass) reservations(ctx context.Context, rsvs []gpuwardenv1alpha1.GPURes
 		want.ObservedGeneration = r.Generation
 		switch r.Status.Phase {
 		case "", gpuwardenv1alpha1.ReservationPending:
-			p.decideReservation(ctx, r, want, inventory, held, accepted)
+			p.decideReservation(ctx, r, want, inventory, held, accepted, open)
 			if want.Phase == gpuwardenv1alpha1.ReservationAccepted {
 				now := *r
 				now.Status = *want
@@ -146,7 +155,7 @@ func reservationRequest(r *gpuwardenv1alpha1.GPUReservation) allocation.Request 
 // decideReservation accepts a new reservation on devices no other holds in an overlapping
 // window, within its booker's allowance, or rejects it saying why.
 func (p *pass) decideReservation(ctx context.Context, r *gpuwardenv1alpha1.GPUReservation, want *gpuwardenv1alpha1.GPUReservationStatus,
-	inventory map[string][]allocation.Slot, held map[string][]allocation.Holding, accepted []reservation.Booked) {
+	inventory map[string][]allocation.Slot, held map[string][]allocation.Holding, accepted []reservation.Booked, open map[string]int) {
 	t := reservation.TimesOf(&r.Spec)
 	reject := func(reason, msg string) {
 		want.Phase, want.Reason, want.Message = gpuwardenv1alpha1.ReservationRejected, reason, message.Truncate(msg, 4096)
@@ -168,7 +177,17 @@ func (p *pass) decideReservation(ctx context.Context, r *gpuwardenv1alpha1.GPURe
 	}
 	weight := reservation.Weight(c.Slots)
 	if booker != "" {
-		if why := p.allowance(ctx, booker, r.Name, t, weight, accepted); why != "" {
+		q := resolve.EffectiveQuota(p.quotas, booker, p.groupsOf(ctx, booker), nil)
+		// Their quota must be able to place it: their use of it counts against it.
+		static := q.Quota
+		static.Budget, static.MaxContainers = allocation.Limit[float64]{}, allocation.Limit[int]{}
+		req := reservationRequest(r)
+		req.User = booker
+		if d := allocation.Decide(inventory[c.Node], nil, static, req); d.Final() {
+			reject(d.Reason, "its user's quota could never place it: "+d.Message)
+			return
+		}
+		if why := p.allowance(q, booker, r.Name, t, weight, accepted, open[booker]); why != "" {
 			reject(gpuwardenv1alpha1.ReasonAllowanceExceeded, why)
 			return
 		}
@@ -192,30 +211,36 @@ func ownBooking(r *gpuwardenv1alpha1.GPUReservation, booker string) bool {
 }
 
 // allowance says why user may not book weight gpu-equivalents over t ("" when they may):
-// with what they booked already, it must stay within their GPUQuota's reservedGPUHours
-// per budget window, counted from the new booking's first start.
-func (p *pass) allowance(ctx context.Context, user, name string, t reservation.Times, weight float64, accepted []reservation.Booked) string {
-	q := resolve.EffectiveQuota(p.quotas, user, p.groupsOf(ctx, user), nil)
+// at most reservation.MaxOwnBookings open bookings, starting at most an allowance window
+// ahead, and with what they booked already, within their GPUQuota's reservedGPUHours in
+// every allowance window (a budget window) the new booking falls in.
+func (p *pass) allowance(q resolve.Quota, user, name string, t reservation.Times, weight float64, accepted []reservation.Booked, open int) string {
 	l := q.ReservedGPUHours
 	switch {
 	case !l.Set:
 		return fmt.Sprintf("user %s may not book GPUs ahead: no GPUQuota of theirs sets limits.reservedGPUHours (none by default); an admin may book for them", user)
-	case l.Unlimited:
+	case open > reservation.MaxOwnBookings:
+		return fmt.Sprintf("user %s has %d bookings pending or reserving devices; at most %d", user, open-1, reservation.MaxOwnBookings)
+	}
+	if ahead := reservation.Ahead(q.BudgetWindow); t.First.Start.After(p.now.Add(ahead)) {
+		return fmt.Sprintf("user %s may book at most %s ahead (the window of limits.reservedGPUHours, %s); this booking starts at %s",
+			user, message.Duration(ahead), l.From, t.First.Start.Format(time.RFC3339))
+	}
+	if l.Unlimited {
 		return ""
 	}
-	period := reservation.Period(q.BudgetWindow, t.First.Start)
-	this := reservation.Hours(t, weight, period)
-	total := this
+	var mine []reservation.Booked
 	for _, b := range accepted {
 		if b.Booker == user && b.Name != name {
-			total += reservation.Hours(b.Times, b.Weight, period)
+			mine = append(mine, b)
 		}
 	}
-	if total <= l.Value+allocation.Epsilon {
+	peak, in := reservation.Peak(q.BudgetWindow, p.now, t, weight, mine)
+	if peak <= l.Value+allocation.Epsilon {
 		return ""
 	}
-	return fmt.Sprintf("%s's bookings would reserve %s gpu-hours from %s to %s (this one %s); limits.reservedGPUHours is %s per %s (%s)",
-		user, reservation.FormatHours(total), period.Start.Format(time.RFC3339), period.End.Format(time.RFC3339), reservation.FormatHours(this),
+	return fmt.Sprintf("%s's bookings would reserve %s gpu-hours from %s to %s, this one's included; limits.reservedGPUHours is %s per %s (%s)",
+		user, reservation.FormatHours(peak), in.Start.Format(time.RFC3339), in.End.Format(time.RFC3339),
 		reservation.FormatHours(l.Value), q.BudgetWindow.String(), l.From)
 }
 
@@ -233,7 +258,13 @@ func (p *pass) windowOf(r *gpuwardenv1alpha1.GPUReservation, want *gpuwardenv1al
 // up to date.
 func (p *pass) followReservation(ctx context.Context, r *gpuwardenv1alpha1.GPUReservation, want *gpuwardenv1alpha1.GPUReservationStatus, allocs []gpuwardenv1alpha1.GPUAllocation) {
 	t := reservation.TimesOf(&r.Spec)
-	want.UsedGPUHours = reservation.FormatHours(p.reservationUse(ctx, r, t.Between(t.First.Start, p.now), allocs))
+	last := t.First // the window begun last: its use is shown
+	if ws := t.Between(p.now.Add(-reservation.Week), p.now); len(ws) > 0 {
+		last = ws[len(ws)-1]
+	}
+	if !last.Start.After(p.now) {
+		want.UsedGPUHours = reservation.FormatHours(p.reservationUse(ctx, r, []reservation.Window{last}, allocs))
+	}
 	w, ok := t.Current(p.now)
 	if !ok {
 		want.Phase, want.Message = gpuwardenv1alpha1.ReservationEnded, fmt.Sprintf("its window ended at %s; the devices went back to everyone", t.First.End.Format(time.RFC3339))

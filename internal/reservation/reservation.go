@@ -237,6 +237,11 @@ func (b Booked) Holding() allocation.Holding {
 	return allocation.Holding{Name: "reservation/" + b.Name, Slots: b.Slots}
 }
 
+// UserBookingShield is how long before its start a user's own booking keeps work without
+// a runtime limit off its devices (an admin's does from its acceptance): a user with a small
+// allowance cannot keep such work off many devices for weeks.
+const UserBookingShield = 24 * time.Hour
+
 // Keep is what a request of user that may hold its devices from now for d (0: with no
 // bound) must leave alone: the devices of every reservation not for them that is active
 // now or starts before the hold would end, with the first such reservation's words for
@@ -251,6 +256,9 @@ func Keep(booked []Booked, node, user string, groups []string, now time.Time, d 
 			next := b.Times.Next(now)
 			if next.IsZero() || (d > 0 && !now.Add(d).After(next)) {
 				continue
+			}
+			if d == 0 && b.Booker != "" && next.Sub(now) > UserBookingShield {
+				continue // a user's own booking does not keep work without a limit off for long
 			}
 			w, _ = b.Times.Current(next)
 		}

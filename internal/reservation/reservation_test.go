@@ -1,6 +1,7 @@
 package reservation
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -209,5 +210,58 @@ func TestWindowsOverCenturies(t *testing.T) {
 	}
 	if w, ok := old.Current(t0); !ok || w.End.Sub(w.Start) != time.Hour {
 		t.Errorf("current %v %v", w, ok)
+	}
+}
+
+// TestPeakHoldsEveryWindow: the allowance holds in every window a new booking falls in,
+// whatever the order the bookings were made in: a chain of back-to-back bookings, weekly
+// ones begun in the past, one across a month's end.
+func TestPeakHoldsEveryWindow(t *testing.T) {
+	d30, _ := allocation.ParseWindow("30d")
+	now := t0
+	// A chain: each 100 h booking starts where the last ends; the third sees the first two
+	// within 30 days of its end.
+	var chain []Booked
+	for i := range 2 {
+		s := now.Add(time.Duration(i) * 100 * time.Hour)
+		chain = append(chain, Booked{Name: fmt.Sprint("c", i), Times: once(s, 100*time.Hour), Weight: 1})
+	}
+	if peak, _ := Peak(d30, now, once(now.Add(200*time.Hour), 100*time.Hour), 1, chain); peak < 300-1e-9 {
+		t.Errorf("a chain of three 100 h bookings within 30 days: peak %v, want 300", peak)
+	}
+	// Weekly bookings begun long ago count from now on, in every week.
+	past := []Booked{{Name: "w1", Times: weekly(now.Add(-70*24*time.Hour), 20*time.Hour), Weight: 1}}
+	if peak, _ := Peak(d30, now, weekly(now.Add(-140*24*time.Hour), 20*time.Hour), 1, past); peak < 2*20*4-1e-9 {
+		t.Errorf("two weekly 20 h bookings begun in the past: peak %v, want at least 160 in 30 days", peak)
+	}
+	// Month: a 90-day booking counts in each month it falls in, not only its first.
+	m, _ := allocation.ParseWindow("Month")
+	if peak, in := Peak(m, now, once(time.Date(2026, 12, 31, 23, 0, 0, 0, time.UTC), 90*24*time.Hour), 8, nil); peak < 8*31*24-1e-9 || in.Start.Month() != time.January {
+		t.Errorf("90 days from December's last hour: peak %v in %v, want all of January", peak, in)
+	}
+	// What is past is used, not booked: a one-off that ended counts nothing.
+	if peak, _ := Peak(d30, now, once(now.Add(time.Hour), time.Hour), 1, []Booked{{Name: "gone", Times: once(now.Add(-5*time.Hour), time.Hour), Weight: 4}}); peak != 1 {
+		t.Errorf("an ended booking counted: peak %v, want 1", peak)
+	}
+}
+
+// TestUserBookingShield: a user's own booking keeps work without a runtime limit off its
+// devices only from a day before its start; an admin's from its acceptance.
+func TestUserBookingShield(t *testing.T) {
+	user := Booked{Name: "mine", Node: "n1", Slots: []string{"GPU-a"}, Times: once(t0.Add(20*24*time.Hour), time.Hour),
+		Subjects: []gpuwardenv1alpha1.Subject{{Kind: gpuwardenv1alpha1.SubjectUser, Name: "mallory"}}, Booker: "mallory"}
+	if keep, _ := Keep([]Booked{user}, "n1", "bob", nil, t0, 0); len(keep) != 0 {
+		t.Error("a user's booking 20 days ahead keeps work without a limit off now")
+	}
+	if keep, _ := Keep([]Booked{user}, "n1", "bob", nil, t0.Add(19*24*time.Hour+time.Hour), 0); len(keep) != 1 {
+		t.Error("a user's booking a day ahead does not keep work without a limit off")
+	}
+	if keep, _ := Keep([]Booked{user}, "n1", "bob", nil, t0, 30*24*time.Hour); len(keep) != 1 {
+		t.Error("a user's booking does not keep off work whose limit crosses its start")
+	}
+	admin := user
+	admin.Booker = ""
+	if keep, _ := Keep([]Booked{admin}, "n1", "bob", nil, t0, 0); len(keep) != 1 {
+		t.Error("an admin's booking 20 days ahead does not keep work without a limit off")
 	}
 }
