@@ -1,6 +1,7 @@
 package allocation
 
 import (
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -66,4 +67,20 @@ func setLabel(a *gpuwardenv1alpha1.GPUAllocation, key, value string) bool {
 	}
 	a.Labels[key] = value
 	return true
+}
+
+// RequestSummary is what an allocation or a reservation asks for, for people: "2 GPUs",
+// "3g.40gb", "devices 0,1".
+func RequestSummary(r gpuwardenv1alpha1.AllocationRequest) string {
+	switch {
+	case r.MIGProfile != "":
+		return r.MIGProfile
+	case len(r.Devices) > 0:
+		return "devices " + strings.Join(r.Devices, ",")
+	case r.GPUs != nil && *r.GPUs == 1:
+		return "1 GPU"
+	case r.GPUs != nil:
+		return fmt.Sprintf("%d GPUs", *r.GPUs)
+	}
+	return "?"
 }

@@ -22,6 +22,16 @@ func userID(t *testing.T, name string) string {
 	return u.Uid
 }
 
+// kubectlAs runs kubectl as user with the kubeconfig kc; stdin may be empty.
+func kubectlAs(user, kc string) func(stdin string, args ...string) (string, error) {
+	return func(stdin string, args ...string) (string, error) {
+		cmd := exec.Command("runuser", append([]string{"-u", user, "--", "kubectl", "--kubeconfig", kc}, args...)...)
+		cmd.Stdin = strings.NewReader(stdin)
+		out, err := cmd.CombinedOutput()
+		return withoutSkewWarning(string(out)), err
+	}
+}
+
 // TestUsersOwnKubeconfigs: a researcher asks the gateway for a kubeconfig of her own (the
 // kernel says who she is), and with it kubectl lists allocations and creates her own, and is
 // refused one for another user and any change to quotas; an admin issues one for another
@@ -39,12 +49,7 @@ func TestUsersOwnKubeconfigs(t *testing.T) {
 	if fi, err := os.Stat(kc); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("the kubeconfig file: %v %v, want mode 0600", err, fi)
 	}
-	asAlice := func(stdin string, args ...string) (string, error) {
-		cmd := exec.Command("runuser", append([]string{"-u", alice, "--", "kubectl", "--kubeconfig", kc}, args...)...)
-		cmd.Stdin = strings.NewReader(stdin)
-		out, err := cmd.CombinedOutput()
-		return withoutSkewWarning(string(out)), err
-	}
+	asAlice := kubectlAs(alice, kc)
 	if out, err := asAlice("", "auth", "whoami", "-o", "jsonpath={.status.userInfo.username} {.status.userInfo.groups}"); err != nil || out != `gwalice ["gpuwarden:users","system:authenticated"]` {
 		t.Errorf("kubectl auth whoami: %v %q", err, out)
 	}

@@ -107,12 +107,7 @@ spec:
 	if out, err := exec.Command("runuser", "-u", alice, "--", bin, "kubeconfig", "--gateway-socket", sock, "--days", "1", "-o", kc).CombinedOutput(); err != nil {
 		t.Fatalf("alice's kubeconfig: %v\n%s", err, out)
 	}
-	asAlice := func(stdin string, args ...string) (string, error) {
-		cmd := exec.Command("runuser", append([]string{"-u", alice, "--", "kubectl", "--kubeconfig", kc}, args...)...)
-		cmd.Stdin = strings.NewReader(stdin)
-		out, err := cmd.CombinedOutput()
-		return withoutSkewWarning(string(out)), err
-	}
+	asAlice := kubectlAs(alice, kc)
 	later := time.Now().Add(24 * time.Hour).UTC().Truncate(time.Hour)
 	if out, err := asAlice(book("rv-alice-own", `"1"`, "[{kind: User, name: "+alice+"}]", "Wait", later, later.Add(time.Hour)), "create", "-f", "-"); err != nil {
 		t.Fatalf("alice's own booking: %v\n%s", err, out)

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"sort"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/options"
+	"github.com/gpuwarden/gpuwarden/internal/allocation"
 )
 
 // Options are the flags of `gpuwarden queue`.
@@ -91,7 +91,7 @@ func (o *Options) Run(ctx context.Context, c client.Reader, out io.Writer) error
 			}
 			continue
 		}
-		e := Entry{Node: a.Spec.NodeName, Position: q.Position, Name: a.Name, User: a.Spec.User, Request: request(a.Spec.Request),
+		e := Entry{Node: a.Spec.NodeName, Position: q.Position, Name: a.Name, User: a.Spec.User, Request: allocation.RequestSummary(a.Spec.Request),
 			WaitingSince: a.CreationTimestamp.UTC(), BlockedBy: q.BlockedBy, Why: why(&a)}
 		if q.EstimatedStart != nil {
 			t := q.EstimatedStart.UTC()
@@ -135,21 +135,6 @@ func (o *Options) Run(ctx context.Context, c client.Reader, out io.Writer) error
 		fmt.Fprintf(out, "%d more not placed yet (no node took them, or not decided yet).\n", unplaced)
 	}
 	return nil
-}
-
-// request is what an allocation asks for, for people: "2 GPUs", "3g.40gb", "GPU 0,1".
-func request(r gpuwardenv1alpha1.AllocationRequest) string {
-	switch {
-	case r.MIGProfile != "":
-		return r.MIGProfile
-	case len(r.Devices) > 0:
-		return "devices " + strings.Join(r.Devices, ",")
-	case r.GPUs != nil && *r.GPUs == 1:
-		return "1 GPU"
-	case r.GPUs != nil:
-		return fmt.Sprintf("%d GPUs", *r.GPUs)
-	}
-	return "?"
 }
 
 // why is why a request waits: capacity, held by whom and until when.

@@ -20,6 +20,7 @@ import (
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/options"
+	"github.com/gpuwarden/gpuwarden/internal/allocation"
 	"github.com/gpuwarden/gpuwarden/internal/reservation"
 )
 
@@ -288,7 +289,7 @@ func gpuNode(g *gpuwardenv1alpha1.GPU) string {
 
 // entry is r as -o json prints it, without its place on the timeline.
 func entry(r *gpuwardenv1alpha1.GPUReservation, from, to time.Time) Reservation {
-	e := Reservation{Name: r.Name, Phase: string(r.Status.Phase), Node: nodeOf(r), Request: request(r.Spec.Request),
+	e := Reservation{Name: r.Name, Phase: string(r.Status.Phase), Node: nodeOf(r), Request: allocation.RequestSummary(r.Spec.Request),
 		Devices: []Device{}, DevicesSummary: r.Status.DevicesSummary, Subjects: r.Spec.Subjects, For: reservation.Who(r.Spec.Subjects),
 		Repeat: string(r.Spec.Repeat), Displace: string(r.Spec.Displace), Windows: []Span{}, Reason: r.Status.Reason, Message: r.Status.Message}
 	if e.Phase == "" {
@@ -390,21 +391,6 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
-}
-
-// request is what a reservation asks for, for people: "2 GPUs", "1g.10gb", "devices 0,1".
-func request(r gpuwardenv1alpha1.AllocationRequest) string {
-	switch {
-	case r.MIGProfile != "":
-		return r.MIGProfile
-	case len(r.Devices) > 0:
-		return "devices " + strings.Join(r.Devices, ",")
-	case r.GPUs != nil && *r.GPUs == 1:
-		return "1 GPU"
-	case r.GPUs != nil:
-		return fmt.Sprintf("%d GPUs", *r.GPUs)
-	}
-	return "?"
 }
 
 // print writes the timeline for people.
