@@ -10,6 +10,7 @@ package allocation
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -345,11 +346,13 @@ func (p *pass) recordReservation(r *gpuwardenv1alpha1.GPUReservation, before *gp
 	s := &r.Status
 	details := map[string]any{"node": s.NodeName, "devices": s.DevicesSummary, "subjects": reservation.Who(r.Spec.Subjects),
 		"displace": string(r.Spec.Displace), "repeat": string(r.Spec.Repeat)}
+	var from, to string
 	if s.WindowStart != nil && s.WindowEnd != nil {
-		details["window_start"], details["window_end"] = s.WindowStart.UTC().Format(time.RFC3339), s.WindowEnd.UTC().Format(time.RFC3339)
+		from, to = s.WindowStart.UTC().Format(time.RFC3339), s.WindowEnd.UTC().Format(time.RFC3339)
+		details["window_start"], details["window_end"] = from, to
 	}
 	step := func(eventType, step, reason, eventReason, note string) {
-		d := details
+		d := maps.Clone(details)
 		if reason != "" {
 			d["reason"], d["message"] = reason, s.Message
 		}
@@ -366,14 +369,14 @@ func (p *pass) recordReservation(r *gpuwardenv1alpha1.GPUReservation, before *gp
 	case s.Phase == gpuwardenv1alpha1.ReservationRejected && before.Phase != s.Phase:
 		step(audit.TypeReservationRejected, "rejected", s.Reason, s.Reason, s.Message)
 	case s.Phase == gpuwardenv1alpha1.ReservationAccepted && (before.Phase == "" || before.Phase == gpuwardenv1alpha1.ReservationPending):
-		step(audit.TypeReservationAccepted, "accepted", "", "Accepted", s.Message+", from "+details["window_start"].(string)+" to "+details["window_end"].(string))
+		step(audit.TypeReservationAccepted, "accepted", "", "Accepted", s.Message+", from "+from+" to "+to)
 	case s.Phase == gpuwardenv1alpha1.ReservationActive && (before.Phase != s.Phase || windowChanged):
-		step(audit.TypeReservationActive, "active", "", "Active", fmt.Sprintf("Its window began: GPU %s on %s is for %s alone until %s", s.DevicesSummary, s.NodeName, reservation.Who(r.Spec.Subjects), details["window_end"]))
+		step(audit.TypeReservationActive, "active", "", "Active", fmt.Sprintf("Its window began: GPU %s on %s is for %s alone until %s", s.DevicesSummary, s.NodeName, reservation.Who(r.Spec.Subjects), to))
 	case s.Phase == gpuwardenv1alpha1.ReservationEnded && before.Phase != s.Phase,
 		s.Phase == gpuwardenv1alpha1.ReservationAccepted && before.Phase == gpuwardenv1alpha1.ReservationActive:
 		note := fmt.Sprintf("Its window ended: GPU %s went back to everyone", s.DevicesSummary)
 		if s.Phase == gpuwardenv1alpha1.ReservationAccepted {
-			note += "; the next begins at " + details["window_start"].(string)
+			note += "; the next begins at " + from
 		}
 		step(audit.TypeReservationEnded, "ended", "", "Ended", note)
 	}
