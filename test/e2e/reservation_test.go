@@ -17,7 +17,8 @@ import (
 // runtime limit; the admin books GPU 0 for alice from a few seconds ahead, stopping what
 // crosses the start. Bob is told by e-mail at once; at the start his hook runs, he is
 // stopped and released; carol's request then goes to another GPU, and alice's binds GPU 0
-// at once; at the end the reservation has ended. An overlapping booking of GPU 0 is
+// at once, and carol's for GPU 0 by name is refused saying why; at the end GPU 0 is
+// everyone's again. An overlapping booking of GPU 0 is
 // rejected naming the one in the way, and alice's own booking beyond her allowance is
 // refused naming the limit.
 func TestAReservationStartsOnTime(t *testing.T) {
@@ -164,11 +165,23 @@ spec:
 	}
 	t.Logf("bob's GPU free %s before the start; alice bound %s after it", start.Sub(stoppedAt).Round(100*time.Millisecond), time.Since(start).Round(100*time.Millisecond))
 
-	// The end: the devices go back to everyone.
+	// Within the window GPU 0 is alice's alone: carol asking for it by name is refused
+	// (after the 2 seconds she said she would wait), saying why.
+	if out, err := as(alice, sock, "", "rm", "-f", "rv-alice"); err != nil {
+		t.Fatalf("alice's rm: %v\n%s", err, out)
+	}
+	if out, err := as(carol, sock, "", "run", "--rm", "--gpus", "device=0", "--label", "gpuwarden.io/wait=2s", image, "true"); err == nil || !strings.Contains(out, "GPUReservation rv-deadline") {
+		t.Errorf("carol asking for the reserved GPU 0 within the window: %v\n%s", err, out)
+	}
+
+	// The end: the devices go back to everyone; carol's request for GPU 0 binds.
 	testutil.Eventually(t, time.Until(end)+30*time.Second, "the reservation ended", func() (bool, string) {
 		out := status("rv-deadline")
 		return strings.HasPrefix(out, "Ended"), out
 	})
+	if out, err := as(carol, sock, "", "run", "--rm", "--gpus", "device=0", image, "sh", "-c", "echo GPU=$NVIDIA_VISIBLE_DEVICES"); err != nil || !strings.HasPrefix(out, "GPU=GPU-") {
+		t.Errorf("carol asking for GPU 0 after the end: %v\n%s", err, out)
+	}
 	// Each step is in the audit log (written just after the status that shows it).
 	testutil.Eventually(t, 30*time.Second, "every step in the audit log", func() (bool, string) {
 		log, err := os.ReadFile(filepath.Join(dir, "audit", "events.jsonl"))
