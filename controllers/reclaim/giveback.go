@@ -132,14 +132,18 @@ func (g *GiveBack) stopLead(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocat
 // container at its start.
 func (g *GiveBack) warnDisplaced(ctx context.Context, a *gpuwardenv1alpha1.GPUAllocation, d *gpuwardenv1alpha1.Displacement) {
 	c, ok, _ := g.Store.Get(a.Status.ContainerID)
-	if !ok || !holds(c.State) || !g.Actions.Once(c.ID, "reservation-warning/"+d.Reservation+"/"+d.At.UTC().Format(time.RFC3339)+"/"+c.StartStamp()) {
+	if !ok || !holds(c.State) {
+		return
+	}
+	once := "reservation-warning/" + d.Reservation + "/" + d.At.UTC().Format(time.RFC3339) + "/" + c.StartStamp()
+	if !g.Actions.Once(c.ID, once) {
 		return
 	}
 	owner := g.Owners.Of(c)
 	user := containerstore.OwnerOrUnknown(owner)
 	policy, err := g.Actions.Policy(ctx, c, owner)
 	if err != nil {
-		g.Actions.Unsay(c.ID, "reservation-warning/"+d.Reservation+"/"+d.At.UTC().Format(time.RFC3339)+"/"+c.StartStamp())
+		g.Actions.Unsay(c.ID, once)
 		return
 	}
 	n := notify.For(c, user, a.Name, policy, g.NodeName, g.Clock.Now())
