@@ -7,7 +7,7 @@ set -euo pipefail
 # prometheus (promtool), prometheus-alertmanager (amtool, alertmanager) and python3-aiosmtpd
 # (an SMTP sink) are for the metrics and alerting tests; docker-compose for the gateway tests;
 # systemd for systemd-analyze (the unit's check; it needs no systemd as PID 1).
-packages=(docker.io busybox-static prometheus prometheus-alertmanager python3-aiosmtpd docker-compose systemd curl)
+packages=(docker.io busybox-static prometheus prometheus-alertmanager python3-aiosmtpd docker-compose systemd curl chromium tmux fonts-dejavu-core)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
