@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"sort"
 	"text/tabwriter"
 	"time"
 
@@ -16,7 +15,7 @@ import (
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/options"
-	"github.com/gpuwarden/gpuwarden/internal/allocation"
+	"github.com/gpuwarden/gpuwarden/internal/overview"
 )
 
 // Options are the flags of `gpuwarden queue`.
@@ -56,18 +55,7 @@ func NewCommand() *cobra.Command {
 }
 
 // Entry is one waiting request as `gpuwarden queue -o json` prints it.
-type Entry struct {
-	Node           string     `json:"node"`
-	Position       int32      `json:"position"`
-	Name           string     `json:"name"`
-	User           string     `json:"user"`
-	Request        string     `json:"request"`
-	WaitingSince   time.Time  `json:"waitingSince"`
-	EstimatedStart *time.Time `json:"estimatedStart,omitempty"`
-	LatestStart    *time.Time `json:"latestStart,omitempty"`
-	BlockedBy      string     `json:"blockedBy,omitempty"`
-	Why            string     `json:"why"`
-}
+type Entry = overview.Waiting
 
 // Run lists the queue.
 func (o *Options) Run(ctx context.Context, c client.Reader, out io.Writer) error {
@@ -78,37 +66,7 @@ func (o *Options) Run(ctx context.Context, c client.Reader, out io.Writer) error
 	if err := c.List(ctx, &list); err != nil {
 		return fmt.Errorf("listing GPU allocations: %w", err)
 	}
-	var entries []Entry
-	unplaced := 0
-	for _, a := range list.Items {
-		if a.Status.Phase != gpuwardenv1alpha1.PhasePending || (o.Node != "" && a.Spec.NodeName != o.Node) {
-			continue
-		}
-		q := a.Status.Queue
-		if q == nil {
-			if a.Status.Reason == gpuwardenv1alpha1.ReasonNoCapacity || a.Status.Reason == "" {
-				unplaced++
-			}
-			continue
-		}
-		e := Entry{Node: a.Spec.NodeName, Position: q.Position, Name: a.Name, User: a.Spec.User, Request: allocation.RequestSummary(a.Spec.Request),
-			WaitingSince: a.CreationTimestamp.UTC(), BlockedBy: q.BlockedBy, Why: why(&a)}
-		if q.EstimatedStart != nil {
-			t := q.EstimatedStart.UTC()
-			e.EstimatedStart = &t
-		}
-		if q.LatestStart != nil {
-			t := q.LatestStart.UTC()
-			e.LatestStart = &t
-		}
-		entries = append(entries, e)
-	}
-	sort.Slice(entries, func(i, j int) bool {
-		if entries[i].Node != entries[j].Node {
-			return entries[i].Node < entries[j].Node
-		}
-		return entries[i].Position < entries[j].Position
-	})
+	entries, unplaced := overview.Queue(list.Items, o.Node)
 	if o.Output == "json" {
 		enc := json.NewEncoder(out)
 		for _, e := range entries {
@@ -135,18 +93,6 @@ func (o *Options) Run(ctx context.Context, c client.Reader, out io.Writer) error
 		fmt.Fprintf(out, "%d more not placed yet (no node took them, or not decided yet).\n", unplaced)
 	}
 	return nil
-}
-
-// why is why a request waits: capacity, held by whom and until when.
-func why(a *gpuwardenv1alpha1.GPUAllocation) string {
-	q := a.Status.Queue
-	switch {
-	case q.LatestStart != nil && q.BlockedBy != "":
-		return "capacity: until " + q.BlockedBy + " ends"
-	case q.BlockedBy != "":
-		return "capacity: " + q.BlockedBy + " holds its GPUs without a time limit"
-	}
-	return "capacity"
 }
 
 // since is how long ago t was, as kubectl writes ages.
