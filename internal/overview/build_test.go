@@ -84,9 +84,9 @@ func input() Input {
 	return Input{
 		GPUs: []gpuwardenv1alpha1.GPU{gpu("n1", 1, "GPU-1"), gpu("n1", 0, "GPU-0"), gpu("n2", 0, "GPU-9"),
 			gpu("n1", 2, "GPU-2", gpuwardenv1alpha1.MIGInstance{UUID: "MIG-a", Profile: "1g.10gb", GPUInstanceID: 9}, gpuwardenv1alpha1.MIGInstance{UUID: "MIG-b", Profile: "1g.10gb", GPUInstanceID: 10})},
-		Allocations:  []gpuwardenv1alpha1.GPUAllocation{pending("q-second", "dave", 2), idle, borrowed, slice, other, pending("q-first", "alice", 1), unplaced},
-		Policies:     []gpuwardenv1alpha1.ContainerPolicy{policy},
-		Quotas:       []gpuwardenv1alpha1.GPUQuota{quota},
+		Allocations: []gpuwardenv1alpha1.GPUAllocation{pending("q-second", "dave", 2), idle, borrowed, slice, other, pending("q-first", "alice", 1), unplaced},
+		Policies:    []gpuwardenv1alpha1.ContainerPolicy{policy},
+		Quotas:      []gpuwardenv1alpha1.GPUQuota{quota},
 		Reservations: []gpuwardenv1alpha1.GPUReservation{
 			rsv("r-now", now.Add(-time.Hour), gpuwardenv1alpha1.RepeatNone, gpuwardenv1alpha1.ReservationActive, "GPU-1"),
 			rsv("r-weekly", now.Add(-6*24*time.Hour), gpuwardenv1alpha1.RepeatWeekly, gpuwardenv1alpha1.ReservationAccepted, "GPU-0"),
