@@ -165,7 +165,7 @@ func (s *Sampler) Round(ctx context.Context) error {
 	for i, h := range list {
 		v := s.Reclaim.Observe(ctx, h.c, h.a, samples[i], demand, policies.Items)
 		states[v]++
-		s.usage.add(h, samples[i], v, s.Interval, lg)
+		s.usage.add(h, samples[i], gpus, v, s.Interval, lg)
 	}
 	for _, v := range []lifecycle.Verdict{lifecycle.Active, lifecycle.Idle, lifecycle.NoVerdict, lifecycle.InGrace, lifecycle.Exempt} {
 		metrics.ContainersByIdleState.WithLabelValues(string(v)).Set(float64(states[v]))

@@ -17,7 +17,8 @@ const (
 	TypeGPUReject   = "gpu.reject"
 	TypeGPURelease  = "gpu.release"
 	// TypeGPUUsage is an allocation's GPU use over a stretch of time (at most an hour): what
-	// `gpuwarden report` counts as used and idle.
+	// `gpuwarden report` counts as used and idle, with the peaks its right-size advice
+	// judges by (Usage).
 	TypeGPUUsage = "gpu.usage"
 
 	TypeAuthDenied = "auth.denied"
@@ -179,6 +180,9 @@ type Allocation struct {
 	Container      Container
 	// Wait is how long the request waited before it was bound (gpu.allocate).
 	Wait time.Duration
+	// MIGProfile is the MIG profile of its devices when they are MIG slices (e.g.
+	// "3g.40gb"), "" for whole GPUs: mig_profile, on gpu.usage records.
+	MIGProfile string
 }
 
 func (a Allocation) details() map[string]any {
@@ -186,6 +190,7 @@ func (a Allocation) details() map[string]any {
 	put(d, "allocation", a.Name)
 	put(d, "devices", a.Devices)
 	put(d, "gpu_equivalents", a.GPUEquivalents)
+	put(d, "mig_profile", a.MIGProfile)
 	if a.Wait > 0 {
 		d["wait_seconds"] = a.Wait.Round(time.Millisecond).Seconds()
 	}
@@ -205,7 +210,37 @@ type Usage struct {
 	Used, UtilizationKnown time.Duration
 	// Idle is gpu-equivalents × the time the lifecycle rules judged the container idle.
 	Idle time.Duration
+
+	// The peaks over the samples of the Window, which `gpuwarden report` judges the right
+	// size of a run by. Each is of one device, never a sum over the allocation's devices.
+	//
+	// MemorySampled says NVML read the memory of some device in some sample; without it the
+	// record has none of peak_memory_bytes, memory_total_bytes and busy_devices.
+	MemorySampled bool
+	// PeakMemoryBytes is the most memory used on any one of its devices in any sample
+	// (peak_memory_bytes). On a whole GPU that others' processes use too, theirs is in it.
+	PeakMemoryBytes uint64
+	// MemoryTotalBytes is the memory size of its largest device (memory_total_bytes): a
+	// MIG slice's own, a whole GPU's.
+	MemoryTotalBytes uint64
+	// PeakUtilization is the utilisation of its busiest device at its busiest sample, in
+	// percent (peak_utilization_percent), the container's own share on a GPU others use
+	// too; only when HasPeakUtilization: NVML gives none on MIG slices, and the record
+	// then has no peak_utilization_percent.
+	PeakUtilization    float64
+	HasPeakUtilization bool
+	// BusyDevices is how many of its devices showed any use in some sample of the Window
+	// (busy_devices): a utilisation above 0, or more than BusyMemoryFloor of memory used.
+	BusyDevices int
+	// GPUModel is the physical GPU's model, the parent's for a MIG slice (gpu_model, e.g.
+	// "NVIDIA H100 80GB HBM3"): whose MIG profiles a whole-GPU run could have had.
+	GPUModel string
 }
+
+// BusyMemoryFloor is the GPU memory a device may use and still count as unused in
+// Usage.BusyDevices: a CUDA context alone takes a few hundred MiB on every device a
+// process merely opens.
+const BusyMemoryFloor = 256 << 20
 
 // GPUUsage records an allocation's use of its GPUs over a stretch of time.
 func GPUUsage(user string, a Allocation, u Usage) Event {
@@ -214,6 +249,15 @@ func GPUUsage(user string, a Allocation, u Usage) Event {
 	d["used_gpu_seconds"] = u.Used.Round(time.Millisecond).Seconds()
 	d["utilization_known_seconds"] = u.UtilizationKnown.Round(time.Millisecond).Seconds()
 	d["idle_gpu_seconds"] = u.Idle.Round(time.Millisecond).Seconds()
+	if u.MemorySampled {
+		d["peak_memory_bytes"] = u.PeakMemoryBytes
+		d["memory_total_bytes"] = u.MemoryTotalBytes
+		d["busy_devices"] = u.BusyDevices
+	}
+	if u.HasPeakUtilization {
+		d["peak_utilization_percent"] = u.PeakUtilization
+	}
+	put(d, "gpu_model", u.GPUModel)
 	return Event{Type: TypeGPUUsage, User: user, Details: d}
 }
 

@@ -1,7 +1,9 @@
 // Package report turns the audit log into a usage report per user, the way Slurm's sreport
 // does for a cluster: GPU-hours allocated (from gpu.allocate and gpu.release), GPU-hours
 // used and idle (from gpu.usage), what the lifecycle rules stopped and gave back, refused
-// requests and waits. It does no I/O: Add each event in time order, then ask for the Report.
+// requests and waits, and right-size advice: the runs that would have fit a smaller MIG
+// profile or fewer GPUs, judged by their peaks (Advice). It does no I/O: Add each event in
+// time order, then ask for the Report.
 package report
 
 import (
@@ -52,18 +54,28 @@ type Report struct {
 	Rows         []Row
 	Total        Row
 	Rejections   map[string]int
+	// Advice is the right-size advice (see Advice), most GPU-hours freed first; nil when
+	// no run would have fit a smaller choice.
+	Advice []Advice
 }
 
 // Builder adds events up. Since and Until bound the period; events before Since are read
 // too, for the allocations bound before it.
 type Builder struct {
 	Since, Until time.Time
+	// MIGProfile is the MIG profile whole-GPU runs are judged against for right-size advice
+	// where the log shows no MIG slice of their GPU model; "" is DefaultMIGProfile.
+	MIGProfile string
 
 	rows       map[string]*Row
 	open       map[string]binding // by allocation
 	byID       map[string]binding // the allocation of each container ID seen
 	stops      map[string]time.Time
 	rejections map[string]int
+	// runs are the allocations bound within the log, with their peaks, for the advice;
+	// profiles the MIG profiles each GPU model shows.
+	runs     map[string]*run
+	profiles map[string]map[string]profile
 }
 
 type binding struct {
@@ -112,6 +124,12 @@ func num(d map[string]any, k string) float64 {
 	switch v := d[k].(type) {
 	case float64:
 		return v
+	case int:
+		return float64(v)
+	case int64:
+		return float64(v)
+	case uint64:
+		return float64(v)
 	case string:
 		f, _ := strconv.ParseFloat(v, 64)
 		return f
@@ -132,6 +150,7 @@ func (b *Builder) held(bd binding, end time.Time) {
 func (b *Builder) Add(e *audit.Event) {
 	if b.open == nil {
 		b.open, b.byID, b.stops, b.rejections = map[string]binding{}, map[string]binding{}, map[string]time.Time{}, map[string]int{}
+		b.runs = map[string]*run{}
 	}
 	if !b.Until.IsZero() && !e.Time.Before(b.Until) {
 		return
@@ -142,6 +161,7 @@ func (b *Builder) Add(e *audit.Event) {
 	case audit.TypeGPUAllocate:
 		bd := binding{user: e.User, allocation: alloc, eq: num(d, "gpu_equivalents"), start: e.Time}
 		b.open[alloc] = bd
+		b.addRun(e.User, alloc, d, e.Time)
 		if id := str(d, "container_id"); id != "" {
 			b.byID[id] = bd
 		}
@@ -159,6 +179,9 @@ func (b *Builder) Add(e *audit.Event) {
 		}
 		delete(b.open, alloc)
 		b.held(bd, e.Time)
+		if r := b.runs[alloc]; r != nil {
+			r.end, r.released = e.Time, true
+		}
 		if stopped, ok := b.stops[alloc]; ok && !stopped.After(e.Time) && b.in(e.Time) {
 			delete(b.stops, alloc)
 			until := b.Until
@@ -179,6 +202,7 @@ func (b *Builder) Add(e *audit.Event) {
 		if id := str(d, "container_id"); id != "" {
 			b.byID[id] = binding{user: e.User, allocation: alloc, eq: num(d, "gpu_equivalents")}
 		}
+		b.usageOf(alloc, d)
 		if !b.in(e.Time) {
 			return
 		}
@@ -220,7 +244,7 @@ func (b *Builder) Report(now time.Time) Report {
 	for _, bd := range b.open {
 		b.held(bd, end)
 	}
-	out := Report{Since: b.Since, Until: end, Rejections: b.rejections, Total: Row{User: "TOTAL"}}
+	out := Report{Since: b.Since, Until: end, Rejections: b.rejections, Total: Row{User: "TOTAL"}, Advice: b.advice(end)}
 	for _, r := range b.rows {
 		out.Rows = append(out.Rows, *r)
 		t := &out.Total

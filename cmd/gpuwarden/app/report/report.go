@@ -1,5 +1,6 @@
 // Package report is `gpuwarden report`: GPU-hours allocated, used and idle per user, what
-// the lifecycle rules stopped and gave back, refusals and waits, from the audit log.
+// the lifecycle rules stopped and gave back, refusals and waits, from the audit log, and
+// right-size advice: the runs that would have fit a smaller MIG profile or fewer GPUs.
 package report
 
 import (
@@ -32,6 +33,9 @@ type Options struct {
 	Until string
 	CSV   bool
 	User  string
+	// MIGProfile is what whole-GPU runs are judged against for the right-size advice
+	// where the log shows no MIG slice of their GPU model.
+	MIGProfile string
 	// Socket is the gateway's, which answers a user their own report.
 	Socket string
 
@@ -59,6 +63,24 @@ func NewCommand() *cobra.Command {
 Used and idle time come from the gpu.usage records gpuwarden writes every 5 minutes (and
 when a container lets its GPUs go): a running container's are at most 5 minutes behind.
 
+Right-size advice follows the table, per user and container type, the way Princeton's Job
+Defense Shield judges Slurm jobs: how many runs (one allocation each, gpu.allocate to
+gpu.release) would have fit a smaller MIG profile or fewer GPUs, judged by the peaks in
+their gpu.usage records, and the GPU-hours the smaller choice would have freed:
+  - a run on whole GPUs whose peak memory on each device fits the smallest MIG profile
+    of its GPU model (as its name says: 10 GB for 1g.10gb; the smallest the log shows on
+    that model, else --mig-profile), whose peak utilisation is within that profile's
+    compute share (slices/7: at most 14 % for 1g) and which used one device at most, fits
+    that slice; freed: (its gpu-equivalents − the slice's) × its hours held
+  - a run on several whole GPUs of which fewer showed use (utilisation above 0 or over
+    256 MiB of memory) fits that many GPUs; freed: the unused GPUs × its hours held
+  - a run on a MIG slice whose peak memory fits a profile of fewer slices that the log
+    shows on its GPU model fits the smallest such; NVML gives no utilisation on MIG, so
+    it is judged by memory alone; freed: (its gpu-equivalents − the smaller's) × hours
+Runs with no gpu.usage record carrying peaks (too short, or logged before gpuwarden
+recorded peaks) are not judged; runs still held are judged on what they showed so far
+and counted as still running. --csv prints the table only.
+
 The audit log is root's to read. Whoever may not read it gets the report of their own records
 from gpuwarden through the gateway socket, which knows who calls from the kernel (--user
 someone else is refused). Without --file, the gateway is asked when --gateway-socket is
@@ -83,6 +105,7 @@ there); otherwise when reading the file is denied.`,
 	fs.StringVar(&o.Until, "until", "", "end of the period (default: now): RFC 3339, a date, or an age")
 	fs.StringVar(&o.User, "user", "", "only this user")
 	fs.BoolVar(&o.CSV, "csv", false, "print CSV (one row per user, no total)")
+	fs.StringVar(&o.MIGProfile, "mig-profile", report.DefaultMIGProfile, "the MIG profile whole-GPU runs are judged against for the right-size advice where the log shows no MIG slice of their GPU model (reading the file; the gateway judges by the default)")
 	gatewayclient.Flag(fs, &o.Socket, "the gateway's socket, which answers your own report when the audit log is not yours to read")
 	return cmd
 }
@@ -109,6 +132,9 @@ func (o *Options) Run(ctx context.Context, out, errOut io.Writer) error {
 	}
 	if o.File == "" {
 		return errors.New("--file: an audit log path is required")
+	}
+	if o.MIGProfile != "" && !report.ValidMIGProfile(o.MIGProfile) {
+		return fmt.Errorf("--mig-profile: %q is not a MIG profile such as 1g.10gb", o.MIGProfile)
 	}
 	var r report.Report
 	var source string
@@ -138,7 +164,7 @@ func (o *Options) fromFile(ctx context.Context, since, until, now time.Time) (re
 	if len(files) == 0 {
 		return report.Report{}, fmt.Errorf("no audit log at %s (see --file)", o.File)
 	}
-	b := &report.Builder{Since: since, Until: until}
+	b := &report.Builder{Since: since, Until: until, MIGProfile: o.MIGProfile}
 	// Everything before the end: allocations bound before the period count from its start.
 	if _, err := audit.Read(ctx, files, audit.Filter{Until: until, User: o.User}, func(e *audit.Event) error { b.Add(e); return nil }); err != nil {
 		return report.Report{}, err
@@ -214,7 +240,21 @@ func writeTable(out io.Writer, r report.Report, file string) error {
 		}
 		fmt.Fprintln(out)
 	}
-	return nil
+	return writeAdvice(out, r.Advice)
+}
+
+// writeAdvice prints the right-size advice, one line per user, container type and
+// suggestion; nothing when there is none.
+func writeAdvice(out io.Writer, advice []report.Advice) error {
+	if len(advice) == 0 {
+		return nil
+	}
+	fmt.Fprint(out, "\nRight-size advice (runs that would have fit a smaller MIG profile or fewer GPUs, by their peaks):\n")
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	for _, a := range advice {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", audit.Printable(a.User), audit.Printable(a.ContainerType), a)
+	}
+	return tw.Flush()
 }
 
 func writeCSV(out io.Writer, r report.Report) error {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -119,5 +120,65 @@ func TestReportThroughTheGateway(t *testing.T) {
 	}
 	if _, err := run(t, &Options{File: path, Since: "1d", Socket: filepath.Join(t.TempDir(), "none.sock"), order: gatewayclient.GatewayOnly}); err == nil || !strings.Contains(err.Error(), "asking gpuwarden at") {
 		t.Errorf("a gateway that is not there: %v", err)
+	}
+}
+
+// TestReportPrintsRightSizeAdvice: after the table, a line per user, container type and
+// suggestion, most GPU-hours freed first; not in the CSV.
+func TestReportPrintsRightSizeAdvice(t *testing.T) {
+	const gib = 1 << 30
+	var events []audit.Event
+	// held is one allocation of hours, bound at start hours ago, with one gpu.usage record.
+	held := func(user, ctype, name string, devices []string, eq, mig string, start, hours float64, u audit.Usage) {
+		a := audit.Allocation{Name: name, Devices: devices, GPUEquivalents: eq, Container: audit.Container{Name: name, ID: "id-" + name, Type: ctype}}
+		bind, rel := audit.GPUAllocate(user, a), audit.GPURelease(user, a, "container removed")
+		a.MIGProfile = mig
+		u.Window, u.MemorySampled, u.GPUModel = time.Hour, true, "NVIDIA H100 80GB HBM3"
+		use := audit.GPUUsage(user, a, u)
+		bind.Time = now.Add(-time.Duration(start * float64(time.Hour)))
+		use.Time, rel.Time = bind.Time.Add(time.Hour), bind.Time.Add(time.Duration(hours*float64(time.Hour)))
+		events = append(events, bind, use, rel)
+	}
+	small := audit.Usage{PeakMemoryBytes: 5 * gib, HasPeakUtilization: true, PeakUtilization: 8, BusyDevices: 1}
+	held("alice", "notebook", "nb-1", []string{"GPU-1"}, "1", "", 20, 7, small)
+	held("alice", "notebook", "nb-2", []string{"GPU-1"}, "1", "", 12, 7, small)
+	held("alice", "notebook", "nb-3", []string{"GPU-1"}, "1", "", 4, 2, audit.Usage{PeakMemoryBytes: 50 * gib, HasPeakUtilization: true, PeakUtilization: 80, BusyDevices: 1})
+	held("bob", "batch", "train", []string{"GPU-2", "GPU-3"}, "2", "", 10, 3, audit.Usage{PeakMemoryBytes: 60 * gib, HasPeakUtilization: true, PeakUtilization: 99, BusyDevices: 1})
+	held("bob", "batch", "slice", []string{"MIG-1"}, "0.428571", "3g.40gb", 9, 5, audit.Usage{PeakMemoryBytes: 7 * gib, BusyDevices: 1})
+	held("carol", "notebook", "tiny", []string{"MIG-2"}, "0.142857", "1g.10gb", 9, 2, audit.Usage{PeakMemoryBytes: gib, BusyDevices: 1})
+	slices.SortStableFunc(events, func(a, b audit.Event) int { return a.Time.Compare(b.Time) })
+	path := testutil.AuditLog(t, events...)
+
+	out, err := run(t, &Options{File: path, Since: "1d"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, advice, _ := strings.Cut(out, "\nRight-size advice")
+	want := ` (runs that would have fit a smaller MIG profile or fewer GPUs, by their peaks):
+alice  notebook  2 of 3 runs fit a 1g.10gb slice (peak memory ≤ 10 GB, utilisation ≤ 14 %): 12.00 GPU-hours freed
+bob    batch     1 of 2 runs fit 1 GPU (the others of the GPUs they held stayed unused): 3.00 GPU-hours freed
+bob    batch     1 of 2 runs fit a 1g.10gb slice (peak memory ≤ 10 GB; MIG gives no utilisation, judged by memory alone): 1.43 GPU-hours freed
+`
+	if advice != want {
+		t.Errorf("the advice:\n%s\nwant:\n%s\nthe whole report:\n%s", advice, want, out)
+	}
+	csv, err := run(t, &Options{File: path, Since: "1d", CSV: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Split(strings.TrimSpace(csv), "\n"); len(lines) != 4 || strings.Contains(csv, "advice") || strings.Contains(csv, "slice") {
+		t.Errorf("CSV with advice:\n%s", csv)
+	}
+	// Only her own: nothing of bob's, and no section where nothing would have fit.
+	out, _ = run(t, &Options{File: path, Since: "1d", User: "alice"})
+	if !strings.Contains(out, "alice  notebook  2 of 3 runs") || strings.Contains(out, "bob") {
+		t.Errorf("--user alice:\n%s", out)
+	}
+	out, _ = run(t, &Options{File: path, Since: "1d", User: "carol"})
+	if strings.Contains(out, "Right-size advice") {
+		t.Errorf("--user carol, whose run needed its slice:\n%s", out)
+	}
+	if _, err := run(t, &Options{File: path, Since: "1d", MIGProfile: "tiny"}); err == nil || !strings.Contains(err.Error(), `--mig-profile: "tiny" is not a MIG profile`) {
+		t.Errorf("--mig-profile tiny: %v", err)
 	}
 }
