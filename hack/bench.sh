@@ -91,7 +91,7 @@ start_server() {
   # could otherwise find the previous run's ready line first.
   : >"$dir/out"
   t0=$(date +%s.%N)
-  "$bin" server --data-dir "$dir/data" --api-port 0 --metrics-bind-address 0 --health-probe-bind-address 0 \
+  "$bin" server --web-bind-address 0 --data-dir "$dir/data" --api-port 0 --metrics-bind-address 0 --health-probe-bind-address 0 \
     --fake-gpus h100-mig >"$dir/out" 2>&1 &
   pid=$!
   until grep -q "is ready" "$dir/out"; do
@@ -238,7 +238,7 @@ seq 1 200 | xargs -P 4 -I{} docker run -d --name idle-{} --label gpuwarden.io/us
   gpuwarden-test/busybox:latest sleep 1000000 >/dev/null
 ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
 serve() { # name, docker host
-  "$bin" server --data-dir "$dir/$1" --api-port 0 --metrics-bind-address 0 --health-probe-bind-address 0 \
+  "$bin" server --web-bind-address 0 --data-dir "$dir/$1" --api-port 0 --metrics-bind-address 0 --health-probe-bind-address 0 \
     --fake-gpus h100x8 --docker-host "$2" --audit-log "$dir/$1.jsonl" >"$dir/$1.out" 2>&1 &
   echo $!
 }
@@ -271,10 +271,10 @@ echo
 metrics_seconds=${METRICS_CPU_SECONDS:-300}
 echo "== CPU over ${metrics_seconds}s scraped every 15 s, next to the same server with metrics off (h100-mig, no Docker)"
 mport=$(( 20000 + RANDOM % 20000 ))
-"$bin" server --data-dir "$dir/scraped" --api-port 0 --metrics-bind-address "127.0.0.1:$mport" --health-probe-bind-address 0 \
+"$bin" server --web-bind-address 0 --data-dir "$dir/scraped" --api-port 0 --metrics-bind-address "127.0.0.1:$mport" --health-probe-bind-address 0 \
   --fake-gpus h100-mig --docker-host none --audit-log "$dir/scraped.jsonl" >"$dir/scraped.out" 2>&1 &
 scraped=$!
-"$bin" server --data-dir "$dir/dark" --api-port 0 --metrics-bind-address 0 --health-probe-bind-address 0 \
+"$bin" server --web-bind-address 0 --data-dir "$dir/dark" --api-port 0 --metrics-bind-address 0 --health-probe-bind-address 0 \
   --fake-gpus h100-mig --docker-host none --audit-log "$dir/dark.jsonl" >"$dir/dark.out" 2>&1 &
 dark=$!
 until [ "$(grep -l "is ready" "$dir/scraped.out" "$dir/dark.out" 2>/dev/null | wc -l)" -eq 2 ]; do
@@ -301,7 +301,7 @@ engine=unix://$sock
 gwdir=$(mktemp -d) # reachable by the unprivileged user the runs go as
 chmod 755 "$gwdir"
 gw=$gwdir/docker.sock
-"$bin" server --data-dir "$dir/gwserver" --api-port 0 --metrics-bind-address 0 --health-probe-bind-address 0 \
+"$bin" server --web-bind-address 0 --data-dir "$dir/gwserver" --api-port 0 --metrics-bind-address 0 --health-probe-bind-address 0 \
   --fake-gpus h100x8 --docker-host "$engine" --gateway-socket "$gw" --audit-log "$dir/gw.jsonl" >"$dir/gw.out" 2>&1 &
 gwpid=$!
 until grep -q "is ready" "$dir/gw.out"; do kill -0 $gwpid 2>/dev/null || { cat "$dir/gw.out"; exit 1; }; sleep 0.2; done
@@ -379,7 +379,7 @@ mkdir -p "$nd"
 # so that no two processes of the run ask for the same one.
 local base=$(( 20000 + RANDOM % 9000 ))
 port=$base
-"$bin" server --data-dir "$nd/data" --api-port 0 --metrics-bind-address "127.0.0.1:$port" --health-probe-bind-address 0 --fake-gpus h100x8 \
+"$bin" server --web-bind-address 0 --data-dir "$nd/data" --api-port 0 --metrics-bind-address "127.0.0.1:$port" --health-probe-bind-address 0 --fake-gpus h100x8 \
   --docker-host none --gateway-socket "" --node-name node-00 --audit-log "$nd/server.jsonl" --profiling >"$nd/server.out" 2>&1 &
 server_pid=$!
 server_port=$port

@@ -22,7 +22,7 @@ func TestKilledMidBurst(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
 	auditLog := filepath.Join(dir, "audit", "events.jsonl")
-	s := &server{t: t, kc: filepath.Join(data, "admin.kubeconfig"), args: []string{"server", "--data-dir", data, "--api-port", "0",
+	s := &server{t: t, kc: filepath.Join(data, "admin.kubeconfig"), args: []string{"server", "--web-bind-address", "0", "--data-dir", data, "--api-port", "0",
 		"--node-name", "burst", "--fake-gpus", "h100x8", "--docker-host", "none", "--gateway-socket", "", "--audit-log", auditLog,
 		"--metrics-bind-address", "0", "--health-probe-bind-address", "0"}}
 	s.start()

@@ -83,7 +83,7 @@ func newCluster(t *testing.T) *cluster {
 	dir := t.TempDir()
 	c := &cluster{t: t, dir: dir, ctrl: map[string]*server{}, reported: map[string]bool{}}
 	data := filepath.Join(dir, "data")
-	c.api = &server{t: t, kc: filepath.Join(data, "admin.kubeconfig"), args: []string{"server", "--data-dir", data, "--api-port", "0",
+	c.api = &server{t: t, kc: filepath.Join(data, "admin.kubeconfig"), args: []string{"server", "--web-bind-address", "0", "--data-dir", data, "--api-port", "0",
 		"--node-name", "cx-0", "--fake-gpus", "h100x8", "--docker-host", "none", "--gateway-socket", "",
 		"--audit-log", filepath.Join(dir, "cx-0.jsonl"), "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
 		"--ledger-flush-at", strconv.Itoa(clusterLedgerFlushAt)}}

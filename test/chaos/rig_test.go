@@ -102,7 +102,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	if metrics == "" {
 		metrics = "0"
 	}
-	r.s = &server{t: t, kc: filepath.Join(data, "admin.kubeconfig"), args: []string{"server", "--data-dir", data, "--api-port", "0",
+	r.s = &server{t: t, kc: filepath.Join(data, "admin.kubeconfig"), args: []string{"server", "--web-bind-address", "0", "--data-dir", data, "--api-port", "0",
 		"--node-name", o.prefix, "--fake-gpus", "h100x8", "--fake-gpus-control", r.control, "--docker-host", r.engine,
 		"--gateway-socket", r.sock, "--gateway-bind-wait", "2s", "--audit-log", r.auditLog,
 		"--metrics-bind-address", metrics, "--health-probe-bind-address", "0", "--sample-interval", "1s"}}

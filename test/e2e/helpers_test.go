@@ -76,6 +76,10 @@ func startNoWait(t *testing.T, args ...string) *process {
 		// Each server its own gateway socket: the default one is the machine's.
 		args = append(args, "--gateway-socket", filepath.Join(t.TempDir(), "docker.sock"))
 	}
+	if len(args) > 0 && args[0] == "server" && !slices.ContainsFunc(args, func(a string) bool { return a == "--web-bind-address" || strings.HasPrefix(a, "--web-bind-address=") }) {
+		// Servers run side by side: none takes the status page's default port unless asked.
+		args = append(args, "--web-bind-address", "0")
+	}
 	cmd := exec.Command(binary(t), args...)
 	pr, pw := io.Pipe()
 	p := &process{cmd: cmd, out: &testutil.SyncBuffer{}, ready: make(chan struct{}), exited: make(chan struct{})}

@@ -57,7 +57,7 @@ or upgraded first when the credentials allow it.`,
 	fs.BoolVar(&o.InstallCRDs, "install-crds", true, "install or upgrade the CRDs when allowed to")
 	fs.Float32Var(&o.QPS, "kube-api-qps", 50, "requests per second to the API server, sustained (kube-scheduler's default)")
 	fs.IntVar(&o.Burst, "kube-api-burst", 100, "requests to the API server in a burst, above --kube-api-qps")
-	o.Manager.AddFlags(fs, ":9402", ":9403", true)
+	o.Manager.AddFlags(fs, ":9402", ":9403", "0", true)
 	return cmd
 }
 

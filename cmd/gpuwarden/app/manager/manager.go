@@ -15,6 +15,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/options"
@@ -29,6 +30,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/internal/notify"
 	"github.com/gpuwarden/gpuwarden/internal/proc"
 	"github.com/gpuwarden/gpuwarden/internal/scheme"
+	"github.com/gpuwarden/gpuwarden/internal/statuspage"
 	"github.com/gpuwarden/gpuwarden/internal/watchdog"
 )
 
@@ -53,6 +55,8 @@ type Manager struct {
 	health *watchdog.Health
 	// gatewayUp is closed once the gateway listens; nil: no gateway.
 	gatewayUp <-chan struct{}
+	// page is the status page; nil when --web-bind-address is off.
+	page *statuspage.Page
 }
 
 // New opens the audit log and the GPU back end, builds the manager against cfg and registers
@@ -114,7 +118,33 @@ func build(o options.ManagerOptions, cfg *rest.Config, x Extras, auditLog *audit
 	co.Health.Add("api", func(ctx context.Context) error {
 		return mgr.GetAPIReader().List(ctx, &gpuwardenv1alpha1.GPUQuotaList{}, client.Limit(1))
 	})
-	return &Manager{Manager: mgr, audit: auditLog, health: co.Health, gatewayUp: gatewayUp}, nil
+	page, err := statusPage(o, mgr)
+	if err != nil {
+		return nil, err
+	}
+	return &Manager{Manager: mgr, audit: auditLog, health: co.Health, gatewayUp: gatewayUp, page: page}, nil
+}
+
+// statusPage listens for the status page at --web-bind-address, so that a port in use fails
+// the start, and adds it to mgr; nil when the flag turns it off.
+func statusPage(o options.ManagerOptions, mgr ctrl.Manager) (*statuspage.Page, error) {
+	if !o.WebOn() {
+		return nil, nil
+	}
+	auditLog := o.AuditLog
+	if auditLog == "" {
+		auditLog = audit.DefaultPath // as the writer takes it
+	}
+	page, err := statuspage.New(statuspage.Options{Addr: o.WebBindAddress, Flag: "--web-bind-address", Reader: mgr.GetClient(),
+		Gatherer: crmetrics.Registry, Node: o.NodeName, AuditLog: auditLog})
+	if err != nil {
+		return nil, err
+	}
+	if err := mgr.Add(page); err != nil {
+		_ = page.Close()
+		return nil, fmt.Errorf("adding the status page: %w", err)
+	}
+	return page, nil
 }
 
 // openGPUs returns the GPU back end of the flags and, with --fake-gpus-control, the watcher
@@ -164,8 +194,8 @@ func controllerOptions(o options.ManagerOptions, x Extras, gpus gpu.Backend) (co
 		}
 	}
 	telemetry := o.TelemetryInterval
-	if o.MetricsBindAddress == "0" {
-		telemetry = -1 // nobody scrapes: the GPUs are not read for metrics
+	if o.MetricsBindAddress == "0" && !o.WebOn() {
+		telemetry = -1 // nobody scrapes and no page shows them: the GPUs are not read for metrics
 	}
 	var mail notify.Mailer
 	if o.SMTPServer != "" {
@@ -232,5 +262,11 @@ func (m *Manager) up(ctx context.Context) bool {
 	}
 }
 
-// Close flushes and closes the audit log; call it once Run has returned.
-func (m *Manager) Close() error { return m.audit.Close() }
+// Close flushes and closes the audit log, and the status page's listener if the manager
+// never served it; call it once Run has returned.
+func (m *Manager) Close() error {
+	if m.page != nil {
+		_ = m.page.Close()
+	}
+	return m.audit.Close()
+}

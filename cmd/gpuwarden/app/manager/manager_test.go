@@ -42,6 +42,9 @@ func TestControllerOptions(t *testing.T) {
 			want: wiring{Health: true, Telemetry: 5 * time.Second}},
 		{name: "no metrics, so no telemetry", change: func(o *options.ManagerOptions) { o.MetricsBindAddress = "0"; o.GatewaySocket = "" },
 			want: wiring{Docker: true, Health: true, Telemetry: -1}},
+		{name: "no metrics, but the status page shows the readings", change: func(o *options.ManagerOptions) {
+			o.MetricsBindAddress, o.WebBindAddress, o.GatewaySocket = "0", options.DefaultWebBindAddress, ""
+		}, want: wiring{Docker: true, Health: true, Telemetry: 5 * time.Second}},
 		{name: "gateway before an ssh engine from the environment", env: "ssh://me@engine",
 			wantErr: `--docker-host "ssh://me@engine": the gateway fronts unix:// and tcp:// engines`},
 	}

@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -72,13 +74,26 @@ type ManagerOptions struct {
 	GatewayNoticeAfter time.Duration
 	// GatewayLimits cap connections and requests per user and in all.
 	GatewayLimits gateway.Limits
+	// WebBindAddress serves the status page; "0" or "" (options built in code) turns it off.
+	WebBindAddress string
 }
+
+// DefaultWebBindAddress is where `gpuwarden server` serves its status page: loopback, so
+// that it is published only through an SSH tunnel or a proxy with the lab's login
+// (docs/admin-guide.md, "The status page").
+const DefaultWebBindAddress = "127.0.0.1:9404"
+
+// WebOn reports whether the status page is served.
+func (o *ManagerOptions) WebOn() bool { return o.WebBindAddress != "" && o.WebBindAddress != "0" }
 
 // NoDocker is the --docker-host value that runs no container controllers.
 const NoDocker = "none"
 
-// AddFlags registers the flags with defaults for the mode.
-func (o *ManagerOptions) AddFlags(fs *pflag.FlagSet, metricsDefault, probeDefault string, leaderElectDefault bool) {
+// AddFlags registers the flags with defaults for the mode. The status page (webDefault) is on
+// by default only in the single-node server: a node's controller is one of many, in a pod
+// whose loopback reaches no one, and serves it only when asked to.
+func (o *ManagerOptions) AddFlags(fs *pflag.FlagSet, metricsDefault, probeDefault, webDefault string, leaderElectDefault bool) {
+	fs.StringVar(&o.WebBindAddress, "web-bind-address", webDefault, `address of the read-only status page (GPUs, holders, queue, reservations, usage) for a browser; "0" turns it off. Keep it on loopback and publish it through an SSH tunnel or a proxy with a login (docs/admin-guide.md)`)
 	fs.StringVar(&o.NodeName, "node-name", "", "name of this GPU node (default: the host name)")
 	fs.StringVar(&o.FakeGPUs, "fake-gpus", "", "simulate GPUs instead of reading NVML: "+strings.Join(fakegpu.Profiles, ", "))
 	fs.StringVar(&o.AuditLog, "audit-log", audit.DefaultPath, "the audit log (JSON Lines, rotated and compressed beside it)")
@@ -199,6 +214,9 @@ func (o *ManagerOptions) Validate() error {
 	if err := notify.CheckEmailTemplate(o.NotifyEmailTemplate); err != nil {
 		errs = append(errs, err)
 	}
+	if err := checkBindAddress("--web-bind-address", o.WebBindAddress); err != nil {
+		errs = append(errs, err)
+	}
 	if o.FakeGPUsControl != "" && o.FakeGPUs == "" {
 		errs = append(errs, fmt.Errorf("--fake-gpus-control %q: drives simulated GPUs only; give --fake-gpus too", o.FakeGPUsControl))
 	}
@@ -209,6 +227,22 @@ func (o *ManagerOptions) Validate() error {
 		errs = append(errs, fmt.Errorf("--fake-gpus %q: unknown profile; choose one of %s", o.FakeGPUs, strings.Join(fakegpu.Profiles, ", ")))
 	}
 	return errors.Join(errs...)
+}
+
+// checkBindAddress checks a listener's flag: HOST:PORT (the host may be empty for every
+// interface), or "0" (or empty) for off.
+func checkBindAddress(flag, addr string) error {
+	if addr == "" || addr == "0" {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%s %q: want HOST:PORT (e.g. %s), or \"0\" to turn it off", flag, addr, DefaultWebBindAddress)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%s %q: the port must be a number from 0 to 65535", flag, addr)
+	}
+	return nil
 }
 
 // RESTConfigFrom reads a --kubeconfig file, or the in-cluster configuration when path is

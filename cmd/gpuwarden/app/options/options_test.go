@@ -14,7 +14,7 @@ func defaults(t *testing.T) ManagerOptions {
 	t.Helper()
 	var o ManagerOptions
 	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
-	o.AddFlags(fs, ":9402", ":9403", true)
+	o.AddFlags(fs, ":9402", ":9403", "0", true)
 	if err := fs.Parse(nil); err != nil {
 		t.Fatal(err)
 	}
@@ -49,6 +49,14 @@ func TestValidate(t *testing.T) {
 		{"control file without fake GPUs", func(o *ManagerOptions) { o.FakeGPUsControl = "/c.yaml" }, `--fake-gpus-control "/c.yaml": drives simulated GPUs only`},
 		{"control file with fake GPUs", func(o *ManagerOptions) { o.FakeGPUs, o.FakeGPUsControl = "h100x8", "/c.yaml" }, ""},
 		{"unknown profile", func(o *ManagerOptions) { o.FakeGPUs = "tpu" }, `--fake-gpus "tpu": unknown profile`},
+		{"status page on loopback", func(o *ManagerOptions) { o.WebBindAddress = "127.0.0.1:9404" }, ""},
+		{"status page on every interface", func(o *ManagerOptions) { o.WebBindAddress = ":9404" }, ""},
+		{"status page on an IPv6 address", func(o *ManagerOptions) { o.WebBindAddress = "[::1]:9404" }, ""},
+		{"status page off", func(o *ManagerOptions) { o.WebBindAddress = "0" }, ""},
+		{"status page off in options built in code", func(o *ManagerOptions) { o.WebBindAddress = "" }, ""},
+		{"status page without a port", func(o *ManagerOptions) { o.WebBindAddress = "127.0.0.1" }, `--web-bind-address "127.0.0.1": want HOST:PORT`},
+		{"status page on a port out of range", func(o *ManagerOptions) { o.WebBindAddress = "127.0.0.1:70000" }, `--web-bind-address "127.0.0.1:70000": the port must be a number from 0 to 65535`},
+		{"status page on a named port", func(o *ManagerOptions) { o.WebBindAddress = "127.0.0.1:http" }, `--web-bind-address "127.0.0.1:http"`},
 		{"missing proc root", func(o *ManagerOptions) { o.ProcRoot = "/nonexistent" }, `--proc-root "/nonexistent"`},
 	}
 	for _, tt := range tests {
@@ -63,6 +71,28 @@ func TestValidate(t *testing.T) {
 				t.Errorf("Validate = %v, want an error with %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestWebBindAddressDefaults: the single-node server serves its status page on loopback
+// by default; a node's controller only when asked.
+func TestWebBindAddressDefaults(t *testing.T) {
+	for _, tt := range []struct {
+		def, want string
+		on        bool
+	}{{DefaultWebBindAddress, "127.0.0.1:9404", true}, {"0", "0", false}} {
+		var o ManagerOptions
+		fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+		o.AddFlags(fs, "127.0.0.1:9402", "127.0.0.1:9403", tt.def, false)
+		if err := fs.Parse(nil); err != nil {
+			t.Fatal(err)
+		}
+		if o.WebBindAddress != tt.want || o.WebOn() != tt.on {
+			t.Errorf("default %q: --web-bind-address %q (on %v), want %q (on %v)", tt.def, o.WebBindAddress, o.WebOn(), tt.want, tt.on)
+		}
+	}
+	if (&ManagerOptions{}).WebOn() {
+		t.Error("zero-valued options serve the status page")
 	}
 }
 

@@ -74,7 +74,7 @@ is written to DATA_DIR/admin.kubeconfig (mode 0600), so kubectl works at once.`,
 	fs.DurationVar(&o.EventTTL, "event-ttl", time.Hour, "how long the embedded API server keeps Kubernetes Events (kubectl get events); at least 1m")
 	fs.DurationVar(&o.AdminSyncInterval, "admin-sync-interval", access.DefaultAdminSyncInterval, "how often the members of --gateway-admin-group are read again for cluster-admin (a change of /etc/group is seen within a second); at most 1m")
 	_ = fs.MarkHidden("admin-sync-interval")
-	o.Manager.AddFlags(fs, "127.0.0.1:9402", "127.0.0.1:9403", false)
+	o.Manager.AddFlags(fs, "127.0.0.1:9402", "127.0.0.1:9403", options.DefaultWebBindAddress, false)
 	return cmd
 }
 
