@@ -22,6 +22,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/report"
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/reservations"
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/server"
+	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/top"
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/version"
 	"github.com/gpuwarden/gpuwarden/internal/logging"
 )
@@ -45,7 +46,7 @@ GPUAllocations; controllers make Docker and the GPUs match what is declared.`,
 		},
 	}
 	cmd.PersistentFlags().IntVarP(&verbosity, "v", "v", 0, "log verbosity (0: what happened; higher: more detail)")
-	cmd.AddCommand(server.NewCommand(), controller.NewCommand(), events.NewCommand(), explain.NewCommand(), kubeconfig.NewCommand(), notifications.NewCommand(), importer.NewCommand(), queue.NewCommand(), reservations.NewCommand(), report.NewCommand(), version.NewCommand())
+	cmd.AddCommand(server.NewCommand(), controller.NewCommand(), events.NewCommand(), explain.NewCommand(), kubeconfig.NewCommand(), notifications.NewCommand(), importer.NewCommand(), queue.NewCommand(), reservations.NewCommand(), report.NewCommand(), top.NewCommand(), version.NewCommand())
 	return cmd
 }
 
