@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/overview"
 )
 
@@ -90,6 +91,9 @@ func header(s overview.Snapshot, f filter) []string {
 		default:
 			lines = append(lines, "readings of nodes "+strings.Join(nodes, ", ")+" from "+s.Readings)
 		}
+	}
+	for i := range lines {
+		lines[i] = audit.Printable(lines[i])
 	}
 	return lines
 }

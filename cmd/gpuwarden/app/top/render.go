@@ -4,6 +4,8 @@ import (
 	"strings"
 
 	"github.com/charmbracelet/lipgloss"
+
+	"github.com/gpuwarden/gpuwarden/internal/audit"
 )
 
 // look is how rendered cells look: plain text for --once, bars and colour in the terminal.
@@ -34,7 +36,9 @@ func (l look) render(secs []section, width int) []string {
 		} else {
 			lines = append(lines, l.table(s, width)...)
 		}
-		lines = append(lines, s.notes...)
+		for _, n := range s.notes {
+			lines = append(lines, audit.Printable(n))
+		}
 	}
 	return lines
 }
@@ -46,8 +50,11 @@ func (l look) head(s string) string {
 	return l.heading(s)
 }
 
-// shown is a cell as this look shows it, and its width on the screen.
+// shown is a cell as this look shows it, and its width on the screen. Control characters
+// are written escaped: a name a user chose (an allocation's spec.containerName) must not
+// drive the terminal of whoever watches.
 func (l look) shown(c cell) (string, int) {
+	c.text = audit.Printable(c.text)
 	text := c.text
 	if l.paint != nil {
 		text = l.paint(c, c.text)

@@ -443,3 +443,29 @@ func lacks(s string, wants ...string) []string {
 	}
 	return slices.Clip(out)
 }
+
+// TestNamesCannotDriveTheTerminal: a container name a user wrote into their allocation's
+// spec (any text, with kubectl) is shown with its control characters escaped, in --once and
+// in the terminal view.
+func TestNamesCannotDriveTheTerminal(t *testing.T) {
+	hostile := "x\x1b]0;owned\x07\x1b[2J\u202eevil"
+	a := testutil.MakeAllocation("mallory-1").User("mallory").Node("gpu01").Container(hostile).Type("docker").
+		Bound("GPU-0").GPUEquivalents("1").BoundAt(now.Add(-time.Minute)).Obj()
+	a.Status.ContainerName = ""
+	c := fake.NewClientBuilder().WithScheme(scheme.New()).WithObjects(a, &gpuwardenv1alpha1.GPU{ObjectMeta: metav1.ObjectMeta{Name: "gpu01-0"},
+		Spec: gpuwardenv1alpha1.GPUSpec{NodeName: "gpu01"}, Status: gpuwardenv1alpha1.GPUStatus{UUID: "GPU-0"}}).Build()
+	o := &Options{Once: true, Sort: "node", Interval: DefaultInterval, now: func() time.Time { return now }}
+	var out bytes.Buffer
+	if err := o.Run(context.Background(), c, &out); err != nil {
+		t.Fatal(err)
+	}
+	if strings.ContainsAny(out.String(), "\x1b\x07\u202e") || !strings.Contains(out.String(), `x\x1b]0;owned\a\x1b[2J\u202eevil`) {
+		t.Errorf("--once wrote the name's control characters, or not escaped:\n%q", out.String())
+	}
+	for _, l := range (look{}).render(sections(overview.Build(overview.Input{Allocations: []gpuwardenv1alpha1.GPUAllocation{*a},
+		GPUs: []gpuwardenv1alpha1.GPU{{Spec: gpuwardenv1alpha1.GPUSpec{NodeName: "gpu01"}, Status: gpuwardenv1alpha1.GPUStatus{UUID: "GPU-0"}}}}, "", now), now), 200) {
+		if strings.ContainsAny(l, "\x1b\x07\u202e") {
+			t.Errorf("the terminal view's line %q", l)
+		}
+	}
+}
