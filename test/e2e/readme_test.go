@@ -133,6 +133,15 @@ func TestReadmeWalkThrough(t *testing.T) {
 			r := gatewayRow(out)
 			return r != nil && r["USER"] == "root" && r["PHASE"] == "Bound" && r["DEVICES"] == "1" && r["GPU-EQ"] == "1" && r["CONTAINER"] == "train-1"
 		}},
+		{"bin/gpuwarden top --once", func(out string) bool { // each GPU and its holder: GPU 0 alice, GPU 1 root's train-1
+			var holders []string
+			for _, l := range strings.Split(out, "\n") {
+				if f := strings.Fields(l); len(f) > 2 && f[0] == "e2e-readme" && (f[1] == "0" || f[1] == "1") {
+					holders = append(holders, f[1]+":"+strings.Join(f[2:], " "))
+				}
+			}
+			return len(holders) == 2 && strings.Contains(holders[0], " alice ") && strings.Contains(holders[1], " root train-1 ")
+		}},
 		{"bin/gpuwarden events --container train-1", func(out string) bool { // gpu.allocate, container.create and start
 			return strings.Contains(out, "gpu.allocate") && strings.Contains(out, "container.create") && strings.Contains(out, "container.start")
 		}},
