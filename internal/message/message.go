@@ -3,6 +3,7 @@
 package message
 
 import (
+	"fmt"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -46,4 +47,20 @@ func Duration(d time.Duration) string {
 		s = strings.TrimSuffix(s, "0m")
 	}
 	return s
+}
+
+// Age prints d as kubectl prints ages, to the largest unit or two that matter: 45s, 12m,
+// 3h20m, 2d. Negative durations are 0s.
+func Age(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "0s"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh%dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+	return fmt.Sprintf("%dd", int(d.Hours()/24))
 }

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"html/template"
 	"io/fs"
+	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -62,15 +64,39 @@ func (p *Page) Handler() http.Handler {
 			http.Error(w, "the status page is read-only", http.StatusMethodNotAllowed)
 			return
 		}
+		if !p.hostAllowed(r.Host) {
+			http.Error(w, fmt.Sprintf("the status page answers requests for an address, localhost or this machine's name, not %q "+
+				"(a proxy in front of it must send the address it forwards to as Host, as nginx's proxy_pass does)", r.Host), http.StatusMisdirectedRequest)
+			return
+		}
 		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(writeTimeout))
 		mux.ServeHTTP(w, r)
 	})
 }
 
-// noListing refuses directories: the static files are named by the page.
+// hostAllowed reports whether host (the request's Host, with its port) names the page as
+// a browser on this machine or through a tunnel or proxy does: an IP address, localhost, or
+// one of this machine's names. Any other name is a DNS rebinding attempt: a web site whose
+// name resolves to 127.0.0.1 for a moment, reading the page through its visitor's browser.
+func (p *Page) hostAllowed(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
+	if net.ParseIP(host) != nil || host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	return slices.Contains(p.o.Hosts, host)
+}
+
+// staticFiles are the files under pathStatic the page names; anything else there (the
+// template, a directory) is 404.
+var staticFiles = map[string]bool{pathStatic + "page.js": true, pathStatic + "page.css": true}
+
+// noListing serves staticFiles alone: no directories, not the template.
 func noListing(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasSuffix(r.URL.Path, "/") {
+		if !staticFiles[r.URL.Path] {
 			http.NotFound(w, r)
 			return
 		}

@@ -18,12 +18,16 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/netutil"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -42,6 +46,10 @@ const (
 	// one stays open before the browser is asked to reconnect.
 	DefaultMaxStreams     = 64
 	DefaultStreamLifetime = 10 * time.Minute
+	// DefaultMaxConnections bounds the open connections, streams included: every local
+	// user can open them, and the page shares the process's file descriptors with etcd,
+	// the API server and the gateway.
+	DefaultMaxConnections = 256
 )
 
 // Options configure the page.
@@ -58,11 +66,16 @@ type Options struct {
 	Node string
 	// AuditLog is the audit log the usage is read from; empty: no usage table.
 	AuditLog string
-	// Refresh, UsageEvery, MaxStreams and StreamLifetime default to the Default constants.
+	// Refresh, UsageEvery, MaxStreams, StreamLifetime and MaxConnections default to the
+	// Default constants.
 	Refresh        time.Duration
 	UsageEvery     time.Duration
 	MaxStreams     int
 	StreamLifetime time.Duration
+	MaxConnections int
+	// Hosts are the names besides addresses and localhost that requests may call the page
+	// by (the Host header), lower case; nil: this machine's host name, short and long.
+	Hosts []string
 	// Location is the time zone times are shown in; time.Local when nil.
 	Location *time.Location
 	// Now is the clock; time.Now when nil.
@@ -122,6 +135,12 @@ func newPage(o Options) (*Page, error) {
 	if o.StreamLifetime <= 0 {
 		o.StreamLifetime = DefaultStreamLifetime
 	}
+	if o.MaxConnections <= 0 {
+		o.MaxConnections = max(DefaultMaxConnections, 2*o.MaxStreams)
+	}
+	if o.Hosts == nil {
+		o.Hosts = machineNames()
+	}
 	if o.Location == nil {
 		o.Location = time.Local
 	}
@@ -129,6 +148,17 @@ func newPage(o Options) (*Page, error) {
 		o.Now = time.Now
 	}
 	return &Page{o: o, hist: map[string]*series{}, changed: make(chan struct{}), streams: make(chan struct{}, o.MaxStreams)}, nil
+}
+
+// machineNames are this machine's host name, short and as it is set.
+func machineNames() []string {
+	name, err := os.Hostname()
+	if err != nil || name == "" {
+		return []string{}
+	}
+	name = strings.ToLower(name)
+	short, _, _ := strings.Cut(name, ".")
+	return slices.Compact([]string{name, short})
 }
 
 // Addr is the address the page listens on (the port chosen for ":0").
@@ -162,7 +192,10 @@ func (p *Page) Start(ctx context.Context) error {
 		p.every(ctx, p.o.UsageEvery, p.readUsage, "Could not read the audit log for the status page")
 	}()
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(p.listener) }()
+	// At most MaxConnections at once: no number of connections (every local user can open
+	// them) can take the file descriptors etcd, the API server and the gateway share with
+	// the page; those waiting stay in the kernel's backlog, which costs the process nothing.
+	go func() { errc <- srv.Serve(netutil.LimitListener(p.listener, p.o.MaxConnections)) }()
 	log.Info("Serving the status page", "address", "http://"+p.listener.Addr().String()+"/")
 	var err error
 	select {

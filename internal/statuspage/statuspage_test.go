@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -87,8 +88,37 @@ func newTestPage(t *testing.T, objs ...client.Object) *Page {
 func get(t *testing.T, h http.Handler, method, target string) *httptest.ResponseRecorder {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(method, target, nil))
+	r := httptest.NewRequest(method, target, nil)
+	r.Host = "127.0.0.1:9404"
+	h.ServeHTTP(rec, r)
 	return rec
+}
+
+// TestOtherHostNamesAreRefused: a request for another name than an address, localhost or
+// this machine's (a web site rebinding its name to 127.0.0.1, read through a browser here)
+// gets nothing; a tunnel's, a proxy's and the machine's own names do.
+func TestOtherHostNamesAreRefused(t *testing.T) {
+	p := newTestPage(t)
+	p.o.Hosts = []string{"gpu01.lab.example.org", "gpu01"}
+	h := p.Handler()
+	for host, want := range map[string]int{
+		"127.0.0.1:9404": http.StatusOK, "[::1]:9404": http.StatusOK, "localhost:9404": http.StatusOK, "LOCALHOST.": http.StatusOK,
+		"10.1.2.3": http.StatusOK, "gpu01:9404": http.StatusOK, "GPU01.lab.example.org": http.StatusOK,
+		"evil.example.com:9404": http.StatusMisdirectedRequest, "127.0.0.1.nip.io:9404": http.StatusMisdirectedRequest, "": http.StatusMisdirectedRequest,
+	} {
+		for _, path := range []string{"/", "/status.json", "/static/page.js"} {
+			rec := httptest.NewRecorder()
+			r := httptest.NewRequest(http.MethodGet, path, nil)
+			r.Host = host
+			h.ServeHTTP(rec, r)
+			if rec.Code != want {
+				t.Errorf("Host %q %s: %d, want %d: %s", host, path, rec.Code, want, rec.Body)
+			}
+			if want != http.StatusOK && !strings.HasPrefix(rec.Body.String(), "the status page answers requests for an address") {
+				t.Errorf("Host %q %s: the answer does not say why: %s", host, path, rec.Body)
+			}
+		}
+	}
 }
 
 // TestPageRendersEverythingWithoutJavaScript: the HTML alone names the holders, the
@@ -104,7 +134,7 @@ func TestPageRendersEverythingWithoutJavaScript(t *testing.T) {
 		"<h1 id=\"title\">GPUs on gpu01</h1>", "GPU 0", "GPU 1", "NVIDIA H100 80GB HBM3",
 		`<dd class="user">bob</dd>`, "bob-train", "&lt;script&gt;alert(1)&lt;/script&gt;", // the holder, escaped
 		"97 %", "40.0 GiB of 80.0 GiB", "71 °C", `aria-label="Utilisation 97 %"`, "Utilisation over the last hour: now 97 %",
-		"<td>alice-next</td><td>alice</td>", "capacity: until bob-train ends", "11:00 (in 1h 0m)", // the queue
+		"<td>alice-next</td><td>alice</td>", "capacity: until bob-train ends", "11:00 (in 1h0m)", // the queue
 		"Tue 8 Dec", "alice-deadline", "10:00–14:00", // the week's calendar
 		`<th scope="row">bob</th>`, `<th scope="row">alice</th>`, "1 held, 1 free, 1 waiting",
 		`<script src="/static/page.js" defer></script>`, `<link rel="stylesheet" href="/static/page.css">`,
@@ -141,7 +171,7 @@ func TestHeadersAndMethods(t *testing.T) {
 	if rec := get(t, h, http.MethodGet, "/static/page.js"); rec.Code != 200 || !strings.Contains(rec.Header().Get("Content-Type"), "javascript") {
 		t.Errorf("GET /static/page.js = %d %s", rec.Code, rec.Header().Get("Content-Type"))
 	}
-	for _, path := range []string{"/nowhere", "/static/", "/static/page.html.missing"} {
+	for _, path := range []string{"/nowhere", "/static/", "/static/page.html.missing", "/static/page.html"} {
 		if rec := get(t, h, http.MethodGet, path); rec.Code != http.StatusNotFound {
 			t.Errorf("GET %s = %d, want 404", path, rec.Code)
 		}
@@ -344,4 +374,84 @@ func TestSparkline(t *testing.T) {
 
 func overviewDevice(util *float64) overview.Device {
 	return overview.Device{UUID: "GPU-0", UtilizationPercent: util}
+}
+
+// TestConnectionsAreBounded: the page holds at most MaxConnections open, however many a
+// user opens (each is a file descriptor etcd and the API server need too); one more waits
+// until a place is free, and Start still returns when its context ends.
+func TestConnectionsAreBounded(t *testing.T) {
+	c := fake.NewClientBuilder().WithScheme(scheme.New()).Build()
+	p, err := New(Options{Addr: "127.0.0.1:0", Reader: c, Gatherer: prometheus.NewRegistry(), MaxConnections: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- p.Start(ctx) }()
+	addr := p.Addr().String()
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for range 2 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	extra, err := net.Dial("tcp", addr) // the kernel completes it; the page must not take it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	if _, err := extra.Write([]byte("GET /static/page.css HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	answered := make(chan error, 1)
+	go func() {
+		resp, err := http.ReadResponse(bufio.NewReader(extra), nil)
+		if err == nil {
+			resp.Body.Close()
+		}
+		answered <- err
+	}()
+	select {
+	case err := <-answered:
+		t.Fatalf("a connection beyond MaxConnections was served (%v)", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	held[0].Close()
+	select {
+	case err := <-answered:
+		if err != nil {
+			t.Fatalf("the waiting connection, once a place was free: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting connection was not served once a place was free")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Start: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Start did not return after its context ended")
+	}
+}
+
+// TestNonFiniteReadingsKeepTheJSON: a reading that is not a number must not make
+// /status.json and every stream fail (encoding/json refuses NaN).
+func TestNonFiniteReadingsKeepTheJSON(t *testing.T) {
+	nan := math.NaN()
+	s := overview.Snapshot{Time: now, Devices: []overview.Device{{Node: "gpu01", Index: 0, UUID: "GPU-0", UtilizationPercent: &nan}}}
+	p := newTestPage(t)
+	p.record(s)
+	if _, err := p.viewJSON(""); err != nil {
+		t.Fatalf("a NaN reading: %v", err)
+	}
 }

@@ -3,10 +3,12 @@ package statuspage
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/gpuwarden/gpuwarden/internal/message"
 	"github.com/gpuwarden/gpuwarden/internal/overview"
 	"github.com/gpuwarden/gpuwarden/internal/report"
 )
@@ -295,7 +297,13 @@ func deviceView(d overview.Device, h *series, t timeFmt) DeviceView {
 	return dv
 }
 
-func clamp(p float64) float64 { return max(0, min(100, p)) }
+// clamp is p within 0–100; NaN is 0 (min and max keep a NaN, which JSON cannot carry).
+func clamp(p float64) float64 {
+	if math.IsNaN(p) {
+		return 0
+	}
+	return max(0, min(100, p))
+}
 
 func gib(b int64) string { return strconv.FormatFloat(float64(b)/(1<<30), 'f', 1, 64) + " GiB" }
 
@@ -405,7 +413,7 @@ func usageView(u Usage, t timeFmt, match func(string) bool) UsageView {
 			ur.UsedShare = fmt.Sprintf("%.0f %%", 100*row.UsedGPUHours/row.UtilizationKnownHours)
 		}
 		if w := row.MeanWait(); w > 0 {
-			ur.MeanWait = duration(w)
+			ur.MeanWait = message.Age(w)
 		}
 		if top > 0 {
 			ur.Bar = Meter{Known: true, Percent: clamp(100 * row.AllocatedGPUHours / top), Text: ur.Allocated + " GPU-h"}
@@ -439,9 +447,9 @@ func (t timeFmt) at(x time.Time) string {
 	d := x.Sub(t.now)
 	switch {
 	case d > 30*time.Second:
-		return x.Format(layout) + " (in " + duration(d) + ")"
+		return x.Format(layout) + " (in " + message.Age(d) + ")"
 	case d < -30*time.Second:
-		return x.Format(layout) + " (" + duration(-d) + " ago)"
+		return x.Format(layout) + " (" + message.Age(-d) + " ago)"
 	}
 	return x.Format(layout) + " (now)"
 }
@@ -459,18 +467,5 @@ func (t timeFmt) ago(x time.Time) string {
 	if d < time.Minute {
 		return "under a minute"
 	}
-	return duration(d)
-}
-
-// duration is d rounded for people: 45s, 12m, 3h 5m, 2d 4h.
-func duration(d time.Duration) string {
-	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%ds", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm", int(d.Minutes()))
-	case d < 24*time.Hour:
-		return fmt.Sprintf("%dh %dm", int(d.Hours()), int(d.Minutes())%60)
-	}
-	return fmt.Sprintf("%dd %dh", int(d.Hours())/24, int(d.Hours())%24)
+	return message.Age(d)
 }

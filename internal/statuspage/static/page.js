@@ -188,7 +188,16 @@
     var src = new EventSource("/events" + (user ? "?user=" + encodeURIComponent(user.slice(0, 64)) : ""));
     live("Connecting…", "wait");
     src.addEventListener("open", function () { live("Live", "on"); });
-    src.addEventListener("error", function () { live("Reconnecting…", "wait"); });
+    src.addEventListener("error", function () {
+      if (src.readyState !== EventSource.CLOSED) {
+        live("Reconnecting…", "wait");
+        return;
+      }
+      // The server refused the stream (too many open, or it is stopping): the browser
+      // gives up on its own, so try again a little later.
+      live("Not live: trying again in 30 s", "off");
+      window.setTimeout(start, 30000);
+    });
     src.addEventListener("status", function (e) {
       var v;
       try {

@@ -15,6 +15,7 @@ import (
 
 	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
 	"github.com/gpuwarden/gpuwarden/cmd/gpuwarden/app/options"
+	"github.com/gpuwarden/gpuwarden/internal/message"
 	"github.com/gpuwarden/gpuwarden/internal/overview"
 )
 
@@ -96,18 +97,7 @@ func (o *Options) Run(ctx context.Context, c client.Reader, out io.Writer) error
 }
 
 // since is how long ago t was, as kubectl writes ages.
-func (o *Options) since(t time.Time) string {
-	d := o.now().Sub(t)
-	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%ds", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm", int(d.Minutes()))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh%dm", int(d.Hours()), int(d.Minutes())%60)
-	}
-	return fmt.Sprintf("%dd", int(d.Hours()/24))
-}
+func (o *Options) since(t time.Time) string { return message.Age(o.now().Sub(t)) }
 
 func at(t *time.Time) string {
 	if t == nil {

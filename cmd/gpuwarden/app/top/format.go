@@ -3,12 +3,14 @@ package top
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/gpuwarden/gpuwarden/internal/audit"
+	"github.com/gpuwarden/gpuwarden/internal/message"
 	"github.com/gpuwarden/gpuwarden/internal/overview"
 )
 
@@ -201,7 +203,13 @@ func memoryCell(used, total *int64) cell {
 	return cell{text: gib(*used) + "/" + gib(*total), kind: barCell, frac: &f}
 }
 
-func clamp(f float64) float64 { return max(0, min(1, f)) }
+// clamp is f within 0–1; NaN is 0 (min and max keep a NaN, and a bar of NaN is a panic).
+func clamp(f float64) float64 {
+	if math.IsNaN(f) {
+		return 0
+	}
+	return max(0, min(1, f))
+}
 
 // gib writes bytes as GiB with one decimal.
 func gib(b int64) string { return strconv.FormatFloat(float64(b)/(1<<30), 'f', 1, 64) + "Gi" }
@@ -289,7 +297,7 @@ func since(t *time.Time, now time.Time) string {
 	if t == nil || t.IsZero() {
 		return dash
 	}
-	return duration(now.Sub(*t))
+	return message.Age(now.Sub(*t))
 }
 
 func until(t *time.Time, now time.Time) string {
@@ -297,22 +305,7 @@ func until(t *time.Time, now time.Time) string {
 		return dash
 	}
 	if d := t.Sub(now); d > 0 {
-		return duration(d)
+		return message.Age(d)
 	}
 	return "now"
-}
-
-// duration writes d as kubectl writes ages: 45s, 12m, 3h20m, 2d.
-func duration(d time.Duration) string {
-	switch {
-	case d < 0:
-		return "0s"
-	case d < time.Minute:
-		return fmt.Sprintf("%ds", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm", int(d.Minutes()))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh%dm", int(d.Hours()), int(d.Minutes())%60)
-	}
-	return fmt.Sprintf("%dd", int(d.Hours()/24))
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -467,5 +468,35 @@ func TestNamesCannotDriveTheTerminal(t *testing.T) {
 		if strings.ContainsAny(l, "\x1b\x07\u202e") {
 			t.Errorf("the terminal view's line %q", l)
 		}
+	}
+}
+
+// TestNonFiniteReadingsAreDrawn: a reading that is not a number (a node's /metrics says NaN
+// or Inf; --metrics may name any endpoint) is drawn without a bar, not a panic.
+func TestNonFiniteReadingsAreDrawn(t *testing.T) {
+	nan, inf := math.NaN(), math.Inf(1)
+	used, total := int64(1<<30), int64(80<<30)
+	s := overview.Snapshot{Time: now, Devices: []overview.Device{
+		{Node: "gpu01", Index: 0, UUID: "GPU-0", UtilizationPercent: &nan, MemoryUsedBytes: &used, MemoryTotalBytes: &total},
+		{Node: "gpu01", Index: 1, UUID: "GPU-1", UtilizationPercent: &inf},
+	}}
+	defer func() {
+		if r := recover(); r != nil {
+			t.Fatalf("drawing a NaN reading panicked: %v", r)
+		}
+	}()
+	lines := live.render(sections(s, now), 200)
+	if len(lines) == 0 {
+		t.Fatal("nothing drawn")
+	}
+}
+
+// TestErrorsCannotDriveTheTerminal: the API server's error is shown with its control
+// characters escaped, as every other text from outside is.
+func TestErrorsCannotDriveTheTerminal(t *testing.T) {
+	m := loaded(t)
+	m.Update(snapshotMsg{err: errors.New("bad \x1b]0;owned\x07\x1b[2J"), at: now})
+	if v := m.View(); strings.Contains(v, "\x1b]0;") || strings.Contains(v, "\x07") || !strings.Contains(v, `bad \x1b]0;owned\a\x1b[2J`) {
+		t.Errorf("the error's control characters reached the terminal, or were not shown escaped:\n%q", v)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/lipgloss"
 
+	"github.com/gpuwarden/gpuwarden/internal/audit"
 	"github.com/gpuwarden/gpuwarden/internal/overview"
 )
 
@@ -146,7 +147,7 @@ func (m *model) View() string {
 		lines = append(lines, header(s, m.filter)...)
 	}
 	if m.err != nil {
-		what := fmt.Sprintf("cannot read the API server at %s: %v (retrying every %s", m.errAt.Format(time.TimeOnly), m.err, m.interval)
+		what := fmt.Sprintf("cannot read the API server at %s: %s (retrying every %s", m.errAt.Format(time.TimeOnly), audit.Printable(m.err.Error()), m.interval)
 		if m.snap != nil {
 			what += "; showing what was read at " + m.snap.Time.Local().Format(time.TimeOnly)
 		}
