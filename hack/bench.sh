@@ -203,6 +203,10 @@ printf "jq:                %.3f s (%d events)\n" "$t_jq" "$n_jq"
 printf "gpuwarden events:  %.3f s (%d events)\n" "$t_gw" "$n_gw"
 printf "speed-up:          %.1fx   (target >= 20x)\n" "$(echo "$t_jq / $t_gw" | bc -l)"
 row "\`gpuwarden events --user --type --since\` over $n_events events" "$(printf %.3f "$t_gw") s" "jq, same filter: $(printf %.3f "$t_jq") s" "≥ 20× faster" "$(verdict "$t_jq / $t_gw >= 20") ($(printf %.1f "$(echo "$t_jq / $t_gw" | bc -l)")×)"
+# The status page reads every user's last 30 days this way every 5 minutes (DefaultUsageEvery).
+t_rep=$(best "$bin" report --file "$log" --since 30d)
+printf "gpuwarden report:  %.3f s\n" "$t_rep"
+row "\`gpuwarden report --since 30d\` over $n_events events (the status page's usage table, read every 5 min)" "$(printf %.3f "$t_rep") s" "jq reading the same log: $(printf %.3f "$t_jq") s" "–" "$(printf %.2f "$(echo "100 * $t_rep / 300" | bc -l)") % of a core at one read per 5 min"
 [ "$n_jq" = "$n_gw" ] || echo "WARNING: jq found $n_jq events, gpuwarden events $n_gw"
 
 echo

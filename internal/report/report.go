@@ -68,8 +68,9 @@ type Builder struct {
 	MIGProfile string
 
 	rows       map[string]*Row
-	open       map[string]binding // by allocation
-	byID       map[string]binding // the allocation of each container ID seen
+	open       map[string]binding  // by allocation
+	byID       map[string]binding  // the allocation of each container ID seen
+	ids        map[string][]string // the container IDs byID has of each open allocation
 	stops      map[string]time.Time
 	rejections map[string]int
 	// runs are the allocations bound within the log, with their peaks, for the advice;
@@ -146,10 +147,30 @@ func (b *Builder) held(bd binding, end time.Time) {
 	}
 }
 
+// see notes that container id is bd's allocation's, until its release.
+func (b *Builder) see(id string, bd binding) {
+	if b.byID[id].allocation != bd.allocation {
+		b.ids[bd.allocation] = append(b.ids[bd.allocation], id)
+	}
+	b.byID[id] = bd
+}
+
+// forget drops the container IDs of a released allocation: a month of log names many
+// more containers than are ever open at once (the status page reads it every few minutes).
+func (b *Builder) forget(alloc string) {
+	for _, id := range b.ids[alloc] {
+		if b.byID[id].allocation == alloc {
+			delete(b.byID, id)
+		}
+	}
+	delete(b.ids, alloc)
+}
+
 // Add counts one event; events must come in time order.
 func (b *Builder) Add(e *audit.Event) {
 	if b.open == nil {
 		b.open, b.byID, b.stops, b.rejections = map[string]binding{}, map[string]binding{}, map[string]time.Time{}, map[string]int{}
+		b.ids = map[string][]string{}
 		b.runs = map[string]*run{}
 	}
 	if !b.Until.IsZero() && !e.Time.Before(b.Until) {
@@ -163,7 +184,7 @@ func (b *Builder) Add(e *audit.Event) {
 		b.open[alloc] = bd
 		b.addRun(e.User, alloc, d, e.Time)
 		if id := str(d, "container_id"); id != "" {
-			b.byID[id] = bd
+			b.see(id, bd)
 		}
 		if b.in(e.Time) {
 			r := b.row(e.User)
@@ -179,8 +200,12 @@ func (b *Builder) Add(e *audit.Event) {
 		}
 		delete(b.open, alloc)
 		b.held(bd, e.Time)
+		b.forget(alloc)
 		if r := b.runs[alloc]; r != nil {
 			r.end, r.released = e.Time, true
+			if b.overlap(r.start, r.end) <= 0 {
+				delete(b.runs, alloc) // over before the period: nothing to judge
+			}
 		}
 		if stopped, ok := b.stops[alloc]; ok && !stopped.After(e.Time) && b.in(e.Time) {
 			delete(b.stops, alloc)
@@ -195,7 +220,7 @@ func (b *Builder) Add(e *audit.Event) {
 		// container had an ID: the stops of the container are the allocation's.
 		if bd, ok := b.open[alloc]; ok && alloc != "" {
 			if id := str(d, "container_id"); id != "" {
-				b.byID[id] = bd
+				b.see(id, bd)
 			}
 		}
 	case audit.TypeGPUUsage:
