@@ -33,7 +33,7 @@ func newAllocationCommand() *cobra.Command {
 			return explainAllocation(cmd.Context(), c, args[0], cmd.OutOrStdout())
 		},
 	}
-	cmd.Flags().StringVar(&o.Kubeconfig, "kubeconfig", options.DefaultKubeconfig(), "kubeconfig of the API server ($KUBECONFIG, else the server's default data dir)")
+	options.KubeconfigFlag(cmd.Flags(), &o.Kubeconfig)
 	return cmd
 }
 

@@ -114,7 +114,7 @@ func newUserCommand(o *Options) *cobra.Command {
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&o.Kubeconfig, "kubeconfig", options.DefaultKubeconfig(), "kubeconfig of the API server ($KUBECONFIG, else the server's default data dir)")
+	options.KubeconfigFlag(fs, &o.Kubeconfig)
 	fs.StringSliceVar(&o.Groups, "groups", nil, "the user's groups, instead of looking them up in the host's group database")
 	fs.StringVar(&o.ContainerType, "container-type", string(gpuwardenv1alpha1.ContainerTypeDocker), "the container type to explain the policy for")
 	fs.BoolVar(&o.Claimed, "claimed", false, "explain the type as claimed by the user's own labels through the gateway (gpuwarden.io/type-claimed): what a devcontainer or compose container they make gets")

@@ -271,6 +271,11 @@ func ClientFrom(path string) (client.Client, error) {
 	return client.New(cfg, client.Options{Scheme: scheme.New()})
 }
 
+// KubeconfigFlag registers --kubeconfig in fs, for a command that reads the API server.
+func KubeconfigFlag(fs *pflag.FlagSet, p *string) {
+	fs.StringVar(p, "kubeconfig", DefaultKubeconfig(), "kubeconfig of the API server ($KUBECONFIG, else the server's default data dir)")
+}
+
 // DefaultKubeconfig is the kubeconfig a command reads unless told: $KUBECONFIG, else the
 // admin kubeconfig in the server's default data dir.
 func DefaultKubeconfig() string {

@@ -49,7 +49,7 @@ func NewCommand() *cobra.Command {
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&o.Kubeconfig, "kubeconfig", options.DefaultKubeconfig(), "kubeconfig of the API server ($KUBECONFIG, else the server's default data dir)")
+	options.KubeconfigFlag(fs, &o.Kubeconfig)
 	fs.StringVar(&o.Node, "node", "", "the node whose queue to list (default: every node's)")
 	fs.StringVarP(&o.Output, "output", "o", "", "json: one object per waiting request")
 	return cmd

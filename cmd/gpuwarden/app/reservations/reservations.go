@@ -77,7 +77,7 @@ Ended ones are left out unless --all.`,
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&o.Kubeconfig, "kubeconfig", options.DefaultKubeconfig(), "kubeconfig of the API server ($KUBECONFIG, else the server's default data dir)")
+	options.KubeconfigFlag(fs, &o.Kubeconfig)
 	fs.StringVar(&o.Node, "node", "", "the node whose GPUs to show (default: every node's)")
 	fs.StringVarP(&o.Output, "output", "o", "", "json: one object with the reservations and each GPU's reserved windows")
 	fs.BoolVar(&o.All, "all", false, "list ended reservations too")

@@ -89,7 +89,7 @@ unknown). -o json prints the snapshot as one JSON document.`,
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&o.Kubeconfig, "kubeconfig", options.DefaultKubeconfig(), "kubeconfig of the API server ($KUBECONFIG, else the server's default data dir)")
+	options.KubeconfigFlag(fs, &o.Kubeconfig)
 	fs.StringVar(&o.Node, "node", "", "the node whose GPUs, queue and reservations to show (default: every node's)")
 	fs.StringVar(&o.Metrics, "metrics", DefaultMetrics, `the node's gpuwarden /metrics the readings come from ("" or "0": none)`)
 	fs.StringVarP(&o.Output, "output", "o", "", "json: the snapshot as one JSON document (implies --once)")
