@@ -216,7 +216,7 @@ func Bookings(rsvs []gpuwardenv1alpha1.GPUReservation, node string, from, to tim
 		t := reservation.TimesOf(&r.Spec)
 		for _, w := range t.Between(from, to) {
 			out = append(out, Booking{Name: r.Name, Phase: string(r.Status.Phase), Node: n, Devices: r.Status.DevicesSummary,
-				Request: allocation.RequestSummary(r.Spec.Request), For: reservation.Who(r.Spec.Subjects), Start: w.Start, End: w.End,
+				Request: allocation.RequestSummary(r.Spec.Request), For: reservation.Who(r.Spec.Subjects), Subjects: r.Spec.Subjects, Start: w.Start, End: w.End,
 				Weekly: t.Weekly, Active: w.Contains(from), Displace: string(r.Spec.Displace)})
 		}
 	}

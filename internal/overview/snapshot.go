@@ -5,7 +5,11 @@
 // GPUs' readings from a node's metrics, so that neither view asks NVML or Docker itself.
 package overview
 
-import "time"
+import (
+	"time"
+
+	gpuwardenv1alpha1 "github.com/gpuwarden/gpuwarden/api/v1alpha1"
+)
 
 // Snapshot is the state of the GPUs at one moment.
 type Snapshot struct {
@@ -94,15 +98,17 @@ type Waiting struct {
 
 // Booking is one window of a reservation.
 type Booking struct {
-	Name    string    `json:"name"`
-	Phase   string    `json:"phase"`
-	Node    string    `json:"node,omitempty"`
-	Devices string    `json:"devices,omitempty"`
-	Request string    `json:"request"`
-	For     string    `json:"for"`
-	Start   time.Time `json:"start"`
-	End     time.Time `json:"end"`
-	Weekly  bool      `json:"weekly,omitempty"`
+	Name    string `json:"name"`
+	Phase   string `json:"phase"`
+	Node    string `json:"node,omitempty"`
+	Devices string `json:"devices,omitempty"`
+	Request string `json:"request"`
+	// For says whom it is for, as people read it; Subjects are those it names.
+	For      string                      `json:"for"`
+	Subjects []gpuwardenv1alpha1.Subject `json:"subjects,omitempty"`
+	Start    time.Time                   `json:"start"`
+	End      time.Time                   `json:"end"`
+	Weekly   bool                        `json:"weekly,omitempty"`
 	// Active is true while the window is on.
 	Active   bool   `json:"active,omitempty"`
 	Displace string `json:"displace,omitempty"`

@@ -437,7 +437,7 @@ type timeFmt struct {
 	loc *time.Location
 }
 
-// at is a clock time with how far it is: "14:30 (in 12m)", "Tue 09:00 (in 2d 3h)".
+// at is a clock time with how far it is: "14:30 (in 12m)", "Tue 09:00 (in 2d)".
 func (t timeFmt) at(x time.Time) string {
 	x = x.In(t.loc)
 	layout := "15:04"
@@ -461,7 +461,7 @@ func (t timeFmt) optional(x *time.Time, none string) string {
 	return t.at(*x)
 }
 
-// ago is how long since x: "12m", "3h 5m".
+// ago is how long since x: "under a minute", "12m", "3h5m".
 func (t timeFmt) ago(x time.Time) string {
 	d := t.now.Sub(x)
 	if d < time.Minute {

@@ -6,12 +6,14 @@ import (
 	"strings"
 
 	"github.com/gpuwarden/gpuwarden/internal/overview"
+	"github.com/gpuwarden/gpuwarden/internal/reservation"
 )
 
 // The orders the GPUs can be sorted in; the first is the default.
 var sorts = []string{"node", "user", "util", "memory"}
 
-// filter is what of a snapshot is shown: one user's part (user empty: everyone's), the GPUs
+// filter is what of a snapshot is shown: one user's part (user empty: everyone's; the
+// reservations that name them or everyone, as group members are not known here), the GPUs
 // in the order sort names.
 type filter struct {
 	user string
@@ -26,7 +28,7 @@ func (f filter) apply(s overview.Snapshot) overview.Snapshot {
 	if u := f.user; u != "" {
 		out.Devices = slices.DeleteFunc(out.Devices, func(d overview.Device) bool { return d.Holder == nil || d.Holder.User != u })
 		out.Queue = slices.DeleteFunc(out.Queue, func(w overview.Waiting) bool { return w.User != u })
-		out.Reservations = slices.DeleteFunc(out.Reservations, func(b overview.Booking) bool { return !includes(b.For, u) })
+		out.Reservations = slices.DeleteFunc(out.Reservations, func(b overview.Booking) bool { return !reservation.Includes(b.Subjects, u, nil) })
 		out.Users = slices.DeleteFunc(out.Users, func(x overview.User) bool { return x.Name != u })
 	}
 	switch f.sort {
@@ -40,17 +42,6 @@ func (f filter) apply(s overview.Snapshot) overview.Snapshot {
 		slices.SortStableFunc(out.Devices, func(a, b overview.Device) int { return descending(a.MemoryUsedBytes, b.MemoryUsedBytes) })
 	}
 	return out
-}
-
-// includes says a booking's "for" (reservation.Who: names, "group g", "everyone") names
-// user or everyone. Group members are not known here; a booking for a group is left out.
-func includes(who, user string) bool {
-	for _, w := range strings.Split(who, ", ") {
-		if w == user || w == "everyone" {
-			return true
-		}
-	}
-	return false
 }
 
 func holderName(d overview.Device) string {
